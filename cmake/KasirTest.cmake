@@ -1,0 +1,41 @@
+# One helper per kind of test (STYLE.md: registered through one CMake helper
+# with a timeout).
+#
+# kasir_unit_test(NAME src.c... [TIMEOUT s])  cmocka unit test, links
+#   kasir_common; label "unit".
+# kasir_py_test(NAME script.py [TIMEOUT s] [LABELS l...])  integration test
+#   run with Debian's /usr/bin/python3 (the Debian python3-* packages live
+#   there); it gets KASIR_BUILD_DIR, KASIR_SOURCE_DIR, KASIR_SHARED_DIR and
+#   PYTHONPATH=tests/lib.  Label "integration" by default.
+find_library(CMOCKA_LIB cmocka REQUIRED)
+set(KASIR_PYTHON /usr/bin/python3)
+set(KASIR_SHARED_DIR ${CMAKE_SOURCE_DIR}/../shared CACHE PATH
+  "the shared/ folder with midtrans/notifications")
+
+function(kasir_unit_test name)
+  cmake_parse_arguments(T "" "TIMEOUT" "" ${ARGN})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 60)
+  endif()
+  add_executable(${name} ${T_UNPARSED_ARGUMENTS})
+  target_link_libraries(${name} PRIVATE kasir_common ${CMOCKA_LIB})
+  set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY
+    ${CMAKE_BINARY_DIR}/tests)
+  add_test(NAME ${name} COMMAND ${name})
+  set_tests_properties(${name} PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS unit
+    ENVIRONMENT "KASIR_SOURCE_DIR=${CMAKE_SOURCE_DIR};KASIR_SHARED_DIR=${KASIR_SHARED_DIR};KASIR_BUILD_DIR=${CMAKE_BINARY_DIR}")
+endfunction()
+
+function(kasir_py_test name script)
+  cmake_parse_arguments(T "" "TIMEOUT" "LABELS" ${ARGN})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 300)
+  endif()
+  if(NOT T_LABELS)
+    set(T_LABELS integration)
+  endif()
+  add_test(NAME ${name} COMMAND ${KASIR_PYTHON} ${script} ${T_UNPARSED_ARGUMENTS})
+  set_tests_properties(${name} PROPERTIES TIMEOUT ${T_TIMEOUT}
+    LABELS "${T_LABELS}" SKIP_RETURN_CODE 77
+    ENVIRONMENT "KASIR_BUILD_DIR=${CMAKE_BINARY_DIR};KASIR_SOURCE_DIR=${CMAKE_SOURCE_DIR};KASIR_SHARED_DIR=${KASIR_SHARED_DIR};PYTHONPATH=${CMAKE_SOURCE_DIR}/tests/lib;PYTHONUNBUFFERED=1")
+endfunction()

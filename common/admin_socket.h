@@ -1,0 +1,73 @@
+/*
+ * admin_socket.h - the operator's door into a daemon (used by kasirctl).
+ *
+ * nng req/rep on admin.socket (normally ipc:///run/kasir/<svc>.sock, file
+ * mode admin.socket_mode so only the operators' group can connect).
+ * Requests and replies are JSON objects:
+ *   request: {"v":1, "cmd":"order.show", "args":{...},
+ *             "reason":"...", "incident":"INC-...", "actor":"alice"}
+ *   reply:   {"v":1, "ok":true, "result":{...}}
+ *         or {"v":1, "ok":false, "error":{"code":"...", "message":"..."}}
+ * The peer's identity is taken from the ipc socket (uid, gid via
+ * NNG_OPT_IPC_PEER_UID/GID), never from the request: the user name and the
+ * role (engineer / support / none, from the unix groups named in
+ * admin.engineer_group / admin.support_group; root is engineer) are given
+ * to the handler.  Over tcp:// (tests only) the actor in the request is
+ * used and the role is support unless the daemon is configured otherwise.
+ * Requests are bounded to 64 KiB.  One worker thread answers requests in
+ * order.
+ */
+#ifndef KASIR_ADMIN_SOCKET_H
+#define KASIR_ADMIN_SOCKET_H
+
+#include <stdbool.h>
+
+struct cJSON;
+struct admin_socket;
+
+#define ADMIN_PROTO_VERSION 1
+
+enum admin_role { ADMIN_ROLE_NONE = 0, ADMIN_ROLE_SUPPORT, ADMIN_ROLE_ENGINEER };
+
+struct admin_peer {
+	char user[64];	    /* unix user name (or uid as text) */
+	enum admin_role role;
+};
+
+struct admin_request {
+	const char *cmd;	   /* e.g. "notify.requeue" */
+	const struct cJSON *args;  /* object; never NULL (empty object) */
+	const char *reason;	   /* NULL if absent */
+	const char *incident;	   /* NULL if absent */
+	struct admin_peer peer;
+};
+
+/*
+ * Handler: on success returns 0 and sets *ret_result (an object the socket
+ * takes over and frees).  On failure returns a negative kasir error and may
+ * fill err_code (stable code like "order_not_found", "role_required") and
+ * err_msg; the socket sends them in the error reply.
+ */
+typedef int (*admin_handler_fn)(void *arg, const struct admin_request *req,
+				struct cJSON **ret_result, char *err_code,
+				size_t code_len, char *err_msg, size_t msg_len);
+
+struct admin_socket_conf {
+	const char *url;	    /* ipc:///... or tcp://127.0.0.1:port */
+	const char *mode;	    /* "0660"; ipc only */
+	const char *engineer_group; /* unix group names; may be NULL */
+	const char *support_group;
+};
+
+int admin_socket_start(const struct admin_socket_conf *conf,
+		       admin_handler_fn handler, void *arg,
+		       struct admin_socket **ret);
+void admin_socket_stop(struct admin_socket *s);
+
+/* Client side (kasirctl): sends request, waits up to timeout_ms for the
+ * reply.  On success *ret_reply (caller cJSON_Delete()s) is the whole reply
+ * object.  -ECONNREFUSED / -ETIMEDOUT when the daemon does not answer. */
+int admin_call(const char *url, const struct cJSON *request, int timeout_ms,
+	       struct cJSON **ret_reply);
+
+#endif

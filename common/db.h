@@ -1,0 +1,110 @@
+/*
+ * db.h - one libpq connection that survives PostgreSQL restarts.
+ *
+ * A struct kasir_db is used by one thread at a time.  When the server goes
+ * away, the next call fails with KASIR_EDB and the connection is marked
+ * broken; db_ensure() reconnects with exponential backoff (100 ms doubling
+ * to 5 s) and returns KASIR_EDB immediately while the backoff has not
+ * elapsed, so callers never sleep inside a request.  A transaction that was
+ * open when the connection broke is reported as failed (KASIR_EDB); if the
+ * connection broke while COMMIT was in flight, db_commit() returns
+ * KASIR_EDBUNKNOWN: the outcome is unknown and the caller must not blindly
+ * redo the work (re-read state instead).  Nothing is retried silently.
+ *
+ * Statements are always parameterized.  A struct db_stmt is prepared lazily
+ * on each connection (and again after a reconnect) under its name.
+ */
+#ifndef KASIR_DB_H
+#define KASIR_DB_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <libpq-fe.h>
+
+struct kasir_db;
+
+struct db_conf {
+	const char *url;      /* libpq conninfo string or URI, without password */
+	const char *password; /* may be NULL */
+	const char *application_name; /* e.g. "kasir-order" */
+	int connect_timeout_s;	      /* default 5 */
+	int statement_timeout_ms;     /* default 10000; 0 = server default */
+};
+
+struct db_stmt {
+	const char *name; /* unique per process, e.g. "order_insert" */
+	const char *sql;  /* $1..$n placeholders */
+	int nparams;
+};
+
+/* Creates a handle and tries to connect once.  Succeeds (returns 0) even
+ * when the server is unreachable: the handle reconnects on db_ensure().
+ * conf strings are copied.  Free with db_close(). */
+int db_open(const struct db_conf *conf, struct kasir_db **ret);
+void db_close(struct kasir_db *db);
+
+/* 0 when the connection is usable now; KASIR_EDB otherwise (reconnect
+ * attempted when the backoff allows). */
+int db_ensure(struct kasir_db *db);
+/* True when the last known state of the connection is good (no I/O). */
+bool db_is_up(const struct kasir_db *db);
+/* Raw connection for libpq calls not covered here; NULL when down. */
+PGconn *db_pg(struct kasir_db *db);
+
+int db_begin(struct kasir_db *db);
+/* 0 committed; KASIR_ESQL the server refused the commit (e.g. deferred
+ * constraint; rolled back); KASIR_EDBUNKNOWN connection lost in flight. */
+int db_commit(struct kasir_db *db);
+/* Never fails from the caller's point of view; a broken connection is
+ * simply marked broken. */
+void db_rollback(struct kasir_db *db);
+/* Savepoints, for applying one item of a batch that may fail. */
+int db_savepoint(struct kasir_db *db, const char *name);
+int db_release(struct kasir_db *db, const char *name);
+int db_rollback_to(struct kasir_db *db, const char *name);
+
+/*
+ * Executes stmt with params (text format; NULL entries are SQL NULL).
+ * On success returns 0 and, when ret_res is not NULL, *ret_res holds the
+ * result (caller PQclear()s it); commands returning no rows are fine.
+ * On failure returns KASIR_EDB (connection) or KASIR_ESQL (statement; its
+ * SQLSTATE and message are available from db_last_error()).
+ */
+int db_exec(struct kasir_db *db, const struct db_stmt *stmt,
+	    const char *const *params, PGresult **ret_res);
+/* Same for a fixed SQL string without parameters (BEGIN, DDL, ...). */
+int db_exec_sql(struct kasir_db *db, const char *sql);
+
+/* SQLSTATE ("23505", ...) and message of the last KASIR_ESQL; "" if none.
+ * Valid until the next call on db. */
+const char *db_last_sqlstate(const struct kasir_db *db);
+const char *db_last_error(const struct kasir_db *db);
+
+/* Helpers to read a result. */
+const char *db_get(const PGresult *res, int row, int col); /* NULL if SQL NULL */
+int64_t db_get_i64(const PGresult *res, int row, int col); /* 0 if NULL */
+
+/*
+ * Applies migrations for schema:
+ *  - connects with conf (the owner role), takes
+ *    pg_advisory_lock(hashtext('kasir.migrate.' || schema)),
+ *  - creates <schema>.schema_migrations(version text primary key,
+ *    applied_at timestamptz) if missing,
+ *  - applies the backbone's own migration "0000_stream" (stream_head,
+ *    stream_out, stream_cursor, stream_poison; see stream.h) granting what
+ *    runtime_role needs,
+ *  - then every "*.sql" file of dir in name order that is not yet recorded,
+ *    each in its own transaction together with its schema_migrations row.
+ * Returns 0 when everything is applied; on failure *why says which file
+ * and the server's message.
+ */
+int db_migrate(const struct db_conf *conf, const char *schema,
+	       const char *runtime_role, const char *dir, char *why,
+	       size_t why_len);
+
+/* True when every *.sql file of dir is recorded in <schema>.schema_migrations
+ * (used by /readyz). */
+bool db_migrations_applied(struct kasir_db *db, const char *schema,
+			   const char *dir);
+
+#endif

@@ -1,0 +1,132 @@
+/*
+ * stream.h - the durable, signed message backbone (ARCHITECTURE.md).
+ *
+ * Producer side, in the producing service's schema S:
+ *   S.stream_head(stream text PK, seq bigint)           gap-free counter
+ *   S.stream_out(stream, seq, id uuid, type, at, body)   append-only log
+ * stream_append() runs INSIDE the caller's transaction: it increments
+ * stream_head (the row lock serialises appenders until COMMIT, so seq has
+ * no gaps: a rolled-back append rolls its number back too) and inserts the
+ * message body.  After COMMIT the caller calls stream_producer_kick(); a
+ * publisher thread reads rows with seq > last sent from its own connection,
+ * signs them (envelope) and sends them over nng, pub (fan-out) or push
+ * (pipeline), non-blocking: nng is only the fast path.  It also sends a
+ * heartbeat {head} every heartbeat_ms.  A replay thread answers req/rep
+ * requests "messages of stream with seq > after, at most max" from the
+ * table.
+ *
+ * Consumer side, in the consuming service's schema C:
+ *   C.stream_cursor(stream text PK, seq bigint)    last applied seq
+ *   C.stream_poison(stream, seq, type, error, body) messages refused for good
+ * A consumer thread with its own connection receives frames, verifies them
+ * (envelope_open + msg_decode), drops seq <= cursor (duplicate), and applies
+ * seq == cursor+1 through the callback inside ONE transaction that also
+ * advances the cursor (SELECT ... FOR UPDATE on the cursor row, so two
+ * instances never both apply).  A gap (seq > cursor+1), start-up, and a
+ * heartbeat ahead of the cursor all trigger replay from the producer's
+ * replay socket, in batches of up to batch_max messages per transaction.
+ * Memory is bounded: nng receive buffers and the frame size are capped, and
+ * out-of-order frames are not buffered (replay fetches them).
+ *
+ * Result: every committed message is applied exactly once, in seq order,
+ * whatever is killed, restarted, dropped, duplicated or reordered.
+ *
+ * The tables are created by db_migrate() ("0000_stream"), which runs the
+ * SQL from stream_migration_sql().
+ */
+#ifndef KASIR_STREAM_H
+#define KASIR_STREAM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "db.h"
+#include "../proto/message.h"
+
+struct cJSON;
+struct keyring;
+struct metrics;
+struct stream_producer;
+struct stream_consumer;
+
+struct stream_producer_conf {
+	const char *stream;	 /* "orders" */
+	const char *schema;	 /* schema holding stream_head/stream_out */
+	const char *publish_url; /* bound: pub or push */
+	const char *replay_url;	 /* bound: rep */
+	bool fanout;		 /* true: pub/sub; false: push/pull */
+	int64_t heartbeat_ms;	 /* default 1000 */
+	unsigned replay_max;	 /* messages per replay answer, default 500 */
+	size_t max_frame;	 /* default ENVELOPE_FRAME_DEFAULT_MAX */
+	struct db_conf db;	 /* for the publisher and replay threads */
+};
+
+/* Starts the publisher and replay threads.  kr and m are borrowed and must
+ * outlive the producer.  Strings in conf are copied. */
+int stream_producer_start(const struct stream_producer_conf *conf,
+			  const struct keyring *kr, struct metrics *m,
+			  struct stream_producer **ret);
+/* Stops the threads, closes sockets; NULL is fine. */
+void stream_producer_stop(struct stream_producer *p);
+
+/*
+ * Appends one message to the producer's stream inside the transaction open
+ * on db (the caller's connection).  data is checked against the type's
+ * field table and borrowed.  On success *ret_seq (may be NULL) is its seq.
+ * The message is sent only after the caller commits and kicks.
+ */
+int stream_append(struct stream_producer *p, struct kasir_db *db,
+		  enum msg_type type, const struct cJSON *data,
+		  int64_t *ret_seq);
+/* Wakes the publisher after a COMMIT that contained appends. Thread-safe. */
+void stream_producer_kick(struct stream_producer *p);
+/* Highest seq known committed (as of the last publisher pass). */
+int64_t stream_producer_head(const struct stream_producer *p);
+
+/*
+ * Apply callback: runs inside the consumer's transaction on db.  Return 0
+ * when applied; KASIR_EREJECT when the message can never be applied (it is
+ * recorded in stream_poison, logged, counted, and the cursor moves on);
+ * any other negative value rolls the transaction back and the message is
+ * retried after a backoff.
+ */
+typedef int (*stream_apply_fn)(void *arg, struct kasir_db *db,
+			       const struct kasir_msg *msg);
+
+struct stream_consumer_conf {
+	const char *stream;	/* producer stream name */
+	const char *schema;	/* consumer's schema (stream_cursor) */
+	const char *url;	/* producer's publish socket (dialed) */
+	const char *replay_url; /* producer's replay socket (dialed) */
+	bool fanout;		/* must match the producer */
+	bool fast_path;		/* false: ignore live frames, replay only */
+	unsigned batch_max;	/* messages per transaction, default 256 */
+	int64_t poll_ms;	/* replay poll when idle, default 2000 */
+	size_t max_frame;
+	struct db_conf db;	/* the consumer's own connection */
+	/* optional: called after each successful COMMIT (e.g. to kick the
+	 * service's own producer when the callback appended messages) */
+	void (*committed)(void *arg);
+};
+
+int stream_consumer_start(const struct stream_consumer_conf *conf,
+			  const struct keyring *kr, struct metrics *m,
+			  stream_apply_fn apply, void *arg,
+			  struct stream_consumer **ret);
+void stream_consumer_stop(struct stream_consumer *c);
+/* Last applied seq and the producer's head as last heard (for lag). */
+int64_t stream_consumer_cursor(const struct stream_consumer *c);
+int64_t stream_consumer_head(const struct stream_consumer *c);
+
+/* The backbone's own migration for schema: stream_head, stream_out
+ * (append-only), stream_cursor, stream_poison (append-only), with grants
+ * for runtime_role.  On success *ret_sql (caller frees) is the SQL text. */
+int stream_migration_sql(const char *schema, const char *runtime_role,
+			 char **ret_sql);
+
+/* Metrics (labels stream="..."): kasir_stream_sent_total,
+ * kasir_stream_received_total, kasir_stream_applied_total,
+ * kasir_stream_duplicates_total, kasir_stream_gaps_total,
+ * kasir_stream_replays_total, kasir_stream_rejected_total{reason=...},
+ * kasir_stream_poison_total, kasir_stream_lag, kasir_stream_head. */
+
+#endif
