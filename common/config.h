@@ -77,6 +77,12 @@ struct conf_key {
 	conf_free_fn free;   /* CONF_CUSTOM: frees what parse allocated */
 	const char *defval;  /* textual default applied when absent (not for SECRET) */
 	const struct conf_key *sub; /* CONF_INCLUDE */
+	/* CONF_CUSTOM: sizeof the field.  conf_load zeroes the field before
+	 * parsing and after a failure, so the callback and .free always see
+	 * a zeroed or fully parsed field.  0 is allowed only when the caller
+	 * zeroes the whole struct before conf_load (conf_free would otherwise
+	 * run .free on garbage when the key is absent). */
+	size_t size;
 };
 /* Tables end with an entry whose key is NULL. */
 

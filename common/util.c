@@ -1,0 +1,235 @@
+/*
+ * util.c - small helpers (util.h).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <openssl/crypto.h>
+
+#include "util.h"
+
+static int64_t
+clock_ms(clockid_t id)
+{
+	struct timespec ts;
+
+	/* Cannot fail for these clocks on Linux. */
+	(void)clock_gettime(id, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t
+now_mono_ms(void)
+{
+	return clock_ms(CLOCK_MONOTONIC);
+}
+
+int64_t
+now_real_ms(void)
+{
+	return clock_ms(CLOCK_REALTIME);
+}
+
+void
+time_rfc3339(int64_t real_ms, char *buf, size_t len)
+{
+	/* Floor division so times before 1970 still format correctly. */
+	int64_t sec = real_ms / 1000, ms = real_ms % 1000;
+	if (ms < 0) {
+		ms += 1000;
+		sec -= 1;
+	}
+	time_t t = (time_t)sec;
+	struct tm tm;
+
+	if (len == 0)
+		return;
+	if (gmtime_r(&t, &tm) == NULL) {
+		buf[0] = '\0';
+		return;
+	}
+	snprintf(buf, len, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ",
+	         tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+	         tm.tm_min, tm.tm_sec, (int)ms);
+}
+
+void
+hex_encode(const uint8_t *in, size_t len, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < len; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 0xf];
+	}
+	out[2 * len] = '\0';
+}
+
+static int
+hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int
+hex_decode(const char *in, size_t in_len, uint8_t *out, size_t out_len,
+           size_t *ret_len)
+{
+	if (in_len % 2 != 0 || in_len / 2 > out_len)
+		return -EINVAL;
+	/* Validate everything first: out is untouched on failure. */
+	for (size_t i = 0; i < in_len; i++)
+		if (hex_digit(in[i]) < 0)
+			return -EINVAL;
+	for (size_t i = 0; i < in_len / 2; i++)
+		out[i] = (uint8_t)(hex_digit(in[2 * i]) << 4 |
+		                   hex_digit(in[2 * i + 1]));
+	if (ret_len != NULL)
+		*ret_len = in_len / 2;
+	return 0;
+}
+
+bool
+ct_equal(const void *a, size_t a_len, const void *b, size_t b_len)
+{
+	if (a_len != b_len)
+		return false;
+	if (a_len == 0)
+		return true;
+	return CRYPTO_memcmp(a, b, a_len) == 0;
+}
+
+/* Fills buf with len random bytes from the kernel CSPRNG. */
+static int
+random_bytes(void *buf, size_t len)
+{
+	uint8_t *p = buf;
+
+	while (len > 0) {
+		ssize_t n = getrandom(p, len, 0);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int
+uuid_v4(char *buf, size_t len)
+{
+	uint8_t b[16];
+	int r;
+
+	if (len < 37)
+		return -EINVAL;
+	if ((r = random_bytes(b, sizeof(b))) < 0)
+		return r;
+	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
+	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* variant 10 */
+	snprintf(buf, len,
+	         "%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
+	         "%02x%02x%02x%02x%02x%02x",
+	         b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9],
+	         b[10], b[11], b[12], b[13], b[14], b[15]);
+	return 0;
+}
+
+size_t
+kasir_strlcpy(char *dst, const char *src, size_t size)
+{
+	size_t n = strlen(src);
+
+	if (size > 0) {
+		size_t c = n < size - 1 ? n : size - 1;
+		memcpy(dst, src, c);
+		dst[c] = '\0';
+	}
+	return n;
+}
+
+bool
+order_id_valid(const char *s, size_t max)
+{
+	size_t n = 0;
+
+	if (s == NULL)
+		return false;
+	for (; s[n] != '\0'; n++) {
+		char c = s[n];
+		if (n >= max)
+			return false;
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		      (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+		      c == '~' || c == '-'))
+			return false;
+	}
+	return n > 0;
+}
+
+bool
+utf8_valid(const char *s, size_t len)
+{
+	const uint8_t *p = (const uint8_t *)s;
+	size_t i = 0;
+
+	while (i < len) {
+		uint8_t c = p[i];
+		size_t n;
+		uint32_t cp, min;
+
+		if (c < 0x80) {
+			i++;
+			continue;
+		} else if ((c & 0xe0) == 0xc0) {
+			n = 1, cp = c & 0x1f, min = 0x80;
+		} else if ((c & 0xf0) == 0xe0) {
+			n = 2, cp = c & 0x0f, min = 0x800;
+		} else if ((c & 0xf8) == 0xf0) {
+			n = 3, cp = c & 0x07, min = 0x10000;
+		} else {
+			return false; /* continuation byte or 0xf8.. */
+		}
+		if (len - i - 1 < n)
+			return false;
+		for (size_t k = 1; k <= n; k++) {
+			if ((p[i + k] & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (p[i + k] & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return false; /* overlong, out of range, surrogate */
+		i += n + 1;
+	}
+	return true;
+}
+
+int64_t
+backoff_ms(int attempt, int64_t base_ms, int64_t cap_ms)
+{
+	int64_t c = base_ms > 0 ? base_ms : 1;
+	uint64_t r = 0;
+
+	if (cap_ms < c)
+		cap_ms = c;
+	for (int i = 0; i < attempt && c < cap_ms; i++)
+		c = c > cap_ms / 2 ? cap_ms : c * 2;
+	if (c > cap_ms)
+		c = cap_ms;
+	/* Jitter needs no cryptographic quality, but getrandom is there. */
+	if (random_bytes(&r, sizeof(r)) < 0)
+		r = (uint64_t)now_mono_ms();
+	int64_t lo = c / 2;
+	return lo + (int64_t)(r % (uint64_t)(c - lo + 1));
+}

@@ -1,0 +1,161 @@
+"""supervise.py - the dev stack's tiny process supervisor (what systemd's
+Restart=on-failure does for the production units).
+
+    /usr/bin/python3 supervise.py CONFIG.json
+
+CONFIG.json:
+    {"pidfile": "var/run/supervise.pid",
+     "programs": [{"name": "kasir-order", "argv": [...], "cwd": "...",
+                   "log": "var/log/kasir-order.log",
+                   "pidfile": "var/run/kasir-order.pid"}, ...]}
+
+Starts every program (stdin /dev/null, stdout+stderr appended to its log,
+its own session), writes its pid file, and restarts a program that exits
+with backoff: 0.5 s doubling to 30 s, reset after 30 s of uptime.  Like
+systemd's Restart=on-failure, a clean exit (status 0) is not restarted.
+SIGTERM/SIGINT: SIGTERM to every program in reverse order, SIGKILL after
+10 s, remove the pid files, exit 0.  deploy/dev/stack.py starts it in its
+own session and `deploy/dev/down` stops it.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+BACKOFF_MIN = 0.5
+BACKOFF_MAX = 30.0
+STABLE_AFTER = 30.0
+STOP_TIMEOUT = 10.0
+
+
+def log(msg):
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} supervise: {msg}", flush=True)
+
+
+def write_pidfile(path, pid):
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{pid}\n")
+    os.replace(tmp, path)
+
+
+def unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class Program:
+    def __init__(self, spec):
+        self.name = spec["name"]
+        self.argv = spec["argv"]
+        self.cwd = spec.get("cwd")
+        self.log = spec["log"]
+        self.pidfile = spec["pidfile"]
+        self.proc = None
+        self.started = 0.0
+        self.backoff = BACKOFF_MIN
+        self.next_start = 0.0
+        self.done = False  # exited cleanly: not restarted
+
+    def start(self):
+        with open(self.log, "ab") as out:
+            out.write(f"=== supervise: start {time.strftime('%H:%M:%S')} "
+                      f"{' '.join(self.argv)}\n".encode())
+            out.flush()
+            try:
+                self.proc = subprocess.Popen(self.argv, cwd=self.cwd,
+                                             stdin=subprocess.DEVNULL, stdout=out,
+                                             stderr=subprocess.STDOUT,
+                                             start_new_session=True)
+            except OSError as e:
+                log(f"{self.name}: cannot start: {e}")
+                self.proc = None
+                self._schedule()
+                return
+        self.started = time.monotonic()
+        write_pidfile(self.pidfile, self.proc.pid)
+        log(f"{self.name}: started, pid {self.proc.pid}")
+
+    def _schedule(self):
+        self.next_start = time.monotonic() + self.backoff
+        log(f"{self.name}: restarting in {self.backoff:.1f}s")
+        self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+
+    def poll(self):
+        now = time.monotonic()
+        if self.done:
+            return
+        if self.proc is None:
+            if now >= self.next_start:
+                self.start()
+            return
+        rc = self.proc.poll()
+        if rc is None:
+            if now - self.started > STABLE_AFTER:
+                self.backoff = BACKOFF_MIN
+            return
+        unlink(self.pidfile)
+        self.proc = None
+        if rc == 0:
+            log(f"{self.name}: exited cleanly, not restarting")
+            self.done = True
+            return
+        log(f"{self.name}: exited with status {rc}")
+        self._schedule()
+
+    def stop(self):
+        if self.proc is None or self.proc.poll() is not None:
+            unlink(self.pidfile)
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            log(f"{self.name}: still running {STOP_TIMEOUT:.0f}s after SIGTERM, SIGKILL")
+            self.proc.kill()
+            self.proc.wait()
+        log(f"{self.name}: stopped (status {self.proc.returncode})")
+        unlink(self.pidfile)
+
+
+stopping = False
+
+
+def on_signal(signum, frame):
+    global stopping
+    stopping = True
+
+
+def main():
+    if len(sys.argv) != 2:
+        print("usage: supervise.py CONFIG.json", file=sys.stderr)
+        return 2
+    with open(sys.argv[1]) as f:
+        conf = json.load(f)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    programs = [Program(p) for p in conf["programs"]]
+    write_pidfile(conf["pidfile"], os.getpid())
+    log(f"pid {os.getpid()}, {len(programs)} programs")
+    for p in programs:
+        p.start()
+    while not stopping:
+        for p in programs:
+            p.poll()
+        time.sleep(0.2)
+    log("stopping")
+    for p in reversed(programs):
+        p.stop()
+    unlink(conf["pidfile"])
+    log("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

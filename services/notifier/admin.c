@@ -1,0 +1,750 @@
+/*
+ * admin.c - operator commands on the admin socket (kasirctl) and the
+ * metrics computed from the database at scrape time.
+ *
+ *   status            support   backlog by state/channel, oldest due job,
+ *                               reminders paused?, stream cursor
+ *   doctor.facts      support   dead / stuck jobs, receipts sent for an
+ *                               order that was not PAID (must be none),
+ *                               PAID orders without a sent receipt
+ *   jobs.list         support   {order_id}: jobs and their attempts
+ *   reminders.pause   engineer  persisted in notify.settings
+ *   reminders.resume  engineer
+ *   jobs.requeue      engineer  {dead:true, order_id?, channel?}
+ *   receipt.resend    engineer  {order_id}: only for a PAID order
+ *
+ * Every changing command needs a reason and is written to notify.audit
+ * (actor, role, reason, incident, before/after, result) in the same
+ * transaction as its effect; refusals are audited too.  The handler runs
+ * on the admin socket's single thread and owns n->admin_db.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "admin_socket.h"
+#include "db.h"
+#include "err.h"
+#include "log.h"
+#include "metrics.h"
+#include "notifier.h"
+#include "stream.h"
+#include "util.h"
+
+const char *const notify_job_states[7] = {
+    "queued", "sending", "sent", "retry", "uncertain", "dead", "cancelled",
+};
+
+#define LIST_MAX 200 /* rows returned by a listing */
+
+static const char *
+role_name(enum admin_role r)
+{
+	switch (r) {
+	case ADMIN_ROLE_ENGINEER:
+		return "engineer";
+	case ADMIN_ROLE_SUPPORT:
+		return "support";
+	default:
+		return "none";
+	}
+}
+
+/* Result rows as an array of objects; int and bool columns typed, json
+ * columns parsed, the rest strings, SQL NULL as null. */
+static cJSON *
+rows_json(const PGresult *res)
+{
+	cJSON *arr = cJSON_CreateArray();
+
+	for (int i = 0; arr && i < PQntuples(res); i++) {
+		cJSON *o = cJSON_CreateObject();
+
+		if (o == NULL) {
+			cJSON_Delete(arr);
+			return NULL;
+		}
+		cJSON_AddItemToArray(arr, o);
+		for (int c = 0; c < PQnfields(res); c++) {
+			const char *name = PQfname(res, c);
+			const char *v = db_get(res, i, c);
+			Oid t = PQftype(res, c);
+
+			if (v == NULL)
+				cJSON_AddNullToObject(o, name);
+			else if (t == 20 || t == 21 || t == 23 || t == 701)
+				cJSON_AddNumberToObject(o, name,
+				                        strtod(v, NULL));
+			else if (t == 16)
+				cJSON_AddBoolToObject(o, name, v[0] == 't');
+			else if (t == 114 || t == 3802) {
+				cJSON *j = cJSON_Parse(v);
+
+				if (j)
+					cJSON_AddItemToObject(o, name, j);
+				else
+					cJSON_AddStringToObject(o, name, v);
+			} else
+				cJSON_AddStringToObject(o, name, v);
+		}
+	}
+	return arr;
+}
+
+/* Runs a query and returns its rows as JSON (NULL on failure). */
+static cJSON *
+query_json(struct kasir_db *db, const struct db_stmt *st,
+           const char *const *params)
+{
+	PGresult *res = NULL;
+	cJSON *j;
+
+	if (db_exec(db, st, params, &res) < 0)
+		return NULL;
+	j = rows_json(res);
+	PQclear(res);
+	return j;
+}
+
+static const struct db_stmt st_backlog = {
+    .name = "notify_admin_backlog",
+    .sql = "SELECT state, channel, count(*)::bigint AS jobs FROM notify.job"
+           " GROUP BY state, channel ORDER BY state, channel",
+};
+
+static const struct db_stmt st_oldest = {
+    .name = "notify_admin_oldest",
+    .sql =
+        "SELECT COALESCE(extract(epoch FROM now() - min(due_at)), 0)"
+        "::float8 AS oldest_due_s FROM notify.job"
+        " WHERE state IN ('queued', 'retry', 'uncertain') AND due_at <= now()"
+        " AND (kind <> 'reminder' OR NOT (SELECT reminders_paused"
+        "      FROM notify.settings WHERE id = 1))",
+};
+
+static const struct db_stmt st_settings = {
+    .name = "notify_admin_settings",
+    .sql = "SELECT reminders_paused, updated_at::text, updated_by"
+           " FROM notify.settings WHERE id = 1",
+};
+
+static const struct db_stmt st_settings_lock = {
+    .name = "notify_admin_settings_lock",
+    .sql = "SELECT reminders_paused FROM notify.settings WHERE id = 1"
+           " FOR UPDATE",
+};
+
+static const struct db_stmt st_settings_set = {
+    .name = "notify_admin_settings_set",
+    .sql = "UPDATE notify.settings SET reminders_paused = $1::bool,"
+           " updated_at = now(), updated_by = $2 WHERE id = 1",
+    .nparams = 2,
+};
+
+static const struct db_stmt st_audit = {
+    .name = "notify_admin_audit",
+    .sql = "INSERT INTO notify.audit (actor, role, command, args, reason,"
+           " incident, before, after, result, error)"
+           " VALUES ($1, $2, $3, $4::jsonb, $5, $6, $7::jsonb, $8::jsonb, $9,"
+           " $10)",
+    .nparams = 10,
+};
+
+static const struct db_stmt st_dead = {
+    .name = "notify_admin_dead",
+    .sql = "SELECT id, order_id, kind, channel, attempts, last_error,"
+           " updated_at::text FROM notify.job WHERE state = 'dead'"
+           " ORDER BY id LIMIT 200",
+};
+
+static const struct db_stmt st_stuck = {
+    .name = "notify_admin_stuck",
+    .sql = "SELECT id, order_id, kind, channel, state, attempts,"
+           " due_at::text, lease_until::text FROM notify.job"
+           " WHERE (state = 'sending' AND lease_until < now() - interval '1 "
+           "minute')"
+           "  OR (state IN ('queued', 'retry', 'uncertain')"
+           "      AND due_at < now() - interval '10 minutes'"
+           "      AND (kind <> 'reminder' OR NOT (SELECT reminders_paused"
+           "           FROM notify.settings WHERE id = 1)))"
+           " ORDER BY id LIMIT 200",
+};
+
+/* A receipt the notifier sent while its record of the order was not PAID:
+ * the SOP's forbidden case.  Must always be empty. */
+static const struct db_stmt st_receipt_unpaid = {
+    .name = "notify_admin_receipt_unpaid",
+    .sql =
+        "SELECT j.id AS job_id, j.order_id, j.channel, a.order_status,"
+        " a.at::text FROM notify.attempt a JOIN notify.job j"
+        " ON j.id = a.job_id WHERE j.kind = 'receipt' AND a.result = 'sent'"
+        " AND a.order_status IS DISTINCT FROM 'PAID' ORDER BY a.id LIMIT 200",
+};
+
+static const struct db_stmt st_paid_no_receipt = {
+    .name = "notify_admin_paid_no_receipt",
+    .sql = "SELECT o.order_id, o.updated_at::text FROM notify.orders o"
+           " WHERE o.status = 'PAID' AND NOT o.revoked"
+           " AND o.updated_at < now() - interval '10 minutes'"
+           " AND NOT EXISTS (SELECT 1 FROM notify.job j WHERE j.order_id ="
+           "  o.order_id AND j.kind = 'receipt' AND j.state = 'sent')"
+           " ORDER BY o.order_id LIMIT 200",
+};
+
+static const struct db_stmt st_jobs_of_order = {
+    .name = "notify_admin_jobs_of_order",
+    .sql =
+        "SELECT id, kind, channel, variant, recipient, state, attempts,"
+        " max_attempts, due_at::text, last_error, provider_id, uncertain,"
+        " origin, created_at::text, sent_at::text,"
+        " (SELECT COALESCE(json_agg(json_build_object('attempt', a.attempt_no,"
+        "   'result', a.result, 'order_status', a.order_status,"
+        "   'provider_id', a.provider_id, 'error', a.error,"
+        "   'latency_ms', a.latency_ms, 'at', a.at) ORDER BY a.id), '[]')"
+        "  FROM notify.attempt a WHERE a.job_id = j.id) AS attempts_log"
+        " FROM notify.job j WHERE order_id = $1 ORDER BY id LIMIT 200",
+    .nparams = 1,
+};
+
+static const struct db_stmt st_order_of = {
+    .name = "notify_admin_order_of",
+    .sql = "SELECT order_id, status, revoked, access_granted,"
+           " access_valid_until, last_seq, last_type, updated_at::text"
+           " FROM notify.orders WHERE order_id = $1",
+    .nparams = 1,
+};
+
+static const struct db_stmt st_order_lock = {
+    .name = "notify_admin_order_lock",
+    .sql = "SELECT status, revoked, snapshot::text FROM notify.orders"
+           " WHERE order_id = $1 FOR UPDATE",
+    .nparams = 1,
+};
+
+static const struct db_stmt st_requeue = {
+    .name = "notify_admin_requeue",
+    .sql = "UPDATE notify.job SET state = 'queued', due_at = now(),"
+           " attempts = 0, requeues = requeues + 1, lease_until = NULL,"
+           " updated_at = now()"
+           " WHERE state = ANY ($1::text[])"
+           " AND ($2::text IS NULL OR order_id = $2)"
+           " AND ($3::text IS NULL OR channel = $3)"
+           " RETURNING id",
+    .nparams = 3,
+};
+
+/* Receipt resend: one new job per channel of the order's last receipt,
+ * with the next variant number. */
+static const struct db_stmt st_resend = {
+    .name = "notify_admin_resend",
+    .sql = "INSERT INTO notify.job (order_id, kind, channel, variant,"
+           " recipient, max_attempts, payload, origin)"
+           " SELECT DISTINCT ON (channel) order_id, 'receipt', channel,"
+           "  (SELECT max(variant) + 1 FROM notify.job x WHERE x.order_id ="
+           "   j.order_id AND x.kind = 'receipt' AND x.channel = j.channel),"
+           "  recipient, $2::int, payload, $3"
+           " FROM notify.job j WHERE order_id = $1 AND kind = 'receipt'"
+           " ORDER BY channel, variant DESC"
+           " RETURNING id, channel, variant",
+    .nparams = 3,
+};
+
+static void
+set_err(char *code, size_t code_len, char *msg, size_t msg_len, const char *c,
+        const char *m)
+{
+	snprintf(code, code_len, "%s", c);
+	snprintf(msg, msg_len, "%s", m);
+}
+
+/* Writes the audit row inside the open transaction (or in its own when
+ * none is open: refusals).  before/after/args borrowed; may be NULL. */
+static int
+audit(struct kasir_db *db, const struct admin_request *req, const cJSON *before,
+      const cJSON *after, const char *result, const char *error)
+{
+	char *args = cJSON_PrintUnformatted(req->args);
+	char *b = before ? cJSON_PrintUnformatted(before) : NULL;
+	char *a = after ? cJSON_PrintUnformatted(after) : NULL;
+	const char *p[10] = {req->peer.user,
+	                     role_name(req->peer.role),
+	                     req->cmd,
+	                     args ? args : "{}",
+	                     req->reason,
+	                     req->incident,
+	                     b,
+	                     a,
+	                     result,
+	                     error};
+	int r = db_exec(db, &st_audit, p, NULL);
+
+	free(args);
+	free(b);
+	free(a);
+	return r;
+}
+
+/* Checks role and reason for a changing command; a refusal is audited in
+ * its own transaction.  0 when allowed. */
+static int
+require_engineer(struct kasir_db *db, const struct admin_request *req,
+                 char *code, size_t code_len, char *msg, size_t msg_len)
+{
+	const char *why = NULL, *c = NULL;
+
+	if (req->peer.role != ADMIN_ROLE_ENGINEER) {
+		c = "role_required";
+		why = "this command needs the engineer role";
+	} else if (req->reason == NULL || req->reason[0] == '\0') {
+		c = "reason_required";
+		why = "a changing command needs a reason";
+	}
+	if (why == NULL)
+		return 0;
+	if (audit(db, req, NULL, NULL, "refused", why) < 0)
+		log_warning("admin: auditing a refusal of %s failed: %s",
+		            req->cmd, db_last_error(db));
+	log_notice("admin: %s by %s (%s) refused: %s", req->cmd, req->peer.user,
+	           role_name(req->peer.role), why);
+	set_err(code, code_len, msg, msg_len, c, why);
+	return KASIR_EPERM;
+}
+
+static cJSON *
+status_json(struct notifier *n, struct kasir_db *db)
+{
+	cJSON *o = cJSON_CreateObject(), *backlog, *oldest, *settings;
+
+	backlog = query_json(db, &st_backlog, NULL);
+	oldest = query_json(db, &st_oldest, NULL);
+	settings = query_json(db, &st_settings, NULL);
+	if (o == NULL || backlog == NULL || oldest == NULL ||
+	    settings == NULL) {
+		cJSON_Delete(o);
+		cJSON_Delete(backlog);
+		cJSON_Delete(oldest);
+		cJSON_Delete(settings);
+		return NULL;
+	}
+	cJSON_AddStringToObject(o, "service", NOTIFIER_NAME);
+	cJSON_AddStringToObject(o, "version", KASIR_VERSION);
+	cJSON_AddItemToObject(o, "backlog", backlog);
+	cJSON_AddNumberToObject(
+	    o, "oldest_due_s",
+	    cJSON_GetObjectItem(cJSON_GetArrayItem(oldest, 0), "oldest_due_s")
+	        ->valuedouble);
+	cJSON_Delete(oldest);
+	cJSON_AddBoolToObject(
+	    o, "reminders_paused",
+	    cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetArrayItem(settings, 0),
+	                                     "reminders_paused")));
+	cJSON_AddItemToObject(o, "settings", settings);
+	if (n->consumer) {
+		int64_t cur = stream_consumer_cursor(n->consumer);
+		int64_t head = stream_consumer_head(n->consumer);
+
+		cJSON_AddNumberToObject(o, "orders_cursor", (double)cur);
+		cJSON_AddNumberToObject(o, "orders_head", (double)head);
+		cJSON_AddNumberToObject(o, "orders_lag",
+		                        (double)(head > cur ? head - cur : 0));
+	}
+	return o;
+}
+
+static int
+cmd_pause(struct notifier *n, struct kasir_db *db,
+          const struct admin_request *req, bool pause, cJSON **ret, char *code,
+          size_t code_len, char *msg, size_t msg_len)
+{
+	PGresult *res = NULL;
+	cJSON *before = NULL, *after = NULL, *out;
+	bool was;
+	int r;
+
+	if ((r = require_engineer(db, req, code, code_len, msg, msg_len)) < 0)
+		return r;
+	if ((r = db_begin(db)) < 0)
+		return r;
+	if ((r = db_exec(db, &st_settings_lock, NULL, &res)) < 0)
+		goto fail;
+	was = PQntuples(res) == 1 && db_get(res, 0, 0)[0] == 't';
+	PQclear(res);
+	{
+		const char *p[2] = {pause ? "true" : "false", req->peer.user};
+
+		if ((r = db_exec(db, &st_settings_set, p, NULL)) < 0)
+			goto fail;
+	}
+	before = cJSON_CreateObject();
+	after = cJSON_CreateObject();
+	cJSON_AddBoolToObject(before, "reminders_paused", was);
+	cJSON_AddBoolToObject(after, "reminders_paused", pause);
+	if ((r = audit(db, req, before, after, "ok", NULL)) < 0)
+		goto fail;
+	if ((r = db_commit(db)) < 0)
+		goto out;
+	metric_set(n->m.paused, pause ? 1 : 0);
+	log_notice("admin: reminders %s by %s: %s",
+	           pause ? "paused" : "resumed", req->peer.user, req->reason);
+	if (!pause)
+		workers_wake(n);
+	out = cJSON_CreateObject();
+	cJSON_AddBoolToObject(out, "reminders_paused", pause);
+	cJSON_AddBoolToObject(out, "was_paused", was);
+	*ret = out;
+	r = 0;
+	goto out;
+fail:
+	db_rollback(db);
+out:
+	cJSON_Delete(before);
+	cJSON_Delete(after);
+	return r;
+}
+
+static const char *
+arg_str(const struct admin_request *req, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(req->args, k);
+
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static int
+cmd_requeue(struct notifier *n, struct kasir_db *db,
+            const struct admin_request *req, cJSON **ret, char *code,
+            size_t code_len, char *msg, size_t msg_len)
+{
+	const cJSON *dead = cJSON_GetObjectItemCaseSensitive(req->args, "dead");
+	const char *order_id = arg_str(req, "order_id");
+	const char *channel = arg_str(req, "channel");
+	enum notify_channel_id ch;
+	PGresult *res = NULL;
+	cJSON *ids = NULL, *after = NULL, *out;
+	int r;
+
+	if ((r = require_engineer(db, req, code, code_len, msg, msg_len)) < 0)
+		return r;
+	if ((channel && notify_channel_parse(channel, &ch) < 0) ||
+	    (order_id && !order_id_valid(order_id, 50)) ||
+	    (dead && !cJSON_IsBool(dead))) {
+		set_err(code, code_len, msg, msg_len, "bad_args",
+		        "want {dead: bool, order_id?: string, "
+		        "channel?: email|whatsapp}");
+		return -EINVAL;
+	}
+	if ((r = db_begin(db)) < 0)
+		return r;
+	{
+		/* dead (default) or the jobs waiting for a retry */
+		const char *p[3] = {dead && cJSON_IsFalse(dead)
+		                        ? "{retry,uncertain}"
+		                        : "{dead}",
+		                    order_id, channel};
+
+		if ((r = db_exec(db, &st_requeue, p, &res)) < 0)
+			goto fail;
+	}
+	ids = cJSON_CreateArray();
+	for (int i = 0; i < PQntuples(res) && i < LIST_MAX; i++)
+		cJSON_AddItemToArray(
+		    ids, cJSON_CreateNumber((double)db_get_i64(res, i, 0)));
+	after = cJSON_CreateObject();
+	cJSON_AddNumberToObject(after, "requeued", PQntuples(res));
+	cJSON_AddItemReferenceToObject(after, "job_ids", ids);
+	if ((r = audit(db, req, NULL, after, "ok", NULL)) < 0)
+		goto fail;
+	if ((r = db_commit(db)) < 0)
+		goto out;
+	log_notice("admin: %d job(s) requeued by %s: %s", PQntuples(res),
+	           req->peer.user, req->reason);
+	workers_wake(n);
+	out = cJSON_CreateObject();
+	cJSON_AddNumberToObject(out, "requeued", PQntuples(res));
+	cJSON_AddItemToObject(out, "job_ids", ids);
+	ids = NULL;
+	*ret = out;
+	r = 0;
+	goto out;
+fail:
+	db_rollback(db);
+out:
+	PQclear(res);
+	cJSON_Delete(after); /* holds only a reference to ids */
+	cJSON_Delete(ids);
+	return r;
+}
+
+static int
+cmd_resend(struct notifier *n, struct kasir_db *db,
+           const struct admin_request *req, cJSON **ret, char *code,
+           size_t code_len, char *msg, size_t msg_len)
+{
+	const char *order_id = arg_str(req, "order_id");
+	PGresult *res = NULL, *ins = NULL;
+	cJSON *before = NULL, *after = NULL, *out;
+	char maxa[16], origin[96];
+	const char *why = NULL;
+	int r;
+
+	if ((r = require_engineer(db, req, code, code_len, msg, msg_len)) < 0)
+		return r;
+	if (order_id == NULL || !order_id_valid(order_id, 50)) {
+		set_err(code, code_len, msg, msg_len, "bad_args",
+		        "want {order_id: string}");
+		return -EINVAL;
+	}
+	if ((r = db_begin(db)) < 0)
+		return r;
+	{
+		const char *p[1] = {order_id};
+
+		if ((r = db_exec(db, &st_order_lock, p, &res)) < 0)
+			goto fail;
+	}
+	before = cJSON_CreateObject();
+	if (PQntuples(res) == 0) {
+		why = "order_not_found";
+		cJSON_AddNullToObject(before, "status");
+	} else {
+		cJSON_AddStringToObject(before, "status", db_get(res, 0, 0));
+		cJSON_AddBoolToObject(before, "revoked",
+		                      db_get(res, 0, 1)[0] == 't');
+		if (strcmp(db_get(res, 0, 0), "PAID") != 0)
+			why = "order_not_paid";
+		else if (db_get(res, 0, 1)[0] == 't')
+			why = "access_revoked";
+	}
+	if (why != NULL) {
+		/* refused: record it (the lock read changed nothing) */
+		if ((r = audit(db, req, before, NULL, "refused", why)) < 0)
+			goto fail;
+		if ((r = db_commit(db)) < 0)
+			goto out;
+		set_err(code, code_len, msg, msg_len, why,
+		        strcmp(why, "order_not_found") == 0
+		            ? "the notifier has no record of this order"
+		            : "a receipt is only sent for a PAID order");
+		log_notice("admin: receipt resend for %s by %s refused: %s",
+		           order_id, req->peer.user, why);
+		r = strcmp(why, "order_not_found") == 0 ? KASIR_ENOTFOUND
+		                                        : KASIR_ECONFLICT;
+		goto out;
+	}
+	snprintf(maxa, sizeof(maxa), "%zu", n->conf->retry.n + 1);
+	snprintf(origin, sizeof(origin), "resend:%.60s", req->peer.user);
+	{
+		const char *p[3] = {order_id, maxa, origin};
+
+		if ((r = db_exec(db, &st_resend, p, &ins)) < 0)
+			goto fail;
+	}
+	if (PQntuples(ins) == 0) {
+		/* no original receipt (no recipient for any channel) */
+		db_rollback(db);
+		set_err(code, code_len, msg, msg_len, "no_receipt",
+		        "this order has no receipt job to resend");
+		r = KASIR_ECONFLICT;
+		goto out;
+	}
+	after = cJSON_CreateObject();
+	cJSON_AddItemToObject(after, "jobs", rows_json(ins));
+	if ((r = audit(db, req, before, after, "ok", NULL)) < 0)
+		goto fail;
+	if ((r = db_commit(db)) < 0)
+		goto out;
+	log_order(LOG_NOTICE, order_id, "admin: receipt resend by %s: %s",
+	          req->peer.user, req->reason);
+	workers_wake(n);
+	out = cJSON_CreateObject();
+	cJSON_AddStringToObject(out, "order_id", order_id);
+	cJSON_AddItemToObject(out, "jobs", rows_json(ins));
+	*ret = out;
+	r = 0;
+	goto out;
+fail:
+	db_rollback(db);
+out:
+	PQclear(res);
+	PQclear(ins);
+	cJSON_Delete(before);
+	cJSON_Delete(after);
+	return r;
+}
+
+static cJSON *
+doctor_json(struct kasir_db *db)
+{
+	cJSON *o = cJSON_CreateObject();
+	cJSON *dead = query_json(db, &st_dead, NULL);
+	cJSON *stuck = query_json(db, &st_stuck, NULL);
+	cJSON *unpaid = query_json(db, &st_receipt_unpaid, NULL);
+	cJSON *missing = query_json(db, &st_paid_no_receipt, NULL);
+	cJSON *backlog = query_json(db, &st_backlog, NULL);
+
+	if (!o || !dead || !stuck || !unpaid || !missing || !backlog) {
+		cJSON_Delete(o);
+		cJSON_Delete(dead);
+		cJSON_Delete(stuck);
+		cJSON_Delete(unpaid);
+		cJSON_Delete(missing);
+		cJSON_Delete(backlog);
+		return NULL;
+	}
+	cJSON_AddNumberToObject(o, "dead_jobs", cJSON_GetArraySize(dead));
+	cJSON_AddItemToObject(o, "dead", dead);
+	cJSON_AddNumberToObject(o, "stuck_jobs", cJSON_GetArraySize(stuck));
+	cJSON_AddItemToObject(o, "stuck", stuck);
+	cJSON_AddNumberToObject(o, "receipts_sent_unpaid",
+	                        cJSON_GetArraySize(unpaid));
+	cJSON_AddItemToObject(o, "receipts_unpaid", unpaid);
+	cJSON_AddNumberToObject(o, "paid_without_receipt",
+	                        cJSON_GetArraySize(missing));
+	cJSON_AddItemToObject(o, "paid_no_receipt", missing);
+	cJSON_AddItemToObject(o, "backlog", backlog);
+	return o;
+}
+
+int
+notifier_admin(void *arg, const struct admin_request *req, cJSON **ret_result,
+               char *err_code, size_t code_len, char *err_msg, size_t msg_len)
+{
+	struct notifier *n = arg;
+	struct kasir_db *db = n->admin_db;
+	cJSON *out = NULL;
+	int r;
+
+	if (req->peer.role == ADMIN_ROLE_NONE) {
+		/* not even support: nothing to read here either */
+		set_err(err_code, code_len, err_msg, msg_len, "role_required",
+			"the support or engineer role is required");
+		return KASIR_EPERM;
+	}
+	if (db_ensure(db) < 0) {
+		set_err(err_code, code_len, err_msg, msg_len, "db_unavailable",
+		        "the notifier's database is unreachable");
+		return KASIR_EDB;
+	}
+	if (strcmp(req->cmd, "status") == 0) {
+		out = status_json(n, db);
+	} else if (strcmp(req->cmd, "doctor.facts") == 0) {
+		out = doctor_json(db);
+	} else if (strcmp(req->cmd, "jobs.list") == 0) {
+		const char *order_id = arg_str(req, "order_id");
+		const char *p[1] = {order_id};
+		cJSON *jobs, *ord;
+
+		if (order_id == NULL || !order_id_valid(order_id, 50)) {
+			set_err(err_code, code_len, err_msg, msg_len,
+			        "bad_args", "want {order_id: string}");
+			return -EINVAL;
+		}
+		jobs = query_json(db, &st_jobs_of_order, p);
+		ord = query_json(db, &st_order_of, p);
+		if (jobs && ord) {
+			out = cJSON_CreateObject();
+			cJSON_AddStringToObject(out, "order_id", order_id);
+			cJSON_AddItemToObject(
+			    out, "order",
+			    cJSON_GetArraySize(ord)
+			        ? cJSON_DetachItemFromArray(ord, 0)
+			        : cJSON_CreateNull());
+			cJSON_AddItemToObject(out, "jobs", jobs);
+			jobs = NULL;
+		}
+		cJSON_Delete(jobs);
+		cJSON_Delete(ord);
+	} else if (strcmp(req->cmd, "reminders.pause") == 0 ||
+	           strcmp(req->cmd, "reminders.resume") == 0) {
+		r = cmd_pause(n, db, req,
+		              strcmp(req->cmd, "reminders.pause") == 0, &out,
+		              err_code, code_len, err_msg, msg_len);
+		if (r < 0)
+			goto failed;
+	} else if (strcmp(req->cmd, "jobs.requeue") == 0) {
+		r = cmd_requeue(n, db, req, &out, err_code, code_len, err_msg,
+		                msg_len);
+		if (r < 0)
+			goto failed;
+	} else if (strcmp(req->cmd, "receipt.resend") == 0) {
+		r = cmd_resend(n, db, req, &out, err_code, code_len, err_msg,
+		               msg_len);
+		if (r < 0)
+			goto failed;
+	} else {
+		set_err(err_code, code_len, err_msg, msg_len, "unknown_command",
+		        "unknown command");
+		log_notice("admin: unknown command \"%.64s\" from %s, ignoring",
+		           req->cmd, req->peer.user);
+		return -EINVAL;
+	}
+	if (out == NULL) {
+		set_err(err_code, code_len, err_msg, msg_len, "internal",
+		        "database query failed");
+		return KASIR_EDB;
+	}
+	*ret_result = out;
+	return 0;
+failed:
+	if (err_code[0] == '\0')
+		set_err(err_code, code_len, err_msg, msg_len, "internal",
+		        kasir_strerror(r));
+	return r;
+}
+
+/* Scrape callback: job gauges per state and channel, oldest due age,
+ * paused flag and stream lag.  Runs on the scraping thread with its own
+ * connection. */
+void
+notifier_scrape(void *arg)
+{
+	struct notifier *n = arg;
+	PGresult *res = NULL;
+
+	pthread_mutex_lock(&n->scrape_lock);
+	if (db_ensure(n->scrape_db) < 0)
+		goto out;
+	if (db_exec(n->scrape_db, &st_backlog, NULL, &res) == 0) {
+		for (int s = 0; s < 7; s++)
+			for (int c = 0; c < CHANNEL_COUNT; c++)
+				metric_set(n->m.jobs[s][c], 0);
+		for (int i = 0; i < PQntuples(res); i++) {
+			enum notify_channel_id ch;
+
+			if (notify_channel_parse(db_get(res, i, 1), &ch) < 0)
+				continue;
+			for (int s = 0; s < 7; s++)
+				if (strcmp(db_get(res, i, 0),
+				           notify_job_states[s]) == 0)
+					metric_set(
+					    n->m.jobs[s][ch],
+					    (double)db_get_i64(res, i, 2));
+		}
+		PQclear(res);
+	}
+	if (db_exec(n->scrape_db, &st_oldest, NULL, &res) == 0) {
+		if (PQntuples(res) == 1)
+			metric_set(n->m.oldest_queued,
+			           strtod(db_get(res, 0, 0), NULL));
+		PQclear(res);
+	}
+	if (db_exec(n->scrape_db, &st_settings, NULL, &res) == 0) {
+		if (PQntuples(res) == 1)
+			metric_set(n->m.paused,
+			           db_get(res, 0, 0)[0] == 't' ? 1 : 0);
+		PQclear(res);
+	}
+out:
+	if (n->consumer) {
+		int64_t cur = stream_consumer_cursor(n->consumer);
+		int64_t head = stream_consumer_head(n->consumer);
+
+		metric_set(n->m.stream_lag,
+		           (double)(head > cur ? head - cur : 0));
+	}
+	pthread_mutex_unlock(&n->scrape_lock);
+}

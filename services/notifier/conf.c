@@ -1,0 +1,415 @@
+/*
+ * conf.c - kasir-notifier's configuration table, the retry schedule and
+ * small input normalisers.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "notifier.h"
+
+int
+duration_list_parse(const char *s, struct duration_list *l)
+{
+	struct duration_list out = {.set = true};
+	char item[32];
+
+	if (s == NULL)
+		return -EINVAL;
+	while (*s) {
+		const char *comma = strchr(s, ',');
+		size_t n = comma ? (size_t)(comma - s) : strlen(s);
+		size_t a = 0, b = n;
+		int64_t ms;
+		int r;
+
+		while (a < b && isspace((unsigned char)s[a]))
+			a++;
+		while (b > a && isspace((unsigned char)s[b - 1]))
+			b--;
+		if (b == a) {
+			/* "" is the empty list; "1s,,2s" is an error */
+			if (comma == NULL && out.n == 0 && n == b)
+				break;
+			return -EINVAL;
+		}
+		if (b - a >= sizeof(item))
+			return -EINVAL;
+		if (out.n >= NOTIFY_SCHEDULE_MAX)
+			return KASIR_ETOOBIG;
+		memcpy(item, s + a, b - a);
+		item[b - a] = '\0';
+		if ((r = conf_parse_duration(item, &ms)) < 0)
+			return r;
+		if (ms <= 0 || ms > 30LL * 24 * 3600 * 1000)
+			return -ERANGE;
+		out.ms[out.n++] = ms;
+		s += n;
+		if (comma)
+			s++;
+	}
+	*l = out;
+	return 0;
+}
+
+static int
+parse_duration_list(const struct conf_node *node, void *field,
+                    struct conf_errors *errs)
+{
+	struct duration_list *l = field;
+	int r;
+
+	if (node->kind != CONF_NODE_SCALAR) {
+		conf_error(errs, node,
+		           "expected a list of durations like "
+		           "\"30s,2m,10m\"");
+		return KASIR_ECONFIG;
+	}
+	r = duration_list_parse(node->value, l);
+	if (r == KASIR_ETOOBIG) {
+		conf_error(errs, node, "at most %d durations",
+		           NOTIFY_SCHEDULE_MAX);
+		return KASIR_ECONFIG;
+	}
+	if (r < 0) {
+		conf_error(errs, node,
+		           "invalid duration list \"%s\" (want e.g. "
+		           "\"30s,2m,10m\", each 1ms..30d)",
+		           node->value);
+		return KASIR_ECONFIG;
+	}
+	return 0;
+}
+
+static int
+parse_template(const struct conf_node *node, void *field,
+               struct conf_errors *errs)
+{
+	char **dst = field;
+	char why[160];
+
+	if (node->kind != CONF_NODE_SCALAR) {
+		conf_error(errs, node, "expected a text");
+		return KASIR_ECONFIG;
+	}
+	if (template_check(node->value, why, sizeof(why)) < 0) {
+		conf_error(errs, node, "template: %s", why);
+		return KASIR_ECONFIG;
+	}
+	*dst = strdup(node->value);
+	return *dst ? 0 : -ENOMEM;
+}
+
+static void
+free_string(void *field)
+{
+	char **s = field;
+
+	free(*s);
+	*s = NULL;
+}
+
+#define F(x) offsetof(struct notifier_conf, x)
+#define TPL(kind, kname)                                                       \
+	{.key = "templates." kname ".subject",                                 \
+	 .type = CONF_CUSTOM,                                                  \
+	 .offset = F(tpl[kind].subject),                                       \
+	 .parse = parse_template,                                              \
+	 .free = free_string},                                                 \
+	    {.key = "templates." kname ".email",                               \
+	     .type = CONF_CUSTOM,                                              \
+	     .offset = F(tpl[kind].email),                                     \
+	     .parse = parse_template,                                          \
+	     .free = free_string},                                             \
+	{                                                                      \
+		.key = "templates." kname ".whatsapp", .type = CONF_CUSTOM,    \
+		.offset = F(tpl[kind].whatsapp), .parse = parse_template,      \
+		.free = free_string                                            \
+	}
+
+const struct conf_key notifier_conf_keys[] = {
+    BASE_CONF_KEYS_FOR(struct notifier_conf),
+
+    {.key = "email.enabled",
+     .type = CONF_BOOL,
+     .offset = F(email_enabled),
+     .defval = "true"},
+    {.key = "email.url",
+     .type = CONF_STRING,
+     .offset = F(smtp_url),
+     .defval = "smtp://127.0.0.1:25"},
+    {.key = "email.starttls",
+     .type = CONF_STRING,
+     .offset = F(smtp_starttls),
+     .defval = "required"},
+    {.key = "email.username", .type = CONF_STRING, .offset = F(smtp_username)},
+    {.key = "email.password_file",
+     .type = CONF_SECRET,
+     .offset = F(smtp_password)},
+    {.key = "email.from",
+     .type = CONF_STRING,
+     .offset = F(mail_from),
+     .defval = "kasir@localhost"},
+    {.key = "email.from_name",
+     .type = CONF_STRING,
+     .offset = F(mail_from_name)},
+    {.key = "email.message_id_domain",
+     .type = CONF_STRING,
+     .offset = F(message_id_domain),
+     .defval = "kasir"},
+    {.key = "email.timeout",
+     .type = CONF_DURATION,
+     .offset = F(smtp_timeout_ms),
+     .min = 100,
+     .max = 300000,
+     .defval = "20s"},
+    {.key = "email.rate",
+     .type = CONF_INT,
+     .offset = F(email_rate),
+     .min = 1,
+     .max = 10000,
+     .defval = "10"},
+    {.key = "email.burst",
+     .type = CONF_INT,
+     .offset = F(email_burst),
+     .min = 1,
+     .max = 10000,
+     .defval = "20"},
+
+    {.key = "whatsapp.enabled",
+     .type = CONF_BOOL,
+     .offset = F(whatsapp_enabled),
+     .defval = "true"},
+    {.key = "whatsapp.base_url",
+     .type = CONF_STRING,
+     .offset = F(wa_base),
+     .defval = "https://graph.facebook.com"},
+    {.key = "whatsapp.api_version",
+     .type = CONF_STRING,
+     .offset = F(wa_version),
+     .defval = "v19.0"},
+    {.key = "whatsapp.phone_number_id",
+     .type = CONF_STRING,
+     .offset = F(wa_phone_number_id)},
+    {.key = "whatsapp.token_file", .type = CONF_SECRET, .offset = F(wa_token)},
+    {.key = "whatsapp.timeout",
+     .type = CONF_DURATION,
+     .offset = F(wa_timeout_ms),
+     .min = 100,
+     .max = 300000,
+     .defval = "10s"},
+    {.key = "whatsapp.rate",
+     .type = CONF_INT,
+     .offset = F(whatsapp_rate),
+     .min = 1,
+     .max = 10000,
+     .defval = "20"},
+    {.key = "whatsapp.burst",
+     .type = CONF_INT,
+     .offset = F(whatsapp_burst),
+     .min = 1,
+     .max = 10000,
+     .defval = "20"},
+
+    {.key = "jobs.workers",
+     .type = CONF_INT,
+     .offset = F(workers),
+     .min = 1,
+     .max = NOTIFY_WORKERS_MAX,
+     .defval = "4"},
+    {.key = "jobs.lease",
+     .type = CONF_DURATION,
+     .offset = F(lease_ms),
+     .min = 1000,
+     .max = 3600000,
+     .defval = "60s"},
+    {.key = "jobs.poll",
+     .type = CONF_DURATION,
+     .offset = F(poll_ms),
+     .min = 10,
+     .max = 60000,
+     .defval = "1s"},
+    {.key = "jobs.retry_schedule",
+     .type = CONF_CUSTOM,
+     .offset = F(retry),
+     .parse = parse_duration_list},
+    {.key = "jobs.jitter_percent",
+     .type = CONF_INT,
+     .offset = F(jitter_pct),
+     .min = 0,
+     .max = 50,
+     .defval = "20"},
+
+    {.key = "reminders.after_created",
+     .type = CONF_CUSTOM,
+     .offset = F(remind_after_created),
+     .parse = parse_duration_list},
+    {.key = "reminders.before_expiry",
+     .type = CONF_CUSTOM,
+     .offset = F(remind_before_expiry),
+     .parse = parse_duration_list},
+
+    TPL(KIND_INSTRUCTIONS, "instructions"),
+    TPL(KIND_REMINDER, "reminder"),
+    TPL(KIND_RECEIPT, "receipt"),
+    TPL(KIND_EXPIRY, "expiry"),
+    TPL(KIND_REFUND, "refund"),
+    {.key = NULL},
+};
+
+#undef TPL
+#undef F
+
+static int
+dup_default(char **field, const char *def)
+{
+	if (*field != NULL)
+		return 0;
+	*field = strdup(def);
+	return *field ? 0 : -ENOMEM;
+}
+
+int
+notifier_conf_finish(struct notifier_conf *c, char *why, size_t why_len)
+{
+	int64_t max_timeout;
+
+	if (!c->retry.set)
+		duration_list_parse("30s,2m,10m,30m,2h,6h", &c->retry);
+	if (!c->remind_after_created.set)
+		duration_list_parse("1h", &c->remind_after_created);
+	if (!c->remind_before_expiry.set)
+		duration_list_parse("3h", &c->remind_before_expiry);
+	if (c->remind_after_created.n > NOTIFY_REMINDERS_MAX ||
+	    c->remind_before_expiry.n > NOTIFY_REMINDERS_MAX) {
+		snprintf(why, why_len, "reminders: at most %d offsets each",
+		         NOTIFY_REMINDERS_MAX);
+		return KASIR_ECONFIG;
+	}
+	for (int k = 0; k < KIND_COUNT; k++) {
+		const struct notify_template *d = template_default(k);
+
+		if (dup_default(&c->tpl[k].subject, d->subject) < 0 ||
+		    dup_default(&c->tpl[k].email, d->email) < 0 ||
+		    dup_default(&c->tpl[k].whatsapp, d->whatsapp) < 0)
+			return -ENOMEM;
+	}
+	if (strcmp(c->smtp_starttls, "off") == 0)
+		c->smtp_tls = SMTP_TLS_OFF;
+	else if (strcmp(c->smtp_starttls, "optional") == 0)
+		c->smtp_tls = SMTP_TLS_OPTIONAL;
+	else if (strcmp(c->smtp_starttls, "required") == 0)
+		c->smtp_tls = SMTP_TLS_REQUIRED;
+	else {
+		snprintf(why, why_len,
+		         "email.starttls: want off, optional or required");
+		return KASIR_ECONFIG;
+	}
+	if (c->email_enabled) {
+		if (strncmp(c->smtp_url, "smtp://", 7) != 0 &&
+		    strncmp(c->smtp_url, "smtps://", 8) != 0) {
+			snprintf(why, why_len,
+			         "email.url: want smtp://host:port or "
+			         "smtps://host:port");
+			return KASIR_ECONFIG;
+		}
+		if (!mime_address_valid(c->mail_from)) {
+			snprintf(why, why_len, "email.from: not an address");
+			return KASIR_ECONFIG;
+		}
+	}
+	if (c->whatsapp_enabled) {
+		if (c->wa_phone_number_id == NULL ||
+		    c->wa_token.value == NULL) {
+			snprintf(why, why_len,
+			         "whatsapp: phone_number_id and token_file "
+			         "are required when enabled");
+			return KASIR_ECONFIG;
+		}
+		for (const char *p = c->wa_phone_number_id; *p; p++)
+			if (!isalnum((unsigned char)*p)) {
+				snprintf(why, why_len,
+				         "whatsapp.phone_number_id: "
+				         "letters and digits only");
+				return KASIR_ECONFIG;
+			}
+		if (strncmp(c->wa_base, "http://", 7) != 0 &&
+		    strncmp(c->wa_base, "https://", 8) != 0) {
+			snprintf(why, why_len,
+			         "whatsapp.base_url: want http(s)://...");
+			return KASIR_ECONFIG;
+		}
+	}
+	/* A provider call must end well before the lease does, or another
+	 * worker would reclaim a job that is still being sent. */
+	max_timeout = c->smtp_timeout_ms > c->wa_timeout_ms ? c->smtp_timeout_ms
+	                                                    : c->wa_timeout_ms;
+	if (max_timeout * 2 > c->lease_ms) {
+		snprintf(why, why_len,
+		         "jobs.lease must be at least twice the longest "
+		         "provider timeout (%lld ms)",
+		         (long long)max_timeout);
+		return KASIR_ECONFIG;
+	}
+	return 0;
+}
+
+int64_t
+notify_retry_delay(const struct duration_list *schedule, int attempts,
+                   int jitter_pct, double r)
+{
+	int64_t d, span;
+
+	if (attempts < 1 || (size_t)attempts > schedule->n)
+		return -1;
+	d = schedule->ms[attempts - 1];
+	span = d * jitter_pct / 100;
+	if (r < 0)
+		r = 0;
+	if (r >= 1)
+		r = 0.999999;
+	/* uniform in [d - span, d + span] */
+	return d - span + (int64_t)((double)(2 * span) * r);
+}
+
+int
+phone_normalize(const char *in, char *out, size_t len)
+{
+	char d[20];
+	size_t n = 0;
+	const char *p = in;
+
+	if (in == NULL)
+		return -EINVAL;
+	while (*p == ' ')
+		p++;
+	if (*p == '+')
+		p++;
+	for (; *p; p++) {
+		if (*p >= '0' && *p <= '9') {
+			if (n >= 16)
+				return -EINVAL;
+			d[n++] = *p;
+		} else if (*p != ' ' && *p != '-' && *p != '(' && *p != ')' &&
+		           *p != '.') {
+			return -EINVAL;
+		}
+	}
+	d[n] = '\0';
+	if (n > 0 && d[0] == '0') {
+		/* Indonesian national format 08xx -> 628xx */
+		if (n + 1 > 16)
+			return -EINVAL;
+		memmove(d + 2, d + 1, n);
+		d[0] = '6';
+		d[1] = '2';
+		n++;
+	}
+	if (n < 8 || n > 15 || n + 1 > len)
+		return -EINVAL;
+	memcpy(out, d, n + 1);
+	return 0;
+}

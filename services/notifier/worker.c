@@ -1,0 +1,682 @@
+/*
+ * worker.c - delivering jobs: claim, guard, render, send, record.
+ *
+ * N threads, each with its own database connection.  One job's life:
+ *
+ *  1. claim (one transaction): the oldest due job in queued/retry/
+ *     uncertain, or a job left in 'sending' whose lease expired (its
+ *     worker died), is set to 'sending' with lease_until = now() + lease
+ *     and attempts + 1 (FOR UPDATE SKIP LOCKED: workers never share a
+ *     job).  In the same transaction the notifier's record of the order is
+ *     read FOR SHARE and guard_allows() decides; a reclaimed job gets an
+ *     attempt row 'uncertain' (the dead worker may have delivered it).
+ *     COMMIT, before any provider is called.
+ *  2. render the texts, wait for the channel's rate-limit token, send.
+ *  3. record (one transaction): an attempt row and the job's new state:
+ *     sent | retry (backoff) | uncertain (backoff) | dead.
+ *
+ * A crash between 1 and 3 leaves the job in 'sending'; it is reclaimed
+ * after its lease and sent again: at-least-once, with every possible
+ * duplicate visible as an 'uncertain' attempt.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+#include <openssl/rand.h>
+
+#include "channel.h"
+#include "daemon.h"
+#include "db.h"
+#include "err.h"
+#include "log.h"
+#include "metrics.h"
+#include "notifier.h"
+#include "util.h"
+
+/* A receipt waits this long for access.granted (normally applied in the
+ * same batch as order.paid) so it can carry the access details. */
+#define RECEIPT_ACCESS_WAIT_MS  30000
+#define RECEIPT_ACCESS_RETRY_MS 1000
+
+static const struct db_stmt st_claim = {
+    .name = "notify_claim",
+    .sql = "UPDATE notify.job j SET state = 'sending',"
+           " lease_until = now() + $1::bigint * interval '1 millisecond',"
+           " attempts = j.attempts + 1, updated_at = now()"
+           " FROM (SELECT id, state AS prev_state FROM notify.job"
+           "  WHERE ((state IN ('queued', 'retry', 'uncertain') AND due_at <= "
+           "now())"
+           "         OR (state = 'sending' AND lease_until < now()))"
+           "   AND channel = ANY ($2::text[])"
+           "   AND (kind <> 'reminder' OR NOT (SELECT reminders_paused"
+           "        FROM notify.settings WHERE id = 1))"
+           "  ORDER BY due_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) c"
+           " WHERE j.id = c.id"
+           " RETURNING j.id, j.order_id, j.kind, j.channel, j.recipient,"
+           " j.attempts, j.max_attempts, j.payload::text, c.prev_state,"
+           " (extract(epoch FROM now() - j.created_at) * 1000)::bigint",
+    .nparams = 2,
+};
+
+static const struct db_stmt st_order_read = {
+    .name = "notify_order_read",
+    .sql = "SELECT status, revoked, access_granted, access_valid_until"
+           " FROM notify.orders WHERE order_id = $1 FOR SHARE",
+    .nparams = 1,
+};
+
+static const struct db_stmt st_attempt_insert = {
+    .name = "notify_attempt_insert",
+    .sql = "INSERT INTO notify.attempt (job_id, attempt_no, result,"
+           " order_status, provider_id, error, latency_ms)"
+           " VALUES ($1::bigint, $2::int, $3, $4, $5, $6, $7::int)",
+    .nparams = 7,
+};
+
+static const struct db_stmt st_mark_uncertain = {
+    .name = "notify_mark_uncertain",
+    .sql = "UPDATE notify.job SET uncertain = uncertain + 1 WHERE id = $1",
+    .nparams = 1,
+};
+
+static const struct db_stmt st_job_cancel = {
+    .name = "notify_job_cancel",
+    .sql = "UPDATE notify.job SET state = 'cancelled', lease_until = NULL,"
+           " last_error = $2, updated_at = now() WHERE id = $1",
+    .nparams = 2,
+};
+
+/* Back to the queue without counting an attempt (receipt waiting for
+ * access.granted). */
+static const struct db_stmt st_job_postpone = {
+    .name = "notify_job_postpone",
+    .sql = "UPDATE notify.job SET state = 'queued', lease_until = NULL,"
+           " attempts = attempts - 1,"
+           " due_at = now() + $2::bigint * interval '1 millisecond',"
+           " updated_at = now() WHERE id = $1",
+    .nparams = 2,
+};
+
+static const struct db_stmt st_job_finish = {
+    .name = "notify_job_finish",
+    .sql =
+        "UPDATE notify.job SET state = $3, lease_until = NULL,"
+        " due_at = CASE WHEN $4::bigint IS NULL THEN due_at"
+        "  ELSE now() + $4::bigint * interval '1 millisecond' END,"
+        " last_error = COALESCE($5, last_error),"
+        " provider_id = COALESCE($6, provider_id),"
+        " sent_at = CASE WHEN $3 = 'sent' THEN now() ELSE sent_at END,"
+        " uncertain = uncertain + $7::int, updated_at = now()"
+        " WHERE id = $1::bigint AND state = 'sending' AND attempts = $2::int",
+    .nparams = 7,
+};
+
+struct claimed {
+	int64_t id;
+	char order_id[64];
+	enum notify_kind kind;
+	enum notify_channel_id channel;
+	char recipient[256];
+	int attempts;
+	int max_attempts;
+	cJSON *payload; /* owned */
+	char order_status[32];
+	bool access_granted;
+	char valid_until[64];
+};
+
+static double
+random_unit(void)
+{
+	uint32_t x;
+
+	if (RAND_bytes((unsigned char *)&x, sizeof(x)) != 1)
+		return 0.5;
+	return (double)x / 4294967296.0;
+}
+
+static const char *
+jstr(const cJSON *o, const char *k)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/*
+ * Claims one job and runs the guard.  Returns 1 with *job filled when a
+ * job must be sent, 0 when there was nothing to send (no due job, or the
+ * job claimed was cancelled/postponed), negative on database errors.
+ */
+static int
+claim(struct notifier *n, struct kasir_db *db, const char *channels,
+      struct claimed *job)
+{
+	PGresult *res = NULL, *ores = NULL;
+	char lease[24], idbuf[24], attbuf[16];
+	const char *status = NULL, *why = NULL, *prev;
+	bool revoked = false, guard = false;
+	int64_t age_ms;
+	int r;
+
+	memset(job, 0, sizeof(*job));
+	snprintf(lease, sizeof(lease), "%" PRId64, n->conf->lease_ms);
+	if ((r = db_begin(db)) < 0)
+		return r;
+	{
+		const char *p[2] = {lease, channels};
+
+		if ((r = db_exec(db, &st_claim, p, &res)) < 0)
+			goto fail;
+	}
+	if (PQntuples(res) == 0) {
+		PQclear(res);
+		db_rollback(db);
+		return 0;
+	}
+	job->id = db_get_i64(res, 0, 0);
+	kasir_strlcpy(job->order_id, db_get(res, 0, 1), sizeof(job->order_id));
+	if (notify_kind_parse(db_get(res, 0, 2), &job->kind) < 0 ||
+	    notify_channel_parse(db_get(res, 0, 3), &job->channel) < 0) {
+		r = -EINVAL; /* the table's CHECK makes this impossible */
+		goto fail;
+	}
+	kasir_strlcpy(job->recipient, db_get(res, 0, 4),
+	              sizeof(job->recipient));
+	job->attempts = (int)db_get_i64(res, 0, 5);
+	job->max_attempts = (int)db_get_i64(res, 0, 6);
+	job->payload = cJSON_Parse(db_get(res, 0, 7));
+	prev = db_get(res, 0, 8);
+	age_ms = db_get_i64(res, 0, 9);
+	snprintf(idbuf, sizeof(idbuf), "%" PRId64, job->id);
+
+	{
+		const char *p[1] = {job->order_id};
+
+		if ((r = db_exec(db, &st_order_read, p, &ores)) < 0)
+			goto fail;
+	}
+	if (PQntuples(ores) == 1) {
+		status = db_get(ores, 0, 0);
+		revoked = strcmp(db_get(ores, 0, 1), "t") == 0;
+		job->access_granted = strcmp(db_get(ores, 0, 2), "t") == 0;
+		if (db_get(ores, 0, 3))
+			kasir_strlcpy(job->valid_until, db_get(ores, 0, 3),
+			              sizeof(job->valid_until));
+		kasir_strlcpy(job->order_status, status,
+		              sizeof(job->order_status));
+	}
+
+	if (prev && strcmp(prev, "sending") == 0) {
+		/* its worker died after committing 'sending': the message
+		 * may have gone out; record that before sending again */
+		const char *p[7] = {idbuf,
+		                    NULL,
+		                    "uncertain",
+		                    status,
+		                    NULL,
+		                    "lease expired while sending: possibly "
+		                    "delivered, sending again",
+		                    NULL};
+
+		snprintf(attbuf, sizeof(attbuf), "%d", job->attempts - 1);
+		p[1] = attbuf;
+		if ((r = db_exec(db, &st_attempt_insert, p, NULL)) < 0)
+			goto fail;
+		if ((r = db_exec(db, &st_mark_uncertain, p, NULL)) < 0)
+			goto fail;
+		metric_inc(n->m.uncertain[job->channel]);
+		log_order(LOG_WARNING, job->order_id,
+		          "job %" PRId64 " reclaimed after its lease expired, "
+		          "recorded uncertain",
+		          job->id);
+	}
+
+	if (job->payload == NULL || !cJSON_IsObject(job->payload)) {
+		why = "job payload is not a JSON object";
+	} else if (!guard_allows(job->kind, status, revoked, &why, &guard)) {
+		/* why set */
+	} else if (job->kind == KIND_RECEIPT && !job->access_granted &&
+	           age_ms < RECEIPT_ACCESS_WAIT_MS) {
+		char delay[24];
+		const char *p[2] = {idbuf, delay};
+
+		snprintf(delay, sizeof(delay), "%d", RECEIPT_ACCESS_RETRY_MS);
+		if ((r = db_exec(db, &st_job_postpone, p, NULL)) < 0)
+			goto fail;
+		if ((r = db_commit(db)) < 0)
+			goto fail_committed;
+		r = 0;
+		goto out;
+	}
+
+	if (why != NULL) {
+		const char *pc[2] = {idbuf, why};
+		const char *pa[7] = {
+		    idbuf,  attbuf, guard ? "blocked" : "cancelled",
+		    status, NULL,   why,
+		    NULL};
+
+		snprintf(attbuf, sizeof(attbuf), "%d", job->attempts);
+		if ((r = db_exec(db, &st_job_cancel, pc, NULL)) < 0 ||
+		    (r = db_exec(db, &st_attempt_insert, pa, NULL)) < 0)
+			goto fail;
+		if ((r = db_commit(db)) < 0)
+			goto fail_committed;
+		if (guard) {
+			metric_inc(n->m.guard_blocked);
+			log_order(LOG_WARNING, job->order_id,
+			          "receipt job %" PRId64 " cancelled: %s "
+			          "(order status %s)",
+			          job->id, why, status ? status : "unknown");
+		} else {
+			metric_inc(n->m.cancelled);
+			log_order(LOG_INFO, job->order_id,
+			          "%s job %" PRId64 " cancelled: %s",
+			          notify_kind_name(job->kind), job->id, why);
+		}
+		r = 0;
+		goto out;
+	}
+	if ((r = db_commit(db)) < 0)
+		goto fail_committed;
+	PQclear(res);
+	PQclear(ores);
+	return 1;
+
+fail:
+	db_rollback(db);
+fail_committed:
+	log_warning("claiming a job failed: %s", kasir_strerror(r));
+out:
+	PQclear(res);
+	PQclear(ores);
+	cJSON_Delete(job->payload);
+	job->payload = NULL;
+	return r;
+}
+
+/* Formats the placeholders from the job's event data and the order's
+ * record, then renders subject and text for the job's channel. */
+static int
+render(struct notifier *n, const struct claimed *job, char **ret_subject,
+       char **ret_text)
+{
+	const struct notify_template *t = &n->conf->tpl[job->kind];
+	const cJSON *cust, *amount, *refund;
+	char amt[40], exp[64], valid[64];
+	struct template_vars v = {0};
+	char *subject = NULL, *text = NULL;
+	int r;
+
+	cust = cJSON_GetObjectItemCaseSensitive(job->payload, "customer");
+	v.customer_name = cJSON_IsObject(cust) ? jstr(cust, "name") : NULL;
+	v.course_title = jstr(job->payload, "course_title");
+	v.order_id = job->order_id;
+	v.redirect_url = jstr(job->payload, "redirect_url");
+	amount = cJSON_GetObjectItemCaseSensitive(job->payload, "amount");
+	refund =
+	    cJSON_GetObjectItemCaseSensitive(job->payload, "refund_amount");
+	if (job->kind == KIND_REFUND && cJSON_IsNumber(refund))
+		amount = refund;
+	if (cJSON_IsNumber(amount) &&
+	    rupiah_format((int64_t)amount->valuedouble, amt, sizeof(amt)) == 0)
+		v.amount = amt;
+	if (time_format_wib(jstr(job->payload, "expires_at"), exp,
+	                    sizeof(exp)) == 0)
+		v.expires_at = exp;
+	if (job->valid_until[0] &&
+	    time_format_wib(job->valid_until, valid, sizeof(valid)) == 0)
+		v.valid_until = valid;
+	else if (job->access_granted)
+		v.valid_until = "seumur hidup";
+
+	if (job->channel == CHANNEL_EMAIL) {
+		if ((r = template_render(t->subject, &v, &subject)) < 0 ||
+		    (r = template_render(t->email, &v, &text)) < 0)
+			goto fail;
+		/* a subject is one line */
+		for (char *p = subject; *p; p++)
+			if (*p == '\r' || *p == '\n')
+				*p = ' ';
+	} else {
+		if ((r = template_render(t->whatsapp, &v, &text)) < 0)
+			goto fail;
+	}
+	*ret_subject = subject;
+	*ret_text = text;
+	return 0;
+fail:
+	free(subject);
+	free(text);
+	return r;
+}
+
+/* Waits for the channel's rate-limit token; false when stopping. */
+static bool
+take_token(struct notifier *n, enum notify_channel_id ch)
+{
+	int64_t wait_ms;
+
+	while (!atomic_load(&n->stopping)) {
+		struct timespec ts;
+
+		if (tbucket_take(&n->bucket[ch], &wait_ms))
+			return true;
+		if (wait_ms < 1)
+			wait_ms = 1;
+		if (wait_ms > 1000)
+			wait_ms = 1000;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += wait_ms / 1000;
+		ts.tv_nsec += (wait_ms % 1000) * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_mutex_lock(&n->wake_lock);
+		if (!atomic_load(&n->stopping))
+			pthread_cond_timedwait(&n->wake, &n->wake_lock, &ts);
+		pthread_mutex_unlock(&n->wake_lock);
+	}
+	return false;
+}
+
+static const char *const result_names[] = {
+    [SEND_OK] = "sent",
+    [SEND_TRANSIENT] = "transient",
+    [SEND_PERMANENT] = "permanent",
+    [SEND_UNCERTAIN] = "uncertain",
+};
+
+/* Records the attempt and the job's next state.  A failure here leaves
+ * the job in 'sending'; the lease makes it come back as uncertain. */
+static void
+record(struct notifier *n, struct kasir_db *db, const struct claimed *job,
+       enum send_result res, const char *provider_id, const char *error,
+       int64_t latency_ms)
+{
+	char idbuf[24], att[16], lat[24], delay[24], unc[4];
+	const char *state;
+	const char *delay_p = NULL;
+	int64_t d;
+	int r;
+
+	snprintf(idbuf, sizeof(idbuf), "%" PRId64, job->id);
+	snprintf(att, sizeof(att), "%d", job->attempts);
+	snprintf(lat, sizeof(lat), "%" PRId64, latency_ms);
+	snprintf(unc, sizeof(unc), "%d", res == SEND_UNCERTAIN ? 1 : 0);
+	switch (res) {
+	case SEND_OK:
+		state = "sent";
+		break;
+	case SEND_PERMANENT:
+		state = "dead";
+		break;
+	default:
+		d = job->attempts >= job->max_attempts
+		        ? -1
+		        : notify_retry_delay(&n->conf->retry, job->attempts,
+		                             (int)n->conf->jitter_pct,
+		                             random_unit());
+		if (d < 0) {
+			state = "dead";
+		} else {
+			state = res == SEND_UNCERTAIN ? "uncertain" : "retry";
+			snprintf(delay, sizeof(delay), "%" PRId64, d);
+			delay_p = delay;
+		}
+		break;
+	}
+	{
+		const char *pa[7] = {
+		    idbuf,
+		    att,
+		    result_names[res],
+		    job->order_status[0] ? job->order_status : NULL,
+		    provider_id && *provider_id ? provider_id : NULL,
+		    res == SEND_OK ? NULL : error,
+		    lat};
+		const char *pj[7] = {idbuf,
+		                     att,
+		                     state,
+		                     delay_p,
+		                     res == SEND_OK ? NULL : error,
+		                     provider_id && *provider_id ? provider_id
+		                                                 : NULL,
+		                     unc};
+		PGresult *ures = NULL;
+
+		if ((r = db_begin(db)) < 0)
+			goto fail;
+		if ((r = db_exec(db, &st_attempt_insert, pa, NULL)) < 0 ||
+		    (r = db_exec(db, &st_job_finish, pj, &ures)) < 0) {
+			db_rollback(db);
+			goto fail;
+		}
+		if (PQcmdTuples(ures)[0] == '0')
+			log_order(LOG_WARNING, job->order_id,
+			          "job %" PRId64 " was reclaimed while being "
+			          "sent (lease too short?)",
+			          job->id);
+		PQclear(ures);
+		if ((r = db_commit(db)) < 0)
+			goto fail;
+	}
+	if (strcmp(state, "dead") == 0)
+		log_order(LOG_ERR, job->order_id,
+		          "%s %s job %" PRId64 " dead after %d attempt(s): %s",
+		          notify_channel_name(job->channel),
+		          notify_kind_name(job->kind), job->id, job->attempts,
+		          error);
+	else if (res != SEND_OK)
+		log_order(LOG_NOTICE, job->order_id,
+		          "%s %s job %" PRId64 " attempt %d failed (%s), "
+		          "next in %s ms: %s",
+		          notify_channel_name(job->channel),
+		          notify_kind_name(job->kind), job->id, job->attempts,
+		          result_names[res], delay_p ? delay_p : "-", error);
+	else
+		log_order(LOG_INFO, job->order_id, "%s %s job %" PRId64 " sent",
+		          notify_channel_name(job->channel),
+		          notify_kind_name(job->kind), job->id);
+	return;
+fail:
+	log_order(LOG_WARNING, job->order_id,
+	          "recording job %" PRId64 " failed (%s); its lease will "
+	          "bring it back as uncertain",
+	          job->id, kasir_strerror(r));
+}
+
+/* Returns a claimed job that was not sent to the queue, without counting
+ * the attempt.  If this fails the lease brings it back. */
+static void
+release(struct kasir_db *db, const struct claimed *job)
+{
+	char idbuf[24];
+	const char *p[2] = {idbuf, "0"};
+
+	snprintf(idbuf, sizeof(idbuf), "%" PRId64, job->id);
+	if (db_exec(db, &st_job_postpone, p, NULL) < 0)
+		log_order(LOG_NOTICE, job->order_id,
+		          "job %" PRId64 " not released; its lease will "
+		          "bring it back",
+		          job->id);
+}
+
+static void
+deliver(struct notifier *n, struct kasir_db *db, struct claimed *job)
+{
+	const struct channel_ops *ops = n->ops[job->channel];
+	char provider_id[NOTIFY_PROVIDER_ID_MAX] = "", code[32] = "other";
+	char error[NOTIFY_ERROR_MAX] = "";
+	char *subject = NULL, *text = NULL;
+	enum send_result res;
+	int64_t t0, lat;
+	int r;
+
+	r = render(n, job, &subject, &text);
+	if (r < 0) {
+		snprintf(error, sizeof(error), "rendering failed: %s",
+		         kasir_strerror(r));
+		record(n, db, job, SEND_PERMANENT, NULL, error, 0);
+		return;
+	}
+	if (!take_token(n, job->channel)) {
+		/* stopping before the provider was called: put it back */
+		release(db, job);
+		goto out;
+	}
+	{
+		struct send_job sj = {
+		    .id = job->id,
+		    .attempt = job->attempts,
+		    .order_id = job->order_id,
+		    .recipient = job->recipient,
+		    .subject = subject,
+		    .text = text,
+		};
+
+		t0 = now_mono_ms();
+		res = ops->send(n->chan_state[job->channel], &sj, provider_id,
+		                sizeof(provider_id), code, sizeof(code), error,
+		                sizeof(error));
+		lat = now_mono_ms() - t0;
+	}
+	metric_observe(n->m.latency[job->channel], (double)lat / 1000.0);
+	if (res == SEND_OK) {
+		metric_inc(n->m.sent[job->channel]);
+	} else {
+		char labels[96];
+
+		snprintf(labels, sizeof(labels), "channel=\"%s\",code=\"%s\"",
+		         notify_channel_name(job->channel), code);
+		metric_inc(metrics_counter(
+		    n->metrics, "kasir_notifier_provider_errors_total", labels,
+		    "provider errors by channel and code"));
+		if (res == SEND_UNCERTAIN)
+			metric_inc(n->m.uncertain[job->channel]);
+	}
+	record(n, db, job, res, provider_id, error, lat);
+out:
+	free(subject);
+	free(text);
+}
+
+struct worker_arg {
+	struct notifier *n;
+	unsigned idx;
+};
+
+static void
+idle_wait(struct notifier *n, int64_t ms)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&n->wake_lock);
+	if (!atomic_load(&n->stopping))
+		pthread_cond_timedwait(&n->wake, &n->wake_lock, &ts);
+	pthread_mutex_unlock(&n->wake_lock);
+}
+
+static void *
+worker_main(void *arg)
+{
+	struct notifier *n = arg;
+	struct db_conf dc = daemon_db_conf(n->d);
+	struct kasir_db *db = NULL;
+	char channels[64] = "{";
+	bool first = true;
+
+	for (int c = 0; c < CHANNEL_COUNT; c++) {
+		if (!n->chan_enabled[c])
+			continue;
+		if (!first)
+			strcat(channels, ",");
+		strcat(channels, notify_channel_name(c));
+		first = false;
+	}
+	strcat(channels, "}");
+
+	dc.application_name = "kasir-notifier-worker";
+	if (db_open(&dc, &db) < 0) {
+		log_err("worker: cannot create a database handle");
+		return NULL;
+	}
+	while (!atomic_load(&n->stopping)) {
+		struct claimed job;
+		int r;
+
+		if (db_ensure(db) < 0) {
+			idle_wait(n, 1000);
+			continue;
+		}
+		r = claim(n, db, channels, &job);
+		if (r == 1) {
+			deliver(n, db, &job);
+			cJSON_Delete(job.payload);
+			continue;
+		}
+		if (r == 0 && job.id != 0)
+			continue; /* cancelled one: look for more at once */
+		idle_wait(n, n->conf->poll_ms);
+	}
+	db_close(db);
+	return NULL;
+}
+
+int
+workers_start(struct notifier *n)
+{
+	for (int c = 0; c < CHANNEL_COUNT; c++) {
+		double rate = c == CHANNEL_EMAIL
+		                  ? (double)n->conf->email_rate
+		                  : (double)n->conf->whatsapp_rate;
+		double burst = c == CHANNEL_EMAIL
+		                   ? (double)n->conf->email_burst
+		                   : (double)n->conf->whatsapp_burst;
+
+		tbucket_init(&n->bucket[c], rate, burst);
+	}
+	for (int64_t i = 0; i < n->conf->workers; i++) {
+		int r = pthread_create(&n->workers[i], NULL, worker_main, n);
+
+		if (r != 0) {
+			log_err("cannot start worker %lld: %s", (long long)i,
+			        strerror(r));
+			return -r;
+		}
+		n->nworkers++;
+	}
+	return 0;
+}
+
+void
+workers_wake(struct notifier *n)
+{
+	pthread_mutex_lock(&n->wake_lock);
+	pthread_cond_broadcast(&n->wake);
+	pthread_mutex_unlock(&n->wake_lock);
+}
+
+void
+workers_stop(struct notifier *n)
+{
+	atomic_store(&n->stopping, true);
+	workers_wake(n);
+	for (size_t i = 0; i < n->nworkers; i++)
+		pthread_join(n->workers[i], NULL);
+	n->nworkers = 0;
+}

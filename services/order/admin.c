@@ -1,0 +1,519 @@
+/*
+ * admin.c - kasir-order's admin socket commands (kasirctl).
+ *
+ *   status                       counts, stream cursors
+ *   order.show {order_id}        everything kasir-order knows of one order
+ *   orders.pending               pending orders (doctor, reconcile)
+ *   orders.unknown_notifications evidence naming unknown orders
+ *   doctor.facts                 inconsistencies for kasirctl doctor
+ *   access.grant {order_id}      engineer + reason: re-issue a MISSING
+ *                                entitlement of a PAID-with-evidence order
+ *   export.orders {from,to}      engineer: orders for finance
+ *
+ * There is deliberately no command that changes an order's status: PAID
+ * comes only from Midtrans evidence (evidence.c).  Changing commands are
+ * audited in orders.audit in the same transaction as the change;
+ * refusals are audited too.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <cjson/cJSON.h>
+
+#include "admin_socket.h"
+#include "err.h"
+#include "log.h"
+#include "order.h"
+#include "stream.h"
+#include "util.h"
+
+#define TS(x)                                                                  \
+	"to_char((" x ") AT TIME ZONE 'UTC', "                                 \
+	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
+static const char *
+role_name(enum admin_role r)
+{
+	switch (r) {
+	case ADMIN_ROLE_ENGINEER:
+		return "engineer";
+	case ADMIN_ROLE_SUPPORT:
+		return "support";
+	default:
+		return "none";
+	}
+}
+
+static int
+fail(char *code, size_t code_len, char *msg, size_t msg_len, int rc,
+     const char *c, const char *m)
+{
+	snprintf(code, code_len, "%s", c);
+	snprintf(msg, msg_len, "%s", m);
+	return rc;
+}
+
+static const char *
+arg_str(const struct admin_request *req, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(req->args, key);
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* ---- read-only ---- */
+
+static const struct db_stmt st_status = {
+    .name = "admin_status",
+    .sql = "SELECT"
+           " (SELECT coalesce(jsonb_object_agg(status, n), '{}') FROM"
+           "  (SELECT status, count(*) n FROM orders.orders GROUP BY status) s)"
+           "  AS orders_by_status,"
+           " (SELECT count(*) FROM orders.orders WHERE status = 'PENDING'"
+           "  AND expires_at < now()) AS pending_past_expiry,"
+           " (SELECT count(*) FROM orders.orders WHERE flagged) AS flagged,"
+           " (SELECT count(*) FROM orders.unknown_notifications)"
+           "  AS unknown_notifications,"
+           " (SELECT count(*) FROM orders.orders WHERE status = 'PAID'"
+           "  AND paid_at > now() - interval '1 hour') AS paid_last_hour,"
+           " (SELECT " TS(
+               "max(received_at)") " FROM orders.evidence"
+                                   "  WHERE source = 'ingest') AS "
+                                   "last_notification,"
+                                   " (SELECT coalesce(jsonb_object_agg(stream, "
+                                   "seq), '{}')"
+                                   "  FROM orders.stream_cursor) AS "
+                                   "stream_cursors",
+    .nparams = 0,
+};
+
+static const struct db_stmt st_pending = {
+    .name = "admin_pending",
+    .sql = "SELECT order_id, course_id, amount, " TS(
+        "created_at") " AS created_at, " TS("expires_at") " AS expires_at,"
+                                                          " extract(epoch FROM "
+                                                          "now() - "
+                                                          "created_at)::bigint "
+                                                          "AS age_s,"
+                                                          " expires_at < now() "
+                                                          "AS past_expiry, "
+                                                          "needs_reconcile,"
+                                                          " snap_error, "
+                                                          "transaction_id FROM "
+                                                          "orders.orders"
+                                                          " WHERE status = "
+                                                          "'PENDING' ORDER BY "
+                                                          "created_at LIMIT "
+                                                          "1000",
+    .nparams = 0,
+};
+
+static const struct db_stmt st_unknown_list = {
+    .name = "admin_unknown",
+    .sql =
+        "SELECT id, source, ref, order_id, transaction_status,"
+        " gross_amount, " TS("received_at") " AS received_at, " TS(
+            "recorded_at") " AS recorded_at FROM orders.unknown_notifications"
+                           " ORDER BY id DESC LIMIT 1000",
+    .nparams = 0,
+};
+
+static const struct db_stmt st_unknown_for = {
+    .name = "admin_unknown_for",
+    .sql = "SELECT id, source, ref, transaction_status, gross_amount, " TS(
+        "received_at") " AS received_at, raw FROM orders.unknown_notifications"
+                       " WHERE order_id = $1 ORDER BY id LIMIT 1000",
+    .nparams = 1,
+};
+
+static const struct db_stmt st_paid_no_access = {
+    .name = "admin_doctor_paid_no_access",
+    .sql = "SELECT o.order_id, o.customer_email, o.course_id, " TS(
+        "o.paid_at") " AS paid_at FROM orders.orders o"
+                     " WHERE o.status = 'PAID' AND NOT EXISTS (SELECT 1 FROM"
+                     " orders.entitlements e WHERE e.order_id = o.order_id AND"
+                     " e.revoked_at IS NULL) ORDER BY o.paid_at LIMIT 1000",
+    .nparams = 0,
+};
+
+static const struct db_stmt st_access_no_paid = {
+    .name = "admin_doctor_access_no_paid",
+    .sql = "SELECT e.order_id, e.customer_email, e.course_id, o.status"
+           " FROM orders.entitlements e JOIN orders.orders o USING (order_id)"
+           " WHERE e.revoked_at IS NULL AND o.status <> 'PAID'"
+           " ORDER BY e.id LIMIT 1000",
+    .nparams = 0,
+};
+
+static const struct db_stmt st_pending_expired = {
+    .name = "admin_doctor_pending_expired",
+    .sql = "SELECT order_id, " TS(
+        "expires_at") " AS expires_at, extract(epoch FROM now() - expires_at)"
+                      "::bigint AS overdue_s FROM orders.orders"
+                      " WHERE status = 'PENDING' AND expires_at < now()"
+                      " ORDER BY expires_at LIMIT 1000",
+    .nparams = 0,
+};
+
+static const struct db_stmt st_flagged = {
+    .name = "admin_doctor_flagged",
+    .sql = "SELECT order_id, status, amount, flag_reason, partial_refund,"
+           " disputed, reversed FROM orders.orders WHERE flagged OR disputed"
+           " OR reversed ORDER BY updated_at DESC LIMIT 1000",
+    .nparams = 0,
+};
+
+static const struct db_stmt st_snap_failures = {
+    .name = "admin_doctor_snap_failures",
+    .sql = "SELECT order_id, status, snap_error, snap_attempts,"
+           " needs_reconcile, " TS(
+               "created_at") " AS created_at"
+                             " FROM orders.orders WHERE snap_error IS NOT NULL"
+                             " ORDER BY created_at DESC LIMIT 1000",
+    .nparams = 0,
+};
+
+static int
+add(cJSON *o, const char *name, struct kasir_db *db, const struct db_stmt *st,
+    const char *const *params)
+{
+	cJSON *rows;
+	int rc = store_rows_json(db, st, params, &rows);
+
+	if (rc < 0)
+		return rc;
+	cJSON_AddItemToObject(o, name, rows);
+	return 0;
+}
+
+static int
+cmd_status(struct order_service *s, struct kasir_db *db, cJSON **ret)
+{
+	cJSON *rows, *o;
+	int rc = store_rows_json(db, &st_status, NULL, &rows);
+
+	if (rc < 0)
+		return rc;
+	o = cJSON_DetachItemFromArray(rows, 0);
+	cJSON_Delete(rows);
+	if (o == NULL)
+		return -ENOMEM;
+	cJSON_AddStringToObject(o, "service", "kasir-order");
+	cJSON_AddStringToObject(o, "version", KASIR_VERSION);
+	cJSON_AddNumberToObject(o, "orders_stream_head",
+	                        (double)stream_producer_head(s->producer));
+	*ret = o;
+	return 0;
+}
+
+static int
+cmd_doctor(struct kasir_db *db, cJSON **ret)
+{
+	cJSON *o = cJSON_CreateObject();
+	int rc;
+
+	if (o == NULL)
+		return -ENOMEM;
+	if ((rc = add(o, "paid_without_access", db, &st_paid_no_access, NULL)) <
+	        0 ||
+	    (rc = add(o, "access_without_paid", db, &st_access_no_paid, NULL)) <
+	        0 ||
+	    (rc = add(o, "pending_past_expiry", db, &st_pending_expired,
+	              NULL)) < 0 ||
+	    (rc = add(o, "flagged", db, &st_flagged, NULL)) < 0 ||
+	    (rc = add(o, "snap_failures", db, &st_snap_failures, NULL)) < 0 ||
+	    (rc = add(o, "unknown_notifications", db, &st_unknown_list, NULL)) <
+	        0) {
+		cJSON_Delete(o);
+		return rc;
+	}
+	*ret = o;
+	return 0;
+}
+
+/* ---- audited ---- */
+
+static const struct db_stmt st_audit = {
+    .name = "admin_audit_insert",
+    .sql = "INSERT INTO orders.audit (actor, role, cmd, order_id, reason,"
+           " incident, before, after, result, error) VALUES ($1, $2, $3, $4,"
+           " $5, $6, $7::jsonb, $8::jsonb, $9, $10) RETURNING id",
+    .nparams = 10,
+};
+
+static int
+audit(struct kasir_db *db, const struct admin_request *req,
+      const char *order_id, const char *before, const char *after,
+      const char *result, const char *error, char *ret_id, size_t id_len)
+{
+	const char *p[10] = {req->peer.user, role_name(req->peer.role),
+	                     req->cmd,       order_id,
+	                     req->reason,    req->incident,
+	                     before,         after,
+	                     result,         error};
+	PGresult *res = NULL;
+	int rc = db_exec(db, &st_audit, p, &res);
+
+	if (rc == 0 && ret_id != NULL)
+		kasir_strlcpy(ret_id, db_get(res, 0, 0), id_len);
+	PQclear(res);
+	return rc;
+}
+
+/* Records a refusal in its own transaction; returns err. */
+static int
+refuse(struct kasir_db *db, const struct admin_request *req,
+       const char *order_id, const char *before, int err, char *code,
+       size_t code_len, char *msg, size_t msg_len, const char *c, const char *m)
+{
+	char e[256];
+
+	db_rollback(db);
+	snprintf(e, sizeof(e), "%s: %s", c, m);
+	if (db_begin(db) < 0 ||
+	    audit(db, req, order_id, before, NULL, "refused", e, NULL, 0) < 0 ||
+	    db_commit(db) < 0) {
+		db_rollback(db);
+		log_err("recording refused %s by %s failed", req->cmd,
+		        req->peer.user);
+	}
+	log_fields(LOG_NOTICE, LOG_F({"ORDER_ID", order_id}),
+	           "admin %s by %s (%s) refused: %s", req->cmd, req->peer.user,
+	           role_name(req->peer.role), m);
+	return fail(code, code_len, msg, msg_len, err, c, m);
+}
+
+static const struct db_stmt st_paid_evidence = {
+    .name = "admin_paid_evidence",
+    .sql = "SELECT t.evidence_source, t.evidence_ref,"
+           " (SELECT count(*) FROM orders.entitlements e WHERE e.order_id ="
+           " $1 AND e.revoked_at IS NULL) FROM orders.transitions t"
+           " WHERE t.order_id = $1 AND t.to_status = 'PAID'"
+           " AND t.evidence_source IN ('ingest','recon')"
+           " AND t.evidence_id IS NOT NULL",
+    .nparams = 1,
+};
+
+static int
+cmd_access_grant(struct order_service *s, struct kasir_db *db,
+                 const struct admin_request *req, cJSON **ret, char *code,
+                 size_t code_len, char *msg, size_t msg_len)
+{
+	const char *order_id = arg_str(req, "order_id");
+	struct order_row o;
+	PGresult *res = NULL;
+	char before[160], audit_id[24];
+	int rc;
+
+	if (order_id == NULL || !order_id_valid(order_id, ORDER_ID_MAX))
+		return fail(code, code_len, msg, msg_len, -EINVAL,
+		            "invalid_args", "args.order_id required");
+	if ((rc = db_begin(db)) < 0)
+		return rc;
+	if (req->peer.role != ADMIN_ROLE_ENGINEER)
+		return refuse(db, req, order_id, NULL, KASIR_EPERM, code,
+		              code_len, msg, msg_len, "role_required",
+		              "access.grant needs the engineer role");
+	if (req->reason == NULL || req->reason[0] == '\0')
+		return refuse(db, req, order_id, NULL, -EINVAL, code, code_len,
+		              msg, msg_len, "reason_required",
+		              "access.grant needs a reason");
+	rc = store_lock_order(db, order_id, NULL, &o);
+	if (rc == KASIR_ENOTFOUND)
+		return refuse(db, req, order_id, NULL, KASIR_ENOTFOUND, code,
+		              code_len, msg, msg_len, "order_not_found",
+		              "no such order");
+	if (rc < 0)
+		goto dberr;
+	{
+		const char *p[1] = {order_id};
+		if ((rc = db_exec(db, &st_paid_evidence, p, &res)) < 0)
+			goto dberr;
+	}
+	bool has_evidence = PQntuples(res) == 1;
+	int64_t active = has_evidence ? db_get_i64(res, 0, 2) : 0;
+	snprintf(before, sizeof(before),
+	         "{\"status\":\"%s\",\"paid_evidence\":%s,"
+	         "\"active_entitlements\":%lld}",
+	         order_status_name(o.status), has_evidence ? "true" : "false",
+	         (long long)active);
+	PQclear(res);
+	res = NULL;
+	if (o.status != ORDER_PAID || !has_evidence)
+		return refuse(db, req, order_id, before, KASIR_ECONFLICT, code,
+		              code_len, msg, msg_len, "not_paid",
+		              "access is granted only for an order PAID with "
+		              "Midtrans evidence");
+	if (active > 0)
+		return refuse(db, req, order_id, before, KASIR_ECONFLICT, code,
+		              code_len, msg, msg_len, "already_active",
+		              "the order already has an active entitlement");
+	if ((rc = audit(db, req, order_id, before,
+	                "{\"status\":\"PAID\",\"active_entitlements\":1}", "ok",
+	                NULL, audit_id, sizeof(audit_id))) < 0 ||
+	    (rc = store_grant(s, db, &o, "operator", NULL, audit_id,
+	                      req->reason)) < 0)
+		goto dberr;
+	if ((rc = db_commit(db)) < 0)
+		return rc;
+	stream_producer_kick(s->producer);
+	log_fields(LOG_NOTICE, LOG_F({"ORDER_ID", order_id}),
+	           "access re-granted by %s: %s", req->peer.user, req->reason);
+	return store_order_view(db, order_id, true, ret);
+dberr:
+	PQclear(res);
+	db_rollback(db);
+	return rc;
+}
+
+static const struct db_stmt st_export = {
+    .name = "admin_export_orders",
+    .sql =
+        "SELECT order_id, status, course_id, amount, currency,"
+        " customer_name, customer_email, customer_phone, " TS(
+            "created_at") " AS created_at, " TS("paid_at") " AS paid_at,"
+                                                           " transaction_id, "
+                                                           "payment_type, "
+                                                           "flagged, "
+                                                           "partial_refund,"
+                                                           " disputed, "
+                                                           "reversed FROM "
+                                                           "orders.orders"
+                                                           " WHERE created_at "
+                                                           ">= $1::timestamptz "
+                                                           "AND created_at <"
+                                                           " $2::timestamptz "
+                                                           "ORDER BY "
+                                                           "created_at LIMIT "
+                                                           "100000",
+    .nparams = 2,
+};
+
+static int
+cmd_export(struct kasir_db *db, const struct admin_request *req, cJSON **ret,
+           char *code, size_t code_len, char *msg, size_t msg_len)
+{
+	const char *from = arg_str(req, "from"), *to = arg_str(req, "to");
+	const char *p[2] = {from, to};
+	cJSON *rows = NULL, *o;
+	int rc;
+
+	if (from == NULL || to == NULL)
+		return fail(code, code_len, msg, msg_len, -EINVAL,
+		            "invalid_args", "args.from and args.to required");
+	if ((rc = db_begin(db)) < 0)
+		return rc;
+	if (req->peer.role != ADMIN_ROLE_ENGINEER)
+		return refuse(db, req, NULL, NULL, KASIR_EPERM, code, code_len,
+		              msg, msg_len, "role_required",
+		              "export needs the engineer role");
+	rc = store_rows_json(db, &st_export, p, &rows);
+	if (rc == KASIR_ESQL)
+		return refuse(db, req, NULL, NULL, -EINVAL, code, code_len, msg,
+		              msg_len, "invalid_args",
+		              "from/to must be timestamps");
+	if (rc < 0 ||
+	    (rc = audit(db, req, NULL, NULL, NULL, "ok", NULL, NULL, 0)) < 0 ||
+	    (rc = db_commit(db)) < 0) {
+		db_rollback(db);
+		cJSON_Delete(rows);
+		return rc;
+	}
+	o = cJSON_CreateObject();
+	if (o == NULL) {
+		cJSON_Delete(rows);
+		return -ENOMEM;
+	}
+	cJSON_AddItemToObject(o, "orders", rows);
+	*ret = o;
+	return 0;
+}
+
+int
+admin_handle(void *arg, const struct admin_request *req,
+             struct cJSON **ret_result, char *err_code, size_t code_len,
+             char *err_msg, size_t msg_len)
+{
+	struct order_service *s = arg;
+	struct kasir_db *db = s->admin_db;
+	const char *cmd = req->cmd;
+	cJSON *res = NULL;
+	int rc;
+
+	if (db_ensure(db) < 0)
+		return fail(err_code, code_len, err_msg, msg_len, KASIR_EDB,
+		            "database_unavailable", "database unavailable");
+	if (strcmp(cmd, "status") == 0) {
+		rc = cmd_status(s, db, &res);
+	} else if (strcmp(cmd, "order.show") == 0) {
+		const char *id = arg_str(req, "order_id");
+		const char *p[1] = {id};
+		if (id == NULL || !order_id_valid(id, ORDER_ID_MAX))
+			return fail(err_code, code_len, err_msg, msg_len,
+			            -EINVAL, "invalid_args",
+			            "args.order_id required");
+		rc = store_order_view(db, id, true, &res);
+		if (rc == KASIR_ENOTFOUND) {
+			/* maybe only notifications for it exist */
+			cJSON *un = NULL;
+			if (store_rows_json(db, &st_unknown_for, p, &un) == 0 &&
+			    cJSON_GetArraySize(un) > 0) {
+				res = cJSON_CreateObject();
+				if (res == NULL) {
+					cJSON_Delete(un);
+					return -ENOMEM;
+				}
+				cJSON_AddStringToObject(res, "order_id", id);
+				cJSON_AddNullToObject(res, "status");
+				cJSON_AddItemToObject(
+				    res, "unknown_notifications", un);
+				rc = 0;
+			} else {
+				cJSON_Delete(un);
+				return fail(err_code, code_len, err_msg,
+				            msg_len, KASIR_ENOTFOUND,
+				            "order_not_found",
+				            "kasir-order has no such order");
+			}
+		} else if (rc == 0) {
+			rc = add(res, "unknown_notifications", db,
+			         &st_unknown_for, p);
+		}
+	} else if (strcmp(cmd, "orders.pending") == 0) {
+		cJSON *rows = NULL;
+		rc = store_rows_json(db, &st_pending, NULL, &rows);
+		if (rc == 0 && (res = cJSON_CreateObject()) != NULL)
+			cJSON_AddItemToObject(res, "orders", rows);
+		else
+			cJSON_Delete(rows);
+	} else if (strcmp(cmd, "orders.unknown_notifications") == 0) {
+		cJSON *rows = NULL;
+		rc = store_rows_json(db, &st_unknown_list, NULL, &rows);
+		if (rc == 0 && (res = cJSON_CreateObject()) != NULL)
+			cJSON_AddItemToObject(res, "notifications", rows);
+		else
+			cJSON_Delete(rows);
+	} else if (strcmp(cmd, "doctor.facts") == 0) {
+		rc = cmd_doctor(db, &res);
+	} else if (strcmp(cmd, "access.grant") == 0) {
+		return cmd_access_grant(s, db, req, ret_result, err_code,
+		                        code_len, err_msg, msg_len);
+	} else if (strcmp(cmd, "export.orders") == 0) {
+		return cmd_export(db, req, ret_result, err_code, code_len,
+		                  err_msg, msg_len);
+	} else {
+		return fail(err_code, code_len, err_msg, msg_len, -ENOTSUP,
+		            "unknown_command",
+		            "kasir-order has no such command");
+	}
+	if (rc == 0 && res == NULL)
+		rc = -ENOMEM;
+	if (rc < 0) {
+		cJSON_Delete(res);
+		return fail(err_code, code_len, err_msg, msg_len, rc,
+		            rc == KASIR_EDB ? "database_unavailable"
+		                            : "internal",
+		            kasir_strerror(rc));
+	}
+	*ret_result = res;
+	return 0;
+}

@@ -1,0 +1,645 @@
+/*
+ * api.c - the HTTP API the website calls (bearer token):
+ *
+ *   GET  /v1/courses                      the catalog
+ *   POST /v1/orders                       create an order, start Snap
+ *   GET  /v1/orders/{order_id}            status, flags, timeline
+ *   GET  /v1/access?customer_email=&course_id=
+ *
+ * Errors are {"error":{"code","message"}} with stable codes:
+ * unauthorized (401), not_found (404), method_not_allowed (405),
+ * unsupported_media_type (415), invalid_json / invalid_field /
+ * unknown_field / missing_field / invalid_idempotency_key (400),
+ * unknown_course (422), order_exists / idempotency_conflict (409),
+ * order_not_found (404), snap_unavailable (502),
+ * database_unavailable (503).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <cjson/cJSON.h>
+#include <openssl/evp.h>
+
+#include "err.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+#include "order.h"
+#include "stream.h"
+#include "util.h"
+
+#define TS(x)                                                                  \
+	"to_char((" x ") AT TIME ZONE 'UTC', "                                 \
+	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
+static int
+db_error(struct http_response *resp, int rc)
+{
+	if (rc == KASIR_EDB || rc == KASIR_EDBUNKNOWN)
+		return http_error(resp, 503, "database_unavailable",
+		                  "database unavailable, retry later");
+	return http_error(resp, 500, "internal", "internal error");
+}
+
+static bool
+authorized(const struct order_service *s, const struct http_request *req)
+{
+	const char *h = http_header(req, "Authorization");
+	const struct conf_secret *tok = &s->conf->api_token;
+
+	if (h == NULL || strncmp(h, "Bearer ", 7) != 0)
+		return false;
+	h += 7;
+	return ct_equal(h, strlen(h), tok->value, tok->len);
+}
+
+/* ---- validation ---- */
+
+static bool
+no_controls(const char *s)
+{
+	for (; *s != '\0'; s++) {
+		if ((unsigned char)*s < 0x20 || *s == 0x7f)
+			return false;
+	}
+	return true;
+}
+
+static bool
+name_valid(const char *s)
+{
+	size_t n = strlen(s);
+	return n >= 1 && n <= ORDER_NAME_MAX && utf8_valid(s, n) &&
+	       no_controls(s);
+}
+
+/* Sane, not RFC 5322: one '@', local 1..64, a dotted domain, no spaces. */
+static bool
+email_valid(const char *s)
+{
+	const char *at = strchr(s, '@'), *dot;
+	size_t n = strlen(s);
+
+	if (n < 3 || n > ORDER_EMAIL_MAX || at == NULL || at == s ||
+	    at - s > 64 || strchr(at + 1, '@') != NULL)
+		return false;
+	for (const char *p = s; *p != '\0'; p++) {
+		unsigned char ch = (unsigned char)*p;
+		if (ch <= 0x20 || ch >= 0x7f || ch == '<' || ch == '>' ||
+		    ch == ',' || ch == ';' || ch == '"' || ch == '\\')
+			return false;
+	}
+	dot = strrchr(at + 1, '.');
+	return dot != NULL && dot > at + 1 && dot[1] != '\0';
+}
+
+static bool
+phone_valid(const char *s)
+{
+	size_t digits = 0;
+
+	if (*s == '+')
+		s++;
+	for (; *s != '\0'; s++) {
+		if (*s < '0' || *s > '9')
+			return false;
+		digits++;
+	}
+	return digits >= ORDER_PHONE_MIN && digits <= ORDER_PHONE_MAX;
+}
+
+static bool
+idem_key_valid(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > ORDER_IDEM_KEY_MAX)
+		return false;
+	for (; *s != '\0'; s++) {
+		if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+			return false;
+	}
+	return true;
+}
+
+/* "KSR-<yyyymmdd>-<12 hex>" */
+static int
+new_order_id(char *buf, size_t len)
+{
+	uint8_t rnd[6];
+	char hex[13];
+	struct tm tm;
+	time_t t = time(NULL) + 7 * 3600; /* Jakarta date */
+
+	if (getrandom(rnd, sizeof(rnd), 0) != (ssize_t)sizeof(rnd))
+		return -EIO;
+	hex_encode(rnd, sizeof(rnd), hex);
+	gmtime_r(&t, &tm);
+	snprintf(buf, len, "KSR-%04d%02d%02d-%s", tm.tm_year + 1900,
+	         tm.tm_mon + 1, tm.tm_mday, hex);
+	return 0;
+}
+
+static void
+sha256_hex(const char *data, size_t len, char out[65])
+{
+	uint8_t md[32];
+	unsigned mdlen = 0;
+
+	EVP_Digest(data, len, md, &mdlen, EVP_sha256(), NULL);
+	hex_encode(md, 32, out);
+}
+
+/* Checks that object o has only the allowed keys.  Returns the first
+ * unknown key or NULL. */
+static const char *
+unknown_key(const cJSON *o, const char *const *allowed)
+{
+	const cJSON *it;
+
+	cJSON_ArrayForEach(it, o)
+	{
+		bool ok = false;
+		for (const char *const *a = allowed; *a != NULL; a++) {
+			if (strcmp(it->string, *a) == 0)
+				ok = true;
+		}
+		if (!ok)
+			return it->string;
+	}
+	return NULL;
+}
+
+static const char *
+get_str(const cJSON *o, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* ---- POST /v1/orders ---- */
+
+struct create_in {
+	const struct course *course;
+	const char *name, *email, *phone;
+	char order_id[ORDER_ID_MAX + 1];
+	bool client_order_id;
+	const char *idem_key;
+	char hash[65];
+};
+
+static const struct db_stmt st_idem = {
+    .name = "api_idem_lookup",
+    .sql =
+        "SELECT order_id, request_hash, status, snap_token, redirect_url,"
+        " " TS("expires_at") ", snap_error IS NOT NULL"
+                             " FROM orders.orders WHERE idempotency_key = $1",
+    .nparams = 1,
+};
+
+static const struct db_stmt st_insert = {
+    .name = "api_order_insert",
+    .sql = "INSERT INTO orders.orders (order_id, course_id, course_title,"
+           " amount, customer_name, customer_email, customer_phone,"
+           " access_days, expires_at, idempotency_key, request_hash)"
+           " VALUES ($1, $2, $3, $4::bigint, $5, $6, $7, $8::integer,"
+           " now() + $9::bigint * interval '1 millisecond', $10, $11)"
+           " RETURNING " TS("expires_at"),
+    .nparams = 11,
+};
+
+static const struct db_stmt st_snap_result = {
+    .name = "api_snap_result",
+    .sql = "UPDATE orders.orders SET snap_token = coalesce($2, snap_token),"
+           " redirect_url = coalesce($3, redirect_url), snap_error = $4,"
+           " snap_attempts = snap_attempts + $5::integer,"
+           " needs_reconcile = needs_reconcile OR $6::boolean"
+           " WHERE order_id = $1 RETURNING status",
+    .nparams = 6,
+};
+
+static int
+answer_created(struct http_response *resp, int status, const char *order_id,
+               const char *token, const char *url, const char *ostatus,
+               const char *expires_at)
+{
+	cJSON *o = cJSON_CreateObject();
+	int rc;
+
+	if (o == NULL)
+		return -ENOMEM;
+	cJSON_AddStringToObject(o, "order_id", order_id);
+	cJSON_AddStringToObject(o, "snap_token", token);
+	cJSON_AddStringToObject(o, "redirect_url", url);
+	cJSON_AddStringToObject(o, "status", ostatus);
+	cJSON_AddStringToObject(o, "expires_at", expires_at);
+	rc = http_json(resp, status, o);
+	cJSON_Delete(o);
+	return rc;
+}
+
+static int
+parse_create(const struct order_service *s, const struct http_request *req,
+             struct http_response *resp, cJSON **ret_json, struct create_in *in)
+{
+	static const char *const top[] = {"course_id", "customer", "order_id",
+	                                  NULL};
+	static const char *const cust_keys[] = {"name", "email", "phone", NULL};
+	const char *ct = http_header(req, "Content-Type");
+	const char *end = NULL, *bad, *cid, *oid;
+	const cJSON *cust;
+	cJSON *j;
+	char msg[160];
+
+	memset(in, 0, sizeof(*in));
+	if (ct == NULL || strncasecmp(ct, "application/json", 16) != 0 ||
+	    (ct[16] != '\0' && ct[16] != ';' && ct[16] != ' ')) {
+		http_error(resp, 415, "unsupported_media_type",
+		           "Content-Type must be application/json");
+		return -EINVAL;
+	}
+	in->idem_key = http_header(req, "Idempotency-Key");
+	if (in->idem_key != NULL && !idem_key_valid(in->idem_key)) {
+		http_error(resp, 400, "invalid_idempotency_key",
+		           "Idempotency-Key must be 1..255 printable ASCII");
+		return -EINVAL;
+	}
+	j = cJSON_ParseWithOpts(req->body, &end, true);
+	if (j == NULL || !cJSON_IsObject(j)) {
+		cJSON_Delete(j);
+		http_error(resp, 400, "invalid_json",
+		           "body must be one JSON object");
+		return -EINVAL;
+	}
+	*ret_json = j;
+	if ((bad = unknown_key(j, top)) != NULL) {
+		snprintf(msg, sizeof(msg), "unknown field \"%.64s\"", bad);
+		http_error(resp, 400, "unknown_field", msg);
+		return -EINVAL;
+	}
+	cust = cJSON_GetObjectItemCaseSensitive(j, "customer");
+	cid = get_str(j, "course_id");
+	if (cid == NULL || !cJSON_IsObject(cust)) {
+		http_error(resp, 400, "missing_field",
+		           "course_id (string) and customer (object) are "
+		           "required");
+		return -EINVAL;
+	}
+	if ((bad = unknown_key(cust, cust_keys)) != NULL) {
+		snprintf(msg, sizeof(msg), "unknown field \"customer.%.64s\"",
+		         bad);
+		http_error(resp, 400, "unknown_field", msg);
+		return -EINVAL;
+	}
+	in->name = get_str(cust, "name");
+	in->email = get_str(cust, "email");
+	in->phone = get_str(cust, "phone");
+	if (in->name == NULL || in->email == NULL || in->phone == NULL) {
+		http_error(resp, 400, "missing_field",
+		           "customer.name, customer.email and customer.phone "
+		           "(strings) are required");
+		return -EINVAL;
+	}
+	if (!name_valid(in->name)) {
+		http_error(resp, 400, "invalid_field",
+		           "customer.name must be 1..100 bytes of UTF-8 text");
+		return -EINVAL;
+	}
+	if (!email_valid(in->email)) {
+		http_error(resp, 400, "invalid_field",
+		           "customer.email is not a valid address");
+		return -EINVAL;
+	}
+	if (!phone_valid(in->phone)) {
+		http_error(resp, 400, "invalid_field",
+		           "customer.phone must be 8..16 digits, optional +");
+		return -EINVAL;
+	}
+	if (cJSON_GetObjectItemCaseSensitive(j, "order_id") != NULL) {
+		oid = get_str(j, "order_id");
+		if (oid == NULL || !order_id_valid(oid, ORDER_ID_MAX)) {
+			http_error(resp, 400, "invalid_field",
+			           "order_id must be 1..50 of "
+			           "[A-Za-z0-9._~-]");
+			return -EINVAL;
+		}
+		kasir_strlcpy(in->order_id, oid, sizeof(in->order_id));
+		in->client_order_id = true;
+	} else if (new_order_id(in->order_id, sizeof(in->order_id)) < 0) {
+		http_error(resp, 500, "internal", "no randomness");
+		return -EIO;
+	}
+	in->course = catalog_find(s->conf, cid);
+	if (in->course == NULL) {
+		http_error(resp, 422, "unknown_course", "no such course");
+		return -EINVAL;
+	}
+	sha256_hex(req->body, req->body_len, in->hash);
+	return 0;
+}
+
+/* Calls Snap for a stored order and records the outcome; answers. */
+static int
+start_payment(struct order_service *s, const struct create_in *in,
+              const char *order_id, const char *expires_at,
+              struct http_response *resp)
+{
+	struct snap_request rq = {
+	    .order_id = order_id,
+	    .amount = in->course->price,
+	    .course_id = in->course->id,
+	    .course_title = in->course->title,
+	    .name = in->name,
+	    .email = in->email,
+	    .phone = in->phone,
+	    .expiry_minutes = s->conf->order_expiry_ms / 60000,
+	};
+	struct snap_result r;
+	struct kasir_db *db;
+	char attempts[16];
+	int64_t t0 = now_mono_ms();
+	PGresult *res = NULL;
+	int rc;
+
+	snap_create(s->conf, &rq, &r);
+	metric_observe(s->m.snap_latency, (double)(now_mono_ms() - t0) / 1e3);
+	snprintf(attempts, sizeof(attempts), "%d", r.attempts);
+	const char *params[6] = {
+	    order_id,
+	    r.outcome == SNAP_OK ? r.token : NULL,
+	    r.outcome == SNAP_OK ? r.redirect_url : NULL,
+	    r.outcome == SNAP_OK ? NULL : r.error,
+	    attempts,
+	    r.outcome == SNAP_USED ? "true" : "false",
+	};
+	db = db_pool_get(&s->pool);
+	rc = db_ensure(db);
+	if (rc == 0)
+		rc = db_exec(db, &st_snap_result, params, &res);
+	PQclear(res);
+	db_pool_put(&s->pool, db);
+	if (rc < 0)
+		log_order(LOG_ERR, order_id,
+		          "storing the snap outcome failed: %s",
+		          kasir_strerror(rc));
+	if (r.outcome != SNAP_OK) {
+		metric_inc(s->m.snap_errors);
+		log_order(LOG_WARNING, order_id,
+		          "snap failed after %d attempt(s): %s", r.attempts,
+		          r.error);
+		return http_error(resp, 502, "snap_unavailable",
+		                  r.outcome == SNAP_USED
+		                      ? "payment already registered at "
+		                        "midtrans; the order is being "
+		                        "reconciled"
+		                      : "payment gateway unavailable, retry "
+		                        "with the same Idempotency-Key");
+	}
+	metric_inc(s->m.snap_ok);
+	return answer_created(resp, 201, order_id, r.token, r.redirect_url,
+	                      "PENDING", expires_at);
+}
+
+static int
+create_order(struct order_service *s, const struct http_request *req,
+             struct http_response *resp)
+{
+	struct create_in in;
+	cJSON *j = NULL;
+	struct kasir_db *db = NULL;
+	PGresult *res = NULL;
+	char expires_at[40], price[24], days[24], expiry[24];
+	char order_id[ORDER_ID_MAX + 1];
+	int rc, tries = 0;
+
+	if (parse_create(s, req, resp, &j, &in) < 0) {
+		cJSON_Delete(j);
+		return 0;
+	}
+	snprintf(price, sizeof(price), "%" PRId64, in.course->price);
+	snprintf(days, sizeof(days), "%" PRId64, in.course->access_days);
+	snprintf(expiry, sizeof(expiry), "%" PRId64, s->conf->order_expiry_ms);
+	db = db_pool_get(&s->pool);
+again:
+	if ((rc = db_ensure(db)) < 0 || (rc = db_begin(db)) < 0)
+		goto dberr;
+	if (in.idem_key != NULL) {
+		const char *p[1] = {in.idem_key};
+		if ((rc = db_exec(db, &st_idem, p, &res)) < 0)
+			goto rollback;
+		if (PQntuples(res) == 1) {
+			/* same key seen before */
+			bool same = strcmp(db_get(res, 0, 1), in.hash) == 0;
+			kasir_strlcpy(order_id, db_get(res, 0, 0),
+			              sizeof(order_id));
+			kasir_strlcpy(expires_at, db_get(res, 0, 5),
+			              sizeof(expires_at));
+			db_rollback(db);
+			if (!same) {
+				rc = http_error(resp, 409,
+				                "idempotency_conflict",
+				                "Idempotency-Key reused with a "
+				                "different request");
+			} else if (db_get(res, 0, 3) != NULL) {
+				rc = answer_created(
+				    resp, 201, order_id, db_get(res, 0, 3),
+				    db_get(res, 0, 4), db_get(res, 0, 2),
+				    expires_at);
+			} else {
+				/* Snap failed earlier: try again, same id */
+				PQclear(res);
+				res = NULL;
+				db_pool_put(&s->pool, db);
+				db = NULL;
+				rc = start_payment(s, &in, order_id, expires_at,
+				                   resp);
+			}
+			goto out;
+		}
+		PQclear(res);
+		res = NULL;
+	}
+	{
+		const char *p[11] = {
+		    in.order_id,      in.course->id,
+		    in.course->title, price,
+		    in.name,          in.email,
+		    in.phone,         in.course->access_days ? days : NULL,
+		    expiry,           in.idem_key,
+		    in.hash};
+		rc = db_exec(db, &st_insert, p, &res);
+	}
+	if (rc == KASIR_ESQL && strcmp(db_last_sqlstate(db), "23505") == 0) {
+		db_rollback(db);
+		if (in.idem_key != NULL && tries++ == 0) /* lost a race */
+			goto again;
+		if (!in.client_order_id && tries++ < 3 &&
+		    new_order_id(in.order_id, sizeof(in.order_id)) == 0)
+			goto again;
+		rc = http_error(resp, 409, "order_exists",
+		                "an order with this order_id exists");
+		goto out;
+	}
+	if (rc < 0)
+		goto rollback;
+	kasir_strlcpy(expires_at, db_get(res, 0, 0), sizeof(expires_at));
+	PQclear(res);
+	res = NULL;
+	if ((rc = order_emit(s, db, MSG_ORDER_CREATED, in.order_id, NULL)) < 0)
+		goto rollback;
+	if ((rc = db_commit(db)) < 0)
+		goto dberr;
+	stream_producer_kick(s->producer);
+	metric_inc(s->m.created);
+	log_order(LOG_INFO, in.order_id,
+	          "order created for course %s, %" PRId64 " IDR", in.course->id,
+	          in.course->price);
+	db_pool_put(&s->pool, db);
+	db = NULL;
+	rc = start_payment(s, &in, in.order_id, expires_at, resp);
+	goto out;
+rollback:
+	db_rollback(db);
+dberr:
+	log_warning("creating an order failed: %s%s%s", kasir_strerror(rc),
+	            rc == KASIR_ESQL ? ": " : "",
+	            rc == KASIR_ESQL ? db_last_error(db) : "");
+	rc = db_error(resp, rc);
+out:
+	PQclear(res);
+	if (db != NULL)
+		db_pool_put(&s->pool, db);
+	cJSON_Delete(j);
+	return rc < 0 ? rc : 0;
+}
+
+/* ---- GET handlers ---- */
+
+static int
+get_order(struct order_service *s, const char *id, struct http_response *resp)
+{
+	struct kasir_db *db;
+	cJSON *view = NULL;
+	int rc;
+
+	if (!order_id_valid(id, ORDER_ID_MAX))
+		return http_error(resp, 404, "order_not_found",
+		                  "no such order");
+	db = db_pool_get(&s->pool);
+	rc = db_ensure(db);
+	if (rc == 0)
+		rc = store_order_view(db, id, false, &view);
+	db_pool_put(&s->pool, db);
+	if (rc == KASIR_ENOTFOUND)
+		return http_error(resp, 404, "order_not_found",
+		                  "no such order");
+	if (rc < 0)
+		return db_error(resp, rc);
+	rc = http_json(resp, 200, view);
+	cJSON_Delete(view);
+	return rc;
+}
+
+static int
+get_access(struct order_service *s, const struct http_request *req,
+           struct http_response *resp)
+{
+	const char *email = http_query(req, "customer_email");
+	const char *course = http_query(req, "course_id");
+	struct kasir_db *db;
+	cJSON *o = NULL;
+	int rc;
+
+	if (email == NULL || course == NULL)
+		return http_error(resp, 400, "missing_parameter",
+		                  "customer_email and course_id are required");
+	if (!email_valid(email))
+		return http_error(resp, 400, "invalid_parameter",
+		                  "customer_email is not a valid address");
+	if (catalog_find(s->conf, course) == NULL)
+		return http_error(resp, 422, "unknown_course",
+		                  "no such course");
+	db = db_pool_get(&s->pool);
+	rc = db_ensure(db);
+	if (rc == 0)
+		rc = store_access(db, email, course, &o);
+	db_pool_put(&s->pool, db);
+	if (rc < 0)
+		return db_error(resp, rc);
+	rc = http_json(resp, 200, o);
+	cJSON_Delete(o);
+	return rc;
+}
+
+static int
+method_not_allowed(struct http_response *resp, const char *allow)
+{
+	http_add_header(resp, "Allow", "%s", allow);
+	return http_error(resp, 405, "method_not_allowed",
+	                  "method not allowed");
+}
+
+int
+api_handle(void *arg, const struct http_request *req,
+           struct http_response *resp)
+{
+	struct order_service *s = arg;
+	const char *path = req->path;
+	bool get =
+	    strcmp(req->method, "GET") == 0 || strcmp(req->method, "HEAD") == 0;
+	enum { R_COURSES, R_ORDERS, R_ORDER, R_ACCESS } route;
+	const char *allow;
+
+	if (strcmp(path, "/v1/courses") == 0) {
+		route = R_COURSES;
+		allow = "GET, HEAD";
+	} else if (strcmp(path, "/v1/orders") == 0) {
+		route = R_ORDERS;
+		allow = "POST";
+	} else if (strncmp(path, "/v1/orders/", 11) == 0 && path[11] != '\0' &&
+	           strchr(path + 11, '/') == NULL) {
+		route = R_ORDER;
+		allow = "GET, HEAD";
+	} else if (strcmp(path, "/v1/access") == 0) {
+		route = R_ACCESS;
+		allow = "GET, HEAD";
+	} else {
+		return http_error(resp, 404, "not_found", "no such route");
+	}
+	if (!authorized(s, req)) {
+		http_add_header(resp, "WWW-Authenticate", "Bearer");
+		return http_error(resp, 401, "unauthorized",
+		                  "missing or wrong bearer token");
+	}
+	switch (route) {
+	case R_COURSES: {
+		cJSON *c;
+		int rc;
+		if (!get)
+			return method_not_allowed(resp, allow);
+		c = catalog_json(s->conf);
+		if (c == NULL)
+			return -ENOMEM;
+		rc = http_json(resp, 200, c);
+		cJSON_Delete(c);
+		return rc;
+	}
+	case R_ORDERS:
+		if (strcmp(req->method, "POST") != 0)
+			return method_not_allowed(resp, allow);
+		return create_order(s, req, resp);
+	case R_ORDER:
+		if (!get)
+			return method_not_allowed(resp, allow);
+		return get_order(s, path + 11, resp);
+	case R_ACCESS:
+		if (!get)
+			return method_not_allowed(resp, allow);
+		return get_access(s, req, resp);
+	}
+	return http_error(resp, 404, "not_found", "no such route");
+}

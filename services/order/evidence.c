@@ -1,0 +1,436 @@
+/*
+ * evidence.c - applies payment evidence from the "ingest" stream
+ * (payment.notification) and the "recon" stream (status.check).
+ *
+ * One message, inside the consumer's transaction (which also advances the
+ * stream cursor): lock the order row, decide with state.c, record the
+ * evidence, and write the transition, the entitlement grant/revoke, the
+ * flags and the order events.  Idempotent twice over: the cursor drops a
+ * replayed message, and orders.evidence is unique on (source, ref), and the
+ * state machine answers "noop" to the same settlement seen again.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cjson/cJSON.h>
+
+#include "err.h"
+#include "log.h"
+#include "metrics.h"
+#include "order.h"
+#include "stream.h"
+#include "util.h"
+
+int
+order_emit(struct order_service *s, struct kasir_db *db, int type,
+           const char *order_id, struct cJSON *extra)
+{
+	cJSON *snap = NULL, *item;
+	int rc;
+
+	rc = store_order_snapshot(db, order_id, &snap);
+	if (rc < 0)
+		goto out;
+	while (extra != NULL && (item = extra->child) != NULL) {
+		cJSON_DetachItemViaPointer(extra, item);
+		cJSON_DeleteItemFromObjectCaseSensitive(snap, item->string);
+		cJSON_AddItemToObject(snap, item->string, item);
+	}
+	rc = stream_append(s->producer, db, (enum msg_type)type, snap, NULL);
+out:
+	cJSON_Delete(snap);
+	cJSON_Delete(extra);
+	return rc;
+}
+
+static cJSON *
+evidence_ref_json(const char *source, int64_t ref)
+{
+	cJSON *o = cJSON_CreateObject();
+
+	if (o == NULL)
+		return NULL;
+	cJSON_AddStringToObject(o, "source", source);
+	cJSON_AddNumberToObject(o, "ref", (double)ref);
+	return o;
+}
+
+static const struct db_stmt st_unknown = {
+    .name = "order_unknown_insert",
+    .sql = "INSERT INTO orders.unknown_notifications (source, ref,"
+           " stream_seq, order_id, transaction_status, gross_amount,"
+           " received_at, raw) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+           " ON CONFLICT (source, ref) DO NOTHING",
+    .nparams = 8,
+};
+
+static const struct db_stmt st_evidence = {
+    .name = "order_evidence_insert",
+    .sql = "INSERT INTO orders.evidence (order_id, source, ref, stream_seq,"
+           " kind, transaction_status, fraud_status, gross_amount, currency,"
+           " payment_type, transaction_id, received_at, status_before,"
+           " status_after, result, reason, raw) VALUES ($1, $2, $3, $4, $5,"
+           " $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+           " ON CONFLICT (source, ref) DO NOTHING RETURNING id",
+    .nparams = 17,
+};
+
+static const struct db_stmt st_transition = {
+    .name = "order_transition_insert",
+    .sql = "INSERT INTO orders.transitions (order_id, from_status,"
+           " to_status, evidence_source, evidence_ref, evidence_id, reason)"
+           " VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    .nparams = 7,
+};
+
+static const struct db_stmt st_set_status = {
+    .name = "order_set_status",
+    .sql = "UPDATE orders.orders SET status = $2,"
+           " paid_at = CASE WHEN $2 = 'PAID' THEN now() ELSE paid_at END"
+           " WHERE order_id = $1",
+    .nparams = 2,
+};
+
+static const struct db_stmt st_set_flags = {
+    .name = "order_set_flags",
+    .sql = "UPDATE orders.orders SET"
+           " flagged = flagged OR $2,"
+           " flag_reason = CASE WHEN $2 THEN $3 ELSE flag_reason END,"
+           " partial_refund = partial_refund OR $4,"
+           " disputed = disputed OR $5, reversed = reversed OR $6,"
+           " updated_at = now() WHERE order_id = $1",
+    .nparams = 6,
+};
+
+/* Learns the Midtrans transaction id and payment type from evidence whose
+ * amount matched (never from evidence we refused). */
+static const struct db_stmt st_set_txn = {
+    .name = "order_set_txn",
+    .sql = "UPDATE orders.orders SET"
+           " transaction_id = coalesce(transaction_id, $2),"
+           " payment_type = coalesce($3, payment_type)"
+           " WHERE order_id = $1",
+    .nparams = 3,
+};
+
+/* The fields of one message, whichever stream it came from. */
+struct evidence_msg {
+	const char *source; /* "ingest" | "recon" */
+	const char *kind;   /* notification|status|not_found|expired */
+	int64_t ref;
+	const char *order_id;
+	const char *received_at;
+	const char *checked_at; /* recon: for past_expiry; NULL for ingest */
+	bool check_past_expiry;
+	struct evidence_in in;
+	const char *payment_type, *transaction_id;
+	const cJSON *raw;
+};
+
+static int
+parse_msg(const struct kasir_msg *msg, struct evidence_msg *e)
+{
+	memset(e, 0, sizeof(*e));
+	if (msg->type == MSG_PAYMENT_NOTIFICATION) {
+		e->source = "ingest";
+		e->kind = "notification";
+		e->ref = msg_int(msg, "event_id");
+		e->received_at = msg_str(msg, "received_at");
+		e->raw = msg_obj(msg, "raw");
+		e->in.kind = EVIDENCE_NOTIFICATION;
+	} else if (msg->type == MSG_STATUS_CHECK) {
+		const char *verdict = msg_str(msg, "verdict");
+		e->source = "recon";
+		e->ref = msg_int(msg, "check_id");
+		e->received_at = msg_str(msg, "checked_at");
+		e->checked_at = e->received_at;
+		e->check_past_expiry = msg_bool(msg, "past_expiry");
+		e->raw = msg->data;
+		if (strcmp(verdict, "status") == 0) {
+			e->kind = "status";
+			e->in.kind = EVIDENCE_STATUS;
+		} else if (strcmp(verdict, "not_found") == 0) {
+			e->kind = "not_found";
+			e->in.kind = EVIDENCE_NOT_FOUND;
+		} else if (strcmp(verdict, "expired") == 0) {
+			e->kind = "expired";
+			e->in.kind = EVIDENCE_EXPIRED;
+		} else {
+			return KASIR_EREJECT;
+		}
+	} else {
+		return KASIR_EREJECT;
+	}
+	e->order_id = msg_str(msg, "order_id");
+	e->in.transaction_status = msg_str(msg, "transaction_status");
+	e->in.fraud_status = msg_str(msg, "fraud_status");
+	e->in.gross_amount = msg_str(msg, "gross_amount");
+	e->in.currency = msg_str(msg, "currency");
+	e->payment_type = msg_str(msg, "payment_type");
+	e->transaction_id = msg_str(msg, "transaction_id");
+	if (e->order_id == NULL || e->received_at == NULL || e->ref <= 0)
+		return KASIR_EREJECT;
+	return 0;
+}
+
+static int
+record_unknown(struct order_service *s, struct kasir_db *db,
+               const struct kasir_msg *msg, const struct evidence_msg *e)
+{
+	char ref[24], seq[24];
+	char *raw = cJSON_PrintUnformatted(e->raw ? e->raw : msg->data);
+	int rc;
+
+	if (raw == NULL)
+		return -ENOMEM;
+	snprintf(ref, sizeof(ref), "%" PRId64, e->ref);
+	snprintf(seq, sizeof(seq), "%" PRId64, msg->seq);
+	const char *params[8] = {e->source,
+	                         ref,
+	                         seq,
+	                         e->order_id,
+	                         e->in.transaction_status,
+	                         e->in.gross_amount,
+	                         e->received_at,
+	                         raw};
+	rc = db_exec(db, &st_unknown, params, NULL);
+	free(raw);
+	if (rc == 0) {
+		metric_inc(s->m.unknown);
+		log_order(LOG_WARNING, e->order_id,
+		          "%s evidence for unknown order, kept for operators",
+		          e->source);
+	}
+	return rc;
+}
+
+static int
+emit_evidence(struct order_service *s, struct kasir_db *db,
+              const struct evidence_msg *e, bool applied,
+              enum order_status after)
+{
+	cJSON *d = cJSON_CreateObject(), *ev;
+	int rc;
+
+	if (d == NULL)
+		return -ENOMEM;
+	cJSON_AddStringToObject(d, "order_id", e->order_id);
+	ev = evidence_ref_json(e->source, e->ref);
+	if (ev == NULL) {
+		cJSON_Delete(d);
+		return -ENOMEM;
+	}
+	cJSON_AddItemToObject(d, "evidence", ev);
+	cJSON_AddStringToObject(
+	    d, "transaction_status",
+	    e->in.transaction_status ? e->in.transaction_status : e->kind);
+	if (e->transaction_id != NULL)
+		cJSON_AddStringToObject(d, "transaction_id", e->transaction_id);
+	if (e->payment_type != NULL)
+		cJSON_AddStringToObject(d, "payment_type", e->payment_type);
+	cJSON_AddStringToObject(d, "received_at", e->received_at);
+	cJSON_AddBoolToObject(d, "applied", applied);
+	cJSON_AddStringToObject(d, "order_status", order_status_name(after));
+	rc = stream_append(s->producer, db, MSG_ORDER_EVIDENCE, d, NULL);
+	cJSON_Delete(d);
+	return rc;
+}
+
+static int
+emit_transition(struct order_service *s, struct kasir_db *db,
+                const struct evidence_msg *e, enum order_status to,
+                unsigned flags)
+{
+	cJSON *extra = cJSON_CreateObject(), *ev;
+	char at[40];
+	int type;
+
+	if (extra == NULL)
+		return -ENOMEM;
+	ev = evidence_ref_json(e->source, e->ref);
+	if (ev == NULL) {
+		cJSON_Delete(extra);
+		return -ENOMEM;
+	}
+	cJSON_AddItemToObject(extra, "evidence", ev);
+	switch (to) {
+	case ORDER_PAID:
+		type = MSG_ORDER_PAID;
+		time_rfc3339(now_real_ms(), at, sizeof(at));
+		cJSON_AddStringToObject(extra, "paid_at", at);
+		break;
+	case ORDER_FAILED:
+		type = MSG_ORDER_FAILED;
+		break;
+	case ORDER_EXPIRED:
+		type = MSG_ORDER_EXPIRED;
+		break;
+	case ORDER_CANCELLED:
+		type = MSG_ORDER_CANCELLED;
+		break;
+	case ORDER_REFUNDED:
+		type = MSG_ORDER_REFUNDED;
+		/* reversed / disputed are flags on the order (GET shows
+		 * them); the message carries the fields proto defines. */
+		(void)flags;
+		cJSON_AddBoolToObject(extra, "partial", false);
+		break;
+	default:
+		cJSON_Delete(extra);
+		return -EINVAL;
+	}
+	return order_emit(s, db, type, e->order_id, extra);
+}
+
+int
+order_apply_evidence(void *arg, struct kasir_db *db,
+                     const struct kasir_msg *msg)
+{
+	struct order_service *s = arg;
+	struct evidence_msg e;
+	struct order_row o;
+	struct order_decision d;
+	struct order_facts facts;
+	char ref[24], seq[24], evid[24];
+	char *raw = NULL;
+	PGresult *res = NULL;
+	enum order_status after;
+	int rc;
+
+	rc = parse_msg(msg, &e);
+	if (rc < 0) {
+		metric_inc(s->m.poison);
+		log_fields(LOG_ERR,
+		           LOG_F({"STREAM", msg->stream},
+		                 {"TYPE", msg_type_name(msg->type)}),
+		           "stream message kasir-order cannot apply, refused");
+		return KASIR_EREJECT;
+	}
+	rc = store_lock_order(db, e.order_id, e.checked_at, &o);
+	if (rc == KASIR_ENOTFOUND)
+		return record_unknown(s, db, msg, &e);
+	if (rc < 0)
+		return rc;
+	e.in.past_expiry =
+	    o.past_expiry && (e.checked_at == NULL || e.check_past_expiry);
+
+	facts.status = o.status;
+	facts.amount = o.amount;
+	order_decide(&facts, &e.in, &d);
+	after = d.transition ? d.to : o.status;
+
+	raw = cJSON_PrintUnformatted(e.raw ? e.raw : msg->data);
+	if (raw == NULL)
+		return -ENOMEM;
+	snprintf(ref, sizeof(ref), "%" PRId64, e.ref);
+	snprintf(seq, sizeof(seq), "%" PRId64, msg->seq);
+	{
+		const char *params[17] = {
+		    e.order_id,
+		    e.source,
+		    ref,
+		    seq,
+		    e.kind,
+		    e.in.transaction_status,
+		    e.in.fraud_status,
+		    e.in.gross_amount,
+		    e.in.currency,
+		    e.payment_type,
+		    e.transaction_id,
+		    e.received_at,
+		    order_status_name(o.status),
+		    order_status_name(after),
+		    evidence_result_name(d.result),
+		    d.reason,
+		    raw,
+		};
+		rc = db_exec(db, &st_evidence, params, &res);
+	}
+	free(raw);
+	if (rc < 0)
+		return rc;
+	if (PQntuples(res) != 1) {
+		/* (source, ref) recorded before: the same evidence again. */
+		PQclear(res);
+		log_order(LOG_INFO, e.order_id,
+		          "%s evidence %s already recorded, ignoring", e.source,
+		          ref);
+		return 0;
+	}
+	kasir_strlcpy(evid, db_get(res, 0, 0), sizeof(evid));
+	PQclear(res);
+
+	if (d.result != EV_FLAGGED && d.result != EV_INVALID &&
+	    (e.transaction_id != NULL || e.payment_type != NULL)) {
+		const char *p[3] = {e.order_id, e.transaction_id,
+		                    e.payment_type};
+		if ((rc = db_exec(db, &st_set_txn, p, NULL)) < 0)
+			return rc;
+	}
+	if (d.transition) {
+		const char *tp[7] = {e.order_id,
+		                     order_status_name(o.status),
+		                     order_status_name(d.to),
+		                     e.source,
+		                     ref,
+		                     evid,
+		                     d.reason};
+		const char *sp[2] = {e.order_id, order_status_name(d.to)};
+		if ((rc = db_exec(db, &st_transition, tp, NULL)) < 0 ||
+		    (rc = db_exec(db, &st_set_status, sp, NULL)) < 0)
+			return rc;
+		o.status = d.to;
+	}
+	if (d.flags != 0) {
+		const char *fp[6] = {
+		    e.order_id,
+		    (d.flags & OFLAG_FLAGGED) ? "true" : "false",
+		    d.reason,
+		    (d.flags & OFLAG_PARTIAL_REFUND) ? "true" : "false",
+		    (d.flags & OFLAG_DISPUTED) ? "true" : "false",
+		    (d.flags & OFLAG_REVERSED) ? "true" : "false",
+		};
+		if ((rc = db_exec(db, &st_set_flags, fp, NULL)) < 0)
+			return rc;
+	}
+	if (d.transition) {
+		if ((rc = emit_transition(s, db, &e, d.to, d.flags)) < 0)
+			return rc;
+	}
+	if (d.grant_access &&
+	    (rc = store_grant(s, db, &o, e.source, evid, NULL, d.reason)) < 0)
+		return rc;
+	if (d.revoke_access &&
+	    (rc = store_revoke(s, db, &o, e.source, evid, d.reason)) < 0)
+		return rc;
+	if (d.flags & OFLAG_FLAGGED) {
+		cJSON *extra = cJSON_CreateObject();
+		if (extra == NULL)
+			return -ENOMEM;
+		cJSON_AddStringToObject(extra, "reason", d.reason);
+		if ((rc = order_emit(s, db, MSG_ORDER_FLAGGED, e.order_id,
+		                     extra)) < 0)
+			return rc;
+	}
+	if ((rc = emit_evidence(s, db, &e, d.result == EV_APPLIED, after)) < 0)
+		return rc;
+
+	/* Counted before COMMIT: a rolled-back apply is retried and counted
+	 * again, so these are "decisions taken", close enough for alerts. */
+	metric_inc(s->m.evidence[d.result]);
+	if (d.transition)
+		metric_inc(s->m.transitions[d.to]);
+	if (d.flags & OFLAG_FLAGGED)
+		metric_inc(s->m.flags);
+	log_fields(d.transition || d.result == EV_FLAGGED ? LOG_NOTICE
+	                                                  : LOG_INFO,
+	           LOG_F({"ORDER_ID", e.order_id}, {"STREAM", msg->stream},
+	                 {"SEQ", seq}),
+	           "%s %s: %s -> %s (%s: %s)", e.source,
+	           e.in.transaction_status ? e.in.transaction_status : e.kind,
+	           order_status_name(facts.status), order_status_name(after),
+	           evidence_result_name(d.result), d.reason);
+	return 0;
+}

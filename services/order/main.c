@@ -1,0 +1,145 @@
+/*
+ * kasir-order: orders, the payment state machine and course access.
+ *
+ * Threads: the main loop (daemon_run), the HTTP API (libmicrohttpd
+ * threads, a pool of database connections), the admin socket worker (its
+ * own connection), two stream consumers ("ingest" and "recon", each with
+ * its own connection) that apply evidence, and the "orders" producer
+ * (publisher + replay threads).  Every state change and the message it
+ * causes commit together; see evidence.c.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "admin_socket.h"
+#include "daemon.h"
+#include "err.h"
+#include "http.h"
+#include "log.h"
+#include "order.h"
+#include "stream.h"
+
+static void
+kick_orders(void *arg)
+{
+	struct order_service *s = arg;
+	stream_producer_kick(s->producer);
+}
+
+static const char *const consumed[] = {"ingest", "recon"};
+
+int
+main(int argc, char **argv)
+{
+	struct order_conf conf;
+	struct order_service svc;
+	struct daemon d;
+	struct db_conf dbc;
+	struct stream_producer_conf pc;
+	struct stream_consumer *cons[2] = {NULL, NULL};
+	struct http_server *http = NULL;
+	struct admin_socket *adm = NULL;
+	int rc, exit_code = 1;
+
+	memset(&conf, 0, sizeof(conf));
+	if (!conf_cli(argc, argv, "kasir-order", order_conf_keys, &conf, &rc))
+		return rc;
+	memset(&svc, 0, sizeof(svc));
+	svc.conf = &conf;
+	if (snap_global_init() < 0)
+		goto out_conf;
+	if (daemon_init(&d, "kasir-order", &conf.base, "orders",
+	                "kasir_order") < 0)
+		goto out_conf;
+	order_metrics_init(&svc.m, d.metrics);
+	dbc = daemon_db_conf(&d);
+	dbc.application_name = "kasir-order";
+
+	daemon_producer_conf(&d, "orders", true, &pc);
+	if ((rc = stream_producer_start(&pc, d.keyring, d.metrics,
+	                                &svc.producer)) < 0) {
+		log_err("starting the orders stream failed: %s",
+		        kasir_strerror(rc));
+		goto out_daemon;
+	}
+	if ((rc = db_pool_init(&svc.pool, &dbc, (unsigned)conf.http_threads)) <
+	        0 ||
+	    (rc = db_open(&dbc, &svc.admin_db)) < 0) {
+		log_err("opening database connections failed: %s",
+		        kasir_strerror(rc));
+		goto out_producer;
+	}
+	for (size_t i = 0; i < 2; i++) {
+		struct stream_consumer_conf cc;
+		rc = daemon_consumer_conf(&d, consumed[i], false, &cc);
+		if (rc == -ENOENT) {
+			log_warning("no consume entry for stream %s, not "
+			            "applying its evidence",
+			            consumed[i]);
+			continue;
+		}
+		if (rc < 0)
+			goto out_consumers;
+		cc.committed = kick_orders;
+		rc =
+		    stream_consumer_start(&cc, d.keyring, d.metrics,
+		                          order_apply_evidence, &svc, &cons[i]);
+		if (rc < 0) {
+			log_err("starting the %s consumer failed: %s",
+			        consumed[i], kasir_strerror(rc));
+			goto out_consumers;
+		}
+	}
+	{
+		struct http_server_conf hc = {
+		    .listen = conf.http_listen,
+		    .max_connections = (unsigned)conf.http_max_connections,
+		    .per_ip_connections = (unsigned)conf.http_per_ip,
+		    .timeout_s = (unsigned)(conf.http_timeout_ms / 1000),
+		    .body_max = (size_t)conf.http_body_max,
+		    .threads = (unsigned)conf.http_threads,
+		    .name = "api",
+		};
+		if ((rc = http_server_start(&hc, api_handle, &svc, &http)) <
+		    0) {
+			log_err("listening on %s failed: %s", conf.http_listen,
+			        kasir_strerror(rc));
+			goto out_consumers;
+		}
+	}
+	if (conf.base.admin_socket != NULL) {
+		struct admin_socket_conf ac = {
+		    .url = conf.base.admin_socket,
+		    .mode = conf.base.admin_socket_mode,
+		    .engineer_group = conf.base.admin_engineer_group,
+		    .support_group = conf.base.admin_support_group,
+		};
+		if ((rc = admin_socket_start(&ac, admin_handle, &svc, &adm)) <
+		    0) {
+			log_err("admin socket %s failed: %s",
+			        conf.base.admin_socket, kasir_strerror(rc));
+			goto out_http;
+		}
+	}
+	log_info("kasir-order ready: api on %s, %zu courses", conf.http_listen,
+	         conf.courses.count);
+	exit_code = daemon_run(&d, NULL, NULL) == 0 ? 0 : 1;
+
+	admin_socket_stop(adm);
+out_http:
+	http_server_stop(http);
+out_consumers:
+	for (size_t i = 0; i < 2; i++)
+		stream_consumer_stop(cons[i]);
+	db_close(svc.admin_db);
+	if (svc.pool.n > 0)
+		db_pool_fini(&svc.pool);
+out_producer:
+	stream_producer_stop(svc.producer);
+out_daemon:
+	daemon_fini(&d);
+out_conf:
+	conf_free(order_conf_keys, &conf);
+	return exit_code;
+}

@@ -1,0 +1,214 @@
+/*
+ * order.h - kasir-order internals shared by its files.
+ *
+ *   conf.c      the YAML table (struct order_conf)
+ *   catalog.c   the course catalog from the config
+ *   store.c     SQL on schema "orders" (parameterized statements only)
+ *   state.c     the payment state machine (pure; state.h)
+ *   evidence.c  applies ingest/recon stream messages (stream consumers)
+ *   snap.c      Midtrans Snap client (libcurl)
+ *   api.c       the HTTP API for the website
+ *   admin.c     the admin socket commands (kasirctl)
+ *   main.c      start-up, wiring, shutdown
+ */
+#ifndef KASIR_ORDER_H
+#define KASIR_ORDER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base_conf.h"
+#include "config.h"
+#include "db.h"
+#include "state.h"
+
+struct cJSON;
+struct kasir_msg;
+struct metric;
+struct metrics;
+struct stream_producer;
+
+#define ORDER_ID_MAX       50
+#define ORDER_NAME_MAX     100
+#define ORDER_EMAIL_MAX    254
+#define ORDER_PHONE_MIN    8
+#define ORDER_PHONE_MAX    16
+#define ORDER_IDEM_KEY_MAX 255
+#define COURSE_ID_MAX      64
+#define COURSE_TITLE_MAX   200
+#define CATALOG_MAX        500
+#define ORDER_EXPORT_MAX   100000 /* rows per export.orders call */
+#define ORDER_LIST_MAX     1000   /* rows per listing */
+#define SNAP_RETRIES_MAX   5
+
+/* One course of the catalog (config "courses:" list). */
+struct course {
+	char *id; /* [A-Za-z0-9._-], <= COURSE_ID_MAX */
+	char *title;
+	int64_t price;       /* IDR, > 0 */
+	char *access_text;   /* "lifetime" or "<N>d" */
+	int64_t access_days; /* 0 = lifetime (derived from access_text) */
+};
+
+struct order_conf {
+	struct base_conf base;
+	char *http_listen;
+	int64_t http_threads;
+	int64_t http_max_connections;
+	int64_t http_per_ip;
+	int64_t http_timeout_ms;
+	int64_t http_body_max;
+	struct conf_secret api_token;
+	int64_t order_expiry_ms;
+	char *snap_url; /* ".../snap/v1" */
+	char *core_url; /* Status API base */
+	struct conf_secret server_key;
+	int64_t snap_connect_timeout_ms;
+	int64_t snap_timeout_ms;
+	int64_t snap_retries;
+	struct conf_list courses; /* of struct course */
+};
+
+extern const struct conf_key order_conf_keys[];
+
+/* catalog.c: lookups over conf->courses (no copies). */
+const struct course *catalog_find(const struct order_conf *c, const char *id);
+/* {"courses":[{id,title,price,currency,access}]}; NULL on ENOMEM. */
+struct cJSON *catalog_json(const struct order_conf *c);
+
+/* Counters shared by the service (all may be NULL: no-ops). */
+struct order_metrics {
+	struct metric *created;
+	struct metric *transitions[ORDER_STATUS_COUNT];
+	struct metric *evidence[5]; /* by enum evidence_result */
+	struct metric *unknown;
+	struct metric *flags;
+	struct metric *poison;
+	struct metric *snap_latency;
+	struct metric *snap_errors;
+	struct metric *snap_ok;
+};
+void order_metrics_init(struct order_metrics *om, struct metrics *m);
+
+/* A small pool of database connections for the HTTP threads. */
+struct db_pool {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct kasir_db *dbs[16];
+	bool busy[16];
+	unsigned n;
+};
+int db_pool_init(struct db_pool *p, const struct db_conf *conf, unsigned n);
+void db_pool_fini(struct db_pool *p);
+struct kasir_db *db_pool_get(struct db_pool *p);
+void db_pool_put(struct db_pool *p, struct kasir_db *db);
+
+/* The service: everything the handlers need. */
+struct order_service {
+	const struct order_conf *conf;
+	struct stream_producer *producer; /* "orders" */
+	struct order_metrics m;
+	struct db_pool pool;       /* API threads */
+	struct kasir_db *admin_db; /* admin socket worker */
+};
+
+/* ---- store.c ---- */
+
+/* Row of orders.orders as text (from the database). */
+struct order_row {
+	char order_id[ORDER_ID_MAX + 1];
+	enum order_status status;
+	int64_t amount;
+	bool past_expiry;
+	int64_t access_days; /* 0 = lifetime */
+	char customer_email[ORDER_EMAIL_MAX + 1];
+	char course_id[COURSE_ID_MAX + 1];
+	bool flagged, partial_refund, disputed, reversed;
+	bool has_transaction_id;
+};
+
+/* Locks the order (SELECT ... FOR UPDATE) inside the open transaction.
+ * checked_at may be NULL (past_expiry then from now()). KASIR_ENOTFOUND
+ * when unknown. */
+int store_lock_order(struct kasir_db *db, const char *order_id,
+                     const char *checked_at, struct order_row *ret);
+/* The ORDER_SNAPSHOT object of messages.def for order_id (as of this
+ * transaction).  On success *ret (caller deletes). */
+int store_order_snapshot(struct kasir_db *db, const char *order_id,
+                         struct cJSON **ret);
+/* Everything known about an order: order, transitions, evidence,
+ * entitlements history and current, audit.  full=false: the API view
+ * (no raw bodies, no audit). */
+int store_order_view(struct kasir_db *db, const char *order_id, bool full,
+                     struct cJSON **ret);
+/* Generic: runs stmt and returns the rows as an array of objects (column
+ * name -> text or null).  Bounded by ORDER_LIST_MAX rows. */
+int store_rows_json(struct kasir_db *db, const struct db_stmt *stmt,
+                    const char *const *params, struct cJSON **ret);
+/* Active entitlement for (email, course): NULL data when none. */
+int store_access(struct kasir_db *db, const char *email, const char *course_id,
+                 struct cJSON **ret);
+
+/* Grants the entitlement for a locked PAID order inside the transaction:
+ * appends the grant to entitlement_events, inserts the current row, appends
+ * access.granted to the stream.  source: "ingest"|"recon"|"operator".
+ * evidence_id / audit_id may be NULL. */
+int store_grant(struct order_service *s, struct kasir_db *db,
+                const struct order_row *o, const char *source,
+                const char *evidence_id, const char *audit_id,
+                const char *reason);
+int store_revoke(struct order_service *s, struct kasir_db *db,
+                 const struct order_row *o, const char *source,
+                 const char *evidence_id, const char *reason);
+
+/* ---- evidence.c ---- */
+/* stream_apply_fn for the "ingest" and "recon" consumers; arg is the
+ * struct order_service. */
+int order_apply_evidence(void *arg, struct kasir_db *db,
+                         const struct kasir_msg *msg);
+/* Appends msg type with the snapshot of order_id plus extra fields (each
+ * taken over by the snapshot object) to the orders stream. */
+int order_emit(struct order_service *s, struct kasir_db *db, int type,
+               const char *order_id, struct cJSON *extra);
+
+/* ---- snap.c ---- */
+enum snap_outcome {
+	SNAP_OK = 0,      /* token + redirect_url */
+	SNAP_USED,        /* 406: order_id already known at Midtrans */
+	SNAP_REJECTED,    /* 4xx: permanent (bad key, bad request) */
+	SNAP_UNAVAILABLE, /* 5xx / timeouts after the bounded retries */
+};
+struct snap_request {
+	const char *order_id;
+	int64_t amount;
+	const char *course_id, *course_title;
+	const char *name, *email, *phone;
+	int64_t expiry_minutes;
+};
+struct snap_result {
+	enum snap_outcome outcome;
+	char token[256];
+	char redirect_url[1024];
+	char error[256]; /* for operators; never contains the key */
+	int http_status;
+	int attempts;
+};
+int snap_global_init(void);
+/* Creates the Snap transaction; retries 5xx/timeouts with the same
+ * order_id (bounded).  Always fills *ret; returns 0. */
+int snap_create(const struct order_conf *c, const struct snap_request *rq,
+                struct snap_result *ret);
+
+/* ---- api.c / admin.c ---- */
+struct http_request;
+struct http_response;
+int api_handle(void *arg, const struct http_request *req,
+               struct http_response *resp);
+struct admin_request;
+int admin_handle(void *arg, const struct admin_request *req,
+                 struct cJSON **ret_result, char *err_code, size_t code_len,
+                 char *err_msg, size_t msg_len);
+
+#endif

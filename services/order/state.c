@@ -1,0 +1,343 @@
+/*
+ * state.c - the order payment state machine: a pure function from (order,
+ * evidence) to a decision.  The table it implements, row by row, is in
+ * docs/state-machine.md and ../shared/midtrans/README.md.
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "state.h"
+
+static const char *const status_names[ORDER_STATUS_COUNT] = {
+    [ORDER_PENDING] = "PENDING",     [ORDER_PAID] = "PAID",
+    [ORDER_FAILED] = "FAILED",       [ORDER_EXPIRED] = "EXPIRED",
+    [ORDER_CANCELLED] = "CANCELLED", [ORDER_REFUNDED] = "REFUNDED",
+};
+
+const char *
+order_status_name(enum order_status s)
+{
+	if ((unsigned)s >= ORDER_STATUS_COUNT)
+		return "UNKNOWN";
+	return status_names[s];
+}
+
+int
+order_status_parse(const char *s, enum order_status *ret)
+{
+	if (s == NULL)
+		return -EINVAL;
+	for (unsigned i = 0; i < ORDER_STATUS_COUNT; i++) {
+		if (strcmp(s, status_names[i]) == 0) {
+			*ret = (enum order_status)i;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+const char *
+evidence_result_name(enum evidence_result r)
+{
+	switch (r) {
+	case EV_APPLIED:
+		return "applied";
+	case EV_NOOP:
+		return "noop";
+	case EV_IGNORED:
+		return "ignored";
+	case EV_FLAGGED:
+		return "flagged";
+	case EV_INVALID:
+		return "invalid";
+	}
+	return "invalid";
+}
+
+bool
+amount_matches(const char *s, int64_t amount)
+{
+	int64_t v = 0;
+	const char *p = s;
+
+	if (s == NULL || amount < 0 || *p < '0' || *p > '9')
+		return false;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		if (p - s >= 15) /* 10^15 rupiah: far beyond any order */
+			return false;
+		v = v * 10 + (*p - '0');
+	}
+	if (*p == '.') {
+		p++;
+		if (*p == '\0')
+			return false; /* "100." is not a Midtrans amount */
+		for (; *p != '\0'; p++) {
+			if (*p != '0') /* a non-zero fraction, or garbage */
+				return false;
+		}
+	}
+	return *p == '\0' && v == amount;
+}
+
+/* What a piece of evidence says, independent of the order's state. */
+enum meaning {
+	M_UNKNOWN = 0,
+	M_SUCCESS,   /* settlement, capture+accept (or no fraud_status) */
+	M_CHALLENGE, /* capture+challenge: merchant review */
+	M_FAILURE,   /* capture+deny, failure */
+	M_PENDING,   /* pending, authorize */
+	M_DENY,      /* deny: attempt failed, or reversal after settlement */
+	M_EXPIRE,
+	M_CANCEL,
+	M_REFUND,
+	M_PARTIAL_REFUND,
+	M_CHARGEBACK,
+	M_PARTIAL_CHARGEBACK,
+	M_NOT_FOUND, /* Status API 404: the customer has not started paying */
+	M_EXPIRED_CHECK, /* Status API 407 */
+};
+
+static enum meaning
+classify(const struct evidence_in *ev)
+{
+	const char *ts = ev->transaction_status, *fs = ev->fraud_status;
+
+	if (ev->kind == EVIDENCE_NOT_FOUND)
+		return M_NOT_FOUND;
+	if (ev->kind == EVIDENCE_EXPIRED)
+		return M_EXPIRED_CHECK;
+	if (ts == NULL)
+		return M_UNKNOWN;
+	if (strcmp(ts, "settlement") == 0)
+		return M_SUCCESS;
+	if (strcmp(ts, "capture") == 0) {
+		if (fs == NULL || strcmp(fs, "accept") == 0)
+			return M_SUCCESS;
+		if (strcmp(fs, "challenge") == 0)
+			return M_CHALLENGE;
+		if (strcmp(fs, "deny") == 0)
+			return M_FAILURE;
+		return M_UNKNOWN;
+	}
+	if (strcmp(ts, "failure") == 0)
+		return M_FAILURE;
+	if (strcmp(ts, "pending") == 0 || strcmp(ts, "authorize") == 0)
+		return M_PENDING;
+	if (strcmp(ts, "deny") == 0)
+		return M_DENY;
+	if (strcmp(ts, "expire") == 0)
+		return M_EXPIRE;
+	if (strcmp(ts, "cancel") == 0)
+		return M_CANCEL;
+	if (strcmp(ts, "refund") == 0)
+		return M_REFUND;
+	if (strcmp(ts, "partial_refund") == 0)
+		return M_PARTIAL_REFUND;
+	if (strcmp(ts, "chargeback") == 0)
+		return M_CHARGEBACK;
+	if (strcmp(ts, "partial_chargeback") == 0)
+		return M_PARTIAL_CHARGEBACK;
+	return M_UNKNOWN;
+}
+
+static void
+set(struct order_decision *d, enum evidence_result r, const char *reason)
+{
+	d->result = r;
+	d->reason = reason;
+}
+
+static void
+move(struct order_decision *d, enum order_status to, const char *reason)
+{
+	d->result = EV_APPLIED;
+	d->transition = true;
+	d->to = to;
+	d->reason = reason;
+}
+
+static void
+decide_pending(enum meaning m, const struct evidence_in *ev,
+               struct order_decision *d)
+{
+	switch (m) {
+	case M_SUCCESS:
+		move(d, ORDER_PAID, "payment confirmed by midtrans");
+		d->grant_access = true;
+		return;
+	case M_CHALLENGE:
+		set(d, EV_NOOP, "capture challenged: awaiting merchant review");
+		return;
+	case M_FAILURE:
+		move(d, ORDER_FAILED, "payment failed");
+		return;
+	case M_PENDING:
+		set(d, EV_NOOP, "payment pending");
+		return;
+	case M_DENY:
+		set(d, EV_NOOP,
+		    "deny on a pending order: attempt failed, customer may "
+		    "retry");
+		return;
+	case M_EXPIRE:
+		move(d, ORDER_EXPIRED, "midtrans expired the transaction");
+		return;
+	case M_CANCEL:
+		move(d, ORDER_CANCELLED, "midtrans cancelled the transaction");
+		return;
+	case M_REFUND:
+	case M_PARTIAL_REFUND:
+	case M_CHARGEBACK:
+	case M_PARTIAL_CHARGEBACK:
+		set(d, EV_FLAGGED,
+		    "refund or chargeback for an order never seen paid");
+		d->flags = OFLAG_FLAGGED;
+		return;
+	case M_NOT_FOUND:
+		if (ev->past_expiry)
+			move(d, ORDER_EXPIRED,
+			     "status api: never started, past expiry");
+		else
+			set(d, EV_NOOP,
+			    "status api: not started yet, before expiry");
+		return;
+	case M_EXPIRED_CHECK:
+		if (ev->past_expiry)
+			move(d, ORDER_EXPIRED,
+			     "status api: expired, past expiry");
+		else
+			set(d, EV_NOOP,
+			    "status api: expired before the order's expiry, "
+			    "waiting");
+		return;
+	case M_UNKNOWN:
+		break;
+	}
+	set(d, EV_INVALID, "unknown transaction_status");
+}
+
+static void
+decide_paid(enum meaning m, struct order_decision *d)
+{
+	switch (m) {
+	case M_SUCCESS:
+		set(d, EV_NOOP, "already paid: same payment");
+		return;
+	case M_DENY:
+		/* Permata VA, Mandiri bill, Indomaret: settlement then deny. */
+		move(d, ORDER_REFUNDED, "reversal: deny after settlement");
+		d->revoke_access = true;
+		d->flags = OFLAG_REVERSED;
+		return;
+	case M_REFUND:
+		move(d, ORDER_REFUNDED, "refunded");
+		d->revoke_access = true;
+		return;
+	case M_CHARGEBACK:
+		move(d, ORDER_REFUNDED, "chargeback");
+		d->revoke_access = true;
+		d->flags = OFLAG_DISPUTED;
+		return;
+	case M_PARTIAL_REFUND:
+		set(d, EV_APPLIED, "partially refunded: access kept");
+		d->flags = OFLAG_PARTIAL_REFUND;
+		return;
+	case M_PARTIAL_CHARGEBACK:
+		set(d, EV_APPLIED, "partial chargeback: access kept, disputed");
+		d->flags = OFLAG_DISPUTED;
+		return;
+	case M_CANCEL:
+		/* A card capture can be voided (capture -> cancel) before it
+		 * settles: access stays, operators decide. */
+		set(d, EV_FLAGGED,
+		    "cancel after paid: ignored, check the payment");
+		d->flags = OFLAG_FLAGGED;
+		return;
+	case M_CHALLENGE:
+	case M_FAILURE:
+	case M_PENDING:
+	case M_EXPIRE:
+	case M_NOT_FOUND:
+	case M_EXPIRED_CHECK:
+		set(d, EV_IGNORED, "stale: order already paid");
+		return;
+	case M_UNKNOWN:
+		break;
+	}
+	set(d, EV_INVALID, "unknown transaction_status");
+}
+
+static void
+decide_final(enum order_status s, enum meaning m, struct order_decision *d)
+{
+	if (m == M_UNKNOWN) {
+		set(d, EV_INVALID, "unknown transaction_status");
+		return;
+	}
+	if (m == M_SUCCESS && s != ORDER_REFUNDED) {
+		/* Money arrived for an order that is already final: never
+		 * resurrect it, but operators must refund or follow up. */
+		set(d, EV_FLAGGED, "payment for an order already final");
+		d->flags = OFLAG_FLAGGED;
+		return;
+	}
+	if ((s == ORDER_FAILED && m == M_FAILURE) ||
+	    (s == ORDER_EXPIRED &&
+	     (m == M_EXPIRE || m == M_EXPIRED_CHECK || m == M_NOT_FOUND)) ||
+	    (s == ORDER_CANCELLED && m == M_CANCEL) ||
+	    (s == ORDER_REFUNDED &&
+	     (m == M_REFUND || m == M_DENY || m == M_CHARGEBACK))) {
+		set(d, EV_NOOP, "already final: same outcome");
+		return;
+	}
+	set(d, EV_IGNORED, "stale: order already final");
+}
+
+void
+order_decide(const struct order_facts *o, const struct evidence_in *ev,
+             struct order_decision *ret)
+{
+	struct order_decision d = {.result = EV_INVALID, .to = o->status};
+	enum meaning m = classify(ev);
+
+	if (m == M_UNKNOWN) {
+		set(&d, EV_INVALID, "unknown transaction_status");
+		*ret = d;
+		return;
+	}
+	/* Amount and currency first: mismatching evidence has no effect at
+	 * all (it can never make an order PAID) and flags the order. */
+	if (ev->kind == EVIDENCE_NOTIFICATION || ev->kind == EVIDENCE_STATUS) {
+		if (!amount_matches(ev->gross_amount, o->amount)) {
+			set(&d, EV_FLAGGED, "amount mismatch");
+			d.flags = OFLAG_FLAGGED;
+			*ret = d;
+			return;
+		}
+		if (ev->currency != NULL && strcmp(ev->currency, "IDR") != 0) {
+			set(&d, EV_FLAGGED, "currency mismatch");
+			d.flags = OFLAG_FLAGGED;
+			*ret = d;
+			return;
+		}
+	}
+	switch (o->status) {
+	case ORDER_PENDING:
+		decide_pending(m, ev, &d);
+		break;
+	case ORDER_PAID:
+		decide_paid(m, &d);
+		break;
+	case ORDER_FAILED:
+	case ORDER_EXPIRED:
+	case ORDER_CANCELLED:
+	case ORDER_REFUNDED:
+		decide_final(o->status, m, &d);
+		break;
+	default:
+		set(&d, EV_INVALID, "order in an unknown state");
+		break;
+	}
+	*ret = d;
+}

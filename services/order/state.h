@@ -1,0 +1,107 @@
+/*
+ * state.h - the order payment state machine (docs/state-machine.md).
+ *
+ * A pure function from (order facts, one piece of Midtrans evidence) to a
+ * decision: no database, no clock, no allocation, so every row of the
+ * table in ../shared/midtrans/README.md is unit-tested
+ * (tests/unit_order/).  evidence.c applies the decision in one
+ * transaction (transition row, entitlement grant/revoke, order events).
+ *
+ * States move forward only:
+ *   PENDING -> PAID | FAILED | EXPIRED | CANCELLED
+ *   PAID    -> REFUNDED            (refund, chargeback, settlement->deny)
+ * plus flags on PAID orders (partial_refund, disputed) and on any order
+ * (flagged: amount/currency mismatch or a late payment operators must see).
+ */
+#ifndef KASIR_ORDER_STATE_H
+#define KASIR_ORDER_STATE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum order_status {
+	ORDER_PENDING = 0,
+	ORDER_PAID,
+	ORDER_FAILED,
+	ORDER_EXPIRED,
+	ORDER_CANCELLED,
+	ORDER_REFUNDED,
+	ORDER_STATUS_COUNT
+};
+
+/* "PENDING", ...; "UNKNOWN" for an out-of-range value. */
+const char *order_status_name(enum order_status s);
+/* 0 and *ret set, or -EINVAL. */
+int order_status_parse(const char *s, enum order_status *ret);
+
+/* What kind of evidence this is. */
+enum evidence_kind {
+	EVIDENCE_NOTIFICATION = 0, /* ingest: a verified HTTP notification */
+	EVIDENCE_STATUS,           /* recon: Status API answer with a body */
+	EVIDENCE_NOT_FOUND,        /* recon: 404 "Transaction doesn't exist." */
+	EVIDENCE_EXPIRED,          /* recon: 407 expired */
+};
+
+/* The evidence as the state machine sees it.  Strings are borrowed and
+ * may be NULL when the field was absent. */
+struct evidence_in {
+	enum evidence_kind kind;
+	const char *transaction_status;
+	const char *fraud_status;
+	const char *gross_amount; /* as received: "154600.00" or "154600" */
+	const char *currency;     /* absent on some channels: accepted */
+	bool past_expiry;         /* the order's expires_at has passed */
+};
+
+/* What the state machine needs to know about the order. */
+struct order_facts {
+	enum order_status status;
+	int64_t amount; /* IDR, integer rupiah */
+};
+
+/* How a piece of evidence was used (orders.evidence.result). */
+enum evidence_result {
+	EV_APPLIED = 0, /* changed the order (status or a flag) */
+	EV_NOOP,        /* consistent with the current state: nothing to do */
+	EV_IGNORED,     /* stale or out of order: recorded, no effect */
+	EV_FLAGGED,     /* refused and the order flagged for operators */
+	EV_INVALID,     /* unknown transaction_status: recorded, no effect */
+};
+const char *evidence_result_name(enum evidence_result r);
+
+/* Flags a decision sets on the order (bit set). */
+enum order_flag {
+	OFLAG_FLAGGED = 1 << 0,        /* operators must look (see reason) */
+	OFLAG_PARTIAL_REFUND = 1 << 1, /* partial_refund on a PAID order */
+	OFLAG_DISPUTED = 1 << 2,       /* chargeback / partial_chargeback */
+	OFLAG_REVERSED = 1 << 3,       /* deny after settlement */
+};
+
+struct order_decision {
+	enum evidence_result result;
+	bool transition; /* status changes to .to */
+	enum order_status to;
+	bool grant_access;  /* with the transition to PAID */
+	bool revoke_access; /* with the transition to REFUNDED */
+	unsigned flags;     /* enum order_flag bits to set */
+	const char *reason; /* static, lower-case, for evidence.reason */
+};
+
+/*
+ * Decides what evidence ev means for an order in state o.  Always
+ * succeeds; *ret is fully written.  Rules (docs/state-machine.md):
+ * success = settlement, or capture with fraud_status accept or absent;
+ * evidence whose amount or currency differs from the order never makes it
+ * PAID (EV_FLAGGED); forward only; anything else is recorded.
+ */
+void order_decide(const struct order_facts *o, const struct evidence_in *ev,
+                  struct order_decision *ret);
+
+/*
+ * Compares a Midtrans gross_amount string with an integer rupiah amount as
+ * decimals: "154600.00", "154600.0" and "154600" equal 154600; "154600.50",
+ * "", "-1", "1e5", " 154600" do not.  Returns true on equality.
+ */
+bool amount_matches(const char *gross_amount, int64_t amount);
+
+#endif

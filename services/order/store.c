@@ -1,0 +1,559 @@
+/*
+ * store.c - SQL on schema "orders".  Every statement is parameterized; the
+ * ones that change state run inside the caller's transaction.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cjson/cJSON.h>
+
+#include "err.h"
+#include "order.h"
+#include "stream.h"
+#include "util.h"
+
+/* RFC 3339 UTC text of a timestamptz column. */
+#define TS(x)                                                                  \
+	"to_char((" x ") AT TIME ZONE 'UTC', "                                 \
+	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
+static const struct db_stmt st_lock = {
+    .name = "order_lock",
+    .sql = "SELECT order_id, status, amount,"
+           " coalesce($2::timestamptz, now()) >= expires_at,"
+           " coalesce(access_days, 0), customer_email, course_id, flagged,"
+           " partial_refund, disputed, reversed, transaction_id IS NOT NULL"
+           " FROM orders.orders WHERE order_id = $1 FOR UPDATE",
+    .nparams = 2,
+};
+
+static bool
+col_bool(const PGresult *res, int row, int col)
+{
+	const char *v = db_get(res, row, col);
+	return v != NULL && v[0] == 't';
+}
+
+int
+store_lock_order(struct kasir_db *db, const char *order_id,
+                 const char *checked_at, struct order_row *ret)
+{
+	const char *params[2] = {order_id, checked_at};
+	struct order_row o;
+	PGresult *res = NULL;
+	int rc;
+
+	rc = db_exec(db, &st_lock, params, &res);
+	if (rc < 0)
+		return rc;
+	if (PQntuples(res) != 1) {
+		PQclear(res);
+		return KASIR_ENOTFOUND;
+	}
+	memset(&o, 0, sizeof(o));
+	kasir_strlcpy(o.order_id, db_get(res, 0, 0), sizeof(o.order_id));
+	if (order_status_parse(db_get(res, 0, 1), &o.status) < 0) {
+		PQclear(res);
+		return KASIR_ESQL;
+	}
+	o.amount = db_get_i64(res, 0, 2);
+	o.past_expiry = col_bool(res, 0, 3);
+	o.access_days = db_get_i64(res, 0, 4);
+	kasir_strlcpy(o.customer_email, db_get(res, 0, 5),
+	              sizeof(o.customer_email));
+	kasir_strlcpy(o.course_id, db_get(res, 0, 6), sizeof(o.course_id));
+	o.flagged = col_bool(res, 0, 7);
+	o.partial_refund = col_bool(res, 0, 8);
+	o.disputed = col_bool(res, 0, 9);
+	o.reversed = col_bool(res, 0, 10);
+	o.has_transaction_id = col_bool(res, 0, 11);
+	PQclear(res);
+	*ret = o;
+	return 0;
+}
+
+static const struct db_stmt st_snapshot = {
+    .name = "order_snapshot",
+    .sql = "SELECT order_id, status, course_id, course_title, amount,"
+           " currency, customer_name, customer_email, customer_phone, " TS(
+               "created_at") ", " TS("expires_at") ", redirect_url,"
+                                                   " transaction_id"
+                                                   " FROM orders.orders WHERE "
+                                                   "order_id = $1",
+    .nparams = 1,
+};
+
+int
+store_order_snapshot(struct kasir_db *db, const char *order_id,
+                     struct cJSON **ret)
+{
+	const char *params[1] = {order_id};
+	PGresult *res = NULL;
+	cJSON *o = NULL, *cust;
+	int rc;
+
+	rc = db_exec(db, &st_snapshot, params, &res);
+	if (rc < 0)
+		return rc;
+	if (PQntuples(res) != 1) {
+		rc = KASIR_ENOTFOUND;
+		goto out;
+	}
+	rc = -ENOMEM;
+	o = cJSON_CreateObject();
+	if (o == NULL)
+		goto out;
+	cJSON_AddStringToObject(o, "order_id", db_get(res, 0, 0));
+	cJSON_AddStringToObject(o, "status", db_get(res, 0, 1));
+	cJSON_AddStringToObject(o, "course_id", db_get(res, 0, 2));
+	cJSON_AddStringToObject(o, "course_title", db_get(res, 0, 3));
+	cJSON_AddNumberToObject(o, "amount", (double)db_get_i64(res, 0, 4));
+	cJSON_AddStringToObject(o, "currency", db_get(res, 0, 5));
+	cust = cJSON_AddObjectToObject(o, "customer");
+	if (cust == NULL)
+		goto out;
+	cJSON_AddStringToObject(cust, "name", db_get(res, 0, 6));
+	cJSON_AddStringToObject(cust, "email", db_get(res, 0, 7));
+	cJSON_AddStringToObject(cust, "phone", db_get(res, 0, 8));
+	cJSON_AddStringToObject(o, "created_at", db_get(res, 0, 9));
+	cJSON_AddStringToObject(o, "expires_at", db_get(res, 0, 10));
+	if (db_get(res, 0, 11) != NULL)
+		cJSON_AddStringToObject(o, "redirect_url", db_get(res, 0, 11));
+	if (db_get(res, 0, 12) != NULL)
+		cJSON_AddStringToObject(o, "transaction_id",
+		                        db_get(res, 0, 12));
+	if (cJSON_GetObjectItemCaseSensitive(o, "expires_at") == NULL)
+		goto out;
+	*ret = o;
+	o = NULL;
+	rc = 0;
+out:
+	cJSON_Delete(o);
+	PQclear(res);
+	return rc;
+}
+
+/* Converts one column value to JSON by its type oid. */
+static cJSON *
+value_json(const PGresult *res, int row, int col)
+{
+	const char *v = db_get(res, row, col);
+
+	if (v == NULL)
+		return cJSON_CreateNull();
+	switch (PQftype(res, col)) {
+	case 16: /* bool */
+		return cJSON_CreateBool(v[0] == 't');
+	case 20: /* int8 */
+	case 21: /* int2 */
+	case 23: /* int4 */
+		return cJSON_CreateNumber(strtod(v, NULL));
+	case 114: /* json */
+	case 3802: /* jsonb */ {
+		cJSON *j = cJSON_Parse(v);
+		return j != NULL ? j : cJSON_CreateString(v);
+	}
+	default:
+		return cJSON_CreateString(v);
+	}
+}
+
+int
+store_rows_json(struct kasir_db *db, const struct db_stmt *stmt,
+                const char *const *params, struct cJSON **ret)
+{
+	PGresult *res = NULL;
+	cJSON *arr;
+	int rc, rows, cols;
+
+	rc = db_exec(db, stmt, params, &res);
+	if (rc < 0)
+		return rc;
+	arr = cJSON_CreateArray();
+	if (arr == NULL) {
+		PQclear(res);
+		return -ENOMEM;
+	}
+	rows = PQntuples(res);
+	cols = PQnfields(res);
+	if (rows > ORDER_EXPORT_MAX) /* statements LIMIT themselves */
+		rows = ORDER_EXPORT_MAX;
+	for (int r = 0; r < rows; r++) {
+		cJSON *o = cJSON_CreateObject();
+		if (o == NULL)
+			goto nomem;
+		cJSON_AddItemToArray(arr, o);
+		for (int c = 0; c < cols; c++) {
+			cJSON *v = value_json(res, r, c);
+			if (v == NULL)
+				goto nomem;
+			cJSON_AddItemToObject(o, PQfname(res, c), v);
+		}
+	}
+	PQclear(res);
+	*ret = arr;
+	return 0;
+nomem:
+	PQclear(res);
+	cJSON_Delete(arr);
+	return -ENOMEM;
+}
+
+static const struct db_stmt st_view_order = {
+    .name = "order_view_order",
+    .sql =
+        "SELECT order_id, status, course_id, course_title, amount,"
+        " currency, customer_name, customer_email, customer_phone,"
+        " coalesce(access_days::text || 'd', 'lifetime') AS access, " TS(
+            "creat"
+            "ed_"
+            "at") " AS created_at, " TS("updated_at") " AS "
+                                                      "updated_at, " TS("expire"
+                                                                        "s_at") " AS expires_at, " TS(
+                                                          "paid_at") " AS "
+                                                                     "paid_at,"
+                                                                     " snap_"
+                                                                     "token, "
+                                                                     "redirect_"
+                                                                     "url, "
+                                                                     "snap_"
+                                                                     "error, "
+                                                                     "snap_"
+                                                                     "attempts,"
+                                                                     " needs_"
+                                                                     "reconcile"
+                                                                     ", "
+                                                                     "transacti"
+                                                                     "on_id, "
+                                                                     "payment_"
+                                                                     "type,"
+                                                                     " flagged,"
+                                                                     " flag_"
+                                                                     "reason, "
+                                                                     "partial_"
+                                                                     "refund, "
+                                                                     "disputed,"
+                                                                     " reversed"
+                                                                     " FROM "
+                                                                     "orders."
+                                                                     "orders "
+                                                                     "WHERE "
+                                                                     "order_id "
+                                                                     "= "
+                                                                     "$1",
+    .nparams = 1,
+};
+
+static const struct db_stmt st_view_timeline = {
+    .name = "order_view_timeline",
+    .sql =
+        "SELECT t.id, t.from_status AS \"from\", t.to_status AS \"to\","
+        " t.reason, " TS(
+            "t.at") " AS at, t.evidence_source AS source,"
+                    " t.evidence_ref AS ref,"
+                    " e.transaction_status, e.fraud_status,"
+                    " " TS(
+                        "e.received_at") " AS received_at"
+                                         " FROM orders.transitions t"
+                                         " LEFT JOIN orders.evidence e ON e.id "
+                                         "= t.evidence_id"
+                                         " WHERE t.order_id = $1 ORDER BY t.id",
+    .nparams = 1,
+};
+
+static const struct db_stmt st_view_evidence = {
+    .name = "order_view_evidence",
+    .sql =
+        "SELECT id, source, ref, stream_seq, kind, transaction_status,"
+        " fraud_status, gross_amount, currency, payment_type,"
+        " transaction_id, " TS("received_at") " AS received_at, " TS(
+            "recorded_at") " AS recorded_at, status_before, status_after,"
+                           " result, reason, CASE WHEN $2 THEN raw END AS raw"
+                           " FROM orders.evidence WHERE order_id = $1 ORDER BY "
+                           "id",
+    .nparams = 2,
+};
+
+static const struct db_stmt st_view_entitlements = {
+    .name = "order_view_entitlements",
+    .sql = "SELECT id, action, customer_email, course_id, " TS(
+        "valid_until") " AS valid_until, source, evidence_id, audit_id,"
+                       " reason, " TS("at") " AS at"
+                                            " FROM orders.entitlement_events "
+                                            "WHERE order_id = $1"
+                                            " ORDER BY id",
+    .nparams = 1,
+};
+
+static const struct db_stmt st_view_access = {
+    .name = "order_view_access",
+    .sql = "SELECT id, customer_email, course_id, " TS(
+        "granted_at") " AS granted_at, " TS("valid_until") " AS "
+                                                           "valid_until,"
+                                                           " " TS("revoked_"
+                                                                  "at") " A"
+                                                                        "S "
+                                                                        "re"
+                                                                        "vo"
+                                                                        "ke"
+                                                                        "d_"
+                                                                        "at"
+                                                                        ","
+                                                                        " ("
+                                                                        "re"
+                                                                        "vo"
+                                                                        "ke"
+                                                                        "d_"
+                                                                        "at"
+                                                                        " I"
+                                                                        "S "
+                                                                        "NU"
+                                                                        "LL"
+                                                                        " A"
+                                                                        "ND"
+                                                                        " ("
+                                                                        "va"
+                                                                        "li"
+                                                                        "d_"
+                                                                        "un"
+                                                                        "ti"
+                                                                        "l "
+                                                                        "IS"
+                                                                        " N"
+                                                                        "UL"
+                                                                        "L "
+                                                                        "OR"
+                                                                        " v"
+                                                                        "al"
+                                                                        "id"
+                                                                        "_u"
+                                                                        "nt"
+                                                                        "il"
+                                                                        " >"
+                                                                        " n"
+                                                                        "ow"
+                                                                        "()"
+                                                                        "))"
+                                                                        " A"
+                                                                        "S "
+                                                                        "ac"
+                                                                        "ti"
+                                                                        "ve"
+                                                                        " F"
+                                                                        "RO"
+                                                                        "M "
+                                                                        "or"
+                                                                        "de"
+                                                                        "rs"
+                                                                        ".e"
+                                                                        "nt"
+                                                                        "it"
+                                                                        "le"
+                                                                        "me"
+                                                                        "nt"
+                                                                        "s "
+                                                                        "WH"
+                                                                        "ER"
+                                                                        "E "
+                                                                        "or"
+                                                                        "de"
+                                                                        "r_"
+                                                                        "id"
+                                                                        " ="
+                                                                        " $"
+                                                                        "1 "
+                                                                        "OR"
+                                                                        "DE"
+                                                                        "R "
+                                                                        "BY"
+                                                                        " i"
+                                                                        "d",
+    .nparams = 1,
+};
+
+static const struct db_stmt st_view_audit = {
+    .name = "order_view_audit",
+    .sql = "SELECT id, " TS(
+        "at") " AS at, actor, role, cmd, reason, incident, before, after,"
+              " result, error FROM orders.audit WHERE order_id = $1 ORDER BY "
+              "id",
+    .nparams = 1,
+};
+
+static int
+add_rows(cJSON *to, const char *name, struct kasir_db *db,
+         const struct db_stmt *st, const char *const *params)
+{
+	cJSON *arr;
+	int rc = store_rows_json(db, st, params, &arr);
+
+	if (rc < 0)
+		return rc;
+	cJSON_AddItemToObject(to, name, arr);
+	return 0;
+}
+
+int
+store_order_view(struct kasir_db *db, const char *order_id, bool full,
+                 struct cJSON **ret)
+{
+	const char *p1[1] = {order_id};
+	const char *p2[2] = {order_id, full ? "true" : "false"};
+	cJSON *rows = NULL, *view = NULL, *o;
+	int rc;
+
+	rc = store_rows_json(db, &st_view_order, p1, &rows);
+	if (rc < 0)
+		return rc;
+	if (cJSON_GetArraySize(rows) != 1) {
+		cJSON_Delete(rows);
+		return KASIR_ENOTFOUND;
+	}
+	o = cJSON_DetachItemFromArray(rows, 0);
+	cJSON_Delete(rows);
+	view = o;
+	if (!full) /* the website never sees the Snap token again here */
+		cJSON_DeleteItemFromObject(view, "snap_token");
+	if ((rc = add_rows(view, "timeline", db, &st_view_timeline, p1)) < 0 ||
+	    (rc = add_rows(view, "evidence", db, &st_view_evidence, p2)) < 0 ||
+	    (rc = add_rows(view, "entitlement_history", db,
+	                   &st_view_entitlements, p1)) < 0 ||
+	    (rc = add_rows(view, "entitlements", db, &st_view_access, p1)) < 0)
+		goto fail;
+	if (full && (rc = add_rows(view, "audit", db, &st_view_audit, p1)) < 0)
+		goto fail;
+	*ret = view;
+	return 0;
+fail:
+	cJSON_Delete(view);
+	return rc;
+}
+
+static const struct db_stmt st_access = {
+    .name = "order_access",
+    .sql = "SELECT order_id, " TS(
+        "valid_until") " FROM orders.entitlements"
+                       " WHERE customer_email = lower($1) AND course_id = $2"
+                       " AND revoked_at IS NULL"
+                       " AND (valid_until IS NULL OR valid_until > now())"
+                       " ORDER BY valid_until DESC NULLS FIRST LIMIT 1",
+    .nparams = 2,
+};
+
+int
+store_access(struct kasir_db *db, const char *email, const char *course_id,
+             struct cJSON **ret)
+{
+	const char *params[2] = {email, course_id};
+	PGresult *res = NULL;
+	cJSON *o;
+	int rc;
+
+	rc = db_exec(db, &st_access, params, &res);
+	if (rc < 0)
+		return rc;
+	o = cJSON_CreateObject();
+	if (o == NULL) {
+		PQclear(res);
+		return -ENOMEM;
+	}
+	if (PQntuples(res) == 1) {
+		cJSON_AddBoolToObject(o, "active", true);
+		if (db_get(res, 0, 1) != NULL)
+			cJSON_AddStringToObject(o, "valid_until",
+			                        db_get(res, 0, 1));
+		else
+			cJSON_AddNullToObject(o, "valid_until");
+		cJSON_AddStringToObject(o, "order_id", db_get(res, 0, 0));
+	} else {
+		cJSON_AddBoolToObject(o, "active", false);
+		cJSON_AddNullToObject(o, "valid_until");
+		cJSON_AddNullToObject(o, "order_id");
+	}
+	PQclear(res);
+	*ret = o;
+	return 0;
+}
+
+static const struct db_stmt st_grant = {
+    .name = "order_grant",
+    .sql = "WITH ev AS (INSERT INTO orders.entitlement_events (order_id,"
+           " customer_email, course_id, action, valid_until, source,"
+           " evidence_id, audit_id, reason)"
+           " SELECT order_id, lower(customer_email), course_id, 'grant',"
+           " CASE WHEN access_days IS NULL THEN NULL"
+           " ELSE now() + access_days * interval '1 day' END,"
+           " $2, $3::bigint, $4::bigint, $5 FROM orders.orders"
+           " WHERE order_id = $1 AND status = 'PAID'"
+           " RETURNING id, order_id, customer_email, course_id, valid_until)"
+           " INSERT INTO orders.entitlements (order_id, customer_email,"
+           " course_id, valid_until, grant_event_id)"
+           " SELECT order_id, customer_email, course_id, valid_until, id"
+           " FROM ev RETURNING customer_email, " TS("valid_until"),
+    .nparams = 5,
+};
+
+int
+store_grant(struct order_service *s, struct kasir_db *db,
+            const struct order_row *o, const char *source,
+            const char *evidence_id, const char *audit_id, const char *reason)
+{
+	const char *params[5] = {o->order_id, source, evidence_id, audit_id,
+	                         reason};
+	PGresult *res = NULL;
+	cJSON *extra;
+	int rc;
+
+	rc = db_exec(db, &st_grant, params, &res);
+	if (rc < 0)
+		return rc;
+	if (PQntuples(res) != 1) { /* not PAID: a programmer error */
+		PQclear(res);
+		return KASIR_ECONFLICT;
+	}
+	extra = cJSON_CreateObject();
+	if (extra == NULL) {
+		PQclear(res);
+		return -ENOMEM;
+	}
+	cJSON_AddStringToObject(extra, "customer_email", db_get(res, 0, 0));
+	if (db_get(res, 0, 1) != NULL)
+		cJSON_AddStringToObject(extra, "valid_until",
+		                        db_get(res, 0, 1));
+	PQclear(res);
+	return order_emit(s, db, MSG_ACCESS_GRANTED, o->order_id, extra);
+}
+
+static const struct db_stmt st_revoke = {
+    .name = "order_revoke",
+    .sql = "WITH ev AS (INSERT INTO orders.entitlement_events (order_id,"
+           " customer_email, course_id, action, source, evidence_id, reason)"
+           " SELECT order_id, lower(customer_email), course_id, 'revoke',"
+           " $2, $3::bigint, $4 FROM orders.orders WHERE order_id = $1"
+           " RETURNING id)"
+           " UPDATE orders.entitlements SET revoked_at = now(),"
+           " revoke_event_id = (SELECT id FROM ev)"
+           " WHERE order_id = $1 AND revoked_at IS NULL",
+    .nparams = 4,
+};
+
+int
+store_revoke(struct order_service *s, struct kasir_db *db,
+             const struct order_row *o, const char *source,
+             const char *evidence_id, const char *reason)
+{
+	const char *params[4] = {o->order_id, source, evidence_id, reason};
+	cJSON *extra;
+	int rc;
+
+	rc = db_exec(db, &st_revoke, params, NULL);
+	if (rc < 0)
+		return rc;
+	extra = cJSON_CreateObject();
+	if (extra == NULL)
+		return -ENOMEM;
+	cJSON_AddStringToObject(extra, "customer_email", o->customer_email);
+	cJSON_AddStringToObject(extra, "reason", reason);
+	return order_emit(s, db, MSG_ACCESS_REVOKED, o->order_id, extra);
+}

@@ -1,0 +1,1301 @@
+"""kasirtest - the integration harness of kasir (also used by deploy/dev/up).
+
+Standard library + psycopg2 only; run with Debian's /usr/bin/python3.
+
+Typical integration test (registered with kasir_py_test(), which sets
+KASIR_BUILD_DIR, KASIR_SOURCE_DIR, KASIR_SHARED_DIR and PYTHONPATH)::
+
+    import kasirtest
+
+    with kasirtest.Stack.for_test(overrides={"ORDER_EXPIRY": "15m"}) as st:
+        st.start_all(services=["ingest", "order"])     # + the three fakes
+        r = st.api("POST", "/v1/orders", {"course_id": "c1", "customer": {...}})
+        assert r.status == 201, r
+        st.fake("POST", f"/_fake/orders/{r.body['order_id']}/pay")
+        st.wait_until(lambda: st.sql("SELECT status FROM orders.orders "
+                                     "WHERE order_id = %s", (oid,)) == [("PAID",)],
+                      timeout=20, what="order PAID")
+
+On success the run directory is removed; on failure (any exception, or
+exit status other than 0/77) it is kept, every process is stopped and the
+tail of every log is printed.  kasirtest.skip(msg) exits 77 (ctest: skipped)
+-- use it only when something outside the repository is missing.
+
+Module level
+------------
+PG_BIN                       /usr/lib/postgresql/15/bin
+SERVICES                     {svc: schema} incl. "ctl" -> "ops"
+DAEMONS                      ("ingest", "order", "notifier", "reconciler")
+FAKES                        ("fake-midtrans", "smtp-sink", "whatsapp-fake")
+db_roles()                   the ten role names (runtime + owner per service)
+source_dir(), build_dir()    from $KASIR_SOURCE_DIR / $KASIR_BUILD_DIR
+skip(msg)                    print msg, exit 77
+http(method, url, body=None, headers=None, token=None, timeout=10)
+                             -> Response(status, headers, body, raw); never
+                             raises on 4xx/5xx, never follows redirects.
+                             body: dict/list is sent as JSON, bytes/str raw.
+                             Response.body is the parsed JSON when the answer
+                             parses as JSON, else the text.
+wait_until(pred, timeout=30, what="...", interval=0.1)
+                             polls pred() until truthy and returns its value;
+                             raises WaitTimeout naming `what` and the last value.
+free_port(avoid=())          a free TCP port on 127.0.0.1 outside the
+                             ephemeral range.
+render_template(text, values, origin="<text>", overrides=None, port=None)
+                             the placeholder engine (see below).
+parse_metrics(text)          Prometheus text -> {(name, frozenset(labels)): value}
+
+PgCluster(dir, port=None)
+-------------------------
+A throwaway (or, for the dev stack, persistent) PostgreSQL 15 cluster under
+dir: dir/data, dir/postgresql.log, unix socket in dir/sock (or a short /tmp
+dir when the path would be too long for sun_path), state in dir/cluster.json
+(port and socket dir, so a second PgCluster(dir) reuses them).  Listens on
+127.0.0.1 only.  Auth: trust for the superuser "postgres" on the unix socket
+(the socket dir is mode 0700: only the cluster's OS user and root reach it),
+scram-sha-256 for every role over TCP.  As root, initdb/postgres run as the
+system user "kasirpg" (created with useradd if missing) through runuser; as a
+normal user, as that user.
+  init()                  initdb when dir/data does not exist yet
+  start()                 init if needed, (re)write settings, pg_ctl start -w
+  stop(mode="fast")       "fast" | "immediate" | "smart"
+  restart(mode="fast")
+  is_running()            pg_ctl status
+  wait_ready(timeout=30)  until the superuser can run SELECT 1
+  superuser_dsn(db)       libpq key=value DSN over the unix socket
+  superuser_url(db)       the same as a postgresql:// URI
+  dsn(role, db="kasir")   TCP DSN with the password from secrets_dir/db-<role>
+  connect(role=None, db="kasir")     autocommit psycopg2 connection
+  psql(sql, params=None, role=None, db="kasir") -> list of row tuples ([]
+                          for statements without a result)
+  bootstrap(secrets_dir)  runs deploy/sql/bootstrap.sql with psql as the
+                          superuser and sets every role's password from
+                          secrets_dir/db-<role> (idempotent)
+  secrets_dir             where dsn() reads passwords (set by bootstrap())
+
+Stack(dir, overrides=None, server_key=None, *, log_dir="logs", ...)
+-------------------------------------------------------------------
+The whole system under dir: secrets/ (0700; files 0600: msg-k1, db-<role>,
+midtrans-server-key, api-token, smtp-password, whatsapp-token), etc/<svc>.yaml
+(rendered configs), run/ (admin sockets), logs/<name>.log, pg/, mail/,
+whatsapp/messages.jsonl, ports.json (port allocation, reused on the next run).
+Everything is created lazily and idempotently (existing secrets and ports
+are kept), which is what makes `deploy/dev/up` safe to run twice.
+
+Templates: services/<svc>/config.example.yaml with the placeholders of
+docs/hacking.md: @VAR@ @SECRETS@ @RUN@ @SRC@ @DB_HOST@ @DB_PORT@
+@PORT_<NAME>@ (one port per NAME across all templates) and @NAME=default@
+(tunable: overrides["NAME"] or the default).  overrides may also replace a
+built-in name.  Any other @NAME@ is an error naming file:line.  A default
+cannot contain "@" or a newline.
+
+  Stack.for_test(name=None, overrides=None, server_key=None)
+                          a Stack in $KASIR_BUILD_DIR/test-runs/<name>-<pid>,
+                          cleaned up on success, with a watchdog process that
+                          kills everything if the test process dies (even by
+                          SIGKILL, e.g. a ctest timeout)
+  with Stack(...) as st   setup on enter, close(success) on exit
+  setup()                 dirs, secrets, PostgreSQL started + bootstrapped
+  port(name)              "PORT_ORDER_HTTP" or "ORDER_HTTP" -> int
+  secret(name), secret_path(name)
+  template_path(svc), config_path(svc), render(svc) -> rendered path
+  binary(svc)             build_dir/bin/kasir-<svc> (kasirctl: bin/kasirctl)
+  available(svc)          binary and template both exist
+  config_value(svc, "admin.listen")  from the rendered YAML (simple mappings)
+  command(name)           argv that runs a daemon or fake
+  start(name, wait=True)  daemon (ingest|order|notifier|reconciler) or fake
+  start_fakes()           the three fakes
+  start_all(services=None) fakes, then the listed daemons (None: every
+                          daemon whose binary and template exist; the others
+                          are reported as skipped).  Listed but unavailable
+                          daemons are an error.
+  wait_ready(name, timeout=60)  daemon: GET /readyz on admin.listen == 200;
+                          fake: its port accepts connections.  Fails early
+                          with the log tail if the process died.
+  pid(name), running(name), kill(name, sig=SIGKILL), restart(name),
+  stop(name, timeout=10) -> exit status (SIGTERM, SIGKILL after timeout)
+  stop_all()
+  run_ctl(*args, check=False) -> CompletedProcess of kasirctl --config ...
+  url(what)               "ingest" (notification URL), "api", "fake_midtrans",
+                          "smtp_control", "whatsapp", "<svc>_admin"
+  api(method, path, body=None, token=<api-token>, headers=None)
+  fake(method, path, body=None)        fake Midtrans (control + wire API)
+  notify(body, headers=None)           POST a notification to kasir-ingest
+  admin(svc, path)        GET on the admin listener
+  metrics(svc)            parsed /metrics; metric(svc, name, **labels) sums
+  sql(query, params=None, role=None, db="kasir")
+  log_path(name), log_text(name), wait_log(name, regex, timeout=30)
+  mail_messages()         files in mail/ (sorted), whatsapp_messages() list
+  wait_until(...)         as the module function
+  dump_logs(lines=60)     prints the tail of every log
+  close(success=True)     stops everything; on success removes a test dir
+
+Process hygiene: every child runs in its own session with stdin from
+/dev/null and stdout+stderr appended to its log.  At close, a daemon that
+died without being told to, that exited non-zero after SIGTERM, or whose log
+holds a sanitizer report (AddressSanitizer, LeakSanitizer, UBSan "runtime
+error:") fails the test (Stack(strict_exit=False) turns that off).
+"""
+
+import atexit
+import contextlib
+import json
+import os
+import pwd
+import random
+import re
+import secrets as _secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+PG_SUPERUSER = "postgres"
+PG_OS_USER = "kasirpg"  # who runs PostgreSQL when we are root
+
+SERVICES = {
+    "ingest": "ingest",
+    "order": "orders",
+    "notifier": "notify",
+    "reconciler": "recon",
+    "ctl": "ops",
+}
+DAEMONS = ("ingest", "order", "notifier", "reconciler")
+FAKES = ("fake-midtrans", "smtp-sink", "whatsapp-fake")
+SECRET_FILES = ("msg-k1", "midtrans-server-key", "api-token", "smtp-password",
+                "whatsapp-token")
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                   "runtime error:", "SUMMARY: UndefinedBehaviorSanitizer")
+
+# sun_path is 108 bytes; leave room for "/.s.PGSQL.NNNNN" / "/reconciler.sock".
+_MAX_SOCKET_DIR = 88
+_PORT_RANGE = (20000, 32000)  # below Linux' ephemeral range (32768-60999)
+
+
+class HarnessError(Exception):
+    """A precondition of the harness failed (with a message that says why)."""
+
+
+class WaitTimeout(AssertionError):
+    """wait_until() gave up."""
+
+
+def source_dir():
+    d = os.environ.get("KASIR_SOURCE_DIR")
+    if d:
+        return os.path.abspath(d)
+    return os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+
+
+def build_dir():
+    d = os.environ.get("KASIR_BUILD_DIR")
+    if d:
+        return os.path.abspath(d)
+    return os.path.join(source_dir(), "build")
+
+
+def skip(msg):
+    """Exit 77 (ctest SKIP_RETURN_CODE) with a clear message."""
+    print(f"SKIP: {msg}", flush=True)
+    sys.exit(77)
+
+
+def db_roles():
+    roles = []
+    for svc in SERVICES:
+        roles += [f"kasir_{svc}", f"kasir_{svc}_owner"]
+    return roles
+
+
+def _log(msg):
+    print(f"[kasirtest] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------
+# waiting, ports, http
+
+
+def wait_until(pred, timeout=30, what="condition", interval=0.1):
+    """Polls pred() until it returns something truthy and returns it."""
+    deadline = time.monotonic() + timeout
+    last = None
+    last_exc = None
+    while True:
+        try:
+            last = pred()
+            last_exc = None
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001 - reported below
+            last_exc = e
+        if time.monotonic() >= deadline:
+            detail = f"last error: {last_exc!r}" if last_exc else f"last value: {last!r}"
+            raise WaitTimeout(f"timed out after {timeout}s waiting for {what}; {detail}")
+        time.sleep(interval)
+
+
+def _port_free(port, host="127.0.0.1"):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(avoid=()):
+    """A TCP port on 127.0.0.1 that can be bound now, outside the ephemeral
+    range (so outgoing connections do not grab it before the daemon binds)."""
+    avoid = set(avoid)
+    rng = random.SystemRandom()
+    for _ in range(500):
+        port = rng.randint(*_PORT_RANGE)
+        if port not in avoid and _port_free(port):
+            return port
+    raise HarnessError("no free TCP port found in %d-%d" % _PORT_RANGE)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # never follow
+        return None
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
+class Response:
+    """status (int), headers (case-insensitive Message), body (parsed JSON,
+    or text), raw (bytes)."""
+
+    def __init__(self, status, headers, raw):
+        self.status = status
+        self.headers = headers
+        self.raw = raw
+        try:
+            self.body = json.loads(raw) if raw else None
+        except ValueError:
+            self.body = raw.decode("utf-8", "replace")
+
+    @property
+    def json(self):
+        return self.body
+
+    def __repr__(self):
+        text = self.raw[:500].decode("utf-8", "replace")
+        return f"<Response {self.status} {text!r}>"
+
+
+def http(method, url, body=None, headers=None, token=None, timeout=10):
+    """One HTTP request; returns a Response whatever the status code.
+    Connection errors raise (URLError/OSError)."""
+    hdrs = {}
+    data = None
+    if body is not None:
+        if isinstance(body, (bytes, bytearray)):
+            data = bytes(body)
+        elif isinstance(body, str):
+            data = body.encode()
+        else:
+            data = json.dumps(body).encode()
+            hdrs["Content-Type"] = "application/json"
+    if token is not None:
+        hdrs["Authorization"] = f"Bearer {token}"
+    hdrs.update(headers or {})
+    req = urllib.request.Request(url, data=data, method=method, headers=hdrs)
+    try:
+        with _opener.open(req, timeout=timeout) as resp:
+            return Response(resp.status, resp.headers, resp.read())
+    except urllib.error.HTTPError as e:
+        raw = e.read() if e.fp else b""
+        return Response(e.code, e.headers, raw)
+
+
+def parse_metrics(text):
+    """Prometheus text format -> {(name, frozenset(label items)): float}."""
+    out = {}
+    line_re = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)')
+    label_re = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = line_re.match(line)
+        if not m:
+            continue
+        labels = frozenset(label_re.findall(m.group(3) or ""))
+        try:
+            out[(m.group(1), labels)] = float(m.group(4))
+        except ValueError:
+            continue
+    return out
+
+
+# --------------------------------------------------------------------------
+# templates
+
+_PLACEHOLDER = re.compile(r"@([A-Z][A-Z0-9_]*)(?:=([^@\n]*))?@")
+
+
+def render_template(text, values, origin="<text>", overrides=None, port=None):
+    """Replaces every placeholder in text.
+
+    values: built-in names (VAR, SECRETS, ...); overrides: tunables (and may
+    replace built-ins); port(NAME) returns the port for PORT_<NAME>.  Raises
+    HarnessError listing every unknown placeholder as origin:line."""
+    overrides = overrides or {}
+    errors = []
+    out_lines = []
+    for lineno, line in enumerate(text.splitlines(keepends=True), 1):
+        def sub(m, lineno=lineno):
+            name, default = m.group(1), m.group(2)
+            if name in overrides:
+                return str(overrides[name])
+            if name in values:
+                return str(values[name])
+            if name.startswith("PORT_") and port is not None:
+                return str(port(name))
+            if default is not None:
+                return default
+            errors.append(f"{origin}:{lineno}: unknown placeholder @{name}@")
+            return m.group(0)
+        out_lines.append(_PLACEHOLDER.sub(sub, line))
+    if errors:
+        raise HarnessError("\n".join(errors))
+    return "".join(out_lines)
+
+
+def template_names(text):
+    """Names of the placeholders used in text (for checking overrides)."""
+    return {m.group(1) for m in _PLACEHOLDER.finditer(text)}
+
+
+def yaml_lookup(text, dotted):
+    """Value of a scalar at a dotted path in a simple block-mapping YAML
+    document (what our config templates are); None when absent."""
+    want = dotted.split(".")
+    stack = []  # (indent, key)
+    for raw in text.splitlines():
+        line = raw.split(" #", 1)[0].rstrip() if not raw.lstrip().startswith("#") else ""
+        if not line.strip() or line.lstrip().startswith("- "):
+            continue
+        indent = len(line) - len(line.lstrip())
+        m = re.match(r"\s*([A-Za-z0-9_.-]+)\s*:(.*)$", line)
+        if not m:
+            continue
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        key, val = m.group(1), m.group(2).strip()
+        path = [k for _, k in stack] + [key]
+        if path == want and val:
+            if len(val) >= 2 and val[0] == val[-1] and val[0] in "'\"":
+                val = val[1:-1]
+            return val
+        if not val:
+            stack.append((indent, key))
+    return None
+
+
+# --------------------------------------------------------------------------
+# running things as the PostgreSQL user
+
+
+def _is_root():
+    return os.geteuid() == 0
+
+
+def _ensure_pg_user():
+    """As root: the unprivileged system user PostgreSQL runs as."""
+    try:
+        return pwd.getpwnam(PG_OS_USER)
+    except KeyError:
+        subprocess.run(["useradd", "--system", "--no-create-home",
+                        "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+                        PG_OS_USER], check=True)
+        return pwd.getpwnam(PG_OS_USER)
+
+
+def _make_traversable(path):
+    """Every ancestor of path must be searchable by the PostgreSQL user."""
+    path = os.path.abspath(path)
+    parent = os.path.dirname(path)
+    while parent and parent != "/":
+        st = os.stat(parent)
+        if not st.st_mode & 0o001:
+            _log(f"chmod o+x {parent} (so {PG_OS_USER} can reach its cluster)")
+            os.chmod(parent, st.st_mode | 0o001)
+        parent = os.path.dirname(parent)
+
+
+def _chown_tree(path, uid, gid):
+    for root, dirs, files in os.walk(path):
+        os.lchown(root, uid, gid)
+        for n in dirs + files:
+            os.lchown(os.path.join(root, n), uid, gid)
+
+
+class PgCluster:
+    """A PostgreSQL 15 cluster under dir (see the module docstring)."""
+
+    def __init__(self, dir, port=None, secrets_dir=None):
+        self.dir = os.path.abspath(dir)
+        self.data = os.path.join(self.dir, "data")
+        self.logfile = os.path.join(self.dir, "postgresql.log")
+        self.secrets_dir = secrets_dir
+        self._state_path = os.path.join(self.dir, "cluster.json")
+        self._short_sock = None
+        state = {}
+        if os.path.exists(self._state_path):
+            with open(self._state_path) as f:
+                state = json.load(f)
+        self.port = port or state.get("port")
+        self.sockdir = state.get("sockdir")
+        self.root = _is_root()
+
+    # -- helpers -----------------------------------------------------------
+    def _save_state(self):
+        tmp = self._state_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"port": self.port, "sockdir": self.sockdir}, f)
+        os.replace(tmp, self._state_path)
+
+    def _run_pg(self, argv, check=True, capture=True, timeout=120):
+        """Runs a PostgreSQL program as the cluster's OS user."""
+        if self.root:
+            argv = ["runuser", "-u", PG_OS_USER, "--"] + argv
+        r = subprocess.run(argv, cwd=self.dir, stdin=subprocess.DEVNULL,
+                           capture_output=capture, text=True, timeout=timeout)
+        if check and r.returncode != 0:
+            raise HarnessError(f"{' '.join(argv)} failed ({r.returncode}):\n"
+                               f"{r.stdout or ''}{r.stderr or ''}")
+        return r
+
+    def _prepare_dirs(self):
+        os.makedirs(self.dir, exist_ok=True)
+        if self.sockdir is None:
+            cand = os.path.join(self.dir, "sock")
+            if len(cand) > _MAX_SOCKET_DIR:
+                cand = tempfile.mkdtemp(prefix="kasirpg-")
+            self.sockdir = cand
+        os.makedirs(self.sockdir, mode=0o700, exist_ok=True)
+        os.chmod(self.sockdir, 0o700)
+        if self.port is None or (not self.is_running() and not _port_free(self.port)):
+            self.port = free_port()
+        self._save_state()
+        if self.root:
+            pw = _ensure_pg_user()
+            _make_traversable(self.dir)
+            _chown_tree(self.dir, pw.pw_uid, pw.pw_gid)
+            os.chown(self.sockdir, pw.pw_uid, pw.pw_gid)
+
+    # -- lifecycle ---------------------------------------------------------
+    def init(self):
+        self._prepare_dirs()
+        if os.path.exists(os.path.join(self.data, "PG_VERSION")):
+            return
+        self._run_pg([f"{PG_BIN}/initdb", "-D", self.data, "-U", PG_SUPERUSER,
+                      "-E", "UTF8", "--locale=C", "--auth-local=trust",
+                      "--auth-host=scram-sha-256", "--no-instructions"])
+        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
+            f.write("\ninclude_if_exists = 'kasir.conf'\n")
+        hba = (
+            "# written by kasirtest: superuser over the (0700) unix socket,\n"
+            "# scram-sha-256 for everything else\n"
+            f"local all {PG_SUPERUSER} trust\n"
+            "local all all scram-sha-256\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+            "host all all ::1/128 scram-sha-256\n")
+        self._write_data_file("pg_hba.conf", hba)
+
+    def _write_data_file(self, name, text):
+        path = os.path.join(self.data, name)
+        with open(path, "w") as f:
+            f.write(text)
+        if self.root:
+            pw = pwd.getpwnam(PG_OS_USER)
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+        os.chmod(path, 0o600)
+
+    def _write_settings(self):
+        conf = (
+            "# written by kasirtest at every start\n"
+            "listen_addresses = '127.0.0.1'\n"
+            f"port = {self.port}\n"
+            f"unix_socket_directories = '{self.sockdir}'\n"
+            "unix_socket_permissions = 0700\n"
+            "password_encryption = 'scram-sha-256'\n"
+            "shared_buffers = 128MB\n"
+            "max_connections = 200\n"
+            "synchronous_commit = on\n"
+            "fsync = on\n"
+            "log_min_messages = warning\n"
+            "log_line_prefix = '%m [%p] %q%u@%d '\n"
+            "timezone = 'UTC'\n")
+        self._write_data_file("kasir.conf", conf)
+
+    def start(self):
+        self.init()
+        if self.is_running():
+            return
+        self._write_settings()
+        self._run_pg([f"{PG_BIN}/pg_ctl", "-D", self.data, "-l", self.logfile,
+                      "-w", "-t", "60", "start"])
+        self.wait_ready()
+
+    def stop(self, mode="fast"):
+        if mode not in ("fast", "immediate", "smart"):
+            raise ValueError(mode)
+        if not self.is_running():
+            return
+        self._run_pg([f"{PG_BIN}/pg_ctl", "-D", self.data, "-m", mode, "-w",
+                      "-t", "60", "stop"])
+
+    def restart(self, mode="fast"):
+        self.stop(mode)
+        self.start()
+
+    def is_running(self):
+        if not os.path.exists(os.path.join(self.data, "PG_VERSION")):
+            return False
+        r = self._run_pg([f"{PG_BIN}/pg_ctl", "-D", self.data, "status"], check=False)
+        return r.returncode == 0
+
+    def wait_ready(self, timeout=30):
+        def ok():
+            with contextlib.closing(self.connect(db="postgres")) as c:
+                with c.cursor() as cur:
+                    cur.execute("SELECT 1")
+                    return cur.fetchone() == (1,)
+        wait_until(ok, timeout, f"PostgreSQL on port {self.port}", interval=0.2)
+
+    # -- connections ---------------------------------------------------------
+    def superuser_dsn(self, db="kasir"):
+        return f"host={self.sockdir} port={self.port} user={PG_SUPERUSER} dbname={db}"
+
+    def superuser_url(self, db="kasir"):
+        q = urllib.parse.urlencode({"host": self.sockdir, "port": self.port})
+        return f"postgresql://{PG_SUPERUSER}@/{db}?{q}"
+
+    def password(self, role):
+        if not self.secrets_dir:
+            raise HarnessError("PgCluster.secrets_dir is not set (call bootstrap())")
+        with open(os.path.join(self.secrets_dir, f"db-{role}")) as f:
+            return f.read().strip()
+
+    def dsn(self, role, db="kasir"):
+        return (f"host=127.0.0.1 port={self.port} dbname={db} user={role} "
+                f"password={self.password(role)}")
+
+    def connect(self, role=None, db="kasir"):
+        import psycopg2
+        if role is None:
+            conn = psycopg2.connect(host=self.sockdir, port=self.port,
+                                    user=PG_SUPERUSER, dbname=db, connect_timeout=5)
+        else:
+            conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=role,
+                                    password=self.password(role), dbname=db,
+                                    connect_timeout=5)
+        conn.autocommit = True
+        return conn
+
+    def psql(self, sql, params=None, role=None, db="kasir"):
+        with contextlib.closing(self.connect(role, db)) as c:
+            with c.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall() if cur.description else []
+
+    def bootstrap(self, secrets_dir, sql_file=None):
+        """deploy/sql/bootstrap.sql + passwords from secrets_dir/db-<role>."""
+        from psycopg2 import sql as pgsql
+        self.secrets_dir = secrets_dir
+        sql_file = sql_file or os.path.join(source_dir(), "deploy", "sql", "bootstrap.sql")
+        with open(sql_file) as f:
+            script = f.read()
+        # psql reads the script on stdin: the PostgreSQL user may not be
+        # able to read the source tree, and psql runs as us anyway.
+        r = subprocess.run([f"{PG_BIN}/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                            "-d", self.superuser_dsn("postgres")],
+                           input=script, capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise HarnessError(f"bootstrap.sql failed:\n{r.stdout}{r.stderr}")
+        with contextlib.closing(self.connect(db="postgres")) as c:
+            with c.cursor() as cur:
+                for role in db_roles():
+                    cur.execute(pgsql.SQL("ALTER ROLE {} PASSWORD %s").format(
+                        pgsql.Identifier(role)), (self.password(role),))
+
+
+# --------------------------------------------------------------------------
+# processes
+
+
+class _Proc:
+    def __init__(self, name, argv, popen, log):
+        self.name = name
+        self.argv = argv
+        self.popen = popen
+        self.log = log
+        self.signalled = None  # the signal we sent, if any
+        self.died_unexpectedly = False
+
+    @property
+    def pid(self):
+        return self.popen.pid
+
+
+_WATCHDOG = r"""
+import json, os, signal, subprocess, sys, time
+piddir = sys.argv[1]
+try:
+    sys.stdin.buffer.read()          # EOF: the test process is gone or done
+except Exception:
+    pass
+if not os.path.isdir(piddir):
+    sys.exit(0)
+for n in sorted(os.listdir(piddir)):
+    p = os.path.join(piddir, n)
+    try:
+        with open(p) as f:
+            info = json.load(f)
+    except Exception:
+        continue
+    if n.endswith(".proc"):
+        pid = info["pid"]
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().split(b"\0")
+        except OSError:
+            continue
+        if info["argv0"].encode() in cmd:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    elif n.endswith(".pg"):
+        subprocess.run(info["stop"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+"""
+
+
+class Stack:
+    """Secrets, PostgreSQL, configs, daemons and fakes (module docstring)."""
+
+    def __init__(self, dir, overrides=None, server_key=None, *, log_dir="logs",
+                 etc_dir="etc", build=None, src=None, strict_exit=True,
+                 remove_on_success=False, watchdog=False):
+        self.dir = os.path.abspath(dir)
+        self.overrides = dict(overrides or {})
+        self.server_key = server_key
+        self.src = os.path.abspath(src or source_dir())
+        self.build = os.path.abspath(build or build_dir())
+        self.log_dir = os.path.join(self.dir, log_dir)
+        self.etc_dir = os.path.join(self.dir, etc_dir)
+        self.secrets_dir = os.path.join(self.dir, "secrets")
+        self.mail_dir = os.path.join(self.dir, "mail")
+        self.whatsapp_dir = os.path.join(self.dir, "whatsapp")
+        self.whatsapp_log = os.path.join(self.whatsapp_dir, "messages.jsonl")
+        self.run_dir = os.path.join(self.dir, "run")
+        self._ports_path = os.path.join(self.dir, "ports.json")
+        self.strict_exit = strict_exit
+        self.remove_on_success = remove_on_success
+        self.use_watchdog = watchdog
+        self.procs = {}
+        self.pg = None
+        self._ports = None
+        self._setup_done = False
+        self._closed = False
+        self._watchdog = None
+        self._short_run = None
+        self._piddir = os.path.join(self.dir, ".pids")
+        atexit.register(self._atexit)
+
+    # -- construction for tests ---------------------------------------------
+    @classmethod
+    def for_test(cls, name=None, overrides=None, server_key=None, **kw):
+        name = name or os.path.splitext(os.path.basename(sys.argv[0]))[0] or "test"
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+        d = os.path.join(build_dir(), "test-runs", f"{name}-{os.getpid()}")
+        if os.path.exists(d):
+            shutil.rmtree(d)
+        kw.setdefault("remove_on_success", True)
+        kw.setdefault("watchdog", True)
+        st = cls(d, overrides, server_key, **kw)
+        _install_signal_handlers()
+        return st
+
+    def __enter__(self):
+        self.setup()
+        return self
+
+    def __exit__(self, etype, exc, tb):
+        success = etype is None or (
+            etype is SystemExit and exc.code in (0, 77, None))
+        try:
+            self.close(success)
+        except Exception as e:  # a failed close fails the test
+            if success:
+                raise
+            _log(f"while cleaning up: {e}")
+        return False
+
+    # -- setup -------------------------------------------------------------
+    def setup(self):
+        """Directories, secrets, PostgreSQL started and bootstrapped."""
+        if self._setup_done:
+            return
+        os.makedirs(self.dir, exist_ok=True)
+        for d in (self.log_dir, self.etc_dir, self.mail_dir, self.whatsapp_dir):
+            os.makedirs(d, exist_ok=True)
+        self._setup_run_dir()
+        self._write_secrets()
+        if self.use_watchdog:
+            self._start_watchdog()
+        self.pg = PgCluster(os.path.join(self.dir, "pg"), secrets_dir=self.secrets_dir)
+        if self.use_watchdog:
+            self._register_pg()
+        self.pg.start()
+        self.pg.bootstrap(self.secrets_dir)
+        self._setup_done = True
+
+    def _setup_run_dir(self):
+        if os.path.islink(self.run_dir) and os.path.isdir(self.run_dir):
+            return
+        if len(self.run_dir) + len("/reconciler.sock") > _MAX_SOCKET_DIR + 10:
+            self._short_run = tempfile.mkdtemp(prefix="kasir-run-")
+            os.symlink(self._short_run, self.run_dir)
+            # the configs get the short path: ipc:// paths must fit sun_path
+        else:
+            os.makedirs(self.run_dir, exist_ok=True)
+
+    @property
+    def run_path(self):
+        """The run directory as written into configs (short if needed)."""
+        return os.path.realpath(self.run_dir)
+
+    def _write_secrets(self):
+        os.makedirs(self.secrets_dir, mode=0o700, exist_ok=True)
+        os.chmod(self.secrets_dir, 0o700)
+        gen = {
+            "msg-k1": lambda: _secrets.token_hex(32),
+            "midtrans-server-key": lambda: "SB-Mid-server-" + _secrets.token_urlsafe(18),
+            "api-token": lambda: _secrets.token_hex(32),
+            "smtp-password": lambda: _secrets.token_hex(16),
+            "whatsapp-token": lambda: _secrets.token_hex(24),
+        }
+        for role in db_roles():
+            gen[f"db-{role}"] = lambda: _secrets.token_hex(24)
+        for name, make in gen.items():
+            path = os.path.join(self.secrets_dir, name)
+            value = None
+            if name == "midtrans-server-key" and self.server_key is not None:
+                value = self.server_key
+            if value is None and os.path.exists(path):
+                os.chmod(path, 0o600)
+                continue
+            if value is None:
+                value = make()
+            fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(value)
+            os.replace(path + ".tmp", path)
+
+    def secret_path(self, name):
+        return os.path.join(self.secrets_dir, name)
+
+    def secret(self, name):
+        with open(self.secret_path(name)) as f:
+            return f.read().strip()
+
+    # -- watchdog ------------------------------------------------------------
+    def _start_watchdog(self):
+        os.makedirs(self._piddir, exist_ok=True)
+        self._watchdog = subprocess.Popen(
+            [sys.executable, "-c", _WATCHDOG, self._piddir], stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True)
+
+    def _register_pg(self):
+        argv = [f"{PG_BIN}/pg_ctl", "-D", self.pg.data, "-m", "immediate", "-w", "stop"]
+        if self.pg.root:
+            argv = ["runuser", "-u", PG_OS_USER, "--"] + argv
+        with open(os.path.join(self._piddir, "postgres.pg"), "w") as f:
+            json.dump({"stop": argv}, f)
+
+    def _register_proc(self, p):
+        if not self.use_watchdog:
+            return
+        with open(os.path.join(self._piddir, f"{p.name}.proc"), "w") as f:
+            json.dump({"pid": p.pid, "argv0": p.argv[0]}, f)
+
+    def _unregister_proc(self, name):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self._piddir, f"{name}.proc"))
+
+    # -- ports and templates ---------------------------------------------------
+    def _load_ports(self):
+        if self._ports is None:
+            self._ports = {}
+            if os.path.exists(self._ports_path):
+                with open(self._ports_path) as f:
+                    self._ports = json.load(f)
+
+    def port(self, name):
+        """The TCP port for PORT_<NAME> (allocated once, kept in ports.json)."""
+        if not name.startswith("PORT_"):
+            name = "PORT_" + name
+        if name in self.overrides:
+            return int(self.overrides[name])
+        self._load_ports()
+        if name not in self._ports:
+            avoid = set(self._ports.values())
+            if self.pg and self.pg.port:
+                avoid.add(self.pg.port)
+            self._ports[name] = free_port(avoid)
+            tmp = self._ports_path + ".tmp"
+            os.makedirs(self.dir, exist_ok=True)
+            with open(tmp, "w") as f:
+                json.dump(self._ports, f, indent=1, sort_keys=True)
+            os.replace(tmp, self._ports_path)
+        return self._ports[name]
+
+    def release_busy_ports(self):
+        """Forgets allocated ports that something else now holds (for a
+        persistent stack that is not running)."""
+        self._load_ports()
+        busy = [n for n, p in self._ports.items() if not _port_free(p)]
+        for n in busy:
+            del self._ports[n]
+        if busy:
+            with open(self._ports_path, "w") as f:
+                json.dump(self._ports, f, indent=1, sort_keys=True)
+        return busy
+
+    def values(self):
+        """Built-in placeholder values."""
+        return {
+            "VAR": self.dir,
+            "SECRETS": self.secrets_dir,
+            "RUN": self.run_path,
+            "SRC": self.src,
+            "DB_HOST": "127.0.0.1",
+            "DB_PORT": self.pg.port if self.pg else "",
+        }
+
+    def template_path(self, svc):
+        return os.path.join(self.src, "services", svc, "config.example.yaml")
+
+    def config_path(self, svc):
+        return os.path.join(self.etc_dir, f"{svc}.yaml")
+
+    def render_text(self, text, origin="<text>"):
+        return render_template(text, self.values(), origin, self.overrides, self.port)
+
+    def render(self, svc):
+        """Renders services/<svc>/config.example.yaml to etc/<svc>.yaml."""
+        src = self.template_path(svc)
+        with open(src) as f:
+            text = f.read()
+        out = self.render_text(text, src)
+        path = self.config_path(svc)
+        os.makedirs(self.etc_dir, exist_ok=True)
+        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        with os.fdopen(fd, "w") as f:
+            f.write(out)
+        os.replace(path + ".tmp", path)
+        return path
+
+    def unused_overrides(self, svcs):
+        used = set()
+        for svc in svcs:
+            if os.path.exists(self.template_path(svc)):
+                with open(self.template_path(svc)) as f:
+                    used |= template_names(f.read())
+        return sorted(k for k in self.overrides
+                      if k not in used and not k.startswith("FAKE_"))
+
+    def config_value(self, svc, dotted):
+        path = self.config_path(svc)
+        if not os.path.exists(path):
+            self.render(svc)
+        with open(path) as f:
+            return yaml_lookup(f.read(), dotted)
+
+    # -- binaries and commands ---------------------------------------------------
+    def binary(self, svc):
+        name = "kasirctl" if svc in ("kasirctl", "ctl") else f"kasir-{svc}"
+        return os.path.join(self.build, "bin", name)
+
+    def available(self, svc):
+        return os.access(self.binary(svc), os.X_OK) and os.path.exists(self.template_path(svc))
+
+    def fake_path(self, name):
+        return os.path.join(self.src, "tests", "fakes",
+                            "kasir-fake-midtrans" if name == "fake-midtrans" else name)
+
+    def url(self, what):
+        p = self.port
+        if what == "ingest":
+            path = self.overrides.get("INGEST_PATH", "/midtrans/notification")
+            return f"http://127.0.0.1:{p('INGEST_HTTP')}{path}"
+        if what == "api":
+            return f"http://127.0.0.1:{p('ORDER_HTTP')}"
+        if what == "fake_midtrans":
+            return f"http://127.0.0.1:{p('FAKE_MIDTRANS')}"
+        if what == "smtp_control":
+            return f"http://127.0.0.1:{p('SMTP_CONTROL')}"
+        if what == "whatsapp":
+            return f"http://127.0.0.1:{p('WHATSAPP')}"
+        if what.endswith("_admin"):
+            listen = self.config_value(what[:-6], "admin.listen")
+            if not listen:
+                raise HarnessError(f"{what[:-6]}: no admin.listen in its config")
+            return f"http://{listen}"
+        raise KeyError(what)
+
+    def command(self, name):
+        """argv that runs daemon or fake `name` (renders its config)."""
+        py = "/usr/bin/python3"
+        if name in DAEMONS:
+            return [self.binary(name), "--config", self.render(name)]
+        if name == "fake-midtrans":
+            argv = [py, self.fake_path(name),
+                    "--listen", f"127.0.0.1:{self.port('FAKE_MIDTRANS')}",
+                    "--server-key-file", self.secret_path("midtrans-server-key"),
+                    "--notify-url", self.url("ingest")]
+            sched = self.overrides.get("FAKE_MIDTRANS_RETRY_SCHEDULE")
+            if sched:
+                argv += ["--retry-schedule", str(sched)]
+            return argv
+        if name == "smtp-sink":
+            return [py, self.fake_path(name),
+                    "--listen", f"127.0.0.1:{self.port('SMTP')}",
+                    "--control", f"127.0.0.1:{self.port('SMTP_CONTROL')}",
+                    "--maildir", self.mail_dir]
+        if name == "whatsapp-fake":
+            return [py, self.fake_path(name),
+                    "--listen", f"127.0.0.1:{self.port('WHATSAPP')}",
+                    "--out", self.whatsapp_log,
+                    "--token-file", self.secret_path("whatsapp-token")]
+        raise KeyError(f"unknown daemon or fake {name!r}")
+
+    def ready_probe(self, name):
+        """("http", url) for daemons, ("tcp", port) for fakes."""
+        if name in DAEMONS:
+            return ("http", self.url(f"{name}_admin") + "/readyz")
+        port = {"fake-midtrans": "FAKE_MIDTRANS", "smtp-sink": "SMTP",
+                "whatsapp-fake": "WHATSAPP"}[name]
+        return ("tcp", self.port(port))
+
+    # -- processes ---------------------------------------------------------------
+    def log_path(self, name):
+        return os.path.join(self.log_dir, f"{name}.log")
+
+    def start(self, name, wait=True, env=None):
+        self.setup()
+        if name in self.procs and self.procs[name].popen.poll() is None:
+            raise HarnessError(f"{name} is already running (pid {self.procs[name].pid})")
+        argv = self.command(name)
+        if name in DAEMONS and not os.access(argv[0], os.X_OK):
+            raise HarnessError(f"{argv[0]} does not exist: build it first")
+        if name in FAKES and not os.path.exists(argv[1]):
+            raise HarnessError(f"{argv[1]} does not exist")
+        log = open(self.log_path(name), "ab")
+        log.write(f"=== kasirtest: start {time.strftime('%H:%M:%S')} {' '.join(argv)}\n"
+                  .encode())
+        log.flush()
+        penv = dict(os.environ)
+        penv.update(env or {})
+        popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT, cwd=self.dir,
+                                 start_new_session=True, env=penv)
+        log.close()
+        p = _Proc(name, argv, popen, self.log_path(name))
+        self.procs[name] = p
+        self._register_proc(p)
+        if wait:
+            self.wait_ready(name)
+        return p.pid
+
+    def start_fakes(self):
+        for f in FAKES:
+            self.start(f, wait=False)
+        for f in FAKES:
+            self.wait_ready(f)
+
+    def start_all(self, services=None):
+        """Fakes, then daemons.  services=None: every available daemon."""
+        self.setup()
+        if services is None:
+            services = [s for s in DAEMONS if self.available(s)]
+            skipped = [s for s in DAEMONS if s not in services]
+            if skipped:
+                _log(f"not started (binary or config template missing): {', '.join(skipped)}")
+        else:
+            missing = [s for s in services if not self.available(s)]
+            if missing:
+                raise HarnessError(
+                    "needed but not built or without config.example.yaml: "
+                    + ", ".join(f"{s} ({self.binary(s)})" for s in missing))
+        unused = self.unused_overrides(services)
+        if unused:
+            _log(f"warning: overrides not used by any started template: {unused}")
+        self.start_fakes()
+        for s in services:
+            self.start(s, wait=False)
+        for s in services:
+            self.wait_ready(s)
+        return services
+
+    def wait_ready(self, name, timeout=60):
+        kind, target = self.ready_probe(name)
+        p = self.procs.get(name)
+
+        def ready():
+            if p is not None and p.popen.poll() is not None:
+                raise HarnessError(
+                    f"{name} exited with status {p.popen.returncode} before it was "
+                    f"ready; log {p.log}:\n{_tail(p.log, 40)}")
+            if kind == "http":
+                try:
+                    return http("GET", target, timeout=2).status == 200
+                except OSError:
+                    return False
+            with socket.socket() as s:
+                s.settimeout(1)
+                return s.connect_ex(("127.0.0.1", target)) == 0
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if ready():  # HarnessError propagates at once
+                return
+            if time.monotonic() > deadline:
+                raise WaitTimeout(f"{name} not ready after {timeout}s ({target}); "
+                                  f"log tail:\n{_tail(self.log_path(name), 40)}")
+            time.sleep(0.1)
+
+    def pid(self, name):
+        p = self.procs.get(name)
+        return p.pid if p and p.popen.poll() is None else None
+
+    def running(self, name):
+        return self.pid(name) is not None
+
+    def kill(self, name, sig=signal.SIGKILL):
+        p = self.procs[name]
+        p.signalled = sig
+        with contextlib.suppress(ProcessLookupError):
+            p.popen.send_signal(sig)
+        if sig in (signal.SIGKILL,):
+            p.popen.wait(10)
+            self._unregister_proc(name)
+
+    def stop(self, name, timeout=10):
+        """SIGTERM, SIGKILL after timeout; returns the exit status (negative:
+        killed by that signal)."""
+        p = self.procs.get(name)
+        if p is None:
+            return None
+        if p.popen.poll() is not None:
+            if p.signalled is None:
+                p.died_unexpectedly = True
+            self._unregister_proc(name)
+            return p.popen.returncode
+        p.signalled = signal.SIGTERM
+        p.popen.send_signal(signal.SIGTERM)
+        try:
+            p.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            _log(f"{name} ignored SIGTERM for {timeout}s: SIGKILL")
+            p.signalled = signal.SIGKILL
+            p.popen.kill()
+            p.popen.wait(10)
+        self._unregister_proc(name)
+        return p.popen.returncode
+
+    def restart(self, name, wait=True):
+        self.stop(name)
+        return self.start(name, wait=wait)
+
+    def stop_all(self):
+        codes = {}
+        for name in [n for n in reversed(list(self.procs)) if n in DAEMONS]:
+            codes[name] = self.stop(name)
+        for name in list(self.procs):
+            if name not in codes:
+                codes[name] = self.stop(name)
+        return codes
+
+    def run_ctl(self, *args, check=False, timeout=60, input=None):
+        argv = [self.binary("kasirctl"), "--config", self.render("kasirctl"), *args]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                           input=input, cwd=self.dir)
+        if check and r.returncode != 0:
+            raise AssertionError(f"{' '.join(argv)} -> {r.returncode}\n{r.stdout}{r.stderr}")
+        return r
+
+    # -- talking to the system -------------------------------------------------
+    def api(self, method, path, body=None, token=None, headers=None, timeout=10):
+        if token is None:
+            token = self.secret("api-token")
+        return http(method, self.url("api") + path, body, headers, token or None, timeout)
+
+    def fake(self, method, path, body=None, timeout=10):
+        return http(method, self.url("fake_midtrans") + path, body, timeout=timeout)
+
+    def notify(self, body, headers=None, timeout=10):
+        return http("POST", self.url("ingest"), body, headers, timeout=timeout)
+
+    def admin(self, svc, path, timeout=5):
+        return http("GET", self.url(f"{svc}_admin") + path, timeout=timeout)
+
+    def metrics(self, svc):
+        r = self.admin(svc, "/metrics")
+        if r.status != 200:
+            raise HarnessError(f"{svc} /metrics -> {r}")
+        return parse_metrics(r.raw.decode())
+
+    def metric(self, svc, name, **labels):
+        """Sum of the samples of `name` whose labels include `labels`."""
+        want = set((k, str(v)) for k, v in labels.items())
+        return sum(v for (n, ls), v in self.metrics(svc).items()
+                   if n == name and want <= set(ls))
+
+    def sql(self, query, params=None, role=None, db="kasir"):
+        self.setup()
+        return self.pg.psql(query, params, role, db)
+
+    def log_text(self, name):
+        try:
+            with open(self.log_path(name), errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def wait_log(self, name, regex, timeout=30):
+        rx = re.compile(regex)
+        return wait_until(lambda: rx.search(self.log_text(name)), timeout,
+                          f"/{regex}/ in {self.log_path(name)}")
+
+    def mail_messages(self):
+        try:
+            names = sorted(os.listdir(self.mail_dir))
+        except FileNotFoundError:
+            return []
+        return [os.path.join(self.mail_dir, n) for n in names
+                if not n.startswith(".") and os.path.isfile(os.path.join(self.mail_dir, n))]
+
+    def whatsapp_messages(self):
+        try:
+            with open(self.whatsapp_log) as f:
+                return [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    wait_until = staticmethod(wait_until)
+
+    # -- teardown -------------------------------------------------------------------
+    def dump_logs(self, lines=60):
+        paths = []
+        if os.path.isdir(self.log_dir):
+            paths += [os.path.join(self.log_dir, n) for n in sorted(os.listdir(self.log_dir))]
+        if self.pg:
+            paths.append(self.pg.logfile)
+        for p in paths:
+            if os.path.isfile(p):
+                print(f"----- tail of {p} -----\n{_tail(p, lines)}", file=sys.stderr)
+        sys.stderr.flush()
+
+    def _exit_problems(self, codes):
+        problems = []
+        for name, p in self.procs.items():
+            if name not in DAEMONS:
+                continue
+            code = codes.get(name)
+            if p.died_unexpectedly:
+                problems.append(f"{name} died on its own (status {code})")
+            elif p.signalled == signal.SIGTERM and code not in (0, None):
+                problems.append(f"{name} exited with status {code} after SIGTERM")
+            text = self.log_text(name)
+            for mark in SANITIZER_MARKS:
+                if mark in text:
+                    problems.append(f"{name}: sanitizer report in {p.log} ({mark!r})")
+                    break
+        return problems
+
+    def close(self, success=True):
+        """Stops every process and PostgreSQL.  On success removes the
+        directory (test stacks); on failure keeps it and prints log tails.
+        Raises AssertionError when a daemon misbehaved (see strict_exit)."""
+        if self._closed:
+            return
+        self._closed = True
+        codes = {}
+        try:
+            codes = self.stop_all()
+        finally:
+            if self.pg:
+                try:
+                    self.pg.stop("fast")
+                except Exception as e:  # noqa: BLE001
+                    _log(f"stopping PostgreSQL: {e}")
+                    with contextlib.suppress(Exception):
+                        self.pg.stop("immediate")
+            if self._watchdog:
+                with contextlib.suppress(Exception):
+                    for n in os.listdir(self._piddir):
+                        os.unlink(os.path.join(self._piddir, n))
+                    self._watchdog.stdin.close()
+                    self._watchdog.wait(10)
+        problems = self._exit_problems(codes) if self.strict_exit else []
+        if problems:
+            success = False
+        if not success:
+            self.dump_logs()
+            _log(f"kept {self.dir} for inspection")
+        elif self.remove_on_success:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            if self.pg and self.pg.sockdir and not self.pg.sockdir.startswith(self.dir):
+                shutil.rmtree(self.pg.sockdir, ignore_errors=True)
+            if self._short_run:
+                shutil.rmtree(self._short_run, ignore_errors=True)
+        if problems:
+            raise AssertionError("daemon problems:\n  " + "\n  ".join(problems))
+
+    def _atexit(self):
+        if not self._closed and (self.procs or self.pg) and self.remove_on_success:
+            # the test never reached close(): treat as a failure
+            with contextlib.suppress(Exception):
+                self.close(success=False)
+
+
+def _tail(path, lines):
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - 64 * 1024))
+            data = f.read().decode("utf-8", "replace")
+    except OSError as e:
+        return f"({e.strerror})"
+    return "\n".join(data.splitlines()[-lines:])
+
+
+def _install_signal_handlers():
+    """SIGTERM/SIGHUP become SystemExit so that context managers clean up."""
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(s) in (signal.SIG_DFL, None):
+            signal.signal(s, handler)
+
+
+__all__ = ["PgCluster", "Stack", "Response", "HarnessError", "WaitTimeout",
+           "http", "wait_until", "free_port", "render_template", "yaml_lookup",
+           "parse_metrics", "skip", "db_roles", "source_dir", "build_dir",
+           "SERVICES", "DAEMONS", "FAKES", "PG_BIN"]
+

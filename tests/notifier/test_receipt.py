@@ -1,0 +1,115 @@
+"""A paid order produces exactly one receipt email and one WhatsApp
+message with the right name, course and amount; an unpaid order never gets
+a receipt, even with a receipt job forged into notify.job by SQL."""
+import json
+import os
+import time
+import urllib.request
+
+import nstack
+from nstack import Stack, wait_for, pay, mail_for, wa_for, snapshot
+
+
+def main():
+    s = Stack({"NOTIFY_RETRY_SCHEDULE": "1s,1s,2s", "NOTIFY_POLL": "200ms"}, "receipt")
+    try:
+        s.start_notifier()
+        oid = "ORD-RCPT-1"
+        pay(s, oid, name="Siti Rahayu", course="Sinematografi Dasar", amount=150000)
+
+        def receipt_done():
+            rows = s.sql("SELECT state FROM notify.job WHERE order_id=%s AND kind='receipt'", (oid,))
+            return len(rows) == 2 and all(r[0] == "sent" for r in rows)
+        wait_for(receipt_done, 30, "both receipt jobs sent")
+
+        mails = [m for m in mail_for(s, oid) if "Pembayaran diterima" in str(m["Subject"])]
+        assert len(mails) == 1, "want exactly one receipt email, got %d" % len(mails)
+        m = mails[0]
+        assert m["To"] == "<siti@example.com>" or "siti@example.com" in str(m["To"]), m["To"]
+        assert str(m["Subject"]) == "Pembayaran diterima: Sinematografi Dasar (ORD-RCPT-1)", str(m["Subject"])
+        assert m["Message-ID"].startswith("<job-") and m["Message-ID"].endswith("@kasir>"), m["Message-ID"]
+        body = m.get_content()
+        for want in ("Siti Rahayu", "Sinematografi Dasar", "Rp150.000", "ORD-RCPT-1",
+                     "23 November 2027"):
+            assert want in body, "receipt email lacks %r:\n%s" % (want, body)
+        # the raw header is RFC 2047 encoded
+        for f in os.listdir(s.smtp.maildir):
+            raw = open(os.path.join(s.smtp.maildir, f), "rb").read()
+            assert b"\r\nSubject: =?UTF-8?B?" in raw, raw[:400]
+            assert b"\r\nContent-Type: text/plain; charset=UTF-8\r\n" in raw
+
+        was = [w for w in wa_for(s, oid) if "sudah kami terima" in w["request"]["text"]["body"]]
+        assert len(was) == 1, "want exactly one receipt WhatsApp, got %d" % len(was)
+        req = was[0]["request"]
+        assert req["messaging_product"] == "whatsapp" and req["type"] == "text"
+        assert req["to"] == "6281234567890", req["to"]
+        for want in ("Siti Rahayu", "Sinematografi Dasar", "Rp150.000"):
+            assert want in req["text"]["body"], req["text"]["body"]
+        # the provider's id is kept
+        wamid = s.sql("SELECT provider_id FROM notify.job WHERE order_id=%s AND kind='receipt'"
+                      " AND channel='whatsapp'", (oid,))[0][0]
+        assert wamid == was[0]["wamid"], (wamid, was[0]["wamid"])
+
+        # ---- an unpaid order: instructions yes, receipt never
+        u = "ORD-UNPAID-1"
+        s.publish("order.created", snapshot(u, "PENDING"))
+        wait_for(lambda: s.sql("SELECT count(*) FROM notify.job WHERE order_id=%s AND"
+                               " kind='instructions' AND state='sent'", (u,))[0][0] == 2,
+                 30, "instructions sent")
+        # forge receipt jobs as the service's own role would allow
+        for ch, to in (("email", "siti@example.com"), ("whatsapp", "6281234567890")):
+            s.sql("INSERT INTO notify.job (order_id, kind, channel, variant, recipient,"
+                  " max_attempts, payload, origin) VALUES (%s, 'receipt', %s, 7, %s, 3,"
+                  " %s::jsonb, 'forged')",
+                  (u, ch, to, json.dumps(snapshot(u, "PAID"))),
+                  user="kasir_notifier")
+        # and one for an order the notifier has never heard of
+        s.sql("INSERT INTO notify.job (order_id, kind, channel, recipient, max_attempts,"
+              " payload, origin) VALUES ('ORD-GHOST', 'receipt', 'email', 'x@example.com',"
+              " 3, '{}'::jsonb, 'forged')", user="kasir_notifier")
+        wait_for(lambda: s.sql("SELECT count(*) FROM notify.job WHERE origin='forged'"
+                               " AND state='cancelled'")[0][0] == 3, 30, "forged jobs cancelled")
+        time.sleep(1)
+        assert not [m for m in mail_for(s, u) if "Pembayaran diterima" in str(m["Subject"])], \
+            "a receipt email was sent for an unpaid order"
+        assert not [w for w in wa_for(s, u) if "sudah kami terima" in w["request"]["text"]["body"]], \
+            "a receipt WhatsApp was sent for an unpaid order"
+        assert not [m for m in s.smtp.messages() if "ORD-GHOST" in str(m["Subject"])]
+        blocked = s.sql("SELECT count(*) FROM notify.attempt a JOIN notify.job j ON j.id=a.job_id"
+                        " WHERE j.origin='forged' AND a.result='blocked'")[0][0]
+        assert blocked == 3, blocked
+        # doctor: no receipt ever sent for a non-PAID order
+        facts = s.admin("doctor.facts")
+        assert facts["ok"], facts
+        assert facts["result"]["receipts_sent_unpaid"] == 0, facts
+        # jobs.list shows the jobs with their attempts
+        jl = s.admin("jobs.list", {"order_id": u})
+        assert jl["ok"] and len(jl["result"]["jobs"]) == 4, jl
+        assert jl["result"]["order"]["status"] == "PENDING", jl
+        # the attempt log is append-only, even for the service role
+        try:
+            s.sql("UPDATE notify.attempt SET result='sent'", user="kasir_notifier")
+            raise AssertionError("UPDATE of notify.attempt was allowed")
+        except nstack.psycopg2.Error:
+            pass
+        # metrics count the guard
+        metrics = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % s.port("NOTIFIER_ADMIN"),
+                                         timeout=10).read().decode()
+        assert "kasir_notifier_receipt_guard_blocked_total 3" in metrics, \
+            [l for l in metrics.splitlines() if "guard" in l]
+        assert 'kasir_notifier_jobs{state="sent",channel="email"}' in metrics
+        # replaying the same events (duplicates) creates nothing new
+        n_jobs = s.sql("SELECT count(*) FROM notify.job")[0][0]
+        s.stop_notifier()
+        s.sql("UPDATE notify.stream_cursor SET seq = 0", user="postgres")
+        s.start_notifier()
+        time.sleep(3)
+        assert s.sql("SELECT count(*) FROM notify.job")[0][0] == n_jobs
+        assert len([m for m in mail_for(s, oid) if "Pembayaran diterima" in str(m["Subject"])]) == 1
+        print("ok")
+    finally:
+        s.close()
+
+
+if __name__ == "__main__":
+    main()

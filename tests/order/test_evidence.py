@@ -1,0 +1,297 @@
+"""kasir-order applies payment evidence from the ingest and recon streams
+(the real backbone) to orders created through its API: every shared
+Midtrans sample, reorderings, duplicates, reversal, mismatches, unknown
+orders, status checks, poison messages, and the database refusing PAID
+without evidence and changes to append-only tables (as kasir_order)."""
+import psycopg2
+
+from ostack import Stack, samples, wait_for
+
+# What each sample, applied in file order, leaves its order in.
+EXPECTED = {
+    "A_card_capture_accept.json": "PAID",
+    "B_card_capture_challenge.json": "PENDING",   # merchant review
+    "C_card_deny.json": "PENDING",                # deny on a pending order (C17550)
+    "D_card_cancel.json": "CANCELLED",
+    "E_gopay_pending.json": "PENDING",
+    "F_gopay_settlement.json": "PAID",
+    "G_qris_pending.json": "PENDING",             # order03 again
+    "H_qris_expire.json": "EXPIRED",              # order03
+    "K_bni_va_settlement.json": "PAID",
+    "L_alfamart_pending_no_fraud.json": "PENDING",
+}
+
+
+def entitlements(s, oid, active_only=True):
+    q = "SELECT count(*) FROM orders.entitlements WHERE order_id=%s"
+    if active_only:
+        q += " AND revoked_at IS NULL"
+    return s.sql(q, (oid,))[0][0]
+
+
+def paid_transitions(s, oid):
+    return s.sql("SELECT count(*) FROM orders.transitions WHERE order_id=%s AND to_status='PAID'",
+                 (oid,))[0][0]
+
+
+def access(s, email, course):
+    st, j, _ = s.http("GET", "/v1/access?customer_email=%s&course_id=%s" % (email, course))
+    assert st == 200, (st, j)
+    return j
+
+
+def test_samples(s):
+    created = set()
+    for name, body in samples():
+        oid = body["order_id"]
+        if oid not in created:
+            s.create_order(oid, body["gross_amount"])
+            created.add(oid)
+        eid = s.notify(body)
+        seq = s.sql("SELECT max(seq) FROM testingest.stream_out")[0][0]
+        s.wait_applied("ingest", seq)
+        assert s.status(oid) == EXPECTED[name], (name, s.status(oid))
+        ev = s.sql("SELECT ref, result FROM orders.evidence WHERE source='ingest' AND ref=%s",
+                   (eid,))
+        assert len(ev) == 1, (name, ev)
+    # PAID orders have exactly one active entitlement and a transition naming
+    # its ingest evidence; the others none
+    for name, body in samples():
+        oid = body["order_id"]
+        want = 1 if s.status(oid) == "PAID" else 0
+        assert entitlements(s, oid) == want, (name, entitlements(s, oid))
+        if want:
+            t = s.sql("SELECT evidence_source, evidence_ref FROM orders.transitions"
+                      " WHERE order_id=%s AND to_status='PAID'", (oid,))
+            assert len(t) == 1 and t[0][0] == "ingest" and t[0][1] > 0, t
+            assert len(s.events(oid, "order.paid")) == 1
+            assert len(s.events(oid, "access.granted")) == 1
+    # the API timeline shows the transitions with their evidence
+    st, j, _ = s.http("GET", "/v1/orders/Order-5100")
+    assert st == 200 and j["status"] == "PAID", (st, j)
+    tl = j["timeline"]
+    assert len(tl) == 1 and tl[0]["to"] == "PAID" and tl[0]["source"] == "ingest", tl
+    assert tl[0]["transaction_status"] == "settlement" and tl[0]["received_at"], tl
+    a = access(s, "budi@example.com", "kursus-154600")
+    assert a["active"] is True and a["order_id"] == "Order-5100" and a["valid_until"], a
+
+
+def base(oid, amount="154600.00", status="settlement", **kw):
+    b = {"order_id": oid, "transaction_status": status, "gross_amount": amount,
+         "status_code": "200", "currency": "IDR", "payment_type": "bank_transfer",
+         "transaction_id": "tx-" + oid}
+    b.update(kw)
+    return b
+
+
+def apply(s, body, **kw):
+    s.notify(body, **kw)
+    s.wait_applied("ingest", s.sql("SELECT max(seq) FROM testingest.stream_out")[0][0])
+
+
+def test_sequences(s):
+    # settlement before pending ends PAID
+    s.create_order("SEQ-1", 154600)
+    apply(s, base("SEQ-1"))
+    apply(s, base("SEQ-1", status="pending", status_code="201"))
+    assert s.status("SEQ-1") == "PAID"
+
+    # settlement x3: one PAID, one entitlement, one order.paid
+    s.create_order("SEQ-2", 154600)
+    for _ in range(3):
+        apply(s, base("SEQ-2"))
+    assert s.status("SEQ-2") == "PAID"
+    assert paid_transitions(s, "SEQ-2") == 1
+    assert entitlements(s, "SEQ-2", active_only=False) == 1
+    assert len(s.events("SEQ-2", "order.paid")) == 1
+    assert len(s.events("SEQ-2", "order.evidence")) == 3
+    res = [r[0] for r in s.sql("SELECT result FROM orders.evidence WHERE order_id='SEQ-2' ORDER BY id")]
+    assert res == ["applied", "noop", "noop"], res
+
+    # settlement then deny: reversal revokes access
+    s.create_order("SEQ-3", 150000, email="rev@example.com")
+    apply(s, base("SEQ-3", amount="150000.00"))
+    assert access(s, "rev@example.com", "kursus-150000")["active"] is True
+    apply(s, base("SEQ-3", amount="150000.00", status="deny", status_code="202"))
+    assert s.status("SEQ-3") == "REFUNDED"
+    assert s.sql("SELECT reversed FROM orders.orders WHERE order_id='SEQ-3'")[0][0] is True
+    assert entitlements(s, "SEQ-3") == 0
+    assert access(s, "rev@example.com", "kursus-150000")["active"] is False
+    assert len(s.events("SEQ-3", "access.revoked")) == 1
+    assert len(s.events("SEQ-3", "order.refunded")) == 1
+    hist = s.sql("SELECT action FROM orders.entitlement_events WHERE order_id='SEQ-3' ORDER BY id")
+    assert [h[0] for h in hist] == ["grant", "revoke"], hist
+    apply(s, base("SEQ-3", amount="150000.00"))  # late duplicate settlement
+    assert s.status("SEQ-3") == "REFUNDED" and entitlements(s, "SEQ-3") == 0
+
+    # capture+accept then settlement is one payment
+    s.create_order("SEQ-4", 10000)
+    apply(s, base("SEQ-4", amount="10000.00", status="capture", fraud_status="accept",
+                  payment_type="credit_card"))
+    apply(s, base("SEQ-4", amount="10000.00", fraud_status="accept", payment_type="credit_card"))
+    assert s.status("SEQ-4") == "PAID" and paid_transitions(s, "SEQ-4") == 1
+    assert entitlements(s, "SEQ-4", active_only=False) == 1
+    assert len(s.events("SEQ-4", "order.paid")) == 1
+
+    # challenge stays pending, no access
+    s.create_order("SEQ-5", 145000)
+    apply(s, base("SEQ-5", amount="145000.00", status="capture", fraud_status="challenge",
+                  status_code="201"))
+    assert s.status("SEQ-5") == "PENDING" and entitlements(s, "SEQ-5") == 0
+
+    # "100000" (old senders) equals an order of 100000; a changed amount is
+    # refused and flagged, never PAID
+    s.create_order("SEQ-6", 100000)
+    apply(s, base("SEQ-6", amount="100000"))
+    assert s.status("SEQ-6") == "PAID"
+    s.create_order("SEQ-7", 100000)
+    apply(s, base("SEQ-7", amount="1000.00"))
+    apply(s, base("SEQ-7", amount="100000.00", currency="USD"))
+    assert s.status("SEQ-7") == "PENDING" and entitlements(s, "SEQ-7") == 0
+    fl = s.sql("SELECT flagged, flag_reason FROM orders.orders WHERE order_id='SEQ-7'")[0]
+    assert fl[0] is True and "mismatch" in fl[1], fl
+    assert len(s.events("SEQ-7", "order.flagged")) == 2
+    facts = s.admin("doctor.facts")["result"]
+    assert any(r["order_id"] == "SEQ-7" for r in facts["flagged"]), facts["flagged"]
+
+    # expire / cancel after PAID are recorded and ignored
+    apply(s, base("SEQ-1", status="expire", status_code="202"))
+    assert s.status("SEQ-1") == "PAID" and entitlements(s, "SEQ-1") == 1
+
+
+def test_unknown_and_poison(s):
+    apply(s, base("NOBODY-1"))
+    r = s.sql("SELECT order_id, transaction_status FROM orders.unknown_notifications")
+    assert ("NOBODY-1", "settlement") in r, r
+    lst = s.admin("orders.unknown_notifications")["result"]["notifications"]
+    assert any(x["order_id"] == "NOBODY-1" for x in lst), lst
+    # a type kasir-order does not apply is refused for good; the stream goes on
+    seq = s.publish("ingest", "test.effect", {"n": 1})
+    s.wait_applied("ingest", seq)
+    p = s.sql("SELECT seq FROM orders.stream_poison WHERE stream='ingest'")
+    assert (seq,) in p, p
+    s.create_order("AFTER-POISON", 154600)
+    apply(s, base("AFTER-POISON"))
+    assert s.status("AFTER-POISON") == "PAID"
+
+
+def test_status_checks(s):
+    s.create_order("REC-1", 154600)
+    s.wait_applied("recon", s.status_check("REC-1", "not_found", False))
+    assert s.status("REC-1") == "PENDING"
+    # the reconciler says past expiry but our expires_at has not passed
+    s.wait_applied("recon", s.status_check("REC-1", "not_found", True))
+    assert s.status("REC-1") == "PENDING"
+    s.sql("UPDATE orders.orders SET expires_at = now() - interval '1 second'"
+          " WHERE order_id='REC-1'")
+    cid = s.status_check("REC-1", "not_found", True)
+    s.wait_applied("recon", s.sql("SELECT max(seq) FROM testrecon.stream_out")[0][0])
+    assert s.status("REC-1") == "EXPIRED"
+    t = s.sql("SELECT evidence_source, evidence_ref FROM orders.transitions WHERE order_id='REC-1'")
+    assert t == [("recon", cid)], t
+    # a settlement found by the reconciler pays with the check as evidence
+    s.create_order("REC-2", 154600)
+    cid = s.status_check("REC-2", "status", False, transaction_status="settlement",
+                         gross_amount="154600.00", currency="IDR", status_code="200")
+    s.wait_applied("recon", s.sql("SELECT max(seq) FROM testrecon.stream_out")[0][0])
+    assert s.status("REC-2") == "PAID"
+    t = s.sql("SELECT evidence_source, evidence_ref FROM orders.transitions WHERE order_id='REC-2'")
+    assert t == [("recon", cid)], t
+    # money after EXPIRED never resurrects the order; it is flagged
+    apply(s, base("REC-1"))
+    assert s.status("REC-1") == "EXPIRED"
+    assert s.sql("SELECT flagged FROM orders.orders WHERE order_id='REC-1'")[0][0] is True
+
+
+def refused(s, q, args=None, user="kasir_order"):
+    try:
+        s.sql(q, args, user=user)
+    except psycopg2.Error as e:
+        return str(e).strip().splitlines()[0]
+    raise AssertionError("database accepted: %s" % q)
+
+
+def test_database_refusals(s):
+    s.create_order("DB-1", 154600)
+    # PAID without evidence
+    print(refused(s, "UPDATE orders.orders SET status='PAID' WHERE order_id='DB-1'"))
+    print(refused(s, "INSERT INTO orders.transitions (order_id, from_status, to_status,"
+                     " evidence_source, reason) VALUES ('DB-1','PENDING','PAID','operator','x')"))
+    print(refused(s, "BEGIN; INSERT INTO orders.transitions (order_id, from_status, to_status,"
+                     " evidence_source, reason) VALUES ('DB-1','PENDING','FAILED','operator','x');"
+                     " UPDATE orders.orders SET status='PAID' WHERE order_id='DB-1'; COMMIT"))
+    # even the owner cannot make it PAID without a transition with evidence
+    print(refused(s, "UPDATE orders.orders SET status='PAID' WHERE order_id='DB-1'",
+                  user="postgres"))
+    assert s.status("DB-1") == "PENDING"
+    # append-only tables, as the service role and as the owner
+    for t in ("evidence", "transitions", "entitlement_events", "audit",
+              "unknown_notifications"):
+        print(refused(s, "DELETE FROM orders.%s" % t))
+        print(refused(s, "UPDATE orders.%s SET id = id" % t))
+        print(refused(s, "DELETE FROM orders.%s" % t, user="kasir_order_owner"))
+        print(refused(s, "TRUNCATE orders.%s CASCADE" % t, user="kasir_order_owner"))
+    print(refused(s, "DELETE FROM orders.orders"))
+    print(refused(s, "DELETE FROM orders.entitlements"))
+    assert s.sql("SELECT count(*) FROM orders.evidence")[0][0] > 0
+
+
+def test_access_grant(s):
+    s.create_order("ADM-1", 154600)
+    apply(s, base("ADM-1"))
+    # the entitlement disappears behind the service's back
+    s.sql("UPDATE orders.entitlements SET revoked_at = now() WHERE order_id='ADM-1'")
+    facts = s.admin("doctor.facts")["result"]
+    assert any(r["order_id"] == "ADM-1" for r in facts["paid_without_access"]), facts
+    r = s.admin("access.grant", {"order_id": "ADM-1"})
+    assert r["ok"] is False and r["error"]["code"] == "reason_required", r
+    r = s.admin("access.grant", {"order_id": "ADM-1"}, reason="customer lost access", incident="INC-1")
+    assert r["ok"] is True, r
+    assert entitlements(s, "ADM-1") == 1
+    facts = s.admin("doctor.facts")["result"]
+    assert not any(r["order_id"] == "ADM-1" for r in facts["paid_without_access"]), facts
+    r = s.admin("access.grant", {"order_id": "ADM-1"}, reason="again")
+    assert r["ok"] is False and r["error"]["code"] == "already_active", r
+    # never for an unpaid order
+    s.create_order("ADM-2", 154600)
+    r = s.admin("access.grant", {"order_id": "ADM-2"}, reason="customer says they paid")
+    assert r["ok"] is False and r["error"]["code"] == "not_paid", r
+    assert entitlements(s, "ADM-2") == 0 and s.status("ADM-2") == "PENDING"
+    audit = s.sql("SELECT order_id, result, reason, incident FROM orders.audit ORDER BY id")
+    assert ("ADM-1", "ok", "customer lost access", "INC-1") in audit, audit
+    assert ("ADM-2", "refused", "customer says they paid", None) in audit, audit
+    assert sum(1 for a in audit if a[1] == "refused") == 3, audit
+    show = s.admin("order.show", {"order_id": "ADM-1"})["result"]
+    assert show["status"] == "PAID" and len(show["audit"]) >= 2, show
+    assert [e["action"] for e in show["entitlement_history"]] == ["grant", "grant"], show
+    # there is no command that sets PAID
+    for cmd in ("order.pay", "order.set_status", "order.mark_paid"):
+        r = s.admin(cmd, {"order_id": "ADM-2", "status": "PAID"}, reason="x")
+        assert r["ok"] is False and r["error"]["code"] == "unknown_command", r
+    assert s.status("ADM-2") == "PENDING"
+
+
+def main():
+    s = Stack(name="order-evidence")
+    try:
+        s.start_order()
+        for t in (test_samples, test_sequences, test_unknown_and_poison, test_status_checks,
+                  test_database_refusals, test_access_grant):
+            print("==", t.__name__, flush=True)
+            t(s)
+        print("ok")
+    except BaseException:
+        print("stack kept for inspection: " + s.dir)
+        try:
+            print(s.log_text()[-6000:])
+        except OSError:
+            pass
+        import os
+        os.environ["KASIR_KEEP_TMP"] = "1"
+        raise
+    finally:
+        s.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,593 @@
+/*
+ * test_notifier.c - unit tests of kasir-notifier's pure parts: rupiah
+ * amounts, WIB dates, templates, RFC 2047 subjects, quoted-printable,
+ * the MIME message, the retry schedule, phone numbers and the guard.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/evp.h>
+
+#include "err.h"
+#include "notifier.h"
+
+static void
+test_rupiah(void **state)
+{
+	char buf[40];
+
+	(void)state;
+	assert_int_equal(rupiah_format(150000, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "Rp150.000");
+	assert_int_equal(rupiah_format(0, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "Rp0");
+	assert_int_equal(rupiah_format(999, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "Rp999");
+	assert_int_equal(rupiah_format(1000, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "Rp1.000");
+	assert_int_equal(rupiah_format(1250000, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "Rp1.250.000");
+	assert_int_equal(rupiah_format(-75000, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "-Rp75.000");
+	assert_int_equal(rupiah_format(INT64_MAX, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "Rp9.223.372.036.854.775.807");
+	assert_int_equal(rupiah_format(INT64_MIN, buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "-Rp9.223.372.036.854.775.808");
+	/* too small: refused, nothing half-written is promised */
+	assert_int_equal(rupiah_format(150000, buf, 9), -ENOSPC);
+	assert_int_equal(rupiah_format(150000, buf, 10), 0);
+}
+
+static void
+test_wib(void **state)
+{
+	char buf[64];
+
+	(void)state;
+	assert_int_equal(
+	    time_format_wib("2026-11-23T09:33:19.123Z", buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "23 November 2026 16:33 WIB");
+	/* crossing midnight and a year */
+	assert_int_equal(
+	    time_format_wib("2026-12-31T20:00:00Z", buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "1 Januari 2027 03:00 WIB");
+	/* an explicit offset */
+	assert_int_equal(
+	    time_format_wib("2026-08-17T10:00:00+07:00", buf, sizeof(buf)), 0);
+	assert_string_equal(buf, "17 Agustus 2026 10:00 WIB");
+	assert_int_equal(time_format_wib("yesterday", buf, sizeof(buf)),
+	                 -EINVAL);
+	assert_int_equal(
+	    time_format_wib("2026-08-17T10:00:00", buf, sizeof(buf)), -EINVAL);
+	assert_int_equal(time_format_wib(NULL, buf, sizeof(buf)), -EINVAL);
+}
+
+static void
+test_template_render(void **state)
+{
+	struct template_vars v = {
+	    .customer_name = "Siti Rahayu",
+	    .course_title = "Sinematografi Dasar",
+	    .amount = "Rp150.000",
+	    .order_id = "ORD-1",
+	};
+	char *out = NULL, why[128];
+
+	(void)state;
+	assert_int_equal(
+	    template_render("Halo {customer_name}, {course_title} {amount} "
+	                    "({order_id}) {{literal}} {valid_until}",
+	                    &v, &out),
+	    0);
+	assert_string_equal(out, "Halo Siti Rahayu, Sinematografi Dasar "
+	                         "Rp150.000 (ORD-1) {literal} -");
+	free(out);
+
+	assert_int_equal(template_render("x {nope} y", &v, &out), -EINVAL);
+	assert_int_equal(template_check("x {nope} y", why, sizeof(why)),
+	                 -EINVAL);
+	assert_non_null(strstr(why, "{nope}"));
+	assert_int_equal(template_check("x {amount", why, sizeof(why)),
+	                 -EINVAL);
+	assert_int_equal(template_check("x } y", why, sizeof(why)), -EINVAL);
+	assert_int_equal(template_check("{}", why, sizeof(why)), -EINVAL);
+	assert_int_equal(template_check("ok {amount}", why, sizeof(why)), 0);
+
+	/* every default template uses known placeholders only */
+	for (int k = 0; k < KIND_COUNT; k++) {
+		const struct notify_template *t = template_default(k);
+
+		assert_int_equal(template_check(t->subject, why, sizeof(why)),
+		                 0);
+		assert_int_equal(template_check(t->email, why, sizeof(why)), 0);
+		assert_int_equal(template_check(t->whatsapp, why, sizeof(why)),
+		                 0);
+	}
+	/* the receipt names the customer, the course and the amount */
+	assert_int_equal(
+	    template_render(template_default(KIND_RECEIPT)->whatsapp, &v, &out),
+	    0);
+	assert_non_null(strstr(out, "Siti Rahayu"));
+	assert_non_null(strstr(out, "Sinematografi Dasar"));
+	assert_non_null(strstr(out, "Rp150.000"));
+	free(out);
+}
+
+static void
+test_template_bounds(void **state)
+{
+	char *big = malloc(NOTIFY_TEMPLATE_MAX + 2), *out = NULL;
+	char *val = malloc(NOTIFY_VALUE_MAX * 4);
+	struct template_vars v = {0};
+	size_t n = 0;
+
+	(void)state;
+	memset(big, 'a', NOTIFY_TEMPLATE_MAX + 1);
+	big[NOTIFY_TEMPLATE_MAX + 1] = '\0';
+	assert_int_equal(template_render(big, &v, &out), KASIR_ETOOBIG);
+	/* a huge value is cut at NOTIFY_VALUE_MAX */
+	memset(val, 'b', NOTIFY_VALUE_MAX * 4 - 1);
+	val[NOTIFY_VALUE_MAX * 4 - 1] = '\0';
+	v.customer_name = val;
+	assert_int_equal(template_render("{customer_name}", &v, &out), 0);
+	n = strlen(out);
+	assert_int_equal(n, NOTIFY_VALUE_MAX);
+	free(out);
+	/* 40 huge values overflow the rendered bound: refused */
+	{
+		char t[40 * 16];
+
+		t[0] = '\0';
+		for (int i = 0; i < 40; i++)
+			strcat(t, "{customer_name}");
+		assert_int_equal(template_render(t, &v, &out), KASIR_ETOOBIG);
+	}
+	free(big);
+	free(val);
+}
+
+/* Decodes "=?UTF-8?B?...?=" words (separated by CRLF SP) back to text. */
+static char *
+decode_2047(const char *s)
+{
+	char *out = calloc(1, strlen(s) + 1);
+	size_t o = 0;
+
+	while (*s) {
+		const char *start, *end;
+		unsigned char tmp[256];
+		int n;
+
+		assert_memory_equal(s, "=?UTF-8?B?", 10);
+		start = s + 10;
+		end = strstr(start, "?=");
+		assert_non_null(end);
+		/* every encoded word is at most 75 characters */
+		assert_true(end + 2 - s <= 75);
+		n = EVP_DecodeBlock(tmp, (const unsigned char *)start,
+		                    (int)(end - start));
+		assert_true(n >= 0);
+		/* EVP_DecodeBlock counts the '=' padding as zero bytes */
+		if (end - start >= 1 && end[-1] == '=')
+			n--;
+		if (end - start >= 2 && end[-2] == '=')
+			n--;
+		memcpy(out + o, tmp, (size_t)n);
+		o += (size_t)n;
+		s = end + 2;
+		if (*s) {
+			assert_memory_equal(s, "\r\n ", 3);
+			s += 3;
+		}
+	}
+	out[o] = '\0';
+	return out;
+}
+
+static void
+test_rfc2047(void **state)
+{
+	const char *subjects[] = {
+	    "Pembayaran diterima: Sinematografi Dasar (ORD-1)",
+	    "Kelas “Film Pendek” — pembayaran diterima ✓ 🎬 sekarang juga "
+	    "dengan judul yang sangat panjang sekali untuk dilipat",
+	    "",
+	    "=?UTF-8?B?trick?= \r\nBcc: evil@example.com",
+	};
+	char *enc, *dec;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(subjects) / sizeof(subjects[0]); i++) {
+		assert_int_equal(mime_encode_header(subjects[i], &enc), 0);
+		/* nothing but encoded words and folding: no raw CR/LF
+		 * except the folding itself */
+		for (const char *p = enc; *p; p++)
+			if (*p == '\r')
+				assert_memory_equal(p, "\r\n ", 3);
+		dec = decode_2047(enc);
+		assert_string_equal(dec, subjects[i]);
+		free(dec);
+		free(enc);
+	}
+	/* multi-word for a long subject, words never split a character */
+	assert_int_equal(mime_encode_header(subjects[1], &enc), 0);
+	assert_non_null(strstr(enc, "?=\r\n =?UTF-8?B?"));
+	free(enc);
+	/* invalid UTF-8 is refused */
+	assert_int_equal(mime_encode_header("bad \xff\xfe", &enc), -EINVAL);
+}
+
+static void
+test_qp(void **state)
+{
+	char *out;
+	char longline[300];
+
+	(void)state;
+	assert_int_equal(mime_qp_encode("Halo Siti,\nTotal: Rp150.000 = "
+	                                "lunas\n.\nakhir  \n",
+	                                &out),
+	                 0);
+	assert_string_equal(out, "Halo Siti,\r\nTotal: Rp150.000 =3D lunas\r\n"
+	                         "=2E\r\nakhir =20\r\n");
+	free(out);
+	assert_int_equal(mime_qp_encode("Kelas “Film”\n", &out), 0);
+	assert_string_equal(out, "Kelas =E2=80=9CFilm=E2=80=9D\r\n");
+	free(out);
+	memset(longline, 'x', sizeof(longline) - 1);
+	longline[sizeof(longline) - 1] = '\0';
+	assert_int_equal(mime_qp_encode(longline, &out), 0);
+	/* every physical line <= 76 characters, soft breaks end with '=' */
+	{
+		size_t total = 0;
+
+		for (char *line = out; *line;) {
+			char *e = strstr(line, "\r\n");
+			size_t n;
+
+			assert_non_null(e);
+			n = (size_t)(e - line);
+			assert_true(n <= 76);
+			total += n;
+			if (e[2] != '\0') {
+				assert_int_equal(line[n - 1], '=');
+				total--;
+			}
+			line = e + 2;
+		}
+		assert_int_equal(total, sizeof(longline) - 1);
+	}
+	free(out);
+}
+
+static void
+test_mime_build(void **state)
+{
+	struct mime_message m = {
+	    .from_addr = "kasir@buatfilm.example",
+	    .from_name = "BuatFilm AgentBar",
+	    .to_addr = "siti@example.com",
+	    .subject = "Pembayaran diterima: Sinematografi",
+	    .body = "Halo Siti,\nTotal Rp150.000\n",
+	    .job_id = 42,
+	    .msgid_domain = "kasir",
+	    .order_id = "ORD-1",
+	    .date_ms = 1795426399000LL, /* 2026-11-23T09:33:19Z */
+	};
+	char *msg;
+	size_t len;
+
+	(void)state;
+	assert_int_equal(mime_build(&m, &msg, &len), 0);
+	assert_int_equal(strlen(msg), len);
+	assert_non_null(strstr(msg, "\r\nMessage-ID: <job-42@kasir>\r\n"));
+	assert_non_null(
+	    strstr(msg, "Date: Mon, 23 Nov 2026 09:33:19 +0000\r\n"));
+	assert_non_null(strstr(msg, "\r\nTo: <siti@example.com>\r\n"));
+	assert_non_null(strstr(msg, "\r\nFrom: =?UTF-8?B?"));
+	assert_non_null(strstr(msg, " <kasir@buatfilm.example>\r\n"));
+	assert_non_null(strstr(msg, "\r\nSubject: =?UTF-8?B?"));
+	assert_non_null(strstr(msg, "\r\nMIME-Version: 1.0\r\n"));
+	assert_non_null(strstr(msg, "\r\nContent-Type: text/plain; "
+	                            "charset=UTF-8\r\n"));
+	assert_non_null(strstr(msg, "\r\nContent-Transfer-Encoding: "
+	                            "quoted-printable\r\n"));
+	assert_non_null(
+	    strstr(msg, "\r\n\r\nHalo Siti,\r\nTotal Rp150.000\r\n"));
+	/* no bare LF anywhere */
+	for (size_t i = 0; i < len; i++)
+		if (msg[i] == '\n')
+			assert_int_equal(msg[i - 1], '\r');
+	free(msg);
+
+	/* the same job gives the same Message-ID: a resend is recognisable */
+	m.date_ms += 60000;
+	assert_int_equal(mime_build(&m, &msg, &len), 0);
+	assert_non_null(strstr(msg, "Message-ID: <job-42@kasir>"));
+	free(msg);
+
+	/* header injection through the address is refused */
+	m.to_addr = "siti@example.com>\r\nBcc: x@evil.example";
+	assert_int_equal(mime_build(&m, &msg, &len), -EINVAL);
+	m.to_addr = "not-an-address";
+	assert_int_equal(mime_build(&m, &msg, &len), -EINVAL);
+	m.to_addr = "a@b@c";
+	assert_int_equal(mime_build(&m, &msg, &len), -EINVAL);
+	assert_false(mime_address_valid("two words@example.com"));
+	assert_true(mime_address_valid("a.b+c@example.co.id"));
+}
+
+static void
+test_schedule(void **state)
+{
+	struct duration_list l;
+
+	(void)state;
+	assert_int_equal(duration_list_parse("30s,2m,10m,30m,2h,6h", &l), 0);
+	assert_int_equal(l.n, 6);
+	assert_int_equal(l.ms[0], 30000);
+	assert_int_equal(l.ms[1], 120000);
+	assert_int_equal(l.ms[5], 6 * 3600 * 1000);
+	assert_int_equal(duration_list_parse(" 1s , 2s ", &l), 0);
+	assert_int_equal(l.n, 2);
+	assert_int_equal(l.ms[1], 2000);
+	assert_int_equal(duration_list_parse("", &l), 0);
+	assert_int_equal(l.n, 0);
+	assert_true(l.set);
+	assert_true(duration_list_parse("1s,,2s", &l) < 0);
+	assert_true(duration_list_parse("1s,soon", &l) < 0);
+	assert_true(duration_list_parse("0s", &l) < 0);
+	assert_int_equal(duration_list_parse("1s,1s,1s,1s,1s,1s,1s,1s,1s,1s,"
+	                                     "1s,1s,1s,1s,1s,1s,1s",
+	                                     &l),
+	                 KASIR_ETOOBIG);
+
+	assert_int_equal(duration_list_parse("30s,2m,10m", &l), 0);
+	/* no jitter: exactly the schedule; after the last: dead */
+	assert_int_equal(notify_retry_delay(&l, 1, 0, 0.7), 30000);
+	assert_int_equal(notify_retry_delay(&l, 2, 0, 0.7), 120000);
+	assert_int_equal(notify_retry_delay(&l, 3, 0, 0.7), 600000);
+	assert_int_equal(notify_retry_delay(&l, 4, 0, 0.7), -1);
+	assert_int_equal(notify_retry_delay(&l, 0, 0, 0.7), -1);
+	/* jitter 20%: bounds at r = 0 and r -> 1, middle at 0.5 */
+	assert_int_equal(notify_retry_delay(&l, 1, 20, 0.0), 24000);
+	assert_int_equal(notify_retry_delay(&l, 1, 20, 0.5), 30000);
+	assert_true(notify_retry_delay(&l, 1, 20, 0.9999999) <= 36000);
+	assert_true(notify_retry_delay(&l, 1, 20, 0.9999999) > 35900);
+	/* out-of-range draws are clamped */
+	assert_int_equal(notify_retry_delay(&l, 1, 20, -3), 24000);
+	assert_true(notify_retry_delay(&l, 1, 20, 7) <= 36000);
+}
+
+static void
+test_phone(void **state)
+{
+	char out[20];
+
+	(void)state;
+	assert_int_equal(phone_normalize("+62 812-3456-7890", out, sizeof(out)),
+	                 0);
+	assert_string_equal(out, "6281234567890");
+	assert_int_equal(phone_normalize("081234567890", out, sizeof(out)), 0);
+	assert_string_equal(out, "6281234567890");
+	assert_int_equal(phone_normalize("6281234567890", out, sizeof(out)), 0);
+	assert_string_equal(out, "6281234567890");
+	assert_int_equal(phone_normalize("12345", out, sizeof(out)), -EINVAL);
+	assert_int_equal(phone_normalize("0812abc", out, sizeof(out)), -EINVAL);
+	assert_int_equal(phone_normalize("1234567890123456", out, sizeof(out)),
+	                 -EINVAL);
+	assert_int_equal(phone_normalize("", out, sizeof(out)), -EINVAL);
+}
+
+static void
+test_guard(void **state)
+{
+	const char *why = NULL;
+	bool g;
+
+	(void)state;
+	assert_true(guard_allows(KIND_RECEIPT, "PAID", false, &why, &g));
+	assert_false(g);
+	/* the receipt guard: never for anything but PAID and not revoked */
+	assert_false(guard_allows(KIND_RECEIPT, "PENDING", false, &why, &g));
+	assert_true(g);
+	assert_false(guard_allows(KIND_RECEIPT, NULL, false, &why, &g));
+	assert_true(g);
+	assert_false(guard_allows(KIND_RECEIPT, "REFUNDED", false, &why, &g));
+	assert_true(g);
+	assert_false(guard_allows(KIND_RECEIPT, "PAID", true, &why, &g));
+	assert_true(g);
+	assert_false(guard_allows(KIND_RECEIPT, "paid", false, &why, &g));
+	/* reminders and instructions only while pending */
+	assert_true(guard_allows(KIND_REMINDER, "PENDING", false, &why, &g));
+	assert_false(guard_allows(KIND_REMINDER, "PAID", false, &why, &g));
+	assert_false(g);
+	assert_false(
+	    guard_allows(KIND_INSTRUCTIONS, "EXPIRED", false, &why, &g));
+	assert_true(guard_allows(KIND_EXPIRY, "EXPIRED", false, &why, &g));
+	assert_false(guard_allows(KIND_EXPIRY, "PAID", false, &why, &g));
+	assert_true(guard_allows(KIND_REFUND, "REFUNDED", false, &why, &g));
+}
+
+static void
+test_names(void **state)
+{
+	enum notify_kind k;
+	enum notify_channel_id c;
+
+	(void)state;
+	for (int i = 0; i < KIND_COUNT; i++) {
+		assert_int_equal(notify_kind_parse(notify_kind_name(i), &k), 0);
+		assert_int_equal(k, i);
+	}
+	assert_int_equal(notify_kind_parse("receipts", &k), -EINVAL);
+	assert_int_equal(notify_channel_parse("whatsapp", &c), 0);
+	assert_int_equal(c, CHANNEL_WHATSAPP);
+	assert_int_equal(notify_channel_parse("sms", &c), -EINVAL);
+	assert_null(notify_kind_name(KIND_COUNT));
+}
+
+/* Writes text to dir/name with mode 0600; returns the path (static). */
+static const char *
+write_file(const char *dir, const char *name, const char *text)
+{
+	static char path[512];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+	chmod(path, 0600);
+	return path;
+}
+
+/* Renders services/notifier/config.example.yaml the way the harness does
+ * (placeholders -> values, tunables -> their defaults) into dir/conf.yaml,
+ * with extra text appended. */
+static const char *
+render_example(const char *dir, const char *extra)
+{
+	static char out_path[512];
+	const char *src = getenv("KASIR_SOURCE_DIR");
+	char in_path[512], *text, *o;
+	FILE *f;
+	long n;
+	size_t j = 0;
+
+	assert_non_null(src);
+	snprintf(in_path, sizeof(in_path),
+		 "%s/services/notifier/config.example.yaml", src);
+	f = fopen(in_path, "r");
+	assert_non_null(f);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	text = calloc(1, (size_t)n + 1);
+	assert_int_equal(fread(text, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	o = calloc(1, (size_t)n * 4 + strlen(extra) + 1);
+	for (long i = 0; i < n; i++) {
+		char name[64];
+		const char *end, *val, *eq;
+		size_t nl;
+
+		if (text[i] != '@' ||
+		    (end = strchr(text + i + 1, '@')) == NULL ||
+		    (size_t)(end - text - i - 1) >= sizeof(name)) {
+			o[j++] = text[i];
+			continue;
+		}
+		nl = (size_t)(end - text - i - 1);
+		memcpy(name, text + i + 1, nl);
+		name[nl] = '\0';
+		if ((eq = strchr(name, '=')) != NULL)
+			val = eq + 1; /* a tunable: its default */
+		else if (strcmp(name, "SECRETS") == 0 ||
+			 strcmp(name, "RUN") == 0 || strcmp(name, "VAR") == 0 ||
+			 strcmp(name, "SRC") == 0)
+			val = dir;
+		else if (strcmp(name, "DB_HOST") == 0)
+			val = "127.0.0.1";
+		else
+			val = "7999"; /* ports */
+		strcpy(o + j, val);
+		j += strlen(val);
+		i = end - text;
+	}
+	strcpy(o + j, extra);
+	free(text);
+	snprintf(out_path, sizeof(out_path), "%s", write_file(dir, "conf.yaml", o));
+	free(o);
+	return out_path;
+}
+
+static void
+test_config(void **state)
+{
+	char dir[] = "/tmp/kasir-notifier-conf-XXXXXX", why[256];
+	struct notifier_conf c;
+	const char *path;
+	char *errors = NULL;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	write_file(dir, "msg-k1", "0123456789abcdef0123456789abcdef\n");
+	write_file(dir, "smtp-password", "pw\n");
+	write_file(dir, "whatsapp-token", "token\n");
+	write_file(dir, "db-kasir_notifier", "x\n");
+	write_file(dir, "db-kasir_notifier_owner", "x\n");
+
+	/* the shipped example loads and passes the notifier's checks */
+	path = render_example(dir, "");
+	memset(&c, 0, sizeof(c));
+	if (conf_load(path, notifier_conf_keys, &c, &errors) != 0)
+		fail_msg("example config rejected:\n%s", errors);
+	assert_int_equal(notifier_conf_finish(&c, why, sizeof(why)), 0);
+	assert_int_equal(c.retry.n, 6);
+	assert_int_equal(c.retry.ms[5], 6 * 3600 * 1000);
+	assert_int_equal(c.lease_ms, 60000);
+	assert_int_equal(c.smtp_tls, SMTP_TLS_OFF);
+	assert_string_equal(c.wa_token.value, "token");
+	assert_int_equal(c.remind_after_created.n, 1);
+	assert_int_equal(c.remind_after_created.ms[0], 3600 * 1000);
+	/* overridden in the example */
+	assert_string_equal(c.tpl[KIND_RECEIPT].subject,
+			    "Pembayaran diterima: {course_title} ({order_id})");
+	/* not overridden: the Indonesian default */
+	assert_string_equal(c.tpl[KIND_EXPIRY].whatsapp,
+			    template_default(KIND_EXPIRY)->whatsapp);
+	conf_free(notifier_conf_keys, &c);
+
+	/* an unknown placeholder is a config error with file:line */
+	path = render_example(dir, "  expiry:\n    subject: \"{oops}\"\n");
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(conf_load(path, notifier_conf_keys, &c, &errors),
+			 KASIR_ECONFIG);
+	assert_non_null(errors);
+	assert_non_null(strstr(errors, "conf.yaml:"));
+	assert_non_null(strstr(errors, "{oops}"));
+	free(errors);
+	errors = NULL;
+
+	/* a lease shorter than twice a provider timeout is refused */
+	path = render_example(dir, "");
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(conf_load(path, notifier_conf_keys, &c, &errors), 0);
+	c.lease_ms = 15000; /* email timeout is 10 s in the example */
+	assert_int_equal(notifier_conf_finish(&c, why, sizeof(why)),
+			 KASIR_ECONFIG);
+	assert_non_null(strstr(why, "lease"));
+	conf_free(notifier_conf_keys, &c);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_rupiah),
+	    cmocka_unit_test(test_wib),
+	    cmocka_unit_test(test_template_render),
+	    cmocka_unit_test(test_template_bounds),
+	    cmocka_unit_test(test_rfc2047),
+	    cmocka_unit_test(test_qp),
+	    cmocka_unit_test(test_mime_build),
+	    cmocka_unit_test(test_schedule),
+	    cmocka_unit_test(test_phone),
+	    cmocka_unit_test(test_guard),
+	    cmocka_unit_test(test_names),
+	    cmocka_unit_test(test_config),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,454 @@
+/*
+ * test_state.c - the order state machine, row by row against the table in
+ * ../shared/midtrans/README.md and docs/state-machine.md, plus sequences
+ * of reordered / duplicated evidence.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "state.h"
+
+#define AMOUNT 154600
+
+#define N  EVIDENCE_NOTIFICATION
+#define S  EVIDENCE_STATUS
+#define NF EVIDENCE_NOT_FOUND
+#define EX EVIDENCE_EXPIRED
+
+struct row {
+	int line;
+	enum order_status from;
+	enum evidence_kind kind;
+	const char *ts, *fraud, *amount, *currency;
+	bool past_expiry;
+	/* expected */
+	enum evidence_result result;
+	enum order_status to; /* == from when no transition */
+	bool grant, revoke;
+	unsigned flags;
+};
+
+#define R(...)                                                                 \
+	{                                                                      \
+		__LINE__, __VA_ARGS__                                          \
+	}
+#define A  "154600.00"
+#define P  ORDER_PENDING
+#define PD ORDER_PAID
+#define F  ORDER_FAILED
+#define E  ORDER_EXPIRED
+#define C  ORDER_CANCELLED
+#define RF ORDER_REFUNDED
+
+static const struct row rows[] = {
+    /* PENDING: every Midtrans transaction_status */
+    R(P, N, "settlement", NULL, A, "IDR", false, EV_APPLIED, PD, true, false,
+      0),
+    R(P, N, "settlement", "accept", "154600", NULL, false, EV_APPLIED, PD, true,
+      false, 0),
+    R(P, N, "capture", "accept", A, "IDR", false, EV_APPLIED, PD, true, false,
+      0),
+    R(P, N, "capture", NULL, A, "IDR", false, EV_APPLIED, PD, true, false, 0),
+    R(P, N, "capture", "challenge", A, "IDR", false, EV_NOOP, P, false, false,
+      0),
+    R(P, N, "capture", "deny", A, "IDR", false, EV_APPLIED, F, false, false, 0),
+    R(P, N, "capture", "weird", A, "IDR", false, EV_INVALID, P, false, false,
+      0),
+    R(P, N, "failure", NULL, A, "IDR", false, EV_APPLIED, F, false, false, 0),
+    R(P, N, "pending", NULL, A, "IDR", false, EV_NOOP, P, false, false, 0),
+    R(P, N, "authorize", NULL, A, "IDR", false, EV_NOOP, P, false, false, 0),
+    R(P, N, "deny", "accept", A, "IDR", false, EV_NOOP, P, false, false, 0),
+    R(P, N, "expire", NULL, A, "IDR", false, EV_APPLIED, E, false, false, 0),
+    R(P, N, "cancel", "accept", A, "IDR", false, EV_APPLIED, C, false, false,
+      0),
+    R(P, N, "refund", NULL, A, "IDR", false, EV_FLAGGED, P, false, false,
+      OFLAG_FLAGGED),
+    R(P, N, "partial_refund", NULL, A, "IDR", false, EV_FLAGGED, P, false,
+      false, OFLAG_FLAGGED),
+    R(P, N, "chargeback", NULL, A, "IDR", false, EV_FLAGGED, P, false, false,
+      OFLAG_FLAGGED),
+    R(P, N, "expired", NULL, A, "IDR", false, EV_INVALID, P, false, false, 0),
+    R(P, N, NULL, NULL, A, "IDR", false, EV_INVALID, P, false, false, 0),
+    /* amount / currency: never PAID, flagged */
+    R(P, N, "settlement", NULL, "154601.00", "IDR", false, EV_FLAGGED, P, false,
+      false, OFLAG_FLAGGED),
+    R(P, N, "settlement", NULL, "154600.01", "IDR", false, EV_FLAGGED, P, false,
+      false, OFLAG_FLAGGED),
+    R(P, N, "settlement", NULL, "1546000", "IDR", false, EV_FLAGGED, P, false,
+      false, OFLAG_FLAGGED),
+    R(P, N, "settlement", NULL, NULL, "IDR", false, EV_FLAGGED, P, false, false,
+      OFLAG_FLAGGED),
+    R(P, N, "capture", "accept", A, "USD", false, EV_FLAGGED, P, false, false,
+      OFLAG_FLAGGED),
+    R(P, S, "settlement", NULL, "15460.00", "IDR", true, EV_FLAGGED, P, false,
+      false, OFLAG_FLAGGED),
+    R(PD, N, "deny", NULL, "1.00", "IDR", false, EV_FLAGGED, PD, false, false,
+      OFLAG_FLAGGED),
+    /* status checks */
+    R(P, S, "settlement", NULL, A, "IDR", false, EV_APPLIED, PD, true, false,
+      0),
+    R(P, S, "pending", NULL, A, "IDR", true, EV_NOOP, P, false, false, 0),
+    R(P, S, "expire", NULL, A, "IDR", true, EV_APPLIED, E, false, false, 0),
+    R(P, NF, NULL, NULL, NULL, NULL, false, EV_NOOP, P, false, false, 0),
+    R(P, NF, NULL, NULL, NULL, NULL, true, EV_APPLIED, E, false, false, 0),
+    R(P, EX, NULL, NULL, NULL, NULL, true, EV_APPLIED, E, false, false, 0),
+    R(P, EX, NULL, NULL, NULL, NULL, false, EV_NOOP, P, false, false, 0),
+    R(PD, NF, NULL, NULL, NULL, NULL, true, EV_IGNORED, PD, false, false, 0),
+    R(PD, EX, NULL, NULL, NULL, NULL, true, EV_IGNORED, PD, false, false, 0),
+    R(E, NF, NULL, NULL, NULL, NULL, true, EV_NOOP, E, false, false, 0),
+    /* PAID */
+    R(PD, N, "settlement", NULL, A, "IDR", false, EV_NOOP, PD, false, false, 0),
+    R(PD, N, "capture", "accept", A, "IDR", false, EV_NOOP, PD, false, false,
+      0),
+    R(PD, N, "capture", "challenge", A, "IDR", false, EV_IGNORED, PD, false,
+      false, 0),
+    R(PD, N, "pending", NULL, A, "IDR", false, EV_IGNORED, PD, false, false, 0),
+    R(PD, N, "authorize", NULL, A, "IDR", false, EV_IGNORED, PD, false, false,
+      0),
+    R(PD, N, "failure", NULL, A, "IDR", false, EV_IGNORED, PD, false, false, 0),
+    R(PD, N, "expire", NULL, A, "IDR", false, EV_IGNORED, PD, false, false, 0),
+    R(PD, N, "cancel", NULL, A, "IDR", false, EV_FLAGGED, PD, false, false,
+      OFLAG_FLAGGED),
+    R(PD, N, "deny", NULL, A, "IDR", false, EV_APPLIED, RF, false, true,
+      OFLAG_REVERSED),
+    R(PD, N, "refund", NULL, A, "IDR", false, EV_APPLIED, RF, false, true, 0),
+    R(PD, N, "partial_refund", NULL, A, "IDR", false, EV_APPLIED, PD, false,
+      false, OFLAG_PARTIAL_REFUND),
+    R(PD, N, "chargeback", NULL, A, "IDR", false, EV_APPLIED, RF, false, true,
+      OFLAG_DISPUTED),
+    R(PD, N, "partial_chargeback", NULL, A, "IDR", false, EV_APPLIED, PD, false,
+      false, OFLAG_DISPUTED),
+    R(PD, S, "refund", NULL, A, "IDR", false, EV_APPLIED, RF, false, true, 0),
+    /* final states: forward only */
+    R(F, N, "settlement", NULL, A, "IDR", false, EV_FLAGGED, F, false, false,
+      OFLAG_FLAGGED),
+    R(E, N, "settlement", NULL, A, "IDR", false, EV_FLAGGED, E, false, false,
+      OFLAG_FLAGGED),
+    R(C, N, "capture", "accept", A, "IDR", false, EV_FLAGGED, C, false, false,
+      OFLAG_FLAGGED),
+    R(F, N, "failure", NULL, A, "IDR", false, EV_NOOP, F, false, false, 0),
+    R(F, N, "capture", "deny", A, "IDR", false, EV_NOOP, F, false, false, 0),
+    R(E, N, "expire", NULL, A, "IDR", false, EV_NOOP, E, false, false, 0),
+    R(C, N, "cancel", NULL, A, "IDR", false, EV_NOOP, C, false, false, 0),
+    R(E, N, "pending", NULL, A, "IDR", false, EV_IGNORED, E, false, false, 0),
+    R(E, N, "cancel", NULL, A, "IDR", false, EV_IGNORED, E, false, false, 0),
+    R(C, N, "expire", NULL, A, "IDR", false, EV_IGNORED, C, false, false, 0),
+    R(F, N, "deny", NULL, A, "IDR", false, EV_IGNORED, F, false, false, 0),
+    R(RF, N, "refund", NULL, A, "IDR", false, EV_NOOP, RF, false, false, 0),
+    R(RF, N, "deny", NULL, A, "IDR", false, EV_NOOP, RF, false, false, 0),
+    R(RF, N, "settlement", NULL, A, "IDR", false, EV_IGNORED, RF, false, false,
+      0),
+    R(RF, N, "capture", "accept", A, "IDR", false, EV_IGNORED, RF, false, false,
+      0),
+    R(RF, N, "pending", NULL, A, "IDR", false, EV_IGNORED, RF, false, false, 0),
+    R(RF, N, "partial_refund", NULL, A, "IDR", false, EV_IGNORED, RF, false,
+      false, 0),
+};
+
+static void
+test_table(void **state)
+{
+	int failures = 0;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+		const struct row *r = &rows[i];
+		struct order_facts o = {.status = r->from, .amount = AMOUNT};
+		struct evidence_in ev = {
+		    .kind = r->kind,
+		    .transaction_status = r->ts,
+		    .fraud_status = r->fraud,
+		    .gross_amount = r->amount,
+		    .currency = r->currency,
+		    .past_expiry = r->past_expiry,
+		};
+		struct order_decision d;
+
+		memset(&d, 0xA5, sizeof(d)); /* must be fully written */
+		order_decide(&o, &ev, &d);
+		enum order_status to = d.transition ? d.to : r->from;
+		if (d.result != r->result || to != r->to ||
+		    d.transition != (r->to != r->from) ||
+		    d.grant_access != r->grant ||
+		    d.revoke_access != r->revoke || d.flags != r->flags ||
+		    d.reason == NULL) {
+			fprintf(stderr,
+			        "test_state.c:%d: %s + %s/%s amount=%s: got "
+			        "%s -> %s grant=%d revoke=%d flags=%#x, want "
+			        "%s -> %s grant=%d revoke=%d flags=%#x\n",
+			        r->line, order_status_name(r->from),
+			        r->ts ? r->ts : "(kind)",
+			        r->fraud ? r->fraud : "-",
+			        r->amount ? r->amount : "-",
+			        evidence_result_name(d.result),
+			        order_status_name(to), d.grant_access,
+			        d.revoke_access, d.flags,
+			        evidence_result_name(r->result),
+			        order_status_name(r->to), r->grant, r->revoke,
+			        r->flags);
+			failures++;
+		}
+	}
+	assert_int_equal(failures, 0);
+}
+
+static void
+test_amounts(void **state)
+{
+	(void)state;
+	assert_true(amount_matches("154600.00", 154600));
+	assert_true(amount_matches("154600", 154600));
+	assert_true(amount_matches("154600.0", 154600));
+	assert_true(amount_matches("100000.00", 100000));
+	assert_false(amount_matches("154600.50", 154600));
+	assert_false(amount_matches("154600.", 154600));
+	assert_false(amount_matches("", 154600));
+	assert_false(amount_matches(NULL, 154600));
+	assert_false(amount_matches("-154600", 154600));
+	assert_false(amount_matches("+154600", 154600));
+	assert_false(amount_matches(" 154600", 154600));
+	assert_false(amount_matches("154600 ", 154600));
+	assert_false(amount_matches("1.546e5", 154600));
+	assert_false(amount_matches("154600.00x", 154600));
+	assert_true(
+	    amount_matches("0154600.00", 154600)); /* decimal equality */
+	assert_false(amount_matches("99999999999999999999", 154600));
+	assert_false(amount_matches("154,600.00", 154600));
+}
+
+/* Applies a sequence of evidence the way evidence.c does and counts the
+ * effects an outside observer sees. */
+struct sim {
+	enum order_status status;
+	int grants, revokes, paid_events;
+	unsigned flags;
+};
+
+static void
+sim_apply(struct sim *s, const char *ts, const char *fraud, const char *amt)
+{
+	struct order_facts o = {.status = s->status, .amount = AMOUNT};
+	struct evidence_in ev = {.kind = EVIDENCE_NOTIFICATION,
+	                         .transaction_status = ts,
+	                         .fraud_status = fraud,
+	                         .gross_amount = amt ? amt : A,
+	                         .currency = "IDR"};
+	struct order_decision d;
+
+	order_decide(&o, &ev, &d);
+	if (d.transition) {
+		assert_true(d.to != s->status);
+		if (d.to == ORDER_PAID)
+			s->paid_events++;
+		s->status = d.to;
+	}
+	s->grants += d.grant_access;
+	s->revokes += d.revoke_access;
+	s->flags |= d.flags;
+}
+
+static void
+test_settlement_before_pending(void **state)
+{
+	struct sim s = {0};
+
+	(void)state;
+	sim_apply(&s, "settlement", NULL, NULL);
+	sim_apply(&s, "pending", NULL, NULL);
+	assert_int_equal(s.status, ORDER_PAID);
+	assert_int_equal(s.grants, 1);
+	assert_int_equal(s.paid_events, 1);
+}
+
+static void
+test_settlement_three_times(void **state)
+{
+	struct sim s = {0};
+
+	(void)state;
+	sim_apply(&s, "pending", NULL, NULL);
+	for (int i = 0; i < 3; i++)
+		sim_apply(&s, "settlement", NULL, NULL);
+	assert_int_equal(s.status, ORDER_PAID);
+	assert_int_equal(s.grants, 1);
+	assert_int_equal(s.paid_events, 1);
+}
+
+static void
+test_capture_then_settlement_is_one_payment(void **state)
+{
+	struct sim s = {0};
+
+	(void)state;
+	sim_apply(&s, "capture", "accept", NULL);
+	sim_apply(&s, "settlement", "accept", NULL);
+	assert_int_equal(s.status, ORDER_PAID);
+	assert_int_equal(s.grants, 1);
+	assert_int_equal(s.paid_events, 1);
+}
+
+static void
+test_settlement_then_deny_reverses(void **state)
+{
+	struct sim s = {0};
+
+	(void)state;
+	sim_apply(&s, "pending", NULL, NULL);
+	sim_apply(&s, "settlement", NULL, NULL);
+	sim_apply(&s, "deny", NULL, NULL);
+	sim_apply(&s, "deny", NULL, NULL);       /* duplicate */
+	sim_apply(&s, "settlement", NULL, NULL); /* late duplicate */
+	assert_int_equal(s.status, ORDER_REFUNDED);
+	assert_int_equal(s.grants, 1);
+	assert_int_equal(s.revokes, 1);
+	assert_true(s.flags & OFLAG_REVERSED);
+}
+
+static void
+test_deny_then_retry_pays(void **state)
+{
+	struct sim s = {0};
+
+	(void)state;
+	sim_apply(&s, "pending", NULL, NULL);
+	sim_apply(&s, "deny", NULL, NULL);
+	assert_int_equal(s.status, ORDER_PENDING);
+	sim_apply(&s, "settlement", NULL, NULL);
+	assert_int_equal(s.status, ORDER_PAID);
+	assert_int_equal(s.grants, 1);
+	assert_int_equal(s.revokes, 0);
+}
+
+static void
+test_challenge_then_accept(void **state)
+{
+	struct sim s = {0};
+
+	(void)state;
+	sim_apply(&s, "capture", "challenge", NULL);
+	assert_int_equal(s.status, ORDER_PENDING);
+	assert_int_equal(s.grants, 0);
+	sim_apply(&s, "capture", "accept", NULL);
+	assert_int_equal(s.status, ORDER_PAID);
+	assert_int_equal(s.grants, 1);
+}
+
+static void
+test_expire_after_paid_ignored(void **state)
+{
+	struct sim s = {0};
+
+	(void)state;
+	sim_apply(&s, "settlement", NULL, NULL);
+	sim_apply(&s, "expire", NULL, NULL);
+	sim_apply(&s, "cancel", NULL, NULL);
+	assert_int_equal(s.status, ORDER_PAID);
+	assert_int_equal(s.revokes, 0);
+}
+
+static void
+test_mismatch_never_paid(void **state)
+{
+	struct sim s = {0};
+
+	(void)state;
+	sim_apply(&s, "settlement", NULL, "1000.00");
+	sim_apply(&s, "capture", "accept", "999999.00");
+	assert_int_equal(s.status, ORDER_PENDING);
+	assert_int_equal(s.grants, 0);
+	assert_true(s.flags & OFLAG_FLAGGED);
+}
+
+/* Every permutation of {pending, settlement, settlement, expire}: the
+ * outcome is always exactly one payment. */
+static void
+test_permutations(void **state)
+{
+	const char *ev[4] = {"pending", "settlement", "settlement", "expire"};
+	int idx[4] = {0, 1, 2, 3};
+	int count = 0;
+
+	(void)state;
+	/* Heap's algorithm, iterative */
+	int c[4] = {0};
+	for (int i = 0;;) {
+		struct sim s = {0};
+		for (int k = 0; k < 4; k++)
+			sim_apply(&s, ev[idx[k]], NULL, NULL);
+		/* expire before settlement makes the order EXPIRED and the
+		 * late payment flagged; otherwise PAID exactly once */
+		int first_settle = -1, first_expire = -1;
+		for (int k = 0; k < 4; k++) {
+			if (first_settle < 0 &&
+			    strcmp(ev[idx[k]], "settlement") == 0)
+				first_settle = k;
+			if (first_expire < 0 &&
+			    strcmp(ev[idx[k]], "expire") == 0)
+				first_expire = k;
+		}
+		if (first_settle < first_expire) {
+			assert_int_equal(s.status, ORDER_PAID);
+			assert_int_equal(s.grants, 1);
+			assert_int_equal(s.paid_events, 1);
+		} else {
+			assert_int_equal(s.status, ORDER_EXPIRED);
+			assert_int_equal(s.grants, 0);
+			assert_true(s.flags & OFLAG_FLAGGED);
+		}
+		count++;
+		while (i < 4 && c[i] >= i) {
+			c[i] = 0;
+			i++;
+		}
+		if (i >= 4)
+			break;
+		int j = (i % 2 == 0) ? 0 : c[i];
+		int t = idx[j];
+		idx[j] = idx[i];
+		idx[i] = t;
+		c[i]++;
+		i = 0;
+	}
+	assert_int_equal(count, 24);
+}
+
+static void
+test_names(void **state)
+{
+	enum order_status s;
+
+	(void)state;
+	for (unsigned i = 0; i < ORDER_STATUS_COUNT; i++) {
+		assert_int_equal(order_status_parse(order_status_name(i), &s),
+		                 0);
+		assert_int_equal(s, i);
+	}
+	assert_int_not_equal(order_status_parse("paid", &s), 0);
+	assert_int_not_equal(order_status_parse(NULL, &s), 0);
+	assert_string_equal(order_status_name(ORDER_STATUS_COUNT), "UNKNOWN");
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_table),
+	    cmocka_unit_test(test_amounts),
+	    cmocka_unit_test(test_settlement_before_pending),
+	    cmocka_unit_test(test_settlement_three_times),
+	    cmocka_unit_test(test_capture_then_settlement_is_one_payment),
+	    cmocka_unit_test(test_settlement_then_deny_reverses),
+	    cmocka_unit_test(test_deny_then_retry_pays),
+	    cmocka_unit_test(test_challenge_then_accept),
+	    cmocka_unit_test(test_expire_after_paid_ignored),
+	    cmocka_unit_test(test_mismatch_never_paid),
+	    cmocka_unit_test(test_permutations),
+	    cmocka_unit_test(test_names),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
