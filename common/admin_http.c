@@ -6,6 +6,7 @@
  * listener's body cap is kept tiny.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -77,8 +78,6 @@ admin_handle(void *arg, const struct http_request *req,
 	return http_text(resp, 200, NULL, "ready\n");
 }
 
-/* The server keeps a pointer to a; it is freed with the process (the
- * admin listener lives as long as the daemon). */
 int
 admin_http_start(const char *listen, struct metrics *m,
 		 const struct admin_http_hooks *hooks, struct http_server **ret)
@@ -107,5 +106,6 @@ admin_http_start(const char *listen, struct metrics *m,
 		free(a);
 		return rc;
 	}
+	http_server_free_arg_on_stop(*ret, free);
 	return 0;
 }

@@ -5,14 +5,17 @@
  * mode admin.socket_mode so only the operators' group can connect).
  * Requests and replies are JSON objects:
  *   request: {"v":1, "cmd":"order.show", "args":{...},
- *             "reason":"...", "incident":"INC-...", "actor":"alice"}
+ *             "reason":"...", "incident":"INC-...", "actor":"alice",
+ *             "as_role":"support"}
  *   reply:   {"v":1, "ok":true, "result":{...}}
  *         or {"v":1, "ok":false, "error":{"code":"...", "message":"..."}}
  * The peer's identity is taken from the ipc socket (uid, gid via
  * NNG_OPT_IPC_PEER_UID/GID), never from the request: the user name and the
  * role (engineer / support / none, from the unix groups named in
  * admin.engineer_group / admin.support_group; root is engineer) are given
- * to the handler.  Over tcp:// (tests only) the actor in the request is
+ * to the handler.  The optional "as_role" (engineer / support / none) can
+ * only LOWER that role (kasirctl with KASIR_ROLE=support), never raise it;
+ * any other value is refused ("bad_request").  Over tcp:// (tests only) the actor in the request is
  * used and the role is support unless the daemon is configured otherwise.
  * Requests are bounded to 64 KiB.  One worker thread answers requests in
  * order.

@@ -55,6 +55,7 @@ struct daemon {
 	int sigfd;
 	volatile int64_t last_tick_ms;
 	bool db_ok;
+	bool migrations_ok;		/* every *.sql recorded (main loop) */
 	/* optional extra readiness check (stream lag...), set before run */
 	int (*ready_hook)(void *arg, char *why, size_t why_len);
 	void *ready_arg;

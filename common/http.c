@@ -8,8 +8,9 @@
  * request-completed callback: that is the single lifetime of everything
  * transient for the request.  The body is accumulated into the context up
  * to body_max; a larger declared Content-Length is answered 413 before any
- * body byte is read, a chunked body growing past the cap is answered 413
- * (and the connection closed) as soon as it crosses it.
+ * body byte is read; a chunked body growing past the cap is never passed
+ * to the handler: the rest is drained (at most HTTP_DRAIN_MAX more bytes,
+ * else the connection is closed) and answered 413.
  *
  * Deferred requests: the handler calls http_defer(), which suspends the
  * MHD connection; http_pending_complete() (any thread) stores the response
@@ -45,6 +46,9 @@
 #define HTTP_CONN_MEMORY_LIMIT	  (32 * 1024) /* per connection: headers */
 #define HTTP_LISTEN_BACKLOG	  128
 #define HTTP_STOP_DRAIN_MS	  2000 /* wait for 503s of pending requests */
+/* A chunked body that crossed the cap is read and dropped up to this many
+ * more bytes so the client can get its 413; beyond it we hang up. */
+#define HTTP_DRAIN_MAX		  (1024 * 1024)
 
 struct req_ctx;
 
@@ -81,6 +85,7 @@ struct http_server {
 	struct http_pending *pending; /* deferred, not yet completed */
 	unsigned deferred_live;	      /* deferred contexts not yet freed */
 	bool stopping;
+	void (*free_arg)(void *arg); /* run at the end of stop */
 };
 
 static const struct {
@@ -398,16 +403,16 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 		if (ctx->answered || ctx->too_big) {
 			/* draining a body we already refused; bounded */
 			ctx->discarded += n;
-			if (ctx->discarded > srv->body_max)
-				return MHD_NO;
+			if (ctx->discarded > HTTP_DRAIN_MAX)
+				return MHD_NO; /* close the connection */
 			return MHD_YES;
 		}
 		if (!body_append(ctx, upload_data, n)) {
 			ctx->too_big = true;
 			ctx->discarded = n;
-			/* answer now when MHD allows it, else at the end */
-			queue_error(ctx, conn, 413, "too_large",
-				    "request body too large");
+			/* MHD 0.9.75 cannot queue a response in the middle
+			 * of an upload: drain (bounded) and answer 413 when
+			 * the body ends */
 		}
 		return MHD_YES;
 	}
@@ -706,6 +711,13 @@ fail:
 	return rc;
 }
 
+void
+http_server_free_arg_on_stop(struct http_server *srv, void (*fn)(void *arg))
+{
+	if (srv != NULL)
+		srv->free_arg = fn;
+}
+
 int
 http_server_port(const struct http_server *srv)
 {
@@ -746,6 +758,8 @@ http_server_stop(struct http_server *srv)
 	MHD_stop_daemon(srv->mhd);
 	if (srv->lsock >= 0)
 		close(srv->lsock);
+	if (srv->free_arg != NULL)
+		srv->free_arg(srv->arg);
 	pthread_cond_destroy(&srv->cond);
 	pthread_mutex_destroy(&srv->lock);
 	free(srv);

@@ -79,6 +79,10 @@ int http_server_start(const struct http_server_conf *conf,
 /* Stops accepting, completes nothing further, frees everything.  Deferred
  * requests not yet completed are answered 503.  NULL is fine. */
 void http_server_stop(struct http_server *srv);
+/* For wrappers that own the handler's arg (admin_http): fn(arg) runs at
+ * the end of http_server_stop(), after the last handler call. */
+void http_server_free_arg_on_stop(struct http_server *srv,
+				  void (*fn)(void *arg));
 /* The port actually bound (useful with port 0 in tests). */
 int http_server_port(const struct http_server *srv);
 

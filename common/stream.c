@@ -40,26 +40,26 @@
 #include "stream.h"
 #include "util.h"
 
-#define STREAM_SCHEMA_MAX	  63 /* PostgreSQL identifier */
+#define STREAM_SCHEMA_MAX         63 /* PostgreSQL identifier */
 #define STREAM_HEARTBEAT_DEFAULT  1000
 #define STREAM_REPLAY_MAX_DEFAULT 500
-#define STREAM_REPLAY_MAX_LIMIT	  10000
-#define STREAM_BATCH_DEFAULT	  256
-#define STREAM_BATCH_LIMIT	  10000
-#define STREAM_POLL_DEFAULT	  2000
-#define STREAM_PUBLISH_BATCH	  256 /* rows per publisher query */
-#define STREAM_LIVE_RECVBUF	  128 /* live frames queued in nng, at most */
-#define STREAM_LIVE_WAIT_MS	  100 /* live recv timeout: stop/poll checks */
+#define STREAM_REPLAY_MAX_LIMIT   10000
+#define STREAM_BATCH_DEFAULT      256
+#define STREAM_BATCH_LIMIT        10000
+#define STREAM_POLL_DEFAULT       2000
+#define STREAM_PUBLISH_BATCH      256 /* rows per publisher query */
+#define STREAM_LIVE_RECVBUF       128 /* live frames queued in nng, at most */
+#define STREAM_LIVE_WAIT_MS       100 /* live recv timeout: stop/poll checks */
 #define STREAM_REPLAY_TIMEOUT_MS  5000
-#define STREAM_REPLAY_REQ_MAX	  4096 /* a replay request frame */
+#define STREAM_REPLAY_REQ_MAX     4096 /* a replay request frame */
 /* A replay answer holds at most this many bytes of frames (but always at
  * least one frame, which max_frame bounds). */
 #define STREAM_REPLAY_ANSWER_MAX (8 * 1024 * 1024)
 /* "kasir1 " + key id + " " + 64 hex + "\n", and seq digits */
-#define STREAM_FRAME_OVERHEAD (8 + ENVELOPE_KEY_ID_MAX + 1 + 64 + 1 + 20)
+#define STREAM_FRAME_OVERHEAD  (8 + ENVELOPE_KEY_ID_MAX + 1 + 64 + 1 + 20)
 #define STREAM_BACKOFF_BASE_MS 100
 #define STREAM_BACKOFF_CAP_MS  5000
-#define STREAM_SQL_MAX	       640
+#define STREAM_SQL_MAX         640
 #define STREAM_STMT_NAME_MAX   128
 
 /* ------------------------------------------------------------------ */
@@ -107,20 +107,20 @@ struct stream_stmt {
 	struct db_stmt st;
 };
 
-static int
-stmt_build(struct stream_stmt *s, const char *what, const char *schema,
-	   const char *stream, int nparams, const char *fmt, ...)
+static int stmt_build(struct stream_stmt *s, const char *what,
+                      const char *schema, const char *stream, int nparams,
+                      const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
 
 static int
 stmt_build(struct stream_stmt *s, const char *what, const char *schema,
-	   const char *stream, int nparams, const char *fmt, ...)
+           const char *stream, int nparams, const char *fmt, ...)
 {
 	va_list ap;
 	int n;
 
 	n = snprintf(s->name, sizeof(s->name), "kasir_stream_%s_%s_%s", what,
-		     schema, stream);
+	             schema, stream);
 	if (n < 0 || (size_t)n >= sizeof(s->name))
 		return -ENAMETOOLONG;
 	va_start(ap, fmt);
@@ -211,12 +211,12 @@ enum reject_reason {
 	REJ_COUNT
 };
 static const char *const reject_names[REJ_COUNT] = {
-    "toobig", "envelope", "key", "signature",
-    "message", "stream", "type", "replay"};
+    "toobig",  "envelope", "key",  "signature",
+    "message", "stream",   "type", "replay"};
 
 static struct metric *
 counter(struct metrics *m, const char *name, const char *stream,
-	const char *extra, const char *help)
+        const char *extra, const char *help)
 {
 	char labels[128];
 
@@ -224,15 +224,14 @@ counter(struct metrics *m, const char *name, const char *stream,
 		return NULL;
 	if (extra != NULL)
 		snprintf(labels, sizeof(labels), "stream=\"%s\",%s", stream,
-			 extra);
+		         extra);
 	else
 		snprintf(labels, sizeof(labels), "stream=\"%s\"", stream);
 	return metrics_counter(m, name, labels, help);
 }
 
 static struct metric *
-gauge(struct metrics *m, const char *name, const char *stream,
-      const char *help)
+gauge(struct metrics *m, const char *name, const char *stream, const char *help)
 {
 	char labels[64];
 
@@ -244,15 +243,15 @@ gauge(struct metrics *m, const char *name, const char *stream,
 
 static void
 rejected_register(struct metrics *m, const char *stream,
-		  struct metric *out[REJ_COUNT])
+                  struct metric *out[REJ_COUNT])
 {
 	char extra[64];
 
 	for (int i = 0; i < REJ_COUNT; i++) {
 		snprintf(extra, sizeof(extra), "reason=\"%s\"",
-			 reject_names[i]);
+		         reject_names[i]);
 		out[i] = counter(m, "kasir_stream_rejected_total", stream,
-				 extra, "stream frames refused, by reason");
+		                 extra, "stream frames refused, by reason");
 	}
 }
 
@@ -278,7 +277,7 @@ reject_reason_of(int rc)
 /* Signs body into a frame and sends it on s with flags. */
 static int
 seal_and_send(const struct keyring *kr, nng_socket s, const char *body,
-	      size_t body_len, int flags)
+              size_t body_len, int flags)
 {
 	char *frame = NULL;
 	size_t len = 0;
@@ -350,7 +349,7 @@ producer_set_head(struct stream_producer *p, int64_t head)
 /* Reads the committed head (0 when the stream never had a message). */
 static int
 producer_read_head(struct stream_producer *p, struct kasir_db *db,
-		   int64_t *ret_head)
+                   int64_t *ret_head)
 {
 	const char *params[] = {p->stream};
 	PGresult *res = NULL;
@@ -380,8 +379,8 @@ producer_heartbeat(struct stream_producer *p, int64_t head)
 	/* control messages are outside the sequence: seq 0 */
 	if (msg_encode(p->stream, 0, MSG_STREAM_HEARTBEAT, data, &body) < 0)
 		goto out;
-	rc = seal_and_send(p->kr, p->pub, body, strlen(body),
-			   NNG_FLAG_NONBLOCK);
+	rc =
+	    seal_and_send(p->kr, p->pub, body, strlen(body), NNG_FLAG_NONBLOCK);
 	if (rc < 0)
 		metric_inc(p->m_send_failed);
 out:
@@ -395,7 +394,7 @@ out:
  */
 static bool
 producer_publish_pass(struct stream_producer *p, int64_t *last_sent,
-		      bool heartbeat)
+                      bool heartbeat)
 {
 	char after[24], limit[24];
 	const char *params[3] = {p->stream, after, limit};
@@ -426,8 +425,8 @@ producer_publish_pass(struct stream_producer *p, int64_t *last_sent,
 		if (body == NULL)
 			continue;
 		if (seal_and_send(p->kr, p->pub, body,
-				  (size_t)PQgetlength(res, i, 1),
-				  NNG_FLAG_NONBLOCK) == 0)
+		                  (size_t)PQgetlength(res, i, 1),
+		                  NNG_FLAG_NONBLOCK) == 0)
 			metric_inc(p->m_sent);
 		else
 			metric_inc(p->m_send_failed); /* replay covers it */
@@ -437,7 +436,7 @@ producer_publish_pass(struct stream_producer *p, int64_t *last_sent,
 	PQclear(res);
 	if (heartbeat)
 		producer_heartbeat(p,
-				   __atomic_load_n(&p->head, __ATOMIC_RELAXED));
+		                   __atomic_load_n(&p->head, __ATOMIC_RELAXED));
 	return rows == STREAM_PUBLISH_BATCH;
 }
 
@@ -476,8 +475,8 @@ producer_publisher_main(void *arg)
  * repeated, for rows with seq > after (at most max), bounded in bytes.
  */
 static int
-producer_replay_answer(struct stream_producer *p, int64_t after,
-		       int64_t max, nng_msg **ret)
+producer_replay_answer(struct stream_producer *p, int64_t after, int64_t max,
+                       nng_msg **ret)
 {
 	char after_s[24], limit_s[24];
 	const char *params[3] = {p->stream, after_s, limit_s};
@@ -511,7 +510,7 @@ producer_replay_answer(struct stream_producer *p, int64_t after,
 		if (body == NULL)
 			continue;
 		rc = envelope_seal(p->kr, body, (size_t)PQgetlength(res, i, 1),
-				   &frame, &len);
+		                   &frame, &len);
 		if (rc < 0)
 			goto out;
 		if (i > 0 && nng_msg_len(ans) + 4 + len > cap) {
@@ -542,8 +541,8 @@ out:
 /* Verifies a replay request; 0 and the range, or a reject reason. */
 static int
 producer_replay_parse(struct stream_producer *p, nng_msg *req,
-		      int64_t *ret_after, int64_t *ret_max,
-		      enum reject_reason *ret_reason)
+                      int64_t *ret_after, int64_t *ret_max,
+                      enum reject_reason *ret_reason)
 {
 	const char *body;
 	size_t body_len;
@@ -552,7 +551,7 @@ producer_replay_parse(struct stream_producer *p, nng_msg *req,
 	int rc;
 
 	rc = envelope_open(p->kr, nng_msg_body(req), nng_msg_len(req),
-			   STREAM_REPLAY_REQ_MAX, &body, &body_len);
+	                   STREAM_REPLAY_REQ_MAX, &body, &body_len);
 	if (rc < 0) {
 		*ret_reason = reject_reason_of(rc);
 		return rc;
@@ -567,7 +566,7 @@ producer_replay_parse(struct stream_producer *p, nng_msg *req,
 		*ret_reason = REJ_TYPE;
 		rc = KASIR_EPROTO;
 	} else if (strcmp(m->stream, p->stream) != 0 || stream == NULL ||
-		   strcmp(stream, p->stream) != 0) {
+	           strcmp(stream, p->stream) != 0) {
 		*ret_reason = REJ_STREAM;
 		rc = KASIR_EPROTO;
 	} else if (msg_int(m, "after") < 0 || msg_int(m, "max") < 1) {
@@ -602,8 +601,8 @@ producer_replay_main(void *arg)
 			/* unsigned or bad: no answer at all */
 			metric_inc(p->m_rejected[why]);
 			log_fields(LOG_DEBUG, LOG_F({"STREAM", p->stream}),
-				   "replay request refused (%s)",
-				   reject_names[why]);
+			           "replay request refused (%s)",
+			           reject_names[why]);
 			nng_msg_free(req);
 			continue;
 		}
@@ -627,37 +626,37 @@ producer_build_stmts(struct stream_producer *p)
 	int rc;
 
 	rc = stmt_build(&p->st_head_next, "head_next", s, n, 1,
-			"INSERT INTO %s.stream_head AS h (stream, seq) "
-			"VALUES ($1, 1) ON CONFLICT (stream) DO UPDATE "
-			"SET seq = h.seq + 1 RETURNING seq",
-			s);
+	                "INSERT INTO %s.stream_head AS h (stream, seq) "
+	                "VALUES ($1, 1) ON CONFLICT (stream) DO UPDATE "
+	                "SET seq = h.seq + 1 RETURNING seq",
+	                s);
 	if (rc == 0)
 		rc = stmt_build(&p->st_out_insert, "out_insert", s, n, 6,
-				"INSERT INTO %s.stream_out (stream, seq, id, "
-				"type, at, body) VALUES ($1, $2::bigint, "
-				"$3::uuid, $4, $5::timestamptz, $6)",
-				s);
+		                "INSERT INTO %s.stream_out (stream, seq, id, "
+		                "type, at, body) VALUES ($1, $2::bigint, "
+		                "$3::uuid, $4, $5::timestamptz, $6)",
+		                s);
 	if (rc == 0)
 		rc = stmt_build(&p->st_head_read, "head_read", s, n, 1,
-				"SELECT seq FROM %s.stream_head "
-				"WHERE stream = $1",
-				s);
+		                "SELECT seq FROM %s.stream_head "
+		                "WHERE stream = $1",
+		                s);
 	if (rc == 0)
 		rc = stmt_build(&p->st_after_pub, "after_pub", s, n, 3,
-				"SELECT seq, body FROM %s.stream_out "
-				"WHERE stream = $1 AND seq > $2::bigint "
-				"ORDER BY seq LIMIT $3::bigint",
-				s);
+		                "SELECT seq, body FROM %s.stream_out "
+		                "WHERE stream = $1 AND seq > $2::bigint "
+		                "ORDER BY seq LIMIT $3::bigint",
+		                s);
 	if (rc == 0)
 		rc = stmt_build(&p->st_after_rep, "after_rep", s, n, 3, "%s",
-				p->st_after_pub.sql);
+		                p->st_after_pub.sql);
 	return rc;
 }
 
 int
 stream_producer_start(const struct stream_producer_conf *conf,
-		      const struct keyring *kr, struct metrics *m,
-		      struct stream_producer **ret)
+                      const struct keyring *kr, struct metrics *m,
+                      struct stream_producer **ret)
 {
 	struct stream_producer *p;
 	int rc;
@@ -674,24 +673,24 @@ stream_producer_start(const struct stream_producer_conf *conf,
 	kasir_strlcpy(p->schema, conf->schema, sizeof(p->schema));
 	p->fanout = conf->fanout;
 	p->heartbeat_ms = conf->heartbeat_ms > 0 ? conf->heartbeat_ms
-						 : STREAM_HEARTBEAT_DEFAULT;
-	p->replay_max = conf->replay_max > 0 ? conf->replay_max
-					     : STREAM_REPLAY_MAX_DEFAULT;
+	                                         : STREAM_HEARTBEAT_DEFAULT;
+	p->replay_max =
+	    conf->replay_max > 0 ? conf->replay_max : STREAM_REPLAY_MAX_DEFAULT;
 	if (p->replay_max > STREAM_REPLAY_MAX_LIMIT)
 		p->replay_max = STREAM_REPLAY_MAX_LIMIT;
 	p->max_frame =
 	    conf->max_frame > 0 ? conf->max_frame : ENVELOPE_FRAME_DEFAULT_MAX;
 	p->kr = kr;
 	p->m_sent = counter(m, "kasir_stream_sent_total", p->stream, NULL,
-			    "frames sent on the fast path");
+	                    "frames sent on the fast path");
 	p->m_send_failed =
 	    counter(m, "kasir_stream_send_failed_total", p->stream, NULL,
-		    "fast-path sends that failed (replay covers them)");
+	            "fast-path sends that failed (replay covers them)");
 	p->m_replays_served =
 	    counter(m, "kasir_stream_replays_served_total", p->stream, NULL,
-		    "replay requests answered");
+	            "replay requests answered");
 	p->m_head = gauge(m, "kasir_stream_head", p->stream,
-			  "highest committed seq of the stream");
+	                  "highest committed seq of the stream");
 	rejected_register(m, p->stream, p->m_rejected);
 
 	rc = producer_build_stmts(p);
@@ -712,7 +711,7 @@ stream_producer_start(const struct stream_producer_conf *conf,
 		goto fail_db;
 
 	rc = nng_to_err(p->fanout ? nng_pub0_open(&p->pub)
-				  : nng_push0_open(&p->pub));
+	                          : nng_push0_open(&p->pub));
 	if (rc < 0)
 		goto fail_db;
 	p->pub_open = true;
@@ -788,7 +787,7 @@ stream_producer_stop(struct stream_producer *p)
 
 int
 stream_append(struct stream_producer *p, struct kasir_db *db,
-	      enum msg_type type, const struct cJSON *data, int64_t *ret_seq)
+              enum msg_type type, const struct cJSON *data, int64_t *ret_seq)
 {
 	char id[40], at[40], seq_s[24];
 	const char *head_params[] = {p == NULL ? NULL : p->stream};
@@ -832,8 +831,8 @@ stream_append(struct stream_producer *p, struct kasir_db *db,
 		return rc;
 	i64_text(seq, seq_s);
 	{
-		const char *params[] = {p->stream, seq_s, id,
-					msg_type_name(type), at, body};
+		const char *params[] = {p->stream,           seq_s, id,
+		                        msg_type_name(type), at,    body};
 
 		rc = db_exec(db, &p->st_out_insert.st, params, NULL);
 	}
@@ -869,8 +868,9 @@ stream_producer_head(const struct stream_producer *p)
 struct batch_item {
 	int64_t seq;
 	struct kasir_msg *msg; /* NULL: record as poison without applying */
-	const char *error;     /* why it is poison (msg == NULL) */
-	char type[64];	       /* type name, for poison rows */
+	const char *error;     /* why it is poison */
+	bool msg_poisoned;     /* the callback refused it for good */
+	char type[64];         /* type name, for poison rows */
 	const char *body;      /* the body bytes, inside a held nng_msg */
 	size_t body_len;
 };
@@ -909,9 +909,10 @@ struct stream_consumer {
 	pthread_cond_t cv;
 	bool stopping; /* under mu */
 
-	int64_t cursor; /* atomic: last applied (as committed) */
-	int64_t head;	/* atomic: producer head as last heard */
-	int attempt;	/* consecutive transient failures (thread only) */
+	int64_t cursor;      /* atomic: last applied (as committed) */
+	int64_t head;        /* atomic: producer head as last heard */
+	int attempt;         /* consecutive transient failures (thread only) */
+	int64_t fail_cursor; /* cursor at the last failure (thread only) */
 	struct batch batch;
 
 	struct metric *m_received, *m_applied, *m_duplicates, *m_gaps;
@@ -1000,7 +1001,7 @@ enum frame_kind { FRAME_BAD, FRAME_HEARTBEAT, FRAME_MSG };
  */
 static enum frame_kind
 consumer_decode(struct stream_consumer *c, const char *frame, size_t len,
-		struct batch_item *it, int64_t *ret_head)
+                struct batch_item *it, int64_t *ret_head)
 {
 	const char *body;
 	size_t body_len;
@@ -1020,7 +1021,8 @@ consumer_decode(struct stream_consumer *c, const char *frame, size_t len,
 	if (rc == KASIR_ETYPE) {
 		/* the header was valid (decode checks it before the type) */
 		cJSON *root = cJSON_ParseWithLength(body, body_len);
-		const cJSON *seq = cJSON_GetObjectItemCaseSensitive(root, "seq");
+		const cJSON *seq =
+		    cJSON_GetObjectItemCaseSensitive(root, "seq");
 		const cJSON *st =
 		    cJSON_GetObjectItemCaseSensitive(root, "stream");
 
@@ -1067,7 +1069,7 @@ reject:
 	msg_free(m);
 	metric_inc(c->m_rejected[why]);
 	log_fields(LOG_DEBUG, LOG_F({"STREAM", c->stream}),
-		   "frame refused (%s)", reject_names[why]);
+	           "frame refused (%s)", reject_names[why]);
 	return FRAME_BAD;
 }
 
@@ -1099,7 +1101,7 @@ consumer_lock_cursor(struct stream_consumer *c, int64_t *ret_cur)
 
 static int
 consumer_poison(struct stream_consumer *c, const struct batch_item *it,
-		const char *error)
+                const char *error)
 {
 	char seq_s[24], *body;
 	int rc;
@@ -1110,26 +1112,57 @@ consumer_poison(struct stream_consumer *c, const struct batch_item *it,
 	i64_text(it->seq, seq_s);
 	{
 		const char *params[] = {c->stream, seq_s, it->type, error,
-					body};
+		                        body};
 
 		rc = db_exec(c->db, &c->st_poison.st, params, NULL);
 	}
 	free(body);
 	if (rc == 0)
-		log_fields(LOG_ERR,
-			   LOG_F({"STREAM", c->stream}, {"SEQ", seq_s}),
-			   "message %s seq %s of type %s refused for good (%s), "
-			   "recorded in %s.stream_poison, moving on",
-			   c->stream, seq_s, it->type, error, c->schema);
+		log_fields(
+		    LOG_ERR, LOG_F({"STREAM", c->stream}, {"SEQ", seq_s}),
+		    "message %s seq %s of type %s refused for good (%s), "
+		    "recorded in %s.stream_poison, moving on",
+		    c->stream, seq_s, it->type, error, c->schema);
 	return rc;
+}
+
+/* Writes the cursor and commits; 0 or the commit's error. */
+static int
+consumer_commit(struct stream_consumer *c, int64_t cur)
+{
+	char cur_s[24];
+	const char *params[] = {c->stream, cur_s};
+	int rc;
+
+	i64_text(cur, cur_s);
+	rc = db_exec(c->db, &c->st_cur_set.st, params, NULL);
+	if (rc < 0) {
+		db_rollback(c->db);
+		return rc;
+	}
+	return db_commit(c->db);
+}
+
+static void
+consumer_log_poison(struct stream_consumer *c, const struct batch_item *it)
+{
+	char seq_s[24];
+
+	i64_text(it->seq, seq_s);
+	log_fields(LOG_ERR, LOG_F({"STREAM", c->stream}, {"SEQ", seq_s}),
+	           "message %s seq %s of type %s refused for good (%s), "
+	           "recorded in %s.stream_poison, moving on",
+	           c->stream, seq_s, it->type, it->error, c->schema);
 }
 
 /*
  * Applies the batch (consecutive seqs) in ONE transaction with the cursor.
  * Returns 0 (the cursor moved, or everything was a duplicate),
  * KASIR_ECONFLICT when the batch does not start at cursor+1 (another
- * instance moved the cursor, or a gap: replay), or a transient error after
- * rolling back.
+ * instance moved the cursor, or a gap: replay), or a transient error.  On
+ * a transient error from the callback after some messages of the batch
+ * were applied, those are committed (their savepoints were released) so
+ * that one failing message never discards the work before it.
  */
 static int
 consumer_apply_batch(struct stream_consumer *c)
@@ -1137,8 +1170,8 @@ consumer_apply_batch(struct stream_consumer *c)
 	struct batch *b = &c->batch;
 	uint64_t applied = 0, poisoned = 0, dups = 0;
 	int64_t cur = 0;
-	size_t i = 0;
-	int rc;
+	size_t i = 0, first, done;
+	int rc, failed = 0;
 
 	if (b->n == 0)
 		return 0;
@@ -1161,59 +1194,59 @@ consumer_apply_batch(struct stream_consumer *c)
 		consumer_set_cursor(c, cur);
 		return i == b->n ? 0 : KASIR_ECONFLICT;
 	}
+	first = i;
 	for (; i < b->n && b->items[i].seq == cur + 1; i++) {
-		const struct batch_item *it = &b->items[i];
+		struct batch_item *it = &b->items[i];
 
-		if (it->msg == NULL) {
-			rc = consumer_poison(c, it, it->error);
-			if (rc < 0)
-				goto rollback;
-			poisoned++;
-			cur = it->seq;
-			continue;
-		}
 		rc = db_savepoint(c->db, "kasir_stream_apply");
 		if (rc < 0)
 			goto rollback;
-		rc = c->apply(c->arg, c->db, it->msg);
-		if (rc == 0) {
-			rc = db_release(c->db, "kasir_stream_apply");
-			if (rc < 0)
-				goto rollback;
-			applied++;
-		} else if (rc == KASIR_EREJECT) {
-			rc = db_rollback_to(c->db, "kasir_stream_apply");
-			if (rc < 0)
-				goto rollback;
-			rc = consumer_poison(c, it,
-					     "refused by the consumer (apply)");
-			if (rc < 0)
-				goto rollback;
-			poisoned++;
+		if (it->msg == NULL) {
+			rc = consumer_poison(c, it, it->error);
 		} else {
-			goto rollback;
+			rc = c->apply(c->arg, c->db, it->msg);
+			if (rc == KASIR_EREJECT) {
+				it->error = "refused by the consumer";
+				rc =
+				    db_rollback_to(c->db, "kasir_stream_apply");
+				if (rc == 0)
+					rc = consumer_poison(c, it, it->error);
+				if (rc == 0)
+					it->msg_poisoned = true;
+			}
 		}
-		cur = it->seq;
-	}
-	{
-		char cur_s[24];
-		const char *params[] = {c->stream, cur_s};
-
-		i64_text(cur, cur_s);
-		rc = db_exec(c->db, &c->st_cur_set.st, params, NULL);
+		if (rc < 0) {
+			/* keep what was applied before this message */
+			failed = rc;
+			if (i == first ||
+			    db_rollback_to(c->db, "kasir_stream_apply") < 0)
+				goto rollback;
+			break;
+		}
+		rc = db_release(c->db, "kasir_stream_apply");
 		if (rc < 0)
 			goto rollback;
+		if (it->msg == NULL || it->msg_poisoned)
+			poisoned++;
+		else
+			applied++;
+		cur = it->seq;
 	}
-	rc = db_commit(c->db);
+	done = i;
+	rc = consumer_commit(c, cur);
 	if (rc < 0)
 		return rc; /* unknown outcome included: re-read the cursor */
 	consumer_set_cursor(c, cur);
 	metric_add(c->m_applied, applied);
 	metric_add(c->m_poison, poisoned);
 	metric_add(c->m_duplicates, dups);
+	for (size_t k = first; k < done; k++) {
+		if (b->items[k].msg == NULL || b->items[k].msg_poisoned)
+			consumer_log_poison(c, &b->items[k]);
+	}
 	if (c->committed != NULL)
 		c->committed(c->arg);
-	return 0;
+	return failed;
 rollback:
 	db_rollback(c->db);
 	return rc;
@@ -1243,13 +1276,12 @@ consumer_read_cursor(struct stream_consumer *c, int64_t *ret_cur)
 
 /* Sends a signed replay request and waits for the answer. */
 static int
-consumer_replay_request(struct stream_consumer *c, int64_t after,
-			nng_msg **ret)
+consumer_replay_request(struct stream_consumer *c, int64_t after, nng_msg **ret)
 {
 	cJSON *data = cJSON_CreateObject();
 	char *body = NULL;
 	nng_msg *ans = NULL;
-	int rc = -ENOMEM;
+	int rc = -ENOMEM, rv;
 
 	if (data == NULL ||
 	    cJSON_AddStringToObject(data, "stream", c->stream) == NULL ||
@@ -1262,9 +1294,13 @@ consumer_replay_request(struct stream_consumer *c, int64_t after,
 	rc = seal_and_send(c->kr, c->req, body, strlen(body), 0);
 	if (rc < 0)
 		goto out;
-	rc = nng_to_err(nng_recvmsg(c->req, &ans, 0));
-	if (rc < 0)
+	rv = nng_recvmsg(c->req, &ans, 0);
+	if (rv != 0) {
+		log_fields(LOG_DEBUG, LOG_F({"STREAM", c->stream}),
+		           "replay request: %s", nng_strerror(rv));
+		rc = nng_to_err(rv);
 		goto out;
+	}
 	metric_inc(c->m_replays);
 	*ret = ans;
 out:
@@ -1317,7 +1353,7 @@ consumer_catch_up(struct stream_consumer *c)
 				break;
 			}
 			if (consumer_decode(c, (const char *)p + pos, flen, &it,
-					    &hb) != FRAME_MSG) {
+			                    &hb) != FRAME_MSG) {
 				bad = true;
 				break;
 			}
@@ -1375,7 +1411,7 @@ consumer_live_step(struct stream_consumer *c, bool *need_sync)
 			break; /* timeout, nothing more queued, or closed */
 		flags = NNG_FLAG_NONBLOCK;
 		k = consumer_decode(c, nng_msg_body(nm), nng_msg_len(nm), &it,
-				    &head);
+		                    &head);
 		if (k == FRAME_HEARTBEAT) {
 			consumer_heard_head(c, head);
 			if (head > last)
@@ -1391,8 +1427,8 @@ consumer_live_step(struct stream_consumer *c, bool *need_sync)
 		} else if (k == FRAME_MSG) {
 			metric_inc(c->m_gaps);
 			log_fields(LOG_DEBUG, LOG_F({"STREAM", c->stream}),
-				   "gap after seq %lld, replaying",
-				   (long long)last);
+			           "gap after seq %lld, replaying",
+			           (long long)last);
 			msg_free(it.msg);
 			*need_sync = true;
 			nng_msg_free(nm);
@@ -1414,15 +1450,20 @@ consumer_live_step(struct stream_consumer *c, bool *need_sync)
 static void
 consumer_failed(struct stream_consumer *c, int rc, bool *need_sync)
 {
-	int64_t wait = backoff_ms(c->attempt, STREAM_BACKOFF_BASE_MS,
-				  STREAM_BACKOFF_CAP_MS);
+	int64_t cur = __atomic_load_n(&c->cursor, __ATOMIC_RELAXED), wait;
 
+	/* the backoff grows only while nothing moves */
+	if (cur > c->fail_cursor)
+		c->attempt = 0;
+	c->fail_cursor = cur;
+	wait = backoff_ms(c->attempt, STREAM_BACKOFF_BASE_MS,
+	                  STREAM_BACKOFF_CAP_MS);
 	if (c->attempt < 16)
 		c->attempt++;
 	metric_inc(c->m_failures);
 	log_fields(LOG_DEBUG, LOG_F({"STREAM", c->stream}),
-		   "stream consumer: %s, retrying in %lld ms",
-		   kasir_strerror(rc), (long long)wait);
+	           "stream consumer: %s, retrying in %lld ms",
+	           kasir_strerror(rc), (long long)wait);
 	*need_sync = true;
 	consumer_sleep(c, wait);
 }
@@ -1468,36 +1509,38 @@ consumer_build_stmts(struct stream_consumer *c)
 	const char *s = c->schema, *n = c->stream;
 	int rc;
 
-	rc = stmt_build(&c->st_cur_read, "cur_read", s, n, 1,
-			"SELECT seq FROM %s.stream_cursor WHERE stream = $1",
-			s);
+	rc =
+	    stmt_build(&c->st_cur_read, "cur_read", s, n, 1,
+	               "SELECT seq FROM %s.stream_cursor WHERE stream = $1", s);
 	if (rc == 0)
 		rc = stmt_build(&c->st_cur_lock, "cur_lock", s, n, 1,
-				"SELECT seq FROM %s.stream_cursor "
-				"WHERE stream = $1 FOR UPDATE",
-				s);
+		                "SELECT seq FROM %s.stream_cursor "
+		                "WHERE stream = $1 FOR UPDATE",
+		                s);
 	if (rc == 0)
-		rc = stmt_build(&c->st_cur_init, "cur_init", s, n, 1,
-				"INSERT INTO %s.stream_cursor (stream, seq) "
-				"VALUES ($1, 0) ON CONFLICT (stream) DO NOTHING",
-				s);
+		rc =
+		    stmt_build(&c->st_cur_init, "cur_init", s, n, 1,
+		               "INSERT INTO %s.stream_cursor (stream, seq) "
+		               "VALUES ($1, 0) ON CONFLICT (stream) DO NOTHING",
+		               s);
 	if (rc == 0)
 		rc = stmt_build(&c->st_cur_set, "cur_set", s, n, 2,
-				"UPDATE %s.stream_cursor SET seq = $2::bigint, "
-				"updated_at = now() WHERE stream = $1",
-				s);
+		                "UPDATE %s.stream_cursor SET seq = $2::bigint, "
+		                "updated_at = now() WHERE stream = $1",
+		                s);
 	if (rc == 0)
-		rc = stmt_build(&c->st_poison, "poison", s, n, 5,
-				"INSERT INTO %s.stream_poison (stream, seq, "
-				"type, error, body) VALUES ($1, $2::bigint, $3, "
-				"$4, $5)",
-				s);
+		rc =
+		    stmt_build(&c->st_poison, "poison", s, n, 5,
+		               "INSERT INTO %s.stream_poison (stream, seq, "
+		               "type, error, body) VALUES ($1, $2::bigint, $3, "
+		               "$4, $5)",
+		               s);
 	return rc;
 }
 
 static int
 consumer_open_sockets(struct stream_consumer *c,
-		      const struct stream_consumer_conf *conf)
+                      const struct stream_consumer_conf *conf)
 {
 	size_t answer_max = STREAM_REPLAY_ANSWER_MAX;
 	int rc;
@@ -1522,7 +1565,7 @@ consumer_open_sockets(struct stream_consumer *c,
 		return 0;
 
 	rc = nng_to_err(c->fanout ? nng_sub0_open(&c->live)
-				  : nng_pull0_open(&c->live));
+	                          : nng_pull0_open(&c->live));
 	if (rc < 0)
 		return rc;
 	c->live_open = true;
@@ -1537,22 +1580,23 @@ consumer_open_sockets(struct stream_consumer *c,
 	nng_socket_set_ms(c->live, NNG_OPT_RECVTIMEO, STREAM_LIVE_WAIT_MS);
 	nng_socket_set_ms(c->live, NNG_OPT_RECONNMINT, 100);
 	nng_socket_set_ms(c->live, NNG_OPT_RECONNMAXT, 2000);
-	return nng_to_err(nng_dial(c->live, conf->url, NULL, NNG_FLAG_NONBLOCK));
+	return nng_to_err(
+	    nng_dial(c->live, conf->url, NULL, NNG_FLAG_NONBLOCK));
 }
 
 int
 stream_consumer_start(const struct stream_consumer_conf *conf,
-		      const struct keyring *kr, struct metrics *m,
-		      stream_apply_fn apply, void *arg,
-		      struct stream_consumer **ret)
+                      const struct keyring *kr, struct metrics *m,
+                      stream_apply_fn apply, void *arg,
+                      struct stream_consumer **ret)
 {
 	struct stream_consumer *c;
 	int rc;
 
 	if (conf == NULL || kr == NULL || apply == NULL || ret == NULL ||
 	    !stream_valid(conf->stream) || !schema_valid(conf->schema) ||
-	    conf->replay_url == NULL || (conf->fast_path && conf->url == NULL) ||
-	    conf->poll_ms < 0)
+	    conf->replay_url == NULL ||
+	    (conf->fast_path && conf->url == NULL) || conf->poll_ms < 0)
 		return -EINVAL;
 	c = calloc(1, sizeof(*c));
 	if (c == NULL)
@@ -1574,23 +1618,22 @@ stream_consumer_start(const struct stream_consumer_conf *conf,
 	c->committed = conf->committed;
 
 	c->m_received = counter(m, "kasir_stream_received_total", c->stream,
-				NULL, "verified frames received");
-	c->m_applied = counter(m, "kasir_stream_applied_total", c->stream,
-			       NULL, "messages applied and committed");
-	c->m_duplicates =
-	    counter(m, "kasir_stream_duplicates_total", c->stream, NULL,
-		    "messages dropped as already applied");
+	                        NULL, "verified frames received");
+	c->m_applied = counter(m, "kasir_stream_applied_total", c->stream, NULL,
+	                       "messages applied and committed");
+	c->m_duplicates = counter(m, "kasir_stream_duplicates_total", c->stream,
+	                          NULL, "messages dropped as already applied");
 	c->m_gaps = counter(m, "kasir_stream_gaps_total", c->stream, NULL,
-			    "gaps seen on the fast path");
-	c->m_replays = counter(m, "kasir_stream_replays_total", c->stream,
-			       NULL, "replay answers received");
+	                    "gaps seen on the fast path");
+	c->m_replays = counter(m, "kasir_stream_replays_total", c->stream, NULL,
+	                       "replay answers received");
 	c->m_poison = counter(m, "kasir_stream_poison_total", c->stream, NULL,
-			      "messages refused for good (stream_poison)");
+	                      "messages refused for good (stream_poison)");
 	c->m_failures =
 	    counter(m, "kasir_stream_consumer_failures_total", c->stream, NULL,
-		    "transient failures (database, replay timeout)");
+	            "transient failures (database, replay timeout)");
 	c->m_lag = gauge(m, "kasir_stream_lag", c->stream,
-			 "producer head minus applied cursor");
+	                 "producer head minus applied cursor");
 	rejected_register(m, c->stream, c->m_rejected);
 
 	rc = consumer_build_stmts(c);
@@ -1686,7 +1729,7 @@ role_valid(const char *s)
 
 int
 stream_migration_sql(const char *schema, const char *runtime_role,
-		     char **ret_sql)
+                     char **ret_sql)
 {
 	char *tables = NULL, *grants = NULL, *sql = NULL;
 	int n;
@@ -1725,11 +1768,13 @@ stream_migration_sql(const char *schema, const char *runtime_role,
 	    "  body text NOT NULL,\n"
 	    "  PRIMARY KEY (stream, seq)\n"
 	    ");\n"
-	    "DROP TRIGGER IF EXISTS stream_out_append_only ON %1$s.stream_out;\n"
+	    "DROP TRIGGER IF EXISTS stream_out_append_only ON "
+	    "%1$s.stream_out;\n"
 	    "CREATE TRIGGER stream_out_append_only BEFORE UPDATE OR DELETE\n"
 	    "  ON %1$s.stream_out FOR EACH ROW\n"
 	    "  EXECUTE FUNCTION %1$s.refuse_change();\n"
-	    "DROP TRIGGER IF EXISTS stream_out_no_truncate ON %1$s.stream_out;\n"
+	    "DROP TRIGGER IF EXISTS stream_out_no_truncate ON "
+	    "%1$s.stream_out;\n"
 	    "CREATE TRIGGER stream_out_no_truncate BEFORE TRUNCATE\n"
 	    "  ON %1$s.stream_out FOR EACH STATEMENT\n"
 	    "  EXECUTE FUNCTION %1$s.refuse_change();\n"
@@ -1764,13 +1809,14 @@ stream_migration_sql(const char *schema, const char *runtime_role,
 	if (n < 0)
 		return -ENOMEM;
 	if (runtime_role != NULL) {
-		n = asprintf(&grants,
-			     "GRANT USAGE ON SCHEMA %1$s TO \"%2$s\";\n"
-			     "GRANT SELECT, INSERT ON %1$s.stream_out,\n"
-			     "  %1$s.stream_poison TO \"%2$s\";\n"
-			     "GRANT SELECT, INSERT, UPDATE ON %1$s.stream_head,\n"
-			     "  %1$s.stream_cursor TO \"%2$s\";\n",
-			     schema, runtime_role);
+		n = asprintf(
+		    &grants,
+		    "GRANT USAGE ON SCHEMA %1$s TO \"%2$s\";\n"
+		    "GRANT SELECT, INSERT ON %1$s.stream_out,\n"
+		    "  %1$s.stream_poison TO \"%2$s\";\n"
+		    "GRANT SELECT, INSERT, UPDATE ON %1$s.stream_head,\n"
+		    "  %1$s.stream_cursor TO \"%2$s\";\n",
+		    schema, runtime_role);
 		if (n < 0) {
 			free(tables);
 			return -ENOMEM;

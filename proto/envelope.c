@@ -20,7 +20,7 @@
 #include "envelope.h"
 #include "err.h"
 
-#define MAC_LEN	    32 /* SHA-256 */
+#define MAC_LEN     32 /* SHA-256 */
 #define MAC_HEX_LEN (2 * MAC_LEN)
 
 struct keyring_key {
@@ -105,7 +105,7 @@ keyring_free(struct keyring *kr)
 
 int
 keyring_add(struct keyring *kr, const char *id, const uint8_t *key,
-	    size_t key_len)
+            size_t key_len)
 {
 	int slot = -1;
 
@@ -163,15 +163,15 @@ keyring_set_signer(struct keyring *kr, const char *id)
 
 static int
 mac_compute(const struct keyring_key *k, const char *body, size_t body_len,
-	    uint8_t mac[MAC_LEN])
+            uint8_t mac[MAC_LEN])
 {
 	unsigned int mac_len = 0;
 
 	if (k->key_len > (size_t)INT32_MAX)
 		return -EINVAL;
 	if (HMAC(EVP_sha256(), k->key, (int)k->key_len,
-		 (const unsigned char *)body, body_len, mac, &mac_len) ==
-		    NULL ||
+	         (const unsigned char *)body, body_len, mac,
+	         &mac_len) == NULL ||
 	    mac_len != MAC_LEN)
 		return -EIO;
 	return 0;
@@ -201,7 +201,7 @@ hex_lower_value(char c)
 
 int
 envelope_seal(const struct keyring *kr, const char *body, size_t body_len,
-	      char **ret_frame, size_t *ret_len)
+              char **ret_frame, size_t *ret_len)
 {
 	const struct keyring_key *k;
 	uint8_t mac[MAC_LEN];
@@ -245,7 +245,7 @@ envelope_seal(const struct keyring *kr, const char *body, size_t body_len,
 
 int
 envelope_open(const struct keyring *kr, const char *frame, size_t len,
-	      size_t max_frame, const char **ret_body, size_t *ret_body_len)
+              size_t max_frame, const char **ret_body, size_t *ret_body_len)
 {
 	const size_t magic_len = sizeof(ENVELOPE_MAGIC) - 1;
 	uint8_t want[MAC_LEN], got[MAC_LEN];
@@ -259,7 +259,8 @@ envelope_open(const struct keyring *kr, const char *frame, size_t len,
 	if (kr == NULL || (frame == NULL && len > 0))
 		return -EINVAL;
 
-	if (len < magic_len + 1 || memcmp(frame, ENVELOPE_MAGIC, magic_len) != 0 ||
+	if (len < magic_len + 1 ||
+	    memcmp(frame, ENVELOPE_MAGIC, magic_len) != 0 ||
 	    frame[magic_len] != ' ')
 		return KASIR_EPROTO;
 	pos = magic_len + 1;

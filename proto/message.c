@@ -121,8 +121,8 @@ uuid_valid(const char *s)
 		if (i >= 36)
 			return false;
 		if (dash ? c != '-'
-			 : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
-			     (c >= 'A' && c <= 'F')))
+		         : !((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
+		             (c >= 'A' && c <= 'F')))
 			return false;
 	}
 	return i == 36;
@@ -234,8 +234,8 @@ msg_free(struct kasir_msg *m)
 	free(m);
 }
 
-static const char *const header_keys[] = {"v",	"stream", "seq", "id",
-					  "type", "at",	    "data"};
+static const char *const header_keys[] = {"v",    "stream", "seq", "id",
+                                          "type", "at",     "data"};
 
 /* A header string member: present once, a string of 1..max-1 chars. */
 static const char *
@@ -253,7 +253,7 @@ header_str(const cJSON *root, const char *name, size_t max)
 
 int
 msg_decode(const char *body, size_t len, struct kasir_msg **ret,
-	   char *unknown_type, size_t unknown_len)
+           char *unknown_type, size_t unknown_len)
 {
 	const cJSON *v, *c, *data;
 	const char *end = NULL, *stream, *id, *at, *type;
@@ -349,9 +349,8 @@ fail:
 }
 
 int
-msg_encode_full(const char *stream, int64_t seq, const char *id,
-		const char *at, enum msg_type type, const struct cJSON *data,
-		char **ret_body)
+msg_encode_full(const char *stream, int64_t seq, const char *id, const char *at,
+                enum msg_type type, const struct cJSON *data, char **ret_body)
 {
 	cJSON *root = NULL, *copy;
 	char *text;
@@ -377,7 +376,7 @@ msg_encode_full(const char *stream, int64_t seq, const char *id,
 	    cJSON_AddNumberToObject(root, "seq", (double)seq) == NULL ||
 	    cJSON_AddStringToObject(root, "id", id) == NULL ||
 	    cJSON_AddStringToObject(root, "type", msg_type_name(type)) ==
-		NULL ||
+	        NULL ||
 	    cJSON_AddStringToObject(root, "at", at) == NULL)
 		goto out;
 	copy = cJSON_Duplicate(data, true);
@@ -399,7 +398,7 @@ out:
 
 int
 msg_encode(const char *stream, int64_t seq, enum msg_type type,
-	   const struct cJSON *data, char **ret_body)
+           const struct cJSON *data, char **ret_body)
 {
 	char id[40], at[40];
 	int rc;

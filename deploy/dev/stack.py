@@ -201,25 +201,17 @@ def wait_ready(st, specs):
     bad = []
     deadline = time.monotonic() + READY_TIMEOUT
     for s in specs:
-        kind, target = st.ready_probe(s["key"])
+        probes = st.ready_probe(s["key"])
 
         def ready():
-            if kind == "http":
-                try:
-                    return kasirtest.http("GET", target, timeout=2).status == 200
-                except OSError:
-                    return False
-            import socket
-            with socket.socket() as sk:
-                sk.settimeout(1)
-                return sk.connect_ex(("127.0.0.1", target)) == 0
+            return kasirtest.probe_ok(probes)
         while not ready() and time.monotonic() < deadline:
             time.sleep(0.2)
         if ready():
             say(f"{s['name']}: ready (pid {read_pid(s['pidfile'])})")
         else:
             bad.append(s)
-            say(f"{s['name']}: NOT ready ({target}); tail of {s['log']}:\n"
+            say(f"{s['name']}: NOT ready ({probes}); tail of {s['log']}:\n"
                 + kasirtest._tail(s["log"], 20))
     return bad
 
@@ -253,7 +245,7 @@ def up():
         say(f"supervisor started (pid {supervisor_pid()})")
     bad = wait_ready(st, specs)
     env = write_env(st)
-    say(f"environment: {env}   (. {os.path.relpath(env)})")
+    say(f"environment: {env}  (source it: . {env})")
     if bad:
         say("some programs are not ready: " + ", ".join(s["name"] for s in bad))
         return 1

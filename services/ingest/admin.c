@@ -22,7 +22,7 @@
 #include "stream.h"
 #include "util.h"
 
-#define EVENTS_LIST_MAX	    1000
+#define EVENTS_LIST_MAX     1000
 #define QUARANTINE_LIST_MAX 1000
 #define QUARANTINE_LIST_DEF 50
 
@@ -31,35 +31,40 @@
 	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
 static const struct db_stmt stmt_events_by_order = {
-	.name = "ingest_admin_events",
-	.sql = "SELECT id, " TS_UTC("received_at") ", transaction_status, "
-	       "status_code, gross_amount, payment_type, fraud_status, "
-	       "transaction_id, currency, signature_key_id, host(source_addr) "
-	       "FROM ingest.payment_event WHERE order_id = $1 ORDER BY id "
-	       "LIMIT 1000",
-	.nparams = 1,
+    .name = "ingest_admin_events",
+    .sql = "SELECT id, " TS_UTC(
+        "received_at") ", transaction_status, "
+                       "status_code, gross_amount, payment_type, fraud_status, "
+                       "transaction_id, currency, signature_key_id, "
+                       "host(source_addr) "
+                       "FROM ingest.payment_event WHERE order_id = $1 ORDER BY "
+                       "id "
+                       "LIMIT 1000",
+    .nparams = 1,
 };
 
 static const struct db_stmt stmt_quarantine_by_order = {
-	.name = "ingest_admin_quarantine_order",
-	.sql = "SELECT id, " TS_UTC("received_at") ", reason, "
-	       "host(source_addr), length(raw) FROM ingest.quarantine "
-	       "WHERE order_id = $1 ORDER BY id LIMIT 1000",
-	.nparams = 1,
+    .name = "ingest_admin_quarantine_order",
+    .sql = "SELECT id, " TS_UTC(
+        "received_at") ", reason, "
+                       "host(source_addr), length(raw) FROM ingest.quarantine "
+                       "WHERE order_id = $1 ORDER BY id LIMIT 1000",
+    .nparams = 1,
 };
 
 static const struct db_stmt stmt_quarantine_latest = {
-	.name = "ingest_admin_quarantine_latest",
-	.sql = "SELECT id, " TS_UTC("received_at") ", reason, "
-	       "host(source_addr), length(raw), order_id, "
-	       "convert_from(raw, 'UTF8') FROM ingest.quarantine "
-	       "ORDER BY id DESC LIMIT $1",
-	.nparams = 1,
+    .name = "ingest_admin_quarantine_latest",
+    .sql = "SELECT id, " TS_UTC(
+        "received_at") ", reason, "
+                       "host(source_addr), length(raw), order_id, "
+                       "convert_from(raw, 'UTF8') FROM ingest.quarantine "
+                       "ORDER BY id DESC LIMIT $1",
+    .nparams = 1,
 };
 
 static void
-set_err(char *code, size_t code_len, char *msg, size_t msg_len,
-	const char *c, const char *m)
+set_err(char *code, size_t code_len, char *msg, size_t msg_len, const char *c,
+        const char *m)
 {
 	kasir_strlcpy(code, c, code_len);
 	kasir_strlcpy(msg, m, msg_len);
@@ -72,16 +77,16 @@ add_col(cJSON *o, const char *name, const PGresult *res, int row, int col)
 	const char *v = db_get(res, row, col);
 
 	return v != NULL ? cJSON_AddStringToObject(o, name, v) != NULL
-			 : cJSON_AddNullToObject(o, name) != NULL;
+	                 : cJSON_AddNullToObject(o, name) != NULL;
 }
 
 static int
 cmd_status(struct ingest_admin_ctx *c, cJSON **ret)
 {
 	static const char *const names[OUT_COUNT] = {
-		[OUT_2XX] = "2xx", [OUT_400] = "400", [OUT_403] = "403",
-		[OUT_404] = "404", [OUT_405] = "405", [OUT_413] = "413",
-		[OUT_415] = "415", [OUT_429] = "429", [OUT_5XX] = "5xx",
+	    [OUT_2XX] = "2xx", [OUT_400] = "400", [OUT_403] = "403",
+	    [OUT_404] = "404", [OUT_405] = "405", [OUT_413] = "413",
+	    [OUT_415] = "415", [OUT_429] = "429", [OUT_5XX] = "5xx",
 	};
 	cJSON *o = cJSON_CreateObject(), *req;
 	double last = metric_value(c->im->last_notification);
@@ -94,26 +99,25 @@ cmd_status(struct ingest_admin_ctx *c, cJSON **ret)
 		goto nomem;
 	for (int i = 0; i < OUT_COUNT; i++)
 		if (!cJSON_AddNumberToObject(req, names[i],
-					     metric_value(c->im->requests[i])))
+		                             metric_value(c->im->requests[i])))
 			goto nomem;
-	if (!cJSON_AddNumberToObject(o, "stored", metric_value(c->im->stored)) ||
-	    !cJSON_AddNumberToObject(
-		o, "signature_failures",
-		metric_value(c->im->signature_failures)) ||
+	if (!cJSON_AddNumberToObject(o, "stored",
+	                             metric_value(c->im->stored)) ||
+	    !cJSON_AddNumberToObject(o, "signature_failures",
+	                             metric_value(c->im->signature_failures)) ||
 	    !cJSON_AddNumberToObject(o, "quarantine_stored",
-				     metric_value(c->im->quarantine_stored)) ||
+	                             metric_value(c->im->quarantine_stored)) ||
 	    !cJSON_AddNumberToObject(o, "quarantine_dropped",
-				     metric_value(c->im->quarantine_dropped)) ||
+	                             metric_value(c->im->quarantine_dropped)) ||
 	    !cJSON_AddNumberToObject(o, "commit_failures",
-				     metric_value(c->im->commit_failures)) ||
+	                             metric_value(c->im->commit_failures)) ||
 	    !cJSON_AddNumberToObject(o, "queue_depth",
-				     (double)ingest_store_depth(c->store)) ||
+	                             (double)ingest_store_depth(c->store)) ||
 	    !cJSON_AddNumberToObject(
-		o, "stream_head",
-		(double)stream_producer_head(c->producer)) ||
+	        o, "stream_head", (double)stream_producer_head(c->producer)) ||
 	    !cJSON_AddNumberToObject(o, "uptime_s",
-				     (double)(now_mono_ms() - c->started_ms) /
-					 1000.0))
+	                             (double)(now_mono_ms() - c->started_ms) /
+	                                 1000.0))
 		goto nomem;
 	if (last > 0) {
 		time_rfc3339((int64_t)(last * 1000.0), ts, sizeof(ts));
@@ -131,7 +135,7 @@ nomem:
 
 static int
 cmd_events_list(struct ingest_admin_ctx *c, const cJSON *args, cJSON **ret,
-		char *code, size_t code_len, char *msg, size_t msg_len)
+                char *code, size_t code_len, char *msg, size_t msg_len)
 {
 	const cJSON *oid = cJSON_GetObjectItemCaseSensitive(args, "order_id");
 	PGresult *ev = NULL, *qu = NULL;
@@ -142,7 +146,7 @@ cmd_events_list(struct ingest_admin_ctx *c, const cJSON *args, cJSON **ret,
 	if (!cJSON_IsString(oid) ||
 	    !order_id_valid(oid->valuestring, NOTIF_ORDER_ID_MAX)) {
 		set_err(code, code_len, msg, msg_len, "bad_request",
-			"args.order_id: 1..50 characters of [A-Za-z0-9._~-]");
+		        "args.order_id: 1..50 characters of [A-Za-z0-9._~-]");
 		return -EINVAL;
 	}
 	params[0] = oid->valuestring;
@@ -150,7 +154,7 @@ cmd_events_list(struct ingest_admin_ctx *c, const cJSON *args, cJSON **ret,
 	    (r = db_exec(c->db, &stmt_events_by_order, params, &ev)) < 0 ||
 	    (r = db_exec(c->db, &stmt_quarantine_by_order, params, &qu)) < 0) {
 		set_err(code, code_len, msg, msg_len, "database_unavailable",
-			kasir_strerror(r));
+		        kasir_strerror(r));
 		goto out;
 	}
 	r = -ENOMEM;
@@ -166,7 +170,7 @@ cmd_events_list(struct ingest_admin_ctx *c, const cJSON *args, cJSON **ret,
 			goto out;
 		cJSON_AddItemToArray(events, e);
 		if (!cJSON_AddNumberToObject(e, "id",
-					     (double)db_get_i64(ev, i, 0)) ||
+		                             (double)db_get_i64(ev, i, 0)) ||
 		    !add_col(e, "received_at", ev, i, 1) ||
 		    !add_col(e, "transaction_status", ev, i, 2) ||
 		    !add_col(e, "status_code", ev, i, 3) ||
@@ -187,12 +191,12 @@ cmd_events_list(struct ingest_admin_ctx *c, const cJSON *args, cJSON **ret,
 			goto out;
 		cJSON_AddItemToArray(quar, e);
 		if (!cJSON_AddNumberToObject(e, "id",
-					     (double)db_get_i64(qu, i, 0)) ||
+		                             (double)db_get_i64(qu, i, 0)) ||
 		    !add_col(e, "received_at", qu, i, 1) ||
 		    !add_col(e, "reason", qu, i, 2) ||
 		    !add_col(e, "source", qu, i, 3) ||
 		    !cJSON_AddNumberToObject(e, "body_bytes",
-					     (double)db_get_i64(qu, i, 4)) ||
+		                             (double)db_get_i64(qu, i, 4)) ||
 		    !cJSON_AddStringToObject(e, "signature", "invalid"))
 			goto out;
 	}
@@ -207,13 +211,12 @@ out:
 }
 
 static int
-cmd_quarantine_list(struct ingest_admin_ctx *c, const cJSON *args,
-		    cJSON **ret, char *code, size_t code_len, char *msg,
-		    size_t msg_len)
+cmd_quarantine_list(struct ingest_admin_ctx *c, const cJSON *args, cJSON **ret,
+                    char *code, size_t code_len, char *msg, size_t msg_len)
 {
 	const cJSON *lim = cJSON_GetObjectItemCaseSensitive(args, "limit");
-	bool with_body = cJSON_IsTrue(
-	    cJSON_GetObjectItemCaseSensitive(args, "with_body"));
+	bool with_body =
+	    cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(args, "with_body"));
 	int64_t limit = QUARANTINE_LIST_DEF;
 	PGresult *res = NULL;
 	cJSON *o = NULL, *items;
@@ -225,7 +228,7 @@ cmd_quarantine_list(struct ingest_admin_ctx *c, const cJSON *args,
 		if (!cJSON_IsNumber(lim) || lim->valuedouble < 1 ||
 		    lim->valuedouble > QUARANTINE_LIST_MAX) {
 			set_err(code, code_len, msg, msg_len, "bad_request",
-				"args.limit: 1..1000");
+			        "args.limit: 1..1000");
 			return -EINVAL;
 		}
 		limit = (int64_t)lim->valuedouble;
@@ -235,7 +238,7 @@ cmd_quarantine_list(struct ingest_admin_ctx *c, const cJSON *args,
 	if ((r = db_ensure(c->db)) < 0 ||
 	    (r = db_exec(c->db, &stmt_quarantine_latest, params, &res)) < 0) {
 		set_err(code, code_len, msg, msg_len, "database_unavailable",
-			kasir_strerror(r));
+		        kasir_strerror(r));
 		return r;
 	}
 	r = -ENOMEM;
@@ -249,12 +252,12 @@ cmd_quarantine_list(struct ingest_admin_ctx *c, const cJSON *args,
 			goto out;
 		cJSON_AddItemToArray(items, e);
 		if (!cJSON_AddNumberToObject(e, "id",
-					     (double)db_get_i64(res, i, 0)) ||
+		                             (double)db_get_i64(res, i, 0)) ||
 		    !add_col(e, "received_at", res, i, 1) ||
 		    !add_col(e, "reason", res, i, 2) ||
 		    !add_col(e, "source", res, i, 3) ||
 		    !cJSON_AddNumberToObject(e, "body_bytes",
-					     (double)db_get_i64(res, i, 4)) ||
+		                             (double)db_get_i64(res, i, 4)) ||
 		    !add_col(e, "order_id", res, i, 5) ||
 		    (with_body && !add_col(e, "body", res, i, 6)))
 			goto out;
@@ -270,8 +273,8 @@ out:
 
 int
 ingest_admin_handle(void *arg, const struct admin_request *req,
-		    cJSON **ret_result, char *err_code, size_t code_len,
-		    char *err_msg, size_t msg_len)
+                    cJSON **ret_result, char *err_code, size_t code_len,
+                    char *err_msg, size_t msg_len)
 {
 	struct ingest_admin_ctx *c = arg;
 
@@ -279,16 +282,16 @@ ingest_admin_handle(void *arg, const struct admin_request *req,
 		return cmd_status(c, ret_result);
 	if (req->peer.role == ADMIN_ROLE_NONE) {
 		set_err(err_code, code_len, err_msg, msg_len, "role_required",
-			"this command needs the support or engineer role");
+		        "this command needs the support or engineer role");
 		return KASIR_EPERM;
 	}
 	if (strcmp(req->cmd, "events.list") == 0)
 		return cmd_events_list(c, req->args, ret_result, err_code,
-				       code_len, err_msg, msg_len);
+		                       code_len, err_msg, msg_len);
 	if (strcmp(req->cmd, "quarantine.list") == 0)
 		return cmd_quarantine_list(c, req->args, ret_result, err_code,
-					   code_len, err_msg, msg_len);
+		                           code_len, err_msg, msg_len);
 	set_err(err_code, code_len, err_msg, msg_len, "unknown_command",
-		"kasir-ingest knows: status, events.list, quarantine.list");
+	        "kasir-ingest knows: status, events.list, quarantine.list");
 	return KASIR_ENOTFOUND;
 }

@@ -72,8 +72,8 @@ parse_proxies(const struct conf_node *n, void *field, struct conf_errors *errs)
 		count++;
 	if (count > INGEST_PROXIES_MAX) {
 		conf_error(errs, n,
-			   "'ingest.trusted_proxies': too many (%zu, max %d)",
-			   count, INGEST_PROXIES_MAX);
+		           "'ingest.trusted_proxies': too many (%zu, max %d)",
+		           count, INGEST_PROXIES_MAX);
 		return KASIR_ECONFIG;
 	}
 	if (count == 0)
@@ -87,10 +87,11 @@ parse_proxies(const struct conf_node *n, void *field, struct conf_errors *errs)
 		if (c->kind != CONF_NODE_SCALAR ||
 		    ingest_cidr_parse(c->value, &px->items[i]) < 0) {
 			conf_error(errs, c,
-				   "'ingest.trusted_proxies': '%.64s' is not "
-				   "an address or CIDR network",
-				   c->kind == CONF_NODE_SCALAR ? c->value
-							       : "(not a value)");
+			           "'ingest.trusted_proxies': '%.64s' is not "
+			           "an address or CIDR network",
+			           c->kind == CONF_NODE_SCALAR
+			               ? c->value
+			               : "(not a value)");
 			bad = true;
 		}
 	}
@@ -115,15 +116,15 @@ free_proxies(void *field)
 /* ---- midtrans.server_keys ---- */
 
 static const struct conf_key server_key_keys[] = {
-	{.key = "id",
-	 .type = CONF_STRING,
-	 .offset = offsetof(struct ingest_server_key, id),
-	 .required = true},
-	{.key = "secret",
-	 .type = CONF_SECRET,
-	 .offset = offsetof(struct ingest_server_key, secret),
-	 .required = true},
-	{.key = NULL},
+    {.key = "id",
+     .type = CONF_STRING,
+     .offset = offsetof(struct ingest_server_key, id),
+     .required = true},
+    {.key = "secret",
+     .type = CONF_SECRET,
+     .offset = offsetof(struct ingest_server_key, secret),
+     .required = true},
+    {.key = NULL},
 };
 
 static bool
@@ -134,12 +135,12 @@ key_id_ok(const char *s)
 	if (n == 0 || n > 32)
 		return false;
 	return strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-			 "0123456789._-") == n;
+	                 "0123456789._-") == n;
 }
 
 static int
 parse_server_keys(const struct conf_node *n, void *field,
-		  struct conf_errors *errs)
+                  struct conf_errors *errs)
 {
 	struct conf_list *list = field;
 	const struct conf_node *item;
@@ -147,8 +148,9 @@ parse_server_keys(const struct conf_node *n, void *field,
 	bool bad = false;
 	size_t i;
 
-	if (conf_parse_list(n, server_key_keys, sizeof(struct ingest_server_key),
-			    INGEST_SERVER_KEYS_MAX, list, errs) < 0)
+	if (conf_parse_list(n, server_key_keys,
+	                    sizeof(struct ingest_server_key),
+	                    INGEST_SERVER_KEYS_MAX, list, errs) < 0)
 		return KASIR_ECONFIG;
 	if (list->count == 0) {
 		conf_error(errs, n, "'midtrans.server_keys' needs a key");
@@ -158,30 +160,30 @@ parse_server_keys(const struct conf_node *n, void *field,
 	for (i = 0, item = n->child; i < list->count; i++, item = item->next) {
 		if (!key_id_ok(keys[i].id)) {
 			conf_error(errs, item,
-				   "server key id '%.40s': 1..32 characters "
-				   "of A-Z a-z 0-9 . _ -",
-				   keys[i].id);
+			           "server key id '%.40s': 1..32 characters "
+			           "of A-Z a-z 0-9 . _ -",
+			           keys[i].id);
 			bad = true;
 		}
 		if (keys[i].secret.len < 8) {
 			conf_error(errs, item,
-				   "server key '%.40s': the secret in %s is "
-				   "too short to be a Midtrans server key",
-				   keys[i].id, keys[i].secret.origin);
+			           "server key '%.40s': the secret in %s is "
+			           "too short to be a Midtrans server key",
+			           keys[i].id, keys[i].secret.origin);
 			bad = true;
 		}
 		for (size_t j = 0; j < i; j++) {
 			if (strcmp(keys[i].id, keys[j].id) == 0) {
 				conf_error(errs, item,
-					   "duplicate server key id '%s'",
-					   keys[i].id);
+				           "duplicate server key id '%s'",
+				           keys[i].id);
 				bad = true;
 			}
 		}
 	}
 	if (bad) {
-		conf_list_free(server_key_keys, sizeof(struct ingest_server_key),
-			       list);
+		conf_list_free(server_key_keys,
+		               sizeof(struct ingest_server_key), list);
 		return KASIR_ECONFIG;
 	}
 	return 0;
@@ -190,7 +192,8 @@ parse_server_keys(const struct conf_node *n, void *field,
 static void
 free_server_keys(void *field)
 {
-	conf_list_free(server_key_keys, sizeof(struct ingest_server_key), field);
+	conf_list_free(server_key_keys, sizeof(struct ingest_server_key),
+	               field);
 }
 
 /* ingest.path: an absolute path without a query; no redirect ever means
@@ -209,8 +212,8 @@ parse_path(const struct conf_node *n, void *field, struct conf_errors *errs)
 	if (len < 2 || len > 200 || n->value[0] != '/' ||
 	    strcspn(n->value, "?# \t") != len) {
 		conf_error(errs, n,
-			   "'ingest.path' must be an absolute URL path like "
-			   "/midtrans/notification");
+		           "'ingest.path' must be an absolute URL path like "
+		           "/midtrans/notification");
 		return KASIR_ECONFIG;
 	}
 	if ((*out = strdup(n->value)) == NULL) {
@@ -232,55 +235,117 @@ free_path(void *field)
 #define F(m) offsetof(struct ingest_conf, m)
 
 const struct conf_key ingest_conf_keys[] = {
-	BASE_CONF_KEYS_FOR(struct ingest_conf),
-	{.key = "ingest.listen", .type = CONF_STRING, .offset = F(listen),
-	 .required = true},
-	{.key = "ingest.path", .type = CONF_CUSTOM, .offset = F(path),
-	 .parse = parse_path, .free = free_path,
-	 .defval = INGEST_DEFAULT_PATH},
-	{.key = "ingest.max_connections", .type = CONF_INT,
-	 .offset = F(max_connections), .min = 1, .max = 100000,
-	 .defval = "1000"},
-	{.key = "ingest.per_ip_connections", .type = CONF_INT,
-	 .offset = F(per_ip_connections), .min = 1, .max = 100000,
-	 .defval = "100"},
-	{.key = "ingest.timeout", .type = CONF_DURATION,
-	 .offset = F(timeout_ms), .min = 1000, .max = 300000,
-	 .defval = "10s"},
-	{.key = "ingest.threads", .type = CONF_INT, .offset = F(threads),
-	 .min = 1, .max = 64, .defval = "2"},
-	{.key = "ingest.body_max", .type = CONF_SIZE, .offset = F(body_max),
-	 .min = 1024, .max = 1024 * 1024, .defval = "64KiB"},
-	{.key = "ingest.trusted_proxies", .type = CONF_CUSTOM,
-	 .offset = F(trusted_proxies), .parse = parse_proxies,
-	 .free = free_proxies},
-	{.key = "ingest.rate_limit.rate", .type = CONF_INT,
-	 .offset = F(rate_per_s), .min = 1, .max = 1000000, .defval = "50"},
-	{.key = "ingest.rate_limit.burst", .type = CONF_INT,
-	 .offset = F(rate_burst), .min = 1, .max = 1000000, .defval = "100"},
-	{.key = "ingest.rate_limit.max_sources", .type = CONF_INT,
-	 .offset = F(rate_max_sources), .min = 16, .max = 10000000,
-	 .defval = "65536"},
-	{.key = "ingest.commit.queue_max", .type = CONF_INT,
-	 .offset = F(queue_max), .min = 1, .max = 1000000, .defval = "4096"},
-	{.key = "ingest.commit.queue_max_bytes", .type = CONF_SIZE,
-	 .offset = F(queue_max_bytes), .min = 64 * 1024,
-	 .max = 4LL * 1024 * 1024 * 1024, .defval = "32MiB"},
-	{.key = "ingest.commit.batch_max", .type = CONF_INT,
-	 .offset = F(batch_max), .min = 1, .max = 4096, .defval = "64"},
-	{.key = "ingest.commit.batch_wait", .type = CONF_DURATION,
-	 .offset = F(batch_wait_ms), .min = 0, .max = 100, .defval = "1ms"},
-	{.key = "ingest.commit.statement_timeout", .type = CONF_DURATION,
-	 .offset = F(statement_timeout_ms), .min = 100, .max = 60000,
-	 .defval = "4s"},
-	{.key = "ingest.quarantine.per_minute", .type = CONF_INT,
-	 .offset = F(quarantine_per_minute), .min = 0, .max = 100000,
-	 .defval = "60"},
-	{.key = "ingest.quarantine.max_rows", .type = CONF_INT,
-	 .offset = F(quarantine_max_rows), .min = 0, .max = 100000000,
-	 .defval = "100000"},
-	{.key = "midtrans.server_keys", .type = CONF_CUSTOM,
-	 .offset = F(server_keys), .required = true,
-	 .parse = parse_server_keys, .free = free_server_keys},
-	{.key = NULL},
+    BASE_CONF_KEYS_FOR(struct ingest_conf),
+    {.key = "ingest.listen",
+     .type = CONF_STRING,
+     .offset = F(listen),
+     .required = true},
+    {.key = "ingest.path",
+     .type = CONF_CUSTOM,
+     .offset = F(path),
+     .parse = parse_path,
+     .free = free_path,
+     .defval = INGEST_DEFAULT_PATH},
+    {.key = "ingest.max_connections",
+     .type = CONF_INT,
+     .offset = F(max_connections),
+     .min = 1,
+     .max = 100000,
+     .defval = "1000"},
+    {.key = "ingest.per_ip_connections",
+     .type = CONF_INT,
+     .offset = F(per_ip_connections),
+     .min = 1,
+     .max = 100000,
+     .defval = "100"},
+    {.key = "ingest.timeout",
+     .type = CONF_DURATION,
+     .offset = F(timeout_ms),
+     .min = 1000,
+     .max = 300000,
+     .defval = "10s"},
+    {.key = "ingest.threads",
+     .type = CONF_INT,
+     .offset = F(threads),
+     .min = 1,
+     .max = 64,
+     .defval = "2"},
+    {.key = "ingest.body_max",
+     .type = CONF_SIZE,
+     .offset = F(body_max),
+     .min = 1024,
+     .max = 1024 * 1024,
+     .defval = "64KiB"},
+    {.key = "ingest.trusted_proxies",
+     .type = CONF_CUSTOM,
+     .offset = F(trusted_proxies),
+     .parse = parse_proxies,
+     .free = free_proxies},
+    {.key = "ingest.rate_limit.rate",
+     .type = CONF_INT,
+     .offset = F(rate_per_s),
+     .min = 1,
+     .max = 1000000,
+     .defval = "50"},
+    {.key = "ingest.rate_limit.burst",
+     .type = CONF_INT,
+     .offset = F(rate_burst),
+     .min = 1,
+     .max = 1000000,
+     .defval = "100"},
+    {.key = "ingest.rate_limit.max_sources",
+     .type = CONF_INT,
+     .offset = F(rate_max_sources),
+     .min = 16,
+     .max = 10000000,
+     .defval = "65536"},
+    {.key = "ingest.commit.queue_max",
+     .type = CONF_INT,
+     .offset = F(queue_max),
+     .min = 1,
+     .max = 1000000,
+     .defval = "4096"},
+    {.key = "ingest.commit.queue_max_bytes",
+     .type = CONF_SIZE,
+     .offset = F(queue_max_bytes),
+     .min = 64 * 1024,
+     .max = 4LL * 1024 * 1024 * 1024,
+     .defval = "32MiB"},
+    {.key = "ingest.commit.batch_max",
+     .type = CONF_INT,
+     .offset = F(batch_max),
+     .min = 1,
+     .max = 4096,
+     .defval = "64"},
+    {.key = "ingest.commit.batch_wait",
+     .type = CONF_DURATION,
+     .offset = F(batch_wait_ms),
+     .min = 0,
+     .max = 100,
+     .defval = "1ms"},
+    {.key = "ingest.commit.statement_timeout",
+     .type = CONF_DURATION,
+     .offset = F(statement_timeout_ms),
+     .min = 100,
+     .max = 60000,
+     .defval = "4s"},
+    {.key = "ingest.quarantine.per_minute",
+     .type = CONF_INT,
+     .offset = F(quarantine_per_minute),
+     .min = 0,
+     .max = 100000,
+     .defval = "60"},
+    {.key = "ingest.quarantine.max_rows",
+     .type = CONF_INT,
+     .offset = F(quarantine_max_rows),
+     .min = 0,
+     .max = 100000000,
+     .defval = "100000"},
+    {.key = "midtrans.server_keys",
+     .type = CONF_CUSTOM,
+     .offset = F(server_keys),
+     .required = true,
+     .parse = parse_server_keys,
+     .free = free_server_keys},
+    {.key = NULL},
 };

@@ -32,14 +32,14 @@ struct stream_producer;
 
 /* ---- configuration (conf.c) ---- */
 
-#define INGEST_SERVER_KEYS_MAX	 8
-#define INGEST_PROXIES_MAX	 64
-#define INGEST_DEFAULT_PATH	 "/midtrans/notification"
-#define INGEST_BODY_MAX		 (64 * 1024)
+#define INGEST_SERVER_KEYS_MAX 8
+#define INGEST_PROXIES_MAX     64
+#define INGEST_DEFAULT_PATH    "/midtrans/notification"
+#define INGEST_BODY_MAX        (64 * 1024)
 
 /* midtrans.server_keys[]: one Midtrans server key (rotation: several). */
 struct ingest_server_key {
-	char *id;		   /* stored as signature_key_id; never the key */
+	char *id; /* stored as signature_key_id; never the key */
 	struct conf_secret secret; /* the server key itself */
 };
 
@@ -74,7 +74,7 @@ struct ingest_conf {
 	int64_t rate_max_sources;
 
 	/* ingest.commit: group commit */
-	int64_t queue_max;	 /* notifications waiting */
+	int64_t queue_max;       /* notifications waiting */
 	int64_t queue_max_bytes; /* their bodies, summed */
 	int64_t batch_max;
 	int64_t batch_wait_ms;
@@ -102,11 +102,11 @@ int ingest_cidr_parse(const char *s, struct ingest_cidr *ret);
  * normalised textual address (IPv4-mapped IPv6 becomes IPv4).
  */
 void ingest_source_addr(const struct ingest_proxies *trusted, const char *peer,
-			const char *xff, const char *xreal, char *out,
-			size_t out_len);
+                        const char *xff, const char *xreal, char *out,
+                        size_t out_len);
 /* True when addr (text) is inside one of the networks. */
 bool ingest_addr_trusted(const struct ingest_proxies *trusted,
-			 const char *addr);
+                         const char *addr);
 
 /* ---- metrics ---- */
 
@@ -145,13 +145,13 @@ int ingest_metrics_register(struct metrics *m, struct ingest_metrics *ret);
  * (ingest_item_free), after its request was completed. */
 struct ingest_item {
 	struct ingest_item *next;
-	struct notification n;	      /* owned: the parsed object */
-	const char *body;	      /* borrowed from the deferred request:
-				         valid until pending is completed */
+	struct notification n; /* owned: the parsed object */
+	const char *body;      /* borrowed from the deferred request:
+	                          valid until pending is completed */
 	size_t body_len;
-	const char *key_id;	      /* borrowed from conf */
-	char source[64];	      /* attributed source address */
-	int64_t received_ms;	      /* wall clock, when it arrived */
+	const char *key_id;           /* borrowed from conf */
+	char source[64];              /* attributed source address */
+	int64_t received_ms;          /* wall clock, when it arrived */
 	struct http_pending *pending; /* completed exactly once */
 };
 
@@ -170,9 +170,8 @@ struct ingest_store_conf {
 /* Starts the committer thread.  producer and metrics are borrowed and must
  * outlive the store. */
 int ingest_store_start(const struct ingest_store_conf *conf,
-		       struct stream_producer *producer,
-		       struct ingest_metrics *im,
-		       struct ingest_store **ret);
+                       struct stream_producer *producer,
+                       struct ingest_metrics *im, struct ingest_store **ret);
 /*
  * Reserves room for one notification of body_len bytes, so that after the
  * request is deferred the submit cannot fail.  0, -EAGAIN (queue full:
@@ -202,17 +201,17 @@ struct ingest_quarantine_conf {
 };
 
 int ingest_quarantine_start(const struct ingest_quarantine_conf *conf,
-			    struct ingest_metrics *im,
-			    struct ingest_quarantine **ret);
+                            struct ingest_metrics *im,
+                            struct ingest_quarantine **ret);
 /*
  * Keeps a copy of body (refused for reason) when the per-minute budget and
  * the table's cap allow; otherwise counts a drop.  Never blocks on the
  * database.  order_id may be NULL.
  */
 void ingest_quarantine_add(struct ingest_quarantine *q, const char *reason,
-			   const char *order_id, const char *source,
-			   int64_t received_ms, const char *body,
-			   size_t body_len);
+                           const char *order_id, const char *source,
+                           int64_t received_ms, const char *body,
+                           size_t body_len);
 void ingest_quarantine_stop(struct ingest_quarantine *q);
 
 /* ---- admin socket (admin.c) ---- */
@@ -228,8 +227,8 @@ struct ingest_admin_ctx {
 struct admin_request;
 struct cJSON;
 int ingest_admin_handle(void *arg, const struct admin_request *req,
-			struct cJSON **ret_result, char *err_code,
-			size_t code_len, char *err_msg, size_t msg_len);
+                        struct cJSON **ret_result, char *err_code,
+                        size_t code_len, char *err_msg, size_t msg_len);
 
 /* bytea text form ("\x" + hex) of body; caller frees.  NULL on ENOMEM. */
 char *ingest_bytea_hex(const char *body, size_t len);

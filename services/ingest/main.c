@@ -42,6 +42,10 @@ struct ingest {
 	struct ratelimit_table *rl;
 	struct ingest_store *store;
 	struct ingest_quarantine *quarantine;
+	struct tbucket log_budget; /* refusal log lines: an attacker must not
+	                              flood the journal */
+	atomic_uint_fast64_t log_suppressed;
+	atomic_bool serving; /* public listener up: /readyz may say ready */
 	atomic_bool closing;
 };
 
@@ -49,14 +53,14 @@ int
 ingest_metrics_register(struct metrics *m, struct ingest_metrics *im)
 {
 	static const char *const outcome[OUT_COUNT] = {
-		[OUT_2XX] = "outcome=\"2xx\"", [OUT_400] = "outcome=\"400\"",
-		[OUT_403] = "outcome=\"403\"", [OUT_404] = "outcome=\"404\"",
-		[OUT_405] = "outcome=\"405\"", [OUT_413] = "outcome=\"413\"",
-		[OUT_415] = "outcome=\"415\"", [OUT_429] = "outcome=\"429\"",
-		[OUT_5XX] = "outcome=\"5xx\"",
+	    [OUT_2XX] = "outcome=\"2xx\"", [OUT_400] = "outcome=\"400\"",
+	    [OUT_403] = "outcome=\"403\"", [OUT_404] = "outcome=\"404\"",
+	    [OUT_405] = "outcome=\"405\"", [OUT_413] = "outcome=\"413\"",
+	    [OUT_415] = "outcome=\"415\"", [OUT_429] = "outcome=\"429\"",
+	    [OUT_5XX] = "outcome=\"5xx\"",
 	};
-	static const double batch_bounds[] = {1,  2,   4,   8,   16,
-					      32, 64, 128, 256, 512};
+	static const double batch_bounds[] = {1,  2,  4,   8,   16,
+	                                      32, 64, 128, 256, 512};
 
 	memset(im, 0, sizeof(*im));
 	for (int i = 0; i < OUT_COUNT; i++)
@@ -67,30 +71,30 @@ ingest_metrics_register(struct metrics *m, struct ingest_metrics *im)
 	    m, "kasir_ingest_commit_seconds", NULL,
 	    "time to write and commit one batch of notifications",
 	    metrics_latency_bounds, metrics_latency_nbounds);
-	im->batch_size = metrics_histogram(
-	    m, "kasir_ingest_batch_size", NULL,
-	    "notifications committed per transaction", batch_bounds,
-	    ARRAY_SIZE(batch_bounds));
+	im->batch_size =
+	    metrics_histogram(m, "kasir_ingest_batch_size", NULL,
+	                      "notifications committed per transaction",
+	                      batch_bounds, ARRAY_SIZE(batch_bounds));
 	im->signature_failures =
 	    metrics_counter(m, "kasir_ingest_signature_failures_total", NULL,
-			    "notifications refused for a bad signature");
+	                    "notifications refused for a bad signature");
 	im->quarantine_dropped = metrics_counter(
 	    m, "kasir_ingest_quarantine_dropped_total", NULL,
 	    "refused bodies not kept (budget, cap or database down)");
 	im->quarantine_stored =
 	    metrics_counter(m, "kasir_ingest_quarantine_stored_total", NULL,
-			    "refused bodies kept in ingest.quarantine");
+	                    "refused bodies kept in ingest.quarantine");
 	im->queue_depth =
 	    metrics_gauge(m, "kasir_ingest_queue_depth", NULL,
-			  "verified notifications waiting for the committer");
-	im->last_notification = metrics_gauge(
-	    m, "kasir_ingest_last_notification_timestamp_seconds", NULL,
-	    "unix time of the last stored notification");
+	                  "verified notifications waiting for the committer");
+	im->last_notification =
+	    metrics_gauge(m, "kasir_ingest_last_notification_timestamp_seconds",
+	                  NULL, "unix time of the last stored notification");
 	im->stored = metrics_counter(m, "kasir_ingest_stored_total", NULL,
-				     "notifications stored in payment_event");
+	                             "notifications stored in payment_event");
 	im->commit_failures =
 	    metrics_counter(m, "kasir_ingest_commit_failures_total", NULL,
-			    "batches that could not be committed");
+	                    "batches that could not be committed");
 	for (int i = 0; i < OUT_COUNT; i++)
 		if (im->requests[i] == NULL)
 			return -ENOMEM;
@@ -101,6 +105,26 @@ ingest_metrics_register(struct metrics *m, struct ingest_metrics *im)
 	    im->commit_failures == NULL)
 		return -ENOMEM;
 	return 0;
+}
+
+#define REFUSAL_LOG_RATE  5.0 /* lines per second */
+#define REFUSAL_LOG_BURST 20.0
+
+/* May a refusal be logged now?  Says once how many were not. */
+static bool
+refusal_log_ok(struct ingest *g)
+{
+	uint64_t n;
+
+	if (!tbucket_take(&g->log_budget, NULL)) {
+		atomic_fetch_add(&g->log_suppressed, 1);
+		return false;
+	}
+	n = atomic_exchange(&g->log_suppressed, 0);
+	if (n > 0)
+		log_notice("%llu refusal log line(s) suppressed (rate limit)",
+		           (unsigned long long)n);
+	return true;
 }
 
 static int
@@ -114,7 +138,7 @@ answer(struct ingest *g, struct http_response *resp, enum ingest_outcome o,
 /* The notification endpoint.  Runs on MHD's threads, concurrently. */
 static int
 handle_request(void *arg, const struct http_request *req,
-	       struct http_response *resp)
+               struct http_response *resp)
 {
 	struct ingest *g = arg;
 	struct notification n = {0};
@@ -127,53 +151,56 @@ handle_request(void *arg, const struct http_request *req,
 
 	if (strcmp(req->path, g->conf->path) != 0)
 		return answer(g, resp, OUT_404, 404, "not_found",
-			      "no such endpoint");
+		              "no such endpoint");
 	if (strcmp(req->method, "POST") != 0) {
 		http_add_header(resp, "Allow", "POST");
 		return answer(g, resp, OUT_405, 405, "method_not_allowed",
-			      "notifications are POSTed");
+		              "notifications are POSTed");
 	}
 	if (req->body_len > (size_t)g->conf->body_max)
 		return answer(g, resp, OUT_413, 413, "body_too_large",
-			      "the body exceeds the limit");
+		              "the body exceeds the limit");
 	if (!notif_content_type_ok(http_header(req, "Content-Type")))
 		return answer(g, resp, OUT_415, 415, "unsupported_media_type",
-			      "Content-Type must be application/json");
+		              "Content-Type must be application/json");
 
 	ingest_source_addr(&g->conf->trusted_proxies, req->client_ip,
-			   http_header(req, "X-Forwarded-For"),
-			   http_header(req, "X-Real-IP"), source,
-			   sizeof(source));
+	                   http_header(req, "X-Forwarded-For"),
+	                   http_header(req, "X-Real-IP"), source,
+	                   sizeof(source));
 
 	r = notification_parse(req->body, req->body_len, &n, &why);
 	if (r == KASIR_EREJECT) {
-		log_fields(LOG_INFO, LOG_F({"SOURCE", source}),
-			   "notification refused: %s: %s",
-			   notif_error_code(why.code), why.message);
+		if (refusal_log_ok(g))
+			log_fields(LOG_INFO, LOG_F({"SOURCE", source}),
+			           "notification refused: %s: %s",
+			           notif_error_code(why.code), why.message);
 		return answer(g, resp, OUT_400, 400, notif_error_code(why.code),
-			      why.message);
+		              why.message);
 	}
 	if (r < 0)
 		return answer(g, resp, OUT_5XX, 503, "overloaded",
-			      "out of memory");
+		              "out of memory");
 
 	r = notification_verify(&n, g->keys, g->nkeys, &key);
 	if (r == KASIR_ESIG) {
 		metric_inc(g->im.signature_failures);
-		log_fields(LOG_WARNING,
-			   LOG_F({"ORDER_ID", n.order_id}, {"SOURCE", source}),
-			   "notification refused: invalid signature");
+		if (refusal_log_ok(g))
+			log_fields(
+			    LOG_WARNING,
+			    LOG_F({"ORDER_ID", n.order_id}, {"SOURCE", source}),
+			    "notification refused: invalid signature");
 		ingest_quarantine_add(g->quarantine, "invalid_signature",
-				      n.order_id, source, received_ms,
-				      req->body, req->body_len);
+		                      n.order_id, source, received_ms,
+		                      req->body, req->body_len);
 		notification_fini(&n);
 		return answer(g, resp, OUT_403, 403, "invalid_signature",
-			      "the signature does not verify");
+		              "the signature does not verify");
 	}
 	if (r < 0) {
 		notification_fini(&n);
 		return answer(g, resp, OUT_5XX, 503, "overloaded",
-			      "out of memory");
+		              "out of memory");
 	}
 
 	/* Rate limit last (issue 3's order) but before any database work. */
@@ -182,22 +209,22 @@ handle_request(void *arg, const struct http_request *req,
 
 		notification_fini(&n);
 		http_add_header(resp, "Retry-After", "%lld",
-				(long long)(secs < 1 ? 1 : secs));
+		                (long long)(secs < 1 ? 1 : secs));
 		return answer(g, resp, OUT_429, 429, "rate_limited",
-			      "too many notifications from this address");
+		              "too many notifications from this address");
 	}
 
 	if (atomic_load(&g->closing)) {
 		notification_fini(&n);
 		return answer(g, resp, OUT_5XX, 503, "shutting_down",
-			      "the service is stopping; retry");
+		              "the service is stopping; retry");
 	}
 	r = ingest_store_reserve(g->store, req->body_len);
 	if (r < 0) {
 		notification_fini(&n);
 		return answer(g, resp, OUT_5XX, 503,
-			      r == -EAGAIN ? "overloaded" : "shutting_down",
-			      "cannot take the notification now; retry");
+		              r == -EAGAIN ? "overloaded" : "shutting_down",
+		              "cannot take the notification now; retry");
 	}
 	it = calloc(1, sizeof(*it));
 	if (it == NULL)
@@ -219,7 +246,22 @@ fail_reserved:
 	ingest_store_unreserve(g->store, req->body_len);
 	notification_fini(&n);
 	return answer(g, resp, OUT_5XX, 503, "overloaded",
-		      "cannot take the notification now; retry");
+	              "cannot take the notification now; retry");
+}
+
+/* /readyz: not ready before the public listener and the committer run
+ * (daemon_init serves /readyz earlier), nor while stopping. */
+static int
+ready_hook(void *arg, char *why, size_t why_len)
+{
+	struct ingest *g = arg;
+
+	if (!atomic_load(&g->serving) || atomic_load(&g->closing)) {
+		kasir_strlcpy(why, "notification listener not running",
+		              why_len);
+		return -EAGAIN;
+	}
+	return 0;
 }
 
 static void
@@ -233,8 +275,8 @@ tick(void *arg)
 		return;
 	last_status_ms = now;
 	kasir_sd_status("stored %.0f notifications, queue %zu",
-			metric_value(g->im.stored),
-			ingest_store_depth(g->store));
+	                metric_value(g->im.stored),
+	                ingest_store_depth(g->store));
 }
 
 int
@@ -255,11 +297,15 @@ main(int argc, char **argv)
 		return rc;
 	rc = 1;
 	if (daemon_init(&d, "kasir-ingest", &conf.base, "ingest",
-			"kasir_ingest") < 0)
+	                "kasir_ingest") < 0)
 		goto out_conf;
-	if (conf.base.stream_publish == NULL || conf.base.stream_replay == NULL) {
+	/* Not ready until the public listener runs (see ready_hook). */
+	d.ready_arg = &g;
+	d.ready_hook = ready_hook;
+	if (conf.base.stream_publish == NULL ||
+	    conf.base.stream_replay == NULL) {
 		log_err("configuration: stream.publish and stream.replay are "
-			"required (kasir-order consumes the ingest stream)");
+		        "required (kasir-order consumes the ingest stream)");
 		goto out_daemon;
 	}
 	if ((r = ingest_metrics_register(d.metrics, &g.im)) < 0) {
@@ -276,10 +322,10 @@ main(int argc, char **argv)
 			    .secret_len = k[i].secret.len,
 			};
 	}
-	if ((r = ratelimit_table_new((double)conf.rate_per_s,
-				     (double)conf.rate_burst,
-				     (unsigned)conf.rate_max_sources,
-				     &g.rl)) < 0) {
+	tbucket_init(&g.log_budget, REFUSAL_LOG_RATE, REFUSAL_LOG_BURST);
+	if ((r = ratelimit_table_new(
+	         (double)conf.rate_per_s, (double)conf.rate_burst,
+	         (unsigned)conf.rate_max_sources, &g.rl)) < 0) {
 		log_err("rate limit table: %s", kasir_strerror(r));
 		goto out_daemon;
 	}
@@ -289,7 +335,7 @@ main(int argc, char **argv)
 	if ((r = stream_producer_start(&pc, d.keyring, d.metrics, &producer)) <
 	    0) {
 		log_err("starting the ingest stream producer failed: %s",
-			kasir_strerror(r));
+		        kasir_strerror(r));
 		goto out_rl;
 	}
 
@@ -314,13 +360,13 @@ main(int argc, char **argv)
 		if ((r = ingest_store_start(&sc, producer, &g.im, &g.store)) <
 		    0) {
 			log_err("starting the committer failed: %s",
-				kasir_strerror(r));
+			        kasir_strerror(r));
 			goto out_producer;
 		}
 		if ((r = ingest_quarantine_start(&qc, &g.im, &g.quarantine)) <
 		    0) {
 			log_err("starting the quarantine writer failed: %s",
-				kasir_strerror(r));
+			        kasir_strerror(r));
 			goto out_store;
 		}
 	}
@@ -339,7 +385,7 @@ main(int argc, char **argv)
 		if ((r = http_server_start(&hc, handle_request, &g, &http)) <
 		    0) {
 			log_err("listening on %s failed: %s", conf.listen,
-				kasir_strerror(r));
+			        kasir_strerror(r));
 			goto out_quarantine;
 		}
 	}
@@ -360,19 +406,20 @@ main(int argc, char **argv)
 		actx.started_ms = now_mono_ms();
 		if ((r = db_open(&ac, &actx.db)) < 0 ||
 		    (r = admin_socket_start(&asc, ingest_admin_handle, &actx,
-					    &admin)) < 0) {
+		                            &admin)) < 0) {
 			log_err("admin socket %s: %s", conf.base.admin_socket,
-				kasir_strerror(r));
+			        kasir_strerror(r));
 			goto out_http;
 		}
 	}
 
 	snprintf(buf, sizeof(buf), "listening on %s%s", conf.listen, conf.path);
 	log_notice("%s, %zu server key(s), batch up to %lld", buf, g.nkeys,
-		   (long long)conf.batch_max);
+	           (long long)conf.batch_max);
+	atomic_store(&g.serving, true);
 	rc = daemon_run(&d, tick, &g) == 0 ? 0 : 1;
 	log_notice("stopping: draining %zu queued notification(s)",
-		   ingest_store_depth(g.store));
+	           ingest_store_depth(g.store));
 
 	if (admin != NULL)
 		admin_socket_stop(admin);

@@ -24,18 +24,18 @@
 #include "util.h"
 
 static const char *const notif_codes[] = {
-	[NOTIF_OK] = "ok",
-	[NOTIF_MALFORMED_JSON] = "malformed_json",
-	[NOTIF_NOT_AN_OBJECT] = "not_an_object",
-	[NOTIF_MISSING_FIELD] = "missing_field",
-	[NOTIF_WRONG_TYPE] = "wrong_type",
-	[NOTIF_INVALID_ORDER_ID] = "invalid_order_id",
-	[NOTIF_INVALID_UTF8] = "invalid_utf8",
-	[NOTIF_DUPLICATE_KEY] = "duplicate_key",
-	[NOTIF_TOO_DEEP] = "too_deep",
-	[NOTIF_INVALID_STRING] = "invalid_string",
-	[NOTIF_INVALID_FIELD] = "invalid_field",
-	[NOTIF_INVALID_SIGNATURE_KEY] = "invalid_signature_key",
+    [NOTIF_OK] = "ok",
+    [NOTIF_MALFORMED_JSON] = "malformed_json",
+    [NOTIF_NOT_AN_OBJECT] = "not_an_object",
+    [NOTIF_MISSING_FIELD] = "missing_field",
+    [NOTIF_WRONG_TYPE] = "wrong_type",
+    [NOTIF_INVALID_ORDER_ID] = "invalid_order_id",
+    [NOTIF_INVALID_UTF8] = "invalid_utf8",
+    [NOTIF_DUPLICATE_KEY] = "duplicate_key",
+    [NOTIF_TOO_DEEP] = "too_deep",
+    [NOTIF_INVALID_STRING] = "invalid_string",
+    [NOTIF_INVALID_FIELD] = "invalid_field",
+    [NOTIF_INVALID_SIGNATURE_KEY] = "invalid_signature_key",
 };
 
 const char *
@@ -112,7 +112,7 @@ static void
 scan_ws(struct scan *s)
 {
 	while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' ||
-				 *s->p == '\n' || *s->p == '\r'))
+	                         *s->p == '\n' || *s->p == '\r'))
 		s->p++;
 }
 
@@ -155,7 +155,7 @@ scan_string(struct scan *s)
 		}
 		if (c < 0x20)
 			return reject(s->why, NOTIF_MALFORMED_JSON,
-				      "control character in a string");
+			              "control character in a string");
 		if (c != '\\') {
 			s->p++;
 			continue;
@@ -177,24 +177,24 @@ scan_string(struct scan *s)
 			break;
 		default:
 			return reject(s->why, NOTIF_MALFORMED_JSON,
-				      "bad escape in a string");
+			              "bad escape in a string");
 		}
 		if (hex4(s->p + 2, s->end, &u) < 0)
 			return reject(s->why, NOTIF_MALFORMED_JSON,
-				      "bad \\u escape in a string");
+			              "bad \\u escape in a string");
 		s->p += 6;
 		if (u == 0)
 			return reject(s->why, NOTIF_INVALID_STRING,
-				      "\\u0000 in a string");
+			              "\\u0000 in a string");
 		if (u >= 0xDC00 && u <= 0xDFFF)
 			return reject(s->why, NOTIF_INVALID_UTF8,
-				      "unpaired surrogate escape");
+			              "unpaired surrogate escape");
 		if (u >= 0xD800 && u <= 0xDBFF) {
 			if (s->end - s->p < 6 || s->p[0] != '\\' ||
 			    s->p[1] != 'u' || hex4(s->p + 2, s->end, &lo) < 0 ||
 			    lo < 0xDC00 || lo > 0xDFFF)
 				return reject(s->why, NOTIF_INVALID_UTF8,
-					      "unpaired surrogate escape");
+				              "unpaired surrogate escape");
 			s->p += 6;
 		}
 	}
@@ -259,7 +259,7 @@ scan_value(struct scan *s, unsigned depth)
 	scan_ws(s);
 	if (s->p >= s->end)
 		return reject(s->why, NOTIF_MALFORMED_JSON,
-			      "unexpected end of input");
+		              "unexpected end of input");
 	switch (*s->p) {
 	case '{':
 	case '[': {
@@ -268,7 +268,7 @@ scan_value(struct scan *s, unsigned depth)
 
 		if (depth + 1 > s->max_depth)
 			return reject(s->why, NOTIF_TOO_DEEP,
-				      "nesting deeper than %u", s->max_depth);
+			              "nesting deeper than %u", s->max_depth);
 		s->p++;
 		scan_ws(s);
 		if (s->p < s->end && *s->p == close) {
@@ -280,15 +280,15 @@ scan_value(struct scan *s, unsigned depth)
 				scan_ws(s);
 				if (s->p >= s->end || *s->p != '"')
 					return reject(s->why,
-						      NOTIF_MALFORMED_JSON,
-						      "expected a key");
+					              NOTIF_MALFORMED_JSON,
+					              "expected a key");
 				if ((r = scan_string(s)) < 0)
 					return r;
 				scan_ws(s);
 				if (s->p >= s->end || *s->p != ':')
 					return reject(s->why,
-						      NOTIF_MALFORMED_JSON,
-						      "expected ':'");
+					              NOTIF_MALFORMED_JSON,
+					              "expected ':'");
 				s->p++;
 			}
 			if ((r = scan_value(s, depth + 1)) < 0)
@@ -303,7 +303,7 @@ scan_value(struct scan *s, unsigned depth)
 				return 0;
 			}
 			return reject(s->why, NOTIF_MALFORMED_JSON,
-				      "expected ',' or '%c'", close);
+			              "expected ',' or '%c'", close);
 		}
 	}
 	case '"':
@@ -321,7 +321,7 @@ scan_value(struct scan *s, unsigned depth)
 
 int
 notif_prescan(const char *body, size_t len, unsigned max_depth,
-	      struct notif_reject *why)
+              struct notif_reject *why)
 {
 	const unsigned char *p = (const unsigned char *)body;
 	const unsigned char *end = p + len;
@@ -332,9 +332,10 @@ notif_prescan(const char *body, size_t len, unsigned max_depth,
 		size_t n = utf8_seq_len(p, end);
 
 		if (n == 0)
-			return reject(why, NOTIF_INVALID_UTF8,
-				      "invalid UTF-8 at byte %zu",
-				      (size_t)(p - (const unsigned char *)body));
+			return reject(
+			    why, NOTIF_INVALID_UTF8,
+			    "invalid UTF-8 at byte %zu",
+			    (size_t)(p - (const unsigned char *)body));
 		p += n;
 	}
 	s.p = (const unsigned char *)body;
@@ -346,7 +347,7 @@ notif_prescan(const char *body, size_t len, unsigned max_depth,
 	scan_ws(&s);
 	if (s.p != s.end)
 		return reject(why, NOTIF_MALFORMED_JSON,
-			      "trailing data after the JSON value");
+		              "trailing data after the JSON value");
 	return 0;
 }
 
@@ -389,11 +390,11 @@ check_duplicates(const cJSON *node, struct notif_reject *why)
 			/* Key names are bounded by the body; print a short,
 			 * safe prefix only when it is a plain token. */
 			bool plain = strlen(keys[i]) <= 40 &&
-				     order_id_valid(keys[i], 40);
+			             order_id_valid(keys[i], 40);
 
 			r = reject(why, NOTIF_DUPLICATE_KEY,
-				   "duplicate key%s%s%s", plain ? " '" : "",
-				   plain ? keys[i] : "", plain ? "'" : "");
+			           "duplicate key%s%s%s", plain ? " '" : "",
+			           plain ? keys[i] : "", plain ? "'" : "");
 			break;
 		}
 	}
@@ -405,8 +406,8 @@ check_duplicates(const cJSON *node, struct notif_reject *why)
 
 /* Required fields, in the order they are checked. */
 static const char *const required_fields[] = {
-	"order_id",	 "status_code",	       "gross_amount",
-	"signature_key", "transaction_status",
+    "order_id",      "status_code",        "gross_amount",
+    "signature_key", "transaction_status",
 };
 
 static bool
@@ -425,7 +426,7 @@ lower_hex(const char *s, size_t len)
  * string is wrong_type. */
 static int
 optional_string(const cJSON *obj, const char *name, const char **ret,
-		struct notif_reject *why)
+                struct notif_reject *why)
 {
 	const cJSON *it = cJSON_GetObjectItemCaseSensitive(obj, name);
 
@@ -434,36 +435,36 @@ optional_string(const cJSON *obj, const char *name, const char **ret,
 		return 0;
 	}
 	if (!cJSON_IsString(it))
-		return reject(why, NOTIF_WRONG_TYPE, "field '%s' must be a string",
-			      name);
+		return reject(why, NOTIF_WRONG_TYPE,
+		              "field '%s' must be a string", name);
 	if (strlen(it->valuestring) > NOTIF_FIELD_MAX)
 		return reject(why, NOTIF_INVALID_FIELD,
-			      "field '%s' longer than %d", name,
-			      NOTIF_FIELD_MAX);
+		              "field '%s' longer than %d", name,
+		              NOTIF_FIELD_MAX);
 	*ret = it->valuestring;
 	return 0;
 }
 
 static int
 validate_fields(const cJSON *obj, struct notification *n,
-		struct notif_reject *why)
+                struct notif_reject *why)
 {
 	const char *vals[ARRAY_SIZE(required_fields)];
 	size_t i, len;
 	int r;
 
 	for (i = 0; i < ARRAY_SIZE(required_fields); i++) {
-		const cJSON *it = cJSON_GetObjectItemCaseSensitive(
-		    obj, required_fields[i]);
+		const cJSON *it =
+		    cJSON_GetObjectItemCaseSensitive(obj, required_fields[i]);
 
 		if (it == NULL)
 			return reject(why, NOTIF_MISSING_FIELD,
-				      "field '%s' is missing",
-				      required_fields[i]);
+			              "field '%s' is missing",
+			              required_fields[i]);
 		if (!cJSON_IsString(it))
 			return reject(why, NOTIF_WRONG_TYPE,
-				      "field '%s' must be a string",
-				      required_fields[i]);
+			              "field '%s' must be a string",
+			              required_fields[i]);
 		vals[i] = it->valuestring;
 	}
 	n->order_id = vals[0];
@@ -474,42 +475,42 @@ validate_fields(const cJSON *obj, struct notification *n,
 
 	if (!order_id_valid(n->order_id, NOTIF_ORDER_ID_MAX))
 		return reject(why, NOTIF_INVALID_ORDER_ID,
-			      "order_id must be 1..%d characters of "
-			      "[A-Za-z0-9._~-]",
-			      NOTIF_ORDER_ID_MAX);
+		              "order_id must be 1..%d characters of "
+		              "[A-Za-z0-9._~-]",
+		              NOTIF_ORDER_ID_MAX);
 	len = strlen(n->signature_key);
 	if (len != NOTIF_SIGNATURE_HEXLEN || !lower_hex(n->signature_key, len))
 		return reject(why, NOTIF_INVALID_SIGNATURE_KEY,
-			      "signature_key must be %d lower-case hex digits",
-			      NOTIF_SIGNATURE_HEXLEN);
+		              "signature_key must be %d lower-case hex digits",
+		              NOTIF_SIGNATURE_HEXLEN);
 	for (i = 1; i < ARRAY_SIZE(required_fields); i++) {
 		if (i == 3)
 			continue; /* signature_key: checked above */
 		len = strlen(vals[i]);
 		if (len == 0 || len > NOTIF_FIELD_MAX)
 			return reject(why, NOTIF_INVALID_FIELD,
-				      "field '%s' must be 1..%d characters",
-				      required_fields[i], NOTIF_FIELD_MAX);
+			              "field '%s' must be 1..%d characters",
+			              required_fields[i], NOTIF_FIELD_MAX);
 	}
 
 	if ((r = optional_string(obj, "fraud_status", &n->fraud_status, why)) <
-		0 ||
+	        0 ||
 	    (r = optional_string(obj, "payment_type", &n->payment_type, why)) <
-		0 ||
+	        0 ||
 	    (r = optional_string(obj, "transaction_id", &n->transaction_id,
-				 why)) < 0 ||
+	                         why)) < 0 ||
 	    (r = optional_string(obj, "currency", &n->currency, why)) < 0 ||
 	    (r = optional_string(obj, "transaction_time", &n->transaction_time,
-				 why)) < 0 ||
+	                         why)) < 0 ||
 	    (r = optional_string(obj, "settlement_time", &n->settlement_time,
-				 why)) < 0)
+	                         why)) < 0)
 		return r;
 	return 0;
 }
 
 int
 notification_parse(const char *body, size_t len, struct notification *ret,
-		   struct notif_reject *why)
+                   struct notif_reject *why)
 {
 	struct notification n = {0};
 	const char *end = NULL;
@@ -525,7 +526,7 @@ notification_parse(const char *body, size_t len, struct notification *ret,
 	}
 	if (!cJSON_IsObject(n.obj)) {
 		r = reject(why, NOTIF_NOT_AN_OBJECT,
-			   "the body must be a JSON object");
+		           "the body must be a JSON object");
 		goto fail;
 	}
 	if ((r = check_duplicates(n.obj, why)) < 0)
@@ -552,8 +553,8 @@ notification_fini(struct notification *n)
 
 int
 notif_signature(const char *order_id, const char *status_code,
-		const char *gross_amount, const char *key, size_t key_len,
-		char out[NOTIF_SIGNATURE_HEXLEN + 1])
+                const char *gross_amount, const char *key, size_t key_len,
+                char out[NOTIF_SIGNATURE_HEXLEN + 1])
 {
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
@@ -580,9 +581,8 @@ notif_signature(const char *order_id, const char *status_code,
 }
 
 int
-notification_verify(const struct notification *n,
-		    const struct notif_key *keys, size_t nkeys,
-		    size_t *ret_index)
+notification_verify(const struct notification *n, const struct notif_key *keys,
+                    size_t nkeys, size_t *ret_index)
 {
 	char expect[NOTIF_SIGNATURE_HEXLEN + 1];
 	size_t got_len = strlen(n->signature_key);
@@ -593,14 +593,14 @@ notification_verify(const struct notification *n,
 	 * depend on which key (if any) matched. */
 	for (size_t i = 0; i < nkeys; i++) {
 		r = notif_signature(n->order_id, n->status_code,
-				    n->gross_amount, keys[i].secret,
-				    keys[i].secret_len, expect);
+		                    n->gross_amount, keys[i].secret,
+		                    keys[i].secret_len, expect);
 		if (r < 0) {
 			OPENSSL_cleanse(expect, sizeof(expect));
 			return r;
 		}
 		if (ct_equal(expect, NOTIF_SIGNATURE_HEXLEN, n->signature_key,
-			     got_len) &&
+		             got_len) &&
 		    match == SIZE_MAX)
 			match = i;
 	}

@@ -25,24 +25,24 @@
 
 struct cJSON;
 
-#define NOTIF_MAX_DEPTH		32  /* objects/arrays nested at most this deep */
-#define NOTIF_ORDER_ID_MAX	50  /* Midtrans: [A-Za-z0-9._~-], <= 50 chars */
-#define NOTIF_SIGNATURE_HEXLEN	128 /* SHA-512, lower-case hex */
-#define NOTIF_FIELD_MAX		128 /* bound on the other parsed fields */
+#define NOTIF_MAX_DEPTH        32  /* objects/arrays nested at most this deep */
+#define NOTIF_ORDER_ID_MAX     50  /* Midtrans: [A-Za-z0-9._~-], <= 50 chars */
+#define NOTIF_SIGNATURE_HEXLEN 128 /* SHA-512, lower-case hex */
+#define NOTIF_FIELD_MAX        128 /* bound on the other parsed fields */
 
 /* Why a body was refused; each maps to one stable code string. */
 enum notif_error {
 	NOTIF_OK = 0,
-	NOTIF_MALFORMED_JSON,	   /* "malformed_json" */
-	NOTIF_NOT_AN_OBJECT,	   /* "not_an_object" */
-	NOTIF_MISSING_FIELD,	   /* "missing_field" */
-	NOTIF_WRONG_TYPE,	   /* "wrong_type" */
-	NOTIF_INVALID_ORDER_ID,	   /* "invalid_order_id" */
-	NOTIF_INVALID_UTF8,	   /* "invalid_utf8" */
-	NOTIF_DUPLICATE_KEY,	   /* "duplicate_key" */
-	NOTIF_TOO_DEEP,		   /* "too_deep" */
-	NOTIF_INVALID_STRING,	   /* "invalid_string": \u0000 in a string */
-	NOTIF_INVALID_FIELD,	   /* "invalid_field": empty or too long */
+	NOTIF_MALFORMED_JSON,        /* "malformed_json" */
+	NOTIF_NOT_AN_OBJECT,         /* "not_an_object" */
+	NOTIF_MISSING_FIELD,         /* "missing_field" */
+	NOTIF_WRONG_TYPE,            /* "wrong_type" */
+	NOTIF_INVALID_ORDER_ID,      /* "invalid_order_id" */
+	NOTIF_INVALID_UTF8,          /* "invalid_utf8" */
+	NOTIF_DUPLICATE_KEY,         /* "duplicate_key" */
+	NOTIF_TOO_DEEP,              /* "too_deep" */
+	NOTIF_INVALID_STRING,        /* "invalid_string": \u0000 in a string */
+	NOTIF_INVALID_FIELD,         /* "invalid_field": empty or too long */
 	NOTIF_INVALID_SIGNATURE_KEY, /* "invalid_signature_key": not 128 hex */
 };
 
@@ -52,7 +52,7 @@ const char *notif_error_code(enum notif_error e);
 struct notif_reject {
 	enum notif_error code;
 	char message[160]; /* human-readable; never contains body bytes
-			      beyond a field name */
+	                      beyond a field name */
 };
 
 /*
@@ -81,7 +81,7 @@ struct notification {
  * filled.  Runs in O(len) time and O(max_depth) stack.
  */
 int notif_prescan(const char *body, size_t len, unsigned max_depth,
-		  struct notif_reject *why);
+                  struct notif_reject *why);
 
 /*
  * Parses and validates body.  On success returns 0 and *ret owns the parsed
@@ -89,7 +89,7 @@ int notif_prescan(const char *body, size_t len, unsigned max_depth,
  * valid notification, *why says why (*ret untouched).  -ENOMEM.
  */
 int notification_parse(const char *body, size_t len, struct notification *ret,
-		       struct notif_reject *why);
+                       struct notif_reject *why);
 /* Frees what notification_parse stored; n may be zeroed.  Zeroes n. */
 void notification_fini(struct notification *n);
 
@@ -104,8 +104,8 @@ struct notif_key {
 /* hex(SHA512(order_id + status_code + gross_amount + key)) into out
  * (NOTIF_SIGNATURE_HEXLEN + 1 bytes).  0 or -ENOMEM. */
 int notif_signature(const char *order_id, const char *status_code,
-		    const char *gross_amount, const char *key, size_t key_len,
-		    char out[NOTIF_SIGNATURE_HEXLEN + 1]);
+                    const char *gross_amount, const char *key, size_t key_len,
+                    char out[NOTIF_SIGNATURE_HEXLEN + 1]);
 
 /*
  * Checks n->signature_key against every key (all of them are computed and
@@ -114,8 +114,8 @@ int notif_signature(const char *order_id, const char *status_code,
  * (or nkeys is 0), or -ENOMEM.
  */
 int notification_verify(const struct notification *n,
-			const struct notif_key *keys, size_t nkeys,
-			size_t *ret_index);
+                        const struct notif_key *keys, size_t nkeys,
+                        size_t *ret_index);
 
 /*
  * True when a Content-Type header value names JSON: "application/json",

@@ -52,12 +52,12 @@ struct ingest_quarantine {
 };
 
 static const struct db_stmt stmt_insert_quarantine = {
-	.name = "ingest_quarantine_insert",
-	.sql = "INSERT INTO ingest.quarantine (received_at, source_addr, "
-	       "reason, order_id, raw) SELECT $1::timestamptz, $2::inet, "
-	       "$3::text, $4::text, $5::bytea WHERE (SELECT count(*) FROM "
-	       "ingest.quarantine) < $6::bigint RETURNING id",
-	.nparams = 6,
+    .name = "ingest_quarantine_insert",
+    .sql = "INSERT INTO ingest.quarantine (received_at, source_addr, "
+           "reason, order_id, raw) SELECT $1::timestamptz, $2::inet, "
+           "$3::text, $4::text, $5::bytea WHERE (SELECT count(*) FROM "
+           "ingest.quarantine) < $6::bigint RETURNING id",
+    .nparams = 6,
 };
 
 static void
@@ -131,10 +131,10 @@ quarantine_main(void *arg)
 			drop(q);
 			if (!q->db_was_down)
 				log_warning("quarantine: keeping a refused "
-					    "body failed: %s, dropping",
-					    r == KASIR_ESQL
-						? db_last_error(q->db)
-						: kasir_strerror(r));
+				            "body failed: %s, dropping",
+				            r == KASIR_ESQL
+				                ? db_last_error(q->db)
+				                : kasir_strerror(r));
 			q->db_was_down = true;
 		}
 		free(it);
@@ -146,8 +146,8 @@ quarantine_main(void *arg)
 
 int
 ingest_quarantine_start(const struct ingest_quarantine_conf *conf,
-			struct ingest_metrics *im,
-			struct ingest_quarantine **ret)
+                        struct ingest_metrics *im,
+                        struct ingest_quarantine **ret)
 {
 	struct ingest_quarantine *q;
 	int r;
@@ -159,7 +159,7 @@ ingest_quarantine_start(const struct ingest_quarantine_conf *conf,
 	q->im = im;
 	q->tail = &q->head;
 	tbucket_init(&q->budget, (double)conf->per_minute / 60.0,
-		     (double)conf->per_minute);
+	             (double)conf->per_minute);
 	if ((r = db_open(&conf->db, &q->db)) < 0) {
 		free(q);
 		return r;
@@ -179,8 +179,8 @@ ingest_quarantine_start(const struct ingest_quarantine_conf *conf,
 
 void
 ingest_quarantine_add(struct ingest_quarantine *q, const char *reason,
-		      const char *order_id, const char *source,
-		      int64_t received_ms, const char *body, size_t body_len)
+                      const char *order_id, const char *source,
+                      int64_t received_ms, const char *body, size_t body_len)
 {
 	struct q_item *it;
 

@@ -17,8 +17,8 @@
 static bool
 addr_parse(const char *s, int *ret_family, uint8_t addr[16])
 {
-	static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0,
-					   0, 0, 0, 0, 0xff, 0xff};
+	static const uint8_t mapped[12] = {0, 0, 0, 0, 0,    0,
+	                                   0, 0, 0, 0, 0xff, 0xff};
 	uint8_t a6[16];
 
 	if (inet_pton(AF_INET, s, addr) == 1) {
@@ -109,7 +109,8 @@ xff_last(const char *xff, char *buf, size_t len)
 
 void
 ingest_source_addr(const struct ingest_proxies *trusted, const char *peer,
-		   const char *xff, const char *xreal, char *out, size_t out_len)
+                   const char *xff, const char *xreal, char *out,
+                   size_t out_len)
 {
 	char buf[INET6_ADDRSTRLEN + 1];
 

@@ -40,30 +40,30 @@ struct ingest_store {
 	struct ingest_metrics *im;
 
 	pthread_mutex_t lock;
-	pthread_cond_t cond;	   /* queue changed or stopping */
-	struct ingest_item *head;  /* FIFO */
+	pthread_cond_t cond;      /* queue changed or stopping */
+	struct ingest_item *head; /* FIFO */
 	struct ingest_item **tail;
 	size_t count;
-	size_t bytes;	   /* bodies queued or reserved */
-	size_t reserved;   /* reserved, not yet submitted */
+	size_t bytes;    /* bodies queued or reserved */
+	size_t reserved; /* reserved, not yet submitted */
 	bool stopping;
 	bool thread_started;
 	pthread_t thread;
 
 	/* committer thread only */
 	struct ingest_item **batch; /* batch_max slots */
-	int64_t *ids;		    /* event id of batch[i] */
-	bool db_was_down;	    /* for logging once per state change */
+	int64_t *ids;               /* event id of batch[i] */
+	bool db_was_down;           /* for logging once per state change */
 };
 
 static const struct db_stmt stmt_insert_event = {
-	.name = "ingest_event_insert",
-	.sql = "INSERT INTO ingest.payment_event (received_at, source_addr, "
-	       "order_id, transaction_status, status_code, gross_amount, "
-	       "fraud_status, payment_type, transaction_id, currency, "
-	       "signature_key_id, raw) VALUES ($1, $2, $3, $4, $5, $6, $7, "
-	       "$8, $9, $10, $11, $12) RETURNING id",
-	.nparams = 12,
+    .name = "ingest_event_insert",
+    .sql = "INSERT INTO ingest.payment_event (received_at, source_addr, "
+           "order_id, transaction_status, status_code, gross_amount, "
+           "fraud_status, payment_type, transaction_id, currency, "
+           "signature_key_id, raw) VALUES ($1, $2, $3, $4, $5, $6, $7, "
+           "$8, $9, $10, $11, $12) RETURNING id",
+    .nparams = 12,
 };
 
 char *
@@ -108,13 +108,13 @@ item_finish(struct ingest_store *s, struct ingest_item *it, int64_t event_id)
 			free(resp.body);
 			memset(&resp, 0, sizeof(resp));
 			http_error(&resp, 503, "internal_error",
-				   "out of memory");
+			           "out of memory");
 			metric_inc(s->im->requests[OUT_5XX]);
 		}
 		cJSON_Delete(o);
 	} else {
 		http_error(&resp, 503, "database_unavailable",
-			   "the notification could not be stored; retry");
+		           "the notification could not be stored; retry");
 		metric_inc(s->im->requests[OUT_5XX]);
 	}
 	http_pending_complete(it->pending, &resp);
@@ -170,7 +170,7 @@ insert_one(struct ingest_store *s, struct ingest_item *it, int64_t *ret_id)
 	    !cJSON_AddNumberToObject(data, "event_id", (double)id) ||
 	    !cJSON_AddStringToObject(data, "order_id", n->order_id) ||
 	    !cJSON_AddStringToObject(data, "transaction_status",
-				     n->transaction_status) ||
+	                             n->transaction_status) ||
 	    !cJSON_AddStringToObject(data, "status_code", n->status_code) ||
 	    !cJSON_AddStringToObject(data, "gross_amount", n->gross_amount) ||
 	    !cJSON_AddStringToObject(data, "received_at", received))
@@ -179,23 +179,23 @@ insert_one(struct ingest_store *s, struct ingest_item *it, int64_t *ret_id)
 		const struct {
 			const char *name, *value;
 		} opt[] = {
-			{"currency", n->currency},
-			{"payment_type", n->payment_type},
-			{"fraud_status", n->fraud_status},
-			{"transaction_id", n->transaction_id},
-			{"transaction_time", n->transaction_time},
-			{"settlement_time", n->settlement_time},
+		    {"currency", n->currency},
+		    {"payment_type", n->payment_type},
+		    {"fraud_status", n->fraud_status},
+		    {"transaction_id", n->transaction_id},
+		    {"transaction_time", n->transaction_time},
+		    {"settlement_time", n->settlement_time},
 		};
 		for (size_t i = 0; i < ARRAY_SIZE(opt); i++)
 			if (opt[i].value != NULL &&
 			    !cJSON_AddStringToObject(data, opt[i].name,
-						     opt[i].value))
+			                             opt[i].value))
 				goto out;
 	}
 	if (!cJSON_AddItemReferenceToObject(data, "raw", n->obj))
 		goto out;
 	r = stream_append(s->producer, s->db, MSG_PAYMENT_NOTIFICATION, data,
-			  NULL);
+	                  NULL);
 	if (r < 0)
 		goto out;
 	*ret_id = id;
@@ -206,24 +206,26 @@ out:
 }
 
 /* Writes items[0..n) in one transaction.  0 committed (ids[] filled),
- * otherwise the error; the transaction is rolled back. */
+ * otherwise the error; the transaction is ended either way (db.h: a
+ * transaction lost with its connection must be ended by the caller before
+ * the handle reconnects, and that includes a BEGIN that failed). */
 static int
 write_batch(struct ingest_store *s, struct ingest_item **items, size_t n,
-	    int64_t *ids)
+            int64_t *ids)
 {
 	int r;
 
 	if ((r = db_ensure(s->db)) < 0)
 		return r;
 	if ((r = db_begin(s->db)) < 0)
-		return r;
-	for (size_t i = 0; i < n; i++) {
-		if ((r = insert_one(s, items[i], &ids[i])) < 0) {
-			db_rollback(s->db);
-			return r;
-		}
-	}
+		goto fail;
+	for (size_t i = 0; i < n; i++)
+		if ((r = insert_one(s, items[i], &ids[i])) < 0)
+			goto fail;
 	return db_commit(s->db);
+fail:
+	db_rollback(s->db);
+	return r;
 }
 
 static void
@@ -232,19 +234,21 @@ log_db_state(struct ingest_store *s, int r, size_t n)
 	if (r == 0) {
 		if (s->db_was_down)
 			log_notice("database is back, notifications are "
-				   "stored again");
+			           "stored again");
 		s->db_was_down = false;
 		return;
 	}
 	if (r == KASIR_ESQL) {
 		log_err("storing %zu notification(s) failed: %s (%s)", n,
-			db_last_error(s->db), db_last_sqlstate(s->db));
+		        db_last_error(s->db), db_last_sqlstate(s->db));
 		return;
 	}
+	log_debug("storing %zu notification(s) failed: %s (%s)", n,
+	          kasir_strerror(r), db_last_error(s->db));
 	if (!s->db_was_down)
 		log_err("storing %zu notification(s) failed: %s; answering "
-			"503 until the database is back",
-			n, kasir_strerror(r));
+		        "503 until the database is back",
+		        n, kasir_strerror(r));
 	s->db_was_down = true;
 }
 
@@ -264,19 +268,19 @@ commit_batch(struct ingest_store *s, struct ingest_item **items, size_t n)
 		metric_observe(s->im->batch_size, (double)n);
 		metric_add(s->im->stored, n);
 		metric_set(s->im->last_notification,
-			   (double)now_real_ms() / 1000.0);
+		           (double)now_real_ms() / 1000.0);
 		for (size_t i = 0; i < n; i++) {
 			char id[24];
 
 			snprintf(id, sizeof(id), "%lld", (long long)s->ids[i]);
 			log_fields(LOG_INFO,
-				   LOG_F({"ORDER_ID", items[i]->n.order_id},
-					 {"EVENT_ID", id},
-					 {"TRANSACTION_STATUS",
-					  items[i]->n.transaction_status}),
-				   "notification stored: %s %s",
-				   items[i]->n.transaction_status,
-				   items[i]->n.status_code);
+			           LOG_F({"ORDER_ID", items[i]->n.order_id},
+			                 {"EVENT_ID", id},
+			                 {"TRANSACTION_STATUS",
+			                  items[i]->n.transaction_status}),
+			           "notification stored: %s %s",
+			           items[i]->n.transaction_status,
+			           items[i]->n.status_code);
 			item_finish(s, items[i], s->ids[i]);
 		}
 		return;
@@ -324,7 +328,7 @@ committer_main(void *arg)
 			timespec_after_ms(&until, s->conf.batch_wait_ms);
 			while (s->count < s->conf.batch_max && !s->stopping &&
 			       pthread_cond_timedwait(&s->cond, &s->lock,
-						      &until) != ETIMEDOUT)
+			                              &until) != ETIMEDOUT)
 				;
 		}
 		while (s->head != NULL && n < s->conf.batch_max) {
@@ -349,8 +353,8 @@ committer_main(void *arg)
 
 int
 ingest_store_start(const struct ingest_store_conf *conf,
-		   struct stream_producer *producer, struct ingest_metrics *im,
-		   struct ingest_store **ret)
+                   struct stream_producer *producer, struct ingest_metrics *im,
+                   struct ingest_store **ret)
 {
 	struct ingest_store *s;
 	pthread_condattr_t ca;
@@ -406,7 +410,7 @@ ingest_store_reserve(struct ingest_store *s, size_t body_len)
 	if (s->stopping)
 		r = -ESHUTDOWN;
 	else if (s->count + s->reserved >= s->conf.queue_max ||
-		 s->bytes + body_len > s->conf.queue_max_bytes)
+	         s->bytes + body_len > s->conf.queue_max_bytes)
 		r = -EAGAIN;
 	else {
 		s->reserved++;

@@ -292,7 +292,9 @@ claim(struct notifier *n, struct kasir_db *db, const char *channels,
 fail:
 	db_rollback(db);
 fail_committed:
-	log_warning("claiming a job failed: %s", kasir_strerror(r));
+	log_warning("claiming a job failed: %s%s%s", kasir_strerror(r),
+		    r == KASIR_ESQL ? ": " : "",
+		    r == KASIR_ESQL ? db_last_error(db) : "");
 out:
 	PQclear(res);
 	PQclear(ores);

@@ -39,15 +39,15 @@
 #define RECON_ROLE   "kasir_reconciler"
 
 /* Bounds. */
-#define RECON_BACKOFF_MAX    16	       /* entries of schedule.backoff */
-#define RECON_TXN_TYPES_MAX  16	       /* payment types queried by txn id */
-#define RECON_CONCURRENCY_MAX 64       /* Status API requests in flight */
-#define RECON_BATCH_MAX	     500       /* orders claimed per pass */
-#define RECON_TRIES_MAX	     6	       /* attempts per check (1 + retries) */
-#define RECON_BODY_MAX	     65536     /* bytes of an answer kept */
-#define RECON_ID_MAX	     64	       /* order_id <= 50, transaction ids */
-#define RECON_FIELD_MAX	     64	       /* one field of an answer */
-#define RECON_ERROR_MAX	     256       /* transport error text kept */
+#define RECON_BACKOFF_MAX     16    /* entries of schedule.backoff */
+#define RECON_TXN_TYPES_MAX   16    /* payment types queried by txn id */
+#define RECON_CONCURRENCY_MAX 64    /* Status API requests in flight */
+#define RECON_BATCH_MAX       500   /* orders claimed per pass */
+#define RECON_TRIES_MAX       6     /* attempts per check (1 + retries) */
+#define RECON_BODY_MAX        65536 /* bytes of an answer kept */
+#define RECON_ID_MAX          64    /* order_id <= 50, transaction ids */
+#define RECON_FIELD_MAX       64    /* one field of an answer */
+#define RECON_ERROR_MAX       256   /* transport error text kept */
 
 /* ---- configuration (conf.c) ------------------------------------------- */
 
@@ -67,15 +67,15 @@ struct recon_conf {
 	struct base_conf base; /* must be first */
 
 	/* Status API */
-	char *core_url;		       /* https://api.midtrans.com */
+	char *core_url;                /* https://api.midtrans.com */
 	struct conf_secret server_key; /* never logged */
 	int64_t connect_timeout_ms;
-	int64_t timeout_ms;	 /* whole request */
-	int64_t retries;	 /* extra attempts on 5xx/timeouts */
+	int64_t timeout_ms;       /* whole request */
+	int64_t retries;          /* extra attempts on 5xx/timeouts */
 	int64_t retry_backoff_ms; /* base of the in-request backoff */
-	int64_t concurrency;	 /* requests in flight */
-	int64_t rps;		 /* global requests-per-second cap */
-	char *by_txn_types_text; /* "dana,bsi" */
+	int64_t concurrency;      /* requests in flight */
+	int64_t rps;              /* global requests-per-second cap */
+	char *by_txn_types_text;  /* "dana,bsi" */
 	struct recon_types by_txn_types;
 
 	/* schedule */
@@ -83,17 +83,17 @@ struct recon_conf {
 	char *backoff_text;
 	struct recon_durations backoff;
 	int64_t expiry_grace_ms;
-	int64_t retry_ms;	 /* after a failed check: base delay */
-	int64_t retry_max_ms;	 /* ... capped here */
-	int64_t lease_ms;	 /* a claimed row comes back after this */
-	int64_t poll_ms;	 /* scheduler idle poll */
-	int64_t batch;		 /* rows claimed per pass */
-	int64_t auth_pause_ms;	 /* checks paused after a 401 */
+	int64_t retry_ms;      /* after a failed check: base delay */
+	int64_t retry_max_ms;  /* ... capped here */
+	int64_t lease_ms;      /* a claimed row comes back after this */
+	int64_t poll_ms;       /* scheduler idle poll */
+	int64_t batch;         /* rows claimed per pass */
+	int64_t auth_pause_ms; /* checks paused after a 401 */
 
 	/* modes */
-	bool auto_mode;		  /* enter/leave automatically */
-	int64_t mode_interval_ms; /* every pending order, in reconcile mode */
-	int64_t auto_silence_ms;  /* no notification for this long */
+	bool auto_mode;             /* enter/leave automatically */
+	int64_t mode_interval_ms;   /* every pending order, in reconcile mode */
+	int64_t auto_silence_ms;    /* no notification for this long */
 	int64_t activity_window_ms; /* orders created this recently count */
 };
 
@@ -122,8 +122,8 @@ struct sched_conf {
 struct sched_order {
 	int64_t created_ms;
 	int64_t expires_ms;
-	int attempts;	     /* checks answered so far (not errors) */
-	int failures;	     /* consecutive failed checks */
+	int attempts;        /* checks answered so far (not errors) */
+	int failures;        /* consecutive failed checks */
 	bool expiry_checked; /* answered by a check made at/after expiry */
 };
 
@@ -131,30 +131,31 @@ struct sched_order {
  * created + first_check, or right after expiry + grace if that is
  * earlier. */
 int64_t sched_first_check(const struct sched_conf *c,
-			  const struct sched_order *o);
+                          const struct sched_order *o);
 /* After an answered check at now_ms (o->attempts already counts it):
  * now + backoff[attempts-1] (the last entry repeats), but never later than
  * expiry + grace while the expiry has not been checked. */
 int64_t sched_after_answer(const struct sched_conf *c,
-			   const struct sched_order *o, int64_t now_ms);
+                           const struct sched_order *o, int64_t now_ms);
 /* After a failed check (5xx, timeout, unusable answer) at now_ms
  * (o->failures already counts it): now + retry * 2^(failures-1), capped at
  * retry_max, and never later than expiry + grace while the expiry has
  * not been checked (unless that moment is past: then now + retry). */
 int64_t sched_after_failure(const struct sched_conf *c,
-			    const struct sched_order *o, int64_t now_ms);
+                            const struct sched_order *o, int64_t now_ms);
 /* True when a check made at checked_ms answers the expiry question. */
 bool sched_is_expiry_check(const struct sched_order *o, int64_t checked_ms);
 
 /* ---- Status API answers (statusapi.c) -------------------------------- */
 
 enum recon_verdict {
-	VERDICT_STATUS = 0, /* 200 + body status_code 2xx + transaction_status */
-	VERDICT_NOT_FOUND,  /* 404 "Transaction doesn't exist.": not started */
-	VERDICT_EXPIRED,    /* 407 */
-	VERDICT_AUTH,	    /* 401: wrong server key */
-	VERDICT_HTTP_5XX,   /* 5xx (HTTP or body): transient */
-	VERDICT_TIMEOUT,    /* no answer in time / connection failed */
+	VERDICT_STATUS =
+	    0,             /* 200 + body status_code 2xx + transaction_status */
+	VERDICT_NOT_FOUND, /* 404 "Transaction doesn't exist.": not started */
+	VERDICT_EXPIRED,   /* 407 */
+	VERDICT_AUTH,      /* 401: wrong server key */
+	VERDICT_HTTP_5XX,  /* 5xx (HTTP or body): transient */
+	VERDICT_TIMEOUT,   /* no answer in time / connection failed */
 	VERDICT_UNEXPECTED, /* anything else: kept, never acted on */
 	VERDICT_COUNT
 };
@@ -197,9 +198,9 @@ struct status_fields {
  * fully written (may be NULL).
  */
 enum recon_verdict statusapi_interpret(long http_status, const char *body,
-				       size_t body_len, const char *order_id,
-				       const char *txn_id,
-				       struct status_fields *ret_fields);
+                                       size_t body_len, const char *order_id,
+                                       const char *txn_id,
+                                       struct status_fields *ret_fields);
 
 /* ---- the Status API client (statusapi.c) ------------------------------ */
 
@@ -208,15 +209,15 @@ struct metric;
 
 /* One attempt of a check. */
 struct statusapi_answer {
-	long http_status;	  /* 0: no HTTP answer */
+	long http_status; /* 0: no HTTP answer */
 	enum recon_verdict verdict;
 	struct status_fields f;
-	char *body;		  /* malloc'd, <= RECON_BODY_MAX; may be NULL */
+	char *body; /* malloc'd, <= RECON_BODY_MAX; may be NULL */
 	size_t body_len;
 	bool body_truncated;
 	char error[RECON_ERROR_MAX]; /* transport error text; "" if none */
 	int64_t latency_ms;
-	int64_t at_ms;		  /* real time the answer arrived */
+	int64_t at_ms; /* real time the answer arrived */
 };
 
 /* One check: the caller fills order_id/ident/by_txn; statusapi_run fills
@@ -224,7 +225,7 @@ struct statusapi_answer {
 struct statusapi_call {
 	char order_id[RECON_ID_MAX];
 	char ident[RECON_ID_MAX]; /* what goes in the URL */
-	bool by_txn;		  /* ident is a transaction id */
+	bool by_txn;              /* ident is a transaction id */
 	struct statusapi_answer answers[RECON_TRIES_MAX];
 	int nanswers;
 	bool skipped; /* never sent (auth failure in the batch, stopping) */
@@ -239,14 +240,14 @@ void statusapi_call_reset(struct statusapi_call *c);
 
 struct statusapi;
 struct statusapi_metrics {
-	struct metric *latency;	 /* histogram, seconds */
-	struct metric *errors;	 /* transport errors, 5xx, unexpected */
+	struct metric *latency;  /* histogram, seconds */
+	struct metric *errors;   /* transport errors, 5xx, unexpected */
 	struct metric *requests; /* requests sent */
 };
 
 /* conf and m are borrowed and must outlive the client. */
 int statusapi_new(const struct recon_conf *conf,
-		  const struct statusapi_metrics *m, struct statusapi **ret);
+                  const struct statusapi_metrics *m, struct statusapi **ret);
 void statusapi_free(struct statusapi *a);
 /*
  * Runs the n calls: at most conf->concurrency requests in flight, a
@@ -256,7 +257,7 @@ void statusapi_free(struct statusapi *a);
  * return early (unstarted calls skipped).  0, or -ENOMEM.
  */
 int statusapi_run(struct statusapi *a, struct statusapi_call *calls, size_t n,
-		  const atomic_bool *stop);
+                  const atomic_bool *stop);
 
 /* ---- the running service ---------------------------------------------- */
 
@@ -271,8 +272,9 @@ enum recon_mode { MODE_NORMAL = 0, MODE_RECONCILE = 1 };
 const char *recon_mode_name(enum recon_mode m);
 
 struct recon_metrics {
-	struct metric *checks[VERDICT_COUNT]; /* kasir_reconciler_checks_total */
-	struct metric *pending[5];	      /* by age bucket */
+	struct metric
+	    *checks[VERDICT_COUNT]; /* kasir_reconciler_checks_total */
+	struct metric *pending[5];  /* by age bucket */
 	struct metric *oldest_pending;
 	struct metric *past_expiry_unchecked;
 	struct metric *mode;
@@ -289,7 +291,7 @@ extern const char *const recon_age_buckets[5];
 
 struct recon {
 	struct recon_conf *conf; /* borrowed */
-	struct daemon *d;	 /* borrowed */
+	struct daemon *d;        /* borrowed */
 	struct recon_metrics m;
 	struct sched_conf sched;
 
@@ -305,10 +307,10 @@ struct recon {
 	bool woken;
 
 	/* shared state, read by admin/metrics, written by the scheduler */
-	atomic_int mode;		/* enum recon_mode */
+	atomic_int mode; /* enum recon_mode */
 	atomic_bool auth_broken;
 	atomic_llong auth_paused_until; /* real ms; 0: not paused */
-	atomic_llong last_check_ms;	/* real ms of the last answer */
+	atomic_llong last_check_ms;     /* real ms of the last answer */
 
 	struct kasir_db *sched_db;  /* scheduler thread */
 	struct kasir_db *admin_db;  /* admin socket thread */
@@ -317,7 +319,8 @@ struct recon {
 };
 
 /* watchlist.c: the orders stream apply callback (arg = struct recon). */
-int watchlist_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg);
+int watchlist_apply(void *arg, struct kasir_db *db,
+                    const struct kasir_msg *msg);
 
 /* evidence.c: the scheduler thread. */
 int scheduler_start(struct recon *r);
@@ -333,14 +336,14 @@ void mode_evaluate(struct recon *r, struct kasir_db *db);
  * recon.settings; *ret_before gets the previous mode.  The caller audits,
  * commits, then calls mode_committed(). */
 int mode_set_locked(struct recon *r, struct kasir_db *db, enum recon_mode m,
-		    const char *by, enum recon_mode *ret_before);
+                    const char *by, enum recon_mode *ret_before);
 void mode_committed(struct recon *r, enum recon_mode before,
-		    enum recon_mode after, const char *by, const char *why);
+                    enum recon_mode after, const char *by, const char *why);
 
 /* admin.c */
 int recon_admin(void *arg, const struct admin_request *req,
-		struct cJSON **ret_result, char *err_code, size_t code_len,
-		char *err_msg, size_t msg_len);
+                struct cJSON **ret_result, char *err_code, size_t code_len,
+                char *err_msg, size_t msg_len);
 void recon_scrape(void *arg);
 
 #endif

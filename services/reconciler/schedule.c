@@ -47,7 +47,7 @@ sched_first_check(const struct sched_conf *c, const struct sched_order *o)
 
 int64_t
 sched_after_answer(const struct sched_conf *c, const struct sched_order *o,
-		   int64_t now_ms)
+                   int64_t now_ms)
 {
 	const struct recon_durations *b = c->backoff;
 	int64_t step, t, exp;
@@ -74,7 +74,7 @@ sched_after_answer(const struct sched_conf *c, const struct sched_order *o,
 
 int64_t
 sched_after_failure(const struct sched_conf *c, const struct sched_order *o,
-		    int64_t now_ms)
+                    int64_t now_ms)
 {
 	int64_t d = c->retry_ms, exp;
 	int f = o->failures < 1 ? 1 : o->failures;

@@ -33,6 +33,8 @@ def refused(port):
         return False
     except ConnectionRefusedError:
         return True
+    except OSError:  # e.g. reset while the listener is being closed
+        return False
 
 
 def main():

@@ -11,12 +11,14 @@ KASIR_BUILD_DIR, KASIR_SOURCE_DIR, KASIR_SHARED_DIR and PYTHONPATH)::
         st.start_all(services=["ingest", "order"])     # + the three fakes
         r = st.api("POST", "/v1/orders", {"course_id": "c1", "customer": {...}})
         assert r.status == 201, r
-        st.fake("POST", f"/_fake/orders/{r.body['order_id']}/pay")
+        oid = r.body["order_id"]
+        st.fake("POST", f"/_fake/orders/{oid}/pay")
         st.wait_until(lambda: st.sql("SELECT status FROM orders.orders "
                                      "WHERE order_id = %s", (oid,)) == [("PAID",)],
                       timeout=20, what="order PAID")
 
-On success the run directory is removed; on failure (any exception, or
+Run directories live in $KASIR_BUILD_DIR/test-runs/<name>-<pid> (not /tmp,
+so they survive for inspection).  On success the run directory is removed; on failure (any exception, or
 exit status other than 0/77) it is kept, every process is stopped and the
 tail of every log is printed.  kasirtest.skip(msg) exits 77 (ctest: skipped)
 -- use it only when something outside the repository is missing.
@@ -33,7 +35,10 @@ skip(msg)                    print msg, exit 77
 http(method, url, body=None, headers=None, token=None, timeout=10)
                              -> Response(status, headers, body, raw); never
                              raises on 4xx/5xx, never follows redirects.
-                             body: dict/list is sent as JSON, bytes/str raw.
+                             body: dict/list is sent as JSON (with
+                             Content-Type: application/json), bytes/str raw
+                             (pass the Content-Type in headers: urllib
+                             otherwise sends x-www-form-urlencoded).
                              Response.body is the parsed JSON when the answer
                              parses as JSON, else the text.
 wait_until(pred, timeout=30, what="...", interval=0.1)
@@ -43,6 +48,7 @@ free_port(avoid=())          a free TCP port on 127.0.0.1 outside the
                              ephemeral range.
 render_template(text, values, origin="<text>", overrides=None, port=None)
                              the placeholder engine (see below).
+probe_ok(probes)             ("http", url) / ("tcp", port) or a list: all pass
 parse_metrics(text)          Prometheus text -> {(name, frozenset(labels)): value}
 
 PgCluster(dir, port=None)
@@ -73,8 +79,10 @@ normal user, as that user.
                           secrets_dir/db-<role> (idempotent)
   secrets_dir             where dsn() reads passwords (set by bootstrap())
 
-Stack(dir, overrides=None, server_key=None, *, log_dir="logs", ...)
--------------------------------------------------------------------
+Stack(dir, overrides=None, server_key=None, *, log_dir="logs", etc_dir="etc",
+      build=None, src=None, strict_exit=True, remove_on_success=False,
+      watchdog=False, with_pg=True)
+-------------------------------------------------------------------------------
 The whole system under dir: secrets/ (0700; files 0600: msg-k1, db-<role>,
 midtrans-server-key, api-token, smtp-password, whatsapp-token), etc/<svc>.yaml
 (rendered configs), run/ (admin sockets), logs/<name>.log, pg/, mail/,
@@ -99,11 +107,24 @@ cannot contain "@" or a newline.
   port(name)              "PORT_ORDER_HTTP" or "ORDER_HTTP" -> int
   secret(name), secret_path(name)
   template_path(svc), config_path(svc), render(svc) -> rendered path
+  render_text(text, origin)  the engine with this stack's values
+  values()                built-in placeholder values
+  release_busy_ports()    forget persisted ports something else now holds
   binary(svc)             build_dir/bin/kasir-<svc> (kasirctl: bin/kasirctl)
   available(svc)          binary and template both exist
   config_value(svc, "admin.listen")  from the rendered YAML (simple mappings)
-  command(name)           argv that runs a daemon or fake
+  command(name)           argv that runs a daemon or fake (fake-midtrans
+                          gets --retry-schedule from
+                          overrides["FAKE_MIDTRANS_RETRY_SCHEDULE"])
+  ready_probe(name)       list of probes: daemons [("http", admin /readyz),
+                          ("tcp", public port) for ingest/order]; fakes
+                          [("tcp", port)]
   start(name, wait=True)  daemon (ingest|order|notifier|reconciler) or fake
+  spawn(name, argv, ready=None, env=None, wait=True, strict=True)
+                          any other program (test producers/consumers...),
+                          tracked, logged and cleaned up like a daemon;
+                          ready: ("http", url) | ("tcp", port) | a list
+                          of those (all must pass) | None
   start_fakes()           the three fakes
   start_all(services=None) fakes, then the listed daemons (None: every
                           daemon whose binary and template exist; the others
@@ -315,6 +336,28 @@ def http(method, url, body=None, headers=None, token=None, timeout=10):
     except urllib.error.HTTPError as e:
         raw = e.read() if e.fp else b""
         return Response(e.code, e.headers, raw)
+
+
+def probe_ok(probes):
+    """True when every probe passes: ("http", url) answers 200, ("tcp", port)
+    accepts a connection on 127.0.0.1.  probes: one tuple or a list."""
+    if isinstance(probes, tuple):
+        probes = [probes]
+    for kind, target in probes:
+        if kind == "http":
+            try:
+                if http("GET", target, timeout=2).status != 200:
+                    return False
+            except OSError:
+                return False
+        elif kind == "tcp":
+            with socket.socket() as s:
+                s.settimeout(1)
+                if s.connect_ex(("127.0.0.1", target)) != 0:
+                    return False
+        else:
+            raise ValueError(f"unknown probe {kind!r}")
+    return True
 
 
 def parse_metrics(text):
@@ -642,6 +685,8 @@ class _Proc:
         self.log = log
         self.signalled = None  # the signal we sent, if any
         self.died_unexpectedly = False
+        self.ready = None  # ("http", url) | ("tcp", port) | None
+        self.strict = True  # exit status / sanitizer output checked at close
 
     @property
     def pid(self):
@@ -687,7 +732,7 @@ class Stack:
 
     def __init__(self, dir, overrides=None, server_key=None, *, log_dir="logs",
                  etc_dir="etc", build=None, src=None, strict_exit=True,
-                 remove_on_success=False, watchdog=False):
+                 remove_on_success=False, watchdog=False, with_pg=True):
         self.dir = os.path.abspath(dir)
         self.overrides = dict(overrides or {})
         self.server_key = server_key
@@ -704,6 +749,7 @@ class Stack:
         self.strict_exit = strict_exit
         self.remove_on_success = remove_on_success
         self.use_watchdog = watchdog
+        self.with_pg = with_pg  # False: no PostgreSQL (fakes-only tests)
         self.procs = {}
         self.pg = None
         self._ports = None
@@ -755,16 +801,19 @@ class Stack:
         self._write_secrets()
         if self.use_watchdog:
             self._start_watchdog()
-        self.pg = PgCluster(os.path.join(self.dir, "pg"), secrets_dir=self.secrets_dir)
-        if self.use_watchdog:
-            self._register_pg()
-        self.pg.start()
-        self.pg.bootstrap(self.secrets_dir)
+        if self.with_pg:
+            self.pg = PgCluster(os.path.join(self.dir, "pg"), secrets_dir=self.secrets_dir)
+            if self.use_watchdog:
+                self._register_pg()
+            self.pg.start()
+            self.pg.bootstrap(self.secrets_dir)
         self._setup_done = True
 
     def _setup_run_dir(self):
-        if os.path.islink(self.run_dir) and os.path.isdir(self.run_dir):
-            return
+        if os.path.islink(self.run_dir):
+            if os.path.isdir(self.run_dir):
+                return
+            os.unlink(self.run_dir)  # its short /tmp target is gone
         if len(self.run_dir) + len("/reconciler.sock") > _MAX_SOCKET_DIR + 10:
             self._short_run = tempfile.mkdtemp(prefix="kasir-run-")
             os.symlink(self._short_run, self.run_dir)
@@ -940,7 +989,10 @@ class Stack:
     def url(self, what):
         p = self.port
         if what == "ingest":
-            path = self.overrides.get("INGEST_PATH", "/midtrans/notification")
+            path = None
+            if os.path.exists(self.template_path("ingest")):
+                path = self.config_value("ingest", "ingest.path")
+            path = path or "/midtrans/notification"
             return f"http://127.0.0.1:{p('INGEST_HTTP')}{path}"
         if what == "api":
             return f"http://127.0.0.1:{p('ORDER_HTTP')}"
@@ -983,41 +1035,66 @@ class Stack:
                     "--token-file", self.secret_path("whatsapp-token")]
         raise KeyError(f"unknown daemon or fake {name!r}")
 
+    _PUBLIC_PORTS = {"ingest": "PORT_INGEST_HTTP", "order": "PORT_ORDER_HTTP"}
+
     def ready_probe(self, name):
-        """("http", url) for daemons, ("tcp", port) for fakes."""
+        """Daemons: [("http", admin /readyz URL)] plus ("tcp", public port)
+        for the ones with a public listener (so a test never races the
+        listener); fakes: [("tcp", port)]."""
         if name in DAEMONS:
-            return ("http", self.url(f"{name}_admin") + "/readyz")
+            probes = [("http", self.url(f"{name}_admin") + "/readyz")]
+            pub = self._PUBLIC_PORTS.get(name)
+            if pub and os.path.exists(self.template_path(name)):
+                with open(self.template_path(name)) as f:
+                    if pub in template_names(f.read()):
+                        probes.append(("tcp", self.port(pub)))
+            return probes
         port = {"fake-midtrans": "FAKE_MIDTRANS", "smtp-sink": "SMTP",
                 "whatsapp-fake": "WHATSAPP"}[name]
-        return ("tcp", self.port(port))
+        return [("tcp", self.port(port))]
 
     # -- processes ---------------------------------------------------------------
     def log_path(self, name):
         return os.path.join(self.log_dir, f"{name}.log")
 
     def start(self, name, wait=True, env=None):
+        """Starts daemon or fake `name` (see command()); waits until ready."""
         self.setup()
-        if name in self.procs and self.procs[name].popen.poll() is None:
-            raise HarnessError(f"{name} is already running (pid {self.procs[name].pid})")
         argv = self.command(name)
         if name in DAEMONS and not os.access(argv[0], os.X_OK):
             raise HarnessError(f"{argv[0]} does not exist: build it first")
         if name in FAKES and not os.path.exists(argv[1]):
             raise HarnessError(f"{argv[1]} does not exist")
+        return self.spawn(name, argv, self.ready_probe(name), env=env, wait=wait,
+                          strict=name in DAEMONS)
+
+    def spawn(self, name, argv, ready=None, env=None, wait=True, strict=True):
+        """Runs any program under the harness (test producers, consumers...):
+        log in log_dir/<name>.log, own session, tracked like a daemon.
+        ready: ("http", url) answering 200, ("tcp", port) accepting, or None.
+        strict: its exit status and sanitizer reports are checked at close.
+        Returns the pid."""
+        if name in self.procs and self.procs[name].popen.poll() is None:
+            raise HarnessError(f"{name} is already running (pid {self.procs[name].pid})")
+        os.makedirs(self.log_dir, exist_ok=True)
         log = open(self.log_path(name), "ab")
         log.write(f"=== kasirtest: start {time.strftime('%H:%M:%S')} {' '.join(argv)}\n"
                   .encode())
         log.flush()
         penv = dict(os.environ)
         penv.update(env or {})
-        popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
-                                 stderr=subprocess.STDOUT, cwd=self.dir,
-                                 start_new_session=True, env=penv)
-        log.close()
-        p = _Proc(name, argv, popen, self.log_path(name))
+        try:
+            popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                     stderr=subprocess.STDOUT, cwd=self.dir,
+                                     start_new_session=True, env=penv)
+        finally:
+            log.close()
+        p = _Proc(name, list(argv), popen, self.log_path(name))
+        p.ready = ready
+        p.strict = strict
         self.procs[name] = p
         self._register_proc(p)
-        if wait:
+        if wait and ready:
             self.wait_ready(name)
         return p.pid
 
@@ -1052,29 +1129,24 @@ class Stack:
         return services
 
     def wait_ready(self, name, timeout=60):
-        kind, target = self.ready_probe(name)
         p = self.procs.get(name)
+        if p is not None and p.ready is None:
+            raise HarnessError(f"{name} was spawned without a readiness probe")
+        probes = p.ready if p is not None else self.ready_probe(name)
 
         def ready():
             if p is not None and p.popen.poll() is not None:
                 raise HarnessError(
                     f"{name} exited with status {p.popen.returncode} before it was "
                     f"ready; log {p.log}:\n{_tail(p.log, 40)}")
-            if kind == "http":
-                try:
-                    return http("GET", target, timeout=2).status == 200
-                except OSError:
-                    return False
-            with socket.socket() as s:
-                s.settimeout(1)
-                return s.connect_ex(("127.0.0.1", target)) == 0
+            return probe_ok(probes)
 
         deadline = time.monotonic() + timeout
         while True:
             if ready():  # HarnessError propagates at once
                 return
             if time.monotonic() > deadline:
-                raise WaitTimeout(f"{name} not ready after {timeout}s ({target}); "
+                raise WaitTimeout(f"{name} not ready after {timeout}s ({probes}); "
                                   f"log tail:\n{_tail(self.log_path(name), 40)}")
             time.sleep(0.1)
 
@@ -1107,6 +1179,8 @@ class Stack:
             return p.popen.returncode
         p.signalled = signal.SIGTERM
         p.popen.send_signal(signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            p.popen.send_signal(signal.SIGCONT)  # in case a test stopped it
         try:
             p.popen.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -1123,7 +1197,7 @@ class Stack:
 
     def stop_all(self):
         codes = {}
-        for name in [n for n in reversed(list(self.procs)) if n in DAEMONS]:
+        for name in [n for n in reversed(list(self.procs)) if n not in FAKES]:
             codes[name] = self.stop(name)
         for name in list(self.procs):
             if name not in codes:
@@ -1167,6 +1241,8 @@ class Stack:
 
     def sql(self, query, params=None, role=None, db="kasir"):
         self.setup()
+        if self.pg is None:
+            raise HarnessError("this Stack was made with with_pg=False")
         return self.pg.psql(query, params, role, db)
 
     def log_text(self, name):
@@ -1213,7 +1289,7 @@ class Stack:
     def _exit_problems(self, codes):
         problems = []
         for name, p in self.procs.items():
-            if name not in DAEMONS:
+            if not p.strict:
                 continue
             code = codes.get(name)
             if p.died_unexpectedly:
@@ -1267,7 +1343,7 @@ class Stack:
             raise AssertionError("daemon problems:\n  " + "\n  ".join(problems))
 
     def _atexit(self):
-        if not self._closed and (self.procs or self.pg) and self.remove_on_success:
+        if not self._closed and (self.procs or self._setup_done) and self.remove_on_success:
             # the test never reached close(): treat as a failure
             with contextlib.suppress(Exception):
                 self.close(success=False)
@@ -1295,7 +1371,7 @@ def _install_signal_handlers():
 
 
 __all__ = ["PgCluster", "Stack", "Response", "HarnessError", "WaitTimeout",
-           "http", "wait_until", "free_port", "render_template", "yaml_lookup",
+           "http", "probe_ok", "wait_until", "free_port", "render_template", "yaml_lookup",
            "parse_metrics", "skip", "db_roles", "source_dir", "build_dir",
            "SERVICES", "DAEMONS", "FAKES", "PG_BIN"]
 

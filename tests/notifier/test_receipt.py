@@ -84,7 +84,12 @@ def main():
         assert facts["result"]["receipts_sent_unpaid"] == 0, facts
         # jobs.list shows the jobs with their attempts
         jl = s.admin("jobs.list", {"order_id": u})
-        assert jl["ok"] and len(jl["result"]["jobs"]) == 4, jl
+        # 2 instructions, 4 reminders (1 h after creation, 3 h before
+        # expiry, per channel) and the 2 forged receipts
+        assert jl["ok"] and len(jl["result"]["jobs"]) == 8, jl
+        forged = [j for j in jl["result"]["jobs"] if j["origin"] == "forged"]
+        assert all(j["state"] == "cancelled" and j["attempts_log"][0]["result"] == "blocked"
+                   for j in forged), forged
         assert jl["result"]["order"]["status"] == "PENDING", jl
         # the attempt log is append-only, even for the service role
         try:

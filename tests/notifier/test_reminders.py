@@ -27,8 +27,9 @@ def main():
         s.publish("order.paid", paid(b))
         s.publish("access.granted", granted(b))
         wait_for(lambda: len(reminders(s, a)) == 1, 20, "reminder of the pending order")
-        wa = [w for w in wa_for(s, a) if "belum dibayar" in w["request"]["text"]["body"]]
-        assert len(wa) == 1, wa
+        wait_for(lambda: len([w for w in wa_for(s, a)
+                              if "belum dibayar" in w["request"]["text"]["body"]]) == 1,
+                 20, "WhatsApp reminder of the pending order")
         time.sleep(2)
         assert reminders(s, b) == [], "a paid order got a reminder"
         states = s.sql("SELECT DISTINCT state FROM notify.job WHERE order_id=%s AND kind='reminder'", (b,))

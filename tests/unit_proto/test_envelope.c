@@ -54,7 +54,7 @@ test_keyring_rules(void **state)
 	assert_int_equal(keyring_new(&kr), 0);
 	/* no signer yet */
 	assert_int_equal(envelope_seal(kr, body, strlen(body), &frame, &len),
-			 -EINVAL);
+	                 -EINVAL);
 	assert_null(frame);
 	/* ids: [A-Za-z0-9._-], 1..32 */
 	assert_int_equal(keyring_add(kr, "", big, sizeof(big)), -EINVAL);
@@ -68,25 +68,25 @@ test_keyring_rules(void **state)
 	assert_int_equal(keyring_add(kr, id, big, sizeof(big)), 0);
 	/* keys: >= 32 bytes */
 	assert_int_equal(keyring_add(kr, "short", big, ENVELOPE_KEY_MIN - 1),
-			 -EINVAL);
+	                 -EINVAL);
 	assert_int_equal(keyring_add(kr, "Ok.key_1-x", big, ENVELOPE_KEY_MIN),
-			 0);
+	                 0);
 	assert_int_equal(keyring_add(kr, "Ok.key_1-x", big, sizeof(big)),
-			 -EEXIST);
+	                 -EEXIST);
 	/* the ring holds ENVELOPE_KEYS_MAX keys */
 	for (int i = 2; i < ENVELOPE_KEYS_MAX; i++) {
 		snprintf(id, sizeof(id), "k%d", i);
 		assert_int_equal(keyring_add(kr, id, big, sizeof(big)), 0);
 	}
 	assert_int_equal(keyring_add(kr, "one-too-many", big, sizeof(big)),
-			 KASIR_ETOOBIG);
+	                 KASIR_ETOOBIG);
 	assert_int_equal(keyring_set_signer(kr, "nope"), KASIR_EKEY);
 	assert_int_equal(keyring_remove(kr, "nope"), KASIR_EKEY);
 	assert_int_equal(keyring_set_signer(kr, "k2"), 0);
 	/* removing the signer leaves no signer */
 	assert_int_equal(keyring_remove(kr, "k2"), 0);
 	assert_int_equal(envelope_seal(kr, body, strlen(body), &frame, &len),
-			 -EINVAL);
+	                 -EINVAL);
 	/* a freed slot is reusable */
 	assert_int_equal(keyring_add(kr, "k2", big, sizeof(big)), 0);
 	keyring_free(kr);
@@ -111,8 +111,7 @@ test_round_trip_and_format(void **state)
 	assert_int_equal(frame[74], '\n');
 	assert_memory_equal(frame + 75, body, strlen(body));
 
-	assert_int_equal(envelope_open(kr, frame, len, len, &got, &got_len),
-			 0);
+	assert_int_equal(envelope_open(kr, frame, len, len, &got, &got_len), 0);
 	assert_ptr_equal(got, frame + 75); /* points into the frame */
 	assert_int_equal(got_len, strlen(body));
 
@@ -132,9 +131,9 @@ test_round_trip_and_format(void **state)
 		assert_int_equal(keyring_set_signer(kv, "jefe"), 0);
 		seal(kv, "what do ya want for nothing?", &f2, &l2);
 		assert_memory_equal(f2 + strlen("kasir1 jefe "),
-				    "fc5ac09b99a592ff8f9478480617f48d"
-				    "38733893ed809b4dab61d0395af19410",
-				    64);
+		                    "fc5ac09b99a592ff8f9478480617f48d"
+		                    "38733893ed809b4dab61d0395af19410",
+		                    64);
 		free(f2);
 		keyring_free(kv);
 	}
@@ -163,9 +162,9 @@ test_every_byte_flip_rejected(void **state)
 			rc = envelope_open(kr, frame, len, len, &got, &got_len);
 			if (rc == 0)
 				fail_msg("byte %zu ^ 0x%02x accepted", i,
-					 masks[k]);
+				         masks[k]);
 			assert_true(rc == KASIR_ESIG || rc == KASIR_EPROTO ||
-				    rc == KASIR_EKEY);
+			            rc == KASIR_EKEY);
 			assert_null(got); /* written only on success */
 			frame[i] = (char)(frame[i] ^ masks[k]);
 			checked++;
@@ -186,14 +185,14 @@ test_every_byte_flip_rejected(void **state)
 		size_t got_len = 0;
 		char *longer = malloc(len + 1);
 
-		assert_int_equal(envelope_open(kr, frame, len - 1, len, &got,
-					       &got_len),
-				 KASIR_ESIG);
+		assert_int_equal(
+		    envelope_open(kr, frame, len - 1, len, &got, &got_len),
+		    KASIR_ESIG);
 		memcpy(longer, frame, len);
 		longer[len] = ' ';
-		assert_int_equal(envelope_open(kr, longer, len + 1, len + 1,
-					       &got, &got_len),
-				 KASIR_ESIG);
+		assert_int_equal(
+		    envelope_open(kr, longer, len + 1, len + 1, &got, &got_len),
+		    KASIR_ESIG);
 		free(longer);
 	}
 	free(frame);
@@ -213,7 +212,7 @@ test_unknown_key_rejected(void **state)
 	/* same key material, different id: still unknown */
 	seal(signer, body, &frame, &len);
 	assert_int_equal(envelope_open(rx, frame, len, len, &got, &got_len),
-			 KASIR_EKEY);
+	                 KASIR_EKEY);
 	assert_null(got);
 	free(frame);
 	keyring_free(signer);
@@ -234,39 +233,36 @@ test_rotation(void **state)
 
 	(void)state;
 	seal(old_sender, body, &frame, &len);
-	assert_int_equal(envelope_open(rx, frame, len, len, &got, &got_len),
-			 0);
+	assert_int_equal(envelope_open(rx, frame, len, len, &got, &got_len), 0);
 	/* step 1: add the new key everywhere */
 	assert_int_equal(keyring_add(rx, "new", key_new, sizeof(key_new) - 1),
-			 0);
-	assert_int_equal(envelope_open(rx, frame, len, len, &got, &got_len),
-			 0);
+	                 0);
+	assert_int_equal(envelope_open(rx, frame, len, len, &got, &got_len), 0);
 	/* step 2: switch signers */
 	assert_int_equal(keyring_set_signer(rx, "new"), 0);
 	seal(rx, body, &frame2, &len2);
 	assert_memory_equal(frame2, "kasir1 new ", 11);
 	assert_int_equal(envelope_open(rx, frame2, len2, len2, &got, &got_len),
-			 0);
-	assert_int_equal(envelope_open(rx, frame, len, len, &got, &got_len),
-			 0);
+	                 0);
+	assert_int_equal(envelope_open(rx, frame, len, len, &got, &got_len), 0);
 	/* step 3: drop the old key: old frames are refused */
 	assert_int_equal(keyring_remove(rx, "old"), 0);
 	got = NULL;
 	assert_int_equal(envelope_open(rx, frame, len, len, &got, &got_len),
-			 KASIR_EKEY);
+	                 KASIR_EKEY);
 	assert_null(got);
 	assert_int_equal(envelope_open(rx, frame2, len2, len2, &got, &got_len),
-			 0);
+	                 0);
 	/* a frame claiming "new" but made with the old key material */
 	{
-		struct keyring *forger = ring_with("new", key_old,
-						   sizeof(key_old) - 1);
+		struct keyring *forger =
+		    ring_with("new", key_old, sizeof(key_old) - 1);
 		char *f3 = NULL;
 		size_t l3 = 0;
 
 		seal(forger, body, &f3, &l3);
-		assert_int_equal(
-		    envelope_open(rx, f3, l3, l3, &got, &got_len), KASIR_ESIG);
+		assert_int_equal(envelope_open(rx, f3, l3, l3, &got, &got_len),
+		                 KASIR_ESIG);
 		free(f3);
 		keyring_free(forger);
 	}
@@ -288,15 +284,14 @@ test_oversized_before_parsing(void **state)
 	/* A NULL frame with a huge length: rejected on the length alone, so
 	 * nothing was read (a read would crash). */
 	assert_int_equal(envelope_open(kr, NULL, ENVELOPE_FRAME_DEFAULT_MAX + 1,
-				       ENVELOPE_FRAME_DEFAULT_MAX, &got,
-				       &got_len),
-			 KASIR_ETOOBIG);
+	                               ENVELOPE_FRAME_DEFAULT_MAX, &got,
+	                               &got_len),
+	                 KASIR_ETOOBIG);
 	seal(kr, body, &frame, &len);
 	assert_int_equal(envelope_open(kr, frame, len, len - 1, &got, &got_len),
-			 KASIR_ETOOBIG);
+	                 KASIR_ETOOBIG);
 	assert_null(got);
-	assert_int_equal(envelope_open(kr, frame, len, len, &got, &got_len),
-			 0);
+	assert_int_equal(envelope_open(kr, frame, len, len, &got, &got_len), 0);
 	free(frame);
 	keyring_free(kr);
 }
@@ -322,8 +317,8 @@ test_strict_header(void **state)
 		int n_ = snprintf(buf, sizeof(buf), __VA_ARGS__);              \
 		got = NULL;                                                    \
 		assert_int_equal(envelope_open(kr, buf, (size_t)n_,            \
-					       sizeof(buf), &got, &got_len),   \
-				 (rc));                                        \
+		                               sizeof(buf), &got, &got_len),   \
+		                 (rc));                                        \
 	} while (0)
 
 	EXPECT(0, "kasir1 k1 %s\n%s", hex, body);
@@ -359,8 +354,7 @@ test_strict_header(void **state)
 		size_t l = 0;
 
 		assert_int_equal(envelope_seal(kr, "", 0, &f, &l), 0);
-		assert_int_equal(envelope_open(kr, f, l, l, &got, &got_len),
-				 0);
+		assert_int_equal(envelope_open(kr, f, l, l, &got, &got_len), 0);
 		assert_int_equal(got_len, 0);
 		free(f);
 	}

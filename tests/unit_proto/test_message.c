@@ -29,10 +29,10 @@ struct field {
 	int required;
 };
 
-#define FS(n, r) {#n, K_S, r},
-#define FI(n, r) {#n, K_I, r},
-#define FB(n, r) {#n, K_B, r},
-#define FO(n, r) {#n, K_O, r},
+#define FS(n, r)             {#n, K_S, r},
+#define FI(n, r)             {#n, K_I, r},
+#define FB(n, r)             {#n, K_B, r},
+#define FO(n, r)             {#n, K_O, r},
 #define MSG(e, wire, fields) static const struct field f_##e[] = {fields};
 #include "messages.def"
 #undef MSG
@@ -105,7 +105,7 @@ sample_data(size_t t, int with_optional)
 		if (!types[t].fields[i].required && !with_optional)
 			continue;
 		cJSON_AddItemToObject(d, types[t].fields[i].name,
-				      value_of(types[t].fields[i].kind, i));
+		                      value_of(types[t].fields[i].kind, i));
 	}
 	return d;
 }
@@ -128,11 +128,11 @@ check_getters(size_t t, const struct kasir_msg *m, int with_optional)
 			break;
 		case K_I:
 			assert_int_equal(msg_int(m, f->name),
-					 present ? (int64_t)(1000 + i) : 0);
+			                 present ? (int64_t)(1000 + i) : 0);
 			break;
 		case K_B:
 			assert_int_equal(msg_bool(m, f->name),
-					 present ? (int)(i % 2) : 0);
+			                 present ? (int)(i % 2) : 0);
 			break;
 		case K_O:
 			if (present)
@@ -148,22 +148,21 @@ static void
 test_round_trip_every_type(void **state)
 {
 	(void)state;
-	assert_int_equal(sizeof(types) / sizeof(types[0]),
-			 MSG_TYPE_COUNT - 1);
+	assert_int_equal(sizeof(types) / sizeof(types[0]), MSG_TYPE_COUNT - 1);
 	for (size_t t = 0; t < sizeof(types) / sizeof(types[0]); t++) {
 		assert_int_equal(msg_type_from_name(types[t].wire),
-				 types[t].type);
+		                 types[t].type);
 		assert_string_equal(msg_type_name(types[t].type),
-				    types[t].wire);
+		                    types[t].wire);
 		for (int opt = 0; opt <= 1; opt++) {
 			cJSON *d = sample_data(t, opt);
 			struct kasir_msg *m = NULL;
 			char *body = NULL;
 
 			assert_int_equal(msg_encode_full("orders", 42, ID, AT,
-							 types[t].type, d,
-							 &body),
-					 0);
+			                                 types[t].type, d,
+			                                 &body),
+			                 0);
 			assert_int_equal(
 			    msg_decode(body, strlen(body), &m, NULL, 0), 0);
 			assert_string_equal(m->stream, "orders");
@@ -177,7 +176,8 @@ test_round_trip_every_type(void **state)
 
 			/* msg_encode generates id and at that decode accepts */
 			assert_int_equal(
-			    msg_encode("ingest", 0, types[t].type, d, &body), 0);
+			    msg_encode("ingest", 0, types[t].type, d, &body),
+			    0);
 			assert_int_equal(
 			    msg_decode(body, strlen(body), &m, NULL, 0), 0);
 			assert_int_equal(strlen(m->id), 36);
@@ -225,9 +225,9 @@ test_missing_and_wrong_type_fields(void **state)
 			char *body = NULL;
 
 			assert_int_equal(msg_encode_full("orders", 1, ID, AT,
-							 types[t].type, d,
-							 &body),
-					 0);
+			                                 types[t].type, d,
+			                                 &body),
+			                 0);
 			root = cJSON_Parse(body);
 			free(body);
 			body = NULL;
@@ -240,9 +240,9 @@ test_missing_and_wrong_type_fields(void **state)
 			cJSON_ReplaceItemInObjectCaseSensitive(
 			    d, f->name, wrong_value_of(f->kind));
 			assert_int_equal(msg_encode_full("orders", 1, ID, AT,
-							 types[t].type, d,
-							 &body),
-					 KASIR_EPROTO);
+			                                 types[t].type, d,
+			                                 &body),
+			                 KASIR_EPROTO);
 			assert_null(body);
 
 			/* missing */
@@ -251,11 +251,11 @@ test_missing_and_wrong_type_fields(void **state)
 			    f->name);
 			cJSON_DeleteItemFromObjectCaseSensitive(d, f->name);
 			assert_int_equal(decode_json(root),
-					 f->required ? KASIR_EPROTO : 0);
+			                 f->required ? KASIR_EPROTO : 0);
 			assert_int_equal(msg_encode_full("orders", 1, ID, AT,
-							 types[t].type, d,
-							 &body),
-					 f->required ? KASIR_EPROTO : 0);
+			                                 types[t].type, d,
+			                                 &body),
+			                 f->required ? KASIR_EPROTO : 0);
 			free(body);
 			body = NULL;
 
@@ -265,12 +265,12 @@ test_missing_and_wrong_type_fields(void **state)
 				    root, "data");
 
 				cJSON_AddItemToObject(data, f->name,
-						      value_of(f->kind, 0));
+				                      value_of(f->kind, 0));
 				assert_int_equal(decode_json(root), 0);
 				cJSON_AddItemToObject(data, f->name,
-						      value_of(f->kind, 0));
+				                      value_of(f->kind, 0));
 				assert_int_equal(decode_json(root),
-						 KASIR_EPROTO);
+				                 KASIR_EPROTO);
 			}
 			cJSON_Delete(root);
 			cJSON_Delete(d);
@@ -303,9 +303,9 @@ test_integers(void **state)
 		char *body = NULL;
 
 		cJSON_AddNumberToObject(d, "n", cases[i].v);
-		assert_int_equal(msg_encode_full("s", 1, ID, AT,
-						 MSG_TEST_EFFECT, d, &body),
-				 cases[i].ok ? 0 : KASIR_EPROTO);
+		assert_int_equal(
+		    msg_encode_full("s", 1, ID, AT, MSG_TEST_EFFECT, d, &body),
+		    cases[i].ok ? 0 : KASIR_EPROTO);
 		if (cases[i].ok) {
 			struct kasir_msg *m = NULL;
 
@@ -328,34 +328,34 @@ test_header_rules(void **state)
 		const char *text;
 	} cases[] = {
 #define H(v, stream, seq, type, data)                                          \
-	"{\"v\":" v ",\"stream\":" stream ",\"seq\":" seq                       \
-	",\"id\":\"3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f\",\"type\":" type          \
+	"{\"v\":" v ",\"stream\":" stream ",\"seq\":" seq                      \
+	",\"id\":\"3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f\",\"type\":" type      \
 	",\"at\":\"2026-11-23T09:33:19.123Z\",\"data\":" data "}"
 	    {0, H("1", "\"orders\"", "7", "\"test.effect\"", "{\"n\":1}")},
 	    {0, H("1", "\"orders\"", "7", "\"test.effect\"",
-		  "{\"n\":1,\"extra\":[1,2]}")},
+	          "{\"n\":1,\"extra\":[1,2]}")},
 	    {0, " " H("1", "\"orders\"", "7", "\"test.effect\"",
-		      "{\"n\":1}") " \n\t"},
+	              "{\"n\":1}") " \n\t"},
 	    /* trailing garbage */
 	    {KASIR_EPROTO,
 	     H("1", "\"orders\"", "7", "\"test.effect\"", "{\"n\":1}") "x"},
 	    {KASIR_EPROTO,
 	     H("1", "\"orders\"", "7", "\"test.effect\"", "{\"n\":1}") "{}"},
 	    /* version */
-	    {KASIR_EPROTO, H("2", "\"orders\"", "7", "\"test.effect\"",
-			     "{\"n\":1}")},
-	    {KASIR_EPROTO, H("0", "\"orders\"", "7", "\"test.effect\"",
-			     "{\"n\":1}")},
-	    {KASIR_EPROTO, H("\"1\"", "\"orders\"", "7", "\"test.effect\"",
-			     "{\"n\":1}")},
-	    {KASIR_EPROTO, H("1.5", "\"orders\"", "7", "\"test.effect\"",
-			     "{\"n\":1}")},
+	    {KASIR_EPROTO,
+	     H("2", "\"orders\"", "7", "\"test.effect\"", "{\"n\":1}")},
+	    {KASIR_EPROTO,
+	     H("0", "\"orders\"", "7", "\"test.effect\"", "{\"n\":1}")},
+	    {KASIR_EPROTO,
+	     H("\"1\"", "\"orders\"", "7", "\"test.effect\"", "{\"n\":1}")},
+	    {KASIR_EPROTO,
+	     H("1.5", "\"orders\"", "7", "\"test.effect\"", "{\"n\":1}")},
 	    /* stream */
 	    {KASIR_EPROTO,
 	     H("1", "\"Orders\"", "7", "\"test.effect\"", "{\"n\":1}")},
 	    {KASIR_EPROTO, H("1", "\"\"", "7", "\"test.effect\"", "{\"n\":1}")},
 	    {KASIR_EPROTO, H("1", "\"a-very-long-stream-name-over-31c\"", "7",
-			     "\"test.effect\"", "{\"n\":1}")},
+	                     "\"test.effect\"", "{\"n\":1}")},
 	    {KASIR_EPROTO, H("1", "7", "7", "\"test.effect\"", "{\"n\":1}")},
 	    /* seq */
 	    {KASIR_EPROTO,
@@ -365,7 +365,7 @@ test_header_rules(void **state)
 	    {KASIR_EPROTO,
 	     H("1", "\"orders\"", "\"7\"", "\"test.effect\"", "{\"n\":1}")},
 	    {KASIR_EPROTO, H("1", "\"orders\"", "18014398509481984",
-			     "\"test.effect\"", "{\"n\":1}")},
+	                     "\"test.effect\"", "{\"n\":1}")},
 	    /* type */
 	    {KASIR_ETYPE,
 	     H("1", "\"orders\"", "7", "\"order.exploded\"", "{\"n\":1}")},
@@ -379,14 +379,15 @@ test_header_rules(void **state)
 #undef H
 	    /* header fields missing, unknown, doubled */
 	    {KASIR_EPROTO, "{\"v\":1,\"stream\":\"orders\",\"seq\":1,"
-			   "\"type\":\"test.effect\",\"at\":\"2026-11-23T09:33:"
-			   "19Z\",\"data\":{\"n\":1}}"},
+	                   "\"type\":\"test.effect\",\"at\":\"2026-11-23T09:33:"
+	                   "19Z\",\"data\":{\"n\":1}}"},
 	    {KASIR_EPROTO,
 	     "{\"v\":1,\"stream\":\"orders\",\"seq\":1,\"id\":\"3f1c2d4e-5a6b-"
 	     "4c7d-8e9f-0a1b2c3d4e5f\",\"type\":\"test.effect\",\"at\":\"2026-"
 	     "11-23T09:33:19Z\",\"data\":{\"n\":1},\"x\":1}"},
 	    {KASIR_EPROTO,
-	     "{\"v\":1,\"v\":1,\"stream\":\"orders\",\"seq\":1,\"id\":\"3f1c2d4e"
+	     "{\"v\":1,\"v\":1,\"stream\":\"orders\",\"seq\":1,\"id\":"
+	     "\"3f1c2d4e"
 	     "-5a6b-4c7d-8e9f-0a1b2c3d4e5f\",\"type\":\"test.effect\",\"at\":"
 	     "\"2026-11-23T09:33:19Z\",\"data\":{\"n\":1}}"},
 	    {KASIR_EPROTO,
@@ -407,11 +408,11 @@ test_header_rules(void **state)
 	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		struct kasir_msg *m = NULL;
 		int rc = msg_decode(cases[i].text, strlen(cases[i].text), &m,
-				    NULL, 0);
+		                    NULL, 0);
 
 		if (rc != cases[i].rc)
 			fail_msg("case %zu: rc %d, want %d: %s", i, rc,
-				 cases[i].rc, cases[i].text);
+			         cases[i].rc, cases[i].text);
 		msg_free(m);
 	}
 }
@@ -428,11 +429,11 @@ test_unknown_type_named(void **state)
 
 	(void)state;
 	assert_int_equal(msg_decode(text, strlen(text), &m, name, sizeof(name)),
-			 KASIR_ETYPE);
+	                 KASIR_ETYPE);
 	assert_null(m);
 	assert_string_equal(name, "order.teleported");
 	assert_int_equal(msg_decode(text, strlen(text), &m, tiny, sizeof(tiny)),
-			 KASIR_ETYPE);
+	                 KASIR_ETYPE);
 	assert_string_equal(tiny, "order"); /* truncated, NUL-terminated */
 }
 
@@ -468,12 +469,14 @@ test_length_and_bytes(void **state)
 	/* invalid UTF-8 inside a string */
 	{
 		const char bad[] =
-		    "{\"v\":1,\"stream\":\"s\",\"seq\":1,\"id\":\"3f1c2d4e-5a6b-"
+		    "{\"v\":1,\"stream\":\"s\",\"seq\":1,\"id\":\"3f1c2d4e-"
+		    "5a6b-"
 		    "4c7d-8e9f-0a1b2c3d4e5f\",\"type\":\"test.effect\",\"at\":"
-		    "\"2026-11-23T09:33:19Z\",\"data\":{\"n\":1,\"x\":\"\xc0\xaf\"}}";
+		    "\"2026-11-23T09:33:19Z\",\"data\":{\"n\":1,\"x\":"
+		    "\"\xc0\xaf\"}}";
 
 		assert_int_equal(msg_decode(bad, strlen(bad), &m, NULL, 0),
-				 KASIR_EPROTO);
+		                 KASIR_EPROTO);
 	}
 	/* encode refuses bad header values */
 	assert_int_equal(
@@ -485,11 +488,11 @@ test_length_and_bytes(void **state)
 	assert_int_equal(
 	    msg_encode_full("s", 1, "x", AT, MSG_TEST_EFFECT, d, &body),
 	    -EINVAL);
-	assert_int_equal(msg_encode_full("s", 1, ID, "yesterday",
-					 MSG_TEST_EFFECT, d, &body),
-			 -EINVAL);
+	assert_int_equal(
+	    msg_encode_full("s", 1, ID, "yesterday", MSG_TEST_EFFECT, d, &body),
+	    -EINVAL);
 	assert_int_equal(msg_encode_full("s", 1, ID, AT, MSG_UNKNOWN, d, &body),
-			 -EINVAL);
+	                 -EINVAL);
 	assert_int_equal(
 	    msg_encode_full("s", 1, ID, AT, MSG_TEST_EFFECT, NULL, &body),
 	    KASIR_EPROTO);

@@ -12,16 +12,20 @@
 -- only has SELECT and INSERT.
 
 -- The trigger function every append-only table of the schema uses
--- (docs/hacking.md).  CREATE OR REPLACE: the backbone's migration may have
--- created the same function already.
-CREATE OR REPLACE FUNCTION ingest.refuse_change() RETURNS trigger
-LANGUAGE plpgsql AS $$
-BEGIN
-	RAISE EXCEPTION '% on %.% refused: the table is append-only',
-		TG_OP, TG_TABLE_SCHEMA, TG_TABLE_NAME
-		USING ERRCODE = 'insufficient_privilege';
-END
-$$;
+-- (docs/hacking.md).  The backbone's 0000_stream normally created it
+-- already; create it only when it is missing, never replace it.
+DO $ingest$ BEGIN
+	IF NOT EXISTS (SELECT 1 FROM pg_proc p JOIN pg_namespace n
+	               ON n.oid = p.pronamespace
+	               WHERE n.nspname = 'ingest' AND p.proname = 'refuse_change')
+	THEN
+		CREATE FUNCTION ingest.refuse_change() RETURNS trigger
+		LANGUAGE plpgsql AS $f$
+		BEGIN
+			RAISE EXCEPTION 'append-only table %', TG_TABLE_NAME;
+		END $f$;
+	END IF;
+END $ingest$;
 
 CREATE TABLE ingest.payment_event (
 	id                 bigserial PRIMARY KEY,

@@ -1,0 +1,522 @@
+/*
+ * admin_socket.c - nng req/rep admin door of a daemon, and its client.
+ *
+ * One worker thread receives a request, identifies the peer from the ipc
+ * socket credentials (never from the request), checks the protocol
+ * version, calls the handler and sends the reply, in order.  nng drops
+ * anything above ADMIN_SOCKET_RECV_MAX; requests between ADMIN_REQUEST_MAX
+ * and that are answered "too_big" so the operator learns why.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cjson/cJSON.h>
+#include <nng/nng.h>
+#include <nng/protocol/reqrep0/rep.h>
+#include <nng/protocol/reqrep0/req.h>
+
+#include "admin_socket.h"
+#include "err.h"
+#include "log.h"
+#include "util.h"
+
+#define ADMIN_REQUEST_MAX     (64 * 1024)
+#define ADMIN_SOCKET_RECV_MAX (2 * ADMIN_REQUEST_MAX)
+#define ADMIN_REPLY_MAX	      (16 * 1024 * 1024) /* client side */
+#define ADMIN_ERRCODE_MAX     64
+#define ADMIN_ERRMSG_MAX      512
+#define ADMIN_GROUPS_MAX      256
+#define ADMIN_PWBUF	      16384
+
+struct admin_socket {
+	nng_socket sock;
+	nng_listener listener;
+	pthread_t thread;
+	bool thread_started;
+	bool is_ipc;
+	char *engineer_group;
+	char *support_group;
+	admin_handler_fn handler;
+	void *arg;
+};
+
+static int
+nng_to_errno(int rv)
+{
+	switch (rv) {
+	case 0:
+		return 0;
+	case NNG_ENOMEM:
+		return -ENOMEM;
+	case NNG_EINVAL:
+	case NNG_EADDRINVAL:
+		return -EINVAL;
+	case NNG_ETIMEDOUT:
+		return -ETIMEDOUT;
+	case NNG_ECONNREFUSED:
+	case NNG_ENOENT:
+		return -ECONNREFUSED;
+	case NNG_EADDRINUSE:
+		return -EADDRINUSE;
+	case NNG_EPERM:
+		return -EACCES;
+	case NNG_ECLOSED:
+		return -ESHUTDOWN;
+	case NNG_EMSGSIZE:
+		return KASIR_ETOOBIG;
+	default:
+		return -EIO;
+	}
+}
+
+/* True when user (with primary gid) belongs to group gname. */
+static bool
+in_group(const char *user, gid_t primary, gid_t peer_gid, const char *gname)
+{
+	struct group gr, *grp = NULL;
+	char buf[ADMIN_PWBUF];
+	gid_t groups[ADMIN_GROUPS_MAX];
+	int ngroups = ADMIN_GROUPS_MAX;
+
+	if (gname == NULL || gname[0] == '\0')
+		return false;
+	if (getgrnam_r(gname, &gr, buf, sizeof(buf), &grp) != 0 || grp == NULL)
+		return false;
+	if (grp->gr_gid == primary || grp->gr_gid == peer_gid)
+		return true;
+	if (user == NULL)
+		return false;
+	if (getgrouplist(user, primary, groups, &ngroups) < 0)
+		ngroups = ADMIN_GROUPS_MAX; /* truncated: check what we got */
+	for (int i = 0; i < ngroups; i++)
+		if (groups[i] == grp->gr_gid)
+			return true;
+	return false;
+}
+
+/* Fills peer from the ipc credentials of the pipe. */
+static int
+peer_from_pipe(const struct admin_socket *s, nng_pipe pipe,
+	       struct admin_peer *peer)
+{
+	uint64_t uid64, gid64;
+	struct passwd pw, *pwp = NULL;
+	char buf[ADMIN_PWBUF];
+	uid_t uid;
+	gid_t gid;
+
+	if (nng_pipe_get_uint64(pipe, NNG_OPT_IPC_PEER_UID, &uid64) != 0 ||
+	    nng_pipe_get_uint64(pipe, NNG_OPT_IPC_PEER_GID, &gid64) != 0)
+		return -EPERM;
+	uid = (uid_t)uid64;
+	gid = (gid_t)gid64;
+	memset(peer, 0, sizeof(*peer));
+	peer->role = ADMIN_ROLE_NONE;
+	if (getpwuid_r(uid, &pw, buf, sizeof(buf), &pwp) == 0 && pwp != NULL)
+		kasir_strlcpy(peer->user, pwp->pw_name, sizeof(peer->user));
+	else
+		snprintf(peer->user, sizeof(peer->user), "%lu",
+			 (unsigned long)uid);
+	if (uid == 0) {
+		peer->role = ADMIN_ROLE_ENGINEER;
+		return 0;
+	}
+	if (in_group(pwp ? pwp->pw_name : NULL, pwp ? pwp->pw_gid : gid, gid,
+		     s->engineer_group))
+		peer->role = ADMIN_ROLE_ENGINEER;
+	else if (in_group(pwp ? pwp->pw_name : NULL, pwp ? pwp->pw_gid : gid,
+			  gid, s->support_group))
+		peer->role = ADMIN_ROLE_SUPPORT;
+	return 0;
+}
+
+static const char *
+default_code(int rc)
+{
+	switch (rc) {
+	case KASIR_ENOTFOUND:
+		return "not_found";
+	case KASIR_EPERM:
+		return "role_required";
+	case KASIR_ECONFLICT:
+		return "conflict";
+	case KASIR_EREJECT:
+	case -EINVAL:
+		return "invalid";
+	case KASIR_EDB:
+	case KASIR_EDBUNKNOWN:
+		return "database_unavailable";
+	case KASIR_ETOOBIG:
+		return "too_big";
+	default:
+		return "internal";
+	}
+}
+
+/* Builds {"v":1,"ok":false,"error":{...}}; NULL on allocation failure. */
+static cJSON *
+error_reply(const char *code, const char *msg)
+{
+	cJSON *r = cJSON_CreateObject(), *e;
+
+	if (r == NULL)
+		return NULL;
+	if (cJSON_AddNumberToObject(r, "v", ADMIN_PROTO_VERSION) == NULL ||
+	    cJSON_AddFalseToObject(r, "ok") == NULL ||
+	    (e = cJSON_AddObjectToObject(r, "error")) == NULL ||
+	    cJSON_AddStringToObject(e, "code", code) == NULL ||
+	    cJSON_AddStringToObject(e, "message", msg) == NULL) {
+		cJSON_Delete(r);
+		return NULL;
+	}
+	return r;
+}
+
+/* "engineer" / "support" / "none" -> role; -EINVAL otherwise. */
+static int
+role_from_name(const char *s, enum admin_role *ret)
+{
+	if (strcmp(s, "engineer") == 0)
+		*ret = ADMIN_ROLE_ENGINEER;
+	else if (strcmp(s, "support") == 0)
+		*ret = ADMIN_ROLE_SUPPORT;
+	else if (strcmp(s, "none") == 0)
+		*ret = ADMIN_ROLE_NONE;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+static const char *
+opt_string(const cJSON *req, const char *key)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(req, key);
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* Answers one request; returns the reply object (NULL only on ENOMEM). */
+static cJSON *
+handle(struct admin_socket *s, nng_msg *msg)
+{
+	char code[ADMIN_ERRCODE_MAX] = "", emsg[ADMIN_ERRMSG_MAX] = "";
+	struct admin_request req;
+	const cJSON *v, *cmd, *args;
+	cJSON *root = NULL, *empty = NULL, *result = NULL, *reply;
+	size_t len = nng_msg_len(msg);
+	int rc;
+
+	memset(&req, 0, sizeof(req));
+	if (len > ADMIN_REQUEST_MAX)
+		return error_reply("too_big", "request exceeds 64 KiB");
+	if (s->is_ipc) {
+		if (peer_from_pipe(s, nng_msg_get_pipe(msg), &req.peer) < 0)
+			return error_reply("no_credentials",
+					   "peer credentials unavailable");
+	}
+	root = cJSON_ParseWithLength(nng_msg_body(msg), len);
+	if (!cJSON_IsObject(root)) {
+		cJSON_Delete(root);
+		return error_reply("bad_request", "request is not a JSON object");
+	}
+	v = cJSON_GetObjectItemCaseSensitive(root, "v");
+	if (!cJSON_IsNumber(v) || v->valuedouble != ADMIN_PROTO_VERSION) {
+		cJSON_Delete(root);
+		return error_reply("bad_version",
+				   "unsupported admin protocol version");
+	}
+	cmd = cJSON_GetObjectItemCaseSensitive(root, "cmd");
+	if (!cJSON_IsString(cmd) || cmd->valuestring[0] == '\0' ||
+	    strlen(cmd->valuestring) > 64) {
+		cJSON_Delete(root);
+		return error_reply("bad_request", "cmd missing");
+	}
+	args = cJSON_GetObjectItemCaseSensitive(root, "args");
+	if (args != NULL && !cJSON_IsObject(args)) {
+		cJSON_Delete(root);
+		return error_reply("bad_request", "args must be an object");
+	}
+	if (args == NULL) {
+		empty = cJSON_CreateObject();
+		if (empty == NULL) {
+			cJSON_Delete(root);
+			return NULL;
+		}
+		args = empty;
+	}
+	req.cmd = cmd->valuestring;
+	req.args = args;
+	req.reason = opt_string(root, "reason");
+	req.incident = opt_string(root, "incident");
+	if (!s->is_ipc) {
+		/* tcp: tests only; trust the stated actor, role support */
+		const char *actor = opt_string(root, "actor");
+		kasir_strlcpy(req.peer.user, actor ? actor : "unknown",
+			      sizeof(req.peer.user));
+		req.peer.role = ADMIN_ROLE_SUPPORT;
+	}
+	/* "as_role" lowers the role (kasirctl with KASIR_ROLE=support);
+	 * it can never raise it */
+	{
+		const cJSON *as = cJSON_GetObjectItemCaseSensitive(root,
+								   "as_role");
+		enum admin_role want;
+
+		if (as != NULL) {
+			if (!cJSON_IsString(as) ||
+			    role_from_name(as->valuestring, &want) < 0) {
+				cJSON_Delete(empty);
+				cJSON_Delete(root);
+				return error_reply("bad_request",
+						   "as_role: engineer, support "
+						   "or none");
+			}
+			if (want < req.peer.role)
+				req.peer.role = want;
+		}
+	}
+
+	rc = s->handler(s->arg, &req, &result, code, sizeof(code), emsg,
+			sizeof(emsg));
+	if (rc < 0) {
+		cJSON_Delete(result);
+		reply = error_reply(code[0] ? code : default_code(rc),
+				    emsg[0] ? emsg : kasir_strerror(rc));
+	} else {
+		reply = cJSON_CreateObject();
+		if (reply != NULL &&
+		    (cJSON_AddNumberToObject(reply, "v", ADMIN_PROTO_VERSION) ==
+			 NULL ||
+		     cJSON_AddTrueToObject(reply, "ok") == NULL)) {
+			cJSON_Delete(reply);
+			reply = NULL;
+		}
+		if (reply != NULL) {
+			if (result == NULL)
+				result = cJSON_CreateObject();
+			if (result != NULL)
+				cJSON_AddItemToObject(reply, "result", result);
+			result = NULL;
+		}
+		cJSON_Delete(result);
+	}
+	cJSON_Delete(empty);
+	cJSON_Delete(root);
+	return reply;
+}
+
+static void *
+worker(void *arg)
+{
+	struct admin_socket *s = arg;
+
+	for (;;) {
+		nng_msg *msg = NULL, *out = NULL;
+		cJSON *reply;
+		char *text;
+		int rv;
+
+		rv = nng_recvmsg(s->sock, &msg, 0);
+		if (rv == NNG_ECLOSED)
+			break;
+		if (rv != 0)
+			continue;
+		reply = handle(s, msg);
+		nng_msg_free(msg);
+		if (reply == NULL)
+			reply = error_reply("internal", "out of memory");
+		text = reply ? cJSON_PrintUnformatted(reply) : NULL;
+		cJSON_Delete(reply);
+		if (text == NULL)
+			continue; /* the client times out */
+		if (nng_msg_alloc(&out, 0) == 0 &&
+		    nng_msg_append(out, text, strlen(text)) == 0) {
+			if (nng_sendmsg(s->sock, out, 0) != 0)
+				nng_msg_free(out);
+		} else if (out != NULL) {
+			nng_msg_free(out);
+		}
+		cJSON_free(text);
+	}
+	return NULL;
+}
+
+/* Parses an octal mode "0660". */
+static int
+parse_mode(const char *s, int *ret)
+{
+	char *end;
+	long v;
+
+	if (s == NULL) {
+		*ret = 0660;
+		return 0;
+	}
+	errno = 0;
+	v = strtol(s, &end, 8);
+	if (errno != 0 || end == s || *end != '\0' || v < 0 || v > 0777)
+		return -EINVAL;
+	*ret = (int)v;
+	return 0;
+}
+
+/* Removes path when it is a unix socket nobody listens on. */
+static int
+remove_stale_socket(const char *path)
+{
+	struct sockaddr_un sa;
+	struct stat sb;
+	int fd, rc = 0;
+
+	if (lstat(path, &sb) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(sb.st_mode))
+		return -EEXIST;
+	if (strlen(path) >= sizeof(sa.sun_path))
+		return -ENAMETOOLONG;
+	memset(&sa, 0, sizeof(sa));
+	sa.sun_family = AF_UNIX;
+	memcpy(sa.sun_path, path, strlen(path));
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+		rc = -EADDRINUSE; /* somebody is serving it */
+	else if (errno == ECONNREFUSED && unlink(path) < 0)
+		rc = -errno;
+	close(fd);
+	return rc;
+}
+
+int
+admin_socket_start(const struct admin_socket_conf *conf,
+		   admin_handler_fn handler, void *arg,
+		   struct admin_socket **ret)
+{
+	struct admin_socket *s;
+	int rv, rc, mode = 0;
+
+	if (conf == NULL || conf->url == NULL || handler == NULL ||
+	    ret == NULL)
+		return -EINVAL;
+	s = calloc(1, sizeof(*s));
+	if (s == NULL)
+		return -ENOMEM;
+	s->handler = handler;
+	s->arg = arg;
+	s->is_ipc = strncmp(conf->url, "ipc://", 6) == 0;
+	if (conf->engineer_group != NULL &&
+	    (s->engineer_group = strdup(conf->engineer_group)) == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	if (conf->support_group != NULL &&
+	    (s->support_group = strdup(conf->support_group)) == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	if (s->is_ipc) {
+		if ((rc = parse_mode(conf->mode, &mode)) < 0)
+			goto fail;
+		if ((rc = remove_stale_socket(conf->url + 6)) < 0)
+			goto fail;
+	}
+	if ((rv = nng_rep0_open(&s->sock)) != 0) {
+		rc = nng_to_errno(rv);
+		goto fail;
+	}
+	if ((rv = nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ,
+				      ADMIN_SOCKET_RECV_MAX)) != 0 ||
+	    (rv = nng_listener_create(&s->listener, s->sock, conf->url)) != 0 ||
+	    (s->is_ipc && (rv = nng_listener_set_int(s->listener,
+						     NNG_OPT_IPC_PERMISSIONS,
+						     mode)) != 0) ||
+	    (rv = nng_listener_start(s->listener, 0)) != 0) {
+		rc = nng_to_errno(rv);
+		nng_close(s->sock);
+		goto fail;
+	}
+	if ((rv = pthread_create(&s->thread, NULL, worker, s)) != 0) {
+		rc = -rv;
+		nng_close(s->sock);
+		goto fail;
+	}
+	s->thread_started = true;
+	*ret = s;
+	return 0;
+fail:
+	free(s->engineer_group);
+	free(s->support_group);
+	free(s);
+	return rc;
+}
+
+void
+admin_socket_stop(struct admin_socket *s)
+{
+	if (s == NULL)
+		return;
+	nng_close(s->sock); /* wakes the worker with NNG_ECLOSED */
+	if (s->thread_started)
+		pthread_join(s->thread, NULL);
+	free(s->engineer_group);
+	free(s->support_group);
+	free(s);
+}
+
+int
+admin_call(const char *url, const cJSON *request, int timeout_ms,
+	   cJSON **ret_reply)
+{
+	nng_socket sock;
+	nng_msg *msg = NULL;
+	char *text;
+	cJSON *reply;
+	int rv, rc;
+
+	if (url == NULL || request == NULL || ret_reply == NULL)
+		return -EINVAL;
+	if (timeout_ms <= 0)
+		timeout_ms = 10000;
+	text = cJSON_PrintUnformatted(request);
+	if (text == NULL)
+		return -ENOMEM;
+	if ((rv = nng_req0_open(&sock)) != 0) {
+		cJSON_free(text);
+		return nng_to_errno(rv);
+	}
+	if ((rv = nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, timeout_ms)) != 0 ||
+	    (rv = nng_socket_set_ms(sock, NNG_OPT_SENDTIMEO, timeout_ms)) != 0 ||
+	    (rv = nng_socket_set_size(sock, NNG_OPT_RECVMAXSZ,
+				      ADMIN_REPLY_MAX)) != 0 ||
+	    /* no silent re-send: an admin action must not run twice */
+	    (rv = nng_socket_set_ms(sock, NNG_OPT_REQ_RESENDTIME,
+				    NNG_DURATION_INFINITE)) != 0 ||
+	    (rv = nng_dial(sock, url, NULL, 0)) != 0 ||
+	    (rv = nng_send(sock, text, strlen(text), 0)) != 0 ||
+	    (rv = nng_recvmsg(sock, &msg, 0)) != 0) {
+		rc = nng_to_errno(rv);
+		goto out;
+	}
+	reply = cJSON_ParseWithLength(nng_msg_body(msg), nng_msg_len(msg));
+	nng_msg_free(msg);
+	if (!cJSON_IsObject(reply)) {
+		cJSON_Delete(reply);
+		rc = KASIR_EPROTO;
+		goto out;
+	}
+	*ret_reply = reply;
+	rc = 0;
+out:
+	cJSON_free(text);
+	nng_close(sock);
+	return rc;
+}

@@ -1,0 +1,893 @@
+/*
+ * db.c - one libpq connection that survives PostgreSQL restarts.
+ *
+ * State kept per handle: the live PGconn (NULL when broken), the reconnect
+ * backoff, whether a transaction is open (read from libpq after every
+ * command), and the names of the statements prepared on the current
+ * connection.  When the connection breaks inside a transaction the handle
+ * remembers it (tx_lost): every further statement fails with KASIR_EDB
+ * until the caller ends the transaction with db_rollback() or starts a new
+ * one, so no statement of a lost transaction ever runs in autocommit on
+ * a fresh connection.
+ */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "db.h"
+#include "err.h"
+#include "log.h"
+#include "stream.h"
+#include "util.h"
+
+#define DB_BACKOFF_MIN_MS     100
+#define DB_BACKOFF_MAX_MS     5000
+#define DB_MAX_PREPARED	      256
+#define DB_ERRMSG_MAX	      512
+#define DB_MIGRATION_MAX      (1024 * 1024) /* bytes per migration file */
+#define DB_MIGRATIONS_MAX     1000	    /* files per directory */
+#define DB_IDENT_MAX	      63
+#define DB_STREAM_MIGRATION   "0000_stream"
+
+struct kasir_db {
+	char *url;
+	char *password;
+	char *appname;
+	int connect_timeout_s;
+	int statement_timeout_ms;
+
+	PGconn *pg;	       /* NULL while broken */
+	int64_t next_try_ms;   /* monotonic: earliest reconnect attempt */
+	int64_t backoff_ms;    /* next delay after a failed attempt */
+	bool in_tx;	       /* a transaction is open on pg */
+	bool tx_lost;	       /* the connection broke inside a transaction */
+	bool logged_down;      /* one debug line per outage */
+
+	char *prepared[DB_MAX_PREPARED]; /* names prepared on pg */
+	size_t nprepared;
+
+	char sqlstate[6];
+	char errmsg[DB_ERRMSG_MAX];
+};
+
+static void
+notice_sink(void *arg, const char *message)
+{
+	(void)arg;
+	log_debug("postgresql: %.*s", (int)strcspn(message, "\n"), message);
+}
+
+/* Connects synchronously (bounded by connect_timeout).  Returns the
+ * connection or NULL; on failure why gets libpq's message. */
+static PGconn *
+pg_connect(const struct db_conf *conf, char *why, size_t why_len)
+{
+	const char *keys[8], *vals[8];
+	char timeout[16], options[64];
+	int n = 0;
+	PGconn *pg;
+
+	snprintf(timeout, sizeof(timeout), "%d",
+		 conf->connect_timeout_s > 0 ? conf->connect_timeout_s : 5);
+	keys[n] = "dbname";
+	vals[n++] = conf->url ? conf->url : "";
+	if (conf->password != NULL) {
+		keys[n] = "password";
+		vals[n++] = conf->password;
+	}
+	if (conf->application_name != NULL) {
+		keys[n] = "application_name";
+		vals[n++] = conf->application_name;
+	}
+	keys[n] = "connect_timeout";
+	vals[n++] = timeout;
+	if (conf->statement_timeout_ms > 0) {
+		snprintf(options, sizeof(options), "-c statement_timeout=%d",
+			 conf->statement_timeout_ms);
+		keys[n] = "options";
+		vals[n++] = options;
+	}
+	keys[n] = NULL;
+	vals[n] = NULL;
+
+	pg = PQconnectdbParams(keys, vals, 1);
+	if (pg == NULL) {
+		snprintf(why, why_len, "out of memory");
+		return NULL;
+	}
+	if (PQstatus(pg) != CONNECTION_OK) {
+		const char *m = PQerrorMessage(pg);
+		snprintf(why, why_len, "%.*s", (int)strcspn(m, "\n"), m);
+		PQfinish(pg);
+		return NULL;
+	}
+	PQsetNoticeProcessor(pg, notice_sink, NULL);
+	return pg;
+}
+
+static void
+forget_prepared(struct kasir_db *db)
+{
+	for (size_t i = 0; i < db->nprepared; i++)
+		free(db->prepared[i]);
+	db->nprepared = 0;
+}
+
+/* The connection is gone: drop it and schedule a reconnect. */
+static void
+mark_broken(struct kasir_db *db)
+{
+	if (db->pg != NULL) {
+		PQfinish(db->pg);
+		db->pg = NULL;
+	}
+	if (db->in_tx)
+		db->tx_lost = true;
+	db->in_tx = false;
+	forget_prepared(db);
+	/* the first reconnect may happen right away */
+	db->next_try_ms = now_mono_ms();
+	db->backoff_ms = DB_BACKOFF_MIN_MS;
+}
+
+static void
+set_error(struct kasir_db *db, const char *sqlstate, const char *msg)
+{
+	snprintf(db->sqlstate, sizeof(db->sqlstate), "%s",
+		 sqlstate ? sqlstate : "");
+	snprintf(db->errmsg, sizeof(db->errmsg), "%.*s",
+		 msg ? (int)strcspn(msg, "\n") : 0, msg ? msg : "");
+}
+
+static void
+clear_error(struct kasir_db *db)
+{
+	db->sqlstate[0] = '\0';
+	db->errmsg[0] = '\0';
+}
+
+static char *
+strdup_or_null(const char *s, bool *failed)
+{
+	char *c;
+
+	if (s == NULL)
+		return NULL;
+	c = strdup(s);
+	if (c == NULL)
+		*failed = true;
+	return c;
+}
+
+int
+db_open(const struct db_conf *conf, struct kasir_db **ret)
+{
+	struct kasir_db *db;
+	bool failed = false;
+
+	if (conf == NULL || conf->url == NULL || ret == NULL)
+		return -EINVAL;
+	db = calloc(1, sizeof(*db));
+	if (db == NULL)
+		return -ENOMEM;
+	db->url = strdup_or_null(conf->url, &failed);
+	db->password = strdup_or_null(conf->password, &failed);
+	db->appname = strdup_or_null(conf->application_name, &failed);
+	if (failed) {
+		db_close(db);
+		return -ENOMEM;
+	}
+	db->connect_timeout_s =
+	    conf->connect_timeout_s > 0 ? conf->connect_timeout_s : 5;
+	/* 0 (or negative): the server's default */
+	db->statement_timeout_ms =
+	    conf->statement_timeout_ms > 0 ? conf->statement_timeout_ms : 0;
+	db->backoff_ms = DB_BACKOFF_MIN_MS;
+	db->next_try_ms = 0;
+	(void)db_ensure(db);
+	*ret = db;
+	return 0;
+}
+
+void
+db_close(struct kasir_db *db)
+{
+	if (db == NULL)
+		return;
+	if (db->pg != NULL)
+		PQfinish(db->pg);
+	forget_prepared(db);
+	if (db->password != NULL) {
+		explicit_bzero(db->password, strlen(db->password));
+		free(db->password);
+	}
+	free(db->url);
+	free(db->appname);
+	free(db);
+}
+
+int
+db_ensure(struct kasir_db *db)
+{
+	struct db_conf c;
+	char why[256];
+	int64_t now;
+
+	if (db == NULL)
+		return -EINVAL;
+	if (db->pg != NULL) {
+		if (PQstatus(db->pg) == CONNECTION_OK)
+			return 0;
+		mark_broken(db);
+	}
+	if (db->tx_lost)
+		return KASIR_EDB; /* the caller must end the lost transaction */
+	now = now_mono_ms();
+	if (now < db->next_try_ms)
+		return KASIR_EDB;
+	c = (struct db_conf){
+	    .url = db->url,
+	    .password = db->password,
+	    .application_name = db->appname,
+	    .connect_timeout_s = db->connect_timeout_s,
+	    .statement_timeout_ms = db->statement_timeout_ms,
+	};
+	db->pg = pg_connect(&c, why, sizeof(why));
+	if (db->pg == NULL) {
+		if (!db->logged_down)
+			log_debug("database connection failed: %s", why);
+		db->logged_down = true;
+		set_error(db, "", why);
+		db->next_try_ms = now_mono_ms() + db->backoff_ms;
+		db->backoff_ms *= 2;
+		if (db->backoff_ms > DB_BACKOFF_MAX_MS)
+			db->backoff_ms = DB_BACKOFF_MAX_MS;
+		return KASIR_EDB;
+	}
+	if (db->logged_down)
+		log_debug("database connection re-established");
+	db->logged_down = false;
+	db->backoff_ms = DB_BACKOFF_MIN_MS;
+	db->in_tx = false;
+	forget_prepared(db);
+	return 0;
+}
+
+bool
+db_is_up(const struct kasir_db *db)
+{
+	return db != NULL && db->pg != NULL && !db->tx_lost &&
+	       PQstatus(db->pg) == CONNECTION_OK;
+}
+
+PGconn *
+db_pg(struct kasir_db *db)
+{
+	if (db == NULL || db->pg == NULL || PQstatus(db->pg) != CONNECTION_OK)
+		return NULL;
+	return db->pg;
+}
+
+/* SQLSTATEs that mean the session is gone even if libpq has not noticed
+ * yet: connection exceptions (08xxx) and operator intervention
+ * (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now). */
+static bool
+sqlstate_is_connection(const char *st)
+{
+	if (st == NULL)
+		return false;
+	return strncmp(st, "08", 2) == 0 || strcmp(st, "57P01") == 0 ||
+	       strcmp(st, "57P02") == 0 || strcmp(st, "57P03") == 0;
+}
+
+/*
+ * Classifies the result of a command on db->pg.  Takes over res: on
+ * success it is stored in *ret_res (or cleared when ret_res is NULL); on
+ * failure it is cleared.  Returns 0, KASIR_EDB or KASIR_ESQL.
+ */
+static int
+classify(struct kasir_db *db, PGresult *res, PGresult **ret_res)
+{
+	ExecStatusType st;
+	const char *state;
+
+	if (res == NULL) {
+		if (PQstatus(db->pg) != CONNECTION_OK) {
+			set_error(db, "", PQerrorMessage(db->pg));
+			mark_broken(db);
+			return KASIR_EDB;
+		}
+		set_error(db, "", PQerrorMessage(db->pg));
+		return KASIR_ESQL;
+	}
+	st = PQresultStatus(res);
+	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ||
+	    st == PGRES_EMPTY_QUERY) {
+		db->in_tx = PQtransactionStatus(db->pg) != PQTRANS_IDLE;
+		clear_error(db);
+		if (ret_res != NULL)
+			*ret_res = res;
+		else
+			PQclear(res);
+		return 0;
+	}
+	state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	if (st == PGRES_FATAL_ERROR &&
+	    (PQstatus(db->pg) != CONNECTION_OK || sqlstate_is_connection(state))) {
+		set_error(db, state, PQresultErrorMessage(res));
+		PQclear(res);
+		mark_broken(db);
+		return KASIR_EDB;
+	}
+	{
+		const char *primary =
+		    PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+		set_error(db, state,
+			  primary ? primary : PQresultErrorMessage(res));
+	}
+	db->in_tx = PQtransactionStatus(db->pg) != PQTRANS_IDLE;
+	PQclear(res);
+	return KASIR_ESQL;
+}
+
+/* Makes sure a statement can run now: inside a transaction only on the
+ * same, live connection; outside one, reconnecting if allowed. */
+static int
+db_ready(struct kasir_db *db)
+{
+	if (db->tx_lost)
+		return KASIR_EDB;
+	if (db->in_tx) {
+		if (db->pg == NULL || PQstatus(db->pg) != CONNECTION_OK) {
+			mark_broken(db);
+			return KASIR_EDB;
+		}
+		return 0;
+	}
+	return db_ensure(db);
+}
+
+static bool
+is_prepared(const struct kasir_db *db, const char *name)
+{
+	for (size_t i = 0; i < db->nprepared; i++)
+		if (strcmp(db->prepared[i], name) == 0)
+			return true;
+	return false;
+}
+
+int
+db_exec(struct kasir_db *db, const struct db_stmt *stmt,
+	const char *const *params, PGresult **ret_res)
+{
+	PGresult *res;
+	int rc;
+
+	if (db == NULL || stmt == NULL || stmt->name == NULL ||
+	    stmt->sql == NULL || stmt->nparams < 0 ||
+	    (stmt->nparams > 0 && params == NULL))
+		return -EINVAL;
+	if ((rc = db_ready(db)) < 0)
+		return rc;
+	if (!is_prepared(db, stmt->name) && db->nprepared < DB_MAX_PREPARED) {
+		char *copy = strdup(stmt->name);
+		if (copy == NULL)
+			return -ENOMEM;
+		res = PQprepare(db->pg, stmt->name, stmt->sql, stmt->nparams,
+				NULL);
+		if ((rc = classify(db, res, NULL)) < 0) {
+			free(copy);
+			return rc;
+		}
+		db->prepared[db->nprepared++] = copy;
+	}
+	if (is_prepared(db, stmt->name))
+		res = PQexecPrepared(db->pg, stmt->name, stmt->nparams, params,
+				     NULL, NULL, 0);
+	else /* table full: run it unnamed */
+		res = PQexecParams(db->pg, stmt->sql, stmt->nparams, NULL,
+				   params, NULL, NULL, 0);
+	return classify(db, res, ret_res);
+}
+
+int
+db_exec_sql(struct kasir_db *db, const char *sql)
+{
+	int rc;
+
+	if (db == NULL || sql == NULL)
+		return -EINVAL;
+	if ((rc = db_ready(db)) < 0)
+		return rc;
+	return classify(db, PQexec(db->pg, sql), NULL);
+}
+
+int
+db_begin(struct kasir_db *db)
+{
+	if (db == NULL)
+		return -EINVAL;
+	/* a new transaction abandons a lost one */
+	db->tx_lost = false;
+	return db_exec_sql(db, "BEGIN");
+}
+
+int
+db_commit(struct kasir_db *db)
+{
+	PGresult *res;
+	ExecStatusType st;
+	const char *state;
+
+	if (db == NULL)
+		return -EINVAL;
+	if (db->tx_lost) {
+		/* broke before COMMIT was sent: the server rolled it back */
+		db->tx_lost = false;
+		set_error(db, "", "connection lost inside the transaction");
+		return KASIR_EDB;
+	}
+	if (db->pg == NULL || PQstatus(db->pg) != CONNECTION_OK) {
+		/* nothing was sent: whatever was open is rolled back */
+		mark_broken(db);
+		db->tx_lost = false;
+		set_error(db, "", "connection lost before COMMIT");
+		return KASIR_EDB;
+	}
+	res = PQexec(db->pg, "COMMIT");
+	st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+	state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	if (res == NULL || PQstatus(db->pg) != CONNECTION_OK ||
+	    (st == PGRES_FATAL_ERROR && sqlstate_is_connection(state))) {
+		set_error(db, state,
+			  res ? PQresultErrorMessage(res)
+			      : PQerrorMessage(db->pg));
+		PQclear(res);
+		db->in_tx = false;
+		mark_broken(db);
+		db->tx_lost = false;
+		return KASIR_EDBUNKNOWN;
+	}
+	if (st == PGRES_COMMAND_OK) {
+		/* COMMIT of an aborted transaction answers "ROLLBACK" */
+		bool rolled_back = strcmp(PQcmdStatus(res), "ROLLBACK") == 0;
+		PQclear(res);
+		db->in_tx = PQtransactionStatus(db->pg) != PQTRANS_IDLE;
+		if (rolled_back) {
+			set_error(db, "25P02",
+				  "transaction was aborted and rolled back");
+			return KASIR_ESQL;
+		}
+		clear_error(db);
+		return 0;
+	}
+	/* refused (deferred constraint, serialization): rolled back */
+	(void)classify(db, res, NULL);
+	return KASIR_ESQL;
+}
+
+void
+db_rollback(struct kasir_db *db)
+{
+	if (db == NULL)
+		return;
+	db->tx_lost = false;
+	if (db->pg == NULL || PQstatus(db->pg) != CONNECTION_OK) {
+		db->in_tx = false;
+		return;
+	}
+	if (PQtransactionStatus(db->pg) == PQTRANS_IDLE) {
+		db->in_tx = false;
+		return;
+	}
+	(void)classify(db, PQexec(db->pg, "ROLLBACK"), NULL);
+	db->in_tx = false;
+}
+
+static bool
+ident_valid(const char *s)
+{
+	size_t n;
+
+	if (s == NULL || !(islower((unsigned char)s[0]) || s[0] == '_'))
+		return false;
+	n = strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_");
+	return s[n] == '\0' && n <= DB_IDENT_MAX;
+}
+
+static int
+savepoint_cmd(struct kasir_db *db, const char *verb, const char *name)
+{
+	char sql[128];
+
+	if (db == NULL || !ident_valid(name))
+		return -EINVAL;
+	snprintf(sql, sizeof(sql), "%s %s", verb, name);
+	return db_exec_sql(db, sql);
+}
+
+int
+db_savepoint(struct kasir_db *db, const char *name)
+{
+	return savepoint_cmd(db, "SAVEPOINT", name);
+}
+
+int
+db_release(struct kasir_db *db, const char *name)
+{
+	return savepoint_cmd(db, "RELEASE SAVEPOINT", name);
+}
+
+int
+db_rollback_to(struct kasir_db *db, const char *name)
+{
+	return savepoint_cmd(db, "ROLLBACK TO SAVEPOINT", name);
+}
+
+const char *
+db_last_sqlstate(const struct kasir_db *db)
+{
+	return db != NULL ? db->sqlstate : "";
+}
+
+const char *
+db_last_error(const struct kasir_db *db)
+{
+	return db != NULL ? db->errmsg : "";
+}
+
+const char *
+db_get(const PGresult *res, int row, int col)
+{
+	if (res == NULL || row < 0 || col < 0 || row >= PQntuples(res) ||
+	    col >= PQnfields(res) || PQgetisnull(res, row, col))
+		return NULL;
+	return PQgetvalue(res, row, col);
+}
+
+int64_t
+db_get_i64(const PGresult *res, int row, int col)
+{
+	const char *v = db_get(res, row, col);
+
+	return v != NULL ? strtoll(v, NULL, 10) : 0;
+}
+
+/* ---- migrations ------------------------------------------------------ */
+
+static int
+cmp_names(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void
+free_names(char **names, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+/* The versions (file names without ".sql") of dir's regular *.sql files,
+ * sorted by strcmp.  On success *ret_names (free_names) and *ret_n. */
+static int
+list_migrations(const char *dir, char ***ret_names, size_t *ret_n)
+{
+	DIR *d;
+	struct dirent *e;
+	char **names = NULL;
+	size_t n = 0;
+	int rc = 0;
+
+	if (dir == NULL) {
+		*ret_names = NULL;
+		*ret_n = 0;
+		return 0;
+	}
+	d = opendir(dir);
+	if (d == NULL)
+		return -errno;
+	names = calloc(DB_MIGRATIONS_MAX, sizeof(*names));
+	if (names == NULL) {
+		closedir(d);
+		return -ENOMEM;
+	}
+	while ((e = readdir(d)) != NULL) {
+		size_t len = strlen(e->d_name);
+		struct stat sb;
+
+		if (len <= 4 || strcmp(e->d_name + len - 4, ".sql") != 0 ||
+		    e->d_name[0] == '.')
+			continue;
+		if (fstatat(dirfd(d), e->d_name, &sb, 0) < 0 ||
+		    !S_ISREG(sb.st_mode))
+			continue;
+		if (n == DB_MIGRATIONS_MAX) {
+			rc = KASIR_ETOOBIG;
+			break;
+		}
+		names[n] = strndup(e->d_name, len - 4);
+		if (names[n] == NULL) {
+			rc = -ENOMEM;
+			break;
+		}
+		n++;
+	}
+	closedir(d);
+	if (rc < 0) {
+		free_names(names, n);
+		return rc;
+	}
+	qsort(names, n, sizeof(*names), cmp_names);
+	*ret_names = names;
+	*ret_n = n;
+	return 0;
+}
+
+static int
+read_file(const char *dir, const char *version, char **ret)
+{
+	char path[4096];
+	struct stat sb;
+	char *buf;
+	ssize_t got;
+	size_t off = 0;
+	int fd, rc;
+
+	snprintf(path, sizeof(path), "%s/%s.sql", dir, version);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fstat(fd, &sb) < 0) {
+		rc = -errno;
+		goto out_close;
+	}
+	if (sb.st_size > DB_MIGRATION_MAX) {
+		rc = KASIR_ETOOBIG;
+		goto out_close;
+	}
+	buf = malloc((size_t)sb.st_size + 1);
+	if (buf == NULL) {
+		rc = -ENOMEM;
+		goto out_close;
+	}
+	while (off < (size_t)sb.st_size) {
+		got = read(fd, buf + off, (size_t)sb.st_size - off);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			break;
+		off += (size_t)got;
+	}
+	buf[off] = '\0';
+	*ret = buf;
+	rc = 0;
+out_close:
+	close(fd);
+	return rc;
+}
+
+/* Runs sql on pg; 0, KASIR_EDB (connection) or KASIR_ESQL with why set. */
+static int
+mig_exec(PGconn *pg, const char *sql, int nparams, const char *const *params,
+	 PGresult **ret_res, char *why, size_t why_len, const char *what)
+{
+	PGresult *res;
+	ExecStatusType st;
+
+	if (nparams > 0)
+		res = PQexecParams(pg, sql, nparams, NULL, params, NULL, NULL,
+				   0);
+	else
+		res = PQexec(pg, sql);
+	st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ||
+	    st == PGRES_EMPTY_QUERY) {
+		if (ret_res != NULL)
+			*ret_res = res;
+		else
+			PQclear(res);
+		return 0;
+	}
+	{
+		const char *state =
+		    res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+		const char *m = res ? PQresultErrorMessage(res)
+				    : PQerrorMessage(pg);
+		bool conn = PQstatus(pg) != CONNECTION_OK ||
+			    sqlstate_is_connection(state);
+		snprintf(why, why_len, "%s: %s%s%.*s", what,
+			 state ? state : "", state ? " " : "",
+			 (int)strcspn(m, "\n"), m);
+		PQclear(res);
+		return conn ? KASIR_EDB : KASIR_ESQL;
+	}
+}
+
+/* Applies one migration and its record in one transaction. */
+static int
+apply_one(PGconn *pg, const char *qschema, const char *version,
+	  const char *sql, char *why, size_t why_len)
+{
+	char ins[256];
+	const char *params[1] = {version};
+	int rc;
+
+	snprintf(ins, sizeof(ins),
+		 "INSERT INTO %s.schema_migrations (version, applied_at) "
+		 "VALUES ($1, now())",
+		 qschema);
+	if ((rc = mig_exec(pg, "BEGIN", 0, NULL, NULL, why, why_len,
+			   version)) < 0)
+		return rc;
+	if ((rc = mig_exec(pg, sql, 0, NULL, NULL, why, why_len, version)) <
+		0 ||
+	    (rc = mig_exec(pg, ins, 1, params, NULL, why, why_len, version)) <
+		0 ||
+	    (rc = mig_exec(pg, "COMMIT", 0, NULL, NULL, why, why_len,
+			   version)) < 0) {
+		PQclear(PQexec(pg, "ROLLBACK"));
+		return rc;
+	}
+	return 0;
+}
+
+static bool
+recorded(PGresult *res, const char *version)
+{
+	for (int i = 0; i < PQntuples(res); i++)
+		if (strcmp(PQgetvalue(res, i, 0), version) == 0)
+			return true;
+	return false;
+}
+
+int
+db_migrate(const struct db_conf *conf, const char *schema,
+	   const char *runtime_role, const char *dir, char *why,
+	   size_t why_len)
+{
+	char qschema[2 * DB_IDENT_MAX + 3], sql[512], lockkey[96];
+	char **names = NULL;
+	size_t nnames = 0;
+	PGconn *pg;
+	PGresult *res = NULL;
+	const char *params[1];
+	int rc;
+	char dummy[1];
+
+	if (why == NULL || why_len == 0) {
+		why = dummy;
+		why_len = sizeof(dummy);
+	}
+	why[0] = '\0';
+	if (conf == NULL || !ident_valid(schema) ||
+	    (runtime_role != NULL && !ident_valid(runtime_role))) {
+		snprintf(why, why_len, "invalid schema or role name");
+		return -EINVAL;
+	}
+	if ((rc = list_migrations(dir, &names, &nnames)) < 0) {
+		snprintf(why, why_len, "%s: %s", dir, kasir_strerror(rc));
+		return rc;
+	}
+	pg = pg_connect(conf, why, why_len);
+	if (pg == NULL) {
+		free_names(names, nnames);
+		return KASIR_EDB;
+	}
+	/* schema is validated lower-case: quoting is for clarity only */
+	snprintf(qschema, sizeof(qschema), "\"%s\"", schema);
+	snprintf(lockkey, sizeof(lockkey), "kasir.migrate.%s", schema);
+	params[0] = lockkey;
+	if ((rc = mig_exec(pg, "SELECT pg_advisory_lock(hashtext($1))", 1,
+			   params, NULL, why, why_len, "advisory lock")) < 0)
+		goto out;
+
+	/* the schema is normally created by deploy/sql/bootstrap.sql; create
+	 * it only when missing (the owner may lack CREATE on the database) */
+	params[0] = schema;
+	if ((rc = mig_exec(pg,
+			   "SELECT 1 FROM pg_namespace WHERE nspname = $1", 1,
+			   params, &res, why, why_len, "schema lookup")) < 0)
+		goto out_unlock;
+	if (PQntuples(res) == 0) {
+		snprintf(sql, sizeof(sql), "CREATE SCHEMA %s", qschema);
+		if ((rc = mig_exec(pg, sql, 0, NULL, NULL, why, why_len,
+				   "create schema")) < 0)
+			goto out_unlock;
+	}
+	PQclear(res);
+	res = NULL;
+	snprintf(sql, sizeof(sql),
+		 "CREATE TABLE IF NOT EXISTS %s.schema_migrations ("
+		 "version text PRIMARY KEY, "
+		 "applied_at timestamptz NOT NULL DEFAULT now())",
+		 qschema);
+	if ((rc = mig_exec(pg, sql, 0, NULL, NULL, why, why_len,
+			   "schema_migrations")) < 0)
+		goto out_unlock;
+	snprintf(sql, sizeof(sql), "SELECT version FROM %s.schema_migrations",
+		 qschema);
+	if ((rc = mig_exec(pg, sql, 0, NULL, &res, why, why_len,
+			   "schema_migrations")) < 0)
+		goto out_unlock;
+
+	if (!recorded(res, DB_STREAM_MIGRATION)) {
+		char *stream_sql = NULL;
+		if ((rc = stream_migration_sql(schema, runtime_role,
+					       &stream_sql)) < 0) {
+			snprintf(why, why_len, "%s: %s", DB_STREAM_MIGRATION,
+				 kasir_strerror(rc));
+			goto out_unlock;
+		}
+		rc = apply_one(pg, qschema, DB_STREAM_MIGRATION, stream_sql,
+			       why, why_len);
+		free(stream_sql);
+		if (rc < 0)
+			goto out_unlock;
+		log_debug("migration %s.%s applied", schema,
+			  DB_STREAM_MIGRATION);
+	}
+	for (size_t i = 0; i < nnames; i++) {
+		char *text = NULL;
+
+		if (recorded(res, names[i]))
+			continue;
+		if ((rc = read_file(dir, names[i], &text)) < 0) {
+			snprintf(why, why_len, "%s/%s.sql: %s", dir, names[i],
+				 kasir_strerror(rc));
+			goto out_unlock;
+		}
+		rc = apply_one(pg, qschema, names[i], text, why, why_len);
+		free(text);
+		if (rc < 0)
+			goto out_unlock;
+		log_debug("migration %s.%s applied", schema, names[i]);
+	}
+	rc = 0;
+out_unlock:
+	PQclear(res);
+	params[0] = lockkey;
+	if (PQstatus(pg) == CONNECTION_OK)
+		PQclear(PQexecParams(pg, "SELECT pg_advisory_unlock(hashtext($1))",
+				     1, NULL, params, NULL, NULL, 0));
+out:
+	PQfinish(pg);
+	free_names(names, nnames);
+	return rc;
+}
+
+bool
+db_migrations_applied(struct kasir_db *db, const char *schema,
+		      const char *dir)
+{
+	char **names = NULL;
+	size_t nnames = 0;
+	char sql[256];
+	PGresult *res;
+	bool ok = false;
+
+	if (db == NULL || !ident_valid(schema) || db->in_tx ||
+	    db_ensure(db) < 0)
+		return false;
+	if (list_migrations(dir, &names, &nnames) < 0)
+		return false;
+	snprintf(sql, sizeof(sql),
+		 "SELECT version FROM \"%s\".schema_migrations", schema);
+	res = PQexec(db->pg, sql);
+	if (classify(db, res, &res) < 0)
+		goto out;
+	ok = recorded(res, DB_STREAM_MIGRATION);
+	for (size_t i = 0; ok && i < nnames; i++)
+		ok = recorded(res, names[i]);
+	PQclear(res);
+out:
+	free_names(names, nnames);
+	return ok;
+}

@@ -1,0 +1,151 @@
+/*
+ * call.c - one admin request to one daemon (common/admin_socket.h).
+ *
+ * The daemon decides the role from the socket's peer credentials; the
+ * request carries "as_role" so that a user can act with LESS than that
+ * (KASIR_ROLE=support): daemons honour it as a downgrade only.  "actor" is
+ * informational over ipc:// (the daemon takes the peer's user name).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "err.h"
+#include "kasirctl.h"
+#include "util.h"
+
+static void
+err_set(struct ctl_error *err, enum ctl_svc svc, const char *url,
+        const char *code, int exit, const char *msg)
+{
+	memset(err, 0, sizeof(*err));
+	kasir_strlcpy(err->service, ctl_svc_name(svc), sizeof(err->service));
+	kasir_strlcpy(err->socket, url ? url : "", sizeof(err->socket));
+	kasir_strlcpy(err->code, code, sizeof(err->code));
+	kasir_strlcpy(err->message, msg, sizeof(err->message));
+	err->exit = exit;
+}
+
+bool
+ctl_error_unknown_command(const struct ctl_error *err)
+{
+	return strcmp(err->code, "unknown_command") == 0;
+}
+
+static cJSON *
+build_request(const struct ctl *c, const char *cmd, const cJSON *args)
+{
+	cJSON *req = cJSON_CreateObject(), *a;
+
+	if (req == NULL)
+		return NULL;
+	a = args ? cJSON_Duplicate(args, true) : cJSON_CreateObject();
+	if (a == NULL ||
+	    !cJSON_AddNumberToObject(req, "v", ADMIN_PROTO_VERSION) ||
+	    !cJSON_AddStringToObject(req, "cmd", cmd)) {
+		cJSON_Delete(a);
+		cJSON_Delete(req);
+		return NULL;
+	}
+	cJSON_AddItemToObject(req, "args", a);
+	if (!cJSON_AddStringToObject(req, "actor", c->user) ||
+	    !cJSON_AddStringToObject(req, "as_role", ctl_role_name(c->role)) ||
+	    (c->reason != NULL &&
+	     !cJSON_AddStringToObject(req, "reason", c->reason)) ||
+	    (c->incident[0] != '\0' &&
+	     !cJSON_AddStringToObject(req, "incident", c->incident))) {
+		cJSON_Delete(req);
+		return NULL;
+	}
+	return req;
+}
+
+int
+ctl_call(struct ctl *c, enum ctl_svc svc, const char *cmd, const cJSON *args,
+         int64_t timeout_ms, cJSON **ret_result, struct ctl_error *err)
+{
+	const char *url = c->conf.socket[svc];
+	cJSON *req, *reply = NULL, *v, *ok, *res;
+	char msg[512];
+	int r;
+
+	if (url == NULL) {
+		snprintf(msg, sizeof(msg),
+		         "%s has no admin socket in %s (sockets.%s)",
+		         ctl_svc_name(svc), c->conf_source, ctl_svc_key(svc));
+		err_set(err, svc, NULL, "service_not_configured",
+		        CTL_EXIT_USAGE, msg);
+		return -ENOENT;
+	}
+	if ((req = build_request(c, cmd, args)) == NULL) {
+		err_set(err, svc, url, "internal", CTL_EXIT_FAILED,
+		        "out of memory");
+		return -ENOMEM;
+	}
+	if (timeout_ms <= 0)
+		timeout_ms = c->conf.timeout_ms;
+	r = admin_call(url, req, (int)timeout_ms, &reply);
+	cJSON_Delete(req);
+	if (r < 0) {
+		snprintf(msg, sizeof(msg), "%s is not answering on %s: %s",
+		         ctl_svc_name(svc), url,
+		         r == -ETIMEDOUT ? "no reply in time"
+		                         : kasir_strerror(r));
+		err_set(err, svc, url, "service_unavailable",
+		        CTL_EXIT_UNAVAILABLE, msg);
+		return r;
+	}
+	v = cJSON_GetObjectItemCaseSensitive(reply, "v");
+	ok = cJSON_GetObjectItemCaseSensitive(reply, "ok");
+	if (!cJSON_IsNumber(v) || v->valuedouble != ADMIN_PROTO_VERSION ||
+	    !cJSON_IsBool(ok)) {
+		snprintf(msg, sizeof(msg),
+		         "%s answered on %s with an unsupported reply "
+		         "(want {\"v\":%d,\"ok\":...})",
+		         ctl_svc_name(svc), url, ADMIN_PROTO_VERSION);
+		err_set(err, svc, url, "bad_reply", CTL_EXIT_FAILED, msg);
+		cJSON_Delete(reply);
+		return KASIR_EPROTO;
+	}
+	if (cJSON_IsFalse(ok)) {
+		const cJSON *e =
+		    cJSON_GetObjectItemCaseSensitive(reply, "error");
+		const char *code = j_str(e, "code"), *m = j_str(e, "message");
+		bool unavailable = strstr(code, "unavailable") != NULL;
+
+		err_set(err, svc, url, code[0] ? code : "error",
+		        unavailable ? CTL_EXIT_UNAVAILABLE : CTL_EXIT_FAILED,
+		        m[0] ? m : code);
+		cJSON_Delete(reply);
+		return strcmp(code, "role_required") == 0  ? KASIR_EPERM
+		       : strstr(code, "not_found") != NULL ? KASIR_ENOTFOUND
+		                                           : KASIR_EREJECT;
+	}
+	res = cJSON_DetachItemFromObjectCaseSensitive(reply, "result");
+	cJSON_Delete(reply);
+	if (res == NULL && (res = cJSON_CreateObject()) == NULL) {
+		err_set(err, svc, url, "internal", CTL_EXIT_FAILED,
+		        "out of memory");
+		return -ENOMEM;
+	}
+	*ret_result = res;
+	return 0;
+}
+
+int
+ctl_change(struct ctl *c, enum ctl_svc svc, const char *cmd, cJSON *args,
+           int64_t timeout_ms, cJSON **ret_result)
+{
+	struct ctl_error err;
+	cJSON *res = NULL;
+
+	c->target_service = ctl_svc_name(svc);
+	cJSON_Delete(c->audit_args);
+	c->audit_args = args; /* the audit record owns it now */
+	if (ctl_call(c, svc, cmd, args, timeout_ms, &res, &err) < 0)
+		return out_fail(c, &err);
+	*ret_result = res;
+	return CTL_EXIT_OK;
+}

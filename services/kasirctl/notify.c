@@ -1,0 +1,134 @@
+/*
+ * notify.c - kasirctl notify resend|requeue and reminders pause|resume:
+ * requests to kasir-notifier, which refuses a receipt for an order that is
+ * not PAID and audits every change and refusal in notify.audit.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+
+#include "kasirctl.h"
+#include "util.h"
+
+#define ORDER_ID_MAX 50
+
+int
+cmd_notify_resend(struct ctl *c, int argc, char **argv)
+{
+	const char *order_id = NULL, *kind = NULL, *v;
+	cJSON *args, *res = NULL;
+	const cJSON *j;
+	int rc;
+
+	for (int i = 0; i < argc; i++) {
+		if ((v = opt_value(argc, argv, &i, "--kind")))
+			kind = v;
+		else if (order_id == NULL && argv[i][0] != '-')
+			order_id = argv[i];
+		else
+			return out_fail_local(c, "usage", CTL_EXIT_USAGE,
+			                      "unexpected argument: %.64s",
+			                      argv[i]);
+	}
+	if (order_id == NULL || !order_id_valid(order_id, ORDER_ID_MAX) ||
+	    kind == NULL)
+		return out_fail_local(c, "usage", CTL_EXIT_USAGE,
+		                      "usage: kasirctl notify resend ORDER_ID "
+		                      "--kind receipt --reason TEXT");
+	kasir_strlcpy(c->target, order_id, sizeof(c->target));
+	if (strcmp(kind, "receipt") != 0)
+		return out_fail_local(c, "usage", CTL_EXIT_USAGE,
+		                      "--kind %.32s: only receipts are resent "
+		                      "by hand (--kind receipt)",
+		                      kind);
+	if ((args = cJSON_CreateObject()) == NULL ||
+	    !cJSON_AddStringToObject(args, "order_id", order_id)) {
+		cJSON_Delete(args);
+		return CTL_EXIT_FAILED;
+	}
+	rc = ctl_change(c, SVC_NOTIFIER, "receipt.resend", args, 0, &res);
+	if (rc != CTL_EXIT_OK)
+		return rc;
+	if (!c->json) {
+		printf("receipt of order %s queued again:\n", order_id);
+		cJSON_ArrayForEach(
+		    j, cJSON_GetObjectItemCaseSensitive(res, "jobs"))
+		    printf("  job %.0f  %s (variant %.0f)\n", j_num(j, "id"),
+		           j_str(j, "channel"), j_num(j, "variant"));
+	}
+	return out_json_ok(c, res);
+}
+
+int
+cmd_notify_requeue(struct ctl *c, int argc, char **argv)
+{
+	const char *order_id = NULL, *channel = NULL, *v;
+	bool dead = false;
+	cJSON *args, *res = NULL;
+	int rc;
+
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--dead") == 0)
+			dead = true;
+		else if ((v = opt_value(argc, argv, &i, "--order")))
+			order_id = v;
+		else if ((v = opt_value(argc, argv, &i, "--channel")))
+			channel = v;
+		else
+			return out_fail_local(
+			    c, "usage", CTL_EXIT_USAGE,
+			    "usage: kasirctl notify requeue [--dead] "
+			    "[--order ID] [--channel email|whatsapp] "
+			    "--reason TEXT");
+	}
+	if ((order_id && !order_id_valid(order_id, ORDER_ID_MAX)) ||
+	    (channel && strcmp(channel, "email") != 0 &&
+	     strcmp(channel, "whatsapp") != 0))
+		return out_fail_local(c, "usage", CTL_EXIT_USAGE,
+		                      "--order: an order id; --channel: email "
+		                      "or whatsapp");
+	if (order_id)
+		kasir_strlcpy(c->target, order_id, sizeof(c->target));
+	args = cJSON_CreateObject();
+	if (args == NULL || !cJSON_AddBoolToObject(args, "dead", dead) ||
+	    (order_id &&
+	     !cJSON_AddStringToObject(args, "order_id", order_id)) ||
+	    (channel && !cJSON_AddStringToObject(args, "channel", channel))) {
+		cJSON_Delete(args);
+		return CTL_EXIT_FAILED;
+	}
+	rc = ctl_change(c, SVC_NOTIFIER, "jobs.requeue", args, 0, &res);
+	if (rc != CTL_EXIT_OK)
+		return rc;
+	out_text(c, "%.0f %s job(s) requeued%s%s%s%s\n", j_num(res, "requeued"),
+	         dead ? "dead" : "waiting (retry/uncertain)",
+	         order_id ? " for order " : "", order_id ? order_id : "",
+	         channel ? " on " : "", channel ? channel : "");
+	return out_json_ok(c, res);
+}
+
+int
+cmd_reminders(struct ctl *c, int argc, char **argv)
+{
+	cJSON *res = NULL;
+	bool pause;
+	int rc;
+
+	if (argc != 1 ||
+	    (strcmp(argv[0], "pause") != 0 && strcmp(argv[0], "resume") != 0))
+		return out_fail_local(c, "usage", CTL_EXIT_USAGE,
+		                      "usage: kasirctl reminders pause|resume "
+		                      "--reason TEXT");
+	pause = strcmp(argv[0], "pause") == 0;
+	kasir_strlcpy(c->target, argv[0], sizeof(c->target));
+	rc = ctl_change(c, SVC_NOTIFIER,
+	                pause ? "reminders.pause" : "reminders.resume", NULL, 0,
+	                &res);
+	if (rc != CTL_EXIT_OK)
+		return rc;
+	out_text(c, "payment reminders %s (were %s)\n",
+	         j_bool(res, "reminders_paused") ? "paused" : "running",
+	         j_bool(res, "was_paused") ? "paused" : "running");
+	return out_json_ok(c, res);
+}

@@ -1,0 +1,598 @@
+/*
+ * evidence.c - the scheduler thread: claim due orders, ask the Status
+ * API, keep every answer, publish what is new.
+ *
+ * One pass, on the thread's own connection:
+ *
+ *  1. mode_evaluate(): automatic reconciliation mode on/off (mode.c).
+ *  2. claim (one transaction): up to schedule.batch watch rows that are
+ *     due (next_check_at passed; in reconciliation mode also "not checked
+ *     for mode.interval"; or forced by an operator) and not leased, FOR
+ *     UPDATE SKIP LOCKED, leased until now + schedule.lease.  COMMIT
+ *     before any request: a process killed mid-run leaves only leases,
+ *     and the rows are checked again once they expire.  A repeated check
+ *     is harmless: kasir-order applies evidence idempotently and the
+ *     "says something new" filter below reads the stored state.
+ *  3. statusapi_run(): the requests (bounded concurrency, rps cap,
+ *     retries).
+ *  4. record (one transaction per order): every answer into
+ *     recon.status_check; if the final answer says something new, a
+ *     status.check message naming the check id is appended to the
+ *     "recon" stream in the SAME transaction; the watch row gets its next
+ *     check time (schedule.c) and loses its lease.  COMMIT, kick the
+ *     producer.
+ *
+ * "Something new": a status answer whose transaction_status (and fraud
+ * status for captures) differs from the last answer or evidence known for
+ * the order, or a 404 / 407 answer given after the order's expiry (the
+ * evidence that lets kasir-order mark it EXPIRED), once.  Answers to an
+ * order that became final meanwhile are stored but not sent, unless an
+ * operator forced the check.
+ *
+ * A 401 (wrong server key) pauses every check for schedule.auth_pause,
+ * then one order at a time is tried until the key works again; logged
+ * once, counted, and shown by kasir_reconciler_auth_broken.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "db.h"
+#include "err.h"
+#include "log.h"
+#include "metrics.h"
+#include "reconciler.h"
+#include "stream.h"
+#include "util.h"
+
+static const struct db_stmt st_claim = {
+    .name = "recon_claim",
+    .sql = "UPDATE recon.watch w SET"
+           " lease_until = now() + $1::bigint * interval '1 millisecond'"
+           " FROM (SELECT order_id FROM recon.watch"
+           "  WHERE (lease_until IS NULL OR lease_until < now())"
+           "   AND (forced OR (NOT final AND (next_check_at <= now()"
+           "    OR ($2::bool AND coalesce(last_check_at, created_at) <="
+           "        now() - $3::bigint * interval '1 millisecond'))))"
+           "  ORDER BY forced DESC, next_check_at LIMIT $4::int"
+           "  FOR UPDATE SKIP LOCKED) c"
+           " WHERE w.order_id = c.order_id"
+           " RETURNING w.order_id, w.transaction_id, w.payment_type",
+    .nparams = 4,
+};
+
+static const struct db_stmt st_lock = {
+    .name = "recon_watch_lock",
+    .sql = "SELECT final, last_key, attempts, failures, expiry_checked,"
+           " (extract(epoch FROM created_at) * 1000)::bigint,"
+           " (extract(epoch FROM expires_at) * 1000)::bigint, forced"
+           " FROM recon.watch WHERE order_id = $1 FOR UPDATE",
+    .nparams = 1,
+};
+
+static const struct db_stmt st_insert = {
+    .name = "recon_check_insert",
+    .sql = "INSERT INTO recon.status_check (order_id, asked,"
+           " by_transaction_id, attempt, http_status, verdict,"
+           " transaction_status, status_code, status_message, fraud_status,"
+           " gross_amount, currency, payment_type, transaction_id, body,"
+           " body_truncated, error, latency_ms, past_expiry, published, reason,"
+           " mode, requested_at)"
+           " VALUES ($1, $2, $3::bool, $4::int, $5::int, $6, $7, $8, $9, $10,"
+           "  $11, $12, $13, $14, $15, $16::bool, $17, $18::int, $19::bool,"
+           "  $20::bool, $21, $22, to_timestamp($23::bigint / 1000.0))"
+           " RETURNING id",
+    .nparams = 23,
+};
+
+static const struct db_stmt st_update = {
+    .name = "recon_watch_checked",
+    .sql = "UPDATE recon.watch SET attempts = $2::int, failures = $3::int,"
+           " expiry_checked = $4::bool, last_key = coalesce($5, last_key),"
+           " next_check_at = to_timestamp($6::bigint / 1000.0),"
+           " last_check_at = now(), last_verdict = $7, lease_until = NULL,"
+           " forced = false, updated_at = now() WHERE order_id = $1",
+    .nparams = 7,
+};
+
+static const struct db_stmt st_release = {
+    .name = "recon_watch_release",
+    .sql = "UPDATE recon.watch SET lease_until = NULL WHERE order_id = $1",
+    .nparams = 1,
+};
+
+/* What the record step knows about one claimed order. */
+struct watch_state {
+	bool final, forced, expiry_checked;
+	char last_key[RECON_FIELD_MAX * 2];
+	struct sched_order o;
+};
+
+/* The "says something new" key of an answer; "" when it says nothing
+ * that can be compared (errors). */
+static void
+answer_key(const struct statusapi_answer *a, bool past_expiry, char *buf,
+           size_t len)
+{
+	buf[0] = '\0';
+	switch (a->verdict) {
+	case VERDICT_STATUS:
+		if (strcmp(a->f.transaction_status, "capture") == 0 &&
+		    a->f.fraud_status[0] != '\0')
+			snprintf(buf, len, "status:capture/%s",
+			         a->f.fraud_status);
+		else
+			snprintf(buf, len, "status:%s",
+			         a->f.transaction_status);
+		break;
+	case VERDICT_NOT_FOUND:
+		snprintf(buf, len,
+		         past_expiry ? "not_found:past" : "not_found");
+		break;
+	case VERDICT_EXPIRED:
+		snprintf(buf, len, past_expiry ? "expired:past" : "expired");
+		break;
+	default:
+		break;
+	}
+}
+
+/* Decides whether the final answer is sent to kasir-order; *ret_reason
+ * (static) says why or why not. */
+static bool
+says_something_new(const struct watch_state *w,
+                   const struct statusapi_answer *a, bool past_expiry,
+                   const char *key, const char **ret_reason)
+{
+	if (!recon_verdict_is_answer(a->verdict)) {
+		*ret_reason = "no answer: rescheduled";
+		return false;
+	}
+	if (w->final && !w->forced) {
+		*ret_reason = "order already final";
+		return false;
+	}
+	if (a->verdict != VERDICT_STATUS && !past_expiry) {
+		*ret_reason = a->verdict == VERDICT_NOT_FOUND
+		                  ? "not started yet, before expiry"
+		                  : "expired answer before the order's expiry";
+		return false;
+	}
+	if (strcmp(key, w->last_key) == 0) {
+		*ret_reason = "same as the last answer or evidence";
+		return false;
+	}
+	*ret_reason = "new";
+	return true;
+}
+
+static void
+add_opt(cJSON *o, const char *k, const char *v)
+{
+	if (v != NULL && v[0] != '\0')
+		cJSON_AddStringToObject(o, k, v);
+}
+
+static int
+publish(struct recon *r, struct kasir_db *db, int64_t check_id,
+        const struct statusapi_call *c, const struct statusapi_answer *a,
+        bool past_expiry)
+{
+	cJSON *d = cJSON_CreateObject();
+	char at[40];
+	int rc;
+
+	if (d == NULL)
+		return -ENOMEM;
+	time_rfc3339(a->at_ms, at, sizeof(at));
+	cJSON_AddNumberToObject(d, "check_id", (double)check_id);
+	cJSON_AddStringToObject(d, "order_id", c->order_id);
+	cJSON_AddNumberToObject(d, "http_status", (double)a->http_status);
+	cJSON_AddStringToObject(d, "verdict", recon_verdict_name(a->verdict));
+	add_opt(d, "transaction_status", a->f.transaction_status);
+	add_opt(d, "status_code", a->f.status_code);
+	add_opt(d, "gross_amount", a->f.gross_amount);
+	add_opt(d, "currency", a->f.currency);
+	add_opt(d, "payment_type", a->f.payment_type);
+	add_opt(d, "fraud_status", a->f.fraud_status);
+	add_opt(d, "transaction_id", a->f.transaction_id);
+	cJSON_AddStringToObject(d, "checked_at", at);
+	cJSON_AddBoolToObject(d, "past_expiry", past_expiry);
+	rc = stream_append(r->producer, db, MSG_STATUS_CHECK, d, NULL);
+	cJSON_Delete(d);
+	return rc;
+}
+
+static int
+lock_watch(struct kasir_db *db, const char *order_id, struct watch_state *w)
+{
+	const char *p[1] = {order_id};
+	PGresult *res = NULL;
+	int rc;
+
+	if ((rc = db_exec(db, &st_lock, p, &res)) < 0)
+		return rc;
+	if (PQntuples(res) != 1) {
+		PQclear(res);
+		return KASIR_ENOTFOUND;
+	}
+	memset(w, 0, sizeof(*w));
+	w->final = db_get(res, 0, 0)[0] == 't';
+	kasir_strlcpy(w->last_key, db_get(res, 0, 1) ? db_get(res, 0, 1) : "",
+	              sizeof(w->last_key));
+	w->o.attempts = (int)db_get_i64(res, 0, 2);
+	w->o.failures = (int)db_get_i64(res, 0, 3);
+	w->o.expiry_checked = db_get(res, 0, 4)[0] == 't';
+	w->o.created_ms = db_get_i64(res, 0, 5);
+	w->o.expires_ms = db_get_i64(res, 0, 6);
+	w->forced = db_get(res, 0, 7)[0] == 't';
+	PQclear(res);
+	return 0;
+}
+
+/* Inserts answer i of c; *ret_id its check id. */
+static int
+insert_answer(struct recon *r, struct kasir_db *db,
+              const struct statusapi_call *c, int i, bool past_expiry,
+              bool published, const char *reason, int64_t *ret_id)
+{
+	const struct statusapi_answer *a = &c->answers[i];
+	char attempt[16], http[16], lat[24], req[24];
+	PGresult *res = NULL;
+	int rc;
+
+	snprintf(attempt, sizeof(attempt), "%d", i + 1);
+	snprintf(http, sizeof(http), "%ld", a->http_status);
+	snprintf(lat, sizeof(lat), "%" PRId64, a->latency_ms);
+	snprintf(req, sizeof(req), "%" PRId64, a->at_ms);
+#define OPT(x) ((x)[0] ? (x) : NULL)
+	const char *p[23] = {
+	    c->order_id,
+	    c->ident,
+	    c->by_txn ? "true" : "false",
+	    attempt,
+	    http,
+	    recon_verdict_name(a->verdict),
+	    OPT(a->f.transaction_status),
+	    OPT(a->f.status_code),
+	    OPT(a->f.status_message),
+	    OPT(a->f.fraud_status),
+	    OPT(a->f.gross_amount),
+	    OPT(a->f.currency),
+	    OPT(a->f.payment_type),
+	    OPT(a->f.transaction_id),
+	    a->body,
+	    a->body_truncated ? "true" : "false",
+	    OPT(a->error),
+	    lat,
+	    past_expiry ? "true" : "false",
+	    published ? "true" : "false",
+	    reason,
+	    recon_mode_name((enum recon_mode)atomic_load(&r->mode)),
+	    req,
+	};
+#undef OPT
+	if (a->body != NULL && !utf8_valid(a->body, a->body_len))
+		p[14] = "(body is not valid UTF-8: not stored)";
+	if ((rc = db_exec(db, &st_insert, p, &res)) < 0)
+		return rc;
+	*ret_id = db_get_i64(res, 0, 0);
+	PQclear(res);
+	return 0;
+}
+
+/* Stores the answers of one check and reschedules its order, in one
+ * transaction.  *ret_published tells the caller to kick the producer. */
+static int
+record(struct recon *r, struct kasir_db *db, struct statusapi_call *c,
+       bool *ret_published)
+{
+	struct watch_state w;
+	const struct statusapi_answer *last;
+	const char *reason = "";
+	char key[RECON_FIELD_MAX * 2], next[24], att[16], fail[16];
+	bool answered, published = false, past_expiry;
+	int64_t now = now_real_ms(), next_ms, id = 0;
+	int rc;
+
+	if (db_begin(db) < 0)
+		return KASIR_EDB;
+	if ((rc = lock_watch(db, c->order_id, &w)) < 0)
+		goto fail;
+	if (c->nanswers == 0) {
+		/* never sent (auth pause, stopping): just give it back */
+		const char *p[1] = {c->order_id};
+
+		if ((rc = db_exec(db, &st_release, p, NULL)) < 0)
+			goto fail;
+		return db_commit(db);
+	}
+	for (int i = 0; i < c->nanswers; i++) {
+		const struct statusapi_answer *a = &c->answers[i];
+		bool is_last = i == c->nanswers - 1;
+
+		past_expiry = a->at_ms >= w.o.expires_ms;
+		answer_key(a, past_expiry, key, sizeof(key));
+		if (is_last)
+			published = says_something_new(&w, a, past_expiry, key,
+			                               &reason);
+		else
+			reason = "retried";
+		if ((rc = insert_answer(r, db, c, i, past_expiry, published,
+		                        reason, &id)) < 0)
+			goto fail;
+		metric_inc(r->m.checks[a->verdict]);
+		if (published && is_last &&
+		    (rc = publish(r, db, id, c, a, past_expiry)) < 0)
+			goto fail;
+	}
+	last = &c->answers[c->nanswers - 1];
+	past_expiry = last->at_ms >= w.o.expires_ms;
+	answered = recon_verdict_is_answer(last->verdict);
+	answer_key(last, past_expiry, key, sizeof(key));
+	if (answered) {
+		w.o.attempts++;
+		w.o.failures = 0;
+		if (sched_is_expiry_check(&w.o, last->at_ms))
+			w.o.expiry_checked = true;
+		next_ms = sched_after_answer(&r->sched, &w.o, now);
+	} else {
+		w.o.failures++;
+		next_ms = sched_after_failure(&r->sched, &w.o, now);
+	}
+	snprintf(next, sizeof(next), "%" PRId64, next_ms);
+	snprintf(att, sizeof(att), "%d", w.o.attempts);
+	snprintf(fail, sizeof(fail), "%d", w.o.failures);
+	{
+		const char *p[7] = {c->order_id,
+		                    att,
+		                    fail,
+		                    w.o.expiry_checked ? "true" : "false",
+		                    answered && key[0] ? key : NULL,
+		                    next,
+		                    recon_verdict_name(last->verdict)};
+
+		if ((rc = db_exec(db, &st_update, p, NULL)) < 0)
+			goto fail;
+	}
+	if ((rc = db_commit(db)) < 0)
+		return rc;
+	if (published)
+		metric_inc(r->m.published);
+	*ret_published = published;
+	{
+		char ids[24];
+
+		snprintf(ids, sizeof(ids), "%" PRId64, id);
+		log_fields(published ? LOG_NOTICE : LOG_INFO,
+		           LOG_F({"ORDER_ID", c->order_id}, {"CHECK_ID", ids}),
+		           "status api: %s%s%s (http %ld, %d attempt(s)), %s",
+		           recon_verdict_name(last->verdict),
+		           last->f.transaction_status[0] ? " " : "",
+		           last->f.transaction_status, last->http_status,
+		           c->nanswers,
+		           published ? "sent to kasir-order" : reason);
+	}
+	return 0;
+fail:
+	db_rollback(db);
+	return rc;
+}
+
+/* Auth state after a batch: broken on any 401, healed by any answer that
+ * got past authentication. */
+static void
+auth_update(struct recon *r, const struct statusapi_call *calls, size_t n)
+{
+	bool saw_401 = false, saw_ok = false;
+
+	for (size_t i = 0; i < n; i++)
+		for (int k = 0; k < calls[i].nanswers; k++) {
+			enum recon_verdict v = calls[i].answers[k].verdict;
+
+			if (v == VERDICT_AUTH) {
+				saw_401 = true;
+				metric_inc(r->m.auth_failures);
+			} else if (v != VERDICT_TIMEOUT) {
+				saw_ok = true;
+			}
+		}
+	if (saw_401) {
+		atomic_store(&r->auth_paused_until,
+		             now_real_ms() + r->conf->auth_pause_ms);
+		if (!atomic_exchange(&r->auth_broken, true))
+			log_err(
+			    "status api refuses the server key (HTTP 401): "
+			    "checks paused for %llds, then retried one at a "
+			    "time; fix midtrans.server_key_file",
+			    (long long)(r->conf->auth_pause_ms / 1000));
+		metric_set(r->m.auth_broken, 1);
+	} else if (saw_ok && atomic_load(&r->auth_broken)) {
+		atomic_store(&r->auth_broken, false);
+		atomic_store(&r->auth_paused_until, 0);
+		metric_set(r->m.auth_broken, 0);
+		log_notice("status api accepts the server key again, checks "
+		           "resume");
+	}
+}
+
+/* Claims due rows into calls; *ret_n how many. */
+static int
+claim(struct recon *r, struct kasir_db *db, struct statusapi_call *calls,
+      size_t max, size_t *ret_n)
+{
+	char lease[24], interval[24], limit[16];
+	PGresult *res = NULL;
+	size_t n = 0;
+	int rc;
+
+	snprintf(lease, sizeof(lease), "%" PRId64, r->conf->lease_ms);
+	snprintf(interval, sizeof(interval), "%" PRId64,
+	         r->conf->mode_interval_ms);
+	snprintf(limit, sizeof(limit), "%zu", max);
+	{
+		const char *p[4] = {
+		    lease,
+		    atomic_load(&r->mode) == MODE_RECONCILE ? "true" : "false",
+		    interval, limit};
+
+		if ((rc = db_exec(db, &st_claim, p, &res)) < 0)
+			return rc; /* autocommit: nothing held */
+	}
+	for (int i = 0; i < PQntuples(res) && n < max; i++) {
+		struct statusapi_call *c = &calls[n];
+		const char *txn = db_get(res, i, 1);
+		const char *ptype = db_get(res, i, 2);
+
+		statusapi_call_reset(c);
+		kasir_strlcpy(c->order_id, db_get(res, i, 0),
+		              sizeof(c->order_id));
+		c->by_txn = txn != NULL && txn[0] != '\0' &&
+		            strlen(txn) < sizeof(c->ident) &&
+		            recon_types_has(&r->conf->by_txn_types, ptype);
+		kasir_strlcpy(c->ident, c->by_txn ? txn : c->order_id,
+		              sizeof(c->ident));
+		n++;
+	}
+	PQclear(res);
+	*ret_n = n;
+	return 0;
+}
+
+static void
+wait_for_work(struct recon *r, int64_t ms)
+{
+	struct timespec ts;
+
+	pthread_mutex_lock(&r->wake_lock);
+	if (!r->woken && !atomic_load(&r->stopping)) {
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_sec += ms / 1000;
+		ts.tv_nsec += (ms % 1000) * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&r->wake, &r->wake_lock, &ts);
+	}
+	r->woken = false;
+	pthread_mutex_unlock(&r->wake_lock);
+}
+
+void
+scheduler_wake(struct recon *r)
+{
+	pthread_mutex_lock(&r->wake_lock);
+	r->woken = true;
+	pthread_cond_signal(&r->wake);
+	pthread_mutex_unlock(&r->wake_lock);
+}
+
+static void *
+scheduler_main(void *arg)
+{
+	struct recon *r = arg;
+	struct kasir_db *db = r->sched_db;
+	struct statusapi_call *calls;
+	size_t max = (size_t)r->conf->batch;
+	bool db_down_logged = false;
+
+	calls = calloc(max, sizeof(*calls));
+	if (calls == NULL) {
+		log_err("scheduler: out of memory, no checks will run");
+		return NULL;
+	}
+	while (!atomic_load(&r->stopping)) {
+		size_t n = 0;
+		bool kick = false;
+		int64_t paused;
+
+		if (db_ensure(db) < 0) {
+			if (!db_down_logged)
+				log_warning("scheduler: database unreachable, "
+				            "checks wait");
+			db_down_logged = true;
+			wait_for_work(r, r->conf->poll_ms);
+			continue;
+		}
+		if (db_down_logged)
+			log_info("scheduler: database reachable again");
+		db_down_logged = false;
+		mode_evaluate(r, db);
+
+		paused = atomic_load(&r->auth_paused_until);
+		if (paused > 0 && now_real_ms() < paused) {
+			int64_t left = paused - now_real_ms();
+
+			wait_for_work(r, left < r->conf->poll_ms
+			                     ? left
+			                     : r->conf->poll_ms);
+			continue;
+		}
+		/* while the key is refused: one order at a time */
+		if (claim(r, db, calls, atomic_load(&r->auth_broken) ? 1 : max,
+		          &n) < 0 ||
+		    n == 0) {
+			wait_for_work(r, r->conf->poll_ms);
+			continue;
+		}
+		if (statusapi_run(r->api, calls, n, &r->stopping) < 0)
+			log_warning("scheduler: some checks could not start "
+			            "(out of memory), retried later");
+		auth_update(r, calls, n);
+		for (size_t i = 0; i < n; i++) {
+			bool pub = false;
+			int rc = record(r, db, &calls[i], &pub);
+
+			if (rc < 0)
+				log_fields(
+				    LOG_WARNING,
+				    LOG_F({"ORDER_ID", calls[i].order_id}),
+				    "recording a status check failed (%s); "
+				    "the order is checked again after its "
+				    "lease",
+				    kasir_strerror(rc));
+			if (calls[i].nanswers > 0)
+				atomic_store(&r->last_check_ms,
+				             calls[i]
+				                 .answers[calls[i].nanswers - 1]
+				                 .at_ms);
+			kick = kick || pub;
+			statusapi_call_reset(&calls[i]);
+		}
+		if (kick)
+			stream_producer_kick(r->producer);
+	}
+	for (size_t i = 0; i < max; i++)
+		statusapi_call_reset(&calls[i]);
+	free(calls);
+	return NULL;
+}
+
+int
+scheduler_start(struct recon *r)
+{
+	int rc;
+
+	rc = pthread_create(&r->scheduler, NULL, scheduler_main, r);
+	if (rc != 0)
+		return -rc;
+	r->scheduler_started = true;
+	return 0;
+}
+
+void
+scheduler_stop(struct recon *r)
+{
+	if (!r->scheduler_started)
+		return;
+	atomic_store(&r->stopping, true);
+	scheduler_wake(r);
+	pthread_join(r->scheduler, NULL);
+	r->scheduler_started = false;
+}

@@ -1,0 +1,468 @@
+/*
+ * statusapi.c - the Midtrans Status API client and the meaning of its
+ * answers.
+ *
+ *   GET {core}/v2/{order_id | transaction_id}/status
+ *   Accept: application/json
+ *   Authorization: Basic base64(server_key + ":")
+ *
+ * statusapi_run() drives one batch of checks through one curl multi
+ * handle: at most `concurrency` transfers in flight, a token bucket for
+ * the global requests-per-second cap, connect and total timeouts per
+ * request, transient answers (5xx, timeouts) retried with exponential
+ * backoff up to `retries` times, bodies kept up to RECON_BODY_MAX bytes.
+ * Every attempt's answer is returned so evidence.c can store each one.
+ * The server key lives only in the prepared Authorization header and is
+ * never logged (CURLOPT_VERBOSE is never set).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cjson/cJSON.h>
+#include <curl/curl.h>
+#include <openssl/evp.h>
+#include <openssl/crypto.h>
+
+#include "err.h"
+#include "metrics.h"
+#include "reconciler.h"
+#include "util.h"
+
+static const char *const verdict_names[VERDICT_COUNT] = {
+    [VERDICT_STATUS] = "status",         [VERDICT_NOT_FOUND] = "not_found",
+    [VERDICT_EXPIRED] = "expired",       [VERDICT_AUTH] = "auth",
+    [VERDICT_HTTP_5XX] = "http_5xx",     [VERDICT_TIMEOUT] = "timeout",
+    [VERDICT_UNEXPECTED] = "unexpected",
+};
+
+const char *
+recon_verdict_name(enum recon_verdict v)
+{
+	if ((int)v < 0 || v >= VERDICT_COUNT)
+		return "unexpected";
+	return verdict_names[v];
+}
+
+bool
+recon_verdict_is_answer(enum recon_verdict v)
+{
+	return v == VERDICT_STATUS || v == VERDICT_NOT_FOUND ||
+	       v == VERDICT_EXPIRED;
+}
+
+bool
+recon_verdict_is_transient(enum recon_verdict v)
+{
+	return v == VERDICT_HTTP_5XX || v == VERDICT_TIMEOUT;
+}
+
+/* ---- interpretation (pure) ------------------------------------------- */
+
+/* Copies the string member k of o into dst ("" when absent, not a string
+ * or too long to be a real value). */
+static void
+copy_field(const cJSON *o, const char *k, char *dst, size_t len)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+
+	dst[0] = '\0';
+	if (cJSON_IsString(v) && v->valuestring != NULL &&
+	    strlen(v->valuestring) < len)
+		memcpy(dst, v->valuestring, strlen(v->valuestring) + 1);
+}
+
+static bool
+is_code(const char *status_code, const char *want)
+{
+	return strcmp(status_code, want) == 0;
+}
+
+enum recon_verdict
+statusapi_interpret(long http_status, const char *body, size_t body_len,
+                    const char *order_id, const char *txn_id,
+                    struct status_fields *ret_fields)
+{
+	struct status_fields f;
+	enum recon_verdict v = VERDICT_UNEXPECTED;
+	cJSON *j = NULL;
+	const char *end = NULL;
+
+	memset(&f, 0, sizeof(f));
+	if (http_status == 0) {
+		v = VERDICT_TIMEOUT;
+		goto out;
+	}
+	if (body != NULL && body_len > 0)
+		j = cJSON_ParseWithLengthOpts(body, body_len, &end, false);
+	if (j != NULL) {
+		/* trailing garbage after the object: not a Midtrans body */
+		while (end != NULL && end < body + body_len &&
+		       (*end == ' ' || *end == '\n' || *end == '\r' ||
+		        *end == '\t'))
+			end++;
+		if (!cJSON_IsObject(j) ||
+		    (end != NULL && end < body + body_len && *end != '\0')) {
+			cJSON_Delete(j);
+			j = NULL;
+		}
+	}
+	if (j != NULL) {
+		copy_field(j, "transaction_status", f.transaction_status,
+		           sizeof(f.transaction_status));
+		copy_field(j, "status_code", f.status_code,
+		           sizeof(f.status_code));
+		copy_field(j, "status_message", f.status_message,
+		           sizeof(f.status_message));
+		copy_field(j, "gross_amount", f.gross_amount,
+		           sizeof(f.gross_amount));
+		copy_field(j, "currency", f.currency, sizeof(f.currency));
+		copy_field(j, "payment_type", f.payment_type,
+		           sizeof(f.payment_type));
+		copy_field(j, "fraud_status", f.fraud_status,
+		           sizeof(f.fraud_status));
+		copy_field(j, "transaction_id", f.transaction_id,
+		           sizeof(f.transaction_id));
+		copy_field(j, "order_id", f.order_id, sizeof(f.order_id));
+	}
+
+	if (http_status == 401 || is_code(f.status_code, "401")) {
+		v = VERDICT_AUTH;
+		goto out;
+	}
+	if (http_status >= 500 && http_status <= 599) {
+		v = VERDICT_HTTP_5XX;
+		goto out;
+	}
+	if (j == NULL)
+		goto out; /* no Midtrans body: nothing can be concluded */
+	if (http_status == 200 && f.status_code[0] == '5' &&
+	    strlen(f.status_code) == 3) {
+		v = VERDICT_HTTP_5XX;
+		goto out;
+	}
+	if ((http_status == 200 || http_status == 404) &&
+	    is_code(f.status_code, "404")) {
+		v = VERDICT_NOT_FOUND;
+		goto out;
+	}
+	if ((http_status == 200 || http_status == 407) &&
+	    is_code(f.status_code, "407")) {
+		v = VERDICT_EXPIRED;
+		goto out;
+	}
+	if (http_status == 200 &&
+	    (is_code(f.status_code, "200") || is_code(f.status_code, "201") ||
+	     is_code(f.status_code, "202")) &&
+	    f.transaction_status[0] != '\0') {
+		/* the answer must be about the order we asked about */
+		if (txn_id != NULL ? strcmp(f.transaction_id, txn_id) == 0
+		                   : strcmp(f.order_id, order_id) == 0)
+			v = VERDICT_STATUS;
+		goto out;
+	}
+out:
+	cJSON_Delete(j);
+	if (ret_fields != NULL)
+		*ret_fields = f;
+	return v;
+}
+
+/* ---- the client ------------------------------------------------------ */
+
+struct statusapi {
+	const struct recon_conf *conf;
+	const struct statusapi_metrics *m;
+	CURLM *multi;
+	struct curl_slist *headers; /* Accept + Authorization (secret) */
+	struct tbucket bucket;
+};
+
+static void
+answer_free(struct statusapi_answer *a)
+{
+	free(a->body);
+	a->body = NULL;
+	a->body_len = 0;
+}
+
+void
+statusapi_call_reset(struct statusapi_call *c)
+{
+	for (int i = 0; i < c->nanswers; i++)
+		answer_free(&c->answers[i]);
+	c->nanswers = 0;
+	c->skipped = false;
+	c->cur = NULL;
+	c->easy = NULL;
+	c->next_ms = 0;
+}
+
+int
+statusapi_new(const struct recon_conf *conf, const struct statusapi_metrics *m,
+              struct statusapi **ret)
+{
+	struct statusapi *a;
+	size_t klen = conf->server_key.len + 1;
+	size_t blen = 4 * ((klen + 2) / 3) + 1;
+	char *plain = NULL, *hdr = NULL;
+	int r = -ENOMEM;
+
+	a = calloc(1, sizeof(*a));
+	if (a == NULL)
+		return -ENOMEM;
+	a->conf = conf;
+	a->m = m;
+	tbucket_init(&a->bucket, (double)conf->rps, 1.0);
+	plain = malloc(klen + 1);
+	hdr = malloc(blen + 32);
+	if (plain == NULL || hdr == NULL)
+		goto fail;
+	memcpy(plain, conf->server_key.value, conf->server_key.len);
+	plain[klen - 1] = ':';
+	plain[klen] = '\0';
+	memcpy(hdr, "Authorization: Basic ", 21);
+	EVP_EncodeBlock((unsigned char *)hdr + 21, (const unsigned char *)plain,
+	                (int)klen);
+	a->headers = curl_slist_append(NULL, "Accept: application/json");
+	if (a->headers == NULL)
+		goto fail;
+	{
+		struct curl_slist *h = curl_slist_append(a->headers, hdr);
+
+		if (h == NULL)
+			goto fail;
+		a->headers = h;
+	}
+	a->multi = curl_multi_init();
+	if (a->multi == NULL)
+		goto fail;
+	curl_multi_setopt(a->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
+	                  (long)conf->concurrency);
+	r = 0;
+	*ret = a;
+	a = NULL;
+fail:
+	if (plain)
+		OPENSSL_cleanse(plain, klen + 1);
+	if (hdr)
+		OPENSSL_cleanse(hdr, blen + 32);
+	free(plain);
+	free(hdr);
+	if (a != NULL)
+		statusapi_free(a);
+	return r;
+}
+
+void
+statusapi_free(struct statusapi *a)
+{
+	if (a == NULL)
+		return;
+	if (a->multi)
+		curl_multi_cleanup(a->multi);
+	/* wipe the secret header before freeing it */
+	for (struct curl_slist *h = a->headers; h; h = h->next)
+		OPENSSL_cleanse(h->data, strlen(h->data));
+	curl_slist_free_all(a->headers);
+	free(a);
+}
+
+static size_t
+on_body(char *ptr, size_t size, size_t nmemb, void *arg)
+{
+	struct statusapi_answer *a = arg;
+	size_t n = size * nmemb, room;
+
+	if (a->body == NULL) {
+		a->body = malloc(RECON_BODY_MAX + 1);
+		if (a->body == NULL)
+			return 0; /* aborts the transfer */
+	}
+	room = RECON_BODY_MAX - a->body_len;
+	if (n > room) {
+		a->body_truncated = true;
+		n = room;
+	}
+	memcpy(a->body + a->body_len, ptr, n);
+	a->body_len += n;
+	a->body[a->body_len] = '\0';
+	/* keep reading (and dropping) the rest: the answer is still one */
+	return size * nmemb;
+}
+
+/* Starts the next attempt of c.  0 or -ENOMEM. */
+static int
+start(struct statusapi *a, struct statusapi_call *c)
+{
+	char url[512], *esc;
+	CURL *e;
+
+	e = curl_easy_init();
+	if (e == NULL)
+		return -ENOMEM;
+	esc = curl_easy_escape(e, c->ident, 0);
+	if (esc == NULL) {
+		curl_easy_cleanup(e);
+		return -ENOMEM;
+	}
+	snprintf(url, sizeof(url), "%s/v2/%s/status", a->conf->core_url, esc);
+	curl_free(esc);
+	c->cur = &c->answers[c->nanswers++];
+	memset(c->cur, 0, sizeof(*c->cur));
+	curl_easy_setopt(e, CURLOPT_URL, url);
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, a->headers);
+	curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
+	                 (long)a->conf->connect_timeout_ms);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)a->conf->timeout_ms);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, c->cur);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, c);
+	curl_easy_setopt(e, CURLOPT_USERAGENT,
+	                 "kasir-reconciler/" KASIR_VERSION);
+	if (curl_multi_add_handle(a->multi, e) != CURLM_OK) {
+		curl_easy_cleanup(e);
+		c->nanswers--;
+		c->cur = NULL;
+		return -ENOMEM;
+	}
+	c->easy = e;
+	c->started_ms = now_mono_ms();
+	c->cur->at_ms = now_real_ms();
+	metric_inc(a->m->requests);
+	return 0;
+}
+
+/* A transfer of c ended with result res: fills its answer. */
+static void
+finish(struct statusapi *a, struct statusapi_call *c, CURLcode res)
+{
+	struct statusapi_answer *ans = c->cur;
+	long code = 0;
+
+	curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &code);
+	if (res != CURLE_OK) {
+		/* a failed transfer is no answer, whatever arrived */
+		snprintf(ans->error, sizeof(ans->error), "%s",
+		         curl_easy_strerror(res));
+		code = 0;
+	}
+	ans->http_status = code;
+	ans->latency_ms = now_mono_ms() - c->started_ms;
+	ans->verdict =
+	    statusapi_interpret(code, ans->body, ans->body_len, c->order_id,
+	                        c->by_txn ? c->ident : NULL, &ans->f);
+	metric_observe(a->m->latency, (double)ans->latency_ms / 1000.0);
+	if (!recon_verdict_is_answer(ans->verdict))
+		metric_inc(a->m->errors);
+	curl_multi_remove_handle(a->multi, c->easy);
+	curl_easy_cleanup(c->easy);
+	c->easy = NULL;
+	c->cur = NULL;
+}
+
+/* Backoff before attempt number `tries` + 1 (tries >= 1). */
+static int64_t
+retry_delay(const struct recon_conf *conf, int tries)
+{
+	int64_t d = conf->retry_backoff_ms;
+
+	for (int i = 1; i < tries && d < 60000; i++)
+		d *= 2;
+	return d;
+}
+
+int
+statusapi_run(struct statusapi *a, struct statusapi_call *calls, size_t n,
+              const atomic_bool *stop)
+{
+	const int max_tries = (int)a->conf->retries + 1;
+	size_t done = 0, running = 0;
+	bool auth_failed = false;
+	int rc = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		statusapi_call_reset(&calls[i]);
+		calls[i].next_ms = 0;
+	}
+	while (done < n) {
+		int64_t now = now_mono_ms(), wait = 100, tw;
+		bool halt =
+		    auth_failed || (stop && atomic_load(stop)) || rc < 0;
+		int still = 0, msgs;
+		CURLMsg *m;
+
+		/* start what may start */
+		for (size_t i = 0; i < n && !halt; i++) {
+			struct statusapi_call *c = &calls[i];
+
+			if (c->easy != NULL || c->skipped || c->next_ms < 0)
+				continue;
+			if (running >= (size_t)a->conf->concurrency)
+				break;
+			if (c->next_ms > now) {
+				if (c->next_ms - now < wait)
+					wait = c->next_ms - now;
+				continue;
+			}
+			if (!tbucket_take(&a->bucket, &tw)) {
+				if (tw < wait)
+					wait = tw < 1 ? 1 : tw;
+				break;
+			}
+			if ((rc = start(a, c)) < 0)
+				break;
+			running++;
+		}
+		if (halt || rc < 0) {
+			/* nothing new: mark every call not in flight and
+			 * not finished as skipped */
+			for (size_t i = 0; i < n; i++) {
+				struct statusapi_call *c = &calls[i];
+
+				if (c->easy == NULL && !c->skipped &&
+				    c->next_ms >= 0) {
+					c->skipped = true;
+					done++;
+				}
+			}
+			if (running == 0)
+				break;
+		}
+		curl_multi_perform(a->multi, &still);
+		while ((m = curl_multi_info_read(a->multi, &msgs)) != NULL) {
+			struct statusapi_call *c = NULL;
+			enum recon_verdict v;
+
+			if (m->msg != CURLMSG_DONE)
+				continue;
+			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE,
+			                  (char **)&c);
+			finish(a, c, m->data.result);
+			running--;
+			v = c->answers[c->nanswers - 1].verdict;
+			if (v == VERDICT_AUTH)
+				auth_failed = true;
+			if (recon_verdict_is_transient(v) &&
+			    c->nanswers < max_tries && !auth_failed) {
+				c->next_ms = now_mono_ms() +
+				             retry_delay(a->conf, c->nanswers);
+			} else {
+				c->next_ms = -1; /* finished */
+				done++;
+			}
+		}
+		if (done >= n)
+			break;
+		if (wait > 100)
+			wait = 100;
+		curl_multi_poll(a->multi, NULL, 0, (int)(wait < 1 ? 1 : wait),
+		                NULL);
+	}
+	return rc;
+}

@@ -1,0 +1,278 @@
+/*
+ * watchlist.c - the watch list (recon.watch), built from the "orders"
+ * stream.
+ *
+ * watchlist_apply() is the apply callback of the orders stream consumer:
+ * it runs inside the consumer's transaction together with the cursor
+ * advance, so every order event changes the watch list exactly once.
+ *
+ *   order.created   -> a watch row: PENDING, next check = first check
+ *                      (schedule.c), no attempts yet
+ *   order.evidence  -> transaction id / payment type learned; what the
+ *                      evidence said (the "says something new" filter);
+ *                      for webhook notifications (source "ingest") the
+ *                      time they arrived: per order and globally (the
+ *                      automatic reconciliation mode, mode.c)
+ *   order.paid, order.failed, order.expired, order.cancelled,
+ *   order.refunded  -> final: the row leaves the schedule
+ *   anything else   -> nothing to do
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cjson/cJSON.h>
+
+#include "db.h"
+#include "err.h"
+#include "log.h"
+#include "message.h"
+#include "reconciler.h"
+#include "util.h"
+
+/* Real-time ms of an RFC 3339 time ("2026-11-23T09:33:19.123Z",
+ * "...+07:00").  -EINVAL when it does not parse. */
+static int
+rfc3339_ms(const char *s, int64_t *ret)
+{
+	struct tm tm;
+	int y, mo, d, h, mi, sec, n = 0, off = 0;
+	int64_t ms = 0, t;
+	const char *p;
+
+	if (s == NULL ||
+	    sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec,
+	           &n) != 6 ||
+	    n == 0)
+		return -EINVAL;
+	p = s + n;
+	if (*p == '.') {
+		int digits = 0;
+
+		for (p++; *p >= '0' && *p <= '9'; p++, digits++)
+			if (digits < 3)
+				ms = ms * 10 + (*p - '0');
+		for (; digits < 3; digits++)
+			ms *= 10;
+	}
+	if (*p == 'Z' || *p == 'z') {
+		p++;
+	} else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
+		int oh = (p[1] - '0') * 10 + (p[2] - '0');
+		int om = (p[4] - '0') * 10 + (p[5] - '0');
+
+		off = (oh * 60 + om) * 60 * (*p == '+' ? 1 : -1);
+		p += 6;
+	} else {
+		return -EINVAL;
+	}
+	if (*p != '\0' || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 ||
+	    mi > 59 || sec > 60)
+		return -EINVAL;
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = sec;
+	t = (int64_t)timegm(&tm);
+	*ret = (t - off) * 1000 + ms;
+	return 0;
+}
+
+static const struct db_stmt st_created = {
+    .name = "recon_watch_created",
+    .sql = "INSERT INTO recon.watch (order_id, created_at, expires_at,"
+           " status, next_check_at, transaction_id, orders_seq)"
+           " VALUES ($1, $2::timestamptz, $3::timestamptz, $4,"
+           "  to_timestamp($5::bigint / 1000.0), $6, $7::bigint)"
+           " ON CONFLICT (order_id) DO NOTHING",
+    .nparams = 7,
+};
+
+static const struct db_stmt st_final = {
+    .name = "recon_watch_final",
+    .sql = "INSERT INTO recon.watch (order_id, created_at, expires_at,"
+           " status, final, final_at, next_check_at, transaction_id,"
+           " orders_seq)"
+           " VALUES ($1, $2::timestamptz, $3::timestamptz, $4, true, now(),"
+           "  now(), $5, $6::bigint)"
+           " ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status,"
+           "  final = true, final_at = coalesce(recon.watch.final_at, now()),"
+           "  transaction_id = coalesce(recon.watch.transaction_id,"
+           "   EXCLUDED.transaction_id),"
+           "  orders_seq = EXCLUDED.orders_seq, updated_at = now()",
+    .nparams = 6,
+};
+
+/* $4: the key of what the evidence said; $5: received_at when it was a
+ * webhook notification (NULL otherwise). */
+static const struct db_stmt st_evidence = {
+    .name = "recon_watch_evidence",
+    .sql = "UPDATE recon.watch SET"
+           " transaction_id = coalesce(transaction_id, $2),"
+           " payment_type = coalesce($3, payment_type),"
+           " last_key = coalesce($4, last_key),"
+           " last_notification_at = CASE WHEN $5::timestamptz IS NULL"
+           "  THEN last_notification_at"
+           "  ELSE greatest(last_notification_at, $5::timestamptz) END,"
+           " orders_seq = $6::bigint, updated_at = now()"
+           " WHERE order_id = $1",
+    .nparams = 6,
+};
+
+static const struct db_stmt st_ingest_seen = {
+    .name = "recon_settings_ingest_seen",
+    .sql = "UPDATE recon.settings SET last_ingest_at ="
+           " greatest(last_ingest_at, $1::timestamptz), updated_at = now()"
+           " WHERE id = 1",
+    .nparams = 1,
+};
+
+static bool
+is_final_type(enum msg_type t)
+{
+	return t == MSG_ORDER_PAID || t == MSG_ORDER_FAILED ||
+	       t == MSG_ORDER_EXPIRED || t == MSG_ORDER_CANCELLED ||
+	       t == MSG_ORDER_REFUNDED;
+}
+
+static int
+apply_created(struct recon *r, struct kasir_db *db, const struct kasir_msg *msg,
+              const char *seq)
+{
+	const char *order_id = msg_str(msg, "order_id");
+	const char *created = msg_str(msg, "created_at");
+	const char *expires = msg_str(msg, "expires_at");
+	struct sched_order o = {0};
+	char next[24];
+
+	if (rfc3339_ms(created, &o.created_ms) < 0 ||
+	    rfc3339_ms(expires, &o.expires_ms) < 0) {
+		log_fields(LOG_ERR,
+		           LOG_F({"ORDER_ID", order_id}, {"STREAM", "orders"},
+		                 {"SEQ", seq}),
+		           "order.created with unusable times, refused");
+		return KASIR_EREJECT;
+	}
+	snprintf(next, sizeof(next), "%" PRId64,
+	         sched_first_check(&r->sched, &o));
+	{
+		const char *p[7] = {order_id, created,
+		                    expires,  msg_str(msg, "status"),
+		                    next,     msg_str(msg, "transaction_id"),
+		                    seq};
+
+		return db_exec(db, &st_created, p, NULL);
+	}
+}
+
+static int
+apply_evidence(struct kasir_db *db, const struct kasir_msg *msg,
+               const char *seq)
+{
+	const cJSON *ev = msg_obj(msg, "evidence");
+	const cJSON *src = cJSON_GetObjectItemCaseSensitive(ev, "source");
+	const char *ts = msg_str(msg, "transaction_status");
+	const char *received = msg_str(msg, "received_at");
+	const char *txn = msg_str(msg, "transaction_id");
+	bool ingest =
+	    cJSON_IsString(src) && strcmp(src->valuestring, "ingest") == 0;
+	char key[RECON_FIELD_MAX + 16];
+	int64_t ms;
+	int rc;
+
+	if (ingest && rfc3339_ms(received, &ms) < 0) {
+		log_fields(LOG_WARNING,
+		           LOG_F({"ORDER_ID", msg_str(msg, "order_id")},
+		                 {"STREAM", "orders"}, {"SEQ", seq}),
+		           "order.evidence with unusable received_at, "
+		           "not counted as a notification");
+		ingest = false;
+	}
+	/* the key of what it said, as evidence.c writes it for answers;
+	 * recon evidence carries the verdict name for 404/407, which the
+	 * scheduler recorded itself when it published the check */
+	key[0] = '\0';
+	if (ts != NULL && strlen(ts) < RECON_FIELD_MAX &&
+	    strcmp(ts, "expired") != 0 && strcmp(ts, "not_found") != 0)
+		snprintf(key, sizeof(key), "status:%s", ts);
+	if (txn != NULL && strlen(txn) >= RECON_ID_MAX)
+		txn = NULL; /* not a Midtrans id: never query by it */
+	{
+		const char *p[6] = {
+		    msg_str(msg, "order_id"),     txn,
+		    msg_str(msg, "payment_type"), key[0] ? key : NULL,
+		    ingest ? received : NULL,     seq};
+
+		if ((rc = db_exec(db, &st_evidence, p, NULL)) < 0)
+			return rc;
+	}
+	if (ingest) {
+		const char *p[1] = {received};
+
+		if ((rc = db_exec(db, &st_ingest_seen, p, NULL)) < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int
+apply_final(struct kasir_db *db, const struct kasir_msg *msg, const char *seq)
+{
+	const char *p[6] = {
+	    msg_str(msg, "order_id"),       msg_str(msg, "created_at"),
+	    msg_str(msg, "expires_at"),     msg_str(msg, "status"),
+	    msg_str(msg, "transaction_id"), seq};
+	int rc;
+
+	rc = db_exec(db, &st_final, p, NULL);
+	if (rc == 0)
+		log_fields(LOG_INFO,
+		           LOG_F({"ORDER_ID", p[0]}, {"STREAM", "orders"},
+		                 {"SEQ", seq}),
+		           "order %s is final (%s), leaves the schedule", p[0],
+		           p[3]);
+	return rc;
+}
+
+int
+watchlist_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
+{
+	struct recon *r = arg;
+	char seq[24];
+	int rc;
+
+	snprintf(seq, sizeof(seq), "%" PRId64, msg->seq);
+	if ((msg->type == MSG_ORDER_CREATED ||
+	     msg->type == MSG_ORDER_EVIDENCE || is_final_type(msg->type)) &&
+	    !order_id_valid(msg_str(msg, "order_id"), 50)) {
+		log_fields(LOG_ERR, LOG_F({"STREAM", "orders"}, {"SEQ", seq}),
+		           "%s with an invalid order id, refused",
+		           msg_type_name(msg->type));
+		return KASIR_EREJECT;
+	}
+	if (msg->type == MSG_ORDER_CREATED)
+		rc = apply_created(r, db, msg, seq);
+	else if (msg->type == MSG_ORDER_EVIDENCE)
+		rc = apply_evidence(db, msg, seq);
+	else if (is_final_type(msg->type))
+		rc = apply_final(db, msg, seq);
+	else
+		return 0; /* access.*, order.flagged: not the watch list's */
+	if (rc == KASIR_ESQL && strncmp(db_last_sqlstate(db), "22", 2) == 0) {
+		/* data exception (a time that does not parse...): this
+		 * message can never be applied */
+		log_fields(LOG_ERR,
+		           LOG_F({"ORDER_ID", msg_str(msg, "order_id")},
+		                 {"STREAM", "orders"}, {"SEQ", seq}),
+		           "%s refused by the database: %s",
+		           msg_type_name(msg->type), db_last_error(db));
+		return KASIR_EREJECT;
+	}
+	return rc;
+}

@@ -1,0 +1,143 @@
+/*
+ * db_driver.c - drives common/db.c one command per stdin line, for
+ * db_test.py.  Every command prints exactly one line:
+ *   "rc=<int> [key=value...]"
+ *
+ * Environment: KASIR_TEST_DSN (conninfo without password),
+ * KASIR_TEST_PASSWORD (optional), KASIR_TEST_STMT_TIMEOUT_MS (optional).
+ *
+ * Commands:
+ *   q NAME|SQL            db_exec, no parameters; prints rows= v= (first value)
+ *   p NAME|SQL|PARAM      db_exec with $1 = PARAM
+ *   sql SQL               db_exec_sql
+ *   begin | commit | rollback
+ *   ensure                db_ensure
+ *   up                    db_is_up
+ *   ensure_loop N         N x db_ensure back to back; prints ms= elapsed
+ *   migrate SCHEMA ROLE DIR     db_migrate with the same DSN; prints why=
+ *   applied SCHEMA DIR    db_migrations_applied
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db.h"
+#include "err.h"
+#include "log.h"
+#include "util.h"
+
+static void
+print_rc(struct kasir_db *db, int rc, PGresult *res)
+{
+	printf("rc=%d", rc);
+	if (rc == KASIR_ESQL || rc == KASIR_EDB || rc == KASIR_EDBUNKNOWN)
+		printf(" state=%s", db_last_sqlstate(db)[0]
+					? db_last_sqlstate(db)
+					: "-");
+	if (res != NULL) {
+		const char *v = db_get(res, 0, 0);
+		printf(" rows=%d v=%s", PQntuples(res), v ? v : "NULL");
+		PQclear(res);
+	}
+	printf("\n");
+	fflush(stdout);
+}
+
+int
+main(void)
+{
+	struct db_conf conf = {
+	    .url = getenv("KASIR_TEST_DSN"),
+	    .password = getenv("KASIR_TEST_PASSWORD"),
+	    .application_name = "kasir-db-driver",
+	    .connect_timeout_s = 2,
+	};
+	struct kasir_db *db;
+	char line[8192];
+
+	log_open("db-driver", LOG_DEBUG);
+	if (conf.url == NULL) {
+		fprintf(stderr, "KASIR_TEST_DSN not set\n");
+		return 2;
+	}
+	if (getenv("KASIR_TEST_STMT_TIMEOUT_MS") != NULL)
+		conf.statement_timeout_ms =
+		    atoi(getenv("KASIR_TEST_STMT_TIMEOUT_MS"));
+	if (db_open(&conf, &db) < 0)
+		return 2;
+	printf("rc=0 up=%d\n", db_is_up(db));
+	fflush(stdout);
+
+	while (fgets(line, sizeof(line), stdin) != NULL) {
+		char *arg;
+		PGresult *res = NULL;
+		int rc;
+
+		line[strcspn(line, "\n")] = '\0';
+		arg = strchr(line, ' ');
+		if (arg != NULL)
+			*arg++ = '\0';
+		if (strcmp(line, "q") == 0 || strcmp(line, "p") == 0) {
+			char *name = arg, *sql = strchr(arg, '|'), *param;
+			if (sql == NULL) {
+				printf("rc=-22\n");
+				continue;
+			}
+			*sql++ = '\0';
+			param = strchr(sql, '|');
+			if (param != NULL)
+				*param++ = '\0';
+			struct db_stmt st = {name, sql, param ? 1 : 0};
+			const char *params[1] = {param};
+			rc = db_exec(db, &st, param ? params : NULL, &res);
+			print_rc(db, rc, rc == 0 ? res : NULL);
+		} else if (strcmp(line, "sql") == 0) {
+			print_rc(db, db_exec_sql(db, arg), NULL);
+		} else if (strcmp(line, "begin") == 0) {
+			print_rc(db, db_begin(db), NULL);
+		} else if (strcmp(line, "commit") == 0) {
+			print_rc(db, db_commit(db), NULL);
+		} else if (strcmp(line, "rollback") == 0) {
+			db_rollback(db);
+			print_rc(db, 0, NULL);
+		} else if (strcmp(line, "ensure") == 0) {
+			print_rc(db, db_ensure(db), NULL);
+		} else if (strcmp(line, "up") == 0) {
+			printf("rc=0 up=%d\n", db_is_up(db));
+		} else if (strcmp(line, "ensure_loop") == 0) {
+			int n = atoi(arg), fails = 0;
+			int64_t t0 = now_mono_ms();
+			for (int i = 0; i < n; i++)
+				if (db_ensure(db) < 0)
+					fails++;
+			printf("rc=0 ms=%lld fails=%d\n",
+			       (long long)(now_mono_ms() - t0), fails);
+		} else if (strcmp(line, "migrate") == 0) {
+			char schema[64], role[64], dir[4096], why[512] = "";
+			if (sscanf(arg, "%63s %63s %4095s", schema, role, dir) !=
+			    3) {
+				printf("rc=-22\n");
+				continue;
+			}
+			rc = db_migrate(&conf, schema, role, dir, why,
+					sizeof(why));
+			for (char *c = why; *c; c++)
+				if (*c == '\n')
+					*c = ' ';
+			printf("rc=%d why=%s\n", rc, why);
+		} else if (strcmp(line, "applied") == 0) {
+			char schema[64], dir[4096];
+			if (sscanf(arg, "%63s %4095s", schema, dir) != 2) {
+				printf("rc=-22\n");
+				continue;
+			}
+			printf("rc=0 applied=%d\n",
+			       db_migrations_applied(db, schema, dir));
+		} else {
+			printf("rc=-22 unknown=%s\n", line);
+		}
+		fflush(stdout);
+	}
+	db_close(db);
+	return 0;
+}
