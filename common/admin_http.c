@@ -25,7 +25,7 @@ struct admin_http {
 
 static int
 admin_handle(void *arg, const struct http_request *req,
-	     struct http_response *resp)
+             struct http_response *resp)
 {
 	struct admin_http *a = arg;
 	bool is_metrics = strcmp(req->path, "/metrics") == 0;
@@ -38,7 +38,7 @@ admin_handle(void *arg, const struct http_request *req,
 	    strcmp(req->method, "HEAD") != 0) {
 		http_add_header(resp, "Allow", "GET, HEAD");
 		return http_error(resp, 405, "method_not_allowed",
-				  "only GET is allowed");
+		                  "only GET is allowed");
 	}
 	if (is_metrics) {
 		char *text;
@@ -46,8 +46,8 @@ admin_handle(void *arg, const struct http_request *req,
 		int rc;
 
 		if (a->metrics == NULL)
-			return http_text(resp, 200,
-					 "text/plain; version=0.0.4", "");
+			return http_text(resp, 200, "text/plain; version=0.0.4",
+			                 "");
 		if ((rc = metrics_render(a->metrics, &text, &len)) < 0)
 			return rc;
 		/* hand the rendered buffer over without copying */
@@ -61,7 +61,7 @@ admin_handle(void *arg, const struct http_request *req,
 	if (is_health) {
 		if (a->hooks.healthy != NULL && !a->hooks.healthy(a->hooks.arg))
 			return http_text(resp, 503, NULL,
-					 "main loop not ticking\n");
+			                 "main loop not ticking\n");
 		return http_text(resp, 200, NULL, "ok\n");
 	}
 	/* readyz */
@@ -71,7 +71,7 @@ admin_handle(void *arg, const struct http_request *req,
 
 		if (a->hooks.ready(a->hooks.arg, why, sizeof(why)) < 0) {
 			snprintf(line, sizeof(line), "%s\n",
-				 why[0] ? why : "not ready");
+			         why[0] ? why : "not ready");
 			return http_text(resp, 503, NULL, line);
 		}
 	}
@@ -80,7 +80,7 @@ admin_handle(void *arg, const struct http_request *req,
 
 int
 admin_http_start(const char *listen, struct metrics *m,
-		 const struct admin_http_hooks *hooks, struct http_server **ret)
+                 const struct admin_http_hooks *hooks, struct http_server **ret)
 {
 	struct http_server_conf hc = {
 	    .listen = listen,

@@ -14,9 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -31,11 +29,11 @@
 
 #define ADMIN_REQUEST_MAX     (64 * 1024)
 #define ADMIN_SOCKET_RECV_MAX (2 * ADMIN_REQUEST_MAX)
-#define ADMIN_REPLY_MAX	      (16 * 1024 * 1024) /* client side */
+#define ADMIN_REPLY_MAX       (16 * 1024 * 1024) /* client side */
 #define ADMIN_ERRCODE_MAX     64
 #define ADMIN_ERRMSG_MAX      512
 #define ADMIN_GROUPS_MAX      256
-#define ADMIN_PWBUF	      16384
+#define ADMIN_PWBUF           16384
 
 struct admin_socket {
 	nng_socket sock;
@@ -106,7 +104,7 @@ in_group(const char *user, gid_t primary, gid_t peer_gid, const char *gname)
 /* Fills peer from the ipc credentials of the pipe. */
 static int
 peer_from_pipe(const struct admin_socket *s, nng_pipe pipe,
-	       struct admin_peer *peer)
+               struct admin_peer *peer)
 {
 	uint64_t uid64, gid64;
 	struct passwd pw, *pwp = NULL;
@@ -125,16 +123,16 @@ peer_from_pipe(const struct admin_socket *s, nng_pipe pipe,
 		kasir_strlcpy(peer->user, pwp->pw_name, sizeof(peer->user));
 	else
 		snprintf(peer->user, sizeof(peer->user), "%lu",
-			 (unsigned long)uid);
+		         (unsigned long)uid);
 	if (uid == 0) {
 		peer->role = ADMIN_ROLE_ENGINEER;
 		return 0;
 	}
 	if (in_group(pwp ? pwp->pw_name : NULL, pwp ? pwp->pw_gid : gid, gid,
-		     s->engineer_group))
+	             s->engineer_group))
 		peer->role = ADMIN_ROLE_ENGINEER;
 	else if (in_group(pwp ? pwp->pw_name : NULL, pwp ? pwp->pw_gid : gid,
-			  gid, s->support_group))
+	                  gid, s->support_group))
 		peer->role = ADMIN_ROLE_SUPPORT;
 	return 0;
 }
@@ -220,18 +218,19 @@ handle(struct admin_socket *s, nng_msg *msg)
 	if (s->is_ipc) {
 		if (peer_from_pipe(s, nng_msg_get_pipe(msg), &req.peer) < 0)
 			return error_reply("no_credentials",
-					   "peer credentials unavailable");
+			                   "peer credentials unavailable");
 	}
 	root = cJSON_ParseWithLength(nng_msg_body(msg), len);
 	if (!cJSON_IsObject(root)) {
 		cJSON_Delete(root);
-		return error_reply("bad_request", "request is not a JSON object");
+		return error_reply("bad_request",
+		                   "request is not a JSON object");
 	}
 	v = cJSON_GetObjectItemCaseSensitive(root, "v");
 	if (!cJSON_IsNumber(v) || v->valuedouble != ADMIN_PROTO_VERSION) {
 		cJSON_Delete(root);
 		return error_reply("bad_version",
-				   "unsupported admin protocol version");
+		                   "unsupported admin protocol version");
 	}
 	cmd = cJSON_GetObjectItemCaseSensitive(root, "cmd");
 	if (!cJSON_IsString(cmd) || cmd->valuestring[0] == '\0' ||
@@ -260,14 +259,14 @@ handle(struct admin_socket *s, nng_msg *msg)
 		/* tcp: tests only; trust the stated actor, role support */
 		const char *actor = opt_string(root, "actor");
 		kasir_strlcpy(req.peer.user, actor ? actor : "unknown",
-			      sizeof(req.peer.user));
+		              sizeof(req.peer.user));
 		req.peer.role = ADMIN_ROLE_SUPPORT;
 	}
 	/* "as_role" lowers the role (kasirctl with KASIR_ROLE=support);
 	 * it can never raise it */
 	{
-		const cJSON *as = cJSON_GetObjectItemCaseSensitive(root,
-								   "as_role");
+		const cJSON *as =
+		    cJSON_GetObjectItemCaseSensitive(root, "as_role");
 		enum admin_role want;
 
 		if (as != NULL) {
@@ -276,8 +275,8 @@ handle(struct admin_socket *s, nng_msg *msg)
 				cJSON_Delete(empty);
 				cJSON_Delete(root);
 				return error_reply("bad_request",
-						   "as_role: engineer, support "
-						   "or none");
+				                   "as_role: engineer, support "
+				                   "or none");
 			}
 			if (want < req.peer.role)
 				req.peer.role = want;
@@ -285,16 +284,16 @@ handle(struct admin_socket *s, nng_msg *msg)
 	}
 
 	rc = s->handler(s->arg, &req, &result, code, sizeof(code), emsg,
-			sizeof(emsg));
+	                sizeof(emsg));
 	if (rc < 0) {
 		cJSON_Delete(result);
 		reply = error_reply(code[0] ? code : default_code(rc),
-				    emsg[0] ? emsg : kasir_strerror(rc));
+		                    emsg[0] ? emsg : kasir_strerror(rc));
 	} else {
 		reply = cJSON_CreateObject();
 		if (reply != NULL &&
 		    (cJSON_AddNumberToObject(reply, "v", ADMIN_PROTO_VERSION) ==
-			 NULL ||
+		         NULL ||
 		     cJSON_AddTrueToObject(reply, "ok") == NULL)) {
 			cJSON_Delete(reply);
 			reply = NULL;
@@ -368,44 +367,44 @@ parse_mode(const char *s, int *ret)
 	return 0;
 }
 
-/* Removes path when it is a unix socket nobody listens on. */
+/*
+ * Removes the ipc socket file of url when nobody listens on it (a daemon
+ * that was killed leaves it behind).  The probe is an nng dial: a raw
+ * connect() that closes without the SP handshake was seen to stall the
+ * live listener's next connection for seconds.
+ */
 static int
-remove_stale_socket(const char *path)
+remove_stale_socket(const char *url)
 {
-	struct sockaddr_un sa;
+	const char *path = url + strlen("ipc://");
 	struct stat sb;
-	int fd, rc = 0;
+	nng_socket probe;
+	int rv, rc = 0;
 
 	if (lstat(path, &sb) < 0)
 		return errno == ENOENT ? 0 : -errno;
 	if (!S_ISSOCK(sb.st_mode))
 		return -EEXIST;
-	if (strlen(path) >= sizeof(sa.sun_path))
-		return -ENAMETOOLONG;
-	memset(&sa, 0, sizeof(sa));
-	sa.sun_family = AF_UNIX;
-	memcpy(sa.sun_path, path, strlen(path));
-	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0)
+	if ((rv = nng_req0_open(&probe)) != 0)
+		return nng_to_errno(rv);
+	rv = nng_dial(probe, url, NULL, 0);
+	if (rv == 0)
 		rc = -EADDRINUSE; /* somebody is serving it */
-	else if (errno == ECONNREFUSED && unlink(path) < 0)
+	else if (rv == NNG_ECONNREFUSED && unlink(path) < 0 && errno != ENOENT)
 		rc = -errno;
-	close(fd);
+	nng_close(probe);
 	return rc;
 }
 
 int
 admin_socket_start(const struct admin_socket_conf *conf,
-		   admin_handler_fn handler, void *arg,
-		   struct admin_socket **ret)
+                   admin_handler_fn handler, void *arg,
+                   struct admin_socket **ret)
 {
 	struct admin_socket *s;
 	int rv, rc, mode = 0;
 
-	if (conf == NULL || conf->url == NULL || handler == NULL ||
-	    ret == NULL)
+	if (conf == NULL || conf->url == NULL || handler == NULL || ret == NULL)
 		return -EINVAL;
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
@@ -426,7 +425,7 @@ admin_socket_start(const struct admin_socket_conf *conf,
 	if (s->is_ipc) {
 		if ((rc = parse_mode(conf->mode, &mode)) < 0)
 			goto fail;
-		if ((rc = remove_stale_socket(conf->url + 6)) < 0)
+		if ((rc = remove_stale_socket(conf->url)) < 0)
 			goto fail;
 	}
 	if ((rv = nng_rep0_open(&s->sock)) != 0) {
@@ -434,11 +433,11 @@ admin_socket_start(const struct admin_socket_conf *conf,
 		goto fail;
 	}
 	if ((rv = nng_socket_set_size(s->sock, NNG_OPT_RECVMAXSZ,
-				      ADMIN_SOCKET_RECV_MAX)) != 0 ||
+	                              ADMIN_SOCKET_RECV_MAX)) != 0 ||
 	    (rv = nng_listener_create(&s->listener, s->sock, conf->url)) != 0 ||
-	    (s->is_ipc && (rv = nng_listener_set_int(s->listener,
-						     NNG_OPT_IPC_PERMISSIONS,
-						     mode)) != 0) ||
+	    (s->is_ipc &&
+	     (rv = nng_listener_set_int(s->listener, NNG_OPT_IPC_PERMISSIONS,
+	                                mode)) != 0) ||
 	    (rv = nng_listener_start(s->listener, 0)) != 0) {
 		rc = nng_to_errno(rv);
 		nng_close(s->sock);
@@ -474,7 +473,7 @@ admin_socket_stop(struct admin_socket *s)
 
 int
 admin_call(const char *url, const cJSON *request, int timeout_ms,
-	   cJSON **ret_reply)
+           cJSON **ret_reply)
 {
 	nng_socket sock;
 	nng_msg *msg = NULL;
@@ -493,13 +492,15 @@ admin_call(const char *url, const cJSON *request, int timeout_ms,
 		cJSON_free(text);
 		return nng_to_errno(rv);
 	}
-	if ((rv = nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, timeout_ms)) != 0 ||
-	    (rv = nng_socket_set_ms(sock, NNG_OPT_SENDTIMEO, timeout_ms)) != 0 ||
+	if ((rv = nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, timeout_ms)) !=
+	        0 ||
+	    (rv = nng_socket_set_ms(sock, NNG_OPT_SENDTIMEO, timeout_ms)) !=
+	        0 ||
 	    (rv = nng_socket_set_size(sock, NNG_OPT_RECVMAXSZ,
-				      ADMIN_REPLY_MAX)) != 0 ||
+	                              ADMIN_REPLY_MAX)) != 0 ||
 	    /* no silent re-send: an admin action must not run twice */
 	    (rv = nng_socket_set_ms(sock, NNG_OPT_REQ_RESENDTIME,
-				    NNG_DURATION_INFINITE)) != 0 ||
+	                            NNG_DURATION_INFINITE)) != 0 ||
 	    (rv = nng_dial(sock, url, NULL, 0)) != 0 ||
 	    (rv = nng_send(sock, text, strlen(text), 0)) != 0 ||
 	    (rv = nng_recvmsg(sock, &msg, 0)) != 0) {

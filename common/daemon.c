@@ -29,14 +29,14 @@
 #include "stream.h"
 #include "util.h"
 
-#define DAEMON_TICK_DEFAULT_MS	500
-#define DAEMON_PING_MS		1000
-#define DAEMON_HEALTHY_MS	5000
-#define DAEMON_CONNECT_TIMEOUT	5
-#define DAEMON_STMT_TIMEOUT_MS	10000
-#define DAEMON_MIGRATE_BASE_MS	500
-#define DAEMON_MIGRATE_CAP_MS	10000
-#define DAEMON_WHY_MAX		512
+#define DAEMON_TICK_DEFAULT_MS 500
+#define DAEMON_PING_MS         1000
+#define DAEMON_HEALTHY_MS      5000
+#define DAEMON_CONNECT_TIMEOUT 5
+#define DAEMON_STMT_TIMEOUT_MS 10000
+#define DAEMON_MIGRATE_BASE_MS 500
+#define DAEMON_MIGRATE_CAP_MS  10000
+#define DAEMON_WHY_MAX         512
 
 static bool
 load_bool(const bool *p)
@@ -74,7 +74,7 @@ daemon_ready(void *arg, char *why, size_t why_len)
 	}
 	if (d->ready_hook != NULL)
 		return d->ready_hook(d->ready_arg, why, why_len) < 0 ? -EAGAIN
-								      : 0;
+		                                                     : 0;
 	return 0;
 }
 
@@ -112,7 +112,7 @@ daemon_owner_conf(const struct daemon *d)
 
 void
 daemon_producer_conf(const struct daemon *d, const char *stream, bool fanout,
-		     struct stream_producer_conf *out)
+                     struct stream_producer_conf *out)
 {
 	memset(out, 0, sizeof(*out));
 	out->stream = stream;
@@ -121,19 +121,20 @@ daemon_producer_conf(const struct daemon *d, const char *stream, bool fanout,
 	out->replay_url = d->conf->stream_replay;
 	out->fanout = fanout;
 	out->heartbeat_ms = d->conf->stream_heartbeat_ms > 0
-				? d->conf->stream_heartbeat_ms
-				: 1000;
+	                        ? d->conf->stream_heartbeat_ms
+	                        : 1000;
 	out->max_frame = d->conf->msg_max_frame > 0
-			     ? (size_t)d->conf->msg_max_frame
-			     : ENVELOPE_FRAME_DEFAULT_MAX;
+	                     ? (size_t)d->conf->msg_max_frame
+	                     : ENVELOPE_FRAME_DEFAULT_MAX;
 	out->db = daemon_db_conf(d);
 }
 
 int
 daemon_consumer_conf(const struct daemon *d, const char *stream, bool fanout,
-		     struct stream_consumer_conf *out)
+                     struct stream_consumer_conf *out)
 {
-	const struct base_consume_conf *cc = base_conf_consumer(d->conf, stream);
+	const struct base_consume_conf *cc =
+	    base_conf_consumer(d->conf, stream);
 
 	if (cc == NULL)
 		return -ENOENT;
@@ -145,8 +146,8 @@ daemon_consumer_conf(const struct daemon *d, const char *stream, bool fanout,
 	out->fanout = fanout;
 	out->fast_path = cc->fast_path;
 	out->max_frame = d->conf->msg_max_frame > 0
-			     ? (size_t)d->conf->msg_max_frame
-			     : ENVELOPE_FRAME_DEFAULT_MAX;
+	                     ? (size_t)d->conf->msg_max_frame
+	                     : ENVELOPE_FRAME_DEFAULT_MAX;
 	out->db = daemon_db_conf(d);
 	return 0;
 }
@@ -186,24 +187,24 @@ daemon_migrate(struct daemon *d, const char *runtime_role)
 
 	for (;;) {
 		rc = db_migrate(&oc, d->schema, runtime_role,
-				d->conf->db_migrations, why, sizeof(why));
+		                d->conf->db_migrations, why, sizeof(why));
 		if (rc == 0)
 			break;
 		if (rc != KASIR_EDB) {
 			log_err("migrating schema %s failed: %s", d->schema,
-				why);
+			        why);
 			return rc;
 		}
 		if (!waiting) {
 			log_warning("database unreachable, waiting to migrate "
-				    "schema %s: %s",
-				    d->schema, why);
+			            "schema %s: %s",
+			            d->schema, why);
 			kasir_sd_status("waiting for database");
 			waiting = true;
 		}
 		sig = wait_signal(d->sigfd,
-				  backoff_ms(attempt++, DAEMON_MIGRATE_BASE_MS,
-					     DAEMON_MIGRATE_CAP_MS));
+		                  backoff_ms(attempt++, DAEMON_MIGRATE_BASE_MS,
+		                             DAEMON_MIGRATE_CAP_MS));
 		if (sig == SIGTERM || sig == SIGINT) {
 			log_info("stopped while waiting for the database");
 			return -ECANCELED;
@@ -219,7 +220,7 @@ daemon_migrate(struct daemon *d, const char *runtime_role)
 
 int
 daemon_init(struct daemon *d, const char *name, const struct base_conf *conf,
-	    const char *schema, const char *runtime_role)
+            const char *schema, const char *runtime_role)
 {
 	struct admin_http_hooks hooks;
 	struct db_conf dc;
@@ -251,7 +252,7 @@ daemon_init(struct daemon *d, const char *name, const struct base_conf *conf,
 	}
 	if ((rc = base_conf_keyring(conf, &d->keyring)) < 0) {
 		log_err("building the message key ring failed: %s",
-			kasir_strerror(rc));
+		        kasir_strerror(rc));
 		goto fail;
 	}
 	kasir_sd_status("migrating schema %s", schema);
@@ -262,13 +263,13 @@ daemon_init(struct daemon *d, const char *name, const struct base_conf *conf,
 	dc = daemon_db_conf(d);
 	if ((rc = db_open(&dc, &d->db)) < 0) {
 		log_err("opening the database connection failed: %s",
-			kasir_strerror(rc));
+		        kasir_strerror(rc));
 		goto fail;
 	}
 	store_bool(&d->db_ok, db_is_up(d->db));
 	if ((rc = metrics_new(&d->metrics)) < 0) {
 		log_err("creating the metrics registry failed: %s",
-			kasir_strerror(rc));
+		        kasir_strerror(rc));
 		goto fail;
 	}
 	if (conf->admin_listen != NULL) {
@@ -278,9 +279,9 @@ daemon_init(struct daemon *d, const char *name, const struct base_conf *conf,
 		    .arg = d,
 		};
 		if ((rc = admin_http_start(conf->admin_listen, d->metrics,
-					   &hooks, &d->admin_http)) < 0) {
+		                           &hooks, &d->admin_http)) < 0) {
 			log_err("admin listener on %s failed: %s",
-				conf->admin_listen, kasir_strerror(rc));
+			        conf->admin_listen, kasir_strerror(rc));
 			goto fail;
 		}
 	}
@@ -300,15 +301,15 @@ daemon_ping(struct daemon *d, struct metric *up)
 
 	if (ok && !load_bool(&d->migrations_ok))
 		store_bool(&d->migrations_ok,
-			   db_migrations_applied(d->db, d->schema,
-						 d->conf->db_migrations));
+		           db_migrations_applied(d->db, d->schema,
+		                                 d->conf->db_migrations));
 	if (ok != was) {
 		if (ok) {
 			log_info("database reachable again");
 			kasir_sd_status("running");
 		} else {
 			log_warning("database unreachable: %s",
-				    db_last_error(d->db));
+			            db_last_error(d->db));
 			kasir_sd_status("database unreachable");
 		}
 	}
@@ -329,14 +330,14 @@ daemon_run(struct daemon *d, daemon_tick_fn tick, void *arg)
 	if (wd_ms > 0 && tick_ms > wd_ms / 2)
 		tick_ms = wd_ms / 2 > 0 ? wd_ms / 2 : 1;
 	up = metrics_gauge(d->metrics, "kasir_database_up", NULL,
-			   "1 when the main loop's database ping succeeds");
-	ticks = metrics_counter(d->metrics, "kasir_main_loop_ticks_total",
-				NULL, "main loop iterations");
+	                   "1 when the main loop's database ping succeeds");
+	ticks = metrics_counter(d->metrics, "kasir_main_loop_ticks_total", NULL,
+	                        "main loop iterations");
 	__atomic_store_n(&d->last_tick_ms, now_mono_ms(), __ATOMIC_RELEASE);
 	daemon_ping(d, up);
 	last_ping = now_mono_ms();
 	kasir_sd_ready(load_bool(&d->db_ok) ? "running"
-					     : "database unreachable");
+	                                    : "database unreachable");
 	log_info("%s running", d->name);
 
 	for (;;) {
@@ -345,18 +346,18 @@ daemon_run(struct daemon *d, daemon_tick_fn tick, void *arg)
 		sig = wait_signal(d->sigfd, tick_ms);
 		if (sig < 0) {
 			log_err("waiting for signals failed: %s",
-				kasir_strerror(sig));
+			        kasir_strerror(sig));
 			kasir_sd_stopping();
 			return 1;
 		}
 		if (sig == SIGTERM || sig == SIGINT) {
 			log_info("%s stopping on %s", d->name,
-				 sig == SIGTERM ? "SIGTERM" : "SIGINT");
+			         sig == SIGTERM ? "SIGTERM" : "SIGINT");
 			break;
 		}
 		if (sig == SIGHUP)
 			log_info("SIGHUP ignored: restart the service to "
-				 "reload its configuration");
+			         "reload its configuration");
 		if (tick != NULL)
 			tick(arg);
 		metric_inc(ticks);

@@ -26,14 +26,14 @@
 #include "stream.h"
 #include "util.h"
 
-#define DB_BACKOFF_MIN_MS     100
-#define DB_BACKOFF_MAX_MS     5000
-#define DB_MAX_PREPARED	      256
-#define DB_ERRMSG_MAX	      512
-#define DB_MIGRATION_MAX      (1024 * 1024) /* bytes per migration file */
-#define DB_MIGRATIONS_MAX     1000	    /* files per directory */
-#define DB_IDENT_MAX	      63
-#define DB_STREAM_MIGRATION   "0000_stream"
+#define DB_BACKOFF_MIN_MS   100
+#define DB_BACKOFF_MAX_MS   5000
+#define DB_MAX_PREPARED     256
+#define DB_ERRMSG_MAX       512
+#define DB_MIGRATION_MAX    (1024 * 1024) /* bytes per migration file */
+#define DB_MIGRATIONS_MAX   1000          /* files per directory */
+#define DB_IDENT_MAX        63
+#define DB_STREAM_MIGRATION "0000_stream"
 
 struct kasir_db {
 	char *url;
@@ -42,12 +42,12 @@ struct kasir_db {
 	int connect_timeout_s;
 	int statement_timeout_ms;
 
-	PGconn *pg;	       /* NULL while broken */
-	int64_t next_try_ms;   /* monotonic: earliest reconnect attempt */
-	int64_t backoff_ms;    /* next delay after a failed attempt */
-	bool in_tx;	       /* a transaction is open on pg */
-	bool tx_lost;	       /* the connection broke inside a transaction */
-	bool logged_down;      /* one debug line per outage */
+	PGconn *pg;          /* NULL while broken */
+	int64_t next_try_ms; /* monotonic: earliest reconnect attempt */
+	int64_t backoff_ms;  /* next delay after a failed attempt */
+	bool in_tx;          /* a transaction is open on pg */
+	bool tx_lost;        /* the connection broke inside a transaction */
+	bool logged_down;    /* one debug line per outage */
 
 	char *prepared[DB_MAX_PREPARED]; /* names prepared on pg */
 	size_t nprepared;
@@ -74,7 +74,7 @@ pg_connect(const struct db_conf *conf, char *why, size_t why_len)
 	PGconn *pg;
 
 	snprintf(timeout, sizeof(timeout), "%d",
-		 conf->connect_timeout_s > 0 ? conf->connect_timeout_s : 5);
+	         conf->connect_timeout_s > 0 ? conf->connect_timeout_s : 5);
 	keys[n] = "dbname";
 	vals[n++] = conf->url ? conf->url : "";
 	if (conf->password != NULL) {
@@ -89,7 +89,7 @@ pg_connect(const struct db_conf *conf, char *why, size_t why_len)
 	vals[n++] = timeout;
 	if (conf->statement_timeout_ms > 0) {
 		snprintf(options, sizeof(options), "-c statement_timeout=%d",
-			 conf->statement_timeout_ms);
+		         conf->statement_timeout_ms);
 		keys[n] = "options";
 		vals[n++] = options;
 	}
@@ -140,9 +140,9 @@ static void
 set_error(struct kasir_db *db, const char *sqlstate, const char *msg)
 {
 	snprintf(db->sqlstate, sizeof(db->sqlstate), "%s",
-		 sqlstate ? sqlstate : "");
+	         sqlstate ? sqlstate : "");
 	snprintf(db->errmsg, sizeof(db->errmsg), "%.*s",
-		 msg ? (int)strcspn(msg, "\n") : 0, msg ? msg : "");
+	         msg ? (int)strcspn(msg, "\n") : 0, msg ? msg : "");
 }
 
 static void
@@ -318,8 +318,8 @@ classify(struct kasir_db *db, PGresult *res, PGresult **ret_res)
 		return 0;
 	}
 	state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-	if (st == PGRES_FATAL_ERROR &&
-	    (PQstatus(db->pg) != CONNECTION_OK || sqlstate_is_connection(state))) {
+	if (st == PGRES_FATAL_ERROR && (PQstatus(db->pg) != CONNECTION_OK ||
+	                                sqlstate_is_connection(state))) {
 		set_error(db, state, PQresultErrorMessage(res));
 		PQclear(res);
 		mark_broken(db);
@@ -329,7 +329,7 @@ classify(struct kasir_db *db, PGresult *res, PGresult **ret_res)
 		const char *primary =
 		    PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 		set_error(db, state,
-			  primary ? primary : PQresultErrorMessage(res));
+		          primary ? primary : PQresultErrorMessage(res));
 	}
 	db->in_tx = PQtransactionStatus(db->pg) != PQTRANS_IDLE;
 	PQclear(res);
@@ -364,7 +364,7 @@ is_prepared(const struct kasir_db *db, const char *name)
 
 int
 db_exec(struct kasir_db *db, const struct db_stmt *stmt,
-	const char *const *params, PGresult **ret_res)
+        const char *const *params, PGresult **ret_res)
 {
 	PGresult *res;
 	int rc;
@@ -380,7 +380,7 @@ db_exec(struct kasir_db *db, const struct db_stmt *stmt,
 		if (copy == NULL)
 			return -ENOMEM;
 		res = PQprepare(db->pg, stmt->name, stmt->sql, stmt->nparams,
-				NULL);
+		                NULL);
 		if ((rc = classify(db, res, NULL)) < 0) {
 			free(copy);
 			return rc;
@@ -389,10 +389,10 @@ db_exec(struct kasir_db *db, const struct db_stmt *stmt,
 	}
 	if (is_prepared(db, stmt->name))
 		res = PQexecPrepared(db->pg, stmt->name, stmt->nparams, params,
-				     NULL, NULL, 0);
+		                     NULL, NULL, 0);
 	else /* table full: run it unnamed */
 		res = PQexecParams(db->pg, stmt->sql, stmt->nparams, NULL,
-				   params, NULL, NULL, 0);
+		                   params, NULL, NULL, 0);
 	return classify(db, res, ret_res);
 }
 
@@ -446,8 +446,8 @@ db_commit(struct kasir_db *db)
 	if (res == NULL || PQstatus(db->pg) != CONNECTION_OK ||
 	    (st == PGRES_FATAL_ERROR && sqlstate_is_connection(state))) {
 		set_error(db, state,
-			  res ? PQresultErrorMessage(res)
-			      : PQerrorMessage(db->pg));
+		          res ? PQresultErrorMessage(res)
+		              : PQerrorMessage(db->pg));
 		PQclear(res);
 		db->in_tx = false;
 		mark_broken(db);
@@ -461,7 +461,7 @@ db_commit(struct kasir_db *db)
 		db->in_tx = PQtransactionStatus(db->pg) != PQTRANS_IDLE;
 		if (rolled_back) {
 			set_error(db, "25P02",
-				  "transaction was aborted and rolled back");
+			          "transaction was aborted and rolled back");
 			return KASIR_ESQL;
 		}
 		clear_error(db);
@@ -677,14 +677,14 @@ out_close:
 /* Runs sql on pg; 0, KASIR_EDB (connection) or KASIR_ESQL with why set. */
 static int
 mig_exec(PGconn *pg, const char *sql, int nparams, const char *const *params,
-	 PGresult **ret_res, char *why, size_t why_len, const char *what)
+         PGresult **ret_res, char *why, size_t why_len, const char *what)
 {
 	PGresult *res;
 	ExecStatusType st;
 
 	if (nparams > 0)
-		res = PQexecParams(pg, sql, nparams, NULL, params, NULL, NULL,
-				   0);
+		res =
+		    PQexecParams(pg, sql, nparams, NULL, params, NULL, NULL, 0);
 	else
 		res = PQexec(pg, sql);
 	st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
@@ -699,13 +699,12 @@ mig_exec(PGconn *pg, const char *sql, int nparams, const char *const *params,
 	{
 		const char *state =
 		    res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-		const char *m = res ? PQresultErrorMessage(res)
-				    : PQerrorMessage(pg);
+		const char *m =
+		    res ? PQresultErrorMessage(res) : PQerrorMessage(pg);
 		bool conn = PQstatus(pg) != CONNECTION_OK ||
-			    sqlstate_is_connection(state);
-		snprintf(why, why_len, "%s: %s%s%.*s", what,
-			 state ? state : "", state ? " " : "",
-			 (int)strcspn(m, "\n"), m);
+		            sqlstate_is_connection(state);
+		snprintf(why, why_len, "%s: %s%s%.*s", what, state ? state : "",
+		         state ? " " : "", (int)strcspn(m, "\n"), m);
 		PQclear(res);
 		return conn ? KASIR_EDB : KASIR_ESQL;
 	}
@@ -713,26 +712,26 @@ mig_exec(PGconn *pg, const char *sql, int nparams, const char *const *params,
 
 /* Applies one migration and its record in one transaction. */
 static int
-apply_one(PGconn *pg, const char *qschema, const char *version,
-	  const char *sql, char *why, size_t why_len)
+apply_one(PGconn *pg, const char *qschema, const char *version, const char *sql,
+          char *why, size_t why_len)
 {
 	char ins[256];
 	const char *params[1] = {version};
 	int rc;
 
 	snprintf(ins, sizeof(ins),
-		 "INSERT INTO %s.schema_migrations (version, applied_at) "
-		 "VALUES ($1, now())",
-		 qschema);
-	if ((rc = mig_exec(pg, "BEGIN", 0, NULL, NULL, why, why_len,
-			   version)) < 0)
+	         "INSERT INTO %s.schema_migrations (version, applied_at) "
+	         "VALUES ($1, now())",
+	         qschema);
+	if ((rc = mig_exec(pg, "BEGIN", 0, NULL, NULL, why, why_len, version)) <
+	    0)
 		return rc;
 	if ((rc = mig_exec(pg, sql, 0, NULL, NULL, why, why_len, version)) <
-		0 ||
+	        0 ||
 	    (rc = mig_exec(pg, ins, 1, params, NULL, why, why_len, version)) <
-		0 ||
+	        0 ||
 	    (rc = mig_exec(pg, "COMMIT", 0, NULL, NULL, why, why_len,
-			   version)) < 0) {
+	                   version)) < 0) {
 		PQclear(PQexec(pg, "ROLLBACK"));
 		return rc;
 	}
@@ -750,8 +749,7 @@ recorded(PGresult *res, const char *version)
 
 int
 db_migrate(const struct db_conf *conf, const char *schema,
-	   const char *runtime_role, const char *dir, char *why,
-	   size_t why_len)
+           const char *runtime_role, const char *dir, char *why, size_t why_len)
 {
 	char qschema[2 * DB_IDENT_MAX + 3], sql[512], lockkey[96];
 	char **names = NULL;
@@ -786,53 +784,52 @@ db_migrate(const struct db_conf *conf, const char *schema,
 	snprintf(lockkey, sizeof(lockkey), "kasir.migrate.%s", schema);
 	params[0] = lockkey;
 	if ((rc = mig_exec(pg, "SELECT pg_advisory_lock(hashtext($1))", 1,
-			   params, NULL, why, why_len, "advisory lock")) < 0)
+	                   params, NULL, why, why_len, "advisory lock")) < 0)
 		goto out;
 
 	/* the schema is normally created by deploy/sql/bootstrap.sql; create
 	 * it only when missing (the owner may lack CREATE on the database) */
 	params[0] = schema;
-	if ((rc = mig_exec(pg,
-			   "SELECT 1 FROM pg_namespace WHERE nspname = $1", 1,
-			   params, &res, why, why_len, "schema lookup")) < 0)
+	if ((rc = mig_exec(pg, "SELECT 1 FROM pg_namespace WHERE nspname = $1",
+	                   1, params, &res, why, why_len, "schema lookup")) < 0)
 		goto out_unlock;
 	if (PQntuples(res) == 0) {
 		snprintf(sql, sizeof(sql), "CREATE SCHEMA %s", qschema);
 		if ((rc = mig_exec(pg, sql, 0, NULL, NULL, why, why_len,
-				   "create schema")) < 0)
+		                   "create schema")) < 0)
 			goto out_unlock;
 	}
 	PQclear(res);
 	res = NULL;
 	snprintf(sql, sizeof(sql),
-		 "CREATE TABLE IF NOT EXISTS %s.schema_migrations ("
-		 "version text PRIMARY KEY, "
-		 "applied_at timestamptz NOT NULL DEFAULT now())",
-		 qschema);
+	         "CREATE TABLE IF NOT EXISTS %s.schema_migrations ("
+	         "version text PRIMARY KEY, "
+	         "applied_at timestamptz NOT NULL DEFAULT now())",
+	         qschema);
 	if ((rc = mig_exec(pg, sql, 0, NULL, NULL, why, why_len,
-			   "schema_migrations")) < 0)
+	                   "schema_migrations")) < 0)
 		goto out_unlock;
 	snprintf(sql, sizeof(sql), "SELECT version FROM %s.schema_migrations",
-		 qschema);
+	         qschema);
 	if ((rc = mig_exec(pg, sql, 0, NULL, &res, why, why_len,
-			   "schema_migrations")) < 0)
+	                   "schema_migrations")) < 0)
 		goto out_unlock;
 
 	if (!recorded(res, DB_STREAM_MIGRATION)) {
 		char *stream_sql = NULL;
 		if ((rc = stream_migration_sql(schema, runtime_role,
-					       &stream_sql)) < 0) {
+		                               &stream_sql)) < 0) {
 			snprintf(why, why_len, "%s: %s", DB_STREAM_MIGRATION,
-				 kasir_strerror(rc));
+			         kasir_strerror(rc));
 			goto out_unlock;
 		}
 		rc = apply_one(pg, qschema, DB_STREAM_MIGRATION, stream_sql,
-			       why, why_len);
+		               why, why_len);
 		free(stream_sql);
 		if (rc < 0)
 			goto out_unlock;
 		log_debug("migration %s.%s applied", schema,
-			  DB_STREAM_MIGRATION);
+		          DB_STREAM_MIGRATION);
 	}
 	for (size_t i = 0; i < nnames; i++) {
 		char *text = NULL;
@@ -841,7 +838,7 @@ db_migrate(const struct db_conf *conf, const char *schema,
 			continue;
 		if ((rc = read_file(dir, names[i], &text)) < 0) {
 			snprintf(why, why_len, "%s/%s.sql: %s", dir, names[i],
-				 kasir_strerror(rc));
+			         kasir_strerror(rc));
 			goto out_unlock;
 		}
 		rc = apply_one(pg, qschema, names[i], text, why, why_len);
@@ -855,8 +852,9 @@ out_unlock:
 	PQclear(res);
 	params[0] = lockkey;
 	if (PQstatus(pg) == CONNECTION_OK)
-		PQclear(PQexecParams(pg, "SELECT pg_advisory_unlock(hashtext($1))",
-				     1, NULL, params, NULL, NULL, 0));
+		PQclear(PQexecParams(pg,
+		                     "SELECT pg_advisory_unlock(hashtext($1))",
+		                     1, NULL, params, NULL, NULL, 0));
 out:
 	PQfinish(pg);
 	free_names(names, nnames);
@@ -864,8 +862,7 @@ out:
 }
 
 bool
-db_migrations_applied(struct kasir_db *db, const char *schema,
-		      const char *dir)
+db_migrations_applied(struct kasir_db *db, const char *schema, const char *dir)
 {
 	char **names = NULL;
 	size_t nnames = 0;
@@ -879,7 +876,7 @@ db_migrations_applied(struct kasir_db *db, const char *schema,
 	if (list_migrations(dir, &names, &nnames) < 0)
 		return false;
 	snprintf(sql, sizeof(sql),
-		 "SELECT version FROM \"%s\".schema_migrations", schema);
+	         "SELECT version FROM \"%s\".schema_migrations", schema);
 	res = PQexec(db->pg, sql);
 	if (classify(db, res, &res) < 0)
 		goto out;

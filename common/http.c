@@ -37,18 +37,18 @@
 #include "http.h"
 #include "log.h"
 
-#define HTTP_DEFAULT_MAX_CONN	  1000
-#define HTTP_DEFAULT_PER_IP	  100
-#define HTTP_DEFAULT_TIMEOUT_S	  10
-#define HTTP_DEFAULT_BODY_MAX	  (64 * 1024)
-#define HTTP_DEFAULT_THREADS	  2
-#define HTTP_MAX_THREADS	  64
-#define HTTP_CONN_MEMORY_LIMIT	  (32 * 1024) /* per connection: headers */
-#define HTTP_LISTEN_BACKLOG	  128
-#define HTTP_STOP_DRAIN_MS	  2000 /* wait for 503s of pending requests */
+#define HTTP_DEFAULT_MAX_CONN  1000
+#define HTTP_DEFAULT_PER_IP    100
+#define HTTP_DEFAULT_TIMEOUT_S 10
+#define HTTP_DEFAULT_BODY_MAX  (64 * 1024)
+#define HTTP_DEFAULT_THREADS   2
+#define HTTP_MAX_THREADS       64
+#define HTTP_CONN_MEMORY_LIMIT (32 * 1024) /* per connection: headers */
+#define HTTP_LISTEN_BACKLOG    128
+#define HTTP_STOP_DRAIN_MS     2000 /* wait for 503s of pending requests */
 /* A chunked body that crossed the cap is read and dropped up to this many
  * more bytes so the client can get its 413; beyond it we hang up. */
-#define HTTP_DRAIN_MAX		  (1024 * 1024)
+#define HTTP_DRAIN_MAX (1024 * 1024)
 
 struct req_ctx;
 
@@ -56,8 +56,8 @@ struct req_ctx;
 struct http_pending {
 	struct req_ctx *ctx;
 	struct http_pending *prev, *next; /* server's list of open deferrals */
-	bool completed;			  /* response stored, resume issued */
-	struct http_response resp;	  /* the stored response */
+	bool completed;                   /* response stored, resume issued */
+	struct http_response resp;        /* the stored response */
 };
 
 struct req_ctx {
@@ -66,9 +66,9 @@ struct req_ctx {
 	char *body;
 	size_t body_len, body_cap;
 	size_t discarded; /* bytes dropped after the cap was crossed */
-	bool too_big;	  /* cap crossed; answer 413 */
-	bool answered;	  /* a response has been queued */
-	bool deferred;	  /* http_defer() succeeded */
+	bool too_big;     /* cap crossed; answer 413 */
+	bool answered;    /* a response has been queued */
+	bool deferred;    /* http_defer() succeeded */
 	struct http_pending pending;
 };
 
@@ -83,7 +83,7 @@ struct http_server {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct http_pending *pending; /* deferred, not yet completed */
-	unsigned deferred_live;	      /* deferred contexts not yet freed */
+	unsigned deferred_live;       /* deferred contexts not yet freed */
 	bool stopping;
 	void (*free_arg)(void *arg); /* run at the end of stop */
 };
@@ -112,7 +112,7 @@ http_query(const struct http_request *req, const char *name)
 	if (req == NULL || req->conn == NULL || name == NULL)
 		return NULL;
 	return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND,
-					   name);
+	                                   name);
 }
 
 static void
@@ -124,7 +124,7 @@ response_clear(struct http_response *resp)
 
 static int
 response_set(struct http_response *resp, int status, const char *ctype,
-	     const char *body, size_t len)
+             const char *body, size_t len)
 {
 	char *copy = malloc(len + 1);
 
@@ -151,15 +151,14 @@ http_json(struct http_response *resp, int status, const struct cJSON *json)
 	text = cJSON_PrintUnformatted(json);
 	if (text == NULL)
 		return -ENOMEM;
-	rc = response_set(resp, status, "application/json", text,
-			  strlen(text));
+	rc = response_set(resp, status, "application/json", text, strlen(text));
 	cJSON_free(text);
 	return rc;
 }
 
 int
 http_error(struct http_response *resp, int status, const char *code,
-	   const char *message)
+           const char *message)
 {
 	cJSON *root, *err;
 	int rc = -ENOMEM;
@@ -172,9 +171,9 @@ http_error(struct http_response *resp, int status, const char *code,
 	err = cJSON_AddObjectToObject(root, "error");
 	if (err == NULL ||
 	    cJSON_AddStringToObject(err, "code", code ? code : "error") ==
-		NULL ||
+	        NULL ||
 	    cJSON_AddStringToObject(err, "message", message ? message : "") ==
-		NULL)
+	        NULL)
 		goto out;
 	rc = http_json(resp, status, root);
 out:
@@ -184,18 +183,18 @@ out:
 
 int
 http_text(struct http_response *resp, int status, const char *ctype,
-	  const char *text)
+          const char *text)
 {
 	if (resp == NULL || text == NULL)
 		return -EINVAL;
 	return response_set(resp, status,
-			    ctype ? ctype : "text/plain; charset=utf-8", text,
-			    strlen(text));
+	                    ctype ? ctype : "text/plain; charset=utf-8", text,
+	                    strlen(text));
 }
 
 void
-http_add_header(struct http_response *resp, const char *name,
-		const char *fmt, ...)
+http_add_header(struct http_response *resp, const char *name, const char *fmt,
+                ...)
 {
 	va_list ap;
 
@@ -204,7 +203,7 @@ http_add_header(struct http_response *resp, const char *name,
 		return;
 	va_start(ap, fmt);
 	vsnprintf(resp->headers[resp->nheaders].value,
-		  sizeof(resp->headers[0].value), fmt, ap);
+	          sizeof(resp->headers[0].value), fmt, ap);
 	va_end(ap);
 	resp->headers[resp->nheaders].name = name;
 	resp->nheaders++;
@@ -229,7 +228,7 @@ queue(struct req_ctx *ctx, struct MHD_Connection *conn,
 
 	if (status < 200 || status > 599 || (status >= 300 && status < 400)) {
 		log_debug("http %s: handler status %d for %s replaced by 500",
-			  ctx->srv->name, status, ctx->req.path);
+		          ctx->srv->name, status, ctx->req.path);
 		response_clear(resp);
 		status = 500;
 	}
@@ -239,25 +238,23 @@ queue(struct req_ctx *ctx, struct MHD_Connection *conn,
 		    MHD_RESPMEM_PERSISTENT);
 	else if (resp->body == NULL)
 		r = MHD_create_response_from_buffer(0, (void *)(uintptr_t) "",
-						    MHD_RESPMEM_PERSISTENT);
+		                                    MHD_RESPMEM_PERSISTENT);
 	else
 		r = MHD_create_response_from_buffer(resp->body_len, resp->body,
-						    MHD_RESPMEM_MUST_FREE);
+		                                    MHD_RESPMEM_MUST_FREE);
 	if (r == NULL) {
 		response_clear(resp);
 		return MHD_NO;
 	}
 	resp->body = NULL; /* MHD owns it now */
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
-				resp->content_type ? resp->content_type
-						   : "application/json");
-	for (size_t i = 0; i < sizeof(security_headers) /
-				   sizeof(security_headers[0]);
-	     i++)
+	                        resp->content_type ? resp->content_type
+	                                           : "application/json");
+	for (size_t i = 0;
+	     i < sizeof(security_headers) / sizeof(security_headers[0]); i++)
 		MHD_add_response_header(r, security_headers[i].name,
-					security_headers[i].value);
-	for (int i = 0; i < resp->nheaders && i < HTTP_MAX_EXTRA_HEADERS;
-	     i++) {
+		                        security_headers[i].value);
+	for (int i = 0; i < resp->nheaders && i < HTTP_MAX_EXTRA_HEADERS; i++) {
 		const char *n = resp->headers[i].name;
 		if (n == NULL || strcasecmp(n, "Location") == 0)
 			continue;
@@ -273,7 +270,7 @@ queue(struct req_ctx *ctx, struct MHD_Connection *conn,
 
 static enum MHD_Result
 queue_error(struct req_ctx *ctx, struct MHD_Connection *conn, int status,
-	    const char *code, const char *message)
+            const char *code, const char *message)
 {
 	struct http_response resp;
 
@@ -293,10 +290,10 @@ client_ip(struct MHD_Connection *conn, char *buf, size_t len)
 	if (ci == NULL || ci->client_addr == NULL)
 		return;
 	socklen_t sl = ci->client_addr->sa_family == AF_INET6
-			   ? sizeof(struct sockaddr_in6)
-			   : sizeof(struct sockaddr_in);
+	                   ? sizeof(struct sockaddr_in6)
+	                   : sizeof(struct sockaddr_in);
 	if (getnameinfo(ci->client_addr, sl, buf, (socklen_t)len, NULL, 0,
-			NI_NUMERICHOST) != 0)
+	                NI_NUMERICHOST) != 0)
 		snprintf(buf, len, "unknown");
 }
 
@@ -340,26 +337,28 @@ dispatch(struct req_ctx *ctx, struct MHD_Connection *conn)
 	if (ctx->deferred) {
 		/* the pending handle owns the answer now */
 		if (rc != HTTP_DEFERRED)
-			log_debug("http %s: handler deferred %s but returned %d",
-				  srv->name, ctx->req.path, rc);
+			log_debug(
+			    "http %s: handler deferred %s but returned %d",
+			    srv->name, ctx->req.path, rc);
 		response_clear(&resp);
 		return MHD_YES;
 	}
 	if (rc < 0 || rc == HTTP_DEFERRED) {
 		log_debug("http %s: handler failed for %s %s: %s", srv->name,
-			  ctx->req.method, ctx->req.path,
-			  rc < 0 ? kasir_strerror(rc) : "deferred without defer");
+		          ctx->req.method, ctx->req.path,
+		          rc < 0 ? kasir_strerror(rc)
+		                 : "deferred without defer");
 		response_clear(&resp);
 		return queue_error(ctx, conn, 500, "internal",
-				   "internal error");
+		                   "internal error");
 	}
 	return queue(ctx, conn, &resp);
 }
 
 static enum MHD_Result
 access_cb(void *cls, struct MHD_Connection *conn, const char *url,
-	  const char *method, const char *version, const char *upload_data,
-	  size_t *upload_data_size, void **con_cls)
+          const char *method, const char *version, const char *upload_data,
+          size_t *upload_data_size, void **con_cls)
 {
 	struct http_server *srv = cls;
 	struct req_ctx *ctx = *con_cls;
@@ -381,8 +380,8 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 		client_ip(conn, ctx->req.client_ip, sizeof(ctx->req.client_ip));
 		*con_cls = ctx;
 
-		cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-						 MHD_HTTP_HEADER_CONTENT_LENGTH);
+		cl = MHD_lookup_connection_value(
+		    conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl != NULL) {
 			char *end;
 			errno = 0;
@@ -390,7 +389,7 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 			if (errno != 0 || end == cl || n > srv->body_max) {
 				ctx->too_big = true;
 				return queue_error(ctx, conn, 413, "too_large",
-						   "request body too large");
+				                   "request body too large");
 			}
 		}
 		return MHD_YES;
@@ -422,7 +421,7 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 		return MHD_YES;
 	if (ctx->too_big)
 		return queue_error(ctx, conn, 413, "too_large",
-				   "request body too large");
+		                   "request body too large");
 	if (ctx->deferred) {
 		struct http_response resp;
 		bool done;
@@ -431,7 +430,8 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 		done = ctx->pending.completed;
 		if (done) {
 			resp = ctx->pending.resp;
-			memset(&ctx->pending.resp, 0, sizeof(ctx->pending.resp));
+			memset(&ctx->pending.resp, 0,
+			       sizeof(ctx->pending.resp));
 		}
 		pthread_mutex_unlock(&srv->lock);
 		if (!done)
@@ -443,7 +443,7 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 
 static void
 completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
-	     enum MHD_RequestTerminationCode toe)
+             enum MHD_RequestTerminationCode toe)
 {
 	struct http_server *srv = cls;
 	struct req_ctx *ctx = *con_cls;
@@ -508,7 +508,7 @@ http_defer(const struct http_request *req, struct http_pending **ret)
 /* Called with srv->lock held. */
 static void
 pending_complete_locked(struct http_server *srv, struct http_pending *p,
-			struct http_response *resp)
+                        struct http_response *resp)
 {
 	if (p->completed) {
 		response_clear(resp);
@@ -560,8 +560,7 @@ mhd_logger(void *cls, const char *fmt, va_list ap)
  * written empty for ":port".
  */
 static int
-parse_listen(const char *addr, char *host, size_t hlen, char *port,
-	     size_t plen)
+parse_listen(const char *addr, char *host, size_t hlen, char *port, size_t plen)
 {
 	const char *colon;
 	size_t n;
@@ -603,8 +602,8 @@ open_listener(const char *addr, int *ret_fd, int *ret_port)
 	struct addrinfo hints, *res = NULL, *ai;
 	int fd = -1, rc, err = -EADDRNOTAVAIL;
 
-	if ((rc = parse_listen(addr, host, sizeof(host), port,
-			       sizeof(port))) < 0)
+	if ((rc = parse_listen(addr, host, sizeof(host), port, sizeof(port))) <
+	    0)
 		return rc;
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_socktype = SOCK_STREAM;
@@ -615,7 +614,7 @@ open_listener(const char *addr, int *ret_fd, int *ret_port)
 		int one = 1, zero = 0;
 
 		fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC,
-			    ai->ai_protocol);
+		            ai->ai_protocol);
 		if (fd < 0) {
 			err = -errno;
 			continue;
@@ -623,7 +622,7 @@ open_listener(const char *addr, int *ret_fd, int *ret_port)
 		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 		if (ai->ai_family == AF_INET6 && host[0] == '\0')
 			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero,
-				   sizeof(zero));
+			           sizeof(zero));
 		if (bind(fd, ai->ai_addr, ai->ai_addrlen) == 0 &&
 		    listen(fd, HTTP_LISTEN_BACKLOG) == 0)
 			break;
@@ -652,7 +651,7 @@ open_listener(const char *addr, int *ret_fd, int *ret_port)
 
 int
 http_server_start(const struct http_server_conf *conf, http_handler_fn handler,
-		  void *arg, struct http_server **ret)
+                  void *arg, struct http_server **ret)
 {
 	struct http_server *srv;
 	unsigned max_conn, per_ip, timeout, threads, flags;
@@ -668,14 +667,14 @@ http_server_start(const struct http_server_conf *conf, http_handler_fn handler,
 	srv->lsock = -1;
 	srv->body_max = conf->body_max ? conf->body_max : HTTP_DEFAULT_BODY_MAX;
 	snprintf(srv->name, sizeof(srv->name), "%s",
-		 conf->name ? conf->name : "http");
+	         conf->name ? conf->name : "http");
 	pthread_mutex_init(&srv->lock, NULL);
 	pthread_cond_init(&srv->cond, NULL);
 
 	max_conn = conf->max_connections ? conf->max_connections
-					 : HTTP_DEFAULT_MAX_CONN;
+	                                 : HTTP_DEFAULT_MAX_CONN;
 	per_ip = conf->per_ip_connections ? conf->per_ip_connections
-					  : HTTP_DEFAULT_PER_IP;
+	                                  : HTTP_DEFAULT_PER_IP;
 	timeout = conf->timeout_s ? conf->timeout_s : HTTP_DEFAULT_TIMEOUT_S;
 	threads = conf->threads ? conf->threads : HTTP_DEFAULT_THREADS;
 	if (threads > HTTP_MAX_THREADS)
@@ -685,7 +684,7 @@ http_server_start(const struct http_server_conf *conf, http_handler_fn handler,
 		goto fail;
 
 	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL |
-		MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
+	        MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_ERROR_LOG;
 	srv->mhd = MHD_start_daemon(
 	    flags, 0, NULL, NULL, access_cb, srv, MHD_OPTION_LISTEN_SOCKET,
 	    (MHD_socket)srv->lsock, MHD_OPTION_CONNECTION_TIMEOUT, timeout,
@@ -750,8 +749,8 @@ http_server_stop(struct http_server *srv)
 	clock_gettime(CLOCK_REALTIME, &deadline);
 	deadline.tv_sec += HTTP_STOP_DRAIN_MS / 1000;
 	while (srv->deferred_live > 0) {
-		if (pthread_cond_timedwait(&srv->cond, &srv->lock,
-					   &deadline) == ETIMEDOUT)
+		if (pthread_cond_timedwait(&srv->cond, &srv->lock, &deadline) ==
+		    ETIMEDOUT)
 			break;
 	}
 	pthread_mutex_unlock(&srv->lock);

@@ -36,18 +36,18 @@ static const char *const kind_names[] = {
 };
 
 struct metric {
-	struct metric *next;	/* next series, registration order */
+	struct metric *next;     /* next series, registration order */
 	struct metric *fam_next; /* next series of the same family */
 	enum metric_kind kind;
 	char *name;
-	char *labels; /* "" when none */
-	char *help;   /* only meaningful on the family head */
+	char *labels;           /* "" when none */
+	char *help;             /* only meaningful on the family head */
 	_Atomic uint64_t value; /* counter: count; gauge: double bits */
 	/* histogram */
 	size_t nbounds;
 	double bounds[METRICS_MAX_BOUNDS];
 	_Atomic uint64_t buckets[METRICS_MAX_BOUNDS + 1]; /* last = +Inf */
-	_Atomic uint64_t sum;				   /* double bits */
+	_Atomic uint64_t sum;                             /* double bits */
 	_Atomic uint64_t count;
 };
 
@@ -137,13 +137,12 @@ name_valid(const char *name)
 {
 	size_t i;
 
-	if (name == NULL || name[0] == '\0' ||
-	    strlen(name) > METRICS_NAME_MAX)
+	if (name == NULL || name[0] == '\0' || strlen(name) > METRICS_NAME_MAX)
 		return false;
 	for (i = 0; name[i] != '\0'; i++) {
 		char c = name[i];
 		bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-			     c == '_' || c == ':';
+		             c == '_' || c == ':';
 		if (!alpha && !(i > 0 && c >= '0' && c <= '9'))
 			return false;
 	}
@@ -154,8 +153,8 @@ name_valid(const char *name)
  * invalid name or kind conflict (programmer errors, asserted). */
 static struct metric *
 metrics_register(struct metrics *m, enum metric_kind kind, const char *name,
-		 const char *labels, const char *help, const double *bounds,
-		 size_t nbounds)
+                 const char *labels, const char *help, const double *bounds,
+                 size_t nbounds)
 {
 	struct metric *x, *last_of_fam = NULL;
 
@@ -227,26 +226,26 @@ fail:
 
 struct metric *
 metrics_counter(struct metrics *m, const char *name, const char *labels,
-		const char *help)
+                const char *help)
 {
 	return metrics_register(m, METRIC_COUNTER, name, labels, help, NULL, 0);
 }
 
 struct metric *
 metrics_gauge(struct metrics *m, const char *name, const char *labels,
-	      const char *help)
+              const char *help)
 {
 	return metrics_register(m, METRIC_GAUGE, name, labels, help, NULL, 0);
 }
 
 struct metric *
 metrics_histogram(struct metrics *m, const char *name, const char *labels,
-		  const char *help, const double *bounds, size_t nbounds)
+                  const char *help, const double *bounds, size_t nbounds)
 {
 	if (bounds == NULL && nbounds > 0)
 		return NULL;
-	return metrics_register(m, METRIC_HISTOGRAM, name, labels, help,
-				bounds, nbounds);
+	return metrics_register(m, METRIC_HISTOGRAM, name, labels, help, bounds,
+	                        nbounds);
 }
 
 void
@@ -393,14 +392,14 @@ fmt_double(double v, char *buf, size_t len)
 /* "name{labels}" or "name{labels,extra}" or "name" */
 static void
 out_series(struct outbuf *o, const char *name, const char *suffix,
-	   const char *labels, const char *extra)
+           const char *labels, const char *extra)
 {
 	bool has_l = labels[0] != '\0', has_e = extra != NULL;
 
 	out_printf(o, "%s%s", name, suffix);
 	if (has_l || has_e)
 		out_printf(o, "{%s%s%s}", has_l ? labels : "",
-			   has_l && has_e ? "," : "", has_e ? extra : "");
+		           has_l && has_e ? "," : "", has_e ? extra : "");
 }
 
 static void
@@ -426,7 +425,7 @@ render_series(struct outbuf *o, const struct metric *x)
 	case METRIC_COUNTER:
 		out_series(o, x->name, "", x->labels, NULL);
 		out_printf(o, " %llu\n",
-			   (unsigned long long)atomic_load(&x->value));
+		           (unsigned long long)atomic_load(&x->value));
 		break;
 	case METRIC_GAUGE:
 		fmt_double(bits_dbl(atomic_load(&x->value)), num, sizeof(num));
@@ -450,7 +449,7 @@ render_series(struct outbuf *o, const struct metric *x)
 		out_printf(o, " %s\n", num);
 		out_series(o, x->name, "_count", x->labels, NULL);
 		out_printf(o, " %llu\n",
-			   (unsigned long long)atomic_load(&x->count));
+		           (unsigned long long)atomic_load(&x->count));
 		break;
 	}
 	}
@@ -493,7 +492,7 @@ metrics_render(struct metrics *m, char **ret, size_t *ret_len)
 		out_printf(&o, "# HELP %s ", x->name);
 		out_help(&o, x->help);
 		out_printf(&o, "\n# TYPE %s %s\n", x->name,
-			   kind_names[x->kind]);
+		           kind_names[x->kind]);
 		for (struct metric *y = x; y != NULL; y = y->fam_next)
 			render_series(&o, y);
 	}

@@ -348,8 +348,7 @@ cmd_doctor(struct ctl *c, int argc, char **argv)
 		        "systemctl status <unit>; journalctl -u <unit>; "
 		        "restart it: it catches up from its cursors with no "
 		        "other action",
-		        "%s is not answering (%s)", ctl_svc_name(s),
-		        err[s].message);
+		        "%s", err[s].message);
 	}
 	for (size_t i = 0; i < ARRAY_SIZE(fact_svcs); i++) {
 		enum ctl_svc s = fact_svcs[i];

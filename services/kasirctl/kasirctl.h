@@ -136,8 +136,8 @@ struct ctl {
 	char target[CTL_ARG_MAX]; /* order id, incident id... */
 	struct cJSON *audit_args; /* owned */
 	const char *result;       /* "ok" | "refused" | "failed" */
-	char error[512];
-	bool changing; /* the command changes something */
+	char error[704];          /* "service: code: message" */
+	bool changing;            /* the command changes something */
 };
 
 const char *ctl_role_name(enum admin_role r);

@@ -206,11 +206,13 @@ check_incident(struct ctl *c)
 		return 0;
 	}
 	r = ops_incident_get(c, c->incident_id, &inc);
-	if (r == KASIR_ENOTFOUND)
+	if (r == KASIR_ENOTFOUND) {
+		c->incident_id = 0; /* the audit row cannot point to it */
 		return out_fail_local(c, "incident_not_found", CTL_EXIT_FAILED,
 		                      "there is no incident %s "
 		                      "(kasirctl incident list)",
 		                      c->incident);
+	}
 	if (r < 0)
 		return out_fail_local(c, "database_unavailable",
 		                      CTL_EXIT_UNAVAILABLE, "ops database: %s",

@@ -1,8 +1,9 @@
 /*
  * ops.c - the "ops" schema, kasirctl's own: ops.audit (every command run),
  * ops.incident and ops.incident_note.  Parameterized SQL only, as the
- * runtime role kasir_ctl; migrations (migrations/*.sql) are applied on
- * first use as kasir_ctl_owner when database.migrate_url is configured.
+ * runtime role kasir_ctl.  The schema's migrations (services/kasirctl/
+ * migrations) are applied on first use as kasir_ctl_owner when
+ * database.migrate_url is configured.
  */
 #include <errno.h>
 #include <inttypes.h>

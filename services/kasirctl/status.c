@@ -33,12 +33,16 @@ ctl_collect_status(struct ctl *c, cJSON *st[SVC_COUNT],
  * cursor. */
 static cJSON *
 lag_row(const char *stream, enum ctl_svc prod, enum ctl_svc cons,
-        const cJSON *head, const cJSON *cursor)
+        const cJSON *head, const cJSON *cursor, bool consumer_up)
 {
-	cJSON *o = cJSON_CreateObject();
+	cJSON *o = cJSON_CreateObject(), *zero = NULL;
 
 	if (o == NULL)
 		return NULL;
+	/* a consumer that answers but has no cursor row yet has applied
+	 * nothing: cursor 0 */
+	if (consumer_up && !cJSON_IsNumber(cursor))
+		cursor = zero = cJSON_CreateNumber(0);
 	cJSON_AddStringToObject(o, "stream", stream);
 	cJSON_AddStringToObject(o, "producer", ctl_svc_name(prod));
 	cJSON_AddStringToObject(o, "consumer", ctl_svc_name(cons));
@@ -53,6 +57,7 @@ lag_row(const char *stream, enum ctl_svc prod, enum ctl_svc cons,
 		cJSON_AddNullToObject(o, "cursor");
 		cJSON_AddNullToObject(o, "lag");
 	}
+	cJSON_Delete(zero);
 	return o;
 }
 
@@ -71,12 +76,14 @@ ctl_stream_lags(cJSON *const st[SVC_COUNT])
 	    arr, lag_row("ingest", SVC_INGEST, SVC_ORDER,
 	                 cJSON_GetObjectItemCaseSensitive(st[SVC_INGEST],
 	                                                  "stream_head"),
-	                 cJSON_GetObjectItemCaseSensitive(cursors, "ingest")));
+	                 cJSON_GetObjectItemCaseSensitive(cursors, "ingest"),
+	                 st[SVC_ORDER] != NULL));
 	cJSON_AddItemToArray(
 	    arr, lag_row("recon", SVC_RECONCILER, SVC_ORDER,
 	                 cJSON_GetObjectItemCaseSensitive(st[SVC_RECONCILER],
 	                                                  "recon_head"),
-	                 cJSON_GetObjectItemCaseSensitive(cursors, "recon")));
+	                 cJSON_GetObjectItemCaseSensitive(cursors, "recon"),
+	                 st[SVC_ORDER] != NULL));
 	for (int s = SVC_NOTIFIER; s <= SVC_RECONCILER; s++) {
 		const cJSON *head = orders_head;
 
@@ -86,7 +93,8 @@ ctl_stream_lags(cJSON *const st[SVC_COUNT])
 		cJSON_AddItemToArray(
 		    arr, lag_row("orders", SVC_ORDER, (enum ctl_svc)s, head,
 		                 cJSON_GetObjectItemCaseSensitive(
-		                     st[s], "orders_cursor")));
+		                     st[s], "orders_cursor"),
+		                 false));
 	}
 	return arr;
 }

@@ -621,7 +621,7 @@ notifier_admin(void *arg, const struct admin_request *req, cJSON **ret_result,
 	if (req->peer.role == ADMIN_ROLE_NONE) {
 		/* not even support: nothing to read here either */
 		set_err(err_code, code_len, err_msg, msg_len, "role_required",
-			"the support or engineer role is required");
+		        "the support or engineer role is required");
 		return KASIR_EPERM;
 	}
 	if (db_ensure(db) < 0) {

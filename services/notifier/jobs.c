@@ -240,7 +240,32 @@ jobs_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
 		return -ENOMEM;
 	snprintf(origin, sizeof(origin), "orders:%lld", (long long)msg->seq);
 
-	if ((r = record_order(db, msg, payload)) < 0)
+	/*
+	 * Lock order: job rows first, then the order's record -- the same
+	 * order a worker's claim takes them in (claim the job, then read the
+	 * order FOR SHARE), so the two never deadlock.
+	 */
+	switch (msg->type) {
+	case MSG_ORDER_PAID:
+		r = cancel_pending(db, order_id, "order paid");
+		break;
+	case MSG_ORDER_EXPIRED:
+		r = cancel_pending(db, order_id, "order expired");
+		break;
+	case MSG_ORDER_REFUNDED:
+		r = cancel_pending(db, order_id, "order refunded");
+		break;
+	case MSG_ORDER_FAILED:
+		r = cancel_pending(db, order_id, "order failed");
+		break;
+	case MSG_ORDER_CANCELLED:
+		r = cancel_pending(db, order_id, "order cancelled");
+		break;
+	default:
+		r = 0;
+		break;
+	}
+	if (r < 0 || (r = record_order(db, msg, payload)) < 0)
 		goto out;
 	switch (msg->type) {
 	case MSG_ORDER_CREATED:
@@ -250,25 +275,13 @@ jobs_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
 		r = create_jobs(n, db, msg, KIND_REMINDER, payload, origin);
 		break;
 	case MSG_ORDER_PAID:
-		if ((r = cancel_pending(db, order_id, "order paid")) < 0)
-			goto out;
 		r = create_jobs(n, db, msg, KIND_RECEIPT, payload, origin);
 		break;
 	case MSG_ORDER_EXPIRED:
-		if ((r = cancel_pending(db, order_id, "order expired")) < 0)
-			goto out;
 		r = create_jobs(n, db, msg, KIND_EXPIRY, payload, origin);
 		break;
 	case MSG_ORDER_REFUNDED:
-		if ((r = cancel_pending(db, order_id, "order refunded")) < 0)
-			goto out;
 		r = create_jobs(n, db, msg, KIND_REFUND, payload, origin);
-		break;
-	case MSG_ORDER_FAILED:
-		r = cancel_pending(db, order_id, "order failed");
-		break;
-	case MSG_ORDER_CANCELLED:
-		r = cancel_pending(db, order_id, "order cancelled");
 		break;
 	default:
 		r = 0;

@@ -43,23 +43,35 @@
 #define RECEIPT_ACCESS_WAIT_MS  30000
 #define RECEIPT_ACCESS_RETRY_MS 1000
 
-static const struct db_stmt st_claim = {
-    .name = "notify_claim",
-    .sql = "UPDATE notify.job j SET state = 'sending',"
-           " lease_until = now() + $1::bigint * interval '1 millisecond',"
-           " attempts = j.attempts + 1, updated_at = now()"
-           " FROM (SELECT id, state AS prev_state FROM notify.job"
-           "  WHERE ((state IN ('queued', 'retry', 'uncertain') AND due_at <= "
-           "now())"
-           "         OR (state = 'sending' AND lease_until < now()))"
-           "   AND channel = ANY ($2::text[])"
-           "   AND (kind <> 'reminder' OR NOT (SELECT reminders_paused"
-           "        FROM notify.settings WHERE id = 1))"
-           "  ORDER BY due_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) c"
-           " WHERE j.id = c.id"
-           " RETURNING j.id, j.order_id, j.kind, j.channel, j.recipient,"
-           " j.attempts, j.max_attempts, j.payload::text, c.prev_state,"
-           " (extract(epoch FROM now() - j.created_at) * 1000)::bigint",
+/*
+ * Claim: two statements so each is served by its partial index
+ * (job_sending, job_due): a job whose lease expired first (its worker
+ * died), else the oldest due job.  Reminders are skipped while paused.
+ */
+#define CLAIM_SQL(where)                                                       \
+	"UPDATE notify.job j SET state = 'sending',"                           \
+	" lease_until = now() + $1::bigint * interval '1 millisecond',"        \
+	" attempts = j.attempts + 1, updated_at = now()"                       \
+	" FROM (SELECT id, state AS prev_state FROM notify.job"                \
+	"  WHERE " where " AND channel = ANY ($2::text[])"                     \
+	"   AND (kind <> 'reminder' OR NOT (SELECT reminders_paused"           \
+	"        FROM notify.settings WHERE id = 1))"                          \
+	"  ORDER BY due_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) c"              \
+	" WHERE j.id = c.id"                                                   \
+	" RETURNING j.id, j.order_id, j.kind, j.channel, j.recipient,"         \
+	" j.attempts, j.max_attempts, j.payload::text, c.prev_state,"          \
+	" (extract(epoch FROM now() - j.created_at) * 1000)::bigint"
+
+static const struct db_stmt st_claim_expired = {
+    .name = "notify_claim_expired",
+    .sql = CLAIM_SQL("state = 'sending' AND lease_until < now()"),
+    .nparams = 2,
+};
+
+static const struct db_stmt st_claim_due = {
+    .name = "notify_claim_due",
+    .sql = CLAIM_SQL(
+        "state IN ('queued', 'retry', 'uncertain') AND due_at <= now()"),
     .nparams = 2,
 };
 
@@ -171,8 +183,14 @@ claim(struct notifier *n, struct kasir_db *db, const char *channels,
 	{
 		const char *p[2] = {lease, channels};
 
-		if ((r = db_exec(db, &st_claim, p, &res)) < 0)
+		if ((r = db_exec(db, &st_claim_expired, p, &res)) < 0)
 			goto fail;
+		if (PQntuples(res) == 0) {
+			PQclear(res);
+			res = NULL;
+			if ((r = db_exec(db, &st_claim_due, p, &res)) < 0)
+				goto fail;
+		}
 	}
 	if (PQntuples(res) == 0) {
 		PQclear(res);
@@ -290,11 +308,14 @@ claim(struct notifier *n, struct kasir_db *db, const char *channels,
 	return 1;
 
 fail:
-	db_rollback(db);
-fail_committed:
+	/* log before the rollback clears the statement's error */
 	log_warning("claiming a job failed: %s%s%s", kasir_strerror(r),
-		    r == KASIR_ESQL ? ": " : "",
-		    r == KASIR_ESQL ? db_last_error(db) : "");
+	            r == KASIR_ESQL ? ": " : "",
+	            r == KASIR_ESQL ? db_last_error(db) : "");
+	db_rollback(db);
+	goto out;
+fail_committed:
+	log_warning("committing a claimed job failed: %s", kasir_strerror(r));
 out:
 	PQclear(res);
 	PQclear(ores);

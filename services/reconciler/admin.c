@@ -144,8 +144,11 @@ static const struct db_stmt st_settings = {
 
 static const struct db_stmt st_last_check = {
     .name = "recon_admin_last_check",
-    .sql = "SELECT max(checked_at)::text AS last_check_at,"
-           " count(*)::bigint AS checks FROM recon.status_check",
+    .sql = "SELECT (SELECT checked_at::text FROM recon.status_check"
+           "  ORDER BY id DESC LIMIT 1) AS last_check_at,"
+           " (SELECT count(*) FROM recon.status_check"
+           "  WHERE checked_at > now() - interval '1 hour')::bigint"
+           "  AS checks_last_hour",
 };
 
 static const struct db_stmt st_watch_of = {

@@ -120,6 +120,38 @@ recon_types_has(const struct recon_types *t, const char *name)
 	return false;
 }
 
+/* CONF_CUSTOM parsers: errors with file:line like every other key. */
+static int
+parse_backoff(const struct conf_node *node, void *field,
+              struct conf_errors *errs)
+{
+	struct recon_durations *d = field;
+
+	if (node->kind != CONF_NODE_SCALAR ||
+	    recon_durations_parse(node->value, d) < 0 || d->n == 0) {
+		conf_error(errs, node,
+		           "want 1..%d durations like \"10m,30m,1h,3h\", each "
+		           "up to 7d",
+		           RECON_BACKOFF_MAX);
+		return KASIR_ECONFIG;
+	}
+	return 0;
+}
+
+static int
+parse_types(const struct conf_node *node, void *field, struct conf_errors *errs)
+{
+	if (node->kind != CONF_NODE_SCALAR ||
+	    recon_types_parse(node->value, field) < 0) {
+		conf_error(errs, node,
+		           "want a comma-separated list of at most %d payment "
+		           "types like \"dana,bsi\"",
+		           RECON_TXN_TYPES_MAX);
+		return KASIR_ECONFIG;
+	}
+	return 0;
+}
+
 #define F(x) offsetof(struct recon_conf, x)
 #define DUR(k, f, lo, hi, def)                                                 \
 	{                                                                      \
@@ -150,15 +182,19 @@ const struct conf_key recon_conf_keys[] = {
     INT("midtrans.concurrency", concurrency, 1, RECON_CONCURRENCY_MAX, "4"),
     INT("midtrans.rps", rps, 1, 1000, "10"),
     {.key = "midtrans.by_transaction_id",
-     .type = CONF_STRING,
-     .offset = F(by_txn_types_text),
+     .type = CONF_CUSTOM,
+     .offset = F(by_txn_types),
+     .parse = parse_types,
+     .size = sizeof(struct recon_types),
      .defval = "dana,bsi"},
 
     DUR("schedule.first_check", first_check_ms, 1000, 7LL * 24 * 3600000,
         "10m"),
     {.key = "schedule.backoff",
-     .type = CONF_STRING,
-     .offset = F(backoff_text),
+     .type = CONF_CUSTOM,
+     .offset = F(backoff),
+     .parse = parse_backoff,
+     .size = sizeof(struct recon_durations),
      .defval = "10m,30m,1h,3h"},
     DUR("schedule.expiry_grace", expiry_grace_ms, 0, 24LL * 3600000, "1m"),
     DUR("schedule.retry", retry_ms, 100, 3600000, "30s"),
@@ -187,7 +223,6 @@ int
 recon_conf_finish(struct recon_conf *c, char *why, size_t why_len)
 {
 	int64_t worst;
-	int r;
 
 	if (strncmp(c->core_url, "http://", 7) != 0 &&
 	    strncmp(c->core_url, "https://", 8) != 0) {
@@ -210,19 +245,8 @@ recon_conf_finish(struct recon_conf *c, char *why, size_t why_len)
 		snprintf(why, why_len, "midtrans.server_key_file is empty");
 		return KASIR_ECONFIG;
 	}
-	r = recon_durations_parse(c->backoff_text, &c->backoff);
-	if (r < 0 || c->backoff.n == 0) {
-		snprintf(why, why_len,
-		         "schedule.backoff: want 1..%d durations like "
-		         "\"10m,30m,1h,3h\", each up to 7d",
-		         RECON_BACKOFF_MAX);
-		return KASIR_ECONFIG;
-	}
-	if (recon_types_parse(c->by_txn_types_text, &c->by_txn_types) < 0) {
-		snprintf(why, why_len,
-		         "midtrans.by_transaction_id: want a comma-separated "
-		         "list of at most %d payment types",
-		         RECON_TXN_TYPES_MAX);
+	if (c->backoff.n == 0) {
+		snprintf(why, why_len, "schedule.backoff is empty");
 		return KASIR_ECONFIG;
 	}
 	if (c->retry_max_ms < c->retry_ms) {

@@ -80,7 +80,6 @@ struct recon_conf {
 
 	/* schedule */
 	int64_t first_check_ms;
-	char *backoff_text;
 	struct recon_durations backoff;
 	int64_t expiry_grace_ms;
 	int64_t retry_ms;      /* after a failed check: base delay */

@@ -269,26 +269,34 @@ statusapi_free(struct statusapi *a)
 	free(a);
 }
 
+/* Body sink: grows the buffer as needed up to RECON_BODY_MAX; the rest of
+ * a longer body is read and dropped (the answer is still one). */
 static size_t
 on_body(char *ptr, size_t size, size_t nmemb, void *arg)
 {
 	struct statusapi_answer *a = arg;
-	size_t n = size * nmemb, room;
+	size_t n = size * nmemb, room = RECON_BODY_MAX - a->body_len;
 
-	if (a->body == NULL) {
-		a->body = malloc(RECON_BODY_MAX + 1);
-		if (a->body == NULL)
-			return 0; /* aborts the transfer */
-	}
-	room = RECON_BODY_MAX - a->body_len;
 	if (n > room) {
 		a->body_truncated = true;
 		n = room;
 	}
-	memcpy(a->body + a->body_len, ptr, n);
-	a->body_len += n;
-	a->body[a->body_len] = '\0';
-	/* keep reading (and dropping) the rest: the answer is still one */
+	if (n > 0) {
+		size_t cap = 4096;
+		char *b;
+
+		while (cap < a->body_len + n + 1)
+			cap *= 2;
+		if (cap > RECON_BODY_MAX + 1)
+			cap = RECON_BODY_MAX + 1;
+		b = realloc(a->body, cap);
+		if (b == NULL)
+			return 0; /* aborts the transfer: no answer */
+		a->body = b;
+		memcpy(a->body + a->body_len, ptr, n);
+		a->body_len += n;
+		a->body[a->body_len] = '\0';
+	}
 	return size * nmemb;
 }
 

@@ -306,7 +306,7 @@ def verify(env, name, count, poisoned=()):
 def run_chaos(env, rng, name, fanout, fast_path, count):
     """Consumer SIGKILLed at random moments, producer SIGKILLed once."""
     env.reset_schemas()
-    pcfg, ccfg = env.write_configs(name, fanout, fast_path, pace_us=300,
+    pcfg, ccfg = env.write_configs(name, fanout, fast_path, pace_us=0,
                                    count=count)
     prod = env.proc(name, "producer", pcfg)
     cons = env.proc(name, "consumer", ccfg)

@@ -46,12 +46,12 @@ main(int argc, char **argv)
 	if (!conf_cli(argc, argv, "kasir-dbtest", test_keys, &conf, &rc))
 		return rc;
 	if (daemon_init(&d, "kasir-dbtest", &conf.base, "ingest",
-			"kasir_ingest") < 0) {
+	                "kasir_ingest") < 0) {
 		conf_free(test_keys, &conf);
 		return 1;
 	}
 	ticks = metrics_counter(d.metrics, "kasir_test_ticks_total", NULL,
-				"test ticks");
+	                        "test ticks");
 	rc = daemon_run(&d, tick, ticks);
 	daemon_fini(&d);
 	conf_free(test_keys, &conf);

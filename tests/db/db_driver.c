@@ -31,9 +31,8 @@ print_rc(struct kasir_db *db, int rc, PGresult *res)
 {
 	printf("rc=%d", rc);
 	if (rc == KASIR_ESQL || rc == KASIR_EDB || rc == KASIR_EDBUNKNOWN)
-		printf(" state=%s", db_last_sqlstate(db)[0]
-					? db_last_sqlstate(db)
-					: "-");
+		printf(" state=%s",
+		       db_last_sqlstate(db)[0] ? db_last_sqlstate(db) : "-");
 	if (res != NULL) {
 		const char *v = db_get(res, 0, 0);
 		printf(" rows=%d v=%s", PQntuples(res), v ? v : "NULL");
@@ -114,13 +113,13 @@ main(void)
 			       (long long)(now_mono_ms() - t0), fails);
 		} else if (strcmp(line, "migrate") == 0) {
 			char schema[64], role[64], dir[4096], why[512] = "";
-			if (sscanf(arg, "%63s %63s %4095s", schema, role, dir) !=
-			    3) {
+			if (sscanf(arg, "%63s %63s %4095s", schema, role,
+			           dir) != 3) {
 				printf("rc=-22\n");
 				continue;
 			}
 			rc = db_migrate(&conf, schema, role, dir, why,
-					sizeof(why));
+			                sizeof(why));
 			for (char *c = why; *c; c++)
 				if (*c == '\n')
 					*c = ' ';

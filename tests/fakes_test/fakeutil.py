@@ -5,6 +5,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -21,6 +22,7 @@ PYTHON = "/usr/bin/python3"
 DOCS_KEY = "askvnoibnosifnboseofinbofinfgbiufglnbfg"
 
 _failures = []
+_tempdirs = []
 
 
 def check(cond, what, *detail):
@@ -38,6 +40,8 @@ def finish():
         print("%d check(s) failed: %s" % (len(_failures), _failures))
         sys.exit(1)
     print("all checks passed")
+    for d in _tempdirs:  # kept when something failed, for the logs
+        shutil.rmtree(d, ignore_errors=True)
     sys.exit(0)
 
 
@@ -203,4 +207,6 @@ class Receiver:
 
 
 def tempdir(prefix):
-    return tempfile.mkdtemp(prefix=prefix)
+    d = tempfile.mkdtemp(prefix=prefix)
+    _tempdirs.append(d)
+    return d

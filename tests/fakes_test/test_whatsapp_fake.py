@@ -4,7 +4,6 @@ message, 401 on a bad token, and the failure modes."""
 import json
 import os
 import socket
-import time
 
 from fakeutil import (check, finish, free_port, request, start, stop,
                       tempdir, wait_for)
@@ -100,7 +99,6 @@ def main():
         check(len(lines(out)) == 2, "failing modes record nothing")
 
         request(port, "POST", "/_fake/mode", {"mode": "timeout"})
-        t0 = time.monotonic()
         try:
             request(port, "POST", PATH, msg(text="late"), headers=AUTH,
                     timeout=0.5)

@@ -1,7 +1,6 @@
 """deploy/sql/bootstrap.sql through kasirtest: database, schemas, the owner
 and runtime role of every service, and what each role may (not) do."""
 
-import sys
 
 import psycopg2
 

@@ -5,7 +5,6 @@ after a SIGKILLed test, and log tails printed on failure."""
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 

@@ -15,6 +15,9 @@
 """
 
 import json
+import os
+import re
+import subprocess
 import sys
 
 import psycopg2
@@ -244,6 +247,29 @@ def main():
               "quarantine.list: newest first, bounded by limit")
         bad_args = admin(st, "events.list", {"order_id": "x y"})
         check(not bad_args["ok"], "events.list refuses a bad order_id")
+
+        # -- --check-config on the rendered template and on broken copies --------
+        cfg = st.config_path("ingest")
+        r = subprocess.run([st.binary("ingest"), "--check-config", cfg],
+                           capture_output=True, text=True, timeout=30)
+        check(r.returncode == 0 and "configuration OK" in r.stdout,
+              f"--check-config accepts the rendered template ({r.stderr.strip()})")
+        text = open(cfg).read()
+        broken = {
+            "unknown key": text.replace("  body_max: 64KiB", "  body_max: 64KiB\n  bodymax: 1"),
+            "bad proxy": text.replace("    - ::1", "    - not-an-address"),
+            "bad path": text.replace("  path: /midtrans/notification", "  path: notification"),
+            "batch too big": text.replace("batch_max: 64", "batch_max: 100000"),
+        }
+        for what, t in broken.items():
+            check(t != text, f"broken config '{what}' differs from the template")
+            bad_cfg = os.path.join(st.dir, "etc", "broken.yaml")
+            with open(bad_cfg, "w") as f:
+                f.write(t)
+            r = subprocess.run([st.binary("ingest"), "--check-config", bad_cfg],
+                               capture_output=True, text=True, timeout=30)
+            check(r.returncode != 0 and re.search(r"broken\.yaml:\d+: ", r.stderr),
+                  f"--check-config refuses '{what}' with FILE:LINE ({r.stderr.strip()[:120]})")
     return 0
 
 

@@ -28,7 +28,7 @@ static const char *const role_names[] = {"none", "support", "engineer"};
 /* Echoes what the socket told it about the request and the peer. */
 static int
 handler(void *arg, const struct admin_request *req, cJSON **ret_result,
-	char *err_code, size_t code_len, char *err_msg, size_t msg_len)
+        char *err_code, size_t code_len, char *err_msg, size_t msg_len)
 {
 	cJSON *r;
 
@@ -57,7 +57,10 @@ call(const char *url, const char *json)
 	cJSON *req = cJSON_Parse(json), *reply = NULL;
 
 	assert_non_null(req);
-	assert_int_equal(admin_call(url, req, 5000, &reply), 0);
+	int rc = admin_call(url, req, 5000, &reply);
+	if (rc != 0)
+		fprintf(stderr, "admin_call %s: %d for %.60s\n", url, rc, json);
+	assert_int_equal(rc, 0);
 	cJSON_Delete(req);
 	return reply;
 }
@@ -84,8 +87,9 @@ round_trips(const char *url, const char *want_user, const char *want_role)
 	char *big;
 	size_t n = 100 * 1024;
 
-	r = call(url, "{\"v\":1,\"cmd\":\"order.show\",\"args\":{\"id\":\"A1\"},"
-		      "\"reason\":\"check\",\"actor\":\"alice\"}");
+	r = call(url,
+	         "{\"v\":1,\"cmd\":\"order.show\",\"args\":{\"id\":\"A1\"},"
+	         "\"reason\":\"check\",\"actor\":\"alice\"}");
 	assert_true(ok_of(r));
 	assert_int_equal(cJSON_GetObjectItem(r, "v")->valueint, 1);
 	assert_string_equal(str_at(r, "result", "cmd"), "order.show");
@@ -176,9 +180,8 @@ test_tcp(void **state)
 static void
 test_ipc(void **state)
 {
-	struct admin_socket_conf conf = {.mode = "0660",
-					 .engineer_group = "root",
-					 .support_group = NULL};
+	struct admin_socket_conf conf = {
+	    .mode = "0660", .engineer_group = "root", .support_group = NULL};
 	struct admin_socket *s;
 	char dir[64], url[128], path[100];
 	struct stat sb;
@@ -195,7 +198,7 @@ test_ipc(void **state)
 		snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
 		fd = socket(AF_UNIX, SOCK_STREAM, 0);
 		assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof(sa)),
-				 0);
+		                 0);
 		close(fd);
 	}
 	conf.url = url;
@@ -208,14 +211,14 @@ test_ipc(void **state)
 	{
 		struct admin_socket *s2 = NULL;
 		assert_int_equal(admin_socket_start(&conf, handler, NULL, &s2),
-				 -EADDRINUSE);
+		                 -EADDRINUSE);
 	}
 	if (getuid() == 0) {
 		/* identity from the socket, not from "actor" */
 		round_trips(url, "root", "engineer");
 	} else {
 		fprintf(stderr, "not root: ipc role mapping for root not "
-				"checked\n");
+		                "checked\n");
 	}
 	admin_socket_stop(s);
 	tu_rmrf(dir);

@@ -61,12 +61,13 @@ handler(void *arg, const struct http_request *req, struct http_response *resp)
 	if (strcmp(req->path, "/echo") == 0) {
 		http_add_header(resp, "X-Method", "%s", req->method);
 		return http_text(resp, 200, "application/octet-stream",
-				 req->body);
+		                 req->body);
 	}
 	if (strcmp(req->path, "/query") == 0) {
-		const char *a = http_query(req, "a"), *h = http_header(req, "X-Test");
+		const char *a = http_query(req, "a"),
+		           *h = http_header(req, "X-Test");
 		snprintf(buf, sizeof(buf), "a=%s h=%s ip=%s", a ? a : "-",
-			 h ? h : "-", req->client_ip);
+		         h ? h : "-", req->client_ip);
 		return http_text(resp, 200, NULL, buf);
 	}
 	if (strcmp(req->path, "/fail") == 0)
@@ -78,7 +79,8 @@ handler(void *arg, const struct http_request *req, struct http_response *resp)
 	}
 	if (strcmp(req->path, "/defer") == 0) {
 		assert_int_equal(http_defer(req, &p), 0);
-		assert_int_equal(pthread_create(&t, NULL, complete_later, p), 0);
+		assert_int_equal(pthread_create(&t, NULL, complete_later, p),
+		                 0);
 		pthread_detach(t);
 		return HTTP_DEFERRED;
 	}
@@ -143,7 +145,7 @@ result_free(struct result *r)
  * Transfer-Encoding: chunked. */
 static void
 request(int port, const char *method, const char *path, const char *body,
-	size_t chunked_len, struct result *r)
+        size_t chunked_len, struct result *r)
 {
 	CURL *c = curl_easy_init();
 	struct curl_slist *hdrs = NULL;
@@ -193,8 +195,8 @@ assert_security_headers(const struct result *r)
 	assert_true(has_header(r, "Cache-Control: no-store\r\n"));
 	assert_true(has_header(r, "X-Frame-Options: DENY\r\n"));
 	assert_true(has_header(r, "Referrer-Policy: no-referrer\r\n"));
-	assert_true(has_header(
-	    r, "Content-Security-Policy: default-src 'none'\r\n"));
+	assert_true(
+	    has_header(r, "Content-Security-Policy: default-src 'none'\r\n"));
 }
 
 static struct http_server *
@@ -243,9 +245,8 @@ test_echo_and_headers(void **state)
 
 	request(port, NULL, "/nope", NULL, 0, &r);
 	assert_int_equal(r.status, 404);
-	assert_string_equal(
-	    r.body.data,
-	    "{\"error\":{\"code\":\"not_found\",\"message\":\"no such path\"}}");
+	assert_string_equal(r.body.data, "{\"error\":{\"code\":\"not_found\","
+	                                 "\"message\":\"no such path\"}}");
 	assert_true(has_header(&r, "Content-Type: application/json"));
 	assert_security_headers(&r);
 	result_free(&r);
@@ -347,7 +348,7 @@ test_deferred(void **state)
 		assert_int_equal(r.code, CURLE_OK);
 		assert_int_equal(r.status, 202);
 		assert_string_equal(r.body.data,
-				    "completed from another thread");
+		                    "completed from another thread");
 		assert_true(has_header(&r, "X-Deferred: 1"));
 		assert_security_headers(&r);
 		result_free(&r);
@@ -394,7 +395,7 @@ static int
 connect_raw(int port)
 {
 	struct sockaddr_in sa = {.sin_family = AF_INET,
-				 .sin_port = htons((uint16_t)port)};
+	                         .sin_port = htons((uint16_t)port)};
 	int fd = socket(AF_INET, SOCK_STREAM, 0);
 
 	assert_true(fd >= 0);
@@ -434,7 +435,7 @@ test_per_ip_limit(void **state)
 	/* the first two are served */
 	for (int i = 0; i < 2; i++) {
 		assert_int_equal(write(fds[i], req, sizeof(req) - 1),
-				 (ssize_t)sizeof(req) - 1);
+		                 (ssize_t)sizeof(req) - 1);
 		n = recv(fds[i], buf, sizeof(buf) - 1, 0);
 		assert_true(n > 12);
 		buf[n] = '\0';
@@ -452,7 +453,7 @@ test_idle_timeout(void **state)
 	int64_t t0, dt;
 	int fd, fd2;
 	const char partial[] = "POST /echo HTTP/1.1\r\nHost: x\r\n"
-			       "Content-Length: 100\r\n\r\nabc";
+	                       "Content-Length: 100\r\n\r\nabc";
 
 	(void)state;
 	srv = start(0, 1, 1024, 1);
@@ -460,7 +461,7 @@ test_idle_timeout(void **state)
 	fd2 = connect_raw(http_server_port(srv));
 	/* slowloris: a body that never completes */
 	assert_int_equal(write(fd2, partial, sizeof(partial) - 1),
-			 (ssize_t)sizeof(partial) - 1);
+	                 (ssize_t)sizeof(partial) - 1);
 	t0 = now_mono_ms();
 	assert_true(closed_within(fd, 5000));
 	dt = now_mono_ms() - t0;
@@ -493,8 +494,7 @@ test_listen_parsing(void **state)
 	/* the same port again: in use */
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", http_server_port(a));
 	c.listen = addr;
-	assert_int_equal(http_server_start(&c, handler, &ts, &b),
-			 -EADDRINUSE);
+	assert_int_equal(http_server_start(&c, handler, &ts, &b), -EADDRINUSE);
 	http_server_stop(a);
 
 	c.listen = "[::1]:0";
@@ -544,8 +544,8 @@ test_admin_http(void **state)
 	request(port, NULL, "/metrics", NULL, 0, &r);
 	assert_int_equal(r.status, 200);
 	assert_string_equal(r.body.data, "# HELP kasir_test_total t\n"
-					 "# TYPE kasir_test_total counter\n"
-					 "kasir_test_total 3\n");
+	                                 "# TYPE kasir_test_total counter\n"
+	                                 "kasir_test_total 3\n");
 	assert_true(has_header(&r, "Content-Type: text/plain; version=0.0.4"));
 	result_free(&r);
 

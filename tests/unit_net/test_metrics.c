@@ -35,12 +35,12 @@ test_counter_gauge_labels(void **state)
 	(void)state;
 	assert_int_equal(metrics_new(&m), 0);
 	a = metrics_counter(m, "kasir_http_requests_total", "outcome=\"2xx\"",
-			    "HTTP requests by outcome");
+	                    "HTTP requests by outcome");
 	g = metrics_gauge(m, "kasir_lag", NULL, "stream lag");
 	b = metrics_counter(m, "kasir_http_requests_total", "outcome=\"5xx\"",
-			    "ignored second help");
+	                    "ignored second help");
 	a2 = metrics_counter(m, "kasir_http_requests_total", "outcome=\"2xx\"",
-			     NULL);
+	                     NULL);
 	assert_non_null(a);
 	assert_non_null(b);
 	assert_ptr_equal(a, a2); /* same name+labels: same series */
@@ -62,12 +62,12 @@ test_counter_gauge_labels(void **state)
 	/* grouped by family although registration interleaved */
 	assert_string_equal(
 	    text, "# HELP kasir_http_requests_total HTTP requests by outcome\n"
-		  "# TYPE kasir_http_requests_total counter\n"
-		  "kasir_http_requests_total{outcome=\"2xx\"} 42\n"
-		  "kasir_http_requests_total{outcome=\"5xx\"} 1\n"
-		  "# HELP kasir_lag stream lag\n"
-		  "# TYPE kasir_lag gauge\n"
-		  "kasir_lag 1.25\n");
+	          "# TYPE kasir_http_requests_total counter\n"
+	          "kasir_http_requests_total{outcome=\"2xx\"} 42\n"
+	          "kasir_http_requests_total{outcome=\"5xx\"} 1\n"
+	          "# HELP kasir_lag stream lag\n"
+	          "# TYPE kasir_lag gauge\n"
+	          "kasir_lag 1.25\n");
 	free(text);
 	metrics_free(m);
 }
@@ -83,9 +83,9 @@ test_histogram(void **state)
 	(void)state;
 	assert_int_equal(metrics_new(&m), 0);
 	h = metrics_histogram(m, "kasir_latency_seconds", "path=\"/x\"",
-			      "latency", bounds, 3);
+	                      "latency", bounds, 3);
 	h2 = metrics_histogram(m, "kasir_latency_seconds", NULL, "latency",
-			       bounds, 3);
+	                       bounds, 3);
 	assert_non_null(h);
 	assert_non_null(h2);
 	metric_observe(h, 0.05);
@@ -94,21 +94,20 @@ test_histogram(void **state)
 	metric_observe(h, 100);
 	text = render(m);
 	assert_string_equal(
-	    text,
-	    "# HELP kasir_latency_seconds latency\n"
-	    "# TYPE kasir_latency_seconds histogram\n"
-	    "kasir_latency_seconds_bucket{path=\"/x\",le=\"0.1\"} 2\n"
-	    "kasir_latency_seconds_bucket{path=\"/x\",le=\"1\"} 3\n"
-	    "kasir_latency_seconds_bucket{path=\"/x\",le=\"10\"} 3\n"
-	    "kasir_latency_seconds_bucket{path=\"/x\",le=\"+Inf\"} 4\n"
-	    "kasir_latency_seconds_sum{path=\"/x\"} 100.65\n"
-	    "kasir_latency_seconds_count{path=\"/x\"} 4\n"
-	    "kasir_latency_seconds_bucket{le=\"0.1\"} 0\n"
-	    "kasir_latency_seconds_bucket{le=\"1\"} 0\n"
-	    "kasir_latency_seconds_bucket{le=\"10\"} 0\n"
-	    "kasir_latency_seconds_bucket{le=\"+Inf\"} 0\n"
-	    "kasir_latency_seconds_sum 0\n"
-	    "kasir_latency_seconds_count 0\n");
+	    text, "# HELP kasir_latency_seconds latency\n"
+	          "# TYPE kasir_latency_seconds histogram\n"
+	          "kasir_latency_seconds_bucket{path=\"/x\",le=\"0.1\"} 2\n"
+	          "kasir_latency_seconds_bucket{path=\"/x\",le=\"1\"} 3\n"
+	          "kasir_latency_seconds_bucket{path=\"/x\",le=\"10\"} 3\n"
+	          "kasir_latency_seconds_bucket{path=\"/x\",le=\"+Inf\"} 4\n"
+	          "kasir_latency_seconds_sum{path=\"/x\"} 100.65\n"
+	          "kasir_latency_seconds_count{path=\"/x\"} 4\n"
+	          "kasir_latency_seconds_bucket{le=\"0.1\"} 0\n"
+	          "kasir_latency_seconds_bucket{le=\"1\"} 0\n"
+	          "kasir_latency_seconds_bucket{le=\"10\"} 0\n"
+	          "kasir_latency_seconds_bucket{le=\"+Inf\"} 0\n"
+	          "kasir_latency_seconds_sum 0\n"
+	          "kasir_latency_seconds_count 0\n");
 	free(text);
 	metrics_free(m);
 }
@@ -118,13 +117,13 @@ test_latency_bounds(void **state)
 {
 	(void)state;
 	assert_true(metrics_latency_nbounds >= 10 &&
-		    metrics_latency_nbounds <= 32);
+	            metrics_latency_nbounds <= 32);
 	assert_true(metrics_latency_bounds[0] == 0.0005);
 	assert_true(metrics_latency_bounds[metrics_latency_nbounds - 1] ==
-		    10.0);
+	            10.0);
 	for (size_t i = 1; i < metrics_latency_nbounds; i++)
 		assert_true(metrics_latency_bounds[i] >
-			    metrics_latency_bounds[i - 1]);
+		            metrics_latency_bounds[i - 1]);
 }
 
 static int scrapes;
@@ -155,7 +154,7 @@ test_scrape_callback(void **state)
 }
 
 #define THREADS 4
-#define PER	100000
+#define PER     100000
 
 static void *
 hammer(void *arg)

@@ -1,0 +1,109 @@
+"""How kasirctl finds its configuration (--config, $KASIRCTL_CONFIG,
+$KASIR_DEV_ENV, var/dev.env walking up from the cwd) and how it refuses
+bad input: broken config, unknown command, KASIR_ROLE that is not a role,
+an --incident that does not exist, no configuration at all."""
+
+import os
+import shlex
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import kasirtest  # noqa: E402
+from ctlstack import Ctl  # noqa: E402
+
+
+def write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def main():
+    with kasirtest.Stack.for_test(name="kasirctl_config") as st:
+        st.start_all(services=["ingest", "order"])
+        ctl = Ctl(st)
+        base = os.path.join(st.dir, "devenv")
+
+        # var/dev.env naming the rendered kasirctl.yaml, found from a subdir
+        write(os.path.join(base, "var", "dev.env"),
+              "# written by deploy/dev/up\n"
+              f"KASIRCTL_CONFIG={shlex.quote(ctl.config)}\n")
+        sub = os.path.join(base, "services", "order")
+        os.makedirs(sub, exist_ok=True)
+        rc, out, err = ctl.run("--json", "status", config=False, cwd=sub)
+        assert rc == 0 and '"state":\t"up"' in out, (rc, out, err)
+        # ... and kasirctl's own record was written through it
+        n = st.sql("SELECT count(*) FROM ops.audit WHERE command = 'status'")[0][0]
+        assert n == 1, n
+
+        # a dev.env with socket lines only (shell-quoted, one with a quote
+        # in a comment-free value): status works, the ops database is absent
+        weird = os.path.join(base, "it's")
+        write(os.path.join(weird, "dev.env"),
+              "KASIR_VAR=" + shlex.quote(weird) + "\n"
+              "KASIR_ORDER_SOCKET=" + shlex.quote(st.config_value("order", "admin.socket")) + "\n"
+              "KASIR_INGEST_SOCKET=" + shlex.quote(st.config_value("ingest", "admin.socket"))
+              + "\n")
+        env = {"KASIR_DEV_ENV": os.path.join(weird, "dev.env")}
+        rc, out, err = ctl.run("status", config=False, env=env, cwd="/")
+        assert rc == 0, (rc, out, err)
+        assert "kasir-order" in out and "not configured" in out, out
+        rc, out, err = ctl.run("incident", "list", config=False, env=env, cwd="/")
+        assert rc == 2 and "no ops database" in err, (rc, err)
+        rc, out, err = ctl.run("reminders", "pause", "--reason", "x", config=False, env=env,
+                               cwd="/")
+        assert rc == 2 and "kasir-notifier has no admin socket" in err, (rc, err)
+        assert st.sql("SELECT count(*) FROM ops.audit WHERE command = 'status'")[0][0] == 1
+
+        # $KASIRCTL_CONFIG
+        rc, out, err = ctl.run("status", config=False, env={"KASIRCTL_CONFIG": ctl.config},
+                               cwd="/")
+        assert rc == 0 and ctl.config in out, (rc, out)
+
+        # a broken config: every error as file:line, nothing half-applied
+        bad = os.path.join(base, "bad.yaml")
+        write(bad, "sockets:\n  order: ipc:///x.sock\n  kitchen: tcp://1\n"
+                   "timeout: forever\n")
+        rc, out, err = ctl.run("--config", bad, "status", config=False)
+        assert rc == 2 and f"{bad}:3:" in err and f"{bad}:4:" in err, err
+        write(bad, "sockets:\n  order: http://x\n")
+        rc, out, err = ctl.run("--config", bad, "status", config=False)
+        assert rc == 2 and "sockets.order" in err, err
+
+        # no configuration anywhere
+        rc, out, err = ctl.run("status", config=False, cwd="/")
+        assert rc == 2 and "no configuration" in err, err
+
+        # usage errors
+        rc, out, err = ctl.run("frobnicate")
+        assert rc == 2 and "unknown command: frobnicate" in err and "usage:" in err, err
+        rc, out, err = ctl.run("order", "show", "bad id!")
+        assert rc == 2, err
+        rc, out, err = ctl.run("status", role="wizard")
+        assert rc == 2 and "KASIR_ROLE=wizard" in err, err
+        rc, out, err = ctl.run("access", "grant", "X1", "--reason", "bell\x07")
+        assert rc == 2 and "--reason" in err, err
+        rc, out, err = ctl.run("access", "grant", "X1", "--reason", "x", "--incident", "7x")
+        assert rc == 2 and "INC-" in err, err
+        r = ctl.json("access", "grant", "X1", "--reason", "x", "--incident", "INC-999",
+                     expect=1)
+        assert r["error"]["code"] == "incident_not_found", r
+        assert st.sql("SELECT result, error FROM ops.audit WHERE command = 'access grant'") == \
+            [("refused", "kasirctl: incident_not_found: there is no incident INC-999 "
+              "(kasirctl incident list)")]
+        # support cannot open incidents; refused and recorded
+        r = ctl.json("incident", "open", "--severity", "P1", "--title", "t", role="support",
+                     expect=1)
+        assert r["error"]["code"] == "role_required", r
+        assert st.sql("SELECT role, result FROM ops.audit WHERE command = 'incident open'") \
+            == [("support", "refused")]
+        rc, out, err = ctl.run("incident", "open", "--severity", "P5", "--title", "t")
+        assert rc == 2, err
+        rc, out, err = ctl.run("--version")
+        assert rc == 0 and out.startswith("kasirctl "), out
+    print("kasirctl config test passed")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,330 @@
+"""kasirctl against the real stack: every command in text and --json, the
+"PAID without access" drill (doctor P1 -> access grant -> doctor clean,
+audited with who and why), the refusals (support role, unpaid order,
+incomplete P1 post-mortem) each audited by the daemon and in ops.audit,
+the incident report, export, and a service that stops answering."""
+
+import csv
+import io
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import kasirtest  # noqa: E402
+from ctlstack import (DAEMONS, Ctl, active_entitlements, create_order,  # noqa: E402
+                      ops_audit, pay)
+
+
+def findings(doc, check=None):
+    return [f for f in doc["result"]["findings"] if check is None or f["check"] == check]
+
+
+def severe(doc):
+    return [f for f in doc["result"]["findings"] if f["severity"] in ("P0", "P1")]
+
+
+def main():
+    with kasirtest.Stack.for_test(name="kasirctl_sop") as st:
+        st.start_all(services=DAEMONS)
+        ctl = Ctl(st)
+
+        # ---- status ---------------------------------------------------------
+        s = ctl.json("status")
+        assert s["ok"] is True and s["command"] == "status", s
+        for svc in ("kasir-ingest", "kasir-order", "kasir-notifier", "kasir-reconciler"):
+            assert s["result"]["services"][svc]["state"] == "up", s["result"]["services"]
+        assert s["result"]["services_down"] == 0
+        out, _ = ctl.text("status")
+        assert re.search(r"kasir-order\s+up", out), out
+        assert "reconciliation mode: normal" in out, out
+        assert "last notification received: never" in out, out
+
+        # ---- two orders: A paid, B left pending -----------------------------
+        a = create_order(st)
+        pay(st, a)
+        b = create_order(st, course="agentbar-dasar")
+        # the notifier must know both (receipt for A sent, B as PENDING)
+        st.wait_until(lambda: st.sql(
+            "SELECT count(*) FROM notify.job WHERE order_id = %s AND kind = 'receipt'"
+            " AND state = 'sent'", (a,))[0][0] >= 1, timeout=40, what="receipt of A sent")
+        st.wait_until(lambda: st.sql("SELECT status FROM notify.orders WHERE order_id = %s",
+                                     (b,)) == [("PENDING",)], timeout=30,
+                      what="notifier knows B")
+
+        doc = ctl.json("doctor")
+        assert doc["result"]["healthy"] is True and not severe(doc), doc
+
+        out, _ = ctl.text("status")
+        assert "orders paid in the last hour: 1" in out, out
+        assert "last notification received: 20" in out, out
+
+        # ---- order show ------------------------------------------------------
+        show = ctl.json("order", "show", a)
+        kinds = {e["kind"] for e in show["result"]["timeline"]}
+        for k in ("created", "notification", "evidence", "transition", "access", "job",
+                  "attempt"):
+            assert k in kinds, (k, kinds)
+        assert show["result"]["order"]["status"] == "PAID"
+        notif = [e for e in show["result"]["timeline"] if e["kind"] == "notification"]
+        assert all("signature valid" in e["summary"] for e in notif), notif
+        ats = [e["at_ms"] for e in show["result"]["timeline"]]
+        assert ats == sorted(ats), "timeline not in time order"
+        assert show["result"]["missing"] == [], show["result"]["missing"]
+        out, _ = ctl.text("order", "show", a)
+        assert "PENDING -> PAID" in out and "ACTIVE" in out, out
+        rc, out, err = ctl.run("order", "show", "NO-SUCH-ORDER")
+        assert rc == 1 and "unknown order NO-SUCH-ORDER" in err, (rc, err)
+        nf = ctl.json("order", "show", "NO-SUCH-ORDER", expect=1)
+        assert nf["ok"] is False and nf["error"]["code"] == "order_not_found", nf
+
+        # ---- the drill: entitlement removed behind kasir-order's back ----------
+        # (a superuser can: the append-only trigger is switched off for it)
+        st.sql("ALTER TABLE orders.entitlements DISABLE TRIGGER USER;"
+               " DELETE FROM orders.entitlements WHERE order_id = %s;"
+               " ALTER TABLE orders.entitlements ENABLE TRIGGER USER;", (a,))
+        assert active_entitlements(st, a) == 0
+        rc, out, err = ctl.run("doctor")
+        assert rc == 1, (rc, out)
+        assert re.search(r"P1\s+paid_without_access\s+PAID without access", out), out
+        assert a in out and "kasirctl access grant" in out, out
+        doc = ctl.json("doctor", expect=1)
+        p1 = findings(doc, "paid_without_access")
+        assert len(p1) == 1 and p1[0]["severity"] == "P1", doc
+        assert [i["order_id"] for i in p1[0]["items"]] == [a], p1
+        assert doc["result"]["healthy"] is False
+
+        # support may look, not change: refused and audited twice
+        rc, _, err = ctl.run("access", "grant", a, "--reason", "support tries",
+                             role="support")
+        assert rc == 1 and "role_required" in err and "engineer" in err, err
+        r = ctl.json("access", "grant", a, "--reason", "support tries again",
+                     role="support", expect=1)
+        assert r["error"]["code"] == "role_required" and r["error"]["your_role"] == "support"
+        refused = st.sql("SELECT role, result, reason FROM orders.audit WHERE order_id = %s"
+                         " AND cmd = 'access.grant' ORDER BY id", (a,))
+        assert refused == [("support", "refused", "support tries"),
+                           ("support", "refused", "support tries again")], refused
+        assert [(x[1], x[2]) for x in ops_audit(st, "access grant", a)] == [
+            ("support", "refused"), ("support", "refused")]
+        assert active_entitlements(st, a) == 0
+        # support can read
+        ctl.json("order", "show", a, role="support")
+        ctl.json("doctor", role="support", expect=1)
+        # without a reason: refused by the daemon, audited
+        rc, _, err = ctl.run("access", "grant", a)
+        assert rc == 1 and "reason_required" in err, err
+
+        inc = ctl.json("incident", "open", "--severity", "P1", "--title",
+                       "customer paid but lost course access")
+        inc_id = inc["result"]["id"]
+        assert re.fullmatch(r"INC-\d+", inc_id) and inc["result"]["state"] == "open", inc
+        ctl.text("incident", "note", inc_id, "entitlement missing for", a)
+
+        reason = "entitlement lost after a manual DB repair, ticket 4711"
+        out, _ = ctl.text("access", "grant", a, "--reason", reason, "--incident", inc_id)
+        assert f"access granted for order {a}" in out, out
+        assert active_entitlements(st, a) == 1
+        rows = st.sql("SELECT actor, role, result, reason, incident FROM orders.audit"
+                      " WHERE order_id = %s AND result = 'ok'", (a,))
+        assert rows == [("root", "engineer", "ok", reason, inc_id)], rows
+        assert ("root", "engineer", "ok", reason, int(inc_id[4:]), None) in \
+            ops_audit(st, "access grant", a)
+        doc = ctl.json("doctor")
+        assert doc["result"]["healthy"] is True and not findings(doc, "paid_without_access"), doc
+        out, _ = ctl.text("doctor")
+        assert "P1" not in out, out
+        # the audit shows who and why, also in the order's timeline
+        show = ctl.json("order", "show", a)
+        manual = [e["summary"] for e in show["result"]["timeline"] if e["kind"] == "manual"]
+        assert any("access.grant by root (engineer): ok" in m and reason in m
+                   for m in manual), manual
+        # again in JSON: remove, doctor P1, grant, clean
+        st.sql("UPDATE orders.entitlements SET revoked_at = now() WHERE order_id = %s", (a,))
+        ctl.json("doctor", expect=1)
+        g = ctl.json("access", "grant", a, "--reason", reason, "--incident", inc_id)
+        assert g["ok"] is True and g["result"]["order_id"] == a, g
+        ctl.json("doctor")
+        # a second grant is refused: it already has access
+        r = ctl.json("access", "grant", a, "--reason", "twice", expect=1)
+        assert r["error"]["code"] == "already_active", r
+
+        # ---- refusals for the unpaid order B --------------------------------------
+        r = ctl.json("access", "grant", b, "--reason", "customer insists",
+                     "--incident", inc_id, expect=1)
+        assert r["error"]["code"] == "not_paid", r
+        rc, _, err = ctl.run("notify", "resend", b, "--kind", "receipt", "--reason",
+                             "customer insists", "--incident", inc_id)
+        assert rc == 1 and "order_not_paid" in err, err
+        r = ctl.json("notify", "resend", b, "--kind", "receipt", "--reason", "again",
+                     expect=1)
+        assert r["error"]["code"] == "order_not_paid", r
+        assert st.sql("SELECT count(*) FROM orders.entitlements WHERE order_id = %s",
+                      (b,))[0][0] == 0
+        assert st.sql("SELECT result, error FROM orders.audit WHERE order_id = %s", (b,)) \
+            and all(x[0] == "refused" for x in
+                    st.sql("SELECT result FROM orders.audit WHERE order_id = %s", (b,)))
+        nrows = st.sql("SELECT role, result, error, reason, incident FROM notify.audit"
+                       " WHERE command = 'receipt.resend' AND args->>'order_id' = %s"
+                       " ORDER BY id", (b,))
+        assert nrows == [("engineer", "refused", "order_not_paid", "customer insists", inc_id),
+                         ("engineer", "refused", "order_not_paid", "again", None)], nrows
+        assert [x[2] for x in ops_audit(st, "notify resend", b)] == ["refused", "refused"]
+        assert [x[2] for x in ops_audit(st, "access grant", b)] == ["refused"]
+        assert st.sql("SELECT count(*) FROM notify.job WHERE order_id = %s AND kind = 'receipt'",
+                      (b,))[0][0] == 0
+
+        # ---- notifier commands -------------------------------------------------------
+        before = st.sql("SELECT count(*) FROM notify.job WHERE order_id = %s AND kind = 'receipt'",
+                        (a,))[0][0]
+        out, _ = ctl.text("notify", "resend", a, "--kind", "receipt", "--reason",
+                          "customer did not get the mail", "--incident", inc_id)
+        assert f"receipt of order {a} queued again" in out, out
+        r = ctl.json("notify", "resend", a, "--kind", "receipt", "--reason", "and WhatsApp")
+        assert r["result"]["jobs"], r
+        assert st.sql("SELECT count(*) FROM notify.job WHERE order_id = %s AND kind = 'receipt'",
+                      (a,))[0][0] > before
+        rc, _, err = ctl.run("notify", "resend", a, "--kind", "reminder", "--reason", "x")
+        assert rc == 2 and "receipt" in err, err
+        out, _ = ctl.text("notify", "requeue", "--dead", "--reason", "SMTP fixed")
+        assert "dead job(s) requeued" in out, out
+        r = ctl.json("notify", "requeue", "--order", a, "--channel", "email", "--reason", "retry")
+        assert "requeued" in r["result"], r
+        r = ctl.json("notify", "requeue", "--dead", "--reason", "x", role="support", expect=1)
+        assert r["error"]["code"] == "role_required"
+
+        out, _ = ctl.text("reminders", "pause", "--reason", "WhatsApp provider outage")
+        assert "payment reminders paused" in out, out
+        out, _ = ctl.text("status")
+        assert "reminders PAUSED" in out, out
+        r = ctl.json("reminders", "resume", "--reason", "provider back")
+        assert r["result"]["reminders_paused"] is False and r["result"]["was_paused"] is True
+        assert st.sql("SELECT count(*) FROM notify.audit WHERE command LIKE 'reminders.%%'"
+                      " AND result = 'ok'")[0][0] == 2
+
+        # ---- reconciler commands -----------------------------------------------------
+        out, _ = ctl.text("reconcile", b, "--reason", "customer says paid")
+        assert f"order {b} queued for a Midtrans status check" in out, out
+        r = ctl.json("reconcile", "--pending", "--reason", "webhook outage")
+        assert r["result"]["queued"] >= 1, r
+        r = ctl.json("reconcile", "NO-SUCH-ORDER", "--reason", "x", expect=1)
+        assert r["error"]["code"] == "order_not_found", r
+        out, _ = ctl.text("reconcile-mode", "on", "--reason", "webhook silence",
+                          "--incident", inc_id)
+        assert "reconciliation mode: reconcile (was normal)" in out, out
+        assert ctl.json("status")["result"]["services"]["kasir-reconciler"]["status"]["mode"] \
+            == "reconcile"
+        r = ctl.json("reconcile-mode", "off", "--reason", "webhooks back")
+        assert r["result"]["mode"] == "normal", r
+        r = ctl.json("reconcile-mode", "on", "--reason", "x", role="support", expect=1)
+        assert r["error"]["code"] == "role_required", r
+        assert st.sql("SELECT count(*) FROM recon.audit WHERE result = 'refused'"
+                      " AND role = 'support'")[0][0] >= 1
+        show = ctl.json("order", "show", b)
+        assert show["result"]["status_checks"] is not None, show
+
+        # ---- incidents ---------------------------------------------------------------------
+        rc, _, err = ctl.run("incident", "close", inc_id, "--root-cause",
+                             "manual DB repair deleted rows")
+        assert rc == 1 and "postmortem_incomplete" in err and "--impact" in err, err
+        r = ctl.json("incident", "close", inc_id, "--root-cause", "x", "--impact", "y",
+                     expect=1)
+        assert r["error"]["code"] == "postmortem_incomplete", r
+        closes = ops_audit(st, "incident close", inc_id)
+        assert [(x[2], x[4]) for x in closes] == [("refused", int(inc_id[4:]))] * 2, closes
+        assert st.sql("SELECT closed_at IS NULL FROM ops.incident WHERE id = %s",
+                      (int(inc_id[4:]),)) == [(True,)]
+        r = ctl.json("incident", "close", inc_id, "--root-cause", "x", role="support",
+                     expect=1)
+        assert r["error"]["code"] == "role_required"
+        r = ctl.json("incident", "close", inc_id,
+                     "--root-cause", "manual DB repair deleted entitlement rows",
+                     "--impact", "1 customer without access for 20 minutes",
+                     "--resolution", "access re-granted with kasirctl",
+                     "--preventive", "no manual DML on orders.*; use kasirctl",
+                     "--owner", "ops-oncall")
+        assert r["result"]["state"] == "closed", r
+        rc, _, err = ctl.run("incident", "note", inc_id, "too late")
+        assert rc == 1 and "closed" in err, err
+        rc, _, err = ctl.run("access", "grant", a, "--reason", "x", "--incident", inc_id)
+        assert rc == 1 and "incident_closed" in err, err
+        # P2 closes without the template
+        i2 = ctl.json("incident", "open", "--severity", "P2", "--title", "slow receipts")
+        ctl.json("incident", "close", i2["result"]["id"])
+        lst = ctl.json("incident", "list", "--all")
+        assert {x["id"] for x in lst["result"]["incidents"]} >= {inc_id, i2["result"]["id"]}
+        out, _ = ctl.text("incident", "list")
+        assert "no open incidents" in out, out
+
+        md, _ = ctl.text("incident", "report", inc_id)
+        assert md.startswith(f"# {inc_id}: customer paid but lost course access"), md
+        for want in ("| Severity | P1 |", "| State | closed |", "## Root cause",
+                     "manual DB repair deleted entitlement rows", "## Timeline (UTC)",
+                     "incident opened: P1", "note: entitlement missing for " + a,
+                     f"kasirctl access grant {a} -> ok; reason: {reason}",
+                     f"kasirctl access grant {b} -> refused",
+                     f"kasirctl notify resend {b} -> refused",
+                     f"kasirctl notify resend {a} -> ok",
+                     "kasirctl reconcile-mode reconcile -> ok",
+                     "kasirctl incident close " + inc_id + " -> refused",
+                     "incident closed"):
+            assert want in md, (want, md)
+        rep = ctl.json("incident", "report", inc_id)
+        assert rep["result"]["markdown"] == md
+        assert rep["result"]["incident"]["owner"] == "ops-oncall"
+
+        # ---- export --------------------------------------------------------------------
+        rc, out, err = ctl.run("export", "orders", "--from", "2000-01-01", "--to",
+                               "2100-01-01T00:00:00Z", "--format", "csv",
+                               "--reason", "monthly finance report")
+        assert rc == 0, err
+        rows = list(csv.DictReader(io.StringIO(out, newline="")))
+        by_id = {r["order_id"]: r for r in rows}
+        assert set(by_id) == {a, b}, by_id
+        assert by_id[a]["status"] == "PAID" and by_id[a]["amount"] == "150000", by_id[a]
+        assert by_id[a]["customer_phone"] == "'+6281234567890", by_id[a]  # formula guard
+        r = ctl.json("export", "orders", "--from", "2000-01-01", "--to", "2100-01-01")
+        assert len(r["result"]["orders"]) == 2
+        r = ctl.json("export", "orders", "--from", "2000-01-01", "--to", "2100-01-01",
+                     role="support", expect=1)
+        assert r["error"]["code"] == "role_required", r
+        rc, _, err = ctl.run("export", "orders", "--from", "yesterday", "--to", "now")
+        assert rc == 2, err
+
+        # ---- every run is in ops.audit; every refusal marked --------------------------
+        roles = st.sql("SELECT DISTINCT role FROM ops.audit ORDER BY 1")
+        assert roles == [("engineer",), ("support",)], roles
+        assert st.sql("SELECT count(*) FROM ops.audit WHERE command = 'doctor'")[0][0] >= 6
+        assert st.sql("SELECT count(*) FROM ops.audit WHERE result = 'refused'")[0][0] >= 12
+        # the audit is append-only, even for kasirctl's own role
+        try:
+            st.sql("DELETE FROM ops.audit", role="kasir_ctl")
+            raise AssertionError("kasir_ctl could delete ops.audit")
+        except Exception as e:  # noqa: BLE001
+            assert "permission denied" in str(e) or "append-only" in str(e), e
+
+        # ---- a service stops answering ---------------------------------------------------
+        st.stop("notifier")
+        sock = st.config_value("notifier", "admin.socket")
+        out, _ = ctl.text("status")
+        assert re.search(r"kasir-notifier\s+DOWN", out) and sock in out, out
+        doc = ctl.json("doctor", expect=1)
+        down = findings(doc, "notifier_answers")
+        assert down and down[0]["severity"] == "P1" and sock in down[0]["title"], doc
+        rc, _, err = ctl.run("notify", "requeue", "--dead", "--reason", "x")
+        assert rc == 3 and "kasir-notifier is not answering on " + sock in err, err
+        r = ctl.json("reminders", "pause", "--reason", "x", expect=3)
+        assert r["error"]["code"] == "service_unavailable" and r["error"]["socket"] == sock
+        assert ops_audit(st, "reminders", "pause")[-1][2] == "failed"
+        show = ctl.json("order", "show", a, expect=3)
+        assert show["result"]["missing"][0]["service"] == "kasir-notifier", show
+        st.start("notifier")
+        # healthy again once its admin socket answers (no operator action)
+        st.wait_until(lambda: ctl.run("doctor")[0] == 0, timeout=30,
+                      what="doctor clean after the notifier restarted")
+    print("kasirctl SOP test passed")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+#!/usr/bin/python3
+"""Reconciliation mode turns on after a simulated webhook silence (orders
+created, notifications dropped) and every pending order is then checked at
+the short mode interval; it turns off by itself when notifications resume.
+An operator's mode change needs the engineer role and a reason, is
+audited, and an operator's reconcile mode is not left automatically."""
+import time
+
+import rstack
+from rstack import log
+
+
+def mode(st):
+    return st.sql("SELECT mode, mode_auto FROM recon.settings WHERE id = 1")[0]
+
+
+def gauge(st):
+    return st.metric("reconciler", "kasir_reconciler_mode")
+
+
+def main():
+    # the normal schedule would first look after 60s: only the mode can
+    # explain a check within seconds
+    with rstack.stack({"RECON_FIRST_CHECK": "60s", "RECON_BACKOFF": "60s",
+                       "RECON_AUTO_SILENCE": "3s",
+                       "RECON_MODE_INTERVAL": "1s"}) as st:
+        rstack.start(st)
+        assert mode(st) == ("normal", True) and gauge(st) == 0
+
+        silent = rstack.create_order(st, "silent@example.com")
+        t0 = time.time()
+        rstack.pay(st, silent, notify="drop")
+        st.wait_until(lambda: mode(st)[0] == "reconcile", timeout=15,
+                      what="automatic reconciliation mode")
+        log("reconcile mode after %.1fs of silence" % (time.time() - t0))
+        assert mode(st) == ("reconcile", True)
+        assert gauge(st) == 1
+        st.wait_until(lambda: rstack.order_status(st, silent) == "PAID",
+                      timeout=15, what="PAID through reconciliation mode")
+        assert time.time() - t0 < 30, "not the mode interval"
+        chk = st.sql("SELECT mode FROM recon.status_check WHERE order_id = %s"
+                     " AND published", (silent,))
+        assert chk == [("reconcile",)], chk
+        assert st.sql("SELECT actor, role, command, after->>'mode'"
+                      " FROM recon.audit ORDER BY id") == \
+            [("kasir-reconciler", "auto", "mode.auto", "reconcile")]
+
+        # notifications resume: one arrives -> back to normal
+        loud = rstack.create_order(st, "loud@example.com")
+        rstack.pay(st, loud, notify="normal")
+        st.wait_until(lambda: rstack.order_status(st, loud) == "PAID",
+                      timeout=20, what="PAID through the webhook")
+        assert rstack.transitions(st, loud, "PAID")[0][2] == "ingest"
+        st.wait_until(lambda: mode(st)[0] == "normal", timeout=15,
+                      what="automatic return to normal mode")
+        assert gauge(st) == 0
+        assert st.metric("reconciler", "kasir_reconciler_mode_changes_total") == 2
+        log("back to normal once notifications flow")
+        assert "mode normal -> reconcile" in st.log_text("reconciler")
+        assert "mode reconcile -> normal" in st.log_text("reconciler")
+
+        # operator: a reason is required (refusal audited)
+        r = rstack.admin(st, "mode.set", {"mode": "reconcile"})
+        assert not r["ok"] and r["error"]["code"] == "reason_required", r
+        r = rstack.admin(st, "mode.set", {"mode": "sometimes"}, reason="x")
+        assert not r["ok"] and r["error"]["code"] == "bad_args", r
+        r = rstack.admin(st, "mode.set", {"mode": "reconcile"},
+                         reason="INC-7 webhook outage at midtrans")
+        assert r["ok"] and r["result"] == {"mode": "reconcile", "was": "normal"}, r
+        assert mode(st) == ("reconcile", False) and gauge(st) == 1
+        # a notification does not end an operator's reconcile mode
+        third = rstack.create_order(st, "third@example.com")
+        rstack.pay(st, third, notify="normal")
+        st.wait_until(lambda: rstack.order_status(st, third) == "PAID",
+                      timeout=20, what="PAID through the webhook")
+        time.sleep(2)
+        assert mode(st) == ("reconcile", False)
+        r = rstack.admin(st, "mode.set", {"mode": "normal"}, reason="INC-7 over")
+        assert r["ok"] and r["result"]["was"] == "reconcile", r
+        assert mode(st) == ("normal", False) and gauge(st) == 0
+        # the operator's "normal" restarts the silence count: no immediate
+        # automatic re-entry
+        time.sleep(1.5)
+        assert mode(st)[0] == "normal"
+        audit = st.sql("SELECT role, command, result, reason,"
+                       " before->>'mode', after->>'mode' FROM recon.audit"
+                       " WHERE command = 'mode.set' ORDER BY id")
+        assert [a[2] for a in audit] == ["refused", "ok", "ok"], audit
+        assert audit[1][3] == "INC-7 webhook outage at midtrans", audit
+        assert audit[1][4:] == ("normal", "reconcile"), audit
+        assert audit[2][4:] == ("reconcile", "normal"), audit
+        # the audit log is append-only
+        try:
+            st.sql("DELETE FROM recon.audit", role="kasir_reconciler")
+        except Exception as e:
+            assert "refused" in str(e) or "permission denied" in str(e), e
+        else:
+            raise AssertionError("audit rows deleted")
+        log("ok")
+
+
+if __name__ == "__main__":
+    main()
