@@ -263,7 +263,10 @@ def wait_until(pred, timeout=30, what="condition", interval=0.1):
 
 
 def _port_free(port, host="127.0.0.1"):
+    """True when a listener could bind port now.  SO_REUSEADDR, like the
+    servers we start, so connections in TIME_WAIT do not count as busy."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -527,7 +530,16 @@ class PgCluster:
             self.sockdir = cand
         os.makedirs(self.sockdir, mode=0o700, exist_ok=True)
         os.chmod(self.sockdir, 0o700)
-        if self.port is None or (not self.is_running() and not _port_free(self.port)):
+        if self.port is not None and not self.is_running():
+            # Keep an existing cluster on its port: daemons' DSNs point at
+            # it.  Give a port still held by a dying process a moment.
+            deadline = time.monotonic() + 10
+            while not _port_free(self.port) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if not _port_free(self.port):
+                raise HarnessError(f"PostgreSQL port {self.port} is taken "
+                                   "by another process")
+        if self.port is None:
             self.port = free_port()
         self._save_state()
         if self.root:
