@@ -4,7 +4,9 @@
  * Every server gets: a connection timeout, a global and a per-IP
  * connection limit, a hard body cap enforced while reading (a declared
  * Content-Length above the cap is refused before any body byte is read;
- * a chunked body is cut at the cap) answered 413 with a JSON error, baseline
+ * a chunked body is cut at the cap: never buffered beyond it nor passed to
+ * the handler, the rest drained up to 1 MiB, beyond that the connection is
+ * closed) answered 413 with a JSON error, baseline
  * security headers on every response (X-Content-Type-Options: nosniff,
  * Cache-Control: no-store, X-Frame-Options: DENY, Referrer-Policy:
  * no-referrer, Content-Security-Policy: default-src 'none'), and never a

@@ -118,10 +118,11 @@ ctl_call(struct ctl *c, enum ctl_svc svc, const char *cmd, const cJSON *args,
 		err_set(err, svc, url, code[0] ? code : "error",
 		        unavailable ? CTL_EXIT_UNAVAILABLE : CTL_EXIT_FAILED,
 		        m[0] ? m : code);
-		cJSON_Delete(reply);
-		return strcmp(code, "role_required") == 0  ? KASIR_EPERM
-		       : strstr(code, "not_found") != NULL ? KASIR_ENOTFOUND
-		                                           : KASIR_EREJECT;
+		cJSON_Delete(reply); /* code and m point into it: use err */
+		return strcmp(err->code, "role_required") == 0 ? KASIR_EPERM
+		       : strstr(err->code, "not_found") != NULL
+		           ? KASIR_ENOTFOUND
+		           : KASIR_EREJECT;
 	}
 	res = cJSON_DetachItemFromObjectCaseSensitive(reply, "result");
 	cJSON_Delete(reply);

@@ -373,8 +373,14 @@ tl_add(cJSON *tl, const char *at, const char *who, const char *what)
 
 	if (e == NULL)
 		return;
-	(void)ts_parse(at, &ms);
-	cJSON_AddStringToObject(e, "at", at);
+	if (ts_parse(at, &ms) == 0) {
+		char norm[40];
+
+		time_rfc3339(ms, norm, sizeof(norm));
+		cJSON_AddStringToObject(e, "at", norm);
+	} else {
+		cJSON_AddStringToObject(e, "at", at);
+	}
 	cJSON_AddNumberToObject(e, "at_ms", (double)ms);
 	cJSON_AddStringToObject(e, "who", who);
 	cJSON_AddStringToObject(e, "what", what);

@@ -42,8 +42,15 @@ entry(cJSON *tl, const char *at, const char *service, const char *kind,
 	va_end(ap);
 	if ((e = cJSON_CreateObject()) == NULL)
 		return;
-	(void)ts_parse(at, &ms);
-	cJSON_AddStringToObject(e, "at", at);
+	/* one notation for every service: RFC 3339 UTC, milliseconds */
+	if (ts_parse(at, &ms) == 0) {
+		char norm[40];
+
+		time_rfc3339(ms, norm, sizeof(norm));
+		cJSON_AddStringToObject(e, "at", norm);
+	} else {
+		cJSON_AddStringToObject(e, "at", at);
+	}
 	cJSON_AddNumberToObject(e, "at_ms", (double)ms);
 	cJSON_AddStringToObject(e, "service", service);
 	cJSON_AddStringToObject(e, "kind", kind);

@@ -130,8 +130,12 @@ out_fail(struct ctl *c, const struct ctl_error *err)
 	} else {
 		const char *h = hint(c, err->code);
 
-		fprintf(stderr, "kasirctl: %s: %s [%s]\n", err->service,
-		        err->message, err->code);
+		if (strcmp(err->service, CTL_NAME) == 0)
+			fprintf(stderr, "kasirctl: %s [%s]\n", err->message,
+			        err->code);
+		else
+			fprintf(stderr, "kasirctl: %s: %s [%s]\n", err->service,
+			        err->message, err->code);
 		if (strcmp(err->code, "role_required") == 0)
 			fprintf(stderr, "kasirctl: you act as %s (%s)\n",
 			        c->user, ctl_role_name(c->role));

@@ -136,7 +136,10 @@ print_text(struct ctl *c, cJSON *const st[SVC_COUNT],
 			       "-", err[s].message);
 		else
 			printf("%-18s %-6s %-9s %s\n", ctl_svc_name(s), "up",
-			       j_str(st[s], "version"), c->conf.socket[s]);
+			       j_str(st[s], "version")[0]
+			           ? j_str(st[s], "version")
+			           : "-",
+			       c->conf.socket[s]);
 	}
 	printf("\nstreams:\n");
 	cJSON_ArrayForEach(row, lags)

@@ -97,22 +97,7 @@ def status_of(port, path):
     return getattr(r, "status", None)
 
 
-def _port_free_reuseaddr(port, host="127.0.0.1"):
-    """PostgreSQL binds with SO_REUSEADDR; kasirtest._port_free does not and
-    moves a restarted cluster to a new port when old connections sit in
-    TIME_WAIT (the daemon's config names the port).  Check as PostgreSQL
-    binds until the harness does."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def main():
-    kasirtest._port_free = _port_free_reuseaddr
     exe = os.path.join(kasirtest.build_dir(), "tests", "daemon-driver")
     if not os.path.exists(exe):
         raise AssertionError("daemon-driver not built")

@@ -265,23 +265,7 @@ def test_concurrent_migrators(pg, dsn, pw, tmp):
         d.close()
 
 
-def _port_free_reuseaddr(port, host="127.0.0.1"):
-    """PostgreSQL binds with SO_REUSEADDR, so a port whose old connections
-    sit in TIME_WAIT is free for it.  kasirtest._port_free binds without it
-    and then moves a restarted cluster to another port (breaking every
-    DSN); until the harness is fixed, check the way PostgreSQL binds."""
-    import socket
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def main():
-    kasirtest._port_free = _port_free_reuseaddr
     if not os.path.exists(os.path.join(kasirtest.build_dir(), "tests", "db-driver")):
         raise AssertionError("db-driver not built")
     with kasirtest.Stack.for_test() as st:

@@ -71,8 +71,18 @@ class SmtpSink:
         os.makedirs(maildir, exist_ok=True)
         sink = self
 
+        self.mode = "normal"  # normal | 5xx (RCPT refused) | 4xx (DATA refused)
+
         class Handler:
+            async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+                if sink.mode == "5xx":
+                    return "550 5.1.1 invalid recipient"
+                envelope.rcpt_tos.append(address)
+                return "250 OK"
+
             async def handle_DATA(self, server, session, envelope):
+                if sink.mode == "4xx":
+                    return "451 4.3.0 temporary failure"
                 with sink.lock:
                     sink.n += 1
                     path = os.path.join(sink.maildir, "%06d.eml" % sink.n)

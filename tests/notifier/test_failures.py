@@ -51,6 +51,24 @@ def main():
                     " ORDER BY a.id", (a,))
         assert [r[0] for r in att][-1] == "sent" and all(r[0] == "transient" for r in att[:-1]), att
 
+        # ---- SMTP 550 (invalid recipient): permanent, dead at once
+        s.smtp.mode = "5xx"
+        e = "ORD-SMTP-550"
+        pay(s, e)
+        wait_for(lambda: (job(s, e, "email") or [[None]])[0][0] == "dead", 30, "email dead")
+        st = job(s, e, "email")[0]
+        assert st[1] == 1 and "550" in st[2], st
+        # ---- SMTP 451 on DATA: transient, retried, then delivered
+        s.smtp.mode = "4xx"
+        f = "ORD-SMTP-451"
+        pay(s, f)
+        wait_for(lambda: (job(s, f, "email") or [[None, 0]])[0][1] >= 1 and
+                 job(s, f, "email")[0][0] == "retry", 30, "email retry after 451")
+        assert "451" in job(s, f, "email")[0][2], job(s, f, "email")
+        s.smtp.mode = "normal"
+        wait_for(lambda: job(s, f, "email")[0][0] == "sent", 30, "email sent after 451")
+        assert len(receipts_mail(s, f)) == 1
+
         # ---- WhatsApp 4xx: dead at once, requeue delivers once
         s.wa.mode = "4xx"
         b = "ORD-WA-4XX"

@@ -112,6 +112,7 @@ class Stack:
         self.ports = {}
         self.event_id = 1000
         self.check_id = 5000
+        self.last_seq = {}  # stream -> seq of the last message published
         try:
             self._secrets()
             self._postgres()
@@ -266,7 +267,8 @@ class Stack:
         line = p.stdout.readline().strip()
         if not line.startswith("ok "):
             raise AssertionError("publish %s failed: %s" % (mtype, line))
-        return int(line[3:])
+        self.last_seq[stream] = int(line[3:])
+        return self.last_seq[stream]
 
     def notify(self, body, **changes):
         """Publishes a Midtrans notification body on the ingest stream as

@@ -2,6 +2,8 @@
  * test_admin.c - common/admin_socket.c over tcp:// and ipc://.
  */
 #include <errno.h>
+#include <grp.h>
+#include <sys/wait.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -224,12 +226,105 @@ test_ipc(void **state)
 	tu_rmrf(dir);
 }
 
+/* Child side (re-executed test binary; nng is not fork-safe): drops to
+ * nobody:nogroup, calls url, prints the role reported or "refused". */
+static int
+child_call(const char *url)
+{
+	cJSON *req, *rep = NULL;
+	const char *role = "refused";
+
+	if (setgroups(0, NULL) < 0 || setgid(65534) < 0 || setuid(65534) < 0)
+		return 3;
+	req = cJSON_Parse("{\"v\":1,\"cmd\":\"who\",\"actor\":\"root\"}");
+	if (admin_call(url, req, 2000, &rep) == 0) {
+		const char *u = str_at(rep, "result", "user");
+		role = str_at(rep, "result", "role");
+		if (u == NULL || strcmp(u, "nobody") != 0)
+			role = "wrong-user";
+	}
+	printf("%s", role ? role : "no-role");
+	fflush(stdout);
+	return 0;
+}
+
+/* Runs one admin_call as nobody:nogroup; the role the daemon reported
+ * ("none", "support", "engineer") or "refused" into out. */
+static void
+call_as_nobody(const char *url, char *out, size_t len)
+{
+	int pipefd[2], st;
+	pid_t pid;
+	ssize_t n;
+
+	assert_int_equal(pipe(pipefd), 0);
+	pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		dup2(pipefd[1], 1);
+		close(pipefd[0]);
+		execl("/proc/self/exe", "unit_net_admin", "--call-as-nobody",
+		      url, (char *)NULL);
+		_exit(5);
+	}
+	close(pipefd[1]);
+	n = read(pipefd[0], out, len - 1);
+	out[n > 0 ? n : 0] = '\0';
+	close(pipefd[0]);
+	assert_int_equal(waitpid(pid, &st, 0), pid);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+}
+
+/* roles from unix groups; the socket mode keeps others out */
+static void
+test_ipc_roles(void **state)
+{
+	struct admin_socket_conf conf = {.mode = "0666",
+	                                 .engineer_group = "root",
+	                                 .support_group = "nogroup"};
+	struct admin_socket *s;
+	char dir[64], url[128], role[32];
+
+	(void)state;
+	if (getuid() != 0 || getgrnam("nogroup") == NULL) {
+		fprintf(stderr, "needs root and group nogroup: skipped\n");
+		skip();
+	}
+	tu_mkdtemp(dir, sizeof(dir));
+	chmod(dir, 0755);
+	snprintf(url, sizeof(url), "ipc://%s/a.sock", dir);
+	conf.url = url;
+
+	assert_int_equal(admin_socket_start(&conf, handler, NULL, &s), 0);
+	call_as_nobody(url, role, sizeof(role));
+	assert_string_equal(role, "support"); /* nogroup member, not "actor" */
+	admin_socket_stop(s);
+
+	conf.support_group = NULL;
+	assert_int_equal(admin_socket_start(&conf, handler, NULL, &s), 0);
+	call_as_nobody(url, role, sizeof(role));
+	assert_string_equal(role, "none");
+	admin_socket_stop(s);
+
+	/* 0600: nobody cannot even connect */
+	conf.mode = "0600";
+	conf.support_group = "nogroup";
+	assert_int_equal(admin_socket_start(&conf, handler, NULL, &s), 0);
+	call_as_nobody(url, role, sizeof(role));
+	assert_string_equal(role, "refused");
+	admin_socket_stop(s);
+	tu_rmrf(dir);
+}
+
 int
-main(void)
+main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_tcp),
 	    cmocka_unit_test(test_ipc),
+	    cmocka_unit_test(test_ipc_roles),
 	};
+	if (argc == 3 && strcmp(argv[1], "--call-as-nobody") == 0)
+		return child_call(argv[2]);
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

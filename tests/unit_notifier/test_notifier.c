@@ -467,7 +467,7 @@ render_example(const char *dir, const char *extra)
 
 	assert_non_null(src);
 	snprintf(in_path, sizeof(in_path),
-		 "%s/services/notifier/config.example.yaml", src);
+	         "%s/services/notifier/config.example.yaml", src);
 	f = fopen(in_path, "r");
 	assert_non_null(f);
 	fseek(f, 0, SEEK_END);
@@ -494,8 +494,8 @@ render_example(const char *dir, const char *extra)
 		if ((eq = strchr(name, '=')) != NULL)
 			val = eq + 1; /* a tunable: its default */
 		else if (strcmp(name, "SECRETS") == 0 ||
-			 strcmp(name, "RUN") == 0 || strcmp(name, "VAR") == 0 ||
-			 strcmp(name, "SRC") == 0)
+		         strcmp(name, "RUN") == 0 || strcmp(name, "VAR") == 0 ||
+		         strcmp(name, "SRC") == 0)
 			val = dir;
 		else if (strcmp(name, "DB_HOST") == 0)
 			val = "127.0.0.1";
@@ -507,7 +507,8 @@ render_example(const char *dir, const char *extra)
 	}
 	strcpy(o + j, extra);
 	free(text);
-	snprintf(out_path, sizeof(out_path), "%s", write_file(dir, "conf.yaml", o));
+	snprintf(out_path, sizeof(out_path), "%s",
+	         write_file(dir, "conf.yaml", o));
 	free(o);
 	return out_path;
 }
@@ -543,17 +544,17 @@ test_config(void **state)
 	assert_int_equal(c.remind_after_created.ms[0], 3600 * 1000);
 	/* overridden in the example */
 	assert_string_equal(c.tpl[KIND_RECEIPT].subject,
-			    "Pembayaran diterima: {course_title} ({order_id})");
+	                    "Pembayaran diterima: {course_title} ({order_id})");
 	/* not overridden: the Indonesian default */
 	assert_string_equal(c.tpl[KIND_EXPIRY].whatsapp,
-			    template_default(KIND_EXPIRY)->whatsapp);
+	                    template_default(KIND_EXPIRY)->whatsapp);
 	conf_free(notifier_conf_keys, &c);
 
 	/* an unknown placeholder is a config error with file:line */
 	path = render_example(dir, "  expiry:\n    subject: \"{oops}\"\n");
 	memset(&c, 0, sizeof(c));
 	assert_int_equal(conf_load(path, notifier_conf_keys, &c, &errors),
-			 KASIR_ECONFIG);
+	                 KASIR_ECONFIG);
 	assert_non_null(errors);
 	assert_non_null(strstr(errors, "conf.yaml:"));
 	assert_non_null(strstr(errors, "{oops}"));
@@ -566,9 +567,23 @@ test_config(void **state)
 	assert_int_equal(conf_load(path, notifier_conf_keys, &c, &errors), 0);
 	c.lease_ms = 15000; /* email timeout is 10 s in the example */
 	assert_int_equal(notifier_conf_finish(&c, why, sizeof(why)),
-			 KASIR_ECONFIG);
+	                 KASIR_ECONFIG);
 	assert_non_null(strstr(why, "lease"));
 	conf_free(notifier_conf_keys, &c);
+
+	{
+		static const char *const files[] = {
+		    "msg-k1",    "smtp-password",     "whatsapp-token",
+		    "conf.yaml", "db-kasir_notifier", "db-kasir_notifier_owner",
+		};
+		char p[600];
+
+		for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+			snprintf(p, sizeof(p), "%s/%s", dir, files[i]);
+			unlink(p);
+		}
+		rmdir(dir);
+	}
 }
 
 int
