@@ -16,6 +16,7 @@
  *    can only lower it);
  *  - an input that is not a JSON object never reaches the handler.
  */
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>

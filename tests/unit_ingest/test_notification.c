@@ -465,7 +465,7 @@ test_shared_samples(void **state)
 		skip();
 	}
 	while ((de = readdir(d)) != NULL) {
-		size_t len, idx = 99;
+		size_t len = 0, idx = 99;
 		struct notification n;
 		struct notif_reject why = {0};
 		char *body, *sig;
