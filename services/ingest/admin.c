@@ -5,9 +5,12 @@
  *   events.list {order_id}      stored payment events of an order, plus
  *                               refused (quarantined) bodies naming it
  *   quarantine.list {limit, with_body}  the latest quarantined bodies
+ *   export.events {from, to}    engineer: payment events received in
+ *                               [from, to) for finance and audit; audited
+ *                               in ingest.audit (refusals too)
  *
- * Read-only: nothing here changes the database.  Runs on the admin
- * socket's single worker thread with its own connection.
+ * Nothing here changes payment data; only ingest.audit is written.  Runs on the
+ * admin socket's single worker thread with its own connection.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -61,6 +64,30 @@ static const struct db_stmt stmt_quarantine_latest = {
                        "ORDER BY id DESC LIMIT $1",
     .nparams = 1,
 };
+
+static const struct db_stmt stmt_export_events = {
+    .name = "ingest_admin_export_events",
+    .sql = "SELECT id, " TS_UTC(
+        "received_at") ", order_id, "
+                       "transaction_status, status_code, gross_amount, "
+                       "currency, "
+                       "payment_type, fraud_status, transaction_id, "
+                       "host(source_addr) FROM ingest.payment_event "
+                       "WHERE received_at >= $1::timestamptz "
+                       "AND received_at < $2::timestamptz ORDER BY id LIMIT "
+                       "100001",
+    .nparams = 2,
+};
+
+static const struct db_stmt stmt_audit_insert = {
+    .name = "ingest_admin_audit",
+    .sql = "INSERT INTO ingest.audit (actor, role, cmd, reason, incident, "
+           "args, result, error) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, "
+           "$8)",
+    .nparams = 8,
+};
+
+#define EXPORT_EVENTS_MAX 100000
 
 static void
 set_err(char *code, size_t code_len, char *msg, size_t msg_len, const char *c,
@@ -271,6 +298,129 @@ out:
 	return r;
 }
 
+static const char *
+role_name(enum admin_role r)
+{
+	switch (r) {
+	case ADMIN_ROLE_ENGINEER:
+		return "engineer";
+	case ADMIN_ROLE_SUPPORT:
+		return "support";
+	default:
+		return "none";
+	}
+}
+
+/* Records one command in ingest.audit inside the open transaction. */
+static int
+audit(struct kasir_db *db, const struct admin_request *req, const char *result,
+      const char *error)
+{
+	char *args = cJSON_PrintUnformatted(req->args);
+	const char *p[8] = {
+	    req->peer.user, role_name(req->peer.role),  req->cmd, req->reason,
+	    req->incident,  args != NULL ? args : "{}", result,   error};
+	int rc;
+
+	rc = db_exec(db, &stmt_audit_insert, p, NULL);
+	cJSON_free(args);
+	return rc;
+}
+
+/* Audits a refusal in its own transaction and fills the error reply. */
+static int
+refuse(struct ingest_admin_ctx *c, const struct admin_request *req, int err,
+       char *code, size_t code_len, char *msg, size_t msg_len, const char *ec,
+       const char *em)
+{
+	int rc;
+
+	if ((rc = db_begin(c->db)) < 0 ||
+	    (rc = audit(c->db, req, "refused", ec)) < 0 ||
+	    (rc = db_commit(c->db)) < 0) {
+		db_rollback(c->db);
+		return rc;
+	}
+	set_err(code, code_len, msg, msg_len, ec, em);
+	return err;
+}
+
+static int
+cmd_export_events(struct ingest_admin_ctx *c, const struct admin_request *req,
+                  cJSON **ret, char *code, size_t code_len, char *msg,
+                  size_t msg_len)
+{
+	const cJSON *jf = cJSON_GetObjectItemCaseSensitive(req->args, "from");
+	const cJSON *jt = cJSON_GetObjectItemCaseSensitive(req->args, "to");
+	const char *p[2];
+	PGresult *res = NULL;
+	cJSON *o = NULL, *rows;
+	int rc, n;
+
+	if (req->peer.role != ADMIN_ROLE_ENGINEER)
+		return refuse(c, req, KASIR_EPERM, code, code_len, msg, msg_len,
+		              "role_required",
+		              "export needs the engineer role");
+	if (!cJSON_IsString(jf) || !cJSON_IsString(jt))
+		return refuse(c, req, -EINVAL, code, code_len, msg, msg_len,
+		              "invalid_args", "args.from and args.to required");
+	p[0] = jf->valuestring;
+	p[1] = jt->valuestring;
+	if ((rc = db_begin(c->db)) < 0)
+		return rc;
+	rc = db_exec(c->db, &stmt_export_events, p, &res);
+	if (rc == KASIR_ESQL) {
+		db_rollback(c->db);
+		return refuse(c, req, -EINVAL, code, code_len, msg, msg_len,
+		              "invalid_args", "from/to must be timestamps");
+	}
+	if (rc < 0)
+		goto fail;
+	n = PQntuples(res);
+	if (n > EXPORT_EVENTS_MAX) {
+		PQclear(res);
+		db_rollback(c->db);
+		return refuse(c, req, KASIR_ETOOBIG, code, code_len, msg,
+		              msg_len, "too_many_rows",
+		              "more than 100000 events: narrow from/to");
+	}
+	if ((o = cJSON_CreateObject()) == NULL ||
+	    (rows = cJSON_AddArrayToObject(o, "events")) == NULL) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	for (int i = 0; i < n; i++) {
+		static const char *const cols[] = {
+		    "event_id",           "received_at",  "order_id",
+		    "transaction_status", "status_code",  "gross_amount",
+		    "currency",           "payment_type", "fraud_status",
+		    "transaction_id",     "source_addr"};
+		cJSON *r = cJSON_CreateObject();
+
+		if (r == NULL || !cJSON_AddItemToArray(rows, r)) {
+			cJSON_Delete(r);
+			rc = -ENOMEM;
+			goto fail;
+		}
+		for (int k = 0; k < (int)ARRAY_SIZE(cols); k++)
+			if (!add_col(r, cols[k], res, i, k)) {
+				rc = -ENOMEM;
+				goto fail;
+			}
+	}
+	if ((rc = audit(c->db, req, "ok", NULL)) < 0 ||
+	    (rc = db_commit(c->db)) < 0)
+		goto fail;
+	PQclear(res);
+	*ret = o;
+	return 0;
+fail:
+	PQclear(res);
+	cJSON_Delete(o);
+	db_rollback(c->db);
+	return rc;
+}
+
 int
 ingest_admin_handle(void *arg, const struct admin_request *req,
                     cJSON **ret_result, char *err_code, size_t code_len,
@@ -291,7 +441,11 @@ ingest_admin_handle(void *arg, const struct admin_request *req,
 	if (strcmp(req->cmd, "quarantine.list") == 0)
 		return cmd_quarantine_list(c, req->args, ret_result, err_code,
 		                           code_len, err_msg, msg_len);
+	if (strcmp(req->cmd, "export.events") == 0)
+		return cmd_export_events(c, req, ret_result, err_code, code_len,
+		                         err_msg, msg_len);
 	set_err(err_code, code_len, err_msg, msg_len, "unknown_command",
-	        "kasir-ingest knows: status, events.list, quarantine.list");
+	        "kasir-ingest knows: status, events.list, quarantine.list, "
+	        "export.events");
 	return KASIR_ENOTFOUND;
 }

@@ -43,8 +43,8 @@ def check(cond, what):
 def run(argv, env=None, timeout=300):
     r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout,
                        stdin=subprocess.DEVNULL)
-    print(f"$ {' '.join(shlex.quote(a) for a in argv)} -> {r.returncode}\n"
-          f"{r.stdout}{r.stderr}", flush=True)
+    out = "".join(f"  | {line}\n" for line in (r.stdout + r.stderr).splitlines())
+    print(f"$ {' '.join(shlex.quote(a) for a in argv)} -> {r.returncode}\n{out}", flush=True)
     return r
 
 
@@ -180,8 +180,8 @@ def test_rollback(base):
         check("1.1.0-bad -> 1.0.0" in log, f"rollback.log records the switch ({log.strip()})")
 
         r = run([ROLLBACK, "--prefix", prefix, "--no-smoke", "--restart", "true"], timeout=60)
-        check(r.returncode != 0 and "1.0.0" in r.stderr and
-              os.readlink(os.path.join(prefix, "current")) == "releases/1.0.0",
+        check(r.returncode != 0 and "release 0.9.0 has no executable bin/kasir-ingest" in r.stderr
+              and os.readlink(os.path.join(prefix, "current")) == "releases/1.0.0",
               "older than 1.0.0 there is only the incomplete 0.9.0: refused, nothing changed")
     finally:
         dev.cmd("down")

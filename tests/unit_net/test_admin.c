@@ -245,6 +245,8 @@ child_call(const char *url)
 	}
 	printf("%s", role ? role : "no-role");
 	fflush(stdout);
+	cJSON_Delete(rep);
+	cJSON_Delete(req);
 	return 0;
 }
 

@@ -1,0 +1,215 @@
+"""paystack - helpers for the end-to-end payment-path tests (issue 3).
+
+The real kasir-ingest and kasir-order, the fake Midtrans, one throwaway
+PostgreSQL, all through tests/lib/kasirtest.py.  Notifications are POSTed
+to kasir-ingest over HTTP (signed like Midtrans signs them) or sent by the
+fake Midtrans; nothing is injected behind the daemons' backs.
+
+PayStack is a kasirtest.Stack whose rendered kasir-order config carries a
+test catalog: one course per amount the tests need (course_for(amount)),
+so an order created through the API has exactly the sample's
+gross_amount.  The Midtrans server key is the docs' example key the shared
+samples are signed with.
+"""
+
+import hashlib
+import json
+import os
+import re
+import secrets
+import sys
+
+import kasirtest
+
+# The docs' example server key: ../shared/midtrans/notifications are signed
+# with it, so it is the stack's configured key.
+DOCS_KEY = "askvnoibnosifnboseofinbofinfgbiufglnbfg"
+# Any other key: what a forged (or docs-original, not re-signed) body has.
+OTHER_KEY = "SB-Mid-server-" + secrets.token_urlsafe(18)
+JSON = {"Content-Type": "application/json"}
+
+# amount (rupiah) -> access; every amount a sample or a test uses.
+AMOUNTS = {10000: "lifetime", 100000: "lifetime", 145000: "lifetime",
+           150000: "lifetime", 154600: "365d", 162500: "30d",
+           244108: "lifetime", 275000: "180d"}
+
+
+def course_for(amount):
+    """The test course priced `amount` ("154600.00", "154600" or 154600)."""
+    n = int(float(amount))
+    if n not in AMOUNTS:
+        raise AssertionError(f"no test course priced {n}")
+    return f"kursus-{n}"
+
+
+def catalog_yaml():
+    out = "courses:\n"
+    for n, access in sorted(AMOUNTS.items()):
+        out += (f"  - id: {course_for(n)}\n    title: \"Kursus Uji {n}\"\n"
+                f"    price: {n}\n    access: {access}\n")
+    return out
+
+
+def signature(order_id, status_code, gross_amount, key=DOCS_KEY):
+    """hex(SHA512(order_id + status_code + gross_amount + server_key))."""
+    return hashlib.sha512((order_id + status_code + gross_amount + key)
+                          .encode("utf-8")).hexdigest()
+
+
+def signed(body, key=DOCS_KEY, sign_amount=None):
+    """A copy of body with signature_key computed over its own fields (or
+    over sign_amount instead of its gross_amount) with key."""
+    b = dict(body)
+    b["signature_key"] = signature(b["order_id"], b["status_code"],
+                                   sign_amount if sign_amount is not None
+                                   else b["gross_amount"], key)
+    return b
+
+
+def notification(order_id, status="settlement", amount="154600.00", code=None,
+                 key=DOCS_KEY, **extra):
+    """A signed Midtrans-shaped notification (dict)."""
+    if code is None:
+        code = {"settlement": "200", "capture": "200", "pending": "201"}.get(status, "202")
+    b = {"transaction_time": "2026-11-23 16:00:00", "transaction_status": status,
+         "transaction_id": "tx-" + order_id, "status_message": "midtrans payment notification",
+         "status_code": code, "order_id": order_id, "gross_amount": amount,
+         "payment_type": "bank_transfer", "currency": "IDR", "fraud_status": "accept",
+         "merchant_id": "G141532850"}
+    b.update(extra)
+    return signed(b, key)
+
+
+def samples():
+    """[(file name, raw bytes, parsed dict)] of the shared samples, in name
+    order; exits 77 when ../shared is absent (outside the repository)."""
+    shared = os.environ.get("KASIR_SHARED_DIR", "")
+    d = os.path.join(shared, "midtrans", "notifications")
+    names = sorted(n for n in os.listdir(d) if n.endswith(".json")) if os.path.isdir(d) else []
+    if not names:
+        kasirtest.skip(f"skipped: no Midtrans samples in {d} "
+                       "(KASIR_SHARED_DIR must point at ../shared)")
+    out = []
+    for n in names:
+        with open(os.path.join(d, n), "rb") as f:
+            raw = f.read()
+        out.append((n, raw, json.loads(raw)))
+    return out
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+    print(f"ok - {what}", flush=True)
+
+
+class PayStack(kasirtest.Stack):
+    """kasirtest.Stack + the test catalog in kasir-order's config."""
+
+    def render(self, svc):
+        path = super().render(svc)
+        if svc == "order":
+            with open(path) as f:
+                text = f.read()
+            m = re.search(r"^courses:\s*$", text, re.M)
+            if m is None:
+                raise kasirtest.HarnessError(f"{path}: no top-level courses: section")
+            rest = text[m.end():]
+            # the catalog runs to the next top-level key (or the end)
+            nxt = re.search(r"^[A-Za-z_]", rest, re.M)
+            tail = rest[nxt.start():] if nxt else ""
+            with open(path + ".tmp", "w") as f:
+                f.write(text[:m.start()] + catalog_yaml() + tail)
+            os.chmod(path + ".tmp", 0o640)
+            os.replace(path + ".tmp", path)
+        return path
+
+    @classmethod
+    def for_payment(cls, overrides=None, **kw):
+        ov = {"INGEST_RATE": "100000", "INGEST_BURST": "100000"}
+        ov.update(overrides or {})
+        return cls.for_test(overrides=ov, server_key=DOCS_KEY, **kw)
+
+    def start_payment_path(self):
+        """fake Midtrans, kasir-ingest, kasir-order."""
+        self.start("fake-midtrans", wait=False)
+        self.start("ingest", wait=False)
+        self.start("order", wait=False)
+        for n in ("fake-midtrans", "ingest", "order"):
+            self.wait_ready(n)
+
+    # -- orders ---------------------------------------------------------------
+    def create_order(self, order_id, amount, email="budi@example.com"):
+        body = {"course_id": course_for(amount), "order_id": order_id,
+                "customer": {"name": "Budi Santoso", "email": email,
+                             "phone": "081234567890"}}
+        r = self.api("POST", "/v1/orders", body)
+        if r.status != 201 or r.body.get("order_id") != order_id:
+            raise AssertionError(f"create order {order_id}: {r}")
+        return r.body
+
+    def status(self, order_id):
+        r = self.sql("SELECT status FROM orders.orders WHERE order_id = %s", (order_id,))
+        return r[0][0] if r else None
+
+    def entitlements(self, order_id, active_only=True):
+        q = "SELECT count(*) FROM orders.entitlements WHERE order_id = %s"
+        if active_only:
+            q += " AND revoked_at IS NULL"
+        return self.sql(q, (order_id,))[0][0]
+
+    def messages(self, order_id, mtype):
+        """Messages of type mtype about order_id on the orders stream."""
+        return self.sql("SELECT count(*) FROM orders.stream_out WHERE type = %s"
+                        " AND (body::jsonb)->'data'->>'order_id' = %s",
+                        (mtype, order_id))[0][0]
+
+    def paid_transitions(self, order_id):
+        return self.sql("SELECT count(*) FROM orders.transitions WHERE order_id = %s"
+                        " AND to_status = 'PAID'", (order_id,))[0][0]
+
+    def access(self, email, course):
+        r = self.api("GET", f"/v1/access?customer_email={email}&course_id={course}")
+        if r.status != 200:
+            raise AssertionError(f"GET /v1/access: {r}")
+        return r.body
+
+    # -- notifications --------------------------------------------------------
+    def post(self, body, timeout=10):
+        """POSTs a notification (dict or raw bytes) to kasir-ingest."""
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return self.notify(raw, JSON, timeout=timeout)
+
+    def ingest_head(self):
+        return self.sql("SELECT coalesce(max(seq), 0) FROM ingest.stream_out")[0][0]
+
+    def order_cursor(self):
+        r = self.sql("SELECT seq FROM orders.stream_cursor WHERE stream = 'ingest'")
+        return r[0][0] if r else 0
+
+    def wait_applied(self, timeout=30):
+        """Until kasir-order has applied everything kasir-ingest stored."""
+        head = self.ingest_head()
+        self.wait_until(lambda: self.order_cursor() >= head, timeout,
+                        f"kasir-order applied ingest seq {head}")
+
+    def deliver(self, body, want=200):
+        """POST, expect `want`, and (for 200) wait until it is applied."""
+        r = self.post(body)
+        if r.status != want:
+            raise AssertionError(f"POST {body.get('order_id') if isinstance(body, dict) else ''}"
+                                 f": want {want}, got {r}")
+        if want == 200:
+            self.wait_applied()
+        return r
+
+
+def main_wrapper(fn):
+    """Runs fn() and turns an AssertionError into a clear FAIL line."""
+    try:
+        fn()
+    except AssertionError as e:
+        print(f"FAIL: {e}", flush=True)
+        raise
+    print("PASS", flush=True)
+    sys.exit(0)
