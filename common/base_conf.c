@@ -351,6 +351,12 @@ const struct conf_key base_conf_keys[] = {
      .min = 100,
      .max = 60 * 1000,
      .defval = "1s"},
+    {.key = "stream.ready_max_lag",
+     .type = CONF_INT,
+     .offset = F(stream_ready_max_lag),
+     .min = 1,
+     .max = INT64_C(1) << 40,
+     .defval = "10000"},
 
     {.key = "consume",
      .type = CONF_CUSTOM,

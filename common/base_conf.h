@@ -28,6 +28,8 @@
  *     publish: tcp://127.0.0.1:7201    # pub (fan-out) or push (pipeline)
  *     replay: tcp://127.0.0.1:7202     # req/rep replay server
  *     heartbeat: 1s
+ *     ready_max_lag: 10000             # /readyz fails while a consumed
+ *                                      # stream lags more than this
  *   consume:                           # streams this daemon consumes
  *     - stream: ingest
  *       url: tcp://127.0.0.1:7101
@@ -79,6 +81,7 @@ struct base_conf {
 	char *stream_publish; /* NULL when the daemon produces no stream */
 	char *stream_replay;
 	int64_t stream_heartbeat_ms;
+	int64_t stream_ready_max_lag; /* messages; default 10000 */
 
 	struct conf_list consume; /* of struct base_consume_conf */
 };

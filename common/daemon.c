@@ -59,11 +59,42 @@ daemon_healthy(void *arg)
 	return last > 0 && now_mono_ms() - last < DAEMON_HEALTHY_MS;
 }
 
+/* /readyz: a consumer too far behind its producer is not ready. */
+static int
+daemon_check_lag(struct daemon *d, char *why, size_t why_len)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&d->watch_lock);
+	for (int i = 0; i < d->nwatched && rc == 0; i++) {
+		int64_t lag = stream_consumer_head(d->watched[i]) -
+		              stream_consumer_cursor(d->watched[i]);
+
+		if (lag > d->conf->stream_ready_max_lag) {
+			snprintf(why, why_len,
+			         "stream %s lags %lld messages (ready_max_lag "
+			         "%lld)",
+			         d->watched_name[i], (long long)lag,
+			         (long long)d->conf->stream_ready_max_lag);
+			rc = -EAGAIN;
+		}
+	}
+	pthread_mutex_unlock(&d->watch_lock);
+	return rc;
+}
+
 static int
 daemon_ready(void *arg, char *why, size_t why_len)
 {
 	struct daemon *d = arg;
+	int rc;
 
+	/* Not ready until daemon_run() started: main() starts its listeners
+	 * and consumers between daemon_init() and daemon_run(). */
+	if (__atomic_load_n(&d->last_tick_ms, __ATOMIC_ACQUIRE) == 0) {
+		snprintf(why, why_len, "starting");
+		return -EAGAIN;
+	}
 	if (!load_bool(&d->db_ok)) {
 		snprintf(why, why_len, "database unreachable");
 		return KASIR_EDB;
@@ -72,10 +103,39 @@ daemon_ready(void *arg, char *why, size_t why_len)
 		snprintf(why, why_len, "migrations not applied");
 		return KASIR_ECONFLICT;
 	}
+	if ((rc = daemon_check_lag(d, why, why_len)) < 0)
+		return rc;
 	if (d->ready_hook != NULL)
 		return d->ready_hook(d->ready_arg, why, why_len) < 0 ? -EAGAIN
 		                                                     : 0;
 	return 0;
+}
+
+int
+daemon_watch_consumer(struct daemon *d, struct stream_consumer *c,
+                      const char *stream)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&d->watch_lock);
+	if (d->nwatched >= DAEMON_MAX_WATCHED) {
+		rc = -ENOSPC;
+	} else {
+		d->watched[d->nwatched] = c;
+		kasir_strlcpy(d->watched_name[d->nwatched], stream,
+		              sizeof(d->watched_name[0]));
+		d->nwatched++;
+	}
+	pthread_mutex_unlock(&d->watch_lock);
+	return rc;
+}
+
+static void
+daemon_unwatch_all(struct daemon *d)
+{
+	pthread_mutex_lock(&d->watch_lock);
+	d->nwatched = 0;
+	pthread_mutex_unlock(&d->watch_lock);
 }
 
 struct db_conf
@@ -228,6 +288,7 @@ daemon_init(struct daemon *d, const char *name, const struct base_conf *conf,
 	int rc;
 
 	memset(d, 0, sizeof(*d));
+	pthread_mutex_init(&d->watch_lock, NULL);
 	d->name = name;
 	d->schema = schema;
 	d->conf = conf;
@@ -347,6 +408,7 @@ daemon_run(struct daemon *d, daemon_tick_fn tick, void *arg)
 		if (sig < 0) {
 			log_err("waiting for signals failed: %s",
 			        kasir_strerror(sig));
+			daemon_unwatch_all(d);
 			kasir_sd_stopping();
 			return 1;
 		}
@@ -371,6 +433,7 @@ daemon_run(struct daemon *d, daemon_tick_fn tick, void *arg)
 		if (wd_ms > 0 && load_bool(&d->db_ok))
 			kasir_sd_watchdog();
 	}
+	daemon_unwatch_all(d);
 	kasir_sd_stopping();
 	return 0;
 }

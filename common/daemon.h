@@ -35,6 +35,7 @@
 #ifndef KASIR_DAEMON_H
 #define KASIR_DAEMON_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include "base_conf.h"
@@ -43,6 +44,9 @@
 struct keyring;
 struct metrics;
 struct http_server;
+struct stream_consumer;
+
+#define DAEMON_MAX_WATCHED 4
 
 struct daemon {
 	const char *name;		/* "kasir-order" */
@@ -60,6 +64,11 @@ struct daemon {
 	int (*ready_hook)(void *arg, char *why, size_t why_len);
 	void *ready_arg;
 	int64_t tick_ms;
+	/* consumers whose lag /readyz checks; see daemon_watch_consumer() */
+	pthread_mutex_t watch_lock;
+	struct stream_consumer *watched[DAEMON_MAX_WATCHED];
+	char watched_name[DAEMON_MAX_WATCHED][32];
+	int nwatched;
 };
 
 int daemon_init(struct daemon *d, const char *name, const struct base_conf *conf,
@@ -76,6 +85,13 @@ void daemon_producer_conf(const struct daemon *d, const char *stream,
 /* -ENOENT when conf has no consume entry for stream. */
 int daemon_consumer_conf(const struct daemon *d, const char *stream,
 			 bool fanout, struct stream_consumer_conf *out);
+
+/* Makes /readyz fail ("stream X lags N messages") while c's lag (producer
+ * head as last heard minus cursor) exceeds stream.ready_max_lag.  c is
+ * borrowed: daemon_run() forgets every watched consumer before it returns,
+ * so stop consumers only after daemon_run().  -ENOSPC when 4 are watched. */
+int daemon_watch_consumer(struct daemon *d, struct stream_consumer *c,
+			  const char *stream);
 
 typedef void (*daemon_tick_fn)(void *arg);
 int daemon_run(struct daemon *d, daemon_tick_fn tick, void *arg);

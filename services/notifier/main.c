@@ -208,6 +208,7 @@ main(int argc, char **argv)
 		log_err("cannot start the orders stream consumer");
 		goto out_channels;
 	}
+	(void)daemon_watch_consumer(&d, n.consumer, "orders");
 	if (workers_start(&n) < 0)
 		goto out_workers;
 

@@ -241,6 +241,7 @@ main(int argc, char **argv)
 		rc = 1;
 		goto out_producer;
 	}
+	(void)daemon_watch_consumer(&d, r.consumer, "orders");
 	if (scheduler_start(&r) < 0) {
 		log_err("cannot start the scheduler thread");
 		rc = 1;

@@ -30,9 +30,9 @@
 #include "admin_socket.h"
 #include "err.h"
 
-#define FUZZ_ADMIN_URL	   "inproc://kasir-fuzz-admin"
-#define FUZZ_ADMIN_MAX	   (64 * 1024 + 1024) /* a bit above the cap */
-#define FUZZ_ADMIN_TIMEOUT 10000		/* ms: a hang is a bug */
+#define FUZZ_ADMIN_URL     "inproc://kasir-fuzz-admin"
+#define FUZZ_ADMIN_MAX     (64 * 1024 + 1024) /* a bit above the cap */
+#define FUZZ_ADMIN_TIMEOUT 10000              /* ms: a hang is a bug */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

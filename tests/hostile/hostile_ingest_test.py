@@ -28,12 +28,13 @@ import threading
 import time
 
 import kasirtest
-from hostile_util import (DOCS_KEY, JSON, Alive, Flood, Slowloris, check, error_code,
-                          notif, notif_dict, percentile, raw_http, request_bytes, signature)
+from hostile_util import (DOCS_KEY, JSON, Alive, Burst, Flood, Slowloris, check, error_code,
+                          notif, notif_dict, percentile, raise_fd_limit, raw_http, request_bytes)
 
 PATH = "/midtrans/notification"
 SLOW_CONNS, SLOW_SECONDS = 300, 20
 FLOOD_CONNS, FLOOD_WORKERS, FLOOD_SECONDS = 2000, 40, 60
+BURST_CONNS = 2000  # opened at once
 SANITY_LATENCY_S = 5.0  # a valid notification answered later than this fails
 
 
@@ -65,6 +66,11 @@ def chunked_upload(port, total):
             except (BrokenPipeError, ConnectionResetError):
                 break
             sent += len(piece)
+        else:
+            try:
+                s.sendall(b'1\r\n"\r\n0\r\n\r\n')  # the end of the body
+            except (BrokenPipeError, ConnectionResetError):
+                pass
         buf = b""
         try:
             while True:
@@ -158,6 +164,9 @@ def hostile_cases():
         ("empty signature", json.dumps(dict(good, signature_key="")).encode(), {}, {400, 403},
          None),
     ]
+    for cut in (1, 17, len(gb) // 2, len(gb) - 2, len(gb) - 1):
+        cases.append((f"valid notification truncated to {cut} bytes", gb[:cut], {}, {400},
+                      "malformed_json"))
     for field in ("order_id", "status_code", "gross_amount", "signature_key"):
         d = dict(good)
         del d[field]
@@ -251,7 +260,7 @@ class Prober:
                 status, _, _ = post(self.port, body)
             except OSError as e:
                 status = f"error {e}"
-            self.results.append((status, time.monotonic() - t0))
+            self.results.append((status, time.monotonic() - t0, t0))
             i += 1
             self.stop.wait(self.interval)
 
@@ -265,8 +274,8 @@ class Prober:
         self.thread.join(30)
 
     def report(self, label):
-        lat = [l for s, l in self.results]
-        bad = [(s, l) for s, l in self.results if s != 200]
+        lat = [l for s, l, _ in self.results]
+        bad = [(s, l) for s, l, _ in self.results if s != 200]
         print(f"# {label}: {len(self.results)} valid notifications, "
               f"p50 {percentile(lat, 50) * 1000:.1f} ms, p99 {percentile(lat, 99) * 1000:.1f} ms, "
               f"max {max(lat) * 1000:.1f} ms, not 200: {len(bad)}", flush=True)
@@ -287,18 +296,31 @@ def run_attacks(st, port, alive):
     flood = Flood(port, [f"127.0.3.{i}" for i in range(1, 51)], FLOOD_CONNS, FLOOD_WORKERS,
                   FLOOD_SECONDS, junk)
     probe = Prober(port, "hostile-attack-lat")
+    burst = Burst(port, [f"127.0.5.{i}" for i in range(1, 51)], BURST_CONNS, 30, junk)
     slow.start()
     time.sleep(2)  # let the slow connections settle in
     probe.thread.start()
     flood.start()
     flood.join()
+    time.sleep(1)
+    burst.start()
+    burst.join()
     slow.join()
     probe.finish()
     print(f"# slowloris: {slow.opened} connections opened ({slow.refused} refused), "
           f"{slow.bytes_sent} bytes sent one at a time, {slow.closed_by_server} closed by "
           f"the server", flush=True)
-    print(f"# flood: {flood.done} connections in {flood.elapsed:.1f} s, statuses "
-          f"{dict(sorted(flood.statuses.items()))}, no answer {flood.errors}", flush=True)
+    print(f"# flood: {flood.done} connections ({FLOOD_WORKERS} at a time) in "
+          f"{flood.elapsed:.1f} s, statuses {dict(sorted(flood.statuses.items()))}, "
+          f"no answer {flood.errors}", flush=True)
+    print(f"# burst: {BURST_CONNS} connections at once in {burst.t1 - burst.t0:.1f} s, "
+          f"statuses {dict(sorted(burst.statuses.items()))}, no answer {burst.no_answer}, "
+          f"connect failed {burst.connect_failed}", flush=True)
+    during_burst = [(s, l) for s, l, t in probe.results if burst.t0 <= t <= burst.t1]
+    during_flood = [(s, l) for s, l, t in probe.results
+                    if flood.t0 <= t <= flood.t0 + flood.elapsed]
+    print(f"# valid notifications sent during the flood: {len(during_flood)}, during the "
+          f"burst: {len(during_burst)}", flush=True)
     lat, bad = probe.report("under slowloris + flood")
     check(slow.opened >= SLOW_CONNS // 2, f"slowloris held {slow.opened} connections")
     check(flood.done == FLOOD_CONNS, f"flood made {flood.done} of {FLOOD_CONNS} connections")
@@ -308,6 +330,13 @@ def run_attacks(st, port, alive):
     check(answered >= FLOOD_CONNS * 0.9,
           f"flood: the server answered {answered} of {FLOOD_CONNS} junk requests")
     check(len(lat) >= 20, f"{len(lat)} valid notifications sent during the attack")
+    check(during_flood and during_burst,
+          "valid notifications overlapped both the flood and the burst")
+    banswered = sum(burst.statuses.values())
+    check(all(400 <= s < 500 or s == 503 for s in burst.statuses),
+          f"burst: only 4xx/503 answers ({burst.statuses})")
+    check(banswered + burst.no_answer + burst.connect_failed == BURST_CONNS,
+          "burst: every connection accounted for")
     check(not bad, f"every valid notification accepted during the attack ({bad[:5]})")
     check(max(lat) < SANITY_LATENCY_S,
           f"no valid notification waited more than {SANITY_LATENCY_S} s "
@@ -325,6 +354,25 @@ def run_attacks(st, port, alive):
     check(status == 200, "a valid notification after the attack -> 200")
 
 
+def run_per_ip_cap(st, port, alive):
+    """One address opening more slow connections than
+    ingest.per_ip_connections: the excess is closed at once."""
+    cap = int(st.config_value("ingest", "ingest.per_ip_connections"))
+    want = cap + 50
+    slow = Slowloris(port, ["127.0.4.1"], want, 6)
+    slow.start()
+    time.sleep(3)
+    status, _, _ = post(port, notif("hostile-per-ip"))
+    slow.join()
+    cut = slow.closed_by_server + slow.refused
+    print(f"# one address, {want} slow connections: {slow.opened} opened, "
+          f"{cut} closed or refused by the server (cap {cap})", flush=True)
+    check(cut >= want - cap, f"per-address cap: at least {want - cap} of {want} slow "
+                             f"connections from one address cut ({cut})")
+    check(status == 200, "a valid notification from another address meanwhile -> 200")
+    alive.check("after the per-address connection cap")
+
+
 def main():
     # Rate limits high enough that the test's own valid notifications from
     # 127.0.0.1 are not throttled; the flood comes from other addresses.
@@ -332,12 +380,14 @@ def main():
     with kasirtest.Stack.for_test(server_key=DOCS_KEY, overrides=overrides) as st:
         if not st.available("ingest"):
             raise AssertionError("bin/kasir-ingest not built")
+        raise_fd_limit(8192)
         st.start("ingest")
         port = st.port("INGEST_HTTP")
         alive = Alive(st, ["ingest"])
         run_cases(st, port, alive)
         run_replay_and_unknown(st, port)
         run_attacks(st, port, alive)
+        run_per_ip_cap(st, port, alive)
     print("hostile_ingest: all checks passed")
     return 0
 

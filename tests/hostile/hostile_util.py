@@ -4,13 +4,10 @@ the "daemon still up" checks."""
 
 import hashlib
 import json
-import os
 import socket
-import sys
 import threading
 import time
 
-import kasirtest
 
 DOCS_KEY = "askvnoibnosifnboseofinbofinfgbiufglnbfg"
 JSON = {"Content-Type": "application/json"}
@@ -213,3 +210,85 @@ class Flood:
                     self.errors += 1
                 else:
                     self.statuses[st] = self.statuses.get(st, 0) + 1
+
+
+def raise_fd_limit(want):
+    """The soft RLIMIT_NOFILE up to want (bounded by the hard limit)."""
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class Burst:
+    """total connections opened at once (non-blocking, from `sources` on
+    loopback), each sending one junk or forged request right away; then
+    every answer is read.  Bounded by total and by `seconds`.  t0/t1 frame
+    the window during which the connections were open."""
+
+    def __init__(self, port, sources, total, seconds, bodies):
+        self.port, self.sources, self.total = port, sources, total
+        self.seconds, self.bodies = seconds, bodies
+        self.statuses = {}
+        self.no_answer = self.connect_failed = 0
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def join(self):
+        self.thread.join(self.seconds + 30)
+
+    def _run(self):
+        import selectors
+        sel = selectors.DefaultSelector()
+        self.t0 = time.monotonic()
+        for i in range(self.total):
+            body = self.bodies[i % len(self.bodies)]
+            req = request_bytes("POST", "/midtrans/notification",
+                                {"Content-Type": "application/json",
+                                 "Content-Length": str(len(body))}, body)
+            try:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.bind((self.sources[i % len(self.sources)], 0))
+                s.setblocking(False)
+                s.connect_ex(("127.0.0.1", self.port))
+                sel.register(s, selectors.EVENT_WRITE, [req, b""])
+            except OSError:
+                self.connect_failed += 1
+        end = self.t0 + self.seconds
+        while sel.get_map() and time.monotonic() < end:
+            for key, ev in sel.select(timeout=0.5):
+                s, st = key.fileobj, key.data
+                try:
+                    if ev & selectors.EVENT_WRITE:
+                        n = s.send(st[0])
+                        st[0] = st[0][n:]
+                        if not st[0]:
+                            sel.modify(s, selectors.EVENT_READ, st)
+                        continue
+                    chunk = s.recv(65536)
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    chunk = b""
+                if chunk:
+                    st[1] += chunk
+                    continue
+                sel.unregister(s)
+                s.close()
+                self._record(st[1])
+        for key in list(sel.get_map().values()):
+            sel.unregister(key.fileobj)
+            key.fileobj.close()
+            self._record(key.data[1])
+        self.t1 = time.monotonic()
+
+    def _record(self, buf):
+        if buf.startswith(b"HTTP/"):
+            code = int(buf.split(b" ", 2)[1])
+            self.statuses[code] = self.statuses.get(code, 0) + 1
+        else:
+            self.no_answer += 1

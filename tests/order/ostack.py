@@ -1,6 +1,6 @@
 """ostack - a small stack for kasir-order's integration tests.
 
-PostgreSQL (temporary cluster), the fake Midtrans (tests/fakes), two
+PostgreSQL (a temporary kasirtest.PgCluster, root or not), the fake Midtrans (tests/fakes), two
 stand-in producers over the real backbone (order-test-producer): one for
 the "ingest" stream (payment.notification, push/pull) and one for the
 "recon" stream (status.check), and kasir-order itself with the config
@@ -26,7 +26,8 @@ from datetime import datetime, timezone
 
 import psycopg2
 
-PG_BIN = "/usr/lib/postgresql/15/bin"
+import kasirtest  # PgCluster: runs PostgreSQL as root (via runuser) or not
+
 BUILD = os.environ.get("KASIR_BUILD_DIR", "")
 SRC = os.environ.get("KASIR_SOURCE_DIR",
                      os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
@@ -137,8 +138,9 @@ class Stack:
         os.makedirs(self.run, mode=0o755)
         self.token = "test-api-token-" + os.urandom(12).hex()
         files = {"msg-k1": os.urandom(32).hex(), "api-token": self.token,
-                 "midtrans-server-key": SERVER_KEY,
-                 "db-kasir_order": "x", "db-kasir_order_owner": "x"}
+                 "midtrans-server-key": SERVER_KEY}
+        for role in kasirtest.db_roles():  # bootstrap.sql sets them all
+            files["db-" + role] = os.urandom(18).hex()
         for k, v in files.items():
             p = os.path.join(self.secrets, k)
             with open(p, "w") as f:
@@ -146,51 +148,20 @@ class Stack:
             os.chmod(p, 0o600)
 
     def _postgres(self):
-        self.pg_dir = os.path.join(self.dir, "pg")
-        os.makedirs(self.pg_dir)
-        shutil.chown(self.pg_dir, "postgres", "postgres")
-        self.pg_port = self.port("DB")
-        out = subprocess.run(["runuser", "-u", "postgres", "--", PG_BIN + "/initdb", "-D",
-                              self.pg_dir + "/data", "-A", "trust", "-U", "postgres",
-                              "--no-sync", "-E", "UTF8"], capture_output=True, text=True)
-        if out.returncode != 0:
-            raise AssertionError("initdb failed: " + out.stderr)
-        self.start_postgres()
-        c = psycopg2.connect(host="127.0.0.1", port=self.pg_port, user="postgres", dbname="postgres")
-        c.autocommit = True
-        cur = c.cursor()
-        cur.execute("CREATE ROLE kasir_order_owner LOGIN")
-        cur.execute("CREATE ROLE kasir_order LOGIN")
-        cur.execute("CREATE DATABASE kasir")
-        c.close()
-        c = self.db()
-        cur = c.cursor()
-        cur.execute("CREATE SCHEMA orders AUTHORIZATION kasir_order_owner")
-        cur.execute("CREATE SCHEMA testingest")
-        cur.execute("CREATE SCHEMA testrecon")
-        c.close()
-
-    def start_postgres(self):
-        self.procs["postgres"] = subprocess.Popen(
-            ["runuser", "-u", "postgres", "--", PG_BIN + "/postgres", "-D", self.pg_dir + "/data",
-             "-p", str(self.pg_port), "-k", self.pg_dir, "-c", "listen_addresses=127.0.0.1",
-             "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "max_connections=100"],
-            stdout=subprocess.DEVNULL, stderr=open(os.path.join(self.dir, "pg.log"), "a"))
-
-        def up():
-            try:
-                psycopg2.connect(host="127.0.0.1", port=self.pg_port, user="postgres",
-                                 dbname="postgres").close()
-                return True
-            except psycopg2.OperationalError:
-                return False
-        wait_for(up, 30, "postgres")
+        """A throwaway cluster (kasirtest.PgCluster: initdb as an
+        unprivileged user whether we are root or not), bootstrapped with
+        deploy/sql/bootstrap.sql (roles, schemas, passwords from secrets),
+        plus the stand-in producers' schemas."""
+        self.pg = kasirtest.PgCluster(os.path.join(self.dir, "pg"), secrets_dir=self.secrets)
+        self.pg.start()
+        self.pg.bootstrap(self.secrets)
+        self.pg_port = self.pg.port
+        self.sql("CREATE SCHEMA testingest")
+        self.sql("CREATE SCHEMA testrecon")
 
     def stop_postgres(self):
-        p = self.procs.get("postgres")
-        if p and p.poll() is None:
-            p.send_signal(signal.SIGINT)
-            p.wait(timeout=30)
+        if getattr(self, "pg", None) is not None:
+            self.pg.stop("fast")
 
     def _fake(self):
         self.fake_url = "http://127.0.0.1:%d" % self.port("FAKE_MIDTRANS")
@@ -218,7 +189,7 @@ class Stack:
             return json.loads(r.read() or b"null")
 
     def producer(self, stream, schema, portname):
-        dsn = "host=127.0.0.1 port=%d dbname=kasir user=postgres" % self.pg_port
+        dsn = self.pg.superuser_dsn("kasir")
         p = subprocess.Popen(
             [self.bin["producer"], schema, dsn, stream, "push",
              "tcp://127.0.0.1:%d" % self.port(portname + "_PUB"),
@@ -373,9 +344,9 @@ class Stack:
 
     # -- database
     def db(self, user="postgres"):
-        c = psycopg2.connect(host="127.0.0.1", port=self.pg_port, user=user, dbname="kasir")
-        c.autocommit = True
-        return c
+        """Autocommit connection: the superuser over the unix socket, any
+        other role over TCP with its password from the secrets."""
+        return self.pg.connect(None if user == "postgres" else user)
 
     def sql(self, q, args=None, user="postgres"):
         c = self.db(user)
@@ -406,6 +377,11 @@ class Stack:
         return self.sql(q + " ORDER BY seq", args)
 
     def close(self):
+        """Stops everything.  kasir-order must exit 0 on SIGTERM (or have
+        been SIGKILLed by the test) and its log must hold no sanitizer
+        report; otherwise the test fails (unless it is failing already:
+        KASIR_KEEP_TMP set by the caller's error path)."""
+        problems = []
         for name in ("order", "producer-ingest", "producer-recon", "fake"):
             p = self.procs.get(name)
             if p and p.poll() is None:
@@ -419,10 +395,30 @@ class Stack:
                     p.wait(timeout=10)
                 except subprocess.TimeoutExpired:
                     p.kill()
+                    p.wait(timeout=10)
+                    problems.append("%s ignored SIGTERM" % name)
+                if name == "order" and p.returncode != 0:
+                    problems.append("kasir-order exited %s after SIGTERM" % p.returncode)
+            elif p and name == "order" and p.returncode not in (0, -signal.SIGKILL):
+                problems.append("kasir-order died on its own (status %s)" % p.returncode)
+        try:
+            text = self.log_text()
+        except OSError:
+            text = ""
+        for mark in kasirtest.SANITIZER_MARKS:
+            if mark in text:
+                problems.append("sanitizer report in %s/order.log (%r)" % (self.dir, mark))
+                break
         try:
             self.stop_postgres()
         except Exception:
             pass
+        if problems:
+            print("\n".join("PROBLEM: " + x for x in problems))
+            print(text[-6000:])
+            if not os.environ.get("KASIR_KEEP_TMP"):
+                print("kept " + self.dir)
+                raise AssertionError("kasir-order problems: " + "; ".join(problems))
         if os.environ.get("KASIR_KEEP_TMP"):
             print("kept " + self.dir)
         else:

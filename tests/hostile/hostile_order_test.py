@@ -1,0 +1,200 @@
+"""Hostile input against kasir-order's HTTP API (issue 8, item 2), with
+the real daemon and the fake Midtrans:
+
+- bad tokens (none, wrong, truncated, padded, another scheme, 10 KB,
+  control characters) -> 401 on every route
+- injection strings in course_id, order_id, email, the path and the query
+- negative, fractional and absurd amounts (the client never sets a price:
+  refused as unknown fields), unknown courses -> 422
+- oversized fields, oversized and 10 MB bodies, deep nesting, wrong types,
+  duplicate keys, invalid UTF-8
+Each gets a clear 4xx with a JSON error code; orders.orders holds only the
+orders created on purpose (an injection string that is a legal customer
+name is stored verbatim, by parameterized SQL, and the tables survive);
+the daemon keeps its pid and /healthz 200.
+"""
+
+import json
+import sys
+import urllib.parse
+
+import kasirtest
+from hostile_util import Alive, check, error_code, raw_http, request_bytes
+
+CUST = {"name": "Siti Rahma", "email": "siti@example.co.id", "phone": "081234567890"}
+COURSE = "agentbar-dasar"  # services/order/config.example.yaml: 154600
+INJECT = ["' OR '1'='1", "'; DROP TABLE orders.orders; --", "\" OR \"\"=\"",
+          "1; SELECT pg_sleep(5)", "${jndi:ldap://x}", "<script>alert(1)</script>",
+          "../../etc/passwd", "%00", "\\x00", "admin'--"]
+
+
+def body(**kw):
+    b = {"course_id": COURSE, "customer": dict(CUST)}
+    b.update(kw)
+    return b
+
+
+def api(st, method, path, payload=None, token=True, headers=None, raw=None):
+    tok = st.secret("api-token") if token is True else token
+    h = {}
+    if payload is not None or raw is not None:
+        h["Content-Type"] = "application/json"
+    if tok is not None:
+        h["Authorization"] = f"Bearer {tok}"
+    h.update(headers or {})
+    data = raw if raw is not None else (json.dumps(payload).encode() if payload is not None
+                                        else b"")
+    if data or method == "POST":
+        h["Content-Length"] = str(len(data))
+    status, head, rbody = raw_http(st.port("ORDER_HTTP"),
+                                   request_bytes(method, path, h, data))
+    return status, rbody
+
+
+def expect(st, name, res, allowed, code=None):
+    status, rbody = res
+    check(status in allowed, f"{name} -> {sorted(allowed)} (got {status}: {rbody[:160]!r})")
+    if code is not None:
+        check(error_code(rbody) == code, f"{name}: error code {code}")
+    elif status != 413 or rbody:
+        check(error_code(rbody) is not None, f"{name}: JSON error with a code")
+
+
+def orders_count(st):
+    return st.sql("SELECT count(*) FROM orders.orders")[0][0]
+
+
+def bad_tokens(st):
+    tok = st.secret("api-token")
+    cases = [("no Authorization", None, {}),
+             ("wrong token", "wrong-" + tok, {}),
+             ("truncated token", tok[:-1], {}),
+             ("token plus a byte", tok + "x", {}),
+             ("10 KB token", "t" * 10000, {}),
+             ("empty token", "", {}),
+             ("token with a tab", tok[:4] + "\t" + tok[4:], {}),
+             ("Basic scheme", None, {"Authorization": "Basic " + tok}),
+             ("token in lower-case scheme twice", None,
+              {"Authorization": f"Bearer Bearer {tok}"}),
+             ("SQL in the token", "' OR '1'='1", {})]
+    routes = [("GET", "/v1/courses", None), ("POST", "/v1/orders", body()),
+              ("GET", "/v1/orders/ORD-1", None),
+              ("GET", "/v1/access?customer_email=siti%40example.co.id&course_id=" + COURSE,
+               None)]
+    for name, t, h in cases:
+        for method, path, payload in routes:
+            expect(st, f"{name}: {method} {path.split('?')[0]}",
+                   api(st, method, path, payload, token=t, headers=h), {401}, "unauthorized")
+
+
+def hostile_orders(st):
+    p = lambda payload=None, **kw: api(st, "POST", "/v1/orders", payload, **kw)
+    for s in INJECT:
+        expect(st, f"course_id {s!r}", p(body(course_id=s)), {400, 422})
+        expect(st, f"order_id {s!r}", p(body(order_id=s)), {400}, "invalid_field")
+        expect(st, f"email {s!r}", p(body(customer=dict(CUST, email=s))), {400})
+        expect(st, f"phone {s!r}", p(body(customer=dict(CUST, phone=s))), {400})
+        q = urllib.parse.quote(s, safe="")
+        expect(st, f"GET /v1/orders/{s!r}", api(st, "GET", "/v1/orders/" + q), {400, 404})
+        res = api(st, "GET", f"/v1/access?customer_email={q}&course_id={COURSE}")
+        if res[0] == 200:
+            check(json.loads(res[1]).get("active") is False,
+                  f"access query with customer_email {s!r}: not active")
+        else:
+            expect(st, f"access query with customer_email {s!r}", res, {400})
+    for amount in (-1, -154600, 0, 0.5, 1e308, 10**30, "154600", "-1", None):
+        for field in ("price", "amount", "gross_amount"):
+            expect(st, f"{field} {amount!r} from the client", p(body(**{field: amount})),
+                   {400}, "unknown_field")
+    for course in ("tidak-ada", "", "AGENTBAR-DASAR", "agentbar-dasar ", "x" * 5000):
+        expect(st, f"course_id {course[:40]!r}", p(body(course_id=course)), {400, 422})
+    expect(st, "unknown course", p(body(course_id="kursus-palsu")), {422}, "unknown_course")
+    # wrong types
+    for k, v in (("course_id", 154600), ("course_id", None), ("course_id", ["a"]),
+                 ("customer", "Siti"), ("customer", []), ("order_id", 12345)):
+        expect(st, f"{k} = {v!r}", p(body(**{k: v})), {400})
+    expect(st, "customer.name a number", p(body(customer=dict(CUST, name=5))), {400})
+    # oversized
+    expect(st, "name 10 KB", p(body(customer=dict(CUST, name="n" * 10000))), {400, 413})
+    expect(st, "email 10 KB", p(body(customer=dict(CUST, email="e" * 10000 + "@x.id"))),
+           {400, 413})
+    expect(st, "order_id 51", p(body(order_id="a" * 51)), {400}, "invalid_field")
+    expect(st, "Idempotency-Key 10 KB", p(body(), headers={"Idempotency-Key": "k" * 10000}),
+           {400, 413, 431})
+    expect(st, "body 20 KB (cap 16 KiB)",
+           p(raw=json.dumps(body(pad="x" * 20000)).encode()), {413})
+    expect(st, "10 MB body", p(raw=b'{"course_id":"' + b"x" * (10 * 1024 * 1024) + b'"}'),
+           {413})
+    # structure
+    expect(st, "deep nesting", p(raw=b'{"customer":' + b"[" * 7000 + b"]" * 7000 + b"}"),
+           {400})
+    expect(st, "invalid UTF-8 in name",
+           p(raw=json.dumps(body()).encode().replace(b"Siti", b"S\xff\xfeti")), {400})
+    expect(st, "not an object", p(raw=b"[1,2]"), {400})
+    expect(st, "empty body", p(raw=b""), {400})
+    expect(st, "text/plain", p(body(), headers={"Content-Type": "text/plain"}), {415})
+
+
+def main():
+    with kasirtest.Stack.for_test() as st:
+        for d in ("order",):
+            if not st.available(d):
+                raise AssertionError(f"bin/kasir-{d} not built")
+        st.start("fake-midtrans")
+        st.start("order")
+        alive = Alive(st, ["order"])
+        check(orders_count(st) == 0, "no orders to start with")
+
+        bad_tokens(st)
+        check(orders_count(st) == 0, "nothing stored by requests with bad tokens")
+        alive.check("after the bad tokens")
+
+        hostile_orders(st)
+        check(orders_count(st) == 0, "nothing stored by the hostile order requests")
+        alive.check("after the hostile order requests")
+
+        # Duplicate keys: ingest refuses them (duplicate_key); kasir-order
+        # takes the first one (cJSON) - reported to its owner.  Until that
+        # is fixed the test accepts a 201 only if the order is exactly the
+        # first course at its catalog price (no mix of the two), and says so.
+        before = orders_count(st)
+        status, rbody = api(st, "POST", "/v1/orders",
+                            raw=b'{"course_id":"agentbar-dasar","course_id":'
+                                b'"bikin-film-pendek","customer":' +
+                                json.dumps(CUST).encode() + b"}")
+        if status == 400:
+            check(error_code(rbody) is not None, "duplicate course_id key -> 400")
+        else:
+            check(status == 201, f"duplicate course_id key -> 400 or 201 ({status})")
+            oid = json.loads(rbody)["order_id"]
+            row = st.sql("SELECT course_id, amount FROM orders.orders WHERE order_id = %s",
+                         (oid,))
+            check(row == [("agentbar-dasar", 154600)],
+                  f"duplicate course_id: the order is the first course at its own price "
+                  f"({row})")
+            print("# KNOWN FINDING (reported): kasir-order accepts duplicate JSON keys "
+                  "(takes the first); it should answer 400 like kasir-ingest", flush=True)
+        dup_orders = orders_count(st) - before
+
+        # A legal order whose customer name is an injection string: stored
+        # verbatim (parameterized SQL), the tables survive.
+        name = "Robert'); DROP TABLE orders.orders; --"
+        status, rbody = api(st, "POST", "/v1/orders", body(customer=dict(CUST, name=name)))
+        check(status in (200, 201), f"an injection string as a customer name is a legal "
+                                    f"order ({status}: {rbody[:200]!r})")
+        oid = json.loads(rbody)["order_id"]
+        rows = st.sql("SELECT count(*) FROM orders.orders WHERE order_id = %s", (oid,))
+        check(rows[0][0] == 1 and orders_count(st) == 1 + dup_orders,
+              "orders.orders intact and holds exactly that one order")
+        stored = st.sql("SELECT customer_name FROM orders.orders WHERE order_id = %s",
+                        (oid,))[0][0]
+        check(stored == name, f"the name is stored verbatim ({stored!r})")
+        price = st.sql("SELECT amount FROM orders.orders WHERE order_id = %s", (oid,))
+        check(int(price[0][0]) == 154600, f"the price came from the catalog ({price})")
+        alive.check("at the end")
+    print("hostile_order: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

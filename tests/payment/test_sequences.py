@@ -1,0 +1,189 @@
+"""Issue 3, end to end through kasir-ingest and kasir-order: delivery
+orders and duplicates (settlement before pending, the same settlement
+three times, settlement then deny, capture+accept then settlement,
+challenge), the same through the fake Midtrans, and the database refusing
+PAID without evidence and changes to payment_event -- as the service roles
+kasir_order / kasir_ingest with their own passwords."""
+
+import threading
+
+import psycopg2
+
+from paystack import PayStack, check, course_for, main_wrapper, notification
+
+
+def results(st, oid):
+    return [r[0] for r in st.sql("SELECT result FROM orders.evidence WHERE order_id = %s"
+                                 " ORDER BY id", (oid,))]
+
+
+def test_settlement_before_pending(st):
+    st.create_order("SEQ-1", 154600)
+    st.deliver(notification("SEQ-1", "settlement"))
+    st.deliver(notification("SEQ-1", "pending"))
+    check(st.status("SEQ-1") == "PAID", "settlement before pending: PAID")
+    check(results(st, "SEQ-1") == ["applied", "ignored"],
+          f"late pending recorded and ignored ({results(st, 'SEQ-1')})")
+    check(st.entitlements("SEQ-1") == 1, "access granted")
+
+
+def test_triple_settlement(st):
+    st.create_order("SEQ-2", 154600)
+    body = notification("SEQ-2", "settlement")
+    # three deliveries at once (they may share one group commit)
+    got = []
+    ts = [threading.Thread(target=lambda: got.append(st.post(body).status)) for _ in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    check(got == [200, 200, 200], f"three identical settlements: 200 each ({got})")
+    st.wait_applied()
+    check(st.sql("SELECT count(*) FROM ingest.payment_event WHERE order_id = 'SEQ-2'")[0][0] == 3,
+          "each delivery stored as evidence")
+    check(st.status("SEQ-2") == "PAID", "PAID")
+    check(st.paid_transitions("SEQ-2") == 1, "one PAID transition")
+    check(st.entitlements("SEQ-2", active_only=False) == 1, "one entitlement, ever")
+    check(st.messages("SEQ-2", "order.paid") == 1, "one order.paid in orders.stream_out")
+    check(st.messages("SEQ-2", "access.granted") == 1, "one access.granted")
+    check(sorted(results(st, "SEQ-2")) == ["applied", "noop", "noop"],
+          f"evidence: applied once, then noop ({results(st, 'SEQ-2')})")
+
+
+def test_reversal(st):
+    st.create_order("SEQ-3", 150000, email="rev@example.com")
+    st.deliver(notification("SEQ-3", "settlement", "150000.00"))
+    check(st.access("rev@example.com", course_for(150000))["active"] is True,
+          "settlement: access active")
+    st.deliver(notification("SEQ-3", "deny", "150000.00"))
+    row = st.sql("SELECT status, reversed FROM orders.orders WHERE order_id = 'SEQ-3'")[0]
+    check(row == ("REFUNDED", True), f"settlement then deny: REFUNDED, reversed ({row})")
+    check(st.entitlements("SEQ-3") == 0, "entitlement revoked")
+    check(st.access("rev@example.com", course_for(150000))["active"] is False,
+          "GET /v1/access: no access any more")
+    check(st.messages("SEQ-3", "access.revoked") == 1 and st.messages("SEQ-3", "order.refunded") == 1,
+          "access.revoked and order.refunded emitted once")
+    st.deliver(notification("SEQ-3", "settlement", "150000.00"))  # late duplicate
+    check(st.status("SEQ-3") == "REFUNDED" and st.entitlements("SEQ-3") == 0,
+          "a late duplicate settlement does not bring access back")
+
+
+def test_capture_then_settlement(st):
+    st.create_order("SEQ-4", 10000)
+    st.deliver(notification("SEQ-4", "capture", "10000.00", payment_type="credit_card"))
+    check(st.status("SEQ-4") == "PAID", "capture+accept: PAID")
+    st.deliver(notification("SEQ-4", "settlement", "10000.00", payment_type="credit_card"))
+    check(st.status("SEQ-4") == "PAID" and st.paid_transitions("SEQ-4") == 1
+          and st.entitlements("SEQ-4", active_only=False) == 1
+          and st.messages("SEQ-4", "order.paid") == 1,
+          "capture+accept then settlement: one payment (one PAID, one entitlement, one order.paid)")
+
+
+def test_challenge(st):
+    st.create_order("SEQ-5", 145000)
+    st.deliver(notification("SEQ-5", "capture", "145000.00", code="201",
+                            fraud_status="challenge", payment_type="credit_card"))
+    check(st.status("SEQ-5") == "PENDING" and st.entitlements("SEQ-5", False) == 0,
+          "capture+challenge: stays PENDING, no access")
+
+
+def test_through_fake(st):
+    """The same stories told by the fake Midtrans (its own signing,
+    delivery and retries)."""
+    cases = [("FK-1", "pay", {"payment_type": "credit_card"}, "PAID", 1),  # capture, then settlement
+             ("FK-2", "pay", {"notify": "duplicate"}, "PAID", 1),
+             ("FK-3", "challenge", {}, "PENDING", 0)]
+    for oid, action, opts, _, _ in cases:
+        st.create_order(oid, 275000)
+        r = st.fake("POST", f"/_fake/orders/{oid}/{action}", opts)
+        check(r.status == 200, f"fake {action} {oid} ({r.status})")
+    for oid, action, _, want, ent in cases:
+        st.wait_until(lambda: st.status(oid) == want and st.entitlements(oid) == ent, 20,
+                      f"{oid} {want} with {ent} entitlement")
+    # the card's settlement (and the duplicate) arrive after PAID: still one payment
+    st.wait_until(lambda: st.sql("SELECT count(*) FROM ingest.payment_event"
+                                 " WHERE order_id IN ('FK-1','FK-2')")[0][0] >= 4, 20,
+                  "card settlement and duplicate delivered")
+    st.wait_applied()
+    for oid in ("FK-1", "FK-2"):
+        check(st.paid_transitions(oid) == 1 and st.entitlements(oid, False) == 1
+              and st.messages(oid, "order.paid") == 1,
+              f"{oid}: one PAID, one entitlement, one order.paid")
+    r = st.fake("POST", "/_fake/orders/FK-2/reverse", {})
+    check(r.status == 200, "fake reverse FK-2")
+    st.wait_until(lambda: st.status("FK-2") == "REFUNDED" and st.entitlements("FK-2") == 0, 20,
+                  "FK-2 reversed, access revoked")
+    check(True, "fake: reversal revokes access")
+
+
+def refused(st, sql, role, params=None):
+    """Runs sql as role; returns the server's error (first line) or fails."""
+    try:
+        st.sql(sql, params, role=role)
+    except psycopg2.Error as e:
+        return (e.pgerror or str(e)).strip().splitlines()[0]
+    raise AssertionError(f"the database accepted, as {role}: {sql}")
+
+
+def test_database_refusals(st):
+    st.create_order("DB-1", 154600)
+    st.deliver(notification("DB-1", "pending"))  # evidence of DB-1, not a payment
+    paid_ev = st.sql("SELECT id, source, ref FROM orders.evidence WHERE order_id = 'SEQ-1'"
+                     " AND result = 'applied'")[0]
+    pend_ev = st.sql("SELECT id, source, ref FROM orders.evidence WHERE order_id = 'DB-1'")[0]
+    role = "kasir_order"
+    for why, sql, params in (
+            ("UPDATE status to PAID", "UPDATE orders.orders SET status = 'PAID'"
+             " WHERE order_id = 'DB-1'", None),
+            ("PAID transition without evidence", "INSERT INTO orders.transitions (order_id,"
+             " from_status, to_status, evidence_source, reason) VALUES"
+             " ('DB-1', 'PENDING', 'PAID', 'operator', 'test')", None),
+            ("transition to FAILED, then status PAID", "BEGIN; INSERT INTO orders.transitions"
+             " (order_id, from_status, to_status, evidence_source, reason) VALUES"
+             " ('DB-1', 'PENDING', 'FAILED', 'operator', 'test'); UPDATE orders.orders"
+             " SET status = 'PAID' WHERE order_id = 'DB-1'; COMMIT", None),
+            ("PAID naming another order's payment", "BEGIN; INSERT INTO orders.transitions"
+             " (order_id, from_status, to_status, evidence_source, evidence_ref, evidence_id,"
+             " reason) VALUES ('DB-1', 'PENDING', 'PAID', %s, %s, %s, 'test');"
+             " UPDATE orders.orders SET status = 'PAID' WHERE order_id = 'DB-1'; COMMIT",
+             (paid_ev[1], paid_ev[2], paid_ev[0])),
+            ("PAID naming a pending notification", "BEGIN; INSERT INTO orders.transitions"
+             " (order_id, from_status, to_status, evidence_source, evidence_ref, evidence_id,"
+             " reason) VALUES ('DB-1', 'PENDING', 'PAID', %s, %s, %s, 'test');"
+             " UPDATE orders.orders SET status = 'PAID' WHERE order_id = 'DB-1'; COMMIT",
+             (pend_ev[1], pend_ev[2], pend_ev[0]))):
+        check(True, f"{role}: {why} refused: {refused(st, sql, role, params)}")
+    check(st.status("DB-1") == "PENDING" and st.paid_transitions("DB-1") == 0,
+          "DB-1 still PENDING, no PAID transition")
+    for sql in ("DELETE FROM orders.evidence", "UPDATE orders.transitions SET reason = 'x'",
+                "DELETE FROM orders.entitlements", "DELETE FROM orders.orders"):
+        check(True, f"{role}: {sql} refused: {refused(st, sql, role)}")
+
+    n = st.sql("SELECT count(*) FROM ingest.payment_event")[0][0]
+    check(n > 0, f"payment_event holds {n} rows")
+    for role in ("kasir_ingest", "kasir_ingest_owner"):
+        for sql in ("UPDATE ingest.payment_event SET gross_amount = '1.00'",
+                    "UPDATE ingest.payment_event SET transaction_status = 'settlement'"
+                    " WHERE order_id = 'DB-1'",
+                    "DELETE FROM ingest.payment_event",
+                    "DELETE FROM ingest.payment_event WHERE order_id = 'DB-1'",
+                    "TRUNCATE ingest.payment_event"):
+            check(True, f"{role}: {sql} refused: {refused(st, sql, role)}")
+    check(st.sql("SELECT count(*) FROM ingest.payment_event")[0][0] == n,
+          "payment_event unchanged")
+
+
+def main():
+    with PayStack.for_payment(overrides={"FAKE_MIDTRANS_RETRY_SCHEDULE": "1,1,2"}) as st:
+        st.start_payment_path()
+        test_settlement_before_pending(st)
+        test_triple_settlement(st)
+        test_reversal(st)
+        test_capture_then_settlement(st)
+        test_challenge(st)
+        test_through_fake(st)
+        test_database_refusals(st)
+
+
+if __name__ == "__main__":
+    main_wrapper(main)
