@@ -122,15 +122,18 @@ def update_doc(key, title, body_md):
 
 def header(args):
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    cmd = "bench/" + os.path.basename(sys.argv[0])
-    if os.path.basename(sys.argv[0]) == "kbench.py":
-        cmd = "/usr/bin/python3 bench/kbench.py"
-    argv = " ".join(shlex.quote(a) for a in sys.argv[1:])
+    # the bench/X wrappers name themselves in KBENCH_CMD
+    cmd = os.environ.get("KBENCH_CMD")
+    argv = " ".join(shlex.quote(a) for a in sys.argv[2 if cmd else 1:])
+    cmd = cmd or "/usr/bin/python3 bench/kbench.py"
     return (f"- Run: {now}, build `{args.build_dir}`"
             f" (CMAKE_BUILD_TYPE={build_type(args.build_dir)})\n"
             f"- Machine: {machine()}\n"
             f"- Reproduce: `cd {SRC} && {cmd} {argv}`\n"
-            f"- Load average (1/5/15 min) before the run: {args.load_before}\n")
+            f"- Load average (1/5/15 min) before the run: {args.load_before}\n"
+            "- **Preliminary: taken on a loaded shared machine (see the warning at"
+            " the top); re-run on an idle machine before comparing with the"
+            " targets.**\n")
 
 
 def build_type(build):
@@ -421,11 +424,16 @@ def bench_ingest(args):
   `delay()` (wrk 4 has no open-loop mode, wrk2's `-R` is not installed), so
   a slow answer delays the next request of its connection: the percentiles
   understate a truly open-loop p99 (coordinated omission).
-- pgbench runs `bench/ingest_txn.sql`-equivalent SQL (written next to the
-  run: INSERT payment_event RETURNING id; INSERT .. ON CONFLICT stream_head
-  RETURNING seq; INSERT stream_out; COMMIT) as the superuser over the unix
-  socket, one notification per transaction, on its own stream row
-  ('pgbench') of the same table.
+- pgbench runs `PGBENCH_SCRIPT` of `bench/kbench.py` (the statements of
+  `services/ingest/store.c` + `common/stream.c` stream_append: INSERT
+  payment_event RETURNING id; INSERT .. ON CONFLICT stream_head RETURNING
+  seq; INSERT stream_out; COMMIT, same row sizes) as the superuser over the
+  unix socket, one notification per transaction, on its own stream row
+  ('pgbench') of the same tables, `-j 2`, same client count.  Every
+  transaction takes the one stream_head row lock, so its clients are
+  serialised on it exactly as a stream is (one COMMIT, one WAL flush at a
+  time); ingest's committer instead puts many notifications into one
+  transaction (group commit), which is why it can beat this baseline.
 """
     update_doc("a", "(a) Ingest throughput and latency vs pgbench", md)
 
@@ -567,6 +575,14 @@ def bench_drain(args):
         la = loadavg()
         t0 = time.monotonic()
         st.start("order", wait=False)
+        opid = st.pid("order")
+        prof = None
+        if args.profile:
+            prof_box = {}
+            pth = threading.Thread(target=lambda: prof_box.update(
+                text=perf_profile(opid, 8, os.path.join(work, "order-perf"))), daemon=True)
+            time.sleep(1.5)  # past start-up and migrations
+            pth.start()
 
         def drained():
             return st.sql("SELECT count(*) FROM orders.orders WHERE order_id LIKE 'drn-%'"
@@ -580,6 +596,10 @@ def bench_drain(args):
                 break
             time.sleep(0.2)
         total = time.monotonic() - t0
+        order_cpu = cpu_seconds(opid)
+        if args.profile:
+            pth.join()
+            prof = prof_box.get("text")
         paid = st.sql("SELECT count(*), extract(epoch FROM max(t.at) - min(t.at))"
                       " FROM orders.transitions t WHERE t.order_id LIKE 'drn-%'"
                       " AND t.to_status = 'PAID'")[0]
@@ -592,8 +612,12 @@ def bench_drain(args):
             f"kasir-order start -> all PAID: {total:.1f} s ({rate_total:.0f} events/s incl. start-up"
             f"{'' if ready_at is None else f', ready after {ready_at:.1f} s'})\n"
             f"first -> last PAID transition (DB): {span:.1f} s = {rate_db:.0f} events/s;"
-            f" PAID {done}/{n}; load avg {la}")
+            f" PAID {done}/{n}; load avg {la}\n"
+            f"kasir-order CPU time during the drain: {order_cpu:.1f} s of {total:.1f} s wall"
+            f" ({order_cpu / total * 100 if total else 0:.0f}% of one core)")
     print(text)
+    if prof:
+        print("perf profile of kasir-order (self time, top symbols):\n" + prof)
     md = header(args) + f"""- {n} settlement notifications (one per order) stored by kasir-ingest
   while kasir-order was stopped; then kasir-order started and drained them
   through the ingest stream (replay) into PAID + entitlement.
@@ -603,7 +627,14 @@ def bench_drain(args):
 | {n} | {done} | {total:.1f} | {rate_total:.0f} | {span:.1f} | {rate_db:.0f} | {la} |
 
 - Target: backlog drain >= 2,000 events/s: {verdict}.
+- kasir-order used {order_cpu:.1f} s of CPU in {total:.1f} s of wall time
+  ({order_cpu / total * 100 if total else 0:.0f}% of one core): the rest is
+  waiting for PostgreSQL (round trips, COMMIT fsync) and for the CPU the
+  other processes hold.
 """
+    if prof:
+        md += ("\nperf profile of kasir-order during the drain (8 s, self time):\n\n```\n"
+               + prof + "\n```\n")
     update_doc("c", "(c) Recovery: backlog drain after kasir-order was down", md)
 
 
@@ -675,6 +706,34 @@ def bench_reconciler(args):
 # (e) RSS
 
 
+def cpu_seconds(pid):
+    """user+system CPU seconds of a process (all its threads)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, TypeError):
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def perf_profile(pid, seconds, out):
+    """perf record -g on pid for `seconds`; returns the top of the flat
+    profile (self time) as text, or why there is none."""
+    perf = shutil.which("perf")
+    if not perf:
+        return "(perf not installed)"
+    data = out + ".data"
+    r = subprocess.run([perf, "record", "-q", "-g", "-o", data, "-p", str(pid),
+                        "--", "sleep", str(seconds)], capture_output=True, text=True)
+    if r.returncode != 0:
+        return f"(perf record failed: {r.stderr.strip()[:200]})"
+    r = subprocess.run([perf, "report", "-i", data, "--stdio", "--no-children",
+                        "--sort", "dso,sym", "-g", "none", "--percent-limit", "2"],
+                       capture_output=True, text=True)
+    lines = [ln for ln in r.stdout.splitlines() if ln.strip() and not ln.startswith("#")]
+    return "\n".join(lines[:15])
+
+
 def rss_kib(pid):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -721,7 +780,7 @@ def bench_rss(args):
         th.join()
         la1 = loadavg()
     lines = ["| daemon | idle KiB | warm-up KiB (at 20% of run) | max KiB | end KiB | "
-             "growth after warm-up | verdict (<= +10%) |", "|---|---|---|---|---|---|---|"]
+             "growth after warm-up | verdict over this run (<= +10%) |", "|---|---|---|---|---|---|---|"]
     for d in daemons:
         s = [v for _, v in samples[d] if v]
         if not s:
@@ -731,7 +790,7 @@ def bench_rss(args):
         mx_after = max(s[len(s) // 5:])
         growth = (mx_after - warm) / warm * 100.0
         lines.append(f"| {d} | {idle[d]} | {warm} | {max(s)} | {s[-1]} | "
-                     f"{growth:+.1f}% | {'flat' if growth <= 10 else 'GROWS'} |")
+                     f"{growth:+.1f}% | {'flat' if growth <= 10 else 'GROWS'} (short run: not the 10-min verdict) |")
     table = "\n".join(lines)
     print(table)
     md = header(args) + f"""- All four daemons (+ fakes) idle for {args.idle} s, then {args.seconds} s
@@ -768,6 +827,8 @@ def main():
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--drain-timeout", type=int, default=300)
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
+    ap.add_argument("--profile", action="store_true",
+                    help="drain: perf record kasir-order for 8 s during the drain")
     args = ap.parse_args()
     args.build_dir = os.path.abspath(args.build_dir)
     if args.seconds is None:

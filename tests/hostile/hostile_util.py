@@ -4,6 +4,7 @@ the "daemon still up" checks."""
 
 import hashlib
 import json
+import select
 import socket
 import threading
 import time
@@ -43,8 +44,14 @@ def raw_http(port, data, source=None, timeout=15, read=True):
                                  source_address=(source, 0) if source else None)
     buf = b""
     try:
+        # In pieces, stopping as soon as the server answers: a server that
+        # refuses early (413) and closes would otherwise reset the
+        # connection under our writes and the answer would be lost.
         try:
-            s.sendall(data)
+            for off in range(0, len(data), 16384):
+                if off and select.select([s], [], [], 0)[0]:
+                    break
+                s.sendall(data[off:off + 16384])
         except (BrokenPipeError, ConnectionResetError):
             pass  # refused before all was sent: read the answer
         if not read:
