@@ -205,6 +205,12 @@ cancel_pending(struct kasir_db *db, const char *order_id, const char *why)
 	return db_exec(db, &st_cancel_pending, p, NULL);
 }
 
+static bool
+streq(const char *a, const char *b)
+{
+	return a != NULL && b != NULL && strcmp(a, b) == 0;
+}
+
 int
 jobs_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
 {
@@ -215,6 +221,7 @@ jobs_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
 
 	switch (msg->type) {
 	case MSG_ORDER_CREATED:
+	case MSG_ORDER_PAYMENT_LINK:
 	case MSG_ORDER_PAID:
 	case MSG_ORDER_FAILED:
 	case MSG_ORDER_EXPIRED:
@@ -268,7 +275,12 @@ jobs_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
 	if (r < 0 || (r = record_order(db, msg, payload)) < 0)
 		goto out;
 	switch (msg->type) {
-	case MSG_ORDER_CREATED:
+	case MSG_ORDER_PAYMENT_LINK:
+		/* Instructions and reminders need the Snap link, which
+		 * order.created does not have yet.  A link for an order that
+		 * is no longer pending asks for no payment. */
+		if (!streq(msg_str(msg, "status"), "PENDING"))
+			break;
 		if ((r = create_jobs(n, db, msg, KIND_INSTRUCTIONS, payload,
 		                     origin)) < 0)
 			goto out;

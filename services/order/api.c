@@ -376,12 +376,25 @@ start_payment(struct order_service *s, const struct create_in *in,
 	    attempts,
 	    r.outcome == SNAP_USED ? "true" : "false",
 	};
+	/* The Snap answer and, when there is a payment link, the
+	 * order.payment_link event (the notifier's payment instructions) are
+	 * committed together. */
 	db = db_pool_get(&s->pool);
 	rc = db_ensure(db);
 	if (rc == 0)
+		rc = db_begin(db);
+	if (rc == 0)
 		rc = db_exec(db, &st_snap_result, params, &res);
+	if (rc == 0 && r.outcome == SNAP_OK)
+		rc = order_emit(s, db, MSG_ORDER_PAYMENT_LINK, order_id, NULL);
+	if (rc == 0)
+		rc = db_commit(db);
+	else
+		db_rollback(db);
 	PQclear(res);
 	db_pool_put(&s->pool, db);
+	if (rc == 0 && r.outcome == SNAP_OK)
+		stream_producer_kick(s->producer);
 	if (rc < 0)
 		log_order(LOG_ERR, order_id,
 		          "storing the snap outcome failed: %s",

@@ -17,8 +17,10 @@
 #include "err.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "order.h"
 #include "stream.h"
+#include "util.h"
 
 static void
 kick_orders(void *arg)
@@ -28,6 +30,41 @@ kick_orders(void *arg)
 }
 
 static const char *const consumed[] = {"ingest", "recon"};
+
+#define CONSISTENCY_EVERY_MS 15000
+
+/* PAID orders without an active entitlement: the SOP's P1 "paid but access
+ * inactive", exported for the alert rules.  Counted on the main loop's own
+ * connection (never on the scrape thread). */
+static const struct db_stmt st_count_paid_no_access = {
+    .name = "main_count_paid_no_access",
+    .sql = "SELECT count(*) FROM orders.orders o WHERE o.status = 'PAID'"
+           " AND NOT EXISTS (SELECT 1 FROM orders.entitlements e"
+           " WHERE e.order_id = o.order_id AND e.revoked_at IS NULL)",
+    .nparams = 0,
+};
+
+struct order_tick {
+	struct daemon *d;
+	struct metric *paid_no_access;
+	int64_t last_ms;
+};
+
+static void
+order_tick(void *arg)
+{
+	struct order_tick *t = arg;
+	PGresult *res = NULL;
+	int64_t now = now_mono_ms();
+
+	if (now - t->last_ms < CONSISTENCY_EVERY_MS)
+		return;
+	t->last_ms = now;
+	if (db_ensure(t->d->db) == 0 &&
+	    db_exec(t->d->db, &st_count_paid_no_access, NULL, &res) == 0)
+		metric_set(t->paid_no_access, (double)db_get_i64(res, 0, 0));
+	PQclear(res);
+}
 
 int
 main(int argc, char **argv)
@@ -90,6 +127,7 @@ main(int argc, char **argv)
 			        consumed[i], kasir_strerror(rc));
 			goto out_consumers;
 		}
+		(void)daemon_watch_consumer(&d, cons[i], consumed[i]);
 	}
 	{
 		struct http_server_conf hc = {
@@ -124,7 +162,16 @@ main(int argc, char **argv)
 	}
 	log_info("kasir-order ready: api on %s, %zu courses", conf.http_listen,
 	         conf.courses.count);
-	exit_code = daemon_run(&d, NULL, NULL) == 0 ? 0 : 1;
+	{
+		struct order_tick t = {
+		    .d = &d,
+		    .paid_no_access = metrics_gauge(
+		        d.metrics, "kasir_order_paid_without_access", NULL,
+		        "PAID orders without an active entitlement (SOP P1)"),
+		    .last_ms = 0,
+		};
+		exit_code = daemon_run(&d, order_tick, &t) == 0 ? 0 : 1;
+	}
 
 	admin_socket_stop(adm);
 out_http:

@@ -169,9 +169,15 @@ class Flood:
     each sending one junk or forged request and reading the answer.
     Bounded by total and by `seconds`.  Records every status seen."""
 
-    def __init__(self, port, sources, total, workers, seconds, bodies):
+    def __init__(self, port, sources, total, workers, seconds, bodies, valid=None,
+                 valid_every=0):
         self.port, self.sources, self.total = port, sources, total
         self.workers, self.seconds, self.bodies = workers, seconds, bodies
+        # every valid_every-th connection carries valid(i), a correctly
+        # signed notification, instead of junk: its answer goes to
+        # valid_results [(status, latency)]
+        self.valid, self.valid_every = valid, valid_every
+        self.valid_results = []
         self.statuses = {}
         self.errors = 0
         self.done = 0
@@ -202,15 +208,21 @@ class Flood:
             i = self._take()
             if i is None:
                 return
-            body = self.bodies[i % len(self.bodies)]
+            is_valid = self.valid_every and i % self.valid_every == 0
+            body = self.valid(i) if is_valid else self.bodies[i % len(self.bodies)]
             data = request_bytes("POST", "/midtrans/notification",
                                  {"Content-Type": "application/json",
                                   "Content-Length": str(len(body))}, body)
+            t0 = time.monotonic()
             try:
                 st, _, _ = raw_http(self.port, data, self.sources[i % len(self.sources)],
                                     timeout=20)
             except OSError:
                 st = None
+            if is_valid:
+                with self._lock:
+                    self.valid_results.append((st, time.monotonic() - t0))
+                continue
             with self._lock:
                 self.done += 1
                 if st is None:
@@ -235,9 +247,11 @@ class Burst:
     every answer is read.  Bounded by total and by `seconds`.  t0/t1 frame
     the window during which the connections were open."""
 
-    def __init__(self, port, sources, total, seconds, bodies):
+    def __init__(self, port, sources, total, seconds, bodies, valid=None, valid_every=0):
         self.port, self.sources, self.total = port, sources, total
         self.seconds, self.bodies = seconds, bodies
+        self.valid, self.valid_every = valid, valid_every  # as in Flood
+        self.valid_results = []
         self.statuses = {}
         self.no_answer = self.connect_failed = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -253,7 +267,8 @@ class Burst:
         sel = selectors.DefaultSelector()
         self.t0 = time.monotonic()
         for i in range(self.total):
-            body = self.bodies[i % len(self.bodies)]
+            is_valid = bool(self.valid_every and i % self.valid_every == 0)
+            body = self.valid(i) if is_valid else self.bodies[i % len(self.bodies)]
             req = request_bytes("POST", "/midtrans/notification",
                                 {"Content-Type": "application/json",
                                  "Content-Length": str(len(body))}, body)
@@ -262,7 +277,7 @@ class Burst:
                 s.bind((self.sources[i % len(self.sources)], 0))
                 s.setblocking(False)
                 s.connect_ex(("127.0.0.1", self.port))
-                sel.register(s, selectors.EVENT_WRITE, [req, b""])
+                sel.register(s, selectors.EVENT_WRITE, [req, b"", is_valid])
             except OSError:
                 self.connect_failed += 1
         end = self.t0 + self.seconds
@@ -286,16 +301,19 @@ class Burst:
                     continue
                 sel.unregister(s)
                 s.close()
-                self._record(st[1])
+                self._record(st)
         for key in list(sel.get_map().values()):
             sel.unregister(key.fileobj)
             key.fileobj.close()
-            self._record(key.data[1])
+            self._record(key.data)
         self.t1 = time.monotonic()
 
-    def _record(self, buf):
-        if buf.startswith(b"HTTP/"):
-            code = int(buf.split(b" ", 2)[1])
+    def _record(self, st):
+        buf, is_valid = st[1], st[2]
+        code = int(buf.split(b" ", 2)[1]) if buf.startswith(b"HTTP/") else None
+        if is_valid:
+            self.valid_results.append((code, time.monotonic() - self.t0))
+        elif code is not None:
             self.statuses[code] = self.statuses.get(code, 0) + 1
         else:
             self.no_answer += 1

@@ -471,8 +471,10 @@ def granted(order_id, **kw):
 
 
 def pay(stack, order_id, **kw):
-    """order.created, order.paid and access.granted as kasir-order emits them."""
+    """order.created, order.payment_link, order.paid and access.granted as
+    kasir-order emits them."""
     stack.publish("order.created", snapshot(order_id, "PENDING", **kw))
+    stack.publish("order.payment_link", snapshot(order_id, "PENDING", **kw))
     stack.publish("order.paid", paid(order_id, **kw))
     stack.publish("access.granted", granted(order_id, **kw))
 

@@ -118,6 +118,7 @@ def main():
         # ---- receipt resend: refused for an unpaid order, works for a paid one
         u = "ORD-RESEND-UNPAID"
         s.publish("order.created", snapshot(u, "PENDING"))
+        s.publish("order.payment_link", snapshot(u, "PENDING"))
         wait_for(lambda: s.sql("SELECT count(*) FROM notify.orders WHERE order_id=%s", (u,))[0][0] == 1,
                  20, "order recorded")
         r = s.admin("receipt.resend", {"order_id": u}, reason="customer asked")

@@ -53,6 +53,7 @@ def main():
         # ---- an unpaid order: instructions yes, receipt never
         u = "ORD-UNPAID-1"
         s.publish("order.created", snapshot(u, "PENDING"))
+        s.publish("order.payment_link", snapshot(u, "PENDING"))
         wait_for(lambda: s.sql("SELECT count(*) FROM notify.job WHERE order_id=%s AND"
                                " kind='instructions' AND state='sent'", (u,))[0][0] == 2,
                  30, "instructions sent")

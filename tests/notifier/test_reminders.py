@@ -19,7 +19,9 @@ def main():
         s.start_notifier()
         a, b = "ORD-REM-A", "ORD-REM-B"
         s.publish("order.created", snapshot(a, "PENDING"))
+        s.publish("order.payment_link", snapshot(a, "PENDING"))
         s.publish("order.created", snapshot(b, "PENDING"))
+        s.publish("order.payment_link", snapshot(b, "PENDING"))
         # both get a reminder job 3 s after creation (and one 1 h before
         # expiry); b is paid before it is due
         wait_for(lambda: s.sql("SELECT count(*) FROM notify.job WHERE kind='reminder'")[0][0] == 8,
@@ -40,6 +42,7 @@ def main():
         assert r["ok"] and r["result"]["reminders_paused"] is True, r
         c, d = "ORD-REM-C", "ORD-REM-D"
         s.publish("order.created", snapshot(c, "PENDING"))
+        s.publish("order.payment_link", snapshot(c, "PENDING"))
         pay(s, d)
         wait_for(lambda: len([m for m in mail_for(s, d) if "Pembayaran diterima" in str(m["Subject"])]) == 1,
                  30, "receipt while paused")
