@@ -20,6 +20,7 @@
 #include <openssl/evp.h>
 
 #include "err.h"
+#include "json.h"
 #include "notification.h"
 #include "util.h"
 
@@ -353,52 +354,23 @@ notif_prescan(const char *body, size_t len, unsigned max_depth,
 
 /* ---- duplicate keys (after cJSON built the tree) ---- */
 
-static int
-cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
 /* Every object in the tree, at every depth (bounded by the prescan), must
- * have unique keys.  O(n log n) per object, so a body with thousands of
- * keys costs little. */
+ * have unique keys. */
 static int
 check_duplicates(const cJSON *node, struct notif_reject *why)
 {
-	const cJSON *c;
-	size_t n = 0, i;
-	const char **keys;
-	int r = 0;
+	const char *key = NULL;
+	int r = json_check_unique_keys(node, &key);
 
-	if (!cJSON_IsObject(node) && !cJSON_IsArray(node))
-		return 0;
-	for (c = node->child; c != NULL; c = c->next) {
-		n++;
-		if ((r = check_duplicates(c, why)) < 0)
-			return r;
-	}
-	if (!cJSON_IsObject(node) || n < 2)
-		return 0;
-	keys = calloc(n, sizeof(*keys));
-	if (keys == NULL)
-		return -ENOMEM;
-	for (i = 0, c = node->child; c != NULL; c = c->next)
-		keys[i++] = c->string != NULL ? c->string : "";
-	qsort(keys, n, sizeof(*keys), cmp_str);
-	for (i = 1; i < n; i++) {
-		if (strcmp(keys[i - 1], keys[i]) == 0) {
-			/* Key names are bounded by the body; print a short,
-			 * safe prefix only when it is a plain token. */
-			bool plain = strlen(keys[i]) <= 40 &&
-			             order_id_valid(keys[i], 40);
+	if (r == KASIR_EREJECT) {
+		/* Key names are bounded by the body; print a short, safe
+		 * prefix only when it is a plain token. */
+		bool plain = strlen(key) <= 40 && order_id_valid(key, 40);
 
-			r = reject(why, NOTIF_DUPLICATE_KEY,
-			           "duplicate key%s%s%s", plain ? " '" : "",
-			           plain ? keys[i] : "", plain ? "'" : "");
-			break;
-		}
+		r = reject(why, NOTIF_DUPLICATE_KEY, "duplicate key%s%s%s",
+		           plain ? " '" : "", plain ? key : "",
+		           plain ? "'" : "");
 	}
-	free(keys);
 	return r;
 }
 

@@ -26,6 +26,7 @@
 
 #include "err.h"
 #include "http.h"
+#include "json.h"
 #include "log.h"
 #include "metrics.h"
 #include "order.h"
@@ -276,6 +277,12 @@ parse_create(const struct order_service *s, const struct http_request *req,
 		return -EINVAL;
 	}
 	*ret_json = j;
+	if (json_check_unique_keys(j, &bad) != 0) {
+		snprintf(msg, sizeof(msg), "duplicate field \"%.64s\"",
+		         bad != NULL ? bad : "");
+		http_error(resp, 400, "duplicate_key", msg);
+		return -EINVAL;
+	}
 	if ((bad = unknown_key(j, top)) != NULL) {
 		snprintf(msg, sizeof(msg), "unknown field \"%.64s\"", bad);
 		http_error(resp, 400, "unknown_field", msg);
