@@ -29,7 +29,6 @@ import platform
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -483,7 +482,7 @@ def bench_e2e(args):
             write_lua(lua, bodies, path, conns, rate=rate, once=True)
             la = loadavg()
             # long enough for every connection to send its slice
-            res = run_wrk(url, lua, args.seconds + 5, conns)
+            run_wrk(url, lua, args.seconds + 5, conns)
 
             def complete():
                 # orders whose notification wrk did send (at a lower
@@ -703,7 +702,8 @@ def bench_reconciler(args):
 | {cnt} | {ok} | {span:.1f} | {rate:.0f} | {args.concurrency} | {row[3]:.0f} | {row[4]:.0f} | {la} |
 
 - No target in issue 8; production is capped by `rps` (default 10/s) far
-  below this.  The fake (Python) is likely the limit here, not kasir.
+  below this.  What limits it: see the analysis at the top (the Python
+  fake's latency and the reconciler's claim/check/record cycle).
 """
     update_doc("d", "(d) Reconciler: status checks per second against the fake", md)
 
@@ -808,7 +808,9 @@ def bench_rss(args):
 {table}
 
 - Issue 8 asks for a 10-minute run:
-  `cd {SRC} && bench/e-rss --seconds 600 --rate 200`.
+  `cd {SRC} && bench/e-rss --build-dir build-release --seconds 600 --rate 200`
+  (offer a rate the whole pipeline sustains, or kasir-order's growing
+  backlog of work in flight is measured instead of a leak).
 """
     update_doc("e", "(e) Memory: RSS idle and under load", md)
 

@@ -14,6 +14,7 @@
 #include <cjson/cJSON.h>
 
 #include "db.h"
+#include "db_json.h"
 #include "err.h"
 #include "kasirctl.h"
 #include "util.h"
@@ -81,46 +82,6 @@ ops_last_error(struct ctl *c)
 	return c->ops ? db_last_error(c->ops) : "no database";
 }
 
-/* Rows as objects: numbers typed, booleans, json parsed, NULL as null. */
-static cJSON *
-rows_json(const PGresult *res)
-{
-	cJSON *arr = cJSON_CreateArray();
-
-	for (int i = 0; arr != NULL && i < PQntuples(res); i++) {
-		cJSON *o = cJSON_CreateObject();
-
-		if (o == NULL) {
-			cJSON_Delete(arr);
-			return NULL;
-		}
-		cJSON_AddItemToArray(arr, o);
-		for (int f = 0; f < PQnfields(res); f++) {
-			const char *name = PQfname(res, f);
-			const char *v = db_get(res, i, f);
-			Oid t = PQftype(res, f);
-
-			if (v == NULL) {
-				cJSON_AddNullToObject(o, name);
-			} else if (t == 20 || t == 21 || t == 23) {
-				cJSON_AddNumberToObject(o, name,
-				                        strtod(v, NULL));
-			} else if (t == 16) {
-				cJSON_AddBoolToObject(o, name, v[0] == 't');
-			} else if (t == 114 || t == 3802) {
-				cJSON *j = cJSON_Parse(v);
-
-				if (j != NULL)
-					cJSON_AddItemToObject(o, name, j);
-				else
-					cJSON_AddStringToObject(o, name, v);
-			} else {
-				cJSON_AddStringToObject(o, name, v);
-			}
-		}
-	}
-	return arr;
-}
 
 static int
 query_rows(struct ctl *c, const struct db_stmt *st, const char *const *p,
@@ -132,7 +93,7 @@ query_rows(struct ctl *c, const struct db_stmt *st, const char *const *p,
 
 	if ((r = db_exec(c->ops, st, p, &res)) < 0)
 		return r;
-	rows = rows_json(res);
+	rows = db_rows_json(res);
 	PQclear(res);
 	if (rows == NULL)
 		return -ENOMEM;

@@ -28,6 +28,7 @@
 
 #include "admin_socket.h"
 #include "db.h"
+#include "db_json.h"
 #include "err.h"
 #include "log.h"
 #include "metrics.h"
@@ -54,61 +55,7 @@ role_name(enum admin_role r)
 	}
 }
 
-/* Result rows as an array of objects; int and bool columns typed, json
- * columns parsed, the rest strings, SQL NULL as null. */
-static cJSON *
-rows_json(const PGresult *res)
-{
-	cJSON *arr = cJSON_CreateArray();
 
-	for (int i = 0; arr && i < PQntuples(res); i++) {
-		cJSON *o = cJSON_CreateObject();
-
-		if (o == NULL) {
-			cJSON_Delete(arr);
-			return NULL;
-		}
-		cJSON_AddItemToArray(arr, o);
-		for (int c = 0; c < PQnfields(res); c++) {
-			const char *name = PQfname(res, c);
-			const char *v = db_get(res, i, c);
-			Oid t = PQftype(res, c);
-
-			if (v == NULL)
-				cJSON_AddNullToObject(o, name);
-			else if (t == 20 || t == 21 || t == 23 || t == 701)
-				cJSON_AddNumberToObject(o, name,
-				                        strtod(v, NULL));
-			else if (t == 16)
-				cJSON_AddBoolToObject(o, name, v[0] == 't');
-			else if (t == 114 || t == 3802) {
-				cJSON *j = cJSON_Parse(v);
-
-				if (j)
-					cJSON_AddItemToObject(o, name, j);
-				else
-					cJSON_AddStringToObject(o, name, v);
-			} else
-				cJSON_AddStringToObject(o, name, v);
-		}
-	}
-	return arr;
-}
-
-/* Runs a query and returns its rows as JSON (NULL on failure). */
-static cJSON *
-query_json(struct kasir_db *db, const struct db_stmt *st,
-           const char *const *params)
-{
-	PGresult *res = NULL;
-	cJSON *j;
-
-	if (db_exec(db, st, params, &res) < 0)
-		return NULL;
-	j = rows_json(res);
-	PQclear(res);
-	return j;
-}
 
 static const struct db_stmt st_backlog = {
     .name = "notify_admin_backlog",
@@ -319,9 +266,9 @@ status_json(struct notifier *n, struct kasir_db *db)
 {
 	cJSON *o = cJSON_CreateObject(), *backlog, *oldest, *settings;
 
-	backlog = query_json(db, &st_backlog, NULL);
-	oldest = query_json(db, &st_oldest, NULL);
-	settings = query_json(db, &st_settings, NULL);
+	backlog = db_query_json(db, &st_backlog, NULL);
+	oldest = db_query_json(db, &st_oldest, NULL);
+	settings = db_query_json(db, &st_settings, NULL);
 	if (o == NULL || backlog == NULL || oldest == NULL ||
 	    settings == NULL) {
 		cJSON_Delete(o);
@@ -552,7 +499,7 @@ cmd_resend(struct notifier *n, struct kasir_db *db,
 		goto out;
 	}
 	after = cJSON_CreateObject();
-	cJSON_AddItemToObject(after, "jobs", rows_json(ins));
+	cJSON_AddItemToObject(after, "jobs", db_rows_json(ins));
 	if ((r = audit(db, req, before, after, "ok", NULL)) < 0)
 		goto fail;
 	if ((r = db_commit(db)) < 0)
@@ -562,7 +509,7 @@ cmd_resend(struct notifier *n, struct kasir_db *db,
 	workers_wake(n);
 	out = cJSON_CreateObject();
 	cJSON_AddStringToObject(out, "order_id", order_id);
-	cJSON_AddItemToObject(out, "jobs", rows_json(ins));
+	cJSON_AddItemToObject(out, "jobs", db_rows_json(ins));
 	*ret = out;
 	r = 0;
 	goto out;
@@ -580,11 +527,11 @@ static cJSON *
 doctor_json(struct kasir_db *db)
 {
 	cJSON *o = cJSON_CreateObject();
-	cJSON *dead = query_json(db, &st_dead, NULL);
-	cJSON *stuck = query_json(db, &st_stuck, NULL);
-	cJSON *unpaid = query_json(db, &st_receipt_unpaid, NULL);
-	cJSON *missing = query_json(db, &st_paid_no_receipt, NULL);
-	cJSON *backlog = query_json(db, &st_backlog, NULL);
+	cJSON *dead = db_query_json(db, &st_dead, NULL);
+	cJSON *stuck = db_query_json(db, &st_stuck, NULL);
+	cJSON *unpaid = db_query_json(db, &st_receipt_unpaid, NULL);
+	cJSON *missing = db_query_json(db, &st_paid_no_receipt, NULL);
+	cJSON *backlog = db_query_json(db, &st_backlog, NULL);
 
 	if (!o || !dead || !stuck || !unpaid || !missing || !backlog) {
 		cJSON_Delete(o);
@@ -643,8 +590,8 @@ notifier_admin(void *arg, const struct admin_request *req, cJSON **ret_result,
 			        "bad_args", "want {order_id: string}");
 			return -EINVAL;
 		}
-		jobs = query_json(db, &st_jobs_of_order, p);
-		ord = query_json(db, &st_order_of, p);
+		jobs = db_query_json(db, &st_jobs_of_order, p);
+		ord = db_query_json(db, &st_order_of, p);
 		if (jobs && ord) {
 			out = cJSON_CreateObject();
 			cJSON_AddStringToObject(out, "order_id", order_id);

@@ -168,6 +168,7 @@ parse_msg(const struct kasir_msg *msg, struct evidence_msg *e)
 	e->in.fraud_status = msg_str(msg, "fraud_status");
 	e->in.gross_amount = msg_str(msg, "gross_amount");
 	e->in.currency = msg_str(msg, "currency");
+	e->in.settlement_time = msg_str(msg, "settlement_time");
 	e->payment_type = msg_str(msg, "payment_type");
 	e->transaction_id = msg_str(msg, "transaction_id");
 	if (e->order_id == NULL || e->received_at == NULL || e->ref <= 0)

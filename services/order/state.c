@@ -217,15 +217,34 @@ decide_pending(enum meaning m, const struct evidence_in *ev,
 	set(d, EV_INVALID, "unknown transaction_status");
 }
 
+/*
+ * A deny on a PAID order is a reversal (Permata VA, Mandiri bill, Indomaret:
+ * settlement then deny) only when the evidence shows the denied transaction
+ * had settled: the Status API's current answer, or a notification carrying
+ * settlement_time.  A deny without it is, as far as the notification shows,
+ * the late delivery of an earlier failed attempt (the customer retried and
+ * paid): revoking on it would take access from a paying customer.  It is
+ * recorded and the order flagged so an operator asks the Status API
+ * (kasirctl reconcile ORDER_ID), whose answer then decides.
+ */
 static void
-decide_paid(enum meaning m, struct order_decision *d)
+decide_paid(enum meaning m, const struct evidence_in *ev,
+            struct order_decision *d)
 {
 	switch (m) {
 	case M_SUCCESS:
 		set(d, EV_NOOP, "already paid: same payment");
 		return;
 	case M_DENY:
-		/* Permata VA, Mandiri bill, Indomaret: settlement then deny. */
+		if (ev->kind != EVIDENCE_STATUS &&
+		    (ev->settlement_time == NULL || ev->settlement_time[0] == 0)) {
+			set(d, EV_FLAGGED,
+			    "deny after settlement without settlement_time: "
+			    "stale attempt or reversal, verify with the status "
+			    "api");
+			d->flags = OFLAG_FLAGGED;
+			return;
+		}
 		move(d, ORDER_REFUNDED, "reversal: deny after settlement");
 		d->revoke_access = true;
 		d->flags = OFLAG_REVERSED;
@@ -327,7 +346,7 @@ order_decide(const struct order_facts *o, const struct evidence_in *ev,
 		decide_pending(m, ev, &d);
 		break;
 	case ORDER_PAID:
-		decide_paid(m, &d);
+		decide_paid(m, ev, &d);
 		break;
 	case ORDER_FAILED:
 	case ORDER_EXPIRED:

@@ -50,6 +50,7 @@ struct evidence_in {
 	const char *fraud_status;
 	const char *gross_amount; /* as received: "154600.00" or "154600" */
 	const char *currency;     /* absent on some channels: accepted */
+	const char *settlement_time; /* present once the transaction settled */
 	bool past_expiry;         /* the order's expires_at has passed */
 };
 

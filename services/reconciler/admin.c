@@ -29,6 +29,7 @@
 
 #include "admin_socket.h"
 #include "db.h"
+#include "db_json.h"
 #include "err.h"
 #include "log.h"
 #include "metrics.h"
@@ -52,60 +53,7 @@ role_name(enum admin_role r)
 	}
 }
 
-/* Result rows as an array of objects; numbers and booleans typed, json
- * parsed, the rest strings, SQL NULL as null. */
-static cJSON *
-rows_json(const PGresult *res)
-{
-	cJSON *arr = cJSON_CreateArray();
 
-	for (int i = 0; arr && i < PQntuples(res); i++) {
-		cJSON *o = cJSON_CreateObject();
-
-		if (o == NULL) {
-			cJSON_Delete(arr);
-			return NULL;
-		}
-		cJSON_AddItemToArray(arr, o);
-		for (int c = 0; c < PQnfields(res); c++) {
-			const char *name = PQfname(res, c);
-			const char *v = db_get(res, i, c);
-			Oid t = PQftype(res, c);
-
-			if (v == NULL)
-				cJSON_AddNullToObject(o, name);
-			else if (t == 20 || t == 21 || t == 23 || t == 701)
-				cJSON_AddNumberToObject(o, name,
-				                        strtod(v, NULL));
-			else if (t == 16)
-				cJSON_AddBoolToObject(o, name, v[0] == 't');
-			else if (t == 114 || t == 3802) {
-				cJSON *j = cJSON_Parse(v);
-
-				if (j)
-					cJSON_AddItemToObject(o, name, j);
-				else
-					cJSON_AddStringToObject(o, name, v);
-			} else
-				cJSON_AddStringToObject(o, name, v);
-		}
-	}
-	return arr;
-}
-
-static cJSON *
-query_json(struct kasir_db *db, const struct db_stmt *st,
-           const char *const *params)
-{
-	PGresult *res = NULL;
-	cJSON *j;
-
-	if (db_exec(db, st, params, &res) < 0)
-		return NULL;
-	j = rows_json(res);
-	PQclear(res);
-	return j;
-}
 
 /* One row: pending orders per age bucket, the oldest one's age, pending
  * orders past expiry + grace never checked after expiry. */
@@ -307,9 +255,9 @@ status_json(struct recon *r, struct kasir_db *db)
 	int64_t lc = atomic_load(&r->last_check_ms);
 
 	snprintf(grace, sizeof(grace), "%" PRId64, r->conf->expiry_grace_ms);
-	pending = first_row(query_json(db, &st_pending, p));
-	settings = first_row(query_json(db, &st_settings, NULL));
-	last = first_row(query_json(db, &st_last_check, NULL));
+	pending = first_row(db_query_json(db, &st_pending, p));
+	settings = first_row(db_query_json(db, &st_settings, NULL));
+	last = first_row(db_query_json(db, &st_last_check, NULL));
 	o = cJSON_CreateObject();
 	if (o == NULL || pending == NULL || settings == NULL || last == NULL) {
 		cJSON_Delete(o);
@@ -357,9 +305,9 @@ doctor_json(struct recon *r, struct kasir_db *db)
 	snprintf(grace, sizeof(grace), "%" PRId64, r->conf->expiry_grace_ms);
 	snprintf(window, sizeof(window), "%" PRId64,
 	         r->conf->activity_window_ms);
-	unchecked = query_json(db, &st_unchecked, pg);
-	silence = first_row(query_json(db, &st_silence, pw));
-	settings = first_row(query_json(db, &st_settings, NULL));
+	unchecked = db_query_json(db, &st_unchecked, pg);
+	silence = first_row(db_query_json(db, &st_silence, pw));
+	settings = first_row(db_query_json(db, &st_settings, NULL));
 	o = cJSON_CreateObject();
 	if (!o || !unchecked || !silence || !settings) {
 		cJSON_Delete(o);
@@ -419,7 +367,7 @@ cmd_reconcile_order(struct recon *r, struct kasir_db *db,
 		rc = KASIR_ENOTFOUND;
 		goto out;
 	}
-	before = rows_json(res);
+	before = db_rows_json(res);
 	after = cJSON_CreateObject();
 	cJSON_AddBoolToObject(after, "check_queued", true);
 	if ((rc = audit(db, req, cJSON_GetArrayItem(before, 0), after, "ok",
@@ -567,8 +515,8 @@ recon_admin(void *arg, const struct admin_request *req, cJSON **ret_result,
 			        "bad_args", "want {order_id: string}");
 			return -EINVAL;
 		}
-		checks = query_json(db, &st_checks_of, p);
-		watch = query_json(db, &st_watch_of, p);
+		checks = db_query_json(db, &st_checks_of, p);
+		watch = db_query_json(db, &st_watch_of, p);
 		if (checks && watch) {
 			out = cJSON_CreateObject();
 			cJSON_AddStringToObject(out, "order_id", order_id);

@@ -112,7 +112,14 @@ def test_sequences(s):
     s.create_order("SEQ-3", 150000, email="rev@example.com")
     apply(s, base("SEQ-3", amount="150000.00"))
     assert access(s, "rev@example.com", "kursus-150000")["active"] is True
+    # a deny without settlement_time may be a stale failed attempt: flagged
     apply(s, base("SEQ-3", amount="150000.00", status="deny", status_code="202"))
+    assert s.status("SEQ-3") == "PAID"
+    assert s.sql("SELECT flagged FROM orders.orders WHERE order_id='SEQ-3'")[0][0] is True
+    assert entitlements(s, "SEQ-3") == 1
+    # the reversal's deny names when the payment had settled
+    apply(s, base("SEQ-3", amount="150000.00", status="deny", status_code="202",
+                  settlement_time="2026-11-23 16:00:05"))
     assert s.status("SEQ-3") == "REFUNDED"
     assert s.sql("SELECT reversed FROM orders.orders WHERE order_id='SEQ-3'")[0][0] is True
     assert entitlements(s, "SEQ-3") == 0

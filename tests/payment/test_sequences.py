@@ -55,7 +55,9 @@ def test_reversal(st):
     st.deliver(notification("SEQ-3", "settlement", "150000.00"))
     check(st.access("rev@example.com", course_for(150000))["active"] is True,
           "settlement: access active")
-    st.deliver(notification("SEQ-3", "deny", "150000.00"))
+    # a reversal's deny carries the settlement_time of the denied payment
+    st.deliver(notification("SEQ-3", "deny", "150000.00",
+                            settlement_time="2026-11-23 16:00:05"))
     row = st.sql("SELECT status, reversed FROM orders.orders WHERE order_id = 'SEQ-3'")[0]
     check(row == ("REFUNDED", True), f"settlement then deny: REFUNDED, reversed ({row})")
     check(st.entitlements("SEQ-3") == 0, "entitlement revoked")
@@ -66,6 +68,24 @@ def test_reversal(st):
     st.deliver(notification("SEQ-3", "settlement", "150000.00"))  # late duplicate
     check(st.status("SEQ-3") == "REFUNDED" and st.entitlements("SEQ-3") == 0,
           "a late duplicate settlement does not bring access back")
+
+
+def test_stale_deny_after_payment(st):
+    """A failed attempt's deny delivered again after the customer paid (a
+    Midtrans retry or reordering) must not take access away: recorded,
+    order flagged for a Status API check."""
+    st.create_order("SEQ-3B", 150000, email="stale@example.com")
+    st.deliver(notification("SEQ-3B", "pending", "150000.00"))
+    st.deliver(notification("SEQ-3B", "deny", "150000.00"))
+    check(st.status("SEQ-3B") == "PENDING", "deny on a pending order: still PENDING")
+    st.deliver(notification("SEQ-3B", "settlement", "150000.00",
+                            settlement_time="2026-11-23 16:01:00"))
+    st.deliver(notification("SEQ-3B", "deny", "150000.00"))  # the stale one again
+    row = st.sql("SELECT status, reversed, flagged FROM orders.orders "
+                 "WHERE order_id = 'SEQ-3B'")[0]
+    check(row == ("PAID", False, True), f"stale deny: PAID, not reversed, flagged ({row})")
+    check(st.entitlements("SEQ-3B") == 1, "access kept")
+    check(st.messages("SEQ-3B", "access.revoked") == 0, "no access.revoked")
 
 
 def test_capture_then_settlement(st):
@@ -179,6 +199,7 @@ def main():
         test_settlement_before_pending(st)
         test_triple_settlement(st)
         test_reversal(st)
+        test_stale_deny_after_payment(st)
         test_capture_then_settlement(st)
         test_challenge(st)
         test_through_fake(st)

@@ -114,7 +114,12 @@ static const struct row rows[] = {
     R(PD, N, "expire", NULL, A, "IDR", false, EV_IGNORED, PD, false, false, 0),
     R(PD, N, "cancel", NULL, A, "IDR", false, EV_FLAGGED, PD, false, false,
       OFLAG_FLAGGED),
-    R(PD, N, "deny", NULL, A, "IDR", false, EV_APPLIED, RF, false, true,
+    /* deny on PAID: a notification without settlement_time is flagged (a
+     * stale attempt or a reversal: the Status API decides); see
+     * test_reversal_needs_settled_evidence for the reversal itself */
+    R(PD, N, "deny", NULL, A, "IDR", false, EV_FLAGGED, PD, false, false,
+      OFLAG_FLAGGED),
+    R(PD, S, "deny", NULL, A, "IDR", false, EV_APPLIED, RF, false, true,
       OFLAG_REVERSED),
     R(PD, N, "refund", NULL, A, "IDR", false, EV_APPLIED, RF, false, true, 0),
     R(PD, N, "partial_refund", NULL, A, "IDR", false, EV_APPLIED, PD, false,
@@ -230,14 +235,16 @@ struct sim {
 };
 
 static void
-sim_apply(struct sim *s, const char *ts, const char *fraud, const char *amt)
+sim_apply_st(struct sim *s, const char *ts, const char *fraud, const char *amt,
+             const char *settlement_time)
 {
 	struct order_facts o = {.status = s->status, .amount = AMOUNT};
 	struct evidence_in ev = {.kind = EVIDENCE_NOTIFICATION,
 	                         .transaction_status = ts,
 	                         .fraud_status = fraud,
 	                         .gross_amount = amt ? amt : A,
-	                         .currency = "IDR"};
+	                         .currency = "IDR",
+	                         .settlement_time = settlement_time};
 	struct order_decision d;
 
 	order_decide(&o, &ev, &d);
@@ -250,6 +257,12 @@ sim_apply(struct sim *s, const char *ts, const char *fraud, const char *amt)
 	s->grants += d.grant_access;
 	s->revokes += d.revoke_access;
 	s->flags |= d.flags;
+}
+
+static void
+sim_apply(struct sim *s, const char *ts, const char *fraud, const char *amt)
+{
+	sim_apply_st(s, ts, fraud, amt, NULL);
 }
 
 static void
@@ -300,13 +313,33 @@ test_settlement_then_deny_reverses(void **state)
 	(void)state;
 	sim_apply(&s, "pending", NULL, NULL);
 	sim_apply(&s, "settlement", NULL, NULL);
-	sim_apply(&s, "deny", NULL, NULL);
-	sim_apply(&s, "deny", NULL, NULL);       /* duplicate */
+	/* a reversal's deny names when the transaction had settled */
+	sim_apply_st(&s, "deny", NULL, NULL, "2026-11-23 16:00:05");
+	sim_apply_st(&s, "deny", NULL, NULL, "2026-11-23 16:00:05"); /* dup */
 	sim_apply(&s, "settlement", NULL, NULL); /* late duplicate */
 	assert_int_equal(s.status, ORDER_REFUNDED);
 	assert_int_equal(s.grants, 1);
 	assert_int_equal(s.revokes, 1);
 	assert_true(s.flags & OFLAG_REVERSED);
+}
+
+/* The failed attempt's deny delivered late (retried or reordered by
+ * Midtrans) after the customer paid with another attempt: no reversal, the
+ * customer keeps access, the order is flagged for a Status API check. */
+static void
+test_stale_deny_after_payment_is_flagged(void **state)
+{
+	struct sim s = {0};
+
+	(void)state;
+	sim_apply(&s, "pending", NULL, NULL);
+	sim_apply(&s, "settlement", NULL, NULL);
+	sim_apply(&s, "deny", NULL, NULL); /* stale: no settlement_time */
+	assert_int_equal(s.status, ORDER_PAID);
+	assert_int_equal(s.grants, 1);
+	assert_int_equal(s.revokes, 0);
+	assert_true(s.flags & OFLAG_FLAGGED);
+	assert_false(s.flags & OFLAG_REVERSED);
 }
 
 static void
@@ -444,6 +477,7 @@ main(void)
 	    cmocka_unit_test(test_capture_then_settlement_is_one_payment),
 	    cmocka_unit_test(test_settlement_then_deny_reverses),
 	    cmocka_unit_test(test_deny_then_retry_pays),
+	    cmocka_unit_test(test_stale_deny_after_payment_is_flagged),
 	    cmocka_unit_test(test_challenge_then_accept),
 	    cmocka_unit_test(test_expire_after_paid_ignored),
 	    cmocka_unit_test(test_mismatch_never_paid),
