@@ -293,6 +293,7 @@ main(int argc, char **argv)
 	char buf[160];
 	int rc = 1, r;
 
+	memset(&conf, 0, sizeof(conf));
 	if (!conf_cli(argc, argv, "kasir-ingest", ingest_conf_keys, &conf, &rc))
 		return rc;
 	rc = 1;
