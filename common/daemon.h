@@ -6,8 +6,8 @@
  *       if (!conf_cli(argc, argv, "kasir-order", order_conf_keys, &conf, &rc))
  *           return rc;
  *       struct daemon d;
- *       if (daemon_init(&d, "kasir-order", &conf.base, "orders", "kasir_order") < 0)
- *           return 1;          // logged: migrations failed, keys unreadable...
+ *       if (daemon_init(&d, "kasir-order", &conf.base, "orders", "kasir_order")
+ * < 0) return 1;          // logged: migrations failed, keys unreadable...
  *       ... start producer / consumers / listeners using d.keyring, d.metrics,
  *           daemon_db_conf(&d) ...
  *       rc = daemon_run(&d, tick, arg);   // READY=1, loop, STOPPING=1
@@ -49,17 +49,17 @@ struct stream_consumer;
 #define DAEMON_MAX_WATCHED 4
 
 struct daemon {
-	const char *name;		/* "kasir-order" */
-	const char *schema;		/* "orders" */
+	const char *name;   /* "kasir-order" */
+	const char *schema; /* "orders" */
 	const struct base_conf *conf;
-	struct keyring *keyring;	/* owned */
-	struct metrics *metrics;	/* owned */
-	struct kasir_db *db;		/* main loop's connection; owned */
+	struct keyring *keyring;        /* owned */
+	struct metrics *metrics;        /* owned */
+	struct kasir_db *db;            /* main loop's connection; owned */
 	struct http_server *admin_http; /* owned */
 	int sigfd;
 	volatile int64_t last_tick_ms;
 	bool db_ok;
-	bool migrations_ok;		/* every *.sql recorded (main loop) */
+	bool migrations_ok; /* every *.sql recorded (main loop) */
 	/* optional extra readiness check (stream lag...), set before run */
 	int (*ready_hook)(void *arg, char *why, size_t why_len);
 	void *ready_arg;
@@ -71,8 +71,9 @@ struct daemon {
 	int nwatched;
 };
 
-int daemon_init(struct daemon *d, const char *name, const struct base_conf *conf,
-		const char *schema, const char *runtime_role);
+int daemon_init(struct daemon *d, const char *name,
+                const struct base_conf *conf, const char *schema,
+                const char *runtime_role);
 /* A db_conf for this daemon's runtime role (url + password from conf).
  * Pointers refer to conf; valid while conf lives. */
 struct db_conf daemon_db_conf(const struct daemon *d);
@@ -81,17 +82,17 @@ struct db_conf daemon_db_conf(const struct daemon *d);
 struct stream_producer_conf;
 struct stream_consumer_conf;
 void daemon_producer_conf(const struct daemon *d, const char *stream,
-			  bool fanout, struct stream_producer_conf *out);
+                          bool fanout, struct stream_producer_conf *out);
 /* -ENOENT when conf has no consume entry for stream. */
 int daemon_consumer_conf(const struct daemon *d, const char *stream,
-			 bool fanout, struct stream_consumer_conf *out);
+                         bool fanout, struct stream_consumer_conf *out);
 
 /* Makes /readyz fail ("stream X lags N messages") while c's lag (producer
  * head as last heard minus cursor) exceeds stream.ready_max_lag.  c is
  * borrowed: daemon_run() forgets every watched consumer before it returns,
  * so stop consumers only after daemon_run().  -ENOSPC when 4 are watched. */
 int daemon_watch_consumer(struct daemon *d, struct stream_consumer *c,
-			  const char *stream);
+                          const char *stream);
 
 typedef void (*daemon_tick_fn)(void *arg);
 int daemon_run(struct daemon *d, daemon_tick_fn tick, void *arg);

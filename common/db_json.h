@@ -22,6 +22,6 @@ struct cJSON *db_rows_json(const PGresult *res);
 /* Runs stmt and returns db_rows_json() of its result; NULL when the query
  * failed (db_last_error() says why) or out of memory. */
 struct cJSON *db_query_json(struct kasir_db *db, const struct db_stmt *stmt,
-			    const char *const *params);
+                            const char *const *params);
 
 #endif

@@ -82,7 +82,6 @@ ops_last_error(struct ctl *c)
 	return c->ops ? db_last_error(c->ops) : "no database";
 }
 
-
 static int
 query_rows(struct ctl *c, const struct db_stmt *st, const char *const *p,
            cJSON **ret)

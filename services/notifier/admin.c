@@ -55,8 +55,6 @@ role_name(enum admin_role r)
 	}
 }
 
-
-
 static const struct db_stmt st_backlog = {
     .name = "notify_admin_backlog",
     .sql = "SELECT state, channel, count(*)::bigint AS jobs FROM notify.job"

@@ -237,7 +237,8 @@ decide_paid(enum meaning m, const struct evidence_in *ev,
 		return;
 	case M_DENY:
 		if (ev->kind != EVIDENCE_STATUS &&
-		    (ev->settlement_time == NULL || ev->settlement_time[0] == 0)) {
+		    (ev->settlement_time == NULL ||
+		     ev->settlement_time[0] == 0)) {
 			set(d, EV_FLAGGED,
 			    "deny after settlement without settlement_time: "
 			    "stale attempt or reversal, verify with the status "

@@ -53,8 +53,6 @@ role_name(enum admin_role r)
 	}
 }
 
-
-
 /* One row: pending orders per age bucket, the oldest one's age, pending
  * orders past expiry + grace never checked after expiry. */
 static const struct db_stmt st_pending = {
