@@ -105,14 +105,17 @@ static const struct db_stmt st_set_flags = {
 };
 
 /* Learns the Midtrans transaction id and payment type from evidence whose
- * amount matched (never from evidence we refused). */
+ * amount matched (never from evidence we refused): the first one seen, and
+ * then the one of each transition ($4), so a PAID, FAILED or REFUNDED order
+ * names the transaction that decided it. */
 static const struct db_stmt st_set_txn = {
     .name = "order_set_txn",
     .sql = "UPDATE orders.orders SET"
-           " transaction_id = coalesce(transaction_id, $2),"
+           " transaction_id = CASE WHEN $4 THEN coalesce($2, transaction_id)"
+           " ELSE coalesce(transaction_id, $2) END,"
            " payment_type = coalesce($3, payment_type)"
            " WHERE order_id = $1",
-    .nparams = 3,
+    .nparams = 4,
 };
 
 /* The fields of one message, whichever stream it came from. */
@@ -171,6 +174,7 @@ parse_msg(const struct kasir_msg *msg, struct evidence_msg *e)
 	e->in.settlement_time = msg_str(msg, "settlement_time");
 	e->payment_type = msg_str(msg, "payment_type");
 	e->transaction_id = msg_str(msg, "transaction_id");
+	e->in.transaction_id = e->transaction_id;
 	if (e->order_id == NULL || e->received_at == NULL || e->ref <= 0)
 		return KASIR_EREJECT;
 	return 0;
@@ -319,6 +323,8 @@ order_apply_evidence(void *arg, struct kasir_db *db,
 
 	facts.status = o.status;
 	facts.amount = o.amount;
+	facts.reversed = o.reversed;
+	facts.transaction_id = o.has_transaction_id ? o.transaction_id : NULL;
 	order_decide(&facts, &e.in, &d);
 	after = d.transition ? d.to : o.status;
 
@@ -365,8 +371,9 @@ order_apply_evidence(void *arg, struct kasir_db *db,
 
 	if (d.result != EV_FLAGGED && d.result != EV_INVALID &&
 	    (e.transaction_id != NULL || e.payment_type != NULL)) {
-		const char *p[3] = {e.order_id, e.transaction_id,
-		                    e.payment_type};
+		const char *p[4] = {e.order_id, e.transaction_id,
+		                    e.payment_type,
+		                    d.transition ? "true" : "false"};
 		if ((rc = db_exec(db, &st_set_txn, p, NULL)) < 0)
 			return rc;
 	}

@@ -33,6 +33,7 @@ struct stream_producer;
 #define ORDER_ID_MAX       50
 #define ORDER_NAME_MAX     100
 #define ORDER_EMAIL_MAX    254
+#define ORDER_TXN_ID_MAX   128 /* Midtrans sends a UUID (36) */
 #define ORDER_PHONE_MIN    8
 #define ORDER_PHONE_MAX    16
 #define ORDER_IDEM_KEY_MAX 255
@@ -127,6 +128,9 @@ struct order_row {
 	char course_id[COURSE_ID_MAX + 1];
 	bool flagged, partial_refund, disputed, reversed;
 	bool has_transaction_id;
+	/* Midtrans transaction id; a longer one is truncated here and then
+	 * never equals the evidence's (state.c compares whole strings). */
+	char transaction_id[ORDER_TXN_ID_MAX + 1];
 };
 
 /* Locks the order (SELECT ... FOR UPDATE) inside the open transaction.

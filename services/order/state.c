@@ -157,6 +157,21 @@ move(struct order_decision *d, enum order_status to, const char *reason)
 	d->reason = reason;
 }
 
+/* A deny carrying settlement_time: the transaction had settled. */
+static bool
+has_settlement_time(const struct evidence_in *ev)
+{
+	return ev->settlement_time != NULL && ev->settlement_time[0] != 0;
+}
+
+/* The evidence is about the transaction the order already follows. */
+static bool
+same_transaction(const struct order_facts *o, const struct evidence_in *ev)
+{
+	return o->transaction_id != NULL && ev->transaction_id != NULL &&
+	       strcmp(o->transaction_id, ev->transaction_id) == 0;
+}
+
 static void
 decide_pending(enum meaning m, const struct evidence_in *ev,
                struct order_decision *d)
@@ -176,9 +191,27 @@ decide_pending(enum meaning m, const struct evidence_in *ev,
 		set(d, EV_NOOP, "payment pending");
 		return;
 	case M_DENY:
-		set(d, EV_NOOP,
-		    "deny on a pending order: attempt failed, customer may "
-		    "retry");
+		if (has_settlement_time(ev)) {
+			/* The transaction settled and was reversed; its
+			 * settlement notification is late or lost.  Never
+			 * PAID: the money went back. */
+			move(d, ORDER_FAILED,
+			     "reversal seen before its settlement: payment "
+			     "reversed");
+			d->flags = OFLAG_REVERSED;
+		} else if (ev->kind == EVIDENCE_STATUS && ev->past_expiry) {
+			/* The Status API's check after expiry: the last
+			 * attempt was denied and no retry is possible any
+			 * more.  (A deny notification received past expiry
+			 * waits for this check: during a backlog "now" is
+			 * later than when Midtrans sent it.) */
+			move(d, ORDER_FAILED,
+			     "status api: payment denied, past expiry");
+		} else {
+			set(d, EV_NOOP,
+			    "deny on a pending order: attempt failed, customer "
+			    "may retry");
+		}
 		return;
 	case M_EXPIRE:
 		move(d, ORDER_EXPIRED, "midtrans expired the transaction");
@@ -236,9 +269,7 @@ decide_paid(enum meaning m, const struct evidence_in *ev,
 		set(d, EV_NOOP, "already paid: same payment");
 		return;
 	case M_DENY:
-		if (ev->kind != EVIDENCE_STATUS &&
-		    (ev->settlement_time == NULL ||
-		     ev->settlement_time[0] == 0)) {
+		if (ev->kind != EVIDENCE_STATUS && !has_settlement_time(ev)) {
 			set(d, EV_FLAGGED,
 			    "deny after settlement without settlement_time: "
 			    "stale attempt or reversal, verify with the status "
@@ -289,10 +320,21 @@ decide_paid(enum meaning m, const struct evidence_in *ev,
 }
 
 static void
-decide_final(enum order_status s, enum meaning m, struct order_decision *d)
+decide_final(const struct order_facts *o, const struct evidence_in *ev,
+             enum meaning m, struct order_decision *d)
 {
+	enum order_status s = o->status;
+
 	if (m == M_UNKNOWN) {
 		set(d, EV_INVALID, "unknown transaction_status");
+		return;
+	}
+	if (m == M_SUCCESS && o->reversed && ev->kind != EVIDENCE_STATUS &&
+	    same_transaction(o, ev)) {
+		/* The settlement of the very transaction whose reversal was
+		 * applied, delivered late: not new money. */
+		set(d, EV_IGNORED,
+		    "stale settlement of a reversed transaction");
 		return;
 	}
 	if (m == M_SUCCESS && s != ORDER_REFUNDED) {
@@ -353,7 +395,7 @@ order_decide(const struct order_facts *o, const struct evidence_in *ev,
 	case ORDER_EXPIRED:
 	case ORDER_CANCELLED:
 	case ORDER_REFUNDED:
-		decide_final(o->status, m, &d);
+		decide_final(o, ev, m, &d);
 		break;
 	default:
 		set(&d, EV_INVALID, "order in an unknown state");

@@ -10,6 +10,7 @@
  * States move forward only:
  *   PENDING -> PAID | FAILED | EXPIRED | CANCELLED
  *   PAID    -> REFUNDED            (refund, chargeback, settlement->deny)
+ * (a reversal seen before its settlement: PENDING -> FAILED, reversed)
  * plus flags on PAID orders (partial_refund, disputed) and on any order
  * (flagged: amount/currency mismatch or a late payment operators must see).
  */
@@ -48,16 +49,19 @@ struct evidence_in {
 	enum evidence_kind kind;
 	const char *transaction_status;
 	const char *fraud_status;
-	const char *gross_amount; /* as received: "154600.00" or "154600" */
-	const char *currency;     /* absent on some channels: accepted */
+	const char *gross_amount;    /* as received: "154600.00" or "154600" */
+	const char *currency;        /* absent on some channels: accepted */
 	const char *settlement_time; /* present once the transaction settled */
-	bool past_expiry;         /* the order's expires_at has passed */
+	const char *transaction_id;  /* Midtrans transaction it is about */
+	bool past_expiry;            /* the order's expires_at has passed */
 };
 
 /* What the state machine needs to know about the order. */
 struct order_facts {
 	enum order_status status;
 	int64_t amount; /* IDR, integer rupiah */
+	bool reversed;  /* a reversal (deny after settlement) was applied */
+	const char *transaction_id; /* learned from applied evidence, or NULL */
 };
 
 /* How a piece of evidence was used (orders.evidence.result). */

@@ -23,7 +23,7 @@ static const struct db_stmt st_lock = {
     .sql = "SELECT order_id, status, amount,"
            " coalesce($2::timestamptz, now()) >= expires_at,"
            " coalesce(access_days, 0), customer_email, course_id, flagged,"
-           " partial_refund, disputed, reversed, transaction_id IS NOT NULL"
+           " partial_refund, disputed, reversed, transaction_id"
            " FROM orders.orders WHERE order_id = $1 FOR UPDATE",
     .nparams = 2,
 };
@@ -67,7 +67,10 @@ store_lock_order(struct kasir_db *db, const char *order_id,
 	o.partial_refund = col_bool(res, 0, 8);
 	o.disputed = col_bool(res, 0, 9);
 	o.reversed = col_bool(res, 0, 10);
-	o.has_transaction_id = col_bool(res, 0, 11);
+	o.has_transaction_id = db_get(res, 0, 11) != NULL;
+	if (o.has_transaction_id)
+		kasir_strlcpy(o.transaction_id, db_get(res, 0, 11),
+		              sizeof(o.transaction_id));
 	PQclear(res);
 	*ret = o;
 	return 0;
@@ -209,39 +212,42 @@ static const struct db_stmt st_view_order = {
             "creat"
             "ed_"
             "at") " AS created_at, " TS("updated_at") " AS "
-                                                      "updated_at, " TS("expire"
-                                                                        "s_at") " AS expires_at, " TS(
-                                                          "paid_at") " AS "
-                                                                     "paid_at,"
-                                                                     " snap_"
-                                                                     "token, "
-                                                                     "redirect_"
-                                                                     "url, "
-                                                                     "snap_"
-                                                                     "error, "
-                                                                     "snap_"
-                                                                     "attempts,"
-                                                                     " needs_"
-                                                                     "reconcile"
-                                                                     ", "
-                                                                     "transacti"
-                                                                     "on_id, "
-                                                                     "payment_"
-                                                                     "type,"
-                                                                     " flagged,"
-                                                                     " flag_"
-                                                                     "reason, "
-                                                                     "partial_"
-                                                                     "refund, "
-                                                                     "disputed,"
-                                                                     " reversed"
-                                                                     " FROM "
-                                                                     "orders."
-                                                                     "orders "
-                                                                     "WHERE "
-                                                                     "order_id "
-                                                                     "= "
-                                                                     "$1",
+                                                      "updated_at, " TS(
+                                                          "expire"
+                                                          "s_at") " AS "
+                                                                  "expires_at,"
+                                                                  " " TS("paid_"
+                                                                         "at") " AS "
+                                                                               "paid_at,"
+                                                                               " snap_"
+                                                                               "token, "
+                                                                               "redirect_"
+                                                                               "url, "
+                                                                               "snap_"
+                                                                               "error, "
+                                                                               "snap_"
+                                                                               "attempts,"
+                                                                               " needs_"
+                                                                               "reconcile"
+                                                                               ", "
+                                                                               "transacti"
+                                                                               "on_id, "
+                                                                               "payment_"
+                                                                               "type,"
+                                                                               " flagged,"
+                                                                               " flag_"
+                                                                               "reason, "
+                                                                               "partial_"
+                                                                               "refund, "
+                                                                               "disputed,"
+                                                                               " reversed"
+                                                                               " FROM "
+                                                                               "orders."
+                                                                               "orders "
+                                                                               "WHERE "
+                                                                               "order_id "
+                                                                               "= "
+                                                                               "$1",
     .nparams = 1,
 };
 

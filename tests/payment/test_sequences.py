@@ -88,6 +88,38 @@ def test_stale_deny_after_payment(st):
     check(st.messages("SEQ-3B", "access.revoked") == 0, "no access.revoked")
 
 
+def test_reversal_before_its_settlement(st):
+    """The mirror of the stale deny: the reversal's deny (it carries the
+    settlement_time of the payment it reverses) arrives while the order is
+    still PENDING, and the settlement arrives after it.  The money went
+    back: the order must never become PAID nor get access; it ends FAILED
+    and reversed.  The late settlement of that transaction is ignored; a
+    settlement of another transaction is real money on a final order and
+    is flagged for operators."""
+    st.create_order("SEQ-3C", 150000, email="mirror@example.com")
+    st.deliver(notification("SEQ-3C", "deny", "150000.00", transaction_id="tx-3c-1",
+                            settlement_time="2026-11-23 16:00:05"))
+    row = st.sql("SELECT status, reversed, flagged FROM orders.orders "
+                 "WHERE order_id = 'SEQ-3C'")[0]
+    check(row == ("FAILED", True, False), f"reversal first: FAILED, reversed ({row})")
+    st.deliver(notification("SEQ-3C", "settlement", "150000.00", transaction_id="tx-3c-1",
+                            settlement_time="2026-11-23 16:00:05"))
+    row = st.sql("SELECT status, flagged FROM orders.orders WHERE order_id = 'SEQ-3C'")[0]
+    check(row == ("FAILED", False), f"its late settlement: still FAILED, not flagged ({row})")
+    check(results(st, "SEQ-3C") == ["applied", "ignored"],
+          f"evidence: applied, ignored ({results(st, 'SEQ-3C')})")
+    check(st.entitlements("SEQ-3C") == 0 and st.messages("SEQ-3C", "order.paid") == 0,
+          "no entitlement, no order.paid (so no receipt)")
+    check(st.access("mirror@example.com", course_for(150000))["active"] is False,
+          "GET /v1/access: no access")
+    st.deliver(notification("SEQ-3C", "settlement", "150000.00", transaction_id="tx-3c-2",
+                            settlement_time="2026-11-23 17:00:00"))
+    row = st.sql("SELECT status, flagged FROM orders.orders WHERE order_id = 'SEQ-3C'")[0]
+    check(row == ("FAILED", True),
+          f"another transaction's settlement on the final order: flagged ({row})")
+    check(st.entitlements("SEQ-3C") == 0, "still no entitlement")
+
+
 def test_capture_then_settlement(st):
     st.create_order("SEQ-4", 10000)
     st.deliver(notification("SEQ-4", "capture", "10000.00", payment_type="credit_card"))
@@ -200,6 +232,7 @@ def main():
         test_triple_settlement(st)
         test_reversal(st)
         test_stale_deny_after_payment(st)
+        test_reversal_before_its_settlement(st)
         test_capture_then_settlement(st)
         test_challenge(st)
         test_through_fake(st)

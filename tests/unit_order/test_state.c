@@ -63,6 +63,11 @@ static const struct row rows[] = {
     R(P, N, "pending", NULL, A, "IDR", false, EV_NOOP, P, false, false, 0),
     R(P, N, "authorize", NULL, A, "IDR", false, EV_NOOP, P, false, false, 0),
     R(P, N, "deny", "accept", A, "IDR", false, EV_NOOP, P, false, false, 0),
+    /* deny past expiry: the Status API's check after expiry ends it; a
+     * notification (maybe applied late from a backlog) waits for that */
+    R(P, S, "deny", NULL, A, "IDR", true, EV_APPLIED, F, false, false, 0),
+    R(P, S, "deny", NULL, A, "IDR", false, EV_NOOP, P, false, false, 0),
+    R(P, N, "deny", NULL, A, "IDR", true, EV_NOOP, P, false, false, 0),
     R(P, N, "expire", NULL, A, "IDR", false, EV_APPLIED, E, false, false, 0),
     R(P, N, "cancel", "accept", A, "IDR", false, EV_APPLIED, C, false, false,
       0),
@@ -232,22 +237,34 @@ struct sim {
 	enum order_status status;
 	int grants, revokes, paid_events;
 	unsigned flags;
+	const char *txn; /* orders.transaction_id */
+	enum evidence_result last;
 };
 
+/* Notification about Midtrans transaction txn (NULL: none named). */
 static void
-sim_apply_st(struct sim *s, const char *ts, const char *fraud, const char *amt,
-             const char *settlement_time)
+sim_apply_txn(struct sim *s, const char *ts, const char *fraud, const char *amt,
+              const char *settlement_time, const char *txn)
 {
-	struct order_facts o = {.status = s->status, .amount = AMOUNT};
+	struct order_facts o = {.status = s->status,
+	                        .amount = AMOUNT,
+	                        .reversed = (s->flags & OFLAG_REVERSED) != 0,
+	                        .transaction_id = s->txn};
 	struct evidence_in ev = {.kind = EVIDENCE_NOTIFICATION,
 	                         .transaction_status = ts,
 	                         .fraud_status = fraud,
 	                         .gross_amount = amt ? amt : A,
 	                         .currency = "IDR",
-	                         .settlement_time = settlement_time};
+	                         .settlement_time = settlement_time,
+	                         .transaction_id = txn};
 	struct order_decision d;
 
 	order_decide(&o, &ev, &d);
+	s->last = d.result;
+	/* evidence.c st_set_txn: first seen, then each transition's */
+	if (d.result != EV_FLAGGED && d.result != EV_INVALID && txn != NULL &&
+	    (s->txn == NULL || d.transition))
+		s->txn = txn;
 	if (d.transition) {
 		assert_true(d.to != s->status);
 		if (d.to == ORDER_PAID)
@@ -257,6 +274,13 @@ sim_apply_st(struct sim *s, const char *ts, const char *fraud, const char *amt,
 	s->grants += d.grant_access;
 	s->revokes += d.revoke_access;
 	s->flags |= d.flags;
+}
+
+static void
+sim_apply_st(struct sim *s, const char *ts, const char *fraud, const char *amt,
+             const char *settlement_time)
+{
+	sim_apply_txn(s, ts, fraud, amt, settlement_time, NULL);
 }
 
 static void
@@ -340,6 +364,56 @@ test_stale_deny_after_payment_is_flagged(void **state)
 	assert_int_equal(s.revokes, 0);
 	assert_true(s.flags & OFLAG_FLAGGED);
 	assert_false(s.flags & OFLAG_REVERSED);
+}
+
+/* The mirror of the stale deny: the reversal's deny (it names when the
+ * transaction settled) arrives while the order is still PENDING, and the
+ * settlement it reverses arrives after it.  The money went back: never
+ * PAID, no access, no receipt; the late settlement of that transaction is
+ * stale, while a settlement of another transaction is real money on a
+ * final order and is flagged for operators. */
+static void
+test_reversal_before_its_settlement(void **state)
+{
+	struct sim s = {0};
+
+	(void)state;
+	sim_apply_txn(&s, "pending", NULL, NULL, NULL, "t1");
+	sim_apply_txn(&s, "deny", NULL, NULL, "2026-11-23 16:00:05", "t1");
+	assert_int_equal(s.status, ORDER_FAILED);
+	assert_true(s.flags & OFLAG_REVERSED);
+	sim_apply_txn(&s, "settlement", NULL, NULL, "2026-11-23 16:00:05",
+	              "t1");
+	assert_int_equal(s.last, EV_IGNORED);
+	sim_apply_txn(&s, "deny", NULL, NULL, "2026-11-23 16:00:05", "t1");
+	assert_int_equal(s.status, ORDER_FAILED);
+	assert_int_equal(s.grants, 0);
+	assert_int_equal(s.paid_events, 0);
+	assert_false(s.flags & OFLAG_FLAGGED);
+	sim_apply_txn(&s, "settlement", NULL, NULL, "2026-11-23 17:00:00",
+	              "t2");
+	assert_int_equal(s.last, EV_FLAGGED);
+	assert_int_equal(s.status, ORDER_FAILED);
+	assert_int_equal(s.grants, 0);
+	assert_true(s.flags & OFLAG_FLAGGED);
+}
+
+/* A failed attempt (t1) then a reversed payment (t2): the order follows
+ * t2 from the reversal on, so t2's late settlement is recognised. */
+static void
+test_reversal_after_failed_attempt(void **state)
+{
+	struct sim s = {0};
+
+	(void)state;
+	sim_apply_txn(&s, "deny", NULL, NULL, NULL, "t1");
+	assert_int_equal(s.status, ORDER_PENDING);
+	sim_apply_txn(&s, "deny", NULL, NULL, "2026-11-23 16:00:05", "t2");
+	sim_apply_txn(&s, "settlement", NULL, NULL, "2026-11-23 16:00:05",
+	              "t2");
+	assert_int_equal(s.status, ORDER_FAILED);
+	assert_int_equal(s.last, EV_IGNORED);
+	assert_int_equal(s.grants, 0);
 }
 
 static void
@@ -476,6 +550,8 @@ main(void)
 	    cmocka_unit_test(test_settlement_three_times),
 	    cmocka_unit_test(test_capture_then_settlement_is_one_payment),
 	    cmocka_unit_test(test_settlement_then_deny_reverses),
+	    cmocka_unit_test(test_reversal_before_its_settlement),
+	    cmocka_unit_test(test_reversal_after_failed_attempt),
 	    cmocka_unit_test(test_deny_then_retry_pays),
 	    cmocka_unit_test(test_stale_deny_after_payment_is_flagged),
 	    cmocka_unit_test(test_challenge_then_accept),
