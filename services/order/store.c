@@ -203,189 +203,80 @@ nomem:
 	return -ENOMEM;
 }
 
+/* SQL reads best one clause per line: */
+/* clang-format off */
 static const struct db_stmt st_view_order = {
     .name = "order_view_order",
-    .sql =
-        "SELECT order_id, status, course_id, course_title, amount,"
-        " currency, customer_name, customer_email, customer_phone,"
-        " coalesce(access_days::text || 'd', 'lifetime') AS access, " TS(
-            "creat"
-            "ed_"
-            "at") " AS created_at, " TS("updated_at") " AS "
-                                                      "updated_at, " TS(
-                                                          "expire"
-                                                          "s_at") " AS "
-                                                                  "expires_at,"
-                                                                  " " TS("paid_"
-                                                                         "at") " AS "
-                                                                               "paid_at,"
-                                                                               " snap_"
-                                                                               "token, "
-                                                                               "redirect_"
-                                                                               "url, "
-                                                                               "snap_"
-                                                                               "error, "
-                                                                               "snap_"
-                                                                               "attempts,"
-                                                                               " needs_"
-                                                                               "reconcile"
-                                                                               ", "
-                                                                               "transacti"
-                                                                               "on_id, "
-                                                                               "payment_"
-                                                                               "type,"
-                                                                               " flagged,"
-                                                                               " flag_"
-                                                                               "reason, "
-                                                                               "partial_"
-                                                                               "refund, "
-                                                                               "disputed,"
-                                                                               " reversed"
-                                                                               " FROM "
-                                                                               "orders."
-                                                                               "orders "
-                                                                               "WHERE "
-                                                                               "order_id "
-                                                                               "= "
-                                                                               "$1",
+    .sql = "SELECT order_id, status, course_id, course_title, amount,"
+           " currency, customer_name, customer_email, customer_phone,"
+           " coalesce(access_days::text || 'd', 'lifetime') AS access,"
+           " " TS("created_at") " AS created_at,"
+           " " TS("updated_at") " AS updated_at,"
+           " " TS("expires_at") " AS expires_at,"
+           " " TS("paid_at") " AS paid_at,"
+           " snap_token, redirect_url, snap_error, snap_attempts,"
+           " needs_reconcile, transaction_id, payment_type, flagged,"
+           " flag_reason, partial_refund, disputed, reversed"
+           " FROM orders.orders WHERE order_id = $1",
     .nparams = 1,
 };
 
 static const struct db_stmt st_view_timeline = {
     .name = "order_view_timeline",
-    .sql =
-        "SELECT t.id, t.from_status AS \"from\", t.to_status AS \"to\","
-        " t.reason, " TS(
-            "t.at") " AS at, t.evidence_source AS source,"
-                    " t.evidence_ref AS ref,"
-                    " e.transaction_status, e.fraud_status,"
-                    " " TS(
-                        "e.received_at") " AS received_at"
-                                         " FROM orders.transitions t"
-                                         " LEFT JOIN orders.evidence e ON e.id "
-                                         "= t.evidence_id"
-                                         " WHERE t.order_id = $1 ORDER BY t.id",
+    .sql = "SELECT t.id, t.from_status AS \"from\", t.to_status AS \"to\","
+           " t.reason, " TS("t.at") " AS at,"
+           " t.evidence_source AS source, t.evidence_ref AS ref,"
+           " e.transaction_status, e.fraud_status,"
+           " " TS("e.received_at") " AS received_at"
+           " FROM orders.transitions t"
+           " LEFT JOIN orders.evidence e ON e.id = t.evidence_id"
+           " WHERE t.order_id = $1 ORDER BY t.id",
     .nparams = 1,
 };
 
 static const struct db_stmt st_view_evidence = {
     .name = "order_view_evidence",
-    .sql =
-        "SELECT id, source, ref, stream_seq, kind, transaction_status,"
-        " fraud_status, gross_amount, currency, payment_type,"
-        " transaction_id, " TS("received_at") " AS received_at, " TS(
-            "recorded_at") " AS recorded_at, status_before, status_after,"
-                           " result, reason, CASE WHEN $2 THEN raw END AS raw"
-                           " FROM orders.evidence WHERE order_id = $1 ORDER BY "
-                           "id",
+    .sql = "SELECT id, source, ref, stream_seq, kind, transaction_status,"
+           " fraud_status, gross_amount, currency, payment_type,"
+           " transaction_id,"
+           " " TS("received_at") " AS received_at,"
+           " " TS("recorded_at") " AS recorded_at,"
+           " status_before, status_after, result, reason,"
+           " CASE WHEN $2 THEN raw END AS raw"
+           " FROM orders.evidence WHERE order_id = $1 ORDER BY id",
     .nparams = 2,
 };
 
 static const struct db_stmt st_view_entitlements = {
     .name = "order_view_entitlements",
-    .sql = "SELECT id, action, customer_email, course_id, " TS(
-        "valid_until") " AS valid_until, source, evidence_id, audit_id,"
-                       " reason, " TS("at") " AS at"
-                                            " FROM orders.entitlement_events "
-                                            "WHERE order_id = $1"
-                                            " ORDER BY id",
+    .sql = "SELECT id, action, customer_email, course_id,"
+           " " TS("valid_until") " AS valid_until,"
+           " source, evidence_id, audit_id, reason, " TS("at") " AS at"
+           " FROM orders.entitlement_events WHERE order_id = $1"
+           " ORDER BY id",
     .nparams = 1,
 };
 
 static const struct db_stmt st_view_access = {
     .name = "order_view_access",
-    .sql = "SELECT id, customer_email, course_id, " TS(
-        "granted_at") " AS granted_at, " TS("valid_until") " AS "
-                                                           "valid_until,"
-                                                           " " TS("revoked_"
-                                                                  "at") " A"
-                                                                        "S "
-                                                                        "re"
-                                                                        "vo"
-                                                                        "ke"
-                                                                        "d_"
-                                                                        "at"
-                                                                        ","
-                                                                        " ("
-                                                                        "re"
-                                                                        "vo"
-                                                                        "ke"
-                                                                        "d_"
-                                                                        "at"
-                                                                        " I"
-                                                                        "S "
-                                                                        "NU"
-                                                                        "LL"
-                                                                        " A"
-                                                                        "ND"
-                                                                        " ("
-                                                                        "va"
-                                                                        "li"
-                                                                        "d_"
-                                                                        "un"
-                                                                        "ti"
-                                                                        "l "
-                                                                        "IS"
-                                                                        " N"
-                                                                        "UL"
-                                                                        "L "
-                                                                        "OR"
-                                                                        " v"
-                                                                        "al"
-                                                                        "id"
-                                                                        "_u"
-                                                                        "nt"
-                                                                        "il"
-                                                                        " >"
-                                                                        " n"
-                                                                        "ow"
-                                                                        "()"
-                                                                        "))"
-                                                                        " A"
-                                                                        "S "
-                                                                        "ac"
-                                                                        "ti"
-                                                                        "ve"
-                                                                        " F"
-                                                                        "RO"
-                                                                        "M "
-                                                                        "or"
-                                                                        "de"
-                                                                        "rs"
-                                                                        ".e"
-                                                                        "nt"
-                                                                        "it"
-                                                                        "le"
-                                                                        "me"
-                                                                        "nt"
-                                                                        "s "
-                                                                        "WH"
-                                                                        "ER"
-                                                                        "E "
-                                                                        "or"
-                                                                        "de"
-                                                                        "r_"
-                                                                        "id"
-                                                                        " ="
-                                                                        " $"
-                                                                        "1 "
-                                                                        "OR"
-                                                                        "DE"
-                                                                        "R "
-                                                                        "BY"
-                                                                        " i"
-                                                                        "d",
+    .sql = "SELECT id, customer_email, course_id,"
+           " " TS("granted_at") " AS granted_at,"
+           " " TS("valid_until") " AS valid_until,"
+           " " TS("revoked_at") " AS revoked_at,"
+           " (revoked_at IS NULL AND"
+           "  (valid_until IS NULL OR valid_until > now())) AS active"
+           " FROM orders.entitlements WHERE order_id = $1 ORDER BY id",
     .nparams = 1,
 };
 
 static const struct db_stmt st_view_audit = {
     .name = "order_view_audit",
-    .sql = "SELECT id, " TS(
-        "at") " AS at, actor, role, cmd, reason, incident, before, after,"
-              " result, error FROM orders.audit WHERE order_id = $1 ORDER BY "
-              "id",
+    .sql = "SELECT id, " TS("at") " AS at, actor, role, cmd, reason,"
+           " incident, before, after, result, error"
+           " FROM orders.audit WHERE order_id = $1 ORDER BY id",
     .nparams = 1,
 };
+/* clang-format on */
 
 static int
 add_rows(cJSON *to, const char *name, struct kasir_db *db,
