@@ -60,6 +60,7 @@
 #define STREAM_BACKOFF_BASE_MS 100
 #define STREAM_BACKOFF_CAP_MS  5000
 #define STREAM_SQL_MAX         640
+#define STREAM_DEFER_SLOTS     4 /* connections deferring at once */
 #define STREAM_STMT_NAME_MAX   128
 
 /* ------------------------------------------------------------------ */
@@ -291,8 +292,121 @@ seal_and_send(const struct keyring *kr, nng_socket s, const char *body,
 	return rc;
 }
 
+/*
+ * Blocking receive / send through the calling thread's own aio, with the
+ * socket's RECVTIMEO / SENDTIMEO.  Shutdown rule (libnng 1.5.2): a socket
+ * is never closed while another thread has an operation pending on it.
+ * nng's timer thread calls a timed-out operation's cancel function with
+ * the socket's protocol state outside any lock nng_close() waits for, so
+ * closing the socket under a blocked nng_recvmsg() lets that timer thread
+ * lock a destroyed mutex ("panic: pthread_mutex_lock: Invalid argument",
+ * SIGABRT).  The stopper therefore nng_aio_stop()s the aio (the pending
+ * operation ends with NNG_ECANCELED and every later one fails at once),
+ * joins the thread, nng_aio_free()s the aio (which waits for the timer
+ * thread to be done with it) and only then closes the socket.  Returns an
+ * nng error; on success *ret is the message (caller frees).
+ */
+static int
+aio_recvmsg(nng_socket s, nng_aio *aio, nng_msg **ret)
+{
+	int rv;
+
+	nng_aio_set_timeout(aio, NNG_DURATION_DEFAULT);
+	nng_recv_aio(s, aio);
+	nng_aio_wait(aio);
+	rv = nng_aio_result(aio);
+	if (rv == 0) {
+		*ret = nng_aio_get_msg(aio);
+		nng_aio_set_msg(aio, NULL);
+	}
+	return rv;
+}
+
+/* Non-blocking receive through aio: a message already queued, or
+ * NNG_ETIMEDOUT at once. */
+static int
+aio_recvmsg_nowait(nng_socket s, nng_aio *aio, nng_msg **ret)
+{
+	int rv;
+
+	nng_aio_set_timeout(aio, NNG_DURATION_ZERO);
+	nng_recv_aio(s, aio);
+	nng_aio_wait(aio);
+	rv = nng_aio_result(aio);
+	if (rv == 0) {
+		*ret = nng_aio_get_msg(aio);
+		nng_aio_set_msg(aio, NULL);
+	}
+	return rv;
+}
+
+/* Sends msg through aio; msg is consumed whatever the outcome. */
+static int
+aio_sendmsg(nng_socket s, nng_aio *aio, nng_msg *msg)
+{
+	int rv;
+
+	nng_aio_set_timeout(aio, NNG_DURATION_DEFAULT);
+	nng_aio_set_msg(aio, msg);
+	nng_send_aio(s, aio);
+	nng_aio_wait(aio);
+	rv = nng_aio_result(aio);
+	if (rv != 0) {
+		nng_msg_free(nng_aio_get_msg(aio));
+		nng_aio_set_msg(aio, NULL);
+	}
+	return rv;
+}
+
+/* True when an nng result means "the stopper stopped us". */
+static bool
+nng_stopped(int rv)
+{
+	return rv == NNG_ECANCELED || rv == NNG_ECLOSED;
+}
+
+/* seal_and_send() through aio (blocking, the socket's SENDTIMEO); a stop
+ * (NNG_ECANCELED) is -ECANCELED like a closed socket. */
+static int
+seal_and_send_aio(const struct keyring *kr, nng_socket s, nng_aio *aio,
+                  const char *body, size_t body_len)
+{
+	char *frame = NULL;
+	size_t len = 0;
+	nng_msg *msg = NULL;
+	int rc, rv;
+
+	rc = envelope_seal(kr, body, body_len, &frame, &len);
+	if (rc < 0)
+		return rc;
+	rv = nng_msg_alloc(&msg, 0);
+	if (rv == 0)
+		rv = nng_msg_append(msg, frame, len);
+	free(frame);
+	if (rv != 0) {
+		nng_msg_free(msg);
+		return nng_to_err(rv);
+	}
+	rv = aio_sendmsg(s, aio, msg);
+	return nng_stopped(rv) ? -ECANCELED : nng_to_err(rv);
+}
+
 /* ------------------------------------------------------------------ */
 /* producer                                                            */
+
+/* One message queued by a deferring connection: encoded at flush time,
+ * when its seq is known. */
+struct deferred_msg {
+	enum msg_type type;
+	char id[40], at[40];
+	cJSON *data; /* owned copy */
+};
+
+struct defer_slot {
+	struct kasir_db *db; /* NULL: free; under the producer's mu */
+	struct deferred_msg *q;
+	size_t n, cap;
+};
 
 struct stream_producer {
 	char stream[MSG_STREAM_MAX];
@@ -313,6 +427,7 @@ struct stream_producer {
 	struct kasir_db *rep_db; /* replay thread's */
 	nng_socket pub, rep;
 	bool pub_open, rep_open;
+	nng_aio *rep_aio; /* the replay thread's; see aio_recvmsg() */
 	pthread_t pub_thread, rep_thread;
 	bool pub_started, rep_started;
 
@@ -324,6 +439,12 @@ struct stream_producer {
 
 	struct metric *m_sent, *m_send_failed, *m_head, *m_replays_served;
 	struct metric *m_rejected[REJ_COUNT];
+
+	/* Deferred appends (stream_defer_begin): slot .db is set and cleared
+	 * under mu; the queue of a slot belongs to the thread of its db. */
+	struct stream_stmt st_head_add; /* seq = seq + $2 */
+	struct stream_stmt st_out_many; /* k rows from arrays */
+	struct defer_slot defer[STREAM_DEFER_SLOTS];
 };
 
 static bool
@@ -592,8 +713,8 @@ producer_replay_main(void *arg)
 		nng_msg *req = NULL, *ans = NULL;
 		int rv;
 
-		rv = nng_recvmsg(p->rep, &req, 0);
-		if (rv == NNG_ECLOSED)
+		rv = aio_recvmsg(p->rep, p->rep_aio, &req);
+		if (nng_stopped(rv))
 			break;
 		if (rv != 0)
 			continue; /* timeout: re-check stopping */
@@ -611,12 +732,60 @@ producer_replay_main(void *arg)
 		 * retries with backoff */
 		if (producer_replay_answer(p, after, max, &ans) < 0)
 			continue;
-		if (nng_sendmsg(p->rep, ans, 0) != 0)
-			nng_msg_free(ans);
-		else
+		if (aio_sendmsg(p->rep, p->rep_aio, ans) == 0)
 			metric_inc(p->m_replays_served);
 	}
 	return NULL;
+}
+
+/* Drops what a slot queued (the slot's thread, or the last one out). */
+static void
+defer_clear(struct defer_slot *d)
+{
+	for (size_t i = 0; i < d->n; i++)
+		cJSON_Delete(d->q[i].data);
+	free(d->q);
+	d->q = NULL;
+	d->n = d->cap = 0;
+}
+
+/* The deferring slot of db, or NULL when db appends immediately. */
+static struct defer_slot *
+defer_find(struct stream_producer *p, const struct kasir_db *db)
+{
+	struct defer_slot *d = NULL;
+
+	pthread_mutex_lock(&p->mu);
+	for (size_t i = 0; i < STREAM_DEFER_SLOTS && d == NULL; i++)
+		if (p->defer[i].db == db)
+			d = &p->defer[i];
+	pthread_mutex_unlock(&p->mu);
+	return d;
+}
+
+static int
+defer_push(struct defer_slot *d, enum msg_type type, const char *id,
+           const char *at, const cJSON *data)
+{
+	struct deferred_msg *m;
+
+	if (d->n == d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 64;
+		void *q = reallocarray(d->q, cap, sizeof(*d->q));
+		if (q == NULL)
+			return -ENOMEM;
+		d->q = q;
+		d->cap = cap;
+	}
+	m = &d->q[d->n];
+	m->data = cJSON_Duplicate(data, true);
+	if (m->data == NULL)
+		return -ENOMEM;
+	m->type = type;
+	kasir_strlcpy(m->id, id, sizeof(m->id));
+	kasir_strlcpy(m->at, at, sizeof(m->at));
+	d->n++;
+	return 0;
 }
 
 static int
@@ -636,6 +805,22 @@ producer_build_stmts(struct stream_producer *p)
 		                "type, at, body) VALUES ($1, $2::bigint, "
 		                "$3::uuid, $4, $5::timestamptz, $6)",
 		                s);
+	if (rc == 0)
+		rc = stmt_build(&p->st_head_add, "head_add", s, n, 2,
+		                "INSERT INTO %s.stream_head AS h (stream, seq) "
+		                "VALUES ($1, $2::bigint) ON CONFLICT (stream) "
+		                "DO UPDATE SET seq = h.seq + $2::bigint "
+		                "RETURNING seq",
+		                s);
+	if (rc == 0)
+		rc =
+		    stmt_build(&p->st_out_many, "out_many", s, n, 6,
+		               "INSERT INTO %s.stream_out (stream, seq, id, "
+		               "type, at, body) SELECT $1, u.seq, u.id, u.type,"
+		               " u.at, u.body FROM unnest($2::bigint[], "
+		               "$3::uuid[], $4::text[], $5::timestamptz[], "
+		               "$6::text[]) AS u(seq, id, type, at, body)",
+		               s);
 	if (rc == 0)
 		rc = stmt_build(&p->st_head_read, "head_read", s, n, 1,
 		                "SELECT seq FROM %s.stream_head "
@@ -727,6 +912,8 @@ stream_producer_start(const struct stream_producer_conf *conf,
 	rc = nng_to_err(nng_listen(p->pub, conf->publish_url, NULL, 0));
 	if (rc == 0)
 		rc = nng_to_err(nng_listen(p->rep, conf->replay_url, NULL, 0));
+	if (rc == 0)
+		rc = nng_to_err(nng_aio_alloc(&p->rep_aio, NULL, NULL));
 	if (rc < 0)
 		goto fail_sock;
 
@@ -744,6 +931,7 @@ stream_producer_start(const struct stream_producer_conf *conf,
 	return 0;
 
 fail_sock:
+	nng_aio_free(p->rep_aio); /* NULL is fine */
 	if (p->pub_open)
 		nng_close(p->pub);
 	if (p->rep_open)
@@ -769,17 +957,26 @@ stream_producer_stop(struct stream_producer *p)
 	p->stopping = true;
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->mu);
-	/* closing unblocks the replay thread's receive */
-	if (p->rep_open)
-		nng_close(p->rep);
+	/* Wake the replay thread without closing its socket under it (see
+	 * aio_recvmsg()): its pending and later operations end with
+	 * NNG_ECANCELED.  Sockets are closed only once no thread uses them
+	 * and nng's timer thread is done with the aio (nng_aio_free). */
+	if (p->rep_aio != NULL)
+		nng_aio_stop(p->rep_aio);
 	if (p->pub_started)
 		pthread_join(p->pub_thread, NULL);
 	if (p->rep_started)
 		pthread_join(p->rep_thread, NULL);
+	nng_aio_free(p->rep_aio);
+	p->rep_aio = NULL;
+	if (p->rep_open)
+		nng_close(p->rep);
 	if (p->pub_open)
 		nng_close(p->pub);
 	db_close(p->pub_db);
 	db_close(p->rep_db);
+	for (size_t i = 0; i < STREAM_DEFER_SLOTS; i++)
+		defer_clear(&p->defer[i]);
 	pthread_cond_destroy(&p->cv);
 	pthread_mutex_destroy(&p->mu);
 	free(p);
@@ -816,6 +1013,15 @@ stream_append(struct stream_producer *p, struct kasir_db *db,
 	free(body);
 	body = NULL;
 
+	{
+		struct defer_slot *d = defer_find(p, db);
+		if (d != NULL && ret_seq == NULL)
+			return defer_push(d, type, id, at, data);
+		/* the caller wants its seq now: what was queued goes
+		 * first, so the stream keeps the order of the calls */
+		if (d != NULL && (rc = stream_defer_flush(p, db)) < 0)
+			return rc;
+	}
 	rc = db_exec(db, &p->st_head_next.st, head_params, &res);
 	if (rc < 0)
 		return rc;
@@ -842,6 +1048,164 @@ stream_append(struct stream_producer *p, struct kasir_db *db,
 	if (ret_seq != NULL)
 		*ret_seq = seq;
 	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* deferred appends                                                    */
+
+/* A growing text buffer for PostgreSQL array literals. */
+struct arrbuf {
+	char *p;
+	size_t n, cap;
+	bool oom;
+};
+
+static void
+arrbuf_put(struct arrbuf *b, const char *s, size_t len)
+{
+	if (b->oom)
+		return;
+	if (b->n + len + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 4096;
+		char *np;
+		while (b->n + len + 1 > cap)
+			cap *= 2;
+		np = realloc(b->p, cap);
+		if (np == NULL) {
+			b->oom = true;
+			return;
+		}
+		b->p = np;
+		b->cap = cap;
+	}
+	memcpy(b->p + b->n, s, len);
+	b->n += len;
+	b->p[b->n] = 0;
+}
+
+/* Appends one element, always quoted: "..." with \ and \" escaped. */
+static void
+arrbuf_elem(struct arrbuf *b, const char *s)
+{
+	const char *run = s;
+
+	arrbuf_put(b, b->n == 0 ? "{\"" : ",\"", 2);
+	for (; *s != 0; s++) {
+		if (*s == '"' || *s == '\\') {
+			arrbuf_put(b, run, (size_t)(s - run));
+			arrbuf_put(b, "\\", 1);
+			run = s;
+		}
+	}
+	arrbuf_put(b, run, (size_t)(s - run));
+	arrbuf_put(b, "\"", 1);
+}
+
+static void
+arrbuf_close(struct arrbuf *b)
+{
+	arrbuf_put(b, b->n == 0 ? "{}" : "}", b->n == 0 ? 2 : 1);
+}
+
+int
+stream_defer_begin(struct stream_producer *p, struct kasir_db *db)
+{
+	int rc = -EBUSY;
+
+	if (p == NULL || db == NULL)
+		return -EINVAL;
+	pthread_mutex_lock(&p->mu);
+	for (size_t i = 0; i < STREAM_DEFER_SLOTS; i++) {
+		if (p->defer[i].db == db) {
+			rc = -EALREADY;
+			break;
+		}
+		if (p->defer[i].db == NULL && rc == -EBUSY) {
+			p->defer[i].db = db;
+			rc = 0;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&p->mu);
+	return rc;
+}
+
+int
+stream_defer_flush(struct stream_producer *p, struct kasir_db *db)
+{
+	struct defer_slot *d;
+	struct arrbuf a[5] = {{0}};
+	const char *params[6];
+	PGresult *res = NULL;
+	char k_s[24], seq_s[24];
+	int64_t last, first;
+	int rc;
+
+	if (p == NULL || db == NULL)
+		return -EINVAL;
+	d = defer_find(p, db);
+	if (d == NULL)
+		return -EINVAL;
+	if (d->n == 0)
+		return 0;
+	i64_text((int64_t)d->n, k_s);
+	params[0] = p->stream;
+	params[1] = k_s;
+	rc = db_exec(db, &p->st_head_add.st, params, &res);
+	if (rc < 0)
+		goto out;
+	if (PQntuples(res) != 1) {
+		rc = KASIR_ESQL;
+		goto out;
+	}
+	last = db_get_i64(res, 0, 0);
+	first = last - (int64_t)d->n + 1;
+	for (size_t i = 0; i < d->n; i++) {
+		struct deferred_msg *m = &d->q[i];
+		char *body = NULL;
+
+		rc = msg_encode_full(p->stream, first + (int64_t)i, m->id,
+		                     m->at, m->type, m->data, &body);
+		if (rc < 0)
+			goto out;
+		i64_text(first + (int64_t)i, seq_s);
+		arrbuf_elem(&a[0], seq_s);
+		arrbuf_elem(&a[1], m->id);
+		arrbuf_elem(&a[2], msg_type_name(m->type));
+		arrbuf_elem(&a[3], m->at);
+		arrbuf_elem(&a[4], body);
+		free(body);
+	}
+	for (int i = 0; i < 5; i++) {
+		arrbuf_close(&a[i]);
+		if (a[i].oom) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		params[i + 1] = a[i].p;
+	}
+	rc = db_exec(db, &p->st_out_many.st, params, NULL);
+out:
+	/* Committed with the transaction, or rolled back with it: either
+	 * way the queue is done. */
+	defer_clear(d);
+	PQclear(res);
+	for (int i = 0; i < 5; i++)
+		free(a[i].p);
+	return rc;
+}
+
+void
+stream_defer_end(struct stream_producer *p, struct kasir_db *db)
+{
+	struct defer_slot *d;
+
+	if (p == NULL || db == NULL || (d = defer_find(p, db)) == NULL)
+		return;
+	defer_clear(d);
+	pthread_mutex_lock(&p->mu);
+	d->db = NULL;
+	pthread_mutex_unlock(&p->mu);
 }
 
 void
@@ -893,6 +1257,7 @@ struct stream_consumer {
 	stream_apply_fn apply;
 	void *arg;
 	void (*committed)(void *arg);
+	struct stream_producer *defer; /* optimistic batches; see stream.h */
 
 	struct stream_stmt st_cur_read;
 	struct stream_stmt st_cur_lock;
@@ -903,6 +1268,7 @@ struct stream_consumer {
 	struct kasir_db *db; /* the consumer thread's */
 	nng_socket live, req;
 	bool live_open, req_open;
+	nng_aio *aio; /* the consumer thread's, both sockets; aio_recvmsg() */
 	pthread_t thread;
 	bool started;
 	pthread_mutex_t mu;
@@ -1164,8 +1530,18 @@ consumer_log_poison(struct stream_consumer *c, const struct batch_item *it)
  * were applied, those are committed (their savepoints were released) so
  * that one failing message never discards the work before it.
  */
+/* consumer_apply_mode(): the optimistic pass failed, run the careful one */
+#define APPLY_CAREFULLY 1
+
+/*
+ * Applies the batch in one transaction with the cursor.  careful: a
+ * SAVEPOINT per message, so one failing message leaves the ones before it
+ * applied and a refused one is poisoned alone.  Not careful (c->defer set):
+ * no savepoints and deferred appends; any failure rolls everything back
+ * and returns APPLY_CAREFULLY.
+ */
 static int
-consumer_apply_batch(struct stream_consumer *c)
+consumer_apply_mode(struct stream_consumer *c, bool careful)
 {
 	struct batch *b = &c->batch;
 	uint64_t applied = 0, poisoned = 0, dups = 0;
@@ -1173,8 +1549,6 @@ consumer_apply_batch(struct stream_consumer *c)
 	size_t i = 0, first, done;
 	int rc, failed = 0;
 
-	if (b->n == 0)
-		return 0;
 	rc = db_ensure(c->db);
 	if (rc < 0)
 		return rc;
@@ -1194,10 +1568,29 @@ consumer_apply_batch(struct stream_consumer *c)
 		consumer_set_cursor(c, cur);
 		return i == b->n ? 0 : KASIR_ECONFLICT;
 	}
+	if (!careful && stream_defer_begin(c->defer, c->db) < 0) {
+		db_rollback(c->db);
+		return APPLY_CAREFULLY;
+	}
 	first = i;
 	for (; i < b->n && b->items[i].seq == cur + 1; i++) {
 		struct batch_item *it = &b->items[i];
 
+		if (!careful) {
+			rc = it->msg == NULL ? consumer_poison(c, it, it->error)
+			                     : c->apply(c->arg, c->db, it->msg);
+			if (rc != 0) {
+				stream_defer_end(c->defer, c->db);
+				db_rollback(c->db);
+				return APPLY_CAREFULLY;
+			}
+			if (it->msg == NULL)
+				poisoned++;
+			else
+				applied++;
+			cur = it->seq;
+			continue;
+		}
 		rc = db_savepoint(c->db, "kasir_stream_apply");
 		if (rc < 0)
 			goto rollback;
@@ -1233,6 +1626,14 @@ consumer_apply_batch(struct stream_consumer *c)
 		cur = it->seq;
 	}
 	done = i;
+	if (!careful) {
+		rc = stream_defer_flush(c->defer, c->db);
+		stream_defer_end(c->defer, c->db);
+		if (rc < 0) {
+			db_rollback(c->db);
+			return APPLY_CAREFULLY;
+		}
+	}
 	rc = consumer_commit(c, cur);
 	if (rc < 0)
 		return rc; /* unknown outcome included: re-read the cursor */
@@ -1250,6 +1651,25 @@ consumer_apply_batch(struct stream_consumer *c)
 rollback:
 	db_rollback(c->db);
 	return rc;
+}
+
+static int
+consumer_apply_batch(struct stream_consumer *c)
+{
+	int rc;
+
+	if (c->batch.n == 0)
+		return 0;
+	if (c->defer != NULL) {
+		rc = consumer_apply_mode(c, false);
+		if (rc != APPLY_CAREFULLY)
+			return rc;
+		log_fields(LOG_INFO, LOG_F({"STREAM", c->stream}),
+		           "batch of %zu failed, applying it message by "
+		           "message",
+		           c->batch.n);
+	}
+	return consumer_apply_mode(c, true);
 }
 
 /* Reads the committed cursor (no lock). */
@@ -1291,14 +1711,14 @@ consumer_replay_request(struct stream_consumer *c, int64_t after, nng_msg **ret)
 	rc = msg_encode(c->stream, 0, MSG_REPLAY_REQUEST, data, &body);
 	if (rc < 0)
 		goto out;
-	rc = seal_and_send(c->kr, c->req, body, strlen(body), 0);
+	rc = seal_and_send_aio(c->kr, c->req, c->aio, body, strlen(body));
 	if (rc < 0)
 		goto out;
-	rv = nng_recvmsg(c->req, &ans, 0);
+	rv = aio_recvmsg(c->req, c->aio, &ans);
 	if (rv != 0) {
 		log_fields(LOG_DEBUG, LOG_F({"STREAM", c->stream}),
 		           "replay request: %s", nng_strerror(rv));
-		rc = nng_to_err(rv);
+		rc = nng_stopped(rv) ? -ECANCELED : nng_to_err(rv);
 		goto out;
 	}
 	metric_inc(c->m_replays);
@@ -1406,9 +1826,10 @@ consumer_live_step(struct stream_consumer *c, bool *need_sync)
 		enum frame_kind k;
 		int rv;
 
-		rv = nng_recvmsg(c->live, &nm, flags);
+		rv = flags == 0 ? aio_recvmsg(c->live, c->aio, &nm)
+		                : aio_recvmsg_nowait(c->live, c->aio, &nm);
 		if (rv != 0)
-			break; /* timeout, nothing more queued, or closed */
+			break; /* timeout, nothing more queued, or stopped */
 		flags = NNG_FLAG_NONBLOCK;
 		k = consumer_decode(c, nng_msg_body(nm), nng_msg_len(nm), &it,
 		                    &head);
@@ -1616,6 +2037,7 @@ stream_consumer_start(const struct stream_consumer_conf *conf,
 	c->apply = apply;
 	c->arg = arg;
 	c->committed = conf->committed;
+	c->defer = conf->defer;
 
 	c->m_received = counter(m, "kasir_stream_received_total", c->stream,
 	                        NULL, "verified frames received");
@@ -1654,7 +2076,9 @@ stream_consumer_start(const struct stream_consumer_conf *conf,
 	rc = db_open(&conf->db, &c->db);
 	if (rc < 0)
 		goto fail_cond;
-	rc = consumer_open_sockets(c, conf);
+	rc = nng_to_err(nng_aio_alloc(&c->aio, NULL, NULL));
+	if (rc == 0)
+		rc = consumer_open_sockets(c, conf);
 	if (rc < 0)
 		goto fail_sock;
 	rc = -pthread_create(&c->thread, NULL, consumer_main, c);
@@ -1665,6 +2089,7 @@ stream_consumer_start(const struct stream_consumer_conf *conf,
 	return 0;
 
 fail_sock:
+	nng_aio_free(c->aio); /* NULL is fine */
 	if (c->live_open)
 		nng_close(c->live);
 	if (c->req_open)
@@ -1690,13 +2115,20 @@ stream_consumer_stop(struct stream_consumer *c)
 	c->stopping = true;
 	pthread_cond_broadcast(&c->cv);
 	pthread_mutex_unlock(&c->mu);
-	/* closing unblocks a receive in progress (ECLOSED) */
+	/* Wake the thread without closing a socket under it (see
+	 * aio_recvmsg()): its pending and later receives and sends end with
+	 * NNG_ECANCELED.  Close only after the join and nng_aio_free(), which
+	 * waits until nng's timer thread is done with the aio. */
+	if (c->aio != NULL)
+		nng_aio_stop(c->aio);
+	if (c->started)
+		pthread_join(c->thread, NULL);
+	nng_aio_free(c->aio);
+	c->aio = NULL;
 	if (c->live_open)
 		nng_close(c->live);
 	if (c->req_open)
 		nng_close(c->req);
-	if (c->started)
-		pthread_join(c->thread, NULL);
 	batch_clear(&c->batch);
 	db_close(c->db);
 	pthread_cond_destroy(&c->cv);

@@ -49,22 +49,22 @@ struct stream_producer;
 struct stream_consumer;
 
 struct stream_producer_conf {
-	const char *stream;	 /* "orders" */
-	const char *schema;	 /* schema holding stream_head/stream_out */
+	const char *stream;      /* "orders" */
+	const char *schema;      /* schema holding stream_head/stream_out */
 	const char *publish_url; /* bound: pub or push */
-	const char *replay_url;	 /* bound: rep */
-	bool fanout;		 /* true: pub/sub; false: push/pull */
-	int64_t heartbeat_ms;	 /* default 1000 */
-	unsigned replay_max;	 /* messages per replay answer, default 500 */
-	size_t max_frame;	 /* default ENVELOPE_FRAME_DEFAULT_MAX */
-	struct db_conf db;	 /* for the publisher and replay threads */
+	const char *replay_url;  /* bound: rep */
+	bool fanout;             /* true: pub/sub; false: push/pull */
+	int64_t heartbeat_ms;    /* default 1000 */
+	unsigned replay_max;     /* messages per replay answer, default 500 */
+	size_t max_frame;        /* default ENVELOPE_FRAME_DEFAULT_MAX */
+	struct db_conf db;       /* for the publisher and replay threads */
 };
 
 /* Starts the publisher and replay threads.  kr and m are borrowed and must
  * outlive the producer.  Strings in conf are copied. */
 int stream_producer_start(const struct stream_producer_conf *conf,
-			  const struct keyring *kr, struct metrics *m,
-			  struct stream_producer **ret);
+                          const struct keyring *kr, struct metrics *m,
+                          struct stream_producer **ret);
 /* Stops the threads, closes sockets; NULL is fine. */
 void stream_producer_stop(struct stream_producer *p);
 
@@ -75,8 +75,27 @@ void stream_producer_stop(struct stream_producer *p);
  * The message is sent only after the caller commits and kicks.
  */
 int stream_append(struct stream_producer *p, struct kasir_db *db,
-		  enum msg_type type, const struct cJSON *data,
-		  int64_t *ret_seq);
+                  enum msg_type type, const struct cJSON *data,
+                  int64_t *ret_seq);
+/*
+ * Deferred appends, for a connection that appends many messages in one
+ * transaction (a stream consumer applying a batch).  After
+ * stream_defer_begin(p, db), stream_append(p, db, ...) checks the message
+ * and only queues it in memory (ret_seq must then be NULL, or the queue is
+ * flushed first and that append is immediate); appends from other
+ * connections stay immediate.  stream_defer_flush(p, db) takes the k seqs
+ * with one statement and inserts the k rows with another, in the order of
+ * the calls, inside db's open transaction: call it right before COMMIT.
+ * It empties the queue whatever its result (a failed flush means the
+ * caller rolls back).  stream_defer_end(p, db) drops anything still
+ * queued (after a ROLLBACK) and makes db's appends immediate again.
+ * At most STREAM_DEFER_SLOTS (4) connections defer at once (-EBUSY);
+ * each slot is used by its connection's thread only.
+ */
+int stream_defer_begin(struct stream_producer *p, struct kasir_db *db);
+int stream_defer_flush(struct stream_producer *p, struct kasir_db *db);
+void stream_defer_end(struct stream_producer *p, struct kasir_db *db);
+
 /* Wakes the publisher after a COMMIT that contained appends. Thread-safe. */
 void stream_producer_kick(struct stream_producer *p);
 /* Highest seq known committed (as of the last publisher pass). */
@@ -90,28 +109,36 @@ int64_t stream_producer_head(const struct stream_producer *p);
  * retried after a backoff.
  */
 typedef int (*stream_apply_fn)(void *arg, struct kasir_db *db,
-			       const struct kasir_msg *msg);
+                               const struct kasir_msg *msg);
 
 struct stream_consumer_conf {
-	const char *stream;	/* producer stream name */
-	const char *schema;	/* consumer's schema (stream_cursor) */
-	const char *url;	/* producer's publish socket (dialed) */
+	const char *stream;     /* producer stream name */
+	const char *schema;     /* consumer's schema (stream_cursor) */
+	const char *url;        /* producer's publish socket (dialed) */
 	const char *replay_url; /* producer's replay socket (dialed) */
-	bool fanout;		/* must match the producer */
-	bool fast_path;		/* false: ignore live frames, replay only */
-	unsigned batch_max;	/* messages per transaction, default 256 */
-	int64_t poll_ms;	/* replay poll when idle, default 2000 */
+	bool fanout;            /* must match the producer */
+	bool fast_path;         /* false: ignore live frames, replay only */
+	unsigned batch_max;     /* messages per transaction, default 256 */
+	int64_t poll_ms;        /* replay poll when idle, default 2000 */
 	size_t max_frame;
-	struct db_conf db;	/* the consumer's own connection */
+	struct db_conf db; /* the consumer's own connection */
 	/* optional: called after each successful COMMIT (e.g. to kick the
 	 * service's own producer when the callback appended messages) */
 	void (*committed)(void *arg);
+	/* optional: the producer the callback appends to.  Set, the batch is
+	 * applied optimistically: no SAVEPOINT per message and the appends
+	 * deferred (stream_defer_begin) and flushed once before COMMIT.  If
+	 * any message fails, the batch is rolled back and applied again the
+	 * careful way (a SAVEPOINT per message, immediate appends), which
+	 * isolates the failing message exactly as without this option.  The
+	 * callback must then keep no state outside the transaction. */
+	struct stream_producer *defer;
 };
 
 int stream_consumer_start(const struct stream_consumer_conf *conf,
-			  const struct keyring *kr, struct metrics *m,
-			  stream_apply_fn apply, void *arg,
-			  struct stream_consumer **ret);
+                          const struct keyring *kr, struct metrics *m,
+                          stream_apply_fn apply, void *arg,
+                          struct stream_consumer **ret);
 void stream_consumer_stop(struct stream_consumer *c);
 /* Last applied seq and the producer's head as last heard (for lag). */
 int64_t stream_consumer_cursor(const struct stream_consumer *c);
@@ -121,7 +148,7 @@ int64_t stream_consumer_head(const struct stream_consumer *c);
  * (append-only), stream_cursor, stream_poison (append-only), with grants
  * for runtime_role.  On success *ret_sql (caller frees) is the SQL text. */
 int stream_migration_sql(const char *schema, const char *runtime_role,
-			 char **ret_sql);
+                         char **ret_sql);
 
 /* Metrics (labels stream="..."): kasir_stream_sent_total,
  * kasir_stream_received_total, kasir_stream_applied_total,

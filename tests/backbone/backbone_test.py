@@ -8,6 +8,13 @@ Three rounds (pub/sub, push/pull, pub/sub), each with three scenarios:
   replay-only  the same with the consumer's nng fast path disabled;
   late         the consumer starts after every message was produced.
 
+In chaos and late the consumer also echoes every applied message to its
+own stream "bbecho" in the same transaction, optimistically (no SAVEPOINT
+per message, appends deferred and flushed once per batch:
+stream_consumer_conf.defer); replay-only applies carefully (a SAVEPOINT
+per message).  The echo must hold exactly the applied messages, gap-free,
+in the order they were applied.
+
 After each: exactly COUNT effects, every n once, applied in n order (by the
 effects table's serial applied_order), seq == n on both sides (gap-free),
 the cursor at COUNT, nothing poisoned.  Then a short poison scenario: a
@@ -156,9 +163,16 @@ class Env:
                 f"  migrate_password_file: {owner_pw}\n")
 
     def write_configs(self, name, fanout, fast_path, pace_us, count,
-                      reject_n=0, fail_every=0):
+                      reject_n=0, fail_every=0, echo=False):
         pub, rep = kasirtest.free_port(), None
         rep = kasirtest.free_port(avoid=(pub,))
+        echo_block = ""
+        if echo:
+            epub = kasirtest.free_port(avoid=(pub, rep))
+            erep = kasirtest.free_port(avoid=(pub, rep, epub))
+            echo_block = ("stream:\n"
+                          f"  publish: tcp://127.0.0.1:{epub}\n"
+                          f"  replay: tcp://127.0.0.1:{erep}\n")
         keys = ("messages:\n"
                 "  keys:\n"
                 "    - id: k1\n"
@@ -187,7 +201,8 @@ class Env:
                 f"    url: tcp://127.0.0.1:{pub}\n"
                 f"    replay: tcp://127.0.0.1:{rep}\n"
                 f"    fast_path: {'true' if fast_path else 'false'}\n"
-                "test:\n"
+                + echo_block
+                + "test:\n"
                 "  runtime_role: bb_consumer_rt\n"
                 f"  fanout: {fan}\n"
                 "  poll: 150ms\n"
@@ -261,7 +276,29 @@ def applied(env):
     return count_rows(env, "bb_consumer.effects")
 
 
-def verify(env, name, count, poisoned=()):
+def verify_echo(env, name, want):
+    """The consumer's echo stream: one message per applied effect, seq
+    gap-free from 1, in the order the effects were applied."""
+    total, lo, hi, distinct = env.sql(
+        "SELECT count(*), min(seq), max(seq), count(DISTINCT seq) "
+        "FROM bb_consumer.stream_out WHERE stream = 'bbecho'")[0]
+    check(total == want and distinct == want and lo == 1 and hi == want,
+          f"{name}: echo holds {total} messages (seq {lo}..{hi}, "
+          f"{distinct} distinct), want {want} gap-free")
+    check(env.one("SELECT seq FROM bb_consumer.stream_head "
+                  "WHERE stream = 'bbecho'") == want,
+          f"{name}: echo stream_head is not {want}")
+    bad = env.sql(
+        "SELECT e.rn, e.n, o.n FROM (SELECT n, row_number() OVER "
+        "(ORDER BY applied_order) AS rn FROM bb_consumer.effects) e "
+        "JOIN (SELECT seq, (body::jsonb #>> '{data,n}')::bigint AS n, "
+        "(body::jsonb ->> 'seq')::bigint AS bseq FROM bb_consumer.stream_out "
+        "WHERE stream = 'bbecho') o ON o.seq = e.rn "
+        "WHERE o.n <> e.n OR o.bseq <> o.seq LIMIT 5")
+    check(not bad, f"{name}: echo out of order or mislabelled: {bad}")
+
+
+def verify(env, name, count, poisoned=(), echo=False):
     """Exactly-once, in order, gap-free: checked in the database."""
     total, distinct, lo, hi = env.sql(
         "SELECT count(*), count(DISTINCT n), min(n), max(n) "
@@ -301,13 +338,16 @@ def verify(env, name, count, poisoned=()):
     rows = env.sql("SELECT seq FROM bb_consumer.stream_poison ORDER BY seq")
     check([r[0] for r in rows] == list(poisoned),
           f"{name}: poisoned {rows}, want {list(poisoned)}")
+    if echo:
+        verify_echo(env, name, want)
 
 
 def run_chaos(env, rng, name, fanout, fast_path, count):
     """Consumer SIGKILLed at random moments, producer SIGKILLed once."""
     env.reset_schemas()
+    echo = fast_path  # replay-only applies carefully
     pcfg, ccfg = env.write_configs(name, fanout, fast_path, pace_us=0,
-                                   count=count)
+                                   count=count, echo=echo)
     prod = env.proc(name, "producer", pcfg)
     cons = env.proc(name, "consumer", ccfg)
     cons.start()
@@ -343,14 +383,16 @@ def run_chaos(env, rng, name, fanout, fast_path, count):
     time.sleep(0.5)  # anything extra (a duplicate) would show now
     check(cons.stop() == 0, f"{name}: consumer did not exit cleanly")
     check(prod.stop() == 0, f"{name}: producer did not exit cleanly")
-    verify(env, name, count)
-    log(f"{name}: OK ({count} effects, exactly once, in order)")
+    verify(env, name, count, echo=echo)
+    log(f"{name}: OK ({count} effects, exactly once, in order"
+        f"{', echo gap-free' if echo else ''})")
 
 
 def run_late(env, name, fanout, count):
     """The consumer starts after every message was produced."""
     env.reset_schemas()
-    pcfg, ccfg = env.write_configs(name, fanout, True, pace_us=0, count=count)
+    pcfg, ccfg = env.write_configs(name, fanout, True, pace_us=0, count=count,
+                                   echo=True)
     prod = env.proc(name, "producer", pcfg)
     prod.start()
     wait_for(lambda: produced(env) >= count, 90, f"{name}: production",
@@ -364,7 +406,7 @@ def run_late(env, name, fanout, count):
     time.sleep(0.5)
     check(cons.stop() == 0, f"{name}: consumer did not exit cleanly")
     check(prod.stop() == 0, f"{name}: producer did not exit cleanly")
-    verify(env, name, count)
+    verify(env, name, count, echo=True)
     # the consumer's own counters (printed at a clean stop)
     metrics = kasirtest.parse_metrics(cons.text().split("--- start #1", 1)[-1])
     applied_total = sum(v for (n, l), v in metrics.items()
@@ -377,12 +419,15 @@ def run_late(env, name, fanout, count):
     log(f"{name}: OK")
 
 
-def run_poison(env, fanout):
-    """A refused message is recorded and skipped; transient failures retry."""
-    name, count = "poison", 300
+def run_poison(env, fanout, echo):
+    """A refused message is recorded and skipped; transient failures retry.
+    With echo (optimistic batches), each failure rolls the whole batch back
+    and it is applied again message by message."""
+    name, count = "poison" + ("-echo" if echo else ""), 300
     env.reset_schemas()
     pcfg, ccfg = env.write_configs(name, fanout, True, pace_us=1000,
-                                   count=count, reject_n=77, fail_every=13)
+                                   count=count, reject_n=77, fail_every=13,
+                                   echo=echo)
     prod = env.proc(name, "producer", pcfg)
     cons = env.proc(name, "consumer", ccfg)
     cons.start()
@@ -393,12 +438,15 @@ def run_poison(env, fanout):
              f"{name}: cursor at {count}", (prod, cons))
     check(cons.stop() == 0, f"{name}: consumer did not exit cleanly")
     check(prod.stop() == 0, f"{name}: producer did not exit cleanly")
-    verify(env, name, count, poisoned=(77,))
+    verify(env, name, count, poisoned=(77,), echo=echo)
     row = env.sql("SELECT type, error, body FROM bb_consumer.stream_poison")[0]
     check(row[0] == "test.effect" and '"n":77' in row[2],
           f"{name}: poison row {row}")
     check("refused for good" in cons.text(),
           f"{name}: the poisoned message was not logged")
+    if echo:
+        check("applying it message by message" in cons.text(),
+              f"{name}: no optimistic batch fell back to the careful pass")
 
 
 def check_append_only(env):
@@ -461,7 +509,8 @@ def main():
                 check_append_only(env)
             run_chaos(env, rng, f"r{r}-replay-only", fanout, False, COUNT)
             run_late(env, f"r{r}-late", fanout, COUNT)
-        run_poison(env, True)
+        run_poison(env, True, False)
+        run_poison(env, True, True)
         for p in env.procs:
             text = p.text()
             for mark in kasirtest.SANITIZER_MARKS:

@@ -9,6 +9,11 @@
  * (KASIR_EREJECT: it must land in stream_poison and the stream go on);
  * test.fail_every makes the first attempt to apply every message whose
  * seq is a multiple of N fail transiently (rolled back, retried).
+ * With stream.publish/stream.replay set, every applied message is also
+ * appended to this consumer's own stream "bbecho" (schema bb_consumer) in
+ * the same transaction, and the consumer runs optimistically
+ * (stream_consumer_conf.defer): the echo must hold exactly the applied
+ * messages, gap-free and in order, whatever failed and was retried.
  *
  *   backbone-consumer --config FILE
  */
@@ -81,7 +86,8 @@ static const struct conf_key bb_keys[] = {
 
 struct bb_state {
 	const struct bb_conf *conf;
-	int64_t last_failed; /* seq of the last injected failure */
+	struct stream_producer *echo; /* NULL: no echo */
+	int64_t last_failed;          /* seq of the last injected failure */
 	uint64_t commits;
 };
 
@@ -107,6 +113,7 @@ apply_effect(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
 	char n_s[24], seq_s[24];
 	const char *params[] = {n_s, seq_s};
 	int64_t n;
+	int rc;
 
 	if (msg->type != MSG_TEST_EFFECT)
 		return KASIR_EREJECT;
@@ -120,7 +127,18 @@ apply_effect(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
 		return KASIR_EREJECT;
 	snprintf(n_s, sizeof(n_s), "%lld", (long long)n);
 	snprintf(seq_s, sizeof(seq_s), "%lld", (long long)msg->seq);
-	return db_exec(db, &st_effect, params, NULL);
+	rc = db_exec(db, &st_effect, params, NULL);
+	if (rc == 0 && st->echo != NULL)
+		rc = stream_append(st->echo, db, MSG_TEST_EFFECT, msg->data,
+		                   NULL);
+	return rc;
+}
+
+static void
+echo_kick(struct bb_state *st)
+{
+	if (st->echo != NULL)
+		stream_producer_kick(st->echo);
 }
 
 static void
@@ -129,6 +147,7 @@ on_committed(void *arg)
 	struct bb_state *st = arg;
 
 	st->commits++;
+	echo_kick(st);
 }
 
 int
@@ -186,6 +205,22 @@ main(int argc, char **argv)
 		log_err("set-up failed: %s", kasir_strerror(rc));
 		goto out;
 	}
+	if (conf.base.stream_publish != NULL) {
+		struct stream_producer_conf pc = {
+		    .stream = "bbecho",
+		    .schema = BB_SCHEMA,
+		    .publish_url = conf.base.stream_publish,
+		    .replay_url = conf.base.stream_replay,
+		    .fanout = true,
+		    .max_frame = (size_t)conf.base.msg_max_frame,
+		    .db = rt};
+		rc = stream_producer_start(&pc, kr, m, &st.echo);
+		if (rc < 0) {
+			log_err("echo producer start failed: %s",
+			        kasir_strerror(rc));
+			goto out;
+		}
+	}
 	sc = (struct stream_consumer_conf){
 	    .stream = BB_STREAM,
 	    .schema = BB_SCHEMA,
@@ -197,7 +232,8 @@ main(int argc, char **argv)
 	    .poll_ms = conf.poll_ms,
 	    .max_frame = (size_t)conf.base.msg_max_frame,
 	    .db = rt,
-	    .committed = on_committed};
+	    .committed = on_committed,
+	    .defer = st.echo};
 	rc = stream_consumer_start(&sc, kr, m, apply_effect, &st, &c);
 	if (rc < 0) {
 		log_err("consumer start failed: %s", kasir_strerror(rc));
@@ -223,6 +259,7 @@ main(int argc, char **argv)
 	exit_code = 0;
 out:
 	stream_consumer_stop(c);
+	stream_producer_stop(st.echo);
 	metrics_free(m);
 	keyring_free(kr);
 	conf_free(bb_keys, &conf);

@@ -274,14 +274,61 @@ def _port_free(port, host="127.0.0.1"):
     return True
 
 
+_PORT_CLAIMS = os.path.join(tempfile.gettempdir(), "kasirtest-ports")
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _claim_port(port):
+    """Claims port for this process across the tests ctest runs in
+    parallel: a port picked now is bound by a daemon only seconds later
+    (after PostgreSQL is up), and another test must not pick it meanwhile.
+    A claim whose process has exited is stale and taken over."""
+    os.makedirs(_PORT_CLAIMS, mode=0o1777, exist_ok=True)
+    with contextlib.suppress(OSError):
+        os.chmod(_PORT_CLAIMS, 0o1777)
+    path = os.path.join(_PORT_CLAIMS, str(port))
+    for _ in range(2):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            try:
+                with open(path) as f:
+                    owner = int(f.read().strip() or "0")
+            except (OSError, ValueError):
+                owner = 0
+            if owner == os.getpid():
+                return True
+            if owner and _pid_alive(owner):
+                return False
+            with contextlib.suppress(OSError):
+                os.unlink(path)  # stale: its test has exited
+            continue
+        except OSError:
+            return True  # no claim directory: fall back to the bind test
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+    return False
+
+
 def free_port(avoid=()):
     """A TCP port on 127.0.0.1 that can be bound now, outside the ephemeral
-    range (so outgoing connections do not grab it before the daemon binds)."""
+    range (so outgoing connections do not grab it before the daemon binds),
+    and not claimed by another test process running in parallel."""
     avoid = set(avoid)
     rng = random.SystemRandom()
     for _ in range(500):
         port = rng.randint(*_PORT_RANGE)
-        if port not in avoid and _port_free(port):
+        if port not in avoid and _port_free(port) and _claim_port(port):
             return port
     raise HarnessError("no free TCP port found in %d-%d" % _PORT_RANGE)
 
