@@ -62,6 +62,8 @@ arg_str(const struct admin_request *req, const char *key)
 
 /* ---- read-only ---- */
 
+/* SQL reads best one clause per line: */
+/* clang-format off */
 static const struct db_stmt st_status = {
     .name = "admin_status",
     .sql = "SELECT"
@@ -75,63 +77,55 @@ static const struct db_stmt st_status = {
            "  AS unknown_notifications,"
            " (SELECT count(*) FROM orders.orders WHERE status = 'PAID'"
            "  AND paid_at > now() - interval '1 hour') AS paid_last_hour,"
-           " (SELECT " TS(
-               "max(received_at)") " FROM orders.evidence"
-                                   "  WHERE source = 'ingest') AS "
-                                   "last_notification,"
-                                   " (SELECT coalesce(jsonb_object_agg(stream, "
-                                   "seq), '{}')"
-                                   "  FROM orders.stream_cursor) AS "
-                                   "stream_cursors",
+           " (SELECT " TS("max(received_at)") " FROM orders.evidence"
+           "  WHERE source = 'ingest') AS last_notification,"
+           " (SELECT coalesce(jsonb_object_agg(stream, seq), '{}')"
+           "  FROM orders.stream_cursor) AS stream_cursors",
     .nparams = 0,
 };
 
 static const struct db_stmt st_pending = {
     .name = "admin_pending",
-    .sql = "SELECT order_id, course_id, amount, " TS(
-        "created_at") " AS created_at, " TS("expires_at") " AS expires_at,"
-                                                          " extract(epoch FROM "
-                                                          "now() - "
-                                                          "created_at)::bigint "
-                                                          "AS age_s,"
-                                                          " expires_at < now() "
-                                                          "AS past_expiry, "
-                                                          "needs_reconcile,"
-                                                          " snap_error, "
-                                                          "transaction_id FROM "
-                                                          "orders.orders"
-                                                          " WHERE status = "
-                                                          "'PENDING' ORDER BY "
-                                                          "created_at LIMIT "
-                                                          "1000",
+    .sql = "SELECT order_id, course_id, amount,"
+           " " TS("created_at") " AS created_at,"
+           " " TS("expires_at") " AS expires_at,"
+           " extract(epoch FROM now() - created_at)::bigint AS age_s,"
+           " expires_at < now() AS past_expiry, needs_reconcile,"
+           " snap_error, transaction_id"
+           " FROM orders.orders WHERE status = 'PENDING'"
+           " ORDER BY created_at LIMIT 1000",
     .nparams = 0,
 };
 
 static const struct db_stmt st_unknown_list = {
     .name = "admin_unknown",
-    .sql =
-        "SELECT id, source, ref, order_id, transaction_status,"
-        " gross_amount, " TS("received_at") " AS received_at, " TS(
-            "recorded_at") " AS recorded_at FROM orders.unknown_notifications"
-                           " ORDER BY id DESC LIMIT 1000",
+    .sql = "SELECT id, source, ref, order_id, transaction_status,"
+           " gross_amount,"
+           " " TS("received_at") " AS received_at,"
+           " " TS("recorded_at") " AS recorded_at"
+           " FROM orders.unknown_notifications"
+           " ORDER BY id DESC LIMIT 1000",
     .nparams = 0,
 };
 
 static const struct db_stmt st_unknown_for = {
     .name = "admin_unknown_for",
-    .sql = "SELECT id, source, ref, transaction_status, gross_amount, " TS(
-        "received_at") " AS received_at, raw FROM orders.unknown_notifications"
-                       " WHERE order_id = $1 ORDER BY id LIMIT 1000",
+    .sql = "SELECT id, source, ref, transaction_status, gross_amount,"
+           " " TS("received_at") " AS received_at, raw"
+           " FROM orders.unknown_notifications"
+           " WHERE order_id = $1 ORDER BY id LIMIT 1000",
     .nparams = 1,
 };
 
 static const struct db_stmt st_paid_no_access = {
     .name = "admin_doctor_paid_no_access",
-    .sql = "SELECT o.order_id, o.customer_email, o.course_id, " TS(
-        "o.paid_at") " AS paid_at FROM orders.orders o"
-                     " WHERE o.status = 'PAID' AND NOT EXISTS (SELECT 1 FROM"
-                     " orders.entitlements e WHERE e.order_id = o.order_id AND"
-                     " e.revoked_at IS NULL) ORDER BY o.paid_at LIMIT 1000",
+    .sql = "SELECT o.order_id, o.customer_email, o.course_id,"
+           " " TS("o.paid_at") " AS paid_at"
+           " FROM orders.orders o"
+           " WHERE o.status = 'PAID' AND NOT EXISTS"
+           " (SELECT 1 FROM orders.entitlements e"
+           " WHERE e.order_id = o.order_id AND e.revoked_at IS NULL)"
+           " ORDER BY o.paid_at LIMIT 1000",
     .nparams = 0,
 };
 
@@ -146,11 +140,11 @@ static const struct db_stmt st_access_no_paid = {
 
 static const struct db_stmt st_pending_expired = {
     .name = "admin_doctor_pending_expired",
-    .sql = "SELECT order_id, " TS(
-        "expires_at") " AS expires_at, extract(epoch FROM now() - expires_at)"
-                      "::bigint AS overdue_s FROM orders.orders"
-                      " WHERE status = 'PENDING' AND expires_at < now()"
-                      " ORDER BY expires_at LIMIT 1000",
+    .sql = "SELECT order_id, " TS("expires_at") " AS expires_at,"
+           " extract(epoch FROM now() - expires_at)::bigint AS overdue_s"
+           " FROM orders.orders"
+           " WHERE status = 'PENDING' AND expires_at < now()"
+           " ORDER BY expires_at LIMIT 1000",
     .nparams = 0,
 };
 
@@ -165,12 +159,12 @@ static const struct db_stmt st_flagged = {
 static const struct db_stmt st_snap_failures = {
     .name = "admin_doctor_snap_failures",
     .sql = "SELECT order_id, status, snap_error, snap_attempts,"
-           " needs_reconcile, " TS(
-               "created_at") " AS created_at"
-                             " FROM orders.orders WHERE snap_error IS NOT NULL"
-                             " ORDER BY created_at DESC LIMIT 1000",
+           " needs_reconcile, " TS("created_at") " AS created_at"
+           " FROM orders.orders WHERE snap_error IS NOT NULL"
+           " ORDER BY created_at DESC LIMIT 1000",
     .nparams = 0,
 };
+/* clang-format on */
 
 static int
 add(cJSON *o, const char *name, struct kasir_db *db, const struct db_stmt *st,
@@ -351,7 +345,7 @@ cmd_access_grant(struct order_service *s, struct kasir_db *db,
 	                "{\"status\":\"PAID\",\"active_entitlements\":1}", "ok",
 	                NULL, audit_id, sizeof(audit_id))) < 0 ||
 	    (rc = store_grant(s, db, &o, "operator", NULL, audit_id,
-	                      req->reason)) < 0)
+	                      req->reason, NULL)) < 0)
 		goto dberr;
 	if ((rc = db_commit(db)) < 0)
 		return rc;
@@ -365,28 +359,22 @@ dberr:
 	return rc;
 }
 
+/* clang-format off */
 static const struct db_stmt st_export = {
     .name = "admin_export_orders",
-    .sql =
-        "SELECT order_id, status, course_id, amount, currency,"
-        " customer_name, customer_email, customer_phone, " TS(
-            "created_at") " AS created_at, " TS("paid_at") " AS paid_at,"
-                                                           " transaction_id, "
-                                                           "payment_type, "
-                                                           "flagged, "
-                                                           "partial_refund,"
-                                                           " disputed, "
-                                                           "reversed FROM "
-                                                           "orders.orders"
-                                                           " WHERE created_at "
-                                                           ">= $1::timestamptz "
-                                                           "AND created_at <"
-                                                           " $2::timestamptz "
-                                                           "ORDER BY "
-                                                           "created_at LIMIT "
-                                                           "100000",
+    .sql = "SELECT order_id, status, course_id, amount, currency,"
+           " customer_name, customer_email, customer_phone,"
+           " " TS("created_at") " AS created_at,"
+           " " TS("paid_at") " AS paid_at,"
+           " transaction_id, payment_type, flagged, partial_refund,"
+           " disputed, reversed"
+           " FROM orders.orders"
+           " WHERE created_at >= $1::timestamptz"
+           " AND created_at < $2::timestamptz"
+           " ORDER BY created_at LIMIT 100000",
     .nparams = 2,
 };
+/* clang-format on */
 
 static int
 cmd_export(struct kasir_db *db, const struct admin_request *req, cJSON **ret,

@@ -24,13 +24,19 @@
 #include "util.h"
 
 int
-order_emit(struct order_service *s, struct kasir_db *db, int type,
-           const char *order_id, struct cJSON *extra)
+order_emit_snap(struct order_service *s, struct kasir_db *db, int type,
+                const char *order_id, const struct cJSON *cur,
+                struct cJSON *extra)
 {
 	cJSON *snap = NULL, *item;
-	int rc;
+	int rc = 0;
 
-	rc = store_order_snapshot(db, order_id, &snap);
+	if (cur != NULL)
+		snap = cJSON_Duplicate(cur, true);
+	else
+		rc = store_order_snapshot(db, order_id, &snap);
+	if (rc == 0 && snap == NULL)
+		rc = -ENOMEM;
 	if (rc < 0)
 		goto out;
 	while (extra != NULL && (item = extra->child) != NULL) {
@@ -43,6 +49,13 @@ out:
 	cJSON_Delete(snap);
 	cJSON_Delete(extra);
 	return rc;
+}
+
+int
+order_emit(struct order_service *s, struct kasir_db *db, int type,
+           const char *order_id, struct cJSON *extra)
+{
+	return order_emit_snap(s, db, type, order_id, NULL, extra);
 }
 
 static cJSON *
@@ -83,39 +96,6 @@ static const struct db_stmt st_transition = {
            " to_status, evidence_source, evidence_ref, evidence_id, reason)"
            " VALUES ($1, $2, $3, $4, $5, $6, $7)",
     .nparams = 7,
-};
-
-static const struct db_stmt st_set_status = {
-    .name = "order_set_status",
-    .sql = "UPDATE orders.orders SET status = $2,"
-           " paid_at = CASE WHEN $2 = 'PAID' THEN now() ELSE paid_at END"
-           " WHERE order_id = $1",
-    .nparams = 2,
-};
-
-static const struct db_stmt st_set_flags = {
-    .name = "order_set_flags",
-    .sql = "UPDATE orders.orders SET"
-           " flagged = flagged OR $2,"
-           " flag_reason = CASE WHEN $2 THEN $3 ELSE flag_reason END,"
-           " partial_refund = partial_refund OR $4,"
-           " disputed = disputed OR $5, reversed = reversed OR $6,"
-           " updated_at = now() WHERE order_id = $1",
-    .nparams = 6,
-};
-
-/* Learns the Midtrans transaction id and payment type from evidence whose
- * amount matched (never from evidence we refused): the first one seen, and
- * then the one of each transition ($4), so a PAID, FAILED or REFUNDED order
- * names the transaction that decided it. */
-static const struct db_stmt st_set_txn = {
-    .name = "order_set_txn",
-    .sql = "UPDATE orders.orders SET"
-           " transaction_id = CASE WHEN $4 THEN coalesce($2, transaction_id)"
-           " ELSE coalesce(transaction_id, $2) END,"
-           " payment_type = coalesce($3, payment_type)"
-           " WHERE order_id = $1",
-    .nparams = 4,
 };
 
 /* The fields of one message, whichever stream it came from. */
@@ -246,7 +226,7 @@ emit_evidence(struct order_service *s, struct kasir_db *db,
 static int
 emit_transition(struct order_service *s, struct kasir_db *db,
                 const struct evidence_msg *e, enum order_status to,
-                unsigned flags)
+                unsigned flags, const cJSON *snap)
 {
 	cJSON *extra = cJSON_CreateObject(), *ev;
 	char at[40];
@@ -286,7 +266,7 @@ emit_transition(struct order_service *s, struct kasir_db *db,
 		cJSON_Delete(extra);
 		return -EINVAL;
 	}
-	return order_emit(s, db, type, e->order_id, extra);
+	return order_emit_snap(s, db, type, e->order_id, snap, extra);
 }
 
 int
@@ -298,6 +278,8 @@ order_apply_evidence(void *arg, struct kasir_db *db,
 	struct order_row o;
 	struct order_decision d;
 	struct order_facts facts;
+	struct order_update u;
+	cJSON *snap = NULL;
 	char ref[24], seq[24], evid[24];
 	char *raw = NULL;
 	PGresult *res = NULL;
@@ -369,14 +351,6 @@ order_apply_evidence(void *arg, struct kasir_db *db,
 	kasir_strlcpy(evid, db_get(res, 0, 0), sizeof(evid));
 	PQclear(res);
 
-	if (d.result != EV_FLAGGED && d.result != EV_INVALID &&
-	    (e.transaction_id != NULL || e.payment_type != NULL)) {
-		const char *p[4] = {e.order_id, e.transaction_id,
-		                    e.payment_type,
-		                    d.transition ? "true" : "false"};
-		if ((rc = db_exec(db, &st_set_txn, p, NULL)) < 0)
-			return rc;
-	}
 	if (d.transition) {
 		const char *tp[7] = {e.order_id,
 		                     order_status_name(o.status),
@@ -385,43 +359,50 @@ order_apply_evidence(void *arg, struct kasir_db *db,
 		                     ref,
 		                     evid,
 		                     d.reason};
-		const char *sp[2] = {e.order_id, order_status_name(d.to)};
-		if ((rc = db_exec(db, &st_transition, tp, NULL)) < 0 ||
-		    (rc = db_exec(db, &st_set_status, sp, NULL)) < 0)
-			return rc;
-		o.status = d.to;
-	}
-	if (d.flags != 0) {
-		const char *fp[6] = {
-		    e.order_id,
-		    (d.flags & OFLAG_FLAGGED) ? "true" : "false",
-		    d.reason,
-		    (d.flags & OFLAG_PARTIAL_REFUND) ? "true" : "false",
-		    (d.flags & OFLAG_DISPUTED) ? "true" : "false",
-		    (d.flags & OFLAG_REVERSED) ? "true" : "false",
-		};
-		if ((rc = db_exec(db, &st_set_flags, fp, NULL)) < 0)
+		if ((rc = db_exec(db, &st_transition, tp, NULL)) < 0)
 			return rc;
 	}
-	if (d.transition) {
-		if ((rc = emit_transition(s, db, &e, d.to, d.flags)) < 0)
+	/* Transaction id and payment type come only from evidence whose
+	 * amount matched (never from evidence we refused): the first one
+	 * seen, then the one of each transition, so a PAID, FAILED or
+	 * REFUNDED order names the transaction that decided it. */
+	u = (struct order_update){
+	    .order_id = e.order_id,
+	    .status = d.transition ? order_status_name(d.to) : NULL,
+	    .learn_txn = d.result != EV_FLAGGED && d.result != EV_INVALID &&
+	                 (e.transaction_id != NULL || e.payment_type != NULL),
+	    .transaction_id = e.transaction_id,
+	    .payment_type = e.payment_type,
+	    .txn_from_transition = d.transition,
+	    .flags = d.flags,
+	    .flag_reason = d.reason,
+	};
+	if (u.status != NULL || u.learn_txn || u.flags != 0) {
+		if ((rc = store_update(db, &u, &snap)) < 0)
 			return rc;
+		o.status = after;
 	}
-	if (d.grant_access &&
-	    (rc = store_grant(s, db, &o, e.source, evid, NULL, d.reason)) < 0)
-		return rc;
+	if (d.transition &&
+	    (rc = emit_transition(s, db, &e, d.to, d.flags, snap)) < 0)
+		goto out;
+	if (d.grant_access && (rc = store_grant(s, db, &o, e.source, evid, NULL,
+	                                        d.reason, snap)) < 0)
+		goto out;
 	if (d.revoke_access &&
-	    (rc = store_revoke(s, db, &o, e.source, evid, d.reason)) < 0)
-		return rc;
+	    (rc = store_revoke(s, db, &o, e.source, evid, d.reason, snap)) < 0)
+		goto out;
 	if (d.flags & OFLAG_FLAGGED) {
 		cJSON *extra = cJSON_CreateObject();
+		rc = -ENOMEM;
 		if (extra == NULL)
-			return -ENOMEM;
+			goto out;
 		cJSON_AddStringToObject(extra, "reason", d.reason);
-		if ((rc = order_emit(s, db, MSG_ORDER_FLAGGED, e.order_id,
-		                     extra)) < 0)
-			return rc;
+		if ((rc = order_emit_snap(s, db, MSG_ORDER_FLAGGED, e.order_id,
+		                          snap, extra)) < 0)
+			goto out;
 	}
+	cJSON_Delete(snap);
+	snap = NULL;
 	if ((rc = emit_evidence(s, db, &e, d.result == EV_APPLIED, after)) < 0)
 		return rc;
 
@@ -441,4 +422,7 @@ order_apply_evidence(void *arg, struct kasir_db *db,
 	           order_status_name(facts.status), order_status_name(after),
 	           evidence_result_name(d.result), d.reason);
 	return 0;
+out:
+	cJSON_Delete(snap);
+	return rc;
 }

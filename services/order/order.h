@@ -142,6 +142,21 @@ int store_lock_order(struct kasir_db *db, const char *order_id,
  * transaction).  On success *ret (caller deletes). */
 int store_order_snapshot(struct kasir_db *db, const char *order_id,
                          struct cJSON **ret);
+/* What one piece of evidence changes on the locked order row. */
+struct order_update {
+	const char *order_id;
+	const char *status; /* new status, or NULL: unchanged */
+	bool learn_txn;     /* record transaction_id / payment_type */
+	const char *transaction_id, *payment_type; /* may be NULL */
+	bool txn_from_transition; /* this transaction decided the order */
+	unsigned flags;           /* enum order_flag bits to set */
+	const char *flag_reason;  /* with OFLAG_FLAGGED */
+};
+/* Applies u with one UPDATE (the transition row must already be written
+ * in this transaction) and returns the ORDER_SNAPSHOT after it in
+ * *ret_snap (caller deletes). */
+int store_update(struct kasir_db *db, const struct order_update *u,
+                 struct cJSON **ret_snap);
 /* Everything known about an order: order, transitions, evidence,
  * entitlements history and current, audit.  full=false: the API view
  * (no raw bodies, no audit). */
@@ -158,14 +173,16 @@ int store_access(struct kasir_db *db, const char *email, const char *course_id,
 /* Grants the entitlement for a locked PAID order inside the transaction:
  * appends the grant to entitlement_events, inserts the current row, appends
  * access.granted to the stream.  source: "ingest"|"recon"|"operator".
- * evidence_id / audit_id may be NULL. */
+ * evidence_id / audit_id may be NULL.  snap: the order's current snapshot
+ * (borrowed), or NULL to read it. */
 int store_grant(struct order_service *s, struct kasir_db *db,
                 const struct order_row *o, const char *source,
                 const char *evidence_id, const char *audit_id,
-                const char *reason);
+                const char *reason, const struct cJSON *snap);
 int store_revoke(struct order_service *s, struct kasir_db *db,
                  const struct order_row *o, const char *source,
-                 const char *evidence_id, const char *reason);
+                 const char *evidence_id, const char *reason,
+                 const struct cJSON *snap);
 
 /* ---- evidence.c ---- */
 /* stream_apply_fn for the "ingest" and "recon" consumers; arg is the
@@ -173,9 +190,14 @@ int store_revoke(struct order_service *s, struct kasir_db *db,
 int order_apply_evidence(void *arg, struct kasir_db *db,
                          const struct kasir_msg *msg);
 /* Appends msg type with the snapshot of order_id plus extra fields (each
- * taken over by the snapshot object) to the orders stream. */
+ * taken over by the snapshot object) to the orders stream.  extra is
+ * consumed whatever the result. */
 int order_emit(struct order_service *s, struct kasir_db *db, int type,
                const char *order_id, struct cJSON *extra);
+/* The same with the snapshot already at hand (borrowed; NULL: read it). */
+int order_emit_snap(struct order_service *s, struct kasir_db *db, int type,
+                    const char *order_id, const struct cJSON *snap,
+                    struct cJSON *extra);
 
 /* ---- snap.c ---- */
 enum snap_outcome {

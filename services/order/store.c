@@ -76,37 +76,59 @@ store_lock_order(struct kasir_db *db, const char *order_id,
 	return 0;
 }
 
+/* The ORDER_SNAPSHOT columns, in the order snapshot_json() reads them. */
+/* clang-format off */
+#define SNAPSHOT_COLS                                                          \
+	"order_id, status, course_id, course_title, amount,"                   \
+	" currency, customer_name, customer_email, customer_phone,"            \
+	" " TS("created_at") ","                                               \
+	" " TS("expires_at") ","                                               \
+	" redirect_url, transaction_id"
+
 static const struct db_stmt st_snapshot = {
     .name = "order_snapshot",
-    .sql = "SELECT order_id, status, course_id, course_title, amount,"
-           " currency, customer_name, customer_email, customer_phone, " TS(
-               "created_at") ", " TS("expires_at") ", redirect_url,"
-                                                   " transaction_id"
-                                                   " FROM orders.orders WHERE "
-                                                   "order_id = $1",
+    .sql = "SELECT " SNAPSHOT_COLS
+           " FROM orders.orders WHERE order_id = $1",
     .nparams = 1,
 };
 
-int
-store_order_snapshot(struct kasir_db *db, const char *order_id,
-                     struct cJSON **ret)
-{
-	const char *params[1] = {order_id};
-	PGresult *res = NULL;
-	cJSON *o = NULL, *cust;
-	int rc;
+/* One statement for everything evidence changes on the order row: status
+ * (the transition row is already written: the trigger checks it), the
+ * transaction learned, the flags; returns the snapshot as of after. */
+static const struct db_stmt st_update = {
+    .name = "order_update",
+    .sql = "UPDATE orders.orders SET"
+           " status = coalesce($2, status),"
+           " paid_at = CASE WHEN $2 = 'PAID' THEN now() ELSE paid_at END,"
+           " transaction_id = CASE WHEN NOT $3 THEN transaction_id"
+           "  WHEN $6 THEN coalesce($4, transaction_id)"
+           "  ELSE coalesce(transaction_id, $4) END,"
+           " payment_type = CASE WHEN $3 THEN coalesce($5, payment_type)"
+           "  ELSE payment_type END,"
+           " flagged = flagged OR $7,"
+           " flag_reason = CASE WHEN $7 THEN $8 ELSE flag_reason END,"
+           " partial_refund = partial_refund OR $9,"
+           " disputed = disputed OR $10,"
+           " reversed = reversed OR $11,"
+           " updated_at = CASE WHEN $7 OR $9 OR $10 OR $11 THEN now()"
+           "  ELSE updated_at END"
+           " WHERE order_id = $1"
+           " RETURNING " SNAPSHOT_COLS,
+    .nparams = 11,
+};
+/* clang-format on */
 
-	rc = db_exec(db, &st_snapshot, params, &res);
-	if (rc < 0)
-		return rc;
-	if (PQntuples(res) != 1) {
-		rc = KASIR_ENOTFOUND;
-		goto out;
-	}
-	rc = -ENOMEM;
+/* Builds the ORDER_SNAPSHOT object from row 0 of res (SNAPSHOT_COLS). */
+static int
+snapshot_json(const PGresult *res, cJSON **ret)
+{
+	cJSON *o, *cust;
+
+	if (PQntuples(res) != 1)
+		return KASIR_ENOTFOUND;
 	o = cJSON_CreateObject();
 	if (o == NULL)
-		goto out;
+		return -ENOMEM;
 	cJSON_AddStringToObject(o, "order_id", db_get(res, 0, 0));
 	cJSON_AddStringToObject(o, "status", db_get(res, 0, 1));
 	cJSON_AddStringToObject(o, "course_id", db_get(res, 0, 2));
@@ -115,7 +137,7 @@ store_order_snapshot(struct kasir_db *db, const char *order_id,
 	cJSON_AddStringToObject(o, "currency", db_get(res, 0, 5));
 	cust = cJSON_AddObjectToObject(o, "customer");
 	if (cust == NULL)
-		goto out;
+		goto nomem;
 	cJSON_AddStringToObject(cust, "name", db_get(res, 0, 6));
 	cJSON_AddStringToObject(cust, "email", db_get(res, 0, 7));
 	cJSON_AddStringToObject(cust, "phone", db_get(res, 0, 8));
@@ -127,12 +149,60 @@ store_order_snapshot(struct kasir_db *db, const char *order_id,
 		cJSON_AddStringToObject(o, "transaction_id",
 		                        db_get(res, 0, 12));
 	if (cJSON_GetObjectItemCaseSensitive(o, "expires_at") == NULL)
-		goto out;
+		goto nomem; /* the last add failed */
 	*ret = o;
-	o = NULL;
-	rc = 0;
-out:
+	return 0;
+nomem:
 	cJSON_Delete(o);
+	return -ENOMEM;
+}
+
+int
+store_order_snapshot(struct kasir_db *db, const char *order_id,
+                     struct cJSON **ret)
+{
+	const char *params[1] = {order_id};
+	PGresult *res = NULL;
+	int rc;
+
+	rc = db_exec(db, &st_snapshot, params, &res);
+	if (rc < 0)
+		return rc;
+	rc = snapshot_json(res, ret);
+	PQclear(res);
+	return rc;
+}
+
+static const char *
+tf(bool b)
+{
+	return b ? "true" : "false";
+}
+
+int
+store_update(struct kasir_db *db, const struct order_update *u,
+             struct cJSON **ret_snap)
+{
+	const char *params[11] = {
+	    u->order_id,
+	    u->status,
+	    tf(u->learn_txn),
+	    u->transaction_id,
+	    u->payment_type,
+	    tf(u->txn_from_transition),
+	    tf((u->flags & OFLAG_FLAGGED) != 0),
+	    u->flag_reason,
+	    tf((u->flags & OFLAG_PARTIAL_REFUND) != 0),
+	    tf((u->flags & OFLAG_DISPUTED) != 0),
+	    tf((u->flags & OFLAG_REVERSED) != 0),
+	};
+	PGresult *res = NULL;
+	int rc;
+
+	rc = db_exec(db, &st_update, params, &res);
+	if (rc < 0)
+		return rc;
+	rc = snapshot_json(res, ret_snap);
 	PQclear(res);
 	return rc;
 }
@@ -394,7 +464,8 @@ static const struct db_stmt st_grant = {
 int
 store_grant(struct order_service *s, struct kasir_db *db,
             const struct order_row *o, const char *source,
-            const char *evidence_id, const char *audit_id, const char *reason)
+            const char *evidence_id, const char *audit_id, const char *reason,
+            const struct cJSON *snap)
 {
 	const char *params[5] = {o->order_id, source, evidence_id, audit_id,
 	                         reason};
@@ -419,7 +490,8 @@ store_grant(struct order_service *s, struct kasir_db *db,
 		cJSON_AddStringToObject(extra, "valid_until",
 		                        db_get(res, 0, 1));
 	PQclear(res);
-	return order_emit(s, db, MSG_ACCESS_GRANTED, o->order_id, extra);
+	return order_emit_snap(s, db, MSG_ACCESS_GRANTED, o->order_id, snap,
+	                       extra);
 }
 
 static const struct db_stmt st_revoke = {
@@ -438,7 +510,8 @@ static const struct db_stmt st_revoke = {
 int
 store_revoke(struct order_service *s, struct kasir_db *db,
              const struct order_row *o, const char *source,
-             const char *evidence_id, const char *reason)
+             const char *evidence_id, const char *reason,
+             const struct cJSON *snap)
 {
 	const char *params[4] = {o->order_id, source, evidence_id, reason};
 	cJSON *extra;
@@ -452,5 +525,6 @@ store_revoke(struct order_service *s, struct kasir_db *db,
 		return -ENOMEM;
 	cJSON_AddStringToObject(extra, "customer_email", o->customer_email);
 	cJSON_AddStringToObject(extra, "reason", reason);
-	return order_emit(s, db, MSG_ACCESS_REVOKED, o->order_id, extra);
+	return order_emit_snap(s, db, MSG_ACCESS_REVOKED, o->order_id, snap,
+	                       extra);
 }
