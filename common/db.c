@@ -52,6 +52,11 @@ struct kasir_db {
 	char *prepared[DB_MAX_PREPARED]; /* names prepared on pg */
 	size_t nprepared;
 
+	bool piping;         /* in pipeline mode (db_pipe_begin) */
+	bool pipe_failed;    /* a piped statement failed */
+	size_t pipe_pending; /* statements sent, result not read */
+	size_t pipe_synced;  /* syncs sent, PGRES_PIPELINE_SYNC not read */
+
 	char sqlstate[6];
 	char errmsg[DB_ERRMSG_MAX];
 };
@@ -130,6 +135,8 @@ mark_broken(struct kasir_db *db)
 	if (db->in_tx)
 		db->tx_lost = true;
 	db->in_tx = false;
+	db->piping = false; /* the pipeline died with the connection */
+	db->pipe_pending = db->pipe_synced = 0;
 	forget_prepared(db);
 	/* the first reconnect may happen right away */
 	db->next_try_ms = now_mono_ms();
@@ -394,6 +401,233 @@ db_exec(struct kasir_db *db, const struct db_stmt *stmt,
 		res = PQexecParams(db->pg, stmt->sql, stmt->nparams, NULL,
 		                   params, NULL, NULL, 0);
 	return classify(db, res, ret_res);
+}
+
+/* Prepares stmt on db->pg unless done; 0 or a KASIR_E* code. */
+static int
+prepare_once(struct kasir_db *db, const struct db_stmt *stmt)
+{
+	char *copy;
+	int rc;
+
+	if (is_prepared(db, stmt->name))
+		return 0;
+	if (db->nprepared >= DB_MAX_PREPARED)
+		return -ENOSPC;
+	copy = strdup(stmt->name);
+	if (copy == NULL)
+		return -ENOMEM;
+	rc = classify(
+	    db, PQprepare(db->pg, stmt->name, stmt->sql, stmt->nparams, NULL),
+	    NULL);
+	if (rc < 0) {
+		free(copy);
+		return rc;
+	}
+	db->prepared[db->nprepared++] = copy;
+	return 0;
+}
+
+int
+db_pipe_begin(struct kasir_db *db, const struct db_stmt *const *stmts, size_t n)
+{
+	int rc;
+
+	if (db == NULL || (n > 0 && stmts == NULL) || db->piping)
+		return -EINVAL;
+	if ((rc = db_ready(db)) < 0)
+		return rc;
+	for (size_t i = 0; i < n; i++)
+		if ((rc = prepare_once(db, stmts[i])) < 0)
+			return rc;
+	if (PQenterPipelineMode(db->pg) != 1) {
+		set_error(db, "", PQerrorMessage(db->pg));
+		return KASIR_ESQL;
+	}
+	db->piping = true;
+	db->pipe_pending = 0;
+	db->pipe_synced = 0;
+	db->pipe_failed = false;
+	return 0;
+}
+
+int
+db_pipe_send(struct kasir_db *db, const struct db_stmt *stmt,
+             const char *const *params)
+{
+	if (db == NULL || !db->piping || stmt == NULL ||
+	    (stmt->nparams > 0 && params == NULL))
+		return -EINVAL;
+	if (db->pg == NULL)
+		return KASIR_EDB;
+	if (!is_prepared(db, stmt->name))
+		return -EINVAL; /* not given to db_pipe_begin() */
+	if (PQsendQueryPrepared(db->pg, stmt->name, stmt->nparams, params, NULL,
+	                        NULL, 0) != 1) {
+		set_error(db, "", PQerrorMessage(db->pg));
+		if (PQstatus(db->pg) != CONNECTION_OK) {
+			mark_broken(db);
+			return KASIR_EDB;
+		}
+		return KASIR_ESQL;
+	}
+	db->pipe_pending++;
+	return 0;
+}
+
+int
+db_pipe_sync(struct kasir_db *db)
+{
+	if (db == NULL || !db->piping)
+		return -EINVAL;
+	if (db->pg == NULL)
+		return KASIR_EDB;
+	if (PQpipelineSync(db->pg) != 1) {
+		set_error(db, "", PQerrorMessage(db->pg));
+		mark_broken(db);
+		return KASIR_EDB;
+	}
+	db->pipe_synced++;
+	return 0;
+}
+
+int
+db_pipe_result(struct kasir_db *db, PGresult **ret_res)
+{
+	PGresult *res, *end;
+	int rc;
+
+	if (db == NULL || !db->piping || db->pipe_pending == 0)
+		return -EINVAL;
+	if (db->pg == NULL)
+		return KASIR_EDB;
+	for (;;) {
+		res = PQgetResult(db->pg);
+		if (res == NULL) {
+			set_error(db, "", PQerrorMessage(db->pg));
+			mark_broken(db);
+			return KASIR_EDB;
+		}
+		if (PQresultStatus(res) != PGRES_PIPELINE_SYNC)
+			break;
+		/* the end of an earlier sync group (not followed by NULL) */
+		PQclear(res);
+		if (db->pipe_synced > 0)
+			db->pipe_synced--;
+	}
+	db->pipe_pending--;
+	if (PQresultStatus(res) == PGRES_PIPELINE_ABORTED) {
+		PQclear(res);
+		rc = KASIR_ESQL; /* db->errmsg keeps the failing statement's */
+	} else {
+		rc = classify(db, res, ret_res);
+		if (rc == KASIR_EDB)
+			return rc; /* connection gone: nothing more to read */
+	}
+	/* each statement's results end with a NULL */
+	end = PQgetResult(db->pg);
+	if (end != NULL) {
+		PQclear(end);
+		mark_broken(db); /* protocol out of step: start afresh */
+		return KASIR_EDB;
+	}
+	if (rc < 0)
+		db->pipe_failed = true;
+	return rc;
+}
+
+void
+db_pipe_end(struct kasir_db *db)
+{
+	PGresult *res;
+
+	if (db == NULL || !db->piping)
+		return;
+	while (db->piping && db->pg != NULL && db->pipe_pending > 0)
+		if (db_pipe_result(db, NULL) == KASIR_EDB)
+			break;
+	while (db->piping && db->pg != NULL && db->pipe_synced > 0) {
+		res = PQgetResult(db->pg);
+		if (res == NULL) { /* a sync is owed: the connection failed */
+			mark_broken(db);
+			break;
+		}
+		if (PQresultStatus(res) == PGRES_PIPELINE_SYNC)
+			db->pipe_synced--;
+		PQclear(res);
+	}
+	if (db->piping && db->pg != NULL) {
+		/* a NULL may still separate the last sync from idle */
+		if (PQexitPipelineMode(db->pg) != 1)
+			mark_broken(db); /* out of step: start afresh */
+		else
+			db->in_tx = PQtransactionStatus(db->pg) != PQTRANS_IDLE;
+	}
+	db->piping = false;
+	db->pipe_pending = db->pipe_synced = 0;
+}
+
+static void
+array_put(struct db_array *a, const char *s, size_t len)
+{
+	if (a->oom)
+		return;
+	if (a->len + len + 2 > a->cap) {
+		size_t cap = a->cap ? a->cap : 1024;
+		char *p;
+		while (a->len + len + 2 > cap)
+			cap *= 2;
+		p = realloc(a->text, cap);
+		if (p == NULL) {
+			a->oom = true;
+			return;
+		}
+		a->text = p;
+		a->cap = cap;
+	}
+	memcpy(a->text + a->len, s, len);
+	a->len += len;
+	a->text[a->len] = 0;
+}
+
+void
+db_array_add(struct db_array *a, const char *value)
+{
+	const char *run, *v;
+
+	array_put(a, a->n == 0 ? "{" : ",", 1);
+	a->n++;
+	if (value == NULL) {
+		array_put(a, "NULL", 4);
+		return;
+	}
+	array_put(a, "\"", 1);
+	for (run = v = value; *v != 0; v++) {
+		if (*v == '"' || *v == '\\') {
+			array_put(a, run, (size_t)(v - run));
+			array_put(a, "\\", 1);
+			run = v; /* the character itself starts the next run */
+		}
+	}
+	array_put(a, run, (size_t)(v - run));
+	array_put(a, "\"", 1);
+}
+
+const char *
+db_array_text(struct db_array *a)
+{
+	if (a->n == 0 && a->len == 0)
+		array_put(a, "{", 1);
+	array_put(a, "}", 1);
+	a->len--; /* the closing brace is not part of what add() extends */
+	return a->oom ? NULL : a->text;
+}
+
+void
+db_array_free(struct db_array *a)
+{
+	free(a->text);
+	memset(a, 0, sizeof(*a));
 }
 
 int

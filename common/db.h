@@ -24,10 +24,10 @@
 struct kasir_db;
 
 struct db_conf {
-	const char *url;      /* libpq conninfo string or URI, without password */
-	const char *password; /* may be NULL */
+	const char *url; /* libpq conninfo string or URI, without password */
+	const char *password;         /* may be NULL */
 	const char *application_name; /* e.g. "kasir-order" */
-	int connect_timeout_s;	      /* default 5 */
+	int connect_timeout_s;        /* default 5 */
 	int statement_timeout_ms;     /* default 10000; 0 = server default */
 };
 
@@ -71,9 +71,51 @@ int db_rollback_to(struct kasir_db *db, const char *name);
  * SQLSTATE and message are available from db_last_error()).
  */
 int db_exec(struct kasir_db *db, const struct db_stmt *stmt,
-	    const char *const *params, PGresult **ret_res);
+            const char *const *params, PGresult **ret_res);
 /* Same for a fixed SQL string without parameters (BEGIN, DDL, ...). */
 int db_exec_sql(struct kasir_db *db, const char *sql);
+
+/*
+ * Pipeline (libpq pipeline mode): statements sent one after another
+ * without waiting for each answer, inside an open transaction, for a
+ * caller that already knows every parameter.  The server still runs them
+ * in order, so each sees the effects of the ones before it.
+ *   db_pipe_begin(db, stmts, n)  prepares those statements (synchronously,
+ *                                 once per connection) and enters the mode;
+ *   db_pipe_send(db, stmt, p)    queues one (stmt must be among stmts);
+ *   db_pipe_sync(db)             sends everything queued;
+ *   db_pipe_result(db, &res)     the next statement's result, in order:
+ *                                 0 (*res set when res is not NULL; caller
+ *                                 PQclear()s), KASIR_ESQL (it failed, or an
+ *                                 earlier one did and it was skipped) or
+ *                                 KASIR_EDB;
+ *   db_pipe_end(db)              reads what is left and leaves the mode.
+ * Any failure aborts the transaction: the caller rolls back.  Keep one
+ * sync's worth of statements bounded (results wait in socket buffers
+ * until read): a few dozen statements per db_pipe_sync().
+ */
+int db_pipe_begin(struct kasir_db *db, const struct db_stmt *const *stmts,
+                  size_t n);
+int db_pipe_send(struct kasir_db *db, const struct db_stmt *stmt,
+                 const char *const *params);
+int db_pipe_sync(struct kasir_db *db);
+int db_pipe_result(struct kasir_db *db, PGresult **ret_res);
+void db_pipe_end(struct kasir_db *db);
+
+/*
+ * A PostgreSQL array literal built element by element, to pass many values
+ * as one parameter ("$1::text[]", "$2::bigint[]"): every element quoted
+ * and escaped, NULL for a NULL value.  Zero-initialise; db_array_text()
+ * is NULL after an allocation failure; db_array_free() releases it.
+ */
+struct db_array {
+	char *text;
+	size_t len, cap, n;
+	bool oom;
+};
+void db_array_add(struct db_array *a, const char *value);
+const char *db_array_text(struct db_array *a);
+void db_array_free(struct db_array *a);
 
 /* SQLSTATE ("23505", ...) and message of the last KASIR_ESQL; "" if none.
  * Valid until the next call on db. */
@@ -81,7 +123,8 @@ const char *db_last_sqlstate(const struct kasir_db *db);
 const char *db_last_error(const struct kasir_db *db);
 
 /* Helpers to read a result. */
-const char *db_get(const PGresult *res, int row, int col); /* NULL if SQL NULL */
+const char *db_get(const PGresult *res, int row,
+                   int col); /* NULL if SQL NULL */
 int64_t db_get_i64(const PGresult *res, int row, int col); /* 0 if NULL */
 
 /*
@@ -99,12 +142,12 @@ int64_t db_get_i64(const PGresult *res, int row, int col); /* 0 if NULL */
  * and the server's message.
  */
 int db_migrate(const struct db_conf *conf, const char *schema,
-	       const char *runtime_role, const char *dir, char *why,
-	       size_t why_len);
+               const char *runtime_role, const char *dir, char *why,
+               size_t why_len);
 
 /* True when every *.sql file of dir is recorded in <schema>.schema_migrations
  * (used by /readyz). */
 bool db_migrations_applied(struct kasir_db *db, const char *schema,
-			   const char *dir);
+                           const char *dir);
 
 #endif

@@ -1053,60 +1053,6 @@ stream_append(struct stream_producer *p, struct kasir_db *db,
 /* ------------------------------------------------------------------ */
 /* deferred appends                                                    */
 
-/* A growing text buffer for PostgreSQL array literals. */
-struct arrbuf {
-	char *p;
-	size_t n, cap;
-	bool oom;
-};
-
-static void
-arrbuf_put(struct arrbuf *b, const char *s, size_t len)
-{
-	if (b->oom)
-		return;
-	if (b->n + len + 1 > b->cap) {
-		size_t cap = b->cap ? b->cap : 4096;
-		char *np;
-		while (b->n + len + 1 > cap)
-			cap *= 2;
-		np = realloc(b->p, cap);
-		if (np == NULL) {
-			b->oom = true;
-			return;
-		}
-		b->p = np;
-		b->cap = cap;
-	}
-	memcpy(b->p + b->n, s, len);
-	b->n += len;
-	b->p[b->n] = 0;
-}
-
-/* Appends one element, always quoted: "..." with \ and \" escaped. */
-static void
-arrbuf_elem(struct arrbuf *b, const char *s)
-{
-	const char *run = s;
-
-	arrbuf_put(b, b->n == 0 ? "{\"" : ",\"", 2);
-	for (; *s != 0; s++) {
-		if (*s == '"' || *s == '\\') {
-			arrbuf_put(b, run, (size_t)(s - run));
-			arrbuf_put(b, "\\", 1);
-			run = s;
-		}
-	}
-	arrbuf_put(b, run, (size_t)(s - run));
-	arrbuf_put(b, "\"", 1);
-}
-
-static void
-arrbuf_close(struct arrbuf *b)
-{
-	arrbuf_put(b, b->n == 0 ? "{}" : "}", b->n == 0 ? 2 : 1);
-}
-
 int
 stream_defer_begin(struct stream_producer *p, struct kasir_db *db)
 {
@@ -1134,7 +1080,7 @@ int
 stream_defer_flush(struct stream_producer *p, struct kasir_db *db)
 {
 	struct defer_slot *d;
-	struct arrbuf a[5] = {{0}};
+	struct db_array a[5] = {{0}};
 	const char *params[6];
 	PGresult *res = NULL;
 	char k_s[24], seq_s[24];
@@ -1169,20 +1115,19 @@ stream_defer_flush(struct stream_producer *p, struct kasir_db *db)
 		if (rc < 0)
 			goto out;
 		i64_text(first + (int64_t)i, seq_s);
-		arrbuf_elem(&a[0], seq_s);
-		arrbuf_elem(&a[1], m->id);
-		arrbuf_elem(&a[2], msg_type_name(m->type));
-		arrbuf_elem(&a[3], m->at);
-		arrbuf_elem(&a[4], body);
+		db_array_add(&a[0], seq_s);
+		db_array_add(&a[1], m->id);
+		db_array_add(&a[2], msg_type_name(m->type));
+		db_array_add(&a[3], m->at);
+		db_array_add(&a[4], body);
 		free(body);
 	}
 	for (int i = 0; i < 5; i++) {
-		arrbuf_close(&a[i]);
-		if (a[i].oom) {
+		params[i + 1] = db_array_text(&a[i]);
+		if (params[i + 1] == NULL) {
 			rc = -ENOMEM;
 			goto out;
 		}
-		params[i + 1] = a[i].p;
 	}
 	rc = db_exec(db, &p->st_out_many.st, params, NULL);
 out:
@@ -1191,7 +1136,7 @@ out:
 	defer_clear(d);
 	PQclear(res);
 	for (int i = 0; i < 5; i++)
-		free(a[i].p);
+		db_array_free(&a[i]);
 	return rc;
 }
 
@@ -1258,6 +1203,8 @@ struct stream_consumer {
 	void *arg;
 	void (*committed)(void *arg);
 	struct stream_producer *defer; /* optimistic batches; see stream.h */
+	stream_apply_batch_fn apply_batch;
+	const struct kasir_msg **msgs; /* batch_max slots for apply_batch */
 
 	struct stream_stmt st_cur_read;
 	struct stream_stmt st_cur_lock;
@@ -1573,6 +1520,22 @@ consumer_apply_mode(struct stream_consumer *c, bool careful)
 		return APPLY_CAREFULLY;
 	}
 	first = i;
+	if (!careful && c->apply_batch != NULL) {
+		size_t n = 0;
+		for (; i < b->n && b->items[i].seq == cur + 1; i++) {
+			if (b->items[i].msg == NULL)
+				break; /* undecodable: the careful pass */
+			c->msgs[n++] = b->items[i].msg;
+			cur = b->items[i].seq;
+		}
+		if ((i < b->n && b->items[i].msg == NULL) ||
+		    c->apply_batch(c->arg, c->db, c->msgs, n) != 0) {
+			stream_defer_end(c->defer, c->db);
+			db_rollback(c->db);
+			return APPLY_CAREFULLY;
+		}
+		applied = n;
+	}
 	for (; i < b->n && b->items[i].seq == cur + 1; i++) {
 		struct batch_item *it = &b->items[i];
 
@@ -2038,6 +2001,7 @@ stream_consumer_start(const struct stream_consumer_conf *conf,
 	c->arg = arg;
 	c->committed = conf->committed;
 	c->defer = conf->defer;
+	c->apply_batch = conf->defer != NULL ? conf->apply_batch : NULL;
 
 	c->m_received = counter(m, "kasir_stream_received_total", c->stream,
 	                        NULL, "verified frames received");
@@ -2064,8 +2028,9 @@ stream_consumer_start(const struct stream_consumer_conf *conf,
 	c->batch.cap = c->batch_max;
 	c->batch.items = calloc(c->batch.cap, sizeof(*c->batch.items));
 	c->batch.held = calloc(c->batch.cap, sizeof(*c->batch.held));
+	c->msgs = calloc(c->batch.cap, sizeof(*c->msgs));
 	rc = -ENOMEM;
-	if (c->batch.items == NULL || c->batch.held == NULL)
+	if (c->batch.items == NULL || c->batch.held == NULL || c->msgs == NULL)
 		goto fail_free;
 	rc = -pthread_mutex_init(&c->mu, NULL);
 	if (rc < 0)
@@ -2101,6 +2066,7 @@ fail_mutex:
 	pthread_mutex_destroy(&c->mu);
 fail_free:
 	free(c->batch.items);
+	free(c->msgs);
 	free(c->batch.held);
 	free(c);
 	return rc;
@@ -2134,6 +2100,7 @@ stream_consumer_stop(struct stream_consumer *c)
 	pthread_cond_destroy(&c->cv);
 	pthread_mutex_destroy(&c->mu);
 	free(c->batch.items);
+	free(c->msgs);
 	free(c->batch.held);
 	free(c);
 }

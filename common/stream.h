@@ -110,6 +110,12 @@ int64_t stream_producer_head(const struct stream_producer *p);
  */
 typedef int (*stream_apply_fn)(void *arg, struct kasir_db *db,
                                const struct kasir_msg *msg);
+/* The same for n consecutive messages at once (optimistic pass only, see
+ * stream_consumer_conf.apply_batch): 0 when all are applied; anything
+ * else and the batch is applied again message by message. */
+typedef int (*stream_apply_batch_fn)(void *arg, struct kasir_db *db,
+                                     const struct kasir_msg *const *msgs,
+                                     size_t n);
 
 struct stream_consumer_conf {
 	const char *stream;     /* producer stream name */
@@ -133,6 +139,10 @@ struct stream_consumer_conf {
 	 * isolates the failing message exactly as without this option.  The
 	 * callback must then keep no state outside the transaction. */
 	struct stream_producer *defer;
+	/* optional, with defer: applies the optimistic pass's messages in
+	 * one call (e.g. with the statements of all of them pipelined)
+	 * instead of one apply call each; apply stays the careful pass. */
+	stream_apply_batch_fn apply_batch;
 };
 
 int stream_consumer_start(const struct stream_consumer_conf *conf,

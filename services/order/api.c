@@ -193,12 +193,12 @@ struct create_in {
 	char hash[65];
 };
 
+/* clang-format off */
 static const struct db_stmt st_idem = {
     .name = "api_idem_lookup",
-    .sql =
-        "SELECT order_id, request_hash, status, snap_token, redirect_url,"
-        " " TS("expires_at") ", snap_error IS NOT NULL"
-                             " FROM orders.orders WHERE idempotency_key = $1",
+    .sql = "SELECT order_id, request_hash, status, snap_token, redirect_url,"
+           " " TS("expires_at") ", snap_error IS NOT NULL"
+           " FROM orders.orders WHERE idempotency_key = $1",
     .nparams = 1,
 };
 
@@ -222,6 +222,7 @@ static const struct db_stmt st_snap_result = {
            " WHERE order_id = $1 RETURNING status",
     .nparams = 6,
 };
+/* clang-format on */
 
 static int
 answer_created(struct http_response *resp, int status, const char *order_id,

@@ -4,10 +4,12 @@
  *
  * One message, inside the consumer's transaction (which also advances the
  * stream cursor): lock the order row, decide with state.c, record the
- * evidence, and write the transition, the entitlement grant/revoke, the
- * flags and the order events.  Idempotent twice over: the cursor drops a
- * replayed message, and orders.evidence is unique on (source, ref), and the
- * state machine answers "noop" to the same settlement seen again.
+ * evidence, and write the transition, the order row's changes, the
+ * entitlement grant/revoke and the order events.  Idempotent twice over:
+ * the cursor drops a replayed message, and orders.evidence is unique on
+ * (source, ref), and the state machine answers "noop" to the same
+ * settlement seen again.  This is the careful pass; evidence_batch.c does
+ * the same for a whole batch at once (evidence.h).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -19,6 +21,7 @@
 #include "err.h"
 #include "log.h"
 #include "metrics.h"
+#include "evidence.h"
 #include "order.h"
 #include "stream.h"
 #include "util.h"
@@ -70,7 +73,7 @@ evidence_ref_json(const char *source, int64_t ref)
 	return o;
 }
 
-static const struct db_stmt st_unknown = {
+const struct db_stmt ev_st_unknown = {
     .name = "order_unknown_insert",
     .sql = "INSERT INTO orders.unknown_notifications (source, ref,"
            " stream_seq, order_id, transaction_status, gross_amount,"
@@ -79,18 +82,29 @@ static const struct db_stmt st_unknown = {
     .nparams = 8,
 };
 
+#define EVIDENCE_COLS                                                          \
+	" order_id, source, ref, stream_seq, kind, transaction_status,"        \
+	" fraud_status, gross_amount, currency, payment_type,"                 \
+	" transaction_id, received_at, status_before, status_after, result,"   \
+	" reason, raw"
+
 static const struct db_stmt st_evidence = {
     .name = "order_evidence_insert",
-    .sql = "INSERT INTO orders.evidence (order_id, source, ref, stream_seq,"
-           " kind, transaction_status, fraud_status, gross_amount, currency,"
-           " payment_type, transaction_id, received_at, status_before,"
-           " status_after, result, reason, raw) VALUES ($1, $2, $3, $4, $5,"
-           " $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
-           " ON CONFLICT (source, ref) DO NOTHING RETURNING id",
+    .sql = "INSERT INTO orders.evidence (" EVIDENCE_COLS ") VALUES ($1, $2,"
+           " $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,"
+           " $17) ON CONFLICT (source, ref) DO NOTHING RETURNING id",
     .nparams = 17,
 };
 
-static const struct db_stmt st_transition = {
+const struct db_stmt ev_st_evidence_id = {
+    .name = "order_evidence_insert_id",
+    .sql = "INSERT INTO orders.evidence (id," EVIDENCE_COLS ") VALUES ($1,"
+           " $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,"
+           " $16, $17, $18) ON CONFLICT (source, ref) DO NOTHING RETURNING id",
+    .nparams = 18,
+};
+
+const struct db_stmt ev_st_transition = {
     .name = "order_transition_insert",
     .sql = "INSERT INTO orders.transitions (order_id, from_status,"
            " to_status, evidence_source, evidence_ref, evidence_id, reason)"
@@ -98,22 +112,8 @@ static const struct db_stmt st_transition = {
     .nparams = 7,
 };
 
-/* The fields of one message, whichever stream it came from. */
-struct evidence_msg {
-	const char *source; /* "ingest" | "recon" */
-	const char *kind;   /* notification|status|not_found|expired */
-	int64_t ref;
-	const char *order_id;
-	const char *received_at;
-	const char *checked_at; /* recon: for past_expiry; NULL for ingest */
-	bool check_past_expiry;
-	struct evidence_in in;
-	const char *payment_type, *transaction_id;
-	const cJSON *raw;
-};
-
-static int
-parse_msg(const struct kasir_msg *msg, struct evidence_msg *e)
+int
+evidence_parse(const struct kasir_msg *msg, struct evidence_msg *e)
 {
 	memset(e, 0, sizeof(*e));
 	if (msg->type == MSG_PAYMENT_NOTIFICATION) {
@@ -165,7 +165,7 @@ record_unknown(struct order_service *s, struct kasir_db *db,
                const struct kasir_msg *msg, const struct evidence_msg *e)
 {
 	char ref[24], seq[24];
-	char *raw = cJSON_PrintUnformatted(e->raw ? e->raw : msg->data);
+	char *raw = evidence_raw_text(msg, e);
 	int rc;
 
 	if (raw == NULL)
@@ -180,15 +180,26 @@ record_unknown(struct order_service *s, struct kasir_db *db,
 	                         e->in.gross_amount,
 	                         e->received_at,
 	                         raw};
-	rc = db_exec(db, &st_unknown, params, NULL);
+	rc = db_exec(db, &ev_st_unknown, params, NULL);
 	free(raw);
-	if (rc == 0) {
-		metric_inc(s->m.unknown);
-		log_order(LOG_WARNING, e->order_id,
-		          "%s evidence for unknown order, kept for operators",
-		          e->source);
-	}
+	if (rc == 0)
+		evidence_account_unknown(s, e);
 	return rc;
+}
+
+void
+evidence_account_unknown(struct order_service *s, const struct evidence_msg *e)
+{
+	metric_inc(s->m.unknown);
+	log_order(LOG_WARNING, e->order_id,
+	          "%s evidence for unknown order, kept for operators",
+	          e->source);
+}
+
+char *
+evidence_raw_text(const struct kasir_msg *msg, const struct evidence_msg *e)
+{
+	return cJSON_PrintUnformatted(e->raw ? e->raw : msg->data);
 }
 
 static int
@@ -269,24 +280,140 @@ emit_transition(struct order_service *s, struct kasir_db *db,
 	return order_emit_snap(s, db, type, e->order_id, snap, extra);
 }
 
+void
+evidence_update(const struct evidence_msg *e, const struct order_decision *d,
+                struct order_update *u)
+{
+	/* Transaction id and payment type come only from evidence whose
+	 * amount matched (never from evidence we refused): the first one
+	 * seen, then the one of each transition, so a PAID, FAILED or
+	 * REFUNDED order names the transaction that decided it. */
+	*u = (struct order_update){
+	    .order_id = e->order_id,
+	    .status = d->transition ? order_status_name(d->to) : NULL,
+	    .learn_txn = d->result != EV_FLAGGED && d->result != EV_INVALID &&
+	                 (e->transaction_id != NULL || e->payment_type != NULL),
+	    .transaction_id = e->transaction_id,
+	    .payment_type = e->payment_type,
+	    .txn_from_transition = d->transition,
+	    .flags = d->flags,
+	    .flag_reason = d->reason,
+	};
+}
+
+int
+evidence_emit_all(struct order_service *s, struct kasir_db *db,
+                  const struct evidence_msg *e, const struct order_row *o,
+                  const struct order_decision *d, enum order_status after,
+                  const cJSON *snap, const PGresult *grant_res)
+{
+	int rc;
+
+	if (d->transition &&
+	    (rc = emit_transition(s, db, e, d->to, d->flags, snap)) < 0)
+		return rc;
+	if (d->grant_access &&
+	    (rc = store_granted(s, db, e->order_id, grant_res, snap)) < 0)
+		return rc;
+	if (d->revoke_access &&
+	    (rc = store_revoked(s, db, o, d->reason, snap)) < 0)
+		return rc;
+	if (d->flags & OFLAG_FLAGGED) {
+		cJSON *extra = cJSON_CreateObject();
+		if (extra == NULL)
+			return -ENOMEM;
+		cJSON_AddStringToObject(extra, "reason", d->reason);
+		if ((rc = order_emit_snap(s, db, MSG_ORDER_FLAGGED, e->order_id,
+		                          snap, extra)) < 0)
+			return rc;
+	}
+	return emit_evidence(s, db, e, d->result == EV_APPLIED, after);
+}
+
+void
+evidence_account(struct order_service *s, const struct kasir_msg *msg,
+                 const struct evidence_msg *e, enum order_status before,
+                 enum order_status after, const struct order_decision *d)
+{
+	char seq[24];
+
+	/* Counted before COMMIT: a rolled-back apply is retried and counted
+	 * again, so these are "decisions taken", close enough for alerts. */
+	metric_inc(s->m.evidence[d->result]);
+	if (d->transition)
+		metric_inc(s->m.transitions[d->to]);
+	if (d->flags & OFLAG_FLAGGED)
+		metric_inc(s->m.flags);
+	snprintf(seq, sizeof(seq), "%" PRId64, msg->seq);
+	log_fields(
+	    d->transition || d->result == EV_FLAGGED ? LOG_NOTICE : LOG_INFO,
+	    LOG_F({"ORDER_ID", e->order_id}, {"STREAM", msg->stream},
+	          {"SEQ", seq}),
+	    "%s %s: %s -> %s (%s: %s)", e->source,
+	    e->in.transaction_status ? e->in.transaction_status : e->kind,
+	    order_status_name(before), order_status_name(after),
+	    evidence_result_name(d->result), d->reason);
+}
+
+/* The 17 evidence columns (EVIDENCE_COLS) of e with decision d. */
+static void
+evidence_row_params(const struct evidence_msg *e, const char *ref,
+                    const char *seq, enum order_status before,
+                    enum order_status after, const struct order_decision *d,
+                    const char *raw, const char *p[17])
+{
+	p[0] = e->order_id;
+	p[1] = e->source;
+	p[2] = ref;
+	p[3] = seq;
+	p[4] = e->kind;
+	p[5] = e->in.transaction_status;
+	p[6] = e->in.fraud_status;
+	p[7] = e->in.gross_amount;
+	p[8] = e->in.currency;
+	p[9] = e->payment_type;
+	p[10] = e->transaction_id;
+	p[11] = e->received_at;
+	p[12] = order_status_name(before);
+	p[13] = order_status_name(after);
+	p[14] = evidence_result_name(d->result);
+	p[15] = d->reason;
+	p[16] = raw;
+}
+
+int
+evidence_params(const struct kasir_msg *msg, const struct evidence_msg *e,
+                enum order_status before, enum order_status after,
+                const struct order_decision *d, const char *raw,
+                struct evidence_params *ret)
+{
+	snprintf(ret->ref, sizeof(ret->ref), "%" PRId64, e->ref);
+	snprintf(ret->seq, sizeof(ret->seq), "%" PRId64, msg->seq);
+	evidence_row_params(e, ret->ref, ret->seq, before, after, d, raw,
+	                    ret->p + 1);
+	ret->p[0] = ret->id;
+	return 0;
+}
+
 int
 order_apply_evidence(void *arg, struct kasir_db *db,
                      const struct kasir_msg *msg)
 {
 	struct order_service *s = arg;
 	struct evidence_msg e;
+	struct evidence_params ep;
 	struct order_row o;
 	struct order_decision d;
 	struct order_facts facts;
 	struct order_update u;
 	cJSON *snap = NULL;
-	char ref[24], seq[24], evid[24];
+	char evid[24];
 	char *raw = NULL;
-	PGresult *res = NULL;
+	PGresult *res = NULL, *grant = NULL;
 	enum order_status after;
 	int rc;
 
-	rc = parse_msg(msg, &e);
+	rc = evidence_parse(msg, &e);
 	if (rc < 0) {
 		metric_inc(s->m.poison);
 		log_fields(LOG_ERR,
@@ -310,33 +437,11 @@ order_apply_evidence(void *arg, struct kasir_db *db,
 	order_decide(&facts, &e.in, &d);
 	after = d.transition ? d.to : o.status;
 
-	raw = cJSON_PrintUnformatted(e.raw ? e.raw : msg->data);
+	raw = evidence_raw_text(msg, &e);
 	if (raw == NULL)
 		return -ENOMEM;
-	snprintf(ref, sizeof(ref), "%" PRId64, e.ref);
-	snprintf(seq, sizeof(seq), "%" PRId64, msg->seq);
-	{
-		const char *params[17] = {
-		    e.order_id,
-		    e.source,
-		    ref,
-		    seq,
-		    e.kind,
-		    e.in.transaction_status,
-		    e.in.fraud_status,
-		    e.in.gross_amount,
-		    e.in.currency,
-		    e.payment_type,
-		    e.transaction_id,
-		    e.received_at,
-		    order_status_name(o.status),
-		    order_status_name(after),
-		    evidence_result_name(d.result),
-		    d.reason,
-		    raw,
-		};
-		rc = db_exec(db, &st_evidence, params, &res);
-	}
+	evidence_params(msg, &e, o.status, after, &d, raw, &ep);
+	rc = db_exec(db, &st_evidence, ep.p + 1, &res);
 	free(raw);
 	if (rc < 0)
 		return rc;
@@ -345,7 +450,7 @@ order_apply_evidence(void *arg, struct kasir_db *db,
 		PQclear(res);
 		log_order(LOG_INFO, e.order_id,
 		          "%s evidence %s already recorded, ignoring", e.source,
-		          ref);
+		          ep.ref);
 		return 0;
 	}
 	kasir_strlcpy(evid, db_get(res, 0, 0), sizeof(evid));
@@ -356,73 +461,33 @@ order_apply_evidence(void *arg, struct kasir_db *db,
 		                     order_status_name(o.status),
 		                     order_status_name(d.to),
 		                     e.source,
-		                     ref,
+		                     ep.ref,
 		                     evid,
 		                     d.reason};
-		if ((rc = db_exec(db, &st_transition, tp, NULL)) < 0)
+		if ((rc = db_exec(db, &ev_st_transition, tp, NULL)) < 0)
 			return rc;
 	}
-	/* Transaction id and payment type come only from evidence whose
-	 * amount matched (never from evidence we refused): the first one
-	 * seen, then the one of each transition, so a PAID, FAILED or
-	 * REFUNDED order names the transaction that decided it. */
-	u = (struct order_update){
-	    .order_id = e.order_id,
-	    .status = d.transition ? order_status_name(d.to) : NULL,
-	    .learn_txn = d.result != EV_FLAGGED && d.result != EV_INVALID &&
-	                 (e.transaction_id != NULL || e.payment_type != NULL),
-	    .transaction_id = e.transaction_id,
-	    .payment_type = e.payment_type,
-	    .txn_from_transition = d.transition,
-	    .flags = d.flags,
-	    .flag_reason = d.reason,
-	};
+	evidence_update(&e, &d, &u);
 	if (u.status != NULL || u.learn_txn || u.flags != 0) {
 		if ((rc = store_update(db, &u, &snap)) < 0)
 			return rc;
-		o.status = after;
 	}
-	if (d.transition &&
-	    (rc = emit_transition(s, db, &e, d.to, d.flags, snap)) < 0)
-		goto out;
-	if (d.grant_access && (rc = store_grant(s, db, &o, e.source, evid, NULL,
-	                                        d.reason, snap)) < 0)
-		goto out;
-	if (d.revoke_access &&
-	    (rc = store_revoke(s, db, &o, e.source, evid, d.reason, snap)) < 0)
-		goto out;
-	if (d.flags & OFLAG_FLAGGED) {
-		cJSON *extra = cJSON_CreateObject();
-		rc = -ENOMEM;
-		if (extra == NULL)
-			goto out;
-		cJSON_AddStringToObject(extra, "reason", d.reason);
-		if ((rc = order_emit_snap(s, db, MSG_ORDER_FLAGGED, e.order_id,
-		                          snap, extra)) < 0)
+	if (d.grant_access) {
+		const char *gp[5] = {e.order_id, e.source, evid, NULL,
+		                     d.reason};
+		if ((rc = db_exec(db, &store_st_grant, gp, &grant)) < 0)
 			goto out;
 	}
-	cJSON_Delete(snap);
-	snap = NULL;
-	if ((rc = emit_evidence(s, db, &e, d.result == EV_APPLIED, after)) < 0)
-		return rc;
-
-	/* Counted before COMMIT: a rolled-back apply is retried and counted
-	 * again, so these are "decisions taken", close enough for alerts. */
-	metric_inc(s->m.evidence[d.result]);
-	if (d.transition)
-		metric_inc(s->m.transitions[d.to]);
-	if (d.flags & OFLAG_FLAGGED)
-		metric_inc(s->m.flags);
-	log_fields(d.transition || d.result == EV_FLAGGED ? LOG_NOTICE
-	                                                  : LOG_INFO,
-	           LOG_F({"ORDER_ID", e.order_id}, {"STREAM", msg->stream},
-	                 {"SEQ", seq}),
-	           "%s %s: %s -> %s (%s: %s)", e.source,
-	           e.in.transaction_status ? e.in.transaction_status : e.kind,
-	           order_status_name(facts.status), order_status_name(after),
-	           evidence_result_name(d.result), d.reason);
-	return 0;
+	if (d.revoke_access) {
+		const char *rp[4] = {e.order_id, e.source, evid, d.reason};
+		if ((rc = db_exec(db, &store_st_revoke, rp, NULL)) < 0)
+			goto out;
+	}
+	rc = evidence_emit_all(s, db, &e, &o, &d, after, snap, grant);
+	if (rc == 0)
+		evidence_account(s, msg, &e, o.status, after, &d);
 out:
+	PQclear(grant);
 	cJSON_Delete(snap);
 	return rc;
 }

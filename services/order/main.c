@@ -18,6 +18,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "evidence.h"
 #include "order.h"
 #include "stream.h"
 #include "util.h"
@@ -123,6 +124,7 @@ main(int argc, char **argv)
 		 * each batch without a savepoint per message and write its
 		 * order events with one statement (stream.h) */
 		cc.defer = svc.producer;
+		cc.apply_batch = order_apply_evidence_batch;
 		rc =
 		    stream_consumer_start(&cc, d.keyring, d.metrics,
 		                          order_apply_evidence, &svc, &cons[i]);

@@ -133,6 +133,18 @@ struct order_row {
 	char transaction_id[ORDER_TXN_ID_MAX + 1];
 };
 
+/* The columns of struct order_row, in store_row_from()'s order, of the
+ * orders table (alias t) with past_expiry judged at timestamptz expression
+ * at (NULL: now). */
+#define STORE_ROW_COLS(t, at)                                                  \
+	t ".order_id, " t ".status, " t ".amount, coalesce(" at ", now())"     \
+	  " >= " t ".expires_at, coalesce(" t ".access_days, 0), " t           \
+	  ".customer_email, " t ".course_id, " t ".flagged, " t                \
+	  ".partial_refund, " t ".disputed, " t ".reversed, " t                \
+	  ".transaction_id"
+/* Fills *ret from the STORE_ROW_COLS starting at column col of row. */
+int store_row_from(const PGresult *res, int row, int col,
+                   struct order_row *ret);
 /* Locks the order (SELECT ... FOR UPDATE) inside the open transaction.
  * checked_at may be NULL (past_expiry then from now()). KASIR_ENOTFOUND
  * when unknown. */
@@ -157,6 +169,12 @@ struct order_update {
  * *ret_snap (caller deletes). */
 int store_update(struct kasir_db *db, const struct order_update *u,
                  struct cJSON **ret_snap);
+/* The same statement and its 11 parameters (the batch pipelines it). */
+extern const struct db_stmt store_st_update;
+void store_update_params(const struct order_update *u, const char *params[11]);
+/* An ORDER_SNAPSHOT from row 0 of a result of SNAPSHOT_COLS (store.c):
+ * KASIR_ENOTFOUND without a row. */
+int store_snapshot_from(const PGresult *res, struct cJSON **ret);
 /* Everything known about an order: order, transitions, evidence,
  * entitlements history and current, audit.  full=false: the API view
  * (no raw bodies, no audit). */
@@ -183,6 +201,17 @@ int store_revoke(struct order_service *s, struct kasir_db *db,
                  const struct order_row *o, const char *source,
                  const char *evidence_id, const char *reason,
                  const struct cJSON *snap);
+/* The statements of store_grant (5 params: order, source, evidence id,
+ * audit id, reason; RETURNING email, valid_until) and store_revoke (4:
+ * order, source, evidence id, reason), and their order events from
+ * their results. */
+extern const struct db_stmt store_st_grant, store_st_revoke;
+int store_granted(struct order_service *s, struct kasir_db *db,
+                  const char *order_id, const PGresult *res,
+                  const struct cJSON *snap);
+int store_revoked(struct order_service *s, struct kasir_db *db,
+                  const struct order_row *o, const char *reason,
+                  const struct cJSON *snap);
 
 /* ---- evidence.c ---- */
 /* stream_apply_fn for the "ingest" and "recon" consumers; arg is the

@@ -20,11 +20,9 @@
 
 static const struct db_stmt st_lock = {
     .name = "order_lock",
-    .sql = "SELECT order_id, status, amount,"
-           " coalesce($2::timestamptz, now()) >= expires_at,"
-           " coalesce(access_days, 0), customer_email, course_id, flagged,"
-           " partial_refund, disputed, reversed, transaction_id"
-           " FROM orders.orders WHERE order_id = $1 FOR UPDATE",
+    .sql = "SELECT " STORE_ROW_COLS(
+        "orders",
+        "$2::timestamptz") " FROM orders.orders WHERE order_id = $1 FOR UPDATE",
     .nparams = 2,
 };
 
@@ -36,44 +34,50 @@ col_bool(const PGresult *res, int row, int col)
 }
 
 int
+store_row_from(const PGresult *res, int row, int col, struct order_row *ret)
+{
+	struct order_row o;
+
+	memset(&o, 0, sizeof(o));
+	kasir_strlcpy(o.order_id, db_get(res, row, col), sizeof(o.order_id));
+	if (order_status_parse(db_get(res, row, col + 1), &o.status) < 0)
+		return KASIR_ESQL;
+	o.amount = db_get_i64(res, row, col + 2);
+	o.past_expiry = col_bool(res, row, col + 3);
+	o.access_days = db_get_i64(res, row, col + 4);
+	kasir_strlcpy(o.customer_email, db_get(res, row, col + 5),
+	              sizeof(o.customer_email));
+	kasir_strlcpy(o.course_id, db_get(res, row, col + 6),
+	              sizeof(o.course_id));
+	o.flagged = col_bool(res, row, col + 7);
+	o.partial_refund = col_bool(res, row, col + 8);
+	o.disputed = col_bool(res, row, col + 9);
+	o.reversed = col_bool(res, row, col + 10);
+	o.has_transaction_id = db_get(res, row, col + 11) != NULL;
+	if (o.has_transaction_id)
+		kasir_strlcpy(o.transaction_id, db_get(res, row, col + 11),
+		              sizeof(o.transaction_id));
+	*ret = o;
+	return 0;
+}
+
+int
 store_lock_order(struct kasir_db *db, const char *order_id,
                  const char *checked_at, struct order_row *ret)
 {
 	const char *params[2] = {order_id, checked_at};
-	struct order_row o;
 	PGresult *res = NULL;
 	int rc;
 
 	rc = db_exec(db, &st_lock, params, &res);
 	if (rc < 0)
 		return rc;
-	if (PQntuples(res) != 1) {
-		PQclear(res);
-		return KASIR_ENOTFOUND;
-	}
-	memset(&o, 0, sizeof(o));
-	kasir_strlcpy(o.order_id, db_get(res, 0, 0), sizeof(o.order_id));
-	if (order_status_parse(db_get(res, 0, 1), &o.status) < 0) {
-		PQclear(res);
-		return KASIR_ESQL;
-	}
-	o.amount = db_get_i64(res, 0, 2);
-	o.past_expiry = col_bool(res, 0, 3);
-	o.access_days = db_get_i64(res, 0, 4);
-	kasir_strlcpy(o.customer_email, db_get(res, 0, 5),
-	              sizeof(o.customer_email));
-	kasir_strlcpy(o.course_id, db_get(res, 0, 6), sizeof(o.course_id));
-	o.flagged = col_bool(res, 0, 7);
-	o.partial_refund = col_bool(res, 0, 8);
-	o.disputed = col_bool(res, 0, 9);
-	o.reversed = col_bool(res, 0, 10);
-	o.has_transaction_id = db_get(res, 0, 11) != NULL;
-	if (o.has_transaction_id)
-		kasir_strlcpy(o.transaction_id, db_get(res, 0, 11),
-		              sizeof(o.transaction_id));
+	if (PQntuples(res) != 1)
+		rc = KASIR_ENOTFOUND;
+	else
+		rc = store_row_from(res, 0, 0, ret);
 	PQclear(res);
-	*ret = o;
-	return 0;
+	return rc;
 }
 
 /* The ORDER_SNAPSHOT columns, in the order snapshot_json() reads them. */
@@ -95,7 +99,7 @@ static const struct db_stmt st_snapshot = {
 /* One statement for everything evidence changes on the order row: status
  * (the transition row is already written: the trigger checks it), the
  * transaction learned, the flags; returns the snapshot as of after. */
-static const struct db_stmt st_update = {
+const struct db_stmt store_st_update = {
     .name = "order_update",
     .sql = "UPDATE orders.orders SET"
            " status = coalesce($2, status),"
@@ -118,9 +122,8 @@ static const struct db_stmt st_update = {
 };
 /* clang-format on */
 
-/* Builds the ORDER_SNAPSHOT object from row 0 of res (SNAPSHOT_COLS). */
-static int
-snapshot_json(const PGresult *res, cJSON **ret)
+int
+store_snapshot_from(const PGresult *res, cJSON **ret)
 {
 	cJSON *o, *cust;
 
@@ -168,7 +171,7 @@ store_order_snapshot(struct kasir_db *db, const char *order_id,
 	rc = db_exec(db, &st_snapshot, params, &res);
 	if (rc < 0)
 		return rc;
-	rc = snapshot_json(res, ret);
+	rc = store_snapshot_from(res, ret);
 	PQclear(res);
 	return rc;
 }
@@ -179,30 +182,35 @@ tf(bool b)
 	return b ? "true" : "false";
 }
 
+void
+store_update_params(const struct order_update *u, const char *params[11])
+{
+	params[0] = u->order_id;
+	params[1] = u->status;
+	params[2] = tf(u->learn_txn);
+	params[3] = u->transaction_id;
+	params[4] = u->payment_type;
+	params[5] = tf(u->txn_from_transition);
+	params[6] = tf((u->flags & OFLAG_FLAGGED) != 0);
+	params[7] = u->flag_reason;
+	params[8] = tf((u->flags & OFLAG_PARTIAL_REFUND) != 0);
+	params[9] = tf((u->flags & OFLAG_DISPUTED) != 0);
+	params[10] = tf((u->flags & OFLAG_REVERSED) != 0);
+}
+
 int
 store_update(struct kasir_db *db, const struct order_update *u,
              struct cJSON **ret_snap)
 {
-	const char *params[11] = {
-	    u->order_id,
-	    u->status,
-	    tf(u->learn_txn),
-	    u->transaction_id,
-	    u->payment_type,
-	    tf(u->txn_from_transition),
-	    tf((u->flags & OFLAG_FLAGGED) != 0),
-	    u->flag_reason,
-	    tf((u->flags & OFLAG_PARTIAL_REFUND) != 0),
-	    tf((u->flags & OFLAG_DISPUTED) != 0),
-	    tf((u->flags & OFLAG_REVERSED) != 0),
-	};
+	const char *params[11];
 	PGresult *res = NULL;
 	int rc;
 
-	rc = db_exec(db, &st_update, params, &res);
+	store_update_params(u, params);
+	rc = db_exec(db, &store_st_update, params, &res);
 	if (rc < 0)
 		return rc;
-	rc = snapshot_json(res, ret_snap);
+	rc = store_snapshot_from(res, ret_snap);
 	PQclear(res);
 	return rc;
 }
@@ -443,7 +451,7 @@ store_access(struct kasir_db *db, const char *email, const char *course_id,
 	return 0;
 }
 
-static const struct db_stmt st_grant = {
+const struct db_stmt store_st_grant = {
     .name = "order_grant",
     .sql = "WITH ev AS (INSERT INTO orders.entitlement_events (order_id,"
            " customer_email, course_id, action, valid_until, source,"
@@ -470,31 +478,37 @@ store_grant(struct order_service *s, struct kasir_db *db,
 	const char *params[5] = {o->order_id, source, evidence_id, audit_id,
 	                         reason};
 	PGresult *res = NULL;
-	cJSON *extra;
 	int rc;
 
-	rc = db_exec(db, &st_grant, params, &res);
+	rc = db_exec(db, &store_st_grant, params, &res);
 	if (rc < 0)
 		return rc;
-	if (PQntuples(res) != 1) { /* not PAID: a programmer error */
-		PQclear(res);
+	rc = store_granted(s, db, o->order_id, res, snap);
+	PQclear(res);
+	return rc;
+}
+
+int
+store_granted(struct order_service *s, struct kasir_db *db,
+              const char *order_id, const PGresult *res,
+              const struct cJSON *snap)
+{
+	cJSON *extra;
+
+	if (res == NULL || PQntuples(res) != 1) /* not PAID: a bug */
 		return KASIR_ECONFLICT;
-	}
 	extra = cJSON_CreateObject();
-	if (extra == NULL) {
-		PQclear(res);
+	if (extra == NULL)
 		return -ENOMEM;
-	}
 	cJSON_AddStringToObject(extra, "customer_email", db_get(res, 0, 0));
 	if (db_get(res, 0, 1) != NULL)
 		cJSON_AddStringToObject(extra, "valid_until",
 		                        db_get(res, 0, 1));
-	PQclear(res);
-	return order_emit_snap(s, db, MSG_ACCESS_GRANTED, o->order_id, snap,
+	return order_emit_snap(s, db, MSG_ACCESS_GRANTED, order_id, snap,
 	                       extra);
 }
 
-static const struct db_stmt st_revoke = {
+const struct db_stmt store_st_revoke = {
     .name = "order_revoke",
     .sql = "WITH ev AS (INSERT INTO orders.entitlement_events (order_id,"
            " customer_email, course_id, action, source, evidence_id, reason)"
@@ -514,12 +528,21 @@ store_revoke(struct order_service *s, struct kasir_db *db,
              const struct cJSON *snap)
 {
 	const char *params[4] = {o->order_id, source, evidence_id, reason};
-	cJSON *extra;
 	int rc;
 
-	rc = db_exec(db, &st_revoke, params, NULL);
+	rc = db_exec(db, &store_st_revoke, params, NULL);
 	if (rc < 0)
 		return rc;
+	return store_revoked(s, db, o, reason, snap);
+}
+
+int
+store_revoked(struct order_service *s, struct kasir_db *db,
+              const struct order_row *o, const char *reason,
+              const struct cJSON *snap)
+{
+	cJSON *extra;
+
 	extra = cJSON_CreateObject();
 	if (extra == NULL)
 		return -ENOMEM;
