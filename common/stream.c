@@ -51,6 +51,7 @@
 #define STREAM_LIVE_RECVBUF       128 /* live frames queued in nng, at most */
 #define STREAM_LIVE_WAIT_MS       100 /* live recv timeout: stop/poll checks */
 #define STREAM_REPLAY_TIMEOUT_MS  5000
+#define STREAM_CLOSE_WAIT_MS      1000 /* close_bounded() */
 #define STREAM_REPLAY_REQ_MAX     4096 /* a replay request frame */
 /* A replay answer holds at most this many bytes of frames (but always at
  * least one frame, which max_frame bounds). */
@@ -363,6 +364,96 @@ static bool
 nng_stopped(int rv)
 {
 	return rv == NNG_ECANCELED || rv == NNG_ECLOSED;
+}
+
+/*
+ * nng_close() with a bounded wait, for teardown.  libnng 1.5.2 (Debian
+ * 1.5.2-2) has a second shutdown bug: closing a tcp socket while one of
+ * its pipes is between reading a message's header and its body makes the
+ * transport drop the body read (nni_aio_begin fails on the closed rxaio
+ * and nothing completes it), so the pipe's protocol receive never ends
+ * and nng_close() waits for that pipe forever.  Data arriving at the
+ * wrong instant is enough; nothing on our side can prevent it.  The close
+ * runs on a helper thread; after STREAM_CLOSE_WAIT_MS this thread logs a
+ * warning and goes on (the process is exiting: the helper stays blocked
+ * until exit).  Every thread that used s has been joined before.
+ */
+struct stream_closer {
+	nng_socket s;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done; /* under mu */
+	int refs;  /* under mu: the caller and the helper */
+};
+
+static void
+closer_unref(struct stream_closer *k)
+{
+	bool last;
+
+	pthread_mutex_lock(&k->mu);
+	last = --k->refs == 0;
+	pthread_mutex_unlock(&k->mu);
+	if (last) {
+		pthread_cond_destroy(&k->cv);
+		pthread_mutex_destroy(&k->mu);
+		free(k);
+	}
+}
+
+static void *
+closer_main(void *arg)
+{
+	struct stream_closer *k = arg;
+
+	nng_close(k->s);
+	pthread_mutex_lock(&k->mu);
+	k->done = true;
+	pthread_cond_broadcast(&k->cv);
+	pthread_mutex_unlock(&k->mu);
+	closer_unref(k);
+	return NULL;
+}
+
+static void
+close_bounded(nng_socket s, const char *stream, const char *what)
+{
+	struct stream_closer *k = calloc(1, sizeof(*k));
+	int64_t until = now_mono_ms() + STREAM_CLOSE_WAIT_MS;
+	pthread_t t;
+	bool done;
+
+	if (k == NULL || pthread_mutex_init(&k->mu, NULL) != 0) {
+		free(k);
+		nng_close(s); /* unbounded, but closed */
+		return;
+	}
+	if (cond_init_mono(&k->cv) < 0) {
+		pthread_mutex_destroy(&k->mu);
+		free(k);
+		nng_close(s);
+		return;
+	}
+	k->s = s;
+	k->refs = 2;
+	if (pthread_create(&t, NULL, closer_main, k) != 0) {
+		k->refs = 1;
+		nng_close(s);
+		closer_unref(k);
+		return;
+	}
+	pthread_detach(t);
+	pthread_mutex_lock(&k->mu);
+	while (!k->done && now_mono_ms() < until)
+		cond_wait_ms(&k->cv, &k->mu, until - now_mono_ms());
+	done = k->done;
+	pthread_mutex_unlock(&k->mu);
+	closer_unref(k);
+	if (!done)
+		log_fields(LOG_WARNING, LOG_F({"STREAM", stream}),
+		           "closing the %s socket did not finish in %d ms "
+		           "(libnng 1.5.2 tcp close bug): left to process exit",
+		           what, STREAM_CLOSE_WAIT_MS);
 }
 
 /* seal_and_send() through aio (blocking, the socket's SENDTIMEO); a stop
@@ -970,9 +1061,9 @@ stream_producer_stop(struct stream_producer *p)
 	nng_aio_free(p->rep_aio);
 	p->rep_aio = NULL;
 	if (p->rep_open)
-		nng_close(p->rep);
+		close_bounded(p->rep, p->stream, "replay");
 	if (p->pub_open)
-		nng_close(p->pub);
+		close_bounded(p->pub, p->stream, "publish");
 	db_close(p->pub_db);
 	db_close(p->rep_db);
 	for (size_t i = 0; i < STREAM_DEFER_SLOTS; i++)
@@ -1203,6 +1294,7 @@ struct stream_consumer {
 	void *arg;
 	void (*committed)(void *arg);
 	struct stream_producer *defer; /* optimistic batches; see stream.h */
+	bool optimistic;               /* defer, or the conf's flag */
 	stream_apply_batch_fn apply_batch;
 	const struct kasir_msg **msgs; /* batch_max slots for apply_batch */
 
@@ -1515,7 +1607,8 @@ consumer_apply_mode(struct stream_consumer *c, bool careful)
 		consumer_set_cursor(c, cur);
 		return i == b->n ? 0 : KASIR_ECONFLICT;
 	}
-	if (!careful && stream_defer_begin(c->defer, c->db) < 0) {
+	if (!careful && c->defer != NULL &&
+	    stream_defer_begin(c->defer, c->db) < 0) {
 		db_rollback(c->db);
 		return APPLY_CAREFULLY;
 	}
@@ -1589,7 +1682,7 @@ consumer_apply_mode(struct stream_consumer *c, bool careful)
 		cur = it->seq;
 	}
 	done = i;
-	if (!careful) {
+	if (!careful && c->defer != NULL) {
 		rc = stream_defer_flush(c->defer, c->db);
 		stream_defer_end(c->defer, c->db);
 		if (rc < 0) {
@@ -1623,7 +1716,7 @@ consumer_apply_batch(struct stream_consumer *c)
 
 	if (c->batch.n == 0)
 		return 0;
-	if (c->defer != NULL) {
+	if (c->optimistic) {
 		rc = consumer_apply_mode(c, false);
 		if (rc != APPLY_CAREFULLY)
 			return rc;
@@ -2001,7 +2094,8 @@ stream_consumer_start(const struct stream_consumer_conf *conf,
 	c->arg = arg;
 	c->committed = conf->committed;
 	c->defer = conf->defer;
-	c->apply_batch = conf->defer != NULL ? conf->apply_batch : NULL;
+	c->optimistic = conf->optimistic || conf->defer != NULL;
+	c->apply_batch = c->optimistic ? conf->apply_batch : NULL;
 
 	c->m_received = counter(m, "kasir_stream_received_total", c->stream,
 	                        NULL, "verified frames received");
@@ -2092,9 +2186,9 @@ stream_consumer_stop(struct stream_consumer *c)
 	nng_aio_free(c->aio);
 	c->aio = NULL;
 	if (c->live_open)
-		nng_close(c->live);
+		close_bounded(c->live, c->stream, "live");
 	if (c->req_open)
-		nng_close(c->req);
+		close_bounded(c->req, c->stream, "replay request");
 	batch_clear(&c->batch);
 	db_close(c->db);
 	pthread_cond_destroy(&c->cv);

@@ -139,9 +139,13 @@ struct stream_consumer_conf {
 	 * isolates the failing message exactly as without this option.  The
 	 * callback must then keep no state outside the transaction. */
 	struct stream_producer *defer;
-	/* optional, with defer: applies the optimistic pass's messages in
-	 * one call (e.g. with the statements of all of them pipelined)
-	 * instead of one apply call each; apply stays the careful pass. */
+	/* the same optimistic pass for a callback that appends nothing
+	 * (implied by defer) */
+	bool optimistic;
+	/* optional, with defer or optimistic: applies the optimistic pass's
+	 * messages in one call (e.g. with the statements of all of them
+	 * pipelined) instead of one apply call each; apply stays the careful
+	 * pass. */
 	stream_apply_batch_fn apply_batch;
 };
 
