@@ -405,16 +405,18 @@ fail:
 	return rc;
 }
 
+/* clang-format off */
 static const struct db_stmt st_access = {
     .name = "order_access",
-    .sql = "SELECT order_id, " TS(
-        "valid_until") " FROM orders.entitlements"
-                       " WHERE customer_email = lower($1) AND course_id = $2"
-                       " AND revoked_at IS NULL"
-                       " AND (valid_until IS NULL OR valid_until > now())"
-                       " ORDER BY valid_until DESC NULLS FIRST LIMIT 1",
+    .sql = "SELECT order_id, " TS("valid_until")
+           " FROM orders.entitlements"
+           " WHERE customer_email = lower($1) AND course_id = $2"
+           " AND revoked_at IS NULL"
+           " AND (valid_until IS NULL OR valid_until > now())"
+           " ORDER BY valid_until DESC NULLS FIRST LIMIT 1",
     .nparams = 2,
 };
+/* clang-format on */
 
 int
 store_access(struct kasir_db *db, const char *email, const char *course_id,
