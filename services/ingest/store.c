@@ -330,6 +330,31 @@ commit_batch(struct ingest_store *s, struct ingest_item **items, size_t n)
 		item_finish(s, items[i], 0);
 }
 
+static const struct db_stmt stmt_last_event = {
+    .name = "ingest_last_event",
+    .sql = "SELECT extract(epoch FROM received_at)::float8"
+           " FROM ingest.payment_event ORDER BY id DESC LIMIT 1",
+    .nparams = 0,
+};
+
+/* The last-notification gauge as of the table, once after start: a
+ * restart must not make it look as if nothing ever arrived.  Best effort
+ * (the database may be down: the next stored batch sets it anyway). */
+static void
+load_last_notification(struct ingest_store *s)
+{
+	PGresult *res = NULL;
+
+	if (db_ensure(s->db) < 0 ||
+	    db_exec(s->db, &stmt_last_event, NULL, &res) < 0)
+		return;
+	if (PQntuples(res) == 1 && db_get(res, 0, 0) != NULL &&
+	    metric_value(s->im->last_notification) == 0)
+		metric_set(s->im->last_notification,
+		           strtod(db_get(res, 0, 0), NULL));
+	PQclear(res);
+}
+
 static void
 timespec_after_ms(struct timespec *ts, int64_t ms)
 {
@@ -347,6 +372,7 @@ committer_main(void *arg)
 {
 	struct ingest_store *s = arg;
 
+	load_last_notification(s);
 	pthread_mutex_lock(&s->lock);
 	for (;;) {
 		size_t n = 0;

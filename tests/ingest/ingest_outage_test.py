@@ -85,6 +85,20 @@ def main():
                       what="ready again")
         code = st.stop("ingest")
         check(code == 0, f"SIGTERM: orderly exit 0 ({code})")
+
+        # after a restart the last-notification gauge comes from the table,
+        # not 0 ("nothing ever arrived" would mislead kasirctl status)
+        last = st.sql("SELECT extract(epoch FROM max(received_at))::float8"
+                      " FROM ingest.payment_event")[0][0]
+        st.start("ingest")
+        gauge = st.wait_until(
+            lambda: st.metric("ingest",
+                              "kasir_ingest_last_notification_timestamp_seconds"),
+            timeout=10, what="last-notification gauge set after a restart")
+        check(abs(gauge - last) < 1.0,
+              f"restart: last-notification gauge {gauge} = last stored {last}")
+        code = st.stop("ingest")
+        check(code == 0, f"SIGTERM: orderly exit 0 ({code})")
     return 0
 
 
