@@ -33,51 +33,50 @@
 	"to_char(" col " AT TIME ZONE 'UTC', "                                 \
 	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
+/* clang-format off */
 static const struct db_stmt stmt_events_by_order = {
     .name = "ingest_admin_events",
-    .sql = "SELECT id, " TS_UTC(
-        "received_at") ", transaction_status, "
-                       "status_code, gross_amount, payment_type, fraud_status, "
-                       "transaction_id, currency, signature_key_id, "
-                       "host(source_addr) "
-                       "FROM ingest.payment_event WHERE order_id = $1 ORDER BY "
-                       "id "
-                       "LIMIT 1000",
+    .sql = "SELECT id, " TS_UTC("received_at") ","
+           " transaction_status, status_code, gross_amount, payment_type,"
+           " fraud_status, transaction_id, currency, signature_key_id,"
+           " host(source_addr)"
+           " FROM ingest.payment_event WHERE order_id = $1"
+           " ORDER BY id LIMIT 1000",
     .nparams = 1,
 };
 
 static const struct db_stmt stmt_quarantine_by_order = {
     .name = "ingest_admin_quarantine_order",
-    .sql = "SELECT id, " TS_UTC(
-        "received_at") ", reason, "
-                       "host(source_addr), length(raw) FROM ingest.quarantine "
-                       "WHERE order_id = $1 ORDER BY id LIMIT 1000",
+    .sql = "SELECT id, " TS_UTC("received_at") ","
+           " reason, host(source_addr), length(raw)"
+           " FROM ingest.quarantine WHERE order_id = $1"
+           " ORDER BY id LIMIT 1000",
     .nparams = 1,
 };
 
 static const struct db_stmt stmt_quarantine_latest = {
     .name = "ingest_admin_quarantine_latest",
-    .sql = "SELECT id, " TS_UTC(
-        "received_at") ", reason, "
-                       "host(source_addr), length(raw), order_id, "
-                       "convert_from(raw, 'UTF8') FROM ingest.quarantine "
-                       "ORDER BY id DESC LIMIT $1",
+    .sql = "SELECT id, " TS_UTC("received_at") ","
+           " reason, host(source_addr), length(raw), order_id,"
+           " convert_from(raw, 'UTF8')"
+           " FROM ingest.quarantine"
+           " ORDER BY id DESC LIMIT $1",
     .nparams = 1,
 };
 
 static const struct db_stmt stmt_export_events = {
     .name = "ingest_admin_export_events",
-    .sql = "SELECT id, " TS_UTC(
-        "received_at") ", order_id, "
-                       "transaction_status, status_code, gross_amount, "
-                       "currency, "
-                       "payment_type, fraud_status, transaction_id, "
-                       "host(source_addr) FROM ingest.payment_event "
-                       "WHERE received_at >= $1::timestamptz "
-                       "AND received_at < $2::timestamptz ORDER BY id LIMIT "
-                       "100001",
+    .sql = "SELECT id, " TS_UTC("received_at") ","
+           " order_id, transaction_status, status_code, gross_amount,"
+           " currency, payment_type, fraud_status, transaction_id,"
+           " host(source_addr)"
+           " FROM ingest.payment_event"
+           " WHERE received_at >= $1::timestamptz"
+           " AND received_at < $2::timestamptz"
+           " ORDER BY id LIMIT 100001",
     .nparams = 2,
 };
+/* clang-format on */
 
 static const struct db_stmt stmt_audit_insert = {
     .name = "ingest_admin_audit",

@@ -142,9 +142,11 @@ ops_audit(struct ctl *c)
 	return r;
 }
 
+/* clang-format off */
 #define AUDIT_COLS                                                             \
 	"id, " TS("at") " AS at, actor, role, command, changing, service,"     \
-	                " target, args, reason, incident_id, result, error"
+	" target, args, reason, incident_id, result, error"
+/* clang-format on */
 
 static const struct db_stmt st_audit_order = {
     .name = "ops_audit_order",
@@ -198,31 +200,19 @@ ops_incident_parse(const char *s, int64_t *ret_id)
 	return 0;
 }
 
+/* clang-format off */
 static const struct db_stmt st_incident_get = {
     .name = "ops_incident_get",
-    .sql = "SELECT 'INC-' || id AS id, severity, title, " TS(
-        "opened_at") " AS opened_at, opened_by, " TS("closed_at") " AS "
-                                                                  "closed_at,"
-                                                                  " closed_by, "
-                                                                  "root_cause, "
-                                                                  "impact, "
-                                                                  "resolution, "
-                                                                  "preventive, "
-                                                                  "owner,"
-                                                                  " CASE WHEN "
-                                                                  "closed_at "
-                                                                  "IS NULL "
-                                                                  "THEN 'open' "
-                                                                  "ELSE "
-                                                                  "'closed' "
-                                                                  "END AS state"
-                                                                  " FROM "
-                                                                  "ops."
-                                                                  "incident "
-                                                                  "WHERE id = "
-                                                                  "$1::bigint",
+    .sql = "SELECT 'INC-' || id AS id, severity, title,"
+           " " TS("opened_at") " AS opened_at, opened_by,"
+           " " TS("closed_at") " AS closed_at,"
+           " closed_by, root_cause, impact, resolution, preventive, owner,"
+           " CASE WHEN closed_at IS NULL THEN 'open' ELSE 'closed'"
+           " END AS state"
+           " FROM ops.incident WHERE id = $1::bigint",
     .nparams = 1,
 };
+/* clang-format on */
 
 int
 ops_incident_get(struct ctl *c, int64_t id, cJSON **ret)
@@ -307,13 +297,15 @@ ops_incident_close(struct ctl *c, int64_t id, const char *const fields[5])
 	return r;
 }
 
+/* clang-format off */
 static const struct db_stmt st_incident_notes = {
     .name = "ops_incident_notes",
     .sql = "SELECT id, " TS("at") " AS at, actor, role, text"
-                                  " FROM ops.incident_note WHERE incident_id ="
-                                  " $1::bigint ORDER BY id LIMIT " OPS_LIST_MAX,
+           " FROM ops.incident_note WHERE incident_id = $1::bigint"
+           " ORDER BY id LIMIT " OPS_LIST_MAX,
     .nparams = 1,
 };
+/* clang-format on */
 
 int
 ops_incident_notes(struct ctl *c, int64_t id, cJSON **ret)
@@ -325,31 +317,19 @@ ops_incident_notes(struct ctl *c, int64_t id, cJSON **ret)
 	return query_rows(c, &st_incident_notes, p, ret);
 }
 
+/* clang-format off */
 static const struct db_stmt st_incident_list = {
     .name = "ops_incident_list",
-    .sql = "SELECT 'INC-' || id AS id, severity, title, " TS(
-        "opened_at") " AS opened_at, opened_by, " TS("closed_at") " AS "
-                                                                  "closed_at,"
-                                                                  " CASE WHEN "
-                                                                  "closed_at "
-                                                                  "IS NULL "
-                                                                  "THEN 'open' "
-                                                                  "ELSE "
-                                                                  "'closed' "
-                                                                  "END AS state"
-                                                                  " FROM "
-                                                                  "ops."
-                                                                  "incident "
-                                                                  "WHERE "
-                                                                  "$1::bool OR "
-                                                                  "closed_at "
-                                                                  "IS NULL"
-                                                                  " ORDER BY "
-                                                                  "id DESC "
-                                                                  "LIMIT"
-                                                                  " " OPS_LIST_MAX,
+    .sql = "SELECT 'INC-' || id AS id, severity, title,"
+           " " TS("opened_at") " AS opened_at, opened_by,"
+           " " TS("closed_at") " AS closed_at,"
+           " CASE WHEN closed_at IS NULL THEN 'open' ELSE 'closed'"
+           " END AS state"
+           " FROM ops.incident WHERE $1::bool OR closed_at IS NULL"
+           " ORDER BY id DESC LIMIT " OPS_LIST_MAX,
     .nparams = 1,
 };
+/* clang-format on */
 
 int
 ops_incident_list(struct ctl *c, bool all, cJSON **ret)

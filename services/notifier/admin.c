@@ -55,6 +55,8 @@ role_name(enum admin_role r)
 	}
 }
 
+/* SQL reads best one clause per line: */
+/* clang-format off */
 static const struct db_stmt st_backlog = {
     .name = "notify_admin_backlog",
     .sql = "SELECT state, channel, count(*)::bigint AS jobs FROM notify.job"
@@ -63,12 +65,12 @@ static const struct db_stmt st_backlog = {
 
 static const struct db_stmt st_oldest = {
     .name = "notify_admin_oldest",
-    .sql =
-        "SELECT COALESCE(extract(epoch FROM now() - min(due_at)), 0)"
-        "::float8 AS oldest_due_s FROM notify.job"
-        " WHERE state IN ('queued', 'retry', 'uncertain') AND due_at <= now()"
-        " AND (kind <> 'reminder' OR NOT (SELECT reminders_paused"
-        "      FROM notify.settings WHERE id = 1))",
+    .sql = "SELECT COALESCE(extract(epoch FROM now() - min(due_at)), 0)"
+           "::float8 AS oldest_due_s FROM notify.job"
+           " WHERE state IN ('queued', 'retry', 'uncertain')"
+           " AND due_at <= now()"
+           " AND (kind <> 'reminder' OR NOT (SELECT reminders_paused"
+           "      FROM notify.settings WHERE id = 1))",
 };
 
 static const struct db_stmt st_settings = {
@@ -110,8 +112,8 @@ static const struct db_stmt st_stuck = {
     .name = "notify_admin_stuck",
     .sql = "SELECT id, order_id, kind, channel, state, attempts,"
            " due_at::text, lease_until::text FROM notify.job"
-           " WHERE (state = 'sending' AND lease_until < now() - interval '1 "
-           "minute')"
+           " WHERE (state = 'sending'"
+           " AND lease_until < now() - interval '1 minute')"
            "  OR (state IN ('queued', 'retry', 'uncertain')"
            "      AND due_at < now() - interval '10 minutes'"
            "      AND (kind <> 'reminder' OR NOT (SELECT reminders_paused"
@@ -123,11 +125,12 @@ static const struct db_stmt st_stuck = {
  * the SOP's forbidden case.  Must always be empty. */
 static const struct db_stmt st_receipt_unpaid = {
     .name = "notify_admin_receipt_unpaid",
-    .sql =
-        "SELECT j.id AS job_id, j.order_id, j.channel, a.order_status,"
-        " a.at::text FROM notify.attempt a JOIN notify.job j"
-        " ON j.id = a.job_id WHERE j.kind = 'receipt' AND a.result = 'sent'"
-        " AND a.order_status IS DISTINCT FROM 'PAID' ORDER BY a.id LIMIT 200",
+    .sql = "SELECT j.id AS job_id, j.order_id, j.channel, a.order_status,"
+           " a.at::text"
+           " FROM notify.attempt a JOIN notify.job j ON j.id = a.job_id"
+           " WHERE j.kind = 'receipt' AND a.result = 'sent'"
+           " AND a.order_status IS DISTINCT FROM 'PAID'"
+           " ORDER BY a.id LIMIT 200",
 };
 
 static const struct db_stmt st_paid_no_receipt = {
@@ -142,16 +145,16 @@ static const struct db_stmt st_paid_no_receipt = {
 
 static const struct db_stmt st_jobs_of_order = {
     .name = "notify_admin_jobs_of_order",
-    .sql =
-        "SELECT id, kind, channel, variant, recipient, state, attempts,"
-        " max_attempts, due_at::text, last_error, provider_id, uncertain,"
-        " origin, created_at::text, sent_at::text,"
-        " (SELECT COALESCE(json_agg(json_build_object('attempt', a.attempt_no,"
-        "   'result', a.result, 'order_status', a.order_status,"
-        "   'provider_id', a.provider_id, 'error', a.error,"
-        "   'latency_ms', a.latency_ms, 'at', a.at) ORDER BY a.id), '[]')"
-        "  FROM notify.attempt a WHERE a.job_id = j.id) AS attempts_log"
-        " FROM notify.job j WHERE order_id = $1 ORDER BY id LIMIT 200",
+    .sql = "SELECT id, kind, channel, variant, recipient, state, attempts,"
+           " max_attempts, due_at::text, last_error, provider_id, uncertain,"
+           " origin, created_at::text, sent_at::text,"
+           " (SELECT"
+           " COALESCE(json_agg(json_build_object('attempt', a.attempt_no,"
+           "   'result', a.result, 'order_status', a.order_status,"
+           "   'provider_id', a.provider_id, 'error', a.error,"
+           "   'latency_ms', a.latency_ms, 'at', a.at) ORDER BY a.id), '[]')"
+           "  FROM notify.attempt a WHERE a.job_id = j.id) AS attempts_log"
+           " FROM notify.job j WHERE order_id = $1 ORDER BY id LIMIT 200",
     .nparams = 1,
 };
 
@@ -197,6 +200,7 @@ static const struct db_stmt st_resend = {
            " RETURNING id, channel, variant",
     .nparams = 3,
 };
+/* clang-format on */
 
 static void
 set_err(char *code, size_t code_len, char *msg, size_t msg_len, const char *c,

@@ -68,12 +68,14 @@ static const struct db_stmt st_claim_expired = {
     .nparams = 2,
 };
 
+/* clang-format off */
 static const struct db_stmt st_claim_due = {
     .name = "notify_claim_due",
-    .sql = CLAIM_SQL(
-        "state IN ('queued', 'retry', 'uncertain') AND due_at <= now()"),
+    .sql = CLAIM_SQL("state IN ('queued', 'retry', 'uncertain')"
+                     " AND due_at <= now()"),
     .nparams = 2,
 };
+/* clang-format on */
 
 static const struct db_stmt st_order_read = {
     .name = "notify_order_read",
@@ -114,19 +116,21 @@ static const struct db_stmt st_job_postpone = {
     .nparams = 2,
 };
 
+/* clang-format off */
 static const struct db_stmt st_job_finish = {
     .name = "notify_job_finish",
-    .sql =
-        "UPDATE notify.job SET state = $3, lease_until = NULL,"
-        " due_at = CASE WHEN $4::bigint IS NULL THEN due_at"
-        "  ELSE now() + $4::bigint * interval '1 millisecond' END,"
-        " last_error = COALESCE($5, last_error),"
-        " provider_id = COALESCE($6, provider_id),"
-        " sent_at = CASE WHEN $3 = 'sent' THEN now() ELSE sent_at END,"
-        " uncertain = uncertain + $7::int, updated_at = now()"
-        " WHERE id = $1::bigint AND state = 'sending' AND attempts = $2::int",
+    .sql = "UPDATE notify.job SET state = $3, lease_until = NULL,"
+           " due_at = CASE WHEN $4::bigint IS NULL THEN due_at"
+           "  ELSE now() + $4::bigint * interval '1 millisecond' END,"
+           " last_error = COALESCE($5, last_error),"
+           " provider_id = COALESCE($6, provider_id),"
+           " sent_at = CASE WHEN $3 = 'sent' THEN now() ELSE sent_at END,"
+           " uncertain = uncertain + $7::int, updated_at = now()"
+           " WHERE id = $1::bigint AND state = 'sending'"
+           " AND attempts = $2::int",
     .nparams = 7,
 };
+/* clang-format on */
 
 struct claimed {
 	int64_t id;

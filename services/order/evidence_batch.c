@@ -155,7 +155,8 @@ batch_lock(struct kasir_db *db, struct batch *b)
 			it->kind = ITEM_APPLY;
 	}
 	rc = 0;
-	/* the rows are read while deciding: keep res until then */
+	/* each order's state as locked; each message's past_expiry (judged
+	 * at its own checked_at) parked in its .before for batch_decide() */
 	for (size_t i = 0; i < b->n && rc == 0; i++) {
 		struct item *it = &b->items[i];
 		struct order_row *o = NULL, fresh;
