@@ -800,7 +800,7 @@ def bench_rss(args):
         mx_after = max(s[len(s) // 5:])
         growth = (mx_after - warm) / warm * 100.0
         lines.append(f"| {d} | {idle[d]} | {warm} | {max(s)} | {s[-1]} | "
-                     f"{growth:+.1f}% | {'flat' if growth <= 10 else 'GROWS'} (short run: not the 10-min verdict) |")
+                     f"{growth:+.1f}% | {'flat' if growth <= 10 else 'GROWS'}{'' if args.seconds >= 600 else ' (short run: not the 10-min verdict)'} |")
     table = "\n".join(lines)
     print(table)
     md = header(args) + f"""- All four daemons (+ fakes) idle for {args.idle} s, then {args.seconds} s
