@@ -38,6 +38,7 @@
 struct admin_socket {
 	nng_socket sock;
 	nng_listener listener;
+	nng_aio *aio; /* the worker's; admin_socket_stop() stops it */
 	pthread_t thread;
 	bool thread_started;
 	bool is_ipc;
@@ -323,11 +324,15 @@ worker(void *arg)
 		char *text;
 		int rv;
 
-		rv = nng_recvmsg(s->sock, &msg, 0);
-		if (rv == NNG_ECLOSED)
+		nng_recv_aio(s->sock, s->aio);
+		nng_aio_wait(s->aio);
+		rv = nng_aio_result(s->aio);
+		if (rv == NNG_ECANCELED || rv == NNG_ECLOSED)
 			break;
 		if (rv != 0)
 			continue;
+		msg = nng_aio_get_msg(s->aio);
+		nng_aio_set_msg(s->aio, NULL);
 		reply = handle(s, msg);
 		nng_msg_free(msg);
 		if (reply == NULL)
@@ -338,8 +343,12 @@ worker(void *arg)
 			continue; /* the client times out */
 		if (nng_msg_alloc(&out, 0) == 0 &&
 		    nng_msg_append(out, text, strlen(text)) == 0) {
-			if (nng_sendmsg(s->sock, out, 0) != 0)
-				nng_msg_free(out);
+			nng_aio_set_msg(s->aio, out);
+			nng_send_aio(s->sock, s->aio);
+			nng_aio_wait(s->aio);
+			if (nng_aio_result(s->aio) != 0)
+				nng_msg_free(out); /* still ours */
+			nng_aio_set_msg(s->aio, NULL);
 		} else if (out != NULL) {
 			nng_msg_free(out);
 		}
@@ -428,7 +437,8 @@ admin_socket_start(const struct admin_socket_conf *conf,
 		if ((rc = remove_stale_socket(conf->url)) < 0)
 			goto fail;
 	}
-	if ((rv = nng_rep0_open(&s->sock)) != 0) {
+	if ((rv = nng_aio_alloc(&s->aio, NULL, NULL)) != 0 ||
+	    (rv = nng_rep0_open(&s->sock)) != 0) {
 		rc = nng_to_errno(rv);
 		goto fail;
 	}
@@ -452,6 +462,7 @@ admin_socket_start(const struct admin_socket_conf *conf,
 	*ret = s;
 	return 0;
 fail:
+	nng_aio_free(s->aio); /* NULL is fine */
 	free(s->engineer_group);
 	free(s->support_group);
 	free(s);
@@ -463,9 +474,16 @@ admin_socket_stop(struct admin_socket *s)
 {
 	if (s == NULL)
 		return;
-	nng_close(s->sock); /* wakes the worker with NNG_ECLOSED */
+	/* Never close the socket under the worker (libnng 1.5.2 may then
+	 * lock the socket's destroyed mutex from its timer thread: SIGABRT,
+	 * see stream.c aio_recvmsg()).  Stopping the aio ends the pending
+	 * receive or send with NNG_ECANCELED and fails any later one; close
+	 * after the join and nng_aio_free(). */
+	nng_aio_stop(s->aio);
 	if (s->thread_started)
 		pthread_join(s->thread, NULL);
+	nng_aio_free(s->aio);
+	nng_close(s->sock);
 	free(s->engineer_group);
 	free(s->support_group);
 	free(s);

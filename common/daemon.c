@@ -454,4 +454,7 @@ daemon_fini(struct daemon *d)
 	if (d->sigfd >= 0)
 		close(d->sigfd);
 	d->sigfd = -1;
+	/* main() stops its own threads before daemon_fini(): from here on
+	 * nothing runs but the caller's last frees */
+	log_info("%s stopped", d->name != NULL ? d->name : "daemon");
 }

@@ -96,6 +96,8 @@ int daemon_watch_consumer(struct daemon *d, struct stream_consumer *c,
 
 typedef void (*daemon_tick_fn)(void *arg);
 int daemon_run(struct daemon *d, daemon_tick_fn tick, void *arg);
+/* Frees what daemon_init() made and logs "<name> stopped": call it after
+ * every thread the daemon started is stopped. */
 void daemon_fini(struct daemon *d);
 
 #endif

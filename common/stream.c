@@ -372,11 +372,13 @@ nng_stopped(int rv)
  * its pipes is between reading a message's header and its body makes the
  * transport drop the body read (nni_aio_begin fails on the closed rxaio
  * and nothing completes it), so the pipe's protocol receive never ends
- * and nng_close() waits for that pipe forever.  Data arriving at the
- * wrong instant is enough; nothing on our side can prevent it.  The close
- * runs on a helper thread; after STREAM_CLOSE_WAIT_MS this thread logs a
- * warning and goes on (the process is exiting: the helper stays blocked
- * until exit).  Every thread that used s has been joined before.
+ * and nng_close() waits for that pipe forever (and so does every later
+ * close: nng reaps pipes on one thread).  Data arriving at the wrong
+ * instant is enough; nothing on our side can prevent it.  The close runs
+ * on a helper thread; after STREAM_CLOSE_WAIT_MS this thread logs a
+ * warning and goes on, and later closes are not waited for (the process
+ * is exiting: the helpers stay blocked until exit).  Every thread that
+ * used s has been joined before.
  */
 struct stream_closer {
 	nng_socket s;
@@ -415,11 +417,17 @@ closer_main(void *arg)
 	return NULL;
 }
 
+/* Set once a close did not finish: nng's single reaper thread is then
+ * stuck, every later close would wait for it too, so they are not waited
+ * for any more. */
+static bool close_wedged;
+
 static void
 close_bounded(nng_socket s, const char *stream, const char *what)
 {
 	struct stream_closer *k = calloc(1, sizeof(*k));
-	int64_t until = now_mono_ms() + STREAM_CLOSE_WAIT_MS;
+	bool wedged = __atomic_load_n(&close_wedged, __ATOMIC_ACQUIRE);
+	int64_t until = now_mono_ms() + (wedged ? 0 : STREAM_CLOSE_WAIT_MS);
 	pthread_t t;
 	bool done;
 
@@ -449,11 +457,13 @@ close_bounded(nng_socket s, const char *stream, const char *what)
 	done = k->done;
 	pthread_mutex_unlock(&k->mu);
 	closer_unref(k);
-	if (!done)
+	if (!done) {
+		__atomic_store_n(&close_wedged, true, __ATOMIC_RELEASE);
 		log_fields(LOG_WARNING, LOG_F({"STREAM", stream}),
-		           "closing the %s socket did not finish in %d ms "
-		           "(libnng 1.5.2 tcp close bug): left to process exit",
-		           what, STREAM_CLOSE_WAIT_MS);
+		           "closing the %s socket did not finish (libnng "
+		           "1.5.2 tcp close bug): left to process exit",
+		           what);
+	}
 }
 
 /* seal_and_send() through aio (blocking, the socket's SENDTIMEO); a stop
