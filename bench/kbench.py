@@ -130,9 +130,26 @@ def header(args):
             f"- Machine: {machine()}\n"
             f"- Reproduce: `cd {SRC} && {cmd} {argv}`\n"
             f"- Load average (1/5/15 min) before the run: {args.load_before}\n"
-            "- **Preliminary: taken on a loaded shared machine (see the warning at"
-            " the top); re-run on an idle machine before comparing with the"
+            + quiet_note(args.load_before))
+
+
+def quiet_note(load_before):
+    """Whether the machine was quiet enough for the figures to be compared
+    with the targets: the 1-minute load average before the run."""
+    try:
+        one = float(str(load_before).split()[0])
+    except (ValueError, IndexError):
+        one = float("inf")
+    if one <= QUIET_LOAD:
+        return (f"- Quiet machine (1-minute load <= {QUIET_LOAD} before the"
+                " run, nothing else running): comparable with the targets.\n")
+    return ("- **Loaded machine (1-minute load above "
+            f"{QUIET_LOAD} before the run): other work shared the 2 cores;"
+            " re-run on a quiet machine before comparing with the"
             " targets.**\n")
+
+
+QUIET_LOAD = 2.5
 
 
 def build_type(build):
