@@ -308,11 +308,12 @@ seal_and_send(const struct keyring *kr, nng_socket s, const char *body,
  * nng error; on success *ret is the message (caller frees).
  */
 static int
-aio_recvmsg(nng_socket s, nng_aio *aio, nng_msg **ret)
+aio_recvmsg_within(nng_socket s, nng_aio *aio, nng_duration timeout,
+                   nng_msg **ret)
 {
 	int rv;
 
-	nng_aio_set_timeout(aio, NNG_DURATION_DEFAULT);
+	nng_aio_set_timeout(aio, timeout);
 	nng_recv_aio(s, aio);
 	nng_aio_wait(aio);
 	rv = nng_aio_result(aio);
@@ -323,22 +324,18 @@ aio_recvmsg(nng_socket s, nng_aio *aio, nng_msg **ret)
 	return rv;
 }
 
+static int
+aio_recvmsg(nng_socket s, nng_aio *aio, nng_msg **ret)
+{
+	return aio_recvmsg_within(s, aio, NNG_DURATION_DEFAULT, ret);
+}
+
 /* Non-blocking receive through aio: a message already queued, or
  * NNG_ETIMEDOUT at once. */
 static int
 aio_recvmsg_nowait(nng_socket s, nng_aio *aio, nng_msg **ret)
 {
-	int rv;
-
-	nng_aio_set_timeout(aio, NNG_DURATION_ZERO);
-	nng_recv_aio(s, aio);
-	nng_aio_wait(aio);
-	rv = nng_aio_result(aio);
-	if (rv == 0) {
-		*ret = nng_aio_get_msg(aio);
-		nng_aio_set_msg(aio, NULL);
-	}
-	return rv;
+	return aio_recvmsg_within(s, aio, NNG_DURATION_ZERO, ret);
 }
 
 /* Sends msg through aio; msg is consumed whatever the outcome. */
