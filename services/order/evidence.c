@@ -429,6 +429,7 @@ order_apply_evidence(void *arg, struct kasir_db *db,
 		return rc;
 	e.in.past_expiry =
 	    o.past_expiry && (e.checked_at == NULL || e.check_past_expiry);
+	e.in.checked_before_paid = o.checked_before_paid;
 
 	facts.status = o.status;
 	facts.amount = o.amount;

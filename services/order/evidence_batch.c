@@ -53,7 +53,7 @@ static const struct db_stmt st_lock_batch = {
     .nparams = 4,
 };
 #define LOCK_ROW_COL 1  /* first STORE_ROW_COLS column */
-#define LOCK_DUP_COL 13 /* the EXISTS column */
+#define LOCK_DUP_COL 14 /* the EXISTS column */
 
 static const struct db_stmt st_ids = {
     .name = "order_evidence_ids",
@@ -87,6 +87,7 @@ struct batch {
 	struct item *items;
 	size_t n;
 	struct order_row *orders; /* current state of each order */
+	bool *paid_here;          /* orders[i] became PAID in this batch */
 	size_t norders;
 };
 
@@ -100,6 +101,7 @@ batch_free(struct batch *b)
 	}
 	free(b->items);
 	free(b->orders);
+	free(b->paid_here);
 }
 
 /* Locks the orders, marks unknown orders and recorded evidence, and
@@ -182,8 +184,10 @@ batch_lock(struct kasir_db *db, struct batch *b)
 			o = &b->orders[b->norders++];
 			*o = fresh;
 		}
-		/* past_expiry is judged per message (its checked_at) */
+		/* past_expiry and checked_before_paid are judged per
+		 * message (its checked_at) */
 		o->past_expiry = fresh.past_expiry;
+		o->checked_before_paid = fresh.checked_before_paid;
 		it->before = *o;
 	}
 out:
@@ -215,17 +219,24 @@ batch_decide(struct batch *b)
 		struct order_row *o;
 		struct order_facts facts;
 		struct order_update u;
-		bool past_expiry;
+		bool past_expiry, before_paid;
 
 		if (it->kind != ITEM_APPLY)
 			continue;
 		o = batch_order(b, it->e.order_id);
 		past_expiry = it->before.past_expiry;
+		before_paid = it->before.checked_before_paid;
 		it->before = *o;
 		it->before.past_expiry = past_expiry;
 		it->e.in.past_expiry =
 		    past_expiry &&
 		    (it->e.checked_at == NULL || it->e.check_past_expiry);
+		/* paid earlier in this transaction: paid_at is its start,
+		 * later than any check already made (as evidence.c sees it) */
+		if (b->paid_here[o - b->orders] && it->e.checked_at != NULL)
+			before_paid = true;
+		it->before.checked_before_paid = before_paid;
+		it->e.in.checked_before_paid = before_paid;
 		facts.status = o->status;
 		facts.amount = o->amount;
 		facts.reversed = o->reversed;
@@ -237,6 +248,8 @@ batch_decide(struct batch *b)
 		/* the order as the UPDATE leaves it (store.c st_update) */
 		evidence_update(&it->e, &it->d, &u);
 		it->update = u.status != NULL || u.learn_txn || u.flags != 0;
+		if (it->after == ORDER_PAID && it->d.transition)
+			b->paid_here[o - b->orders] = true;
 		o->status = it->after;
 		o->flagged |= (u.flags & OFLAG_FLAGGED) != 0;
 		o->partial_refund |= (u.flags & OFLAG_PARTIAL_REFUND) != 0;
@@ -384,7 +397,8 @@ order_apply_evidence_batch(void *arg, struct kasir_db *db,
 		return 0;
 	b.items = calloc(n, sizeof(*b.items));
 	b.orders = calloc(n, sizeof(*b.orders));
-	if (b.items == NULL || b.orders == NULL) {
+	b.paid_here = calloc(n, sizeof(*b.paid_here));
+	if (b.items == NULL || b.orders == NULL || b.paid_here == NULL) {
 		rc = -ENOMEM;
 		goto out;
 	}

@@ -123,6 +123,8 @@ struct order_row {
 	enum order_status status;
 	int64_t amount;
 	bool past_expiry;
+	/* the evidence was taken (checked_at) before the order was paid */
+	bool checked_before_paid;
 	int64_t access_days; /* 0 = lifetime */
 	char customer_email[ORDER_EMAIL_MAX + 1];
 	char course_id[COURSE_ID_MAX + 1];
@@ -134,14 +136,14 @@ struct order_row {
 };
 
 /* The columns of struct order_row, in store_row_from()'s order, of the
- * orders table (alias t) with past_expiry judged at timestamptz expression
- * at (NULL: now). */
+ * orders table (alias t) with past_expiry and checked_before_paid judged
+ * at timestamptz expression at (NULL: now, and never before paid). */
 #define STORE_ROW_COLS(t, at)                                                  \
 	t ".order_id, " t ".status, " t ".amount, coalesce(" at ", now())"     \
 	  " >= " t ".expires_at, coalesce(" t ".access_days, 0), " t           \
 	  ".customer_email, " t ".course_id, " t ".flagged, " t                \
 	  ".partial_refund, " t ".disputed, " t ".reversed, " t                \
-	  ".transaction_id"
+	  ".transaction_id, coalesce(" at " < " t ".paid_at, false)"
 /* Fills *ret from the STORE_ROW_COLS starting at column col of row. */
 int store_row_from(const PGresult *res, int row, int col,
                    struct order_row *ret);

@@ -269,6 +269,15 @@ decide_paid(enum meaning m, const struct evidence_in *ev,
 		set(d, EV_NOOP, "already paid: same payment");
 		return;
 	case M_DENY:
+		if (ev->kind == EVIDENCE_STATUS && ev->checked_before_paid) {
+			/* The failed attempt before the payment, as the
+			 * Status API saw it then: not a reversal. */
+			set(d, EV_FLAGGED,
+			    "status api deny older than the payment: stale, "
+			    "check again");
+			d->flags = OFLAG_FLAGGED;
+			return;
+		}
 		if (ev->kind != EVIDENCE_STATUS && !has_settlement_time(ev)) {
 			set(d, EV_FLAGGED,
 			    "deny after settlement without settlement_time: "

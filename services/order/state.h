@@ -54,6 +54,9 @@ struct evidence_in {
 	const char *settlement_time; /* present once the transaction settled */
 	const char *transaction_id;  /* Midtrans transaction it is about */
 	bool past_expiry;            /* the order's expires_at has passed */
+	/* a Status API answer taken before kasir recorded the payment (the
+	 * recon stream can lag the ingest stream): not the current truth */
+	bool checked_before_paid;
 };
 
 /* What the state machine needs to know about the order. */

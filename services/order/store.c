@@ -57,6 +57,7 @@ store_row_from(const PGresult *res, int row, int col, struct order_row *ret)
 	if (o.has_transaction_id)
 		kasir_strlcpy(o.transaction_id, db_get(res, row, col + 11),
 		              sizeof(o.transaction_id));
+	o.checked_before_paid = col_bool(res, row, col + 12);
 	*ret = o;
 	return 0;
 }

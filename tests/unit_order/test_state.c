@@ -416,6 +416,35 @@ test_reversal_after_failed_attempt(void **state)
 	assert_int_equal(s.grants, 0);
 }
 
+/* The reconciler asked the Status API while the customer's first attempt
+ * was denied; the customer then paid, and kasir applied the payment before
+ * that (older) answer, because the recon stream lagged the ingest stream.
+ * The stale deny must not reverse the payment; a check made after the
+ * payment still does. */
+static void
+test_status_deny_older_than_payment(void **state)
+{
+	struct order_facts paid = {.status = ORDER_PAID, .amount = AMOUNT};
+	struct evidence_in ev = {.kind = EVIDENCE_STATUS,
+	                         .transaction_status = "deny",
+	                         .gross_amount = A,
+	                         .currency = "IDR",
+	                         .checked_before_paid = true};
+	struct order_decision d;
+
+	(void)state;
+	order_decide(&paid, &ev, &d);
+	assert_int_equal(d.result, EV_FLAGGED);
+	assert_false(d.transition);
+	assert_false(d.revoke_access);
+	assert_true(d.flags & OFLAG_FLAGGED);
+	ev.checked_before_paid = false; /* a fresh check: a reversal */
+	order_decide(&paid, &ev, &d);
+	assert_int_equal(d.result, EV_APPLIED);
+	assert_int_equal(d.to, ORDER_REFUNDED);
+	assert_true(d.revoke_access);
+}
+
 static void
 test_deny_then_retry_pays(void **state)
 {
@@ -552,6 +581,7 @@ main(void)
 	    cmocka_unit_test(test_settlement_then_deny_reverses),
 	    cmocka_unit_test(test_reversal_before_its_settlement),
 	    cmocka_unit_test(test_reversal_after_failed_attempt),
+	    cmocka_unit_test(test_status_deny_older_than_payment),
 	    cmocka_unit_test(test_deny_then_retry_pays),
 	    cmocka_unit_test(test_stale_deny_after_payment_is_flagged),
 	    cmocka_unit_test(test_challenge_then_accept),
