@@ -7,7 +7,7 @@ import time
 from fakeutil import (Receiver, basic, check, finish, free_port, request,
                       sha512_sig, start, stop, tempdir, wait_for)
 
-KEY = "SB-Mid-server-fake-test-key-0001"
+KEY = "fake-test-server-key-0001"
 AUTH = {"Authorization": basic(KEY)}
 
 

@@ -115,7 +115,7 @@ def main():
         r = st.notify(fbody, JSON)
         check(r.status == 403 and r.body["error"]["code"] == "invalid_signature",
               f"changed amount with the original signature -> 403 ({r})")
-        other = notification("wrong-key-1", key="SB-Mid-server-not-the-key")
+        other = notification("wrong-key-1", key="not-the-test-server-key")
         r = st.notify(other, JSON)
         check(r.status == 403, "signed with another server key -> 403")
         # gross_amount "100000" signed, body "100000.00"

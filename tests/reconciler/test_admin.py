@@ -90,7 +90,7 @@ def main():
         key_path = st.secret_path("midtrans-server-key")
         good = st.secret("midtrans-server-key")
         with open(key_path, "w") as f:
-            f.write("SB-Mid-server-wrong-key-000000")
+            f.write("wrong-test-server-key-000000")
         st.restart("reconciler")
         d1 = rstack.create_order(st, "d1@example.com")
         d2 = rstack.create_order(st, "d2@example.com")
