@@ -216,7 +216,7 @@ class Stack:
         self.bin = {
             "notifier": os.path.join(BUILD, "bin", "kasir-notifier"),
             "producer": os.path.join(BUILD, "tests", "notifier-test-producer"),
-            "admin": os.path.join(BUILD, "tests", "notifier-admin-call"),
+            "admin": os.path.join(BUILD, "tests", "admin-call"),
         }
         for b in self.bin.values():
             if not os.path.exists(b):

@@ -100,7 +100,7 @@ class Stack:
         self.bin = {
             "order": os.path.join(BUILD, "bin", "kasir-order"),
             "producer": os.path.join(BUILD, "tests", "order-test-producer"),
-            "admin": os.path.join(BUILD, "tests", "order-admin-call"),
+            "admin": os.path.join(BUILD, "tests", "admin-call"),
             "fake": os.path.join(SRC, "tests", "fakes", "kasir-fake-midtrans"),
         }
         for b in self.bin.values():

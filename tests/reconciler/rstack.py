@@ -107,7 +107,7 @@ def checks(st, order_id):
 def admin(st, cmd, args=None, reason=None, actor="test"):
     """One request on the reconciler's admin socket (ipc: the peer is
     root, so the role is engineer)."""
-    tool = os.path.join(kasirtest.build_dir(), "tests", "recon-admin-call")
+    tool = os.path.join(kasirtest.build_dir(), "tests", "admin-call")
     req = {"v": 1, "cmd": cmd, "args": args or {}, "actor": actor}
     if reason is not None:
         req["reason"] = reason

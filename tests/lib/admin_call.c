@@ -1,9 +1,10 @@
 /*
- * recon_admin_call.c - sends one admin request (JSON on the command line) to a
- * daemon's admin socket and prints the reply: the reconciler's integration
- * tests use it where kasirctl will later.
+ * admin_call.c - sends one admin request (JSON on the command line) to a
+ * daemon's admin socket and prints the reply: the integration tests of
+ * kasir-order, kasir-notifier and kasir-reconciler use it so they do not
+ * depend on kasirctl.  Built once, as <build>/tests/admin-call.
  *
- *   recon-admin-call URL '{"v":1,"cmd":"status","args":{}}'
+ *   admin-call URL '{"v":1,"cmd":"status","args":{}}'
  * Exit: 0 reply printed (ok true or false), 2 no answer / bad input.
  */
 #include <stdio.h>
