@@ -180,9 +180,21 @@ error_reply(const char *code, const char *msg)
 	return r;
 }
 
-/* "engineer" / "support" / "none" -> role; -EINVAL otherwise. */
-static int
-role_from_name(const char *s, enum admin_role *ret)
+const char *
+admin_role_name(enum admin_role r)
+{
+	switch (r) {
+	case ADMIN_ROLE_ENGINEER:
+		return "engineer";
+	case ADMIN_ROLE_SUPPORT:
+		return "support";
+	default:
+		return "none";
+	}
+}
+
+int
+admin_role_parse(const char *s, enum admin_role *ret)
 {
 	if (strcmp(s, "engineer") == 0)
 		*ret = ADMIN_ROLE_ENGINEER;
@@ -272,7 +284,7 @@ handle(struct admin_socket *s, nng_msg *msg)
 
 		if (as != NULL) {
 			if (!cJSON_IsString(as) ||
-			    role_from_name(as->valuestring, &want) < 0) {
+			    admin_role_parse(as->valuestring, &want) < 0) {
 				cJSON_Delete(empty);
 				cJSON_Delete(root);
 				return error_reply("bad_request",

@@ -15,10 +15,10 @@
  * admin.engineer_group / admin.support_group; root is engineer) are given
  * to the handler.  The optional "as_role" (engineer / support / none) can
  * only LOWER that role (kasirctl with KASIR_ROLE=support), never raise it;
- * any other value is refused ("bad_request").  Over tcp:// (tests only) the actor in the request is
- * used and the role is support unless the daemon is configured otherwise.
- * Requests are bounded to 64 KiB.  One worker thread answers requests in
- * order.
+ * any other value is refused ("bad_request").  Over tcp:// (tests only) the
+ * actor in the request is used and the role is support unless the daemon is
+ * configured otherwise. Requests are bounded to 64 KiB.  One worker thread
+ * answers requests in order.
  */
 #ifndef KASIR_ADMIN_SOCKET_H
 #define KASIR_ADMIN_SOCKET_H
@@ -30,18 +30,26 @@ struct admin_socket;
 
 #define ADMIN_PROTO_VERSION 1
 
-enum admin_role { ADMIN_ROLE_NONE = 0, ADMIN_ROLE_SUPPORT, ADMIN_ROLE_ENGINEER };
+enum admin_role {
+	ADMIN_ROLE_NONE = 0,
+	ADMIN_ROLE_SUPPORT,
+	ADMIN_ROLE_ENGINEER
+};
+/* "engineer" / "support" / "none" (also for an out-of-range value). */
+const char *admin_role_name(enum admin_role r);
+/* The reverse: 0 and *ret set, or -EINVAL for any other text. */
+int admin_role_parse(const char *s, enum admin_role *ret);
 
 struct admin_peer {
-	char user[64];	    /* unix user name (or uid as text) */
+	char user[64]; /* unix user name (or uid as text) */
 	enum admin_role role;
 };
 
 struct admin_request {
-	const char *cmd;	   /* e.g. "notify.requeue" */
-	const struct cJSON *args;  /* object; never NULL (empty object) */
-	const char *reason;	   /* NULL if absent */
-	const char *incident;	   /* NULL if absent */
+	const char *cmd;          /* e.g. "notify.requeue" */
+	const struct cJSON *args; /* object; never NULL (empty object) */
+	const char *reason;       /* NULL if absent */
+	const char *incident;     /* NULL if absent */
 	struct admin_peer peer;
 };
 
@@ -52,25 +60,25 @@ struct admin_request {
  * err_msg; the socket sends them in the error reply.
  */
 typedef int (*admin_handler_fn)(void *arg, const struct admin_request *req,
-				struct cJSON **ret_result, char *err_code,
-				size_t code_len, char *err_msg, size_t msg_len);
+                                struct cJSON **ret_result, char *err_code,
+                                size_t code_len, char *err_msg, size_t msg_len);
 
 struct admin_socket_conf {
-	const char *url;	    /* ipc:///... or tcp://127.0.0.1:port */
-	const char *mode;	    /* "0660"; ipc only */
+	const char *url;            /* ipc:///... or tcp://127.0.0.1:port */
+	const char *mode;           /* "0660"; ipc only */
 	const char *engineer_group; /* unix group names; may be NULL */
 	const char *support_group;
 };
 
 int admin_socket_start(const struct admin_socket_conf *conf,
-		       admin_handler_fn handler, void *arg,
-		       struct admin_socket **ret);
+                       admin_handler_fn handler, void *arg,
+                       struct admin_socket **ret);
 void admin_socket_stop(struct admin_socket *s);
 
 /* Client side (kasirctl): sends request, waits up to timeout_ms for the
  * reply.  On success *ret_reply (caller cJSON_Delete()s) is the whole reply
  * object.  -ECONNREFUSED / -ETIMEDOUT when the daemon does not answer. */
 int admin_call(const char *url, const struct cJSON *request, int timeout_ms,
-	       struct cJSON **ret_reply);
+               struct cJSON **ret_reply);
 
 #endif

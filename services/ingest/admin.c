@@ -297,28 +297,16 @@ out:
 	return r;
 }
 
-static const char *
-role_name(enum admin_role r)
-{
-	switch (r) {
-	case ADMIN_ROLE_ENGINEER:
-		return "engineer";
-	case ADMIN_ROLE_SUPPORT:
-		return "support";
-	default:
-		return "none";
-	}
-}
-
 /* Records one command in ingest.audit inside the open transaction. */
 static int
 audit(struct kasir_db *db, const struct admin_request *req, const char *result,
       const char *error)
 {
 	char *args = cJSON_PrintUnformatted(req->args);
-	const char *p[8] = {
-	    req->peer.user, role_name(req->peer.role),  req->cmd, req->reason,
-	    req->incident,  args != NULL ? args : "{}", result,   error};
+	const char *p[8] = {req->peer.user, admin_role_name(req->peer.role),
+	                    req->cmd,       req->reason,
+	                    req->incident,  args != NULL ? args : "{}",
+	                    result,         error};
 	int rc;
 
 	rc = db_exec(db, &stmt_audit_insert, p, NULL);

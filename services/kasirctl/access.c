@@ -51,7 +51,7 @@ cmd_access_grant(struct ctl *c, int argc, char **argv)
 				           : "lifetime");
 		}
 		printf("recorded: by %s (%s), reason: %s%s%s\n", c->user,
-		       ctl_role_name(c->role), c->reason ? c->reason : "-",
+		       admin_role_name(c->role), c->reason ? c->reason : "-",
 		       c->incident[0] ? ", incident " : "", c->incident);
 	}
 	return out_json_ok(c, res);

@@ -51,7 +51,8 @@ build_request(const struct ctl *c, const char *cmd, const cJSON *args)
 	}
 	cJSON_AddItemToObject(req, "args", a);
 	if (!cJSON_AddStringToObject(req, "actor", c->user) ||
-	    !cJSON_AddStringToObject(req, "as_role", ctl_role_name(c->role)) ||
+	    !cJSON_AddStringToObject(req, "as_role",
+	                             admin_role_name(c->role)) ||
 	    (c->reason != NULL &&
 	     !cJSON_AddStringToObject(req, "reason", c->reason)) ||
 	    (c->incident[0] != '\0' &&

@@ -140,8 +140,6 @@ struct ctl {
 	bool changing;            /* the command changes something */
 };
 
-const char *ctl_role_name(enum admin_role r);
-
 /* ---- admin requests (call.c) ----------------------------------------- */
 
 /* Why a request did not succeed. */

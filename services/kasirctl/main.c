@@ -63,19 +63,6 @@ static const struct ctl_command commands[] = {
      "export orders|events --from TIME --to TIME --format csv"},
 };
 
-const char *
-ctl_role_name(enum admin_role r)
-{
-	switch (r) {
-	case ADMIN_ROLE_ENGINEER:
-		return "engineer";
-	case ADMIN_ROLE_SUPPORT:
-		return "support";
-	default:
-		return "none";
-	}
-}
-
 static void
 usage(FILE *f)
 {
@@ -112,20 +99,6 @@ in_group(const char *name)
 	return false;
 }
 
-static enum admin_role
-role_parse(const char *s, bool *ok)
-{
-	*ok = true;
-	if (strcmp(s, "engineer") == 0)
-		return ADMIN_ROLE_ENGINEER;
-	if (strcmp(s, "support") == 0)
-		return ADMIN_ROLE_SUPPORT;
-	if (strcmp(s, "none") == 0)
-		return ADMIN_ROLE_NONE;
-	*ok = false;
-	return ADMIN_ROLE_NONE;
-}
-
 /* Who is asking: user name and role from uid and groups; KASIR_ROLE may
  * only lower it.  0, or -EINVAL with a message printed. */
 static int
@@ -147,10 +120,9 @@ identify(struct ctl *c)
 		c->unix_role = ADMIN_ROLE_NONE;
 	c->role = c->unix_role;
 	if (env != NULL && env[0] != '\0') {
-		bool ok;
-		enum admin_role r = role_parse(env, &ok);
+		enum admin_role r;
 
-		if (!ok) {
+		if (admin_role_parse(env, &r) < 0) {
 			fprintf(stderr,
 			        "kasirctl: KASIR_ROLE=%.32s: want engineer, "
 			        "support or none\n",
@@ -161,7 +133,7 @@ identify(struct ctl *c)
 			fprintf(stderr,
 			        "kasirctl: KASIR_ROLE=%s cannot raise your "
 			        "role (%s is %s)\n",
-			        env, c->user, ctl_role_name(c->unix_role));
+			        env, c->user, admin_role_name(c->unix_role));
 			return -EINVAL;
 		}
 		c->role = r;

@@ -125,7 +125,7 @@ ops_audit(struct ctl *c)
 	{
 		const char *p[11] = {
 		    c->user,
-		    ctl_role_name(c->role),
+		    admin_role_name(c->role),
 		    c->command,
 		    c->changing ? "true" : "false",
 		    c->target_service,
@@ -266,7 +266,7 @@ int
 ops_incident_note(struct ctl *c, int64_t id, const char *text)
 {
 	char s[24];
-	const char *p[4] = {s, c->user, ctl_role_name(c->role), text};
+	const char *p[4] = {s, c->user, admin_role_name(c->role), text};
 
 	snprintf(s, sizeof(s), "%" PRId64, id);
 	return db_exec(c->ops, &st_incident_note, p, NULL);

@@ -124,7 +124,7 @@ out_fail(struct ctl *c, const struct ctl_error *err)
 			cJSON_AddStringToObject(e, "socket", err->socket);
 		if (strcmp(err->code, "role_required") == 0)
 			cJSON_AddStringToObject(e, "your_role",
-			                        ctl_role_name(c->role));
+			                        admin_role_name(c->role));
 		print_json(o);
 		cJSON_Delete(o);
 	} else {
@@ -138,7 +138,7 @@ out_fail(struct ctl *c, const struct ctl_error *err)
 			        err->message, err->code);
 		if (strcmp(err->code, "role_required") == 0)
 			fprintf(stderr, "kasirctl: you act as %s (%s)\n",
-			        c->user, ctl_role_name(c->role));
+			        c->user, admin_role_name(c->role));
 		if (h != NULL)
 			fprintf(stderr, "kasirctl: %s\n", h);
 	}

@@ -42,19 +42,6 @@ const char *const notify_job_states[7] = {
 
 #define LIST_MAX 200 /* rows returned by a listing */
 
-static const char *
-role_name(enum admin_role r)
-{
-	switch (r) {
-	case ADMIN_ROLE_ENGINEER:
-		return "engineer";
-	case ADMIN_ROLE_SUPPORT:
-		return "support";
-	default:
-		return "none";
-	}
-}
-
 /* SQL reads best one clause per line: */
 /* clang-format off */
 static const struct db_stmt st_backlog = {
@@ -220,7 +207,7 @@ audit(struct kasir_db *db, const struct admin_request *req, const cJSON *before,
 	char *b = before ? cJSON_PrintUnformatted(before) : NULL;
 	char *a = after ? cJSON_PrintUnformatted(after) : NULL;
 	const char *p[10] = {req->peer.user,
-	                     role_name(req->peer.role),
+	                     admin_role_name(req->peer.role),
 	                     req->cmd,
 	                     args ? args : "{}",
 	                     req->reason,
@@ -258,7 +245,7 @@ require_engineer(struct kasir_db *db, const struct admin_request *req,
 		log_warning("admin: auditing a refusal of %s failed: %s",
 		            req->cmd, db_last_error(db));
 	log_notice("admin: %s by %s (%s) refused: %s", req->cmd, req->peer.user,
-	           role_name(req->peer.role), why);
+	           admin_role_name(req->peer.role), why);
 	set_err(code, code_len, msg, msg_len, c, why);
 	return KASIR_EPERM;
 }

@@ -31,19 +31,6 @@
 	"to_char((" x ") AT TIME ZONE 'UTC', "                                 \
 	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
-static const char *
-role_name(enum admin_role r)
-{
-	switch (r) {
-	case ADMIN_ROLE_ENGINEER:
-		return "engineer";
-	case ADMIN_ROLE_SUPPORT:
-		return "support";
-	default:
-		return "none";
-	}
-}
-
 static int
 fail(char *code, size_t code_len, char *msg, size_t msg_len, int rc,
      const char *c, const char *m)
@@ -239,7 +226,7 @@ audit(struct kasir_db *db, const struct admin_request *req,
       const char *order_id, const char *before, const char *after,
       const char *result, const char *error, char *ret_id, size_t id_len)
 {
-	const char *p[10] = {req->peer.user, role_name(req->peer.role),
+	const char *p[10] = {req->peer.user, admin_role_name(req->peer.role),
 	                     req->cmd,       order_id,
 	                     req->reason,    req->incident,
 	                     before,         after,
@@ -272,7 +259,7 @@ refuse(struct kasir_db *db, const struct admin_request *req,
 	}
 	log_fields(LOG_NOTICE, LOG_F({"ORDER_ID", order_id}),
 	           "admin %s by %s (%s) refused: %s", req->cmd, req->peer.user,
-	           role_name(req->peer.role), m);
+	           admin_role_name(req->peer.role), m);
 	return fail(code, code_len, msg, msg_len, err, c, m);
 }
 

@@ -40,19 +40,6 @@
 const char *const recon_age_buckets[5] = {"lt_10m", "10m_1h", "1h_6h", "6h_24h",
                                           "ge_24h"};
 
-static const char *
-role_name(enum admin_role r)
-{
-	switch (r) {
-	case ADMIN_ROLE_ENGINEER:
-		return "engineer";
-	case ADMIN_ROLE_SUPPORT:
-		return "support";
-	default:
-		return "none";
-	}
-}
-
 /* One row: pending orders per age bucket, the oldest one's age, pending
  * orders past expiry + grace never checked after expiry. */
 static const struct db_stmt st_pending = {
@@ -192,7 +179,7 @@ audit(struct kasir_db *db, const struct admin_request *req, const cJSON *before,
 	char *b = before ? cJSON_PrintUnformatted(before) : NULL;
 	char *a = after ? cJSON_PrintUnformatted(after) : NULL;
 	const char *p[10] = {req->peer.user,
-	                     role_name(req->peer.role),
+	                     admin_role_name(req->peer.role),
 	                     req->cmd,
 	                     args ? args : "{}",
 	                     req->reason,
@@ -228,7 +215,7 @@ require_engineer(struct kasir_db *db, const struct admin_request *req,
 		log_warning("admin: auditing a refusal of %s failed: %s",
 		            req->cmd, db_last_error(db));
 	log_notice("admin: %s by %s (%s) refused: %s", req->cmd, req->peer.user,
-	           role_name(req->peer.role), why);
+	           admin_role_name(req->peer.role), why);
 	set_err(code, code_len, msg, msg_len, c, why);
 	return KASIR_EPERM;
 }
