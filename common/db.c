@@ -1,14 +1,33 @@
 /*
  * db.c - one libpq connection that survives PostgreSQL restarts.
  *
- * State kept per handle: the live PGconn (NULL when broken), the reconnect
- * backoff, whether a transaction is open (read from libpq after every
- * command), and the names of the statements prepared on the current
- * connection.  When the connection breaks inside a transaction the handle
- * remembers it (tx_lost): every further statement fails with KASIR_EDB
- * until the caller ends the transaction with db_rollback() or starts a new
- * one, so no statement of a lost transaction ever runs in autocommit on
- * a fresh connection.
+ * A handle is always in one of four states (enum db_state; the diagram
+ * and the rules are in docs/failure-model.md):
+ *
+ *   BROKEN   no connection.  db_ensure() (and every statement outside a
+ *            transaction) reconnects once the backoff has elapsed -> IDLE.
+ *   IDLE     connected, no transaction.  BEGIN -> IN_TX.
+ *   IN_TX    connected, a transaction is open (read from libpq after every
+ *            command).  COMMIT / ROLLBACK -> IDLE.
+ *   TX_LOST  the connection broke while a statement of an open transaction
+ *            ran; that statement returned KASIR_EDB (the caller has been
+ *            told).  Further statements of the lost transaction fail with
+ *            KASIR_EDB without I/O, so none of them runs in autocommit on a
+ *            fresh connection.  The lost transaction is over at the
+ *            caller's next transaction boundary: db_rollback(), db_commit()
+ *            (KASIR_EDB), db_begin() or db_ensure() -> BROKEN, and from
+ *            there the usual reconnect.
+ *
+ * A break seen by COMMIT ends in BROKEN with KASIR_EDBUNKNOWN; a break
+ * seen by ROLLBACK ends in BROKEN (the server rolled the transaction back
+ * when the session died); a break seen by a pipeline result or sync inside
+ * a transaction is TX_LOST like any statement.  No state refuses to
+ * reconnect: TX_LOST lasts only until the next boundary, BROKEN only until
+ * the backoff (at most 5 s) has elapsed.
+ *
+ * Failpoints (failpoint.h) sit at every command a handle sends, named
+ * "<label>:<statement>" so that tests can break the connection exactly
+ * there; they cost one branch when KASIR_FAILPOINTS is not set.
  */
 #include <ctype.h>
 #include <dirent.h>
@@ -17,11 +36,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "db.h"
 #include "err.h"
+#include "failpoint.h"
 #include "log.h"
 #include "stream.h"
 #include "util.h"
@@ -34,6 +55,7 @@
 #define DB_MIGRATIONS_MAX   1000          /* files per directory */
 #define DB_IDENT_MAX        63
 #define DB_STREAM_MIGRATION "0000_stream"
+#define DB_LABEL_MAX        48
 
 struct kasir_db {
 	char *url;
@@ -42,11 +64,12 @@ struct kasir_db {
 	int connect_timeout_s;
 	int statement_timeout_ms;
 
-	PGconn *pg;          /* NULL while broken */
+	char label[DB_LABEL_MAX]; /* failpoint prefix: "reconciler.scheduler" */
+
+	enum db_state state;
+	PGconn *pg;          /* NULL in BROKEN and TX_LOST */
 	int64_t next_try_ms; /* monotonic: earliest reconnect attempt */
 	int64_t backoff_ms;  /* next delay after a failed attempt */
-	bool in_tx;          /* a transaction is open on pg */
-	bool tx_lost;        /* the connection broke inside a transaction */
 	bool logged_down;    /* one debug line per outage */
 
 	char *prepared[DB_MAX_PREPARED]; /* names prepared on pg */
@@ -124,23 +147,64 @@ forget_prepared(struct kasir_db *db)
 	db->nprepared = 0;
 }
 
-/* The connection is gone: drop it and schedule a reconnect. */
+/*
+ * The connection is gone: drop it and schedule a reconnect.  A statement
+ * that saw the break inside a transaction leaves the handle in TX_LOST
+ * (its caller is being told KASIR_EDB); COMMIT and ROLLBACK, which end
+ * the transaction themselves, pass tx_over and leave it BROKEN.
+ */
 static void
-mark_broken(struct kasir_db *db)
+drop_connection(struct kasir_db *db, bool tx_over)
 {
-	if (db->pg != NULL) {
+	bool was_up = db->pg != NULL;
+
+	if (was_up) {
 		PQfinish(db->pg);
 		db->pg = NULL;
 	}
-	if (db->in_tx)
-		db->tx_lost = true;
-	db->in_tx = false;
+	db->state = db->state == DB_IN_TX && !tx_over ? DB_TX_LOST : DB_BROKEN;
 	db->piping = false; /* the pipeline died with the connection */
 	db->pipe_pending = db->pipe_synced = 0;
 	forget_prepared(db);
-	/* the first reconnect may happen right away */
-	db->next_try_ms = now_mono_ms();
-	db->backoff_ms = DB_BACKOFF_MIN_MS;
+	if (was_up) {
+		/* the first reconnect after a break may happen right away;
+		 * a handle already down keeps its backoff */
+		db->next_try_ms = now_mono_ms();
+		db->backoff_ms = DB_BACKOFF_MIN_MS;
+	}
+}
+
+static void
+mark_broken(struct kasir_db *db)
+{
+	drop_connection(db, false);
+}
+
+/* After a command that succeeded on a live connection. */
+static void
+track_tx(struct kasir_db *db)
+{
+	db->state =
+	    PQtransactionStatus(db->pg) != PQTRANS_IDLE ? DB_IN_TX : DB_IDLE;
+}
+
+/*
+ * The failpoint named "<label>:<what>", hit just before the command is
+ * sent on a live connection.  When it fires with the "break" action the
+ * socket is shut down, so the command sees a dead session exactly as it
+ * would after a backend kill or a server crash.
+ */
+static void
+db_failpoint(struct kasir_db *db, const char *what)
+{
+	char name[FAILPOINT_NAME_MAX];
+
+	if (!failpoint_enabled() || db->pg == NULL)
+		return;
+	snprintf(name, sizeof(name), "%s:%s", db->label[0] ? db->label : "db",
+	         what);
+	if (failpoint_hit(name) == FAILPOINT_BREAK)
+		(void)shutdown(PQsocket(db->pg), SHUT_RDWR);
 }
 
 static void
@@ -233,8 +297,9 @@ db_ensure(struct kasir_db *db)
 			return 0;
 		mark_broken(db);
 	}
-	if (db->tx_lost)
-		return KASIR_EDB; /* the caller must end the lost transaction */
+	/* a caller asking for a usable connection is past any transaction
+	 * it lost: that transaction is over (TX_LOST -> BROKEN) */
+	db->state = DB_BROKEN;
 	now = now_mono_ms();
 	if (now < db->next_try_ms)
 		return KASIR_EDB;
@@ -261,7 +326,7 @@ db_ensure(struct kasir_db *db)
 		log_debug("database connection re-established");
 	db->logged_down = false;
 	db->backoff_ms = DB_BACKOFF_MIN_MS;
-	db->in_tx = false;
+	db->state = DB_IDLE;
 	forget_prepared(db);
 	return 0;
 }
@@ -269,8 +334,39 @@ db_ensure(struct kasir_db *db)
 bool
 db_is_up(const struct kasir_db *db)
 {
-	return db != NULL && db->pg != NULL && !db->tx_lost &&
+	return db != NULL && db->pg != NULL &&
+	       (db->state == DB_IDLE || db->state == DB_IN_TX) &&
 	       PQstatus(db->pg) == CONNECTION_OK;
+}
+
+enum db_state
+db_state(const struct kasir_db *db)
+{
+	return db != NULL ? db->state : DB_BROKEN;
+}
+
+const char *
+db_state_name(enum db_state st)
+{
+	switch (st) {
+	case DB_BROKEN:
+		return "broken";
+	case DB_IDLE:
+		return "idle";
+	case DB_IN_TX:
+		return "in_tx";
+	case DB_TX_LOST:
+		return "tx_lost";
+	}
+	return "?";
+}
+
+void
+db_set_label(struct kasir_db *db, const char *label)
+{
+	if (db != NULL)
+		snprintf(db->label, sizeof(db->label), "%s",
+		         label != NULL ? label : "");
 }
 
 PGconn *
@@ -316,7 +412,7 @@ classify(struct kasir_db *db, PGresult *res, PGresult **ret_res)
 	st = PQresultStatus(res);
 	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ||
 	    st == PGRES_EMPTY_QUERY) {
-		db->in_tx = PQtransactionStatus(db->pg) != PQTRANS_IDLE;
+		track_tx(db);
 		clear_error(db);
 		if (ret_res != NULL)
 			*ret_res = res;
@@ -338,7 +434,7 @@ classify(struct kasir_db *db, PGresult *res, PGresult **ret_res)
 		set_error(db, state,
 		          primary ? primary : PQresultErrorMessage(res));
 	}
-	db->in_tx = PQtransactionStatus(db->pg) != PQTRANS_IDLE;
+	track_tx(db);
 	PQclear(res);
 	return KASIR_ESQL;
 }
@@ -348,9 +444,9 @@ classify(struct kasir_db *db, PGresult *res, PGresult **ret_res)
 static int
 db_ready(struct kasir_db *db)
 {
-	if (db->tx_lost)
-		return KASIR_EDB;
-	if (db->in_tx) {
+	if (db->state == DB_TX_LOST)
+		return KASIR_EDB; /* a statement of the lost transaction */
+	if (db->state == DB_IN_TX) {
 		if (db->pg == NULL || PQstatus(db->pg) != CONNECTION_OK) {
 			mark_broken(db);
 			return KASIR_EDB;
@@ -382,6 +478,7 @@ db_exec(struct kasir_db *db, const struct db_stmt *stmt,
 		return -EINVAL;
 	if ((rc = db_ready(db)) < 0)
 		return rc;
+	db_failpoint(db, stmt->name);
 	if (!is_prepared(db, stmt->name) && db->nprepared < DB_MAX_PREPARED) {
 		char *copy = strdup(stmt->name);
 		if (copy == NULL)
@@ -462,6 +559,7 @@ db_pipe_send(struct kasir_db *db, const struct db_stmt *stmt,
 		return KASIR_EDB;
 	if (!is_prepared(db, stmt->name))
 		return -EINVAL; /* not given to db_pipe_begin() */
+	db_failpoint(db, stmt->name);
 	if (PQsendQueryPrepared(db->pg, stmt->name, stmt->nparams, params, NULL,
 	                        NULL, 0) != 1) {
 		set_error(db, "", PQerrorMessage(db->pg));
@@ -482,6 +580,7 @@ db_pipe_sync(struct kasir_db *db)
 		return -EINVAL;
 	if (db->pg == NULL)
 		return KASIR_EDB;
+	db_failpoint(db, "pipeline_sync");
 	if (PQpipelineSync(db->pg) != 1) {
 		set_error(db, "", PQerrorMessage(db->pg));
 		mark_broken(db);
@@ -561,7 +660,7 @@ db_pipe_end(struct kasir_db *db)
 		if (PQexitPipelineMode(db->pg) != 1)
 			mark_broken(db); /* out of step: start afresh */
 		else
-			db->in_tx = PQtransactionStatus(db->pg) != PQTRANS_IDLE;
+			track_tx(db);
 	}
 	db->piping = false;
 	db->pipe_pending = db->pipe_synced = 0;
@@ -630,15 +729,31 @@ db_array_free(struct db_array *a)
 	memset(a, 0, sizeof(*a));
 }
 
+/* The failpoint name of a fixed SQL string: its verb ("BEGIN",
+ * "SAVEPOINT", "ROLLBACK_TO", "RELEASE", "SELECT"...). */
+static void
+sql_verb(const char *sql, char *out, size_t len)
+{
+	size_t n = strcspn(sql, " ;\n");
+
+	if (strncmp(sql, "ROLLBACK TO ", 12) == 0)
+		snprintf(out, len, "ROLLBACK_TO");
+	else
+		snprintf(out, len, "%.*s", (int)(n < 24 ? n : 24), sql);
+}
+
 int
 db_exec_sql(struct kasir_db *db, const char *sql)
 {
+	char verb[32];
 	int rc;
 
 	if (db == NULL || sql == NULL)
 		return -EINVAL;
 	if ((rc = db_ready(db)) < 0)
 		return rc;
+	sql_verb(sql, verb, sizeof(verb));
+	db_failpoint(db, verb);
 	return classify(db, PQexec(db->pg, sql), NULL);
 }
 
@@ -647,8 +762,10 @@ db_begin(struct kasir_db *db)
 {
 	if (db == NULL)
 		return -EINVAL;
-	/* a new transaction abandons a lost one */
-	db->tx_lost = false;
+	/* a new transaction ends a lost one: TX_LOST -> BROKEN, and
+	 * db_exec_sql() reconnects from there */
+	if (db->state == DB_TX_LOST)
+		db->state = DB_BROKEN;
 	return db_exec_sql(db, "BEGIN");
 }
 
@@ -661,19 +778,19 @@ db_commit(struct kasir_db *db)
 
 	if (db == NULL)
 		return -EINVAL;
-	if (db->tx_lost) {
+	if (db->state == DB_TX_LOST) {
 		/* broke before COMMIT was sent: the server rolled it back */
-		db->tx_lost = false;
+		db->state = DB_BROKEN;
 		set_error(db, "", "connection lost inside the transaction");
 		return KASIR_EDB;
 	}
 	if (db->pg == NULL || PQstatus(db->pg) != CONNECTION_OK) {
 		/* nothing was sent: whatever was open is rolled back */
-		mark_broken(db);
-		db->tx_lost = false;
+		drop_connection(db, true);
 		set_error(db, "", "connection lost before COMMIT");
 		return KASIR_EDB;
 	}
+	db_failpoint(db, "COMMIT");
 	res = PQexec(db->pg, "COMMIT");
 	st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 	state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
@@ -683,16 +800,14 @@ db_commit(struct kasir_db *db)
 		          res ? PQresultErrorMessage(res)
 		              : PQerrorMessage(db->pg));
 		PQclear(res);
-		db->in_tx = false;
-		mark_broken(db);
-		db->tx_lost = false;
+		drop_connection(db, true);
 		return KASIR_EDBUNKNOWN;
 	}
 	if (st == PGRES_COMMAND_OK) {
 		/* COMMIT of an aborted transaction answers "ROLLBACK" */
 		bool rolled_back = strcmp(PQcmdStatus(res), "ROLLBACK") == 0;
 		PQclear(res);
-		db->in_tx = PQtransactionStatus(db->pg) != PQTRANS_IDLE;
+		track_tx(db);
 		if (rolled_back) {
 			set_error(db, "25P02",
 			          "transaction was aborted and rolled back");
@@ -706,22 +821,40 @@ db_commit(struct kasir_db *db)
 	return KASIR_ESQL;
 }
 
+/*
+ * Ends the transaction, whatever state it is in.  A break seen by the
+ * ROLLBACK itself ends in BROKEN, never TX_LOST: the server rolls back a
+ * session that dies, so the transaction is over either way.
+ */
 void
 db_rollback(struct kasir_db *db)
 {
+	PGresult *res;
+
 	if (db == NULL)
 		return;
-	db->tx_lost = false;
-	if (db->pg == NULL || PQstatus(db->pg) != CONNECTION_OK) {
-		db->in_tx = false;
+	if (db->state == DB_TX_LOST || db->pg == NULL ||
+	    PQstatus(db->pg) != CONNECTION_OK) {
+		drop_connection(db, true);
 		return;
 	}
 	if (PQtransactionStatus(db->pg) == PQTRANS_IDLE) {
-		db->in_tx = false;
+		db->state = DB_IDLE;
 		return;
 	}
-	(void)classify(db, PQexec(db->pg, "ROLLBACK"), NULL);
-	db->in_tx = false;
+	db_failpoint(db, "ROLLBACK");
+	res = PQexec(db->pg, "ROLLBACK");
+	if (res == NULL || PQstatus(db->pg) != CONNECTION_OK ||
+	    PQresultStatus(res) != PGRES_COMMAND_OK) {
+		set_error(db, "",
+		          res ? PQresultErrorMessage(res)
+		              : PQerrorMessage(db->pg));
+		PQclear(res);
+		drop_connection(db, true);
+		return;
+	}
+	PQclear(res);
+	track_tx(db);
 }
 
 static bool
@@ -1104,7 +1237,7 @@ db_migrations_applied(struct kasir_db *db, const char *schema, const char *dir)
 	PGresult *res;
 	bool ok = false;
 
-	if (db == NULL || !ident_valid(schema) || db->in_tx ||
+	if (db == NULL || !ident_valid(schema) || db->state != DB_IDLE ||
 	    db_ensure(db) < 0)
 		return false;
 	if (list_migrations(dir, &names, &nnames) < 0)

@@ -11,6 +11,13 @@
  * KASIR_EDBUNKNOWN: the outcome is unknown and the caller must not blindly
  * redo the work (re-read state instead).  Nothing is retried silently.
  *
+ * The handle's four states and every transition between them are in
+ * docs/failure-model.md and at the top of db.c.  The rule a caller keeps:
+ * after KASIR_EDB inside a transaction, end it (db_rollback()) or start
+ * the next unit of work with db_begin() / db_ensure(); statements of the
+ * lost transaction keep failing until then, and no state refuses to
+ * reconnect after that.
+ *
  * Statements are always parameterized.  A struct db_stmt is prepared lazily
  * on each connection (and again after a reconnect) under its name.
  */
@@ -22,6 +29,13 @@
 #include <libpq-fe.h>
 
 struct kasir_db;
+
+enum db_state {
+	DB_BROKEN,  /* no connection; reconnects when the backoff allows */
+	DB_IDLE,    /* connected, no transaction */
+	DB_IN_TX,   /* connected, a transaction is open */
+	DB_TX_LOST, /* broke inside a transaction; over at the next boundary */
+};
 
 struct db_conf {
 	const char *url; /* libpq conninfo string or URI, without password */
@@ -48,6 +62,11 @@ void db_close(struct kasir_db *db);
 int db_ensure(struct kasir_db *db);
 /* True when the last known state of the connection is good (no I/O). */
 bool db_is_up(const struct kasir_db *db);
+enum db_state db_state(const struct kasir_db *db);
+const char *db_state_name(enum db_state st);
+/* Names the handle for failpoints ("<label>:<statement>") and logs: the
+ * loop that owns it, e.g. "reconciler.scheduler".  Copied; cut at 47. */
+void db_set_label(struct kasir_db *db, const char *label);
 /* Raw connection for libpq calls not covered here; NULL when down. */
 PGconn *db_pg(struct kasir_db *db);
 

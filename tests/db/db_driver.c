@@ -12,6 +12,10 @@
  *   sql SQL               db_exec_sql
  *   begin | commit | rollback
  *   ensure                db_ensure
+ *   pipe NAME|SQL|PARAM   one statement through the pipeline (begin, send,
+ *                         sync, result, end)
+ *   state                 the handle's state
+ * Every answer carries db=<state> (broken, idle, in_tx, tx_lost).
  *   up                    db_is_up
  *   ensure_loop N         N x db_ensure back to back; prints ms= elapsed
  *   migrate SCHEMA ROLE DIR     db_migrate with the same DSN; prints why=
@@ -29,7 +33,7 @@
 static void
 print_rc(struct kasir_db *db, int rc, PGresult *res)
 {
-	printf("rc=%d", rc);
+	printf("rc=%d db=%s", rc, db_state_name(db_state(db)));
 	if (rc == KASIR_ESQL || rc == KASIR_EDB || rc == KASIR_EDBUNKNOWN)
 		printf(" state=%s",
 		       db_last_sqlstate(db)[0] ? db_last_sqlstate(db) : "-");
@@ -98,6 +102,28 @@ main(void)
 			print_rc(db, db_commit(db), NULL);
 		} else if (strcmp(line, "rollback") == 0) {
 			db_rollback(db);
+			print_rc(db, 0, NULL);
+		} else if (strcmp(line, "pipe") == 0) {
+			char *name = arg, *sql = arg ? strchr(arg, '|') : NULL,
+			     *param;
+			if (sql == NULL ||
+			    (param = strchr(sql + 1, '|')) == NULL) {
+				printf("rc=-22\n");
+				continue;
+			}
+			*sql++ = '\0';
+			*param++ = '\0';
+			struct db_stmt st = {name, sql, 1};
+			const struct db_stmt *stp = &st;
+			const char *params[1] = {param};
+			if ((rc = db_pipe_begin(db, &stp, 1)) == 0) {
+				if ((rc = db_pipe_send(db, &st, params)) == 0 &&
+				    (rc = db_pipe_sync(db)) == 0)
+					rc = db_pipe_result(db, NULL);
+				db_pipe_end(db);
+			}
+			print_rc(db, rc, NULL);
+		} else if (strcmp(line, "state") == 0) {
 			print_rc(db, 0, NULL);
 		} else if (strcmp(line, "ensure") == 0) {
 			print_rc(db, db_ensure(db), NULL);

@@ -11,6 +11,11 @@ is restarted, stopped and started underneath it:
     nothing of it is committed;
   - a connection killed while COMMIT is in flight gives KASIR_EDBUNKNOWN;
   - SQL errors give KASIR_ESQL with the SQLSTATE; statement_timeout applies;
+  - the handle's state machine (docs/failure-model.md): every transition,
+    with the backend killed (pg_terminate_backend) or the server stopped
+    at each point: the break first seen by a statement, by ROLLBACK, by
+    COMMIT, by a pipeline, and every way out of TX_LOST; no state refuses
+    to reconnect once the server is back;
   - migrations: applied once, recorded (0000_stream + files in name order),
     a failing file is rolled back with its record and reported; two
     migrators racing are serialised by the advisory lock.
@@ -181,6 +186,155 @@ def test_transactions(pg, dsn, pw):
     d.close()
 
 
+def kill_backend(pg, d):
+    """Terminates d's server session from outside; d does not know yet."""
+    pid = expect(d.cmd("q pid|SELECT pg_backend_pid()"), 0, "pid")["v"]
+    pg.psql("SELECT pg_terminate_backend(%s)", (int(pid),))
+    # the backend is gone once the server no longer lists it
+    deadline = time.monotonic() + 10
+    while pg.psql("SELECT count(*) FROM pg_stat_activity WHERE pid = %s",
+                  (int(pid),))[0][0] != 0:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"backend {pid} still alive")
+        time.sleep(0.02)
+
+
+def state(r, want, what):
+    if r.get("db") != want:
+        raise AssertionError(f"{what}: handle should be {want}: {r['_line']}")
+    return r
+
+
+INS = "p ins|INSERT INTO public.dbt VALUES ($1::int)|"
+
+
+def test_state_machine(pg, dsn, pw):
+    """Every transition of the handle (db.c, docs/failure-model.md).  The
+    bound for coming back is one reconnect: the first attempt after a break
+    is immediate, so a healthy server answers the next call."""
+    pg.psql("CREATE TABLE IF NOT EXISTS public.dbt (k int PRIMARY KEY)")
+    pg.psql("GRANT SELECT, INSERT ON public.dbt TO kasir_ingest_owner")
+    d = Driver(dsn, pw)
+    state(d.cmd("state"), "idle", "after open")
+    state(expect(d.cmd("begin"), 0, "begin"), "in_tx", "BEGIN")
+    state(expect(d.cmd("commit"), 0, "commit"), "idle", "COMMIT")
+
+    # IDLE, break seen by an autocommit statement -> BROKEN -> IDLE
+    kill_backend(pg, d)
+    state(expect(d.cmd("q one|SELECT 1"), EDB, "idle break"), "broken",
+          "break seen in autocommit")
+    state(expect(d.cmd("q one|SELECT 1"), 0, "reconnect"), "idle",
+          "next statement reconnects")
+
+    # IN_TX, break seen by a statement -> TX_LOST; statements of the lost
+    # transaction fail without I/O; ROLLBACK -> BROKEN -> next call IDLE
+    expect(d.cmd("begin"), 0, "begin")
+    kill_backend(pg, d)
+    state(expect(d.cmd(INS + "100"), EDB, "in-tx break"), "tx_lost",
+          "break seen by a statement in a transaction")
+    state(expect(d.cmd(INS + "101"), EDB, "lost tx statement"), "tx_lost",
+          "a statement of the lost transaction")
+    state(expect(d.cmd("sql SAVEPOINT x"), EDB, "lost tx savepoint"),
+          "tx_lost", "a savepoint of the lost transaction")
+    state(expect(d.cmd("rollback"), 0, "rollback"), "broken",
+          "ROLLBACK ends a lost transaction")
+    state(expect(d.cmd("q one|SELECT 1"), 0, "after lost tx"), "idle",
+          "autocommit after the lost transaction")
+
+    # TX_LOST -> db_ensure() (loops that ensure before BEGIN) -> IDLE
+    expect(d.cmd("begin"), 0, "begin")
+    kill_backend(pg, d)
+    state(expect(d.cmd(INS + "102"), EDB, "in-tx break"), "tx_lost", "lost")
+    state(expect(d.cmd("ensure"), 0, "ensure after a lost tx"), "idle",
+          "db_ensure ends a lost transaction and reconnects")
+
+    # TX_LOST -> db_begin() -> IN_TX (a new transaction)
+    expect(d.cmd("begin"), 0, "begin")
+    kill_backend(pg, d)
+    expect(d.cmd(INS + "103"), EDB, "in-tx break")
+    state(expect(d.cmd("begin"), 0, "begin after a lost tx"), "in_tx",
+          "db_begin ends a lost transaction")
+    expect(d.cmd("rollback"), 0, "rollback")
+
+    # TX_LOST -> db_commit() -> KASIR_EDB (nothing was sent) -> BROKEN
+    expect(d.cmd("begin"), 0, "begin")
+    kill_backend(pg, d)
+    expect(d.cmd(INS + "104"), EDB, "in-tx break")
+    state(expect(d.cmd("commit"), EDB, "commit of a lost tx"), "broken",
+          "COMMIT of a lost transaction")
+    state(expect(d.cmd("q one|SELECT 1"), 0, "after"), "idle", "after")
+
+    # IN_TX, break first seen by ROLLBACK -> BROKEN (never TX_LOST): the
+    # regression of issue 12, where every later call was refused forever
+    expect(d.cmd("begin"), 0, "begin")
+    expect(d.cmd(INS + "105"), 0, "insert")
+    kill_backend(pg, d)
+    state(expect(d.cmd("rollback"), 0, "rollback on a dead session"),
+          "broken", "break seen by ROLLBACK")
+    state(expect(d.cmd("ensure"), 0, "ensure after"), "idle",
+          "db_ensure after a break seen by ROLLBACK")
+    expect(d.cmd("begin"), 0, "begin")
+    kill_backend(pg, d)
+    expect(d.cmd("rollback"), 0, "rollback on a dead session")
+    state(expect(d.cmd("q one|SELECT 1"), 0, "autocommit after"), "idle",
+          "autocommit after a break seen by ROLLBACK")
+
+    # IN_TX, break first seen by COMMIT -> EDBUNKNOWN, BROKEN
+    expect(d.cmd("begin"), 0, "begin")
+    expect(d.cmd(INS + "106"), 0, "insert")
+    kill_backend(pg, d)
+    state(expect(d.cmd("commit"), EDBUNKNOWN, "commit on a dead session"),
+          "broken", "break seen by COMMIT")
+    state(expect(d.cmd("q one|SELECT 1"), 0, "after"), "idle", "after")
+
+    # IN_TX, break first seen by a pipeline -> TX_LOST -> ROLLBACK
+    expect(d.cmd("begin"), 0, "begin")
+    kill_backend(pg, d)
+    state(expect(d.cmd("pipe pins|INSERT INTO public.dbt VALUES ($1::int)|107"),
+                 EDB, "pipeline on a dead session"), "tx_lost",
+          "break seen by a pipeline")
+    state(expect(d.cmd("rollback"), 0, "rollback"), "broken", "rollback")
+    state(expect(d.cmd("pipe pins|INSERT INTO public.dbt VALUES ($1::int)|108"),
+                 0, "pipeline after"), "idle", "autocommit pipeline after")
+    assert (108,) in pg.psql("SELECT k FROM public.dbt ORDER BY k")
+    for k in range(100, 108):
+        assert (k,) not in pg.psql("SELECT k FROM public.dbt"), \
+            f"row {k} of a lost transaction was committed"
+
+    # the server stopped (-m immediate) while the handle sits in a
+    # transaction whose next call is ROLLBACK, then started again: the
+    # reproduction of issue 12.  While down: BROKEN, fast failures; once
+    # up: back within the backoff (at most 5 s) plus connect time.
+    expect(d.cmd("begin"), 0, "begin")
+    expect(d.cmd(INS + "109"), 0, "insert")
+    pg.stop("immediate")
+    state(expect(d.cmd("rollback"), 0, "rollback, server down"), "broken",
+          "ROLLBACK with the server down")
+    for _ in range(3):
+        state(expect(d.cmd("ensure"), EDB, "ensure, server down"), "broken",
+              "down")
+        state(expect(d.cmd("rollback"), 0, "rollback while broken"),
+              "broken", "rollback while broken")
+    # rollback while broken must not reset the backoff: 200 ensures with
+    # rollbacks in between still fail fast
+    r = d.cmd("ensure_loop 200")
+    assert int(r["ms"]) < 1500, f"db_ensure slept: {r}"
+    pg.start()
+    r, took = wait_rc(d, "ensure", 0, 5 + 2 + 1, "ensure after the restart")
+    state(r, "idle", "after the restart")
+    expect(d.cmd("q one|SELECT 1"), 0, "autocommit after the restart")
+    # same with a statement as the first to see it
+    expect(d.cmd("begin"), 0, "begin")
+    pg.stop("immediate")
+    state(expect(d.cmd(INS + "110"), EDB, "statement, server down"),
+          "tx_lost", "statement with the server down")
+    pg.start()
+    r, _ = wait_rc(d, "begin", 0, 5 + 2 + 1, "begin after the restart")
+    state(r, "in_tx", "begin after the restart")
+    expect(d.cmd("rollback"), 0, "rollback")
+    d.close()
+
+
 def write(dirpath, name, text):
     with open(os.path.join(dirpath, name), "w") as f:
         f.write(text)
@@ -275,6 +429,7 @@ def main():
         with tempfile.TemporaryDirectory() as tmp:
             for name, fn in (("reconnect", lambda: test_reconnect(pg, dsn, pw)),
                              ("transactions", lambda: test_transactions(pg, dsn, pw)),
+                             ("state machine", lambda: test_state_machine(pg, dsn, pw)),
                              ("migrations", lambda: test_migrations(pg, dsn, pw, tmp)),
                              ("concurrent migrators",
                               lambda: test_concurrent_migrators(pg, dsn, pw, tmp))):
