@@ -23,6 +23,7 @@
 #include "envelope.h"
 #include "err.h"
 #include "http.h"
+#include "liveness.h"
 #include "log.h"
 #include "metrics.h"
 #include "sd.h"
@@ -83,6 +84,35 @@ daemon_check_lag(struct daemon *d, char *why, size_t why_len)
 	return rc;
 }
 
+/* Scrape: one pair of gauges per loop that owns a database handle. */
+static void
+daemon_scrape_loops(void *arg)
+{
+	struct daemon *d = arg;
+	struct live_status st[LIVE_LOOPS_MAX];
+	size_t n = live_snapshot(st, LIVE_LOOPS_MAX);
+	char labels[LIVE_NAME_MAX + 16];
+
+	for (size_t i = 0; i < n; i++) {
+		snprintf(labels, sizeof(labels), "loop=\"%.47s\"", st[i].name);
+		metric_set(
+		    metrics_gauge(d->metrics, "kasir_loop_last_ok_age_seconds",
+		                  labels,
+		                  "seconds since the loop's last "
+		                  "successful database pass (-1 never)"),
+		    st[i].ok_age_ms < 0 ? -1.0 : st[i].ok_age_ms / 1000.0);
+		metric_set(metrics_gauge(d->metrics, "kasir_loop_silent",
+		                         labels,
+		                         "1 while the loop is silent past its "
+		                         "bound (docs/failure-model.md)"),
+		           st[i].silent ? 1.0 : 0.0);
+		metric_set(metrics_gauge(d->metrics, "kasir_loop_bound_seconds",
+		                         labels,
+		                         "how long the loop may stay silent"),
+		           st[i].bound_ms / 1000.0);
+	}
+}
+
 static int
 daemon_ready(void *arg, char *why, size_t why_len)
 {
@@ -104,6 +134,8 @@ daemon_ready(void *arg, char *why, size_t why_len)
 		return KASIR_ECONFLICT;
 	}
 	if ((rc = daemon_check_lag(d, why, why_len)) < 0)
+		return rc;
+	if ((rc = live_check(why, why_len)) < 0)
 		return rc;
 	if (d->ready_hook != NULL)
 		return d->ready_hook(d->ready_arg, why, why_len) < 0 ? -EAGAIN
@@ -283,6 +315,7 @@ daemon_init(struct daemon *d, const char *name, const struct base_conf *conf,
             const char *schema, const char *runtime_role)
 {
 	struct admin_http_hooks hooks;
+	char loop[LIVE_NAME_MAX];
 	struct db_conf dc;
 	sigset_t set;
 	int rc;
@@ -327,9 +360,18 @@ daemon_init(struct daemon *d, const char *name, const struct base_conf *conf,
 		        kasir_strerror(rc));
 		goto fail;
 	}
+	/* "kasir-order" -> "order.main" */
+	snprintf(loop, sizeof(loop), "%s.main",
+	         strncmp(name, "kasir-", 6) == 0 ? name + 6 : name);
+	db_set_loop(d->db, loop, true, DAEMON_PING_MS);
 	store_bool(&d->db_ok, db_is_up(d->db));
 	if ((rc = metrics_new(&d->metrics)) < 0) {
 		log_err("creating the metrics registry failed: %s",
+		        kasir_strerror(rc));
+		goto fail;
+	}
+	if ((rc = metrics_on_scrape(d->metrics, daemon_scrape_loops, d)) < 0) {
+		log_err("registering the loop gauges failed: %s",
 		        kasir_strerror(rc));
 		goto fail;
 	}
@@ -350,6 +392,34 @@ daemon_init(struct daemon *d, const char *name, const struct base_conf *conf,
 fail:
 	daemon_fini(d);
 	return rc < 0 ? rc : -EIO;
+}
+
+/* Logs each loop that turns silent or comes back (one line per change;
+ * silent is a bit per loop in registration order). */
+static void
+daemon_log_loops(uint64_t *silent_bits)
+{
+	struct live_status st[LIVE_LOOPS_MAX];
+	size_t n = live_snapshot(st, LIVE_LOOPS_MAX);
+
+	for (size_t i = 0; i < n; i++) {
+		uint64_t bit = UINT64_C(1) << i;
+		bool was = (*silent_bits & bit) != 0;
+
+		if (st[i].silent == was)
+			continue;
+		if (st[i].silent)
+			log_fields(
+			    LOG_WARNING, LOG_F({"LOOP", st[i].name}),
+			    "loop %s silent: no successful database pass "
+			    "for %lld s (bound %lld s)",
+			    st[i].name, (long long)(st[i].ok_age_ms / 1000),
+			    (long long)(st[i].bound_ms / 1000));
+		else
+			log_fields(LOG_INFO, LOG_F({"LOOP", st[i].name}),
+			           "loop %s alive again", st[i].name);
+		*silent_bits ^= bit;
+	}
 }
 
 /* One database check: SELECT 1, and the migration state until it is
@@ -383,6 +453,7 @@ daemon_run(struct daemon *d, daemon_tick_fn tick, void *arg)
 {
 	struct metric *up, *ticks;
 	int64_t last_ping = 0, tick_ms, wd_ms;
+	uint64_t silent_bits = 0;
 	int sig;
 
 	tick_ms = d->tick_ms > 0 ? d->tick_ms : DAEMON_TICK_DEFAULT_MS;
@@ -427,6 +498,7 @@ daemon_run(struct daemon *d, daemon_tick_fn tick, void *arg)
 		__atomic_store_n(&d->last_tick_ms, now, __ATOMIC_RELEASE);
 		if (now - last_ping >= DAEMON_PING_MS) {
 			daemon_ping(d, up);
+			daemon_log_loops(&silent_bits);
 			last_ping = now;
 		}
 		/* a wedged loop or a lost database stops the pings */

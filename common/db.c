@@ -43,6 +43,7 @@
 #include "db.h"
 #include "err.h"
 #include "failpoint.h"
+#include "liveness.h"
 #include "log.h"
 #include "stream.h"
 #include "util.h"
@@ -65,6 +66,7 @@ struct kasir_db {
 	int statement_timeout_ms;
 
 	char label[DB_LABEL_MAX]; /* failpoint prefix: "reconciler.scheduler" */
+	struct live_loop *live; /* the loop that owns the handle; may be NULL */
 
 	enum db_state state;
 	PGconn *pg;          /* NULL in BROKEN and TX_LOST */
@@ -158,6 +160,7 @@ drop_connection(struct kasir_db *db, bool tx_over)
 {
 	bool was_up = db->pg != NULL;
 
+	live_fail(db->live);
 	if (was_up) {
 		PQfinish(db->pg);
 		db->pg = NULL;
@@ -184,6 +187,7 @@ mark_broken(struct kasir_db *db)
 static void
 track_tx(struct kasir_db *db)
 {
+	live_ok(db->live);
 	db->state =
 	    PQtransactionStatus(db->pg) != PQTRANS_IDLE ? DB_IN_TX : DB_IDLE;
 }
@@ -301,8 +305,10 @@ db_ensure(struct kasir_db *db)
 	 * it lost: that transaction is over (TX_LOST -> BROKEN) */
 	db->state = DB_BROKEN;
 	now = now_mono_ms();
-	if (now < db->next_try_ms)
+	if (now < db->next_try_ms) {
+		live_fail(db->live);
 		return KASIR_EDB;
+	}
 	c = (struct db_conf){
 	    .url = db->url,
 	    .password = db->password,
@@ -316,6 +322,7 @@ db_ensure(struct kasir_db *db)
 			log_debug("database connection failed: %s", why);
 		db->logged_down = true;
 		set_error(db, "", why);
+		live_fail(db->live);
 		db->next_try_ms = now_mono_ms() + db->backoff_ms;
 		db->backoff_ms *= 2;
 		if (db->backoff_ms > DB_BACKOFF_MAX_MS)
@@ -367,6 +374,19 @@ db_set_label(struct kasir_db *db, const char *label)
 	if (db != NULL)
 		snprintf(db->label, sizeof(db->label), "%s",
 		         label != NULL ? label : "");
+}
+
+void
+db_set_loop(struct kasir_db *db, const char *name, bool periodic,
+            int64_t poll_ms)
+{
+	if (db == NULL || name == NULL)
+		return;
+	db_set_label(db, name);
+	db->live = live_register(
+	    name, periodic ? LIVE_PERIODIC : LIVE_ON_DEMAND, poll_ms);
+	if (db->pg != NULL && PQstatus(db->pg) == CONNECTION_OK)
+		live_ok(db->live); /* db_open() connected it */
 }
 
 PGconn *
@@ -444,8 +464,10 @@ classify(struct kasir_db *db, PGresult *res, PGresult **ret_res)
 static int
 db_ready(struct kasir_db *db)
 {
-	if (db->state == DB_TX_LOST)
+	if (db->state == DB_TX_LOST) {
+		live_fail(db->live);
 		return KASIR_EDB; /* a statement of the lost transaction */
+	}
 	if (db->state == DB_IN_TX) {
 		if (db->pg == NULL || PQstatus(db->pg) != CONNECTION_OK) {
 			mark_broken(db);

@@ -67,6 +67,11 @@ const char *db_state_name(enum db_state st);
 /* Names the handle for failpoints ("<label>:<statement>") and logs: the
  * loop that owns it, e.g. "reconciler.scheduler".  Copied; cut at 47. */
 void db_set_label(struct kasir_db *db, const char *label);
+/* Names the handle after the loop that owns it (db_set_label) and makes
+ * every command's outcome that loop's liveness (liveness.h): periodic
+ * loops pass every poll_ms, on-demand loops run when asked. */
+void db_set_loop(struct kasir_db *db, const char *name, bool periodic,
+                 int64_t poll_ms);
 /* Raw connection for libpq calls not covered here; NULL when down. */
 PGconn *db_pg(struct kasir_db *db);
 

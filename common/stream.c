@@ -35,6 +35,7 @@
 
 #include "envelope.h"
 #include "err.h"
+#include "liveness.h"
 #include "log.h"
 #include "metrics.h"
 #include "stream.h"
@@ -113,6 +114,26 @@ static int stmt_build(struct stream_stmt *s, const char *what,
                       const char *schema, const char *stream, int nparams,
                       const char *fmt, ...)
     __attribute__((format(printf, 6, 7)));
+
+/*
+ * The liveness name of one of the backbone's loops: the service part of
+ * the handle's application_name ("kasir-ingest-publisher" -> "ingest"),
+ * the job and the stream: "ingest.publish.payment".
+ */
+static void
+stream_loop_name(const char *app, const char *job, const char *stream,
+                 char *out, size_t len)
+{
+	size_t n;
+
+	if (app == NULL)
+		app = "kasir";
+	if (strncmp(app, "kasir-", 6) == 0)
+		app += 6;
+	n = strcspn(app, "-");
+	snprintf(out, len, "%.*s.%s.%s", (int)(n < 16 ? n : 16), app, job,
+	         stream);
+}
 
 static int
 stmt_build(struct stream_stmt *s, const char *what, const char *schema,
@@ -943,6 +964,7 @@ stream_producer_start(const struct stream_producer_conf *conf,
 {
 	struct stream_producer *p;
 	int rc;
+	char loop[LIVE_NAME_MAX];
 
 	if (conf == NULL || kr == NULL || ret == NULL ||
 	    !stream_valid(conf->stream) || !schema_valid(conf->schema) ||
@@ -992,6 +1014,13 @@ stream_producer_start(const struct stream_producer_conf *conf,
 	rc = db_open(&conf->db, &p->rep_db);
 	if (rc < 0)
 		goto fail_db;
+	/* the publisher passes every heartbeat; replay answers on demand */
+	stream_loop_name(conf->db.application_name, "publish", p->stream, loop,
+	                 sizeof(loop));
+	db_set_loop(p->pub_db, loop, true, p->heartbeat_ms);
+	stream_loop_name(conf->db.application_name, "replay", p->stream, loop,
+	                 sizeof(loop));
+	db_set_loop(p->rep_db, loop, false, 0);
 
 	rc = nng_to_err(p->fanout ? nng_pub0_open(&p->pub)
 	                          : nng_push0_open(&p->pub));
@@ -2074,6 +2103,7 @@ stream_consumer_start(const struct stream_consumer_conf *conf,
                       stream_apply_fn apply, void *arg,
                       struct stream_consumer **ret)
 {
+	char loop[LIVE_NAME_MAX];
 	struct stream_consumer *c;
 	int rc;
 
@@ -2142,6 +2172,10 @@ stream_consumer_start(const struct stream_consumer_conf *conf,
 	rc = db_open(&conf->db, &c->db);
 	if (rc < 0)
 		goto fail_cond;
+	/* the consumer reads its cursor at least every poll_ms */
+	stream_loop_name(conf->db.application_name, "consume", c->stream, loop,
+	                 sizeof(loop));
+	db_set_loop(c->db, loop, true, c->poll_ms);
 	rc = nng_to_err(nng_aio_alloc(&c->aio, NULL, NULL));
 	if (rc == 0)
 		rc = consumer_open_sockets(c, conf);

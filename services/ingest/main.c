@@ -405,9 +405,10 @@ main(int argc, char **argv)
 		actx.im = &g.im;
 		actx.producer = producer;
 		actx.started_ms = now_mono_ms();
-		if ((r = db_open(&ac, &actx.db)) < 0 ||
-		    (r = admin_socket_start(&asc, ingest_admin_handle, &actx,
-		                            &admin)) < 0) {
+		if ((r = db_open(&ac, &actx.db)) == 0)
+			db_set_loop(actx.db, "ingest.admin", false, 0);
+		if (r < 0 || (r = admin_socket_start(&asc, ingest_admin_handle,
+		                                     &actx, &admin)) < 0) {
 			log_err("admin socket %s: %s", conf.base.admin_socket,
 			        kasir_strerror(r));
 			goto out_http;

@@ -164,6 +164,7 @@ ingest_quarantine_start(const struct ingest_quarantine_conf *conf,
 		free(q);
 		return r;
 	}
+	db_set_loop(q->db, "ingest.quarantine", false, 0);
 	pthread_mutex_init(&q->lock, NULL);
 	pthread_cond_init(&q->cond, NULL);
 	if ((r = pthread_create(&q->thread, NULL, quarantine_main, q)) != 0) {

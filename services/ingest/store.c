@@ -438,6 +438,8 @@ ingest_store_start(const struct ingest_store_conf *conf,
 	}
 	if ((r = db_open(&conf->db, &s->db)) < 0)
 		goto fail_alloc;
+	/* the committer runs when notifications arrive */
+	db_set_loop(s->db, "ingest.committer", false, 0);
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);

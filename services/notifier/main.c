@@ -195,6 +195,8 @@ main(int argc, char **argv)
 	dc.application_name = "kasir-notifier-metrics";
 	if (db_open(&dc, &n.scrape_db) < 0)
 		goto out_channels;
+	db_set_loop(n.admin_db, "notifier.admin", false, 0);
+	db_set_loop(n.scrape_db, "notifier.scrape", false, 0);
 	metrics_on_scrape(d.metrics, notifier_scrape, &n);
 
 	if (daemon_consumer_conf(&d, "orders", true, &cc) < 0) {

@@ -33,6 +33,7 @@
 #include "daemon.h"
 #include "db.h"
 #include "err.h"
+#include "liveness.h"
 #include "log.h"
 #include "metrics.h"
 #include "notifier.h"
@@ -618,11 +619,15 @@ idle_wait(struct notifier *n, int64_t ms)
 	pthread_mutex_unlock(&n->wake_lock);
 }
 
+/* numbers the workers' liveness names, process-wide */
+static atomic_uint worker_seq;
+
 static void *
 worker_main(void *arg)
 {
 	struct notifier *n = arg;
 	struct db_conf dc = daemon_db_conf(n->d);
+	char loop[LIVE_NAME_MAX];
 	struct kasir_db *db = NULL;
 	char channels[64] = "{";
 	bool first = true;
@@ -642,6 +647,15 @@ worker_main(void *arg)
 		log_err("worker: cannot create a database handle");
 		return NULL;
 	}
+	/* a pass: claim (or the idle poll), then at most one send bounded by
+	 * the slower provider's timeout */
+	snprintf(loop, sizeof(loop), "notifier.worker.%u",
+	         atomic_fetch_add(&worker_seq, 1));
+	db_set_loop(db, loop, true,
+	            n->conf->poll_ms +
+	                (n->conf->smtp_timeout_ms > n->conf->wa_timeout_ms
+	                     ? n->conf->smtp_timeout_ms
+	                     : n->conf->wa_timeout_ms));
 	while (!atomic_load(&n->stopping)) {
 		struct claimed job;
 		int r;

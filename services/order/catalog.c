@@ -106,11 +106,16 @@ db_pool_init(struct db_pool *p, const struct db_conf *conf, unsigned n)
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
 	for (unsigned i = 0; i < n; i++) {
+		char loop[32];
+
 		rc = db_open(conf, &p->dbs[i]);
 		if (rc < 0) {
 			db_pool_fini(p);
 			return rc;
 		}
+		/* each slot is judged alone: a wedged one must show */
+		snprintf(loop, sizeof(loop), "order.api.%u", i);
+		db_set_loop(p->dbs[i], loop, false, 0);
 		p->n++;
 	}
 	return 0;

@@ -108,6 +108,7 @@ main(int argc, char **argv)
 		        kasir_strerror(rc));
 		goto out_producer;
 	}
+	db_set_loop(svc.admin_db, "order.admin", false, 0);
 	for (size_t i = 0; i < 2; i++) {
 		struct stream_consumer_conf cc;
 		rc = daemon_consumer_conf(&d, consumed[i], false, &cc);

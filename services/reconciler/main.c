@@ -140,6 +140,23 @@ check_config(int argc, char **argv)
 	return 0;
 }
 
+/*
+ * The longest a scheduler pass may go without touching the database: its
+ * idle poll, plus a claimed batch of Status API calls - batch/concurrency
+ * rounds of (retries + 1) whole-request timeouts, and the batch at the
+ * global requests-per-second cap.
+ */
+static int64_t
+recon_pass_bound_ms(const struct recon_conf *c)
+{
+	int64_t conc = c->concurrency > 0 ? c->concurrency : 1;
+	int64_t rounds = (c->batch + conc - 1) / conc;
+	int64_t rps = c->rps > 0 ? c->rps : 1;
+
+	return c->poll_ms + rounds * c->timeout_ms * (c->retries + 1) +
+	       c->batch * 1000 / rps;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -210,6 +227,12 @@ main(int argc, char **argv)
 	dc.application_name = "kasir-reconciler-metrics";
 	if (db_open(&dc, &r.scrape_db) < 0)
 		goto out_daemon;
+	/* a scheduler pass may make batch x (retries + 1) Status API calls,
+	 * each bounded by the request timeout, between database passes */
+	db_set_loop(r.sched_db, "reconciler.scheduler", true,
+	            recon_pass_bound_ms(&conf));
+	db_set_loop(r.admin_db, "reconciler.admin", false, 0);
+	db_set_loop(r.scrape_db, "reconciler.scrape", false, 0);
 	if (mode_load(&r, d.db) < 0)
 		log_warning("reading the persisted mode failed, starting in "
 		            "normal mode until the scheduler reads it");

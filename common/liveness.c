@@ -1,0 +1,136 @@
+/*
+ * liveness.c - see liveness.h.  A fixed table, appended under a mutex and
+ * read lock-free: entries never move and their times are atomics.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "liveness.h"
+#include "util.h"
+
+struct live_loop {
+	char name[LIVE_NAME_MAX];
+	enum live_kind kind;
+	int64_t bound_ms;
+	int64_t registered_ms;    /* monotonic */
+	int64_t last_ok_ms;       /* monotonic; 0 never (atomic) */
+	int64_t failing_since_ms; /* first failure since the last ok; 0 none */
+	int64_t last_fail_ms;
+};
+
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct live_loop live_loops[LIVE_LOOPS_MAX];
+static size_t live_n; /* published with a release store */
+
+struct live_loop *
+live_register(const char *name, enum live_kind kind, int64_t poll_ms)
+{
+	struct live_loop *l = NULL;
+	size_t n;
+
+	if (name == NULL)
+		return NULL;
+	pthread_mutex_lock(&live_lock);
+	n = __atomic_load_n(&live_n, __ATOMIC_ACQUIRE);
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(live_loops[i].name, name) == 0) {
+			l = &live_loops[i];
+			goto out;
+		}
+	if (n == LIVE_LOOPS_MAX)
+		goto out;
+	l = &live_loops[n];
+	snprintf(l->name, sizeof(l->name), "%s", name);
+	l->kind = kind;
+	l->bound_ms =
+	    kind == LIVE_PERIODIC
+	        ? 2 * (poll_ms > 0 ? poll_ms : 1000) + LIVE_RECONNECT_MS
+	        : LIVE_ON_DEMAND_MS;
+	l->registered_ms = now_mono_ms();
+	__atomic_store_n(&live_n, n + 1, __ATOMIC_RELEASE);
+out:
+	pthread_mutex_unlock(&live_lock);
+	return l;
+}
+
+void
+live_ok(struct live_loop *l)
+{
+	if (l == NULL)
+		return;
+	__atomic_store_n(&l->last_ok_ms, now_mono_ms(), __ATOMIC_RELAXED);
+	__atomic_store_n(&l->failing_since_ms, 0, __ATOMIC_RELAXED);
+}
+
+void
+live_fail(struct live_loop *l)
+{
+	int64_t now = now_mono_ms(), zero = 0;
+
+	if (l == NULL)
+		return;
+	__atomic_store_n(&l->last_fail_ms, now, __ATOMIC_RELAXED);
+	__atomic_compare_exchange_n(&l->failing_since_ms, &zero, now, false,
+	                            __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
+
+static void
+judge(const struct live_loop *l, int64_t now, struct live_status *st)
+{
+	int64_t ok = __atomic_load_n(&l->last_ok_ms, __ATOMIC_RELAXED);
+	int64_t since = __atomic_load_n(&l->failing_since_ms, __ATOMIC_RELAXED);
+	int64_t last = __atomic_load_n(&l->last_fail_ms, __ATOMIC_RELAXED);
+
+	snprintf(st->name, sizeof(st->name), "%s", l->name);
+	st->kind = l->kind;
+	st->bound_ms = l->bound_ms;
+	st->ok_age_ms = ok > 0 ? now - ok : -1;
+	if (l->kind == LIVE_PERIODIC)
+		/* a loop that never passed is judged from its start */
+		st->silent =
+		    now - (ok > 0 ? ok : l->registered_ms) > l->bound_ms;
+	else
+		st->silent = since > 0 && now - since > l->bound_ms &&
+		             now - last <= l->bound_ms;
+}
+
+size_t
+live_snapshot(struct live_status *out, size_t max)
+{
+	size_t n = __atomic_load_n(&live_n, __ATOMIC_ACQUIRE);
+	int64_t now = now_mono_ms();
+
+	if (n > max)
+		n = max;
+	for (size_t i = 0; i < n; i++)
+		judge(&live_loops[i], now, &out[i]);
+	return n;
+}
+
+int
+live_check(char *why, size_t why_len)
+{
+	struct live_status st[LIVE_LOOPS_MAX];
+	size_t n = live_snapshot(st, LIVE_LOOPS_MAX);
+
+	for (size_t i = 0; i < n; i++) {
+		if (!st[i].silent)
+			continue;
+		if (st[i].ok_age_ms < 0)
+			snprintf(why, why_len,
+			         "loop %s silent: no successful pass yet "
+			         "(bound %lld s)",
+			         st[i].name,
+			         (long long)(st[i].bound_ms / 1000));
+		else
+			snprintf(why, why_len,
+			         "loop %s silent for %lld s (bound %lld s)",
+			         st[i].name,
+			         (long long)(st[i].ok_age_ms / 1000),
+			         (long long)(st[i].bound_ms / 1000));
+		return -EAGAIN;
+	}
+	return 0;
+}
