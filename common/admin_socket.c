@@ -23,6 +23,7 @@
 #include <nng/protocol/reqrep0/req.h>
 
 #include "admin_socket.h"
+#include "liveness.h"
 #include "err.h"
 #include "log.h"
 #include "util.h"
@@ -314,6 +315,9 @@ handle(struct admin_socket *s, nng_msg *msg)
 		if (reply != NULL) {
 			if (result == NULL)
 				result = cJSON_CreateObject();
+			/* every daemon's status names its loops (liveness.h) */
+			if (result != NULL && strcmp(req.cmd, "status") == 0)
+				(void)live_to_json(result);
 			if (result != NULL)
 				cJSON_AddItemToObject(reply, "result", result);
 			result = NULL;

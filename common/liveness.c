@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "liveness.h"
 #include "util.h"
 
@@ -131,6 +133,36 @@ live_check(char *why, size_t why_len)
 			         (long long)(st[i].ok_age_ms / 1000),
 			         (long long)(st[i].bound_ms / 1000));
 		return -EAGAIN;
+	}
+	return 0;
+}
+
+int
+live_to_json(cJSON *obj)
+{
+	struct live_status st[LIVE_LOOPS_MAX];
+	size_t n = live_snapshot(st, LIVE_LOOPS_MAX);
+	cJSON *arr = cJSON_AddArrayToObject(obj, "loops");
+
+	if (arr == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < n; i++) {
+		cJSON *o = cJSON_CreateObject();
+
+		if (o == NULL || !cJSON_AddItemToArray(arr, o) ||
+		    cJSON_AddStringToObject(o, "loop", st[i].name) == NULL ||
+		    cJSON_AddStringToObject(o, "kind",
+		                            st[i].kind == LIVE_PERIODIC
+		                                ? "periodic"
+		                                : "on_demand") == NULL ||
+		    cJSON_AddBoolToObject(o, "silent", st[i].silent) == NULL ||
+		    cJSON_AddNumberToObject(
+		        o, "ok_age_s",
+		        st[i].ok_age_ms < 0 ? -1.0 : st[i].ok_age_ms / 1000.0) ==
+		        NULL ||
+		    cJSON_AddNumberToObject(o, "bound_s",
+		                            st[i].bound_ms / 1000.0) == NULL)
+			return -ENOMEM;
 	}
 	return 0;
 }

@@ -57,6 +57,11 @@ struct live_status {
 };
 /* Fills up to max entries (registration order); returns the count. */
 size_t live_snapshot(struct live_status *out, size_t max);
+/* Adds "loops": [{"loop", "kind", "silent", "ok_age_s", "bound_s"}...]
+ * to obj (every daemon's admin "status" carries it: kasirctl doctor names
+ * a silent loop from there).  0 or -ENOMEM. */
+struct cJSON;
+int live_to_json(struct cJSON *obj);
 /* 0 when no loop is silent; otherwise -EAGAIN and why names the first
  * silent loop ("loop X silent for N s (bound M s)"). */
 int live_check(char *why, size_t why_len);
