@@ -4,6 +4,8 @@
  *   main.c        start-up, the public HTTP handler, shutdown
  *   conf.c        the YAML table (struct ingest_conf)
  *   notification.c  parse / validate / signature (pure; notification.h)
+ *   status_consistency.c  the one table of which status_code goes with
+ *                 which transaction_status (pure; notification.h)
  *   source.c      which address a request comes from (trusted proxies)
  *   store.c       the committer: bounded queue + group commit of
  *                 payment_event rows and their stream messages
@@ -128,6 +130,7 @@ struct ingest_metrics {
 	struct metric *commit_seconds;
 	struct metric *batch_size;
 	struct metric *signature_failures;
+	struct metric *status_mismatches;
 	struct metric *quarantine_dropped;
 	struct metric *quarantine_stored;
 	struct metric *queue_depth;

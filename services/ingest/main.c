@@ -5,11 +5,13 @@
  * One request, in this order: body cap (413, enforced by the http helper
  * while reading), JSON content type (415), a well-formed notification (400
  * with a stable reason code), the signature against every configured
- * server key (403, counted, the body quarantined), the per-source rate
- * limit (429 + Retry-After) - checked before anything reaches the
- * database - then the request is deferred and handed to the committer,
- * which answers 200 {"status":"ok","event_id":N} only after the row and
- * its stream message are committed, or 503 when they could not be.
+ * server key (403, counted, the body quarantined), the status_code against
+ * transaction_status (400 inconsistent_status, counted, the body
+ * quarantined; status_consistency.c), the per-source rate limit (429 +
+ * Retry-After) - checked before anything reaches the database - then the
+ * request is deferred and handed to the committer, which answers 200
+ * {"status":"ok","event_id":N} only after the row and its stream message
+ * are committed, or 503 when they could not be.
  *
  * Start-up and shutdown follow common/daemon.h.  Shutdown order matters:
  * the committer drains first (every deferred request gets its answer),
@@ -78,6 +80,10 @@ ingest_metrics_register(struct metrics *m, struct ingest_metrics *im)
 	im->signature_failures =
 	    metrics_counter(m, "kasir_ingest_signature_failures_total", NULL,
 	                    "notifications refused for a bad signature");
+	im->status_mismatches = metrics_counter(
+	    m, "kasir_ingest_status_mismatch_total", NULL,
+	    "signed notifications refused because status_code does not go "
+	    "with transaction_status (a rewritten body)");
 	im->quarantine_dropped = metrics_counter(
 	    m, "kasir_ingest_quarantine_dropped_total", NULL,
 	    "refused bodies not kept (budget, cap or database down)");
@@ -99,10 +105,10 @@ ingest_metrics_register(struct metrics *m, struct ingest_metrics *im)
 		if (im->requests[i] == NULL)
 			return -ENOMEM;
 	if (im->commit_seconds == NULL || im->batch_size == NULL ||
-	    im->signature_failures == NULL || im->quarantine_dropped == NULL ||
-	    im->quarantine_stored == NULL || im->queue_depth == NULL ||
-	    im->last_notification == NULL || im->stored == NULL ||
-	    im->commit_failures == NULL)
+	    im->signature_failures == NULL || im->status_mismatches == NULL ||
+	    im->quarantine_dropped == NULL || im->quarantine_stored == NULL ||
+	    im->queue_depth == NULL || im->last_notification == NULL ||
+	    im->stored == NULL || im->commit_failures == NULL)
 		return -ENOMEM;
 	return 0;
 }
@@ -201,6 +207,25 @@ handle_request(void *arg, const struct http_request *req,
 		notification_fini(&n);
 		return answer(g, resp, OUT_5XX, 503, "overloaded",
 		              "out of memory");
+	}
+
+	/* Signed, but does its signed status_code go with its unsigned
+	 * transaction_status?  If not, the body was rewritten: kept as
+	 * evidence, never stored as a payment event. */
+	if (notification_check_status(&n, &why) == KASIR_EREJECT) {
+		metric_inc(g->im.status_mismatches);
+		if (refusal_log_ok(g))
+			log_fields(
+			    LOG_WARNING,
+			    LOG_F({"ORDER_ID", n.order_id}, {"SOURCE", source}),
+			    "notification refused: %s: %s",
+			    notif_error_code(why.code), why.message);
+		ingest_quarantine_add(g->quarantine, notif_error_code(why.code),
+		                      n.order_id, source, received_ms,
+		                      req->body, req->body_len);
+		notification_fini(&n);
+		return answer(g, resp, OUT_400, 400, notif_error_code(why.code),
+		              why.message);
 	}
 
 	/* Rate limit last (issue 3's order) but before any database work. */

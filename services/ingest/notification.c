@@ -37,6 +37,7 @@ static const char *const notif_codes[] = {
     [NOTIF_INVALID_STRING] = "invalid_string",
     [NOTIF_INVALID_FIELD] = "invalid_field",
     [NOTIF_INVALID_SIGNATURE_KEY] = "invalid_signature_key",
+    [NOTIF_INCONSISTENT_STATUS] = "inconsistent_status",
 };
 
 const char *

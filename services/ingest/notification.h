@@ -16,6 +16,10 @@
  *   hex(SHA512(order_id + status_code + gross_amount + server_key))
  * over the exact strings received and compares it in constant time with
  * signature_key against every configured server key (rotation).
+ *
+ * notification_check_status() (status_consistency.c) refuses a body whose
+ * signed status_code does not go with its unsigned transaction_status (and
+ * fraud_status, for capture): the one table of what Midtrans sends.
  */
 #ifndef KASIR_INGEST_NOTIFICATION_H
 #define KASIR_INGEST_NOTIFICATION_H
@@ -44,6 +48,8 @@ enum notif_error {
 	NOTIF_INVALID_STRING,        /* "invalid_string": \u0000 in a string */
 	NOTIF_INVALID_FIELD,         /* "invalid_field": empty or too long */
 	NOTIF_INVALID_SIGNATURE_KEY, /* "invalid_signature_key": not 128 hex */
+	NOTIF_INCONSISTENT_STATUS,   /* "inconsistent_status": status_code
+	                                does not go with transaction_status */
 };
 
 /* The stable code ("malformed_json", ...); never NULL. */
@@ -116,6 +122,26 @@ int notif_signature(const char *order_id, const char *status_code,
 int notification_verify(const struct notification *n,
                         const struct notif_key *keys, size_t nkeys,
                         size_t *ret_index);
+
+/*
+ * The status_code Midtrans sends with transaction_status (and, for capture,
+ * fraud_status; NULL = absent): "200", "201" or "202".  NULL when the table
+ * has no row for it (a value Midtrans does not document).
+ */
+const char *notif_expected_status_code(const char *transaction_status,
+                                       const char *fraud_status);
+/* Rows in that table (for the unit test that checks each one). */
+size_t notif_status_rule_count(void);
+
+/*
+ * 0 when n->status_code is the one Midtrans sends with n's
+ * transaction_status / fraud_status, or when the table has no row for them
+ * (kasir-order records such evidence as invalid and moves nothing).
+ * KASIR_EREJECT with *why (NOTIF_INCONSISTENT_STATUS; the message names
+ * the expected code, never body bytes beyond a three-digit status_code).
+ */
+int notification_check_status(const struct notification *n,
+                              struct notif_reject *why);
 
 /*
  * True when a Content-Type header value names JSON: "application/json",

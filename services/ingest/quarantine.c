@@ -2,14 +2,16 @@
  * quarantine.c - keeps refused notification bodies for forensics.
  *
  * A body refused for a bad signature is evidence of someone probing the
- * endpoint (or of a key rotation gone wrong), so it is kept in
- * ingest.quarantine with its source address, reason and time.  An attacker
- * controls how many of those arrive, so keeping them is bounded three
- * ways: a per-minute budget (token bucket), a small in-memory queue, and a
- * cap on the table's rows.  The table is append-only evidence: nothing is
- * pruned; above the cap new rows are dropped and counted
- * (kasir_ingest_quarantine_dropped_total).  The HTTP answer (403) never
- * waits for any of this: one thread with its own connection writes.
+ * endpoint (or of a key rotation gone wrong), and a signed body whose
+ * status_code does not go with its status is evidence of a genuine body
+ * replayed with its status rewritten (status_consistency.c), so each is
+ * kept in ingest.quarantine with its source address, reason and time.  An
+ * attacker controls how many of those arrive, so keeping them is bounded
+ * three ways: a per-minute budget (token bucket), a small in-memory queue,
+ * and a cap on the table's rows.  The table is append-only evidence:
+ * nothing is pruned; above the cap new rows are dropped and counted
+ * (kasir_ingest_quarantine_dropped_total).  The HTTP answer (403 or 400)
+ * never waits for any of this: one thread with its own connection writes.
  */
 #include <errno.h>
 #include <pthread.h>

@@ -58,6 +58,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		r = notification_verify(&n, keys, 2, &idx);
 		if (r != 0 && r != KASIR_ESIG)
 			abort();
+		/* the status table: accept, or refuse with its own code */
+		r = notification_check_status(&n, &why);
+		if (r != 0 && (r != KASIR_EREJECT ||
+		               why.code != NOTIF_INCONSISTENT_STATUS))
+			abort();
 		/* what the committer builds for the stream must print */
 		char *txt = cJSON_PrintUnformatted(n.obj);
 		free(txt);

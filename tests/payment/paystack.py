@@ -66,17 +66,31 @@ def signed(body, key=DOCS_KEY, sign_amount=None):
     return b
 
 
+def status_code_for(status, fraud):
+    """The status_code Midtrans sends with a transaction_status (fraud_status
+    matters only for capture): kasir-ingest refuses any other
+    (docs/state-machine.md, "At the door")."""
+    if status == "capture":
+        return {"challenge": "201", "deny": "202"}.get(fraud, "200")
+    if status == "pending":
+        return "201"
+    if status in ("deny", "cancel", "expire", "failure"):
+        return "202"
+    return "200"  # settlement, refunds, chargebacks, authorize
+
+
 def notification(order_id, status="settlement", amount="154600.00", code=None,
                  key=DOCS_KEY, **extra):
-    """A signed Midtrans-shaped notification (dict)."""
-    if code is None:
-        code = {"settlement": "200", "capture": "200", "pending": "201"}.get(status, "202")
+    """A signed Midtrans-shaped notification (dict); code defaults to the one
+    Midtrans sends with status (and fraud_status)."""
     b = {"transaction_time": "2026-11-23 16:00:00", "transaction_status": status,
          "transaction_id": "tx-" + order_id, "status_message": "midtrans payment notification",
          "status_code": code, "order_id": order_id, "gross_amount": amount,
          "payment_type": "bank_transfer", "currency": "IDR", "fraud_status": "accept",
          "merchant_id": "G141532850"}
     b.update(extra)
+    if code is None:
+        b["status_code"] = status_code_for(status, b.get("fraud_status"))
     return signed(b, key)
 
 
