@@ -5,12 +5,15 @@
 #   kasir_common; label "unit".
 # kasir_py_test(NAME script.py [TIMEOUT s] [LABELS l...])  integration test
 #   run with Debian's /usr/bin/python3 (the Debian python3-* packages live
-#   there); it gets KASIR_BUILD_DIR, KASIR_SOURCE_DIR, KASIR_SHARED_DIR and
-#   PYTHONPATH=tests/lib.  Label "integration" by default.
+#   there); it gets KASIR_BUILD_DIR, KASIR_SOURCE_DIR, KASIR_TEST_DATA_DIR
+#   and PYTHONPATH=tests/lib.  Label "integration" by default.
+#
+# Test data lives in the repository (tests/data, KASIR_TEST_DATA_DIR; C
+# tests get it compiled in as the same name): no test reads anything
+# outside the source tree, and none skips for missing data.
 find_library(CMOCKA_LIB cmocka REQUIRED)
 set(KASIR_PYTHON /usr/bin/python3)
-set(KASIR_SHARED_DIR ${CMAKE_SOURCE_DIR}/../shared CACHE PATH
-  "the shared/ folder with midtrans/notifications")
+set(KASIR_TEST_DATA_DIR ${CMAKE_SOURCE_DIR}/tests/data)
 
 function(kasir_unit_test name)
   cmake_parse_arguments(T "" "TIMEOUT" "" ${ARGN})
@@ -19,11 +22,13 @@ function(kasir_unit_test name)
   endif()
   add_executable(${name} ${T_UNPARSED_ARGUMENTS})
   target_link_libraries(${name} PRIVATE kasir_common ${CMOCKA_LIB})
+  target_compile_definitions(${name} PRIVATE
+    KASIR_TEST_DATA_DIR="${KASIR_TEST_DATA_DIR}")
   set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY
     ${CMAKE_BINARY_DIR}/tests)
   add_test(NAME ${name} COMMAND ${name})
   set_tests_properties(${name} PROPERTIES TIMEOUT ${T_TIMEOUT} LABELS unit
-    ENVIRONMENT "KASIR_SOURCE_DIR=${CMAKE_SOURCE_DIR};KASIR_SHARED_DIR=${KASIR_SHARED_DIR};KASIR_BUILD_DIR=${CMAKE_BINARY_DIR}")
+    ENVIRONMENT "KASIR_SOURCE_DIR=${CMAKE_SOURCE_DIR};KASIR_TEST_DATA_DIR=${KASIR_TEST_DATA_DIR};KASIR_BUILD_DIR=${CMAKE_BINARY_DIR}")
 endfunction()
 
 function(kasir_py_test name script)
@@ -37,5 +42,5 @@ function(kasir_py_test name script)
   add_test(NAME ${name} COMMAND ${KASIR_PYTHON} ${script} ${T_UNPARSED_ARGUMENTS})
   set_tests_properties(${name} PROPERTIES TIMEOUT ${T_TIMEOUT}
     LABELS "${T_LABELS}" SKIP_RETURN_CODE 77
-    ENVIRONMENT "KASIR_BUILD_DIR=${CMAKE_BINARY_DIR};KASIR_SOURCE_DIR=${CMAKE_SOURCE_DIR};KASIR_SHARED_DIR=${KASIR_SHARED_DIR};PYTHONPATH=${CMAKE_SOURCE_DIR}/tests/lib;PYTHONUNBUFFERED=1")
+    ENVIRONMENT "KASIR_BUILD_DIR=${CMAKE_BINARY_DIR};KASIR_SOURCE_DIR=${CMAKE_SOURCE_DIR};KASIR_TEST_DATA_DIR=${KASIR_TEST_DATA_DIR};PYTHONPATH=${CMAKE_SOURCE_DIR}/tests/lib;PYTHONUNBUFFERED=1")
 endfunction()

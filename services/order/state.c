@@ -1,7 +1,7 @@
 /*
  * state.c - the order payment state machine: a pure function from (order,
  * evidence) to a decision.  The table it implements, row by row, is in
- * docs/state-machine.md and ../shared/midtrans/README.md.
+ * docs/state-machine.md (Midtrans's statuses: docs/midtrans.md).
  */
 #include <errno.h>
 #include <stddef.h>

@@ -3,7 +3,7 @@
  *
  * A pure function from (order facts, one piece of Midtrans evidence) to a
  * decision: no database, no clock, no allocation, so every row of the
- * table in ../shared/midtrans/README.md is unit-tested
+ * table in docs/state-machine.md is unit-tested
  * (tests/unit_order/).  evidence.c applies the decision in one
  * transaction (transition row, entitlement grant/revoke, order events).
  *

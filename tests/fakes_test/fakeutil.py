@@ -50,11 +50,11 @@ def skip(msg):
     sys.exit(77)
 
 
-def shared_dir():
-    d = os.environ.get("KASIR_SHARED_DIR") or os.path.join(SOURCE_DIR, "..",
-                                                           "shared")
-    return d if os.path.isdir(os.path.join(d, "midtrans", "notifications")) \
-        else None
+def fixtures_dir():
+    """tests/data/midtrans/notifications: the Midtrans notification
+    fixtures (written by tests/data/midtrans/make-fixtures)."""
+    return os.path.join(SOURCE_DIR, "tests", "data", "midtrans",
+                        "notifications")
 
 
 def free_port():

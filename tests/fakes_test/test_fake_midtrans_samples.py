@@ -1,15 +1,19 @@
-"""The fake's notifications match the real ones in
-shared/midtrans/notifications: same signature algorithm (a body generated for
-a sample's order_id and amount, signed with the docs key, carries exactly the
-sample's signature_key), same status_code/fraud_status rules, and at least the
-sample's field set for that payment type."""
+"""The fake's notifications match the Midtrans notification fixtures
+(tests/data/midtrans/notifications, written from Midtrans's documented wire
+format by tests/data/midtrans/make-fixtures): same signature algorithm (a
+body generated for a fixture's order_id and amount, signed with the docs
+key, carries exactly the fixture's signature_key), same status_code /
+fraud_status rules, and at least the fixture's field set for that payment
+type.  Every fixture the fake can produce is compared; the chargeback and
+the card's next-day settlement are not actions of the fake (listed in
+NOT_FAKED)."""
 
 import glob
 import json
 import os
 
 from fakeutil import (DOCS_KEY, Receiver, check, finish, free_port, request,
-                      sha512_sig, shared_dir, skip, start, stop, tempdir,
+                      sha512_sig, fixtures_dir, start, stop, tempdir,
                       wait_for)
 
 # sample file -> actions that must produce a body like it
@@ -28,22 +32,30 @@ SCENARIOS = {
                                           "bank": "bni"})],
     "L_alfamart_pending_no_fraud.json": [("pending", {"payment_type":
                                                       "cstore"})],
+    "M_bca_va_settlement.json": [("pay", {"payment_type": "bank_transfer",
+                                          "bank": "bca"})],
+    "N_bca_va_partial_refund.json": [
+        ("pay", {"payment_type": "bank_transfer", "bank": "bca"}),
+        ("refund", {"refund_amount": 25000})],
+    "O_bca_va_refund.json": [
+        ("pay", {"payment_type": "bank_transfer", "bank": "bca"}),
+        ("refund", {"refund_amount": 25000}), ("refund", {})],
 }
+# fixtures the fake has no action for (compared by signature only)
+NOT_FAKED = {"P_card_settlement.json", "Q_card_chargeback.json"}
 SAME_VALUE = ("order_id", "gross_amount", "status_code", "transaction_status",
               "payment_type", "signature_key", "currency")
 
 
 def main():
-    sd = shared_dir()
-    if sd is None:
-        skip("shared/midtrans/notifications not found (set KASIR_SHARED_DIR "
-             "or provide ../shared next to the source tree)")
     samples = {}
-    for path in sorted(glob.glob(os.path.join(sd, "midtrans", "notifications",
-                                              "*.json"))):
+    for path in sorted(glob.glob(os.path.join(fixtures_dir(), "*.json"))):
         with open(path) as f:
             samples[os.path.basename(path)] = json.load(f)
-    check(len(samples) >= 10, "shared samples found", len(samples))
+    check(len(samples) >= 15, "fixtures found", len(samples))
+    check(set(samples) == set(SCENARIOS) | NOT_FAKED,
+          "every fixture has a fake scenario or is listed as not faked",
+          sorted(set(samples) ^ (set(SCENARIOS) | NOT_FAKED)))
 
     # the algorithm itself, on the docs' worked example and on every sample
     check(sha512_sig("1111", "200", "100000.00", DOCS_KEY) ==

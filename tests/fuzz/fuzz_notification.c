@@ -1,9 +1,9 @@
 /*
  * fuzz_notification.c - libFuzzer target for kasir-ingest's notification
- * parser / validator / signature check and its header parsers
- * (services/ingest/notification.c, source.c).  Built only with
- * -DKASIR_FUZZ=ON and clang (tests/fuzz_ingest/CMakeLists.txt); seeded
- * with ../shared/midtrans/notifications.
+ * parser / validator / signature check, its status table and its header
+ * parsers (services/ingest/notification.c, status_consistency.c,
+ * source.c).  Built only with -DKASIR_FUZZ=ON and clang
+ * (tests/fuzz/CMakeLists.txt); seeded with tests/data/midtrans/notifications.
  *
  * Besides "no crash, no leak, no UB" it checks the parser's promises: an
  * accepted body has a valid order_id and a 128-hex signature_key, and a

@@ -1,6 +1,6 @@
 """kasir-ingest end to end against a real PostgreSQL (issue 3, issue 8):
 
-- every shared Midtrans sample POSTed -> 200 {"status":"ok","event_id":N}
+- every Midtrans fixture (tests/data/midtrans) POSTed -> 200 {"status":"ok","event_id":N}
   and a payment_event row whose raw body equals the bytes sent, parsed
   columns equal the body's fields, and exactly one payment.notification
   message per stored event on the ingest stream (raw object kept whole)
@@ -37,7 +37,7 @@ def main():
         path = "/midtrans/notification"
         ok = 0
 
-        # -- every shared sample ------------------------------------------------
+        # -- every fixture ------------------------------------------------------
         ids = {}
         for name, raw in smp:
             r = st.notify(raw, JSON)

@@ -1,6 +1,5 @@
 """Helpers shared by the kasir-ingest integration tests."""
 
-import glob
 import hashlib
 import http.client
 import json
@@ -9,24 +8,17 @@ import socket
 import subprocess
 
 import kasirtest
+import midtrans_fixtures
 
-# The docs' example server key: the shared samples are signed with it.
-DOCS_KEY = "askvnoibnosifnboseofinbofinfgbiufglnbfg"
+# The docs' example server key: the fixtures are signed with it.
+DOCS_KEY = midtrans_fixtures.TEST_KEY
 JSON = {"Content-Type": "application/json"}
 
 
 def samples():
-    """[(name, raw bytes)] of the shared Midtrans notifications; exits 77
-    when ../shared is absent (outside the repository)."""
-    shared = os.environ.get("KASIR_SHARED_DIR", "")
-    files = sorted(glob.glob(os.path.join(shared, "midtrans", "notifications", "*.json")))
-    if not files:
-        kasirtest.skip(f"no samples in {shared}/midtrans/notifications: skipped")
-    out = []
-    for f in files:
-        with open(f, "rb") as fh:
-            out.append((os.path.basename(f), fh.read()))
-    return out
+    """[(name, raw bytes)] of the Midtrans notification fixtures
+    (tests/data/midtrans/notifications)."""
+    return midtrans_fixtures.notifications()
 
 
 def signature(order_id, status_code, gross_amount, key=DOCS_KEY):

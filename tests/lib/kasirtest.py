@@ -3,7 +3,7 @@
 Standard library + psycopg2 only; run with Debian's /usr/bin/python3.
 
 Typical integration test (registered with kasir_py_test(), which sets
-KASIR_BUILD_DIR, KASIR_SOURCE_DIR, KASIR_SHARED_DIR and PYTHONPATH)::
+KASIR_BUILD_DIR, KASIR_SOURCE_DIR, KASIR_TEST_DATA_DIR and PYTHONPATH)::
 
     import kasirtest
 

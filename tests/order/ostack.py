@@ -5,7 +5,7 @@ stand-in producers over the real backbone (order-test-producer): one for
 the "ingest" stream (payment.notification, push/pull) and one for the
 "recon" stream (status.check), and kasir-order itself with the config
 rendered from services/order/config.example.yaml and a test catalog whose
-prices match the shared Midtrans samples.
+prices match the Midtrans fixtures (tests/data/midtrans).
 
 Everything is torn down by Stack.close().
 """
@@ -26,15 +26,15 @@ from datetime import datetime, timezone
 
 import psycopg2
 
+import midtrans_fixtures
 import kasirtest  # PgCluster: runs PostgreSQL as root (via runuser) or not
 
 BUILD = os.environ.get("KASIR_BUILD_DIR", "")
 SRC = os.environ.get("KASIR_SOURCE_DIR",
                      os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..")))
-SHARED = os.environ.get("KASIR_SHARED_DIR", os.path.join(SRC, "..", "shared"))
-SERVER_KEY = "askvnoibnosifnboseofinbofinfgbiufglnbfg"  # the docs' example key
+SERVER_KEY = midtrans_fixtures.TEST_KEY  # the docs' example key
 
-# price -> course id; every amount used by a shared sample has a course
+# price -> course id; every amount used by a fixture has a course
 TEST_COURSES = [
     ("kursus-10000", "Kursus Uji Sepuluh Ribu", 10000, "lifetime"),
     ("kursus-100000", "Kursus Uji Seratus Ribu", 100000, "lifetime"),
@@ -82,15 +82,9 @@ def now_rfc3339():
 
 
 def samples():
-    d = os.path.join(SHARED, "midtrans", "notifications")
-    if not os.path.isdir(d):
-        skip("shared Midtrans samples not found at " + d)
-    out = []
-    for name in sorted(os.listdir(d)):
-        if name.endswith(".json"):
-            with open(os.path.join(d, name)) as f:
-                out.append((name, json.load(f)))
-    return out
+    """[(name, parsed body)] of the Midtrans notification fixtures
+    (tests/data/midtrans/notifications), in name order."""
+    return [(n, json.loads(raw)) for n, raw in midtrans_fixtures.notifications()]
 
 
 class Stack:

@@ -1,7 +1,7 @@
 """kasir-order applies payment evidence from the ingest and recon streams
-(the real backbone) to orders created through its API: every shared
-Midtrans sample, reorderings, duplicates, reversal, mismatches, unknown
-orders, status checks, poison messages, and the database refusing PAID
+(the real backbone) to orders created through its API: every Midtrans
+notification fixture (tests/data/midtrans), reorderings, duplicates,
+reversal, mismatches, unknown orders, status checks, poison messages, and the database refusing PAID
 without evidence and changes to append-only tables (as kasir_order)."""
 import psycopg2
 
@@ -19,6 +19,11 @@ EXPECTED = {
     "H_qris_expire.json": "EXPIRED",              # order03
     "K_bni_va_settlement.json": "PAID",
     "L_alfamart_pending_no_fraud.json": "PENDING",
+    "M_bca_va_settlement.json": "PAID",
+    "N_bca_va_partial_refund.json": "PAID",         # flag partial_refund, access kept
+    "O_bca_va_refund.json": "REFUNDED",             # access revoked
+    "P_card_settlement.json": "PAID",               # the capture's settlement: a no-op
+    "Q_card_chargeback.json": "REFUNDED",           # disputed, access revoked
 }
 
 

@@ -8,8 +8,8 @@ fake Midtrans; nothing is injected behind the daemons' backs.
 PayStack is a kasirtest.Stack whose rendered kasir-order config carries a
 test catalog: one course per amount the tests need (course_for(amount)),
 so an order created through the API has exactly the sample's
-gross_amount.  The Midtrans server key is the docs' example key the shared
-samples are signed with.
+gross_amount.  The Midtrans server key is the docs' example key the
+fixtures (tests/data/midtrans) are signed with.
 """
 
 import hashlib
@@ -20,10 +20,11 @@ import secrets
 import sys
 
 import kasirtest
+import midtrans_fixtures
 
-# The docs' example server key: ../shared/midtrans/notifications are signed
-# with it, so it is the stack's configured key.
-DOCS_KEY = "askvnoibnosifnboseofinbofinfgbiufglnbfg"
+# The docs' example server key: the fixtures (tests/data/midtrans) are
+# signed with it, so it is the stack's configured key.
+DOCS_KEY = midtrans_fixtures.TEST_KEY
 # Any other key: what a forged (or docs-original, not re-signed) body has.
 OTHER_KEY = "SB-Mid-server-" + secrets.token_urlsafe(18)
 JSON = {"Content-Type": "application/json"}
@@ -95,20 +96,9 @@ def notification(order_id, status="settlement", amount="154600.00", code=None,
 
 
 def samples():
-    """[(file name, raw bytes, parsed dict)] of the shared samples, in name
-    order; exits 77 when ../shared is absent (outside the repository)."""
-    shared = os.environ.get("KASIR_SHARED_DIR", "")
-    d = os.path.join(shared, "midtrans", "notifications")
-    names = sorted(n for n in os.listdir(d) if n.endswith(".json")) if os.path.isdir(d) else []
-    if not names:
-        kasirtest.skip(f"skipped: no Midtrans samples in {d} "
-                       "(KASIR_SHARED_DIR must point at ../shared)")
-    out = []
-    for n in names:
-        with open(os.path.join(d, n), "rb") as f:
-            raw = f.read()
-        out.append((n, raw, json.loads(raw)))
-    return out
+    """[(file name, raw bytes, parsed dict)] of the Midtrans notification
+    fixtures (tests/data/midtrans/notifications), in name order."""
+    return [(n, raw, json.loads(raw)) for n, raw in midtrans_fixtures.notifications()]
 
 
 def check(cond, what):

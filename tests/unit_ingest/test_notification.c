@@ -3,9 +3,10 @@
  * content type and source-address rules (services/ingest/notification.c,
  * source.c, conf.c's CIDR parser).
  *
- * The shared Midtrans samples ($KASIR_SHARED_DIR/midtrans/notifications)
- * are signed with the docs' example server key; the sample tests are
- * skipped (not passed) when that directory is absent.
+ * The Midtrans notification fixtures (tests/data/midtrans/notifications,
+ * written by tests/data/midtrans/make-fixtures) are signed with the docs'
+ * example server key; every one must parse, verify and pass the status
+ * table.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -421,7 +422,7 @@ test_error_codes_stable(void **state)
 	assert_string_equal(notif_error_code((enum notif_error)999), "invalid");
 }
 
-/* ---- the shared Midtrans samples ---- */
+/* ---- the Midtrans notification fixtures ---- */
 
 static char *
 slurp(const char *path, size_t *ret_len)
@@ -445,25 +446,20 @@ slurp(const char *path, size_t *ret_len)
 }
 
 static void
-test_shared_samples(void **state)
+test_fixtures(void **state)
 {
-	const char *shared = getenv("KASIR_SHARED_DIR");
-	char dir[512], path[1024];
+	const char *dir = KASIR_TEST_DATA_DIR "/midtrans/notifications";
+	char path[1024];
 	struct dirent *de;
 	DIR *d;
 	int count = 0;
 
 	(void)state;
-	if (shared == NULL) {
-		print_message("KASIR_SHARED_DIR unset: samples skipped\n");
-		skip();
-	}
-	snprintf(dir, sizeof(dir), "%s/midtrans/notifications", shared);
 	d = opendir(dir);
-	if (d == NULL) {
-		print_message("%s absent: samples skipped\n", dir);
-		skip();
-	}
+	if (d == NULL)
+		fail_msg("%s: cannot open (tests/data/midtrans/make-fixtures "
+		         "writes it)",
+		         dir);
 	while ((de = readdir(d)) != NULL) {
 		size_t len = 0, idx = 99;
 		struct notification n;
@@ -482,6 +478,8 @@ test_shared_samples(void **state)
 		if (notification_verify(&n, docs_key, 1, &idx) != 0)
 			fail_msg("%s: signature does not verify", de->d_name);
 		assert_int_equal(idx, 0);
+		if (notification_check_status(&n, &why) != 0)
+			fail_msg("%s: %s", de->d_name, why.message);
 		notification_fini(&n);
 
 		/* One character of signature_key changed (to another hex
@@ -510,8 +508,9 @@ test_shared_samples(void **state)
 		count++;
 	}
 	closedir(d);
-	assert_true(count >= 1);
-	print_message("%d shared samples verified\n", count);
+	/* every shape make-fixtures writes: a missing file fails here */
+	assert_int_equal(count, 15);
+	print_message("%d fixtures verified\n", count);
 }
 
 /* ---- content type ---- */
@@ -603,7 +602,7 @@ main(void)
 	    cmocka_unit_test(test_depth_bound),
 	    cmocka_unit_test(test_many_keys_is_fast_and_ok),
 	    cmocka_unit_test(test_error_codes_stable),
-	    cmocka_unit_test(test_shared_samples),
+	    cmocka_unit_test(test_fixtures),
 	    cmocka_unit_test(test_content_type),
 	    cmocka_unit_test(test_source_addr),
 	};

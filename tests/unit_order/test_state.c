@@ -1,7 +1,7 @@
 /*
  * test_state.c - the order state machine, row by row against the table in
- * ../shared/midtrans/README.md and docs/state-machine.md, plus sequences
- * of reordered / duplicated evidence.
+ * docs/state-machine.md (Midtrans's statuses: docs/midtrans.md), plus
+ * sequences of reordered / duplicated evidence.
  */
 #include <setjmp.h>
 #include <stdarg.h>

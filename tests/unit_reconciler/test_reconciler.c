@@ -323,12 +323,12 @@ test_interpret_fields(void **state)
 	}
 }
 
-/* The real notification bodies (same shape as Status API answers) from
- * ../shared/midtrans/notifications. */
+/* The Midtrans notification fixtures (a Status API answer has the same
+ * shape), tests/data/midtrans/notifications. */
 static void
-test_interpret_shared_samples(void **state)
+test_interpret_fixtures(void **state)
 {
-	const char *dir = getenv("KASIR_SHARED_DIR");
+	const char *dir = KASIR_TEST_DATA_DIR "/midtrans/notifications";
 	const struct {
 		const char *file;
 		const char *ts;
@@ -338,6 +338,8 @@ test_interpret_shared_samples(void **state)
 	    {"A_card_capture_accept.json", "capture"},
 	    {"H_qris_expire.json", "expire"},
 	    {"L_alfamart_pending_no_fraud.json", "pending"},
+	    {"O_bca_va_refund.json", "refund"},
+	    {"Q_card_chargeback.json", "chargeback"},
 	};
 
 	(void)state;
@@ -347,13 +349,10 @@ test_interpret_shared_samples(void **state)
 		FILE *fp;
 		size_t n;
 
-		snprintf(path, sizeof(path), "%s/midtrans/notifications/%s",
-		         dir ? dir : "../shared", samples[i].file);
+		snprintf(path, sizeof(path), "%s/%s", dir, samples[i].file);
 		fp = fopen(path, "r");
-		if (fp == NULL) {
-			print_message("shared sample %s missing\n", path);
-			skip();
-		}
+		if (fp == NULL)
+			fail_msg("fixture %s missing", path);
 		n = fread(body, 1, sizeof(body) - 1, fp);
 		fclose(fp);
 		body[n] = '\0';
@@ -451,7 +450,7 @@ main(void)
 	    cmocka_unit_test(test_no_pending_past_expiry_unchecked),
 	    cmocka_unit_test(test_interpret_table),
 	    cmocka_unit_test(test_interpret_fields),
-	    cmocka_unit_test(test_interpret_shared_samples),
+	    cmocka_unit_test(test_interpret_fixtures),
 	    cmocka_unit_test(test_verdict_classes),
 	    cmocka_unit_test(test_durations_parse),
 	    cmocka_unit_test(test_types_parse),
