@@ -45,6 +45,7 @@ struct admin_socket {
 	bool is_ipc;
 	char *engineer_group;
 	char *support_group;
+	const char *const *commands; /* the daemon's static table */
 	admin_handler_fn handler;
 	void *arg;
 };
@@ -208,6 +209,38 @@ admin_role_parse(const char *s, enum admin_role *ret)
 	return 0;
 }
 
+/* True when cmd is one of the daemon's registered commands. */
+static bool
+command_registered(const struct admin_socket *s, const char *cmd)
+{
+	for (const char *const *c = s->commands; *c != NULL; c++)
+		if (strcmp(*c, cmd) == 0)
+			return true;
+	return false;
+}
+
+/* The built-in "admin.commands": {"commands":[names]}; NULL on ENOMEM. */
+static cJSON *
+commands_result(const struct admin_socket *s)
+{
+	cJSON *r = cJSON_CreateObject(), *list;
+
+	if (r == NULL ||
+	    (list = cJSON_AddArrayToObject(r, "commands")) == NULL) {
+		cJSON_Delete(r);
+		return NULL;
+	}
+	for (const char *const *c = s->commands; *c != NULL; c++) {
+		cJSON *name = cJSON_CreateString(*c);
+		if (name == NULL || !cJSON_AddItemToArray(list, name)) {
+			cJSON_Delete(name);
+			cJSON_Delete(r);
+			return NULL;
+		}
+	}
+	return r;
+}
+
 static const char *
 opt_string(const cJSON *req, const char *key)
 {
@@ -297,8 +330,27 @@ handle(struct admin_socket *s, nng_msg *msg)
 		}
 	}
 
-	rc = s->handler(s->arg, &req, &result, code, sizeof(code), emsg,
-	                sizeof(emsg));
+	/* The one role gate of every daemon: role none reads nothing, not
+	 * even which commands exist. */
+	if (req.peer.role == ADMIN_ROLE_NONE) {
+		cJSON_Delete(empty);
+		cJSON_Delete(root);
+		return error_reply("role_required",
+		                   "every admin command needs the support or "
+		                   "engineer role");
+	}
+	if (strcmp(req.cmd, "admin.commands") == 0) {
+		result = commands_result(s);
+		rc = result != NULL ? 0 : -ENOMEM;
+	} else if (!command_registered(s, req.cmd)) {
+		snprintf(code, sizeof(code), "unknown_command");
+		snprintf(emsg, sizeof(emsg),
+		         "no such command (admin.commands lists them)");
+		rc = -ENOTSUP;
+	} else {
+		rc = s->handler(s->arg, &req, &result, code, sizeof(code), emsg,
+		                sizeof(emsg));
+	}
 	if (rc < 0) {
 		cJSON_Delete(result);
 		reply = error_reply(code[0] ? code : default_code(rc),
@@ -429,12 +481,14 @@ admin_socket_start(const struct admin_socket_conf *conf,
 	struct admin_socket *s;
 	int rv, rc, mode = 0;
 
-	if (conf == NULL || conf->url == NULL || handler == NULL || ret == NULL)
+	if (conf == NULL || conf->url == NULL || conf->commands == NULL ||
+	    handler == NULL || ret == NULL)
 		return -EINVAL;
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return -ENOMEM;
 	s->handler = handler;
+	s->commands = conf->commands;
 	s->arg = arg;
 	s->is_ipc = strncmp(conf->url, "ipc://", 6) == 0;
 	if (conf->engineer_group != NULL &&

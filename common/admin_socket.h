@@ -19,6 +19,17 @@
  * actor in the request is used and the role is support unless the daemon is
  * configured otherwise. Requests are bounded to 64 KiB.  One worker thread
  * answers requests in order.
+ *
+ * Two rules live here and nowhere else, so that a new command cannot
+ * forget them:
+ *   - role "none" is refused ("role_required") whatever the command, even
+ *     an unknown one, before the daemon's handler runs;
+ *   - the daemon registers the names of its commands (conf.commands); any
+ *     other name is answered "unknown_command" without calling the handler.
+ * The built-in "admin.commands" lists the registered names (support and
+ * engineer), so tools and tests learn what a daemon answers from the
+ * daemon itself.  Finer checks (engineer only, reason required) stay in the
+ * handlers, which audit their refusals.
  */
 #ifndef KASIR_ADMIN_SOCKET_H
 #define KASIR_ADMIN_SOCKET_H
@@ -68,6 +79,9 @@ struct admin_socket_conf {
 	const char *mode;           /* "0660"; ipc only */
 	const char *engineer_group; /* unix group names; may be NULL */
 	const char *support_group;
+	/* The daemon's command names, NULL-terminated; must outlive the
+	 * socket (a static table).  Required. */
+	const char *const *commands;
 };
 
 int admin_socket_start(const struct admin_socket_conf *conf,

@@ -408,6 +408,11 @@ fail:
 	return rc;
 }
 
+/* The dispatch below answers exactly these (common/admin_socket.c refuses
+ * any other name and role none before the handler runs). */
+const char *const ingest_admin_commands[] = {
+    "status", "events.list", "quarantine.list", "export.events", NULL};
+
 int
 ingest_admin_handle(void *arg, const struct admin_request *req,
                     cJSON **ret_result, char *err_code, size_t code_len,
@@ -417,11 +422,6 @@ ingest_admin_handle(void *arg, const struct admin_request *req,
 
 	if (strcmp(req->cmd, "status") == 0)
 		return cmd_status(c, ret_result);
-	if (req->peer.role == ADMIN_ROLE_NONE) {
-		set_err(err_code, code_len, err_msg, msg_len, "role_required",
-		        "this command needs the support or engineer role");
-		return KASIR_EPERM;
-	}
 	if (strcmp(req->cmd, "events.list") == 0)
 		return cmd_events_list(c, req->args, ret_result, err_code,
 		                       code_len, err_msg, msg_len);

@@ -423,6 +423,7 @@ main(int argc, char **argv)
 		    .mode = conf.base.admin_socket_mode,
 		    .engineer_group = conf.base.admin_engineer_group,
 		    .support_group = conf.base.admin_support_group,
+		    .commands = ingest_admin_commands,
 		};
 
 		ac.application_name = "kasir-ingest-admin";

@@ -545,6 +545,12 @@ doctor_json(struct kasir_db *db)
 	return o;
 }
 
+/* The dispatch below answers exactly these (common/admin_socket.c refuses
+ * any other name and role none before the handler runs). */
+const char *const notifier_admin_commands[] = {
+    "status",           "doctor.facts", "jobs.list",      "reminders.pause",
+    "reminders.resume", "jobs.requeue", "receipt.resend", NULL};
+
 int
 notifier_admin(void *arg, const struct admin_request *req, cJSON **ret_result,
                char *err_code, size_t code_len, char *err_msg, size_t msg_len)
@@ -554,12 +560,6 @@ notifier_admin(void *arg, const struct admin_request *req, cJSON **ret_result,
 	cJSON *out = NULL;
 	int r;
 
-	if (req->peer.role == ADMIN_ROLE_NONE) {
-		/* not even support: nothing to read here either */
-		set_err(err_code, code_len, err_msg, msg_len, "role_required",
-		        "the support or engineer role is required");
-		return KASIR_EPERM;
-	}
 	if (db_ensure(db) < 0) {
 		set_err(err_code, code_len, err_msg, msg_len, "db_unavailable",
 		        "the notifier's database is unreachable");

@@ -280,6 +280,8 @@ bool guard_allows(enum notify_kind kind, const char *status, bool revoked,
                   const char **ret_why, bool *ret_guard);
 
 /* admin.c */
+/* Every command notifier_admin() answers (admin_socket_conf). */
+extern const char *const notifier_admin_commands[];
 int notifier_admin(void *arg, const struct admin_request *req,
                    struct cJSON **ret_result, char *err_code, size_t code_len,
                    char *err_msg, size_t msg_len);

@@ -159,6 +159,7 @@ main(int argc, char **argv)
 		    .mode = conf.base.admin_socket_mode,
 		    .engineer_group = conf.base.admin_engineer_group,
 		    .support_group = conf.base.admin_support_group,
+		    .commands = order_admin_commands,
 		};
 		if ((rc = admin_socket_start(&ac, admin_handle, &svc, &adm)) <
 		    0) {

@@ -264,6 +264,8 @@ struct http_response;
 int api_handle(void *arg, const struct http_request *req,
                struct http_response *resp);
 struct admin_request;
+/* Every command admin_handle() answers (admin_socket_conf). */
+extern const char *const order_admin_commands[];
 int admin_handle(void *arg, const struct admin_request *req,
                  struct cJSON **ret_result, char *err_code, size_t code_len,
                  char *err_msg, size_t msg_len);

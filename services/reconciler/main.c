@@ -276,6 +276,7 @@ main(int argc, char **argv)
 		    .mode = conf.base.admin_socket_mode,
 		    .engineer_group = conf.base.admin_engineer_group,
 		    .support_group = conf.base.admin_support_group,
+		    .commands = recon_admin_commands,
 		};
 
 		if (admin_socket_start(&ac, recon_admin, &r, &admin) < 0) {

@@ -53,6 +53,10 @@ handler(void *arg, const struct admin_request *req, cJSON **ret_result,
 	return 0;
 }
 
+/* What the test daemon registers; anything else never reaches handler(). */
+static const char *const commands[] = {"order.show",      "x",   "test.fail",
+                                       "test.fail_plain", "who", NULL};
+
 static cJSON *
 call(const char *url, const char *json)
 {
@@ -148,10 +152,69 @@ round_trips(const char *url, const char *want_user, const char *want_role)
 	assert_int_equal(calls, before);
 }
 
+/* The two gates in common code: role none is refused for every command
+ * (registered, built-in or unknown) and an unregistered name is answered
+ * "unknown_command"; neither reaches the handler.  admin.commands lists
+ * the registered names. */
+static void
+gates(const char *url)
+{
+	static const char *const probes[] = {"order.show", "x", "who",
+	                                     "admin.commands", "no.such"};
+	char json[256];
+	int before = calls;
+	cJSON *r, *list;
+
+	for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++) {
+		snprintf(json, sizeof(json),
+		         "{\"v\":1,\"cmd\":\"%s\",\"as_role\":\"none\"}",
+		         probes[i]);
+		r = call(url, json);
+		assert_false(ok_of(r));
+		assert_string_equal(str_at(r, "error", "code"),
+		                    "role_required");
+		cJSON_Delete(r);
+	}
+	r = call(url, "{\"v\":1,\"cmd\":\"no.such\"}");
+	assert_false(ok_of(r));
+	assert_string_equal(str_at(r, "error", "code"), "unknown_command");
+	cJSON_Delete(r);
+	assert_int_equal(calls, before);
+
+	r = call(url, "{\"v\":1,\"cmd\":\"admin.commands\"}");
+	assert_true(ok_of(r));
+	list =
+	    cJSON_GetObjectItem(cJSON_GetObjectItem(r, "result"), "commands");
+	assert_int_equal(cJSON_GetArraySize(list), 5);
+	for (int i = 0; i < 5; i++)
+		assert_string_equal(cJSON_GetArrayItem(list, i)->valuestring,
+		                    commands[i]);
+	cJSON_Delete(r);
+	assert_int_equal(calls, before);
+
+	/* a registered command with as_role support still runs */
+	r = call(url, "{\"v\":1,\"cmd\":\"who\",\"as_role\":\"support\"}");
+	assert_true(ok_of(r));
+	cJSON_Delete(r);
+	assert_int_equal(calls, before + 1);
+}
+
+static void
+test_no_table(void **state)
+{
+	struct admin_socket_conf conf = {.url = "tcp://127.0.0.1:1"};
+	struct admin_socket *s = NULL;
+
+	(void)state;
+	assert_int_equal(admin_socket_start(&conf, handler, NULL, &s), -EINVAL);
+	assert_null(s);
+}
+
 static void
 test_tcp(void **state)
 {
-	struct admin_socket_conf conf = {.url = "tcp://127.0.0.1:0"};
+	struct admin_socket_conf conf = {.url = "tcp://127.0.0.1:0",
+	                                 .commands = commands};
 	struct admin_socket *s;
 	char url[64];
 	int port = 0;
@@ -169,6 +232,7 @@ test_tcp(void **state)
 	}
 	assert_non_null(s);
 	round_trips(url, "alice", "support");
+	gates(url);
 	admin_socket_stop(s);
 	/* nobody answers now */
 	{
@@ -182,8 +246,10 @@ test_tcp(void **state)
 static void
 test_ipc(void **state)
 {
-	struct admin_socket_conf conf = {
-	    .mode = "0660", .engineer_group = "root", .support_group = NULL};
+	struct admin_socket_conf conf = {.mode = "0660",
+	                                 .engineer_group = "root",
+	                                 .support_group = NULL,
+	                                 .commands = commands};
 	struct admin_socket *s;
 	char dir[64], url[128], path[100];
 	struct stat sb;
@@ -239,8 +305,11 @@ child_call(const char *url)
 	req = cJSON_Parse("{\"v\":1,\"cmd\":\"who\",\"actor\":\"root\"}");
 	if (admin_call(url, req, 2000, &rep) == 0) {
 		const char *u = str_at(rep, "result", "user");
+		const char *code = str_at(rep, "error", "code");
 		role = str_at(rep, "result", "role");
-		if (u == NULL || strcmp(u, "nobody") != 0)
+		if (code != NULL)
+			role = code; /* refused by the daemon */
+		else if (u == NULL || strcmp(u, "nobody") != 0)
 			role = "wrong-user";
 	}
 	printf("%s", role ? role : "no-role");
@@ -283,7 +352,8 @@ test_ipc_roles(void **state)
 {
 	struct admin_socket_conf conf = {.mode = "0666",
 	                                 .engineer_group = "root",
-	                                 .support_group = "nogroup"};
+	                                 .support_group = "nogroup",
+	                                 .commands = commands};
 	struct admin_socket *s;
 	char dir[64], url[128], role[32];
 
@@ -302,10 +372,13 @@ test_ipc_roles(void **state)
 	assert_string_equal(role, "support"); /* nogroup member, not "actor" */
 	admin_socket_stop(s);
 
+	/* in neither group: role none, refused before the handler */
 	conf.support_group = NULL;
 	assert_int_equal(admin_socket_start(&conf, handler, NULL, &s), 0);
+	int before = calls;
 	call_as_nobody(url, role, sizeof(role));
-	assert_string_equal(role, "none");
+	assert_string_equal(role, "role_required");
+	assert_int_equal(calls, before);
 	admin_socket_stop(s);
 
 	/* 0600: nobody cannot even connect */
@@ -322,6 +395,7 @@ int
 main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_no_table),
 	    cmocka_unit_test(test_tcp),
 	    cmocka_unit_test(test_ipc),
 	    cmocka_unit_test(test_ipc_roles),
