@@ -69,6 +69,7 @@ struct req_ctx {
 	bool too_big;     /* cap crossed; answer 413 */
 	bool answered;    /* a response has been queued */
 	bool deferred;    /* http_defer() succeeded */
+	bool must_close;  /* answer with Connection: close (bad framing) */
 	struct http_pending pending;
 };
 
@@ -254,6 +255,8 @@ queue(struct req_ctx *ctx, struct MHD_Connection *conn,
 	     i < sizeof(security_headers) / sizeof(security_headers[0]); i++)
 		MHD_add_response_header(r, security_headers[i].name,
 		                        security_headers[i].value);
+	if (ctx->must_close)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 	for (int i = 0; i < resp->nheaders && i < HTTP_MAX_EXTRA_HEADERS; i++) {
 		const char *n = resp->headers[i].name;
 		if (n == NULL || strcasecmp(n, "Location") == 0)
@@ -295,6 +298,64 @@ client_ip(struct MHD_Connection *conn, char *buf, size_t len)
 	if (getnameinfo(ci->client_addr, sl, buf, (socklen_t)len, NULL, 0,
 	                NI_NUMERICHOST) != 0)
 		snprintf(buf, len, "unknown");
+}
+
+/* What the request's headers say about its body length. */
+struct framing {
+	unsigned content_lengths; /* Content-Length headers seen */
+	bool content_length_bad;  /* one of them is not 1*DIGIT or too big */
+	bool transfer_encoding;   /* any Transfer-Encoding header */
+};
+
+/* RFC 9110 8.6: Content-Length = 1*DIGIT; more than 18 digits would not
+ * fit the size we compare with anyway. */
+static bool
+content_length_valid(const char *v)
+{
+	size_t n = strlen(v);
+
+	return n > 0 && n <= 18 && strspn(v, "0123456789") == n;
+}
+
+static enum MHD_Result
+framing_header(void *cls, enum MHD_ValueKind kind, const char *key,
+               const char *value)
+{
+	struct framing *f = cls;
+
+	(void)kind;
+	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+		f->content_lengths++;
+		if (value == NULL || !content_length_valid(value))
+			f->content_length_bad = true;
+	} else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
+		f->transfer_encoding = true;
+	}
+	return MHD_YES;
+}
+
+/*
+ * RFC 9112 6.3: a request whose body length is ambiguous (Content-Length
+ * with Transfer-Encoding, several Content-Length headers, even equal
+ * ones, or one that is not a plain number) is refused and the connection
+ * closed, so that nothing behind it is read as a second request (request
+ * smuggling through a proxy that frames it the other way).
+ * libmicrohttpd 0.9.75 uses the first Content-Length or the chunked
+ * coding and would go on.  NULL when the framing is sound, else why not.
+ */
+static const char *
+framing_refusal(struct MHD_Connection *conn)
+{
+	struct framing f = {0};
+
+	MHD_get_connection_values(conn, MHD_HEADER_KIND, framing_header, &f);
+	if (f.transfer_encoding && f.content_lengths > 0)
+		return "both Content-Length and Transfer-Encoding";
+	if (f.content_lengths > 1)
+		return "more than one Content-Length";
+	if (f.content_length_bad)
+		return "Content-Length is not a number";
+	return NULL;
 }
 
 /* Appends a body chunk; false when the cap is crossed. */
@@ -365,7 +426,7 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 
 	(void)version;
 	if (ctx == NULL) {
-		const char *cl;
+		const char *cl, *why;
 
 		ctx = calloc(1, sizeof(*ctx));
 		if (ctx == NULL)
@@ -380,6 +441,10 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 		client_ip(conn, ctx->req.client_ip, sizeof(ctx->req.client_ip));
 		*con_cls = ctx;
 
+		if ((why = framing_refusal(conn)) != NULL) {
+			ctx->must_close = true;
+			return queue_error(ctx, conn, 400, "bad_framing", why);
+		}
 		cl = MHD_lookup_connection_value(
 		    conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl != NULL) {

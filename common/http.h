@@ -10,7 +10,13 @@
  * security headers on every response (X-Content-Type-Options: nosniff,
  * Cache-Control: no-store, X-Frame-Options: DENY, Referrer-Policy:
  * no-referrer, Content-Security-Policy: default-src 'none'), and never a
- * redirect.  MHD runs its own polling thread(s); handlers run on them.
+ * redirect.  A request whose body length is ambiguous (Content-Length with
+ * Transfer-Encoding, several Content-Length headers) is answered 400
+ * "bad_framing" and its connection closed before any handler runs (RFC
+ * 9112 6.3: no request smuggling).  libmicrohttpd's own error pages (400
+ * for a malformed Content-Length, 413, 431, 505) are written before any
+ * callback of ours and carry none of these headers (docs/operations.md).
+ * MHD runs its own polling thread(s); handlers run on them.
  *
  * Lifetime: everything in struct http_request belongs to the server and is
  * valid until the handler returns, or, for a deferred request, until
