@@ -116,6 +116,48 @@ http_query(const struct http_request *req, const char *name)
 	                                   name);
 }
 
+struct query_scan {
+	char *name; /* out: first offending argument */
+	size_t len;
+	bool bad;
+};
+
+static enum MHD_Result
+query_arg_check(void *cls, enum MHD_ValueKind kind, const char *key,
+                size_t key_size, const char *value, size_t value_size)
+{
+	struct query_scan *q = cls;
+	const char *parts[2] = {key, value};
+	size_t sizes[2] = {key_size, value != NULL ? value_size : 0};
+
+	(void)kind;
+	for (int i = 0; i < 2; i++)
+		for (size_t k = 0; k < sizes[i]; k++) {
+			unsigned char c = (unsigned char)parts[i][k];
+			if (c < 0x20 || c == 0x7f) {
+				snprintf(q->name, q->len, "%.*s",
+				         (int)(key_size < 64 ? key_size : 64),
+				         key);
+				q->bad = true;
+				return MHD_NO;
+			}
+		}
+	return MHD_YES;
+}
+
+bool
+http_query_has_control(const struct http_request *req, char *ret_name,
+                       size_t len)
+{
+	struct query_scan q = {.name = ret_name, .len = len};
+
+	if (req == NULL || req->conn == NULL || ret_name == NULL || len == 0)
+		return false;
+	MHD_get_connection_values_n(req->conn, MHD_GET_ARGUMENT_KIND,
+	                            query_arg_check, &q);
+	return q.bad;
+}
+
 static void
 response_clear(struct http_response *resp)
 {

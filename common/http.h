@@ -35,27 +35,33 @@ struct http_server;
 struct http_pending;
 
 struct http_request {
-	const char *method;	  /* "GET", "POST", ... */
-	const char *path;	  /* URL path without the query string */
-	const char *body;	  /* NUL-terminated copy; may be "" */
+	const char *method; /* "GET", "POST", ... */
+	const char *path;   /* URL path without the query string */
+	const char *body;   /* NUL-terminated copy; may be "" */
 	size_t body_len;
-	char client_ip[64];	  /* textual peer address */
+	char client_ip[64];          /* textual peer address */
 	struct MHD_Connection *conn; /* for http_header()/http_query() */
-	void *server_priv;	  /* internal */
+	void *server_priv;           /* internal */
 };
 
 /* Request header / query argument lookup; NULL when absent. */
 const char *http_header(const struct http_request *req, const char *name);
 const char *http_query(const struct http_request *req, const char *name);
 
+/* True when a query argument (name or decoded value, "%00" included) has
+ * a control character (below 0x20 or 0x7f): http_query() would show it
+ * cut at a NUL.  The argument's name is then in ret_name. */
+bool http_query_has_control(const struct http_request *req, char *ret_name,
+                            size_t len);
+
 #define HTTP_MAX_EXTRA_HEADERS 4
 struct http_response {
 	int status;
-	char *body;		  /* malloc'd; the server frees it */
+	char *body; /* malloc'd; the server frees it */
 	size_t body_len;
 	const char *content_type; /* static string; default application/json */
 	struct {
-		const char *name;  /* static */
+		const char *name; /* static */
 		char value[64];
 	} headers[HTTP_MAX_EXTRA_HEADERS];
 	int nheaders;
@@ -67,30 +73,30 @@ struct http_response {
 /* Handler: fill resp and return 0, or return HTTP_DEFERRED after
  * http_defer().  Any negative return becomes a 500 JSON error. */
 typedef int (*http_handler_fn)(void *arg, const struct http_request *req,
-			       struct http_response *resp);
+                               struct http_response *resp);
 
 struct http_server_conf {
-	const char *listen;	      /* "127.0.0.1:8080", "[::1]:8080", ":8080" */
-	unsigned max_connections;     /* default 1000 */
-	unsigned per_ip_connections;  /* default 100 */
-	unsigned timeout_s;	      /* idle/slow connection timeout, default 10 */
-	size_t body_max;	      /* default 64 KiB */
-	unsigned threads;	      /* MHD thread pool size, default 2 */
-	const char *name;	      /* for log lines ("ingest", "admin") */
+	const char *listen;       /* "127.0.0.1:8080", "[::1]:8080", ":8080" */
+	unsigned max_connections; /* default 1000 */
+	unsigned per_ip_connections; /* default 100 */
+	unsigned timeout_s; /* idle/slow connection timeout, default 10 */
+	size_t body_max;    /* default 64 KiB */
+	unsigned threads;   /* MHD thread pool size, default 2 */
+	const char *name;   /* for log lines ("ingest", "admin") */
 };
 
 /* Starts listening.  On success *ret owns the listener; stop with
  * http_server_stop().  -EADDRINUSE etc. when the bind fails. */
 int http_server_start(const struct http_server_conf *conf,
-		      http_handler_fn handler, void *arg,
-		      struct http_server **ret);
+                      http_handler_fn handler, void *arg,
+                      struct http_server **ret);
 /* Stops accepting, completes nothing further, frees everything.  Deferred
  * requests not yet completed are answered 503.  NULL is fine. */
 void http_server_stop(struct http_server *srv);
 /* For wrappers that own the handler's arg (admin_http): fn(arg) runs at
  * the end of http_server_stop(), after the last handler call. */
 void http_server_free_arg_on_stop(struct http_server *srv,
-				  void (*fn)(void *arg));
+                                  void (*fn)(void *arg));
 /* The port actually bound (useful with port 0 in tests). */
 int http_server_port(const struct http_server *srv);
 
@@ -107,10 +113,11 @@ void http_pending_complete(struct http_pending *p, struct http_response *resp);
  * {"error":{"code":code,"message":message}} for http_error(). */
 int http_json(struct http_response *resp, int status, const struct cJSON *json);
 int http_error(struct http_response *resp, int status, const char *code,
-	       const char *message);
+               const char *message);
 int http_text(struct http_response *resp, int status, const char *ctype,
-	      const char *text);
+              const char *text);
 void http_add_header(struct http_response *resp, const char *name,
-		     const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+                     const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #endif

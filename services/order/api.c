@@ -6,10 +6,14 @@
  *   GET  /v1/orders/{order_id}            status, flags, timeline
  *   GET  /v1/access?customer_email=&course_id=
  *
- * Errors are {"error":{"code","message"}} with stable codes:
+ * Every request is authenticated first, whatever its path: 401 before 404.
+ * String fields and query arguments with a control character (\u0000
+ * included, which cJSON would cut the string at) are refused, naming the
+ * field.  Errors are {"error":{"code","message"}} with stable codes:
  * unauthorized (401), not_found (404), method_not_allowed (405),
  * unsupported_media_type (415), invalid_json / invalid_field /
- * unknown_field / missing_field / invalid_idempotency_key (400),
+ * unknown_field / missing_field / invalid_idempotency_key /
+ * invalid_parameter (400),
  * unknown_course (422), order_exists / idempotency_conflict (409),
  * order_not_found (404), snap_unavailable (502),
  * database_unavailable (503).
@@ -27,6 +31,7 @@
 #include "err.h"
 #include "http.h"
 #include "json.h"
+#include "json_string.h"
 #include "log.h"
 #include "metrics.h"
 #include "order.h"
@@ -255,7 +260,7 @@ parse_create(const struct order_service *s, const struct http_request *req,
 	const char *end = NULL, *bad, *cid, *oid;
 	const cJSON *cust;
 	cJSON *j;
-	char msg[160];
+	char msg[160], field[96];
 
 	memset(in, 0, sizeof(*in));
 	if (ct == NULL || strncasecmp(ct, "application/json", 16) != 0 ||
@@ -278,6 +283,16 @@ parse_create(const struct order_service *s, const struct http_request *req,
 		return -EINVAL;
 	}
 	*ret_json = j;
+	/* on the text: cJSON has already cut "a\u0000b" to "a" */
+	if (json_find_control(req->body, req->body_len, field, sizeof(field)) !=
+	    0) {
+		snprintf(msg, sizeof(msg),
+		         "control character in \"%.64s\" (\\u0000 to \\u001f, "
+		         "\\u007f to \\u009f are refused)",
+		         field[0] ? field : "(top level)");
+		http_error(resp, 400, "invalid_field", msg);
+		return -EINVAL;
+	}
 	if (json_check_unique_keys(j, &bad) != 0) {
 		snprintf(msg, sizeof(msg), "duplicate field \"%.64s\"",
 		         bad != NULL ? bad : "");
@@ -573,8 +588,13 @@ get_access(struct order_service *s, const struct http_request *req,
 	const char *course = http_query(req, "course_id");
 	struct kasir_db *db;
 	cJSON *o = NULL;
+	char bad[72], msg[128];
 	int rc;
 
+	if (http_query_has_control(req, bad, sizeof(bad))) {
+		snprintf(msg, sizeof(msg), "control character in \"%s\"", bad);
+		return http_error(resp, 400, "invalid_parameter", msg);
+	}
 	if (email == NULL || course == NULL)
 		return http_error(resp, 400, "missing_parameter",
 		                  "customer_email and course_id are required");
@@ -615,6 +635,13 @@ api_handle(void *arg, const struct http_request *req,
 	enum { R_COURSES, R_ORDERS, R_ORDER, R_ACCESS } route;
 	const char *allow;
 
+	/* Before routing: without the token nobody learns which paths exist
+	 * (401 for every request, known path or not). */
+	if (!authorized(s, req)) {
+		http_add_header(resp, "WWW-Authenticate", "Bearer");
+		return http_error(resp, 401, "unauthorized",
+		                  "missing or wrong bearer token");
+	}
 	if (strcmp(path, "/v1/courses") == 0) {
 		route = R_COURSES;
 		allow = "GET, HEAD";
@@ -630,11 +657,6 @@ api_handle(void *arg, const struct http_request *req,
 		allow = "GET, HEAD";
 	} else {
 		return http_error(resp, 404, "not_found", "no such route");
-	}
-	if (!authorized(s, req)) {
-		http_add_header(resp, "WWW-Authenticate", "Bearer");
-		return http_error(resp, 401, "unauthorized",
-		                  "missing or wrong bearer token");
 	}
 	switch (route) {
 	case R_COURSES: {

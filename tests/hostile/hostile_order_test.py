@@ -135,6 +135,54 @@ def hostile_orders(st):
     expect(st, "text/plain", p(body(), headers={"Content-Type": "text/plain"}), {415})
 
 
+def control_characters(st):
+    """\u0000 and the other control characters in every string field, and
+    %00 in the query: 400 naming the field, nothing stored (cJSON alone
+    read "bikin-film-pendek\u0000-premium" as "bikin-film-pendek")."""
+    p = lambda raw: api(st, "POST", "/v1/orders", raw=raw)
+    good = json.dumps(body(course_id="bikin-film-pendek")).encode()
+    cases = [("course_id", b'"bikin-film-pendek"', b'"bikin-film-pendek\\u0000-premium"'),
+             ("customer.name", b'"Siti Rahma"', b'"Siti\\u0000Rahma"'),
+             ("customer.email", b'"siti@example.co.id"', b'"siti@example.co.id\\u0000x"'),
+             ("customer.phone", b'"081234567890"', b'"081234567890\\u0000"')]
+    for field, old, new in cases:
+        for esc in (b"\\u0000", b"\\u0001", b"\\u001f", b"\\n", b"\\t", b"\\u007f",
+                    b"\\u0085"):
+            raw = good.replace(old, new.replace(b"\\u0000", esc))
+            assert raw != good, (field, raw)
+            status, rbody = p(raw)
+            msg = json.loads(rbody)["error"]["message"] if status == 400 else ""
+            check(status == 400 and error_code(rbody) == "invalid_field"
+                  and f'"{field}"' in msg,
+                  f"{field} with {esc.decode()} -> 400 naming it ({status} {rbody[:160]!r})")
+    raw = json.dumps(body(order_id="ORD-1")).encode().replace(b'"ORD-1"', b'"ORD\\u0000-1"')
+    status, rbody = p(raw)
+    check(status == 400 and '"order_id"' in json.loads(rbody)["error"]["message"],
+          "order_id with \\u0000 -> 400 naming it")
+    raw = good.replace(b'"name"', b'"na\\u0000me"')
+    status, rbody = p(raw)
+    check(status == 400 and error_code(rbody) == "invalid_field",
+          f"a key with \\u0000 -> 400 ({status} {rbody[:160]!r})")
+    for q in ("customer_email=siti%40example.co.id%00x&course_id=" + COURSE,
+              "customer_email=siti%40example.co.id&course_id=" + COURSE + "%00-premium",
+              "customer_email=siti%40example.co.id&course_id=" + COURSE + "%0a"):
+        status, rbody = api(st, "GET", "/v1/access?" + q)
+        check(status == 400 and error_code(rbody) == "invalid_parameter",
+              f"/v1/access?{q} -> 400 invalid_parameter ({status} {rbody[:160]!r})")
+
+
+def auth_before_routing(st):
+    """Without the token nothing tells which paths exist: 401 everywhere."""
+    for method, path in (("GET", "/"), ("GET", "/nope"), ("GET", "/v1/admin"),
+                         ("DELETE", "/v1/orders/ORD-1"), ("GET", "/v1/orders/a/b"),
+                         ("POST", "/v1/courses"), ("GET", "/.env"), ("PUT", "/v2/orders")):
+        status, rbody = api(st, method, path, token=None)
+        check(status == 401 and error_code(rbody) == "unauthorized",
+              f"{method} {path} without a token -> 401 ({status})")
+    status, rbody = api(st, "GET", "/nope")
+    check(status == 404, f"GET /nope with the token -> 404 ({status})")
+
+
 def main():
     with kasirtest.Stack.for_test() as st:
         for d in ("order",):
@@ -149,6 +197,9 @@ def main():
         check(orders_count(st) == 0, "nothing stored by requests with bad tokens")
         alive.check("after the bad tokens")
 
+        auth_before_routing(st)
+        control_characters(st)
+        check(orders_count(st) == 0, "nothing stored by control characters")
         hostile_orders(st)
         check(orders_count(st) == 0, "nothing stored by the hostile order requests")
         alive.check("after the hostile order requests")
