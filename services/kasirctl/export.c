@@ -5,9 +5,9 @@
  * daemon checks it and audits the export).
  *
  * CSV (RFC 4180): a header row with the daemon's column names, CRLF line
- * ends, fields quoted when needed.  A text field starting with = + - @ or
- * a tab gets a leading ' so a spreadsheet never runs it as a formula
- * (phone numbers "+62..." therefore read '+62...).
+ * ends, every text cell quoted and guarded against formulas (csv.c:
+ * phone numbers "+62..." read '+62..., "Budi;=1+1" reads 'Budi;=1+1);
+ * numbers and booleans bare.
  */
 #include <math.h>
 #include <stdio.h>
@@ -15,6 +15,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "csv.h"
 #include "kasirctl.h"
 #include "util.h"
 
@@ -52,21 +53,7 @@ csv_field(const cJSON *v)
 		else
 			printf("%.17g", d);
 	} else if (cJSON_IsString(v)) {
-		const char *s = v->valuestring;
-		bool guard = strchr("=+-@\t", s[0]) != NULL && s[0] != '\0';
-		bool quote = guard || strpbrk(s, ",\"\r\n") != NULL;
-
-		if (quote)
-			fputc('"', stdout);
-		if (guard)
-			fputc('\'', stdout);
-		for (; *s; s++) {
-			if (*s == '"')
-				fputc('"', stdout);
-			fputc(*s, stdout);
-		}
-		if (quote)
-			fputc('"', stdout);
+		csv_write_text(stdout, v->valuestring);
 	} else {
 		/* nested JSON: as its text, quoted */
 		char *t = cJSON_PrintUnformatted(v);

@@ -24,6 +24,11 @@ def main():
         assert rc == 0, f"export events failed ({rc}): {err}"
         rows = list(csv.DictReader(io.StringIO(out, newline="")))
         assert any(r.get("order_id") == oid for r in rows), rows
+        # every text cell quoted (services/kasirctl/csv.c), the header too
+        head = out.split("\r\n", 1)[0]
+        assert head.startswith('"event_id","received_at","order_id"'), head
+        line = next(ln for ln in out.split("\r\n") if f'"{oid}"' in ln)
+        assert f',"{oid}",' in line, line
         r = ctl.json("export", "events", "--from", "2000-01-01", "--to", "2100-01-01",
                      role="support", expect=1)
         assert r["error"]["code"] == "role_required", r
