@@ -5,7 +5,10 @@
 Uses tests/lib/kasirtest.py (the same PostgreSQL cluster, secrets, config
 rendering and fakes as the integration tests), with a persistent layout:
 
-    var/pg/         PostgreSQL cluster (runs as user kasirpg when we are root)
+    var/            0700: nobody else reads the mail, logs or secrets in it
+    var/pg/         PostgreSQL cluster (as root: runs as user kasirpg, and
+                    var/pg is a symlink to /var/tmp/kasir-pg-<hash>, 0700,
+                    kasirpg's, since kasirpg cannot enter var/)
     var/secrets/    generated once (0700, files 0600)
     var/etc/        rendered configs (<svc>.yaml)
     var/run/        admin sockets, <program>.pid, supervise.pid, supervise.json
@@ -57,7 +60,8 @@ def say(msg):
 
 def make_stack():
     return kasirtest.Stack(VAR, log_dir="log", etc_dir="etc", build=BUILD, src=SRC,
-                           strict_exit=False, remove_on_success=False, watchdog=False)
+                           strict_exit=False, remove_on_success=False, watchdog=False,
+                           private=True)
 
 
 def pid_alive(pid, needle=None):
@@ -217,6 +221,9 @@ def wait_ready(st, specs):
 
 
 def up():
+    # var/ holds mail, logs and secrets: nobody else's (kasirtest private)
+    os.makedirs(VAR, mode=0o700, exist_ok=True)
+    os.chmod(VAR, 0o700)
     os.makedirs(RUN, exist_ok=True)
     st = make_stack()
     running = supervisor_pid()
@@ -256,7 +263,7 @@ def up():
 def down():
     stop_supervisor()
     kill_leftovers()
-    pg = kasirtest.PgCluster(os.path.join(VAR, "pg"))
+    pg = kasirtest.PgCluster(os.path.realpath(os.path.join(VAR, "pg")))
     if pg.is_running():
         say("stopping PostgreSQL")
         pg.stop("fast")
@@ -275,7 +282,7 @@ def status():
             if n.endswith(".pid") and n != "supervise.pid":
                 p = read_pid(os.path.join(RUN, n))
                 say(f"{n[:-4]}: pid {p} {'running' if p and pid_alive(p) else 'DEAD'}")
-    pg = kasirtest.PgCluster(os.path.join(VAR, "pg"))
+    pg = kasirtest.PgCluster(os.path.realpath(os.path.join(VAR, "pg")))
     run = pg.is_running()
     say(f"PostgreSQL: {'running on port %s' % pg.port if run else 'not running'}")
     return rc if run else 1

@@ -58,6 +58,7 @@ class Dev:
         self.var = var
         self.user = user
         self.run_dir = os.path.join(var, "run")
+        self.outside = set()  # cluster directories outside var/ to remove
 
     def cmd(self, what, timeout=300):
         env = dict(os.environ, KASIR_DEV_VAR=self.var, KASIR_DEV_BUILD_DIR=BUILD,
@@ -111,6 +112,24 @@ def read_pid_first(path):
         return None
 
 
+def modes(dev, label):
+    """var/ is 0700 (mail, logs, secrets: issue 13, item 7) and so is the
+    cluster's directory; as root the cluster lives outside var/ (kasirpg
+    cannot enter it) and var/ must not have been opened to it."""
+    st = os.stat(dev.var)
+    check(stat.S_IMODE(st.st_mode) == 0o700,
+          f"[{label}] var/ is 0700 ({oct(stat.S_IMODE(st.st_mode))})")
+    for d in ("mail", "log", "secrets", "etc", "run"):
+        check(os.path.isdir(os.path.join(dev.var, d)), f"[{label}] var/{d} exists")
+    pg = os.path.realpath(os.path.join(dev.var, "pg"))
+    check(stat.S_IMODE(os.stat(pg).st_mode) == 0o700,
+          f"[{label}] the cluster's directory {pg} is 0700")
+    if os.geteuid() == 0 and not dev.user:
+        check(not pg.startswith(os.path.realpath(dev.var) + "/"),
+              f"[{label}] as root the cluster is outside var/ ({pg})")
+        dev.outside.add(pg)
+
+
 def exercise(dev, label):
     r = dev.cmd("up")
     check(r.returncode == 0, f"[{label}] up succeeds")
@@ -125,6 +144,7 @@ def exercise(dev, label):
           f"[{label}] KASIR_INGEST_URL is the full notification URL")
     check(stat.S_IMODE(os.stat(os.path.join(dev.var, "dev.env")).st_mode) == 0o600,
           f"[{label}] dev.env is 0600 (it holds the API token)")
+    modes(dev, label)
     sd = os.path.join(dev.var, "secrets")
     check(stat.S_IMODE(os.stat(sd).st_mode) == 0o700 and
           all(stat.S_IMODE(os.stat(os.path.join(sd, n)).st_mode) == 0o600 for n in os.listdir(sd)),
@@ -232,6 +252,8 @@ shutil.rmtree(base, ignore_errors=True)
 os.makedirs(base)
 os.chmod(base, 0o755)
 devs = [Dev(os.path.join(base, "var"))]
+os.makedirs(devs[0].var, mode=0o755)  # as an older up left it: up must close it
+os.chmod(devs[0].var, 0o755)
 if os.geteuid() == 0:
     try:
         pwd.getpwnam(DEV_USER)
@@ -260,4 +282,7 @@ if failures:
     print(f"{len(failures)} failure(s); kept {base}")
     sys.exit(1)
 shutil.rmtree(base, ignore_errors=True)
+for dev in devs:
+    for d in dev.outside:
+        shutil.rmtree(d, ignore_errors=True)
 print("all ok")

@@ -180,6 +180,7 @@ import urllib.request
 PG_BIN = "/usr/lib/postgresql/15/bin"
 PG_SUPERUSER = "postgres"
 PG_OS_USER = "kasirpg"  # who runs PostgreSQL when we are root
+PG_OUTSIDE_DIR = "/var/tmp"  # private stacks as root: clusters live here
 
 SERVICES = {
     "ingest": "ingest",
@@ -569,7 +570,7 @@ class PgCluster:
         return r
 
     def _prepare_dirs(self):
-        os.makedirs(self.dir, exist_ok=True)
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)  # its log: no one else's
         if self.sockdir is None:
             cand = os.path.join(self.dir, "sock")
             if len(cand) > _MAX_SOCKET_DIR:
@@ -791,8 +792,12 @@ class Stack:
 
     def __init__(self, dir, overrides=None, server_key=None, *, log_dir="logs",
                  etc_dir="etc", build=None, src=None, strict_exit=True,
-                 remove_on_success=False, watchdog=False, with_pg=True):
+                 remove_on_success=False, watchdog=False, with_pg=True,
+                 private=False):
         self.dir = os.path.abspath(dir)
+        # private (the dev stack's var/): dir is 0700, it holds mail, logs
+        # and secrets; see pg_dir() for PostgreSQL when we are root
+        self.private = private
         self.overrides = dict(overrides or {})
         self.server_key = server_key
         self.src = os.path.abspath(src or source_dir())
@@ -853,7 +858,9 @@ class Stack:
         """Directories, secrets, PostgreSQL started and bootstrapped."""
         if self._setup_done:
             return
-        os.makedirs(self.dir, exist_ok=True)
+        os.makedirs(self.dir, mode=0o700 if self.private else 0o777, exist_ok=True)
+        if self.private:
+            os.chmod(self.dir, 0o700)
         for d in (self.log_dir, self.etc_dir, self.mail_dir, self.whatsapp_dir):
             os.makedirs(d, exist_ok=True)
         self._setup_run_dir()
@@ -861,12 +868,37 @@ class Stack:
         if self.use_watchdog:
             self._start_watchdog()
         if self.with_pg:
-            self.pg = PgCluster(os.path.join(self.dir, "pg"), secrets_dir=self.secrets_dir)
+            self.pg = PgCluster(self.pg_dir(), secrets_dir=self.secrets_dir)
             if self.use_watchdog:
                 self._register_pg()
             self.pg.start()
             self.pg.bootstrap(self.secrets_dir)
         self._setup_done = True
+
+    def pg_dir(self):
+        """Where the PostgreSQL cluster lives: dir/pg.  For a private dir
+        as root, PostgreSQL runs as kasirpg, which cannot enter a 0700 dir
+        of root's, so dir/pg is a symlink to a kasirpg-owned 0700 directory
+        /var/tmp/kasir-pg-<hash of dir> (the cluster's own files never
+        need dir).  A cluster made before inside dir is kept there, and
+        dir then stays searchable (o+x) for kasirpg."""
+        link = os.path.join(self.dir, "pg")
+        if not (self.private and _is_root()):
+            return link
+        if os.path.islink(link):
+            return os.path.realpath(link)
+        if os.path.isdir(link):
+            _log(f"{link}: a cluster inside the 0700 dir (made before); "
+                 f"{self.dir} stays o+x for {PG_OS_USER}: down, remove it "
+                 "and up again to move it out")
+            return link
+        import hashlib
+        target = os.path.join(PG_OUTSIDE_DIR, "kasir-pg-" +
+                              hashlib.sha256(self.dir.encode()).hexdigest()[:16])
+        os.makedirs(target, mode=0o700, exist_ok=True)
+        os.chmod(target, 0o700)
+        os.symlink(target, link)
+        return target
 
     def _setup_run_dir(self):
         if os.path.islink(self.run_dir):
