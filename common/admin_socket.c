@@ -35,6 +35,8 @@
 #define ADMIN_ERRMSG_MAX      512
 #define ADMIN_GROUPS_MAX      256
 #define ADMIN_PWBUF           16384
+#define ADMIN_CMD_CHARS                                                        \
+	"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
 
 struct admin_socket {
 	nng_socket sock;
@@ -46,6 +48,7 @@ struct admin_socket {
 	char *engineer_group;
 	char *support_group;
 	const char *const *commands; /* the daemon's static table */
+	admin_refused_fn refused;    /* may be NULL */
 	admin_handler_fn handler;
 	void *arg;
 };
@@ -281,9 +284,12 @@ handle(struct admin_socket *s, nng_msg *msg)
 	}
 	cmd = cJSON_GetObjectItemCaseSensitive(root, "cmd");
 	if (!cJSON_IsString(cmd) || cmd->valuestring[0] == '\0' ||
-	    strlen(cmd->valuestring) > 64) {
+	    strlen(cmd->valuestring) > 64 ||
+	    strspn(cmd->valuestring, ADMIN_CMD_CHARS) !=
+	        strlen(cmd->valuestring)) {
 		cJSON_Delete(root);
-		return error_reply("bad_request", "cmd missing");
+		return error_reply("bad_request",
+		                   "cmd: 1..64 of A-Z a-z 0-9 . _ -");
 	}
 	args = cJSON_GetObjectItemCaseSensitive(root, "args");
 	if (args != NULL && !cJSON_IsObject(args)) {
@@ -333,6 +339,8 @@ handle(struct admin_socket *s, nng_msg *msg)
 	/* The one role gate of every daemon: role none reads nothing, not
 	 * even which commands exist. */
 	if (req.peer.role == ADMIN_ROLE_NONE) {
+		if (s->refused != NULL)
+			s->refused(s->arg, &req, "role_required");
 		cJSON_Delete(empty);
 		cJSON_Delete(root);
 		return error_reply("role_required",
@@ -343,6 +351,8 @@ handle(struct admin_socket *s, nng_msg *msg)
 		result = commands_result(s);
 		rc = result != NULL ? 0 : -ENOMEM;
 	} else if (!command_registered(s, req.cmd)) {
+		if (s->refused != NULL)
+			s->refused(s->arg, &req, "unknown_command");
 		snprintf(code, sizeof(code), "unknown_command");
 		snprintf(emsg, sizeof(emsg),
 		         "no such command (admin.commands lists them)");
@@ -489,6 +499,7 @@ admin_socket_start(const struct admin_socket_conf *conf,
 		return -ENOMEM;
 	s->handler = handler;
 	s->commands = conf->commands;
+	s->refused = conf->refused;
 	s->arg = arg;
 	s->is_ipc = strncmp(conf->url, "ipc://", 6) == 0;
 	if (conf->engineer_group != NULL &&

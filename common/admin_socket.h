@@ -28,7 +28,8 @@
  *     other name is answered "unknown_command" without calling the handler.
  * The built-in "admin.commands" lists the registered names (support and
  * engineer), so tools and tests learn what a daemon answers from the
- * daemon itself.  Finer checks (engineer only, reason required) stay in the
+ * daemon itself.  conf.refused is told of both refusals (the daemon logs
+ * them).  Finer checks (engineer only, reason required) stay in the
  * handlers, which audit their refusals.
  */
 #ifndef KASIR_ADMIN_SOCKET_H
@@ -74,6 +75,15 @@ typedef int (*admin_handler_fn)(void *arg, const struct admin_request *req,
                                 struct cJSON **ret_result, char *err_code,
                                 size_t code_len, char *err_msg, size_t msg_len);
 
+/*
+ * Told of a request refused before the handler ran ("role_required" for
+ * role none, "unknown_command"), with the handler's arg, so the daemon
+ * logs it (the library does not log policy).  req->cmd is 1..64 of
+ * [A-Za-z0-9._-] (anything else is "bad_request" earlier).
+ */
+typedef void (*admin_refused_fn)(void *arg, const struct admin_request *req,
+                                 const char *code);
+
 struct admin_socket_conf {
 	const char *url;            /* ipc:///... or tcp://127.0.0.1:port */
 	const char *mode;           /* "0660"; ipc only */
@@ -82,6 +92,7 @@ struct admin_socket_conf {
 	/* The daemon's command names, NULL-terminated; must outlive the
 	 * socket (a static table).  Required. */
 	const char *const *commands;
+	admin_refused_fn refused; /* may be NULL */
 };
 
 int admin_socket_start(const struct admin_socket_conf *conf,

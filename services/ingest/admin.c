@@ -21,6 +21,7 @@
 #include "admin_socket.h"
 #include "err.h"
 #include "ingest.h"
+#include "log.h"
 #include "metrics.h"
 #include "stream.h"
 #include "util.h"
@@ -412,6 +413,17 @@ fail:
  * any other name and role none before the handler runs). */
 const char *const ingest_admin_commands[] = {
     "status", "events.list", "quarantine.list", "export.events", NULL};
+
+/* A request common/admin_socket.c refused before admin dispatch (role
+ * none, unknown command): logged here, once. */
+void
+ingest_admin_refused(void *arg, const struct admin_request *req,
+                     const char *code)
+{
+	(void)arg;
+	log_notice("admin: %s by %s (role %s) refused: %s, ignoring", req->cmd,
+	           req->peer.user, admin_role_name(req->peer.role), code);
+}
 
 int
 ingest_admin_handle(void *arg, const struct admin_request *req,

@@ -231,6 +231,8 @@ struct admin_request;
 struct cJSON;
 /* Every command ingest_admin_handle() answers (admin_socket_conf). */
 extern const char *const ingest_admin_commands[];
+void ingest_admin_refused(void *arg, const struct admin_request *req,
+                          const char *code);
 int ingest_admin_handle(void *arg, const struct admin_request *req,
                         struct cJSON **ret_result, char *err_code,
                         size_t code_len, char *err_msg, size_t msg_len);

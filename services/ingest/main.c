@@ -424,6 +424,7 @@ main(int argc, char **argv)
 		    .engineer_group = conf.base.admin_engineer_group,
 		    .support_group = conf.base.admin_support_group,
 		    .commands = ingest_admin_commands,
+		    .refused = ingest_admin_refused,
 		};
 
 		ac.application_name = "kasir-ingest-admin";

@@ -551,6 +551,17 @@ const char *const notifier_admin_commands[] = {
     "status",           "doctor.facts", "jobs.list",      "reminders.pause",
     "reminders.resume", "jobs.requeue", "receipt.resend", NULL};
 
+/* A request common/admin_socket.c refused before admin dispatch (role
+ * none, unknown command): logged here, once. */
+void
+notifier_admin_refused(void *arg, const struct admin_request *req,
+                       const char *code)
+{
+	(void)arg;
+	log_notice("admin: %s by %s (role %s) refused: %s, ignoring", req->cmd,
+	           req->peer.user, admin_role_name(req->peer.role), code);
+}
+
 int
 notifier_admin(void *arg, const struct admin_request *req, cJSON **ret_result,
                char *err_code, size_t code_len, char *err_msg, size_t msg_len)

@@ -224,6 +224,7 @@ main(int argc, char **argv)
 		    .engineer_group = conf.base.admin_engineer_group,
 		    .support_group = conf.base.admin_support_group,
 		    .commands = notifier_admin_commands,
+		    .refused = notifier_admin_refused,
 		};
 		if (admin_socket_start(&ac, notifier_admin, &n, &admin) < 0) {
 			log_err("cannot start the admin socket on %s",

@@ -282,6 +282,8 @@ bool guard_allows(enum notify_kind kind, const char *status, bool revoked,
 /* admin.c */
 /* Every command notifier_admin() answers (admin_socket_conf). */
 extern const char *const notifier_admin_commands[];
+void notifier_admin_refused(void *arg, const struct admin_request *req,
+                            const char *code);
 int notifier_admin(void *arg, const struct admin_request *req,
                    struct cJSON **ret_result, char *err_code, size_t code_len,
                    char *err_msg, size_t msg_len);

@@ -411,6 +411,17 @@ const char *const order_admin_commands[] = {
     "doctor.facts",   "access.grant",
     "export.orders",  NULL};
 
+/* A request common/admin_socket.c refused before admin dispatch (role
+ * none, unknown command): logged here, once. */
+void
+order_admin_refused(void *arg, const struct admin_request *req,
+                    const char *code)
+{
+	(void)arg;
+	log_notice("admin: %s by %s (role %s) refused: %s, ignoring", req->cmd,
+	           req->peer.user, admin_role_name(req->peer.role), code);
+}
+
 int
 admin_handle(void *arg, const struct admin_request *req,
              struct cJSON **ret_result, char *err_code, size_t code_len,

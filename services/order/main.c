@@ -160,6 +160,7 @@ main(int argc, char **argv)
 		    .engineer_group = conf.base.admin_engineer_group,
 		    .support_group = conf.base.admin_support_group,
 		    .commands = order_admin_commands,
+		    .refused = order_admin_refused,
 		};
 		if ((rc = admin_socket_start(&ac, admin_handle, &svc, &adm)) <
 		    0) {

@@ -266,6 +266,8 @@ int api_handle(void *arg, const struct http_request *req,
 struct admin_request;
 /* Every command admin_handle() answers (admin_socket_conf). */
 extern const char *const order_admin_commands[];
+void order_admin_refused(void *arg, const struct admin_request *req,
+                         const char *code);
 int admin_handle(void *arg, const struct admin_request *req,
                  struct cJSON **ret_result, char *err_code, size_t code_len,
                  char *err_msg, size_t msg_len);

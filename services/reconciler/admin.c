@@ -477,6 +477,17 @@ const char *const recon_admin_commands[] = {"status",
                                             "mode.set",
                                             NULL};
 
+/* A request common/admin_socket.c refused before admin dispatch (role
+ * none, unknown command): logged here, once. */
+void
+recon_admin_refused(void *arg, const struct admin_request *req,
+                    const char *code)
+{
+	(void)arg;
+	log_notice("admin: %s by %s (role %s) refused: %s, ignoring", req->cmd,
+	           req->peer.user, admin_role_name(req->peer.role), code);
+}
+
 int
 recon_admin(void *arg, const struct admin_request *req, cJSON **ret_result,
             char *err_code, size_t code_len, char *err_msg, size_t msg_len)

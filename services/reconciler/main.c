@@ -277,6 +277,7 @@ main(int argc, char **argv)
 		    .engineer_group = conf.base.admin_engineer_group,
 		    .support_group = conf.base.admin_support_group,
 		    .commands = recon_admin_commands,
+		    .refused = recon_admin_refused,
 		};
 
 		if (admin_socket_start(&ac, recon_admin, &r, &admin) < 0) {

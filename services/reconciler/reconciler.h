@@ -342,6 +342,8 @@ void mode_committed(struct recon *r, enum recon_mode before,
 /* admin.c */
 /* Every command recon_admin() answers (admin_socket_conf). */
 extern const char *const recon_admin_commands[];
+void recon_admin_refused(void *arg, const struct admin_request *req,
+                         const char *code);
 int recon_admin(void *arg, const struct admin_request *req,
                 struct cJSON **ret_result, char *err_code, size_t code_len,
                 char *err_msg, size_t msg_len);

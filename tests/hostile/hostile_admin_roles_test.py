@@ -59,6 +59,9 @@ def main():
                 check(r.get("ok") is False and r["error"]["code"] == "role_required"
                       and "result" not in r,
                       f"{svc} {cmd}: role none refused ({r})")
+            st.wait_log(svc, r"admin: no\.such\.command by \S+ \(role none\) "
+                             r"refused: role_required", timeout=10)
+            check(True, f"{svc}: the refusals are in its log")
             for cmd in cmds:
                 r = admin(st, svc, cmd, as_role="support")
                 code = r.get("error", {}).get("code")

@@ -24,6 +24,17 @@
 #include "../unit/testutil.h"
 
 static int calls;
+static int refusals;           /* refused() calls */
+static char last_refusal[128]; /* "cmd code" of the last one */
+
+/* The daemon's side of a refusal made before the handler. */
+static void
+refused(void *arg, const struct admin_request *req, const char *code)
+{
+	(void)arg;
+	refusals++;
+	snprintf(last_refusal, sizeof(last_refusal), "%s %s", req->cmd, code);
+}
 
 static const char *const role_names[] = {"none", "support", "engineer"};
 
@@ -162,7 +173,7 @@ gates(const char *url)
 	static const char *const probes[] = {"order.show", "x", "who",
 	                                     "admin.commands", "no.such"};
 	char json[256];
-	int before = calls;
+	int before = calls, before_refusals = refusals;
 	cJSON *r, *list;
 
 	for (size_t i = 0; i < sizeof(probes) / sizeof(probes[0]); i++) {
@@ -175,10 +186,23 @@ gates(const char *url)
 		                    "role_required");
 		cJSON_Delete(r);
 	}
+	assert_int_equal(refusals, before_refusals + 5);
+	assert_string_equal(last_refusal, "no.such role_required");
 	r = call(url, "{\"v\":1,\"cmd\":\"no.such\"}");
 	assert_false(ok_of(r));
 	assert_string_equal(str_at(r, "error", "code"), "unknown_command");
 	cJSON_Delete(r);
+	assert_string_equal(last_refusal, "no.such unknown_command");
+	assert_int_equal(calls, before);
+
+	/* a command name outside [A-Za-z0-9._-]: bad_request, nothing told */
+	r = call(url, "{\"v\":1,\"cmd\":\"x\\n\",\"as_role\":\"none\"}");
+	assert_string_equal(str_at(r, "error", "code"), "bad_request");
+	cJSON_Delete(r);
+	r = call(url, "{\"v\":1,\"cmd\":\"order show\"}");
+	assert_string_equal(str_at(r, "error", "code"), "bad_request");
+	cJSON_Delete(r);
+	assert_int_equal(refusals, before_refusals + 6);
 	assert_int_equal(calls, before);
 
 	r = call(url, "{\"v\":1,\"cmd\":\"admin.commands\"}");
@@ -214,7 +238,8 @@ static void
 test_tcp(void **state)
 {
 	struct admin_socket_conf conf = {.url = "tcp://127.0.0.1:0",
-	                                 .commands = commands};
+	                                 .commands = commands,
+	                                 .refused = refused};
 	struct admin_socket *s;
 	char url[64];
 	int port = 0;
