@@ -72,7 +72,7 @@ static const struct notify_template defaults[KIND_COUNT] = {
             .subject = "Selesaikan pembayaran {course_title} ({order_id})",
             .email = "Halo {customer_name},\n"
                      "\n"
-                     "Terima kasih telah memesan kelas {course_title}.\n"
+                     "Terima kasih telah memesan {course_title}.\n"
                      "Total pembayaran: {amount}\n"
                      "Nomor pesanan: {order_id}\n"
                      "\n"
@@ -89,7 +89,7 @@ static const struct notify_template defaults[KIND_COUNT] = {
             .subject = "Pengingat: pembayaran {course_title} menunggu",
             .email = "Halo {customer_name},\n"
                      "\n"
-                     "Pesanan {order_id} untuk kelas {course_title} sebesar "
+                     "Pesanan {order_id} untuk {course_title} sebesar "
                      "{amount} belum dibayar.\n"
                      "Selesaikan pembayaran sebelum {expires_at}:\n"
                      "{redirect_url}\n"
@@ -104,7 +104,7 @@ static const struct notify_template defaults[KIND_COUNT] = {
             .subject = "Pembayaran diterima: {course_title} ({order_id})",
             .email = "Halo {customer_name},\n"
                      "\n"
-                     "Pembayaran Anda sebesar {amount} untuk kelas "
+                     "Pembayaran Anda sebesar {amount} untuk "
                      "{course_title} telah kami terima.\n"
                      "Nomor pesanan: {order_id}\n"
                      "\n"
@@ -123,7 +123,7 @@ static const struct notify_template defaults[KIND_COUNT] = {
             .subject = "Pesanan {order_id} kedaluwarsa",
             .email = "Halo {customer_name},\n"
                      "\n"
-                     "Pesanan {order_id} untuk kelas {course_title} "
+                     "Pesanan {order_id} untuk {course_title} "
                      "({amount}) telah kedaluwarsa karena pembayaran tidak "
                      "diterima sebelum {expires_at}.\n"
                      "Anda dapat membuat pesanan baru kapan saja.\n"
@@ -136,7 +136,7 @@ static const struct notify_template defaults[KIND_COUNT] = {
             .subject = "Pengembalian dana pesanan {order_id}",
             .email = "Halo {customer_name},\n"
                      "\n"
-                     "Dana untuk pesanan {order_id} (kelas {course_title}, "
+                     "Dana untuk pesanan {order_id} ({course_title}, "
                      "{amount}) telah dikembalikan.\n"
                      "Dana akan kembali ke metode pembayaran Anda sesuai "
                      "ketentuan penyedia pembayaran.\n"

@@ -119,6 +119,13 @@ test_template_render(void **state)
 	assert_non_null(strstr(out, "Sinematografi Dasar"));
 	assert_non_null(strstr(out, "Rp150.000"));
 	free(out);
+	/* course titles say "Kelas ..." themselves: no "kelas {course_title}"
+	 */
+	for (int k = 0; k < KIND_COUNT; k++) {
+		assert_null(
+		    strstr(template_default(k)->email, "kelas {course"));
+		assert_null(strstr(template_default(k)->subject, "kelas {"));
+	}
 }
 
 /* A WhatsApp template parameter: one line, no runs of spaces, not empty,
