@@ -1,6 +1,7 @@
 """deploy/dev/stack.py - the dev stack behind deploy/dev/up, down and status.
 
     /usr/bin/python3 deploy/dev/stack.py up|down|status
+    /usr/bin/python3 deploy/dev/stack.py stop|start NAME
 
 Uses tests/lib/kasirtest.py (the same PostgreSQL cluster, secrets, config
 rendering and fakes as the integration tests), with a persistent layout:
@@ -11,10 +12,13 @@ rendering and fakes as the integration tests), with a persistent layout:
                     kasirpg's, since kasirpg cannot enter var/)
     var/secrets/    generated once (0700, files 0600)
     var/etc/        rendered configs (<svc>.yaml)
-    var/run/        admin sockets, <program>.pid, supervise.pid, supervise.json
+    var/run/        admin sockets, <program>.pid, supervise.pid, supervise.json,
+                    <program>.stopped (held by deploy/dev/stop)
     var/log/        one log per program + supervise.log
     var/mail/       messages received by the SMTP sink
     var/whatsapp/   messages.jsonl of the fake WhatsApp API
+    var/fake-midtrans/state.json  the fake Midtrans's transactions (kept
+                    across down/up, as Midtrans keeps them)
     var/dev.env     shell KEY=value lines (source it)
     var/ports.json  port allocation (kept between runs)
 
@@ -23,7 +27,12 @@ Environment: KASIR_DEV_VAR (default <src>/var), KASIR_DEV_BUILD_DIR (default
 
 `up` is idempotent: it reuses the cluster, secrets and ports; if the
 supervisor already runs the same programs it leaves them alone, otherwise it
-restarts the supervisor with the new set (e.g. after a daemon got built).
+restarts the supervisor with the new set (e.g. after a daemon got built);
+either way it starts whatever is down, programs held by `stop` included.
+
+The supervisor restarts any exit nobody asked for (Restart=always).  `stop
+NAME` (kasir-order or order, ...) stops one program on purpose and it stays
+stopped (a drill: "kasir-notifier is down") until `start NAME` or `up`.
 """
 
 import json
@@ -46,6 +55,8 @@ READY_TIMEOUT = float(os.environ.get("KASIR_DEV_READY_TIMEOUT", "60"))
 RUN = os.path.join(VAR, "run")
 SUPERVISE_PID = os.path.join(RUN, "supervise.pid")
 SUPERVISE_CONF = os.path.join(RUN, "supervise.json")
+MIDTRANS_STATE = os.path.join(VAR, "fake-midtrans", "state.json")
+STOP_WAIT = 20.0  # the supervisor's SIGTERM..SIGKILL is 10 s
 
 PROGRAM_NAMES = {
     "ingest": "kasir-ingest", "order": "kasir-order", "notifier": "kasir-notifier",
@@ -115,10 +126,36 @@ def programs(st):
     specs = []
     for key in out:
         name = PROGRAM_NAMES[key]
-        specs.append({"key": key, "name": name, "argv": st.command(key), "cwd": VAR,
+        argv = st.command(key)
+        if key == "fake-midtrans":
+            # Midtrans remembers its transactions across our restarts
+            os.makedirs(os.path.dirname(MIDTRANS_STATE), exist_ok=True)
+            argv = argv + ["--state-file", MIDTRANS_STATE]
+        specs.append({"key": key, "name": name, "argv": argv, "cwd": VAR,
                       "log": os.path.join(st.log_dir, f"{name}.log"),
-                      "pidfile": os.path.join(RUN, f"{name}.pid")})
+                      "pidfile": os.path.join(RUN, f"{name}.pid"),
+                      "hold": hold_path(name)})
     return specs
+
+
+def hold_path(name):
+    return os.path.join(RUN, f"{name}.stopped")
+
+
+def program_name(arg):
+    """kasir-order, order -> kasir-order; None when unknown."""
+    if arg in PROGRAM_NAMES:
+        return PROGRAM_NAMES[arg]
+    return arg if arg in PROGRAM_NAMES.values() else None
+
+
+def supervised():
+    """The program specs the running supervisor was started with."""
+    try:
+        with open(SUPERVISE_CONF) as f:
+            return json.load(f).get("programs") or []
+    except (OSError, ValueError):
+        return []
 
 
 def write_env(st):
@@ -234,6 +271,10 @@ def up():
     st.setup()  # secrets, PostgreSQL (reused when running), bootstrap
     say(f"PostgreSQL: {st.pg.superuser_url()}")
     specs = programs(st)
+    for s in specs:  # up starts what is down, held programs included
+        if os.path.exists(s["hold"]):
+            say(f"{s['name']}: was stopped with deploy/dev/stop, starting it")
+            os.unlink(s["hold"])
     want = [{k: v for k, v in s.items() if k != "key"} for s in specs]
     if running:
         try:
@@ -271,17 +312,73 @@ def down():
     return 0
 
 
+def stop_one(arg):
+    """Stops one program on purpose; it stays stopped until start/up."""
+    name = program_name(arg)
+    if name is None:
+        say(f"unknown program {arg!r}: one of {', '.join(sorted(PROGRAM_NAMES.values()))}")
+        return 2
+    if not supervisor_pid():
+        say("the supervisor is not running (deploy/dev/up first)")
+        return 1
+    spec = next((s for s in supervised() if s["name"] == name), None)
+    if spec is None or not spec.get("hold"):
+        say(f"{name} is not supervised in this stack")
+        return 1
+    pid = read_pid(spec["pidfile"])
+    with open(spec["hold"], "w") as f:
+        f.write(f"stopped by deploy/dev/stop at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n")
+    deadline = time.monotonic() + STOP_WAIT
+    while time.monotonic() < deadline and (
+            os.path.exists(spec["pidfile"]) or (pid and pid_alive(pid, name))):
+        time.sleep(0.1)
+    if os.path.exists(spec["pidfile"]) or (pid and pid_alive(pid, name)):
+        say(f"{name}: still running after {STOP_WAIT:.0f}s (see var/log/supervise.log)")
+        return 1
+    say(f"{name}: stopped; stays stopped until deploy/dev/start {name} (or deploy/dev/up)")
+    return 0
+
+
+def start_one(arg):
+    name = program_name(arg)
+    if name is None:
+        say(f"unknown program {arg!r}: one of {', '.join(sorted(PROGRAM_NAMES.values()))}")
+        return 2
+    if not supervisor_pid():
+        say("the supervisor is not running: deploy/dev/up starts everything")
+        return 1
+    spec = next((s for s in supervised() if s["name"] == name), None)
+    if spec is None:
+        say(f"{name} is not supervised in this stack")
+        return 1
+    unlink_quiet(spec["hold"])
+    key = next(k for k, v in PROGRAM_NAMES.items() if v == name)
+    st = make_stack()
+    bad = wait_ready(st, [dict(spec, key=key)])
+    return 1 if bad else 0
+
+
+def unlink_quiet(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def status():
     rc = 0
     pid = supervisor_pid()
     say(f"supervisor: {'pid %d' % pid if pid else 'not running'}")
     if not pid:
         rc = 1
-    if os.path.isdir(RUN):
-        for n in sorted(os.listdir(RUN)):
-            if n.endswith(".pid") and n != "supervise.pid":
-                p = read_pid(os.path.join(RUN, n))
-                say(f"{n[:-4]}: pid {p} {'running' if p and pid_alive(p) else 'DEAD'}")
+    for s in supervised():
+        p = read_pid(s["pidfile"])
+        if s.get("hold") and os.path.exists(s["hold"]):
+            say(f"{s['name']}: stopped (deploy/dev/stop; deploy/dev/start {s['name']})")
+        elif p and pid_alive(p):
+            say(f"{s['name']}: pid {p} running")
+        else:
+            say(f"{s['name']}: DOWN")
     pg = kasirtest.PgCluster(os.path.realpath(os.path.join(VAR, "pg")))
     run = pg.is_running()
     say(f"PostgreSQL: {'running on port %s' % pg.port if run else 'not running'}")
@@ -296,7 +393,9 @@ def main():
         return down()
     if cmd == "status":
         return status()
-    print("usage: stack.py up|down|status", file=sys.stderr)
+    if cmd in ("stop", "start") and len(sys.argv) == 3:
+        return stop_one(sys.argv[2]) if cmd == "stop" else start_one(sys.argv[2])
+    print("usage: stack.py up|down|status, stack.py stop|start NAME", file=sys.stderr)
     return 2
 
 

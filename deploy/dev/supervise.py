@@ -1,5 +1,5 @@
 """supervise.py - the dev stack's tiny process supervisor (what systemd's
-Restart=on-failure does for the production units).
+Restart=always would do; the production units keep their own policy).
 
     /usr/bin/python3 supervise.py CONFIG.json
 
@@ -7,12 +7,21 @@ CONFIG.json:
     {"pidfile": "var/run/supervise.pid",
      "programs": [{"name": "kasir-order", "argv": [...], "cwd": "...",
                    "log": "var/log/kasir-order.log",
-                   "pidfile": "var/run/kasir-order.pid"}, ...]}
+                   "pidfile": "var/run/kasir-order.pid",
+                   "hold": "var/run/kasir-order.stopped"}, ...]}
 
 Starts every program (stdin /dev/null, stdout+stderr appended to its log,
-its own session), writes its pid file, and restarts a program that exits
-with backoff: 0.5 s doubling to 30 s, reset after 30 s of uptime.  Like
-systemd's Restart=on-failure, a clean exit (status 0) is not restarted.
+its own session), writes its pid file, and restarts a program whenever it
+exits, a clean exit (status 0) included: an exit nobody asked for is a
+crash in the dev stack, and a drill must see the daemon come back.
+Backoff: 0.5 s doubling to 30 s, reset after 30 s of uptime.
+
+A program is stopped on purpose by creating its hold file
+(`deploy/dev/stop NAME`): the supervisor sends SIGTERM (SIGKILL after
+10 s), removes the pid file and leaves it stopped while the file exists;
+removing it (`deploy/dev/start NAME`, `deploy/dev/up`) starts it at once.
+The hold files are looked at on every pass (5 per second).
+
 SIGTERM/SIGINT: SIGTERM to every program in reverse order, SIGKILL after
 10 s, remove the pid files, exit 0.  deploy/dev/stack.py starts it in its
 own session and `deploy/dev/down` stops it.
@@ -56,11 +65,12 @@ class Program:
         self.cwd = spec.get("cwd")
         self.log = spec["log"]
         self.pidfile = spec["pidfile"]
+        self.hold = spec.get("hold")
         self.proc = None
         self.started = 0.0
         self.backoff = BACKOFF_MIN
         self.next_start = 0.0
-        self.done = False  # exited cleanly: not restarted
+        self.held = False  # stopped on purpose (hold file present)
 
     def start(self):
         with open(self.log, "ab") as out:
@@ -88,7 +98,18 @@ class Program:
 
     def poll(self):
         now = time.monotonic()
-        if self.done:
+        if self.hold and os.path.exists(self.hold):
+            if not self.held:
+                log(f"{self.name}: stop requested ({self.hold})")
+                self.stop()
+                self.proc = None
+                self.held = True
+            return
+        if self.held:
+            log(f"{self.name}: start requested")
+            self.held = False
+            self.backoff = BACKOFF_MIN
+            self.start()
             return
         if self.proc is None:
             if now >= self.next_start:
@@ -101,11 +122,9 @@ class Program:
             return
         unlink(self.pidfile)
         self.proc = None
-        if rc == 0:
-            log(f"{self.name}: exited cleanly, not restarting")
-            self.done = True
-            return
-        log(f"{self.name}: exited with status {rc}")
+        # Restart=always: a clean exit nobody asked for is restarted too
+        log(f"{self.name}: exited with status {rc}"
+            f"{' (clean, but not asked for)' if rc == 0 else ''}")
         self._schedule()
 
     def stop(self):
@@ -144,7 +163,11 @@ def main():
     write_pidfile(conf["pidfile"], os.getpid())
     log(f"pid {os.getpid()}, {len(programs)} programs")
     for p in programs:
-        p.start()
+        if p.hold and os.path.exists(p.hold):
+            log(f"{p.name}: held ({p.hold}), not started")
+            p.held = True
+        else:
+            p.start()
     while not stopping:
         for p in programs:
             p.poll()

@@ -8,34 +8,71 @@
  * ends, every text cell quoted and guarded against formulas (csv.c:
  * phone numbers "+62..." read '+62..., "Budi;=1+1" reads 'Budi;=1+1);
  * numbers and booleans bare.
+ *
+ * The range: --from is inclusive, --to exclusive, each one of
+ *   YYYY-MM-DD     a day in Asia/Jakarta (WIB, UTC+7, like the order ids
+ *                  KSR-YYYYMMDD-...) or in UTC with --utc; as --to, the
+ *                  whole day is included (--from 2026-12-06 --to
+ *                  2026-12-06 is that one day)
+ *   RFC 3339       with Z or an offset: that instant
+ *   now, -24h, -7d the current time, or that long before it
+ * resolved here to RFC 3339 UTC instants, so the daemon's session time
+ * zone never matters.
  */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
 
+#include "config.h"
 #include "csv.h"
 #include "kasirctl.h"
 #include "util.h"
 
-#define TIME_ARG_MAX 40
+#define TIME_ARG_MAX    40
+#define WIB_OFFSET_MS   (7LL * 3600 * 1000) /* Asia/Jakarta: no DST */
+#define DAY_MS          (24LL * 3600 * 1000)
+#define RELATIVE_MAX_MS (3660LL * DAY_MS) /* -10y and a bit */
 
-/* A time for the daemon's ::timestamptz: a date or RFC 3339. */
-static bool
-time_arg_ok(const char *s)
+/*
+ * Resolves one --from/--to argument (see the head of this file) to unix
+ * ms.  end: the argument is --to (a date then means the end of that day).
+ * utc: dates are UTC days, else WIB days.  0 or -EINVAL.
+ */
+static int
+export_time(const char *s, bool end, bool utc, int64_t now_ms, int64_t *ret_ms)
 {
 	char buf[TIME_ARG_MAX + 16];
 	int64_t ms;
 	size_t l = strlen(s);
 
-	if (l > TIME_ARG_MAX)
-		return false;
-	if (l == 10) { /* a date: 2026-11-01 */
-		snprintf(buf, sizeof(buf), "%sT00:00:00Z", s);
-		return ts_parse(buf, &ms) == 0;
+	if (l == 0 || l > TIME_ARG_MAX)
+		return -EINVAL;
+	if (strcmp(s, "now") == 0) {
+		*ret_ms = now_ms;
+		return 0;
 	}
-	return ts_parse(s, &ms) == 0;
+	if (s[0] == '-') { /* -24h, -7d, -90m */
+		if (conf_parse_duration(s + 1, &ms) < 0 || ms <= 0 ||
+		    ms > RELATIVE_MAX_MS)
+			return -EINVAL;
+		*ret_ms = now_ms - ms;
+		return 0;
+	}
+	if (l == 10) { /* a date: 2026-12-06, midnight where the day is */
+		snprintf(buf, sizeof(buf), "%sT00:00:00Z", s);
+		if (ts_parse(buf, &ms) < 0)
+			return -EINVAL;
+		ms -= utc ? 0 : WIB_OFFSET_MS;
+		*ret_ms = end ? ms + DAY_MS : ms;
+		return 0;
+	}
+	if (ts_parse(s, &ms) < 0)
+		return -EINVAL;
+	*ret_ms = ms;
+	return 0;
 }
 
 static void
@@ -99,13 +136,18 @@ int
 cmd_export(struct ctl *c, int argc, char **argv)
 {
 	const char *what = NULL, *from = NULL, *to = NULL, *format = "csv", *v;
+	char from_ts[40], to_ts[40];
+	int64_t from_ms, to_ms, now_ms = now_real_ms();
+	bool utc = false;
 	enum ctl_svc svc;
 	const char *cmd, *key;
 	cJSON *args, *res = NULL;
 	int rc;
 
 	for (int i = 0; i < argc; i++) {
-		if ((v = opt_value(argc, argv, &i, "--from")))
+		if (strcmp(argv[i], "--utc") == 0)
+			utc = true;
+		else if ((v = opt_value(argc, argv, &i, "--from")))
 			from = v;
 		else if ((v = opt_value(argc, argv, &i, "--to")))
 			to = v;
@@ -122,15 +164,24 @@ cmd_export(struct ctl *c, int argc, char **argv)
 	    (strcmp(what, "orders") != 0 && strcmp(what, "events") != 0))
 		return out_fail_local(c, "usage", CTL_EXIT_USAGE,
 		                      "usage: kasirctl export orders|events "
-		                      "--from TIME --to TIME --format csv");
+		                      "--from TIME --to TIME [--utc] "
+		                      "--format csv");
 	if (strcmp(format, "csv") != 0)
 		return out_fail_local(c, "usage", CTL_EXIT_USAGE,
 		                      "--format %.16s: only csv (or --json)",
 		                      format);
-	if (!time_arg_ok(from) || !time_arg_ok(to))
+	if (export_time(from, false, utc, now_ms, &from_ms) < 0 ||
+	    export_time(to, true, utc, now_ms, &to_ms) < 0)
 		return out_fail_local(c, "usage", CTL_EXIT_USAGE,
-		                      "--from/--to: YYYY-MM-DD or RFC 3339 "
-		                      "(2026-11-01T00:00:00Z)");
+		                      "--from/--to: YYYY-MM-DD (a day in WIB, "
+		                      "UTC with --utc), RFC 3339 with a zone "
+		                      "(2026-11-01T00:00:00+07:00), now, or a "
+		                      "time before now (-24h, -7d)");
+	if (to_ms <= from_ms)
+		return out_fail_local(c, "usage", CTL_EXIT_USAGE,
+		                      "--to is not after --from");
+	time_rfc3339(from_ms, from_ts, sizeof(from_ts));
+	time_rfc3339(to_ms, to_ts, sizeof(to_ts));
 	if (strcmp(what, "orders") == 0) {
 		svc = SVC_ORDER;
 		cmd = "export.orders";
@@ -140,10 +191,11 @@ cmd_export(struct ctl *c, int argc, char **argv)
 		cmd = "export.events";
 		key = "events";
 	}
-	snprintf(c->target, sizeof(c->target), "%s %s..%s", what, from, to);
+	snprintf(c->target, sizeof(c->target), "%s %s..%s", what, from_ts,
+	         to_ts);
 	args = cJSON_CreateObject();
-	if (args == NULL || !cJSON_AddStringToObject(args, "from", from) ||
-	    !cJSON_AddStringToObject(args, "to", to)) {
+	if (args == NULL || !cJSON_AddStringToObject(args, "from", from_ts) ||
+	    !cJSON_AddStringToObject(args, "to", to_ts)) {
 		cJSON_Delete(args);
 		return CTL_EXIT_FAILED;
 	}
@@ -154,8 +206,14 @@ cmd_export(struct ctl *c, int argc, char **argv)
 		const cJSON *rows = cJSON_GetObjectItemCaseSensitive(res, key);
 
 		csv_write(rows);
-		fprintf(stderr, "kasirctl: exported %d %s\n",
-		        cJSON_GetArraySize(rows), what);
+		fprintf(stderr,
+		        "kasirctl: exported %d %s from %s to %s (UTC; %s "
+		        "days)\n",
+		        cJSON_GetArraySize(rows), what, from_ts, to_ts,
+		        utc ? "UTC" : "WIB");
 	}
+	cJSON_AddStringToObject(res, "from", from_ts);
+	cJSON_AddStringToObject(res, "to", to_ts);
+	cJSON_AddStringToObject(res, "days", utc ? "UTC" : "Asia/Jakarta");
 	return out_json_ok(c, res);
 }

@@ -5,8 +5,10 @@
  * Opening, noting and closing change the record: engineer role.  The
  * record is its own reason (title, note, post-mortem), so --reason is not
  * asked for.  A P0/P1 incident cannot be closed without every field of
- * the post-mortem template (root cause, impact, resolution, preventive
- * actions, owner); the database checks the same rule.  The report is the
+ * the SOP's incident template (detected by, root cause, impact,
+ * resolution, preventive actions, owner); the database checks the same
+ * rule.  "Detected by" (an alert, doctor, a customer, a person) is best
+ * given at open; close asks for it when it was not.  The report is the
  * post-mortem in Markdown with the timeline: opening, notes, every
  * kasirctl command run under the incident (ops.audit) and, where a daemon
  * serves "audit.list", its own audit rows for the incident.
@@ -25,11 +27,14 @@
 
 #define REPORT_MAX (4 * 1024 * 1024) /* bytes of Markdown */
 
-static const char *const template_fields[5] = {
-    "root_cause", "impact", "resolution", "preventive", "owner",
+#define F_OWNER       4
+#define F_DETECTED_BY 5
+static const char *const template_fields[INCIDENT_FIELDS] = {
+    "root_cause", "impact", "resolution", "preventive", "owner", "detected_by",
 };
-static const char *const template_opts[5] = {
-    "--root-cause", "--impact", "--resolution", "--preventive", "--owner",
+static const char *const template_opts[INCIDENT_FIELDS] = {
+    "--root-cause", "--impact", "--resolution",
+    "--preventive", "--owner",  "--detected-by",
 };
 
 static int
@@ -83,7 +88,7 @@ load_incident(struct ctl *c, int64_t id, cJSON **ret)
 int
 cmd_incident_open(struct ctl *c, int argc, char **argv)
 {
-	const char *severity = NULL, *title = NULL, *v;
+	const char *severity = NULL, *title = NULL, *detected = NULL, *v;
 	cJSON *inc = NULL;
 	int64_t id;
 	int rc;
@@ -93,6 +98,8 @@ cmd_incident_open(struct ctl *c, int argc, char **argv)
 			severity = v;
 		else if ((v = opt_value(argc, argv, &i, "--title")))
 			title = v;
+		else if ((v = opt_value(argc, argv, &i, "--detected-by")))
+			detected = v;
 		else
 			return out_fail_local(c, "usage", CTL_EXIT_USAGE,
 			                      "unexpected argument: %.64s",
@@ -104,15 +111,28 @@ cmd_incident_open(struct ctl *c, int argc, char **argv)
 		return out_fail_local(c, "usage", CTL_EXIT_USAGE,
 		                      "usage: kasirctl incident open "
 		                      "--severity P0|P1|P2|P3 --title TEXT "
-		                      "(one line, <= %d bytes)",
+		                      "[--detected-by TEXT] (one line, <= %d "
+		                      "bytes)",
+		                      CTL_TITLE_MAX);
+	if (detected != NULL &&
+	    (!text_ok(detected, CTL_TITLE_MAX) ||
+	     strchr(detected, '\n') != NULL || detected[0] == '\0'))
+		return out_fail_local(c, "usage", CTL_EXIT_USAGE,
+		                      "--detected-by: who or what saw it first "
+		                      "(alert KasirSnapFailing, kasirctl "
+		                      "doctor, customer, a name), one line, <= "
+		                      "%d bytes",
 		                      CTL_TITLE_MAX);
 	if ((c->audit_args = cJSON_CreateObject()) != NULL) {
 		cJSON_AddStringToObject(c->audit_args, "severity", severity);
 		cJSON_AddStringToObject(c->audit_args, "title", title);
+		if (detected != NULL)
+			cJSON_AddStringToObject(c->audit_args, "detected_by",
+			                        detected);
 	}
 	if ((rc = need_engineer(c)) != 0)
 		return rc;
-	if (ops_incident_open(c, severity, title, &id) < 0)
+	if (ops_incident_open(c, severity, title, detected, &id) < 0)
 		return db_failed(c);
 	snprintf(c->target, sizeof(c->target), "INC-%lld", (long long)id);
 	c->incident_id = id;
@@ -178,7 +198,7 @@ cmd_incident_note(struct ctl *c, int argc, char **argv)
 int
 cmd_incident_close(struct ctl *c, int argc, char **argv)
 {
-	const char *fields[5] = {NULL}, *v;
+	const char *fields[INCIDENT_FIELDS] = {NULL}, *v;
 	char missing[128] = "";
 	cJSON *inc = NULL;
 	bool severe;
@@ -189,13 +209,14 @@ cmd_incident_close(struct ctl *c, int argc, char **argv)
 		return out_fail_local(c, "usage", CTL_EXIT_USAGE,
 		                      "usage: kasirctl incident close INC-ID "
 		                      "--root-cause T --impact T --resolution "
-		                      "T --preventive T --owner NAME");
+		                      "T --preventive T --owner NAME "
+		                      "[--detected-by T]");
 	if ((rc = incident_arg(c, argv[0], &id)) != 0)
 		return rc;
 	for (int i = 1; i < argc; i++) {
 		bool known = false;
 
-		for (int f = 0; f < 5 && !known; f++) {
+		for (int f = 0; f < INCIDENT_FIELDS && !known; f++) {
 			if ((v = opt_value(argc, argv, &i, template_opts[f]))) {
 				fields[f] = v;
 				known = true;
@@ -207,18 +228,19 @@ cmd_incident_close(struct ctl *c, int argc, char **argv)
 			                      argv[i]);
 	}
 	if ((c->audit_args = cJSON_CreateObject()) != NULL)
-		for (int f = 0; f < 5; f++)
+		for (int f = 0; f < INCIDENT_FIELDS; f++)
 			if (fields[f])
 				cJSON_AddStringToObject(c->audit_args,
 				                        template_fields[f],
 				                        fields[f]);
-	for (int f = 0; f < 5; f++)
-		if (fields[f] != NULL &&
-		    !text_ok(fields[f], f == 4 ? CTL_TITLE_MAX : CTL_TEXT_MAX))
-			return out_fail_local(
-			    c, "usage", CTL_EXIT_USAGE,
-			    "%s: text of at most %d bytes", template_opts[f],
-			    f == 4 ? CTL_TITLE_MAX : CTL_TEXT_MAX);
+	for (int f = 0; f < INCIDENT_FIELDS; f++) {
+		int max = f >= F_OWNER ? CTL_TITLE_MAX : CTL_TEXT_MAX;
+
+		if (fields[f] != NULL && !text_ok(fields[f], max))
+			return out_fail_local(c, "usage", CTL_EXIT_USAGE,
+			                      "%s: text of at most %d bytes",
+			                      template_opts[f], max);
+	}
 	if ((rc = need_engineer(c)) != 0)
 		return rc;
 	if ((rc = load_incident(c, id, &inc)) != 0)
@@ -232,8 +254,10 @@ cmd_incident_close(struct ctl *c, int argc, char **argv)
 	severe = strcmp(j_str(inc, "severity"), "P0") == 0 ||
 	         strcmp(j_str(inc, "severity"), "P1") == 0;
 	if (severe) {
-		for (int f = 0; f < 5; f++) {
-			if (fields[f] != NULL)
+		for (int f = 0; f < INCIDENT_FIELDS; f++) {
+			if (fields[f] != NULL ||
+			    (f == F_DETECTED_BY &&
+			     j_str(inc, "detected_by")[0] != '\0'))
 				continue;
 			snprintf(missing + strlen(missing),
 			         sizeof(missing) - strlen(missing), "%s%s",
@@ -544,7 +568,10 @@ cmd_incident_report(struct ctl *c, int argc, char **argv)
 	if (j_str(inc, "closed_at")[0])
 		md_add(&m, "| Closed | %s by %s |\n", j_str(inc, "closed_at"),
 		       j_str(inc, "closed_by"));
-	md_add(&m, "| Owner | ");
+	md_add(&m, "| Detected by | ");
+	md_cell(&m, j_str(inc, "detected_by")[0] ? j_str(inc, "detected_by")
+	                                         : "_not recorded_");
+	md_add(&m, " |\n| Owner | ");
 	md_cell(&m, j_str(inc, "owner")[0] ? j_str(inc, "owner")
 	                                   : "_not recorded_");
 	md_add(&m, " |\n| Manual actions | %d (%d refused or failed) |\n",

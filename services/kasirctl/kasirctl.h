@@ -184,11 +184,17 @@ int ops_audit_for_incident(struct ctl *c, int64_t incident_id,
 int ops_incident_parse(const char *s, int64_t *ret_id);
 /* The incident row as JSON; KASIR_ENOTFOUND when absent. */
 int ops_incident_get(struct ctl *c, int64_t id, struct cJSON **ret);
+/* detected_by may be NULL (then asked for at close). */
 int ops_incident_open(struct ctl *c, const char *severity, const char *title,
-                      int64_t *ret_id);
+                      const char *detected_by, int64_t *ret_id);
 int ops_incident_note(struct ctl *c, int64_t id, const char *text);
-/* fields: root_cause, impact, resolution, preventive, owner (NULL: absent) */
-int ops_incident_close(struct ctl *c, int64_t id, const char *const fields[5]);
+/* The SOP template fields (section 8) an incident is closed with, in the
+ * order of fields[] below. */
+#define INCIDENT_FIELDS 6
+/* fields: root_cause, impact, resolution, preventive, owner, detected_by
+ * (NULL: absent; detected_by is kept when it was given at open). */
+int ops_incident_close(struct ctl *c, int64_t id,
+                       const char *const fields[INCIDENT_FIELDS]);
 int ops_incident_notes(struct ctl *c, int64_t id, struct cJSON **ret);
 /* Open incidents (all: closed ones too), newest first. */
 int ops_incident_list(struct ctl *c, bool all, struct cJSON **ret);
@@ -226,6 +232,7 @@ void fmt_age(int64_t ms, char *buf, size_t len);
  * status. */
 int cmd_status(struct ctl *c, int argc, char **argv);
 int cmd_order_show(struct ctl *c, int argc, char **argv);
+int cmd_order_find(struct ctl *c, int argc, char **argv);
 int cmd_doctor(struct ctl *c, int argc, char **argv);
 int cmd_reconcile(struct ctl *c, int argc, char **argv);
 int cmd_reconcile_mode(struct ctl *c, int argc, char **argv);

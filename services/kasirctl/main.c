@@ -37,6 +37,8 @@ struct ctl_command {
 static const struct ctl_command commands[] = {
     {"status", NULL, cmd_status, false, false, "status"},
     {"order", "show", cmd_order_show, false, false, "order show ORDER_ID"},
+    {"order", "find", cmd_order_find, false, false,
+     "order find --email ADDR | --phone NUMBER | --name TEXT [--limit N]"},
     {"doctor", NULL, cmd_doctor, false, false, "doctor"},
     {"reconcile", NULL, cmd_reconcile, true, false,
      "reconcile ORDER_ID | --pending"},

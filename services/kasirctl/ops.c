@@ -206,7 +206,8 @@ static const struct db_stmt st_incident_get = {
     .sql = "SELECT 'INC-' || id AS id, severity, title,"
            " " TS("opened_at") " AS opened_at, opened_by,"
            " " TS("closed_at") " AS closed_at,"
-           " closed_by, root_cause, impact, resolution, preventive, owner,"
+           " closed_by, detected_by, root_cause, impact, resolution,"
+           " preventive, owner,"
            " CASE WHEN closed_at IS NULL THEN 'open' ELSE 'closed'"
            " END AS state"
            " FROM ops.incident WHERE id = $1::bigint",
@@ -235,16 +236,16 @@ ops_incident_get(struct ctl *c, int64_t id, cJSON **ret)
 
 static const struct db_stmt st_incident_open = {
     .name = "ops_incident_open",
-    .sql = "INSERT INTO ops.incident (severity, title, opened_by)"
-           " VALUES ($1, $2, $3) RETURNING id",
-    .nparams = 3,
+    .sql = "INSERT INTO ops.incident (severity, title, opened_by,"
+           " detected_by) VALUES ($1, $2, $3, $4) RETURNING id",
+    .nparams = 4,
 };
 
 int
 ops_incident_open(struct ctl *c, const char *severity, const char *title,
-                  int64_t *ret_id)
+                  const char *detected_by, int64_t *ret_id)
 {
-	const char *p[3] = {severity, title, c->user};
+	const char *p[4] = {severity, title, c->user, detected_by};
 	PGresult *res = NULL;
 	int r;
 
@@ -276,16 +277,18 @@ static const struct db_stmt st_incident_close = {
     .name = "ops_incident_close",
     .sql = "UPDATE ops.incident SET closed_at = now(), closed_by = $2,"
            " root_cause = $3, impact = $4, resolution = $5, preventive = $6,"
-           " owner = $7 WHERE id = $1::bigint AND closed_at IS NULL",
-    .nparams = 7,
+           " owner = $7, detected_by = coalesce(detected_by, $8)"
+           " WHERE id = $1::bigint AND closed_at IS NULL",
+    .nparams = 8,
 };
 
 int
-ops_incident_close(struct ctl *c, int64_t id, const char *const fields[5])
+ops_incident_close(struct ctl *c, int64_t id,
+                   const char *const fields[INCIDENT_FIELDS])
 {
 	char s[24];
-	const char *p[7] = {s,         c->user,   fields[0], fields[1],
-	                    fields[2], fields[3], fields[4]};
+	const char *p[8] = {s,         c->user,   fields[0], fields[1],
+	                    fields[2], fields[3], fields[4], fields[5]};
 	PGresult *res = NULL;
 	int r;
 
@@ -322,7 +325,7 @@ static const struct db_stmt st_incident_list = {
     .name = "ops_incident_list",
     .sql = "SELECT 'INC-' || id AS id, severity, title,"
            " " TS("opened_at") " AS opened_at, opened_by,"
-           " " TS("closed_at") " AS closed_at,"
+           " " TS("closed_at") " AS closed_at, detected_by,"
            " CASE WHEN closed_at IS NULL THEN 'open' ELSE 'closed'"
            " END AS state"
            " FROM ops.incident WHERE $1::bool OR closed_at IS NULL"

@@ -27,7 +27,11 @@ struct send_job {
 	const char *order_id;
 	const char *recipient; /* email address or normalised phone digits */
 	const char *subject;   /* email only */
-	const char *text;      /* body (email) or message (WhatsApp) */
+	const char *text;      /* email only: the body */
+	/* WhatsApp only: the approved template and its body parameters
+	 * (never free text) */
+	const struct wa_template *wa_template;
+	const char *const *wa_params; /* wa_template->params.n values */
 };
 
 struct channel_ops {

@@ -103,6 +103,90 @@ parse_template(const struct conf_node *node, void *field,
 	return *dst ? 0 : -ENOMEM;
 }
 
+/* The retired free-text key: say what replaced it. */
+static int
+parse_wa_text(const struct conf_node *node, void *field,
+              struct conf_errors *errs)
+{
+	(void)field;
+	conf_error(errs, node,
+	           "WhatsApp free text is refused by the Cloud API outside "
+	           "the 24-hour customer-service window: kasir sends approved "
+	           "templates only; configure whatsapp.templates.<kind> "
+	           "(docs/whatsapp.md) and remove this key");
+	return KASIR_ECONFIG;
+}
+
+static int
+parse_wa_name(const struct conf_node *node, void *field,
+              struct conf_errors *errs)
+{
+	char **dst = field;
+
+	if (node->kind != CONF_NODE_SCALAR ||
+	    !wa_template_name_valid(node->value)) {
+		conf_error(errs, node,
+		           "a WhatsApp template name is 1..512 of a-z 0-9 _ "
+		           "(as registered with Meta)");
+		return KASIR_ECONFIG;
+	}
+	*dst = strdup(node->value);
+	return *dst ? 0 : -ENOMEM;
+}
+
+static int
+parse_wa_language(const struct conf_node *node, void *field,
+                  struct conf_errors *errs)
+{
+	char **dst = field;
+	size_t n = node->kind == CONF_NODE_SCALAR ? strlen(node->value) : 0;
+	bool ok = n >= 2 && n <= 15;
+
+	for (size_t i = 0; ok && i < n; i++)
+		ok = isalpha((unsigned char)node->value[i]) ||
+		     node->value[i] == '_';
+	if (!ok) {
+		conf_error(errs, node,
+		           "a template language code like id or en_US");
+		return KASIR_ECONFIG;
+	}
+	*dst = strdup(node->value);
+	return *dst ? 0 : -ENOMEM;
+}
+
+/* A YAML list of placeholder names: [customer_name, amount, ...]. */
+static int
+parse_wa_params(const struct conf_node *node, void *field,
+                struct conf_errors *errs)
+{
+	struct wa_params *p = field, out = {.set = true};
+
+	if (node->kind != CONF_NODE_SEQ) {
+		conf_error(errs, node,
+		           "expected a list of placeholder names, e.g. "
+		           "[customer_name, amount]");
+		return KASIR_ECONFIG;
+	}
+	for (const struct conf_node *c = node->child; c; c = c->next) {
+		if (out.n >= WA_PARAMS_MAX) {
+			conf_error(errs, c, "at most %d parameters",
+			           WA_PARAMS_MAX);
+			return KASIR_ECONFIG;
+		}
+		if (c->kind != CONF_NODE_SCALAR ||
+		    template_var_parse(c->value, &out.var[out.n]) < 0) {
+			conf_error(errs, c,
+			           "unknown placeholder (want customer_name, "
+			           "course_title, amount, order_id, "
+			           "redirect_url, expires_at or valid_until)");
+			return KASIR_ECONFIG;
+		}
+		out.n++;
+	}
+	*p = out;
+	return 0;
+}
+
 static void
 free_string(void *field)
 {
@@ -124,10 +208,24 @@ free_string(void *field)
 	     .offset = F(tpl[kind].email),                                     \
 	     .parse = parse_template,                                          \
 	     .free = free_string},                                             \
+	    {.key = "templates." kname ".whatsapp",                            \
+	     .type = CONF_CUSTOM,                                              \
+	     .offset = F(tpl[kind]),                                           \
+	     .parse = parse_wa_text},                                          \
+	    {.key = "whatsapp.templates." kname ".name",                       \
+	     .type = CONF_CUSTOM,                                              \
+	     .offset = F(wa_tpl[kind].name),                                   \
+	     .parse = parse_wa_name,                                           \
+	     .free = free_string},                                             \
+	    {.key = "whatsapp.templates." kname ".language",                   \
+	     .type = CONF_CUSTOM,                                              \
+	     .offset = F(wa_tpl[kind].language),                               \
+	     .parse = parse_wa_language,                                       \
+	     .free = free_string},                                             \
 	{                                                                      \
-		.key = "templates." kname ".whatsapp", .type = CONF_CUSTOM,    \
-		.offset = F(tpl[kind].whatsapp), .parse = parse_template,      \
-		.free = free_string                                            \
+		.key = "whatsapp.templates." kname ".parameters",              \
+		.type = CONF_CUSTOM, .offset = F(wa_tpl[kind].params),         \
+		.parse = parse_wa_params, .size = sizeof(struct wa_params)     \
 	}
 
 const struct conf_key notifier_conf_keys[] = {
@@ -292,10 +390,25 @@ notifier_conf_finish(struct notifier_conf *c, char *why, size_t why_len)
 	for (int k = 0; k < KIND_COUNT; k++) {
 		const struct notify_template *d = template_default(k);
 
+		const struct wa_template *w = wa_template_default(k);
+		struct wa_template *t = &c->wa_tpl[k];
+
 		if (dup_default(&c->tpl[k].subject, d->subject) < 0 ||
 		    dup_default(&c->tpl[k].email, d->email) < 0 ||
-		    dup_default(&c->tpl[k].whatsapp, d->whatsapp) < 0)
+		    dup_default(&t->name, w->name) < 0 ||
+		    dup_default(&t->language, w->language) < 0)
 			return -ENOMEM;
+		/* a renamed template keeps no default parameter list: the
+		 * list belongs to the text registered under that name */
+		if (!t->params.set && strcmp(t->name, w->name) == 0)
+			t->params = w->params;
+		if (!t->params.set) {
+			snprintf(why, why_len,
+			         "whatsapp.templates.%s.parameters: required "
+			         "when the template is not kasir's own %s",
+			         notify_kind_name(k), w->name);
+			return KASIR_ECONFIG;
+		}
 	}
 	if (strcmp(c->smtp_starttls, "off") == 0)
 		c->smtp_tls = SMTP_TLS_OFF;

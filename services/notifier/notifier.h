@@ -47,6 +47,7 @@
 #define NOTIFY_VALUE_MAX       512   /* one placeholder value */
 #define NOTIFY_ERROR_MAX       512   /* error text kept per attempt */
 #define NOTIFY_PROVIDER_ID_MAX 256
+#define WA_PARAMS_MAX          10 /* body parameters of one template */
 
 /* ---- kinds and channels ------------------------------------------------ */
 
@@ -78,9 +79,37 @@ struct duration_list {
 };
 
 struct notify_template {
-	char *subject;  /* email subject (UTF-8, one line) */
-	char *email;    /* email body (UTF-8 text) */
-	char *whatsapp; /* WhatsApp text */
+	char *subject; /* email subject (UTF-8, one line) */
+	char *email;   /* email body (UTF-8 text) */
+};
+
+/* The placeholders a text or a WhatsApp template parameter may use. */
+enum template_var {
+	TV_CUSTOMER_NAME = 0,
+	TV_COURSE_TITLE,
+	TV_AMOUNT,
+	TV_ORDER_ID,
+	TV_REDIRECT_URL,
+	TV_EXPIRES_AT,
+	TV_VALID_UNTIL,
+	TV_COUNT
+};
+
+/*
+ * A WhatsApp message template as registered with Meta: kasir starts
+ * every conversation, so it may only send approved templates (free text
+ * is refused outside the 24-hour customer-service window, error 131047).
+ * params[i] fills the body's {{i+1}}.  Registered texts: docs/whatsapp.md
+ * and deploy/whatsapp/templates.json.
+ */
+struct wa_template {
+	char *name;     /* "kasir_bukti_pembayaran": [a-z0-9_], 1..512 */
+	char *language; /* "id" */
+	struct wa_params {
+		enum template_var var[WA_PARAMS_MAX];
+		size_t n;
+		bool set; /* present in the file */
+	} params;
 };
 
 enum smtp_tls { SMTP_TLS_OFF = 0, SMTP_TLS_OPTIONAL, SMTP_TLS_REQUIRED };
@@ -122,6 +151,7 @@ struct notifier_conf {
 	struct duration_list remind_before_expiry;
 
 	struct notify_template tpl[KIND_COUNT];
+	struct wa_template wa_tpl[KIND_COUNT];
 };
 
 extern const struct conf_key notifier_conf_keys[];
@@ -135,6 +165,14 @@ int duration_list_parse(const char *s, struct duration_list *l);
 
 /* The Indonesian default template of kind k. */
 const struct notify_template *template_default(enum notify_kind k);
+/* The default WhatsApp template of kind k (its name, "id", its params;
+ * the strings are static). */
+const struct wa_template *wa_template_default(enum notify_kind k);
+/* "customer_name" -> TV_CUSTOMER_NAME; -EINVAL when unknown. */
+int template_var_parse(const char *name, enum template_var *ret);
+const char *template_var_name(enum template_var tv);
+/* true when s is a valid template name: [a-z0-9_], 1..512 bytes. */
+bool wa_template_name_valid(const char *s);
 
 /* "Rp150.000", "-Rp1.250.000", "Rp0".  -ENOSPC when len is too small
  * (32 bytes always suffice). */
@@ -164,6 +202,13 @@ int template_check(const char *text, char *why, size_t why_len);
  * NOTIFY_RENDERED_MAX. */
 int template_render(const char *text, const struct template_vars *v,
                     char **ret);
+/* The value of tv in v ("-" when NULL), made fit for a WhatsApp template
+ * parameter: control characters become spaces, runs of spaces one
+ * space, no leading/trailing space (the Cloud API refuses newlines, tabs
+ * and more than four consecutive spaces), "-" when empty; truncated to
+ * len - 1 bytes on a UTF-8 boundary. */
+void template_param(const struct template_vars *v, enum template_var tv,
+                    char *out, size_t len);
 
 /* ---- MIME (mime.c) ----------------------------------------------------- */
 

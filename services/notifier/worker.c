@@ -329,17 +329,26 @@ out:
 	return r;
 }
 
+/* A job rendered for its channel: email subject and body, or the
+ * WhatsApp template's parameters. */
+struct rendered {
+	char *subject;                                /* email */
+	char *text;                                   /* email */
+	char params[WA_PARAMS_MAX][NOTIFY_VALUE_MAX]; /* whatsapp */
+	const char *param_ptr[WA_PARAMS_MAX];
+};
+
 /* Formats the placeholders from the job's event data and the order's
- * record, then renders subject and text for the job's channel. */
+ * record, then renders what the job's channel sends: subject and text
+ * for email, the template parameters for WhatsApp (never free text). */
 static int
-render(struct notifier *n, const struct claimed *job, char **ret_subject,
-       char **ret_text)
+render(struct notifier *n, const struct claimed *job, struct rendered *out)
 {
 	const struct notify_template *t = &n->conf->tpl[job->kind];
+	const struct wa_template *wt = &n->conf->wa_tpl[job->kind];
 	const cJSON *cust, *amount, *refund;
 	char amt[40], exp[64], valid[64];
 	struct template_vars v = {0};
-	char *subject = NULL, *text = NULL;
 	int r;
 
 	cust = cJSON_GetObjectItemCaseSensitive(job->payload, "customer");
@@ -364,24 +373,26 @@ render(struct notifier *n, const struct claimed *job, char **ret_subject,
 	else if (job->access_granted)
 		v.valid_until = "seumur hidup";
 
-	if (job->channel == CHANNEL_EMAIL) {
-		if ((r = template_render(t->subject, &v, &subject)) < 0 ||
-		    (r = template_render(t->email, &v, &text)) < 0)
-			goto fail;
-		/* a subject is one line */
-		for (char *p = subject; *p; p++)
-			if (*p == '\r' || *p == '\n')
-				*p = ' ';
-	} else {
-		if ((r = template_render(t->whatsapp, &v, &text)) < 0)
-			goto fail;
+	if (job->channel == CHANNEL_WHATSAPP) {
+		for (size_t i = 0; i < wt->params.n; i++) {
+			template_param(&v, wt->params.var[i], out->params[i],
+			               sizeof(out->params[i]));
+			out->param_ptr[i] = out->params[i];
+		}
+		return 0;
 	}
-	*ret_subject = subject;
-	*ret_text = text;
+	if ((r = template_render(t->subject, &v, &out->subject)) < 0 ||
+	    (r = template_render(t->email, &v, &out->text)) < 0)
+		goto fail;
+	/* a subject is one line */
+	for (char *p = out->subject; *p; p++)
+		if (*p == '\r' || *p == '\n')
+			*p = ' ';
 	return 0;
 fail:
-	free(subject);
-	free(text);
+	free(out->subject);
+	free(out->text);
+	out->subject = out->text = NULL;
 	return r;
 }
 
@@ -543,16 +554,18 @@ deliver(struct notifier *n, struct kasir_db *db, struct claimed *job)
 	const struct channel_ops *ops = n->ops[job->channel];
 	char provider_id[NOTIFY_PROVIDER_ID_MAX] = "", code[32] = "other";
 	char error[NOTIFY_ERROR_MAX] = "";
-	char *subject = NULL, *text = NULL;
+	struct rendered *rj;
 	enum send_result res;
 	int64_t t0, lat;
 	int r;
 
-	r = render(n, job, &subject, &text);
+	rj = calloc(1, sizeof(*rj));
+	r = rj ? render(n, job, rj) : -ENOMEM;
 	if (r < 0) {
 		snprintf(error, sizeof(error), "rendering failed: %s",
 		         kasir_strerror(r));
 		record(n, db, job, SEND_PERMANENT, NULL, error, 0);
+		free(rj);
 		return;
 	}
 	if (!take_token(n, job->channel)) {
@@ -566,8 +579,10 @@ deliver(struct notifier *n, struct kasir_db *db, struct claimed *job)
 		    .attempt = job->attempts,
 		    .order_id = job->order_id,
 		    .recipient = job->recipient,
-		    .subject = subject,
-		    .text = text,
+		    .subject = rj->subject,
+		    .text = rj->text,
+		    .wa_template = &n->conf->wa_tpl[job->kind],
+		    .wa_params = rj->param_ptr,
 		};
 
 		t0 = now_mono_ms();
@@ -592,8 +607,9 @@ deliver(struct notifier *n, struct kasir_db *db, struct claimed *job)
 	}
 	record(n, db, job, res, provider_id, error, lat);
 out:
-	free(subject);
-	free(text);
+	free(rj->subject);
+	free(rj->text);
+	free(rj);
 }
 
 struct worker_arg {

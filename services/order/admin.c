@@ -9,6 +9,9 @@
  *   access.grant {order_id}      engineer + reason: re-issue a MISSING
  *                                entitlement of a PAID-with-evidence order
  *   export.orders {from,to}      engineer: orders for finance
+ *   orders.find {email|phone|name, limit}
+ *                                support: a customer's orders, newest
+ *                                first (customers rarely know the id)
  *
  * There is deliberately no command that changes an order's status: PAID
  * comes only from Midtrans evidence (evidence.c).  Changing commands are
@@ -346,6 +349,129 @@ dberr:
 	return rc;
 }
 
+/*
+ * A phone number as digits with the country code: "+62 812-3456",
+ * "0812 3456" and "628123456" are one number.  The same expression runs
+ * on the stored value and on the one asked for.
+ */
+#define PHONE_NORM(x)                                                          \
+	"regexp_replace(regexp_replace(regexp_replace(" x ","                  \
+	" '[^0-9+]', '', 'g'), '^\\+', ''), '^0', '62')"
+
+#define FIND_LIMIT_DEFAULT 20
+#define FIND_LIMIT_MAX     100
+
+/* clang-format off */
+static const struct db_stmt st_find = {
+    .name = "admin_orders_find",
+    .sql = "SELECT order_id, status, course_id, amount, customer_name,"
+           " customer_email, customer_phone,"
+           " " TS("created_at") " AS created_at,"
+           " " TS("paid_at") " AS paid_at"
+           " FROM orders.orders"
+           " WHERE ($1::text IS NULL OR lower(customer_email) = lower($1))"
+           " AND ($2::text IS NULL"
+           "  OR " PHONE_NORM("customer_phone") " = " PHONE_NORM("$2") ")"
+           " AND ($3::text IS NULL OR customer_name ILIKE $3)"
+           " ORDER BY created_at DESC, order_id LIMIT $4::int",
+    .nparams = 4,
+};
+/* clang-format on */
+
+/* name -> an ILIKE pattern "%name%" with % _ and \ taken literally. */
+static int
+like_pattern(const char *s, char *out, size_t len)
+{
+	size_t o = 0;
+
+	if (len < 3)
+		return -ENOSPC;
+	out[o++] = '%';
+	for (; *s; s++) {
+		if (o + 4 > len)
+			return -ENOSPC;
+		if (*s == '%' || *s == '_' || *s == '\\')
+			out[o++] = '\\';
+		out[o++] = *s;
+	}
+	out[o++] = '%';
+	out[o] = '\0';
+	return 0;
+}
+
+/* Bounded look-up of a customer's orders by email (case-insensitive),
+ * phone (+62 / 0 / 62 prefixes alike) or part of the name; any given
+ * criteria must all match.  Read-only, support role. */
+static int
+cmd_find(struct kasir_db *db, const struct admin_request *req, cJSON **ret,
+         char *code, size_t code_len, char *msg, size_t msg_len)
+{
+	const char *email = arg_str(req, "email"),
+	           *phone = arg_str(req, "phone");
+	const char *name = arg_str(req, "name");
+	const cJSON *lim = cJSON_GetObjectItemCaseSensitive(req->args, "limit");
+	char pattern[2 * 100 + 3], limbuf[16];
+	const char *p[4] = {email, phone, NULL, limbuf};
+	int limit = FIND_LIMIT_DEFAULT, digits = 0, rc;
+	cJSON *rows = NULL, *o;
+	bool more;
+
+	if (req->peer.role < ADMIN_ROLE_SUPPORT)
+		return fail(code, code_len, msg, msg_len, KASIR_EPERM,
+		            "role_required",
+		            "orders.find needs the support role");
+	if (email == NULL && phone == NULL && name == NULL)
+		return fail(code, code_len, msg, msg_len, -EINVAL,
+		            "invalid_args", "give args.email, phone or name");
+	if (lim != NULL) {
+		if (!cJSON_IsNumber(lim) || lim->valuedouble < 1 ||
+		    lim->valuedouble > FIND_LIMIT_MAX)
+			return fail(code, code_len, msg, msg_len, -EINVAL,
+			            "invalid_args", "args.limit: 1..100");
+		limit = (int)lim->valuedouble;
+	}
+	if (email != NULL && (strlen(email) < 3 || strlen(email) > 254 ||
+	                      strchr(email, '@') == NULL))
+		return fail(code, code_len, msg, msg_len, -EINVAL,
+		            "invalid_args", "args.email: an address");
+	if (phone != NULL) {
+		for (const char *s = phone; *s; s++) {
+			if (*s >= '0' && *s <= '9')
+				digits++;
+			else if (strchr("+ -().", *s) == NULL)
+				digits = -100;
+		}
+		if (digits < 8 || digits > 16 || strlen(phone) > 32)
+			return fail(code, code_len, msg, msg_len, -EINVAL,
+			            "invalid_args",
+			            "args.phone: 8..16 digits (+62..., 08...)");
+	}
+	if (name != NULL) {
+		if (strlen(name) < 2 || strlen(name) > 100 ||
+		    like_pattern(name, pattern, sizeof(pattern)) < 0)
+			return fail(code, code_len, msg, msg_len, -EINVAL,
+			            "invalid_args", "args.name: 2..100 bytes");
+		p[2] = pattern;
+	}
+	/* one more than asked: says whether there are more */
+	snprintf(limbuf, sizeof(limbuf), "%d", limit + 1);
+	if ((rc = store_rows_json(db, &st_find, p, &rows)) < 0)
+		return rc;
+	o = cJSON_CreateObject();
+	if (o == NULL) {
+		cJSON_Delete(rows);
+		return -ENOMEM;
+	}
+	more = cJSON_GetArraySize(rows) > limit;
+	if (more)
+		cJSON_DeleteItemFromArray(rows, limit);
+	cJSON_AddItemToObject(o, "orders", rows);
+	cJSON_AddNumberToObject(o, "limit", limit);
+	cJSON_AddBoolToObject(o, "more", more);
+	*ret = o;
+	return 0;
+}
+
 /* clang-format off */
 static const struct db_stmt st_export = {
     .name = "admin_export_orders",
@@ -405,11 +531,15 @@ cmd_export(struct kasir_db *db, const struct admin_request *req, cJSON **ret,
 
 /* The dispatch below answers exactly these (common/admin_socket.c refuses
  * any other name and role none before the handler runs). */
-const char *const order_admin_commands[] = {
-    "status",         "order.show",
-    "orders.pending", "orders.unknown_notifications",
-    "doctor.facts",   "access.grant",
-    "export.orders",  NULL};
+const char *const order_admin_commands[] = {"status",
+                                            "order.show",
+                                            "orders.pending",
+                                            "orders.unknown_notifications",
+                                            "doctor.facts",
+                                            "access.grant",
+                                            "export.orders",
+                                            "orders.find",
+                                            NULL};
 
 /* A request common/admin_socket.c refused before admin dispatch (role
  * none, unknown command): logged here, once. */
@@ -494,6 +624,9 @@ admin_handle(void *arg, const struct admin_request *req,
 	} else if (strcmp(cmd, "export.orders") == 0) {
 		return cmd_export(db, req, ret_result, err_code, code_len,
 		                  err_msg, msg_len);
+	} else if (strcmp(cmd, "orders.find") == 0) {
+		return cmd_find(db, req, ret_result, err_code, code_len,
+		                err_msg, msg_len);
 	} else {
 		return fail(err_code, code_len, err_msg, msg_len, -ENOTSUP,
 		            "unknown_command",

@@ -4,9 +4,15 @@
   under the supervisor; dev.env complete and usable; pid files alive;
   daemons ready
 - the supervisor restarts a SIGKILLed program (new pid, pid file updated)
+  and, like systemd's Restart=always, one that exited cleanly (SIGTERM ->
+  status 0) without being asked to
+- stop NAME: the program stays stopped (while the supervisor restarts
+  others) and status says so; start NAME brings it back ready; up starts a
+  stopped program too
 - up twice is safe: same supervisor, same pids, same secrets, same port
 - down stops everything (supervisor, programs, PostgreSQL); down twice is safe
-- up after down reuses the stack
+- up after down reuses the stack, and the fake Midtrans still knows the
+  demo's transaction (its state file in var/)
 - as root, the same again as a normal user (PostgreSQL then runs as that user)
 
 Daemons that are not built yet are simply not started (up says so).
@@ -45,6 +51,13 @@ def alive(pid):
         return False
 
 
+def ready(admin_url):
+    try:
+        return kasirtest.http("GET", admin_url + "/readyz").status == 200
+    except OSError:  # not listening yet
+        return False
+
+
 def read_pid(path):
     try:
         with open(path) as f:
@@ -60,7 +73,7 @@ class Dev:
         self.run_dir = os.path.join(var, "run")
         self.outside = set()  # cluster directories outside var/ to remove
 
-    def cmd(self, what, timeout=300):
+    def cmd(self, what, *args, timeout=300):
         env = dict(os.environ, KASIR_DEV_VAR=self.var, KASIR_DEV_BUILD_DIR=BUILD,
                    KASIR_DEV_NO_BUILD="1")
         argv = [os.path.join(SRC, "deploy", "dev", what)]
@@ -68,9 +81,11 @@ class Dev:
             argv = ["runuser", "-u", self.user, "--", "env",
                     *[f"{k}={env[k]}" for k in ("KASIR_DEV_VAR", "KASIR_DEV_BUILD_DIR",
                                                 "KASIR_DEV_NO_BUILD", "PATH")]] + argv
+        argv = argv + list(args)
         r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout,
                            stdin=subprocess.DEVNULL, cwd="/")
-        print(f"$ {what} -> {r.returncode}\n{r.stdout}{r.stderr}", flush=True)
+        print(f"$ {what} {' '.join(args)} -> {r.returncode}\n{r.stdout}{r.stderr}",
+              flush=True)
         return r
 
     def env(self):
@@ -206,6 +221,59 @@ def exercise(dev, label):
         except kasirtest.WaitTimeout as e:
             check(False, f"[{label}] {e}")
 
+    # Restart=always: a clean exit nobody asked for is restarted too
+    if victim:
+        # only a daemon that got to its signal handlers exits 0 on SIGTERM:
+        # wait until the restarted one is ready
+        url = env.get(f"KASIR_{victim[len('kasir-'):].upper()}_ADMIN_URL")
+        if url:
+            try:
+                kasirtest.wait_until(lambda: ready(url), 30, f"{victim} ready again")
+            except kasirtest.WaitTimeout as e:
+                check(False, f"[{label}] {e}")
+        old = dev.pids()[victim]
+        os.kill(old, signal.SIGTERM)  # the daemons exit 0 on SIGTERM
+        try:
+            new = kasirtest.wait_until(
+                lambda: (lambda p: p if p and p != old and alive(p) else None)(dev.pids()[victim]),
+                30, f"{victim} restarted after a clean exit")
+            check(True, f"[{label}] {victim} exited cleanly -> restarted (pid {old} -> {new})")
+            with open(os.path.join(dev.var, "log", "supervise.log")) as f:
+                check(f"{victim}: exited with status 0 (clean, but not asked for)" in f.read(),
+                      f"[{label}] supervise.log says the clean exit was not asked for")
+        except kasirtest.WaitTimeout as e:
+            check(False, f"[{label}] {e}")
+
+    # stop NAME: stopped on purpose stays stopped until start NAME
+    held = "kasir-notifier" if "kasir-notifier" in names else victim
+    other = next((n for n in names if n not in (held, "kasir-fake-midtrans")), None)
+    if held and other:
+        old = dev.pids()[held]
+        r = dev.cmd("stop", held)
+        check(r.returncode == 0 and not alive(old) and dev.pids()[held] is None,
+              f"[{label}] stop {held}: process gone, no pid file")
+        # the supervisor goes on working (it restarts another program)
+        # and still leaves the held one alone
+        o_old = dev.pids()[other]
+        os.kill(o_old, signal.SIGKILL)
+        try:
+            kasirtest.wait_until(
+                lambda: (lambda p: p if p and p != o_old and alive(p) else None)(dev.pids()[other]),
+                20, f"{other} restarted while {held} is held")
+            check(dev.pids()[held] is None,
+                  f"[{label}] {held} stays stopped while the supervisor restarts {other}")
+        except kasirtest.WaitTimeout as e:
+            check(False, f"[{label}] {e}")
+        r = dev.cmd("status")
+        check(f"{held}: stopped (deploy/dev/stop" in r.stdout,
+              f"[{label}] status says {held} was stopped on purpose")
+        r = dev.cmd("start", held)
+        p = dev.pids()[held]
+        check(r.returncode == 0 and p and alive(p) and "ready" in r.stdout,
+              f"[{label}] start {held}: running and ready again (pid {p})")
+        r = dev.cmd("stop", "no-such-program")
+        check(r.returncode == 2, f"[{label}] stop of an unknown program is a usage error")
+
     # up twice is safe
     before_secrets = {n: open(os.path.join(sd, n)).read() for n in os.listdir(sd)}
     before_pids = dev.pids()
@@ -218,6 +286,24 @@ def exercise(dev, label):
           f"[{label}] second up keeps the secrets")
     check(json.load(open(os.path.join(dev.var, "pg", "cluster.json")))["port"] == port,
           f"[{label}] second up keeps the cluster")
+    # up starts what is down: a program stopped on purpose included
+    if held:
+        dev.cmd("stop", held)
+        r = dev.cmd("up")
+        p = dev.pids()[held]
+        check(r.returncode == 0 and p and alive(p) and dev.supervisor() == sup,
+              f"[{label}] up starts {held}, stopped before (pid {p})")
+
+    # the demo's transaction, to find in the fake Midtrans after down/up
+    demo_order = None
+    if "kasir-order" in pids:
+        with psycopg2.connect(env["KASIR_DATABASE_URL"], connect_timeout=5) as c:
+            with c.cursor() as cur:
+                cur.execute("SELECT order_id FROM orders.orders WHERE status = 'PAID'"
+                            " ORDER BY created_at LIMIT 1")
+                row = cur.fetchone()
+        c.close()
+        demo_order = row[0] if row else None
 
     # down
     pm = dev.postmaster()
@@ -243,6 +329,13 @@ def exercise(dev, label):
     check(r.returncode == 0, f"[{label}] up after down succeeds")
     check({n: open(os.path.join(sd, n)).read() for n in os.listdir(sd)} == before_secrets,
           f"[{label}] up after down reuses the secrets")
+    if demo_order:
+        r = kasirtest.http("GET", f"{env['KASIR_FAKE_MIDTRANS_URL']}/_fake/orders/{demo_order}")
+        check(r.status == 200 and r.json.get("status") == "PAID",
+              f"[{label}] the fake Midtrans still knows {demo_order} after down/up "
+              f"({r.status})")
+        check(os.path.exists(os.path.join(dev.var, "fake-midtrans", "state.json")),
+              f"[{label}] its state is in var/fake-midtrans/state.json")
     r = dev.cmd("down")
     check(r.returncode == 0, f"[{label}] final down")
 

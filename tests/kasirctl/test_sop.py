@@ -227,7 +227,8 @@ def main():
         # ---- incidents ---------------------------------------------------------------------
         rc, _, err = ctl.run("incident", "close", inc_id, "--root-cause",
                              "manual DB repair deleted rows")
-        assert rc == 1 and "postmortem_incomplete" in err and "--impact" in err, err
+        assert rc == 1 and "postmortem_incomplete" in err and "--impact" in err \
+            and "--detected-by" in err, err
         r = ctl.json("incident", "close", inc_id, "--root-cause", "x", "--impact", "y",
                      expect=1)
         assert r["error"]["code"] == "postmortem_incomplete", r
@@ -243,7 +244,7 @@ def main():
                      "--impact", "1 customer without access for 20 minutes",
                      "--resolution", "access re-granted with kasirctl",
                      "--preventive", "no manual DML on orders.*; use kasirctl",
-                     "--owner", "ops-oncall")
+                     "--owner", "ops-oncall", "--detected-by", "kasirctl doctor")
         assert r["result"]["state"] == "closed", r
         rc, _, err = ctl.run("incident", "note", inc_id, "too late")
         assert rc == 1 and "closed" in err, err

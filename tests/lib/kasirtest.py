@@ -1123,7 +1123,10 @@ class Stack:
             return [py, self.fake_path(name),
                     "--listen", f"127.0.0.1:{self.port('WHATSAPP')}",
                     "--out", self.whatsapp_log,
-                    "--token-file", self.secret_path("whatsapp-token")]
+                    "--token-file", self.secret_path("whatsapp-token"),
+                    # the templates registered with Meta (docs/whatsapp.md)
+                    "--templates", os.path.join(self.src, "deploy", "whatsapp",
+                                                "templates.json")]
         raise KeyError(f"unknown daemon or fake {name!r}")
 
     _PUBLIC_PORTS = {"ingest": "PORT_INGEST_HTTP", "order": "PORT_ORDER_HTTP"}

@@ -7,9 +7,10 @@ accepted request), a stand-in producer of the orders stream
 kasir-notifier itself with the config rendered from
 services/notifier/config.example.yaml.
 
-The fakes run in this process so a test can switch their behaviour
-directly (refuse / 4xx / 5xx / timeout) and they survive the daemon being
-killed.  Everything is torn down by Stack.close().
+The SMTP sink runs in this process, the WhatsApp fake is
+tests/fakes/whatsapp-fake in a child process; a test switches their
+behaviour directly (refuse / 4xx / 5xx / timeout) and they survive the
+daemon being killed.  Everything is torn down by Stack.close().
 """
 import email
 import email.policy
@@ -124,87 +125,74 @@ class SmtpSink:
 # ------------------------------------------------------------ WhatsApp fake
 
 class WhatsAppFake:
-    """Cloud API look-alike: POST /<ver>/<phone_id>/messages with a bearer
-    token.  mode: normal | 4xx | 5xx | timeout (accepts and logs, answers
-    after `delay` s) | refuse (listener closed)."""
+    """tests/fakes/whatsapp-fake (the Cloud API's rules: templates
+    registered in deploy/whatsapp/templates.json, no free text outside the
+    customer-service window) in a child process, steered through its
+    control port.  mode: normal | 4xx | 5xx | timeout (accepts and logs,
+    answers after `delay` s) | refuse (listener closed)."""
 
-    def __init__(self, logpath, port, token):
+    def __init__(self, logpath, port, token, tokenfile):
         self.logpath = logpath
         self.port = port
-        self.token = token
-        self.mode = "normal"
+        self.control = free_port()
         self.delay = 5.0
-        self.n = 0
-        self.lock = threading.Lock()
-        self.server = None
-        self.accept()
+        self._mode = "normal"
+        self.proc = subprocess.Popen(
+            [sys.executable, os.path.join(SRC, "tests", "fakes", "whatsapp-fake"),
+             "--listen", "127.0.0.1:%d" % port, "--control", "127.0.0.1:%d" % self.control,
+             "--out", logpath, "--token-file", tokenfile,
+             "--templates", os.path.join(SRC, "deploy", "whatsapp", "templates.json")],
+            stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(os.path.dirname(logpath), "fake.log"), "w"))
+        wait_for(lambda: self._ctl("GET", "/_fake/health") is not None, 20, "whatsapp-fake")
 
-    def _handler(self):
-        fake = self
+    def _ctl(self, method, path, body=None):
+        import http.client
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", self.control, timeout=5)
+            c.request(method, path, body=json.dumps(body) if body is not None else None,
+                      headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            out = json.loads(r.read() or b"null")
+            c.close()
+            return out if r.status == 200 else None
+        except OSError:
+            return None
 
-        class H(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
+    @property
+    def mode(self):
+        return self._mode
 
-            def _answer(self, status, obj):
-                body = json.dumps(obj).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    self.end_headers()
-                    self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout mode)
-
-            def do_POST(self):
-                n = int(self.headers.get("Content-Length", "0"))
-                raw = self.rfile.read(n)
-                if not re.match(r"^/v[0-9.]+/[A-Za-z0-9]+/messages$", self.path):
-                    return self._answer(404, {"error": {"message": "unknown path"}})
-                if self.headers.get("Authorization") != "Bearer " + fake.token:
-                    return self._answer(401, {"error": {"message": "bad token", "code": 190}})
-                mode = fake.mode
-                if mode == "4xx":
-                    return self._answer(400, {"error": {"message": "(#131030) Recipient phone number not in allowed list", "code": 131030}})
-                if mode == "5xx":
-                    return self._answer(503, {"error": {"message": "temporarily unavailable"}})
-                try:
-                    req = json.loads(raw)
-                except ValueError:
-                    return self._answer(400, {"error": {"message": "bad json"}})
-                with fake.lock:
-                    fake.n += 1
-                    wamid = "wamid.FAKE%08d" % fake.n
-                    with open(fake.logpath, "a") as f:
-                        f.write(json.dumps({"wamid": wamid, "path": self.path, "request": req}) + "\n")
-                if mode == "timeout":
-                    time.sleep(fake.delay)
-                self._answer(200, {"messaging_product": "whatsapp",
-                                   "contacts": [{"input": req.get("to"), "wa_id": req.get("to")}],
-                                   "messages": [{"id": wamid}]})
-        return H
+    @mode.setter
+    def mode(self, m):
+        body = {"mode": m}
+        if m == "timeout":
+            body["delay_s"] = self.delay
+        if self._ctl("POST", "/_fake/mode", body) is None:
+            raise AssertionError("whatsapp-fake refused mode %r" % m)
+        self._mode = m
 
     def accept(self):
-        if self.server is None:
-            self.server = ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
-            self.server.daemon_threads = True
-            threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.mode = "normal"
 
     def refuse(self):
-        if self.server is not None:
-            self.server.shutdown()
-            self.server.server_close()
-            self.server = None
+        self.mode = "refuse"
 
     def messages(self):
+        """One dict per accepted message: request, text (what the customer
+        reads: the registered template body with its parameters), ..."""
         if not os.path.exists(self.logpath):
             return []
         with open(self.logpath) as f:
             return [json.loads(l) for l in f if l.strip()]
 
     def close(self):
-        self.refuse()
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
 
 
 # ------------------------------------------------------------------- stack
@@ -233,9 +221,10 @@ class Stack:
             self._secrets()
             self._postgres()
             self.smtp = SmtpSink(os.path.join(self.dir, "mail"), self.port("SMTP"))
-            self.wa = WhatsAppFake(os.path.join(self.dir, "whatsapp", "messages.jsonl"),
-                                   self.port("WHATSAPP"), self.token)
             os.makedirs(os.path.join(self.dir, "whatsapp"), exist_ok=True)
+            self.wa = WhatsAppFake(os.path.join(self.dir, "whatsapp", "messages.jsonl"),
+                                   self.port("WHATSAPP"), self.token,
+                                   os.path.join(self.secrets, "whatsapp-token"))
             self._producer()
             self._config()
         except BaseException:
@@ -484,4 +473,4 @@ def mail_for(stack, order_id):
 
 
 def wa_for(stack, order_id):
-    return [m for m in stack.wa.messages() if order_id in m["request"]["text"]["body"]]
+    return [m for m in stack.wa.messages() if order_id in m["text"]]

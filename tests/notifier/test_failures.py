@@ -16,7 +16,7 @@ def receipts_mail(s, oid):
 
 
 def receipts_wa(s, oid):
-    return [w for w in wa_for(s, oid) if RECEIPT_WA in w["request"]["text"]["body"]]
+    return [w for w in wa_for(s, oid) if RECEIPT_WA in w["text"]]
 
 
 def job(s, oid, channel, kind="receipt"):
@@ -76,7 +76,7 @@ def main():
         wait_for(lambda: (job(s, b, "whatsapp") or [[None]])[0][0] == "dead", 30, "whatsapp dead")
         st = job(s, b, "whatsapp")[0]
         assert st[1] == 1, "dead after %d attempts, want 1" % st[1]
-        assert "400" in st[2] and "131030" in st[2], st
+        assert "400" in st[2] and "131026" in st[2], st
         assert receipts_wa(s, b) == []
         facts = s.admin("doctor.facts")["result"]
         assert facts["dead_jobs"] >= 1, facts

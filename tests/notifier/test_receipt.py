@@ -38,17 +38,24 @@ def main():
             assert b"\r\nSubject: =?UTF-8?B?" in raw, raw[:400]
             assert b"\r\nContent-Type: text/plain; charset=UTF-8\r\n" in raw
 
-        was = [w for w in wa_for(s, oid) if "sudah kami terima" in w["request"]["text"]["body"]]
+        was = [w for w in wa_for(s, oid) if "sudah kami terima" in w["text"]]
         assert len(was) == 1, "want exactly one receipt WhatsApp, got %d" % len(was)
         req = was[0]["request"]
-        assert req["messaging_product"] == "whatsapp" and req["type"] == "text"
+        # an approved template (the Cloud API refuses free text outside the
+        # 24-hour window), its parameters in the registered order
+        assert req["messaging_product"] == "whatsapp" and req["type"] == "template", req
+        assert req["template"]["name"] == "kasir_bukti_pembayaran", req["template"]
+        assert req["template"]["language"] == {"code": "id"}, req["template"]
+        params = [p["text"] for p in req["template"]["components"][0]["parameters"]]
+        assert params[:4] == ["Siti Rahayu", "Rp150.000", "Sinematografi Dasar", oid], params
+        assert params[4].startswith("23 November 2027"), params
         assert req["to"] == "6281234567890", req["to"]
         for want in ("Siti Rahayu", "Sinematografi Dasar", "Rp150.000"):
-            assert want in req["text"]["body"], req["text"]["body"]
+            assert want in was[0]["text"], was[0]["text"]
         # the provider's id is kept
         wamid = s.sql("SELECT provider_id FROM notify.job WHERE order_id=%s AND kind='receipt'"
                       " AND channel='whatsapp'", (oid,))[0][0]
-        assert wamid == was[0]["wamid"], (wamid, was[0]["wamid"])
+        assert wamid == was[0]["message_id"], (wamid, was[0]["message_id"])
 
         # ---- an unpaid order: instructions yes, receipt never
         u = "ORD-UNPAID-1"
@@ -73,7 +80,7 @@ def main():
         time.sleep(1)
         assert not [m for m in mail_for(s, u) if "Pembayaran diterima" in str(m["Subject"])], \
             "a receipt email was sent for an unpaid order"
-        assert not [w for w in wa_for(s, u) if "sudah kami terima" in w["request"]["text"]["body"]], \
+        assert not [w for w in wa_for(s, u) if "sudah kami terima" in w["text"]], \
             "a receipt WhatsApp was sent for an unpaid order"
         assert not [m for m in s.smtp.messages() if "ORD-GHOST" in str(m["Subject"])]
         blocked = s.sql("SELECT count(*) FROM notify.attempt a JOIN notify.job j ON j.id=a.job_id"

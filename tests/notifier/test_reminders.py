@@ -30,7 +30,7 @@ def main():
         s.publish("access.granted", granted(b))
         wait_for(lambda: len(reminders(s, a)) == 1, 20, "reminder of the pending order")
         wait_for(lambda: len([w for w in wa_for(s, a)
-                              if "belum dibayar" in w["request"]["text"]["body"]]) == 1,
+                              if "belum dibayar" in w["text"]]) == 1,
                  20, "WhatsApp reminder of the pending order")
         time.sleep(2)
         assert reminders(s, b) == [], "a paid order got a reminder"

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cjson/cJSON.h>
 #include <cmocka.h>
 #include <openssl/evp.h>
 
@@ -109,17 +110,140 @@ test_template_render(void **state)
 		assert_int_equal(template_check(t->subject, why, sizeof(why)),
 		                 0);
 		assert_int_equal(template_check(t->email, why, sizeof(why)), 0);
-		assert_int_equal(template_check(t->whatsapp, why, sizeof(why)),
-		                 0);
 	}
 	/* the receipt names the customer, the course and the amount */
 	assert_int_equal(
-	    template_render(template_default(KIND_RECEIPT)->whatsapp, &v, &out),
+	    template_render(template_default(KIND_RECEIPT)->email, &v, &out),
 	    0);
 	assert_non_null(strstr(out, "Siti Rahayu"));
 	assert_non_null(strstr(out, "Sinematografi Dasar"));
 	assert_non_null(strstr(out, "Rp150.000"));
 	free(out);
+	/* course titles say "Kelas ..." themselves: no "kelas {course_title}"
+	 */
+	for (int k = 0; k < KIND_COUNT; k++) {
+		assert_null(
+		    strstr(template_default(k)->email, "kelas {course"));
+		assert_null(strstr(template_default(k)->subject, "kelas {"));
+	}
+}
+
+/* A WhatsApp template parameter: one line, no runs of spaces, not empty,
+ * cut on a UTF-8 boundary. */
+static void
+test_wa_param(void **state)
+{
+	struct template_vars v = {
+	    .customer_name = "  Siti\n\tRahayu    binti   X ",
+	    .course_title = "Kelas \xc3\xa9\xc3\xa9",
+	    .amount = "",
+	};
+	enum template_var tv;
+	char out[64], small[9];
+
+	(void)state;
+	template_param(&v, TV_CUSTOMER_NAME, out, sizeof(out));
+	assert_string_equal(out, "Siti Rahayu binti X");
+	template_param(&v, TV_AMOUNT, out, sizeof(out));
+	assert_string_equal(out, "-");
+	template_param(&v, TV_ORDER_ID, out, sizeof(out)); /* NULL */
+	assert_string_equal(out, "-");
+	/* "Kelas " + 2 bytes of the first e-acute: never half a character */
+	template_param(&v, TV_COURSE_TITLE, small, sizeof(small));
+	assert_string_equal(small, "Kelas \xc3\xa9");
+	assert_int_equal(template_var_parse("valid_until", &tv), 0);
+	assert_int_equal(tv, TV_VALID_UNTIL);
+	assert_int_equal(template_var_parse("nope", &tv), -EINVAL);
+	assert_true(wa_template_name_valid("kasir_bukti_pembayaran"));
+	assert_false(wa_template_name_valid("Kasir-Bukti"));
+	assert_false(wa_template_name_valid(""));
+}
+
+/*
+ * The built-in WhatsApp templates are the ones in
+ * deploy/whatsapp/templates.json (what docs/whatsapp.md tells the operator
+ * to register with Meta, and what the fake WhatsApp accepts): same name,
+ * language and parameters, and the body has exactly {{1}}..{{n}}.
+ */
+static void
+test_wa_defaults_registered(void **state)
+{
+	const char *src = getenv("KASIR_SOURCE_DIR");
+	char path[512], *text;
+	const cJSON *list, *t;
+	cJSON *root;
+	FILE *f;
+	long n;
+	int seen = 0;
+	char *doc;
+
+	(void)state;
+	assert_non_null(src);
+	snprintf(path, sizeof(path), "%s/deploy/whatsapp/templates.json", src);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	text = calloc(1, (size_t)n + 1);
+	assert_int_equal(fread(text, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	root = cJSON_Parse(text);
+	assert_non_null(root);
+	/* docs/whatsapp.md shows each body exactly, to be registered */
+	snprintf(path, sizeof(path), "%s/docs/whatsapp.md", src);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	doc = calloc(1, (size_t)n + 1);
+	assert_int_equal(fread(doc, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	list = cJSON_GetObjectItemCaseSensitive(root, "templates");
+	cJSON_ArrayForEach(t, list)
+	{
+		const char *kind =
+		    cJSON_GetObjectItemCaseSensitive(t, "kind")->valuestring;
+		const char *body =
+		    cJSON_GetObjectItemCaseSensitive(t, "body")->valuestring;
+		const cJSON *params = cJSON_GetObjectItemCaseSensitive(
+		                t, "parameters"),
+		            *p;
+		const struct wa_template *d;
+		enum notify_kind k;
+		size_t i = 0;
+		char ph[16];
+
+		assert_int_equal(notify_kind_parse(kind, &k), 0);
+		if (strstr(doc, body) == NULL)
+			fail_msg("docs/whatsapp.md lacks the %s body: %s", kind,
+			         body);
+		d = wa_template_default(k);
+		assert_string_equal(
+		    d->name,
+		    cJSON_GetObjectItemCaseSensitive(t, "name")->valuestring);
+		assert_string_equal(
+		    d->language, cJSON_GetObjectItemCaseSensitive(t, "language")
+		                     ->valuestring);
+		assert_int_equal(cJSON_GetArraySize(params), (int)d->params.n);
+		cJSON_ArrayForEach(p, params)
+		{
+			assert_string_equal(
+			    p->valuestring,
+			    template_var_name(d->params.var[i]));
+			i++;
+			snprintf(ph, sizeof(ph), "{{%zu}}", i);
+			assert_non_null(strstr(body, ph));
+		}
+		snprintf(ph, sizeof(ph), "{{%zu}}", i + 1);
+		assert_null(strstr(body, ph));
+		seen |= 1 << k;
+	}
+	assert_int_equal(seen, (1 << KIND_COUNT) - 1);
+	cJSON_Delete(root);
+	free(text);
+	free(doc);
 }
 
 static void
@@ -546,8 +670,38 @@ test_config(void **state)
 	assert_string_equal(c.tpl[KIND_RECEIPT].subject,
 	                    "Pembayaran diterima: {course_title} ({order_id})");
 	/* not overridden: the Indonesian default */
-	assert_string_equal(c.tpl[KIND_EXPIRY].whatsapp,
-	                    template_default(KIND_EXPIRY)->whatsapp);
+	assert_string_equal(c.tpl[KIND_EXPIRY].email,
+	                    template_default(KIND_EXPIRY)->email);
+	/* WhatsApp: the example names kasir's receipt template */
+	assert_string_equal(c.wa_tpl[KIND_RECEIPT].name,
+	                    "kasir_bukti_pembayaran");
+	assert_string_equal(c.wa_tpl[KIND_RECEIPT].language, "id");
+	assert_int_equal(c.wa_tpl[KIND_RECEIPT].params.n, 5);
+	assert_int_equal(c.wa_tpl[KIND_RECEIPT].params.var[4], TV_VALID_UNTIL);
+	assert_string_equal(c.wa_tpl[KIND_EXPIRY].name,
+	                    wa_template_default(KIND_EXPIRY)->name);
+	conf_free(notifier_conf_keys, &c);
+
+	/* WhatsApp free text is no longer configurable: a clear error */
+	path = render_example(dir, "  expiry:\n    whatsapp: \"Halo\"\n");
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(conf_load(path, notifier_conf_keys, &c, &errors),
+	                 KASIR_ECONFIG);
+	assert_non_null(strstr(errors, "whatsapp.templates"));
+	free(errors);
+	errors = NULL;
+
+	/* a template of the operator's own needs its parameter list */
+	path = render_example(dir, "");
+	memset(&c, 0, sizeof(c));
+	assert_int_equal(conf_load(path, notifier_conf_keys, &c, &errors), 0);
+	free(c.wa_tpl[KIND_REFUND].name);
+	c.wa_tpl[KIND_REFUND].name = strdup("toko_refund");
+	memset(&c.wa_tpl[KIND_REFUND].params, 0,
+	       sizeof(c.wa_tpl[KIND_REFUND].params));
+	assert_int_equal(notifier_conf_finish(&c, why, sizeof(why)),
+	                 KASIR_ECONFIG);
+	assert_non_null(strstr(why, "whatsapp.templates.refund.parameters"));
 	conf_free(notifier_conf_keys, &c);
 
 	/* an unknown placeholder is a config error with file:line */
@@ -594,6 +748,8 @@ main(void)
 	    cmocka_unit_test(test_wib),
 	    cmocka_unit_test(test_template_render),
 	    cmocka_unit_test(test_template_bounds),
+	    cmocka_unit_test(test_wa_param),
+	    cmocka_unit_test(test_wa_defaults_registered),
 	    cmocka_unit_test(test_rfc2047),
 	    cmocka_unit_test(test_qp),
 	    cmocka_unit_test(test_mime_build),
