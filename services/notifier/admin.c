@@ -60,6 +60,37 @@ static const struct db_stmt st_oldest = {
            "      FROM notify.settings WHERE id = 1))",
 };
 
+/*
+ * Jobs still waiting to go out, measured from when they first could have
+ * gone (their first attempt, or their due time): a retry moves due_at
+ * forward, so "oldest due" stays 0 while a provider refuses every attempt
+ * (a quiet shop hears nothing).  failing: waiting jobs whose attempts
+ * failed, from the first failure; last_error says why.
+ */
+static const struct db_stmt st_waiting = {
+    .name = "notify_admin_waiting",
+    .sql = "SELECT"
+           " COALESCE(extract(epoch FROM now() - min(w.since)), 0)::float8"
+           "  AS oldest_waiting_s,"
+           " COALESCE(extract(epoch FROM now() - min(w.failed_since)), 0)"
+           "  ::float8 AS oldest_failing_s,"
+           " count(*) AS waiting_jobs,"
+           " count(w.failed_since) AS failing_jobs,"
+           " (array_agg(w.channel || ': ' || w.last_error ORDER BY"
+           "   w.failed_since) FILTER (WHERE w.failed_since IS NOT NULL))[1]"
+           "  AS first_error"
+           " FROM (SELECT j.channel, j.last_error,"
+           "  (SELECT min(a.at) FROM notify.attempt a WHERE a.job_id = j.id"
+           "   AND a.result IN ('transient', 'uncertain')) AS failed_since,"
+           "  LEAST(j.due_at, (SELECT min(a.at) FROM notify.attempt a"
+           "   WHERE a.job_id = j.id)) AS since"
+           "  FROM notify.job j"
+           "  WHERE j.state IN ('queued', 'retry', 'uncertain', 'sending')"
+           "  AND (j.kind <> 'reminder' OR NOT (SELECT reminders_paused"
+           "       FROM notify.settings WHERE id = 1))) w"
+           " WHERE w.since <= now()",
+};
+
 static const struct db_stmt st_settings = {
     .name = "notify_admin_settings",
     .sql = "SELECT reminders_paused, updated_at::text, updated_by"
@@ -521,8 +552,11 @@ doctor_json(struct kasir_db *db)
 	cJSON *unpaid = db_query_json(db, &st_receipt_unpaid, NULL);
 	cJSON *missing = db_query_json(db, &st_paid_no_receipt, NULL);
 	cJSON *backlog = db_query_json(db, &st_backlog, NULL);
+	cJSON *waiting = db_query_json(db, &st_waiting, NULL);
 
-	if (!o || !dead || !stuck || !unpaid || !missing || !backlog) {
+	if (!o || !dead || !stuck || !unpaid || !missing || !backlog ||
+	    !waiting) {
+		cJSON_Delete(waiting);
 		cJSON_Delete(o);
 		cJSON_Delete(dead);
 		cJSON_Delete(stuck);
@@ -542,6 +576,9 @@ doctor_json(struct kasir_db *db)
 	                        cJSON_GetArraySize(missing));
 	cJSON_AddItemToObject(o, "paid_no_receipt", missing);
 	cJSON_AddItemToObject(o, "backlog", backlog);
+	cJSON_AddItemToObject(o, "waiting",
+	                      cJSON_DetachItemFromArray(waiting, 0));
+	cJSON_Delete(waiting);
 	return o;
 }
 
@@ -677,6 +714,15 @@ notifier_scrape(void *arg)
 		if (PQntuples(res) == 1)
 			metric_set(n->m.oldest_queued,
 			           strtod(db_get(res, 0, 0), NULL));
+		PQclear(res);
+	}
+	if (db_exec(n->scrape_db, &st_waiting, NULL, &res) == 0) {
+		if (PQntuples(res) == 1) {
+			metric_set(n->m.oldest_waiting,
+			           strtod(db_get(res, 0, 0), NULL));
+			metric_set(n->m.oldest_failing,
+			           strtod(db_get(res, 0, 1), NULL));
+		}
 		PQclear(res);
 	}
 	if (db_exec(n->scrape_db, &st_settings, NULL, &res) == 0) {

@@ -54,6 +54,14 @@ register_metrics(struct notifier *n)
 	n->m.oldest_queued =
 	    metrics_gauge(m, "kasir_notifier_oldest_queued_seconds", NULL,
 	                  "age of the oldest due job not yet sent");
+	n->m.oldest_waiting = metrics_gauge(
+	    m, "kasir_notifier_oldest_waiting_seconds", NULL,
+	    "age of the oldest job not yet sent, from its first attempt or due "
+	    "time (retries do not reset it)");
+	n->m.oldest_failing = metrics_gauge(
+	    m, "kasir_notifier_oldest_failing_seconds", NULL,
+	    "time since the first provider failure of the oldest job still "
+	    "waiting after one (0: none)");
 	n->m.guard_blocked = metrics_counter(
 	    m, "kasir_notifier_receipt_guard_blocked_total", NULL,
 	    "receipt jobs cancelled because the order was not PAID");

@@ -271,8 +271,10 @@ struct stream_consumer;
 
 struct notifier_metrics {
 	struct metric
-	    *jobs[7][CHANNEL_COUNT];  /* kasir_notifier_jobs{state,channel} */
-	struct metric *oldest_queued; /* seconds */
+	    *jobs[7][CHANNEL_COUNT];   /* kasir_notifier_jobs{state,channel} */
+	struct metric *oldest_queued;  /* seconds */
+	struct metric *oldest_waiting; /* seconds since first chance to go */
+	struct metric *oldest_failing; /* seconds since its first failure */
 	struct metric *latency[CHANNEL_COUNT]; /* send latency histogram */
 	struct metric *sent[CHANNEL_COUNT];
 	struct metric *uncertain[CHANNEL_COUNT];

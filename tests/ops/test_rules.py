@@ -1,6 +1,6 @@
 """deploy/prometheus: the alert rules pass `promtool check rules` and their
-unit tests (`promtool test rules`, kasir-alerts.test.yml: the P0 and
-PAID-without-access rules and more, each with a negative twin); the sample
+unit tests (`promtool test rules`, kasir-alerts.test.yml: every rule has a
+case that fires it and one that keeps it quiet); the sample
 scrape config passes `promtool check config`; every kasir_* metric the rules
 and the Grafana dashboard use is registered by some daemon (grep of the
 metrics_counter/gauge/histogram registrations and common/stream.c), except
@@ -130,7 +130,25 @@ def main():
         check(seen_scen == SCENARIOS, f"every SOP scenario has an alert (missing: "
               f"{sorted(SCENARIOS - seen_scen)})")
         sev = {a["alert"]: a["labels"]["severity"] for a in alerts}
-        for name, want in (("KasirNoPayments", "P0"), ("KasirPaidWithoutAccess", "P1"),
+        # every rule has a promtool case that fires it and one that keeps
+        # it quiet (issue 15: 7 of 22 had any before)
+        with open(os.path.join(PROM, "kasir-alerts.test.yml")) as f:
+            tdoc = yaml.safe_load(f)
+        fires, quiet = set(), set()
+        for case in tdoc["tests"]:
+            for t in case.get("alert_rule_test", []):
+                (fires if t.get("exp_alerts") else quiet).add(t["alertname"])
+        names = {a["alert"] for a in alerts}
+        check(not names - fires, f"every alert has a promtool case that fires it "
+              f"(missing: {sorted(names - fires)})")
+        check(not names - quiet, f"every alert has a promtool case that keeps it quiet "
+              f"(missing: {sorted(names - quiet)})")
+        for a in alerts:
+            check(a["labels"].get("sop") in ("6.1", "6.2", "6.3", "6.4", "6.5"),
+                  f"{a['alert']}: sop label {a['labels'].get('sop')!r} names an SOP scenario")
+        for name, want in (("KasirNoPayments", "P0"), ("KasirSnapFailing", "P0"),
+                           ("KasirPaymentPathDown", "P0"), ("KasirDatabaseUnreachable", "P0"),
+                           ("KasirStatusApiAuthBroken", "P0"), ("KasirPaidWithoutAccess", "P1"),
                            ("KasirWebhookSilence", "P1"), ("KasirStalePendingOrders", "P1"),
                            ("KasirDaemonDown", "P1"), ("KasirStreamLagGrowing", "P1"),
                            ("KasirNotificationBacklog", "P2"), ("KasirNotificationDead", "P2")):
