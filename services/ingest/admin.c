@@ -2,6 +2,8 @@
  * admin.c - kasir-ingest's admin socket commands (used by kasirctl).
  *
  *   status                      counters, queue depth, last notification
+ *   doctor.facts                signature failures: counter, quarantine
+ *                               (last hour, latest source)
  *   events.list {order_id}      stored payment events of an order, plus
  *                               refused (quarantined) bodies naming it
  *   quarantine.list {limit, with_body}  the latest quarantined bodies
@@ -63,6 +65,24 @@ static const struct db_stmt stmt_quarantine_latest = {
            " FROM ingest.quarantine"
            " ORDER BY id DESC LIMIT $1",
     .nparams = 1,
+};
+
+/* Signature failures kept in the quarantine (SOP 6.3 step 2): how many in
+ * the last hour and in all, and the latest one's time, source and claimed
+ * order. */
+static const struct db_stmt stmt_signature_facts = {
+    .name = "ingest_admin_signature_facts",
+    .sql = "SELECT count(*) FILTER (WHERE received_at > now() -"
+           "  interval '1 hour'),"
+           " count(*),"
+           " (SELECT " TS_UTC("received_at") " FROM ingest.quarantine"
+           "  WHERE reason = 'invalid_signature' ORDER BY id DESC LIMIT 1),"
+           " (SELECT host(source_addr) FROM ingest.quarantine"
+           "  WHERE reason = 'invalid_signature' ORDER BY id DESC LIMIT 1),"
+           " (SELECT order_id FROM ingest.quarantine"
+           "  WHERE reason = 'invalid_signature' ORDER BY id DESC LIMIT 1)"
+           " FROM ingest.quarantine WHERE reason = 'invalid_signature'",
+    .nparams = 0,
 };
 
 static const struct db_stmt stmt_export_events = {
@@ -158,6 +178,50 @@ cmd_status(struct ingest_admin_ctx *c, cJSON **ret)
 nomem:
 	cJSON_Delete(o);
 	return -ENOMEM;
+}
+
+/*
+ * doctor.facts: what kasirctl doctor checks here.  Signature failures come
+ * from two places: the counter since start (every refusal) and the
+ * quarantine (bounded by its per-minute budget, but it survives restarts
+ * and names the source).
+ */
+static int
+cmd_doctor_facts(struct ingest_admin_ctx *c, cJSON **ret, char *code,
+                 size_t code_len, char *msg, size_t msg_len)
+{
+	PGresult *res = NULL;
+	cJSON *o = NULL, *sig;
+	int r;
+
+	if ((r = db_ensure(c->db)) < 0 ||
+	    (r = db_exec(c->db, &stmt_signature_facts, NULL, &res)) < 0) {
+		set_err(code, code_len, msg, msg_len, "database_unavailable",
+		        kasir_strerror(r));
+		goto out;
+	}
+	r = -ENOMEM;
+	if ((o = cJSON_CreateObject()) == NULL ||
+	    (sig = cJSON_AddObjectToObject(o, "signature_failures")) == NULL ||
+	    !cJSON_AddNumberToObject(sig, "since_start",
+	                             metric_value(c->im->signature_failures)) ||
+	    !cJSON_AddNumberToObject(sig, "quarantined_last_hour",
+	                             (double)db_get_i64(res, 0, 0)) ||
+	    !cJSON_AddNumberToObject(sig, "quarantined",
+	                             (double)db_get_i64(res, 0, 1)) ||
+	    !cJSON_AddNumberToObject(sig, "quarantine_dropped",
+	                             metric_value(c->im->quarantine_dropped)) ||
+	    !add_col(sig, "last_at", res, 0, 2) ||
+	    !add_col(sig, "last_source", res, 0, 3) ||
+	    !add_col(sig, "last_order_id", res, 0, 4))
+		goto out;
+	*ret = o;
+	o = NULL;
+	r = 0;
+out:
+	PQclear(res);
+	cJSON_Delete(o);
+	return r;
 }
 
 static int
@@ -411,8 +475,9 @@ fail:
 
 /* The dispatch below answers exactly these (common/admin_socket.c refuses
  * any other name and role none before the handler runs). */
-const char *const ingest_admin_commands[] = {
-    "status", "events.list", "quarantine.list", "export.events", NULL};
+const char *const ingest_admin_commands[] = {"status",        "doctor.facts",
+                                             "events.list",   "quarantine.list",
+                                             "export.events", NULL};
 
 /* A request common/admin_socket.c refused before admin dispatch (role
  * none, unknown command): logged here, once. */
@@ -434,6 +499,9 @@ ingest_admin_handle(void *arg, const struct admin_request *req,
 
 	if (strcmp(req->cmd, "status") == 0)
 		return cmd_status(c, ret_result);
+	if (strcmp(req->cmd, "doctor.facts") == 0)
+		return cmd_doctor_facts(c, ret_result, err_code, code_len,
+		                        err_msg, msg_len);
 	if (strcmp(req->cmd, "events.list") == 0)
 		return cmd_events_list(c, req->args, ret_result, err_code,
 		                       code_len, err_msg, msg_len);
@@ -444,7 +512,7 @@ ingest_admin_handle(void *arg, const struct admin_request *req,
 		return cmd_export_events(c, req, ret_result, err_code, code_len,
 		                         err_msg, msg_len);
 	set_err(err_code, code_len, err_msg, msg_len, "unknown_command",
-	        "kasir-ingest knows: status, events.list, quarantine.list, "
-	        "export.events");
+	        "kasir-ingest knows: status, doctor.facts, events.list, "
+	        "quarantine.list, export.events");
 	return KASIR_ENOTFOUND;
 }

@@ -34,6 +34,13 @@ ctl_error_unknown_command(const struct ctl_error *err)
 	return strcmp(err->code, "unknown_command") == 0;
 }
 
+bool
+ctl_error_database(const struct ctl_error *err)
+{
+	return strcmp(err->code, "database_unavailable") == 0 ||
+	       strcmp(err->code, "db_unavailable") == 0;
+}
+
 static cJSON *
 build_request(const struct ctl *c, const char *cmd, const cJSON *args)
 {

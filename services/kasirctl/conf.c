@@ -20,8 +20,9 @@
  *     engineer_group: kasir-engineer
  *     support_group: kasir-support
  *   doctor:
- *     lag_max: 100                # stream lag (messages) reported as P2
+ *     lag_max: 100                # stream lag (messages) reported as P1
  *     expiry_grace: 15m           # PENDING this long past expiry: P2
+ *     snap_window: 30m            # every Snap attempt in it failed: P0
  *     recent: 24h                 # Snap failures / unknown notifications
  *
  * Dev stack: var/dev.env (written by deploy/dev/up) names the rendered
@@ -130,6 +131,12 @@ static const struct conf_key ctl_conf_keys[] = {
      .min = 60000,
      .max = 90 * 86400000LL,
      .defval = "24h"},
+    {.key = "doctor.snap_window",
+     .type = CONF_DURATION,
+     .offset = F(snap_window_ms),
+     .min = 60000,
+     .max = 86400000LL,
+     .defval = "30m"},
     {.key = NULL},
 };
 
@@ -323,6 +330,7 @@ ctl_devenv_load(const char *file, struct ctl_conf *conf, char *why,
 	conf->lag_max = 100;
 	conf->expiry_grace_ms = 15 * 60000;
 	conf->recent_ms = 86400000;
+	conf->snap_window_ms = 30 * 60000;
 	for (int s = 0; s < SVC_COUNT; s++) {
 		conf->socket[s] = sock[s];
 		sock[s] = NULL;

@@ -1,13 +1,19 @@
 /*
  * doctor.c - kasirctl doctor: the SOP's investigation checklist, run from
- * the facts each daemon reports ("doctor.facts", "status").  Every finding
- * has a severity (P0..P3, the SOP's classification) and the SOP action to
- * take; the exit status is 1 when any P0 or P1 is found, so monitoring and
- * people at 2 a.m. read the same verdict.
+ * the facts each daemon reports ("doctor.facts", "status").  Every kind of
+ * finding is declared once in findings.c with its SOP severity (P0..P3),
+ * scenario (6.1..6.5), step and the command that resolves it; this file
+ * only decides which findings the facts show.
  *
- * Severities follow ARCHITECTURE.md's alert map: PAID without access = P1,
- * webhook silence = P1, worker down = P1, notification backlog = P2.
+ * Root cause first: when a finding whose row says root_cause is found
+ * (PostgreSQL down), it is the one finding and every other is listed under
+ * it, since they clear with it.
+ *
+ * Exit status: 1 when any P0 or P1 is found (monitoring and people at
+ * 2 a.m. read the same verdict), 0 otherwise.  `doctor --table` prints the
+ * table itself.
  */
+#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +25,8 @@
 #include "util.h"
 
 #define TEXT_ITEMS_MAX 20 /* ids printed per finding in text mode */
+#define NO_PAYMENT_MIN_ORDERS                                                  \
+	3 /* orders in an hour, none PAID: P0 (as KasirNoPayments) */
 
 struct doctor {
 	struct ctl *c;
@@ -27,20 +35,22 @@ struct doctor {
 	int64_t now_ms;
 };
 
-/* Adds a finding; items (may be NULL) is taken over. */
-static void finding(struct doctor *d, const char *severity, const char *check,
-                    const char *service, cJSON *items, const char *action,
-                    const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+/* Adds a finding of kind id (a row of findings.c); items (may be NULL) is
+ * taken over. */
+static void finding(struct doctor *d, const char *id, const char *service,
+                    cJSON *items, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
 
 static void
-finding(struct doctor *d, const char *severity, const char *check,
-        const char *service, cJSON *items, const char *action, const char *fmt,
-        ...)
+finding(struct doctor *d, const char *id, const char *service, cJSON *items,
+        const char *fmt, ...)
 {
+	const struct ctl_finding_def *def = ctl_finding_def(id);
 	char title[512];
 	cJSON *f = cJSON_CreateObject();
 	va_list ap;
 
+	assert(def != NULL); /* every id is a row of findings.c */
 	va_start(ap, fmt);
 	vsnprintf(title, sizeof(title), fmt, ap);
 	va_end(ap);
@@ -48,15 +58,21 @@ finding(struct doctor *d, const char *severity, const char *check,
 		cJSON_Delete(items);
 		return;
 	}
-	cJSON_AddStringToObject(f, "severity", severity);
-	cJSON_AddStringToObject(f, "check", check);
+	cJSON_AddStringToObject(f, "severity", def->severity);
+	cJSON_AddStringToObject(f, "check", id);
+	cJSON_AddStringToObject(f, "scenario", def->scenario);
 	cJSON_AddStringToObject(f, "service", service);
 	cJSON_AddStringToObject(f, "title", title);
-	cJSON_AddStringToObject(f, "action", action);
+	cJSON_AddStringToObject(f, "step", def->step);
+	cJSON_AddStringToObject(f, "command", def->command);
+	if (def->alert != NULL)
+		cJSON_AddStringToObject(f, "alert", def->alert);
+	else
+		cJSON_AddNullToObject(f, "alert");
 	cJSON_AddItemToObject(f, "items", items ? items : cJSON_CreateArray());
 	cJSON_AddItemToArray(d->findings, f);
-	cJSON_DeleteItemFromObject(d->checks, check);
-	cJSON_AddStringToObject(d->checks, check, "finding");
+	cJSON_DeleteItemFromObject(d->checks, id);
+	cJSON_AddStringToObject(d->checks, id, "finding");
 }
 
 static void
@@ -93,9 +109,8 @@ filter(const cJSON *arr, bool (*keep)(struct doctor *, const cJSON *),
 /* Runs a check on an array fact: a finding when it has rows. */
 static void
 rows_check(struct doctor *d, const cJSON *facts, const char *fact,
-           bool (*keep)(struct doctor *, const cJSON *), const char *severity,
-           const char *check, const char *service, const char *action,
-           const char *what)
+           bool (*keep)(struct doctor *, const cJSON *), const char *check,
+           const char *service, const char *what)
 {
 	const cJSON *arr = cJSON_GetObjectItemCaseSensitive(facts, fact);
 	cJSON *items;
@@ -112,7 +127,7 @@ rows_check(struct doctor *d, const cJSON *facts, const char *fact,
 		check_ran(d, check);
 		return;
 	}
-	finding(d, severity, check, service, items, action, "%s: %d", what, n);
+	finding(d, check, service, items, "%s: %d", what, n);
 }
 
 static bool
@@ -143,75 +158,161 @@ keep_recent_unknown(struct doctor *d, const cJSON *row)
 	return recent(d, j_str(row, "received_at"));
 }
 
+/*
+ * SOP 6.1, Snap availability: every Snap attempt in doctor.snap_window
+ * failed, however few there were (a quiet shop with one failure in ten
+ * minutes has nobody able to pay).  Returns true when it found that.
+ */
+static bool
+snap_outage_check(struct doctor *d, const cJSON *f)
+{
+	const cJSON *rows = cJSON_GetObjectItemCaseSensitive(f, "snap_recent");
+	const cJSON *row;
+	cJSON *items;
+	int attempts = 0, failed = 0;
+	int64_t t;
+	char win[32];
+
+	if (!cJSON_IsArray(rows)) {
+		check_skipped(d, "snap_outage");
+		return false;
+	}
+	cJSON_ArrayForEach(row, rows)
+	{
+		if (ts_parse(j_str(row, "created_at"), &t) < 0 ||
+		    d->now_ms - t > d->c->conf.snap_window_ms)
+			continue;
+		attempts++;
+		if (!j_bool(row, "ok"))
+			failed++;
+	}
+	if (attempts == 0 || failed < attempts) {
+		check_ran(d, "snap_outage");
+		return false;
+	}
+	items = cJSON_CreateArray();
+	cJSON_ArrayForEach(row, rows)
+	{
+		if (ts_parse(j_str(row, "created_at"), &t) == 0 &&
+		    d->now_ms - t <= d->c->conf.snap_window_ms)
+			cJSON_AddItemToArray(items, cJSON_Duplicate(row, true));
+	}
+	fmt_age(d->c->conf.snap_window_ms, win, sizeof(win));
+	finding(d, "snap_outage", "kasir-order", items,
+	        "every Snap attempt in the last %s failed (%d of %d); last "
+	        "error: %.200s",
+	        win, failed, attempts,
+	        j_str(cJSON_GetArrayItem(rows, 0), "snap_error"));
+	return true;
+}
+
+/* SOP 6.1 "paid rate = 0": orders keep coming, none gets PAID. */
+static void
+no_payments_check(struct doctor *d, const cJSON *f)
+{
+	const cJSON *h = cJSON_GetArrayItem(
+	    cJSON_GetObjectItemCaseSensitive(f, "last_hour"), 0);
+
+	if (h == NULL) {
+		check_skipped(d, "no_payments");
+		return;
+	}
+	if (j_num(h, "created") >= NO_PAYMENT_MIN_ORDERS &&
+	    j_num(h, "paid") == 0)
+		finding(d, "no_payments", "kasir-order", NULL,
+		        "%.0f orders created in the last hour, none PAID",
+		        j_num(h, "created"));
+	else
+		check_ran(d, "no_payments");
+}
+
 static void
 order_checks(struct doctor *d, const cJSON *f)
 {
-	rows_check(d, f, "paid_without_access", NULL, "P1",
-	           "paid_without_access", "kasir-order",
-	           "re-issue the entitlement: kasirctl access grant ORDER_ID "
-	           "--reason \"...\" --incident INC-ID; then tell the customer",
-	           "PAID without access (orders)");
-	rows_check(d, f, "access_without_paid", NULL, "P2",
-	           "access_without_paid", "kasir-order",
-	           "kasirctl order show ORDER_ID: look for refund/chargeback "
-	           "evidence; escalate to finance; never set a status by hand",
-	           "access without PAID (orders)");
-	rows_check(
-	    d, f, "pending_past_expiry", keep_overdue, "P2",
-	    "pending_past_expiry", "kasir-order",
-	    "ask Midtrans: kasirctl reconcile --pending --reason \"...\"",
-	    "orders pending past expiry");
-	rows_check(d, f, "flagged", NULL, "P2", "amount_mismatch",
-	           "kasir-order",
-	           "kasirctl order show ORDER_ID; compare amount and status "
-	           "with the Midtrans dashboard; finance decides",
+	bool outage;
+
+	rows_check(d, f, "paid_without_access", NULL, "paid_without_access",
+	           "kasir-order", "PAID without access (orders)");
+	rows_check(d, f, "access_without_paid", NULL, "access_without_paid",
+	           "kasir-order", "access without PAID (orders)");
+	rows_check(d, f, "pending_past_expiry", keep_overdue,
+	           "pending_past_expiry", "kasir-order",
+	           "orders pending past expiry");
+	rows_check(d, f, "flagged", NULL, "amount_mismatch", "kasir-order",
 	           "flagged orders (amount mismatch, dispute, reversal)");
-	rows_check(d, f, "snap_failures", keep_recent_snap, "P2",
-	           "snap_failures", "kasir-order",
-	           "check Midtrans Snap status and the server key; customers "
-	           "cannot pay these orders: kasirctl order show ORDER_ID",
-	           "recent orders without a Snap token");
-	rows_check(d, f, "unknown_notifications", keep_recent_unknown, "P2",
+	outage = snap_outage_check(d, f);
+	if (!outage)
+		rows_check(d, f, "snap_failures", keep_recent_snap,
+		           "snap_failures", "kasir-order",
+		           "recent orders without a Snap token");
+	no_payments_check(d, f);
+	rows_check(d, f, "unknown_notifications", keep_recent_unknown,
 	           "unknown_orders", "kasir-order",
-	           "kasirctl order show ORDER_ID; check whether another system "
-	           "uses this Midtrans account or the order was lost",
 	           "recent notifications for unknown orders");
+}
+
+/* SOP 6.3 step 2: notifications refused for a bad signature. */
+static void
+ingest_checks(struct doctor *d, const cJSON *f)
+{
+	const cJSON *s =
+	    cJSON_GetObjectItemCaseSensitive(f, "signature_failures");
+	const char *order = j_str(s, "last_order_id");
+
+	if (!cJSON_IsObject(s)) {
+		check_skipped(d, "signature_failures");
+		return;
+	}
+	if (j_num(s, "quarantined_last_hour") == 0) {
+		check_ran(d, "signature_failures");
+		return;
+	}
+	finding(
+	    d, "signature_failures", "kasir-ingest", NULL,
+	    "%.0f notification(s) refused for a bad signature in the last "
+	    "hour (%.0f since kasir-ingest started); last at %s from %s%s%s",
+	    j_num(s, "quarantined_last_hour"), j_num(s, "since_start"),
+	    j_str(s, "last_at"), j_str(s, "last_source"),
+	    order[0] ? ", claiming order " : "", order);
 }
 
 static void
 notifier_checks(struct doctor *d, const cJSON *f)
 {
-	rows_check(d, f, "receipts_unpaid", NULL, "P1", "receipt_without_paid",
-	           "kasir-notifier",
-	           "contain: kasirctl reminders pause --reason \"...\"; "
-	           "kasirctl order show ORDER_ID; contact the customer",
-	           "receipts sent for an order not PAID");
-	rows_check(d, f, "dead", NULL, "P2", "dead_jobs", "kasir-notifier",
-	           "fix the channel (SMTP / WhatsApp provider), then kasirctl "
-	           "notify requeue --dead --reason \"...\"",
+	const cJSON *w = cJSON_GetObjectItemCaseSensitive(f, "waiting");
+
+	rows_check(d, f, "receipts_unpaid", NULL, "receipt_without_paid",
+	           "kasir-notifier", "receipts sent for an order not PAID");
+	rows_check(d, f, "dead", NULL, "dead_jobs", "kasir-notifier",
 	           "dead notification jobs");
-	rows_check(d, f, "stuck", NULL, "P2", "stuck_jobs", "kasir-notifier",
-	           "check kasir-notifier's workers and the provider; kasirctl "
-	           "notify requeue --reason \"...\"",
+	rows_check(d, f, "stuck", NULL, "stuck_jobs", "kasir-notifier",
 	           "stuck notification jobs");
-	rows_check(d, f, "paid_no_receipt", NULL, "P2", "paid_without_receipt",
-	           "kasir-notifier",
-	           "kasirctl notify resend ORDER_ID --kind receipt --reason "
-	           "\"...\"",
-	           "PAID orders without a sent receipt");
+	rows_check(d, f, "paid_no_receipt", NULL, "paid_without_receipt",
+	           "kasir-notifier", "PAID orders without a sent receipt");
+	if (!cJSON_IsObject(w)) {
+		check_skipped(d, "provider_failing");
+	} else if (j_num(w, "failing_jobs") > 0) {
+		char age[32];
+
+		fmt_age((int64_t)(j_num(w, "oldest_failing_s") * 1000), age,
+		        sizeof(age));
+		finding(d, "provider_failing", "kasir-notifier", NULL,
+		        "%.0f notification job(s) waiting after a provider "
+		        "failure, the first failed %s ago: %.200s",
+		        j_num(w, "failing_jobs"), age, j_str(w, "first_error"));
+	} else {
+		check_ran(d, "provider_failing");
+	}
 }
 
 static void
 reconciler_checks(struct doctor *d, const cJSON *f)
 {
-	rows_check(d, f, "past_expiry_unchecked", NULL, "P2",
-	           "expiry_unchecked", "kasir-reconciler",
-	           "kasirctl reconcile --pending --reason \"...\"",
+	rows_check(d, f, "past_expiry_unchecked", NULL, "expiry_unchecked",
+	           "kasir-reconciler",
 	           "pending orders past expiry never checked with Midtrans");
 	if (j_bool(f, "auth_broken"))
-		finding(d, "P1", "status_api_auth", "kasir-reconciler", NULL,
-		        "check kasir-reconciler's Midtrans server key "
-		        "(credential) against the dashboard; rotate per SOP",
+		finding(d, "status_api_auth", "kasir-reconciler", NULL,
 		        "the Midtrans Status API refuses our server key");
 	else
 		check_ran(d, "status_api_auth");
@@ -221,16 +322,26 @@ reconciler_checks(struct doctor *d, const cJSON *f)
 
 		fmt_age((int64_t)(j_num(s, "silent_for_s") * 1000), age,
 		        sizeof(age));
-		finding(d, "P1", "webhook_silence", "kasir-reconciler", NULL,
-		        "check the notification URL in the Midtrans dashboard "
-		        "and that kasir-ingest is reachable (proxy, TLS); "
-		        "kasirctl reconcile-mode on --reason \"...\"",
+		finding(d, "webhook_silence", "kasir-reconciler", NULL,
 		        "webhook silence: %.0f order(s) created in %s without "
 		        "any notification",
 		        j_num(s, "orders_since_notification"), age);
 	} else {
 		check_ran(d, "webhook_silence");
 	}
+}
+
+/* Checks on what "status" said (no facts needed). */
+static void
+status_checks(struct doctor *d, cJSON *const st[SVC_COUNT])
+{
+	if (st[SVC_NOTIFIER] == NULL)
+		check_skipped(d, "reminders_paused");
+	else if (j_bool(st[SVC_NOTIFIER], "reminders_paused"))
+		finding(d, "reminders_paused", "kasir-notifier", NULL,
+		        "payment reminders are paused");
+	else
+		check_ran(d, "reminders_paused");
 }
 
 static void
@@ -249,10 +360,7 @@ lag_checks(struct doctor *d, const cJSON *lags)
 			cJSON_AddItemToArray(items, cJSON_Duplicate(row, true));
 	}
 	if (cJSON_GetArraySize(items) > 0)
-		finding(d, "P2", "stream_lag", "kasirctl", items,
-		        "look at the consumer's log (journalctl "
-		        "STREAM=...); it catches up by replay; restart it if "
-		        "it does not move",
+		finding(d, "stream_lag", "kasirctl", items,
 		        "stream consumers behind by more than %lld messages",
 		        (long long)d->c->conf.lag_max);
 	else if (known) {
@@ -309,21 +417,174 @@ print_items(const cJSON *items)
 	printf("\n");
 }
 
+/* Sorts d->findings, most severe first (stable for equal severity). */
+static void
+sort_findings(struct doctor *d)
+{
+	int n = cJSON_GetArraySize(d->findings);
+	cJSON **v = calloc((size_t)n + 1, sizeof(*v));
+
+	if (v == NULL)
+		return;
+	for (int i = n - 1; i >= 0; i--)
+		v[i] = cJSON_DetachItemFromArray(d->findings, i);
+	qsort(v, (size_t)n, sizeof(*v), by_severity);
+	for (int i = 0; i < n; i++)
+		cJSON_AddItemToArray(d->findings, v[i]);
+	free(v);
+}
+
+/* Root cause first: when a root-cause finding is present, the others move
+ * into its "under" array (they clear with it). */
+static void
+group_under_root(struct doctor *d)
+{
+	cJSON *root = NULL, *f, *under;
+
+	cJSON_ArrayForEach(f, d->findings)
+	{
+		const struct ctl_finding_def *def =
+		    ctl_finding_def(j_str(f, "check"));
+
+		if (def != NULL && def->root_cause) {
+			root = f;
+			break;
+		}
+	}
+	if (root == NULL)
+		return;
+	/* take every finding out in order; the root goes back alone */
+	under = cJSON_CreateArray();
+	while (cJSON_GetArraySize(d->findings) > 0) {
+		cJSON *x = cJSON_DetachItemFromArray(d->findings, 0);
+
+		if (x != root)
+			cJSON_AddItemToArray(under, x);
+	}
+	cJSON_AddItemToObject(root, "under", under);
+	cJSON_AddItemToArray(d->findings, root);
+}
+
+static void
+print_finding(const cJSON *f, const char *indent)
+{
+	const cJSON *under = cJSON_GetObjectItem(f, "under"), *u;
+
+	printf("%s%s  %-22s %s\n", indent, j_str(f, "severity"),
+	       j_str(f, "check"), j_str(f, "title"));
+	if (indent[0] != '\0')
+		return; /* listed under its root cause: the title is enough */
+	print_items(cJSON_GetObjectItem(f, "items"));
+	printf("      SOP %s: %s\n", j_str(f, "scenario"), j_str(f, "step"));
+	printf("      run: %s\n", j_str(f, "command"));
+	if (cJSON_GetArraySize(under) > 0) {
+		printf("      caused by it (they clear with it):\n");
+		cJSON_ArrayForEach(u, under) print_finding(u, "        ");
+	}
+}
+
+/* kasirctl doctor --table: the findings table of findings.c. */
+static int
+print_table(struct ctl *c)
+{
+	size_t n;
+	const struct ctl_finding_def *t = ctl_finding_defs(&n);
+	cJSON *out = cJSON_CreateObject(), *rows;
+
+	if (out == NULL ||
+	    (rows = cJSON_AddArrayToObject(out, "findings")) == NULL) {
+		cJSON_Delete(out);
+		return CTL_EXIT_FAILED;
+	}
+	for (size_t i = 0; i < n; i++) {
+		cJSON *r = cJSON_CreateObject();
+
+		cJSON_AddItemToArray(rows, r);
+		cJSON_AddStringToObject(r, "check", t[i].id);
+		cJSON_AddStringToObject(r, "severity", t[i].severity);
+		cJSON_AddStringToObject(r, "scenario", t[i].scenario);
+		cJSON_AddStringToObject(r, "step", t[i].step);
+		cJSON_AddStringToObject(r, "command", t[i].command);
+		if (t[i].alert != NULL)
+			cJSON_AddStringToObject(r, "alert", t[i].alert);
+		else
+			cJSON_AddNullToObject(r, "alert");
+		cJSON_AddBoolToObject(r, "root_cause", t[i].root_cause);
+		if (!c->json)
+			printf("%s  %-5s %-26s %s\n      run: %s\n",
+			       t[i].severity, t[i].scenario, t[i].id, t[i].step,
+			       t[i].command);
+	}
+	return out_json_ok(c, out);
+}
+
+/* Asks every configured daemon for status; a daemon that cannot reach its
+ * database is not "down": it names the root cause. */
+static void
+answer_checks(struct doctor *d, cJSON *const st[SVC_COUNT],
+              const struct ctl_error err[SVC_COUNT])
+{
+	cJSON *db_items = cJSON_CreateArray();
+
+	for (int s = 0; s < SVC_COUNT; s++) {
+		char check[48];
+
+		snprintf(check, sizeof(check), "%s_answers", ctl_svc_key(s));
+		if (d->c->conf.socket[s] == NULL) {
+			check_skipped(d, check);
+			continue;
+		}
+		if (st[s] != NULL) {
+			check_ran(d, check);
+			continue;
+		}
+		if (ctl_error_database(&err[s])) {
+			cJSON *it = cJSON_CreateObject();
+
+			cJSON_AddStringToObject(it, "service", ctl_svc_name(s));
+			cJSON_AddStringToObject(it, "error", err[s].message);
+			cJSON_AddItemToArray(db_items, it);
+			check_ran(d, check);
+			continue;
+		}
+		finding(d, check, ctl_svc_name(s), NULL, "%s", err[s].message);
+	}
+	if (cJSON_GetArraySize(db_items) > 0) {
+		char names[256] = "";
+		const cJSON *it;
+
+		cJSON_ArrayForEach(it, db_items)
+		{
+			size_t len = strlen(names);
+
+			snprintf(names + len, sizeof(names) - len, "%s%s",
+			         len ? ", " : "", j_str(it, "service"));
+		}
+		finding(d, "database_down", "postgresql", db_items,
+		        "PostgreSQL unreachable: %s cannot reach the database",
+		        names);
+	} else {
+		cJSON_Delete(db_items);
+		check_ran(d, "database_down");
+	}
+}
+
 int
 cmd_doctor(struct ctl *c, int argc, char **argv)
 {
-	static const enum ctl_svc fact_svcs[] = {SVC_ORDER, SVC_NOTIFIER,
-	                                         SVC_RECONCILER};
+	static const enum ctl_svc fact_svcs[] = {SVC_INGEST, SVC_ORDER,
+	                                         SVC_NOTIFIER, SVC_RECONCILER};
 	struct doctor d = {.c = c, .now_ms = now_real_ms()};
 	cJSON *st[SVC_COUNT], *facts[SVC_COUNT] = {NULL}, *lags, *out;
 	struct ctl_error err[SVC_COUNT], ferr;
 	int counts[4] = {0}, total;
 	const cJSON *f;
 
-	(void)argv;
+	if (argc == 1 && strcmp(argv[0], "--table") == 0)
+		return print_table(c);
 	if (argc != 0)
 		return out_fail_local(c, "usage", CTL_EXIT_USAGE,
-		                      "usage: kasirctl doctor");
+		                      "usage: kasirctl doctor [--table]");
 	d.findings = cJSON_CreateArray();
 	d.checks = cJSON_CreateObject();
 	if (d.findings == NULL || d.checks == NULL) {
@@ -332,24 +593,7 @@ cmd_doctor(struct ctl *c, int argc, char **argv)
 		return CTL_EXIT_FAILED;
 	}
 	ctl_collect_status(c, st, err);
-	for (int s = 0; s < SVC_COUNT; s++) {
-		char check[48];
-
-		snprintf(check, sizeof(check), "%s_answers", ctl_svc_key(s));
-		if (c->conf.socket[s] == NULL) {
-			check_skipped(&d, check);
-			continue;
-		}
-		if (st[s] != NULL) {
-			check_ran(&d, check);
-			continue;
-		}
-		finding(&d, "P1", check, ctl_svc_name(s), NULL,
-		        "systemctl status <unit>; journalctl -u <unit>; "
-		        "restart it: it catches up from its cursors with no "
-		        "other action",
-		        "%s", err[s].message);
-	}
+	answer_checks(&d, st, err);
 	for (size_t i = 0; i < ARRAY_SIZE(fact_svcs); i++) {
 		enum ctl_svc s = fact_svcs[i];
 
@@ -357,37 +601,31 @@ cmd_doctor(struct ctl *c, int argc, char **argv)
 			continue; /* reported above */
 		if (ctl_call(c, s, "doctor.facts", NULL, 0, &facts[s], &ferr) <
 		    0) {
-			finding(&d, "P2", "facts", ctl_svc_name(s), NULL,
-			        "the daemon answers status but not its "
-			        "checklist: look at its log",
+			facts[s] = NULL;
+			if (ctl_error_unknown_command(&ferr))
+				continue; /* an older daemon: its checks are
+				             "skipped" */
+			finding(&d, "facts", ctl_svc_name(s), NULL,
 			        "%s: doctor.facts failed: %s", ctl_svc_name(s),
 			        ferr.message);
-			facts[s] = NULL;
 		}
 	}
+	if (facts[SVC_INGEST])
+		ingest_checks(&d, facts[SVC_INGEST]);
+	else
+		check_skipped(&d, "signature_failures");
 	if (facts[SVC_ORDER])
 		order_checks(&d, facts[SVC_ORDER]);
 	if (facts[SVC_NOTIFIER])
 		notifier_checks(&d, facts[SVC_NOTIFIER]);
 	if (facts[SVC_RECONCILER])
 		reconciler_checks(&d, facts[SVC_RECONCILER]);
+	status_checks(&d, st);
 	lags = ctl_stream_lags(st);
 	lag_checks(&d, lags);
 
-	/* most severe first */
-	{
-		int n = cJSON_GetArraySize(d.findings);
-		cJSON **v = calloc((size_t)n + 1, sizeof(*v));
-
-		if (v != NULL) {
-			for (int i = n - 1; i >= 0; i--)
-				v[i] = cJSON_DetachItemFromArray(d.findings, i);
-			qsort(v, (size_t)n, sizeof(*v), by_severity);
-			for (int i = 0; i < n; i++)
-				cJSON_AddItemToArray(d.findings, v[i]);
-			free(v);
-		}
-	}
+	sort_findings(&d);
+	group_under_root(&d);
 	cJSON_ArrayForEach(f, d.findings)
 	{
 		int r = severity_rank(j_str(f, "severity"));
@@ -409,13 +647,7 @@ cmd_doctor(struct ctl *c, int argc, char **argv)
 			       "%d, P2 %d, P3 %d\n\n",
 			       now, total, counts[0], counts[1], counts[2],
 			       counts[3]);
-		cJSON_ArrayForEach(f, d.findings)
-		{
-			printf("%s  %-22s %s\n", j_str(f, "severity"),
-			       j_str(f, "check"), j_str(f, "title"));
-			print_items(cJSON_GetObjectItem(f, "items"));
-			printf("      SOP: %s\n", j_str(f, "action"));
-		}
+		cJSON_ArrayForEach(f, d.findings) print_finding(f, "");
 		{
 			const cJSON *k;
 			bool any = false;

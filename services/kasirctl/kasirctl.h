@@ -9,6 +9,7 @@
  *   status.c      kasirctl status
  *   order_show.c  kasirctl order show ID
  *   doctor.c      kasirctl doctor
+ *   findings.c    doctor's findings: SOP severity, scenario, step, command
  *   reconcile.c   kasirctl reconcile ID | --pending, reconcile-mode on|off
  *   access.c      kasirctl access grant ID
  *   notify.c      kasirctl notify resend|requeue, reminders pause|resume
@@ -92,6 +93,7 @@ struct ctl_conf {
 	int64_t expiry_grace_ms; /* pending past expiry by more: P2 */
 	int64_t recent_ms;       /* window for Snap failures, unknown
 	                            notifications */
+	int64_t snap_window_ms;  /* every Snap attempt in it failed: P0 */
 };
 
 /*
@@ -165,6 +167,28 @@ int ctl_call(struct ctl *c, enum ctl_svc svc, const char *cmd,
              struct cJSON **ret_result, struct ctl_error *err);
 /* True when err says the daemon does not know the command. */
 bool ctl_error_unknown_command(const struct ctl_error *err);
+
+/* True when err says the daemon answers but cannot reach its database. */
+bool ctl_error_database(const struct ctl_error *err);
+
+/* ---- doctor's findings (findings.c) ------------------------------------ */
+
+/* One kind of finding: what the SOP says about it, declared once. */
+struct ctl_finding_def {
+	const char *id;       /* the check name: "snap_outage" */
+	const char *severity; /* "P0".."P3" */
+	const char *scenario; /* SOP scenario "6.1".."6.5", "7" (forbidden) */
+	const char *step;     /* the SOP step to follow, in our words */
+	const char *command;  /* what resolves it */
+	const char *alert;    /* the alert for the same fact, or NULL */
+	bool root_cause;      /* when found, every other finding is listed
+	                         under it */
+};
+
+/* The row for id, or NULL. */
+const struct ctl_finding_def *ctl_finding_def(const char *id);
+/* The whole table (static storage). */
+const struct ctl_finding_def *ctl_finding_defs(size_t *ret_count);
 
 /* ---- ops schema (ops.c) ------------------------------------------------ */
 

@@ -3,7 +3,8 @@
  * incident.  Asks every configured daemon for "status" and puts the
  * answers together: up/down and version, stream lags, notification
  * backlog, reconciliation mode, pending orders by age, orders paid in the
- * last hour, the last notification received.
+ * last hour, the last notification received.  Exits 3 (unavailable) when
+ * any configured daemon does not answer, after printing everything.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -211,7 +212,7 @@ cmd_status(struct ctl *c, int argc, char **argv)
 {
 	cJSON *st[SVC_COUNT], *out, *svcs, *lags;
 	struct ctl_error err[SVC_COUNT];
-	int down = 0;
+	int down = 0, rc;
 
 	(void)argv;
 	if (argc != 0)
@@ -249,5 +250,11 @@ cmd_status(struct ctl *c, int argc, char **argv)
 		    cJSON_GetObjectItem(svcs, ctl_svc_name(s)), "status",
 		    st[s]);
 	}
-	return out_json_ok(c, out);
+	if (!c->json && down > 0)
+		printf(
+		    "\n%d service(s) DOWN: kasirctl doctor says what to do\n",
+		    down);
+	rc = out_json_ok(c, out);
+	/* anything down is not "ok" for scripts and monitoring */
+	return rc == CTL_EXIT_OK && down > 0 ? CTL_EXIT_UNAVAILABLE : rc;
 }

@@ -154,6 +154,29 @@ static const struct db_stmt st_snap_failures = {
            " ORDER BY created_at DESC LIMIT 1000",
     .nparams = 0,
 };
+
+/* The latest Snap outcomes, success or not: kasirctl decides whether
+ * every recent attempt failed (SOP 6.1). */
+static const struct db_stmt st_snap_recent = {
+    .name = "admin_doctor_snap_recent",
+    .sql = "SELECT order_id, snap_token IS NOT NULL AS ok, snap_error,"
+           " " TS("created_at") " AS created_at"
+           " FROM orders.orders"
+           " WHERE snap_token IS NOT NULL OR snap_error IS NOT NULL"
+           " ORDER BY created_at DESC LIMIT 50",
+    .nparams = 0,
+};
+
+/* Orders created and paid in the last hour (SOP 6.1: paid rate zero). */
+static const struct db_stmt st_last_hour = {
+    .name = "admin_doctor_last_hour",
+    .sql = "SELECT"
+           " (SELECT count(*) FROM orders.orders"
+           "  WHERE created_at > now() - interval '1 hour') AS created,"
+           " (SELECT count(*) FROM orders.orders WHERE status = 'PAID'"
+           "  AND paid_at > now() - interval '1 hour') AS paid",
+    .nparams = 0,
+};
 /* clang-format on */
 
 static int
@@ -205,6 +228,8 @@ cmd_doctor(struct kasir_db *db, cJSON **ret)
 	              NULL)) < 0 ||
 	    (rc = add(o, "flagged", db, &st_flagged, NULL)) < 0 ||
 	    (rc = add(o, "snap_failures", db, &st_snap_failures, NULL)) < 0 ||
+	    (rc = add(o, "snap_recent", db, &st_snap_recent, NULL)) < 0 ||
+	    (rc = add(o, "last_hour", db, &st_last_hour, NULL)) < 0 ||
 	    (rc = add(o, "unknown_notifications", db, &st_unknown_list, NULL)) <
 	        0) {
 		cJSON_Delete(o);

@@ -308,8 +308,10 @@ def main():
         # ---- a service stops answering ---------------------------------------------------
         st.stop("notifier")
         sock = st.config_value("notifier", "admin.socket")
-        out, _ = ctl.text("status")
+        out, _ = ctl.text("status", expect=3)
         assert re.search(r"kasir-notifier\s+DOWN", out) and sock in out, out
+        s = ctl.json("status", expect=3)
+        assert s["result"]["services_down"] == 1, s
         doc = ctl.json("doctor", expect=1)
         down = findings(doc, "notifier_answers")
         assert down and down[0]["severity"] == "P1" and sock in down[0]["title"], doc
