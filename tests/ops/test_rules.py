@@ -143,6 +143,11 @@ def main():
               f"(missing: {sorted(names - fires)})")
         check(not names - quiet, f"every alert has a promtool case that keeps it quiet "
               f"(missing: {sorted(names - quiet)})")
+        # the alerts kasirctl doctor's findings name (services/kasirctl/findings.c)
+        with open(os.path.join(SRC, "services", "kasirctl", "findings.c")) as f:
+            named = set(re.findall(r'\.alert = "(\w+)"', f.read()))
+        check(len(named) > 10 and not named - names,
+              f"every alert named by a doctor finding exists (unknown: {sorted(named - names)})")
         for a in alerts:
             check(a["labels"].get("sop") in ("6.1", "6.2", "6.3", "6.4", "6.5"),
                   f"{a['alert']}: sop label {a['labels'].get('sop')!r} names an SOP scenario")
