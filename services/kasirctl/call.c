@@ -37,6 +37,8 @@ ctl_error_unknown_command(const struct ctl_error *err)
 bool
 ctl_error_database(const struct ctl_error *err)
 {
+	/* "db_unavailable": what kasir-notifier and kasir-reconciler said
+	 * before issue 15; kasirctl may be newer than a daemon */
 	return strcmp(err->code, "database_unavailable") == 0 ||
 	       strcmp(err->code, "db_unavailable") == 0;
 }

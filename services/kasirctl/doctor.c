@@ -13,7 +13,6 @@
  * 2 a.m. read the same verdict), 0 otherwise.  `doctor --table` prints the
  * table itself.
  */
-#include <assert.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,8 +24,8 @@
 #include "util.h"
 
 #define TEXT_ITEMS_MAX 20 /* ids printed per finding in text mode */
-#define NO_PAYMENT_MIN_ORDERS                                                  \
-	3 /* orders in an hour, none PAID: P0 (as KasirNoPayments) */
+/* orders in an hour, none PAID: P0 (the same minimum as KasirNoPayments) */
+#define NO_PAYMENT_MIN_ORDERS 3
 
 struct doctor {
 	struct ctl *c;
@@ -50,10 +49,18 @@ finding(struct doctor *d, const char *id, const char *service, cJSON *items,
 	cJSON *f = cJSON_CreateObject();
 	va_list ap;
 
-	assert(def != NULL); /* every id is a row of findings.c */
 	va_start(ap, fmt);
 	vsnprintf(title, sizeof(title), fmt, ap);
 	va_end(ap);
+	if (def == NULL) {
+		/* a programmer error: every id must be a row of findings.c;
+		 * still say what was found rather than drop it */
+		fprintf(stderr,
+		        "kasirctl: internal: finding %s has no row in "
+		        "findings.c: %s\n",
+		        id, title);
+		def = ctl_finding_def("facts");
+	}
 	if (f == NULL) {
 		cJSON_Delete(items);
 		return;
@@ -388,7 +395,8 @@ by_severity(const void *a, const void *b)
 	       severity_rank(j_str(y, "severity"));
 }
 
-/* Item label for text: the order id, or the job id. */
+/* Item label for text: the order id, the stream edge, the service (with
+ * its error), or the job id. */
 static void
 print_items(const cJSON *items)
 {
@@ -408,6 +416,9 @@ print_items(const cJSON *items)
 			printf("%s%s->%s lag %.0f", n ? ", " : "",
 			       j_str(it, "stream"), j_str(it, "consumer"),
 			       j_num(it, "lag"));
+		else if (j_str(it, "service")[0])
+			printf("%s%s: %s", n ? "\n      " : "",
+			       j_str(it, "service"), j_str(it, "error"));
 		else
 			printf("%s#%.0f", n ? " " : "", j_num(it, "id"));
 		n++;
@@ -417,7 +428,7 @@ print_items(const cJSON *items)
 	printf("\n");
 }
 
-/* Sorts d->findings, most severe first (stable for equal severity). */
+/* Sorts d->findings, most severe first. */
 static void
 sort_findings(struct doctor *d)
 {

@@ -498,7 +498,8 @@ recon_admin(void *arg, const struct admin_request *req, cJSON **ret_result,
 	int rc;
 
 	if (db_ensure(db) < 0) {
-		set_err(err_code, code_len, err_msg, msg_len, "db_unavailable",
+		set_err(err_code, code_len, err_msg, msg_len,
+		        "database_unavailable",
 		        "the reconciler's database is unreachable");
 		return KASIR_EDB;
 	}
@@ -554,8 +555,10 @@ recon_admin(void *arg, const struct admin_request *req, cJSON **ret_result,
 		return -EINVAL;
 	}
 	if (out == NULL) {
-		set_err(err_code, code_len, err_msg, msg_len, "internal",
-		        "database query failed");
+		/* a query failed (out of memory aside): the database
+		 * went away under a connection that looked alive */
+		set_err(err_code, code_len, err_msg, msg_len,
+		        "database_unavailable", "database query failed");
 		return KASIR_EDB;
 	}
 	*ret_result = out;

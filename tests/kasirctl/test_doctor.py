@@ -162,6 +162,8 @@ def main():
             assert rc == 1, out
             assert re.search(r"^P0\s+database_down\s+PostgreSQL unreachable", out, re.M), out
             assert "caused by it" in out and "restart it" not in out, out
+            for svc in ("kasir-order", "kasir-notifier", "kasir-reconciler"):
+                assert f"      {svc}: " in out, (svc, out)
             doc = ctl.json("doctor", expect=1)
             top = doc["result"]["findings"]
             assert [f["check"] for f in top] == ["database_down"], top
