@@ -5,6 +5,7 @@ and the matching alert fires in promtool on the values the daemons
 exported (and stays quiet on the healthy values).
 
   6.1 orders created, none PAID (notifications lost)   P0 no_payments
+  6.1 the Status API refuses the server key             P0 status_api_auth
   6.2 PAID without access                              P1 paid_without_access
   6.3 notifications refused for a bad signature        P1 signature_failures
   6.4 one SMTP 451 at a quiet shop                     P2 provider_failing
@@ -75,6 +76,42 @@ def scenario_6_1():
         st.wait_until(lambda: doctor(ctl)[0] == 0, timeout=30, what="doctor clean")
         assert [r[2] for r in ops_audit(st, "reconcile")] == ["ok"]
         print("6.1 ok", flush=True)
+
+
+def scenario_6_1_server_key():
+    """SOP 6.1 step 3: the Status API refuses kasir-reconciler's server key."""
+    with kasirtest.Stack.for_test(name="sop_6_1_key") as st:
+        st.start_all(services=DAEMONS)
+        ctl = Ctl(st)
+        key_path = st.secret_path("midtrans-server-key")
+        good = st.secret("midtrans-server-key")
+        with open(key_path, "w") as f:
+            f.write("wrong-test-server-key-000000")
+        st.restart("reconciler")
+        a = create_order(st)
+        pay_silently(st, a)
+        ctl.json("reconcile", "--pending", "--reason", "drill 6.1: is it paid?")
+        st.wait_until(lambda: doctor(ctl)[0] == 1, timeout=30, what="doctor sees the key")
+        rc, res = doctor(ctl)
+        f = finding(res, "status_api_auth")
+        assert_sop(f, "P0", "6.1", "KasirStatusApiAuthBroken")
+        (sel, v), = promrules.scraped(st, "reconciler", "kasir_reconciler_auth_broken")
+        assert v == 1, v
+        assert promrules.fired("KasirStatusApiAuthBroken", [(sel, f"0x2 {v:.0f}x15")], "10m")
+        assert not promrules.fired("KasirStatusApiAuthBroken", [(sel, "0x17")], "10m")
+        # what it prints: replace the credential, restart, reconcile
+        assert "systemctl restart kasir-reconciler" in f["command"] and \
+            "kasirctl reconcile --pending" in f["command"], f
+        with open(key_path, "w") as fh:
+            fh.write(good)
+        st.restart("reconciler")
+        ctl.json("reconcile", "--pending", "--reason", "drill 6.1: key replaced")
+        st.wait_until(lambda: active_entitlements(st, a) == 1, timeout=60,
+                      what="paid and granted once the key is right")
+        st.wait_until(lambda: doctor(ctl)[0] == 0, timeout=30, what="doctor clean")
+        assert [r[3] for r in ops_audit(st, "reconcile")] == [
+            "drill 6.1: is it paid?", "drill 6.1: key replaced"]
+        print("6.1 (server key) ok", flush=True)
 
 
 def scenario_6_2():
@@ -184,6 +221,7 @@ def scenario_6_5():
 def main():
     promrules.promtool()
     scenario_6_1()
+    scenario_6_1_server_key()
     scenario_6_2()
     scenario_6_3()
     scenario_6_5()
