@@ -2,7 +2,8 @@
  * status.c - kasirctl status: one screen for the first minute of an
  * incident.  Asks every configured daemon for "status" and puts the
  * answers together: up/down and version, stream lags, notification
- * backlog, reconciliation mode, pending orders by age, orders paid in the
+ * backlog (and how long the oldest job has waited, provider failures
+ * included), reconciliation mode, pending orders by age, orders paid in the
  * last hour, the last notification received.  Exits 3 (unavailable) when
  * any configured daemon does not answer, after printing everything.
  */
@@ -121,7 +122,7 @@ print_text(struct ctl *c, cJSON *const st[SVC_COUNT],
            const struct ctl_error err[SVC_COUNT], const cJSON *lags)
 {
 	const cJSON *o = st[SVC_ORDER], *n = st[SVC_NOTIFIER];
-	const cJSON *r = st[SVC_RECONCILER], *row;
+	const cJSON *r = st[SVC_RECONCILER], *row, *w;
 	char now[40], age[32];
 	int64_t now_ms = now_real_ms(), t;
 
@@ -167,6 +168,24 @@ print_text(struct ctl *c, cJSON *const st[SVC_COUNT],
 		       backlog_count(n, "sending"), backlog_count(n, "dead"),
 		       age,
 		       j_bool(n, "reminders_paused") ? "PAUSED" : "running");
+		w = cJSON_GetObjectItemCaseSensitive(n, "waiting");
+		if (j_num(w, "waiting_jobs") > 0) {
+			fmt_age((int64_t)(j_num(w, "oldest_waiting_s") * 1000),
+			        age, sizeof(age));
+			printf("  waiting to go out: %.0f job(s), the oldest "
+			       "for %s",
+			       j_num(w, "waiting_jobs"), age);
+			if (j_num(w, "failing_jobs") > 0) {
+				fmt_age((int64_t)(j_num(w, "oldest_failing_s") *
+				                  1000),
+				        age, sizeof(age));
+				printf("; %.0f after a provider failure, the "
+				       "first %s ago: %.200s",
+				       j_num(w, "failing_jobs"), age,
+				       j_str(w, "first_error"));
+			}
+			printf("\n");
+		}
 	} else {
 		printf("\nnotifications: unknown (kasir-notifier down)\n");
 	}

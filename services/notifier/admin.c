@@ -284,13 +284,15 @@ require_engineer(struct kasir_db *db, const struct admin_request *req,
 static cJSON *
 status_json(struct notifier *n, struct kasir_db *db)
 {
-	cJSON *o = cJSON_CreateObject(), *backlog, *oldest, *settings;
+	cJSON *o = cJSON_CreateObject(), *backlog, *oldest, *settings, *waiting;
 
 	backlog = db_query_json(db, &st_backlog, NULL);
 	oldest = db_query_json(db, &st_oldest, NULL);
 	settings = db_query_json(db, &st_settings, NULL);
+	waiting = db_query_json(db, &st_waiting, NULL);
 	if (o == NULL || backlog == NULL || oldest == NULL ||
-	    settings == NULL) {
+	    settings == NULL || waiting == NULL) {
+		cJSON_Delete(waiting);
 		cJSON_Delete(o);
 		cJSON_Delete(backlog);
 		cJSON_Delete(oldest);
@@ -305,6 +307,9 @@ status_json(struct notifier *n, struct kasir_db *db)
 	    cJSON_GetObjectItem(cJSON_GetArrayItem(oldest, 0), "oldest_due_s")
 	        ->valuedouble);
 	cJSON_Delete(oldest);
+	cJSON_AddItemToObject(o, "waiting",
+	                      cJSON_DetachItemFromArray(waiting, 0));
+	cJSON_Delete(waiting);
 	cJSON_AddBoolToObject(
 	    o, "reminders_paused",
 	    cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetArrayItem(settings, 0),

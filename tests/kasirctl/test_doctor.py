@@ -67,8 +67,11 @@ def main():
         t = ctl.json("doctor", "--table")["result"]["findings"]
         code = {r["check"]: (r["severity"], r["scenario"]) for r in t}
         assert code == docs_table(), (code, docs_table())
+        assert len(code) == len(t), "check names are unique"
         for r in t:
             assert r["step"] and r["command"], r
+            assert r["severity"] in ("P0", "P1", "P2", "P3"), r
+            assert r["scenario"] in ("6.1", "6.2", "6.3", "6.4", "6.5", "7"), r
         assert [r["check"] for r in t if r["root_cause"]] == ["database_down"], t
 
         doc = ctl.json("doctor")
@@ -135,6 +138,9 @@ def main():
         assert (f["severity"], f["scenario"], f["alert"]) == \
             ("P2", "6.4", "KasirNotifierProviderFailing"), f
         assert "451" in f["title"] and "email" in f["title"], f
+        out, _ = ctl.text("status")
+        assert re.search(r"waiting to go out: \d+ job\(s\).*after a provider failure.*451",
+                         out), out
         (wsel, age), = promrules.scraped(st, "notifier", "kasir_notifier_oldest_failing_seconds")
         assert age > 0, age
         # the failure keeps ageing, one minute per minute
