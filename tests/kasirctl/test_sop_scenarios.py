@@ -8,6 +8,7 @@ exported (and stays quiet on the healthy values).
   6.1 the Status API refuses the server key             P0 status_api_auth
   6.2 PAID without access                              P1 paid_without_access
   6.3 notifications refused for a bad signature        P1 signature_failures
+  6.3 no notification at all                           P1 webhook_silence
   6.4 one SMTP 451 at a quiet shop                     P2 provider_failing
                                                           (tests/kasirctl/test_doctor.py)
   6.5 kasir-reconciler stops                           P1 reconciler_answers
@@ -187,6 +188,43 @@ def scenario_6_3():
         print("6.3 ok", flush=True)
 
 
+def scenario_6_3_silence():
+    """SOP 6.3: Midtrans delivers nothing at all (wrong notification URL)."""
+    with kasirtest.Stack.for_test(name="sop_6_3_silence",
+                                  overrides={"RECON_AUTO_SILENCE": "2s",
+                                             "RECON_AUTO_MODE": "false",
+                                             "RECON_MODE_INTERVAL": "1s"}) as st:
+        st.start_all(services=DAEMONS)
+        ctl = Ctl(st)
+        orders = [create_order(st) for _ in range(3)]
+        for o in orders:
+            pay_silently(st, o)
+        st.wait_until(lambda: any(f["check"] == "webhook_silence"
+                                  for f in doctor(ctl)[1]["findings"]),
+                      timeout=30, what="doctor sees the silence")
+        rc, res = doctor(ctl)
+        assert rc == 1, res
+        f = finding(res, "webhook_silence")
+        assert_sop(f, "P1", "6.3", "KasirWebhookSilence")
+        assert "3 order(s) created" in f["title"], f
+        (csel, created), = promrules.scraped(st, "order", "kasir_orders_created_total")
+        (ssel, stored), = promrules.scraped(st, "ingest", "kasir_ingest_stored_total")
+        assert (created, stored) == (3, 0), (created, stored)
+        assert promrules.fired("KasirWebhookSilence",
+                               [(csel, f"0x5 {created:.0f}x90"), (ssel, "0x95")], "40m")
+        assert not promrules.fired("KasirWebhookSilence",
+                                   [(csel, f"0x5 {created:.0f}x90"), (ssel, "0x5 3x90")], "40m")
+        # step 4: switch to reconciliation; the payments complete without
+        # a single notification
+        assert f["command"].startswith("kasirctl reconcile-mode on"), f
+        ctl.json("reconcile-mode", "on", "--reason", "drill 6.3: no webhook")
+        for o in orders:
+            st.wait_until(lambda o=o: active_entitlements(st, o) == 1, timeout=60,
+                          what=f"{o} paid by reconciliation")
+        assert [r[2] for r in ops_audit(st, "reconcile-mode")] == ["ok"]
+        print("6.3 (silence) ok", flush=True)
+
+
 def scenario_6_5():
     with kasirtest.Stack.for_test(name="sop_6_5") as st:
         st.start_all(services=DAEMONS)
@@ -224,6 +262,7 @@ def main():
     scenario_6_1_server_key()
     scenario_6_2()
     scenario_6_3()
+    scenario_6_3_silence()
     scenario_6_5()
     print("SOP scenario drills passed (6.4: kasirctl_doctor)")
 
