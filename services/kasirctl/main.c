@@ -39,7 +39,7 @@ static const struct ctl_command commands[] = {
     {"order", "show", cmd_order_show, false, false, "order show ORDER_ID"},
     {"order", "find", cmd_order_find, false, false,
      "order find --email ADDR | --phone NUMBER | --name TEXT [--limit N]"},
-    {"doctor", NULL, cmd_doctor, false, false, "doctor"},
+    {"doctor", NULL, cmd_doctor, false, false, "doctor [--table]"},
     {"reconcile", NULL, cmd_reconcile, true, false,
      "reconcile ORDER_ID | --pending"},
     {"reconcile-mode", NULL, cmd_reconcile_mode, true, false,
