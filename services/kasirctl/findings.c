@@ -80,10 +80,11 @@ static const struct ctl_finding_def findings[] = {
                 "kasirctl reconcile --pending --reason \"...\"",
      .alert = "KasirWebhookRefused"},
     {.id = "notification_contradicted", .severity = "P1", .scenario = "6.3",
-     .step = "step 2, signature logic: notifications whose status "
-             "contradicts what Midtrans answers; never act on them",
-     .command = "kasirctl order show ORDER_ID",
-     .alert = NULL},
+     .step = "step 2, signature logic: signed notifications whose status "
+             "contradicts itself (a leaked body replayed with its status "
+             "rewritten) were refused; find where bodies leak",
+     .command = "kasirctl order show ORDER_ID (refused bodies naming it)",
+     .alert = "KasirNotificationRewritten"},
     {.id = "notifier_answers", .severity = "P1", .scenario = "6.5",
      .step = "step 1, restart the service; it catches up from its cursors "
              "(step 3, watch the backlog drain)",
@@ -103,7 +104,7 @@ static const struct ctl_finding_def findings[] = {
      .step = "step 1-2: a loop of the daemon stopped; restart the service "
              "and make sure no lock is stuck",
      .command = "systemctl restart <unit>; kasirctl status",
-     .alert = NULL},
+     .alert = "KasirLoopSilent"},
     {.id = "stream_lag", .severity = "P1", .scenario = "6.5",
      .step = "step 3, backlog drain: the consumer catches up by replay; "
              "restart it if the lag does not fall",
