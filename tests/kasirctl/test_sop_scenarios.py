@@ -41,6 +41,14 @@ def assert_sop(f, severity, scenario, alert):
     assert f["step"] and f["command"], f
 
 
+def wait_watched(st, orders):
+    """kasir-reconciler has the orders (from the orders stream): only then
+    does `reconcile --pending` see them."""
+    st.wait_until(lambda: st.sql("SELECT count(*) FROM recon.watch WHERE order_id = ANY(%s)",
+                                 (list(orders),))[0][0] == len(orders),
+                  timeout=30, what="the reconciler watches the orders")
+
+
 def pay_silently(st, order_id):
     """Paid at Midtrans, the notification lost on the way."""
     r = st.fake("POST", f"/_fake/orders/{order_id}/pay", {"notify": "drop"})
@@ -71,6 +79,7 @@ def scenario_6_1():
                                                        (psel, "0x5 1x60")], "40m")
         # the printed command resolves it: ask Midtrans
         assert "kasirctl reconcile --pending" in f["command"], f
+        wait_watched(st, orders)
         ctl.json("reconcile", "--pending", "--reason", "drill 6.1: no payment for an hour")
         st.wait_until(lambda: st.sql("SELECT count(*) FROM orders.orders WHERE status = 'PAID'")
                       [0][0] == 3, timeout=60, what="the three orders PAID by reconciliation")
@@ -91,6 +100,7 @@ def scenario_6_1_server_key():
         st.restart("reconciler")
         a = create_order(st)
         pay_silently(st, a)
+        wait_watched(st, [a])
         ctl.json("reconcile", "--pending", "--reason", "drill 6.1: is it paid?")
         st.wait_until(lambda: doctor(ctl)[0] == 1, timeout=30, what="doctor sees the key")
         rc, res = doctor(ctl)
@@ -181,6 +191,7 @@ def scenario_6_3():
         assert not promrules.fired("KasirWebhookRefused", [(sel, "0x33")], "12m")
         # the printed command gets the payment through by reconciliation
         assert "kasirctl reconcile --pending" in f["command"], f
+        wait_watched(st, [a])
         ctl.json("reconcile", "--pending", "--reason", "drill 6.3: notifications refused")
         st.wait_until(lambda: active_entitlements(st, a) == 1, timeout=60,
                       what="paid and granted through reconciliation")
