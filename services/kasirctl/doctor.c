@@ -338,10 +338,56 @@ reconciler_checks(struct doctor *d, const cJSON *f)
 	}
 }
 
+/* SOP 6.5: a loop that owns a database handle had no successful pass past
+ * its bound while its daemon answers (every daemon's status lists its
+ * loops: common/liveness.c). */
+static void
+loop_checks(struct doctor *d, cJSON *const st[SVC_COUNT])
+{
+	cJSON *items = cJSON_CreateArray();
+	char names[256] = "";
+	bool known = false;
+
+	for (int s = 0; s < SVC_COUNT; s++) {
+		const cJSON *loops =
+		    cJSON_GetObjectItemCaseSensitive(st[s], "loops");
+		const cJSON *l;
+
+		if (!cJSON_IsArray(loops))
+			continue;
+		known = true;
+		cJSON_ArrayForEach(l, loops)
+		{
+			cJSON *it;
+			size_t len = strlen(names);
+
+			if (!j_bool(l, "silent"))
+				continue;
+			it = cJSON_Duplicate(l, true);
+			cJSON_AddStringToObject(it, "service", ctl_svc_name(s));
+			cJSON_AddItemToArray(items, it);
+			snprintf(names + len, sizeof(names) - len, "%s%s",
+			         len ? ", " : "", j_str(l, "loop"));
+		}
+	}
+	if (cJSON_GetArraySize(items) > 0) {
+		finding(d, "loop_silent",
+		        j_str(cJSON_GetArrayItem(items, 0), "service"), items,
+		        "silent past their bound: %s", names);
+		return;
+	}
+	cJSON_Delete(items);
+	if (known)
+		check_ran(d, "loop_silent");
+	else
+		check_skipped(d, "loop_silent");
+}
+
 /* Checks on what "status" said (no facts needed). */
 static void
 status_checks(struct doctor *d, cJSON *const st[SVC_COUNT])
 {
+	loop_checks(d, st);
 	if (st[SVC_NOTIFIER] == NULL)
 		check_skipped(d, "reminders_paused");
 	else if (j_bool(st[SVC_NOTIFIER], "reminders_paused"))
@@ -395,6 +441,22 @@ by_severity(const void *a, const void *b)
 	       severity_rank(j_str(y, "severity"));
 }
 
+/* "kasir-reconciler: reconciler.scheduler, last good pass 41s ago
+ * (bound 22s)" */
+static void
+print_loop(const cJSON *it, int n)
+{
+	char age[32] = "never", bound[32];
+
+	if (j_num(it, "ok_age_s") >= 0)
+		fmt_age((int64_t)(j_num(it, "ok_age_s") * 1000), age,
+		        sizeof(age));
+	fmt_age((int64_t)(j_num(it, "bound_s") * 1000), bound, sizeof(bound));
+	printf("%s%s: %s, last good pass %s%s (bound %s)", n ? "\n      " : "",
+	       j_str(it, "service"), j_str(it, "loop"), age,
+	       j_num(it, "ok_age_s") >= 0 ? " ago" : "", bound);
+}
+
 /* Item label for text: the order id, the stream edge, the service (with
  * its error), or the job id. */
 static void
@@ -416,6 +478,8 @@ print_items(const cJSON *items)
 			printf("%s%s->%s lag %.0f", n ? ", " : "",
 			       j_str(it, "stream"), j_str(it, "consumer"),
 			       j_num(it, "lag"));
+		else if (j_str(it, "loop")[0])
+			print_loop(it, n);
 		else if (j_str(it, "service")[0])
 			printf("%s%s: %s", n ? "\n      " : "",
 			       j_str(it, "service"), j_str(it, "error"));

@@ -101,8 +101,9 @@ static const struct ctl_finding_def findings[] = {
      .command = "journalctl -u <unit>; systemctl restart <unit>",
      .alert = NULL},
     {.id = "loop_silent", .severity = "P1", .scenario = "6.5",
-     .step = "step 1-2: a loop of the daemon stopped; restart the service "
-             "and make sure no lock is stuck",
+     .step = "step 1-2: a loop of a daemon that still answers has done no "
+             "database work past its bound (PostgreSQL is up); restart the "
+             "service and make sure no lock is stuck",
      .command = "systemctl restart <unit>; kasirctl status",
      .alert = "KasirLoopSilent"},
     {.id = "stream_lag", .severity = "P1", .scenario = "6.5",

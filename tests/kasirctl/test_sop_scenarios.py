@@ -12,6 +12,7 @@ exported (and stays quiet on the healthy values).
   6.4 one SMTP 451 at a quiet shop                     P2 provider_failing
                                                           (tests/kasirctl/test_doctor.py)
   6.5 kasir-reconciler stops                           P1 reconciler_answers
+  6.5 its scheduler loop is stuck, the daemon answers  P1 loop_silent
 """
 import json
 import os
@@ -267,6 +268,44 @@ def scenario_6_5():
         print("6.5 ok", flush=True)
 
 
+def scenario_6_5_loop():
+    """SOP 6.5: kasir-reconciler answers, its scheduler loop is stuck."""
+    # the scheduler's bound follows its Status API timeouts: keep it short
+    with kasirtest.Stack.for_test(name="sop_6_5_loop",
+                                  overrides={"RECON_TIMEOUT": "1s",
+                                             "RECON_RETRIES": "0"}) as st:
+        st.start_all(services=DAEMONS)
+        ctl = Ctl(st)
+        # the scheduler waits at a database command (a failpoint holds it,
+        # as a stuck lock would) while the daemon goes on answering
+        fpdir = os.path.join(st.dir, "failpoints")
+        os.makedirs(fpdir, exist_ok=True)
+        st.stop("reconciler")
+        st.start("reconciler", env={"KASIR_FAILPOINTS": "reconciler.scheduler:*=pause@3",
+                                    "KASIR_FAILPOINT_DIR": fpdir})
+        st.wait_until(lambda: any(f["check"] == "loop_silent"
+                                  for f in doctor(ctl)[1]["findings"]),
+                      timeout=90, what="doctor names the silent loop")
+        rc, res = doctor(ctl)
+        assert rc == 1, res
+        f = finding(res, "loop_silent")
+        assert_sop(f, "P1", "6.5", "KasirLoopSilent")
+        assert f["service"] == "kasir-reconciler" and \
+            [i["loop"] for i in f["items"]] == ["reconciler.scheduler"], f
+        assert not [x for x in res["findings"] if x["check"] == "reconciler_answers"], res
+        (sel, v), = [s for s in promrules.scraped(st, "reconciler", "kasir_loop_silent")
+                     if 'loop="reconciler.scheduler"' in s[0]]
+        assert v == 1, v
+        assert promrules.fired("KasirLoopSilent", [(sel, f"0x2 {v:.0f}x10")], "8m")
+        assert not promrules.fired("KasirLoopSilent", [(sel, "0x12")], "8m")
+        # step 1: restart the service (systemd stops what does not stop)
+        assert f["command"].startswith("systemctl restart"), f
+        st.kill("reconciler")
+        st.start("reconciler")
+        st.wait_until(lambda: doctor(ctl)[0] == 0, timeout=60, what="doctor clean")
+        print("6.5 (silent loop) ok", flush=True)
+
+
 def main():
     promrules.promtool()
     scenario_6_1()
@@ -275,6 +314,7 @@ def main():
     scenario_6_3()
     scenario_6_3_silence()
     scenario_6_5()
+    scenario_6_5_loop()
     print("SOP scenario drills passed (6.4: kasirctl_doctor)")
 
 
