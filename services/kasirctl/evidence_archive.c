@@ -378,8 +378,10 @@ parse_tar(const uint8_t *buf, size_t len, struct member **ret, size_t *ret_n,
 			goto fail;
 		}
 		if (all_zero(h, BLOCK)) {
-			if (off + 2 * BLOCK != len ||
-			    !all_zero(h + BLOCK, BLOCK)) {
+			/* two or more zero blocks (tar(1) pads to its record
+			 * size), nothing else */
+			if (off + 2 * BLOCK > len ||
+			    !all_zero(h + BLOCK, len - off - BLOCK)) {
 				r = reject(why, why_len, KASIR_EREJECT,
 				           "data after the end of the archive "
 				           "(offset %zu)",

@@ -14,6 +14,9 @@
  *   notify.c      kasirctl notify resend|requeue, reminders pause|resume
  *   incident.c    kasirctl incident open|note|close|report
  *   export.c      kasirctl export orders|events
+ *   evidence.c    kasirctl evidence ORDER_ID | verify FILE (the archive:
+ *                 evidence_archive.c)
+ *   refund.c      kasirctl refund ORDER_ID
  *
  * kasirctl never writes another service's tables: every change is an admin
  * request to the owning daemon, which checks the role (from the socket's
@@ -86,6 +89,11 @@ struct ctl_conf {
 
 	char *engineer_group; /* unix groups -> roles */
 	char *support_group;
+
+	/* evidence bundles (evidence.c): the key that signs their manifest
+	 * (NULL value: not configured) and the id written beside it */
+	struct conf_secret evidence_key;
+	char *evidence_key_id;
 
 	/* doctor thresholds */
 	int64_t lag_max;         /* stream lag (messages) before P2 */
@@ -246,6 +254,9 @@ int cmd_incident_close(struct ctl *c, int argc, char **argv);
 int cmd_incident_report(struct ctl *c, int argc, char **argv);
 int cmd_incident_list(struct ctl *c, int argc, char **argv);
 int cmd_export(struct ctl *c, int argc, char **argv);
+int cmd_evidence(struct ctl *c, int argc, char **argv);
+int cmd_evidence_verify(struct ctl *c, int argc, char **argv);
+int cmd_refund(struct ctl *c, int argc, char **argv);
 
 /* status.c, shared with doctor: "status" of every configured daemon
  * (st[s] NULL when it did not answer: err[s] says why; caller frees st),
