@@ -304,28 +304,38 @@ refund_call(const struct recon_conf *conf, const char *order_id,
 
 /* ---- the admin command --------------------------------------------------- */
 
-static int refuse(struct kasir_db *db, const struct admin_request *req,
-                  const char *order_id, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+/* Where a refusal is written: the admin reply's code and message. */
+struct refusal {
+	char *code;
+	size_t code_len;
+	char *msg;
+	size_t msg_len;
+};
 
-static char refuse_msg[512];
+/* Ends the open transaction, audits the refusal (alone) and fills the
+ * reply.  Returns KASIR_EREJECT. */
+static int refuse(struct kasir_db *db, const struct admin_request *req,
+                  const char *order_id, const struct refusal *out,
+                  const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
 
 static int
 refuse(struct kasir_db *db, const struct admin_request *req,
-       const char *order_id, const char *code, const char *fmt, ...)
+       const char *order_id, const struct refusal *out, const char *code,
+       const char *fmt, ...)
 {
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(refuse_msg, sizeof(refuse_msg), fmt, ap);
+	vsnprintf(out->msg, out->msg_len, fmt, ap);
 	va_end(ap);
+	kasir_strlcpy(out->code, code, out->code_len);
 	db_rollback(db);
-	if (recon_admin_audit(db, req, NULL, NULL, "refused", refuse_msg) < 0)
+	if (recon_admin_audit(db, req, NULL, NULL, "refused", out->msg) < 0)
 		log_warning("admin: auditing a refused refund failed: %s",
 		            db_last_error(db));
 	log_order(LOG_NOTICE, order_id, "admin: refund by %s refused: %s: %s",
-	          req->peer.user, code, refuse_msg);
-	(void)code;
+	          req->peer.user, code, out->msg);
 	return KASIR_EREJECT;
 }
 
@@ -338,7 +348,7 @@ recon_admin_refund(struct recon *r, struct kasir_db *db,
 	    cJSON_GetObjectItemCaseSensitive(req->args, "amount");
 	const cJSON *joid =
 	    cJSON_GetObjectItemCaseSensitive(req->args, "order_id");
-	const char *order_id, *p[1], *rc_code = NULL;
+	const char *order_id, *p[1];
 	struct refund_answer a = {0};
 	PGresult *res = NULL;
 	int64_t gross = 0, refunded = 0, left, amount = 0, refund_id = 0,
@@ -346,6 +356,7 @@ recon_admin_refund(struct recon *r, struct kasir_db *db,
 	char key[REFUND_KEY_LEN + 1] = "", s_amount[24], s_gross[24], s_id[24];
 	bool retry = false;
 	cJSON *after = NULL, *out = NULL;
+	const struct refusal no = {code, code_len, msg, msg_len};
 	int rc;
 
 	if ((rc = recon_admin_require_engineer(db, req, code, code_len, msg,
@@ -386,14 +397,12 @@ recon_admin_refund(struct recon *r, struct kasir_db *db,
 	if ((rc = db_exec(db, &st_watch, p, &res)) < 0)
 		goto db_failed_tx;
 	if (PQntuples(res) != 1) {
-		rc_code = "order_not_found";
-		rc = refuse(db, req, order_id, rc_code,
+		rc = refuse(db, req, order_id, &no, "order_not_found",
 		            "the reconciler has never seen order %s", order_id);
 		goto refused;
 	}
 	if (strcmp(db_get(res, 0, 0), "PAID") != 0) {
-		rc_code = "not_paid";
-		rc = refuse(db, req, order_id, rc_code,
+		rc = refuse(db, req, order_id, &no, "not_paid",
 		            "order %s is %s: only a PAID order can be refunded",
 		            order_id, db_get(res, 0, 0));
 		goto refused;
@@ -403,8 +412,7 @@ recon_admin_refund(struct recon *r, struct kasir_db *db,
 	if ((rc = db_exec(db, &st_paid_proof, p, &res)) < 0)
 		goto db_failed_tx;
 	if (PQntuples(res) != 1 || parse_idr(db_get(res, 0, 0), &gross) < 0) {
-		rc_code = "no_payment_proof";
-		rc = refuse(db, req, order_id, rc_code,
+		rc = refuse(db, req, order_id, &no, "no_payment_proof",
 		            "no Status API answer shows order %s paid: run "
 		            "kasirctl reconcile %s first",
 		            order_id, order_id);
@@ -421,8 +429,7 @@ recon_admin_refund(struct recon *r, struct kasir_db *db,
 	if (amount == 0)
 		amount = left;
 	if (amount <= 0 || amount > left) {
-		rc_code = "amount_above_remaining";
-		rc = refuse(db, req, order_id, rc_code,
+		rc = refuse(db, req, order_id, &no, "amount_above_remaining",
 		            "refund of %" PRId64 " asked, %" PRId64
 		            " left (paid %" PRId64 ", refunded through kasir "
 		            "%" PRId64 ")",
@@ -434,9 +441,8 @@ recon_admin_refund(struct recon *r, struct kasir_db *db,
 	if (PQntuples(res) == 1) {
 		open_amount = db_get_i64(res, 0, 2);
 		if (open_amount != amount) {
-			rc_code = "refund_unclear";
 			rc = refuse(
-			    db, req, order_id, rc_code,
+			    db, req, order_id, &no, "refund_unclear",
 			    "refund %s of %" PRId64 " for this order has no "
 			    "clear answer from Midtrans yet: run the same "
 			    "command with --amount %" PRId64
@@ -579,8 +585,6 @@ recon_admin_refund(struct recon *r, struct kasir_db *db,
 	goto out;
 
 refused:
-	kasir_strlcpy(code, rc_code, code_len);
-	kasir_strlcpy(msg, refuse_msg, msg_len);
 	goto out;
 db_failed_tx:
 	db_rollback(db);

@@ -165,11 +165,13 @@ def main():
         assert rc in (1, 3) and "refund key" in err, (rc, err)
         refunds = fake_refunds(st, a)
         assert len(refunds) == 2, refunds  # Midtrans did refund
+        # another amount while that one is unclear: refused, not guessed
+        r = ctl.json("refund", a, "--amount", str(part + 1), "--reason", "other", expect=1)
+        assert r["error"]["code"] == "refund_unclear", r
         r = ctl.json("refund", a, "--amount", str(part), "--reason", "second part, retry")
         assert r["result"]["retry"] is True and r["result"]["refund_key"] == refunds[1]["refund_key"], r
         assert len(fake_refunds(st, a)) == 2, "the retry refunded twice"
         assert st.fake("GET", "/_fake/stats").body["refund_api"]["replays"] == 1
-        # a different amount while one is unclear is refused, not guessed
 
         # ---- full refund: the order changes only on Midtrans's word ---------
         # Midtrans's notification cannot arrive (kasir-ingest stopped) and its
