@@ -238,6 +238,34 @@ add_reconciler(struct ev_run *e, cJSON *r)
 	         cJSON_GetObjectItem(r, "refunds"));
 }
 
+/* kasir-order's view, one file per kind of row: the order, its
+ * transitions (each naming its evidence), the evidence it applied or
+ * ignored (with the body it decided on), entitlements and their history,
+ * its audit.  The summary has read the whole view before. */
+static void
+add_order(struct ev_run *e, cJSON *o)
+{
+	static const struct {
+		const char *key;
+		const char *file;
+	} parts[] = {
+	    {"timeline", "order/transitions.json"},
+	    {"evidence", "order/evidence.json"},
+	    {"entitlements", "order/entitlements.json"},
+	    {"entitlement_history", "order/entitlement_history.json"},
+	    {"audit", "order/audit.json"},
+	};
+
+	for (size_t i = 0; i < ARRAY_SIZE(parts); i++) {
+		cJSON *rows = cJSON_DetachItemFromObject(o, parts[i].key);
+
+		if (rows != NULL)
+			add_json(e, parts[i].file, rows);
+		cJSON_Delete(rows);
+	}
+	add_json(e, "order/order.json", o);
+}
+
 /* The incidents named by kasirctl's audit rows of this order. */
 static cJSON *
 incidents_of(struct ctl *c, const cJSON *audit)
@@ -594,7 +622,7 @@ cmd_evidence(struct ctl *c, int argc, char **argv)
 		free(s);
 	}
 	if (r[0] != NULL)
-		add_json(&e, "order/order.json", r[0]);
+		add_order(&e, r[0]);
 	if (r[1] != NULL)
 		add_ingest(&e, r[1]);
 	if (r[2] != NULL)

@@ -193,8 +193,9 @@ def main():
         st.wait_until(lambda: status(st, a) == "REFUNDED", timeout=60, what="REFUNDED")
         st.wait_until(lambda: active_entitlements(st, a) == 0, what="access revoked")
         st.wait_until(lambda: st.sql("SELECT count(DISTINCT channel) FROM notify.job WHERE"
-                                     " order_id = %s AND kind = 'refund'", (a,))[0][0] == 2,
-                      timeout=60, what="refund message by email and WhatsApp")
+                                     " order_id = %s AND kind = 'refund' AND state = 'sent'",
+                                     (a,))[0][0] == 2,
+                      timeout=60, what="refund message sent by email and WhatsApp")
         r = ctl.json("refund", a, "--amount", "1", "--reason", "again", expect=1)
         assert r["error"]["code"] == "not_paid", r
 
@@ -215,7 +216,9 @@ def main():
             files = members(p)
             names = set(files)
             assert {"MANIFEST", "MANIFEST.sig", "summary.md", "bundle.json",
-                    "order/order.json", "ingest/notifications.json",
+                    "order/order.json", "order/transitions.json",
+                    "order/evidence.json", "order/entitlement_history.json",
+                    "ingest/notifications.json",
                     "reconciler/status_checks.json", "reconciler/refunds.json",
                     "notifier/messages.json", "kasirctl/audit.json"} <= names, names
             assert any(n.startswith("ingest/notification/") for n in names), names
@@ -227,6 +230,9 @@ def main():
             assert CUSTOMER["phone"].encode() not in blob, f"{p}: phone not redacted"
         ref_files = members(p_ref)
         assert b"refund_key" in ref_files["reconciler/refunds.json"]
+        assert b'"REFUNDED"' in ref_files["order/transitions.json"]
+        assert b'"revoke' in ref_files["order/entitlement_history.json"], \
+            ref_files["order/entitlement_history.json"]
         assert b"REFUNDED" in ref_files["summary.md"]
         assert st.sql("SELECT count(*) FROM ops.audit WHERE command = 'evidence'"
                       " AND target = %s AND role = 'support'", (paid,))[0][0] == 1
