@@ -10,9 +10,9 @@
  * transitions, entitlements and their history, its audit), kasir-reconciler
  * evidence.order (every Status API answer raw, refunds started from kasir),
  * kasir-notifier jobs.list (messages, attempts, provider ids); kasirctl
- * adds its own ops.audit rows and the incidents they name.  A daemon that
- * does not answer is named in bundle.json and in the summary: the bundle is
- * still written, never silently short.
+ * adds its own ops.audit rows and the incidents naming the order.  A daemon
+ * that does not answer is named in bundle.json and in the summary: the bundle
+ * is still written, never silently short.
  *
  * Personal data (names, e-mail addresses, phone numbers) is replaced by
  * "[redacted]" unless --include-personal is given; the run is recorded in
@@ -266,31 +266,26 @@ add_order(struct ev_run *e, cJSON *o)
 	add_json(e, "order/order.json", o);
 }
 
-/* The incidents named by kasirctl's audit rows of this order. */
+/* The incidents naming the order, each with its notes. */
 static cJSON *
-incidents_of(struct ctl *c, const cJSON *audit)
+incidents_of(struct ctl *c, const char *order_id)
 {
-	cJSON *out = cJSON_CreateArray(), *row;
-	int64_t seen[64];
-	size_t nseen = 0;
+	cJSON *out = cJSON_CreateArray(), *ids = NULL, *row;
 
-	cJSON_ArrayForEach(row, audit)
+	if (!c->ops_ok || ops_incidents_naming(c, order_id, &ids) < 0)
+		return out;
+	cJSON_ArrayForEach(row, ids)
 	{
-		int64_t id = (int64_t)j_num(row, "incident_id");
+		int64_t id = (int64_t)j_num(row, "id");
 		cJSON *inc = NULL, *notes = NULL;
-		bool dup = false;
 
-		for (size_t i = 0; i < nseen; i++)
-			dup |= seen[i] == id;
-		if (id <= 0 || dup || nseen == ARRAY_SIZE(seen))
-			continue;
-		seen[nseen++] = id;
 		if (ops_incident_get(c, id, &inc) < 0)
 			continue;
 		if (ops_incident_notes(c, id, &notes) == 0)
 			cJSON_AddItemToObject(inc, "notes", notes);
 		cJSON_AddItemToArray(out, inc);
 	}
+	cJSON_Delete(ids);
 	return out;
 }
 
@@ -331,7 +326,8 @@ dash(const char *s)
 static void
 summary_lang(struct sbuf *s, int lang, const char *id, const cJSON *order,
              const cJSON *ingest, const cJSON *recon, const cJSON *notif,
-             const cJSON *audit, const cJSON *missing, bool personal)
+             const cJSON *audit, const cJSON *incidents, const cJSON *missing,
+             bool personal)
 {
 #define T(idn, en) (lang == 0 ? (idn) : (en))
 	const cJSON *e;
@@ -430,6 +426,13 @@ summary_lang(struct sbuf *s, int lang, const char *id, const cJSON *order,
 	              j_str(e, "command"), T("oleh", "by"), j_str(e, "actor"),
 	              j_str(e, "result"), dash(j_str(e, "reason")));
 	if (cJSON_GetArraySize(audit) == 0)
+		sb_printf(s, "- %s\n", T("tidak ada", "none"));
+	sb_printf(s, "\n### %s\n\n", T("Insiden", "Incidents"));
+	cJSON_ArrayForEach(e, incidents) sb_printf(
+	    s, "- %s %s: %s (%s, %s %s)\n", j_str(e, "id"),
+	    j_str(e, "severity"), j_str(e, "title"), j_str(e, "state"),
+	    T("dibuka", "opened"), j_str(e, "opened_at"));
+	if (cJSON_GetArraySize(incidents) == 0)
 		sb_printf(s, "- %s\n", T("tidak ada", "none"));
 	if (cJSON_GetArraySize(missing) > 0) {
 		sb_printf(s, "\n### %s\n\n", T("TIDAK LENGKAP", "INCOMPLETE"));
@@ -551,7 +554,7 @@ cmd_evidence(struct ctl *c, int argc, char **argv)
 		(void)ops_audit_for_order(c, id, &audit);
 	if (audit == NULL)
 		audit = cJSON_CreateArray();
-	incidents = incidents_of(c, audit);
+	incidents = incidents_of(c, id);
 
 	missing = cJSON_CreateArray();
 	for (size_t i = 0; i < ARRAY_SIZE(asks); i++) {
@@ -594,7 +597,7 @@ cmd_evidence(struct ctl *c, int argc, char **argv)
 	                       "redacted.");
 	for (int lang = 0; lang < 2; lang++)
 		summary_lang(&sum, lang, id, r[0], r[1], r[2], r[3], audit,
-		             missing, e.personal);
+		             incidents, missing, e.personal);
 	sb_printf(&sum, "---\n%s\n%s\n",
 	          "Keaslian: `kasirctl evidence verify FILE` memeriksa SHA-256 "
 	          "setiap berkas di MANIFEST dan tanda tangan HMAC-SHA256 "

@@ -204,6 +204,10 @@ int ops_incident_note(struct ctl *c, int64_t id, const char *text);
 int ops_incident_close(struct ctl *c, int64_t id,
                        const char *const fields[INCIDENT_FIELDS]);
 int ops_incident_notes(struct ctl *c, int64_t id, struct cJSON **ret);
+/* [{id}] of the incidents naming order_id (title, a note, or a kasirctl
+ * command on it run under the incident), at most 50.  *ret caller frees. */
+int ops_incidents_naming(struct ctl *c, const char *order_id,
+                         struct cJSON **ret);
 /* Open incidents (all: closed ones too), newest first. */
 int ops_incident_list(struct ctl *c, bool all, struct cJSON **ret);
 /* Message of the last database error (for the user). */

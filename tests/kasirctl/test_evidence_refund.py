@@ -29,6 +29,10 @@ def pay(st, oid, payment_type="gopay"):
     assert r.status in (200, 202), r
     st.wait_until(lambda: status(st, oid) == "PAID" and active_entitlements(st, oid) == 1,
                   timeout=30, what=f"{oid} PAID with access")
+    # the reconciler decides refunds from what the orders stream told it
+    st.wait_until(lambda: st.sql("SELECT status FROM recon.watch WHERE order_id = %s",
+                                 (oid,)) == [("PAID",)],
+                  timeout=30, what=f"{oid} PAID at the reconciler")
 
 
 def prove(st, ctl, oid, tstatus="settlement"):
@@ -135,8 +139,10 @@ def main():
         prove(st, ctl, a)
         r = ctl.json("refund", a, "--reason", "support tries", role="support", expect=1)
         assert r["error"]["code"] == "role_required", r
+        st.wait_until(lambda: st.sql("SELECT count(*) FROM recon.watch WHERE order_id = %s",
+                                     (unpaid,))[0][0] == 1, what="unpaid order watched")
         r = ctl.json("refund", unpaid, "--reason", "not paid", expect=1)
-        assert r["error"]["code"] in ("not_paid", "order_not_found"), r
+        assert r["error"]["code"] == "not_paid", r
         r = ctl.json("refund", a, "--amount", str(total + 1), "--reason", "too much", expect=1)
         assert r["error"]["code"] == "amount_above_remaining", r
         assert recon_audit(st, a, "refused") == 3  # no proof, support, too much
@@ -179,7 +185,9 @@ def main():
         st.stop("ingest")
         st.fake("POST", "/_fake/status_api", {"mode": "5xx", "count": -1})
         checks = st.sql("SELECT count(*) FROM recon.status_check WHERE order_id = %s", (a,))[0][0]
-        r = ctl.json("refund", a, "--reason", "the rest")
+        inc = ctl.json("incident", "open", "--severity", "P3", "--title",
+                       f"customer disputes {a}")["result"]["id"]
+        r = ctl.json("refund", a, "--reason", "the rest", "--incident", inc)
         assert r["result"]["amount"] == total - 2 * part, r
         # the reconciler's forced check after the refund was answered 500...
         st.wait_until(lambda: st.sql("SELECT count(*) FROM recon.status_check WHERE"
@@ -230,6 +238,8 @@ def main():
             assert CUSTOMER["phone"].encode() not in blob, f"{p}: phone not redacted"
         ref_files = members(p_ref)
         assert b"refund_key" in ref_files["reconciler/refunds.json"]
+        assert inc.encode() in ref_files["kasirctl/incidents.json"] and \
+            inc.encode() in ref_files["summary.md"], ref_files["kasirctl/incidents.json"]
         assert b'"REFUNDED"' in ref_files["order/transitions.json"]
         assert b'"revoke' in ref_files["order/entitlement_history.json"], \
             ref_files["order/entitlement_history.json"]
