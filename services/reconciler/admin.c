@@ -5,8 +5,9 @@
  *   status             support   mode, pending orders by age bucket,
  *                                oldest pending age, auth broken?, last
  *                                check, orders stream cursor
- *   checks.list        support   {order_id}: the watch row and every
- *                                stored answer (kasirctl order show)
+ *   checks.list        support   {order_id}: the watch row, every
+ *                                stored answer and the refunds (kasirctl
+ *                                order show)
  *   doctor.facts       support   pending past expiry + grace without an
  *                                expiry check (must be none), auth
  *                                broken, webhook silence
@@ -529,6 +530,12 @@ recon_admin(void *arg, const struct admin_request *req, cJSON **ret_result,
 			        : cJSON_CreateNull());
 			cJSON_AddItemToObject(out, "checks", checks);
 			checks = NULL;
+			/* refunds started from kasir (refund.c); absent when
+			 * the query failed: kasirctl shows what it got */
+			cJSON *refunds = recon_refunds_json(db, order_id);
+
+			if (refunds != NULL)
+				cJSON_AddItemToObject(out, "refunds", refunds);
 		}
 		cJSON_Delete(checks);
 		cJSON_Delete(watch);

@@ -18,6 +18,9 @@
  *                the same transaction.
  *   mode.c       normal / reconciliation mode: operator and automatic.
  *   admin.c      operator commands on the admin socket, scrape metrics.
+ *   refund.c     refund.order: Midtrans's Refund API with a refund key
+ *                stored (recon.refund) before the call.
+ *   evidence_admin.c  evidence.order: one order's answers and refunds, raw.
  *   conf.c       the configuration table.
  */
 #ifndef KASIR_RECONCILER_H

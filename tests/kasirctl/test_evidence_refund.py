@@ -178,6 +178,10 @@ def main():
         assert r["result"]["retry"] is True and r["result"]["refund_key"] == refunds[1]["refund_key"], r
         assert len(fake_refunds(st, a)) == 2, "the retry refunded twice"
         assert st.fake("GET", "/_fake/stats").body["refund_api"]["replays"] == 1
+        out, _ = ctl.text("order", "show", a)
+        key = refunds[1]["refund_key"]
+        assert f"Refund API (key {key}): uncertain" in out and \
+            f"Refund API (key {key}): accepted" in out, out
 
         # ---- full refund: the order changes only on Midtrans's word ---------
         # Midtrans's notification cannot arrive (kasir-ingest stopped) and its
