@@ -516,6 +516,11 @@ cmd_evidence(struct ctl *c, int argc, char **argv)
 		                      "data and is only made when ops.audit "
 		                      "records it",
 		                      why);
+	if (c->conf.db_url == NULL)
+		fprintf(stderr,
+		        "kasirctl: warning: no ops database in %s: this bundle "
+		        "(customer data) is recorded nowhere\n",
+		        c->conf_source);
 	gmtime_r(&now, &tm);
 	strftime(ts, sizeof(ts), "%Y%m%dT%H%M%SZ", &tm);
 	if (output == NULL)
