@@ -8,8 +8,10 @@
  * evidence.order (every notification's raw body, signature result, source
  * address), kasir-order order.show (the order, evidence decisions,
  * transitions, entitlements and their history, its audit), kasir-reconciler
- * evidence.order (every Status API answer raw, refunds started from kasir),
- * kasir-notifier jobs.list (messages, attempts, provider ids); kasirctl
+ * evidence.order (every Status API answer raw, refunds started from kasir,
+ * its audit),
+ * kasir-notifier evidence.order (messages, attempts, provider ids, its
+ * audit); kasirctl
  * adds its own ops.audit rows and the incidents naming the order.  A daemon
  * that does not answer is named in bundle.json and in the summary: the bundle
  * is still written, never silently short.
@@ -236,6 +238,7 @@ add_reconciler(struct ev_run *e, cJSON *r)
 	         cJSON_GetObjectItem(r, "status_checks"));
 	add_json(e, "reconciler/refunds.json",
 	         cJSON_GetObjectItem(r, "refunds"));
+	add_json(e, "reconciler/audit.json", cJSON_GetObjectItem(r, "audit"));
 }
 
 /* kasir-order's view, one file per kind of row: the order, its
@@ -473,7 +476,7 @@ cmd_evidence(struct ctl *c, int argc, char **argv)
 	    {SVC_ORDER, "order.show"},
 	    {SVC_INGEST, "evidence.order"},
 	    {SVC_RECONCILER, "evidence.order"},
-	    {SVC_NOTIFIER, "jobs.list"},
+	    {SVC_NOTIFIER, "evidence.order"},
 	};
 	struct ev_run e = {.c = c};
 	struct ctl_error err[ARRAY_SIZE(asks)];

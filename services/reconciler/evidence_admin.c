@@ -3,7 +3,8 @@
  * (kasirctl evidence ORDER_ID): every Status API answer stored for one
  * order, raw body included (recon.status_check keeps up to 64 KiB of it
  * and says when it was truncated), newest last, and every refund request
- * made through kasir (recon.refund, refund.c).
+ * made through kasir (recon.refund, refund.c), and the operator commands
+ * that named the order (recon.audit: refunds, refusals, checks forced).
  *
  * Bound: EVIDENCE_CHECKS_MAX checks (x 64 KiB fits the 16 MiB admin
  * reply).  Read-only; any role but none (checked by admin.c).
@@ -37,18 +38,32 @@ static const struct db_stmt st_evidence_checks = {
            " ORDER BY id DESC LIMIT " EVIDENCE_CHECKS_MAX ") c ORDER BY id",
     .nparams = 1,
 };
+
+static const struct db_stmt st_evidence_audit = {
+    .name = "recon_evidence_audit",
+    .sql = "SELECT id, " TS_UTC("at") " AS at, actor, role, command, args,"
+           " reason, incident, before, after, result, error"
+           " FROM recon.audit WHERE args->>'order_id' = $1"
+           " ORDER BY id LIMIT 500",
+    .nparams = 1,
+};
 /* clang-format on */
 
 cJSON *
 recon_admin_evidence(struct kasir_db *db, const char *order_id)
 {
 	const char *p[1] = {order_id};
-	cJSON *out, *checks, *refunds;
+	cJSON *out, *checks, *refunds, *audit;
 
 	if ((checks = db_query_json(db, &st_evidence_checks, p)) == NULL)
 		return NULL;
 	if ((refunds = recon_refunds_json(db, order_id)) == NULL) {
 		cJSON_Delete(checks);
+		return NULL;
+	}
+	if ((audit = db_query_json(db, &st_evidence_audit, p)) == NULL) {
+		cJSON_Delete(checks);
+		cJSON_Delete(refunds);
 		return NULL;
 	}
 	if ((out = cJSON_CreateObject()) == NULL ||
@@ -58,9 +73,11 @@ recon_admin_evidence(struct kasir_db *db, const char *order_id)
 		cJSON_Delete(out);
 		cJSON_Delete(checks);
 		cJSON_Delete(refunds);
+		cJSON_Delete(audit);
 		return NULL;
 	}
 	cJSON_AddItemToObject(out, "status_checks", checks);
 	cJSON_AddItemToObject(out, "refunds", refunds);
+	cJSON_AddItemToObject(out, "audit", audit);
 	return out;
 }

@@ -44,6 +44,13 @@
 #define REFUND_KEY_LEN    48
 
 /* clang-format off */
+/* Serializes refunds of one order (held until COMMIT/ROLLBACK). */
+static const struct db_stmt st_lock = {
+    .name = "recon_refund_lock",
+    .sql = "SELECT pg_advisory_xact_lock(hashtext('refund:' || $1))",
+    .nparams = 1,
+};
+
 static const struct db_stmt st_watch = {
     .name = "recon_refund_watch",
     .sql = "SELECT status FROM recon.watch WHERE order_id = $1",
@@ -383,17 +390,8 @@ recon_admin_refund(struct recon *r, struct kasir_db *db,
 	 * order waits on the advisory lock) */
 	if ((rc = db_begin(db)) < 0)
 		goto db_failed;
-	{
-		const char *lp[1] = {order_id};
-		static const struct db_stmt st_lock = {
-		    .name = "recon_refund_lock",
-		    .sql = "SELECT pg_advisory_xact_lock(hashtext('refund:' "
-		           "|| $1))",
-		    .nparams = 1,
-		};
-		if ((rc = db_exec(db, &st_lock, lp, NULL)) < 0)
-			goto db_failed_tx;
-	}
+	if ((rc = db_exec(db, &st_lock, p, NULL)) < 0)
+		goto db_failed_tx;
 	if ((rc = db_exec(db, &st_watch, p, &res)) < 0)
 		goto db_failed_tx;
 	if (PQntuples(res) != 1) {

@@ -232,6 +232,7 @@ def main():
                     "order/evidence.json", "order/entitlement_history.json",
                     "ingest/notifications.json",
                     "reconciler/status_checks.json", "reconciler/refunds.json",
+                    "reconciler/audit.json",
                     "notifier/messages.json", "kasirctl/audit.json"} <= names, names
             assert any(n.startswith("ingest/notification/") for n in names), names
             assert any(n.startswith("reconciler/status-check/") for n in names), names
@@ -242,6 +243,7 @@ def main():
             assert CUSTOMER["phone"].encode() not in blob, f"{p}: phone not redacted"
         ref_files = members(p_ref)
         assert b"refund_key" in ref_files["reconciler/refunds.json"]
+        assert ref_files["reconciler/audit.json"].count(b'"refund.order"') >= 6
         assert inc.encode() in ref_files["kasirctl/incidents.json"] and \
             inc.encode() in ref_files["summary.md"], ref_files["kasirctl/incidents.json"]
         assert b'"REFUNDED"' in ref_files["order/transitions.json"]
