@@ -6,8 +6,10 @@
  * made through kasir (recon.refund, refund.c), and the operator commands
  * that named the order (recon.audit: refunds, refusals, checks forced).
  *
- * Bound: EVIDENCE_CHECKS_MAX checks (x 64 KiB fits the 16 MiB admin
- * reply).  Read-only; any role but none (checked by admin.c).
+ * Bounds, so that the reply fits the 16 MiB admin reply: the latest
+ * EVIDENCE_CHECKS_MAX answers (x 64 KiB), the refunds as refund.c bounds
+ * them (at most 8 MiB of bodies), the latest 200 audit rows.  Read-only; any
+ * role but none (checked by admin.c).
  */
 #include <stdlib.h>
 
@@ -17,7 +19,7 @@
 #include "db_json.h"
 #include "reconciler.h"
 
-#define EVIDENCE_CHECKS_MAX "150"
+#define EVIDENCE_CHECKS_MAX "80"
 
 #define TS_UTC(col)                                                            \
 	"to_char(" col " AT TIME ZONE 'UTC', "                                 \
@@ -41,10 +43,10 @@ static const struct db_stmt st_evidence_checks = {
 
 static const struct db_stmt st_evidence_audit = {
     .name = "recon_evidence_audit",
-    .sql = "SELECT id, " TS_UTC("at") " AS at, actor, role, command, args,"
-           " reason, incident, before, after, result, error"
+    .sql = "SELECT * FROM (SELECT id, " TS_UTC("at") " AS at, actor, role,"
+           " command, args, reason, incident, before, after, result, error"
            " FROM recon.audit WHERE args->>'order_id' = $1"
-           " ORDER BY id LIMIT 500",
+           " ORDER BY id DESC LIMIT 200) a ORDER BY id",
     .nparams = 1,
 };
 /* clang-format on */

@@ -114,10 +114,16 @@ static const struct db_stmt st_force = {
     .nparams = 1,
 };
 
+/* The refunds of one order with their answers, bounded for the 16 MiB
+ * admin reply: the latest REFUNDS_LIST_MAX requests, the latest
+ * ATTEMPTS_LIST_MAX answers of each, bodies cut at 16 KiB
+ * ("body_truncated"; the whole body stays in recon.refund_attempt). */
+#define REFUNDS_LIST_MAX  "50"
+#define ATTEMPTS_LIST_MAX "10"
 static const struct db_stmt st_list = {
     .name = "recon_refund_list",
-    .sql = "SELECT r.id, r.refund_key, r.amount, r.gross_amount, r.reason,"
-           " r.actor, r.incident,"
+    .sql = "SELECT * FROM (SELECT r.id, r.refund_key, r.amount,"
+           " r.gross_amount, r.reason, r.actor, r.incident,"
            " to_char(r.created_at AT TIME ZONE 'UTC',"
            "  'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS created_at,"
            " coalesce((SELECT jsonb_agg(jsonb_build_object("
@@ -125,12 +131,16 @@ static const struct db_stmt st_list = {
            "    'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'),"
            "   'outcome', a.outcome, 'http_status', a.http_status,"
            "   'status_code', a.status_code,"
-           "   'status_message', a.status_message, 'body', a.body,"
+           "   'status_message', a.status_message,"
+           "   'body', left(a.body, 16384),"
+           "   'body_truncated', length(a.body) > 16384,"
            "   'error', a.error) ORDER BY a.id)"
-           "  FROM recon.refund_attempt a WHERE a.refund_id = r.id),"
+           "  FROM (SELECT * FROM recon.refund_attempt x"
+           "   WHERE x.refund_id = r.id ORDER BY x.id DESC"
+           "   LIMIT " ATTEMPTS_LIST_MAX ") a),"
            "  '[]'::jsonb) AS attempts"
-           " FROM recon.refund r WHERE r.order_id = $1 ORDER BY r.id"
-           " LIMIT 100",
+           " FROM recon.refund r WHERE r.order_id = $1 ORDER BY r.id DESC"
+           " LIMIT " REFUNDS_LIST_MAX ") l ORDER BY id",
     .nparams = 1,
 };
 /* clang-format on */
