@@ -341,7 +341,8 @@ summary_lang(struct sbuf *s, int lang, const char *id, const cJSON *order,
 		sb_printf(s, "- %s: `%s`\n", T("Pesanan", "Order"), id);
 		sb_printf(s, "- %s: **%s**%s\n", T("Status", "Status"),
 		          j_str(order, "status"),
-		          j_bool(order, "partial_refund")
+		          j_bool(order, "partial_refund") &&
+		                  strcmp(j_str(order, "status"), "PAID") == 0
 		              ? T(" (sebagian dana dikembalikan)",
 		                  " (partially refunded)")
 		              : "");
@@ -413,10 +414,20 @@ summary_lang(struct sbuf *s, int lang, const char *id, const cJSON *order,
 	              j_num(e, "http_status"), j_str(e, "verdict"),
 	              dash(j_str(e, "transaction_status")));
 	cJSON_ArrayForEach(e, cJSON_GetObjectItem(recon, "refunds"))
-	    sb_printf(s, "- %s %.0f (%s `%s`) %s %s: %s\n",
-	              T("Pengembalian dana", "Refund"), j_num(e, "amount"),
-	              T("kunci", "key"), j_str(e, "refund_key"),
-	              T("oleh", "by"), j_str(e, "actor"), j_str(e, "reason"));
+	{
+		const cJSON *a;
+
+		sb_printf(s, "- %s %.0f (%s `%s`) %s %s: %s; %s:",
+		          T("Pengembalian dana", "Refund"), j_num(e, "amount"),
+		          T("kunci", "key"), j_str(e, "refund_key"),
+		          T("oleh", "by"), j_str(e, "actor"),
+		          j_str(e, "reason"),
+		          T("jawaban Midtrans", "Midtrans answered"));
+		cJSON_ArrayForEach(a, cJSON_GetObjectItem(e, "attempts"))
+		    sb_printf(s, " %s (%s)", j_str(a, "outcome"),
+		              dash(j_str(a, "status_code")));
+		sb_printf(s, "\n");
+	}
 	sb_printf(s, "\n### %s\n\n", T("Pesan ke pelanggan", "Messages sent"));
 	cJSON_ArrayForEach(e, cJSON_GetObjectItem(notif, "jobs")) sb_printf(
 	    s, "- %s %s: %s, %.0f %s, provider id %s\n", j_str(e, "kind"),

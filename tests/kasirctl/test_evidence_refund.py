@@ -249,7 +249,8 @@ def main():
         assert b'"REFUNDED"' in ref_files["order/transitions.json"]
         assert b'"revoke' in ref_files["order/entitlement_history.json"], \
             ref_files["order/entitlement_history.json"]
-        assert b"REFUNDED" in ref_files["summary.md"]
+        assert b"**REFUNDED**\n" in ref_files["summary.md"]
+        assert b"uncertain (-) accepted (200)" in ref_files["summary.md"], ref_files["summary.md"]
         assert st.sql("SELECT count(*) FROM ops.audit WHERE command = 'evidence'"
                       " AND target = %s AND role = 'support'", (paid,))[0][0] == 1
         p_pers = bundle(ctl, paid, d, "--include-personal")
