@@ -221,7 +221,21 @@ def main():
         prove(st, ctl, paid)
         prove(st, ctl, rev, "deny")
 
+        # a forged body for the paid order: refused, kept, in the bundle
+        forged = {"order_id": paid, "status_code": "200", "gross_amount": "1.00",
+                  "transaction_status": "settlement", "signature_key": "0" * 128,
+                  "customer_details": {"email": CUSTOMER["email"]}}
+        st.fake("POST", "/_fake/notify_raw", {"body": forged, "sign": False})
+        st.wait_until(lambda: st.sql("SELECT count(*) FROM ingest.quarantine WHERE"
+                                     " order_id = %s", (paid,))[0][0] == 1,
+                      what="forged body quarantined")
         p_paid = bundle(ctl, paid, d, role="support")
+        pf = members(p_paid)
+        refused = [n for n in pf if n.startswith("ingest/refused/")]
+        assert len(refused) == 1 and b"[redacted]" in pf[refused[0]] and \
+            b"0000000000" in pf[refused[0]], pf.get(refused[0] if refused else "")
+        assert b'"signature":\t"invalid"' in pf["ingest/notifications.json"], \
+            pf["ingest/notifications.json"]
         p_ref = bundle(ctl, a, d)
         p_rev = bundle(ctl, rev, d)
         for p, oid in ((p_paid, paid), (p_ref, a), (p_rev, rev)):
