@@ -210,6 +210,17 @@ def main():
                       timeout=60, what="refund message sent by email and WhatsApp")
         r = ctl.json("refund", a, "--amount", "1", "--reason", "again", expect=1)
         assert r["error"]["code"] == "not_paid", r
+        # the refund keys and answers are append-only, for everybody
+        for q in ("UPDATE recon.refund SET amount = 1",
+                  "UPDATE recon.refund_attempt SET outcome = 'accepted'",
+                  "DELETE FROM recon.refund_attempt", "TRUNCATE recon.refund CASCADE"):
+            for role in ("kasir_reconciler", None):
+                try:
+                    st.sql(q, role=role)
+                except Exception as e:  # psycopg2 error
+                    assert "refused" in str(e) or "permission denied" in str(e), e
+                else:
+                    raise AssertionError(f"{q} succeeded as {role}")
 
         # ---- evidence: paid, refunded, reversed -----------------------------
         paid = create_order(st)
