@@ -6,6 +6,8 @@
  *                               (last hour, latest source)
  *   events.list {order_id}      stored payment events of an order, plus
  *                               refused (quarantined) bodies naming it
+ *   evidence.order {order_id}   the same with raw bodies, for kasirctl
+ *                               evidence (evidence_admin.c)
  *   quarantine.list {limit, with_body}  the latest quarantined bodies
  *   export.events {from, to}    engineer: payment events received in
  *                               [from, to) for finance and audit; audited
@@ -475,9 +477,9 @@ fail:
 
 /* The dispatch below answers exactly these (common/admin_socket.c refuses
  * any other name and role none before the handler runs). */
-const char *const ingest_admin_commands[] = {"status",        "doctor.facts",
-                                             "events.list",   "quarantine.list",
-                                             "export.events", NULL};
+const char *const ingest_admin_commands[] = {
+    "status",          "doctor.facts",  "events.list", "evidence.order",
+    "quarantine.list", "export.events", NULL};
 
 /* A request common/admin_socket.c refused before admin dispatch (role
  * none, unknown command): logged here, once. */
@@ -505,6 +507,9 @@ ingest_admin_handle(void *arg, const struct admin_request *req,
 	if (strcmp(req->cmd, "events.list") == 0)
 		return cmd_events_list(c, req->args, ret_result, err_code,
 		                       code_len, err_msg, msg_len);
+	if (strcmp(req->cmd, "evidence.order") == 0)
+		return ingest_admin_evidence(c, req->args, ret_result, err_code,
+		                             code_len, err_msg, msg_len);
 	if (strcmp(req->cmd, "quarantine.list") == 0)
 		return cmd_quarantine_list(c, req->args, ret_result, err_code,
 		                           code_len, err_msg, msg_len);
@@ -513,6 +518,6 @@ ingest_admin_handle(void *arg, const struct admin_request *req,
 		                         err_msg, msg_len);
 	set_err(err_code, code_len, err_msg, msg_len, "unknown_command",
 	        "kasir-ingest knows: status, doctor.facts, events.list, "
-	        "quarantine.list, export.events");
+	        "evidence.order, quarantine.list, export.events");
 	return KASIR_ENOTFOUND;
 }

@@ -237,6 +237,12 @@ int ingest_admin_handle(void *arg, const struct admin_request *req,
                         struct cJSON **ret_result, char *err_code,
                         size_t code_len, char *err_msg, size_t msg_len);
 
+/* evidence.order {order_id}: the notifications of one order with their raw
+ * bodies (evidence_admin.c).  Same contract as ingest_admin_handle. */
+int ingest_admin_evidence(struct ingest_admin_ctx *c, const struct cJSON *args,
+                          struct cJSON **ret, char *code, size_t code_len,
+                          char *msg, size_t msg_len);
+
 /* bytea text form ("\x" + hex) of body; caller frees.  NULL on ENOMEM. */
 char *ingest_bytea_hex(const char *body, size_t len);
 

@@ -15,6 +15,9 @@
  *   notify.c      kasirctl notify resend|requeue, reminders pause|resume
  *   incident.c    kasirctl incident open|note|close|report
  *   export.c      kasirctl export orders|events
+ *   evidence.c    kasirctl evidence ORDER_ID | verify FILE (the archive:
+ *                 evidence_archive.c)
+ *   refund.c      kasirctl refund ORDER_ID
  *
  * kasirctl never writes another service's tables: every change is an admin
  * request to the owning daemon, which checks the role (from the socket's
@@ -87,6 +90,11 @@ struct ctl_conf {
 
 	char *engineer_group; /* unix groups -> roles */
 	char *support_group;
+
+	/* evidence bundles (evidence.c): the key that signs their manifest
+	 * (NULL value: not configured) and the id written beside it */
+	struct conf_secret evidence_key;
+	char *evidence_key_id;
 
 	/* doctor thresholds */
 	int64_t lag_max;         /* stream lag (messages) before P2 */
@@ -220,6 +228,10 @@ int ops_incident_note(struct ctl *c, int64_t id, const char *text);
 int ops_incident_close(struct ctl *c, int64_t id,
                        const char *const fields[INCIDENT_FIELDS]);
 int ops_incident_notes(struct ctl *c, int64_t id, struct cJSON **ret);
+/* [{id}] of the incidents naming order_id (title, a note, or a kasirctl
+ * command on it run under the incident), at most 50.  *ret caller frees. */
+int ops_incidents_naming(struct ctl *c, const char *order_id,
+                         struct cJSON **ret);
 /* Open incidents (all: closed ones too), newest first. */
 int ops_incident_list(struct ctl *c, bool all, struct cJSON **ret);
 /* Message of the last database error (for the user). */
@@ -270,6 +282,9 @@ int cmd_incident_close(struct ctl *c, int argc, char **argv);
 int cmd_incident_report(struct ctl *c, int argc, char **argv);
 int cmd_incident_list(struct ctl *c, int argc, char **argv);
 int cmd_export(struct ctl *c, int argc, char **argv);
+int cmd_evidence(struct ctl *c, int argc, char **argv);
+int cmd_evidence_verify(struct ctl *c, int argc, char **argv);
+int cmd_refund(struct ctl *c, int argc, char **argv);
 
 /* status.c, shared with doctor: "status" of every configured daemon
  * (st[s] NULL when it did not answer: err[s] says why; caller frees st),

@@ -63,6 +63,11 @@ static const struct ctl_command commands[] = {
      "incident list [--all]"},
     {"export", NULL, cmd_export, false, false,
      "export orders|events --from TIME --to TIME --format csv"},
+    {"evidence", "verify", cmd_evidence_verify, false, false,
+     "evidence verify FILE"},
+    {"evidence", NULL, cmd_evidence, false, false,
+     "evidence ORDER_ID [--output FILE] [--include-personal]"},
+    {"refund", NULL, cmd_refund, true, false, "refund ORDER_ID [--amount N]"},
 };
 
 static void

@@ -341,3 +341,25 @@ ops_incident_list(struct ctl *c, bool all, cJSON **ret)
 
 	return query_rows(c, &st_incident_list, p, ret);
 }
+
+/* Incidents naming an order: in their title, in a note, or through a
+ * kasirctl command on the order run under them. */
+static const struct db_stmt st_incidents_naming = {
+    .name = "ops_incidents_naming",
+    .sql = "SELECT i.id FROM ops.incident i"
+           " WHERE strpos(i.title, $1) > 0"
+           " OR EXISTS (SELECT 1 FROM ops.incident_note n"
+           "  WHERE n.incident_id = i.id AND strpos(n.text, $1) > 0)"
+           " OR EXISTS (SELECT 1 FROM ops.audit a"
+           "  WHERE a.incident_id = i.id AND a.target = $1)"
+           " ORDER BY i.id LIMIT 50",
+    .nparams = 1,
+};
+
+int
+ops_incidents_naming(struct ctl *c, const char *order_id, cJSON **ret)
+{
+	const char *p[1] = {order_id};
+
+	return query_rows(c, &st_incidents_naming, p, ret);
+}

@@ -2,7 +2,8 @@
  * order_show.c - kasirctl order show ID: one timeline of an order across
  * the services: notifications received with their signature result
  * (kasir-ingest), evidence, transitions, access grants and revocations and
- * manual actions (kasir-order), status checks (kasir-reconciler),
+ * manual actions (kasir-order), status checks and refunds started from
+ * kasir (kasir-reconciler),
  * notification jobs and attempts (kasir-notifier) and kasirctl's own
  * record (ops.audit).  A service that does not answer leaves a gap that is
  * named, never a silent hole.
@@ -148,6 +149,26 @@ from_reconciler(cJSON *tl, const cJSON *r)
 	          j_num(e, "http_status"), dash(j_str(e, "verdict")),
 	          dash(j_str(e, "transaction_status")),
 	          j_str(e, "error")[0] ? ", error: " : "", j_str(e, "error"));
+	cJSON_ArrayForEach(e, cJSON_GetObjectItemCaseSensitive(r, "refunds"))
+	{
+		const cJSON *a;
+
+		entry(tl, j_str(e, "created_at"), "kasir-reconciler", "refund",
+		      "refund of %.0f requested by %s (refund key %s): %s",
+		      j_num(e, "amount"), j_str(e, "actor"),
+		      j_str(e, "refund_key"), dash(j_str(e, "reason")));
+		cJSON_ArrayForEach(
+		    a, cJSON_GetObjectItemCaseSensitive(e, "attempts"))
+		    entry(
+		        tl, j_str(a, "at"), "kasir-reconciler", "refund_answer",
+		        "Refund API (key %s): %s, HTTP %.0f, status_code %s "
+		        "%s%s%s",
+		        j_str(e, "refund_key"), j_str(a, "outcome"),
+		        j_num(a, "http_status"), dash(j_str(a, "status_code")),
+		        j_str(a, "status_message"),
+		        j_str(a, "error")[0] ? ", error: " : "",
+		        j_str(a, "error"));
+	}
 }
 
 static void

@@ -8,6 +8,8 @@
  *                               order that was not PAID (must be none),
  *                               PAID orders without a sent receipt
  *   jobs.list         support   {order_id}: jobs and their attempts
+ *   evidence.order    support   {order_id}: the same and the audit rows
+ *                               naming the order (kasirctl evidence)
  *   reminders.pause   engineer  persisted in notify.settings
  *   reminders.resume  engineer
  *   jobs.requeue      engineer  {dead:true, order_id?, channel?}
@@ -173,6 +175,17 @@ static const struct db_stmt st_jobs_of_order = {
            "   'latency_ms', a.latency_ms, 'at', a.at) ORDER BY a.id), '[]')"
            "  FROM notify.attempt a WHERE a.job_id = j.id) AS attempts_log"
            " FROM notify.job j WHERE order_id = $1 ORDER BY id LIMIT 200",
+    .nparams = 1,
+};
+
+/* Operator commands that named the order (for kasirctl evidence). */
+static const struct db_stmt st_audit_of_order = {
+    .name = "notify_admin_audit_of_order",
+    .sql = "SELECT id, to_char(at AT TIME ZONE 'UTC',"
+           " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS at, actor, role,"
+           " command, args, reason, incident, before, after, result, error"
+           " FROM notify.audit WHERE args->>'order_id' = $1"
+           " ORDER BY id LIMIT 500",
     .nparams = 1,
 };
 
@@ -590,8 +603,9 @@ doctor_json(struct kasir_db *db)
 /* The dispatch below answers exactly these (common/admin_socket.c refuses
  * any other name and role none before the handler runs). */
 const char *const notifier_admin_commands[] = {
-    "status",           "doctor.facts", "jobs.list",      "reminders.pause",
-    "reminders.resume", "jobs.requeue", "receipt.resend", NULL};
+    "status",         "doctor.facts",    "jobs.list",
+    "evidence.order", "reminders.pause", "reminders.resume",
+    "jobs.requeue",   "receipt.resend",  NULL};
 
 /* A request common/admin_socket.c refused before admin dispatch (role
  * none, unknown command): logged here, once. */
@@ -623,10 +637,12 @@ notifier_admin(void *arg, const struct admin_request *req, cJSON **ret_result,
 		out = status_json(n, db);
 	} else if (strcmp(req->cmd, "doctor.facts") == 0) {
 		out = doctor_json(db);
-	} else if (strcmp(req->cmd, "jobs.list") == 0) {
+	} else if (strcmp(req->cmd, "jobs.list") == 0 ||
+	           strcmp(req->cmd, "evidence.order") == 0) {
 		const char *order_id = arg_str(req, "order_id");
 		const char *p[1] = {order_id};
-		cJSON *jobs, *ord;
+		bool evidence = strcmp(req->cmd, "evidence.order") == 0;
+		cJSON *jobs, *ord, *audit = NULL;
 
 		if (order_id == NULL || !order_id_valid(order_id, 50)) {
 			set_err(err_code, code_len, err_msg, msg_len,
@@ -635,7 +651,9 @@ notifier_admin(void *arg, const struct admin_request *req, cJSON **ret_result,
 		}
 		jobs = db_query_json(db, &st_jobs_of_order, p);
 		ord = db_query_json(db, &st_order_of, p);
-		if (jobs && ord) {
+		if (evidence)
+			audit = db_query_json(db, &st_audit_of_order, p);
+		if (jobs && ord && (!evidence || audit)) {
 			out = cJSON_CreateObject();
 			cJSON_AddStringToObject(out, "order_id", order_id);
 			cJSON_AddItemToObject(
@@ -645,9 +663,13 @@ notifier_admin(void *arg, const struct admin_request *req, cJSON **ret_result,
 			        : cJSON_CreateNull());
 			cJSON_AddItemToObject(out, "jobs", jobs);
 			jobs = NULL;
+			if (audit != NULL)
+				cJSON_AddItemToObject(out, "audit", audit);
+			audit = NULL;
 		}
 		cJSON_Delete(jobs);
 		cJSON_Delete(ord);
+		cJSON_Delete(audit);
 	} else if (strcmp(req->cmd, "reminders.pause") == 0 ||
 	           strcmp(req->cmd, "reminders.resume") == 0) {
 		r = cmd_pause(n, db, req,

@@ -5,14 +5,19 @@
  *   status             support   mode, pending orders by age bucket,
  *                                oldest pending age, auth broken?, last
  *                                check, orders stream cursor
- *   checks.list        support   {order_id}: the watch row and every
- *                                stored answer (kasirctl order show)
+ *   checks.list        support   {order_id}: the watch row, every
+ *                                stored answer and the refunds (kasirctl
+ *                                order show)
  *   doctor.facts       support   pending past expiry + grace without an
  *                                expiry check (must be none), auth
  *                                broken, webhook silence
  *   reconcile.order    engineer  {order_id}: check now (even if final)
  *   reconcile.pending  engineer  every pending order now
  *   mode.set           engineer  {mode: "reconcile" | "normal"}
+ *   evidence.order     support   {order_id}: every stored answer with its
+ *                                raw body, and the refunds (evidence_admin.c)
+ *   refund.order       engineer  {order_id, amount?}: Midtrans's Refund
+ *                                API with a stored refund key (refund.c)
  *
  * Every changing command needs a reason and is written to recon.audit
  * (actor, role, reason, incident, before/after, result) in the same
@@ -469,13 +474,10 @@ out:
 
 /* The dispatch below answers exactly these (common/admin_socket.c refuses
  * any other name and role none before the handler runs). */
-const char *const recon_admin_commands[] = {"status",
-                                            "doctor.facts",
-                                            "checks.list",
-                                            "reconcile.order",
-                                            "reconcile.pending",
-                                            "mode.set",
-                                            NULL};
+const char *const recon_admin_commands[] = {
+    "status",          "doctor.facts",      "checks.list",
+    "reconcile.order", "reconcile.pending", "mode.set",
+    "evidence.order",  "refund.order",      NULL};
 
 /* A request common/admin_socket.c refused before admin dispatch (role
  * none, unknown command): logged here, once. */
@@ -529,9 +531,29 @@ recon_admin(void *arg, const struct admin_request *req, cJSON **ret_result,
 			        : cJSON_CreateNull());
 			cJSON_AddItemToObject(out, "checks", checks);
 			checks = NULL;
+			/* refunds started from kasir (refund.c); absent when
+			 * the query failed: kasirctl shows what it got */
+			cJSON *refunds = recon_refunds_json(db, order_id);
+
+			if (refunds != NULL)
+				cJSON_AddItemToObject(out, "refunds", refunds);
 		}
 		cJSON_Delete(checks);
 		cJSON_Delete(watch);
+	} else if (strcmp(req->cmd, "evidence.order") == 0) {
+		const char *order_id = arg_str(req, "order_id");
+
+		if (order_id == NULL || !order_id_valid(order_id, 50)) {
+			set_err(err_code, code_len, err_msg, msg_len,
+			        "bad_args", "want {order_id: string}");
+			return -EINVAL;
+		}
+		out = recon_admin_evidence(db, order_id);
+	} else if (strcmp(req->cmd, "refund.order") == 0) {
+		rc = recon_admin_refund(r, db, req, &out, err_code, code_len,
+		                        err_msg, msg_len);
+		if (rc < 0)
+			goto failed;
 	} else if (strcmp(req->cmd, "reconcile.order") == 0) {
 		rc = cmd_reconcile_order(r, db, req, &out, err_code, code_len,
 		                         err_msg, msg_len);
@@ -568,6 +590,22 @@ failed:
 		set_err(err_code, code_len, err_msg, msg_len, "internal",
 		        kasir_strerror(rc));
 	return rc;
+}
+
+int
+recon_admin_audit(struct kasir_db *db, const struct admin_request *req,
+                  const cJSON *before, const cJSON *after, const char *result,
+                  const char *error)
+{
+	return audit(db, req, before, after, result, error);
+}
+
+int
+recon_admin_require_engineer(struct kasir_db *db,
+                             const struct admin_request *req, char *code,
+                             size_t code_len, char *msg, size_t msg_len)
+{
+	return require_engineer(db, req, code, code_len, msg, msg_len);
 }
 
 /* Scrape callback: pending orders by age bucket, oldest pending age,

@@ -18,6 +18,9 @@
  *                the same transaction.
  *   mode.c       normal / reconciliation mode: operator and automatic.
  *   admin.c      operator commands on the admin socket, scrape metrics.
+ *   refund.c     refund.order: Midtrans's Refund API with a refund key
+ *                stored (recon.refund) before the call.
+ *   evidence_admin.c  evidence.order: one order's answers and refunds, raw.
  *   conf.c       the configuration table.
  */
 #ifndef KASIR_RECONCILER_H
@@ -344,6 +347,23 @@ void mode_committed(struct recon *r, enum recon_mode before,
 extern const char *const recon_admin_commands[];
 void recon_admin_refused(void *arg, const struct admin_request *req,
                          const char *code);
+/* The audit row (recon.audit) of an admin request, in the open transaction
+ * or alone; and the engineer-role + reason check that audits a refusal. */
+int recon_admin_audit(struct kasir_db *db, const struct admin_request *req,
+                      const struct cJSON *before, const struct cJSON *after,
+                      const char *result, const char *error);
+int recon_admin_require_engineer(struct kasir_db *db,
+                                 const struct admin_request *req, char *code,
+                                 size_t code_len, char *msg, size_t msg_len);
+/* evidence_admin.c: evidence.order {order_id}: Status API answers with raw
+ * bodies and refunds of one order; NULL on a database error. */
+struct cJSON *recon_admin_evidence(struct kasir_db *db, const char *order_id);
+/* refund.c: refund.order {order_id, amount?} (engineer, audited), and the
+ * refunds of one order as JSON (NULL on a database error). */
+int recon_admin_refund(struct recon *r, struct kasir_db *db,
+                       const struct admin_request *req, struct cJSON **ret,
+                       char *code, size_t code_len, char *msg, size_t msg_len);
+struct cJSON *recon_refunds_json(struct kasir_db *db, const char *order_id);
 int recon_admin(void *arg, const struct admin_request *req,
                 struct cJSON **ret_result, char *err_code, size_t code_len,
                 char *err_msg, size_t msg_len);

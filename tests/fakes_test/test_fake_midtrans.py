@@ -32,6 +32,10 @@ def status_api(port, ident, headers=AUTH):
     return request(port, "GET", "/v2/%s/status" % ident, headers=headers)
 
 
+def refund_api(port, ident, body, headers=AUTH):
+    return request(port, "POST", "/v2/%s/refund" % ident, body, headers=headers)[:2]
+
+
 def sig_ok(b, key=KEY):
     return isinstance(b, dict) and b.get("signature_key") == sha512_sig(
         b["order_id"], b["status_code"], b["gross_amount"], key)
@@ -347,6 +351,41 @@ def run(port, rcv, state):
           "bank_confirmed_at" in got[2]["refunds"][0] and
           all(sig_ok(g) for g in got), "refund notifications", got)
     check(truth(port, "ord-refund")["status"] == "REFUNDED", "truth REFUNDED")
+
+    # ---------------- the Refund API: partial, full, idempotent key, errors
+    snap(port, "ord-rapi", 100000)
+    st, b = refund_api(port, "ord-rapi", {"refund_key": "k-0", "amount": 1})
+    check(st == 404 and b["status_code"] == "404", "refund before payment: 404", st, b)
+    act(port, "ord-rapi", "pay", payment_type="gopay")
+    st, b = refund_api(port, "ord-rapi", {"refund_key": "k-1"}, headers={})
+    check(st == 401, "refund without auth: 401", st, b)
+    st, b = refund_api(port, "ord-rapi", {"refund_key": "k-1", "amount": 100001})
+    check(st == 412 and "remaining" in b["status_message"],
+          "refund above the amount: 412", st, b)
+    st, b = refund_api(port, "ord-rapi", {"refund_key": "k-1", "amount": 30000,
+                                          "reason": "half"})
+    check(st == 200 and b["status_code"] == "200" and
+          b["transaction_status"] == "partial_refund" and
+          b["refund_amount"] == "30000.00" and b["refund_key"] == "k-1",
+          "partial refund accepted", st, b)
+    st2, b2 = refund_api(port, "ord-rapi", {"refund_key": "k-1", "amount": 30000})
+    check(st2 == 200 and b2 == b and len(truth(port, "ord-rapi")["refunds"]) == 1,
+          "the same refund_key refunds once and answers the same", b2)
+    st, b = refund_api(port, "ord-rapi", {"refund_key": "k-2"})
+    check(st == 200 and b["transaction_status"] == "refund" and
+          b["refund_amount"] == "70000.00", "the rest refunded", st, b)
+    check(truth(port, "ord-rapi")["status"] == "REFUNDED", "truth REFUNDED after API")
+    got = wait_for(lambda: [g["transaction_status"] for g in rcv.bodies("ord-rapi")
+                            if g["transaction_status"] != "settlement"], 5)
+    check(got and got[0] == "partial_refund" and "refund" in got,
+          "partial_refund and refund notifications sent", got)
+    snap(port, "ord-rapi-va", 50000)
+    act(port, "ord-rapi-va", "pay", payment_type="bank_transfer")
+    st, b = refund_api(port, "ord-rapi-va", {"refund_key": "k-3"})
+    check(st == 412 and "does not support refund" in b["status_message"],
+          "bank transfer: not refundable", st, b)
+    st, b = refund_api(port, "ord-rapi-va", {"refund_key": "bad key!"})
+    check(st == 400, "a refund_key outside [A-Za-z0-9_-]: 400", st, b)
 
     # ---------------- cstore has no fraud_status
     snap(port, "ord-cstore", 93000)

@@ -22,13 +22,15 @@ from hostile_util import check
 DAEMONS = ("ingest", "order", "notifier", "reconciler")
 # What each daemon must at least register: a command dropped from the
 # table (and so unreachable) is caught here.
-MUST = {"ingest": {"status", "events.list", "quarantine.list", "export.events"},
+MUST = {"ingest": {"status", "events.list", "quarantine.list", "export.events",
+                   "evidence.order"},
         "order": {"status", "order.show", "orders.pending", "doctor.facts",
                   "orders.unknown_notifications", "access.grant", "export.orders"},
-        "notifier": {"status", "doctor.facts", "jobs.list", "receipt.resend",
+        "notifier": {"status", "doctor.facts", "jobs.list", "evidence.order", "receipt.resend",
                      "jobs.requeue", "reminders.pause", "reminders.resume"},
         "reconciler": {"status", "doctor.facts", "checks.list", "reconcile.order",
-                       "reconcile.pending", "mode.set"}}
+                       "reconcile.pending", "mode.set", "evidence.order",
+                       "refund.order"}}
 # Arguments that would be enough for the read commands to answer data.
 ARGS = {"order_id": "ORD-ROLE-1", "from": "2000-01-01", "to": "2100-01-01"}
 

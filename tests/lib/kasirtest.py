@@ -926,6 +926,7 @@ class Stack:
             "api-token": lambda: _secrets.token_hex(32),
             "smtp-password": lambda: _secrets.token_hex(16),
             "whatsapp-token": lambda: _secrets.token_hex(24),
+            "evidence-key": lambda: _secrets.token_hex(32),
         }
         for role in db_roles():
             gen[f"db-{role}"] = lambda: _secrets.token_hex(24)
