@@ -194,6 +194,13 @@ notifier_checks(struct doctor *d, const cJSON *f)
 	           "check kasir-notifier's workers and the provider; kasirctl "
 	           "notify requeue --reason \"...\"",
 	           "stuck notification jobs");
+	rows_check(
+	    d, f, "uncertain", NULL, "P2", "uncertain_sends", "kasir-notifier",
+	    "never requeue blindly: ask the customer (or the provider's "
+	    "log) whether it arrived, then kasirctl notify decide JOB_ID "
+	    "delivered|resend --reason \"...\"",
+	    "uncertain sends waiting for an operator's decision (may "
+	    "have reached the customer)");
 	rows_check(d, f, "paid_no_receipt", NULL, "P2", "paid_without_receipt",
 	           "kasir-notifier",
 	           "kasirctl notify resend ORDER_ID --kind receipt --reason "
