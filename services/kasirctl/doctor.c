@@ -294,6 +294,9 @@ notifier_checks(struct doctor *d, const cJSON *f)
 	           "dead notification jobs");
 	rows_check(d, f, "stuck", NULL, "stuck_jobs", "kasir-notifier",
 	           "stuck notification jobs");
+	rows_check(d, f, "uncertain", NULL, "uncertain_sends", "kasir-notifier",
+	           "uncertain sends waiting for an operator's decision (may "
+	           "have reached the customer)");
 	rows_check(d, f, "paid_no_receipt", NULL, "paid_without_receipt",
 	           "kasir-notifier", "PAID orders without a sent receipt");
 	if (!cJSON_IsObject(w)) {

@@ -138,6 +138,13 @@ static const struct ctl_finding_def findings[] = {
      .command = "systemctl restart kasir-notifier; kasirctl notify "
                 "requeue --reason \"...\"",
      .alert = "KasirNotificationWaiting"},
+    {.id = "uncertain_sends", .severity = "P2", .scenario = "6.4",
+     .step = "step 4, never requeue blindly: ask the customer (or the "
+             "provider's log) whether the uncertain send arrived, then "
+             "decide each job",
+     .command = "kasirctl notify decide JOB_ID delivered|resend --reason "
+                "\"...\"",
+     .alert = "KasirNotificationUncertain"},
     {.id = "paid_without_receipt", .severity = "P2", .scenario = "6.4",
      .step = "step 4: the receipt of a PAID order never went out",
      .command = "kasirctl notify resend ORDER_ID --kind receipt --reason "

@@ -275,6 +275,7 @@ int cmd_reconcile_mode(struct ctl *c, int argc, char **argv);
 int cmd_access_grant(struct ctl *c, int argc, char **argv);
 int cmd_notify_resend(struct ctl *c, int argc, char **argv);
 int cmd_notify_requeue(struct ctl *c, int argc, char **argv);
+int cmd_notify_decide(struct ctl *c, int argc, char **argv);
 int cmd_reminders(struct ctl *c, int argc, char **argv);
 int cmd_incident_open(struct ctl *c, int argc, char **argv);
 int cmd_incident_note(struct ctl *c, int argc, char **argv);

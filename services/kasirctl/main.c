@@ -49,6 +49,8 @@ static const struct ctl_command commands[] = {
      "notify resend ORDER_ID --kind receipt"},
     {"notify", "requeue", cmd_notify_requeue, true, false,
      "notify requeue [--dead] [--order ID] [--channel email|whatsapp]"},
+    {"notify", "decide", cmd_notify_decide, true, false,
+     "notify decide JOB_ID resend|delivered"},
     {"reminders", NULL, cmd_reminders, true, false, "reminders pause|resume"},
     {"incident", "open", cmd_incident_open, true, true,
      "incident open --severity P0..P3 --title TEXT"},

@@ -1,9 +1,14 @@
 /*
- * notify.c - kasirctl notify resend|requeue and reminders pause|resume:
- * requests to kasir-notifier, which refuses a receipt for an order that is
- * not PAID and audits every change and refusal in notify.audit.
+ * notify.c - kasirctl notify resend|requeue|decide and reminders
+ * pause|resume: requests to kasir-notifier, which refuses a receipt for an
+ * order that is not PAID and audits every change and refusal in
+ * notify.audit.  An uncertain send (it may have reached the customer) is
+ * never requeued in bulk: `notify decide JOB_ID resend|delivered` decides
+ * one job at a time.
  */
+#include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
@@ -102,9 +107,50 @@ cmd_notify_requeue(struct ctl *c, int argc, char **argv)
 	if (rc != CTL_EXIT_OK)
 		return rc;
 	out_text(c, "%.0f %s job(s) requeued%s%s%s%s\n", j_num(res, "requeued"),
-	         dead ? "dead" : "waiting (retry/uncertain)",
+	         dead ? "dead" : "waiting (retry)",
 	         order_id ? " for order " : "", order_id ? order_id : "",
 	         channel ? " on " : "", channel ? channel : "");
+	return out_json_ok(c, res);
+}
+
+int
+cmd_notify_decide(struct ctl *c, int argc, char **argv)
+{
+	const char *job = NULL, *decision = NULL;
+	cJSON *args, *res = NULL;
+	char *end = NULL;
+	long long id = 0;
+	int rc;
+
+	if (argc == 2) {
+		job = argv[0];
+		decision = argv[1];
+	}
+	if (job != NULL) {
+		errno = 0;
+		id = strtoll(job, &end, 10);
+	}
+	if (job == NULL || decision == NULL || errno != 0 || end == job ||
+	    *end != '\0' || id < 1 || id > 9007199254740991LL ||
+	    (strcmp(decision, "resend") != 0 &&
+	     strcmp(decision, "delivered") != 0))
+		return out_fail_local(
+		    c, "usage", CTL_EXIT_USAGE,
+		    "usage: kasirctl notify decide JOB_ID resend|delivered "
+		    "--reason TEXT (an uncertain send: resend it once more, "
+		    "or close it as delivered)");
+	kasir_strlcpy(c->target, job, sizeof(c->target));
+	if ((args = cJSON_CreateObject()) == NULL ||
+	    !cJSON_AddNumberToObject(args, "job_id", (double)id) ||
+	    !cJSON_AddStringToObject(args, "decision", decision)) {
+		cJSON_Delete(args);
+		return CTL_EXIT_FAILED;
+	}
+	rc = ctl_change(c, SVC_NOTIFIER, "jobs.decide", args, 0, &res);
+	if (rc != CTL_EXIT_OK)
+		return rc;
+	out_text(c, "job %s of order %s: %s (now %s)\n", job,
+	         j_str(res, "order_id"), decision, j_str(res, "state"));
 	return out_json_ok(c, res);
 }
 

@@ -4,15 +4,18 @@
  *
  *   status            support   backlog by state/channel, oldest due job,
  *                               reminders paused?, stream cursor
- *   doctor.facts      support   dead / stuck jobs, receipts sent for an
- *                               order that was not PAID (must be none),
- *                               PAID orders without a sent receipt
+ *   doctor.facts      support   dead / stuck / uncertain jobs, receipts
+ *                               sent for an order that was not PAID (must
+ *                               be none), PAID orders without a receipt
  *   jobs.list         support   {order_id}: jobs and their attempts
  *   evidence.order    support   {order_id}: the same and the audit rows
  *                               naming the order (kasirctl evidence)
  *   reminders.pause   engineer  persisted in notify.settings
  *   reminders.resume  engineer
- *   jobs.requeue      engineer  {dead:true, order_id?, channel?}
+ *   jobs.requeue      engineer  {dead:true, order_id?, channel?}; never
+ *                               touches an uncertain job
+ *   jobs.decide       engineer  {job_id, decision: resend|delivered}: an
+ *                               uncertain send, one at a time
  *   receipt.resend    engineer  {order_id}: only for a PAID order
  *
  * Every changing command needs a reason and is written to notify.audit
@@ -56,7 +59,7 @@ static const struct db_stmt st_oldest = {
     .name = "notify_admin_oldest",
     .sql = "SELECT COALESCE(extract(epoch FROM now() - min(due_at)), 0)"
            "::float8 AS oldest_due_s FROM notify.job"
-           " WHERE state IN ('queued', 'retry', 'uncertain')"
+           " WHERE state IN ('queued', 'retry')"
            " AND due_at <= now()"
            " AND (kind <> 'reminder' OR NOT (SELECT reminders_paused"
            "      FROM notify.settings WHERE id = 1))",
@@ -134,11 +137,20 @@ static const struct db_stmt st_stuck = {
            " due_at::text, lease_until::text FROM notify.job"
            " WHERE (state = 'sending'"
            " AND lease_until < now() - interval '1 minute')"
-           "  OR (state IN ('queued', 'retry', 'uncertain')"
+           "  OR (state IN ('queued', 'retry')"
            "      AND due_at < now() - interval '10 minutes'"
            "      AND (kind <> 'reminder' OR NOT (SELECT reminders_paused"
            "           FROM notify.settings WHERE id = 1)))"
            " ORDER BY id LIMIT 200",
+};
+
+/* Sends that may have reached the customer: never sent again until an
+ * operator decides (jobs.decide).  Listed by doctor with the command. */
+static const struct db_stmt st_uncertain = {
+    .name = "notify_admin_uncertain",
+    .sql = "SELECT id AS job_id, order_id, kind, channel, attempts,"
+           " uncertain, last_error, updated_at::text FROM notify.job"
+           " WHERE state = 'uncertain' ORDER BY id LIMIT 200",
 };
 
 /* A receipt the notifier sent while its record of the order was not PAID:
@@ -214,6 +226,33 @@ static const struct db_stmt st_requeue = {
            " AND ($3::text IS NULL OR channel = $3)"
            " RETURNING id",
     .nparams = 3,
+};
+
+static const struct db_stmt st_job_lock = {
+    .name = "notify_admin_job_lock",
+    .sql = "SELECT state, order_id, kind, channel, attempts, uncertain,"
+           " last_error FROM notify.job WHERE id = $1::bigint FOR UPDATE",
+    .nparams = 1,
+};
+
+/* The operator's decision on an uncertain send: 'resend' queues it once
+ * more (room for one more attempt), 'delivered' closes it as sent. */
+static const struct db_stmt st_decide_resend = {
+    .name = "notify_admin_decide_resend",
+    .sql = "UPDATE notify.job SET state = 'queued', due_at = now(),"
+           " requeues = requeues + 1,"
+           " max_attempts = GREATEST(max_attempts, attempts + 1),"
+           " last_error = $2, updated_at = now()"
+           " WHERE id = $1::bigint AND state = 'uncertain'",
+    .nparams = 2,
+};
+
+static const struct db_stmt st_decide_delivered = {
+    .name = "notify_admin_decide_delivered",
+    .sql = "UPDATE notify.job SET state = 'sent', sent_at = now(),"
+           " last_error = $2, updated_at = now()"
+           " WHERE id = $1::bigint AND state = 'uncertain'",
+    .nparams = 2,
 };
 
 /* Receipt resend: one new job per channel of the order's last receipt,
@@ -425,10 +464,10 @@ cmd_requeue(struct notifier *n, struct kasir_db *db,
 	if ((r = db_begin(db)) < 0)
 		return r;
 	{
-		/* dead (default) or the jobs waiting for a retry */
-		const char *p[3] = {dead && cJSON_IsFalse(dead)
-		                        ? "{retry,uncertain}"
-		                        : "{dead}",
+		/* dead (default) or the jobs waiting for a retry; never
+		 * uncertain ones: each needs its own decision (jobs.decide) */
+		const char *p[3] = {dead && cJSON_IsFalse(dead) ? "{retry}"
+		                                                : "{dead}",
 		                    order_id, channel};
 
 		if ((r = db_exec(db, &st_requeue, p, &res)) < 0)
@@ -561,6 +600,110 @@ out:
 	return r;
 }
 
+/*
+ * jobs.decide {job_id, decision: "resend"|"delivered"}: the operator's
+ * decision on one uncertain send (engineer, reason; audited with the job
+ * before and after in the same transaction).  resend: queued once more;
+ * the worker's guard still applies (a receipt only for a PAID order).
+ * delivered: the customer or the provider's log confirms it arrived.
+ */
+static int
+cmd_decide(struct notifier *n, struct kasir_db *db,
+           const struct admin_request *req, cJSON **ret, char *code,
+           size_t code_len, char *msg, size_t msg_len)
+{
+	const cJSON *jid =
+	    cJSON_GetObjectItemCaseSensitive(req->args, "job_id");
+	const char *decision = arg_str(req, "decision");
+	const struct db_stmt *st;
+	PGresult *res = NULL;
+	cJSON *before = NULL, *after = NULL, *out;
+	char idbuf[24], why[160];
+	int r;
+
+	if ((r = require_engineer(db, req, code, code_len, msg, msg_len)) < 0)
+		return r;
+	if (!cJSON_IsNumber(jid) || jid->valuedouble < 1 ||
+	    jid->valuedouble > 9007199254740991.0 ||
+	    jid->valuedouble != (double)(int64_t)jid->valuedouble ||
+	    decision == NULL ||
+	    (strcmp(decision, "resend") != 0 &&
+	     strcmp(decision, "delivered") != 0)) {
+		set_err(code, code_len, msg, msg_len, "bad_args",
+		        "want {job_id: number, decision: resend|delivered}");
+		return -EINVAL;
+	}
+	snprintf(idbuf, sizeof(idbuf), "%" PRId64, (int64_t)jid->valuedouble);
+	st = strcmp(decision, "resend") == 0 ? &st_decide_resend
+	                                     : &st_decide_delivered;
+	if ((r = db_begin(db)) < 0)
+		return r;
+	{
+		const char *p[1] = {idbuf};
+
+		if ((r = db_exec(db, &st_job_lock, p, &res)) < 0)
+			goto fail;
+	}
+	if (PQntuples(res) == 0 ||
+	    strcmp(db_get(res, 0, 0), "uncertain") != 0) {
+		const char *c =
+		    PQntuples(res) == 0 ? "job_not_found" : "not_uncertain";
+
+		before = PQntuples(res) ? db_rows_json(res) : NULL;
+		if ((r = audit(db, req, before, NULL, "refused", c)) < 0)
+			goto fail;
+		if ((r = db_commit(db)) < 0)
+			goto out;
+		set_err(code, code_len, msg, msg_len, c,
+		        PQntuples(res) == 0
+		            ? "no such notification job"
+		            : "only a job in state uncertain waits for a "
+		              "decision");
+		r = PQntuples(res) == 0 ? KASIR_ENOTFOUND : KASIR_ECONFLICT;
+		goto out;
+	}
+	before = db_rows_json(res);
+	snprintf(why, sizeof(why), "operator %.60s decided: %s", req->peer.user,
+	         decision);
+	{
+		const char *p[2] = {idbuf, why};
+
+		if ((r = db_exec(db, st, p, NULL)) < 0)
+			goto fail;
+	}
+	after = cJSON_CreateObject();
+	cJSON_AddStringToObject(after, "decision", decision);
+	cJSON_AddStringToObject(after, "state",
+	                        strcmp(decision, "resend") == 0 ? "queued"
+	                                                        : "sent");
+	if ((r = audit(db, req, before, after, "ok", NULL)) < 0)
+		goto fail;
+	if ((r = db_commit(db)) < 0)
+		goto out;
+	log_order(LOG_NOTICE, db_get(res, 0, 1),
+	          "admin: uncertain %s job %s decided %s by %s: %s",
+	          db_get(res, 0, 2), idbuf, decision, req->peer.user,
+	          req->reason);
+	if (strcmp(decision, "resend") == 0)
+		workers_wake(n);
+	out = cJSON_CreateObject();
+	cJSON_AddNumberToObject(out, "job_id", jid->valuedouble);
+	cJSON_AddStringToObject(out, "order_id", db_get(res, 0, 1));
+	cJSON_AddStringToObject(out, "decision", decision);
+	cJSON_AddStringToObject(
+	    out, "state", strcmp(decision, "resend") == 0 ? "queued" : "sent");
+	*ret = out;
+	r = 0;
+	goto out;
+fail:
+	db_rollback(db);
+out:
+	PQclear(res);
+	cJSON_Delete(before);
+	cJSON_Delete(after);
+	return r;
+}
+
 static cJSON *
 doctor_json(struct kasir_db *db)
 {
@@ -571,10 +714,12 @@ doctor_json(struct kasir_db *db)
 	cJSON *missing = db_query_json(db, &st_paid_no_receipt, NULL);
 	cJSON *backlog = db_query_json(db, &st_backlog, NULL);
 	cJSON *waiting = db_query_json(db, &st_waiting, NULL);
+	cJSON *uncertain = db_query_json(db, &st_uncertain, NULL);
 
 	if (!o || !dead || !stuck || !unpaid || !missing || !backlog ||
-	    !waiting) {
+	    !waiting || !uncertain) {
 		cJSON_Delete(waiting);
+		cJSON_Delete(uncertain);
 		cJSON_Delete(o);
 		cJSON_Delete(dead);
 		cJSON_Delete(stuck);
@@ -593,6 +738,9 @@ doctor_json(struct kasir_db *db)
 	cJSON_AddNumberToObject(o, "paid_without_receipt",
 	                        cJSON_GetArraySize(missing));
 	cJSON_AddItemToObject(o, "paid_no_receipt", missing);
+	cJSON_AddNumberToObject(o, "uncertain_jobs",
+	                        cJSON_GetArraySize(uncertain));
+	cJSON_AddItemToObject(o, "uncertain", uncertain);
 	cJSON_AddItemToObject(o, "backlog", backlog);
 	cJSON_AddItemToObject(o, "waiting",
 	                      cJSON_DetachItemFromArray(waiting, 0));
@@ -603,9 +751,11 @@ doctor_json(struct kasir_db *db)
 /* The dispatch below answers exactly these (common/admin_socket.c refuses
  * any other name and role none before the handler runs). */
 const char *const notifier_admin_commands[] = {
-    "status",         "doctor.facts",    "jobs.list",
-    "evidence.order", "reminders.pause", "reminders.resume",
-    "jobs.requeue",   "receipt.resend",  NULL};
+    "status",          "doctor.facts",
+    "jobs.list",       "evidence.order",
+    "reminders.pause", "reminders.resume",
+    "jobs.requeue",    "jobs.decide",
+    "receipt.resend",  NULL};
 
 /* A request common/admin_socket.c refused before admin dispatch (role
  * none, unknown command): logged here, once. */
@@ -680,6 +830,11 @@ notifier_admin(void *arg, const struct admin_request *req, cJSON **ret_result,
 	} else if (strcmp(req->cmd, "jobs.requeue") == 0) {
 		r = cmd_requeue(n, db, req, &out, err_code, code_len, err_msg,
 		                msg_len);
+		if (r < 0)
+			goto failed;
+	} else if (strcmp(req->cmd, "jobs.decide") == 0) {
+		r = cmd_decide(n, db, req, &out, err_code, code_len, err_msg,
+		               msg_len);
 		if (r < 0)
 			goto failed;
 	} else if (strcmp(req->cmd, "receipt.resend") == 0) {

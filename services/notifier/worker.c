@@ -3,21 +3,24 @@
  *
  * N threads, each with its own database connection.  One job's life:
  *
- *  1. claim (one transaction): the oldest due job in queued/retry/
- *     uncertain, or a job left in 'sending' whose lease expired (its
- *     worker died), is set to 'sending' with lease_until = now() + lease
- *     and attempts + 1 (FOR UPDATE SKIP LOCKED: workers never share a
- *     job).  In the same transaction the notifier's record of the order is
- *     read FOR SHARE and guard_allows() decides; a reclaimed job gets an
- *     attempt row 'uncertain' (the dead worker may have delivered it).
- *     COMMIT, before any provider is called.
+ *  1. claim (one transaction): the oldest due job in queued/retry is set
+ *     to 'sending' with lease_until = now() + lease and attempts + 1 (FOR
+ *     UPDATE SKIP LOCKED: workers never share a job).  In the same
+ *     transaction the notifier's record of the order is read FOR SHARE and
+ *     guard_allows() decides.  COMMIT, before any provider is called.
  *  2. render the texts, wait for the channel's rate-limit token, send.
  *  3. record (one transaction): an attempt row and the job's new state:
- *     sent | retry (backoff) | uncertain (backoff) | dead.
+ *     sent | retry (backoff) | uncertain | dead.
  *
- * A crash between 1 and 3 leaves the job in 'sending'; it is reclaimed
- * after its lease and sent again: at-least-once, with every possible
- * duplicate visible as an 'uncertain' attempt.
+ * Uncertain is terminal until an operator decides: neither SMTP nor the
+ * WhatsApp Cloud API has a key that makes a second delivery impossible, so
+ * a send that may have reached the customer is never sent again by itself.
+ * That covers a send whose outcome is unknown (the connection dropped
+ * after the request went out) and a job left in 'sending' whose lease
+ * expired (its worker died between 1 and 3): the reaper below moves it to
+ * 'uncertain' with an attempt row saying so, and never sends it.  The
+ * operator's audited decision (admin "jobs.decide", kasirctl notify decide
+ * JOB_ID resend|delivered) queues it exactly once more or closes it.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -45,35 +48,50 @@
 #define RECEIPT_ACCESS_RETRY_MS 1000
 
 /*
- * Claim: two statements so each is served by its partial index
- * (job_sending, job_due): a job whose lease expired first (its worker
- * died), else the oldest due job.  Reminders are skipped while paused.
+ * Claim: the oldest due job in queued/retry (partial index job_due).
+ * Reminders are skipped while paused.  A job whose lease expired is never
+ * claimed: st_reap_expired below makes it uncertain.
  */
 #define CLAIM_SQL(where)                                                       \
 	"UPDATE notify.job j SET state = 'sending',"                           \
 	" lease_until = now() + $1::bigint * interval '1 millisecond',"        \
 	" attempts = j.attempts + 1, updated_at = now()"                       \
-	" FROM (SELECT id, state AS prev_state FROM notify.job"                \
+	" FROM (SELECT id FROM notify.job"                                     \
 	"  WHERE " where " AND channel = ANY ($2::text[])"                     \
 	"   AND (kind <> 'reminder' OR NOT (SELECT reminders_paused"           \
 	"        FROM notify.settings WHERE id = 1))"                          \
 	"  ORDER BY due_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) c"              \
 	" WHERE j.id = c.id"                                                   \
 	" RETURNING j.id, j.order_id, j.kind, j.channel, j.recipient,"         \
-	" j.attempts, j.max_attempts, j.payload::text, c.prev_state,"          \
+	" j.attempts, j.max_attempts, j.payload::text,"                        \
 	" (extract(epoch FROM now() - j.created_at) * 1000)::bigint"
 
-static const struct db_stmt st_claim_expired = {
-    .name = "notify_claim_expired",
-    .sql = CLAIM_SQL("state = 'sending' AND lease_until < now()"),
+/* A job whose worker died while sending (its lease expired): it may have
+ * been delivered.  Moved to 'uncertain' with an attempt row saying so, in
+ * one statement, one job at a time; never sent again by a worker. */
+/* clang-format off */
+static const struct db_stmt st_reap_expired = {
+    .name = "notify_reap_expired",
+    .sql = "WITH c AS (SELECT id FROM notify.job WHERE state = 'sending'"
+           "  AND lease_until < now() AND channel = ANY ($1::text[])"
+           "  ORDER BY lease_until, id LIMIT 1 FOR UPDATE SKIP LOCKED),"
+           " j AS (UPDATE notify.job j SET state = 'uncertain',"
+           "  lease_until = NULL, uncertain = j.uncertain + 1,"
+           "  last_error = $2, updated_at = now() FROM c WHERE j.id = c.id"
+           "  RETURNING j.id, j.order_id, j.channel, j.attempts),"
+           " a AS (INSERT INTO notify.attempt (job_id, attempt_no, result,"
+           "  order_status, error) SELECT j.id, j.attempts, 'uncertain',"
+           "  (SELECT o.status FROM notify.orders o"
+           "   WHERE o.order_id = j.order_id), $2 FROM j)"
+           " SELECT id, order_id, channel FROM j",
     .nparams = 2,
 };
+/* clang-format on */
 
 /* clang-format off */
 static const struct db_stmt st_claim_due = {
     .name = "notify_claim_due",
-    .sql = CLAIM_SQL("state IN ('queued', 'retry', 'uncertain')"
-                     " AND due_at <= now()"),
+    .sql = CLAIM_SQL("state IN ('queued', 'retry') AND due_at <= now()"),
     .nparams = 2,
 };
 /* clang-format on */
@@ -91,12 +109,6 @@ static const struct db_stmt st_attempt_insert = {
            " order_status, provider_id, error, latency_ms)"
            " VALUES ($1::bigint, $2::int, $3, $4, $5, $6, $7::int)",
     .nparams = 7,
-};
-
-static const struct db_stmt st_mark_uncertain = {
-    .name = "notify_mark_uncertain",
-    .sql = "UPDATE notify.job SET uncertain = uncertain + 1 WHERE id = $1",
-    .nparams = 1,
 };
 
 static const struct db_stmt st_job_cancel = {
@@ -165,6 +177,37 @@ jstr(const cJSON *o, const char *k)
 	return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+#define REAP_WHY                                                               \
+	"lease expired while sending: possibly delivered; not sent again "     \
+	"until an operator decides (kasirctl notify decide JOB_ID "            \
+	"resend|delivered)"
+
+/* Moves one job whose worker died while sending to 'uncertain'.  1 when a
+ * job was moved, 0 when none, negative on database errors. */
+static int
+reap_expired(struct notifier *n, struct kasir_db *db, const char *channels)
+{
+	const char *p[2] = {channels, REAP_WHY};
+	enum notify_channel_id ch;
+	PGresult *res = NULL;
+	int r;
+
+	if ((r = db_exec(db, &st_reap_expired, p, &res)) < 0)
+		return r;
+	if (PQntuples(res) == 0) {
+		PQclear(res);
+		return 0;
+	}
+	if (notify_channel_parse(db_get(res, 0, 2), &ch) == 0)
+		metric_inc(n->m.uncertain[ch]);
+	log_order(LOG_WARNING, db_get(res, 0, 1),
+	          "job %s: its worker died while sending (lease expired): "
+	          "recorded uncertain, waiting for an operator's decision",
+	          db_get(res, 0, 0));
+	PQclear(res);
+	return 1;
+}
+
 /*
  * Claims one job and runs the guard.  Returns 1 with *job filled when a
  * job must be sent, 0 when there was nothing to send (no due job, or the
@@ -176,7 +219,7 @@ claim(struct notifier *n, struct kasir_db *db, const char *channels,
 {
 	PGresult *res = NULL, *ores = NULL;
 	char lease[24], idbuf[24], attbuf[16];
-	const char *status = NULL, *why = NULL, *prev;
+	const char *status = NULL, *why = NULL;
 	bool revoked = false, guard = false;
 	int64_t age_ms;
 	int r;
@@ -188,14 +231,8 @@ claim(struct notifier *n, struct kasir_db *db, const char *channels,
 	{
 		const char *p[2] = {lease, channels};
 
-		if ((r = db_exec(db, &st_claim_expired, p, &res)) < 0)
+		if ((r = db_exec(db, &st_claim_due, p, &res)) < 0)
 			goto fail;
-		if (PQntuples(res) == 0) {
-			PQclear(res);
-			res = NULL;
-			if ((r = db_exec(db, &st_claim_due, p, &res)) < 0)
-				goto fail;
-		}
 	}
 	if (PQntuples(res) == 0) {
 		PQclear(res);
@@ -214,8 +251,7 @@ claim(struct notifier *n, struct kasir_db *db, const char *channels,
 	job->attempts = (int)db_get_i64(res, 0, 5);
 	job->max_attempts = (int)db_get_i64(res, 0, 6);
 	job->payload = cJSON_Parse(db_get(res, 0, 7));
-	prev = db_get(res, 0, 8);
-	age_ms = db_get_i64(res, 0, 9);
+	age_ms = db_get_i64(res, 0, 8);
 	snprintf(idbuf, sizeof(idbuf), "%" PRId64, job->id);
 
 	{
@@ -233,31 +269,6 @@ claim(struct notifier *n, struct kasir_db *db, const char *channels,
 			              sizeof(job->valid_until));
 		kasir_strlcpy(job->order_status, status,
 		              sizeof(job->order_status));
-	}
-
-	if (prev && strcmp(prev, "sending") == 0) {
-		/* its worker died after committing 'sending': the message
-		 * may have gone out; record that before sending again */
-		const char *p[7] = {idbuf,
-		                    NULL,
-		                    "uncertain",
-		                    status,
-		                    NULL,
-		                    "lease expired while sending: possibly "
-		                    "delivered, sending again",
-		                    NULL};
-
-		snprintf(attbuf, sizeof(attbuf), "%d", job->attempts - 1);
-		p[1] = attbuf;
-		if ((r = db_exec(db, &st_attempt_insert, p, NULL)) < 0)
-			goto fail;
-		if ((r = db_exec(db, &st_mark_uncertain, p, NULL)) < 0)
-			goto fail;
-		metric_inc(n->m.uncertain[job->channel]);
-		log_order(LOG_WARNING, job->order_id,
-		          "job %" PRId64 " reclaimed after its lease expired, "
-		          "recorded uncertain",
-		          job->id);
 	}
 
 	if (job->payload == NULL || !cJSON_IsObject(job->payload)) {
@@ -457,6 +468,10 @@ record(struct notifier *n, struct kasir_db *db, const struct claimed *job,
 	case SEND_PERMANENT:
 		state = "dead";
 		break;
+	case SEND_UNCERTAIN:
+		/* terminal until an operator decides (see the top) */
+		state = "uncertain";
+		break;
 	default:
 		d = job->attempts >= job->max_attempts
 		        ? -1
@@ -466,7 +481,7 @@ record(struct notifier *n, struct kasir_db *db, const struct claimed *job,
 		if (d < 0) {
 			state = "dead";
 		} else {
-			state = res == SEND_UNCERTAIN ? "uncertain" : "retry";
+			state = "retry";
 			snprintf(delay, sizeof(delay), "%" PRId64, d);
 			delay_p = delay;
 		}
@@ -513,6 +528,16 @@ record(struct notifier *n, struct kasir_db *db, const struct claimed *job,
 		          notify_channel_name(job->channel),
 		          notify_kind_name(job->kind), job->id, job->attempts,
 		          error);
+	else if (res == SEND_UNCERTAIN)
+		log_order(LOG_WARNING, job->order_id,
+		          "%s %s job %" PRId64
+		          " attempt %d uncertain (may have "
+		          "been delivered): not sent again until an operator "
+		          "decides (kasirctl notify decide %" PRId64
+		          " resend|delivered): %s",
+		          notify_channel_name(job->channel),
+		          notify_kind_name(job->kind), job->id, job->attempts,
+		          job->id, error);
 	else if (res != SEND_OK)
 		log_order(LOG_NOTICE, job->order_id,
 		          "%s %s job %" PRId64 " attempt %d failed (%s), "
@@ -680,6 +705,8 @@ worker_main(void *arg)
 			idle_wait(n, 1000);
 			continue;
 		}
+		if (reap_expired(n, db, channels) == 1)
+			continue;
 		r = claim(n, db, channels, &job);
 		if (r == 1) {
 			deliver(n, db, &job);

@@ -220,11 +220,28 @@ decide_pending(enum meaning m, const struct evidence_in *ev,
 		move(d, ORDER_CANCELLED, "midtrans cancelled the transaction");
 		return;
 	case M_REFUND:
-	case M_PARTIAL_REFUND:
+		/* A full refund implies the settlement it refunds: that
+		 * settlement is late or lost.  The money went back, so the
+		 * order ends REFUNDED straight away: never PAID, no access,
+		 * no receipt (docs/state-machine.md, "Refund seen before its
+		 * settlement"); the late settlement is then stale. */
+		move(d, ORDER_REFUNDED,
+		     "refund seen before its settlement: refunded, never "
+		     "paid");
+		return;
 	case M_CHARGEBACK:
+		move(d, ORDER_REFUNDED,
+		     "chargeback seen before its settlement: refunded, "
+		     "never paid");
+		d->flags = OFLAG_DISPUTED;
+		return;
+	case M_PARTIAL_REFUND:
 	case M_PARTIAL_CHARGEBACK:
+		/* Part of the money stays with the merchant: the customer
+		 * keeps access once the settlement arrives (PAID). */
 		set(d, EV_FLAGGED,
-		    "refund or chargeback for an order never seen paid");
+		    "partial refund or chargeback for an order never seen "
+		    "paid");
 		d->flags = OFLAG_FLAGGED;
 		return;
 	case M_NOT_FOUND:

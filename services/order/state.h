@@ -10,6 +10,8 @@
  * States move forward only:
  *   PENDING -> PAID | FAILED | EXPIRED | CANCELLED
  *   PAID    -> REFUNDED            (refund, chargeback, settlement->deny)
+ *   PENDING -> REFUNDED            (a full refund or chargeback seen
+ *                                   before its settlement)
  * (a reversal seen before its settlement: PENDING -> FAILED, reversed)
  * plus flags on PAID orders (partial_refund, disputed) and on any order
  * (flagged: amount/currency mismatch or a late payment operators must see).

@@ -27,7 +27,7 @@ MUST = {"ingest": {"status", "events.list", "quarantine.list", "export.events",
         "order": {"status", "order.show", "orders.pending", "doctor.facts",
                   "orders.unknown_notifications", "access.grant", "export.orders"},
         "notifier": {"status", "doctor.facts", "jobs.list", "evidence.order", "receipt.resend",
-                     "jobs.requeue", "reminders.pause", "reminders.resume"},
+                     "jobs.requeue", "jobs.decide", "reminders.pause", "reminders.resume"},
         "reconciler": {"status", "doctor.facts", "checks.list", "reconcile.order",
                        "reconcile.pending", "mode.set", "evidence.order",
                        "refund.order"}}

@@ -193,6 +193,32 @@ def main():
         assert "requeued" in r["result"], r
         r = ctl.json("notify", "requeue", "--dead", "--reason", "x", role="support", expect=1)
         assert r["error"]["code"] == "role_required"
+        # an uncertain send (made so by SQL here; tests/notifier makes real
+        # ones): doctor names the job and the command; only `notify decide`
+        # closes it, audited
+        jid = st.sql("SELECT id FROM notify.job WHERE order_id = %s AND kind = 'receipt'"
+                     " AND channel = 'email' ORDER BY id LIMIT 1", (a,))[0][0]
+        st.sql("UPDATE notify.job SET state = 'uncertain', uncertain = uncertain + 1"
+               " WHERE id = %s", (jid,))
+        r = ctl.json("notify", "requeue", "--order", a, "--reason", "retry all")
+        assert jid not in r["result"]["job_ids"], r
+        doc = ctl.json("doctor", expect=None)
+        unc = findings(doc, "uncertain_sends")
+        assert unc and unc[0]["severity"] == "P2" and "notify decide" in unc[0]["command"] \
+            and jid in [i["job_id"] for i in unc[0]["items"]], unc
+        rc, _, err = ctl.run("notify", "decide", str(jid), "maybe", "--reason", "x")
+        assert rc == 2 and "resend|delivered" in err, err
+        r = ctl.json("notify", "decide", str(jid), "delivered", "--reason", "x", role="support",
+                     expect=1)
+        assert r["error"]["code"] == "role_required", r
+        out, _ = ctl.text("notify", "decide", str(jid), "delivered", "--reason",
+                          "customer confirmed the mail", "--incident", inc_id)
+        assert f"job {jid} of order {a}: delivered (now sent)" in out, out
+        r = ctl.json("notify", "decide", str(jid), "resend", "--reason", "again", expect=1)
+        assert r["error"]["code"] == "not_uncertain", r
+        assert not findings(ctl.json("doctor", expect=None), "uncertain_sends")
+        assert [x[2] for x in ops_audit(st, "notify decide", str(jid))] == \
+            ["refused", "ok", "refused"], ops_audit(st, "notify decide", str(jid))
 
         out, _ = ctl.text("reminders", "pause", "--reason", "WhatsApp provider outage")
         assert "payment reminders paused" in out, out

@@ -1,8 +1,10 @@
 """Provider failures: SMTP refusing connections for a while -> the receipt
 arrives after it comes back (short backoff); WhatsApp 4xx -> dead after one
 attempt, requeue after the fix delivers it exactly once; a WhatsApp timeout
-after the request went out is recorded as uncertain and resent; a receipt
-resend is refused (and audited) for an unpaid order."""
+after the request went out is recorded uncertain and never sent again until
+an operator's audited decision (jobs.decide: resend exactly once more, or
+close it as delivered); a receipt resend is refused (and audited) for an
+unpaid order."""
 import time
 
 from nstack import Stack, wait_for, pay, mail_for, wa_for, snapshot
@@ -99,21 +101,73 @@ def main():
         assert s.sql("SELECT count(*) FROM notify.audit WHERE command='jobs.requeue'"
                      " AND result='refused'")[0][0] == 1
 
-        # ---- WhatsApp timeout after the request went out: uncertain
+        # ---- WhatsApp timeout after the request went out: uncertain, and
+        # never sent again until an operator decides (issue 12)
         s.wa.mode = "timeout"
         s.wa.delay = 2.5
         c = "ORD-WA-TIMEOUT"
         pay(s, c)
-        wait_for(lambda: (job(s, c, "whatsapp") or [[None, 0, None, 0]])[0][3] >= 1, 30,
-                 "an uncertain attempt")
+        wait_for(lambda: (job(s, c, "whatsapp") or [[None]])[0][0] == "uncertain", 30,
+                 "the WhatsApp receipt recorded uncertain")
         s.wa.mode = "normal"
-        wait_for(lambda: job(s, c, "whatsapp")[0][0] == "sent", 30, "sent after the timeout")
-        got = receipts_wa(s, c)
-        unc = s.sql("SELECT count(*) FROM notify.attempt a JOIN notify.job j ON j.id=a.job_id"
-                    " WHERE j.order_id=%s AND j.channel='whatsapp' AND a.result='uncertain'", (c,))[0][0]
-        assert unc >= 1
-        # each extra copy the provider got is covered by an uncertain attempt
-        assert 1 <= len(got) <= 1 + unc, (len(got), unc)
+        assert len(receipts_wa(s, c)) == 1, receipts_wa(s, c)  # it did arrive
+        jid = s.sql("SELECT id FROM notify.job WHERE order_id=%s AND kind='receipt'"
+                    " AND channel='whatsapp'", (c,))[0][0]
+        # Proof it is not claimable: workers take the oldest due job first,
+        # and the uncertain job's due_at is older than a receipt queued now;
+        # once that later receipt is sent, the uncertain one was passed over.
+        d = "ORD-AFTER-UNCERTAIN"
+        pay(s, d)
+        wait_for(lambda: [r[0] for r in job(s, d, "whatsapp")] == ["sent"], 30,
+                 "a later receipt sent")
+        assert job(s, c, "whatsapp")[0][0] == "uncertain", job(s, c, "whatsapp")
+        # a bulk requeue of waiting jobs never touches it
+        r = s.admin("jobs.requeue", {"dead": False}, reason="provider back")
+        assert r["ok"] and jid not in r["result"]["job_ids"], r
+        assert job(s, c, "whatsapp")[0][0] == "uncertain"
+        # doctor's facts list it with its id
+        # (an instructions WhatsApp of the same order may be uncertain too)
+        facts = s.admin("doctor.facts")["result"]
+        assert jid in [u["job_id"] for u in facts["uncertain"]], facts
+        # the operator's decision: refused without a reason (audited), refused
+        # for a job that is not uncertain, then resend exactly once more
+        r = s.admin("jobs.decide", {"job_id": jid, "decision": "resend"})
+        assert not r["ok"] and r["error"]["code"] == "reason_required", r
+        sent_a = s.sql("SELECT id FROM notify.job WHERE order_id=%s AND kind='receipt'"
+                       " AND channel='whatsapp'", (a,))[0][0]
+        r = s.admin("jobs.decide", {"job_id": sent_a, "decision": "resend"}, reason="x")
+        assert not r["ok"] and r["error"]["code"] == "not_uncertain", r
+        assert len(receipts_wa(s, c)) == 1, receipts_wa(s, c)
+        r = s.admin("jobs.decide", {"job_id": jid, "decision": "resend"},
+                    reason="customer says no WhatsApp arrived", incident="INC-12")
+        assert r["ok"] and r["result"]["state"] == "queued", r
+        wait_for(lambda: job(s, c, "whatsapp")[0][0] == "sent", 30, "sent after the decision")
+        assert len(receipts_wa(s, c)) == 2, receipts_wa(s, c)
+        r = s.admin("jobs.decide", {"job_id": jid, "decision": "resend"}, reason="again")
+        assert not r["ok"] and r["error"]["code"] == "not_uncertain", r
+        aud = s.sql("SELECT result, error, reason, incident, before IS NOT NULL,"
+                    " after->>'decision' FROM notify.audit WHERE command='jobs.decide'"
+                    " ORDER BY id")
+        assert aud == [("refused", "a changing command needs a reason", None, None, False, None),
+                       ("refused", "not_uncertain", "x", None, True, None),
+                       ("ok", None, "customer says no WhatsApp arrived", "INC-12", True,
+                        "resend"),
+                       ("refused", "not_uncertain", "again", None, True, None)], aud
+        # the other decision: the customer confirms it arrived -> closed as sent
+        s.wa.mode = "timeout"
+        e = "ORD-WA-DELIVERED"
+        pay(s, e)
+        wait_for(lambda: (job(s, e, "whatsapp") or [[None]])[0][0] == "uncertain", 30,
+                 "second uncertain receipt")
+        s.wa.mode = "normal"
+        jid_e = s.sql("SELECT id FROM notify.job WHERE order_id=%s AND kind='receipt'"
+                      " AND channel='whatsapp'", (e,))[0][0]
+        r = s.admin("jobs.decide", {"job_id": jid_e, "decision": "delivered"},
+                    reason="customer confirmed the WhatsApp")
+        assert r["ok"] and r["result"]["state"] == "sent", r
+        assert job(s, e, "whatsapp")[0][0] == "sent" and len(receipts_wa(s, e)) == 1
+        facts = s.admin("doctor.facts")["result"]
+        assert not [u for u in facts["uncertain"] if u["kind"] == "receipt"], facts
 
         # ---- receipt resend: refused for an unpaid order, works for a paid one
         u = "ORD-RESEND-UNPAID"

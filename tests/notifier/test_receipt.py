@@ -57,6 +57,27 @@ def main():
                       " AND channel='whatsapp'", (oid,))[0][0]
         assert wamid == was[0]["message_id"], (wamid, was[0]["message_id"])
 
+        # ---- refunded before it was ever paid: kasir-order applies a full
+        # refund seen before its settlement as PENDING -> REFUNDED and emits
+        # order.refunded without order.paid (docs/state-machine.md).  The
+        # customer gets the refund notice, never a payment receipt.
+        rf = "ORD-REFUND-FIRST"
+        s.publish("order.created", snapshot(rf, "PENDING"))
+        s.publish("order.payment_link", snapshot(rf, "PENDING"))
+        refunded = snapshot(rf, "REFUNDED")
+        refunded.update(evidence={"source": "ingest", "ref": 2}, partial=False)
+        s.publish("order.refunded", refunded)
+        wait_for(lambda: s.sql("SELECT count(*) FROM notify.job WHERE order_id=%s AND"
+                               " kind='refund' AND state='sent'", (rf,))[0][0] == 2,
+                 30, "refund notices sent on both channels")
+        kinds = s.sql("SELECT kind, state FROM notify.job WHERE order_id=%s", (rf,))
+        assert not [k for k in kinds if k[0] == "receipt"], kinds
+        assert not [k for k in kinds if k[0] == "reminder" and k[1] != "cancelled"], kinds
+        subjects = [str(m["Subject"]) for m in mail_for(s, rf)]
+        assert "Pengembalian dana pesanan %s" % rf in subjects, subjects
+        assert not [x for x in subjects if "Pembayaran diterima" in x], subjects
+        assert not [w for w in wa_for(s, rf) if "sudah kami terima" in w["text"]]
+
         # ---- an unpaid order: instructions yes, receipt never
         u = "ORD-UNPAID-1"
         s.publish("order.created", snapshot(u, "PENDING"))

@@ -1,14 +1,64 @@
 """SIGKILL kasir-order again and again while 1,000 paid notifications (plus
 duplicates) arrive on the ingest stream; after the last restart every
 paid order is PAID with exactly one entitlement, one PAID transition and
-one order.paid message, none twice."""
+one order.paid message, none twice.
+
+Kills follow conditions, not a clock (issue 12): kasir-order is killed when
+it has applied something since it was last started and still has a backlog
+(its ingest cursor behind the stream's head); the notifications are
+published in waves, each once the previous one was struck by a kill or
+fully applied, with re-deliveries (as Midtrans re-sends) until MIN_KILLS
+kills landed -- on a machine of any speed."""
+import contextlib
 import random
 import threading
 import time
 
-from ostack import Stack, wait_for
+from ostack import Stack
 
 N = 1000
+WAVES = 8
+MIN_KILLS = 5
+REDELIVER_WAVE = 50
+WAVE_BOUND = 60
+ARRIVALS_BOUND = 200
+
+PROGRESS_SQL = ("SELECT (SELECT coalesce(max(seq), 0) FROM orders.stream_cursor"
+                "        WHERE stream = 'ingest'),"
+                "       (SELECT coalesce(max(seq), 0) FROM testingest.stream_out)")
+
+
+class Killer(threading.Thread):
+    """SIGKILLs kasir-order whenever it has applied something since its last
+    start and still has a backlog; restarts it at once (no wait)."""
+
+    def __init__(self, s):
+        super().__init__(daemon=True)
+        self.s = s
+        self.stop = threading.Event()
+        self.kills = []
+        self.error = None
+
+    def run(self):
+        try:
+            with contextlib.closing(self.s.db()) as conn:
+                cur = conn.cursor()
+
+                def progress():
+                    cur.execute(PROGRESS_SQL)
+                    return cur.fetchone()
+                base = progress()[0]
+                while not self.stop.is_set():
+                    applied, head = progress()
+                    if not (base < applied < head):
+                        time.sleep(0.002)
+                        continue
+                    self.s.kill_order()
+                    self.kills.append((applied, head))
+                    base = progress()[0]
+                    self.s.start_order(wait_ready=False)
+        except Exception as e:  # noqa: BLE001 - reported by the main thread
+            self.error = e
 
 
 def main():
@@ -20,38 +70,58 @@ def main():
             s.create_order(oid, 154600)
         print("created %d orders" % N, flush=True)
 
-        stop = threading.Event()
-
-        def killer():
-            rnd = random.Random(7)
-            kills = 0
-            while not stop.is_set():
-                time.sleep(rnd.uniform(0.3, 1.2))
-                if stop.is_set():
-                    break
-                s.kill_order()
-                kills += 1
-                time.sleep(rnd.uniform(0.0, 0.3))
-                s.start_order(wait_ready=False)
-            print("killed kasir-order %d times" % kills, flush=True)
-
-        t = threading.Thread(target=killer)
-        t.start()
         rnd = random.Random(11)
-        sent = 0
+        bodies = []
         for oid in ids:
             body = {"order_id": oid, "transaction_status": "settlement",
                     "gross_amount": "154600.00", "status_code": "200", "currency": "IDR",
                     "payment_type": "bank_transfer", "transaction_id": "tx-" + oid}
-            s.notify(body)
-            sent += 1
+            bodies.append(body)
             if rnd.random() < 0.2:  # Midtrans duplicates
-                s.notify(body)
-                sent += 1
-        print("published %d notifications" % sent, flush=True)
-        time.sleep(2)
-        stop.set()
-        t.join()
+                bodies.append(body)
+        waves = [bodies[i::WAVES] for i in range(WAVES)]
+        killer = Killer(s)
+
+        def struck_or_applied(before):
+            if killer.error:
+                raise killer.error
+            if len(killer.kills) > before:
+                return True
+            applied, head = s.sql(PROGRESS_SQL)[0]
+            return s.procs["order"].poll() is None and applied >= head
+
+        killer.start()
+        sent = 0
+        n_waves = 0
+        t0 = time.monotonic()
+        try:
+            while n_waves < len(waves) or len(killer.kills) < MIN_KILLS:
+                assert time.monotonic() - t0 < ARRIVALS_BOUND, \
+                    "%d kills in %d waves after %ds: kasir-order never had a backlog " \
+                    "to be killed in" % (len(killer.kills), n_waves, ARRIVALS_BOUND)
+                wave = waves[n_waves] if n_waves < len(waves) else \
+                    rnd.sample(bodies, REDELIVER_WAVE)  # Midtrans re-delivers
+                before = len(killer.kills)
+                for body in wave:
+                    s.notify(body)
+                    sent += 1
+                n_waves += 1
+                deadline = time.monotonic() + WAVE_BOUND
+                while not struck_or_applied(before):
+                    assert time.monotonic() < deadline, \
+                        "wave %d neither struck by a kill nor applied in %ds" % (n_waves,
+                                                                               WAVE_BOUND)
+                    time.sleep(0.01)
+        finally:
+            killer.stop.set()
+            killer.join()
+        if killer.error:
+            raise killer.error
+        kills = killer.kills
+        print("published %d notifications in %d waves; killed kasir-order %d times with a "
+              "backlog, (applied, head) at each: %s" % (sent, n_waves, len(kills), kills),
+              flush=True)
+        assert len(kills) >= MIN_KILLS, kills
         s.kill_order()
         s.start_order()
         head = s.sql("SELECT max(seq) FROM testingest.stream_out")[0][0]

@@ -3,8 +3,18 @@ notifications arrive through kasir-ingest (signed POSTs, ~20% of them
 delivered twice, and a share paid through the fake Midtrans), restarting it
 each time.  Afterwards every paid order is PAID with exactly one
 entitlement, one PAID transition, one order.paid and one access.granted --
-none twice -- and every stored notification was applied exactly once."""
+none twice -- and every stored notification was applied exactly once.
 
+Kills follow conditions, not a clock (issue 12): the killer strikes when
+kasir-order has applied something since it was last started AND still has
+a backlog (its ingest cursor is behind ingest's head), and the arrivals come
+in waves, each sent once the previous wave has been struck (or fully
+applied, so the next wave makes a new backlog).  When the notifications run
+out before MIN_KILLS kills, further waves re-deliver already sent ones, as
+Midtrans does.  So the test kills at least MIN_KILLS times mid-backlog and
+checks every invariant on a machine of any speed."""
+
+import contextlib
 import queue
 import random
 import threading
@@ -16,6 +26,16 @@ N = 1000
 VIA_FAKE = 200          # the first VIA_FAKE orders are paid by the fake Midtrans
 SENDERS = 8
 AMOUNT = 154600
+MIN_KILLS = 5
+WAVES = 8               # the first notifications come in this many waves
+REDELIVER_WAVE = 50     # size of a wave of re-deliveries
+WAVE_BOUND = 60         # s: a wave is struck or applied within this, or FAIL
+ARRIVALS_BOUND = 200    # s: all waves and MIN_KILLS kills within this, or FAIL
+
+# kasir-order's ingest cursor and kasir-ingest's head, in one snapshot
+PROGRESS_SQL = ("SELECT (SELECT coalesce(max(seq), 0) FROM orders.stream_cursor"
+                "        WHERE stream = 'ingest'),"
+                "       (SELECT coalesce(max(seq), 0) FROM ingest.stream_out)")
 
 
 def pool(n, jobs, fn):
@@ -44,6 +64,39 @@ def pool(n, jobs, fn):
         raise errors[0]
 
 
+class Killer(threading.Thread):
+    """SIGKILLs kasir-order whenever it has applied something since its last
+    start and still has a backlog; restarts it at once (no wait)."""
+
+    def __init__(self, st):
+        super().__init__(daemon=True)
+        self.st = st
+        self.stop = threading.Event()
+        self.kills = []         # (cursor, head) seen just before each kill
+        self.error = None
+
+    def run(self):
+        try:
+            with contextlib.closing(self.st.pg.connect()) as conn:
+                cur = conn.cursor()
+
+                def progress():
+                    cur.execute(PROGRESS_SQL)
+                    return cur.fetchone()
+                base = progress()[0]
+                while not self.stop.is_set():
+                    applied, head = progress()
+                    if not (base < applied < head):
+                        time.sleep(0.002)
+                        continue
+                    self.st.kill("order")        # SIGKILL, waits for it to die
+                    self.kills.append((applied, head))
+                    base = progress()[0]         # stable: the process is dead
+                    self.st.start("order", wait=False)
+        except Exception as e:  # noqa: BLE001 - reported by the main thread
+            self.error = e
+
+
 def main():
     with PayStack.for_payment(overrides={"FAKE_MIDTRANS_RETRY_SCHEDULE": "1,1,2,2,5"}) as st:
         st.start_payment_path()
@@ -52,64 +105,85 @@ def main():
         pool(4, ids, lambda oid: st.create_order(oid, AMOUNT, email=f"{oid.lower()}@example.com"))
         check(True, f"{N} orders created through the API in {time.monotonic() - t0:.1f}s")
 
-        stop = threading.Event()
-        kills = []
-
-        def killer():
-            rnd = random.Random(7)
-            while not stop.is_set():
-                time.sleep(rnd.uniform(0.4, 1.2))
-                if stop.is_set():
-                    break
-                st.kill("order")        # SIGKILL, waits for it to die
-                kills.append(time.monotonic())
-                time.sleep(rnd.uniform(0.0, 0.3))
-                st.start("order", wait=False)
-
         rnd = random.Random(11)
-        direct = []
+        arrivals = [("fake", oid) for oid in ids[:VIA_FAKE]]
         for oid in ids[VIA_FAKE:]:
             body = notification(oid, "settlement", "%d.00" % AMOUNT)
-            direct.append(body)
+            arrivals.append(("post", body))
             if rnd.random() < 0.2:      # Midtrans duplicates
-                direct.append(body)
-        rnd.shuffle(direct)
+                arrivals.append(("post", body))
+        rnd.shuffle(arrivals)
+        waves = [arrivals[i::WAVES] for i in range(WAVES)]
         answers = {}
+        posted = []
+        lock = threading.Lock()
 
         def send(body):
             # like Midtrans: retry until 2xx (kasir-ingest does not need
             # kasir-order, so it should answer 200 the first time)
             for _ in range(5):
                 r = st.post(body)
-                answers[r.status] = answers.get(r.status, 0) + 1
+                with lock:
+                    answers[r.status] = answers.get(r.status, 0) + 1
                 if r.status == 200:
+                    with lock:
+                        posted.append(body)
                     return
                 time.sleep(0.5)
             raise AssertionError(f"{body['order_id']}: kasir-ingest kept answering {r}")
 
-        def pay_via_fake(oid):
-            r = st.fake("POST", f"/_fake/orders/{oid}/pay", {"payment_type": "bank_transfer"})
+        def arrive(a):
+            kind, what = a
+            if kind == "post":
+                send(what)
+                return
+            r = st.fake("POST", f"/_fake/orders/{what}/pay", {"payment_type": "bank_transfer"})
             if r.status != 200:
-                raise AssertionError(f"fake pay {oid}: {r}")
+                raise AssertionError(f"fake pay {what}: {r}")
 
-        kt = threading.Thread(target=killer)
-        kt.start()
+        def struck_or_applied(before):
+            if killer.error:
+                raise killer.error
+            if len(killer.kills) > before:
+                return True
+            applied, head = st.sql(PROGRESS_SQL)[0]
+            return st.running("order") and applied >= head
+
+        killer = Killer(st)
+        killer.start()
         t0 = time.monotonic()
+        n_waves = 0
         try:
-            pool(2, ids[:VIA_FAKE], pay_via_fake)
-            pool(SENDERS, direct, send)
+            while n_waves < len(waves) or len(killer.kills) < MIN_KILLS:
+                if time.monotonic() - t0 > ARRIVALS_BOUND:
+                    raise AssertionError(
+                        f"{len(killer.kills)} kills in {n_waves} waves after "
+                        f"{ARRIVALS_BOUND}s: kasir-order never had a backlog to be killed in")
+                if n_waves < len(waves):
+                    wave = waves[n_waves]
+                else:                   # out of notifications: Midtrans re-delivers
+                    with lock:
+                        wave = [("post", b) for b in rnd.sample(posted, REDELIVER_WAVE)]
+                before = len(killer.kills)
+                pool(SENDERS, wave, arrive)
+                n_waves += 1
+                st.wait_until(lambda: struck_or_applied(before), WAVE_BOUND,
+                              f"wave {n_waves} struck by a kill or applied")
             sent_for = time.monotonic() - t0
-            # keep killing while the fake's deliveries and the backlog drain
-            expected = len(direct) + VIA_FAKE
-            st.wait_until(lambda: st.sql("SELECT count(*) FROM ingest.payment_event")[0][0]
-                          >= expected, 60, f"{expected} notifications stored by kasir-ingest")
-            time.sleep(1.0)
         finally:
-            stop.set()
-            kt.join()
-        check(True, f"{expected} notifications ({len(direct)} POSTed, {VIA_FAKE} by the fake) "
-              f"in {sent_for:.1f}s; answers {answers}")
-        check(len(kills) >= 5, f"kasir-order SIGKILLed {len(kills)} times while they arrived")
+            killer.stop.set()
+            killer.join()
+        if killer.error:
+            raise killer.error
+        kills = killer.kills
+        check(len(kills) >= MIN_KILLS,
+              f"kasir-order SIGKILLed {len(kills)} times with a backlog, in {n_waves} waves "
+              f"over {sent_for:.1f}s; (applied, head) at each kill: {kills}")
+        expected = len(posted) + VIA_FAKE
+        st.wait_until(lambda: st.sql("SELECT count(*) FROM ingest.payment_event")[0][0]
+                      >= expected, 60, f"{expected} notifications stored by kasir-ingest")
+        check(True, f"{expected} notifications ({len(posted)} POSTed, {VIA_FAKE} by the fake); "
+              f"answers {answers}")
         if not st.running("order"):
             st.start("order", wait=False)
         st.wait_ready("order")

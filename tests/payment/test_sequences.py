@@ -1,7 +1,7 @@
 """Issue 3, end to end through kasir-ingest and kasir-order: delivery
 orders and duplicates (settlement before pending, the same settlement
-three times, settlement then deny, capture+accept then settlement,
-challenge), the same through the fake Midtrans, and the database refusing
+three times, settlement then deny, a refund before its settlement,
+capture+accept then settlement, challenge), the same through the fake Midtrans, and the database refusing
 PAID without evidence and changes to payment_event -- as the service roles
 kasir_order / kasir_ingest with their own passwords."""
 
@@ -120,6 +120,35 @@ def test_reversal_before_its_settlement(st):
     check(st.entitlements("SEQ-3C") == 0, "still no entitlement")
 
 
+def test_refund_before_its_settlement(st):
+    """A full refund delivered while the order is still PENDING: its
+    settlement (which a refund implies) is late.  The money went back, so
+    the order ends REFUNDED at once (PENDING -> REFUNDED): never PAID, no
+    access, no order.paid -- the only event a receipt is made from -- and
+    one order.refunded.  The late settlement changes nothing."""
+    st.create_order("SEQ-3D", 150000, email="refund-first@example.com")
+    st.deliver(notification("SEQ-3D", "refund", "150000.00", transaction_id="tx-3d-1"))
+    row = st.sql("SELECT status, flagged FROM orders.orders WHERE order_id = 'SEQ-3D'")[0]
+    check(row == ("REFUNDED", False), f"refund first: REFUNDED, not flagged ({row})")
+    tr = st.sql("SELECT from_status, to_status FROM orders.transitions"
+                " WHERE order_id = 'SEQ-3D' ORDER BY id")
+    check(tr == [("PENDING", "REFUNDED")], f"one transition PENDING -> REFUNDED ({tr})")
+    st.deliver(notification("SEQ-3D", "settlement", "150000.00", transaction_id="tx-3d-1"))
+    row = st.sql("SELECT status, flagged FROM orders.orders WHERE order_id = 'SEQ-3D'")[0]
+    check(row == ("REFUNDED", False), f"its late settlement: still REFUNDED ({row})")
+    check(results(st, "SEQ-3D") == ["applied", "ignored"],
+          f"evidence: applied, ignored ({results(st, 'SEQ-3D')})")
+    check(st.entitlements("SEQ-3D", active_only=False) == 0
+          and st.messages("SEQ-3D", "order.paid") == 0
+          and st.messages("SEQ-3D", "access.granted") == 0,
+          "no entitlement ever, no order.paid (so no receipt), no access.granted")
+    check(st.messages("SEQ-3D", "order.refunded") == 1
+          and st.messages("SEQ-3D", "access.revoked") == 0,
+          "one order.refunded, nothing to revoke")
+    check(st.access("refund-first@example.com", course_for(150000))["active"] is False,
+          "GET /v1/access: no access")
+
+
 def test_capture_then_settlement(st):
     st.create_order("SEQ-4", 10000)
     st.deliver(notification("SEQ-4", "capture", "10000.00", payment_type="credit_card"))
@@ -144,11 +173,17 @@ def test_through_fake(st):
     delivery and retries)."""
     cases = [("FK-1", "pay", {"payment_type": "credit_card"}, "PAID", 1),  # capture, then settlement
              ("FK-2", "pay", {"notify": "duplicate"}, "PAID", 1),
-             ("FK-3", "challenge", {}, "PENDING", 0)]
+             ("FK-3", "challenge", {}, "PENDING", 0),
+             ("FK-4", "pay", {"delay_ms": 4000}, "PAID", 1)]
     for oid, action, opts, _, _ in cases:
         st.create_order(oid, 275000)
         r = st.fake("POST", f"/_fake/orders/{oid}/{action}", opts)
         check(r.status == 200, f"fake {action} {oid} ({r.status})")
+    # FK-4: refunded in full while its settlement notification is still
+    # delayed at the fake: the refund arrives first
+    r = st.fake("POST", "/_fake/orders/FK-4/refund", {})
+    check(r.status == 200, f"fake refund FK-4 ({r.status})")
+    cases[3] = ("FK-4", "pay", {}, "REFUNDED", 0)
     for oid, action, _, want, ent in cases:
         st.wait_until(lambda: st.status(oid) == want and st.entitlements(oid) == ent, 20,
                       f"{oid} {want} with {ent} entitlement")
@@ -156,7 +191,13 @@ def test_through_fake(st):
     st.wait_until(lambda: st.sql("SELECT count(*) FROM ingest.payment_event"
                                  " WHERE order_id IN ('FK-1','FK-2')")[0][0] >= 4, 20,
                   "card settlement and duplicate delivered")
+    st.wait_until(lambda: st.sql("SELECT count(*) FROM ingest.payment_event"
+                                 " WHERE order_id = 'FK-4'")[0][0] >= 2, 20,
+                  "FK-4's delayed settlement delivered after its refund")
     st.wait_applied()
+    check(st.status("FK-4") == "REFUNDED" and st.entitlements("FK-4", False) == 0
+          and st.messages("FK-4", "order.paid") == 0,
+          "fake: refund before its delayed settlement ends REFUNDED, never paid")
     for oid in ("FK-1", "FK-2"):
         check(st.paid_transitions(oid) == 1 and st.entitlements(oid, False) == 1
               and st.messages(oid, "order.paid") == 1,
@@ -183,6 +224,8 @@ def test_database_refusals(st):
     paid_ev = st.sql("SELECT id, source, ref FROM orders.evidence WHERE order_id = 'SEQ-1'"
                      " AND result = 'applied'")[0]
     pend_ev = st.sql("SELECT id, source, ref FROM orders.evidence WHERE order_id = 'DB-1'")[0]
+    ref_ev = st.sql("SELECT id, source, ref FROM orders.evidence WHERE order_id = 'SEQ-3D'"
+                    " AND result = 'applied'")[0]
     role = "kasir_order"
     for why, sql, params in (
             ("UPDATE status to PAID", "UPDATE orders.orders SET status = 'PAID'"
@@ -203,10 +246,21 @@ def test_database_refusals(st):
              " (order_id, from_status, to_status, evidence_source, evidence_ref, evidence_id,"
              " reason) VALUES ('DB-1', 'PENDING', 'PAID', %s, %s, %s, 'test');"
              " UPDATE orders.orders SET status = 'PAID' WHERE order_id = 'DB-1'; COMMIT",
-             (pend_ev[1], pend_ev[2], pend_ev[0]))):
+             (pend_ev[1], pend_ev[2], pend_ev[0])),
+            ("REFUNDED naming a pending notification", "BEGIN; INSERT INTO"
+             " orders.transitions (order_id, from_status, to_status, evidence_source,"
+             " evidence_ref, evidence_id, reason) VALUES ('DB-1', 'PENDING', 'REFUNDED',"
+             " %s, %s, %s, 'test'); UPDATE orders.orders SET status = 'REFUNDED'"
+             " WHERE order_id = 'DB-1'; COMMIT", (pend_ev[1], pend_ev[2], pend_ev[0])),
+            ("REFUNDED naming another order's refund", "BEGIN; INSERT INTO"
+             " orders.transitions (order_id, from_status, to_status, evidence_source,"
+             " evidence_ref, evidence_id, reason) VALUES ('DB-1', 'PENDING', 'REFUNDED',"
+             " %s, %s, %s, 'test'); UPDATE orders.orders SET status = 'REFUNDED'"
+             " WHERE order_id = 'DB-1'; COMMIT", (ref_ev[1], ref_ev[2], ref_ev[0]))):
         check(True, f"{role}: {why} refused: {refused(st, sql, role, params)}")
-    check(st.status("DB-1") == "PENDING" and st.paid_transitions("DB-1") == 0,
-          "DB-1 still PENDING, no PAID transition")
+    check(st.status("DB-1") == "PENDING" and st.sql("SELECT count(*) FROM orders.transitions"
+                                                    " WHERE order_id = 'DB-1'")[0][0] == 0,
+          "DB-1 still PENDING, no transition")
     for sql in ("DELETE FROM orders.evidence", "UPDATE orders.transitions SET reason = 'x'",
                 "DELETE FROM orders.entitlements", "DELETE FROM orders.orders"):
         check(True, f"{role}: {sql} refused: {refused(st, sql, role)}")
@@ -233,6 +287,7 @@ def main():
         test_reversal(st)
         test_stale_deny_after_payment(st)
         test_reversal_before_its_settlement(st)
+        test_refund_before_its_settlement(st)
         test_capture_then_settlement(st)
         test_challenge(st)
         test_through_fake(st)

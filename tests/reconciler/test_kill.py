@@ -13,10 +13,14 @@ from rstack import log
 
 LEASE_S = 20
 N = 8
+MID_RUN_KILLS = 3       # kills that find rows leased by the dead process
+MAX_ROUNDS = 10
 
 
-def leased(st):
-    return st.sql("SELECT count(*) FROM recon.watch WHERE lease_until > now()")[0][0]
+def leased(st, since="-infinity"):
+    """Rows leased now, by leases that end after `since`."""
+    return st.sql("SELECT count(*) FROM recon.watch WHERE lease_until > now()"
+                  " AND lease_until > %s::timestamptz", (since,))[0][0]
 
 
 def main():
@@ -27,29 +31,41 @@ def main():
                        "RECON_BACKOFF": "2s"}) as st:
         rstack.start(st)
         orders = [rstack.create_order(st, "k%d@example.com" % i) for i in range(N)]
+        r = st.fake("POST", "/_fake/status_api",
+                    {"mode": "timeout", "count": -1, "delay_s": 2})
+        assert r.status == 200, r
         for oid in orders:
             rstack.pay(st, oid, notify="drop")
         log("%d orders paid, notifications dropped" % N)
 
+        # Every Status API request hangs (2 s, then the connection closes)
+        # until the kills are done, so checks are always in flight and no
+        # order is paid early.  A kill lands on a condition, not a clock:
+        # as soon as rows are leased.  It counts as mid-run when rows are
+        # still leased once the process is dead (only it held them);
+        # otherwise another round creates the condition again.
+        # (Leases are told apart by lease_until: a process's leases end
+        # after every lease of the processes killed before it.)
         kills = 0
-        held_at_kill = 0
-        for round_ in range(3):
-            # slow answers so the kill lands while requests are in flight
-            r = st.fake("POST", "/_fake/status_api",
-                        {"mode": "timeout", "count": 3, "delay_s": 2})
-            assert r.status == 200, r
-            st.wait_until(lambda: leased(st) > 0, timeout=30,
+        mid_run = 0
+        since = "-infinity"
+        while mid_run < MID_RUN_KILLS:
+            assert kills < MAX_ROUNDS, \
+                "%d kills, %d mid-run: rows were never still leased at a kill" % (kills, mid_run)
+            st.wait_until(lambda: leased(st, since) > 0, timeout=30,
                           what="rows leased by the scheduler")
-            time.sleep(rnd.uniform(0.0, 1.5))
-            held = leased(st)
             st.kill("reconciler", signal.SIGKILL)
             kills += 1
-            held_at_kill += held
-            log("round %d: SIGKILL with %d row(s) leased" % (round_, held))
+            held = leased(st, since)    # the dead process's leases, if any
+            mid_run += held > 0
+            since = st.sql("SELECT greatest(%s::timestamptz, max(lease_until))::text"
+                           " FROM recon.watch", (since,))[0][0]
+            log("kill %d: SIGKILL with %d row(s) still leased" % (kills, held))
             time.sleep(rnd.uniform(0.2, 1.0))
             st.restart("reconciler")
+        r = st.fake("POST", "/_fake/status_api", {"mode": "normal"})
+        assert r.status == 200, r
 
-        assert held_at_kill > 0, "never killed mid-run"
         # the schedule resumes: leases of the dead process expire and every
         # order is checked again and reaches PAID
         for oid in orders:

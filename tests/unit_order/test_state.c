@@ -71,11 +71,17 @@ static const struct row rows[] = {
     R(P, N, "expire", NULL, A, "IDR", false, EV_APPLIED, E, false, false, 0),
     R(P, N, "cancel", "accept", A, "IDR", false, EV_APPLIED, C, false, false,
       0),
-    R(P, N, "refund", NULL, A, "IDR", false, EV_FLAGGED, P, false, false,
-      OFLAG_FLAGGED),
+    /* a full refund / chargeback before its (late) settlement: the money
+     * went back, REFUNDED, nothing granted so nothing revoked */
+    R(P, N, "refund", NULL, A, "IDR", false, EV_APPLIED, RF, false, false, 0),
+    R(P, S, "refund", NULL, A, "IDR", false, EV_APPLIED, RF, false, false, 0),
     R(P, N, "partial_refund", NULL, A, "IDR", false, EV_FLAGGED, P, false,
       false, OFLAG_FLAGGED),
-    R(P, N, "chargeback", NULL, A, "IDR", false, EV_FLAGGED, P, false, false,
+    R(P, N, "chargeback", NULL, A, "IDR", false, EV_APPLIED, RF, false, false,
+      OFLAG_DISPUTED),
+    R(P, N, "partial_chargeback", NULL, A, "IDR", false, EV_FLAGGED, P, false,
+      false, OFLAG_FLAGGED),
+    R(P, N, "refund", NULL, "1.00", "IDR", false, EV_FLAGGED, P, false, false,
       OFLAG_FLAGGED),
     R(P, N, "expired", NULL, A, "IDR", false, EV_INVALID, P, false, false, 0),
     R(P, N, NULL, NULL, A, "IDR", false, EV_INVALID, P, false, false, 0),
@@ -398,6 +404,56 @@ test_reversal_before_its_settlement(void **state)
 	assert_true(s.flags & OFLAG_FLAGGED);
 }
 
+/* A full refund (Midtrans: settlement -> refund) delivered before its
+ * delayed settlement: the order ends REFUNDED at once, never PAID: no
+ * access, no order.paid (so no receipt); the late settlement, in either
+ * order with a duplicate refund, changes nothing. */
+static void
+test_refund_before_its_settlement(void **state)
+{
+	static const char *const seqs[][4] = {
+	    {"pending", "refund", "settlement", "refund"},
+	    {"refund", "settlement", "pending", NULL},
+	    {"refund", "pending", "refund", "settlement"},
+	    {"chargeback", "settlement", NULL, NULL},
+	};
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(seqs) / sizeof(*seqs); i++) {
+		struct sim s = {0};
+		for (int k = 0; k < 4 && seqs[i][k] != NULL; k++) {
+			sim_apply_txn(&s, seqs[i][k], NULL, NULL, NULL, "t1");
+			if (strcmp(seqs[i][k], "settlement") == 0)
+				assert_int_equal(s.last, EV_IGNORED);
+		}
+		assert_int_equal(s.status, ORDER_REFUNDED);
+		assert_int_equal(s.grants, 0);
+		assert_int_equal(s.revokes, 0);
+		assert_int_equal(s.paid_events, 0);
+		assert_false(s.flags & OFLAG_FLAGGED);
+	}
+}
+
+/* Settlement and refund in both orders: REFUNDED without access either
+ * way; only the order that saw the payment first granted (and revoked). */
+static void
+test_refund_and_settlement_either_order(void **state)
+{
+	struct sim a = {0}, b = {0};
+
+	(void)state;
+	sim_apply(&a, "settlement", NULL, NULL);
+	sim_apply(&a, "refund", NULL, NULL);
+	sim_apply(&b, "refund", NULL, NULL);
+	sim_apply(&b, "settlement", NULL, NULL);
+	assert_int_equal(a.status, ORDER_REFUNDED);
+	assert_int_equal(b.status, ORDER_REFUNDED);
+	assert_int_equal(a.grants - a.revokes, 0);
+	assert_int_equal(b.grants - b.revokes, 0);
+	assert_int_equal(a.paid_events, 1);
+	assert_int_equal(b.paid_events, 0);
+}
+
 /* A failed attempt (t1) then a reversed payment (t2): the order follows
  * t2 from the reversal on, so t2's late settlement is recognised. */
 static void
@@ -581,6 +637,8 @@ main(void)
 	    cmocka_unit_test(test_settlement_then_deny_reverses),
 	    cmocka_unit_test(test_reversal_before_its_settlement),
 	    cmocka_unit_test(test_reversal_after_failed_attempt),
+	    cmocka_unit_test(test_refund_before_its_settlement),
+	    cmocka_unit_test(test_refund_and_settlement_either_order),
 	    cmocka_unit_test(test_status_deny_older_than_payment),
 	    cmocka_unit_test(test_deny_then_retry_pays),
 	    cmocka_unit_test(test_stale_deny_after_payment_is_flagged),
