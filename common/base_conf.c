@@ -379,6 +379,44 @@ base_conf_consumer(const struct base_conf *c, const char *stream)
 }
 
 int
+base_conf_need_publish(const struct base_conf *c, const struct conf_node *map,
+                       struct conf_errors *errs, const char *daemon,
+                       const char *stream)
+{
+	int rc = 0;
+
+	if (c->stream_publish == NULL) {
+		conf_error_key(errs, map, "stream.publish",
+		               "missing 'stream.publish': %s publishes the %s "
+		               "stream",
+		               daemon, stream);
+		rc = KASIR_ECONFIG;
+	}
+	if (c->stream_replay == NULL) {
+		conf_error_key(errs, map, "stream.replay",
+		               "missing 'stream.replay': %s serves replays of "
+		               "the %s stream",
+		               daemon, stream);
+		rc = KASIR_ECONFIG;
+	}
+	return rc;
+}
+
+int
+base_conf_need_consume(const struct base_conf *c, const struct conf_node *map,
+                       struct conf_errors *errs, const char *daemon,
+                       const char *stream)
+{
+	if (base_conf_consumer(c, stream) != NULL)
+		return 0;
+	conf_error_key(errs, map, "consume",
+	               "'consume' has no entry for the %s stream: %s cannot "
+	               "run without it",
+	               stream, daemon);
+	return KASIR_ECONFIG;
+}
+
+int
 base_conf_keyring(const struct base_conf *c, struct keyring **ret)
 {
 	const struct base_key_conf *keys = c->msg_keys.items;

@@ -96,6 +96,23 @@ extern const struct conf_key base_conf_keys[];
 const struct base_consume_conf *base_conf_consumer(const struct base_conf *c,
 						   const char *stream);
 
+/* For a daemon's finish hook (config.h: conf_finish_fn): the checks of
+ * the shared keys that depend on what the daemon does.  Each reports (at
+ * the line of the key, or of its mapping) and returns KASIR_ECONFIG when
+ * the file does not give what the daemon needs, 0 otherwise.
+ *   need_publish: the daemon publishes stream: stream.publish and
+ *                 stream.replay are required.
+ *   need_consume: the daemon cannot run without consuming stream: a
+ *                 consume entry for it is required. */
+int base_conf_need_publish(const struct base_conf *c,
+			   const struct conf_node *map,
+			   struct conf_errors *errs, const char *daemon,
+			   const char *stream);
+int base_conf_need_consume(const struct base_conf *c,
+			   const struct conf_node *map,
+			   struct conf_errors *errs, const char *daemon,
+			   const char *stream);
+
 struct keyring;
 /* Builds a key ring from messages.keys / messages.sign_with.  On success
  * *ret (caller frees with keyring_free) holds copies of the keys. */

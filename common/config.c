@@ -46,12 +46,26 @@ struct conf_errors {
 	bool oom;
 };
 
+static void conf_verror(struct conf_errors *errs, const struct conf_node *at,
+                        const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
+
 void
 conf_error(struct conf_errors *errs, const struct conf_node *at,
            const char *fmt, ...)
 {
-	char msg[512], line[700];
 	va_list ap;
+
+	va_start(ap, fmt);
+	conf_verror(errs, at, fmt, ap);
+	va_end(ap);
+}
+
+static void
+conf_verror(struct conf_errors *errs, const struct conf_node *at,
+            const char *fmt, va_list ap)
+{
+	char msg[512], line[700];
 	int n;
 
 	errs->count++;
@@ -61,9 +75,7 @@ conf_error(struct conf_errors *errs, const struct conf_node *at,
 		snprintf(line, sizeof(line), "%s: too many errors, giving up\n",
 		         errs->file);
 	} else {
-		va_start(ap, fmt);
 		vsnprintf(msg, sizeof(msg), fmt, ap);
-		va_end(ap);
 		if (at != NULL && at->line > 0)
 			snprintf(line, sizeof(line), "%s:%d: %s\n", errs->file,
 			         at->line, msg);
@@ -374,6 +386,24 @@ lookup(const struct conf_node *map, const char *path,
 		p = dot + 1;
 	}
 	return NULL;
+}
+
+void
+conf_error_key(struct conf_errors *errs, const struct conf_node *map,
+               const char *key, const char *fmt, ...)
+{
+	const struct conf_node *n, *parent;
+	bool blocked;
+	va_list ap;
+
+	n = lookup(map, key, &parent, &blocked);
+	/* absent: the mapping it would be in ("stream:"), unless that is the
+	 * whole file */
+	if (n == NULL && parent != map)
+		n = parent;
+	va_start(ap, fmt);
+	conf_verror(errs, n, fmt, ap);
+	va_end(ap);
 }
 
 static int
@@ -791,7 +821,35 @@ check_keys(struct apply *a, const struct conf_key *table,
 	}
 }
 
-/* Zeroes, applies and checks; on any error frees and zeroes again. */
+/* Runs the finish hooks of table's includes (innermost first), then its
+ * own (config.h: conf_finish_fn). */
+static void
+finish_entries(struct apply *a, const struct conf_key *table, char *base,
+               const char *prefix, int depth)
+{
+	const struct conf_key *k;
+	const struct conf_node *map = a->root, *parent;
+	char path[CONF_PATH_MAX];
+	unsigned before;
+	bool blocked;
+
+	for (k = table; k->key != NULL; k++)
+		if (k->type == CONF_INCLUDE && depth < CONF_INCLUDE_DEPTH &&
+		    k->sub != NULL &&
+		    path_join(path, sizeof(path), prefix, k->key))
+			finish_entries(a, k->sub, base + k->offset, path,
+			               depth + 1);
+	if (k->finish == NULL)
+		return;
+	if (prefix[0] != '\0')
+		map = lookup(a->root, prefix, &parent, &blocked);
+	before = a->errs->count;
+	if (k->finish(base, map, a->errs) < 0 && a->errs->count == before)
+		conf_error(a->errs, map, "rejected by its cross-field check");
+}
+
+/* Zeroes, applies, checks and finishes; on any error frees and zeroes
+ * again. */
 static int
 apply_table(const struct conf_node *map, int root_line,
             const struct conf_key *table, void *base, struct conf_errors *errs)
@@ -808,6 +866,9 @@ apply_table(const struct conf_node *map, int root_line,
 	apply_entries(&a, table, base, "", 0);
 	if (map != NULL)
 		check_keys(&a, table, map, "");
+	/* cross-field checks see only a struct every key of which parsed */
+	if (errs->count == before && !errs->oom)
+		finish_entries(&a, table, base, "", 0);
 	if (errs->count != before || errs->oom) {
 		free_table(table, base, 0);
 		zero_table(table, base, 0);

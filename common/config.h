@@ -62,10 +62,31 @@ struct conf_errors;
 void conf_error(struct conf_errors *errs, const struct conf_node *at,
 		const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
+/* The same, at the line of dotted key under map (a table's mapping, as
+ * given to a finish hook); without a line when the key is absent. */
+void conf_error_key(struct conf_errors *errs, const struct conf_node *map,
+		    const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
 struct conf_key;
 typedef int (*conf_parse_fn)(const struct conf_node *node, void *field,
 			     struct conf_errors *errs);
 typedef void (*conf_free_fn)(void *field);
+/*
+ * A table's cross-field checks: what no single key can say ("jobs.lease
+ * must be at least twice the longest provider timeout", "this daemon
+ * publishes a stream, so stream.publish is required").  It runs once every
+ * key of the table applied without an error (defaults included), with base
+ * the struct the table filled and map the mapping it was read from (NULL
+ * for an empty file); it may also derive fields from the ones it checks.
+ * It reports with conf_error_key() and returns 0, or KASIR_ECONFIG /
+ * -ENOMEM with the errors recorded; then the load fails like any other
+ * error.  Because conf_load() runs it, --check-config and a start run the
+ * same checks: a check that needs only the file belongs here, not in
+ * main().
+ */
+typedef int (*conf_finish_fn)(void *base, const struct conf_node *map,
+			      struct conf_errors *errs);
 
 struct conf_key {
 	const char *key;     /* dotted path relative to the table's root */
@@ -83,11 +104,17 @@ struct conf_key {
 	 * zeroes the whole struct before conf_load (conf_free would otherwise
 	 * run .free on garbage when the key is absent). */
 	size_t size;
+	/* Only on the terminating entry (key NULL): the table's cross-field
+	 * check, or NULL.  Write CONF_END(fn) or {.key = NULL}. */
+	conf_finish_fn finish;
 };
 /* Tables end with an entry whose key is NULL. */
+#define CONF_END(fn) {.key = NULL, .finish = (fn)}
 
 /*
- * Loads FILE into the struct at base according to table.  On success
+ * Loads FILE into the struct at base according to table, then runs the
+ * finish hooks (those of its CONF_INCLUDE sub-tables first, then the
+ * table's own; a list's sub-table's for each item).  On success
  * returns 0; on failure returns KASIR_ECONFIG, the struct is all zero and
  * *ret_errors (caller frees with free()) holds the messages, one per line,
  * each "FILE:LINE: message".
@@ -126,10 +153,14 @@ void conf_secret_wipe(struct conf_secret *s);
 
 /*
  * Standard command line of every daemon:
- *   kasir-X --config FILE        load FILE and run
+ *   kasir-X --config FILE        load FILE and run (also -c FILE,
+ *                                --config=FILE)
  *   kasir-X --check-config FILE  print "configuration OK" (exit 0) or the
- *                                errors on stderr (exit 1)
+ *                                errors on stderr (exit 1); also
+ *                                --check-config=FILE
  *   kasir-X --version
+ * Both load with conf_load(), finish hooks included: a file --check-config
+ * passes is one the daemon accepts, whichever spelling was used.
  * Returns true when the daemon should run: base holds the loaded config.
  * Returns false when the process should exit with *ret_exit, after having
  * printed what was asked (or the usage / the config errors).

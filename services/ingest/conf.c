@@ -232,6 +232,19 @@ free_path(void *field)
 	*s = NULL;
 }
 
+/* kasir-ingest's finish hook (config.h: conf_finish_fn): conf_load()
+ * runs it, so --check-config and a start agree. */
+static int
+ingest_conf_check(void *base, const struct conf_node *map,
+                  struct conf_errors *errs)
+{
+	const struct ingest_conf *c = base;
+
+	/* kasir-order consumes the ingest stream */
+	return base_conf_need_publish(&c->base, map, errs, "kasir-ingest",
+	                              "ingest");
+}
+
 #define F(m) offsetof(struct ingest_conf, m)
 
 const struct conf_key ingest_conf_keys[] = {
@@ -350,5 +363,5 @@ const struct conf_key ingest_conf_keys[] = {
      .required = true,
      .parse = parse_server_keys,
      .free = free_server_keys},
-    {.key = NULL},
+    CONF_END(ingest_conf_check),
 };

@@ -328,12 +328,6 @@ main(int argc, char **argv)
 	/* Not ready until the public listener runs (see ready_hook). */
 	d.ready_arg = &g;
 	d.ready_hook = ready_hook;
-	if (conf.base.stream_publish == NULL ||
-	    conf.base.stream_replay == NULL) {
-		log_err("configuration: stream.publish and stream.replay are "
-		        "required (kasir-order consumes the ingest stream)");
-		goto out_daemon;
-	}
 	if ((r = ingest_metrics_register(d.metrics, &g.im)) < 0) {
 		log_err("registering metrics failed: %s", kasir_strerror(r));
 		goto out_daemon;

@@ -69,6 +69,9 @@ ctl_svc_key(enum ctl_svc s)
 	return s < SVC_COUNT ? svc_keys[s] : "?";
 }
 
+static int ctl_conf_check(void *base, const struct conf_node *map,
+                          struct conf_errors *errs);
+
 static const struct conf_key ctl_conf_keys[] = {
     {.key = "sockets.ingest",
      .type = CONF_STRING,
@@ -144,7 +147,7 @@ static const struct conf_key ctl_conf_keys[] = {
      .min = 60000,
      .max = 86400000LL,
      .defval = "30m"},
-    {.key = NULL},
+    CONF_END(ctl_conf_check),
 };
 
 void
@@ -162,9 +165,15 @@ socket_url_ok(const char *u)
 	       (strncmp(u, "ipc://", 6) == 0 || strncmp(u, "tcp://", 6) == 0);
 }
 
-static int
-conf_check(const struct ctl_conf *conf, const char *file, char *why,
-           size_t why_len)
+/*
+ * kasirctl's rules between keys, in one place: the finish hook of its table
+ * (a YAML file, through conf_load) and the dev.env path (sockets only) both
+ * ask it.  NULL when conf is fine; otherwise the message, and *ret_key the
+ * key it is about (for the line number).
+ */
+static const char *
+conf_problem(const struct ctl_conf *conf, const char **ret_key, char *buf,
+             size_t len)
 {
 	int n = 0;
 
@@ -173,28 +182,56 @@ conf_check(const struct ctl_conf *conf, const char *file, char *why,
 			continue;
 		n++;
 		if (!socket_url_ok(conf->socket[s])) {
-			snprintf(why, why_len,
-			         "%s: sockets.%s: want ipc://PATH or "
+			snprintf(buf, len,
+			         "sockets.%s: want ipc://PATH or "
 			         "tcp://HOST:PORT",
-			         file, svc_keys[s]);
-			return KASIR_ECONFIG;
+			         svc_keys[s]);
+			*ret_key = "sockets";
+			return buf;
 		}
 	}
 	if (n == 0) {
-		snprintf(why, why_len, "%s: no admin socket configured", file);
-		return KASIR_ECONFIG;
+		*ret_key = "sockets";
+		return "no admin socket configured";
 	}
 	if (conf->db_url == NULL && conf->db_migrate_url != NULL) {
-		snprintf(why, why_len,
-		         "%s: database.migrate_url without database.url", file);
-		return KASIR_ECONFIG;
+		*ret_key = "database.migrate_url";
+		return "database.migrate_url without database.url";
 	}
-	return 0;
+	return NULL;
 }
 
+/* The finish hook of ctl_conf_keys (config.h: conf_finish_fn). */
 static int
-conf_load_yaml(const char *file, struct ctl_conf *conf, char *why,
-               size_t why_len)
+ctl_conf_check(void *base, const struct conf_node *map,
+               struct conf_errors *errs)
+{
+	const char *msg, *key = NULL;
+	char buf[160];
+
+	if ((msg = conf_problem(base, &key, buf, sizeof(buf))) == NULL)
+		return 0;
+	conf_error_key(errs, map, key, "%s", msg);
+	return KASIR_ECONFIG;
+}
+
+/* The same for a configuration that is not a YAML file. */
+static int
+conf_check(const struct ctl_conf *conf, const char *file, char *why,
+           size_t why_len)
+{
+	const char *msg, *key = NULL;
+	char buf[160];
+
+	if ((msg = conf_problem(conf, &key, buf, sizeof(buf))) == NULL)
+		return 0;
+	snprintf(why, why_len, "%s: %s", file, msg);
+	return KASIR_ECONFIG;
+}
+
+int
+ctl_conf_load_file(const char *file, struct ctl_conf *conf, char *why,
+                   size_t why_len)
 {
 	char *errors = NULL;
 	int r;
@@ -208,10 +245,6 @@ conf_load_yaml(const char *file, struct ctl_conf *conf, char *why,
 		if (l > 0 && why[l - 1] == '\n')
 			why[l - 1] = '\0';
 		free(errors);
-		return r;
-	}
-	if ((r = conf_check(conf, file, why, why_len)) < 0) {
-		ctl_conf_free(conf);
 		return r;
 	}
 	return 0;
@@ -326,7 +359,7 @@ ctl_devenv_load(const char *file, struct ctl_conf *conf, char *why,
 		goto out;
 	}
 	if (ctlconf[0] != '\0') {
-		r = conf_load_yaml(ctlconf, conf, why, why_len);
+		r = ctl_conf_load_file(ctlconf, conf, why, why_len);
 		goto out;
 	}
 	memset(conf, 0, sizeof(*conf));
@@ -392,7 +425,7 @@ ctl_conf_find_load(const char *path, struct ctl_conf *conf, char **ret_source,
 	    env[0] != '\0')
 		path = env;
 	if (path != NULL) {
-		r = conf_load_yaml(path, conf, why, why_len);
+		r = ctl_conf_load_file(path, conf, why, why_len);
 		src = strdup(path);
 	} else if (((env = getenv("KASIR_DEV_ENV")) != NULL && env[0] != '\0' &&
 	            kasir_strlcpy(devenv, env, sizeof(devenv)) <
@@ -401,7 +434,7 @@ ctl_conf_find_load(const char *path, struct ctl_conf *conf, char **ret_source,
 		r = ctl_devenv_load(devenv, conf, why, why_len);
 		src = strdup(devenv);
 	} else if (access(DEFAULT_CONFIG, F_OK) == 0) {
-		r = conf_load_yaml(DEFAULT_CONFIG, conf, why, why_len);
+		r = ctl_conf_load_file(DEFAULT_CONFIG, conf, why, why_len);
 		src = strdup(DEFAULT_CONFIG);
 	} else {
 		snprintf(why, why_len,

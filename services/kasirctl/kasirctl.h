@@ -114,6 +114,11 @@ struct ctl_conf {
  */
 int ctl_conf_find_load(const char *path, struct ctl_conf *conf,
                        char **ret_source, char *why, size_t why_len);
+/* Loads one kasirctl.yaml, every check included (its table's finish hook):
+ * what --check-config and --config both use.  0, or < 0 with why holding
+ * the errors (file:line: message lines). */
+int ctl_conf_load_file(const char *file, struct ctl_conf *conf, char *why,
+                       size_t why_len);
 void ctl_conf_free(struct ctl_conf *conf);
 /* Parses a dev.env file into conf (sockets only, or KASIRCTL_CONFIG
  * which is then loaded).  Exposed for the unit test. */

@@ -76,7 +76,8 @@ static void
 usage(FILE *f)
 {
 	fprintf(f, "usage: kasirctl [--config FILE] [--json] [--reason TEXT] "
-	           "[--incident INC-ID] COMMAND ...\n\ncommands:\n");
+	           "[--incident INC-ID] COMMAND ...\n"
+	           "       kasirctl --check-config FILE\n\ncommands:\n");
 	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
 		fprintf(f, "  %-70s%s\n", commands[i].usage,
 		        commands[i].changing ? " *" : "");
@@ -106,6 +107,22 @@ in_group(const char *name)
 		if (groups[i] == g->gr_gid)
 			return true;
 	return false;
+}
+
+/* --check-config FILE: the load a run does, and nothing else. */
+static int
+check_config(const char *file)
+{
+	struct ctl_conf conf;
+	char why[2048];
+
+	if (ctl_conf_load_file(file, &conf, why, sizeof(why)) < 0) {
+		fprintf(stderr, "%s\n", why);
+		return CTL_EXIT_USAGE;
+	}
+	ctl_conf_free(&conf);
+	printf("configuration OK\n");
+	return CTL_EXIT_OK;
 }
 
 /* Who is asking: user name and role from uid and groups; KASIR_ROLE may
@@ -241,6 +258,9 @@ main(int argc, char **argv)
 			printf("kasirctl %s\n", KASIR_VERSION);
 			free(rest);
 			return CTL_EXIT_OK;
+		} else if ((v = opt_value(argc, argv, &i, "--check-config"))) {
+			free(rest);
+			return check_config(v);
 		} else if ((v = opt_value(argc, argv, &i, "--config"))) {
 			config = v;
 		} else if ((v = opt_value(argc, argv, &i, "--reason"))) {

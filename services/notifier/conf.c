@@ -228,6 +228,9 @@ free_string(void *field)
 		.parse = parse_wa_params, .size = sizeof(struct wa_params)     \
 	}
 
+static int notifier_conf_check(void *base, const struct conf_node *map,
+                               struct conf_errors *errs);
+
 const struct conf_key notifier_conf_keys[] = {
     BASE_CONF_KEYS_FOR(struct notifier_conf),
 
@@ -355,7 +358,7 @@ const struct conf_key notifier_conf_keys[] = {
     TPL(KIND_RECEIPT, "receipt"),
     TPL(KIND_EXPIRY, "expiry"),
     TPL(KIND_REFUND, "refund"),
-    {.key = NULL},
+    CONF_END(notifier_conf_check),
 };
 
 #undef TPL
@@ -370,44 +373,66 @@ dup_default(char **field, const char *def)
 	return *field ? 0 : -ENOMEM;
 }
 
-int
-notifier_conf_finish(struct notifier_conf *c, char *why, size_t why_len)
+/*
+ * The notifier's finish hook (config.h: conf_finish_fn): fills the defaults
+ * a table default cannot express (lists, templates) and checks the rules
+ * between keys.  conf_load() runs it, so --check-config and a start agree.
+ */
+static int
+notifier_conf_check(void *base, const struct conf_node *map,
+                    struct conf_errors *errs)
 {
+	struct notifier_conf *c = base;
 	int64_t max_timeout;
+	int rc = 0;
 
+	if (base_conf_need_consume(&c->base, map, errs, NOTIFIER_NAME,
+	                           "orders") < 0)
+		rc = KASIR_ECONFIG;
 	if (!c->retry.set)
 		duration_list_parse("30s,2m,10m,30m,2h,6h", &c->retry);
 	if (!c->remind_after_created.set)
 		duration_list_parse("1h", &c->remind_after_created);
 	if (!c->remind_before_expiry.set)
 		duration_list_parse("3h", &c->remind_before_expiry);
-	if (c->remind_after_created.n > NOTIFY_REMINDERS_MAX ||
-	    c->remind_before_expiry.n > NOTIFY_REMINDERS_MAX) {
-		snprintf(why, why_len, "reminders: at most %d offsets each",
-		         NOTIFY_REMINDERS_MAX);
-		return KASIR_ECONFIG;
+	if (c->remind_after_created.n > NOTIFY_REMINDERS_MAX) {
+		conf_error_key(errs, map, "reminders.after_created",
+		               "reminders.after_created: at most %d offsets",
+		               NOTIFY_REMINDERS_MAX);
+		rc = KASIR_ECONFIG;
+	}
+	if (c->remind_before_expiry.n > NOTIFY_REMINDERS_MAX) {
+		conf_error_key(errs, map, "reminders.before_expiry",
+		               "reminders.before_expiry: at most %d offsets",
+		               NOTIFY_REMINDERS_MAX);
+		rc = KASIR_ECONFIG;
 	}
 	for (int k = 0; k < KIND_COUNT; k++) {
 		const struct notify_template *d = template_default(k);
-
 		const struct wa_template *w = wa_template_default(k);
 		struct wa_template *t = &c->wa_tpl[k];
+		char key[80];
 
 		if (dup_default(&c->tpl[k].subject, d->subject) < 0 ||
 		    dup_default(&c->tpl[k].email, d->email) < 0 ||
 		    dup_default(&t->name, w->name) < 0 ||
-		    dup_default(&t->language, w->language) < 0)
+		    dup_default(&t->language, w->language) < 0) {
+			conf_error(errs, map, "out of memory");
 			return -ENOMEM;
+		}
 		/* a renamed template keeps no default parameter list: the
 		 * list belongs to the text registered under that name */
 		if (!t->params.set && strcmp(t->name, w->name) == 0)
 			t->params = w->params;
 		if (!t->params.set) {
-			snprintf(why, why_len,
-			         "whatsapp.templates.%s.parameters: required "
-			         "when the template is not kasir's own %s",
-			         notify_kind_name(k), w->name);
-			return KASIR_ECONFIG;
+			snprintf(key, sizeof(key), "whatsapp.templates.%s.name",
+			         notify_kind_name(k));
+			conf_error_key(errs, map, key,
+			               "whatsapp.templates.%s.parameters: "
+			               "required when the template is not "
+			               "kasir's own %s",
+			               notify_kind_name(k), w->name);
+			rc = KASIR_ECONFIG;
 		}
 	}
 	if (strcmp(c->smtp_starttls, "off") == 0)
@@ -417,43 +442,58 @@ notifier_conf_finish(struct notifier_conf *c, char *why, size_t why_len)
 	else if (strcmp(c->smtp_starttls, "required") == 0)
 		c->smtp_tls = SMTP_TLS_REQUIRED;
 	else {
-		snprintf(why, why_len,
-		         "email.starttls: want off, optional or required");
-		return KASIR_ECONFIG;
+		conf_error_key(errs, map, "email.starttls",
+		               "email.starttls: want off, optional or "
+		               "required");
+		rc = KASIR_ECONFIG;
 	}
 	if (c->email_enabled) {
 		if (strncmp(c->smtp_url, "smtp://", 7) != 0 &&
 		    strncmp(c->smtp_url, "smtps://", 8) != 0) {
-			snprintf(why, why_len,
-			         "email.url: want smtp://host:port or "
-			         "smtps://host:port");
-			return KASIR_ECONFIG;
+			conf_error_key(errs, map, "email.url",
+			               "email.url: want smtp://host:port or "
+			               "smtps://host:port");
+			rc = KASIR_ECONFIG;
 		}
 		if (!mime_address_valid(c->mail_from)) {
-			snprintf(why, why_len, "email.from: not an address");
-			return KASIR_ECONFIG;
+			conf_error_key(errs, map, "email.from",
+			               "email.from: not an address");
+			rc = KASIR_ECONFIG;
 		}
 	}
 	if (c->whatsapp_enabled) {
 		if (c->wa_phone_number_id == NULL ||
 		    c->wa_token.value == NULL) {
-			snprintf(why, why_len,
-			         "whatsapp: phone_number_id and token_file "
-			         "are required when enabled");
+			conf_error_key(errs, map, "whatsapp.enabled",
+			               "whatsapp: phone_number_id and "
+			               "token_file are required when enabled");
 			return KASIR_ECONFIG;
 		}
 		for (const char *p = c->wa_phone_number_id; *p; p++)
 			if (!isalnum((unsigned char)*p)) {
-				snprintf(why, why_len,
-				         "whatsapp.phone_number_id: "
-				         "letters and digits only");
-				return KASIR_ECONFIG;
+				conf_error_key(errs, map,
+				               "whatsapp.phone_number_id",
+				               "whatsapp.phone_number_id: "
+				               "letters and digits only");
+				rc = KASIR_ECONFIG;
+				break;
 			}
 		if (strncmp(c->wa_base, "http://", 7) != 0 &&
 		    strncmp(c->wa_base, "https://", 8) != 0) {
-			snprintf(why, why_len,
-			         "whatsapp.base_url: want http(s)://...");
-			return KASIR_ECONFIG;
+			conf_error_key(errs, map, "whatsapp.base_url",
+			               "whatsapp.base_url: want http(s)://...");
+			rc = KASIR_ECONFIG;
+		}
+		/* whatsapp.c builds BASE/VERSION/ID/messages */
+		if (strlen(c->wa_base) + strlen(c->wa_version) +
+		        strlen(c->wa_phone_number_id) + 11 >=
+		    WA_URL_MAX) {
+			conf_error_key(errs, map, "whatsapp.phone_number_id",
+			               "whatsapp: base_url, api_version and "
+			               "phone_number_id make a URL longer than "
+			               "%d bytes",
+			               WA_URL_MAX - 1);
+			rc = KASIR_ECONFIG;
 		}
 	}
 	/* A provider call must end well before the lease does, or another
@@ -461,13 +501,13 @@ notifier_conf_finish(struct notifier_conf *c, char *why, size_t why_len)
 	max_timeout = c->smtp_timeout_ms > c->wa_timeout_ms ? c->smtp_timeout_ms
 	                                                    : c->wa_timeout_ms;
 	if (max_timeout * 2 > c->lease_ms) {
-		snprintf(why, why_len,
-		         "jobs.lease must be at least twice the longest "
-		         "provider timeout (%lld ms)",
-		         (long long)max_timeout);
-		return KASIR_ECONFIG;
+		conf_error_key(errs, map, "jobs.lease",
+		               "jobs.lease must be at least twice the longest "
+		               "provider timeout (%lld ms)",
+		               (long long)max_timeout);
+		rc = KASIR_ECONFIG;
 	}
-	return 0;
+	return rc;
 }
 
 int64_t

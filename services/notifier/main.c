@@ -102,37 +102,6 @@ tick(void *arg)
 	                (long long)head);
 }
 
-/*
- * --check-config also runs the notifier's own cross-field checks (lease
- * versus provider timeouts, channel settings), which the generic loader
- * cannot know.  Returns -1 when argv is not a --check-config call.
- */
-static int
-check_config(int argc, char **argv)
-{
-	struct notifier_conf conf;
-	char *errors = NULL, why[256];
-	int r;
-
-	if (argc != 3 || strcmp(argv[1], "--check-config") != 0)
-		return -1;
-	memset(&conf, 0, sizeof(conf));
-	if (conf_load(argv[2], notifier_conf_keys, &conf, &errors) < 0) {
-		fprintf(stderr, "%s",
-		        errors ? errors : "configuration rejected\n");
-		free(errors);
-		return 1;
-	}
-	r = notifier_conf_finish(&conf, why, sizeof(why));
-	conf_free(notifier_conf_keys, &conf);
-	if (r < 0) {
-		fprintf(stderr, "%s: %s\n", argv[2], why);
-		return 1;
-	}
-	printf("configuration OK\n");
-	return 0;
-}
-
 int
 main(int argc, char **argv)
 {
@@ -143,21 +112,12 @@ main(int argc, char **argv)
 	struct stream_consumer_conf cc;
 	struct admin_socket_conf ac;
 	struct db_conf dc;
-	char why[256];
 	int rc = 1;
 
-	if ((rc = check_config(argc, argv)) >= 0)
-		return rc;
 	memset(&conf, 0, sizeof(conf));
 	if (!conf_cli(argc, argv, NOTIFIER_NAME, notifier_conf_keys, &conf,
 	              &rc))
 		return rc;
-	if (notifier_conf_finish(&conf, why, sizeof(why)) < 0) {
-		fprintf(stderr, "%s: configuration rejected: %s\n",
-		        NOTIFIER_NAME, why);
-		conf_free(notifier_conf_keys, &conf);
-		return 1;
-	}
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		fprintf(stderr, "%s: libcurl initialisation failed\n",
 		        NOTIFIER_NAME);

@@ -135,6 +135,7 @@ struct notifier_conf {
 	bool whatsapp_enabled;
 	char *wa_base;    /* https://graph.facebook.com */
 	char *wa_version; /* v19.0 */
+#define WA_URL_MAX 512    /* BASE/VERSION/ID/messages, NUL included */
 	char *wa_phone_number_id;
 	struct conf_secret wa_token;
 	int64_t wa_timeout_ms;
@@ -154,10 +155,9 @@ struct notifier_conf {
 	struct wa_template wa_tpl[KIND_COUNT];
 };
 
+/* Its finish hook fills defaults that a table default cannot express
+ * (lists, templates) and checks the rules between keys (conf.c). */
 extern const struct conf_key notifier_conf_keys[];
-/* Fills defaults that a table default cannot express (lists, templates)
- * and checks cross-field rules.  0, or KASIR_ECONFIG with why filled. */
-int notifier_conf_finish(struct notifier_conf *c, char *why, size_t why_len);
 /* Parses "30s, 2m,10m" into l.  -EINVAL / -ERANGE / KASIR_ETOOBIG. */
 int duration_list_parse(const char *s, struct duration_list *l);
 

@@ -37,7 +37,7 @@
 
 struct wa_state {
 	const struct notifier_conf *conf; /* borrowed */
-	char url[512];
+	char url[WA_URL_MAX];
 };
 
 static int

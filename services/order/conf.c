@@ -128,6 +128,19 @@ free_courses(void *field)
 	conf_list_free(course_keys, sizeof(struct course), field);
 }
 
+/* kasir-order's finish hook (config.h: conf_finish_fn): conf_load() runs
+ * it, so --check-config and a start agree.  The ingest and recon consume
+ * entries stay optional (a start without them warns). */
+static int
+order_conf_check(void *base, const struct conf_node *map,
+                 struct conf_errors *errs)
+{
+	const struct order_conf *c = base;
+
+	return base_conf_need_publish(&c->base, map, errs, "kasir-order",
+	                              "orders");
+}
+
 const struct conf_key order_conf_keys[] = {
     BASE_CONF_KEYS_FOR(struct order_conf),
     {.key = "http.listen",
@@ -210,5 +223,5 @@ const struct conf_key order_conf_keys[] = {
      .required = true,
      .parse = parse_courses,
      .free = free_courses},
-    {.key = NULL},
+    CONF_END(order_conf_check),
 };

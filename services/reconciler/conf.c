@@ -164,6 +164,9 @@ parse_types(const struct conf_node *node, void *field, struct conf_errors *errs)
 		.max = hi, .defval = def                                       \
 	}
 
+static int recon_conf_check(void *base, const struct conf_node *map,
+                            struct conf_errors *errs);
+
 const struct conf_key recon_conf_keys[] = {
     BASE_CONF_KEYS_FOR(struct recon_conf),
 
@@ -212,47 +215,64 @@ const struct conf_key recon_conf_keys[] = {
     DUR("mode.auto_silence", auto_silence_ms, 100, 7LL * 24 * 3600000, "15m"),
     DUR("mode.activity_window", activity_window_ms, 100, 7LL * 24 * 3600000,
         "2h"),
-    {.key = NULL},
+    CONF_END(recon_conf_check),
 };
 
 #undef INT
 #undef DUR
 #undef F
 
-int
-recon_conf_finish(struct recon_conf *c, char *why, size_t why_len)
+/*
+ * The reconciler's finish hook (config.h: conf_finish_fn): the rules
+ * between keys (the lease against the timeouts, the backoff list, the
+ * streams it needs).  conf_load() runs it, so --check-config and a start
+ * agree.
+ */
+static int
+recon_conf_check(void *base, const struct conf_node *map,
+                 struct conf_errors *errs)
 {
+	struct recon_conf *c = base;
 	int64_t worst;
+	int rc = 0;
 
+	if (base_conf_need_publish(&c->base, map, errs, RECON_NAME, "recon") <
+	    0)
+		rc = KASIR_ECONFIG;
+	if (base_conf_need_consume(&c->base, map, errs, RECON_NAME, "orders") <
+	    0)
+		rc = KASIR_ECONFIG;
 	if (strncmp(c->core_url, "http://", 7) != 0 &&
 	    strncmp(c->core_url, "https://", 8) != 0) {
-		snprintf(why, why_len,
-		         "midtrans.core_url: want http(s)://host[:port]");
-		return KASIR_ECONFIG;
-	}
-	if (strlen(c->core_url) > 200 || strchr(c->core_url, '?') ||
-	    strchr(c->core_url, '#')) {
-		snprintf(why, why_len,
-		         "midtrans.core_url: a base URL without query, at "
-		         "most 200 characters");
-		return KASIR_ECONFIG;
+		conf_error_key(errs, map, "midtrans.core_url",
+		               "midtrans.core_url: want http(s)://host[:port]");
+		rc = KASIR_ECONFIG;
+	} else if (strlen(c->core_url) > 200 || strchr(c->core_url, '?') ||
+	           strchr(c->core_url, '#')) {
+		conf_error_key(errs, map, "midtrans.core_url",
+		               "midtrans.core_url: a base URL without query, "
+		               "at most 200 characters");
+		rc = KASIR_ECONFIG;
 	}
 	/* "https://api.midtrans.com/" and "https://api.midtrans.com" alike */
 	for (size_t n = strlen(c->core_url); n > 8 && c->core_url[n - 1] == '/';
 	     n--)
 		c->core_url[n - 1] = '\0';
 	if (c->server_key.len == 0) {
-		snprintf(why, why_len, "midtrans.server_key_file is empty");
-		return KASIR_ECONFIG;
+		conf_error_key(errs, map, "midtrans.server_key_file",
+		               "midtrans.server_key_file is empty");
+		rc = KASIR_ECONFIG;
 	}
 	if (c->backoff.n == 0) {
-		snprintf(why, why_len, "schedule.backoff is empty");
-		return KASIR_ECONFIG;
+		conf_error_key(errs, map, "schedule.backoff",
+		               "schedule.backoff is empty");
+		rc = KASIR_ECONFIG;
 	}
 	if (c->retry_max_ms < c->retry_ms) {
-		snprintf(why, why_len,
-		         "schedule.retry_max must not be below schedule.retry");
-		return KASIR_ECONFIG;
+		conf_error_key(errs, map, "schedule.retry_max",
+		               "schedule.retry_max must not be below "
+		               "schedule.retry");
+		rc = KASIR_ECONFIG;
 	}
 	/* A claimed batch (every attempt and backoff of each check, run
 	 * concurrency at a time under the rps cap) must end well before its
@@ -264,13 +284,13 @@ recon_conf_finish(struct recon_conf *c, char *why, size_t why_len)
 	worst *= (c->batch + c->concurrency - 1) / c->concurrency;
 	worst += c->batch * (c->retries + 1) * 1000 / c->rps;
 	if (worst * 2 > c->lease_ms) {
-		snprintf(why, why_len,
-		         "schedule.lease must be at least twice the longest "
-		         "batch (%lld ms: timeouts and backoffs of every "
-		         "attempt of schedule.batch checks); raise the lease "
-		         "or lower the batch",
-		         (long long)worst);
-		return KASIR_ECONFIG;
+		conf_error_key(errs, map, "schedule.lease",
+		               "schedule.lease must be at least twice the "
+		               "longest batch (%lld ms: timeouts and backoffs "
+		               "of every attempt of schedule.batch checks); "
+		               "raise the lease or lower the batch",
+		               (long long)worst);
+		rc = KASIR_ECONFIG;
 	}
-	return 0;
+	return rc;
 }

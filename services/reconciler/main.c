@@ -110,37 +110,6 @@ tick(void *arg)
 }
 
 /*
- * --check-config also runs the reconciler's own cross-field checks (the
- * lease versus timeouts, the backoff list).  Returns -1 when argv is not
- * a --check-config call.
- */
-static int
-check_config(int argc, char **argv)
-{
-	struct recon_conf conf;
-	char *errors = NULL, why[256];
-	int r;
-
-	if (argc != 3 || strcmp(argv[1], "--check-config") != 0)
-		return -1;
-	memset(&conf, 0, sizeof(conf));
-	if (conf_load(argv[2], recon_conf_keys, &conf, &errors) < 0) {
-		fprintf(stderr, "%s",
-		        errors ? errors : "configuration rejected\n");
-		free(errors);
-		return 1;
-	}
-	r = recon_conf_finish(&conf, why, sizeof(why));
-	conf_free(recon_conf_keys, &conf);
-	if (r < 0) {
-		fprintf(stderr, "%s: %s\n", argv[2], why);
-		return 1;
-	}
-	printf("configuration OK\n");
-	return 0;
-}
-
-/*
  * The longest a scheduler pass may go without touching the database: its
  * idle poll, plus a claimed batch of Status API calls - batch/concurrency
  * rounds of (retries + 1) whole-request timeouts, and the batch at the
@@ -168,20 +137,11 @@ main(int argc, char **argv)
 	struct stream_consumer_conf cc;
 	struct db_conf dc;
 	pthread_condattr_t ca;
-	char why[256];
 	int rc;
 
-	if ((rc = check_config(argc, argv)) >= 0)
-		return rc;
 	memset(&conf, 0, sizeof(conf));
 	if (!conf_cli(argc, argv, RECON_NAME, recon_conf_keys, &conf, &rc))
 		return rc;
-	if (recon_conf_finish(&conf, why, sizeof(why)) < 0) {
-		fprintf(stderr, "%s: configuration rejected: %s\n", RECON_NAME,
-		        why);
-		conf_free(recon_conf_keys, &conf);
-		return 1;
-	}
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		fprintf(stderr, "%s: libcurl initialisation failed\n",
 		        RECON_NAME);

@@ -99,10 +99,8 @@ struct recon_conf {
 	int64_t activity_window_ms; /* orders created this recently count */
 };
 
+/* Its finish hook checks the rules between keys (conf.c). */
 extern const struct conf_key recon_conf_keys[];
-/* Parses the list fields and checks cross-field rules.  0, or
- * KASIR_ECONFIG with why filled. */
-int recon_conf_finish(struct recon_conf *c, char *why, size_t why_len);
 /* "10m, 30m,1h" -> d.  -EINVAL / -ERANGE / KASIR_ETOOBIG. */
 int recon_durations_parse(const char *s, struct recon_durations *d);
 /* "dana, bsi" -> t (lower-case names).  -EINVAL / KASIR_ETOOBIG. */
