@@ -48,6 +48,7 @@
 #define NOTIFY_ERROR_MAX       512   /* error text kept per attempt */
 #define NOTIFY_PROVIDER_ID_MAX 256
 #define WA_PARAMS_MAX          10 /* body parameters of one template */
+#define WA_URL_MAX             512 /* BASE/VERSION/ID/messages, NUL included */
 
 /* ---- kinds and channels ------------------------------------------------ */
 
@@ -135,7 +136,6 @@ struct notifier_conf {
 	bool whatsapp_enabled;
 	char *wa_base;    /* https://graph.facebook.com */
 	char *wa_version; /* v19.0 */
-#define WA_URL_MAX 512    /* BASE/VERSION/ID/messages, NUL included */
 	char *wa_phone_number_id;
 	struct conf_secret wa_token;
 	int64_t wa_timeout_ms;

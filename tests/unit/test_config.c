@@ -1,7 +1,8 @@
 /*
  * test_config.c - the config loader (common/config.c) against a test table:
  * values, defaults, includes, lists, every kind of error with its
- * FILE:LINE, the bounds, secrets, and the --check-config command line.
+ * FILE:LINE, the bounds, secrets, the finish hooks (cross-field checks)
+ * and the --check-config command line.
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -51,6 +52,22 @@ static const struct conf_key inc_keys[] = {
     {.key = NULL},
 };
 
+static int item_finish_calls;
+
+/* A list item's finish hook: runs once per item, with the item's map. */
+static int
+item_finish(void *base, const struct conf_node *map, struct conf_errors *errs)
+{
+	const struct item_conf *it = base;
+
+	item_finish_calls++;
+	if (strcmp(it->id, "bad") == 0) {
+		conf_error_key(errs, map, "id", "item id 'bad' is reserved");
+		return KASIR_ECONFIG;
+	}
+	return 0;
+}
+
 static const struct conf_key item_keys[] = {
     {.key = "id",
      .type = CONF_STRING,
@@ -60,7 +77,7 @@ static const struct conf_key item_keys[] = {
      .type = CONF_INT,
      .offset = offsetof(struct item_conf, n),
      .defval = "7"},
-    {.key = NULL},
+    CONF_END(item_finish),
 };
 
 static int
@@ -112,6 +129,41 @@ static const struct conf_key tkeys[] = {
      .parse = parse_items,
      .free = free_items},
     {.key = NULL},
+};
+
+/* The same struct through a table with a finish hook of its own; tkeys is
+ * included at the root. */
+static int finish_calls;
+
+static int
+tconf_finish(void *base, const struct conf_node *map, struct conf_errors *errs)
+{
+	struct tconf *c = base;
+	int rc = 0;
+
+	finish_calls++;
+	/* the struct is complete: defaults applied, includes filled */
+	assert_non_null(c->name);
+	assert_int_not_equal(c->inc.weight, 0);
+	if (c->flag && c->port < 1024 && c->secret.value == NULL) {
+		conf_error_key(errs, map, "secret",
+		               "'secret' is required below port 1024");
+		rc = KASIR_ECONFIG;
+	}
+	if (c->db_pool == c->port) {
+		conf_error_key(errs, map, "db.pool",
+		               "db.pool must differ from port (%lld)",
+		               (long long)c->port);
+		rc = KASIR_ECONFIG;
+	}
+	if (rc == 0)
+		c->size += 1; /* a derived field: kept on success */
+	return rc;
+}
+
+static const struct conf_key fkeys[] = {
+    {.key = "", .type = CONF_INCLUDE, .offset = 0, .sub = tkeys},
+    CONF_END(tconf_finish),
 };
 
 static char tmpdir[256];
@@ -560,7 +612,9 @@ test_secrets(void **state)
 	free(errs);
 }
 
-/* Runs conf_cli with args, capturing stdout and stderr. */
+static const struct conf_key *cli_table = tkeys;
+
+/* Runs conf_cli with args and cli_table, capturing stdout and stderr. */
 static bool
 run_cli(int *ret_exit, char **ret_out, char **ret_err, struct tconf *c, ...)
 {
@@ -576,7 +630,7 @@ run_cli(int *ret_exit, char **ret_out, char **ret_err, struct tconf *c, ...)
 	va_end(ap);
 	tu_capture_begin(&o, STDOUT_FILENO);
 	tu_capture_begin(&e, STDERR_FILENO);
-	run = conf_cli(argc, argv, "kasir-test", tkeys, c, ret_exit);
+	run = conf_cli(argc, argv, "kasir-test", cli_table, c, ret_exit);
 	*ret_err = tu_capture_end(&e);
 	*ret_out = tu_capture_end(&o);
 	return run;
@@ -654,6 +708,131 @@ test_cli(void **state)
 	free(good), free(bad), free(broken);
 }
 
+/* Finish hooks: run once after every key applied, never on a file with a
+ * key error; their errors carry the key's line (none when it is absent)
+ * and reject the whole file. */
+static void
+test_finish(void **state)
+{
+	(void)state;
+	const char *path;
+	struct tconf c;
+	char *errs = NULL, want[700];
+
+	/* the good file: the hook runs once and may derive fields */
+	path = tu_write(tmpdir, "f.yaml", good_yaml, 0600);
+	finish_calls = item_finish_calls = 0;
+	memset(&c, 0xa5, sizeof(c));
+	assert_int_equal(conf_load(path, fkeys, &c, &errs), 0);
+	assert_int_equal(finish_calls, 1);
+	assert_int_equal(item_finish_calls, 2); /* once per list item */
+	assert_int_equal(c.size, 64 * 1024 + 1);
+	conf_free(fkeys, &c);
+
+	/* present key: its line; absent key: the file only */
+	path = tu_write(tmpdir, "f.yaml",
+	                "name: n\n"
+	                "port: 4\n"
+	                "flag: true\n"
+	                "db:\n"
+	                "  url: u\n"
+	                "  pool: 4\n"
+	                "inc: {host: h}\n",
+	                0600);
+	finish_calls = 0;
+	memset(&c, 0xa5, sizeof(c));
+	assert_int_equal(conf_load(path, fkeys, &c, &errs), KASIR_ECONFIG);
+	assert_int_equal(finish_calls, 1);
+	snprintf(want, sizeof(want),
+	         "%s: 'secret' is required below port 1024\n"
+	         "%s:6: db.pool must differ from port (4)\n",
+	         path, path);
+	assert_string_equal(errs, want);
+	assert_all_zero(&c); /* nothing half-applied */
+	free(errs);
+	errs = NULL;
+
+	/* a key error: the hook does not run on a half-read struct */
+	path = tu_write(tmpdir, "f.yaml",
+	                "name: n\nport: 4\ndb: {url: u, pool: 4}\n"
+	                "inc: {host: h}\nnope: 1\n",
+	                0600);
+	finish_calls = 0;
+	assert_int_equal(conf_load(path, fkeys, &c, &errs), KASIR_ECONFIG);
+	assert_int_equal(finish_calls, 0);
+	assert_null(strstr(errs, "db.pool must differ"));
+	assert_non_null(strstr(errs, "unknown key 'nope'"));
+	assert_all_zero(&c);
+	free(errs);
+	errs = NULL;
+
+	/* a list item's hook, at the item's line */
+	path = tu_write(tmpdir, "f.yaml",
+	                "name: n\n"
+	                "db: {url: u}\n"
+	                "inc: {host: h}\n"
+	                "items:\n"
+	                "  - id: a\n"
+	                "  - n: 2\n"
+	                "    id: bad\n",
+	                0600);
+	assert_int_equal(conf_load(path, fkeys, &c, &errs), KASIR_ECONFIG);
+	snprintf(want, sizeof(want), "%s:7: item id 'bad' is reserved\n", path);
+	assert_string_equal(errs, want);
+	assert_all_zero(&c);
+	free(errs);
+}
+
+/* --check-config FILE, --check-config=FILE and --config FILE all run the
+ * finish hook and say the same. */
+static void
+test_cli_finish(void **state)
+{
+	(void)state;
+	char *bad = strdup(tu_write(tmpdir, "fbad.yaml",
+	                            "name: n\nport: 4\ndb: {url: u, pool: 4}\n"
+	                            "inc: {host: h}\n",
+	                            0600));
+	char *good = strdup(tu_write(tmpdir, "fgood.yaml", good_yaml, 0600));
+	char arg[600], want[700], *out, *err;
+	struct tconf c;
+	int rc = -1;
+
+	cli_table = fkeys;
+	snprintf(want, sizeof(want),
+	         "%s:3: db.pool must differ from port (4)\n", bad);
+	assert_false(run_cli(&rc, &out, &err, &c, "--check-config", bad, NULL));
+	assert_int_equal(rc, 1);
+	assert_string_equal(err, want);
+	assert_string_equal(out, "");
+	free(out), free(err);
+
+	snprintf(arg, sizeof(arg), "--check-config=%s", bad);
+	assert_false(run_cli(&rc, &out, &err, &c, arg, NULL));
+	assert_int_equal(rc, 1);
+	assert_string_equal(err, want);
+	assert_string_equal(out, "");
+	free(out), free(err);
+
+	assert_false(run_cli(&rc, &out, &err, &c, "--config", bad, NULL));
+	assert_int_equal(rc, 1);
+	assert_string_equal(err, want);
+	free(out), free(err);
+
+	snprintf(arg, sizeof(arg), "--check-config=%s", good);
+	assert_false(run_cli(&rc, &out, &err, &c, arg, NULL));
+	assert_int_equal(rc, 0);
+	assert_string_equal(out, "configuration OK\n");
+	free(out), free(err);
+	assert_true(run_cli(&rc, &out, &err, &c, "-c", good, NULL));
+	assert_int_equal(c.size, 64 * 1024 + 1); /* the hook ran */
+	conf_free(fkeys, &c);
+	free(out), free(err);
+
+	cli_table = tkeys;
+	free(bad), free(good);
+}
+
 /* The committed fixtures: the good one passes, the bad ones fail with
  * FILE:LINE. */
 static void
@@ -692,6 +871,8 @@ main(void)
 	    cmocka_unit_test(test_nothing_half_applied),
 	    cmocka_unit_test(test_secrets),
 	    cmocka_unit_test(test_cli),
+	    cmocka_unit_test(test_finish),
+	    cmocka_unit_test(test_cli_finish),
 	    cmocka_unit_test(test_fixtures),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
