@@ -1,16 +1,18 @@
 /*
  * config.c - one YAML file parsed whole into one struct (config.h).
  *
- * Two steps.  First libyaml's event parser builds a small tree of
+ * Three steps.  First libyaml's event parser builds a small tree of
  * struct conf_node, refusing anything the tables cannot mean: anchors and
  * aliases, tags, several documents, duplicate keys, non-scalar keys, and
  * anything beyond the bounds (file size, depth, node count).  Then the
  * table is applied: every table key is looked up by its dotted path, parsed
  * by its type into base+offset, defaults are applied to absent keys and
  * missing required keys reported; a walk over the tree reports every key
- * no table entry knows.  Every problem is collected as "FILE:LINE: message"
- * and any one of them rejects the whole file: what was stored is freed and
- * the fields are zeroed again.
+ * no table entry knows.  When all that went without an error, the tables'
+ * finish hooks run the checks between keys (conf_finish_fn), while the
+ * tree still gives their lines.  Every problem is collected as
+ * "FILE:LINE: message" and any one of them rejects the whole file: what
+ * was stored is freed and the fields are zeroed again.
  */
 #include <errno.h>
 #include <fcntl.h>

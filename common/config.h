@@ -6,7 +6,8 @@
  * of struct conf_key { key, type, offset, ... }.  Unknown keys, wrong types,
  * out-of-range values and missing required keys are all reported as
  * "FILE:LINE: message"; any error rejects the whole file and the struct is
- * left zeroed (nothing half-applied).
+ * left zeroed (nothing half-applied).  Then the table's finish hook checks
+ * what no single key can (CONF_END(fn), conf_finish_fn below).
  *
  * Nested mappings use dotted keys in the table ("database.url").  Lists and
  * anything else structured use CONF_CUSTOM with a parse callback that gets
