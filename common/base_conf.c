@@ -14,6 +14,7 @@
 #include "base_conf.h"
 #include "envelope.h"
 #include "err.h"
+#include "http.h"
 #include "log.h"
 
 /* The struct base_conf a field of it belongs to. */
@@ -276,6 +277,30 @@ free_consume(void *field)
 	               field);
 }
 
+int
+base_conf_check_listen(const char *addr, const struct conf_node *map,
+                       struct conf_errors *errs, const char *key)
+{
+	if (addr == NULL || http_listen_valid(addr))
+		return 0;
+	conf_error_key(errs, map, key,
+	               "'%s': want HOST:PORT, [V6]:PORT or :PORT, got '%.64s'",
+	               key, addr);
+	return KASIR_ECONFIG;
+}
+
+/* The finish hook of the shared keys (config.h: conf_finish_fn); what
+ * depends on the daemon is in its own hook (base_conf_need_*). */
+static int
+base_conf_check(void *base, const struct conf_node *map,
+                struct conf_errors *errs)
+{
+	const struct base_conf *c = base;
+
+	return base_conf_check_listen(c->admin_listen, map, errs,
+	                              "admin.listen");
+}
+
 #define F(member) offsetof(struct base_conf, member)
 
 const struct conf_key base_conf_keys[] = {
@@ -364,7 +389,7 @@ const struct conf_key base_conf_keys[] = {
      .size = sizeof(struct conf_list),
      .parse = parse_consume,
      .free = free_consume},
-    {.key = NULL},
+    CONF_END(base_conf_check),
 };
 
 const struct base_consume_conf *

@@ -14,6 +14,7 @@
  *     migrations: /usr/share/kasir/migrations/order
  *   admin:
  *     listen: 127.0.0.1:9102           # HTTP: /metrics /healthz /readyz
+ *                                      # (host:port, [v6]:port or :port)
  *     socket: ipc:///run/kasir/order.sock   # nng req/rep admin socket
  *     socket_mode: "0660"
  *     engineer_group: kasir-engineer    # unix groups -> kasirctl roles
@@ -112,6 +113,10 @@ int base_conf_need_consume(const struct base_conf *c,
 			   const struct conf_node *map,
 			   struct conf_errors *errs, const char *daemon,
 			   const char *stream);
+/* An HTTP listen address (key names it) has a form the listener can use:
+ * host:port, [v6]:port or :port.  NULL (not configured) is fine. */
+int base_conf_check_listen(const char *addr, const struct conf_node *map,
+			   struct conf_errors *errs, const char *key);
 
 struct keyring;
 /* Builds a key ring from messages.keys / messages.sign_with.  On success

@@ -702,6 +702,14 @@ parse_listen(const char *addr, char *host, size_t hlen, char *port, size_t plen)
 	return 0;
 }
 
+bool
+http_listen_valid(const char *addr)
+{
+	char host[256], port[8];
+
+	return parse_listen(addr, host, sizeof(host), port, sizeof(port)) == 0;
+}
+
 static int
 open_listener(const char *addr, int *ret_fd, int *ret_port)
 {

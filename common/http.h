@@ -85,6 +85,11 @@ struct http_server_conf {
 	const char *name;   /* for log lines ("ingest", "admin") */
 };
 
+/* True when addr is a listen address http_server_start() can use the form
+ * of: "host:port", "[v6]:port" or ":port" (all addresses).  The config
+ * checks it before a start (base_conf_check_listen). */
+bool http_listen_valid(const char *addr);
+
 /* Starts listening.  On success *ret owns the listener; stop with
  * http_server_stop().  -EADDRINUSE etc. when the bind fails. */
 int http_server_start(const struct http_server_conf *conf,

@@ -239,10 +239,15 @@ ingest_conf_check(void *base, const struct conf_node *map,
                   struct conf_errors *errs)
 {
 	const struct ingest_conf *c = base;
+	int rc = 0;
 
 	/* kasir-order consumes the ingest stream */
-	return base_conf_need_publish(&c->base, map, errs, "kasir-ingest",
-	                              "ingest");
+	if (base_conf_need_publish(&c->base, map, errs, "kasir-ingest",
+	                           "ingest") < 0)
+		rc = KASIR_ECONFIG;
+	if (base_conf_check_listen(c->listen, map, errs, "ingest.listen") < 0)
+		rc = KASIR_ECONFIG;
+	return rc;
 }
 
 #define F(m) offsetof(struct ingest_conf, m)

@@ -136,9 +136,15 @@ order_conf_check(void *base, const struct conf_node *map,
                  struct conf_errors *errs)
 {
 	const struct order_conf *c = base;
+	int rc = 0;
 
-	return base_conf_need_publish(&c->base, map, errs, "kasir-order",
-	                              "orders");
+	if (base_conf_need_publish(&c->base, map, errs, "kasir-order",
+	                           "orders") < 0)
+		rc = KASIR_ECONFIG;
+	if (base_conf_check_listen(c->http_listen, map, errs, "http.listen") <
+	    0)
+		rc = KASIR_ECONFIG;
+	return rc;
 }
 
 const struct conf_key order_conf_keys[] = {

@@ -244,6 +244,13 @@ test_rules(void **state)
 	              ":9: 'stream.heartbeat': 1h is out of range");
 	expect_errors(DB KEYS "  sign_with: k1\nadmin:\n  socket_mode: 0999\n",
 	              ":9: 'admin.socket_mode': expected an octal mode");
+	/* the shared keys' finish hook: a listen address the listener
+	 * cannot use is refused by the load, not at start */
+	expect_errors(DB KEYS "  sign_with: k1\nadmin:\n  listen: 127.0.0.1\n",
+	              ":9: 'admin.listen': want HOST:PORT, [V6]:PORT or :PORT");
+	expect_errors(DB KEYS
+	              "  sign_with: k1\nadmin:\n  listen: \"h:70000\"\n",
+	              ":9: 'admin.listen': want HOST:PORT");
 	expect_errors(DB KEYS "  sign_with: k1\nconsume:\n"
 	                      "  - stream: a\n    replay: r\n"
 	                      "  - stream: a\n    url: u\n    replay: r\n",
