@@ -109,7 +109,9 @@ class Env:
         self.tmp = tmp
         self.secrets = os.path.join(tmp, "secrets")
         os.makedirs(self.secrets, mode=0o700)
-        self.pg = kasirtest.PgCluster(os.path.join(tmp, "pg"))
+        # durable: the backbone's subject is what survives crashes (fsync on)
+        self.pg = kasirtest.PgCluster(os.path.join(tmp, "pg"), durable=True,
+                                      template=kasirtest.test_template_dir())
         self.build = kasirtest.build_dir()
         self.src = kasirtest.source_dir()
         self.procs = []

@@ -35,6 +35,7 @@ try:
     check(pg.psql("SHOW max_connections", db="postgres") == [("200",)], "max_connections = 200")
     check(pg.psql("SHOW shared_buffers", db="postgres") == [("128MB",)], "shared_buffers = 128MB")
     check(pg.psql("SHOW synchronous_commit", db="postgres") == [("on",)], "synchronous_commit = on")
+    check(pg.psql("SHOW fsync", db="postgres") == [("on",)], "fsync = on by default (durable)")
 
     with open(os.path.join(pg.data, "postmaster.pid")) as f:
         pm_pid = int(f.readline())
@@ -79,6 +80,39 @@ try:
 finally:
     if pg.is_running():
         pg.stop("immediate")
+
+# clusters copied from a template (what Stack.for_test uses): the template
+# is made once, every copy is a cluster of its own, fsync = off unless
+# durable=True
+tdir = os.path.join(base, "template")
+copies = []
+try:
+    a = PgCluster(os.path.join(base, "a"), durable=False, template=tdir)
+    copies.append(a)
+    a.start()
+    stamp = os.stat(os.path.join(tdir, "stamp")).st_mtime_ns
+    check(a.psql("SHOW fsync", db="postgres") == [("off",)], "durable=False: fsync = off")
+    check(a.psql("SHOW synchronous_commit", db="postgres") == [("on",)],
+          "durable=False: synchronous_commit stays on")
+    a.psql("CREATE TABLE only_in_a(x int)", db="postgres")
+    b = PgCluster(os.path.join(base, "b"), durable=True, template=tdir)
+    copies.append(b)
+    b.start()
+    check(os.stat(os.path.join(tdir, "stamp")).st_mtime_ns == stamp,
+          "the second cluster copies the template (not made again)")
+    check(b.psql("SHOW fsync", db="postgres") == [("on",)], "durable=True: fsync = on")
+    check(b.psql("SELECT to_regclass('only_in_a') IS NULL", db="postgres") == [(True,)],
+          "a copy does not see another copy's tables")
+    check(not os.path.exists(os.path.join(tdir, "data", "postmaster.pid")),
+          "the template itself never runs")
+    if os.geteuid() == 0:
+        kpg = pwd.getpwnam(kasirtest.PG_OS_USER)
+        check(os.stat(b.data).st_uid == kpg.pw_uid, "a copy is owned by kasirpg")
+    check(oct(os.stat(b.data).st_mode & 0o777) == "0o700", "a copy's data dir is 0700")
+finally:
+    for c in copies:
+        if c.is_running():
+            c.stop("immediate")
 
 if failures:
     print(f"{len(failures)} failure(s); kept {base}")

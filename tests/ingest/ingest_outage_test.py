@@ -18,7 +18,8 @@ from ingest_util import (DOCS_KEY, JSON, check, count, notification,
 
 def main():
     smp = samples()
-    with kasirtest.Stack.for_test(server_key=DOCS_KEY) as st:
+    # durable: the subject is PostgreSQL going away (fsync stays on)
+    with kasirtest.Stack.for_test(server_key=DOCS_KEY, durable=True) as st:
         st.start("ingest")
         r = st.notify(smp[0][1], JSON)
         check(r.status == 200, f"stored while the database is up ({r})")

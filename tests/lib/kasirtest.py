@@ -44,6 +44,9 @@ http(method, url, body=None, headers=None, token=None, timeout=10)
 wait_until(pred, timeout=30, what="...", interval=0.1)
                              polls pred() until truthy and returns its value;
                              raises WaitTimeout naming `what` and the last value.
+test_template_dir()          $KASIR_BUILD_DIR/test-runs/.pg-template: the
+                             initdb'd data directory every test cluster of
+                             this build tree is copied from
 free_port(avoid=())          a free TCP port on 127.0.0.1 outside the
                              ephemeral range.
 render_template(text, values, origin="<text>", overrides=None, port=None)
@@ -51,8 +54,8 @@ render_template(text, values, origin="<text>", overrides=None, port=None)
 probe_ok(probes)             ("http", url) / ("tcp", port) or a list: all pass
 parse_metrics(text)          Prometheus text -> {(name, frozenset(labels)): value}
 
-PgCluster(dir, port=None)
--------------------------
+PgCluster(dir, port=None, secrets_dir=None, durable=True, template=None)
+-------------------------------------------------------------------------
 A throwaway (or, for the dev stack, persistent) PostgreSQL 15 cluster under
 dir: dir/data, dir/postgresql.log, unix socket in dir/sock (or a short /tmp
 dir when the path would be too long for sun_path), state in dir/cluster.json
@@ -62,7 +65,15 @@ dir when the path would be too long for sun_path), state in dir/cluster.json
 scram-sha-256 for every role over TCP.  As root, initdb/postgres run as the
 system user "kasirpg" (created with useradd if missing) through runuser; as a
 normal user, as that user.
-  init()                  initdb when dir/data does not exist yet
+durable=False writes fsync = off (tests whose subject is not durability:
+a PostgreSQL crash -- pg_ctl stop -m immediate, SIGKILL -- loses nothing
+either way, commits still wait for their WAL write; only an OS crash would).
+template: a directory where one initdb'd data directory is kept and copied
+for every new cluster (created under a lock by the first cluster that needs
+it; test_template_dir() is the one per build tree): cp -a takes about 0.2 s,
+initdb 2.5-5 s.
+  init()                  initdb (or a copy of the template) when dir/data
+                          does not exist yet
   start()                 init if needed, (re)write settings, pg_ctl start -w
   stop(mode="fast")       "fast" | "immediate" | "smart"
   restart(mode="fast")
@@ -81,7 +92,7 @@ normal user, as that user.
 
 Stack(dir, overrides=None, server_key=None, *, log_dir="logs", etc_dir="etc",
       build=None, src=None, strict_exit=True, remove_on_success=False,
-      watchdog=False, with_pg=True)
+      watchdog=False, with_pg=True, durable=True, pg_template=None)
 -------------------------------------------------------------------------------
 The whole system under dir: secrets/ (0700; files 0600: msg-k1, db-<role>,
 midtrans-server-key, api-token, smtp-password, whatsapp-token), etc/<svc>.yaml
@@ -97,11 +108,15 @@ docs/hacking.md: @VAR@ @SECRETS@ @RUN@ @SRC@ @DB_HOST@ @DB_PORT@
 built-in name.  Any other @NAME@ is an error naming file:line.  A default
 cannot contain "@" or a newline.
 
-  Stack.for_test(name=None, overrides=None, server_key=None)
+  Stack.for_test(name=None, overrides=None, server_key=None, durable=False)
                           a Stack in $KASIR_BUILD_DIR/test-runs/<name>-<pid>,
                           cleaned up on success, with a watchdog process that
                           kills everything if the test process dies (even by
-                          SIGKILL, e.g. a ctest timeout)
+                          SIGKILL, e.g. a ctest timeout); its cluster is a
+                          copy of test_template_dir() and runs with fsync =
+                          off unless the test passes durable=True (the
+                          tests whose subject is durability: kill, chaos,
+                          outage, backbone)
   with Stack(...) as st   setup on enter, close(success) on exit
   setup()                 dirs, secrets, PostgreSQL started + bootstrapped
   port(name)              "PORT_ORDER_HTTP" or "ORDER_HTTP" -> int
@@ -178,6 +193,8 @@ import urllib.parse
 import urllib.request
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
+PG_INITDB_ARGS = ("-U", "postgres", "-E", "UTF8", "--locale=C", "--auth-local=trust",
+                  "--auth-host=scram-sha-256", "--no-instructions")
 PG_SUPERUSER = "postgres"
 PG_OS_USER = "kasirpg"  # who runs PostgreSQL when we are root
 PG_OUTSIDE_DIR = "/var/tmp"  # private stacks as root: clusters live here
@@ -533,11 +550,117 @@ def _chown_tree(path, uid, gid):
             os.lchown(os.path.join(root, n), uid, gid)
 
 
+def _run_as_pg(argv, root, cwd, check=True, capture=True, timeout=120):
+    """Runs a PostgreSQL program as the clusters' OS user."""
+    if root:
+        argv = ["runuser", "-u", PG_OS_USER, "--"] + argv
+    r = subprocess.run(argv, cwd=cwd, stdin=subprocess.DEVNULL,
+                       capture_output=capture, text=True, timeout=timeout)
+    if check and r.returncode != 0:
+        raise HarnessError(f"{' '.join(argv)} failed ({r.returncode}):\n"
+                           f"{r.stdout or ''}{r.stderr or ''}")
+    return r
+
+
+def _write_pg_file(path, text, root):
+    """A file of a data directory: mode 0600, owned by the PostgreSQL user."""
+    with open(path, "w") as f:
+        f.write(text)
+    if root:
+        pw = pwd.getpwnam(PG_OS_USER)
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+    os.chmod(path, 0o600)
+
+
+_PG_HBA = (
+    "# written by kasirtest: superuser over the (0700) unix socket,\n"
+    "# scram-sha-256 for everything else\n"
+    f"local all {PG_SUPERUSER} trust\n"
+    "local all all scram-sha-256\n"
+    "host all all 127.0.0.1/32 scram-sha-256\n"
+    "host all all ::1/128 scram-sha-256\n")
+_PG_CONF_INCLUDE = "\ninclude_if_exists = 'kasir.conf'\n"
+
+
+def _initdb(data, root, cwd):
+    """initdb + kasirtest's pg_hba.conf + the include of kasir.conf (the
+    settings written at every start)."""
+    _run_as_pg([f"{PG_BIN}/initdb", "-D", data, *PG_INITDB_ARGS], root, cwd)
+    with open(os.path.join(data, "postgresql.conf"), "a") as f:
+        f.write(_PG_CONF_INCLUDE)
+    _write_pg_file(os.path.join(data, "pg_hba.conf"), _PG_HBA, root)
+
+
+def test_template_dir():
+    """Where the tests of this build tree keep their initdb'd template."""
+    return os.path.join(build_dir(), "test-runs", ".pg-template")
+
+
+def _template_stamp():
+    """What the template is made from (PG_BIN names the major version): a
+    change re-makes it."""
+    return json.dumps([PG_BIN, PG_INITDB_ARGS, _PG_HBA, _PG_CONF_INCLUDE])
+
+
+@contextlib.contextmanager
+def _template_locked(tdir, root):
+    """Yields the template's data directory, made first if needed, under a
+    shared lock (an exclusive one while it is made) so that no copy reads a
+    half-made or half-removed template."""
+    import fcntl
+    os.makedirs(tdir, exist_ok=True)
+    data = os.path.join(tdir, "data")
+    stamp_path = os.path.join(tdir, "stamp")
+    want = _template_stamp()
+
+    def ready():
+        try:
+            with open(stamp_path) as f:
+                return f.read() == want and os.path.exists(os.path.join(data, "PG_VERSION"))
+        except OSError:
+            return False
+
+    with open(os.path.join(tdir, "lock"), "a") as lk:
+        fcntl.flock(lk, fcntl.LOCK_SH)
+        if not ready():
+            fcntl.flock(lk, fcntl.LOCK_EX)
+            if not ready():
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(stamp_path)
+                shutil.rmtree(data, ignore_errors=True)
+                tmp = os.path.join(tdir, f"data.{os.getpid()}")
+                shutil.rmtree(tmp, ignore_errors=True)
+                if root:
+                    pw = _ensure_pg_user()
+                    _make_traversable(tdir)
+                    os.chown(tdir, pw.pw_uid, pw.pw_gid)
+                t0 = time.monotonic()
+                _initdb(tmp, root, tdir)
+                os.rename(tmp, data)
+                with open(stamp_path, "w") as f:
+                    f.write(want)
+                _log(f"PostgreSQL template made in {time.monotonic() - t0:.1f}s: {data}")
+            fcntl.flock(lk, fcntl.LOCK_SH)
+        yield data
+
+
+def _copy_data_dir(tdir, data, root):
+    """data := a copy of the template in tdir (owner and modes kept)."""
+    with _template_locked(tdir, root) as src:
+        r = subprocess.run(["cp", "-a", "--reflink=auto", src, data],
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if r.returncode != 0:
+            shutil.rmtree(data, ignore_errors=True)
+            raise HarnessError(f"copying the PostgreSQL template {src} failed: {r.stderr}")
+
+
 class PgCluster:
     """A PostgreSQL 15 cluster under dir (see the module docstring)."""
 
-    def __init__(self, dir, port=None, secrets_dir=None):
+    def __init__(self, dir, port=None, secrets_dir=None, durable=True, template=None):
         self.dir = os.path.abspath(dir)
+        self.durable = durable
+        self.template = template
         self.data = os.path.join(self.dir, "data")
         self.logfile = os.path.join(self.dir, "postgresql.log")
         self.secrets_dir = secrets_dir
@@ -560,14 +683,7 @@ class PgCluster:
 
     def _run_pg(self, argv, check=True, capture=True, timeout=120):
         """Runs a PostgreSQL program as the cluster's OS user."""
-        if self.root:
-            argv = ["runuser", "-u", PG_OS_USER, "--"] + argv
-        r = subprocess.run(argv, cwd=self.dir, stdin=subprocess.DEVNULL,
-                           capture_output=capture, text=True, timeout=timeout)
-        if check and r.returncode != 0:
-            raise HarnessError(f"{' '.join(argv)} failed ({r.returncode}):\n"
-                               f"{r.stdout or ''}{r.stderr or ''}")
-        return r
+        return _run_as_pg(argv, self.root, self.dir, check, capture, timeout)
 
     def _prepare_dirs(self):
         os.makedirs(self.dir, mode=0o700, exist_ok=True)  # its log: no one else's
@@ -601,28 +717,13 @@ class PgCluster:
         self._prepare_dirs()
         if os.path.exists(os.path.join(self.data, "PG_VERSION")):
             return
-        self._run_pg([f"{PG_BIN}/initdb", "-D", self.data, "-U", PG_SUPERUSER,
-                      "-E", "UTF8", "--locale=C", "--auth-local=trust",
-                      "--auth-host=scram-sha-256", "--no-instructions"])
-        with open(os.path.join(self.data, "postgresql.conf"), "a") as f:
-            f.write("\ninclude_if_exists = 'kasir.conf'\n")
-        hba = (
-            "# written by kasirtest: superuser over the (0700) unix socket,\n"
-            "# scram-sha-256 for everything else\n"
-            f"local all {PG_SUPERUSER} trust\n"
-            "local all all scram-sha-256\n"
-            "host all all 127.0.0.1/32 scram-sha-256\n"
-            "host all all ::1/128 scram-sha-256\n")
-        self._write_data_file("pg_hba.conf", hba)
+        if self.template:
+            _copy_data_dir(self.template, self.data, self.root)
+        else:
+            _initdb(self.data, self.root, cwd=self.dir)
 
     def _write_data_file(self, name, text):
-        path = os.path.join(self.data, name)
-        with open(path, "w") as f:
-            f.write(text)
-        if self.root:
-            pw = pwd.getpwnam(PG_OS_USER)
-            os.chown(path, pw.pw_uid, pw.pw_gid)
-        os.chmod(path, 0o600)
+        _write_pg_file(os.path.join(self.data, name), text, self.root)
 
     def _write_settings(self):
         conf = (
@@ -635,7 +736,8 @@ class PgCluster:
             "shared_buffers = 128MB\n"
             "max_connections = 200\n"
             "synchronous_commit = on\n"
-            "fsync = on\n"
+            + ("fsync = on\n" if self.durable else
+               "fsync = off  # kasirtest durable=False: no OS crash in this test\n") +
             "log_min_messages = warning\n"
             "log_line_prefix = '%m [%p] %q%u@%d '\n"
             "timezone = 'UTC'\n")
@@ -793,11 +895,13 @@ class Stack:
     def __init__(self, dir, overrides=None, server_key=None, *, log_dir="logs",
                  etc_dir="etc", build=None, src=None, strict_exit=True,
                  remove_on_success=False, watchdog=False, with_pg=True,
-                 private=False):
+                 private=False, durable=True, pg_template=None):
         self.dir = os.path.abspath(dir)
         # private (the dev stack's var/): dir is 0700, it holds mail, logs
         # and secrets; see pg_dir() for PostgreSQL when we are root
         self.private = private
+        self.durable = durable  # False: the cluster runs with fsync = off
+        self.pg_template = pg_template  # PgCluster(template=...)
         self.overrides = dict(overrides or {})
         self.server_key = server_key
         self.src = os.path.abspath(src or source_dir())
@@ -826,7 +930,7 @@ class Stack:
 
     # -- construction for tests ---------------------------------------------
     @classmethod
-    def for_test(cls, name=None, overrides=None, server_key=None, **kw):
+    def for_test(cls, name=None, overrides=None, server_key=None, durable=False, **kw):
         name = name or os.path.splitext(os.path.basename(sys.argv[0]))[0] or "test"
         name = re.sub(r"[^A-Za-z0-9_.-]", "_", name)
         d = os.path.join(build_dir(), "test-runs", f"{name}-{os.getpid()}")
@@ -834,6 +938,8 @@ class Stack:
             shutil.rmtree(d)
         kw.setdefault("remove_on_success", True)
         kw.setdefault("watchdog", True)
+        kw.setdefault("pg_template", test_template_dir())
+        kw["durable"] = durable
         st = cls(d, overrides, server_key, **kw)
         _install_signal_handlers()
         return st
@@ -868,7 +974,8 @@ class Stack:
         if self.use_watchdog:
             self._start_watchdog()
         if self.with_pg:
-            self.pg = PgCluster(self.pg_dir(), secrets_dir=self.secrets_dir)
+            self.pg = PgCluster(self.pg_dir(), secrets_dir=self.secrets_dir,
+                                durable=self.durable, template=self.pg_template)
             if self.use_watchdog:
                 self._register_pg()
             self.pg.start()

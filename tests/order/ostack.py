@@ -88,7 +88,7 @@ def samples():
 
 
 class Stack:
-    def __init__(self, overrides=None, name="order"):
+    def __init__(self, overrides=None, name="order", durable=False):
         if not BUILD or not os.path.isdir(BUILD):
             skip("KASIR_BUILD_DIR not set (run through ctest)")
         self.bin = {
@@ -101,6 +101,7 @@ class Stack:
             if not os.path.exists(b):
                 raise AssertionError("missing binary " + b)
         self.overrides = overrides or {}
+        self.durable = durable  # False: fsync = off (kasirtest.PgCluster)
         self.dir = tempfile.mkdtemp(prefix="kasir-%s-" % name)
         os.chmod(self.dir, 0o755)
         self.procs = {}
@@ -146,7 +147,9 @@ class Stack:
         unprivileged user whether we are root or not), bootstrapped with
         deploy/sql/bootstrap.sql (roles, schemas, passwords from secrets),
         plus the stand-in producers' schemas."""
-        self.pg = kasirtest.PgCluster(os.path.join(self.dir, "pg"), secrets_dir=self.secrets)
+        self.pg = kasirtest.PgCluster(os.path.join(self.dir, "pg"), secrets_dir=self.secrets,
+                                      durable=self.durable,
+                                      template=kasirtest.test_template_dir())
         self.pg.start()
         self.pg.bootstrap(self.secrets)
         self.pg_port = self.pg.port

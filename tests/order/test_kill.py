@@ -62,7 +62,7 @@ class Killer(threading.Thread):
 
 
 def main():
-    s = Stack(name="order-kill")
+    s = Stack(name="order-kill", durable=True)  # the subject: kills (fsync on)
     try:
         s.start_order()
         ids = ["KILL-%04d" % i for i in range(N)]

@@ -98,7 +98,9 @@ class Killer(threading.Thread):
 
 
 def main():
-    with PayStack.for_payment(overrides={"FAKE_MIDTRANS_RETRY_SCHEDULE": "1,1,2,2,5"}) as st:
+    # durable: the subject is killed processes (fsync stays on)
+    with PayStack.for_payment(overrides={"FAKE_MIDTRANS_RETRY_SCHEDULE": "1,1,2,2,5"},
+                              durable=True) as st:
         st.start_payment_path()
         ids = ["KILL-%04d" % i for i in range(N)]
         t0 = time.monotonic()

@@ -19,9 +19,10 @@ def attempts(st, oid):
 
 
 def main():
-    # the fake retries for ~40 s: longer than the outage below
+    # the fake retries for ~40 s: longer than the outage below; durable:
+    # the subject is PostgreSQL going away (fsync stays on)
     with PayStack.for_payment(overrides={
-            "FAKE_MIDTRANS_RETRY_SCHEDULE": "1,2,2,3,3,4,5,5,5,5,5"}) as st:
+            "FAKE_MIDTRANS_RETRY_SCHEDULE": "1,2,2,3,3,4,5,5,5,5,5"}, durable=True) as st:
         st.start_payment_path()
         for oid in ("OUT-0", "OUT-1", "OUT-2", "OUT-3"):
             st.create_order(oid, 275000, email=f"{oid.lower()}@example.com")

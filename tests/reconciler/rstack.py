@@ -38,14 +38,16 @@ FAST = {
 COURSE = "bikin-film-pendek"  # 150000, from services/order/config.example.yaml
 
 
-def stack(overrides=None, name=None):
+def stack(overrides=None, name=None, durable=False):
+    """kasirtest.Stack.for_test with FAST + overrides; durable=True keeps
+    fsync on (the tests whose subject is durability)."""
     o = dict(FAST)
     o.update(overrides or {})
     for svc in ("ingest", "order", "reconciler"):
         if not os.path.exists(os.path.join(kasirtest.build_dir(), "bin",
                                            "kasir-" + svc)):
             raise AssertionError("kasir-%s is not built" % svc)
-    return kasirtest.Stack.for_test(name=name, overrides=o)
+    return kasirtest.Stack.for_test(name=name, overrides=o, durable=durable)
 
 
 def _api_up(st):

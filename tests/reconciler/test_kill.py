@@ -28,7 +28,7 @@ def main():
     with rstack.stack({"RECON_TIMEOUT": "3s", "RECON_CONNECT_TIMEOUT": "1s",
                        "RECON_RETRIES": "1", "RECON_BATCH": "4",
                        "RECON_LEASE": "%ds" % LEASE_S,
-                       "RECON_BACKOFF": "2s"}) as st:
+                       "RECON_BACKOFF": "2s"}, durable=True) as st:  # kills: fsync on
         rstack.start(st)
         orders = [rstack.create_order(st, "k%d@example.com" % i) for i in range(N)]
         r = st.fake("POST", "/_fake/status_api",
