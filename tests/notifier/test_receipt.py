@@ -137,7 +137,10 @@ def main():
         s.stop_notifier()
         s.sql("UPDATE notify.stream_cursor SET seq = 0", user="postgres")
         s.start_notifier()
-        time.sleep(3)
+        # the replay is over once the cursor is back at the producer's head
+        head = s.sql("SELECT max(seq) FROM testorders.stream_head")[0][0]
+        wait_for(lambda: s.sql("SELECT max(seq) FROM notify.stream_cursor")[0][0] == head,
+                 30, "the replay from seq 0 caught up with the head (%s)" % head)
         assert s.sql("SELECT count(*) FROM notify.job")[0][0] == n_jobs
         assert len([m for m in mail_for(s, oid) if "Pembayaran diterima" in str(m["Subject"])]) == 1
         print("ok")
