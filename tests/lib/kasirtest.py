@@ -92,7 +92,8 @@ initdb 2.5-5 s.
 
 Stack(dir, overrides=None, server_key=None, *, log_dir="logs", etc_dir="etc",
       build=None, src=None, strict_exit=True, remove_on_success=False,
-      watchdog=False, with_pg=True, durable=True, pg_template=None)
+      watchdog=False, with_pg=True, private=False, durable=True,
+      pg_template=None)
 -------------------------------------------------------------------------------
 The whole system under dir: secrets/ (0700; files 0600: msg-k1, db-<role>,
 midtrans-server-key, api-token, smtp-password, whatsapp-token), etc/<svc>.yaml
