@@ -63,7 +63,7 @@ sd = st.secrets_dir
 check(stat.S_IMODE(os.stat(sd).st_mode) == 0o700, "secrets dir is 0700")
 names = sorted(os.listdir(sd))
 want = sorted(["msg-k1", "midtrans-server-key", "api-token", "smtp-password",
-               "whatsapp-token"] + [f"db-{r}" for r in kasirtest.db_roles()])
+               "whatsapp-token", "evidence-key"] + [f"db-{r}" for r in kasirtest.db_roles()])
 check(names == want, f"secret files: {names}")
 check(all(stat.S_IMODE(os.stat(os.path.join(sd, n)).st_mode) == 0o600 for n in names),
       "every secret file is 0600")
