@@ -37,11 +37,12 @@ endfunction()
 # happens to start last (reconciler_not_started: a real 60 s order expiry)
 # sets the end of the run.  Seconds, sanitizer tree, 2 loaded cores.
 set(KASIR_TEST_COSTS backbone=90 chaos_short=80 chaos_commit=80
-  reconciler_not_started=70 faults_loops=65 ops_smoke_rollback=50
-  hostile_ingest=45
+  kasirctl_sop_scenarios=75 reconciler_not_started=70 faults_loops=65
+  reconciler_kill=50 ops_smoke_rollback=50 hostile_ingest=45
   notifier_reminders=40 order_kill=35 notifier_failures=35 notifier_kill=32
-  reconciler_kill=32 notifier_receipt=30 shutdown_sigterm=30
-  ops_sd_notify=30 kasirctl_sop=28 payment_outage=27 db_daemon=22)
+  notifier_receipt=30 shutdown_sigterm=30 ops_sd_notify=30
+  notifier_whatsapp_templates=27 kasirctl_sop=28 payment_outage=27
+  db_daemon=22 reconciler_5xx=21 kasirctl_evidence_refund=20)
 
 function(kasir_py_test name script)
   cmake_parse_arguments(T "" "TIMEOUT" "LABELS" ${ARGN})
