@@ -290,7 +290,9 @@ def phase_pause(st, fpdir, hit, unpaid):
 
 
 def main():
-    with kasirtest.Stack.for_test(name="faults-loops", overrides=FAST) as st:
+    # an outage test: PostgreSQL is stopped -m immediate, so fsync stays on
+    with kasirtest.Stack.for_test(name="faults-loops", overrides=FAST,
+                                  durable=True) as st:
         for svc in DAEMONS:
             if not st.available(svc):
                 raise AssertionError("kasir-%s is not built" % svc)
