@@ -1,0 +1,390 @@
+/*
+ * producer.c - a stream's producer: start and stop, the publisher thread
+ * that sends committed rows on the fast path and heartbeats the head.
+ * Appends are in append.c, replay answers in replay.c.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cjson/cJSON.h>
+#include <nng/nng.h>
+#include <nng/protocol/pipeline0/push.h>
+#include <nng/protocol/pubsub0/pub.h>
+#include <nng/protocol/reqrep0/rep.h>
+
+#include "envelope.h"
+#include "liveness.h"
+#include "metrics.h"
+#include "util.h"
+#include "stream_impl.h"
+
+#define STREAM_HEARTBEAT_DEFAULT  1000
+#define STREAM_REPLAY_MAX_DEFAULT 500
+#define STREAM_REPLAY_MAX_LIMIT   10000
+#define STREAM_PUBLISH_BATCH      256 /* rows per publisher query */
+
+bool
+producer_stopping(struct stream_producer *p)
+{
+	bool s;
+
+	pthread_mutex_lock(&p->mu);
+	s = p->stopping;
+	pthread_mutex_unlock(&p->mu);
+	return s;
+}
+
+static void
+producer_set_head(struct stream_producer *p, int64_t head)
+{
+	if (head > __atomic_load_n(&p->head, __ATOMIC_RELAXED)) {
+		__atomic_store_n(&p->head, head, __ATOMIC_RELAXED);
+		metric_set(p->m_head, (double)head);
+	}
+}
+
+/* Reads the committed head (0 when the stream never had a message). */
+static int
+producer_read_head(struct stream_producer *p, struct kasir_db *db,
+                   int64_t *ret_head)
+{
+	const char *params[] = {p->stream};
+	PGresult *res = NULL;
+	int64_t head = 0;
+	int rc;
+
+	rc = db_exec(db, &p->st_head_read.st, params, &res);
+	if (rc < 0)
+		return rc;
+	if (PQntuples(res) > 0)
+		head = db_get_i64(res, 0, 0);
+	PQclear(res);
+	*ret_head = head;
+	return 0;
+}
+
+static void
+producer_heartbeat(struct stream_producer *p, int64_t head)
+{
+	cJSON *data = cJSON_CreateObject();
+	char *body = NULL;
+	int rc;
+
+	if (data == NULL ||
+	    cJSON_AddNumberToObject(data, "head", (double)head) == NULL)
+		goto out;
+	/* control messages are outside the sequence: seq 0 */
+	if (msg_encode(p->stream, 0, MSG_STREAM_HEARTBEAT, data, &body) < 0)
+		goto out;
+	rc = stream_seal_and_send(p->kr, p->pub, body, strlen(body),
+	                          NNG_FLAG_NONBLOCK);
+	if (rc < 0)
+		metric_inc(p->m_send_failed);
+out:
+	free(body);
+	cJSON_Delete(data);
+}
+
+/*
+ * One publisher pass: sends committed rows after *last_sent.  Returns true
+ * when a full batch was sent (there may be more right away).
+ */
+static bool
+producer_publish_pass(struct stream_producer *p, int64_t *last_sent,
+                      bool heartbeat)
+{
+	char after[24], limit[24];
+	const char *params[3] = {p->stream, after, limit};
+	PGresult *res = NULL;
+	int64_t head;
+	int rows;
+
+	if (db_ensure(p->pub_db) < 0)
+		return false;
+	if (*last_sent < 0 || heartbeat) {
+		if (producer_read_head(p, p->pub_db, &head) < 0)
+			return false;
+		producer_set_head(p, head);
+		/* At start-up nothing old is re-sent: the heartbeat tells
+		 * consumers the head and they replay what they miss. */
+		if (*last_sent < 0)
+			*last_sent = head;
+	}
+	stream_i64_text(*last_sent, after);
+	stream_i64_text(STREAM_PUBLISH_BATCH, limit);
+	if (db_exec(p->pub_db, &p->st_after_pub.st, params, &res) < 0)
+		return false;
+	rows = PQntuples(res);
+	for (int i = 0; i < rows; i++) {
+		int64_t seq = db_get_i64(res, i, 0);
+		const char *body = db_get(res, i, 1);
+
+		if (body == NULL)
+			continue;
+		if (stream_seal_and_send(p->kr, p->pub, body,
+		                         (size_t)PQgetlength(res, i, 1),
+		                         NNG_FLAG_NONBLOCK) == 0)
+			metric_inc(p->m_sent);
+		else
+			metric_inc(p->m_send_failed); /* replay covers it */
+		*last_sent = seq;
+		producer_set_head(p, seq);
+	}
+	PQclear(res);
+	if (heartbeat)
+		producer_heartbeat(p,
+		                   __atomic_load_n(&p->head, __ATOMIC_RELAXED));
+	return rows == STREAM_PUBLISH_BATCH;
+}
+
+static void *
+producer_publisher_main(void *arg)
+{
+	struct stream_producer *p = arg;
+	int64_t last_sent = -1, next_hb = 0;
+
+	pthread_mutex_lock(&p->mu);
+	while (!p->stopping) {
+		int64_t now = now_mono_ms();
+		bool hb = now >= next_hb, more;
+
+		if (!p->kicked && !hb) {
+			stream_cond_wait_ms(&p->cv, &p->mu, next_hb - now);
+			continue;
+		}
+		p->kicked = false;
+		pthread_mutex_unlock(&p->mu);
+
+		more = producer_publish_pass(p, &last_sent, hb);
+		if (hb)
+			next_hb = now + p->heartbeat_ms;
+
+		pthread_mutex_lock(&p->mu);
+		if (more)
+			p->kicked = true;
+	}
+	pthread_mutex_unlock(&p->mu);
+	return NULL;
+}
+
+static int
+producer_build_stmts(struct stream_producer *p)
+{
+	const char *s = p->schema, *n = p->stream;
+	int rc;
+
+	rc = stream_stmt_build(&p->st_head_next, "head_next", s, n, 1,
+	                       "INSERT INTO %s.stream_head AS h (stream, seq) "
+	                       "VALUES ($1, 1) ON CONFLICT (stream) DO UPDATE "
+	                       "SET seq = h.seq + 1 RETURNING seq",
+	                       s);
+	if (rc == 0)
+		rc = stream_stmt_build(
+		    &p->st_out_insert, "out_insert", s, n, 6,
+		    "INSERT INTO %s.stream_out (stream, seq, id, "
+		    "type, at, body) VALUES ($1, $2::bigint, "
+		    "$3::uuid, $4, $5::timestamptz, $6)",
+		    s);
+	if (rc == 0)
+		rc = stream_stmt_build(
+		    &p->st_head_add, "head_add", s, n, 2,
+		    "INSERT INTO %s.stream_head AS h (stream, seq) "
+		    "VALUES ($1, $2::bigint) ON CONFLICT (stream) "
+		    "DO UPDATE SET seq = h.seq + $2::bigint "
+		    "RETURNING seq",
+		    s);
+	if (rc == 0)
+		rc = stream_stmt_build(
+		    &p->st_out_many, "out_many", s, n, 6,
+		    "INSERT INTO %s.stream_out (stream, seq, id, "
+		    "type, at, body) SELECT $1, u.seq, u.id, u.type,"
+		    " u.at, u.body FROM unnest($2::bigint[], "
+		    "$3::uuid[], $4::text[], $5::timestamptz[], "
+		    "$6::text[]) AS u(seq, id, type, at, body)",
+		    s);
+	if (rc == 0)
+		rc = stream_stmt_build(&p->st_head_read, "head_read", s, n, 1,
+		                       "SELECT seq FROM %s.stream_head "
+		                       "WHERE stream = $1",
+		                       s);
+	if (rc == 0)
+		rc = stream_stmt_build(&p->st_after_pub, "after_pub", s, n, 3,
+		                       "SELECT seq, body FROM %s.stream_out "
+		                       "WHERE stream = $1 AND seq > $2::bigint "
+		                       "ORDER BY seq LIMIT $3::bigint",
+		                       s);
+	if (rc == 0)
+		rc = stream_stmt_build(&p->st_after_rep, "after_rep", s, n, 3,
+		                       "%s", p->st_after_pub.sql);
+	return rc;
+}
+
+int
+stream_producer_start(const struct stream_producer_conf *conf,
+                      const struct keyring *kr, struct metrics *m,
+                      struct stream_producer **ret)
+{
+	struct stream_producer *p;
+	int rc;
+	char loop[LIVE_NAME_MAX];
+
+	if (conf == NULL || kr == NULL || ret == NULL ||
+	    !stream_valid(conf->stream) || !stream_schema_valid(conf->schema) ||
+	    conf->publish_url == NULL || conf->replay_url == NULL ||
+	    conf->heartbeat_ms < 0)
+		return -EINVAL;
+	p = calloc(1, sizeof(*p));
+	if (p == NULL)
+		return -ENOMEM;
+	kasir_strlcpy(p->stream, conf->stream, sizeof(p->stream));
+	kasir_strlcpy(p->schema, conf->schema, sizeof(p->schema));
+	p->fanout = conf->fanout;
+	p->heartbeat_ms = conf->heartbeat_ms > 0 ? conf->heartbeat_ms
+	                                         : STREAM_HEARTBEAT_DEFAULT;
+	p->replay_max =
+	    conf->replay_max > 0 ? conf->replay_max : STREAM_REPLAY_MAX_DEFAULT;
+	if (p->replay_max > STREAM_REPLAY_MAX_LIMIT)
+		p->replay_max = STREAM_REPLAY_MAX_LIMIT;
+	p->max_frame =
+	    conf->max_frame > 0 ? conf->max_frame : ENVELOPE_FRAME_DEFAULT_MAX;
+	p->kr = kr;
+	p->m_sent = stream_counter(m, "kasir_stream_sent_total", p->stream,
+	                           NULL, "frames sent on the fast path");
+	p->m_send_failed =
+	    stream_counter(m, "kasir_stream_send_failed_total", p->stream, NULL,
+	                   "fast-path sends that failed (replay covers them)");
+	p->m_replays_served =
+	    stream_counter(m, "kasir_stream_replays_served_total", p->stream,
+	                   NULL, "replay requests answered");
+	p->m_head = stream_gauge(m, "kasir_stream_head", p->stream,
+	                         "highest committed seq of the stream");
+	stream_rejected_register(m, p->stream, p->m_rejected);
+
+	rc = producer_build_stmts(p);
+	if (rc < 0)
+		goto fail_free;
+	rc = -pthread_mutex_init(&p->mu, NULL);
+	if (rc < 0)
+		goto fail_free;
+	rc = stream_cond_init_mono(&p->cv);
+	if (rc < 0)
+		goto fail_mutex;
+
+	rc = db_open(&conf->db, &p->pub_db);
+	if (rc < 0)
+		goto fail_cond;
+	rc = db_open(&conf->db, &p->rep_db);
+	if (rc < 0)
+		goto fail_db;
+	/* the publisher passes every heartbeat; replay answers on demand */
+	stream_loop_name(conf->db.application_name, "publish", p->stream, loop,
+	                 sizeof(loop));
+	db_set_loop(p->pub_db, loop, true, p->heartbeat_ms);
+	stream_loop_name(conf->db.application_name, "replay", p->stream, loop,
+	                 sizeof(loop));
+	db_set_loop(p->rep_db, loop, false, 0);
+
+	rc = stream_nng_err(p->fanout ? nng_pub0_open(&p->pub)
+	                              : nng_push0_open(&p->pub));
+	if (rc < 0)
+		goto fail_db;
+	p->pub_open = true;
+	rc = stream_nng_err(nng_rep0_open(&p->rep));
+	if (rc < 0)
+		goto fail_sock;
+	p->rep_open = true;
+	/* Nothing is expected on the publish socket; requests are small. */
+	nng_socket_set_size(p->pub, NNG_OPT_RECVMAXSZ, 64);
+	nng_socket_set_size(p->rep, NNG_OPT_RECVMAXSZ, STREAM_REPLAY_REQ_MAX);
+	nng_socket_set_ms(p->rep, NNG_OPT_RECVTIMEO, 500);
+	nng_socket_set_ms(p->rep, NNG_OPT_SENDTIMEO, STREAM_REPLAY_TIMEOUT_MS);
+	rc = stream_nng_err(nng_listen(p->pub, conf->publish_url, NULL, 0));
+	if (rc == 0)
+		rc = stream_nng_err(
+		    nng_listen(p->rep, conf->replay_url, NULL, 0));
+	if (rc == 0)
+		rc = stream_nng_err(nng_aio_alloc(&p->rep_aio, NULL, NULL));
+	if (rc < 0)
+		goto fail_sock;
+
+	rc = -pthread_create(&p->pub_thread, NULL, producer_publisher_main, p);
+	if (rc < 0)
+		goto fail_sock;
+	p->pub_started = true;
+	rc = -pthread_create(&p->rep_thread, NULL, producer_replay_main, p);
+	if (rc < 0) {
+		stream_producer_stop(p);
+		return rc;
+	}
+	p->rep_started = true;
+	*ret = p;
+	return 0;
+
+fail_sock:
+	nng_aio_free(p->rep_aio); /* NULL is fine */
+	if (p->pub_open)
+		nng_close(p->pub);
+	if (p->rep_open)
+		nng_close(p->rep);
+fail_db:
+	db_close(p->pub_db);
+	db_close(p->rep_db);
+fail_cond:
+	pthread_cond_destroy(&p->cv);
+fail_mutex:
+	pthread_mutex_destroy(&p->mu);
+fail_free:
+	free(p);
+	return rc;
+}
+
+void
+stream_producer_stop(struct stream_producer *p)
+{
+	if (p == NULL)
+		return;
+	pthread_mutex_lock(&p->mu);
+	p->stopping = true;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	/* Wake the replay thread without closing its socket under it (see
+	 * stream_aio_recvmsg()): its pending and later operations end with
+	 * NNG_ECANCELED.  Sockets are closed only once no thread uses them
+	 * and nng's timer thread is done with the aio (nng_aio_free). */
+	if (p->rep_aio != NULL)
+		nng_aio_stop(p->rep_aio);
+	if (p->pub_started)
+		pthread_join(p->pub_thread, NULL);
+	if (p->rep_started)
+		pthread_join(p->rep_thread, NULL);
+	nng_aio_free(p->rep_aio);
+	p->rep_aio = NULL;
+	if (p->rep_open)
+		stream_close_bounded(p->rep, p->stream, "replay");
+	if (p->pub_open)
+		stream_close_bounded(p->pub, p->stream, "publish");
+	db_close(p->pub_db);
+	db_close(p->rep_db);
+	for (size_t i = 0; i < STREAM_DEFER_SLOTS; i++)
+		producer_defer_clear(&p->defer[i]);
+	pthread_cond_destroy(&p->cv);
+	pthread_mutex_destroy(&p->mu);
+	free(p);
+}
+
+void
+stream_producer_kick(struct stream_producer *p)
+{
+	if (p == NULL)
+		return;
+	pthread_mutex_lock(&p->mu);
+	p->kicked = true;
+	pthread_cond_signal(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+}
+
+int64_t
+stream_producer_head(const struct stream_producer *p)
+{
+	return p == NULL ? 0 : __atomic_load_n(&p->head, __ATOMIC_RELAXED);
+}

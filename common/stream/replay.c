@@ -1,0 +1,198 @@
+/*
+ * replay.c - the slow path that makes the backbone exact: the producer's
+ * replay thread answers signed requests from the table, and a consumer
+ * sends such a request and waits for the answer.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cjson/cJSON.h>
+
+#include "envelope.h"
+#include "err.h"
+#include "log.h"
+#include "metrics.h"
+#include "stream_impl.h"
+
+/*
+ * Builds the answer to one replay request: 4-byte big-endian length + frame,
+ * repeated, for rows with seq > after (at most max), bounded in bytes.
+ */
+static int
+producer_replay_answer(struct stream_producer *p, int64_t after, int64_t max,
+                       nng_msg **ret)
+{
+	char after_s[24], limit_s[24];
+	const char *params[3] = {p->stream, after_s, limit_s};
+	size_t cap = STREAM_REPLAY_ANSWER_MAX;
+	PGresult *res = NULL;
+	nng_msg *ans = NULL;
+	int rc, rows;
+
+	if (p->max_frame + 4 > cap)
+		cap = p->max_frame + 4;
+	if (max > p->replay_max)
+		max = p->replay_max;
+	stream_i64_text(after, after_s);
+	stream_i64_text(max, limit_s);
+	rc = db_ensure(p->rep_db);
+	if (rc < 0)
+		return rc;
+	rc = db_exec(p->rep_db, &p->st_after_rep.st, params, &res);
+	if (rc < 0)
+		return rc;
+	rc = stream_nng_err(nng_msg_alloc(&ans, 0));
+	if (rc < 0)
+		goto out;
+	rows = PQntuples(res);
+	for (int i = 0; i < rows; i++) {
+		const char *body = db_get(res, i, 1);
+		char *frame = NULL;
+		size_t len = 0;
+		uint8_t be[4];
+
+		if (body == NULL)
+			continue;
+		rc = envelope_seal(p->kr, body, (size_t)PQgetlength(res, i, 1),
+		                   &frame, &len);
+		if (rc < 0)
+			goto out;
+		if (i > 0 && nng_msg_len(ans) + 4 + len > cap) {
+			free(frame);
+			break;
+		}
+		be[0] = (uint8_t)(len >> 24);
+		be[1] = (uint8_t)(len >> 16);
+		be[2] = (uint8_t)(len >> 8);
+		be[3] = (uint8_t)len;
+		rc = stream_nng_err(nng_msg_append(ans, be, 4));
+		if (rc == 0)
+			rc = stream_nng_err(nng_msg_append(ans, frame, len));
+		free(frame);
+		if (rc < 0)
+			goto out;
+	}
+	*ret = ans;
+	ans = NULL;
+	rc = 0;
+out:
+	if (ans != NULL)
+		nng_msg_free(ans);
+	PQclear(res);
+	return rc;
+}
+
+/* Verifies a replay request; 0 and the range, or a reject reason. */
+static int
+producer_replay_parse(struct stream_producer *p, nng_msg *req,
+                      int64_t *ret_after, int64_t *ret_max,
+                      enum reject_reason *ret_reason)
+{
+	const char *body;
+	size_t body_len;
+	struct kasir_msg *m = NULL;
+	const char *stream;
+	int rc;
+
+	rc = envelope_open(p->kr, nng_msg_body(req), nng_msg_len(req),
+	                   STREAM_REPLAY_REQ_MAX, &body, &body_len);
+	if (rc < 0) {
+		*ret_reason = stream_reject_reason_of(rc);
+		return rc;
+	}
+	rc = msg_decode(body, body_len, &m, NULL, 0);
+	if (rc < 0) {
+		*ret_reason = rc == KASIR_ETYPE ? REJ_TYPE : REJ_MESSAGE;
+		return rc;
+	}
+	stream = msg_str(m, "stream");
+	if (m->type != MSG_REPLAY_REQUEST) {
+		*ret_reason = REJ_TYPE;
+		rc = KASIR_EPROTO;
+	} else if (strcmp(m->stream, p->stream) != 0 || stream == NULL ||
+	           strcmp(stream, p->stream) != 0) {
+		*ret_reason = REJ_STREAM;
+		rc = KASIR_EPROTO;
+	} else if (msg_int(m, "after") < 0 || msg_int(m, "max") < 1) {
+		*ret_reason = REJ_REPLAY;
+		rc = KASIR_EPROTO;
+	} else {
+		*ret_after = msg_int(m, "after");
+		*ret_max = msg_int(m, "max");
+		rc = 0;
+	}
+	msg_free(m);
+	return rc;
+}
+
+void *
+producer_replay_main(void *arg)
+{
+	struct stream_producer *p = arg;
+
+	while (!producer_stopping(p)) {
+		enum reject_reason why = REJ_REPLAY;
+		int64_t after = 0, max = 0;
+		nng_msg *req = NULL, *ans = NULL;
+		int rv;
+
+		rv = stream_aio_recvmsg(p->rep, p->rep_aio, &req);
+		if (stream_nng_stopped(rv))
+			break;
+		if (rv != 0)
+			continue; /* timeout: re-check stopping */
+		if (producer_replay_parse(p, req, &after, &max, &why) < 0) {
+			/* unsigned or bad: no answer at all */
+			metric_inc(p->m_rejected[why]);
+			log_fields(LOG_DEBUG, LOG_F({"STREAM", p->stream}),
+			           "replay request refused (%s)",
+			           stream_reject_names[why]);
+			nng_msg_free(req);
+			continue;
+		}
+		nng_msg_free(req);
+		/* database down: no answer; the consumer times out and
+		 * retries with backoff */
+		if (producer_replay_answer(p, after, max, &ans) < 0)
+			continue;
+		if (stream_aio_sendmsg(p->rep, p->rep_aio, ans) == 0)
+			metric_inc(p->m_replays_served);
+	}
+	return NULL;
+}
+
+/* Sends a signed replay request and waits for the answer. */
+int
+consumer_replay_request(struct stream_consumer *c, int64_t after, nng_msg **ret)
+{
+	cJSON *data = cJSON_CreateObject();
+	char *body = NULL;
+	nng_msg *ans = NULL;
+	int rc = -ENOMEM, rv;
+
+	if (data == NULL ||
+	    cJSON_AddStringToObject(data, "stream", c->stream) == NULL ||
+	    cJSON_AddNumberToObject(data, "after", (double)after) == NULL ||
+	    cJSON_AddNumberToObject(data, "max", (double)c->batch_max) == NULL)
+		goto out;
+	rc = msg_encode(c->stream, 0, MSG_REPLAY_REQUEST, data, &body);
+	if (rc < 0)
+		goto out;
+	rc =
+	    stream_seal_and_send_aio(c->kr, c->req, c->aio, body, strlen(body));
+	if (rc < 0)
+		goto out;
+	rv = stream_aio_recvmsg(c->req, c->aio, &ans);
+	if (rv != 0) {
+		log_fields(LOG_DEBUG, LOG_F({"STREAM", c->stream}),
+		           "replay request: %s", nng_strerror(rv));
+		rc = stream_nng_stopped(rv) ? -ECANCELED : stream_nng_err(rv);
+		goto out;
+	}
+	metric_inc(c->m_replays);
+	*ret = ans;
+out:
+	free(body);
+	cJSON_Delete(data);
+	return rc;
+}

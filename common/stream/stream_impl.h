@@ -1,0 +1,242 @@
+/*
+ * stream_impl.h - what the parts of the backbone share (private to
+ * common/stream/; the API is stream.h).  Map:
+ *
+ *   shared.c     name checks, statements, metrics, condition variables
+ *   transport.c  nng: errors, seal and send, aio receive/send, bounded close
+ *   producer.c   producer start/stop, publisher thread, heartbeat
+ *   append.c     stream_append, deferred appends (stream_defer_*)
+ *   replay.c     replay answers (producer) and replay requests (consumer)
+ *   consumer.c   consumer start/stop, main loop, catch-up, live step
+ *   apply.c      a batch in one transaction: optimistic and careful modes
+ *   schema.c     the tables' migration (schema.sql, grants.sql)
+ *
+ * The durable, signed message backbone (stream.h, docs/backbone.md).
+ *
+ * Producer: stream_append() runs in the caller's transaction; a publisher
+ * thread sends committed rows over nng (fast path, non-blocking, losses
+ * only counted) and heartbeats the head; a replay thread answers signed
+ * replay requests from the table (the slow path that makes it exact).
+ *
+ * Consumer: one thread, one connection.  The database cursor is the only
+ * truth: every transaction re-reads it FOR UPDATE, so a restarted or second
+ * instance can never apply a message twice, and anything not applied is
+ * fetched again by replay.  Live frames are an optimisation: out-of-order
+ * ones are dropped, never buffered.
+ *
+ * Library code: logs at debug level, except a poisoned message (a message
+ * skipped for good), which is an operator matter and logged as an error.
+ */
+#ifndef KASIR_STREAM_IMPL_H
+#define KASIR_STREAM_IMPL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cjson/cJSON.h>
+#include <nng/nng.h>
+
+#include "stream.h"
+
+struct metric;
+struct metrics;
+
+#define STREAM_SCHEMA_MAX        63 /* PostgreSQL identifier */
+#define STREAM_REPLAY_TIMEOUT_MS 5000
+#define STREAM_REPLAY_REQ_MAX    4096 /* a replay request frame */
+/* A replay answer holds at most this many bytes of frames (but always at
+ * least one frame, which max_frame bounds). */
+#define STREAM_REPLAY_ANSWER_MAX (8 * 1024 * 1024)
+#define STREAM_SQL_MAX           640
+#define STREAM_DEFER_SLOTS       4 /* connections deferring at once */
+#define STREAM_STMT_NAME_MAX     128
+
+/* A statement whose SQL and name are built once from code-given names. */
+struct stream_stmt {
+	char name[STREAM_STMT_NAME_MAX];
+	char sql[STREAM_SQL_MAX];
+	struct db_stmt st;
+};
+
+/* Reasons a frame is rejected (kasir_stream_rejected_total{reason}). */
+enum reject_reason {
+	REJ_TOOBIG,
+	REJ_ENVELOPE,
+	REJ_KEY,
+	REJ_SIGNATURE,
+	REJ_MESSAGE,
+	REJ_STREAM,
+	REJ_TYPE,
+	REJ_REPLAY,
+	REJ_COUNT
+};
+
+/* One message queued by a deferring connection: encoded at flush time,
+ * when its seq is known. */
+struct deferred_msg {
+	enum msg_type type;
+	char id[40], at[40];
+	cJSON *data; /* owned copy */
+};
+
+struct defer_slot {
+	struct kasir_db *db; /* NULL: free; under the producer's mu */
+	struct deferred_msg *q;
+	size_t n, cap;
+};
+
+struct stream_producer {
+	char stream[MSG_STREAM_MAX];
+	char schema[STREAM_SCHEMA_MAX + 1];
+	bool fanout;
+	int64_t heartbeat_ms;
+	unsigned replay_max;
+	size_t max_frame;
+	const struct keyring *kr;
+
+	struct stream_stmt st_head_next; /* stream_append: seq = seq + 1 */
+	struct stream_stmt st_out_insert;
+	struct stream_stmt st_head_read;
+	struct stream_stmt st_after_pub; /* rows with seq > $2 (publisher) */
+	struct stream_stmt st_after_rep; /* same, replay thread */
+
+	struct kasir_db *pub_db; /* publisher thread's */
+	struct kasir_db *rep_db; /* replay thread's */
+	nng_socket pub, rep;
+	bool pub_open, rep_open;
+	nng_aio *rep_aio; /* the replay thread's; see stream_aio_recvmsg() */
+	pthread_t pub_thread, rep_thread;
+	bool pub_started, rep_started;
+
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool kicked;   /* under mu */
+	bool stopping; /* under mu */
+	int64_t head;  /* atomic */
+
+	struct metric *m_sent, *m_send_failed, *m_head, *m_replays_served;
+	struct metric *m_rejected[REJ_COUNT];
+
+	/* Deferred appends (stream_defer_begin): slot .db is set and cleared
+	 * under mu; the queue of a slot belongs to the thread of its db. */
+	struct stream_stmt st_head_add; /* seq = seq + $2 */
+	struct stream_stmt st_out_many; /* k rows from arrays */
+	struct defer_slot defer[STREAM_DEFER_SLOTS];
+};
+
+/* One message waiting to be applied. */
+struct batch_item {
+	int64_t seq;
+	struct kasir_msg *msg; /* NULL: record as poison without applying */
+	const char *error;     /* why it is poison */
+	bool msg_poisoned;     /* the callback refused it for good */
+	char type[64];         /* type name, for poison rows */
+	const char *body;      /* the body bytes, inside a held nng_msg */
+	size_t body_len;
+};
+
+struct batch {
+	struct batch_item *items;
+	size_t n, cap;
+	nng_msg **held; /* nng messages the bodies point into */
+	size_t nheld;
+};
+
+struct stream_consumer {
+	char stream[MSG_STREAM_MAX];
+	char schema[STREAM_SCHEMA_MAX + 1];
+	bool fanout, fast_path;
+	unsigned batch_max;
+	int64_t poll_ms;
+	size_t max_frame;
+	const struct keyring *kr;
+	stream_apply_fn apply;
+	void *arg;
+	void (*committed)(void *arg);
+	struct stream_producer *defer; /* optimistic batches; see stream.h */
+	bool optimistic;               /* defer, or the conf's flag */
+	stream_apply_batch_fn apply_batch;
+	const struct kasir_msg **msgs; /* batch_max slots for apply_batch */
+
+	struct stream_stmt st_cur_read;
+	struct stream_stmt st_cur_lock;
+	struct stream_stmt st_cur_init;
+	struct stream_stmt st_cur_set;
+	struct stream_stmt st_poison;
+
+	struct kasir_db *db; /* the consumer thread's */
+	nng_socket live, req;
+	bool live_open, req_open;
+	nng_aio *
+	    aio; /* the consumer thread's, both sockets; stream_aio_recvmsg() */
+	pthread_t thread;
+	bool started;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool stopping; /* under mu */
+
+	int64_t cursor;      /* atomic: last applied (as committed) */
+	int64_t head;        /* atomic: producer head as last heard */
+	int attempt;         /* consecutive transient failures (thread only) */
+	int64_t fail_cursor; /* cursor at the last failure (thread only) */
+	struct batch batch;
+
+	struct metric *m_received, *m_applied, *m_duplicates, *m_gaps;
+	struct metric *m_replays, *m_poison, *m_lag, *m_failures;
+	struct metric *m_rejected[REJ_COUNT];
+};
+
+/* shared.c */
+bool stream_schema_valid(const char *s);
+bool stream_valid(const char *s);
+void stream_loop_name(const char *app, const char *job, const char *stream,
+                      char *out, size_t len);
+int stream_stmt_build(struct stream_stmt *s, const char *what,
+                      const char *schema, const char *stream, int nparams,
+                      const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+void stream_i64_text(int64_t v, char buf[24]);
+int stream_cond_init_mono(pthread_cond_t *cv);
+void stream_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms);
+struct metric *stream_counter(struct metrics *m, const char *name,
+                              const char *stream, const char *extra,
+                              const char *help);
+struct metric *stream_gauge(struct metrics *m, const char *name,
+                            const char *stream, const char *help);
+void stream_rejected_register(struct metrics *m, const char *stream,
+                              struct metric *out[REJ_COUNT]);
+extern const char *const stream_reject_names[REJ_COUNT];
+enum reject_reason stream_reject_reason_of(int rc);
+
+/* transport.c */
+int stream_nng_err(int rv);
+int stream_seal_and_send(const struct keyring *kr, nng_socket s,
+                         const char *body, size_t body_len, int flags);
+int stream_aio_recvmsg(nng_socket s, nng_aio *aio, nng_msg **ret);
+int stream_aio_recvmsg_nowait(nng_socket s, nng_aio *aio, nng_msg **ret);
+int stream_aio_sendmsg(nng_socket s, nng_aio *aio, nng_msg *msg);
+bool stream_nng_stopped(int rv);
+void stream_close_bounded(nng_socket s, const char *stream, const char *what);
+int stream_seal_and_send_aio(const struct keyring *kr, nng_socket s,
+                             nng_aio *aio, const char *body, size_t body_len);
+
+/* producer.c */
+bool producer_stopping(struct stream_producer *p);
+
+/* append.c */
+void producer_defer_clear(struct defer_slot *d);
+
+/* replay.c */
+void *producer_replay_main(void *arg);
+int consumer_replay_request(struct stream_consumer *c, int64_t after,
+                            nng_msg **ret);
+
+/* consumer.c */
+void consumer_set_cursor(struct stream_consumer *c, int64_t cur);
+
+/* apply.c */
+int consumer_apply_batch(struct stream_consumer *c);
+
+#endif
