@@ -278,8 +278,8 @@ daemon_migrate(struct daemon *d, const char *runtime_role)
 	int attempt = 0, rc, sig;
 
 	for (;;) {
-		rc = db_migrate(&oc, d->schema, runtime_role,
-		                d->conf->db_migrations, why, sizeof(why));
+		rc = db_migrate(&oc, d->schema, runtime_role, &stream_migration,
+		                1, d->conf->db_migrations, why, sizeof(why));
 		if (rc == 0)
 			break;
 		if (rc != KASIR_EDB) {
@@ -433,6 +433,7 @@ daemon_ping(struct daemon *d, struct metric *up)
 	if (ok && !load_bool(&d->migrations_ok))
 		store_bool(&d->migrations_ok,
 		           db_migrations_applied(d->db, d->schema,
+		                                 &stream_migration, 1,
 		                                 d->conf->db_migrations));
 	if (ok != was) {
 		if (ok) {

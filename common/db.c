@@ -45,18 +45,16 @@
 #include "failpoint.h"
 #include "liveness.h"
 #include "log.h"
-#include "stream.h"
 #include "util.h"
 
-#define DB_BACKOFF_MIN_MS   100
-#define DB_BACKOFF_MAX_MS   5000
-#define DB_MAX_PREPARED     256
-#define DB_ERRMSG_MAX       512
-#define DB_MIGRATION_MAX    (1024 * 1024) /* bytes per migration file */
-#define DB_MIGRATIONS_MAX   1000          /* files per directory */
-#define DB_IDENT_MAX        63
-#define DB_STREAM_MIGRATION "0000_stream"
-#define DB_LABEL_MAX        48
+#define DB_BACKOFF_MIN_MS 100
+#define DB_BACKOFF_MAX_MS 5000
+#define DB_MAX_PREPARED   256
+#define DB_ERRMSG_MAX     512
+#define DB_MIGRATION_MAX  (1024 * 1024) /* bytes per migration file */
+#define DB_MIGRATIONS_MAX 1000          /* files per directory */
+#define DB_IDENT_MAX      63
+#define DB_LABEL_MAX      48
 
 struct kasir_db {
 	char *url;
@@ -1136,9 +1134,67 @@ recorded(PGresult *res, const char *version)
 	return false;
 }
 
+/* Appends tmpl to *out with "{{schema}}" and "{{role}}" replaced (role
+ * NULL: a "{{role}}" is an error).  The names were validated. */
+static int
+render(FILE *out, const char *tmpl, const char *schema, const char *role)
+{
+	static const char open[] = "{{";
+
+	while (*tmpl != '\0') {
+		const char *p = strstr(tmpl, open);
+
+		if (p == NULL) {
+			fputs(tmpl, out);
+			break;
+		}
+		fwrite(tmpl, 1, (size_t)(p - tmpl), out);
+		if (strncmp(p, "{{schema}}", 10) == 0) {
+			fputs(schema, out);
+			tmpl = p + 10;
+		} else if (strncmp(p, "{{role}}", 8) == 0 && role != NULL) {
+			fputs(role, out);
+			tmpl = p + 8;
+		} else {
+			return -EINVAL; /* unknown placeholder, or no role */
+		}
+	}
+	return 0;
+}
+
+int
+db_builtin_sql(const struct db_builtin *m, const char *schema,
+               const char *runtime_role, char **ret_sql)
+{
+	char *sql = NULL;
+	size_t len = 0;
+	FILE *out;
+	int rc;
+
+	if (m == NULL || m->sql == NULL || ret_sql == NULL ||
+	    !ident_valid(schema) ||
+	    (runtime_role != NULL && !ident_valid(runtime_role)))
+		return -EINVAL;
+	out = open_memstream(&sql, &len);
+	if (out == NULL)
+		return -ENOMEM;
+	rc = render(out, m->sql, schema, runtime_role);
+	if (rc == 0 && runtime_role != NULL && m->grants != NULL)
+		rc = render(out, m->grants, schema, runtime_role);
+	if (fclose(out) != 0 && rc == 0)
+		rc = -ENOMEM;
+	if (rc < 0) {
+		free(sql);
+		return rc;
+	}
+	*ret_sql = sql;
+	return 0;
+}
+
 int
 db_migrate(const struct db_conf *conf, const char *schema,
-           const char *runtime_role, const char *dir, char *why, size_t why_len)
+           const char *runtime_role, const struct db_builtin *builtin,
+           size_t nbuiltin, const char *dir, char *why, size_t why_len)
 {
 	char qschema[2 * DB_IDENT_MAX + 3], sql[512], lockkey[96];
 	char **names = NULL;
@@ -1204,21 +1260,23 @@ db_migrate(const struct db_conf *conf, const char *schema,
 	                   "schema_migrations")) < 0)
 		goto out_unlock;
 
-	if (!recorded(res, DB_STREAM_MIGRATION)) {
-		char *stream_sql = NULL;
-		if ((rc = stream_migration_sql(schema, runtime_role,
-		                               &stream_sql)) < 0) {
-			snprintf(why, why_len, "%s: %s", DB_STREAM_MIGRATION,
+	for (size_t i = 0; i < nbuiltin; i++) {
+		const char *version = builtin[i].version;
+		char *text = NULL;
+
+		if (recorded(res, version))
+			continue;
+		if ((rc = db_builtin_sql(&builtin[i], schema, runtime_role,
+		                         &text)) < 0) {
+			snprintf(why, why_len, "%s: %s", version,
 			         kasir_strerror(rc));
 			goto out_unlock;
 		}
-		rc = apply_one(pg, qschema, DB_STREAM_MIGRATION, stream_sql,
-		               why, why_len);
-		free(stream_sql);
+		rc = apply_one(pg, qschema, version, text, why, why_len);
+		free(text);
 		if (rc < 0)
 			goto out_unlock;
-		log_debug("migration %s.%s applied", schema,
-		          DB_STREAM_MIGRATION);
+		log_debug("migration %s.%s applied", schema, version);
 	}
 	for (size_t i = 0; i < nnames; i++) {
 		char *text = NULL;
@@ -1251,7 +1309,9 @@ out:
 }
 
 bool
-db_migrations_applied(struct kasir_db *db, const char *schema, const char *dir)
+db_migrations_applied(struct kasir_db *db, const char *schema,
+                      const struct db_builtin *builtin, size_t nbuiltin,
+                      const char *dir)
 {
 	char **names = NULL;
 	size_t nnames = 0;
@@ -1269,7 +1329,9 @@ db_migrations_applied(struct kasir_db *db, const char *schema, const char *dir)
 	res = PQexec(db->pg, sql);
 	if (classify(db, res, &res) < 0)
 		goto out;
-	ok = recorded(res, DB_STREAM_MIGRATION);
+	ok = true;
+	for (size_t i = 0; ok && i < nbuiltin; i++)
+		ok = recorded(res, builtin[i].version);
 	for (size_t i = 0; ok && i < nnames; i++)
 		ok = recorded(res, names[i]);
 	PQclear(res);

@@ -152,26 +152,47 @@ const char *db_get(const PGresult *res, int row,
 int64_t db_get_i64(const PGresult *res, int row, int col); /* 0 if NULL */
 
 /*
+ * A migration built into the binary rather than read from a directory,
+ * e.g. the backbone's tables (stream_migration, stream.h).  Its SQL names
+ * the schema "{{schema}}" and the runtime role "{{role}}"; the runner puts
+ * the validated names there (db_builtin_sql()).  grants (may be NULL) runs
+ * after sql, only when a runtime role is given.
+ */
+struct db_builtin {
+	const char *version; /* recorded in schema_migrations: "0000_stream" */
+	const char *sql;
+	const char *grants;
+};
+
+/* The SQL of m for schema and runtime_role (may be NULL: no grants), both
+ * checked as identifiers ([a-z_][a-z0-9_]*, at most 63).  0 and *ret_sql
+ * (caller frees), or -EINVAL / -ENOMEM. */
+int db_builtin_sql(const struct db_builtin *m, const char *schema,
+                   const char *runtime_role, char **ret_sql);
+
+/*
  * Applies migrations for schema:
  *  - connects with conf (the owner role), takes
  *    pg_advisory_lock(hashtext('kasir.migrate.' || schema)),
  *  - creates <schema>.schema_migrations(version text primary key,
  *    applied_at timestamptz) if missing,
- *  - applies the backbone's own migration "0000_stream" (stream_head,
- *    stream_out, stream_cursor, stream_poison; see stream.h) granting what
- *    runtime_role needs,
+ *  - applies the nbuiltin built-in migrations (every daemon passes the
+ *    backbone's, stream_migration: stream_head, stream_out, stream_cursor,
+ *    stream_poison) that are not yet recorded, granting what runtime_role
+ *    needs,
  *  - then every "*.sql" file of dir in name order that is not yet recorded,
  *    each in its own transaction together with its schema_migrations row.
  * Returns 0 when everything is applied; on failure *why says which file
  * and the server's message.
  */
 int db_migrate(const struct db_conf *conf, const char *schema,
-               const char *runtime_role, const char *dir, char *why,
-               size_t why_len);
+               const char *runtime_role, const struct db_builtin *builtin,
+               size_t nbuiltin, const char *dir, char *why, size_t why_len);
 
-/* True when every *.sql file of dir is recorded in <schema>.schema_migrations
- * (used by /readyz). */
+/* True when every built-in migration and every *.sql file of dir is
+ * recorded in <schema>.schema_migrations (used by /readyz). */
 bool db_migrations_applied(struct kasir_db *db, const char *schema,
+                           const struct db_builtin *builtin, size_t nbuiltin,
                            const char *dir);
 
 #endif

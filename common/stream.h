@@ -31,8 +31,9 @@
  * Result: every committed message is applied exactly once, in seq order,
  * whatever is killed, restarted, dropped, duplicated or reordered.
  *
- * The tables are created by db_migrate() ("0000_stream"), which runs the
- * SQL from stream_migration_sql().
+ * The tables are created by migration "0000_stream" (stream_migration:
+ * common/stream/schema.sql and grants.sql, built into the library), which
+ * the caller hands to db_migrate() before its own files.
  */
 #ifndef KASIR_STREAM_H
 #define KASIR_STREAM_H
@@ -158,9 +159,13 @@ void stream_consumer_stop(struct stream_consumer *c);
 int64_t stream_consumer_cursor(const struct stream_consumer *c);
 int64_t stream_consumer_head(const struct stream_consumer *c);
 
-/* The backbone's own migration for schema: stream_head, stream_out
+/* The backbone's own migration, "0000_stream": stream_head, stream_out
  * (append-only), stream_cursor, stream_poison (append-only), with grants
- * for runtime_role.  On success *ret_sql (caller frees) is the SQL text. */
+ * for the runtime role.  Every service schema gets it: pass it to
+ * db_migrate() and db_migrations_applied(). */
+extern const struct db_builtin stream_migration;
+/* Its SQL for schema (db_builtin_sql()); on success *ret_sql (caller
+ * frees) is the SQL text. */
 int stream_migration_sql(const char *schema, const char *runtime_role,
                          char **ret_sql);
 

@@ -28,6 +28,7 @@
 #include "db.h"
 #include "err.h"
 #include "log.h"
+#include "stream.h"
 #include "util.h"
 
 static void
@@ -144,8 +145,8 @@ main(void)
 				printf("rc=-22\n");
 				continue;
 			}
-			rc = db_migrate(&conf, schema, role, dir, why,
-			                sizeof(why));
+			rc = db_migrate(&conf, schema, role, &stream_migration,
+			                1, dir, why, sizeof(why));
 			for (char *c = why; *c; c++)
 				if (*c == '\n')
 					*c = ' ';
@@ -157,7 +158,8 @@ main(void)
 				continue;
 			}
 			printf("rc=0 applied=%d\n",
-			       db_migrations_applied(db, schema, dir));
+			       db_migrations_applied(
+			           db, schema, &stream_migration, 1, dir));
 		} else {
 			printf("rc=-22 unknown=%s\n", line);
 		}

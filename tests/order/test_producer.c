@@ -74,8 +74,8 @@ main(int argc, char **argv)
 		perror("mkdtemp");
 		goto out;
 	}
-	if (db_migrate(&dc, argv[1], "postgres", emptydir, why, sizeof(why)) <
-	    0) {
+	if (db_migrate(&dc, argv[1], "postgres", &stream_migration, 1, emptydir,
+	               why, sizeof(why)) < 0) {
 		fprintf(stderr, "migrate: %s\n", why);
 		goto out;
 	}

@@ -75,6 +75,7 @@ test_sql_content(void **state)
 	assert_null(strstr(sql, "DELETE ON"));
 	assert_null(strstr(sql, "TRUNCATE ON"));
 	assert_null(strstr(sql, "%1$s"));
+	assert_null(strstr(sql, "{{")); /* every placeholder replaced */
 	assert_int_equal(stream_migration_sql("orders", NULL, &nogrant), 0);
 	assert_null(strstr(nogrant, "GRANT"));
 	free(sql);
