@@ -441,7 +441,7 @@ def bench_ingest(args):
   a slow answer delays the next request of its connection: the percentiles
   understate a truly open-loop p99 (coordinated omission).
 - pgbench runs `PGBENCH_SCRIPT` of `bench/kbench.py` (the statements of
-  `services/ingest/store.c` + `common/stream.c` stream_append: INSERT
+  `services/ingest/store.c` + `common/stream/append.c` stream_append: INSERT
   payment_event RETURNING id; INSERT .. ON CONFLICT stream_head RETURNING
   seq; INSERT stream_out; COMMIT, same row sizes) as the superuser over the
   unix socket, one notification per transaction, on its own stream row

@@ -557,9 +557,9 @@ admin_socket_stop(struct admin_socket *s)
 		return;
 	/* Never close the socket under the worker (libnng 1.5.2 may then
 	 * lock the socket's destroyed mutex from its timer thread: SIGABRT,
-	 * see stream.c aio_recvmsg()).  Stopping the aio ends the pending
-	 * receive or send with NNG_ECANCELED and fails any later one; close
-	 * after the join and nng_aio_free(). */
+	 * see stream_aio_recvmsg() in common/stream/transport.c).  Stopping
+	 * the aio ends the pending receive or send with NNG_ECANCELED and
+	 * fails any later one; close after the join and nng_aio_free(). */
 	nng_aio_stop(s->aio);
 	if (s->thread_started)
 		pthread_join(s->thread, NULL);

@@ -1,7 +1,7 @@
 /*
  * libkasir_nng_guard.so - LD_PRELOAD checker for the shutdown rule of
- * common/stream.c (aio_recvmsg()): a socket is never nng_close()d while
- * another thread has a receive or send pending on it.
+ * common/stream/transport.c (stream_aio_recvmsg()): a socket is never
+ * nng_close()d while another thread has a receive or send pending on it.
  *
  * Why: in libnng 1.5.2 the timer thread ("nng:aio:expire") calls a
  * timed-out operation's cancel function with the socket's protocol state
