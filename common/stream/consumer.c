@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+
 #include <cjson/cJSON.h>
 #include <nng/nng.h>
 #include <nng/protocol/pipeline0/pull.h>

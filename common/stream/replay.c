@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+
 #include <cjson/cJSON.h>
 
 #include "envelope.h"
