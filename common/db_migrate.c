@@ -210,10 +210,8 @@ recorded(PGresult *res, const char *version)
 static int
 render(FILE *out, const char *tmpl, const char *schema, const char *role)
 {
-	static const char open[] = "{{";
-
 	while (*tmpl != '\0') {
-		const char *p = strstr(tmpl, open);
+		const char *p = strstr(tmpl, "{{");
 
 		if (p == NULL) {
 			fputs(tmpl, out);

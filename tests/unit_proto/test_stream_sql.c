@@ -1,8 +1,8 @@
 /*
  * test_stream_sql.c - stream_migration_sql(): names come from code and are
  * validated; the SQL has the append-only triggers and only the grants the
- * runtime role needs.  (The SQL itself runs against PostgreSQL in
- * tests/backbone.)
+ * runtime role needs; db_builtin_sql() replaces exactly the two
+ * placeholders.  (The SQL itself runs against PostgreSQL in tests/backbone.)
  */
 #include <errno.h>
 #include <setjmp.h>
@@ -82,12 +82,42 @@ test_sql_content(void **state)
 	free(nogrant);
 }
 
+static void
+test_placeholders(void **state)
+{
+	static const struct db_builtin ok = {.version = "t",
+	                                     .sql = "A {{schema}}.t {",
+	                                     .grants = "\"{{role}}\""};
+	static const struct db_builtin unknown = {.version = "t",
+	                                          .sql = "{{schema}} {{x}}"};
+	static const struct db_builtin role_only = {.version = "t",
+	                                            .sql = "TO {{role}}"};
+	char *sql = NULL;
+
+	(void)state;
+	assert_int_equal(db_builtin_sql(&ok, "s", "r", &sql), 0);
+	assert_string_equal(sql, "A s.t {\"r\"");
+	free(sql);
+	sql = NULL;
+	assert_int_equal(db_builtin_sql(&ok, "s", NULL, &sql), 0);
+	assert_string_equal(sql, "A s.t {");
+	free(sql);
+	sql = NULL;
+	/* a placeholder the runner does not know, or a role that is not
+	 * given, is an error rather than text sent to the server */
+	assert_int_equal(db_builtin_sql(&unknown, "s", "r", &sql), -EINVAL);
+	assert_null(sql);
+	assert_int_equal(db_builtin_sql(&role_only, "s", NULL, &sql), -EINVAL);
+	assert_null(sql);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_names_validated),
 	    cmocka_unit_test(test_sql_content),
+	    cmocka_unit_test(test_placeholders),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
