@@ -29,6 +29,13 @@
  * order that became final meanwhile are stored but not sent, unless an
  * operator forced the check.
  *
+ * Confirmations: a confirm.request (watchlist.c) makes the order due at
+ * once, final or not.  Its check asks by order id (by transaction id only
+ * for the by_transaction_id channels), and its first real answer (status,
+ * 404, 407) is sent whatever it says, with confirm = true: kasir-order
+ * holds the notification until then.  A failed check keeps the request
+ * and is retried with the failure backoff (schedule.retry, doubling).
+ *
  * A 401 (wrong server key) pauses every check for schedule.auth_pause,
  * then one order at a time is tried until the key works again; logged
  * once, counted, and shown by kasir_reconciler_auth_broken.
@@ -56,13 +63,15 @@ static const struct db_stmt st_claim = {
            " lease_until = now() + $1::bigint * interval '1 millisecond'"
            " FROM (SELECT order_id FROM recon.watch"
            "  WHERE (lease_until IS NULL OR lease_until < now())"
-           "   AND (forced OR (NOT final AND (next_check_at <= now()"
+           "   AND (forced OR (confirm_seq IS NOT NULL AND next_check_at <="
+           "    now()) OR (NOT final AND (next_check_at <= now()"
            "    OR ($2::bool AND coalesce(last_check_at, created_at) <="
            "        now() - $3::bigint * interval '1 millisecond'))))"
-           "  ORDER BY forced DESC, next_check_at LIMIT $4::int"
-           "  FOR UPDATE SKIP LOCKED) c"
+           "  ORDER BY forced DESC, confirm_seq IS NULL, next_check_at"
+           "  LIMIT $4::int FOR UPDATE SKIP LOCKED) c"
            " WHERE w.order_id = c.order_id"
-           " RETURNING w.order_id, w.transaction_id, w.payment_type",
+           " RETURNING w.order_id, w.transaction_id, w.payment_type,"
+           "  w.confirm_seq",
     .nparams = 4,
 };
 
@@ -82,12 +91,13 @@ static const struct db_stmt st_insert = {
            " transaction_status, status_code, status_message, fraud_status,"
            " gross_amount, currency, payment_type, transaction_id, body,"
            " body_truncated, error, latency_ms, past_expiry, published, reason,"
-           " mode, requested_at)"
+           " mode, requested_at, confirm)"
            " VALUES ($1, $2, $3::bool, $4::int, $5::int, $6, $7, $8, $9, $10,"
            "  $11, $12, $13, $14, $15, $16::bool, $17, $18::int, $19::bool,"
-           "  $20::bool, $21, $22, to_timestamp($23::bigint / 1000.0))"
+           "  $20::bool, $21, $22, to_timestamp($23::bigint / 1000.0),"
+           "  $24::bool)"
            " RETURNING id",
-    .nparams = 23,
+    .nparams = 24,
 };
 
 static const struct db_stmt st_update = {
@@ -96,8 +106,13 @@ static const struct db_stmt st_update = {
            " expiry_checked = $4::bool, last_key = coalesce($5, last_key),"
            " next_check_at = to_timestamp($6::bigint / 1000.0),"
            " last_check_at = now(), last_verdict = $7, lease_until = NULL,"
-           " forced = false, updated_at = now() WHERE order_id = $1",
-    .nparams = 7,
+           " forced = false, updated_at = now(),"
+           " confirm_since = CASE WHEN confirm_seq = $8::bigint THEN NULL"
+           "  ELSE confirm_since END,"
+           " confirm_seq = CASE WHEN confirm_seq = $8::bigint THEN NULL"
+           "  ELSE confirm_seq END"
+           " WHERE order_id = $1",
+    .nparams = 8,
 };
 
 static const struct db_stmt st_release = {
@@ -147,11 +162,15 @@ answer_key(const struct statusapi_answer *a, bool past_expiry, char *buf,
 static bool
 says_something_new(const struct watch_state *w,
                    const struct statusapi_answer *a, bool past_expiry,
-                   const char *key, const char **ret_reason)
+                   bool confirm, const char *key, const char **ret_reason)
 {
 	if (!recon_verdict_is_answer(a->verdict)) {
 		*ret_reason = "no answer: rescheduled";
 		return false;
+	}
+	if (confirm) {
+		*ret_reason = "confirmation asked by kasir-order";
+		return true;
 	}
 	if (w->final && !w->forced) {
 		*ret_reason = "order already final";
@@ -203,6 +222,8 @@ publish(struct recon *r, struct kasir_db *db, int64_t check_id,
 	add_opt(d, "transaction_id", a->f.transaction_id);
 	cJSON_AddStringToObject(d, "checked_at", at);
 	cJSON_AddBoolToObject(d, "past_expiry", past_expiry);
+	if (c->confirm_seq > 0)
+		cJSON_AddBoolToObject(d, "confirm", true);
 	rc = stream_append(r->producer, db, MSG_STATUS_CHECK, d, NULL);
 	cJSON_Delete(d);
 	return rc;
@@ -251,7 +272,7 @@ insert_answer(struct recon *r, struct kasir_db *db,
 	snprintf(lat, sizeof(lat), "%" PRId64, a->latency_ms);
 	snprintf(req, sizeof(req), "%" PRId64, a->at_ms);
 #define OPT(x) ((x)[0] ? (x) : NULL)
-	const char *p[23] = {
+	const char *p[24] = {
 	    c->order_id,
 	    c->ident,
 	    c->by_txn ? "true" : "false",
@@ -275,6 +296,7 @@ insert_answer(struct recon *r, struct kasir_db *db,
 	    reason,
 	    recon_mode_name((enum recon_mode)atomic_load(&r->mode)),
 	    req,
+	    c->confirm_seq > 0 ? "true" : "false",
 	};
 #undef OPT
 	if (a->body != NULL && !utf8_valid(a->body, a->body_len))
@@ -295,7 +317,7 @@ record(struct recon *r, struct kasir_db *db, struct statusapi_call *c,
 	struct watch_state w;
 	const struct statusapi_answer *last;
 	const char *reason = "";
-	char key[RECON_FIELD_MAX * 2], next[24], att[16], fail[16];
+	char key[RECON_FIELD_MAX * 2], next[24], att[16], fail[16], cseq[24];
 	bool answered, published = false, past_expiry;
 	int64_t now = now_real_ms(), next_ms, id = 0;
 	int rc;
@@ -319,7 +341,8 @@ record(struct recon *r, struct kasir_db *db, struct statusapi_call *c,
 		past_expiry = a->at_ms >= w.o.expires_ms;
 		answer_key(a, past_expiry, key, sizeof(key));
 		if (is_last)
-			published = says_something_new(&w, a, past_expiry, key,
+			published = says_something_new(&w, a, past_expiry,
+			                               c->confirm_seq > 0, key,
 			                               &reason);
 		else
 			reason = "retried";
@@ -348,14 +371,19 @@ record(struct recon *r, struct kasir_db *db, struct statusapi_call *c,
 	snprintf(next, sizeof(next), "%" PRId64, next_ms);
 	snprintf(att, sizeof(att), "%d", w.o.attempts);
 	snprintf(fail, sizeof(fail), "%d", w.o.failures);
+	snprintf(cseq, sizeof(cseq), "%" PRId64, c->confirm_seq);
 	{
-		const char *p[7] = {c->order_id,
+		/* an answered confirmation is done; a failed one stays and
+		 * is retried with the failure backoff */
+		const char *p[8] = {c->order_id,
 		                    att,
 		                    fail,
 		                    w.o.expiry_checked ? "true" : "false",
 		                    answered && key[0] ? key : NULL,
 		                    next,
-		                    recon_verdict_name(last->verdict)};
+		                    recon_verdict_name(last->verdict),
+		                    answered && c->confirm_seq > 0 ? cseq
+		                                                   : NULL};
 
 		if ((rc = db_exec(db, &st_update, p, NULL)) < 0)
 			goto fail;
@@ -457,6 +485,8 @@ claim(struct recon *r, struct kasir_db *db, struct statusapi_call *calls,
 		            recon_types_has(&r->conf->by_txn_types, ptype);
 		kasir_strlcpy(c->ident, c->by_txn ? txn : c->order_id,
 		              sizeof(c->ident));
+		c->confirm_seq =
+		    db_get(res, i, 3) != NULL ? db_get_i64(res, i, 3) : 0;
 		n++;
 	}
 	PQclear(res);

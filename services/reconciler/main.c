@@ -216,6 +216,7 @@ main(int argc, char **argv)
 		rc = 1;
 		goto out_producer;
 	}
+	cc.committed = watchlist_committed;
 	if ((rc = stream_consumer_start(&cc, d.keyring, d.metrics,
 	                                watchlist_apply, &r, &r.consumer)) <
 	    0) {

@@ -226,6 +226,9 @@ struct statusapi_call {
 	char order_id[RECON_ID_MAX];
 	char ident[RECON_ID_MAX]; /* what goes in the URL */
 	bool by_txn;              /* ident is a transaction id */
+	/* orders stream seq of the confirm.request this check answers
+	 * (evidence.c); 0: a scheduled check */
+	int64_t confirm_seq;
 	struct statusapi_answer answers[RECON_TRIES_MAX];
 	int nanswers;
 	bool skipped; /* never sent (auth failure in the batch, stopping) */
@@ -311,6 +314,8 @@ struct recon {
 	atomic_bool auth_broken;
 	atomic_llong auth_paused_until; /* real ms; 0: not paused */
 	atomic_llong last_check_ms;     /* real ms of the last answer */
+	atomic_bool confirm_waiting;    /* a confirm.request was applied:
+	                                   wake the scheduler after COMMIT */
 
 	struct kasir_db *sched_db;  /* scheduler thread */
 	struct kasir_db *admin_db;  /* admin socket thread */
@@ -321,6 +326,9 @@ struct recon {
 /* watchlist.c: the orders stream apply callback (arg = struct recon). */
 int watchlist_apply(void *arg, struct kasir_db *db,
                     const struct kasir_msg *msg);
+/* The consumer's after-COMMIT hook: wakes the scheduler when a
+ * confirmation was requested. */
+void watchlist_committed(void *arg);
 
 /* evidence.c: the scheduler thread. */
 int scheduler_start(struct recon *r);

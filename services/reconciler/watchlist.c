@@ -13,6 +13,9 @@
  *                      for webhook notifications (source "ingest") the
  *                      time they arrived: per order and globally (the
  *                      automatic reconciliation mode, mode.c)
+ *   confirm.request -> kasir-order holds a notification until the Status
+ *                      API confirms it: ask now (even a final order),
+ *                      the answer is published whatever it says
  *   order.paid, order.failed, order.expired, order.cancelled,
  *   order.refunded  -> final: the row leaves the schedule
  *   anything else   -> nothing to do
@@ -133,6 +136,50 @@ static const struct db_stmt st_ingest_seen = {
     .nparams = 1,
 };
 
+/* $2: the request's orders seq.  The failure count restarts: the retry
+ * backoff of a confirmation starts short. */
+static const struct db_stmt st_confirm = {
+    .name = "recon_watch_confirm",
+    .sql = "UPDATE recon.watch SET confirm_seq = $2::bigint,"
+           " confirm_since = coalesce(confirm_since, now()),"
+           " next_check_at = least(next_check_at, now()), failures = 0,"
+           " orders_seq = $2::bigint, updated_at = now()"
+           " WHERE order_id = $1 RETURNING order_id",
+    .nparams = 2,
+};
+
+static int
+apply_confirm(struct recon *r, struct kasir_db *db, const struct kasir_msg *msg,
+              const char *seq)
+{
+	const char *p[2] = {msg_str(msg, "order_id"), seq};
+	PGresult *res = NULL;
+	int rc, n;
+
+	if ((rc = db_exec(db, &st_confirm, p, &res)) < 0)
+		return rc;
+	n = PQntuples(res);
+	PQclear(res);
+	if (n == 0)
+		log_fields(LOG_WARNING,
+		           LOG_F({"ORDER_ID", p[0]}, {"STREAM", "orders"},
+		                 {"SEQ", seq}),
+		           "confirm.request for an order not on the watch "
+		           "list: not confirmed");
+	else
+		atomic_store(&r->confirm_waiting, true);
+	return 0;
+}
+
+void
+watchlist_committed(void *arg)
+{
+	struct recon *r = arg;
+
+	if (atomic_exchange(&r->confirm_waiting, false))
+		scheduler_wake(r);
+}
+
 static bool
 is_final_type(enum msg_type t)
 {
@@ -249,7 +296,8 @@ watchlist_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
 
 	snprintf(seq, sizeof(seq), "%" PRId64, msg->seq);
 	if ((msg->type == MSG_ORDER_CREATED ||
-	     msg->type == MSG_ORDER_EVIDENCE || is_final_type(msg->type)) &&
+	     msg->type == MSG_ORDER_EVIDENCE ||
+	     msg->type == MSG_CONFIRM_REQUEST || is_final_type(msg->type)) &&
 	    !order_id_valid(msg_str(msg, "order_id"), 50)) {
 		log_fields(LOG_ERR, LOG_F({"STREAM", "orders"}, {"SEQ", seq}),
 		           "%s with an invalid order id, refused",
@@ -260,6 +308,8 @@ watchlist_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
 		rc = apply_created(r, db, msg, seq);
 	else if (msg->type == MSG_ORDER_EVIDENCE)
 		rc = apply_evidence(db, msg, seq);
+	else if (msg->type == MSG_CONFIRM_REQUEST)
+		rc = apply_confirm(r, db, msg, seq);
 	else if (is_final_type(msg->type))
 		rc = apply_final(db, msg, seq);
 	else
