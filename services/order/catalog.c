@@ -93,6 +93,19 @@ order_metrics_init(struct order_metrics *om, struct metrics *m)
 	                                  "Snap transactions not created");
 	om->snap_ok = metrics_counter(m, "kasir_snap_ok_total", NULL,
 	                              "Snap transactions created");
+	{
+		static const char *const confirm[] = {"held", "agreed",
+		                                      "contradicted"};
+		for (unsigned i = 0; i < 3; i++) {
+			snprintf(labels, sizeof(labels), "result=\"%s\"",
+			         confirm[i]);
+			om->confirm[i] = metrics_counter(
+			    m, "kasir_order_confirmations_total", labels,
+			    "notifications held for a status api confirmation, "
+			    "and the answers: agreed, contradicted (possible "
+			    "forgery or key leak)");
+		}
+	}
 }
 
 int

@@ -130,6 +130,7 @@ evidence_parse(const struct kasir_msg *msg, struct evidence_msg *e)
 		e->received_at = msg_str(msg, "checked_at");
 		e->checked_at = e->received_at;
 		e->check_past_expiry = msg_bool(msg, "past_expiry");
+		e->confirm = msg_bool(msg, "confirm");
 		e->raw = msg->data;
 		if (strcmp(verdict, "status") == 0) {
 			e->kind = "status";
@@ -155,6 +156,13 @@ evidence_parse(const struct kasir_msg *msg, struct evidence_msg *e)
 	e->payment_type = msg_str(msg, "payment_type");
 	e->transaction_id = msg_str(msg, "transaction_id");
 	e->in.transaction_id = e->transaction_id;
+	if (e->in.kind == EVIDENCE_EXPIRED)
+		kasir_strlcpy(e->state_key, "expire", sizeof(e->state_key));
+	else if (e->in.kind != EVIDENCE_NOT_FOUND &&
+	         midtrans_state_key(e->in.transaction_status,
+	                            e->in.fraud_status, e->state_key,
+	                            sizeof(e->state_key)) < 0)
+		e->state_key[0] = '\0';
 	if (e->order_id == NULL || e->received_at == NULL || e->ref <= 0)
 		return KASIR_EREJECT;
 	return 0;
@@ -297,7 +305,10 @@ evidence_update(const struct evidence_msg *e, const struct order_decision *d,
 	    .payment_type = e->payment_type,
 	    .txn_from_transition = d->transition,
 	    .flags = d->flags,
-	    .flag_reason = d->reason,
+	    .flag_reason = d->flag_reason ? d->flag_reason : d->reason,
+	    .awaiting = d->confirm == CONFIRM_HOLD ? e->state_key : NULL,
+	    .awaiting_clear = d->confirm == CONFIRM_CLEAR,
+	    .contradicted = d->contradicted,
 	};
 }
 
@@ -322,11 +333,15 @@ evidence_emit_all(struct order_service *s, struct kasir_db *db,
 		cJSON *extra = cJSON_CreateObject();
 		if (extra == NULL)
 			return -ENOMEM;
-		cJSON_AddStringToObject(extra, "reason", d->reason);
+		cJSON_AddStringToObject(extra, "reason",
+		                        d->flag_reason ? d->flag_reason
+		                                       : d->reason);
 		if ((rc = order_emit_snap(s, db, MSG_ORDER_FLAGGED, e->order_id,
 		                          snap, extra)) < 0)
 			return rc;
 	}
+	if (d->confirm == CONFIRM_HOLD && (rc = confirm_request(s, db, e)) < 0)
+		return rc;
 	return emit_evidence(s, db, e, d->result == EV_APPLIED, after);
 }
 
@@ -340,6 +355,7 @@ evidence_account(struct order_service *s, const struct kasir_msg *msg,
 	/* Counted before COMMIT: a rolled-back apply is retried and counted
 	 * again, so these are "decisions taken", close enough for alerts. */
 	metric_inc(s->m.evidence[d->result]);
+	confirm_account(s, d);
 	if (d->transition)
 		metric_inc(s->m.transitions[d->to]);
 	if (d->flags & OFLAG_FLAGGED)
@@ -404,7 +420,6 @@ order_apply_evidence(void *arg, struct kasir_db *db,
 	struct evidence_params ep;
 	struct order_row o;
 	struct order_decision d;
-	struct order_facts facts;
 	struct order_update u;
 	cJSON *snap = NULL;
 	char evid[24];
@@ -430,12 +445,7 @@ order_apply_evidence(void *arg, struct kasir_db *db,
 	e.in.past_expiry =
 	    o.past_expiry && (e.checked_at == NULL || e.check_past_expiry);
 	e.in.checked_before_paid = o.checked_before_paid;
-
-	facts.status = o.status;
-	facts.amount = o.amount;
-	facts.reversed = o.reversed;
-	facts.transaction_id = o.has_transaction_id ? o.transaction_id : NULL;
-	order_decide(&facts, &e.in, &d);
+	evidence_decide(s, &e, &o, &d);
 	after = d.transition ? d.to : o.status;
 
 	raw = evidence_raw_text(msg, &e);
@@ -469,7 +479,7 @@ order_apply_evidence(void *arg, struct kasir_db *db,
 			return rc;
 	}
 	evidence_update(&e, &d, &u);
-	if (u.status != NULL || u.learn_txn || u.flags != 0) {
+	if (store_update_needed(&u)) {
 		if ((rc = store_update(db, &u, &snap)) < 0)
 			return rc;
 	}

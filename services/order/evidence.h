@@ -34,7 +34,27 @@ struct evidence_msg {
 	struct evidence_in in;
 	const char *payment_type, *transaction_id;
 	const struct cJSON *raw;
+	bool confirm; /* recon: the answer to a confirm.request */
+	/* midtrans_state_key() of what it says: "settlement", "capture",
+	 * "capture/challenge", "expire" for a 407; "" when none (404) */
+	char state_key[24];
 };
+
+/*
+ * confirm.c: THE decision for one piece of evidence on the locked order o
+ * (both apply paths call it, nothing else calls order_decide): the state
+ * machine (state.c), then, unless order.signature_only, the confirmation
+ * rule: a notification that would move the order is held (CONFIRM_HOLD)
+ * and the Status API's answer to it (e->confirm) agrees or contradicts.
+ */
+void evidence_decide(const struct order_service *s,
+                     const struct evidence_msg *e, const struct order_row *o,
+                     struct order_decision *d);
+/* The confirm.request of a held notification (orders stream). */
+int confirm_request(struct order_service *s, struct kasir_db *db,
+                    const struct evidence_msg *e);
+/* Counts the confirmation part of a decision. */
+void confirm_account(struct order_service *s, const struct order_decision *d);
 
 /* orders.unknown_notifications row: 8 params (see evidence_unknown()). */
 extern const struct db_stmt ev_st_unknown;

@@ -53,7 +53,7 @@ static const struct db_stmt st_lock_batch = {
     .nparams = 4,
 };
 #define LOCK_ROW_COL 1  /* first STORE_ROW_COLS column */
-#define LOCK_DUP_COL 14 /* the EXISTS column */
+#define LOCK_DUP_COL 15 /* the EXISTS column */
 
 static const struct db_stmt st_ids = {
     .name = "order_evidence_ids",
@@ -212,12 +212,11 @@ batch_order(struct batch *b, const char *order_id)
  * before it; batch_lock() recorded the state each message finds only for
  * the first message of an order, so it is taken again here. */
 static void
-batch_decide(struct batch *b)
+batch_decide(const struct order_service *s, struct batch *b)
 {
 	for (size_t i = 0; i < b->n; i++) {
 		struct item *it = &b->items[i];
 		struct order_row *o;
-		struct order_facts facts;
 		struct order_update u;
 		bool past_expiry, before_paid;
 
@@ -237,17 +236,12 @@ batch_decide(struct batch *b)
 			before_paid = true;
 		it->before.checked_before_paid = before_paid;
 		it->e.in.checked_before_paid = before_paid;
-		facts.status = o->status;
-		facts.amount = o->amount;
-		facts.reversed = o->reversed;
-		facts.transaction_id =
-		    o->has_transaction_id ? o->transaction_id : NULL;
-		order_decide(&facts, &it->e.in, &it->d);
+		evidence_decide(s, &it->e, o, &it->d);
 		it->after = it->d.transition ? it->d.to : o->status;
 
 		/* the order as the UPDATE leaves it (store.c st_update) */
 		evidence_update(&it->e, &it->d, &u);
-		it->update = u.status != NULL || u.learn_txn || u.flags != 0;
+		it->update = store_update_needed(&u);
 		if (it->after == ORDER_PAID && it->d.transition)
 			b->paid_here[o - b->orders] = true;
 		o->status = it->after;
@@ -255,6 +249,11 @@ batch_decide(struct batch *b)
 		o->partial_refund |= (u.flags & OFLAG_PARTIAL_REFUND) != 0;
 		o->disputed |= (u.flags & OFLAG_DISPUTED) != 0;
 		o->reversed |= (u.flags & OFLAG_REVERSED) != 0;
+		if (u.awaiting_clear)
+			o->awaiting[0] = '\0';
+		else if (u.awaiting != NULL)
+			kasir_strlcpy(o->awaiting, u.awaiting,
+			              sizeof(o->awaiting));
 		if (u.learn_txn && u.transaction_id != NULL &&
 		    (u.txn_from_transition || !o->has_transaction_id)) {
 			o->has_transaction_id = true;
@@ -304,7 +303,7 @@ item_send(struct kasir_db *db, struct item *it)
 	}
 	if (it->update) {
 		struct order_update u;
-		const char *up[11];
+		const char *up[STORE_UPDATE_NPARAMS];
 		evidence_update(&it->e, &it->d, &u);
 		store_update_params(&u, up);
 		if ((rc = db_pipe_send(db, &store_st_update, up)) < 0)
@@ -411,7 +410,7 @@ order_apply_evidence_batch(void *arg, struct kasir_db *db,
 	}
 	if ((rc = batch_lock(db, &b)) < 0)
 		goto out;
-	batch_decide(&b);
+	batch_decide(s, &b);
 	if ((rc = batch_write(db, &b)) < 0)
 		goto out;
 	for (size_t i = 0; i < n && rc == 0; i++) {

@@ -45,6 +45,39 @@ static const struct db_stmt st_count_paid_no_access = {
     .nparams = 0,
 };
 
+/* The mode, for the database's transition guard (migrations/0003). */
+static const struct db_stmt st_settings = {
+    .name = "main_settings",
+    .sql = "UPDATE orders.settings SET signature_only = $1::bool,"
+           " written_at = now(), written_by = 'kasir-order start'"
+           " WHERE id = 1",
+    .nparams = 1,
+};
+
+/* Tells the database the mode and warns when it is signature_only. */
+static int
+write_mode(struct daemon *d, const struct order_conf *conf)
+{
+	const char *p[1] = {conf->signature_only ? "true" : "false"};
+	int rc;
+
+	if (conf->signature_only)
+		log_warning(
+		    "order.signature_only is on: a signed notification moves "
+		    "orders without a Midtrans Status API confirmation; its "
+		    "unsigned fields (transaction_status, fraud_status...) can "
+		    "be rewritten by anyone who saw one genuine notification");
+	else
+		log_info("notifications are confirmed with the Midtrans Status "
+		         "API before they move an order");
+	if ((rc = db_ensure(d->db)) < 0 ||
+	    (rc = db_exec(d->db, &st_settings, p, NULL)) < 0)
+		log_err("writing order.signature_only to orders.settings "
+		        "failed: %s",
+		        kasir_strerror(rc));
+	return rc;
+}
+
 struct order_tick {
 	struct daemon *d;
 	struct metric *paid_no_access;
@@ -91,6 +124,8 @@ main(int argc, char **argv)
 	                "kasir_order") < 0)
 		goto out_conf;
 	order_metrics_init(&svc.m, d.metrics);
+	if (write_mode(&d, &conf) < 0)
+		goto out_daemon;
 	dbc = daemon_db_conf(&d);
 	dbc.application_name = "kasir-order";
 

@@ -63,6 +63,10 @@ struct order_conf {
 	int64_t http_body_max;
 	struct conf_secret api_token;
 	int64_t order_expiry_ms;
+	/* false (default): a notification never moves an order by itself,
+	 * the Status API's answer does (confirm.c); true: a consistent,
+	 * signed notification is evidence on its own (warned at start) */
+	bool signature_only;
 	char *snap_url; /* ".../snap/v1" */
 	char *core_url; /* Status API base */
 	struct conf_secret server_key;
@@ -90,6 +94,7 @@ struct order_metrics {
 	struct metric *snap_latency;
 	struct metric *snap_errors;
 	struct metric *snap_ok;
+	struct metric *confirm[3]; /* held, agreed, contradicted */
 };
 void order_metrics_init(struct order_metrics *om, struct metrics *m);
 
@@ -133,6 +138,9 @@ struct order_row {
 	/* Midtrans transaction id; a longer one is truncated here and then
 	 * never equals the evidence's (state.c compares whole strings). */
 	char transaction_id[ORDER_TXN_ID_MAX + 1];
+	/* the Midtrans state a held notification claimed (midtrans_state_key),
+	 * "" when no confirmation is awaited (confirm.c) */
+	char awaiting[24];
 };
 
 /* The columns of struct order_row, in store_row_from()'s order, of the
@@ -143,7 +151,8 @@ struct order_row {
 	  " >= " t ".expires_at, coalesce(" t ".access_days, 0), " t           \
 	  ".customer_email, " t ".course_id, " t ".flagged, " t                \
 	  ".partial_refund, " t ".disputed, " t ".reversed, " t                \
-	  ".transaction_id, coalesce(" at " < " t ".paid_at, false)"
+	  ".transaction_id, coalesce(" at " < " t ".paid_at, false), " t       \
+	  ".awaiting_status"
 /* Fills *ret from the STORE_ROW_COLS starting at column col of row. */
 int store_row_from(const PGresult *res, int row, int col,
                    struct order_row *ret);
@@ -165,15 +174,22 @@ struct order_update {
 	bool txn_from_transition; /* this transaction decided the order */
 	unsigned flags;           /* enum order_flag bits to set */
 	const char *flag_reason;  /* with OFLAG_FLAGGED */
+	const char *awaiting;     /* hold: the claimed state; NULL: keep */
+	bool awaiting_clear;      /* the confirmation is answered */
+	bool contradicted;        /* ... and Midtrans contradicted it */
 };
 /* Applies u with one UPDATE (the transition row must already be written
  * in this transaction) and returns the ORDER_SNAPSHOT after it in
  * *ret_snap (caller deletes). */
 int store_update(struct kasir_db *db, const struct order_update *u,
                  struct cJSON **ret_snap);
-/* The same statement and its 11 parameters (the batch pipelines it). */
+/* The same statement and its 14 parameters (the batch pipelines it). */
+#define STORE_UPDATE_NPARAMS 14
 extern const struct db_stmt store_st_update;
-void store_update_params(const struct order_update *u, const char *params[11]);
+void store_update_params(const struct order_update *u,
+                         const char *params[STORE_UPDATE_NPARAMS]);
+/* The update has something to write. */
+bool store_update_needed(const struct order_update *u);
 /* An ORDER_SNAPSHOT from row 0 of a result of SNAPSHOT_COLS (store.c):
  * KASIR_ENOTFOUND without a row. */
 int store_snapshot_from(const PGresult *res, struct cJSON **ret);

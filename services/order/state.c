@@ -429,3 +429,90 @@ order_decide(const struct order_facts *o, const struct evidence_in *ev,
 	}
 	*ret = d;
 }
+
+/* Midtrans's transaction graph (state.h): every direct successor. */
+static const struct {
+	const char *from;
+	const char *to[7];
+} midtrans_edges[] = {
+    {"pending",
+     {"settlement", "capture", "expire", "cancel", "deny", "failure"}},
+    {"authorize", {"capture", "deny", "cancel", "expire"}},
+    {"capture/challenge", {"capture", "deny", "cancel"}},
+    {"capture", {"settlement", "cancel"}},
+    {"capture/deny", {"deny"}},
+    {"settlement",
+     {"refund", "partial_refund", "chargeback", "partial_chargeback", "deny"}},
+    {"partial_refund", {"refund", "partial_refund"}},
+    {"partial_chargeback", {"chargeback"}},
+};
+
+static const char *const midtrans_states[] = {
+    "pending",      "authorize",
+    "capture",      "capture/challenge",
+    "capture/deny", "settlement",
+    "deny",         "cancel",
+    "expire",       "failure",
+    "refund",       "partial_refund",
+    "chargeback",   "partial_chargeback",
+};
+
+int
+midtrans_state_key(const char *ts, const char *fs, char *buf, size_t len)
+{
+	const char *key = NULL;
+
+	if (ts == NULL || len == 0)
+		return -EINVAL;
+	if (strcmp(ts, "capture") == 0) {
+		if (fs == NULL || strcmp(fs, "accept") == 0)
+			key = "capture";
+		else if (strcmp(fs, "challenge") == 0)
+			key = "capture/challenge";
+		else if (strcmp(fs, "deny") == 0)
+			key = "capture/deny";
+		else
+			return -EINVAL;
+	} else {
+		for (size_t i = 0;
+		     i < sizeof(midtrans_states) / sizeof(*midtrans_states);
+		     i++)
+			if (strcmp(ts, midtrans_states[i]) == 0)
+				key = midtrans_states[i];
+	}
+	if (key == NULL || strlen(key) >= len)
+		return -EINVAL;
+	memcpy(buf, key, strlen(key) + 1);
+	return 0;
+}
+
+/* Depth-first over midtrans_edges; depth bounds the (acyclic but for
+ * partial_refund's self edge) walk. */
+static bool
+follows_from(const char *from, const char *later, int depth)
+{
+	if (strcmp(from, later) == 0)
+		return true;
+	if (depth <= 0)
+		return false;
+	for (size_t i = 0; i < sizeof(midtrans_edges) / sizeof(*midtrans_edges);
+	     i++) {
+		if (strcmp(midtrans_edges[i].from, from) != 0)
+			continue;
+		for (size_t k = 0; k < 7 && midtrans_edges[i].to[k] != NULL;
+		     k++)
+			if (strcmp(midtrans_edges[i].to[k], from) != 0 &&
+			    follows_from(midtrans_edges[i].to[k], later,
+			                 depth - 1))
+				return true;
+	}
+	return false;
+}
+
+bool
+midtrans_state_follows(const char *held, const char *later)
+{
+	if (held == NULL || later == NULL)
+		return false;
+	return follows_from(held, later, 8);
+}

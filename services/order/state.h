@@ -20,6 +20,7 @@
 #define KASIR_ORDER_STATE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 enum order_status {
@@ -87,6 +88,14 @@ enum order_flag {
 	OFLAG_REVERSED = 1 << 3,       /* deny after settlement */
 };
 
+/* The confirmation step of a decision (confirm.c, default mode). */
+enum confirm_step {
+	CONFIRM_NONE = 0,
+	CONFIRM_HOLD,  /* a notification that would move the order: held,
+	                  the Status API is asked (confirm.request) */
+	CONFIRM_CLEAR, /* the awaited confirmation is answered, or moot */
+};
+
 struct order_decision {
 	enum evidence_result result;
 	bool transition; /* status changes to .to */
@@ -95,6 +104,10 @@ struct order_decision {
 	bool revoke_access; /* with the transition to REFUNDED */
 	unsigned flags;     /* enum order_flag bits to set */
 	const char *reason; /* static, lower-case, for evidence.reason */
+	/* confirm.c's part (order_decide leaves them zero) */
+	enum confirm_step confirm;
+	bool contradicted; /* Midtrans contradicts the held notification */
+	const char *flag_reason; /* with OFLAG_FLAGGED; NULL: reason */
 };
 
 /*
@@ -106,6 +119,28 @@ struct order_decision {
  */
 void order_decide(const struct order_facts *o, const struct evidence_in *ev,
                   struct order_decision *ret);
+
+/*
+ * Midtrans's transaction states and the order they follow
+ * (docs/state-machine.md, "Confirmation"):
+ *   pending   -> settlement | capture | expire | cancel | deny | failure
+ *   authorize -> capture | deny | cancel | expire
+ *   capture/challenge -> capture | deny | cancel
+ *   capture   -> settlement | cancel
+ *   capture/deny -> deny
+ *   settlement -> refund | partial_refund | chargeback
+ *                 | partial_chargeback | deny
+ *   partial_refund -> refund | partial_refund
+ *   partial_chargeback -> chargeback
+ * The key of a state: transaction_status, with the fraud status for a
+ * capture ("capture" = accept or none, "capture/challenge",
+ * "capture/deny").  Returns the key in buf, or -EINVAL for an unknown or
+ * too long status.
+ */
+int midtrans_state_key(const char *transaction_status, const char *fraud_status,
+                       char *buf, size_t len);
+/* True when state `later` is `held` itself or reachable from it. */
+bool midtrans_state_follows(const char *held, const char *later);
 
 /*
  * Compares a Midtrans gross_amount string with an integer rupiah amount as

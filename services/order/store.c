@@ -58,6 +58,9 @@ store_row_from(const PGresult *res, int row, int col, struct order_row *ret)
 		kasir_strlcpy(o.transaction_id, db_get(res, row, col + 11),
 		              sizeof(o.transaction_id));
 	o.checked_before_paid = col_bool(res, row, col + 12);
+	if (db_get(res, row, col + 13) != NULL)
+		kasir_strlcpy(o.awaiting, db_get(res, row, col + 13),
+		              sizeof(o.awaiting));
 	*ret = o;
 	return 0;
 }
@@ -115,11 +118,18 @@ const struct db_stmt store_st_update = {
            " partial_refund = partial_refund OR $9,"
            " disputed = disputed OR $10,"
            " reversed = reversed OR $11,"
-           " updated_at = CASE WHEN $7 OR $9 OR $10 OR $11 THEN now()"
-           "  ELSE updated_at END"
+           " awaiting_since = CASE WHEN $13::bool THEN NULL"
+           "  WHEN $12::text IS NOT NULL"
+           "  THEN coalesce(awaiting_since, now()) ELSE awaiting_since END,"
+           " awaiting_status = CASE WHEN $13::bool THEN NULL"
+           "  ELSE coalesce($12::text, awaiting_status) END,"
+           " contradicted_at = CASE WHEN $14::bool"
+           "  THEN coalesce(contradicted_at, now()) ELSE contradicted_at END,"
+           " updated_at = CASE WHEN $7 OR $9 OR $10 OR $11 OR $13::bool"
+           "  OR $12::text IS NOT NULL THEN now() ELSE updated_at END"
            " WHERE order_id = $1"
            " RETURNING " SNAPSHOT_COLS,
-    .nparams = 11,
+    .nparams = STORE_UPDATE_NPARAMS,
 };
 /* clang-format on */
 
@@ -183,8 +193,16 @@ tf(bool b)
 	return b ? "true" : "false";
 }
 
+bool
+store_update_needed(const struct order_update *u)
+{
+	return u->status != NULL || u->learn_txn || u->flags != 0 ||
+	       u->awaiting != NULL || u->awaiting_clear;
+}
+
 void
-store_update_params(const struct order_update *u, const char *params[11])
+store_update_params(const struct order_update *u,
+                    const char *params[STORE_UPDATE_NPARAMS])
 {
 	params[0] = u->order_id;
 	params[1] = u->status;
@@ -197,13 +215,16 @@ store_update_params(const struct order_update *u, const char *params[11])
 	params[8] = tf((u->flags & OFLAG_PARTIAL_REFUND) != 0);
 	params[9] = tf((u->flags & OFLAG_DISPUTED) != 0);
 	params[10] = tf((u->flags & OFLAG_REVERSED) != 0);
+	params[11] = u->awaiting;
+	params[12] = tf(u->awaiting_clear);
+	params[13] = tf(u->contradicted);
 }
 
 int
 store_update(struct kasir_db *db, const struct order_update *u,
              struct cJSON **ret_snap)
 {
-	const char *params[11];
+	const char *params[STORE_UPDATE_NPARAMS];
 	PGresult *res = NULL;
 	int rc;
 
@@ -295,7 +316,12 @@ static const struct db_stmt st_view_order = {
            " " TS("paid_at") " AS paid_at,"
            " snap_token, redirect_url, snap_error, snap_attempts,"
            " needs_reconcile, transaction_id, payment_type, flagged,"
-           " flag_reason, partial_refund, disputed, reversed"
+           " flag_reason, partial_refund, disputed, reversed,"
+           " CASE WHEN awaiting_since IS NOT NULL THEN"
+           "  'awaiting confirmation since ' || " TS("awaiting_since")
+           " END AS confirmation,"
+           " " TS("awaiting_since") " AS awaiting_since, awaiting_status,"
+           " " TS("contradicted_at") " AS contradicted_at"
            " FROM orders.orders WHERE order_id = $1",
     .nparams = 1,
 };

@@ -625,6 +625,73 @@ test_names(void **state)
 	assert_string_equal(order_status_name(ORDER_STATUS_COUNT), "UNKNOWN");
 }
 
+/* Midtrans's transaction graph: what a Status API answer may say about a
+ * payment a notification claimed (confirm.c). */
+static void
+test_midtrans_graph(void **state)
+{
+	static const struct {
+		const char *held, *later;
+		bool follows;
+	} edges[] = {
+	    {"settlement", "settlement", true},
+	    {"settlement", "refund", true},
+	    {"settlement", "partial_refund", true},
+	    {"settlement", "chargeback", true},
+	    {"settlement", "partial_chargeback", true},
+	    {"settlement", "deny", true}, /* reversal */
+	    {"settlement", "pending", false},
+	    {"settlement", "expire", false},
+	    {"settlement", "cancel", false},
+	    {"settlement", "capture", false},
+	    {"capture", "settlement", true},
+	    {"capture", "refund", true}, /* via settlement */
+	    {"capture", "cancel", true},
+	    {"capture", "capture/challenge", false},
+	    {"capture", "pending", false},
+	    {"capture/challenge", "capture", true},
+	    {"capture/deny", "deny", true},
+	    {"pending", "settlement", true},
+	    {"pending", "refund", true},
+	    {"expire", "expire", true},
+	    {"expire", "settlement", false},
+	    {"cancel", "settlement", false},
+	    {"refund", "settlement", false},
+	    {"refund", "refund", true},
+	    {"partial_refund", "refund", true},
+	    {"chargeback", "refund", false},
+	    {"failure", "settlement", false},
+	    {"deny", "settlement", false},
+	};
+	char key[24];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(edges) / sizeof(*edges); i++) {
+		if (midtrans_state_follows(edges[i].held, edges[i].later) !=
+		    edges[i].follows)
+			fail_msg("%s -> %s: expected %s", edges[i].held,
+			         edges[i].later,
+			         edges[i].follows ? "yes" : "no");
+	}
+	assert_false(midtrans_state_follows(NULL, "settlement"));
+	assert_false(midtrans_state_follows("settlement", NULL));
+	assert_int_equal(midtrans_state_key("capture", "accept", key, 24), 0);
+	assert_string_equal(key, "capture");
+	assert_int_equal(midtrans_state_key("capture", NULL, key, 24), 0);
+	assert_string_equal(key, "capture");
+	assert_int_equal(midtrans_state_key("capture", "challenge", key, 24),
+	                 0);
+	assert_string_equal(key, "capture/challenge");
+	assert_int_equal(midtrans_state_key("settlement", "accept", key, 24),
+	                 0);
+	assert_string_equal(key, "settlement");
+	assert_int_not_equal(midtrans_state_key("capture", "maybe", key, 24),
+	                     0);
+	assert_int_not_equal(midtrans_state_key("paid", NULL, key, 24), 0);
+	assert_int_not_equal(midtrans_state_key(NULL, NULL, key, 24), 0);
+	assert_int_not_equal(midtrans_state_key("settlement", NULL, key, 5), 0);
+}
+
 int
 main(void)
 {
@@ -647,6 +714,7 @@ main(void)
 	    cmocka_unit_test(test_mismatch_never_paid),
 	    cmocka_unit_test(test_permutations),
 	    cmocka_unit_test(test_names),
+	    cmocka_unit_test(test_midtrans_graph),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,152 @@
+/*
+ * confirm.c - the notification is a hint, Midtrans's answer is the proof.
+ *
+ * Midtrans signs only order_id + status_code + gross_amount; everything
+ * else in a notification can be rewritten by anyone who has seen one
+ * genuine body.  So in the default mode (order.signature_only: false):
+ *
+ *   - a notification whose decision would move the order (PAID, FAILED,
+ *     EXPIRED, CANCELLED, REFUNDED) is recorded, has no effect, and the
+ *     order awaits confirmation: orders.awaiting_status = the state it
+ *     claimed, awaiting_since = now, and a confirm.request goes to the
+ *     reconciler on the orders stream (CONFIRM_HOLD);
+ *   - the reconciler asks the Status API by order id (retried with
+ *     backoff while it fails) and publishes the answer with confirm =
+ *     true.  It agrees when it has the order's amount and its state is the
+ *     claimed one or a later state of the same payment
+ *     (midtrans_state_follows, state.c): the state machine then decides
+ *     on the answer itself, so the transition's evidence is the Status
+ *     API answer.  Otherwise the order is flagged and contradicted_at set:
+ *     "notification contradicted by midtrans: possible forgery or key
+ *     leak" (a P1 for kasirctl doctor and the alert rules);
+ *   - any Status API answer that moves the order also ends the wait.
+ *
+ * The database enforces the mode (migrations/0003): in the default mode a
+ * transition whose evidence is not a Status API answer is refused.
+ */
+#include <errno.h>
+#include <string.h>
+#include <cjson/cJSON.h>
+
+#include "evidence.h"
+#include "metrics.h"
+#include "order.h"
+#include "state.h"
+#include "stream.h"
+#include "util.h"
+
+#define CONTRADICTED                                                           \
+	"notification contradicted by midtrans: possible forgery or key leak"
+
+enum { CONFIRM_M_HELD = 0, CONFIRM_M_AGREED, CONFIRM_M_CONTRADICTED };
+
+/* The Status API answer e agrees with the awaited state of o. */
+static bool
+answer_agrees(const struct evidence_msg *e, const struct order_row *o)
+{
+	if (e->in.kind == EVIDENCE_NOT_FOUND)
+		return false; /* Midtrans does not know the payment */
+	if (e->in.kind == EVIDENCE_STATUS &&
+	    !amount_matches(e->in.gross_amount, o->amount))
+		return false;
+	return e->state_key[0] != '\0' &&
+	       midtrans_state_follows(o->awaiting, e->state_key);
+}
+
+static void
+hold(struct order_decision *d, const struct order_row *o)
+{
+	*d = (struct order_decision){
+	    .result = EV_NOOP,
+	    .to = o->status,
+	    .reason = "held: awaiting confirmation by the midtrans status api",
+	    .confirm = CONFIRM_HOLD,
+	};
+}
+
+static void
+contradicted(struct order_decision *d)
+{
+	d->confirm = CONFIRM_CLEAR;
+	d->contradicted = true;
+	d->flags |= OFLAG_FLAGGED;
+	d->flag_reason = CONTRADICTED;
+	if (!d->transition) {
+		/* nothing else happens: the contradiction is the news */
+		d->result = EV_FLAGGED;
+		d->reason = CONTRADICTED;
+	}
+}
+
+void
+evidence_decide(const struct order_service *s, const struct evidence_msg *e,
+                const struct order_row *o, struct order_decision *d)
+{
+	struct order_facts facts = {
+	    .status = o->status,
+	    .amount = o->amount,
+	    .reversed = o->reversed,
+	    .transaction_id = o->has_transaction_id ? o->transaction_id : NULL,
+	};
+
+	order_decide(&facts, &e->in, d);
+	if (s->conf->signature_only)
+		return;
+	if (e->in.kind == EVIDENCE_NOTIFICATION) {
+		if (d->transition)
+			hold(d, o);
+		return;
+	}
+	/* a Status API answer */
+	if (o->awaiting[0] != '\0' && e->confirm) {
+		if (answer_agrees(e, o))
+			d->confirm = CONFIRM_CLEAR;
+		else
+			contradicted(d);
+	} else if (o->awaiting[0] != '\0' && d->transition) {
+		d->confirm = CONFIRM_CLEAR; /* Midtrans moved it anyway */
+	}
+}
+
+int
+confirm_request(struct order_service *s, struct kasir_db *db,
+                const struct evidence_msg *e)
+{
+	cJSON *d = cJSON_CreateObject(), *ev;
+	char at[40];
+	int rc;
+
+	if (d == NULL)
+		return -ENOMEM;
+	ev = cJSON_AddObjectToObject(d, "evidence");
+	if (ev == NULL) {
+		cJSON_Delete(d);
+		return -ENOMEM;
+	}
+	cJSON_AddStringToObject(ev, "source", e->source);
+	cJSON_AddNumberToObject(ev, "ref", (double)e->ref);
+	cJSON_AddStringToObject(d, "order_id", e->order_id);
+	cJSON_AddStringToObject(d, "transaction_status",
+	                        e->in.transaction_status);
+	if (e->in.fraud_status != NULL)
+		cJSON_AddStringToObject(d, "fraud_status", e->in.fraud_status);
+	cJSON_AddStringToObject(d, "gross_amount", e->in.gross_amount);
+	if (e->transaction_id != NULL)
+		cJSON_AddStringToObject(d, "transaction_id", e->transaction_id);
+	time_rfc3339(now_real_ms(), at, sizeof(at));
+	cJSON_AddStringToObject(d, "requested_at", at);
+	rc = stream_append(s->producer, db, MSG_CONFIRM_REQUEST, d, NULL);
+	cJSON_Delete(d);
+	return rc;
+}
+
+void
+confirm_account(struct order_service *s, const struct order_decision *d)
+{
+	if (d->confirm == CONFIRM_HOLD)
+		metric_inc(s->m.confirm[CONFIRM_M_HELD]);
+	else if (d->contradicted)
+		metric_inc(s->m.confirm[CONFIRM_M_CONTRADICTED]);
+	else if (d->confirm == CONFIRM_CLEAR)
+		metric_inc(s->m.confirm[CONFIRM_M_AGREED]);
+}
