@@ -233,11 +233,24 @@ no_payments_check(struct doctor *d, const cJSON *f)
 		check_ran(d, "no_payments");
 }
 
+static bool
+keep_recent_contradiction(struct doctor *d, const cJSON *row)
+{
+	return recent(d, j_str(row, "contradicted_at"));
+}
+
 static void
 order_checks(struct doctor *d, const cJSON *f)
 {
 	bool outage;
 
+	rows_check(d, f, "contradicted", keep_recent_contradiction,
+	           "midtrans_contradicted", "kasir-order",
+	           "notifications contradicted by Midtrans (possible forgery "
+	           "or key leak)");
+	rows_check(d, f, "awaiting_confirmation", NULL, "awaiting_confirmation",
+	           "kasir-order",
+	           "orders awaiting confirmation by the Midtrans Status API");
 	rows_check(d, f, "paid_without_access", NULL, "paid_without_access",
 	           "kasir-order", "PAID without access (orders)");
 	rows_check(d, f, "access_without_paid", NULL, "access_without_paid",

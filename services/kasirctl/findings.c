@@ -85,6 +85,15 @@ static const struct ctl_finding_def findings[] = {
              "rewritten) were refused; find where bodies leak",
      .command = "kasirctl order show ORDER_ID (refused bodies naming it)",
      .alert = "KasirNotificationRewritten"},
+    {.id = "midtrans_contradicted", .severity = "P1", .scenario = "6.3",
+     .step = "step 2, signature logic: a correctly signed notification "
+             "that the Midtrans Status API contradicts (possible forgery or "
+             "key leak); the order did not move on it.  Find where "
+             "notification bodies leak (logs, proxies, plain HTTP); rotate "
+             "the server key if the body was never sent by Midtrans",
+     .command = "kasirctl order show ORDER_ID (the notification and "
+                "Midtrans's answer)",
+     .alert = "KasirNotificationContradicted"},
     {.id = "notifier_answers", .severity = "P1", .scenario = "6.5",
      .step = "step 1, restart the service; it catches up from its cursors "
              "(step 3, watch the backlog drain)",
@@ -145,6 +154,12 @@ static const struct ctl_finding_def findings[] = {
      .command = "kasirctl notify decide JOB_ID delivered|resend --reason "
                 "\"...\"",
      .alert = "KasirNotificationUncertain"},
+    {.id = "awaiting_confirmation", .severity = "P2", .scenario = "6.3",
+     .step = "notifications held until the Midtrans Status API confirms "
+             "them: kasir-reconciler gets no answer (5xx, timeouts, a "
+             "refused key); the orders move by themselves once it answers",
+     .command = "kasirctl status; journalctl -u kasir-reconciler",
+     .alert = "KasirConfirmationsWaiting"},
     {.id = "paid_without_receipt", .severity = "P2", .scenario = "6.4",
      .step = "step 4: the receipt of a PAID order never went out",
      .command = "kasirctl notify resend ORDER_ID --kind receipt --reason "

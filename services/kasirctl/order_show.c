@@ -340,6 +340,16 @@ cmd_order_show(struct ctl *c, int argc, char **argv)
 			if (j_bool(o, "flagged"))
 				printf("  flag      %s\n",
 				       j_str(o, "flag_reason"));
+			if (j_str(o, "confirmation")[0] != '\0')
+				printf("  confirm   %s (the notification said "
+				       "%s; the Midtrans Status API has not "
+				       "answered yet)\n",
+				       j_str(o, "confirmation"),
+				       j_str(o, "awaiting_status"));
+			if (j_str(o, "contradicted_at")[0] != '\0')
+				printf("  CONTRADICTED by Midtrans at %s: "
+				       "possible forgery or key leak\n",
+				       j_str(o, "contradicted_at"));
 			printf("  course    %s (%s), %.0f %s, access %s\n",
 			       j_str(o, "course_id"), j_str(o, "course_title"),
 			       j_num(o, "amount"), j_str(o, "currency"),

@@ -146,6 +146,29 @@ static const struct db_stmt st_flagged = {
     .nparams = 0,
 };
 
+/* Notifications Midtrans's Status API contradicted (confirm.c). */
+static const struct db_stmt st_contradicted = {
+    .name = "admin_doctor_contradicted",
+    .sql = "SELECT order_id, status, amount, flag_reason,"
+           " " TS("contradicted_at") " AS contradicted_at"
+           " FROM orders.orders WHERE contradicted_at IS NOT NULL"
+           " ORDER BY contradicted_at DESC LIMIT 1000",
+    .nparams = 0,
+};
+
+/* Held notifications still waiting for the Status API. */
+static const struct db_stmt st_awaiting = {
+    .name = "admin_doctor_awaiting",
+    .sql = "SELECT order_id, status, awaiting_status,"
+           " 'awaiting confirmation since ' || " TS("awaiting_since")
+           " AS confirmation,"
+           " " TS("awaiting_since") " AS awaiting_since,"
+           " extract(epoch FROM now() - awaiting_since)::bigint AS waiting_s"
+           " FROM orders.orders WHERE awaiting_since IS NOT NULL"
+           " ORDER BY awaiting_since LIMIT 1000",
+    .nparams = 0,
+};
+
 static const struct db_stmt st_snap_failures = {
     .name = "admin_doctor_snap_failures",
     .sql = "SELECT order_id, status, snap_error, snap_attempts,"
@@ -230,6 +253,9 @@ cmd_doctor(struct kasir_db *db, cJSON **ret)
 	    (rc = add(o, "snap_failures", db, &st_snap_failures, NULL)) < 0 ||
 	    (rc = add(o, "snap_recent", db, &st_snap_recent, NULL)) < 0 ||
 	    (rc = add(o, "last_hour", db, &st_last_hour, NULL)) < 0 ||
+	    (rc = add(o, "contradicted", db, &st_contradicted, NULL)) < 0 ||
+	    (rc = add(o, "awaiting_confirmation", db, &st_awaiting, NULL)) <
+	        0 ||
 	    (rc = add(o, "unknown_notifications", db, &st_unknown_list, NULL)) <
 	        0) {
 		cJSON_Delete(o);
