@@ -1,0 +1,305 @@
+#!/usr/bin/python3
+"""The notification is a hint, Midtrans's answer is the proof (issue 13).
+
+Midtrans signs only order_id + status_code + gross_amount.  With the real
+kasir-ingest, kasir-order and kasir-reconciler and the fake Midtrans (whose
+Status API tells the truth about what was paid there):
+
+  1. a payment at the fake reaches PAID, the PAID transition's evidence is
+     a Status API answer (source recon, confirm = true), exactly once;
+  2. a correctly signed settlement for an order never paid at Midtrans stays
+     PENDING, is flagged "notification contradicted by midtrans", doctor
+     reports a P1 and the metric counts it; the same order paid at the fake
+     then reaches PAID;
+  3. every unsigned field of a genuine signed body, rewritten: the order
+     never moves; where the field drives a decision the attempt is refused
+     at the door (4xx) or flagged, and doctor reports it;
+  4. the Status API down (5xx) during a payment: PENDING with "awaiting
+     confirmation since T" in the API's order JSON, kasirctl order show and
+     doctor; PAID once it answers again, exactly one PAID transition;
+  5. the database refuses a transition whose evidence is a notification.
+"""
+import copy
+import hashlib
+import json
+
+import psycopg2
+
+import rstack
+from rstack import log
+
+CONTRADICTED = ("notification contradicted by midtrans: possible forgery "
+                "or key leak")
+
+
+def signed(st, body):
+    b = dict(body)
+    key = open(st.secret_path("midtrans-server-key")).read().strip()
+    b["signature_key"] = hashlib.sha512(
+        (b["order_id"] + b["status_code"] + b["gross_amount"] + key)
+        .encode()).hexdigest()
+    return b
+
+
+def genuine_body(st, oid, action, **kw):
+    """The body the fake sends for `action` (dropped: never delivered)."""
+    args = {"notify": "drop"}
+    args.update(kw)
+    r = st.fake("POST", "/_fake/orders/%s/%s" % (oid, action), args)
+    assert r.status == 200, r
+    t = st.fake("GET", "/_fake/orders/%s?bodies=1" % oid).body
+    return copy.deepcopy(t["notifications"][-1]["body"])
+
+
+def order_row(st, oid):
+    rows = st.sql("SELECT status, flagged, flag_reason, contradicted_at IS NOT"
+                  " NULL, awaiting_status FROM orders.orders"
+                  " WHERE order_id = %s", (oid,))
+    return rows[0]
+
+
+def transitions(st, oid):
+    return st.sql("SELECT to_status, evidence_source FROM orders.transitions"
+                  " WHERE order_id = %s ORDER BY id", (oid,))
+
+
+def doctor(st):
+    r = st.run_ctl("doctor", "--json")
+    out = json.loads(r.stdout)
+    return out.get("result", out)
+
+
+def finding(doc, check):
+    for f in doc.get("findings", []):
+        if f.get("check") == check:
+            return f
+    return None
+
+
+def finding_orders(doc, check):
+    f = finding(doc, check)
+    return {i.get("order_id") for i in (f or {}).get("items", [])}
+
+
+def deliver(st, body):
+    """POSTs body to kasir-ingest; True when it was accepted (2xx)."""
+    r = st.notify(body)
+    assert r.status < 500, r
+    return 200 <= r.status < 300
+
+
+def wait_evidence(st, oid, n, source="ingest"):
+    st.wait_until(lambda: st.sql(
+        "SELECT count(*) FROM orders.evidence WHERE order_id = %s AND"
+        " source = %s", (oid, source))[0][0] >= n, timeout=20,
+        what="%d %s evidence rows for %s" % (n, source, oid))
+
+
+def wait_settled(st, oid):
+    """No confirmation awaited any more (answered either way)."""
+    st.wait_until(lambda: order_row(st, oid)[4] is None, timeout=30,
+                  what="%s confirmation answered" % oid)
+
+
+def test_paid_at_fake(st):
+    oid = rstack.create_order(st, "lunas@example.com")
+    rstack.pay(st, oid, notify="normal")
+    st.wait_until(lambda: rstack.order_status(st, oid) == "PAID", timeout=30,
+                  what="%s PAID" % oid)
+    tr = transitions(st, oid)
+    assert tr == [("PAID", "recon")], tr
+    ref = rstack.transitions(st, oid, "PAID")[0][3]
+    chk = st.sql("SELECT verdict, transaction_status, confirm, published"
+                 " FROM recon.status_check WHERE id = %s", (ref,))
+    assert chk == [("status", "settlement", True, True)], chk
+    held = st.sql("SELECT result, reason FROM orders.evidence WHERE"
+                  " order_id = %s AND source = 'ingest'", (oid,))
+    assert held and all(r[0] == "noop" and "held" in r[1] for r in held), held
+    st.wait_until(lambda: rstack.entitlements(st, oid) == 1, timeout=10,
+                  what="access")
+    assert order_row(st, oid)[1] is False
+    log("paid at the fake: PAID on the Status API's answer, once")
+    return oid
+
+
+def test_never_paid(st):
+    oid = rstack.create_order(st, "palsu@example.com")
+    body = {"transaction_time": "2026-12-06 09:00:00",
+            "transaction_status": "settlement",
+            "transaction_id": "513f1f01-c9da-474c-9fc9-d5c64364b709",
+            "status_message": "midtrans payment notification",
+            "status_code": "200", "payment_type": "bank_transfer",
+            "order_id": oid, "merchant_id": "G141532850",
+            "gross_amount": "150000.00", "fraud_status": "accept",
+            "currency": "IDR",
+            "settlement_time": "2026-12-06 09:01:00"}
+    assert deliver(st, signed(st, body))
+    st.wait_until(lambda: order_row(st, oid)[3], timeout=30,
+                  what="%s contradicted" % oid)
+    status, flagged, reason, _, awaiting = order_row(st, oid)
+    assert (status, flagged, reason, awaiting) == \
+        ("PENDING", True, CONTRADICTED, None), order_row(st, oid)
+    assert transitions(st, oid) == []
+    assert rstack.entitlements(st, oid) == 0
+    doc = doctor(st)
+    f = finding(doc, "notification_contradicted")
+    assert f and f["severity"] == "P1" and oid in finding_orders(
+        doc, "notification_contradicted"), doc
+    assert st.metric("order", "kasir_order_confirmations_total",
+                     result="contradicted") >= 1
+    log("signed settlement never paid at Midtrans: PENDING, flagged, P1")
+
+    rstack.pay(st, oid, notify="normal")
+    st.wait_until(lambda: rstack.order_status(st, oid) == "PAID", timeout=30,
+                  what="%s PAID after paying at the fake" % oid)
+    assert transitions(st, oid) == [("PAID", "recon")]
+    log("the same order paid at the fake: PAID")
+
+
+# Every field of a genuine notification the signature does not cover, with
+# the value a forger would put there.  `decides`: the field drives a
+# decision (the attempt must be refused at the door or flagged).
+def rewrites(base):
+    out = [
+        ("transaction_status", "settlement", True),
+        ("transaction_status", "capture", True),
+        ("transaction_status", "refund", True),
+        ("transaction_status", "expire", True),
+        ("transaction_status", "cancel", True),
+        ("transaction_status", "failure", True),
+        ("transaction_status", "deny", False),
+        ("fraud_status", "accept", True),  # on the capture/challenge body
+        ("fraud_status", "deny", True),   # capture+deny: FAILED
+        ("settlement_time", "2026-12-06 10:00:00", False),
+        ("transaction_id", "00000000-0000-4000-8000-000000000000", False),
+        ("payment_type", "gopay", False),
+        ("status_message", "Success, transaction is found", False),
+        ("currency", "USD", False),
+        ("merchant_id", "M000000", False),
+        ("transaction_time", "2026-01-01 00:00:00", False),
+        ("expiry_time", "2030-01-01 00:00:00", False),
+        ("va_numbers", [{"va_number": "99999999999", "bank": "bca"}], False),
+        ("payment_amounts", [{"paid_at": "2026-12-06 10:00:00",
+                              "amount": base["gross_amount"]}], False),
+        ("signature_key_extra", "x", False),  # an unknown field added
+    ]
+    for k in sorted(base):
+        if k not in ("order_id", "status_code", "gross_amount",
+                     "signature_key") and k not in {r[0] for r in out}:
+            out.append((k, "rewritten", False))
+    return out
+
+
+def test_rewritten_fields(st):
+    n_attempts = 0
+    for field, value, decides in rewrites(
+            genuine_body(st, rstack.create_order(st, "probe@example.com"),
+                         "pending")):
+        oid = rstack.create_order(st, "field-%d@example.com" % n_attempts)
+        n_attempts += 1
+        if field == "fraud_status":
+            body = genuine_body(st, oid, "challenge")
+            assert body["transaction_status"] == "capture"
+        else:
+            body = genuine_body(st, oid, "pending")
+        assert body["status_code"] == "201", body
+        body[field] = value
+        accepted = deliver(st, signed(st, body))
+        if accepted:
+            wait_evidence(st, oid, 1)
+            wait_settled(st, oid)
+        status, flagged, reason, contradicted, _ = order_row(st, oid)
+        assert status == "PENDING", (field, value, order_row(st, oid))
+        assert transitions(st, oid) == [], (field, value)
+        assert rstack.entitlements(st, oid) == 0
+        if decides and accepted:
+            # refused at the door, or flagged: contradicted by the Status
+            # API (P1), or refused by the state machine itself (a refund
+            # of an order never paid: P2 flagged)
+            assert flagged, (field, value, order_row(st, oid))
+            doc = doctor(st)
+            assert oid in (finding_orders(doc, "notification_contradicted")
+                           if contradicted else
+                           finding_orders(doc, "amount_mismatch")), \
+                (field, value, order_row(st, oid))
+        log("%s = %r: %s, order %s%s" % (
+            field, value, "accepted" if accepted else "refused at the door",
+            status, ", flagged: " + reason if flagged else ""))
+    assert n_attempts >= 20, n_attempts
+
+
+def test_status_api_down(st):
+    oid = rstack.create_order(st, "sabar@example.com")
+    r = st.fake("POST", "/_fake/status_api", {"mode": "5xx", "count": -1,
+                                               "status": 503})
+    assert r.status == 200, r
+    rstack.pay(st, oid, notify="normal")
+    st.wait_until(lambda: order_row(st, oid)[4] == "settlement", timeout=30,
+                  what="%s awaiting confirmation" % oid)
+    st.wait_until(lambda: st.sql(
+        "SELECT count(*) FROM recon.status_check WHERE order_id = %s AND"
+        " verdict = 'http_5xx' AND confirm", (oid,))[0][0] >= 3, timeout=30,
+        what="confirmation retried against the failing Status API")
+    assert rstack.order_status(st, oid) == "PENDING"
+    view = st.api("GET", "/v1/orders/%s" % oid)
+    assert view.status == 200, view
+    conf = view.body.get("confirmation") or ""
+    assert conf.startswith("awaiting confirmation since "), view.body
+    shown = st.run_ctl("order", "show", oid)
+    assert "awaiting confirmation since" in shown.stdout, shown.stdout
+    assert oid in finding_orders(doctor(st), "awaiting_confirmation")
+    log("Status API down: PENDING, %s" % conf)
+
+    st.fake("POST", "/_fake/status_api", {"mode": "normal"})
+    st.wait_until(lambda: rstack.order_status(st, oid) == "PAID", timeout=30,
+                  what="%s PAID after the Status API recovered" % oid)
+    assert transitions(st, oid) == [("PAID", "recon")]
+    assert order_row(st, oid)[1:5] == (False, None, False, None)
+    log("Status API back: PAID, one transition")
+
+
+def test_database_refuses(st, paid_oid):
+    oid = rstack.create_order(st, "db@example.com")
+    ev = st.sql("SELECT id, ref FROM orders.evidence WHERE order_id = %s AND"
+                " source = 'ingest' LIMIT 1", (paid_oid,))
+    assert ev, paid_oid
+    conn = psycopg2.connect(st.pg.dsn("kasir_order"))
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute(
+                "INSERT INTO orders.evidence (order_id, source, ref,"
+                " stream_seq, kind, transaction_status, gross_amount,"
+                " received_at, status_before, status_after, result, reason,"
+                " raw) VALUES (%s, 'ingest', 999999999, 1, 'notification',"
+                " 'settlement', '150000.00', now(), 'PENDING', 'PAID',"
+                " 'applied', 'test', '{}') RETURNING id", (oid,))
+            eid = cur.fetchone()[0]
+            cur.execute(
+                "INSERT INTO orders.transitions (order_id, from_status,"
+                " to_status, evidence_source, evidence_ref, evidence_id,"
+                " reason) VALUES (%s, 'PENDING', 'CANCELLED', 'ingest',"
+                " 999999999, %s, 'test')", (oid, eid))
+    except psycopg2.Error as e:
+        assert "not a Status API answer" in str(e), e
+    else:
+        raise AssertionError("a transition on notification evidence was "
+                             "accepted in the default mode")
+    finally:
+        conn.close()
+    assert st.sql("SELECT signature_only FROM orders.settings") == [(False,)]
+    log("database: a transition on notification evidence refused")
+
+
+def main():
+    with rstack.stack() as st:
+        rstack.start(st)
+        paid = test_paid_at_fake(st)
+        test_never_paid(st)
+        test_rewritten_fields(st)
+        test_status_api_down(st)
+        test_database_refuses(st, paid)
+        log("ok")
+
+
+if __name__ == "__main__":
+    main()
