@@ -78,9 +78,20 @@ write_mode(struct daemon *d, const struct order_conf *conf)
 	return rc;
 }
 
+/* Orders whose held notification has waited for the Status API for more
+ * than a minute (confirm.c): the Status API is down or slow, customers
+ * who paid wait for their access. */
+static const struct db_stmt st_count_awaiting = {
+    .name = "main_count_awaiting",
+    .sql = "SELECT count(*) FROM orders.orders WHERE awaiting_since <"
+           " now() - interval '1 minute'",
+    .nparams = 0,
+};
+
 struct order_tick {
 	struct daemon *d;
 	struct metric *paid_no_access;
+	struct metric *awaiting;
 	int64_t last_ms;
 };
 
@@ -97,6 +108,11 @@ order_tick(void *arg)
 	if (db_ensure(t->d->db) == 0 &&
 	    db_exec(t->d->db, &st_count_paid_no_access, NULL, &res) == 0)
 		metric_set(t->paid_no_access, (double)db_get_i64(res, 0, 0));
+	PQclear(res);
+	res = NULL;
+	if (db_ensure(t->d->db) == 0 &&
+	    db_exec(t->d->db, &st_count_awaiting, NULL, &res) == 0)
+		metric_set(t->awaiting, (double)db_get_i64(res, 0, 0));
 	PQclear(res);
 }
 
@@ -212,6 +228,10 @@ main(int argc, char **argv)
 		    .paid_no_access = metrics_gauge(
 		        d.metrics, "kasir_order_paid_without_access", NULL,
 		        "PAID orders without an active entitlement (SOP P1)"),
+		    .awaiting = metrics_gauge(
+		        d.metrics, "kasir_order_awaiting_confirmation", NULL,
+		        "orders whose notification has waited more than a "
+		        "minute for the Midtrans Status API's confirmation"),
 		    .last_ms = 0,
 		};
 		exit_code = daemon_run(&d, order_tick, &t) == 0 ? 0 : 1;
