@@ -2,7 +2,15 @@
 (the real backbone) to orders created through its API: every Midtrans
 notification fixture (tests/data/midtrans), reorderings, duplicates,
 reversal, mismatches, unknown orders, status checks, poison messages, and the database refusing PAID
-without evidence and changes to append-only tables (as kasir_order)."""
+without evidence and changes to append-only tables (as kasir_order).
+
+The state-machine sequences run in order.signature_only mode, the mode in
+which a signed notification is evidence on its own; then kasir-order is
+restarted in the default mode: a notification that would move an order is
+held until a Status API answer (status.check with confirm) agrees, and one
+that Midtrans contradicts flags the order (test_confirmation)."""
+import signal
+
 import psycopg2
 
 from ostack import Stack, samples, wait_for
@@ -285,12 +293,97 @@ def test_access_grant(s):
     assert s.status("ADM-2") == "PENDING"
 
 
+def order_row(s, oid):
+    return s.sql("SELECT status, flagged, flag_reason, awaiting_status,"
+                 " contradicted_at IS NOT NULL FROM orders.orders"
+                 " WHERE order_id = %s", (oid,))[0]
+
+
+def confirm(s, oid, ts, amount="154600.00", **kw):
+    fields = dict(transaction_status=ts, gross_amount=amount, currency="IDR",
+                  status_code={"settlement": "200", "pending": "201"}.get(ts, "200"),
+                  confirm=True)
+    fields.update(kw)
+    cid = s.status_check(oid, "status", False, **fields)
+    s.wait_applied("recon", s.last_seq["recon"])
+    return cid
+
+
+def test_confirmation(s):
+    """Default mode: hold, confirm, contradict; both apply paths."""
+    s.overrides["ORDER_SIGNATURE_ONLY"] = "false"
+    s._config()
+    s.kill_order(signal.SIGTERM)
+    s.start_order()
+    assert s.sql("SELECT signature_only FROM orders.settings") == [(False,)]
+    # held: the settlement notification changes nothing but the wait
+    s.create_order("CNF-1", 154600)
+    apply(s, base("CNF-1"))
+    assert order_row(s, "CNF-1") == ("PENDING", False, None, "settlement", False)
+    ev = s.sql("SELECT result, reason FROM orders.evidence WHERE order_id='CNF-1'")
+    assert ev == [("noop", "held: awaiting confirmation by the midtrans status api")], ev
+    req = s.sql("SELECT body::jsonb->'data' FROM orders.stream_out"
+                " WHERE type = 'confirm.request'")
+    assert [r[0]["order_id"] for r in req] == ["CNF-1"], req
+    assert req[0][0]["transaction_status"] == "settlement", req
+    view = s.http("GET", "/v1/orders/CNF-1")
+    assert view[0] == 200 and view[1]["confirmation"].startswith(
+        "awaiting confirmation since "), view
+    # a scheduled (not confirm) pending answer neither moves nor flags
+    s.status_check("CNF-1", "status", False, transaction_status="pending",
+                   gross_amount="154600.00", status_code="201")
+    s.wait_applied("recon", s.last_seq["recon"])
+    assert order_row(s, "CNF-1") == ("PENDING", False, None, "settlement", False)
+    # Midtrans agrees: PAID on the Status API's answer
+    cid = confirm(s, "CNF-1", "settlement")
+    assert order_row(s, "CNF-1") == ("PAID", False, None, None, False)
+    t = s.sql("SELECT evidence_source, evidence_ref FROM orders.transitions"
+              " WHERE order_id='CNF-1'")
+    assert t == [("recon", cid)], t
+    # refund of a PAID order: held, then confirmed by a later state
+    apply(s, base("CNF-1", status="refund"))
+    assert order_row(s, "CNF-1")[0::3] == ("PAID", "refund"), order_row(s, "CNF-1")
+    confirm(s, "CNF-1", "refund")
+    assert order_row(s, "CNF-1")[0] == "REFUNDED", order_row(s, "CNF-1")
+    # contradicted: the body says settlement, Midtrans says pending
+    s.create_order("CNF-2", 154600)
+    apply(s, base("CNF-2"))
+    confirm(s, "CNF-2", "pending")
+    row = order_row(s, "CNF-2")
+    assert row == ("PENDING", True, "notification contradicted by midtrans: "
+                   "possible forgery or key leak", None, True), row
+    # contradicted: Midtrans does not know the payment (404)
+    s.create_order("CNF-3", 154600)
+    apply(s, base("CNF-3", status="capture", fraud_status="accept"))
+    s.status_check("CNF-3", "not_found", False, confirm=True)
+    s.wait_applied("recon", s.last_seq["recon"])
+    assert order_row(s, "CNF-3")[0::4] == ("PENDING", True), order_row(s, "CNF-3")
+    # contradicted: the right state with another amount
+    s.create_order("CNF-4", 154600)
+    apply(s, base("CNF-4"))
+    confirm(s, "CNF-4", "settlement", amount="1546.00")
+    assert order_row(s, "CNF-4")[0::4] == ("PENDING", True), order_row(s, "CNF-4")
+    # capture accept claimed, Midtrans says capture challenge: contradicted
+    s.create_order("CNF-5", 154600)
+    apply(s, base("CNF-5", status="capture", fraud_status="accept"))
+    confirm(s, "CNF-5", "capture", fraud_status="challenge")
+    assert order_row(s, "CNF-5")[0::4] == ("PENDING", True), order_row(s, "CNF-5")
+    # the database refuses a transition on notification evidence
+    eid = s.sql("SELECT id, ref FROM orders.evidence WHERE order_id='CNF-2'"
+                " AND source='ingest'")[0]
+    refused(s, "INSERT INTO orders.transitions (order_id, from_status, to_status,"
+            " evidence_source, evidence_ref, evidence_id, reason) VALUES"
+            " ('CNF-2', 'PENDING', 'CANCELLED', 'ingest', %s, %s, 'x')",
+            (eid[1], eid[0]))
+
+
 def main():
-    s = Stack(name="order-evidence")
+    s = Stack(name="order-evidence", overrides={"ORDER_SIGNATURE_ONLY": "true"})
     try:
         s.start_order()
+        assert s.sql("SELECT signature_only FROM orders.settings") == [(True,)]
         for t in (test_samples, test_sequences, test_unknown_and_poison, test_status_checks,
-                  test_database_refusals, test_access_grant):
+                  test_database_refusals, test_access_grant, test_confirmation):
             print("==", t.__name__, flush=True)
             t(s)
         print("ok")

@@ -1,7 +1,10 @@
 """SIGKILL kasir-order again and again while 1,000 paid notifications (plus
-duplicates) arrive on the ingest stream; after the last restart every
-paid order is PAID with exactly one entitlement, one PAID transition and
-one order.paid message, none twice.
+duplicates) arrive on the ingest stream, each order's first one followed by
+the Status API's confirming answer on the recon stream (as kasir-reconciler
+sends it; the two streams interleave freely); after the last restart every
+paid order is PAID with exactly one entitlement, one PAID transition (its
+evidence the Status API answer) and one order.paid message, none twice, and
+no order still awaits confirmation.
 
 Kills follow conditions, not a clock (issue 12): kasir-order is killed when
 it has applied something since it was last started and still has a backlog
@@ -92,6 +95,7 @@ def main():
 
         killer.start()
         sent = 0
+        confirmed = set()
         n_waves = 0
         t0 = time.monotonic()
         try:
@@ -105,6 +109,14 @@ def main():
                 for body in wave:
                     s.notify(body)
                     sent += 1
+                    if body["order_id"] not in confirmed:
+                        confirmed.add(body["order_id"])
+                        s.status_check(body["order_id"], "status", False,
+                                       transaction_status="settlement",
+                                       gross_amount="154600.00", currency="IDR",
+                                       status_code="200", payment_type="bank_transfer",
+                                       transaction_id=body["transaction_id"],
+                                       confirm=True)
                 n_waves += 1
                 deadline = time.monotonic() + WAVE_BOUND
                 while not struck_or_applied(before):
@@ -126,6 +138,8 @@ def main():
         s.start_order()
         head = s.sql("SELECT max(seq) FROM testingest.stream_out")[0][0]
         s.wait_applied("ingest", head, timeout=180)
+        head = s.sql("SELECT max(seq) FROM testrecon.stream_out")[0][0]
+        s.wait_applied("recon", head, timeout=180)
 
         bad = s.sql("SELECT order_id, status FROM orders.orders WHERE order_id LIKE 'KILL-%%'"
                     " AND status <> 'PAID'")
@@ -139,6 +153,12 @@ def main():
         n_paid = s.sql("SELECT count(*) FROM orders.transitions WHERE to_status='PAID'"
                        " AND order_id LIKE 'KILL-%%'")[0][0]
         assert n_paid == N, n_paid
+        by_ingest = s.sql("SELECT count(*) FROM orders.transitions WHERE"
+                          " evidence_source <> 'recon' AND order_id LIKE 'KILL-%%'")[0][0]
+        assert by_ingest == 0, by_ingest
+        waiting = s.sql("SELECT count(*) FROM orders.orders WHERE order_id LIKE 'KILL-%%'"
+                        " AND (awaiting_since IS NOT NULL OR flagged)")[0][0]
+        assert waiting == 0, waiting
         dup_msgs = s.sql("SELECT body::jsonb->'data'->>'order_id', count(*) FROM orders.stream_out"
                          " WHERE type='order.paid' GROUP BY 1 HAVING count(*) <> 1")
         assert dup_msgs == [], dup_msgs[:10]
