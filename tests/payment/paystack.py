@@ -130,7 +130,14 @@ class PayStack(kasirtest.Stack):
 
     @classmethod
     def for_payment(cls, overrides=None, **kw):
-        ov = {"INGEST_RATE": "100000", "INGEST_BURST": "100000"}
+        """The payment path without kasir-reconciler, so in
+        order.signature_only mode: a signed notification is evidence on
+        its own, which is what these tests exercise (delivery orders,
+        duplicates, the state machine end to end).  The default mode, where
+        the Status API's answer is the evidence, is tested with the
+        reconciler (tests/reconciler/test_confirm.py, tests/order)."""
+        ov = {"INGEST_RATE": "100000", "INGEST_BURST": "100000",
+              "ORDER_SIGNATURE_ONLY": "true"}
         ov.update(overrides or {})
         return cls.for_test(overrides=ov, server_key=DOCS_KEY, **kw)
 
