@@ -50,7 +50,13 @@ def main():
         rstack.pay(st, loud, notify="normal")
         st.wait_until(lambda: rstack.order_status(st, loud) == "PAID",
                       timeout=20, what="PAID through the webhook")
-        assert rstack.transitions(st, loud, "PAID")[0][2] == "ingest"
+        # the webhook arrived and asked for the confirmation; the Status
+        # API's answer to it is the PAID transition's evidence
+        assert rstack.ingest_events(st, loud) >= 1
+        _, _, source, ref = rstack.transitions(st, loud, "PAID")[0]
+        assert source == "recon" and st.sql(
+            "SELECT confirm FROM recon.status_check WHERE id = %s",
+            (ref,)) == [(True,)], (source, ref)
         st.wait_until(lambda: mode(st)[0] == "normal", timeout=15,
                       what="automatic return to normal mode")
         assert gauge(st) == 0
