@@ -450,6 +450,28 @@ def run(port, rcv, state):
           s["status_api"]["by_status"].get("500") == 2 and
           s["status_api"]["by_status"].get("503") == 3,
           "stats count Status API requests", s.get("status_api"))
+    # fixed latency (benchmarks): every answer waits latency_ms, kept
+    # across mode changes until set again
+    st, f, _ = request(port, "POST", "/_fake/status_api",
+                       {"mode": "normal", "latency_ms": 300})
+    check(st == 200 and f.get("latency_ms") == 300, "latency_ms set", st, f)
+    t0 = time.monotonic()
+    code = status_api(port, "ord-pay-1")[0]
+    slow = time.monotonic() - t0
+    request(port, "POST", "/_fake/status_api", {"mode": "normal"})
+    t0 = time.monotonic()
+    status_api(port, "ord-pay-1")
+    still = time.monotonic() - t0
+    request(port, "POST", "/_fake/status_api", {"mode": "normal",
+                                                "latency_ms": 0})
+    t0 = time.monotonic()
+    status_api(port, "ord-pay-1")
+    fast = time.monotonic() - t0
+    check(code == 200 and slow >= 0.3 and still >= 0.3 and fast < 0.3,
+          "Status API fixed latency", code, slow, still, fast)
+    st, _, _ = request(port, "POST", "/_fake/status_api",
+                       {"mode": "normal", "latency_ms": -1})
+    check(st == 400, "latency_ms out of range -> 400", st)
     st, b, _ = act(port, "nope", "pay")
     check(st == 404, "action on unknown order -> 404", st)
     st, b, _ = act(port, "implicit-1", "pay", amount=12000)
