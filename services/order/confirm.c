@@ -110,11 +110,10 @@ evidence_decide(const struct order_service *s, const struct evidence_msg *e,
 
 int
 confirm_request(struct order_service *s, struct kasir_db *db,
-                const struct evidence_msg *e)
+                const struct evidence_msg *e, const cJSON *snap)
 {
 	cJSON *d = cJSON_CreateObject(), *ev;
 	char at[40];
-	int rc;
 
 	if (d == NULL)
 		return -ENOMEM;
@@ -125,19 +124,16 @@ confirm_request(struct order_service *s, struct kasir_db *db,
 	}
 	cJSON_AddStringToObject(ev, "source", e->source);
 	cJSON_AddNumberToObject(ev, "ref", (double)e->ref);
-	cJSON_AddStringToObject(d, "order_id", e->order_id);
 	cJSON_AddStringToObject(d, "transaction_status",
 	                        e->in.transaction_status);
 	if (e->in.fraud_status != NULL)
 		cJSON_AddStringToObject(d, "fraud_status", e->in.fraud_status);
 	cJSON_AddStringToObject(d, "gross_amount", e->in.gross_amount);
-	if (e->transaction_id != NULL)
-		cJSON_AddStringToObject(d, "transaction_id", e->transaction_id);
 	time_rfc3339(now_real_ms(), at, sizeof(at));
 	cJSON_AddStringToObject(d, "requested_at", at);
-	rc = stream_append(s->producer, db, MSG_CONFIRM_REQUEST, d, NULL);
-	cJSON_Delete(d);
-	return rc;
+	/* the snapshot, then these fields (d is consumed) */
+	return order_emit_snap(s, db, MSG_CONFIRM_REQUEST, e->order_id, snap,
+	                       d);
 }
 
 void

@@ -340,7 +340,8 @@ evidence_emit_all(struct order_service *s, struct kasir_db *db,
 		                          snap, extra)) < 0)
 			return rc;
 	}
-	if (d->confirm == CONFIRM_HOLD && (rc = confirm_request(s, db, e)) < 0)
+	if (d->confirm == CONFIRM_HOLD &&
+	    (rc = confirm_request(s, db, e, snap)) < 0)
 		return rc;
 	return emit_evidence(s, db, e, d->result == EV_APPLIED, after);
 }

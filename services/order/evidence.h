@@ -50,9 +50,10 @@ struct evidence_msg {
 void evidence_decide(const struct order_service *s,
                      const struct evidence_msg *e, const struct order_row *o,
                      struct order_decision *d);
-/* The confirm.request of a held notification (orders stream). */
+/* The confirm.request of a held notification (orders stream), with the
+ * order's snapshot (snap: after the update; NULL: read it). */
 int confirm_request(struct order_service *s, struct kasir_db *db,
-                    const struct evidence_msg *e);
+                    const struct evidence_msg *e, const struct cJSON *snap);
 /* Counts the confirmation part of a decision. */
 void confirm_account(struct order_service *s, const struct order_decision *d);
 

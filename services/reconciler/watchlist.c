@@ -140,34 +140,40 @@ static const struct db_stmt st_ingest_seen = {
  * backoff of a confirmation starts short. */
 static const struct db_stmt st_confirm = {
     .name = "recon_watch_confirm",
-    .sql = "UPDATE recon.watch SET confirm_seq = $2::bigint,"
-           " confirm_since = coalesce(confirm_since, now()),"
-           " next_check_at = least(next_check_at, now()), failures = 0,"
-           " orders_seq = $2::bigint, updated_at = now()"
-           " WHERE order_id = $1 RETURNING order_id",
-    .nparams = 2,
+    .sql = "INSERT INTO recon.watch (order_id, created_at, expires_at,"
+           " status, next_check_at, transaction_id, orders_seq, confirm_seq,"
+           " confirm_since)"
+           " VALUES ($1, $3::timestamptz, $4::timestamptz, $5, now(), $6,"
+           "  $2::bigint, $2::bigint, now())"
+           " ON CONFLICT (order_id) DO UPDATE SET"
+           "  confirm_seq = EXCLUDED.confirm_seq,"
+           "  confirm_since = coalesce(recon.watch.confirm_since, now()),"
+           "  next_check_at = least(recon.watch.next_check_at, now()),"
+           "  failures = 0, orders_seq = EXCLUDED.orders_seq,"
+           "  updated_at = now()",
+    .nparams = 6,
 };
 
 static int
 apply_confirm(struct recon *r, struct kasir_db *db, const struct kasir_msg *msg,
               const char *seq)
 {
-	const char *p[2] = {msg_str(msg, "order_id"), seq};
-	PGresult *res = NULL;
-	int rc, n;
+	const char *p[6] = {
+	    msg_str(msg, "order_id"),   seq,
+	    msg_str(msg, "created_at"), msg_str(msg, "expires_at"),
+	    msg_str(msg, "status"),     msg_str(msg, "transaction_id")};
+	int rc;
 
-	if ((rc = db_exec(db, &st_confirm, p, &res)) < 0)
+	/* an order the watch list has not seen (the reconciler was added
+	 * later) is watched from here on */
+	if ((rc = db_exec(db, &st_confirm, p, NULL)) < 0)
 		return rc;
-	n = PQntuples(res);
-	PQclear(res);
-	if (n == 0)
-		log_fields(LOG_WARNING,
-		           LOG_F({"ORDER_ID", p[0]}, {"STREAM", "orders"},
-		                 {"SEQ", seq}),
-		           "confirm.request for an order not on the watch "
-		           "list: not confirmed");
-	else
-		atomic_store(&r->confirm_waiting, true);
+	atomic_store(&r->confirm_waiting, true);
+	log_fields(
+	    LOG_INFO,
+	    LOG_F({"ORDER_ID", p[0]}, {"STREAM", "orders"}, {"SEQ", seq}),
+	    "confirmation asked: the notification said %s",
+	    msg_str(msg, "transaction_status"));
 	return 0;
 }
 
