@@ -6,6 +6,7 @@
  *   store.c     SQL on schema "orders" (parameterized statements only)
  *   state.c     the payment state machine (pure; state.h)
  *   evidence.c  applies ingest/recon stream messages (stream consumers)
+ *   confirm.c   notifications held until the Status API confirms them
  *   snap.c      Midtrans Snap client (libcurl)
  *   api.c       the HTTP API for the website
  *   admin.c     the admin socket commands (kasirctl)
