@@ -19,6 +19,8 @@
  *     API answer.  Otherwise the order is flagged and contradicted_at set:
  *     "notification contradicted by midtrans: possible forgery or key
  *     leak" (a P1 for kasirctl doctor and the alert rules);
+ *   - an agreeing answer in a later state proves the claimed one
+ *     (proven_claim());
  *   - any Status API answer that moves the order also ends the wait.
  *
  * The database enforces the mode (migrations/0003): in the default mode a
@@ -49,8 +51,18 @@ answer_agrees(const struct evidence_msg *e, const struct order_row *o)
 	if (e->in.kind == EVIDENCE_STATUS &&
 	    !amount_matches(e->in.gross_amount, o->amount))
 		return false;
-	return e->state_key[0] != '\0' &&
-	       midtrans_state_follows(o->awaiting, e->state_key);
+	if (e->state_key[0] == '\0' ||
+	    !midtrans_state_follows(o->awaiting, e->state_key))
+		return false;
+	/* settlement -> deny is a reversal only with settlement_time;
+	 * without it a deny is a failed attempt, which no settlement or
+	 * capture claim can have come from */
+	if (strcmp(e->state_key, "deny") == 0 &&
+	    strcmp(o->awaiting, "deny") != 0 &&
+	    strcmp(o->awaiting, "capture/deny") != 0 &&
+	    (e->in.settlement_time == NULL || e->in.settlement_time[0] == 0))
+		return false;
+	return true;
 }
 
 static void
@@ -78,6 +90,55 @@ contradicted(struct order_decision *d)
 	}
 }
 
+/*
+ * An agreeing answer in a LATER state than the claimed one (settlement
+ * claimed, refund answered: the customer paid and was refunded before the
+ * reconciler asked) proves the claimed state happened.  When the answer
+ * itself cannot move the order from where it is (a refund of a PENDING
+ * order), the claimed state is applied with the answer as its evidence;
+ * what the answer adds is then either merged (a flag: partial refund,
+ * partial chargeback) or, if it is a transition of its own (the refund),
+ * confirmed again: the order awaits the answer's state and a new
+ * confirm.request goes out (CONFIRM_HOLD on recon evidence).  Each round
+ * moves the order forward, so this ends.  Returns false when it does not
+ * apply (d untouched).
+ */
+static bool
+proven_claim(const struct evidence_msg *e, const struct order_row *o,
+             const struct order_facts *facts, struct order_decision *d)
+{
+	struct evidence_in claimed = e->in;
+	struct order_facts after = *facts;
+	struct order_decision first, next;
+	char ts[sizeof(o->awaiting)];
+	char *slash;
+
+	if (d->transition || strcmp(e->state_key, o->awaiting) == 0)
+		return false;
+	memcpy(ts, o->awaiting, sizeof(ts));
+	slash = strchr(ts, '/');
+	if (slash != NULL)
+		*slash = '\0';
+	claimed.transaction_status = ts;
+	claimed.fraud_status = slash != NULL ? slash + 1 : NULL;
+	order_decide(facts, &claimed, &first);
+	if (!first.transition)
+		return false;
+	after.status = first.to;
+	after.reversed = facts->reversed || (first.flags & OFLAG_REVERSED);
+	order_decide(&after, &e->in, &next);
+	*d = first;
+	if (next.transition) {
+		d->confirm = CONFIRM_HOLD;
+	} else {
+		d->confirm = CONFIRM_CLEAR;
+		d->flags |= next.flags;
+		if (next.flags & OFLAG_FLAGGED)
+			d->flag_reason = next.reason;
+	}
+	return true;
+}
+
 void
 evidence_decide(const struct order_service *s, const struct evidence_msg *e,
                 const struct order_row *o, struct order_decision *d)
@@ -99,10 +160,10 @@ evidence_decide(const struct order_service *s, const struct evidence_msg *e,
 	}
 	/* a Status API answer */
 	if (o->awaiting[0] != '\0' && e->confirm) {
-		if (answer_agrees(e, o))
-			d->confirm = CONFIRM_CLEAR;
-		else
+		if (!answer_agrees(e, o))
 			contradicted(d);
+		else if (!proven_claim(e, o, &facts, d))
+			d->confirm = CONFIRM_CLEAR;
 	} else if (o->awaiting[0] != '\0' && d->transition) {
 		d->confirm = CONFIRM_CLEAR; /* Midtrans moved it anyway */
 	}
@@ -124,11 +185,13 @@ confirm_request(struct order_service *s, struct kasir_db *db,
 	}
 	cJSON_AddStringToObject(ev, "source", e->source);
 	cJSON_AddNumberToObject(ev, "ref", (double)e->ref);
-	cJSON_AddStringToObject(d, "transaction_status",
-	                        e->in.transaction_status);
+	/* what is claimed: the notification's state, or the later state a
+	 * Status API answer showed (proven_claim) */
+	cJSON_AddStringToObject(d, "transaction_status", e->state_key);
 	if (e->in.fraud_status != NULL)
 		cJSON_AddStringToObject(d, "fraud_status", e->in.fraud_status);
-	cJSON_AddStringToObject(d, "gross_amount", e->in.gross_amount);
+	cJSON_AddStringToObject(d, "gross_amount",
+	                        e->in.gross_amount ? e->in.gross_amount : "");
 	time_rfc3339(now_real_ms(), at, sizeof(at));
 	cJSON_AddStringToObject(d, "requested_at", at);
 	/* the snapshot, then these fields (d is consumed) */

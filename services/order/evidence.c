@@ -309,6 +309,9 @@ evidence_update(const struct evidence_msg *e, const struct order_decision *d,
 	    .awaiting = d->confirm == CONFIRM_HOLD ? e->state_key : NULL,
 	    .awaiting_clear = d->confirm == CONFIRM_CLEAR,
 	    .contradicted = d->contradicted,
+	    /* a Status API answer proves the payment as of its check, so
+	     * a later answer (a reversal) is never older than the payment */
+	    .paid_at = e->checked_at,
 	};
 }
 

@@ -88,6 +88,7 @@ struct batch {
 	size_t n;
 	struct order_row *orders; /* current state of each order */
 	bool *paid_here;          /* orders[i] became PAID in this batch */
+	const char **paid_at;     /* ... as of this checked_at (NULL: now) */
 	size_t norders;
 };
 
@@ -102,6 +103,7 @@ batch_free(struct batch *b)
 	free(b->items);
 	free(b->orders);
 	free(b->paid_here);
+	free(b->paid_at);
 }
 
 /* Locks the orders, marks unknown orders and recorded evidence, and
@@ -230,10 +232,15 @@ batch_decide(const struct order_service *s, struct batch *b)
 		it->e.in.past_expiry =
 		    past_expiry &&
 		    (it->e.checked_at == NULL || it->e.check_past_expiry);
-		/* paid earlier in this transaction: paid_at is its start,
-		 * later than any check already made (as evidence.c sees it) */
+		/* paid earlier in this transaction: paid_at is the paying
+		 * answer's checked_at (store.c; both are the reconciler's
+		 * time_rfc3339 text, so they compare as strings), or the
+		 * transaction's start for a notification, later than any
+		 * check already made (as evidence.c sees it) */
 		if (b->paid_here[o - b->orders] && it->e.checked_at != NULL)
-			before_paid = true;
+			before_paid = b->paid_at[o - b->orders] == NULL ||
+			              strcmp(it->e.checked_at,
+			                     b->paid_at[o - b->orders]) < 0;
 		it->before.checked_before_paid = before_paid;
 		it->e.in.checked_before_paid = before_paid;
 		evidence_decide(s, &it->e, o, &it->d);
@@ -242,8 +249,10 @@ batch_decide(const struct order_service *s, struct batch *b)
 		/* the order as the UPDATE leaves it (store.c st_update) */
 		evidence_update(&it->e, &it->d, &u);
 		it->update = store_update_needed(&u);
-		if (it->after == ORDER_PAID && it->d.transition)
+		if (it->after == ORDER_PAID && it->d.transition) {
 			b->paid_here[o - b->orders] = true;
+			b->paid_at[o - b->orders] = it->e.checked_at;
+		}
 		o->status = it->after;
 		o->flagged |= (u.flags & OFLAG_FLAGGED) != 0;
 		o->partial_refund |= (u.flags & OFLAG_PARTIAL_REFUND) != 0;
@@ -397,7 +406,9 @@ order_apply_evidence_batch(void *arg, struct kasir_db *db,
 	b.items = calloc(n, sizeof(*b.items));
 	b.orders = calloc(n, sizeof(*b.orders));
 	b.paid_here = calloc(n, sizeof(*b.paid_here));
-	if (b.items == NULL || b.orders == NULL || b.paid_here == NULL) {
+	b.paid_at = calloc(n, sizeof(*b.paid_at));
+	if (b.items == NULL || b.orders == NULL || b.paid_here == NULL ||
+	    b.paid_at == NULL) {
 		rc = -ENOMEM;
 		goto out;
 	}

@@ -178,14 +178,17 @@ struct order_update {
 	const char *awaiting;     /* hold: the claimed state; NULL: keep */
 	bool awaiting_clear;      /* the confirmation is answered */
 	bool contradicted;        /* ... and Midtrans contradicted it */
+	/* with status PAID: when the payment was proven (the Status API
+	 * answer's checked_at); NULL: now() */
+	const char *paid_at;
 };
 /* Applies u with one UPDATE (the transition row must already be written
  * in this transaction) and returns the ORDER_SNAPSHOT after it in
  * *ret_snap (caller deletes). */
 int store_update(struct kasir_db *db, const struct order_update *u,
                  struct cJSON **ret_snap);
-/* The same statement and its 14 parameters (the batch pipelines it). */
-#define STORE_UPDATE_NPARAMS 14
+/* The same statement and its 15 parameters (the batch pipelines it). */
+#define STORE_UPDATE_NPARAMS 15
 extern const struct db_stmt store_st_update;
 void store_update_params(const struct order_update *u,
                          const char *params[STORE_UPDATE_NPARAMS]);

@@ -107,7 +107,8 @@ const struct db_stmt store_st_update = {
     .name = "order_update",
     .sql = "UPDATE orders.orders SET"
            " status = coalesce($2, status),"
-           " paid_at = CASE WHEN $2 = 'PAID' THEN now() ELSE paid_at END,"
+           " paid_at = CASE WHEN $2 = 'PAID'"
+           "  THEN coalesce($15::timestamptz, now()) ELSE paid_at END,"
            " transaction_id = CASE WHEN NOT $3 THEN transaction_id"
            "  WHEN $6 THEN coalesce($4, transaction_id)"
            "  ELSE coalesce(transaction_id, $4) END,"
@@ -218,6 +219,7 @@ store_update_params(const struct order_update *u,
 	params[11] = u->awaiting;
 	params[12] = tf(u->awaiting_clear);
 	params[13] = tf(u->contradicted);
+	params[14] = u->paid_at;
 }
 
 int

@@ -179,6 +179,7 @@ struct status_fields {
 	char fraud_status[RECON_FIELD_MAX];
 	char transaction_id[RECON_ID_MAX];
 	char order_id[RECON_ID_MAX];
+	char settlement_time[32]; /* a deny with it: a reversal */
 };
 
 /*

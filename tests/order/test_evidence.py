@@ -368,6 +368,52 @@ def test_confirmation(s):
     apply(s, base("CNF-5", status="capture", fraud_status="accept"))
     confirm(s, "CNF-5", "capture", fraud_status="challenge")
     assert order_row(s, "CNF-5")[0::4] == ("PENDING", True), order_row(s, "CNF-5")
+    # the payment and its refund both happened before the reconciler
+    # asked: the refund answer proves the settlement (PAID on it), and the
+    # refund itself is confirmed in a second round
+    s.create_order("CNF-6", 154600)
+    apply(s, base("CNF-6"))
+    cid = confirm(s, "CNF-6", "refund")
+    assert order_row(s, "CNF-6") == ("PAID", False, None, "refund", False), \
+        order_row(s, "CNF-6")
+    t = s.sql("SELECT to_status, evidence_source, evidence_ref FROM orders.transitions"
+              " WHERE order_id='CNF-6'")
+    assert t == [("PAID", "recon", cid)], t
+    req = s.sql("SELECT body::jsonb->'data'->>'transaction_status' FROM orders.stream_out"
+                " WHERE type = 'confirm.request' AND body::jsonb->'data'->>'order_id' = 'CNF-6'"
+                " ORDER BY seq")
+    assert req == [("settlement",), ("refund",)], req
+    confirm(s, "CNF-6", "refund")
+    assert order_row(s, "CNF-6") == ("REFUNDED", False, None, None, False), \
+        order_row(s, "CNF-6")
+    # ... a partial refund is a flag, merged at once
+    s.create_order("CNF-7", 154600)
+    apply(s, base("CNF-7"))
+    confirm(s, "CNF-7", "partial_refund")
+    assert order_row(s, "CNF-7") == ("PAID", False, None, None, False), \
+        order_row(s, "CNF-7")
+    assert s.sql("SELECT partial_refund FROM orders.orders WHERE order_id='CNF-7'") == [(True,)]
+    # ... a reversal (deny carrying settlement_time) answered before kasir
+    # saw the settlement: the money went back, never PAID (the state
+    # machine's "reversal seen before its settlement")
+    s.create_order("CNF-8", 154600)
+    apply(s, base("CNF-8"))
+    confirm(s, "CNF-8", "deny", settlement_time="2026-12-06 10:00:00")
+    assert s.sql("SELECT status, reversed, awaiting_status, flagged FROM orders.orders"
+                 " WHERE order_id='CNF-8'") == [("FAILED", True, None, False)]
+    assert s.sql("SELECT count(*) FROM orders.entitlements WHERE order_id='CNF-8'") == [(0,)]
+    # ... but a deny without settlement_time is a failed attempt: it
+    # cannot follow a settlement, the claim is contradicted
+    s.create_order("CNF-9", 154600)
+    apply(s, base("CNF-9"))
+    confirm(s, "CNF-9", "deny")
+    assert order_row(s, "CNF-9")[0::4] == ("PENDING", True), order_row(s, "CNF-9")
+    # a reversal of a PAID order: held, confirmed, REFUNDED
+    apply(s, base("CNF-7", status="deny", settlement_time="2026-12-06 10:00:00"))
+    assert order_row(s, "CNF-7")[0::3] == ("PAID", "deny"), order_row(s, "CNF-7")
+    confirm(s, "CNF-7", "deny", settlement_time="2026-12-06 10:00:00")
+    assert s.sql("SELECT status, reversed FROM orders.orders WHERE order_id='CNF-7'") == \
+        [("REFUNDED", True)]
     # the database refuses a transition on notification evidence
     eid = s.sql("SELECT id, ref FROM orders.evidence WHERE order_id='CNF-2'"
                 " AND source='ingest'")[0]

@@ -69,3 +69,57 @@ END $$;
 CREATE TRIGGER transitions_need_status_api BEFORE INSERT
 	ON orders.transitions
 	FOR EACH ROW EXECUTE FUNCTION orders.check_transition_evidence();
+
+-- PAID's evidence (0002: a settlement or capture of this order): a Status
+-- API answer in a LATER state of the same payment proves the payment too
+-- (confirm.c, proven_claim: settlement claimed, the customer was refunded
+-- before the reconciler asked, Midtrans answers refund).  A deny proves a
+-- settlement only when it carries settlement_time (a reversal); without
+-- it a deny is a failed attempt.
+CREATE OR REPLACE FUNCTION orders.check_order_status() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+	IF TG_OP = 'INSERT' THEN
+		IF NEW.status <> 'PENDING' THEN
+			RAISE EXCEPTION 'orders: a new order must be PENDING'
+				USING ERRCODE = 'check_violation';
+		END IF;
+		RETURN NEW;
+	END IF;
+	IF NEW.status IS DISTINCT FROM OLD.status THEN
+		IF NOT EXISTS (SELECT 1 FROM orders.transitions t
+			WHERE t.order_id = NEW.order_id
+			  AND t.from_status = OLD.status
+			  AND t.to_status = NEW.status
+			  AND t.txid = txid_current()
+			  AND (NEW.status <> 'PAID' OR EXISTS (
+				SELECT 1 FROM orders.evidence e
+				WHERE e.id = t.evidence_id
+				  AND e.order_id = NEW.order_id
+				  AND e.source = t.evidence_source
+				  AND e.ref = t.evidence_ref
+				  AND e.source IN ('ingest','recon')
+				  AND e.result = 'applied'
+				  AND e.status_after = 'PAID'
+				  AND (e.transaction_status IN ('settlement','capture')
+				   OR (e.source = 'recon' AND e.kind = 'status'
+				       AND (e.transaction_status IN ('refund',
+					    'partial_refund', 'chargeback',
+					    'partial_chargeback')
+					OR (e.transaction_status = 'deny'
+					    AND coalesce(e.raw->>'settlement_time', '')
+						<> ''))))))) THEN
+			RAISE EXCEPTION 'orders: % -> % refused: no transition with evidence in this transaction',
+				OLD.status, NEW.status
+				USING ERRCODE = 'check_violation';
+		END IF;
+		NEW.updated_at := now();
+	END IF;
+	IF NEW.order_id <> OLD.order_id OR NEW.amount <> OLD.amount OR
+	   NEW.currency <> OLD.currency OR NEW.course_id <> OLD.course_id OR
+	   NEW.customer_email <> OLD.customer_email THEN
+		RAISE EXCEPTION 'orders: identity, amount and customer are immutable'
+			USING ERRCODE = 'check_violation';
+	END IF;
+	RETURN NEW;
+END $$;
