@@ -10,6 +10,7 @@ measured next to every figure and the exact command that reproduces it.
 
     bench/kbench.py ingest     [--seconds 15] [--clients 16]      (a)
     bench/kbench.py e2e        [--seconds 10] [--rates 100,500]   (b)
+                               [--status-latency-ms 50]
     bench/kbench.py drain      [--events 10000]                   (c)
     bench/kbench.py reconciler [--orders 400] [--concurrency 8]   (d)
     bench/kbench.py rss        [--seconds 60] [--rate 200]        (e)
@@ -479,12 +480,60 @@ def e2e_rows(st, prefix):
             for r in st.sql(E2E_SQL, (prefix + "-%",))]
 
 
+def pay_at_fake(st, ids, threads=8):
+    """Makes Midtrans's truth say each order is paid (the fake's Status API
+    then answers settlement) without sending the notification: wrk sends
+    it.  In the default mode kasir-order holds the notification until the
+    Status API confirms it, so an order never paid at the fake would be
+    contradicted, not PAID."""
+    fake = st.url("fake_midtrans")
+    todo = list(ids)
+    lock = threading.Lock()
+    errors = []
+
+    def worker():
+        while True:
+            with lock:
+                if not todo:
+                    return
+                oid = todo.pop()
+            r = kasirtest.http("POST", f"{fake}/_fake/orders/{oid}/pay",
+                               {"amount": AMOUNT, "notify": "drop",
+                                "payment_type": "bank_transfer"})
+            if r.status != 200:
+                errors.append((oid, r.status))
+    ts = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errors:
+        raise SystemExit(f"paying at the fake failed: {errors[:5]}")
+
+
+# The reconciler sized for confirmations at hundreds per second (the
+# defaults are a small shop's: 4 in flight, 10 requests/s).
+E2E_RECON = {
+    "RECON_CONCURRENCY": "64",
+    "RECON_RPS": "1000",
+    "RECON_BATCH": "64",
+    "RECON_POLL": "200ms",
+    "RECON_FIRST_CHECK": "1h",
+    "RECON_BACKOFF": "1h",
+    "RECON_AUTO_SILENCE": "1h",
+}
+
+
 def bench_e2e(args):
     rates = [int(x) for x in args.rates.split(",")]
-    st = make_stack(args, "e2e")
+    st = make_stack(args, "e2e", E2E_RECON)
     results = []
     with st:
-        st.start_all(services=["ingest", "order", "notifier"])
+        st.start_all(services=["ingest", "order", "notifier", "reconciler"])
+        r = kasirtest.http("POST", st.url("fake_midtrans") + "/_fake/status_api",
+                           {"mode": "normal", "latency_ms": args.status_latency_ms})
+        if r.status != 200:
+            raise SystemExit(f"fake Status API latency: {r}")
         key = st.secret("midtrans-server-key")
         url = st.url("ingest")
         path = "/" + url.split("/", 3)[3]
@@ -492,7 +541,8 @@ def bench_e2e(args):
         for idx, rate in enumerate(rates):
             prefix = f"e2e{idx}"
             n = int(rate * args.seconds)
-            seed_orders(st, prefix, n)
+            ids = seed_orders(st, prefix, n)
+            pay_at_fake(st, ids)
             bodies = [notification(f"{prefix}-{i:06d}", key) for i in range(1, n + 1)]
             lua = os.path.join(work, f"e{rate}.lua")
             # wrk's think time is added to each answer's latency: with
@@ -531,18 +581,26 @@ def bench_e2e(args):
                          " min(received_at)) FROM ingest.payment_event"
                          " WHERE order_id LIKE %s", (prefix + "-%",))[0]
             sent = ing[0] / float(ing[1]) if ing[1] else float("nan")
-            results.append({"rate": rate, "n": len(rows), "sent": sent,
+            api = st.sql("SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms),"
+                         " percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms),"
+                         " count(*) FROM recon.status_check WHERE order_id LIKE %s",
+                         (prefix + "-%",))[0]
+            results.append({"api_p50": float(api[0] or 0), "api_p99": float(api[1] or 0),
+                            "api_n": api[2]})
+            results[-1].update({"rate": rate, "n": len(rows), "sent": sent,
                             "paid": len(paid), "done": len(done), "thr": thr,
                             "paid_p50": pct(lat_paid, 50), "paid_p99": pct(lat_paid, 99),
                             "p50": pct(lat_job, 50), "p99": pct(lat_job, 99),
                             "p999": pct(lat_job, 99.9), "max": max(lat_job or [0]),
                             "la": la})
     lines = ["| offered /s | orders notified | ingest accepted /s | PAID | receipt job | "
-             "throughput /s | PAID p50/p99 ms | job p50 ms | job p99 ms | job p99.9 ms | "
-             "load avg |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "throughput /s | PAID p50/p99 ms | Status API p50/p99 ms (checks) | "
+             "job p50 ms | job p99 ms | job p99.9 ms | load avg |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r['rate']} | {r['n']} | {r['sent']:.0f} | {r['paid']} | {r['done']} | "
                      f"{r['thr']:.0f} | {r['paid_p50']:.0f} / {r['paid_p99']:.0f} | "
+                     f"{r['api_p50']:.0f} / {r['api_p99']:.0f} ({r['api_n']}) | "
                      f"{r['p50']:.0f} | {r['p99']:.0f} | {r['p999']:.0f} | {r['la']} |")
     table = "\n".join(lines)
     print(table)
@@ -554,9 +612,22 @@ def bench_e2e(args):
                    f"{r['thr']:.0f}/s of 500/s sustained")
     else:
         verdict = "not measured (no 500/s point)"
+    if t500:
+        r = t500[0]
+        confirm_verdict = (
+            f"PAID p99 {r['paid_p99']:.0f} ms, Status API p99 {r['api_p99']:.0f} ms: "
+            + ("met" if r["paid"] == r["n"] and
+               r["paid_p99"] <= r["api_p99"] + 50 else "MISSED"))
+    else:
+        confirm_verdict = "not measured (no 500/s point)"
     md = header(args) + f"""- Offered load by wrk (Lua think time, each order's settlement
-  notification sent once) for {args.seconds} s per point; ingest, order and
-  notifier running (+ the fakes).  Latency per order from DB timestamps:
+  notification sent once) for {args.seconds} s per point; ingest, order,
+  notifier and reconciler running (+ the fakes).  Every order is first paid
+  at the fake (its truth says settlement, no notification sent): kasir-order
+  holds each notification until the reconciler's Status API answer confirms
+  it (docs/state-machine.md, "Confirmation"); the fake's Status API answers
+  in a fixed {args.status_latency_ms} ms (`latency_ms`), the reconciler runs
+  with concurrency 64, rps 1000, batch 64.  Latency per order from DB timestamps:
   `ingest.payment_event.received_at` -> `orders.transitions.at` (PAID; the
   entitlement grant is in the same transaction) -> `notify.job.created_at`
   (kind receipt).  Throughput = completed orders / (last job - first receipt).
@@ -565,6 +636,8 @@ def bench_e2e(args):
 {table}
 
 - Target: p99 <= 100 ms at 500 payments/s: {verdict}.
+- Target with the confirmation: notification -> PAID p99 at most 50 ms above
+  the fake Status API's own p99 at 500 payments/s: {confirm_verdict}.
 """
     update_doc("b", "(b) End to end: notification -> PAID + access -> receipt job", md)
 
@@ -855,6 +928,8 @@ def main():
     ap.add_argument("--orders", type=int, default=400)
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--drain-timeout", type=int, default=300)
+    ap.add_argument("--status-latency-ms", type=int, default=50,
+                    help="e2e: the fake Status API's fixed latency")
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
     ap.add_argument("--profile", action="store_true",
                     help="drain: perf record kasir-order for 8 s during the drain")
