@@ -15,7 +15,8 @@ from ctlstack import Ctl, create_order, pay  # noqa: E402
 
 def main():
     with kasirtest.Stack.for_test(name="kasirctl_export_events") as st:
-        st.start_all(services=["ingest", "order"])
+        # the reconciler confirms the payment with the Status API
+        st.start_all(services=["ingest", "order", "reconciler"])
         ctl = Ctl(st)
         oid = create_order(st)
         pay(st, oid)
