@@ -6,7 +6,8 @@
  * genuine body.  So in the default mode (order.signature_only: false):
  *
  *   - a notification whose decision would move the order (PAID, FAILED,
- *     EXPIRED, CANCELLED, REFUNDED) is recorded, has no effect, and the
+ *     EXPIRED, CANCELLED, REFUNDED) or set a flag that is news (partial
+ *     refund, partial chargeback) is recorded, has no effect, and the
  *     order awaits confirmation: orders.awaiting_status = the state it
  *     claimed, awaiting_since = now, and a confirm.request goes to the
  *     reconciler on the orders stream (CONFIRM_HOLD);
@@ -154,7 +155,9 @@ evidence_decide(const struct order_service *s, const struct evidence_msg *e,
 	if (s->conf->signature_only)
 		return;
 	if (e->in.kind == EVIDENCE_NOTIFICATION) {
-		if (d->transition)
+		/* a move, or a flag that is news (partial refund, partial
+		 * chargeback): held.  Refusals (flagged) and no-ops stand. */
+		if (d->transition || d->result == EV_APPLIED)
 			hold(d, o);
 		return;
 	}

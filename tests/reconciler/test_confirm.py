@@ -13,7 +13,9 @@ Status API tells the truth about what was paid there):
      then reaches PAID;
   3. every unsigned field of a genuine signed body, rewritten: the order
      never moves; where the field drives a decision the attempt is refused
-     at the door (4xx) or flagged, and doctor reports it;
+     at the door (4xx) or flagged, and doctor reports it; a PAID order's
+     genuine settlement body rewritten to refund, chargeback...: still PAID
+     with access, contradicted;
   4. the Status API down (5xx) during a payment: PENDING with "awaiting
      confirmation since T" in the API's order JSON, kasirctl order show and
      doctor; PAID once it answers again, exactly one PAID transition;
@@ -228,6 +230,45 @@ def test_rewritten_fields(st):
     assert n_attempts >= 20, n_attempts
 
 
+def test_paid_rewritten(st):
+    """A genuine settlement body (200) of a PAID order, its status swapped
+    for another 200-class one: the signature still holds and the body is
+    consistent, so only Midtrans's answer can tell.  The order stays PAID
+    with access; the attempt is contradicted."""
+    for value in ("refund", "partial_refund", "chargeback",
+                  "partial_chargeback", "deny"):
+        oid = rstack.create_order(st, "korban-%s@example.com" % value)
+        rstack.pay(st, oid, notify="normal")
+        st.wait_until(lambda: rstack.order_status(st, oid) == "PAID",
+                      timeout=30, what="%s PAID" % oid)
+        t = st.fake("GET", "/_fake/orders/%s?bodies=1" % oid).body
+        body = copy.deepcopy(t["notifications"][-1]["body"])
+        assert body["status_code"] == "200", body
+        body["transaction_status"] = value
+        n = st.sql("SELECT count(*) FROM orders.evidence WHERE order_id = %s"
+                   " AND source = 'ingest'", (oid,))[0][0]
+        accepted = deliver(st, signed(st, body))
+        if accepted:
+            wait_evidence(st, oid, n + 1)
+            wait_settled(st, oid)
+        status, flagged, reason, contradicted, _ = order_row(st, oid)
+        partial = st.sql("SELECT partial_refund OR disputed OR reversed FROM"
+                         " orders.orders WHERE order_id = %s", (oid,))[0][0]
+        assert (status, partial) == ("PAID", False), (value, order_row(st, oid))
+        assert transitions(st, oid) == [("PAID", "recon")], value
+        assert rstack.entitlements(st, oid) == 1, value
+        if accepted:
+            assert flagged, (value, order_row(st, oid))
+            doc = doctor(st)
+            assert oid in (finding_orders(doc, "notification_contradicted")
+                           if contradicted else
+                           finding_orders(doc, "amount_mismatch")), \
+                (value, order_row(st, oid))
+        log("PAID order, settlement rewritten to %s: %s, PAID with access%s"
+            % (value, "accepted" if accepted else "refused at the door",
+               ", flagged: " + reason if flagged else ""))
+
+
 def test_status_api_down(st):
     oid = rstack.create_order(st, "sabar@example.com")
     r = st.fake("POST", "/_fake/status_api", {"mode": "5xx", "count": -1,
@@ -296,6 +337,7 @@ def main():
         paid = test_paid_at_fake(st)
         test_never_paid(st)
         test_rewritten_fields(st)
+        test_paid_rewritten(st)
         test_status_api_down(st)
         test_database_refuses(st, paid)
         log("ok")
