@@ -5,7 +5,9 @@ Reads var/dev.env (written by deploy/dev/up), then:
   2. POST /v1/orders                          create the order (Snap token from the fake)
   3. POST /_fake/orders/{id}/pay              the customer pays at "Midtrans": the fake
                                               sends a signed settlement notification to
-                                              kasir-ingest
+                                              kasir-ingest; kasir-order holds it until
+                                              kasir-reconciler's Status API answer
+                                              confirms the payment
   4. GET  /v1/orders/{id}                     until status PAID
   5. GET  /v1/access?customer_email=&course_id=  access granted
 and prints the order's timeline.  Exit 0 only when the order is PAID and

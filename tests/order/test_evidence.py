@@ -316,6 +316,8 @@ def test_confirmation(s):
     s.kill_order(signal.SIGTERM)
     s.start_order()
     assert s.sql("SELECT signature_only FROM orders.settings") == [(False,)]
+    # one warning per start in signature_only mode, none in the default
+    assert s.log_text().count("order.signature_only is on") == 1
     # held: the settlement notification changes nothing but the wait
     s.create_order("CNF-1", 154600)
     apply(s, base("CNF-1"))
@@ -428,6 +430,7 @@ def main():
     try:
         s.start_order()
         assert s.sql("SELECT signature_only FROM orders.settings") == [(True,)]
+        assert "order.signature_only is on" in s.log_text(), "no start-up warning"
         for t in (test_samples, test_sequences, test_unknown_and_poison, test_status_checks,
                   test_database_refusals, test_access_grant, test_confirmation):
             print("==", t.__name__, flush=True)

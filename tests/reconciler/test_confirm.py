@@ -298,6 +298,25 @@ def test_status_api_down(st):
     assert order_row(st, oid)[1:5] == (False, None, False, None)
     log("Status API back: PAID, one transition")
 
+    # the same with a Status API that does not answer at all (timeouts)
+    oid = rstack.create_order(st, "sabar2@example.com")
+    st.fake("POST", "/_fake/status_api", {"mode": "timeout", "count": -1,
+                                          "delay_s": 5})
+    rstack.pay(st, oid, notify="normal")
+    st.wait_until(lambda: st.sql(
+        "SELECT count(*) FROM recon.status_check WHERE order_id = %s AND"
+        " verdict = 'timeout' AND confirm", (oid,))[0][0] >= 2, timeout=60,
+        what="confirmation timing out against a silent Status API")
+    assert order_row(st, oid)[0] == "PENDING" and order_row(st, oid)[4] == \
+        "settlement", order_row(st, oid)
+    assert st.api("GET", "/v1/orders/%s" % oid).body["confirmation"] \
+        .startswith("awaiting confirmation since ")
+    st.fake("POST", "/_fake/status_api", {"mode": "normal"})
+    st.wait_until(lambda: rstack.order_status(st, oid) == "PAID", timeout=60,
+                  what="%s PAID after the timeouts" % oid)
+    assert transitions(st, oid) == [("PAID", "recon")]
+    log("Status API silent (timeouts), then back: PAID, one transition")
+
 
 def test_database_refuses(st, paid_oid):
     oid = rstack.create_order(st, "db@example.com")
