@@ -93,16 +93,16 @@ contradicted(struct order_decision *d)
 
 /*
  * An agreeing answer in a LATER state than the claimed one (settlement
- * claimed, refund answered: the customer paid and was refunded before the
- * reconciler asked) proves the claimed state happened.  When the answer
- * itself cannot move the order from where it is (a refund of a PENDING
- * order), the claimed state is applied with the answer as its evidence;
- * what the answer adds is then either merged (a flag: partial refund,
- * partial chargeback) or, if it is a transition of its own (the refund),
- * confirmed again: the order awaits the answer's state and a new
- * confirm.request goes out (CONFIRM_HOLD on recon evidence).  Each round
- * moves the order forward, so this ends.  Returns false when it does not
- * apply (d untouched).
+ * claimed, partial_refund answered: the customer paid and was partly
+ * refunded before the reconciler asked) proves the claimed state
+ * happened.  When the answer itself cannot move the order from where it
+ * is (a partial refund of a PENDING order), the claimed state is applied
+ * with the answer as its evidence; what the answer adds is then either
+ * merged (a flag: partial refund, partial chargeback) or, if it is a
+ * transition of its own from there, confirmed again: the order awaits the
+ * answer's state and a new confirm.request goes out (CONFIRM_HOLD on
+ * recon evidence).  Each round moves the order forward, so this ends.
+ * Returns false when it does not apply (d untouched).
  */
 static bool
 proven_claim(const struct evidence_msg *e, const struct order_row *o,

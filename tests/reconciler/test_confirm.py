@@ -144,9 +144,9 @@ def test_never_paid(st):
     assert transitions(st, oid) == []
     assert rstack.entitlements(st, oid) == 0
     doc = doctor(st)
-    f = finding(doc, "notification_contradicted")
+    f = finding(doc, "midtrans_contradicted")
     assert f and f["severity"] == "P1" and oid in finding_orders(
-        doc, "notification_contradicted"), doc
+        doc, "midtrans_contradicted"), doc
     assert st.metric("order", "kasir_order_confirmations_total",
                      result="contradicted") >= 1
     log("signed settlement never paid at Midtrans: PENDING, flagged, P1")
@@ -220,7 +220,7 @@ def test_rewritten_fields(st):
             # of an order never paid: P2 flagged)
             assert flagged, (field, value, order_row(st, oid))
             doc = doctor(st)
-            assert oid in (finding_orders(doc, "notification_contradicted")
+            assert oid in (finding_orders(doc, "midtrans_contradicted")
                            if contradicted else
                            finding_orders(doc, "amount_mismatch")), \
                 (field, value, order_row(st, oid))
@@ -260,7 +260,7 @@ def test_paid_rewritten(st):
         if accepted:
             assert flagged, (value, order_row(st, oid))
             doc = doctor(st)
-            assert oid in (finding_orders(doc, "notification_contradicted")
+            assert oid in (finding_orders(doc, "midtrans_contradicted")
                            if contradicted else
                            finding_orders(doc, "amount_mismatch")), \
                 (value, order_row(st, oid))
