@@ -115,6 +115,15 @@ static const struct db_stmt st_update = {
     .nparams = 8,
 };
 
+/* After a pass that could not be recorded: its leases, so the orders are
+ * asked again at the next pass instead of after schedule.lease. */
+static const struct db_stmt st_release_all = {
+    .name = "recon_watch_release_all",
+    .sql = "UPDATE recon.watch SET lease_until = NULL"
+           " WHERE order_id = ANY($1::text[])",
+    .nparams = 1,
+};
+
 static const struct db_stmt st_release = {
     .name = "recon_watch_release",
     .sql = "UPDATE recon.watch SET lease_until = NULL WHERE order_id = $1",
@@ -407,13 +416,33 @@ record(struct recon *r, struct kasir_db *db, struct statusapi_call *c,
 	return 0;
 }
 
+/* Best effort, outside any transaction: gives back the leases of a pass
+ * that could not be recorded.  If the database is still unreachable the
+ * leases stay and expire (schedule.lease). */
+static void
+release_all(struct kasir_db *db, const struct statusapi_call *calls, size_t n)
+{
+	struct db_array a = {0};
+	const char *p[1];
+
+	for (size_t i = 0; i < n; i++)
+		db_array_add(&a, calls[i].order_id);
+	if ((p[0] = db_array_text(&a)) != NULL && db_ensure(db) == 0 &&
+	    db_exec(db, &st_release_all, p, NULL) == 0)
+		log_info("the %zu order(s) of the pass are asked again at the "
+		         "next pass",
+		         n);
+	db_array_free(&a);
+}
+
 /*
  * Records the n checks of one pass in ONE transaction (a savepoint around
- * each: one failing order is rolled back alone and checked again after its
- * lease), so a pass costs one COMMIT instead of one per order: what keeps
- * confirmations flowing at hundreds per second.  *ret_kick: something was
- * published.  If the COMMIT fails, the pass's orders are checked again
- * once their leases expire.
+ * each: one failing order is rolled back alone, its lease given back, and
+ * asked again at the next pass), so a pass costs one COMMIT instead of one
+ * per order: what keeps confirmations flowing at hundreds per second.
+ * *ret_kick: something was published.  If the transaction fails as a
+ * whole, the leases are given back (release_all) when the database
+ * answers, else they expire after schedule.lease.
  */
 static void
 record_all(struct recon *r, struct kasir_db *db, struct statusapi_call *calls,
@@ -425,8 +454,9 @@ record_all(struct recon *r, struct kasir_db *db, struct statusapi_call *calls,
 	*ret_kick = false;
 	if ((rc = db_begin(db)) < 0) {
 		log_warning("recording %zu status check(s) failed (%s); the "
-		            "orders are checked again after their lease",
+		            "orders are asked again",
 		            n, kasir_strerror(rc));
+		release_all(db, calls, n);
 		return;
 	}
 	for (size_t i = 0; i < n; i++) {
@@ -436,14 +466,16 @@ record_all(struct recon *r, struct kasir_db *db, struct statusapi_call *calls,
 			break;
 		rc = record(r, db, &calls[i], &pub);
 		if (rc < 0) {
+			const char *p[1] = {calls[i].order_id};
+
 			log_fields(LOG_WARNING,
 			           LOG_F({"ORDER_ID", calls[i].order_id}),
 			           "recording a status check failed (%s); the "
-			           "order is checked again after its lease",
+			           "order is asked again",
 			           kasir_strerror(rc));
-			if (db_rollback_to(db, "recon_record") < 0)
+			if ((rc = db_rollback_to(db, "recon_record")) < 0 ||
+			    (rc = db_exec(db, &st_release, p, NULL)) < 0)
 				break;
-			rc = 0;
 			continue;
 		}
 		if ((rc = db_release(db, "recon_record")) < 0)
@@ -453,16 +485,16 @@ record_all(struct recon *r, struct kasir_db *db, struct statusapi_call *calls,
 	if (rc < 0) {
 		db_rollback(db);
 		log_warning("recording a pass of %zu status check(s) failed "
-		            "(%s); the orders are checked again after their "
-		            "lease",
+		            "(%s); the orders are asked again",
 		            n, kasir_strerror(rc));
+		release_all(db, calls, n);
 		return;
 	}
 	if ((rc = db_commit(db)) < 0) {
 		log_warning("committing a pass of %zu status check(s) failed "
-		            "(%s); the orders are checked again after their "
-		            "lease",
+		            "(%s); the orders are asked again",
 		            n, kasir_strerror(rc));
+		release_all(db, calls, n); /* harmless if it did commit */
 		return;
 	}
 	*ret_kick = kick;

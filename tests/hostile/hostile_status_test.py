@@ -122,9 +122,14 @@ def paid_messages(st, oid):
 
 
 def main():
+    # The door is what is tested: the genuine bodies are made here (not by
+    # the fake) and no reconciler runs, so kasir-order is in signature_only
+    # mode, where they move the orders as witnesses (the default mode's
+    # confirmation is tested by tests/reconciler/test_confirm.py)
     with kasirtest.Stack.for_test(server_key=DOCS_KEY,
                                   overrides={"INGEST_RATE": "10000",
-                                             "INGEST_BURST": "10000"}) as st:
+                                             "INGEST_BURST": "10000",
+                                             "ORDER_SIGNATURE_ONLY": "true"}) as st:
         for n in ("fake-midtrans", "ingest", "order"):
             st.start(n, wait=False)
         for n in ("fake-midtrans", "ingest", "order"):

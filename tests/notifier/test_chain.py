@@ -46,10 +46,11 @@ def create(st, name, email_addr, phone):
 def main():
     with kasirtest.Stack.for_test(name="notifier-chain",
                                   overrides={"NOTIFY_POLL": "200ms"}) as st:
-        for svc in ("ingest", "order", "notifier"):
+        # the reconciler confirms each payment with the Status API
+        for svc in ("ingest", "order", "notifier", "reconciler"):
             if not st.available(svc):
                 raise AssertionError("kasir-%s is not built or has no config template" % svc)
-        st.start_all(services=["ingest", "order", "notifier"])
+        st.start_all(services=["ingest", "order", "notifier", "reconciler"])
 
         paid_oid = create(st, "Budi Santoso", "budi@example.com", "+6281211112222")
         unpaid_oid = create(st, "Ani Wijaya", "ani@example.com", "081233334444")
