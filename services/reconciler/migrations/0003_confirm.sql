@@ -1,4 +1,4 @@
--- 0002: confirmation requests (kasir-order's confirm.request, issue 13).
+-- 0003: confirmation requests (kasir-order's confirm.request, issue 13).
 -- kasir-order holds a notification that would move an order until the
 -- Status API confirms it; the request lands here and the order is asked
 -- about at once, whatever its schedule and even when it is final (a
