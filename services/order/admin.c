@@ -509,6 +509,7 @@ static const struct db_stmt st_export = {
            " FROM orders.orders"
            " WHERE created_at >= $1::timestamptz"
            " AND created_at < $2::timestamptz"
+           " AND NOT drill" /* kasirctl drill's orders are not sales */
            " ORDER BY created_at LIMIT 100000",
     .nparams = 2,
 };
