@@ -52,7 +52,9 @@ struct drill_def {
 	const char *finding;  /* doctor's check id */
 	const char *alert;
 	int64_t alert_for_ms; /* the rule's for: */
-	const char *needs;    /* config keys it needs (for list) */
+	const char *needs;    /* kasirctl.yaml keys it needs besides
+	                         drill.api_url, api_token_file, fake_midtrans
+	                         and metrics (configured() checks them) */
 	int (*inject)(struct drill *d);
 	int (*traffic)(struct drill *d); /* drill orders during the fault */
 	int (*during)(struct drill *d);  /* more traffic until detected */
@@ -208,11 +210,10 @@ static int
 drill_order(struct drill *d, bool pay, bool *ret_snap_ok)
 {
 	const struct ctl_drill_conf *dc = &d->c->conf.drill;
-	char url[512], body[512];
-	char *resp = NULL;
+	char url[512], name[32], id[64];
+	char *resp = NULL, *body;
 	long status = 0;
-	cJSON *o;
-	char id[64];
+	cJSON *o, *cust;
 	int rc;
 
 	*ret_snap_ok = false;
@@ -220,12 +221,20 @@ drill_order(struct drill *d, bool pay, bool *ret_snap_ok)
 	    d->norders >= (int)ARRAY_SIZE(d->orders))
 		return -ENOENT;
 	snprintf(url, sizeof(url), "%s/v1/orders", dc->api_url);
-	snprintf(body, sizeof(body),
-	         "{\"course_id\":\"%s\",\"customer\":{\"name\":\"Drill %s\","
-	         "\"email\":\"drill@example.com\",\"phone\":"
-	         "\"+6281200000000\"}}",
-	         dc->course, d->def->scenario);
+	snprintf(name, sizeof(name), "Drill %s", d->def->scenario);
+	if ((o = cJSON_CreateObject()) == NULL ||
+	    !cJSON_AddStringToObject(o, "course_id", dc->course) ||
+	    (cust = cJSON_AddObjectToObject(o, "customer")) == NULL ||
+	    !cJSON_AddStringToObject(cust, "name", name) ||
+	    !cJSON_AddStringToObject(cust, "email", "drill@example.com") ||
+	    !cJSON_AddStringToObject(cust, "phone", "+6281200000000") ||
+	    (body = cJSON_PrintUnformatted(o)) == NULL) {
+		cJSON_Delete(o);
+		return -ENOMEM;
+	}
+	cJSON_Delete(o);
 	rc = drill_http("POST", url, body, dc->api_token.value, &status, &resp);
+	cJSON_free(body);
 	o = resp ? cJSON_Parse(resp) : NULL;
 	free(resp);
 	kasir_strlcpy(id, j_str(o, "order_id"), sizeof(id));
@@ -422,7 +431,7 @@ static const struct drill_def drills[] = {
     {.scenario = "6.1", .title = "all payments failing",
      .fault = "the fake Midtrans answers every Snap request 503",
      .finding = "snap_outage", .alert = "KasirSnapFailing",
-     .alert_for_ms = 5 * 60000, .needs = "drill.fake_midtrans, drill.api_url",
+     .alert_for_ms = 5 * 60000, .needs = "",
      .inject = snap_5xx, .traffic = snap_attempts, .during = one_more_attempt, .alert_holds = alert_snap_failing,
      .end_fault = snap_normal, .resolve = none, .after = customers_retry},
     {.scenario = "6.2", .title = "paid without access",
@@ -434,14 +443,14 @@ static const struct drill_def drills[] = {
     {.scenario = "6.4", .title = "notification not sent",
      .fault = "smtp-sink answers 451 to every message",
      .finding = "provider_failing", .alert = "KasirNotifierProviderFailing",
-     .alert_for_ms = 0, .needs = "drill.smtp_control, drill.api_url",
+     .alert_for_ms = 0, .needs = "drill.smtp_control",
      .inject = smtp_451, .traffic = pay_orders, .alert_holds = alert_provider_failing,
      .end_fault = smtp_normal, .resolve = requeue},
     {.scenario = "6.5", .title = "worker down",
      .fault = "kasir-notifier stopped (drill.stop_command)",
      .finding = "notifier_answers", .alert = "KasirDaemonDown",
      .alert_for_ms = 2 * 60000,
-     .needs = "drill.stop_command, drill.start_command, drill.api_url",
+     .needs = "drill.stop_command, drill.start_command",
      .inject = stop_notifier, .traffic = pay_orders, .alert_holds = alert_daemon_down,
      .end_fault = NULL, .resolve = start_notifier},
 };
@@ -467,8 +476,27 @@ drill_scenario_title(const char *scenario)
 /* ---- the run ---------------------------------------------------------------
  */
 
-/* Doctor's finding for this drill (with its scenario and severity as the
- * SOP table says), or NULL. */
+/* Everything def needs is configured (the check is made before any fault
+ * is injected). */
+static bool
+configured(const struct ctl_conf *conf, const struct drill_def *def)
+{
+	const struct ctl_drill_conf *dc = &conf->drill;
+
+	if (dc->api_url == NULL || dc->api_token.value == NULL ||
+	    dc->fake_midtrans == NULL || dc->metrics[SVC_ORDER] == NULL ||
+	    dc->metrics[SVC_NOTIFIER] == NULL)
+		return false;
+	if (strstr(def->needs, "smtp_control") && dc->smtp_control == NULL)
+		return false;
+	if (strstr(def->needs, "stop_command") &&
+	    (dc->stop_command == NULL || dc->start_command == NULL))
+		return false;
+	return true;
+}
+
+/* Whether doctor names this drill's finding with the scenario and
+ * severity of the findings table; *ret_healthy: no P0/P1 at all. */
 static bool
 doctor_names(struct drill *d, bool *ret_healthy)
 {
@@ -711,7 +739,7 @@ run(struct ctl *c, const struct drill_def *def, bool auto_resolve)
 	                  .t_doctor = -1,
 	                  .t_resolved = -1,
 	                  .t_healthy = -1};
-	char title[CTL_TITLE_MAX], n[300];
+	char title[CTL_TITLE_MAX];
 	bool healthy, ok;
 	cJSON *r;
 	int rc;
@@ -732,13 +760,16 @@ run(struct ctl *c, const struct drill_def *def, bool auto_resolve)
 		                      "before drilling %s",
 		                      def->finding, def->scenario);
 	}
-	if (def->alert_holds(&d, n, sizeof(n)) == -ENOENT) {
+	if (!configured(&c->conf, def)) {
 		cJSON_Delete(d.timeline);
 		cJSON_Delete(d.lost_list);
-		return out_fail_local(c, "drill_not_configured", CTL_EXIT_USAGE,
-		                      "drill %s needs drill.metrics in "
-		                      "kasirctl.yaml",
-		                      def->scenario);
+		return out_fail_local(
+		    c, "drill_not_configured", CTL_EXIT_USAGE,
+		    "drill %s needs drill.api_url, drill.api_token_file, "
+		    "drill.fake_midtrans, drill.metrics.order and "
+		    "drill.metrics.notifier%s%s in %s",
+		    def->scenario, def->needs[0] ? ", " : "", def->needs,
+		    c->conf_source);
 	}
 	snprintf(title, sizeof(title), "drill %s: %s", def->scenario,
 	         def->title);
