@@ -21,9 +21,9 @@
  *   7. healthy: doctor no longer names it; every drill payment PAID with
  *      access and a sent receipt
  *
- * Implemented: 6.1 (Snap refuses: all payments failing), 6.4 (SMTP answers
- * 451), 6.5 (kasir-notifier stopped).  6.2 and 6.3 are listed and refused
- * as not implemented yet.
+ * Implemented: 6.1 (Snap refuses: all payments failing), 6.2 (a paid drill
+ * order's access revoked), 6.4 (SMTP answers 451), 6.5 (kasir-notifier
+ * stopped).  6.3 is listed and refused as not implemented yet.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -51,10 +51,11 @@ struct drill_def {
 	const char *fault;    /* what the drill does */
 	const char *finding;  /* doctor's check id */
 	const char *alert;
-	int64_t alert_for_ms; /* the rule's for: */
-	const char *needs;    /* kasirctl.yaml keys it needs besides
-	                         drill.api_url, api_token_file, fake_midtrans
-	                         and metrics (configured() checks them) */
+	int64_t alert_for_ms;            /* the rule's for: */
+	const char *needs;               /* kasirctl.yaml keys it needs besides
+	                                    drill.api_url, api_token_file, fake_midtrans
+	                                    and metrics (configured() checks them) */
+	int (*prepare)(struct drill *d); /* before the fault (NULL: none) */
 	int (*inject)(struct drill *d);
 	int (*traffic)(struct drill *d); /* drill orders during the fault */
 	int (*during)(struct drill *d);  /* more traffic until detected */
@@ -319,6 +320,81 @@ customers_retry(struct drill *d)
 	return 0;
 }
 
+/* An admin request to kasir-order about the first drill order (reason and
+ * incident: the drill's). */
+static int
+order_call(struct drill *d, const char *cmd, const char *what)
+{
+	cJSON *args = cJSON_CreateObject(), *res = NULL;
+	struct ctl_error err;
+	int rc;
+
+	if (args == NULL || d->norders == 0 ||
+	    !cJSON_AddStringToObject(args, "order_id", d->orders[0])) {
+		cJSON_Delete(args);
+		return -ENOMEM;
+	}
+	rc = ctl_call(d->c, SVC_ORDER, cmd, args, 0, &res, &err);
+	cJSON_Delete(args);
+	if (rc < 0) {
+		note(d, "%s %s: %s: %s", what, d->orders[0], err.code,
+		     err.message);
+		return rc;
+	}
+	note(d, "%s %s: ok", what, d->orders[0]);
+	cJSON_Delete(res);
+	return 0;
+}
+
+/* 6.2, before the fault: drill payments complete (PAID, access, receipt),
+ * so the fault is the lost entitlement alone. */
+static bool order_whole(struct drill *d, const char *id, char *why, size_t len);
+
+static int
+pay_and_settle(struct drill *d)
+{
+	int64_t end = now_real_ms() + d->c->conf.drill.timeout_ms;
+	char why[200];
+	int whole = 0;
+
+	if (pay_orders(d) < 0)
+		return KASIR_EPEER;
+	while (now_real_ms() < end) {
+		whole = 0;
+		for (int i = 0; i < d->norders; i++)
+			whole += order_whole(d, d->orders[i], why, sizeof(why));
+		if (whole == d->norders)
+			return 0;
+		usleep(DRILL_POLL_MS * 1000);
+	}
+	note(d, "drill payments did not complete before the fault: %s", why);
+	return KASIR_EPEER;
+}
+
+/* 6.2: the first drill order's entitlement revoked through kasir-order's
+ * audited drill.revoke_access (refused for any order not a drill's). */
+static int
+revoke_access(struct drill *d)
+{
+	return order_call(d, "drill.revoke_access",
+	                  "kasirctl drill 6.2: "
+	                  "access revoked (drill.revoke_access)");
+}
+
+/* 6.2's resolution: kasirctl access grant ORDER_ID under the incident. */
+static int
+grant_access(struct drill *d)
+{
+	return order_call(d, "access.grant", "kasirctl access grant");
+}
+
+static int
+no_traffic(struct drill *d)
+{
+	(void)d;
+	return 0;
+}
+
 /* ---- alert expressions (deploy/prometheus/kasir-alerts.yml) ---------------
  */
 
@@ -381,6 +457,22 @@ alert_snap_failing(struct drill *d, char *n, size_t len)
 	return err / tot > 0.5 && (err >= 3 || ok == 0);
 }
 
+/* KasirPaidWithoutAccess: max(kasir_order_paid_without_access) > 0 (the
+ * gauge kasir-order recounts every 15 s). */
+static int
+alert_paid_without_access(struct drill *d, char *n, size_t len)
+{
+	char *page = NULL;
+	double v;
+
+	if (drill_scrape(&d->c->conf, SVC_ORDER, &page) < 0)
+		return -ENOENT;
+	v = drill_metric_sum(page, "kasir_order_paid_without_access", NULL);
+	free(page);
+	snprintf(n, len, "kasir_order_paid_without_access = %.0f", v);
+	return v > 0;
+}
+
 static void
 baseline(struct drill *d)
 {
@@ -435,8 +527,13 @@ static const struct drill_def drills[] = {
      .inject = snap_5xx, .traffic = snap_attempts, .during = one_more_attempt, .alert_holds = alert_snap_failing,
      .end_fault = snap_normal, .resolve = none, .after = customers_retry},
     {.scenario = "6.2", .title = "paid without access",
-     .fault = "(not implemented yet)", .finding = "paid_without_access",
-     .alert = "KasirPaidWithoutAccess", .alert_for_ms = 5 * 60000},
+     .fault = "a paid drill order's access revoked (kasir-order "
+              "drill.revoke_access, audited)",
+     .finding = "paid_without_access", .alert = "KasirPaidWithoutAccess",
+     .alert_for_ms = 5 * 60000, .needs = "",
+     .prepare = pay_and_settle, .inject = revoke_access,
+     .traffic = no_traffic, .alert_holds = alert_paid_without_access,
+     .resolve = grant_access},
     {.scenario = "6.3", .title = "webhook not arriving",
      .fault = "(not implemented yet)", .finding = "webhook_silence",
      .alert = "KasirWebhookSilence", .alert_for_ms = 10 * 60000},
@@ -791,8 +888,10 @@ run(struct ctl *c, const struct drill_def *def, bool auto_resolve)
 	     def->title, d.fdef->severity, def->fault,
 	     c->reason ? c->reason : "-");
 	baseline(&d);
+	rc = def->prepare ? def->prepare(&d) : 0;
 	d.t0 = now_real_ms();
-	rc = def->inject(&d);
+	if (rc == 0)
+		rc = def->inject(&d);
 	if (rc == 0)
 		rc = def->traffic(&d);
 	if (rc == 0)

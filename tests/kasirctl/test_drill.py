@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kasirtest  # noqa: E402
 from ctlstack import DAEMONS, Ctl, create_order, pay  # noqa: E402
 
-IMPLEMENTED = ["6.5", "6.4", "6.1"]
+IMPLEMENTED = ["6.5", "6.4", "6.2", "6.1"]
 
 
 class Supervisor(threading.Thread):
@@ -98,11 +98,15 @@ def main():
         rc, out, err = ctl.run("--config", bad, "drill", "list", config=False)
         assert rc == 2 and "deployment: want dev, staging or production" in err, (rc, err)
 
-        # drill list: five SOP scenarios, three implemented
+        # drill list: five SOP scenarios, four implemented
         rc, out, _ = ctl.run("--config", dev, "--json", "drill", "list", config=False)
         rows = json.loads(out)["result"]
         assert [r["scenario"] for r in rows] == ["6.1", "6.2", "6.3", "6.4", "6.5"], rows
-        assert [r["scenario"] for r in rows if r["implemented"]] == ["6.1", "6.4", "6.5"]
+        assert [r["scenario"] for r in rows if r["implemented"]] == ["6.1", "6.2", "6.4", "6.5"]
+
+        # never drilled: every scenario overdue
+        rc, out, _ = ctl.run("--config", dev, "drill", "history", config=False)
+        assert rc == 1 and out.count("never") == 5 and out.count("OVERDUE") == 5, out
 
         # production: refused before anything is touched
         r = drill(ctl, prod, "6.5", "--auto", expect=1)
@@ -124,8 +128,8 @@ def main():
             assert res["drill_orders"] >= 2, res
             reports[sc] = res
         assert sup.actions == [("stop", "notifier"), ("start", "notifier")], sup.actions
-        assert reports["6.5"]["severity"] == "P1" and reports["6.4"]["severity"] == "P2" \
-            and reports["6.1"]["severity"] == "P0", reports
+        assert [reports[s]["severity"] for s in ("6.5", "6.4", "6.2", "6.1")] == \
+            ["P1", "P2", "P1", "P0"], reports
         assert reports["6.5"]["alert_would_fire"].endswith("(for: 120s)"), reports["6.5"]
 
         # every run is an incident: severity, detected by drill, timeline, times
@@ -139,8 +143,15 @@ def main():
         assert rc == 0 and "| Detected by | drill |" in out and "measured: alert condition" in out, out
         rows = st.sql("SELECT severity, detected_by, closed_at IS NOT NULL FROM ops.incident"
                       " WHERE title LIKE 'drill 6.%' ORDER BY id")
-        assert rows == [("P1", "drill", True), ("P2", "drill", True),
+        assert rows == [("P1", "drill", True), ("P2", "drill", True), ("P1", "drill", True),
                         ("P0", "drill", True)], rows
+        # 6.2: the revocation and the grant are kasir-order's audited changes,
+        # under the drill's incident
+        inc62 = reports["6.2"]["incident"]
+        audit = st.sql("SELECT cmd, result, incident FROM orders.audit"
+                       " WHERE cmd IN ('drill.revoke_access', 'access.grant') ORDER BY id")
+        assert audit == [("drill.revoke_access", "ok", inc62),
+                         ("access.grant", "ok", inc62)], audit
 
         # drill orders are marked and left out of finance exports
         drill_orders = [r[0] for r in st.sql(
@@ -157,18 +168,21 @@ def main():
         ids = [r["order_id"] for r in csv.DictReader(io.StringIO(out, newline=""))]
         assert sale in ids and not set(drill_orders) & set(ids), (ids, drill_orders)
 
-        # history: 6.2 drilled 120 days ago (faked), 6.3 never: both overdue
+        # history: 6.3 drilled 120 days ago (faked), and 6.2's run today
+        # counts, not an older one (faked 200 days ago)
         st.sql("INSERT INTO ops.incident (severity, title, opened_by, opened_at, detected_by)"
-               " VALUES ('P1', 'drill 6.2: paid without access', 'test',"
-               " now() - interval '120 days', 'drill')")
+               " VALUES ('P1', 'drill 6.3: webhook not arriving', 'test',"
+               " now() - interval '120 days', 'drill'),"
+               " ('P1', 'drill 6.2: paid without access', 'test',"
+               " now() - interval '200 days', 'drill')")
         rc, out, _ = ctl.run("--config", dev, "--json", "drill", "history", config=False)
         assert rc == 1, out
         hist = {r["scenario"]: r for r in json.loads(out)["result"]}
-        assert [s for s in hist if hist[s]["overdue"]] == ["6.2", "6.3"], hist
-        assert hist["6.2"]["age_days"] == 120 and hist["6.3"]["incident"] is None, hist
+        assert [s for s in hist if hist[s]["overdue"]] == ["6.3"], hist
+        assert hist["6.3"]["age_days"] == 120 and hist["6.2"]["incident"] == inc62, hist
         assert hist["6.5"]["incident"] == inc, hist
         rc, out, _ = ctl.run("--config", dev, "drill", "history", config=False)
-        assert "OVERDUE" in out and "never" in out, out
+        assert "OVERDUE" in out, out
 
         # a resolution that does not resolve: the drill fails, its
         # payments are reported lost (no receipt), the incident says so
@@ -187,6 +201,20 @@ def main():
             "drill orders only: 2 paid, 2 lost; THE DRILL FAILED"
         sup.done.set()
         st.start("notifier")
+
+        # drill.revoke_access takes nothing from a real order: a drill whose
+        # course is a course for sale fails at the fault, refused and audited
+        text = re.sub(r'(?m)^  course: .*$', '  course: bikin-film-pendek', text)
+        text = re.sub(r'(?m)^  timeout: .*$', '  timeout: 30s', text)
+        with open(broken, "w") as f:
+            f.write(text)
+        r = drill(ctl, broken, "6.2", "--auto", expect=1)["result"]
+        assert r["passed"] is False and r["alert_condition_ms"] is None, r
+        refused = st.sql("SELECT order_id, error FROM orders.audit"
+                         " WHERE cmd = 'drill.revoke_access' AND result = 'refused'")
+        assert len(refused) == 1 and "not_a_drill_order" in refused[0][1], refused
+        assert st.sql("SELECT count(*) FROM orders.entitlements WHERE order_id = %s"
+                      " AND revoked_at IS NULL", (refused[0][0],))[0][0] == 1
     print("kasirctl drill test passed")
 
 
