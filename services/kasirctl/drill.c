@@ -122,7 +122,7 @@ note(struct drill *d, const char *fmt, ...)
 static int
 run_template(struct drill *d, const char *tmpl, const char *service)
 {
-	char cmd[1024];
+	char cmd[1024], shell[1040];
 	size_t o = 0;
 	int st;
 
@@ -140,8 +140,12 @@ run_template(struct drill *d, const char *tmpl, const char *service)
 	if (o >= sizeof(cmd) - 1)
 		return -E2BIG;
 	cmd[o] = '\0';
+	/* its output goes to stderr: stdout is --json's */
+	if (snprintf(shell, sizeof(shell), "(%s) 1>&2", cmd) >=
+	    (int)sizeof(shell))
+		return -E2BIG;
 	fflush(stdout);
-	st = system(cmd);
+	st = system(shell);
 	note(d, "ran `%s`: exit %d", cmd, st == -1 ? -1 : WEXITSTATUS(st));
 	return st == 0 ? 0 : KASIR_EPEER;
 }
