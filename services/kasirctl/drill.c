@@ -21,9 +21,10 @@
  *   7. healthy: doctor no longer names it; every drill payment PAID with
  *      access and a sent receipt
  *
- * Implemented: 6.1 (Snap refuses: all payments failing), 6.2 (a paid drill
- * order's access revoked), 6.4 (SMTP answers 451), 6.5 (kasir-notifier
- * stopped).  6.3 is listed and refused as not implemented yet.
+ * Scenarios: 6.1 (Snap refuses: all payments failing), 6.2 (a paid drill
+ * order's access revoked), 6.3 (the drill payments' notifications dropped:
+ * doctor needs the reconciler's auto_silence to pass, so drill.timeout
+ * must exceed it), 6.4 (SMTP answers 451), 6.5 (kasir-notifier stopped).
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -79,7 +80,8 @@ struct drill {
 	double base[4];     /* baseline counters */
 	char orders[DRILL_ORDERS_MAX][64];
 	int norders;
-	int refused; /* checkouts refused during the fault (6.1) */
+	int refused;      /* checkouts refused during the fault (6.1) */
+	bool drop_notify; /* pay without a notification (6.3) */
 	int lost;
 	cJSON *lost_list;
 	cJSON *timeline;
@@ -263,9 +265,12 @@ drill_order(struct drill *d, bool pay, bool *ret_snap_ok)
 	if (pay && *ret_snap_ok) {
 		snprintf(url, sizeof(url), "%s/_fake/orders/%s/pay",
 		         dc->fake_midtrans, id);
-		rc = drill_http("POST", url, "{}", NULL, &status, NULL);
-		note(d, "drill order %s paid at the fake Midtrans: HTTP %ld",
-		     id, status);
+		rc = drill_http("POST", url,
+		                d->drop_notify ? "{\"notify\":\"drop\"}" : "{}",
+		                NULL, &status, NULL);
+		note(d, "drill order %s paid at the fake Midtrans%s: HTTP %ld",
+		     id, d->drop_notify ? ", its notification dropped" : "",
+		     status);
 		if (rc < 0 || status >= 300)
 			return KASIR_EPEER;
 	}
@@ -354,15 +359,14 @@ order_call(struct drill *d, const char *cmd, const char *what)
  * so the fault is the lost entitlement alone. */
 static bool order_whole(struct drill *d, const char *id, char *why, size_t len);
 
+/* Waits (drill.timeout) until every drill payment is whole. */
 static int
-pay_and_settle(struct drill *d)
+settle(struct drill *d)
 {
 	int64_t end = now_real_ms() + d->c->conf.drill.timeout_ms;
-	char why[200];
+	char why[200] = "";
 	int whole = 0;
 
-	if (pay_orders(d) < 0)
-		return KASIR_EPEER;
 	while (now_real_ms() < end) {
 		whole = 0;
 		for (int i = 0; i < d->norders; i++)
@@ -371,8 +375,16 @@ pay_and_settle(struct drill *d)
 			return 0;
 		usleep(DRILL_POLL_MS * 1000);
 	}
-	note(d, "drill payments did not complete before the fault: %s", why);
+	note(d, "drill payments not complete: %s", why);
 	return KASIR_EPEER;
+}
+
+static int
+pay_and_settle(struct drill *d)
+{
+	if (pay_orders(d) < 0)
+		return KASIR_EPEER;
+	return settle(d);
 }
 
 /* 6.2: the first drill order's entitlement revoked through kasir-order's
@@ -397,6 +409,77 @@ no_traffic(struct drill *d)
 {
 	(void)d;
 	return 0;
+}
+
+/* 6.3: Midtrans's notifications stop arriving (as with a wrong
+ * notification URL): the drill's payments are made, their notifications
+ * dropped by the fake Midtrans. */
+static int
+drop_notifications(struct drill *d)
+{
+	d->drop_notify = true;
+	note(d, "the fake Midtrans drops the notifications of the drill's "
+	        "payments");
+	return 0;
+}
+
+static int
+silent_payments(struct drill *d)
+{
+	bool ok;
+
+	for (int i = 0; i < 3; i++)
+		if (drill_order(d, true, &ok) < 0 || !ok)
+			return KASIR_EPEER;
+	return 0;
+}
+
+static int
+reconcile_mode(struct drill *d, const char *mode)
+{
+	cJSON *args = cJSON_CreateObject(), *res = NULL;
+	struct ctl_error err;
+	int rc;
+
+	if (args == NULL || !cJSON_AddStringToObject(args, "mode", mode)) {
+		cJSON_Delete(args);
+		return -ENOMEM;
+	}
+	rc = ctl_call(d->c, SVC_RECONCILER, "mode.set", args, 0, &res, &err);
+	cJSON_Delete(args);
+	if (rc < 0) {
+		note(d, "kasirctl reconcile-mode %s: %s: %s",
+		     strcmp(mode, "normal") ? "on" : "off", err.code,
+		     err.message);
+		return rc;
+	}
+	note(d, "kasirctl reconcile-mode %s: mode %s (was %s)",
+	     strcmp(mode, "normal") ? "on" : "off", j_str(res, "mode"),
+	     j_str(res, "was"));
+	cJSON_Delete(res);
+	return 0;
+}
+
+/* 6.3's resolution (SOP step 4): switch to reconciliation. */
+static int
+reconcile_on(struct drill *d)
+{
+	return reconcile_mode(d, "reconcile");
+}
+
+static int settle(struct drill *d);
+
+/* 6.3 once the webhook works again: new payments notify as usual; when
+ * reconciliation has completed the silent ones, the mode goes back to
+ * normal (SOP: back to normal once webhooks arrive). */
+static int
+webhook_back(struct drill *d)
+{
+	d->drop_notify = false;
+	if (pay_orders(d) < 0)
+		return KASIR_EPEER;
+	(void)settle(d);
+	return reconcile_mode(d, "normal");
 }
 
 /* ---- alert expressions (deploy/prometheus/kasir-alerts.yml) ---------------
@@ -477,6 +560,35 @@ alert_paid_without_access(struct drill *d, char *n, size_t len)
 	return v > 0;
 }
 
+/* KasirWebhookSilence: increase(kasir_orders_created_total) >= 3 and
+ * increase(kasir_ingest_stored_total) == 0, since the drill began (the
+ * rule's window is 1h: a stack that stored notifications in the hour
+ * before the drill fires later than measured here). */
+static int
+alert_webhook_silence(struct drill *d, char *n, size_t len)
+{
+	char *po = NULL, *pi = NULL;
+	double created, stored;
+
+	if (drill_scrape(&d->c->conf, SVC_ORDER, &po) < 0 ||
+	    drill_scrape(&d->c->conf, SVC_INGEST, &pi) < 0) {
+		free(po);
+		free(pi);
+		return -ENOENT;
+	}
+	created = drill_metric_sum(po, "kasir_orders_created_total", NULL) -
+	          d->base[2];
+	stored = drill_metric_sum(pi, "kasir_ingest_stored_total", NULL) -
+	         d->base[3];
+	free(po);
+	free(pi);
+	snprintf(n, len,
+	         "increase(kasir_orders_created_total) = %.0f, "
+	         "increase(kasir_ingest_stored_total) = %.0f",
+	         created, stored);
+	return created >= 3 && stored == 0;
+}
+
 static void
 baseline(struct drill *d)
 {
@@ -487,7 +599,14 @@ baseline(struct drill *d)
 		    drill_metric_sum(page, "kasir_snap_errors_total", NULL);
 		d->base[1] =
 		    drill_metric_sum(page, "kasir_snap_ok_total", NULL);
+		d->base[2] =
+		    drill_metric_sum(page, "kasir_orders_created_total", NULL);
 	}
+	free(page);
+	page = NULL;
+	if (drill_scrape(&d->c->conf, SVC_INGEST, &page) == 0)
+		d->base[3] =
+		    drill_metric_sum(page, "kasir_ingest_stored_total", NULL);
 	free(page);
 }
 
@@ -539,8 +658,12 @@ static const struct drill_def drills[] = {
      .traffic = no_traffic, .alert_holds = alert_paid_without_access,
      .resolve = grant_access},
     {.scenario = "6.3", .title = "webhook not arriving",
-     .fault = "(not implemented yet)", .finding = "webhook_silence",
-     .alert = "KasirWebhookSilence", .alert_for_ms = 10 * 60000},
+     .fault = "the fake Midtrans drops the drill payments' notifications",
+     .finding = "webhook_silence", .alert = "KasirWebhookSilence",
+     .alert_for_ms = 15 * 60000, .needs = "drill.metrics.ingest",
+     .inject = drop_notifications, .traffic = silent_payments,
+     .alert_holds = alert_webhook_silence, .resolve = reconcile_on,
+     .after = webhook_back},
     {.scenario = "6.4", .title = "notification not sent",
      .fault = "smtp-sink answers 451 to every message",
      .finding = "provider_failing", .alert = "KasirNotifierProviderFailing",
@@ -590,6 +713,9 @@ configured(const struct ctl_conf *conf, const struct drill_def *def)
 		return false;
 	if (strstr(def->needs, "smtp_control") && dc->smtp_control == NULL)
 		return false;
+	if (strstr(def->needs, "metrics.ingest") &&
+	    dc->metrics[SVC_INGEST] == NULL)
+		return false;
 	if (strstr(def->needs, "stop_command") &&
 	    (dc->stop_command == NULL || dc->start_command == NULL))
 		return false;
@@ -634,7 +760,7 @@ static void
 detect(struct drill *d)
 {
 	int64_t end = timeout_at(d);
-	char n[300];
+	char n[300] = "";
 	bool healthy;
 
 	while (now_real_ms() < end && (d->t_alert < 0 || d->t_doctor < 0)) {
@@ -656,7 +782,8 @@ detect(struct drill *d)
 		}
 	}
 	if (d->t_alert < 0)
-		note(d, "alert %s: expression never held", d->def->alert);
+		note(d, "alert %s: expression never held (last: %s)",
+		     d->def->alert, n);
 	if (d->t_doctor < 0)
 		note(d, "doctor never named %s", d->def->finding);
 }
