@@ -22,7 +22,7 @@
  *   doctor:
  *     lag_max: 100                # stream lag (messages) reported as P1
  *     expiry_grace: 15m           # PENDING this long past expiry: P2
- *     snap_window: 30m            # every Snap attempt in it failed: P0
+ *     snap_window: 30m            # most Snap attempts failed (>= 3 or all): P0
  *     recent: 24h                 # Snap failures / unknown notifications
  *
  * Dev stack: var/dev.env (written by deploy/dev/up) names the rendered
@@ -123,6 +123,48 @@ static const struct conf_key ctl_conf_keys[] = {
      .type = CONF_STRING,
      .offset = F(evidence_key_id),
      .defval = "ev1"},
+    {.key = "deployment",
+     .type = CONF_STRING,
+     .offset = F(deployment),
+     .defval = "production"},
+    {.key = "drill.stop_command",
+     .type = CONF_STRING,
+     .offset = F(drill.stop_command)},
+    {.key = "drill.start_command",
+     .type = CONF_STRING,
+     .offset = F(drill.start_command)},
+    {.key = "drill.api_url", .type = CONF_STRING, .offset = F(drill.api_url)},
+    {.key = "drill.api_token_file",
+     .type = CONF_SECRET,
+     .offset = F(drill.api_token)},
+    {.key = "drill.course",
+     .type = CONF_STRING,
+     .offset = F(drill.course),
+     .defval = "drill"},
+    {.key = "drill.fake_midtrans",
+     .type = CONF_STRING,
+     .offset = F(drill.fake_midtrans)},
+    {.key = "drill.smtp_control",
+     .type = CONF_STRING,
+     .offset = F(drill.smtp_control)},
+    {.key = "drill.metrics.ingest",
+     .type = CONF_STRING,
+     .offset = F(drill.metrics[SVC_INGEST])},
+    {.key = "drill.metrics.order",
+     .type = CONF_STRING,
+     .offset = F(drill.metrics[SVC_ORDER])},
+    {.key = "drill.metrics.notifier",
+     .type = CONF_STRING,
+     .offset = F(drill.metrics[SVC_NOTIFIER])},
+    {.key = "drill.metrics.reconciler",
+     .type = CONF_STRING,
+     .offset = F(drill.metrics[SVC_RECONCILER])},
+    {.key = "drill.timeout",
+     .type = CONF_DURATION,
+     .offset = F(drill.timeout_ms),
+     .min = 1000,
+     .max = 3600000,
+     .defval = "120s"},
     {.key = "doctor.lag_max",
      .type = CONF_INT,
      .offset = F(lag_max),
@@ -149,6 +191,18 @@ static const struct conf_key ctl_conf_keys[] = {
      .defval = "30m"},
     CONF_END(ctl_conf_check),
 };
+
+int
+ctl_deployment_parse(const char *s)
+{
+	if (s == NULL || strcmp(s, "production") == 0)
+		return CTL_DEPLOY_PRODUCTION;
+	if (strcmp(s, "staging") == 0)
+		return CTL_DEPLOY_STAGING;
+	if (strcmp(s, "dev") == 0)
+		return CTL_DEPLOY_DEV;
+	return -EINVAL;
+}
 
 void
 ctl_conf_free(struct ctl_conf *conf)
@@ -193,6 +247,10 @@ conf_problem(const struct ctl_conf *conf, const char **ret_key, char *buf,
 	if (n == 0) {
 		*ret_key = "sockets";
 		return "no admin socket configured";
+	}
+	if (ctl_deployment_parse(conf->deployment) < 0) {
+		*ret_key = "deployment";
+		return "deployment: want dev, staging or production";
 	}
 	if (conf->db_url == NULL && conf->db_migrate_url != NULL) {
 		*ret_key = "database.migrate_url";

@@ -18,6 +18,8 @@
  *   evidence.c    kasirctl evidence ORDER_ID | verify FILE (the archive:
  *                 evidence_archive.c)
  *   refund.c      kasirctl refund ORDER_ID
+ *   drill.c       kasirctl drill list|run|history (drill.h: drill_probe.c
+ *                 HTTP and /metrics, drill_history.c)
  *
  * kasirctl never writes another service's tables: every change is an admin
  * request to the owning daemon, which checks the role (from the socket's
@@ -75,6 +77,30 @@ const char *ctl_svc_key(enum ctl_svc s);
 
 /* ---- configuration (conf.c) ------------------------------------------ */
 
+/* "deployment:" in kasirctl.yaml; absent means production.  Only dev and
+ * staging may be drilled (drill.c). */
+enum ctl_deployment {
+	CTL_DEPLOY_PRODUCTION = 0,
+	CTL_DEPLOY_STAGING,
+	CTL_DEPLOY_DEV,
+};
+/* enum ctl_deployment for "dev"/"staging"/"production" (NULL: production),
+ * -EINVAL otherwise. */
+int ctl_deployment_parse(const char *s);
+
+/* kasirctl drill (drill.c): how faults are injected and measured. */
+struct ctl_drill_conf {
+	char *stop_command;  /* "systemctl stop {unit}"; NULL: no 6.5 drill */
+	char *start_command; /* "systemctl start {unit}" */
+	char *api_url;       /* kasir-order's public API, drill orders */
+	struct conf_secret api_token;
+	char *course;             /* the catalog's drill course */
+	char *fake_midtrans;      /* fake Midtrans control base URL */
+	char *smtp_control;       /* smtp-sink control base URL */
+	char *metrics[SVC_COUNT]; /* http://HOST:PORT/metrics per daemon */
+	int64_t timeout_ms;       /* each phase of a drill */
+};
+
 struct ctl_conf {
 	char *socket[SVC_COUNT]; /* nng url; NULL: not configured */
 	int64_t timeout_ms;      /* per admin request */
@@ -95,6 +121,9 @@ struct ctl_conf {
 	 * (NULL value: not configured) and the id written beside it */
 	struct conf_secret evidence_key;
 	char *evidence_key_id;
+
+	char *deployment; /* "dev" | "staging" | "production" (default) */
+	struct ctl_drill_conf drill;
 
 	/* doctor thresholds */
 	int64_t lag_max;         /* stream lag (messages) before P2 */
@@ -291,6 +320,13 @@ int cmd_export(struct ctl *c, int argc, char **argv);
 int cmd_evidence(struct ctl *c, int argc, char **argv);
 int cmd_evidence_verify(struct ctl *c, int argc, char **argv);
 int cmd_refund(struct ctl *c, int argc, char **argv);
+int cmd_drill_list(struct ctl *c, int argc, char **argv);
+int cmd_drill_run(struct ctl *c, int argc, char **argv);
+int cmd_drill_history(struct ctl *c, int argc, char **argv);
+
+/* doctor.c, shared with drill: every check run once, no output; the
+ * object --json doctor prints as result plus "at_ms".  NULL on ENOMEM. */
+struct cJSON *ctl_doctor_collect(struct ctl *c);
 
 /* status.c, shared with doctor: "status" of every configured daemon
  * (st[s] NULL when it did not answer: err[s] says why; caller frees st),

@@ -70,6 +70,10 @@ static const struct ctl_command commands[] = {
     {"evidence", NULL, cmd_evidence, false, false,
      "evidence ORDER_ID [--output FILE] [--include-personal]"},
     {"refund", NULL, cmd_refund, true, false, "refund ORDER_ID [--amount N]"},
+    {"drill", "list", cmd_drill_list, false, false, "drill list"},
+    {"drill", "run", cmd_drill_run, true, true,
+     "drill run 6.1..6.5 [--auto] (dev and staging only)"},
+    {"drill", "history", cmd_drill_history, false, true, "drill history"},
 };
 
 static void

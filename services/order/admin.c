@@ -6,6 +6,10 @@
  *   orders.pending               pending orders (doctor, reconcile)
  *   orders.unknown_notifications evidence naming unknown orders
  *   doctor.facts                 inconsistencies for kasirctl doctor
+ *   drill.revoke_access {order_id}  engineer + reason: kasirctl drill 6.2
+ *                                takes the access of a PAID drill order
+ *                                (its course is drill: true) away; any
+ *                                other order is refused
  *   access.grant {order_id}      engineer + reason: re-issue a MISSING
  *                                entitlement of a PAID-with-evidence order
  *   export.orders {from,to}      engineer: orders for finance
@@ -400,6 +404,78 @@ dberr:
 	return rc;
 }
 
+static const struct db_stmt st_is_drill = {
+    .name = "admin_is_drill",
+    .sql = "SELECT drill FROM orders.orders WHERE order_id = $1",
+    .nparams = 1,
+};
+
+/* kasirctl drill 6.2 ("paid without access"): the entitlement of a PAID
+ * drill order revoked, as a lost entitlement would look.  Only drill
+ * orders; audited like access.grant. */
+static int
+cmd_drill_revoke(struct order_service *s, struct kasir_db *db,
+                 const struct admin_request *req, cJSON **ret, char *code,
+                 size_t code_len, char *msg, size_t msg_len)
+{
+	const char *order_id = arg_str(req, "order_id");
+	const char *p[1] = {order_id};
+	struct order_row o;
+	PGresult *res = NULL;
+	bool drill;
+	int rc;
+
+	if (order_id == NULL || !order_id_valid(order_id, ORDER_ID_MAX))
+		return fail(code, code_len, msg, msg_len, -EINVAL,
+		            "invalid_args", "args.order_id required");
+	if ((rc = db_begin(db)) < 0)
+		return rc;
+	if (req->peer.role != ADMIN_ROLE_ENGINEER)
+		return refuse(db, req, order_id, NULL, KASIR_EPERM, code,
+		              code_len, msg, msg_len, "role_required",
+		              "drill.revoke_access needs the engineer role");
+	if (req->reason == NULL || req->reason[0] == '\0')
+		return refuse(db, req, order_id, NULL, -EINVAL, code, code_len,
+		              msg, msg_len, "reason_required",
+		              "drill.revoke_access needs a reason");
+	rc = store_lock_order(db, order_id, NULL, &o);
+	if (rc == KASIR_ENOTFOUND)
+		return refuse(db, req, order_id, NULL, KASIR_ENOTFOUND, code,
+		              code_len, msg, msg_len, "order_not_found",
+		              "no such order");
+	if (rc < 0 || (rc = db_exec(db, &st_is_drill, p, &res)) < 0)
+		goto dberr;
+	drill = strcmp(db_get(res, 0, 0), "t") == 0;
+	PQclear(res);
+	res = NULL;
+	if (!drill)
+		return refuse(db, req, order_id, NULL, KASIR_EREJECT, code,
+		              code_len, msg, msg_len, "not_a_drill_order",
+		              "only a drill order's access can be revoked by "
+		              "a drill");
+	if (o.status != ORDER_PAID)
+		return refuse(db, req, order_id, NULL, KASIR_ECONFLICT, code,
+		              code_len, msg, msg_len, "not_paid",
+		              "the drill order is not PAID");
+	if ((rc = audit(db, req, order_id, "{\"active_entitlements\":1}",
+	                "{\"active_entitlements\":0}", "ok", NULL, NULL, 0)) <
+	        0 ||
+	    (rc = store_revoke(s, db, &o, "operator", NULL, req->reason,
+	                       NULL)) < 0)
+		goto dberr;
+	if ((rc = db_commit(db)) < 0)
+		return rc;
+	stream_producer_kick(s->producer);
+	log_fields(LOG_NOTICE, LOG_F({"ORDER_ID", order_id}),
+	           "drill: access revoked by %s: %s", req->peer.user,
+	           req->reason);
+	return store_order_view(db, order_id, true, ret);
+dberr:
+	PQclear(res);
+	db_rollback(db);
+	return rc;
+}
+
 /*
  * A phone number as digits with the country code: "+62 812-3456",
  * "0812 3456" and "628123456" are one number.  The same expression runs
@@ -535,6 +611,7 @@ static const struct db_stmt st_export = {
            " FROM orders.orders"
            " WHERE created_at >= $1::timestamptz"
            " AND created_at < $2::timestamptz"
+           " AND NOT drill" /* kasirctl drill's orders are not sales */
            " ORDER BY created_at LIMIT 100000",
     .nparams = 2,
 };
@@ -588,6 +665,7 @@ const char *const order_admin_commands[] = {"status",
                                             "orders.unknown_notifications",
                                             "doctor.facts",
                                             "access.grant",
+                                            "drill.revoke_access",
                                             "export.orders",
                                             "orders.find",
                                             NULL};
@@ -671,6 +749,9 @@ admin_handle(void *arg, const struct admin_request *req,
 		rc = cmd_doctor(db, &res);
 	} else if (strcmp(cmd, "access.grant") == 0) {
 		return cmd_access_grant(s, db, req, ret_result, err_code,
+		                        code_len, err_msg, msg_len);
+	} else if (strcmp(cmd, "drill.revoke_access") == 0) {
+		return cmd_drill_revoke(s, db, req, ret_result, err_code,
 		                        code_len, err_msg, msg_len);
 	} else if (strcmp(cmd, "export.orders") == 0) {
 		return cmd_export(db, req, ret_result, err_code, code_len,

@@ -211,11 +211,12 @@ static const struct db_stmt st_insert = {
     .name = "api_order_insert",
     .sql = "INSERT INTO orders.orders (order_id, course_id, course_title,"
            " amount, customer_name, customer_email, customer_phone,"
-           " access_days, expires_at, idempotency_key, request_hash)"
+           " access_days, expires_at, idempotency_key, request_hash, drill)"
            " VALUES ($1, $2, $3, $4::bigint, $5, $6, $7, $8::integer,"
-           " now() + $9::bigint * interval '1 millisecond', $10, $11)"
+           " now() + $9::bigint * interval '1 millisecond', $10, $11,"
+           " $12::boolean)"
            " RETURNING " TS("expires_at"),
-    .nparams = 11,
+    .nparams = 12,
 };
 
 static const struct db_stmt st_snap_result = {
@@ -500,13 +501,13 @@ again:
 		res = NULL;
 	}
 	{
-		const char *p[11] = {
+		const char *p[12] = {
 		    in.order_id,      in.course->id,
 		    in.course->title, price,
 		    in.name,          in.email,
 		    in.phone,         in.course->access_days ? days : NULL,
 		    expiry,           in.idem_key,
-		    in.hash};
+		    in.hash,          in.course->drill ? "true" : "false"};
 		rc = db_exec(db, &st_insert, p, &res);
 	}
 	if (rc == KASIR_ESQL && strcmp(db_last_sqlstate(db), "23505") == 0) {

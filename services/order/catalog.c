@@ -35,7 +35,11 @@ catalog_json(const struct order_conf *c)
 	if (arr == NULL)
 		goto fail;
 	for (size_t i = 0; i < c->courses.count; i++) {
-		cJSON *o = cJSON_CreateObject();
+		cJSON *o;
+
+		if (cs[i].drill)
+			continue; /* kasirctl drill's course: not for sale */
+		o = cJSON_CreateObject();
 		if (o == NULL)
 			goto fail;
 		cJSON_AddItemToArray(arr, o);

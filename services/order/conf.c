@@ -24,6 +24,7 @@ static const struct conf_key course_keys[] = {
      .type = CONF_STRING,
      .offset = K(access_text),
      .defval = "lifetime"},
+    {.key = "drill", .type = CONF_BOOL, .offset = K(drill), .defval = "false"},
     {.key = NULL},
 };
 

@@ -52,6 +52,8 @@ struct course {
 	int64_t price;       /* IDR, > 0 */
 	char *access_text;   /* "lifetime" or "<N>d" */
 	int64_t access_days; /* 0 = lifetime (derived from access_text) */
+	bool drill;          /* kasirctl drill's course: its orders are
+	                        marked drill and left out of export.orders */
 };
 
 struct order_conf {
