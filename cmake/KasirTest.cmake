@@ -43,7 +43,7 @@ set(KASIR_TEST_COSTS backbone=90 chaos_short=80 chaos_commit=80
   notifier_receipt=30 shutdown_sigterm=30 ops_sd_notify=30
   notifier_whatsapp_templates=27 kasirctl_sop=28 payment_outage=27
   db_daemon=22 reconciler_5xx=21 kasirctl_evidence_refund=20
-  reconciler_confirm=28)
+  reconciler_confirm=28 kasirctl_drill=40)
 
 function(kasir_py_test name script)
   cmake_parse_arguments(T "" "TIMEOUT" "LABELS" ${ARGN})
