@@ -47,9 +47,10 @@ struct admin_socket {
 	bool is_ipc;
 	char *engineer_group;
 	char *support_group;
-	const char *const *commands; /* the daemon's static table */
-	admin_refused_fn refused;    /* may be NULL */
-	admin_handler_fn handler;
+	const struct admin_command *commands; /* the daemon's table */
+	admin_prepare_fn prepare;             /* may be NULL */
+	admin_audit_refusal_fn audit_refusal; /* may be NULL */
+	admin_refused_fn refused;             /* may be NULL */
 	void *arg;
 };
 
@@ -148,21 +149,21 @@ default_code(int rc)
 {
 	switch (rc) {
 	case KASIR_ENOTFOUND:
-		return "not_found";
+		return ADMIN_E_NOT_FOUND;
 	case KASIR_EPERM:
-		return "role_required";
+		return ADMIN_E_ROLE_REQUIRED;
 	case KASIR_ECONFLICT:
-		return "conflict";
+		return ADMIN_E_CONFLICT;
 	case KASIR_EREJECT:
 	case -EINVAL:
-		return "invalid";
+		return ADMIN_E_INVALID_ARGS;
 	case KASIR_EDB:
 	case KASIR_EDBUNKNOWN:
-		return "database_unavailable";
+		return ADMIN_E_DATABASE_UNAVAILABLE;
 	case KASIR_ETOOBIG:
-		return "too_big";
+		return ADMIN_E_TOO_BIG;
 	default:
-		return "internal";
+		return ADMIN_E_INTERNAL;
 	}
 }
 
@@ -212,36 +213,80 @@ admin_role_parse(const char *s, enum admin_role *ret)
 	return 0;
 }
 
-/* True when cmd is one of the daemon's registered commands. */
-static bool
-command_registered(const struct admin_socket *s, const char *cmd)
+/* The daemon's table entry for cmd, or NULL. */
+static const struct admin_command *
+command_find(const struct admin_socket *s, const char *cmd)
 {
-	for (const char *const *c = s->commands; *c != NULL; c++)
-		if (strcmp(*c, cmd) == 0)
-			return true;
-	return false;
+	for (const struct admin_command *c = s->commands; c->name != NULL; c++)
+		if (strcmp(c->name, cmd) == 0)
+			return c;
+	return NULL;
 }
 
-/* The built-in "admin.commands": {"commands":[names]}; NULL on ENOMEM. */
+/* The built-in "admin.commands": {"commands":[names], "table":[{name,
+ * min_role, audited}]}; NULL on ENOMEM. */
 static cJSON *
 commands_result(const struct admin_socket *s)
 {
-	cJSON *r = cJSON_CreateObject(), *list;
+	cJSON *r = cJSON_CreateObject(), *list, *table;
 
 	if (r == NULL ||
-	    (list = cJSON_AddArrayToObject(r, "commands")) == NULL) {
+	    (list = cJSON_AddArrayToObject(r, "commands")) == NULL ||
+	    (table = cJSON_AddArrayToObject(r, "table")) == NULL) {
 		cJSON_Delete(r);
 		return NULL;
 	}
-	for (const char *const *c = s->commands; *c != NULL; c++) {
-		cJSON *name = cJSON_CreateString(*c);
+	for (const struct admin_command *c = s->commands; c->name != NULL;
+	     c++) {
+		cJSON *name = cJSON_CreateString(c->name);
+		cJSON *row = cJSON_CreateObject();
+
 		if (name == NULL || !cJSON_AddItemToArray(list, name)) {
 			cJSON_Delete(name);
+			cJSON_Delete(row);
+			cJSON_Delete(r);
+			return NULL;
+		}
+		if (row == NULL || !cJSON_AddItemToArray(table, row) ||
+		    cJSON_AddStringToObject(row, "name", c->name) == NULL ||
+		    cJSON_AddStringToObject(row, "min_role",
+		                            admin_role_name(c->min_role)) ==
+		        NULL ||
+		    cJSON_AddBoolToObject(row, "audited", c->audited) == NULL) {
 			cJSON_Delete(r);
 			return NULL;
 		}
 	}
 	return r;
+}
+
+/* Runs the command found in the table: the minimum role, then the
+ * daemon's prepare hook, then the handler. */
+static int
+dispatch(struct admin_socket *s, const struct admin_command *c,
+         const struct admin_request *req, cJSON **result, char *code,
+         size_t code_len, char *emsg, size_t msg_len)
+{
+	int rc;
+
+	if (req->peer.role < c->min_role) {
+		char why[128];
+
+		snprintf(why, sizeof(why), "%s needs the %s role", c->name,
+		         admin_role_name(c->min_role));
+		if (c->audited && s->audit_refusal != NULL)
+			s->audit_refusal(s->arg, req, ADMIN_E_ROLE_REQUIRED,
+			                 why);
+		if (s->refused != NULL)
+			s->refused(s->arg, req, ADMIN_E_ROLE_REQUIRED);
+		snprintf(code, code_len, "%s", ADMIN_E_ROLE_REQUIRED);
+		snprintf(emsg, msg_len, "%s", why);
+		return KASIR_EPERM;
+	}
+	if (s->prepare != NULL &&
+	    (rc = s->prepare(s->arg, req, code, code_len, emsg, msg_len)) < 0)
+		return rc;
+	return c->handler(s->arg, req, result, code, code_len, emsg, msg_len);
 }
 
 static const char *
@@ -257,6 +302,7 @@ handle(struct admin_socket *s, nng_msg *msg)
 {
 	char code[ADMIN_ERRCODE_MAX] = "", emsg[ADMIN_ERRMSG_MAX] = "";
 	struct admin_request req;
+	const struct admin_command *c;
 	const cJSON *v, *cmd, *args;
 	cJSON *root = NULL, *empty = NULL, *result = NULL, *reply;
 	size_t len = nng_msg_len(msg);
@@ -350,16 +396,16 @@ handle(struct admin_socket *s, nng_msg *msg)
 	if (strcmp(req.cmd, "admin.commands") == 0) {
 		result = commands_result(s);
 		rc = result != NULL ? 0 : -ENOMEM;
-	} else if (!command_registered(s, req.cmd)) {
+	} else if ((c = command_find(s, req.cmd)) == NULL) {
 		if (s->refused != NULL)
-			s->refused(s->arg, &req, "unknown_command");
-		snprintf(code, sizeof(code), "unknown_command");
+			s->refused(s->arg, &req, ADMIN_E_UNKNOWN_COMMAND);
+		snprintf(code, sizeof(code), ADMIN_E_UNKNOWN_COMMAND);
 		snprintf(emsg, sizeof(emsg),
 		         "no such command (admin.commands lists them)");
 		rc = -ENOTSUP;
 	} else {
-		rc = s->handler(s->arg, &req, &result, code, sizeof(code), emsg,
-		                sizeof(emsg));
+		rc = dispatch(s, c, &req, &result, code, sizeof(code), emsg,
+		              sizeof(emsg));
 	}
 	if (rc < 0) {
 		cJSON_Delete(result);
@@ -484,21 +530,25 @@ remove_stale_socket(const char *url)
 }
 
 int
-admin_socket_start(const struct admin_socket_conf *conf,
-                   admin_handler_fn handler, void *arg,
+admin_socket_start(const struct admin_socket_conf *conf, void *arg,
                    struct admin_socket **ret)
 {
 	struct admin_socket *s;
 	int rv, rc, mode = 0;
 
 	if (conf == NULL || conf->url == NULL || conf->commands == NULL ||
-	    handler == NULL || ret == NULL)
+	    ret == NULL)
 		return -EINVAL;
+	for (const struct admin_command *c = conf->commands; c->name != NULL;
+	     c++)
+		if (c->handler == NULL || c->min_role < ADMIN_ROLE_SUPPORT)
+			return -EINVAL;
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
 		return -ENOMEM;
-	s->handler = handler;
 	s->commands = conf->commands;
+	s->prepare = conf->prepare;
+	s->audit_refusal = conf->audit_refusal;
 	s->refused = conf->refused;
 	s->arg = arg;
 	s->is_ipc = strncmp(conf->url, "ipc://", 6) == 0;

@@ -24,13 +24,21 @@
  * forget them:
  *   - role "none" is refused ("role_required") whatever the command, even
  *     an unknown one, before the daemon's handler runs;
- *   - the daemon registers the names of its commands (conf.commands); any
- *     other name is answered "unknown_command" without calling the handler.
- * The built-in "admin.commands" lists the registered names (support and
- * engineer), so tools and tests learn what a daemon answers from the
- * daemon itself.  conf.refused is told of both refusals (the daemon logs
- * them).  Finer checks (engineer only, reason required) stay in the
- * handlers, which audit their refusals.
+ *   - the daemon registers a command table (conf.commands: name, minimum
+ *     role, handler, audited); any other name is answered
+ *     "unknown_command" without calling a handler, and a caller below the
+ *     command's minimum role is answered "role_required" (for an audited
+ *     command conf.audit_refusal writes that refusal to the daemon's audit
+ *     table first).  The table is the dispatch: no daemon compares names.
+ * The built-in "admin.commands" lists the table (name, min_role, audited)
+ * to support and engineer, so tools and tests learn what a daemon answers
+ * from the daemon itself.  conf.refused is told of every refusal made
+ * here (the daemon logs them).  Finer checks (reason required, arguments)
+ * stay in the handlers, which audit their refusals (admin_audit.h).
+ *
+ * Error codes: one vocabulary for every daemon (ADMIN_E_* below).  kasirctl
+ * also accepts the older spellings "db_unavailable" and "bad_args" so that
+ * a fleet with daemons of mixed versions stays readable.
  */
 #ifndef KASIR_ADMIN_SOCKET_H
 #define KASIR_ADMIN_SOCKET_H
@@ -51,6 +59,18 @@ enum admin_role {
 const char *admin_role_name(enum admin_role r);
 /* The reverse: 0 and *ret set, or -EINVAL for any other text. */
 int admin_role_parse(const char *s, enum admin_role *ret);
+
+/* The error vocabulary of every daemon's admin replies. */
+#define ADMIN_E_DATABASE_UNAVAILABLE "database_unavailable"
+#define ADMIN_E_INVALID_ARGS         "invalid_args"
+#define ADMIN_E_ROLE_REQUIRED        "role_required"
+#define ADMIN_E_REASON_REQUIRED      "reason_required"
+#define ADMIN_E_NOT_FOUND            "not_found"
+#define ADMIN_E_ORDER_NOT_FOUND      "order_not_found"
+#define ADMIN_E_UNKNOWN_COMMAND      "unknown_command"
+#define ADMIN_E_CONFLICT             "conflict"
+#define ADMIN_E_TOO_BIG              "too_big"
+#define ADMIN_E_INTERNAL             "internal"
 
 struct admin_peer {
 	char user[64]; /* unix user name (or uid as text) */
@@ -76,6 +96,33 @@ typedef int (*admin_handler_fn)(void *arg, const struct admin_request *req,
                                 size_t code_len, char *err_msg, size_t msg_len);
 
 /*
+ * One row of a daemon's command table (designated initializers; the table
+ * ends with an entry whose name is NULL).  min_role is SUPPORT or
+ * ENGINEER; audited says the handler writes an audit row (admin_audit.h)
+ * and that a refusal at the role gate is audited too.
+ */
+struct admin_command {
+	const char *name;
+	enum admin_role min_role;
+	admin_handler_fn handler;
+	bool audited;
+};
+
+/*
+ * Runs before every registered command's handler (e.g. reconnects the
+ * admin database); a negative return is the reply, as for a handler.
+ */
+typedef int (*admin_prepare_fn)(void *arg, const struct admin_request *req,
+                                char *err_code, size_t code_len, char *err_msg,
+                                size_t msg_len);
+
+/* Writes the role-gate refusal of an audited command to the daemon's
+ * audit table (in its own transaction). */
+typedef void (*admin_audit_refusal_fn)(void *arg,
+                                       const struct admin_request *req,
+                                       const char *code, const char *why);
+
+/*
  * Told of a request refused before the handler ran ("role_required" for
  * role none, "unknown_command"), with the handler's arg, so the daemon
  * logs it (the library does not log policy).  req->cmd is 1..64 of
@@ -89,14 +136,16 @@ struct admin_socket_conf {
 	const char *mode;           /* "0660"; ipc only */
 	const char *engineer_group; /* unix group names; may be NULL */
 	const char *support_group;
-	/* The daemon's command names, NULL-terminated; must outlive the
-	 * socket (a static table).  Required. */
-	const char *const *commands;
-	admin_refused_fn refused; /* may be NULL */
+	/* The daemon's command table, ended by a NULL name; must outlive
+	 * the socket (a static table).  Required. */
+	const struct admin_command *commands;
+	admin_prepare_fn prepare;             /* may be NULL */
+	admin_audit_refusal_fn audit_refusal; /* may be NULL */
+	admin_refused_fn refused;             /* may be NULL */
 };
 
-int admin_socket_start(const struct admin_socket_conf *conf,
-                       admin_handler_fn handler, void *arg,
+/* arg is handed to every handler and hook. */
+int admin_socket_start(const struct admin_socket_conf *conf, void *arg,
                        struct admin_socket **ret);
 void admin_socket_stop(struct admin_socket *s);
 

@@ -22,6 +22,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "admin_audit.h"
 #include "admin_socket.h"
 #include "err.h"
 #include "ingest.h"
@@ -103,10 +104,16 @@ static const struct db_stmt stmt_export_events = {
 
 static const struct db_stmt stmt_audit_insert = {
     .name = "ingest_admin_audit",
-    .sql = "INSERT INTO ingest.audit (actor, role, cmd, reason, incident, "
-           "args, result, error) VALUES ($1, $2, $3, $4, $5, $6::jsonb, $7, "
-           "$8)",
-    .nparams = 8,
+    .sql = "INSERT INTO ingest.audit (actor, role, cmd, args, reason,"
+           " incident, before, after, result, error) VALUES ($1, $2, $3,"
+           " $4::jsonb, $5, $6, $7::jsonb, $8::jsonb, $9, $10)",
+    .nparams = 10,
+};
+
+static const struct db_stmt stmt_audit_list = {
+    .name = "ingest_admin_audit_list",
+    .sql = ADMIN_AUDIT_LIST_SQL("ingest"),
+    .nparams = 4,
 };
 
 #define EXPORT_EVENTS_MAX 100000
@@ -369,16 +376,8 @@ static int
 audit(struct kasir_db *db, const struct admin_request *req, const char *result,
       const char *error)
 {
-	char *args = cJSON_PrintUnformatted(req->args);
-	const char *p[8] = {req->peer.user, admin_role_name(req->peer.role),
-	                    req->cmd,       req->reason,
-	                    req->incident,  args != NULL ? args : "{}",
-	                    result,         error};
-	int rc;
-
-	rc = db_exec(db, &stmt_audit_insert, p, NULL);
-	cJSON_free(args);
-	return rc;
+	return admin_audit(db, &stmt_audit_insert, req, NULL, NULL, NULL,
+	                   result, error);
 }
 
 /* Audits a refusal in its own transaction and fills the error reply. */
@@ -387,14 +386,7 @@ refuse(struct ingest_admin_ctx *c, const struct admin_request *req, int err,
        char *code, size_t code_len, char *msg, size_t msg_len, const char *ec,
        const char *em)
 {
-	int rc;
-
-	if ((rc = db_begin(c->db)) < 0 ||
-	    (rc = audit(c->db, req, "refused", ec)) < 0 ||
-	    (rc = db_commit(c->db)) < 0) {
-		db_rollback(c->db);
-		return rc;
-	}
+	admin_audit_refusal(c->db, &stmt_audit_insert, req, NULL, ec);
 	set_err(code, code_len, msg, msg_len, ec, em);
 	return err;
 }
@@ -411,13 +403,10 @@ cmd_export_events(struct ingest_admin_ctx *c, const struct admin_request *req,
 	cJSON *o = NULL, *rows;
 	int rc, n;
 
-	if (req->peer.role != ADMIN_ROLE_ENGINEER)
-		return refuse(c, req, KASIR_EPERM, code, code_len, msg, msg_len,
-		              "role_required",
-		              "export needs the engineer role");
 	if (!cJSON_IsString(jf) || !cJSON_IsString(jt))
 		return refuse(c, req, -EINVAL, code, code_len, msg, msg_len,
-		              "invalid_args", "args.from and args.to required");
+		              ADMIN_E_INVALID_ARGS,
+		              "args.from and args.to required");
 	p[0] = jf->valuestring;
 	p[1] = jt->valuestring;
 	if ((rc = db_begin(c->db)) < 0)
@@ -426,7 +415,8 @@ cmd_export_events(struct ingest_admin_ctx *c, const struct admin_request *req,
 	if (rc == KASIR_ESQL) {
 		db_rollback(c->db);
 		return refuse(c, req, -EINVAL, code, code_len, msg, msg_len,
-		              "invalid_args", "from/to must be timestamps");
+		              ADMIN_E_INVALID_ARGS,
+		              "from/to must be timestamps");
 	}
 	if (rc < 0)
 		goto fail;
@@ -475,14 +465,105 @@ fail:
 	return rc;
 }
 
-/* The dispatch below answers exactly these (common/admin_socket.c refuses
- * any other name and role none before the handler runs). */
-const char *const ingest_admin_commands[] = {
-    "status",          "doctor.facts",  "events.list", "evidence.order",
-    "quarantine.list", "export.events", NULL};
+static int
+h_status(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+         size_t code_len, char *msg, size_t msg_len)
+{
+	(void)req;
+	(void)code;
+	(void)code_len;
+	(void)msg;
+	(void)msg_len;
+	return cmd_status(arg, ret);
+}
+
+static int
+h_doctor(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+         size_t code_len, char *msg, size_t msg_len)
+{
+	(void)req;
+	return cmd_doctor_facts(arg, ret, code, code_len, msg, msg_len);
+}
+
+static int
+h_events_list(void *arg, const struct admin_request *req, cJSON **ret,
+              char *code, size_t code_len, char *msg, size_t msg_len)
+{
+	return cmd_events_list(arg, req->args, ret, code, code_len, msg,
+	                       msg_len);
+}
+
+static int
+h_evidence(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+           size_t code_len, char *msg, size_t msg_len)
+{
+	return ingest_admin_evidence(arg, req->args, ret, code, code_len, msg,
+	                             msg_len);
+}
+
+static int
+h_quarantine_list(void *arg, const struct admin_request *req, cJSON **ret,
+                  char *code, size_t code_len, char *msg, size_t msg_len)
+{
+	return cmd_quarantine_list(arg, req->args, ret, code, code_len, msg,
+	                           msg_len);
+}
+
+static int
+h_export(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+         size_t code_len, char *msg, size_t msg_len)
+{
+	return cmd_export_events(arg, req, ret, code, code_len, msg, msg_len);
+}
+
+static int
+h_audit_list(void *arg, const struct admin_request *req, cJSON **ret,
+             char *code, size_t code_len, char *msg, size_t msg_len)
+{
+	struct ingest_admin_ctx *c = arg;
+
+	return admin_audit_list(c->db, &stmt_audit_list, req, ret, code,
+	                        code_len, msg, msg_len);
+}
+
+/* The command table: common/admin_socket.c checks the role and
+ * dispatches; any other name is refused there. */
+const struct admin_command ingest_admin_commands[] = {
+    {.name = "status", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_status},
+    {.name = "doctor.facts",
+     .min_role = ADMIN_ROLE_SUPPORT,
+     .handler = h_doctor},
+    {.name = "events.list",
+     .min_role = ADMIN_ROLE_SUPPORT,
+     .handler = h_events_list},
+    {.name = "evidence.order",
+     .min_role = ADMIN_ROLE_SUPPORT,
+     .handler = h_evidence},
+    {.name = "quarantine.list",
+     .min_role = ADMIN_ROLE_SUPPORT,
+     .handler = h_quarantine_list},
+    {.name = "audit.list",
+     .min_role = ADMIN_ROLE_SUPPORT,
+     .handler = h_audit_list},
+    {.name = "export.events",
+     .min_role = ADMIN_ROLE_ENGINEER,
+     .handler = h_export,
+     .audited = true},
+    {.name = NULL}};
+
+/* An audited command refused at the role gate: written to ingest.audit. */
+void
+ingest_admin_audit_refusal(void *arg, const struct admin_request *req,
+                           const char *code, const char *why)
+{
+	struct ingest_admin_ctx *c = arg;
+
+	(void)why;
+	admin_audit_refusal(c->db, &stmt_audit_insert, req, NULL, code);
+}
 
 /* A request common/admin_socket.c refused before admin dispatch (role
- * none, unknown command): logged here, once. */
+ * none, below the command's role, unknown command): logged here, once. */
 void
 ingest_admin_refused(void *arg, const struct admin_request *req,
                      const char *code)
@@ -490,34 +571,4 @@ ingest_admin_refused(void *arg, const struct admin_request *req,
 	(void)arg;
 	log_notice("admin: %s by %s (role %s) refused: %s, ignoring", req->cmd,
 	           req->peer.user, admin_role_name(req->peer.role), code);
-}
-
-int
-ingest_admin_handle(void *arg, const struct admin_request *req,
-                    cJSON **ret_result, char *err_code, size_t code_len,
-                    char *err_msg, size_t msg_len)
-{
-	struct ingest_admin_ctx *c = arg;
-
-	if (strcmp(req->cmd, "status") == 0)
-		return cmd_status(c, ret_result);
-	if (strcmp(req->cmd, "doctor.facts") == 0)
-		return cmd_doctor_facts(c, ret_result, err_code, code_len,
-		                        err_msg, msg_len);
-	if (strcmp(req->cmd, "events.list") == 0)
-		return cmd_events_list(c, req->args, ret_result, err_code,
-		                       code_len, err_msg, msg_len);
-	if (strcmp(req->cmd, "evidence.order") == 0)
-		return ingest_admin_evidence(c, req->args, ret_result, err_code,
-		                             code_len, err_msg, msg_len);
-	if (strcmp(req->cmd, "quarantine.list") == 0)
-		return cmd_quarantine_list(c, req->args, ret_result, err_code,
-		                           code_len, err_msg, msg_len);
-	if (strcmp(req->cmd, "export.events") == 0)
-		return cmd_export_events(c, req, ret_result, err_code, code_len,
-		                         err_msg, msg_len);
-	set_err(err_code, code_len, err_msg, msg_len, "unknown_command",
-	        "kasir-ingest knows: status, doctor.facts, events.list, "
-	        "evidence.order, quarantine.list, export.events");
-	return KASIR_ENOTFOUND;
 }

@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "admin_socket.h"
 #include "base_conf.h"
 #include "config.h"
 #include "db.h"
@@ -229,16 +230,15 @@ struct ingest_admin_ctx {
 
 struct admin_request;
 struct cJSON;
-/* Every command ingest_admin_handle() answers (admin_socket_conf). */
-extern const char *const ingest_admin_commands[];
+/* The admin command table and hooks (admin_socket_conf). */
+extern const struct admin_command ingest_admin_commands[];
 void ingest_admin_refused(void *arg, const struct admin_request *req,
                           const char *code);
-int ingest_admin_handle(void *arg, const struct admin_request *req,
-                        struct cJSON **ret_result, char *err_code,
-                        size_t code_len, char *err_msg, size_t msg_len);
+void ingest_admin_audit_refusal(void *arg, const struct admin_request *req,
+                                const char *code, const char *why);
 
 /* evidence.order {order_id}: the notifications of one order with their raw
- * bodies (evidence_admin.c).  Same contract as ingest_admin_handle. */
+ * bodies (evidence_admin.c).  Same contract as an admin_handler_fn. */
 int ingest_admin_evidence(struct ingest_admin_ctx *c, const struct cJSON *args,
                           struct cJSON **ret, char *code, size_t code_len,
                           char *msg, size_t msg_len);

@@ -418,6 +418,7 @@ main(int argc, char **argv)
 		    .engineer_group = conf.base.admin_engineer_group,
 		    .support_group = conf.base.admin_support_group,
 		    .commands = ingest_admin_commands,
+		    .audit_refusal = ingest_admin_audit_refusal,
 		    .refused = ingest_admin_refused,
 		};
 
@@ -428,8 +429,8 @@ main(int argc, char **argv)
 		actx.started_ms = now_mono_ms();
 		if ((r = db_open(&ac, &actx.db)) == 0)
 			db_set_loop(actx.db, "ingest.admin", false, 0);
-		if (r < 0 || (r = admin_socket_start(&asc, ingest_admin_handle,
-		                                     &actx, &admin)) < 0) {
+		if (r < 0 ||
+		    (r = admin_socket_start(&asc, &actx, &admin)) < 0) {
 			log_err("admin socket %s: %s", conf.base.admin_socket,
 			        kasir_strerror(r));
 			goto out_http;

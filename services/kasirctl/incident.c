@@ -448,7 +448,7 @@ tl_sort(cJSON *tl)
 static cJSON *
 daemon_audit(struct ctl *c, const char *incident, cJSON *gaps)
 {
-	static const enum ctl_svc svcs[] = {SVC_ORDER, SVC_NOTIFIER,
+	static const enum ctl_svc svcs[] = {SVC_INGEST, SVC_ORDER, SVC_NOTIFIER,
 	                                    SVC_RECONCILER};
 	cJSON *out = cJSON_CreateObject(), *args = cJSON_CreateObject();
 

@@ -31,6 +31,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "admin_audit.h"
 #include "admin_socket.h"
 #include "db.h"
 #include "db_json.h"
@@ -191,6 +192,12 @@ static const struct db_stmt st_jobs_of_order = {
 };
 
 /* Operator commands that named the order (for kasirctl evidence). */
+static const struct db_stmt st_audit_list = {
+    .name = "notify_admin_audit_list",
+    .sql = ADMIN_AUDIT_LIST_SQL("notify"),
+    .nparams = 4,
+};
+
 static const struct db_stmt st_audit_of_order = {
     .name = "notify_admin_audit_of_order",
     .sql = "SELECT id, to_char(at AT TIME ZONE 'UTC',"
@@ -280,56 +287,28 @@ set_err(char *code, size_t code_len, char *msg, size_t msg_len, const char *c,
 	snprintf(msg, msg_len, "%s", m);
 }
 
-/* Writes the audit row inside the open transaction (or in its own when
- * none is open: refusals).  before/after/args borrowed; may be NULL. */
+/* Writes the audit row inside the open transaction (admin_audit.h). */
 static int
 audit(struct kasir_db *db, const struct admin_request *req, const cJSON *before,
       const cJSON *after, const char *result, const char *error)
 {
-	char *args = cJSON_PrintUnformatted(req->args);
-	char *b = before ? cJSON_PrintUnformatted(before) : NULL;
-	char *a = after ? cJSON_PrintUnformatted(after) : NULL;
-	const char *p[10] = {req->peer.user,
-	                     admin_role_name(req->peer.role),
-	                     req->cmd,
-	                     args ? args : "{}",
-	                     req->reason,
-	                     req->incident,
-	                     b,
-	                     a,
-	                     result,
-	                     error};
-	int r = db_exec(db, &st_audit, p, NULL);
-
-	free(args);
-	free(b);
-	free(a);
-	return r;
+	return admin_audit(db, &st_audit, req, NULL, before, after, result,
+	                   error);
 }
 
-/* Checks role and reason for a changing command; a refusal is audited in
- * its own transaction.  0 when allowed. */
+/* A changing command needs a reason (the role was checked by the admin
+ * socket against the command table); a refusal is audited in its own
+ * transaction.  0 when allowed. */
 static int
-require_engineer(struct kasir_db *db, const struct admin_request *req,
-                 char *code, size_t code_len, char *msg, size_t msg_len)
+require_reason(struct kasir_db *db, const struct admin_request *req, char *code,
+               size_t code_len, char *msg, size_t msg_len)
 {
-	const char *why = NULL, *c = NULL;
+	const char *why = "a changing command needs a reason";
 
-	if (req->peer.role != ADMIN_ROLE_ENGINEER) {
-		c = "role_required";
-		why = "this command needs the engineer role";
-	} else if (req->reason == NULL || req->reason[0] == '\0') {
-		c = "reason_required";
-		why = "a changing command needs a reason";
-	}
-	if (why == NULL)
+	if (req->reason != NULL && req->reason[0] != '\0')
 		return 0;
-	if (audit(db, req, NULL, NULL, "refused", why) < 0)
-		log_warning("admin: auditing a refusal of %s failed: %s",
-		            req->cmd, db_last_error(db));
-	log_notice("admin: %s by %s (%s) refused: %s", req->cmd, req->peer.user,
-	           admin_role_name(req->peer.role), why);
-	set_err(code, code_len, msg, msg_len, c, why);
+	admin_audit_refusal(db, &st_audit, req, NULL, why);
+	set_err(code, code_len, msg, msg_len, ADMIN_E_REASON_REQUIRED, why);
 	return KASIR_EPERM;
 }
 
@@ -389,7 +368,7 @@ cmd_pause(struct notifier *n, struct kasir_db *db,
 	bool was;
 	int r;
 
-	if ((r = require_engineer(db, req, code, code_len, msg, msg_len)) < 0)
+	if ((r = require_reason(db, req, code, code_len, msg, msg_len)) < 0)
 		return r;
 	if ((r = db_begin(db)) < 0)
 		return r;
@@ -451,12 +430,12 @@ cmd_requeue(struct notifier *n, struct kasir_db *db,
 	cJSON *ids = NULL, *after = NULL, *out;
 	int r;
 
-	if ((r = require_engineer(db, req, code, code_len, msg, msg_len)) < 0)
+	if ((r = require_reason(db, req, code, code_len, msg, msg_len)) < 0)
 		return r;
 	if ((channel && notify_channel_parse(channel, &ch) < 0) ||
 	    (order_id && !order_id_valid(order_id, 50)) ||
 	    (dead && !cJSON_IsBool(dead))) {
-		set_err(code, code_len, msg, msg_len, "bad_args",
+		set_err(code, code_len, msg, msg_len, ADMIN_E_INVALID_ARGS,
 		        "want {dead: bool, order_id?: string, "
 		        "channel?: email|whatsapp}");
 		return -EINVAL;
@@ -515,10 +494,10 @@ cmd_resend(struct notifier *n, struct kasir_db *db,
 	const char *why = NULL;
 	int r;
 
-	if ((r = require_engineer(db, req, code, code_len, msg, msg_len)) < 0)
+	if ((r = require_reason(db, req, code, code_len, msg, msg_len)) < 0)
 		return r;
 	if (order_id == NULL || !order_id_valid(order_id, 50)) {
-		set_err(code, code_len, msg, msg_len, "bad_args",
+		set_err(code, code_len, msg, msg_len, ADMIN_E_INVALID_ARGS,
 		        "want {order_id: string}");
 		return -EINVAL;
 	}
@@ -621,7 +600,7 @@ cmd_decide(struct notifier *n, struct kasir_db *db,
 	char idbuf[24], why[160];
 	int r;
 
-	if ((r = require_engineer(db, req, code, code_len, msg, msg_len)) < 0)
+	if ((r = require_reason(db, req, code, code_len, msg, msg_len)) < 0)
 		return r;
 	if (!cJSON_IsNumber(jid) || jid->valuedouble < 1 ||
 	    jid->valuedouble > 9007199254740991.0 ||
@@ -629,7 +608,7 @@ cmd_decide(struct notifier *n, struct kasir_db *db,
 	    decision == NULL ||
 	    (strcmp(decision, "resend") != 0 &&
 	     strcmp(decision, "delivered") != 0)) {
-		set_err(code, code_len, msg, msg_len, "bad_args",
+		set_err(code, code_len, msg, msg_len, ADMIN_E_INVALID_ARGS,
 		        "want {job_id: number, decision: resend|delivered}");
 		return -EINVAL;
 	}
@@ -748,17 +727,227 @@ doctor_json(struct kasir_db *db)
 	return o;
 }
 
-/* The dispatch below answers exactly these (common/admin_socket.c refuses
- * any other name and role none before the handler runs). */
-const char *const notifier_admin_commands[] = {
-    "status",          "doctor.facts",
-    "jobs.list",       "evidence.order",
-    "reminders.pause", "reminders.resume",
-    "jobs.requeue",    "jobs.decide",
-    "receipt.resend",  NULL};
+/* A query answered NULL (out of memory aside): the database went away
+ * under a connection that looked alive. */
+static int
+answer(cJSON *out, cJSON **ret, char *code, size_t code_len, char *msg,
+       size_t msg_len)
+{
+	if (out == NULL) {
+		set_err(code, code_len, msg, msg_len,
+		        ADMIN_E_DATABASE_UNAVAILABLE, "database query failed");
+		return KASIR_EDB;
+	}
+	*ret = out;
+	return 0;
+}
+
+static int
+h_status(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+         size_t code_len, char *msg, size_t msg_len)
+{
+	struct notifier *n = arg;
+
+	(void)req;
+	return answer(status_json(n, n->admin_db), ret, code, code_len, msg,
+	              msg_len);
+}
+
+static int
+h_doctor(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+         size_t code_len, char *msg, size_t msg_len)
+{
+	struct notifier *n = arg;
+
+	(void)req;
+	return answer(doctor_json(n->admin_db), ret, code, code_len, msg,
+	              msg_len);
+}
+
+/* jobs.list and evidence.order (which adds the audit rows naming the
+ * order). */
+static int
+jobs_of_order(struct notifier *n, const struct admin_request *req,
+              bool evidence, cJSON **ret, char *code, size_t code_len,
+              char *msg, size_t msg_len)
+{
+	struct kasir_db *db = n->admin_db;
+	const char *order_id = arg_str(req, "order_id");
+	const char *p[1] = {order_id};
+	cJSON *jobs, *ord, *audit = NULL, *out = NULL;
+
+	if (order_id == NULL || !order_id_valid(order_id, 50)) {
+		set_err(code, code_len, msg, msg_len, ADMIN_E_INVALID_ARGS,
+		        "want {order_id: string}");
+		return -EINVAL;
+	}
+	jobs = db_query_json(db, &st_jobs_of_order, p);
+	ord = db_query_json(db, &st_order_of, p);
+	if (evidence)
+		audit = db_query_json(db, &st_audit_of_order, p);
+	if (jobs && ord && (!evidence || audit)) {
+		out = cJSON_CreateObject();
+		cJSON_AddStringToObject(out, "order_id", order_id);
+		cJSON_AddItemToObject(out, "order",
+		                      cJSON_GetArraySize(ord)
+		                          ? cJSON_DetachItemFromArray(ord, 0)
+		                          : cJSON_CreateNull());
+		cJSON_AddItemToObject(out, "jobs", jobs);
+		jobs = NULL;
+		if (audit != NULL)
+			cJSON_AddItemToObject(out, "audit", audit);
+		audit = NULL;
+	}
+	cJSON_Delete(jobs);
+	cJSON_Delete(ord);
+	cJSON_Delete(audit);
+	return answer(out, ret, code, code_len, msg, msg_len);
+}
+
+static int
+h_jobs_list(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+            size_t code_len, char *msg, size_t msg_len)
+{
+	return jobs_of_order(arg, req, false, ret, code, code_len, msg,
+	                     msg_len);
+}
+
+static int
+h_evidence(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+           size_t code_len, char *msg, size_t msg_len)
+{
+	return jobs_of_order(arg, req, true, ret, code, code_len, msg, msg_len);
+}
+
+static int
+h_audit_list(void *arg, const struct admin_request *req, cJSON **ret,
+             char *code, size_t code_len, char *msg, size_t msg_len)
+{
+	struct notifier *n = arg;
+
+	return admin_audit_list(n->admin_db, &st_audit_list, req, ret, code,
+	                        code_len, msg, msg_len);
+}
+
+static int
+h_pause(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+        size_t code_len, char *msg, size_t msg_len)
+{
+	struct notifier *n = arg;
+
+	return cmd_pause(n, n->admin_db, req, true, ret, code, code_len, msg,
+	                 msg_len);
+}
+
+static int
+h_resume(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+         size_t code_len, char *msg, size_t msg_len)
+{
+	struct notifier *n = arg;
+
+	return cmd_pause(n, n->admin_db, req, false, ret, code, code_len, msg,
+	                 msg_len);
+}
+
+static int
+h_requeue(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+          size_t code_len, char *msg, size_t msg_len)
+{
+	struct notifier *n = arg;
+
+	return cmd_requeue(n, n->admin_db, req, ret, code, code_len, msg,
+	                   msg_len);
+}
+
+static int
+h_decide(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+         size_t code_len, char *msg, size_t msg_len)
+{
+	struct notifier *n = arg;
+
+	return cmd_decide(n, n->admin_db, req, ret, code, code_len, msg,
+	                  msg_len);
+}
+
+static int
+h_resend(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+         size_t code_len, char *msg, size_t msg_len)
+{
+	struct notifier *n = arg;
+
+	return cmd_resend(n, n->admin_db, req, ret, code, code_len, msg,
+	                  msg_len);
+}
+
+/* The command table: common/admin_socket.c checks the role and
+ * dispatches; any other name is refused there. */
+const struct admin_command notifier_admin_commands[] = {
+    {.name = "status", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_status},
+    {.name = "doctor.facts",
+     .min_role = ADMIN_ROLE_SUPPORT,
+     .handler = h_doctor},
+    {.name = "jobs.list",
+     .min_role = ADMIN_ROLE_SUPPORT,
+     .handler = h_jobs_list},
+    {.name = "evidence.order",
+     .min_role = ADMIN_ROLE_SUPPORT,
+     .handler = h_evidence},
+    {.name = "audit.list",
+     .min_role = ADMIN_ROLE_SUPPORT,
+     .handler = h_audit_list},
+    {.name = "reminders.pause",
+     .min_role = ADMIN_ROLE_ENGINEER,
+     .handler = h_pause,
+     .audited = true},
+    {.name = "reminders.resume",
+     .min_role = ADMIN_ROLE_ENGINEER,
+     .handler = h_resume,
+     .audited = true},
+    {.name = "jobs.requeue",
+     .min_role = ADMIN_ROLE_ENGINEER,
+     .handler = h_requeue,
+     .audited = true},
+    {.name = "jobs.decide",
+     .min_role = ADMIN_ROLE_ENGINEER,
+     .handler = h_decide,
+     .audited = true},
+    {.name = "receipt.resend",
+     .min_role = ADMIN_ROLE_ENGINEER,
+     .handler = h_resend,
+     .audited = true},
+    {.name = NULL}};
+
+/* Before every command: the admin connection is (re)established. */
+int
+notifier_admin_prepare(void *arg, const struct admin_request *req, char *code,
+                       size_t code_len, char *msg, size_t msg_len)
+{
+	struct notifier *n = arg;
+
+	(void)req;
+	if (db_ensure(n->admin_db) < 0) {
+		set_err(code, code_len, msg, msg_len,
+		        ADMIN_E_DATABASE_UNAVAILABLE,
+		        "the notifier's database is unreachable");
+		return KASIR_EDB;
+	}
+	return 0;
+}
+
+/* An audited command refused at the role gate: written to notify.audit. */
+void
+notifier_admin_audit_refusal(void *arg, const struct admin_request *req,
+                             const char *code, const char *why)
+{
+	struct notifier *n = arg;
+
+	(void)code;
+	if (db_ensure(n->admin_db) == 0)
+		admin_audit_refusal(n->admin_db, &st_audit, req, NULL, why);
+}
 
 /* A request common/admin_socket.c refused before admin dispatch (role
- * none, unknown command): logged here, once. */
+ * none, below the command's role, unknown command): logged here, once. */
 void
 notifier_admin_refused(void *arg, const struct admin_request *req,
                        const char *code)
@@ -766,103 +955,6 @@ notifier_admin_refused(void *arg, const struct admin_request *req,
 	(void)arg;
 	log_notice("admin: %s by %s (role %s) refused: %s, ignoring", req->cmd,
 	           req->peer.user, admin_role_name(req->peer.role), code);
-}
-
-int
-notifier_admin(void *arg, const struct admin_request *req, cJSON **ret_result,
-               char *err_code, size_t code_len, char *err_msg, size_t msg_len)
-{
-	struct notifier *n = arg;
-	struct kasir_db *db = n->admin_db;
-	cJSON *out = NULL;
-	int r;
-
-	if (db_ensure(db) < 0) {
-		set_err(err_code, code_len, err_msg, msg_len,
-		        "database_unavailable",
-		        "the notifier's database is unreachable");
-		return KASIR_EDB;
-	}
-	if (strcmp(req->cmd, "status") == 0) {
-		out = status_json(n, db);
-	} else if (strcmp(req->cmd, "doctor.facts") == 0) {
-		out = doctor_json(db);
-	} else if (strcmp(req->cmd, "jobs.list") == 0 ||
-	           strcmp(req->cmd, "evidence.order") == 0) {
-		const char *order_id = arg_str(req, "order_id");
-		const char *p[1] = {order_id};
-		bool evidence = strcmp(req->cmd, "evidence.order") == 0;
-		cJSON *jobs, *ord, *audit = NULL;
-
-		if (order_id == NULL || !order_id_valid(order_id, 50)) {
-			set_err(err_code, code_len, err_msg, msg_len,
-			        "bad_args", "want {order_id: string}");
-			return -EINVAL;
-		}
-		jobs = db_query_json(db, &st_jobs_of_order, p);
-		ord = db_query_json(db, &st_order_of, p);
-		if (evidence)
-			audit = db_query_json(db, &st_audit_of_order, p);
-		if (jobs && ord && (!evidence || audit)) {
-			out = cJSON_CreateObject();
-			cJSON_AddStringToObject(out, "order_id", order_id);
-			cJSON_AddItemToObject(
-			    out, "order",
-			    cJSON_GetArraySize(ord)
-			        ? cJSON_DetachItemFromArray(ord, 0)
-			        : cJSON_CreateNull());
-			cJSON_AddItemToObject(out, "jobs", jobs);
-			jobs = NULL;
-			if (audit != NULL)
-				cJSON_AddItemToObject(out, "audit", audit);
-			audit = NULL;
-		}
-		cJSON_Delete(jobs);
-		cJSON_Delete(ord);
-		cJSON_Delete(audit);
-	} else if (strcmp(req->cmd, "reminders.pause") == 0 ||
-	           strcmp(req->cmd, "reminders.resume") == 0) {
-		r = cmd_pause(n, db, req,
-		              strcmp(req->cmd, "reminders.pause") == 0, &out,
-		              err_code, code_len, err_msg, msg_len);
-		if (r < 0)
-			goto failed;
-	} else if (strcmp(req->cmd, "jobs.requeue") == 0) {
-		r = cmd_requeue(n, db, req, &out, err_code, code_len, err_msg,
-		                msg_len);
-		if (r < 0)
-			goto failed;
-	} else if (strcmp(req->cmd, "jobs.decide") == 0) {
-		r = cmd_decide(n, db, req, &out, err_code, code_len, err_msg,
-		               msg_len);
-		if (r < 0)
-			goto failed;
-	} else if (strcmp(req->cmd, "receipt.resend") == 0) {
-		r = cmd_resend(n, db, req, &out, err_code, code_len, err_msg,
-		               msg_len);
-		if (r < 0)
-			goto failed;
-	} else {
-		set_err(err_code, code_len, err_msg, msg_len, "unknown_command",
-		        "unknown command");
-		log_notice("admin: unknown command \"%.64s\" from %s, ignoring",
-		           req->cmd, req->peer.user);
-		return -EINVAL;
-	}
-	if (out == NULL) {
-		/* a query failed (out of memory aside): the database
-		 * went away under a connection that looked alive */
-		set_err(err_code, code_len, err_msg, msg_len,
-		        "database_unavailable", "database query failed");
-		return KASIR_EDB;
-	}
-	*ret_result = out;
-	return 0;
-failed:
-	if (err_code[0] == '\0')
-		set_err(err_code, code_len, err_msg, msg_len, "internal",
-		        kasir_strerror(r));
-	return r;
 }
 
 /* Scrape callback: job gauges per state and channel, oldest due age,

@@ -192,9 +192,11 @@ main(int argc, char **argv)
 		    .engineer_group = conf.base.admin_engineer_group,
 		    .support_group = conf.base.admin_support_group,
 		    .commands = notifier_admin_commands,
+		    .prepare = notifier_admin_prepare,
+		    .audit_refusal = notifier_admin_audit_refusal,
 		    .refused = notifier_admin_refused,
 		};
-		if (admin_socket_start(&ac, notifier_admin, &n, &admin) < 0) {
+		if (admin_socket_start(&ac, &n, &admin) < 0) {
 			log_err("cannot start the admin socket on %s",
 			        conf.base.admin_socket);
 			goto out_workers;

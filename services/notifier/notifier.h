@@ -47,7 +47,7 @@
 #define NOTIFY_VALUE_MAX       512   /* one placeholder value */
 #define NOTIFY_ERROR_MAX       512   /* error text kept per attempt */
 #define NOTIFY_PROVIDER_ID_MAX 256
-#define WA_PARAMS_MAX          10 /* body parameters of one template */
+#define WA_PARAMS_MAX          10  /* body parameters of one template */
 #define WA_URL_MAX             512 /* BASE/VERSION/ID/messages, NUL included */
 
 /* ---- kinds and channels ------------------------------------------------ */
@@ -327,13 +327,15 @@ bool guard_allows(enum notify_kind kind, const char *status, bool revoked,
                   const char **ret_why, bool *ret_guard);
 
 /* admin.c */
-/* Every command notifier_admin() answers (admin_socket_conf). */
-extern const char *const notifier_admin_commands[];
+/* The admin command table and hooks (admin_socket_conf). */
+extern const struct admin_command notifier_admin_commands[];
 void notifier_admin_refused(void *arg, const struct admin_request *req,
                             const char *code);
-int notifier_admin(void *arg, const struct admin_request *req,
-                   struct cJSON **ret_result, char *err_code, size_t code_len,
-                   char *err_msg, size_t msg_len);
+int notifier_admin_prepare(void *arg, const struct admin_request *req,
+                           char *code, size_t code_len, char *msg,
+                           size_t msg_len);
+void notifier_admin_audit_refusal(void *arg, const struct admin_request *req,
+                                  const char *code, const char *why);
 /* metrics scrape callback (admin.c, shares the status queries) */
 void notifier_scrape(void *arg);
 

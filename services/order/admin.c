@@ -27,6 +27,7 @@
 #include <string.h>
 #include <cjson/cJSON.h>
 
+#include "admin_audit.h"
 #include "admin_socket.h"
 #include "err.h"
 #include "log.h"
@@ -273,51 +274,29 @@ cmd_doctor(struct kasir_db *db, cJSON **ret)
 
 static const struct db_stmt st_audit = {
     .name = "admin_audit_insert",
-    .sql = "INSERT INTO orders.audit (actor, role, cmd, order_id, reason,"
-           " incident, before, after, result, error) VALUES ($1, $2, $3, $4,"
-           " $5, $6, $7::jsonb, $8::jsonb, $9, $10) RETURNING id",
-    .nparams = 10,
+    .sql = "INSERT INTO orders.audit (actor, role, cmd, args, reason,"
+           " incident, before, after, result, error, order_id) VALUES ($1,"
+           " $2, $3, $4::jsonb, $5, $6, $7::jsonb, $8::jsonb, $9, $10, $11)"
+           " RETURNING id",
+    .nparams = 11,
 };
 
-static int
-audit(struct kasir_db *db, const struct admin_request *req,
-      const char *order_id, const char *before, const char *after,
-      const char *result, const char *error, char *ret_id, size_t id_len)
-{
-	const char *p[10] = {req->peer.user, admin_role_name(req->peer.role),
-	                     req->cmd,       order_id,
-	                     req->reason,    req->incident,
-	                     before,         after,
-	                     result,         error};
-	PGresult *res = NULL;
-	int rc = db_exec(db, &st_audit, p, &res);
-
-	if (rc == 0 && ret_id != NULL)
-		kasir_strlcpy(ret_id, db_get(res, 0, 0), id_len);
-	PQclear(res);
-	return rc;
-}
+static const struct db_stmt st_audit_list = {
+    .name = "admin_audit_list",
+    .sql = ADMIN_AUDIT_LIST_SQL("orders"),
+    .nparams = 4,
+};
 
 /* Records a refusal in its own transaction; returns err. */
 static int
 refuse(struct kasir_db *db, const struct admin_request *req,
-       const char *order_id, const char *before, int err, char *code,
-       size_t code_len, char *msg, size_t msg_len, const char *c, const char *m)
+       const char *order_id, int err, char *code, size_t code_len, char *msg,
+       size_t msg_len, const char *c, const char *m)
 {
 	char e[256];
 
-	db_rollback(db);
 	snprintf(e, sizeof(e), "%s: %s", c, m);
-	if (db_begin(db) < 0 ||
-	    audit(db, req, order_id, before, NULL, "refused", e, NULL, 0) < 0 ||
-	    db_commit(db) < 0) {
-		db_rollback(db);
-		log_err("recording refused %s by %s failed", req->cmd,
-		        req->peer.user);
-	}
-	log_fields(LOG_NOTICE, LOG_F({"ORDER_ID", order_id}),
-	           "admin %s by %s (%s) refused: %s", req->cmd, req->peer.user,
-	           admin_role_name(req->peer.role), m);
+	admin_audit_refusal(db, &st_audit, req, order_id, e);
 	return fail(code, code_len, msg, msg_len, err, c, m);
 }
 
@@ -340,26 +319,23 @@ cmd_access_grant(struct order_service *s, struct kasir_db *db,
 	const char *order_id = arg_str(req, "order_id");
 	struct order_row o;
 	PGresult *res = NULL;
-	char before[160], audit_id[24];
+	cJSON *before = NULL, *after = NULL;
+	char audit_id[24];
 	int rc;
 
 	if (order_id == NULL || !order_id_valid(order_id, ORDER_ID_MAX))
 		return fail(code, code_len, msg, msg_len, -EINVAL,
-		            "invalid_args", "args.order_id required");
+		            ADMIN_E_INVALID_ARGS, "args.order_id required");
+	if (req->reason == NULL || req->reason[0] == '\0')
+		return refuse(db, req, order_id, -EINVAL, code, code_len, msg,
+		              msg_len, ADMIN_E_REASON_REQUIRED,
+		              "access.grant needs a reason");
 	if ((rc = db_begin(db)) < 0)
 		return rc;
-	if (req->peer.role != ADMIN_ROLE_ENGINEER)
-		return refuse(db, req, order_id, NULL, KASIR_EPERM, code,
-		              code_len, msg, msg_len, "role_required",
-		              "access.grant needs the engineer role");
-	if (req->reason == NULL || req->reason[0] == '\0')
-		return refuse(db, req, order_id, NULL, -EINVAL, code, code_len,
-		              msg, msg_len, "reason_required",
-		              "access.grant needs a reason");
 	rc = store_lock_order(db, order_id, NULL, &o);
 	if (rc == KASIR_ENOTFOUND)
-		return refuse(db, req, order_id, NULL, KASIR_ENOTFOUND, code,
-		              code_len, msg, msg_len, "order_not_found",
+		return refuse(db, req, order_id, KASIR_ENOTFOUND, code,
+		              code_len, msg, msg_len, ADMIN_E_ORDER_NOT_FOUND,
 		              "no such order");
 	if (rc < 0)
 		goto dberr;
@@ -370,28 +346,52 @@ cmd_access_grant(struct order_service *s, struct kasir_db *db,
 	}
 	bool has_evidence = PQntuples(res) == 1;
 	int64_t active = has_evidence ? db_get_i64(res, 0, 2) : 0;
-	snprintf(before, sizeof(before),
-	         "{\"status\":\"%s\",\"paid_evidence\":%s,"
-	         "\"active_entitlements\":%lld}",
-	         order_status_name(o.status), has_evidence ? "true" : "false",
-	         (long long)active);
 	PQclear(res);
 	res = NULL;
-	if (o.status != ORDER_PAID || !has_evidence)
-		return refuse(db, req, order_id, before, KASIR_ECONFLICT, code,
-		              code_len, msg, msg_len, "not_paid",
-		              "access is granted only for an order PAID with "
-		              "Midtrans evidence");
-	if (active > 0)
-		return refuse(db, req, order_id, before, KASIR_ECONFLICT, code,
-		              code_len, msg, msg_len, "already_active",
-		              "the order already has an active entitlement");
-	if ((rc = audit(db, req, order_id, before,
-	                "{\"status\":\"PAID\",\"active_entitlements\":1}", "ok",
-	                NULL, audit_id, sizeof(audit_id))) < 0 ||
+	if ((before = cJSON_CreateObject()) == NULL ||
+	    (after = cJSON_CreateObject()) == NULL ||
+	    cJSON_AddStringToObject(before, "status",
+	                            order_status_name(o.status)) == NULL ||
+	    cJSON_AddBoolToObject(before, "paid_evidence", has_evidence) ==
+	        NULL ||
+	    cJSON_AddNumberToObject(before, "active_entitlements",
+	                            (double)active) == NULL ||
+	    cJSON_AddStringToObject(after, "status", "PAID") == NULL ||
+	    cJSON_AddNumberToObject(after, "active_entitlements", 1) == NULL) {
+		rc = -ENOMEM;
+		goto dberr;
+	}
+	if (o.status != ORDER_PAID || !has_evidence || active > 0) {
+		const char *c = active > 0 ? "already_active" : "not_paid";
+		const char *m =
+		    active > 0 ? "the order already has an active entitlement"
+		               : "access is granted only for an order PAID "
+		                 "with Midtrans evidence";
+		char e[256];
+
+		snprintf(e, sizeof(e), "%s: %s", c, m);
+		db_rollback(db);
+		if (db_begin(db) < 0 ||
+		    admin_audit(db, &st_audit, req, order_id, before, NULL,
+		                "refused", e) < 0 ||
+		    db_commit(db) < 0) {
+			db_rollback(db);
+			log_err("recording refused %s by %s failed", req->cmd,
+			        req->peer.user);
+		}
+		cJSON_Delete(before);
+		cJSON_Delete(after);
+		return fail(code, code_len, msg, msg_len, KASIR_ECONFLICT, c,
+		            m);
+	}
+	if ((rc = admin_audit_id(db, &st_audit, req, order_id, before, after,
+	                         "ok", NULL, audit_id, sizeof(audit_id))) < 0 ||
 	    (rc = store_grant(s, db, &o, "operator", NULL, audit_id,
 	                      req->reason, NULL)) < 0)
 		goto dberr;
+	cJSON_Delete(before);
+	cJSON_Delete(after);
+	before = after = NULL;
 	if ((rc = db_commit(db)) < 0)
 		return rc;
 	stream_producer_kick(s->producer);
@@ -400,6 +400,8 @@ cmd_access_grant(struct order_service *s, struct kasir_db *db,
 	return store_order_view(db, order_id, true, ret);
 dberr:
 	PQclear(res);
+	cJSON_Delete(before);
+	cJSON_Delete(after);
 	db_rollback(db);
 	return rc;
 }
@@ -409,6 +411,25 @@ static const struct db_stmt st_is_drill = {
     .sql = "SELECT drill FROM orders.orders WHERE order_id = $1",
     .nparams = 1,
 };
+
+/* The audit row of a drill revoke: one entitlement active before, none
+ * after. */
+static int
+drill_audit(struct kasir_db *db, const struct admin_request *req,
+            const char *order_id)
+{
+	cJSON *before = cJSON_CreateObject(), *after = cJSON_CreateObject();
+	int rc = -ENOMEM;
+
+	if (before != NULL && after != NULL &&
+	    cJSON_AddNumberToObject(before, "active_entitlements", 1) != NULL &&
+	    cJSON_AddNumberToObject(after, "active_entitlements", 0) != NULL)
+		rc = admin_audit(db, &st_audit, req, order_id, before, after,
+		                 "ok", NULL);
+	cJSON_Delete(before);
+	cJSON_Delete(after);
+	return rc;
+}
 
 /* kasirctl drill 6.2 ("paid without access"): the entitlement of a PAID
  * drill order revoked, as a lost entitlement would look.  Only drill
@@ -427,21 +448,17 @@ cmd_drill_revoke(struct order_service *s, struct kasir_db *db,
 
 	if (order_id == NULL || !order_id_valid(order_id, ORDER_ID_MAX))
 		return fail(code, code_len, msg, msg_len, -EINVAL,
-		            "invalid_args", "args.order_id required");
+		            ADMIN_E_INVALID_ARGS, "args.order_id required");
+	if (req->reason == NULL || req->reason[0] == '\0')
+		return refuse(db, req, order_id, -EINVAL, code, code_len, msg,
+		              msg_len, ADMIN_E_REASON_REQUIRED,
+		              "drill.revoke_access needs a reason");
 	if ((rc = db_begin(db)) < 0)
 		return rc;
-	if (req->peer.role != ADMIN_ROLE_ENGINEER)
-		return refuse(db, req, order_id, NULL, KASIR_EPERM, code,
-		              code_len, msg, msg_len, "role_required",
-		              "drill.revoke_access needs the engineer role");
-	if (req->reason == NULL || req->reason[0] == '\0')
-		return refuse(db, req, order_id, NULL, -EINVAL, code, code_len,
-		              msg, msg_len, "reason_required",
-		              "drill.revoke_access needs a reason");
 	rc = store_lock_order(db, order_id, NULL, &o);
 	if (rc == KASIR_ENOTFOUND)
-		return refuse(db, req, order_id, NULL, KASIR_ENOTFOUND, code,
-		              code_len, msg, msg_len, "order_not_found",
+		return refuse(db, req, order_id, KASIR_ENOTFOUND, code,
+		              code_len, msg, msg_len, ADMIN_E_ORDER_NOT_FOUND,
 		              "no such order");
 	if (rc < 0 || (rc = db_exec(db, &st_is_drill, p, &res)) < 0)
 		goto dberr;
@@ -449,17 +466,15 @@ cmd_drill_revoke(struct order_service *s, struct kasir_db *db,
 	PQclear(res);
 	res = NULL;
 	if (!drill)
-		return refuse(db, req, order_id, NULL, KASIR_EREJECT, code,
-		              code_len, msg, msg_len, "not_a_drill_order",
+		return refuse(db, req, order_id, KASIR_EREJECT, code, code_len,
+		              msg, msg_len, "not_a_drill_order",
 		              "only a drill order's access can be revoked by "
 		              "a drill");
 	if (o.status != ORDER_PAID)
-		return refuse(db, req, order_id, NULL, KASIR_ECONFLICT, code,
+		return refuse(db, req, order_id, KASIR_ECONFLICT, code,
 		              code_len, msg, msg_len, "not_paid",
 		              "the drill order is not PAID");
-	if ((rc = audit(db, req, order_id, "{\"active_entitlements\":1}",
-	                "{\"active_entitlements\":0}", "ok", NULL, NULL, 0)) <
-	        0 ||
+	if ((rc = drill_audit(db, req, order_id)) < 0 ||
 	    (rc = store_revoke(s, db, &o, "operator", NULL, req->reason,
 	                       NULL)) < 0)
 		goto dberr;
@@ -549,18 +564,19 @@ cmd_find(struct kasir_db *db, const struct admin_request *req, cJSON **ret,
 		            "orders.find needs the support role");
 	if (email == NULL && phone == NULL && name == NULL)
 		return fail(code, code_len, msg, msg_len, -EINVAL,
-		            "invalid_args", "give args.email, phone or name");
+		            ADMIN_E_INVALID_ARGS,
+		            "give args.email, phone or name");
 	if (lim != NULL) {
 		if (!cJSON_IsNumber(lim) || lim->valuedouble < 1 ||
 		    lim->valuedouble > FIND_LIMIT_MAX)
 			return fail(code, code_len, msg, msg_len, -EINVAL,
-			            "invalid_args", "args.limit: 1..100");
+			            ADMIN_E_INVALID_ARGS, "args.limit: 1..100");
 		limit = (int)lim->valuedouble;
 	}
 	if (email != NULL && (strlen(email) < 3 || strlen(email) > 254 ||
 	                      strchr(email, '@') == NULL))
 		return fail(code, code_len, msg, msg_len, -EINVAL,
-		            "invalid_args", "args.email: an address");
+		            ADMIN_E_INVALID_ARGS, "args.email: an address");
 	if (phone != NULL) {
 		for (const char *s = phone; *s; s++) {
 			if (*s >= '0' && *s <= '9')
@@ -570,14 +586,15 @@ cmd_find(struct kasir_db *db, const struct admin_request *req, cJSON **ret,
 		}
 		if (digits < 8 || digits > 16 || strlen(phone) > 32)
 			return fail(code, code_len, msg, msg_len, -EINVAL,
-			            "invalid_args",
+			            ADMIN_E_INVALID_ARGS,
 			            "args.phone: 8..16 digits (+62..., 08...)");
 	}
 	if (name != NULL) {
 		if (strlen(name) < 2 || strlen(name) > 100 ||
 		    like_pattern(name, pattern, sizeof(pattern)) < 0)
 			return fail(code, code_len, msg, msg_len, -EINVAL,
-			            "invalid_args", "args.name: 2..100 bytes");
+			            ADMIN_E_INVALID_ARGS,
+			            "args.name: 2..100 bytes");
 		p[2] = pattern;
 	}
 	/* one more than asked: says whether there are more */
@@ -628,20 +645,18 @@ cmd_export(struct kasir_db *db, const struct admin_request *req, cJSON **ret,
 
 	if (from == NULL || to == NULL)
 		return fail(code, code_len, msg, msg_len, -EINVAL,
-		            "invalid_args", "args.from and args.to required");
+		            ADMIN_E_INVALID_ARGS,
+		            "args.from and args.to required");
 	if ((rc = db_begin(db)) < 0)
 		return rc;
-	if (req->peer.role != ADMIN_ROLE_ENGINEER)
-		return refuse(db, req, NULL, NULL, KASIR_EPERM, code, code_len,
-		              msg, msg_len, "role_required",
-		              "export needs the engineer role");
 	rc = store_rows_json(db, &st_export, p, &rows);
 	if (rc == KASIR_ESQL)
-		return refuse(db, req, NULL, NULL, -EINVAL, code, code_len, msg,
-		              msg_len, "invalid_args",
+		return refuse(db, req, NULL, -EINVAL, code, code_len, msg,
+		              msg_len, ADMIN_E_INVALID_ARGS,
 		              "from/to must be timestamps");
 	if (rc < 0 ||
-	    (rc = audit(db, req, NULL, NULL, NULL, "ok", NULL, NULL, 0)) < 0 ||
+	    (rc = admin_audit(db, &st_audit, req, NULL, NULL, NULL, "ok",
+	                      NULL)) < 0 ||
 	    (rc = db_commit(db)) < 0) {
 		db_rollback(db);
 		cJSON_Delete(rows);
@@ -657,21 +672,245 @@ cmd_export(struct kasir_db *db, const struct admin_request *req, cJSON **ret,
 	return 0;
 }
 
-/* The dispatch below answers exactly these (common/admin_socket.c refuses
- * any other name and role none before the handler runs). */
-const char *const order_admin_commands[] = {"status",
-                                            "order.show",
-                                            "orders.pending",
-                                            "orders.unknown_notifications",
-                                            "doctor.facts",
-                                            "access.grant",
-                                            "drill.revoke_access",
-                                            "export.orders",
-                                            "orders.find",
-                                            NULL};
+/* ---- the command table ---- */
+
+static int
+h_status(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+         size_t code_len, char *msg, size_t msg_len)
+{
+	struct order_service *s = arg;
+
+	(void)req;
+	(void)code;
+	(void)code_len;
+	(void)msg;
+	(void)msg_len;
+	return cmd_status(s, s->admin_db, ret);
+}
+
+static int
+h_doctor(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+         size_t code_len, char *msg, size_t msg_len)
+{
+	struct order_service *s = arg;
+
+	(void)req;
+	(void)code;
+	(void)code_len;
+	(void)msg;
+	(void)msg_len;
+	return cmd_doctor(s->admin_db, ret);
+}
+
+static int
+h_order_show(void *arg, const struct admin_request *req, cJSON **ret,
+             char *code, size_t code_len, char *msg, size_t msg_len)
+{
+	struct order_service *s = arg;
+	struct kasir_db *db = s->admin_db;
+	const char *id = arg_str(req, "order_id");
+	const char *p[1] = {id};
+	cJSON *res = NULL, *un = NULL;
+	int rc;
+
+	if (id == NULL || !order_id_valid(id, ORDER_ID_MAX))
+		return fail(code, code_len, msg, msg_len, -EINVAL,
+		            ADMIN_E_INVALID_ARGS, "args.order_id required");
+	rc = store_order_view(db, id, true, &res);
+	if (rc == 0) {
+		if ((rc = add(res, "unknown_notifications", db, &st_unknown_for,
+		              p)) < 0) {
+			cJSON_Delete(res);
+			return rc;
+		}
+		*ret = res;
+		return 0;
+	}
+	if (rc != KASIR_ENOTFOUND)
+		return rc;
+	/* maybe only notifications for it exist */
+	if ((rc = store_rows_json(db, &st_unknown_for, p, &un)) < 0)
+		return rc;
+	if (cJSON_GetArraySize(un) == 0) {
+		cJSON_Delete(un);
+		return fail(code, code_len, msg, msg_len, KASIR_ENOTFOUND,
+		            ADMIN_E_ORDER_NOT_FOUND,
+		            "kasir-order has no such order");
+	}
+	if ((res = cJSON_CreateObject()) == NULL) {
+		cJSON_Delete(un);
+		return -ENOMEM;
+	}
+	cJSON_AddStringToObject(res, "order_id", id);
+	cJSON_AddNullToObject(res, "status");
+	cJSON_AddItemToObject(res, "unknown_notifications", un);
+	*ret = res;
+	return 0;
+}
+
+/* {key: rows of st} */
+static int
+rows_under(struct kasir_db *db, const struct db_stmt *st, const char *key,
+           cJSON **ret)
+{
+	cJSON *rows = NULL, *res;
+	int rc = store_rows_json(db, st, NULL, &rows);
+
+	if (rc < 0)
+		return rc;
+	if ((res = cJSON_CreateObject()) == NULL) {
+		cJSON_Delete(rows);
+		return -ENOMEM;
+	}
+	cJSON_AddItemToObject(res, key, rows);
+	*ret = res;
+	return 0;
+}
+
+static int
+h_pending(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+          size_t code_len, char *msg, size_t msg_len)
+{
+	struct order_service *s = arg;
+
+	(void)req;
+	(void)code;
+	(void)code_len;
+	(void)msg;
+	(void)msg_len;
+	return rows_under(s->admin_db, &st_pending, "orders", ret);
+}
+
+static int
+h_unknown(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+          size_t code_len, char *msg, size_t msg_len)
+{
+	struct order_service *s = arg;
+
+	(void)req;
+	(void)code;
+	(void)code_len;
+	(void)msg;
+	(void)msg_len;
+	return rows_under(s->admin_db, &st_unknown_list, "notifications", ret);
+}
+
+static int
+h_access_grant(void *arg, const struct admin_request *req, cJSON **ret,
+               char *code, size_t code_len, char *msg, size_t msg_len)
+{
+	struct order_service *s = arg;
+
+	return cmd_access_grant(s, s->admin_db, req, ret, code, code_len, msg,
+	                        msg_len);
+}
+
+static int
+h_drill_revoke(void *arg, const struct admin_request *req, cJSON **ret,
+               char *code, size_t code_len, char *msg, size_t msg_len)
+{
+	struct order_service *s = arg;
+
+	return cmd_drill_revoke(s, s->admin_db, req, ret, code, code_len, msg,
+	                        msg_len);
+}
+
+static int
+h_export(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+         size_t code_len, char *msg, size_t msg_len)
+{
+	struct order_service *s = arg;
+
+	return cmd_export(s->admin_db, req, ret, code, code_len, msg, msg_len);
+}
+
+static int
+h_find(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+       size_t code_len, char *msg, size_t msg_len)
+{
+	struct order_service *s = arg;
+
+	return cmd_find(s->admin_db, req, ret, code, code_len, msg, msg_len);
+}
+
+static int
+h_audit_list(void *arg, const struct admin_request *req, cJSON **ret,
+             char *code, size_t code_len, char *msg, size_t msg_len)
+{
+	struct order_service *s = arg;
+
+	return admin_audit_list(s->admin_db, &st_audit_list, req, ret, code,
+	                        code_len, msg, msg_len);
+}
+
+/* The command table: common/admin_socket.c checks the role and
+ * dispatches; any other name is refused there. */
+const struct admin_command order_admin_commands[] = {
+    {.name = "status", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_status},
+    {.name = "order.show",
+     .min_role = ADMIN_ROLE_SUPPORT,
+     .handler = h_order_show},
+    {.name = "orders.pending",
+     .min_role = ADMIN_ROLE_SUPPORT,
+     .handler = h_pending},
+    {.name = "orders.unknown_notifications",
+     .min_role = ADMIN_ROLE_SUPPORT,
+     .handler = h_unknown},
+    {.name = "doctor.facts",
+     .min_role = ADMIN_ROLE_SUPPORT,
+     .handler = h_doctor},
+    {.name = "orders.find", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_find},
+    {.name = "audit.list",
+     .min_role = ADMIN_ROLE_SUPPORT,
+     .handler = h_audit_list},
+    {.name = "access.grant",
+     .min_role = ADMIN_ROLE_ENGINEER,
+     .handler = h_access_grant,
+     .audited = true},
+    {.name = "drill.revoke_access",
+     .min_role = ADMIN_ROLE_ENGINEER,
+     .handler = h_drill_revoke,
+     .audited = true},
+    {.name = "export.orders",
+     .min_role = ADMIN_ROLE_ENGINEER,
+     .handler = h_export,
+     .audited = true},
+    {.name = NULL}};
+
+/* Before every command: the admin connection is (re)established. */
+int
+order_admin_prepare(void *arg, const struct admin_request *req, char *code,
+                    size_t code_len, char *msg, size_t msg_len)
+{
+	struct order_service *s = arg;
+
+	(void)req;
+	if (db_ensure(s->admin_db) < 0)
+		return fail(code, code_len, msg, msg_len, KASIR_EDB,
+		            ADMIN_E_DATABASE_UNAVAILABLE,
+		            "database unavailable");
+	return 0;
+}
+
+/* An audited command refused at the role gate: written to orders.audit,
+ * naming the order when the arguments name a valid one. */
+void
+order_admin_audit_refusal(void *arg, const struct admin_request *req,
+                          const char *code, const char *why)
+{
+	struct order_service *s = arg;
+	const char *order_id = arg_str(req, "order_id");
+	char e[256];
+
+	if (order_id != NULL && !order_id_valid(order_id, ORDER_ID_MAX))
+		order_id = NULL;
+	snprintf(e, sizeof(e), "%s: %s", code, why);
+	if (db_ensure(s->admin_db) == 0)
+		admin_audit_refusal(s->admin_db, &st_audit, req, order_id, e);
+}
 
 /* A request common/admin_socket.c refused before admin dispatch (role
- * none, unknown command): logged here, once. */
+ * none, below the command's role, unknown command): logged here, once. */
 void
 order_admin_refused(void *arg, const struct admin_request *req,
                     const char *code)
@@ -679,100 +918,4 @@ order_admin_refused(void *arg, const struct admin_request *req,
 	(void)arg;
 	log_notice("admin: %s by %s (role %s) refused: %s, ignoring", req->cmd,
 	           req->peer.user, admin_role_name(req->peer.role), code);
-}
-
-int
-admin_handle(void *arg, const struct admin_request *req,
-             struct cJSON **ret_result, char *err_code, size_t code_len,
-             char *err_msg, size_t msg_len)
-{
-	struct order_service *s = arg;
-	struct kasir_db *db = s->admin_db;
-	const char *cmd = req->cmd;
-	cJSON *res = NULL;
-	int rc;
-
-	if (db_ensure(db) < 0)
-		return fail(err_code, code_len, err_msg, msg_len, KASIR_EDB,
-		            "database_unavailable", "database unavailable");
-	if (strcmp(cmd, "status") == 0) {
-		rc = cmd_status(s, db, &res);
-	} else if (strcmp(cmd, "order.show") == 0) {
-		const char *id = arg_str(req, "order_id");
-		const char *p[1] = {id};
-		if (id == NULL || !order_id_valid(id, ORDER_ID_MAX))
-			return fail(err_code, code_len, err_msg, msg_len,
-			            -EINVAL, "invalid_args",
-			            "args.order_id required");
-		rc = store_order_view(db, id, true, &res);
-		if (rc == KASIR_ENOTFOUND) {
-			/* maybe only notifications for it exist */
-			cJSON *un = NULL;
-			if (store_rows_json(db, &st_unknown_for, p, &un) == 0 &&
-			    cJSON_GetArraySize(un) > 0) {
-				res = cJSON_CreateObject();
-				if (res == NULL) {
-					cJSON_Delete(un);
-					return -ENOMEM;
-				}
-				cJSON_AddStringToObject(res, "order_id", id);
-				cJSON_AddNullToObject(res, "status");
-				cJSON_AddItemToObject(
-				    res, "unknown_notifications", un);
-				rc = 0;
-			} else {
-				cJSON_Delete(un);
-				return fail(err_code, code_len, err_msg,
-				            msg_len, KASIR_ENOTFOUND,
-				            "order_not_found",
-				            "kasir-order has no such order");
-			}
-		} else if (rc == 0) {
-			rc = add(res, "unknown_notifications", db,
-			         &st_unknown_for, p);
-		}
-	} else if (strcmp(cmd, "orders.pending") == 0) {
-		cJSON *rows = NULL;
-		rc = store_rows_json(db, &st_pending, NULL, &rows);
-		if (rc == 0 && (res = cJSON_CreateObject()) != NULL)
-			cJSON_AddItemToObject(res, "orders", rows);
-		else
-			cJSON_Delete(rows);
-	} else if (strcmp(cmd, "orders.unknown_notifications") == 0) {
-		cJSON *rows = NULL;
-		rc = store_rows_json(db, &st_unknown_list, NULL, &rows);
-		if (rc == 0 && (res = cJSON_CreateObject()) != NULL)
-			cJSON_AddItemToObject(res, "notifications", rows);
-		else
-			cJSON_Delete(rows);
-	} else if (strcmp(cmd, "doctor.facts") == 0) {
-		rc = cmd_doctor(db, &res);
-	} else if (strcmp(cmd, "access.grant") == 0) {
-		return cmd_access_grant(s, db, req, ret_result, err_code,
-		                        code_len, err_msg, msg_len);
-	} else if (strcmp(cmd, "drill.revoke_access") == 0) {
-		return cmd_drill_revoke(s, db, req, ret_result, err_code,
-		                        code_len, err_msg, msg_len);
-	} else if (strcmp(cmd, "export.orders") == 0) {
-		return cmd_export(db, req, ret_result, err_code, code_len,
-		                  err_msg, msg_len);
-	} else if (strcmp(cmd, "orders.find") == 0) {
-		return cmd_find(db, req, ret_result, err_code, code_len,
-		                err_msg, msg_len);
-	} else {
-		return fail(err_code, code_len, err_msg, msg_len, -ENOTSUP,
-		            "unknown_command",
-		            "kasir-order has no such command");
-	}
-	if (rc == 0 && res == NULL)
-		rc = -ENOMEM;
-	if (rc < 0) {
-		cJSON_Delete(res);
-		return fail(err_code, code_len, err_msg, msg_len, rc,
-		            rc == KASIR_EDB ? "database_unavailable"
-		                            : "internal",
-		            kasir_strerror(rc));
-	}
-	*ret_result = res;
-	return 0;
 }

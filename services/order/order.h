@@ -20,6 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "admin_socket.h"
 #include "base_conf.h"
 #include "config.h"
 #include "db.h"
@@ -285,13 +286,13 @@ struct http_request;
 struct http_response;
 int api_handle(void *arg, const struct http_request *req,
                struct http_response *resp);
-struct admin_request;
-/* Every command admin_handle() answers (admin_socket_conf). */
-extern const char *const order_admin_commands[];
+/* The admin command table and hooks (admin_socket_conf). */
+extern const struct admin_command order_admin_commands[];
 void order_admin_refused(void *arg, const struct admin_request *req,
                          const char *code);
-int admin_handle(void *arg, const struct admin_request *req,
-                 struct cJSON **ret_result, char *err_code, size_t code_len,
-                 char *err_msg, size_t msg_len);
+int order_admin_prepare(void *arg, const struct admin_request *req, char *code,
+                        size_t code_len, char *msg, size_t msg_len);
+void order_admin_audit_refusal(void *arg, const struct admin_request *req,
+                               const char *code, const char *why);
 
 #endif

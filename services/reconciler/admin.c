@@ -32,6 +32,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "admin_audit.h"
 #include "admin_socket.h"
 #include "db.h"
 #include "db_json.h"
@@ -149,6 +150,12 @@ static const struct db_stmt st_force_pending = {
            " WHERE NOT final RETURNING order_id",
 };
 
+static const struct db_stmt st_audit_list = {
+    .name = "recon_admin_audit_list",
+    .sql = ADMIN_AUDIT_LIST_SQL("recon"),
+    .nparams = 4,
+};
+
 static const struct db_stmt st_audit = {
     .name = "recon_admin_audit",
     .sql = "INSERT INTO recon.audit (actor, role, command, args, reason,"
@@ -174,54 +181,27 @@ arg_str(const struct admin_request *req, const char *k)
 	return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-/* Writes the audit row in the open transaction (or alone when none is
- * open: refusals).  before/after borrowed; may be NULL. */
+/* Writes the audit row in the open transaction (admin_audit.h). */
 static int
 audit(struct kasir_db *db, const struct admin_request *req, const cJSON *before,
       const cJSON *after, const char *result, const char *error)
 {
-	char *args = cJSON_PrintUnformatted(req->args);
-	char *b = before ? cJSON_PrintUnformatted(before) : NULL;
-	char *a = after ? cJSON_PrintUnformatted(after) : NULL;
-	const char *p[10] = {req->peer.user,
-	                     admin_role_name(req->peer.role),
-	                     req->cmd,
-	                     args ? args : "{}",
-	                     req->reason,
-	                     req->incident,
-	                     b,
-	                     a,
-	                     result,
-	                     error};
-	int r = db_exec(db, &st_audit, p, NULL);
-
-	free(args);
-	free(b);
-	free(a);
-	return r;
+	return admin_audit(db, &st_audit, req, NULL, before, after, result,
+	                   error);
 }
 
+/* A changing command needs a reason (the role was checked by the admin
+ * socket against the command table); a refusal is audited alone. */
 static int
-require_engineer(struct kasir_db *db, const struct admin_request *req,
-                 char *code, size_t code_len, char *msg, size_t msg_len)
+require_reason(struct kasir_db *db, const struct admin_request *req, char *code,
+               size_t code_len, char *msg, size_t msg_len)
 {
-	const char *why = NULL, *c = NULL;
+	const char *why = "a changing command needs a reason";
 
-	if (req->peer.role != ADMIN_ROLE_ENGINEER) {
-		c = "role_required";
-		why = "this command needs the engineer role";
-	} else if (req->reason == NULL || req->reason[0] == '\0') {
-		c = "reason_required";
-		why = "a changing command needs a reason";
-	}
-	if (why == NULL)
+	if (req->reason != NULL && req->reason[0] != '\0')
 		return 0;
-	if (audit(db, req, NULL, NULL, "refused", why) < 0)
-		log_warning("admin: auditing a refusal of %s failed: %s",
-		            req->cmd, db_last_error(db));
-	log_notice("admin: %s by %s (%s) refused: %s", req->cmd, req->peer.user,
-	           admin_role_name(req->peer.role), why);
-	set_err(code, code_len, msg, msg_len, c, why);
+	admin_audit_refusal(db, &st_audit, req, NULL, why);
+	set_err(code, code_len, msg, msg_len, ADMIN_E_REASON_REQUIRED, why);
 	return KASIR_EPERM;
 }
 
@@ -336,10 +316,10 @@ cmd_reconcile_order(struct recon *r, struct kasir_db *db,
 	cJSON *before = NULL, *after = NULL, *out;
 	int rc;
 
-	if ((rc = require_engineer(db, req, code, code_len, msg, msg_len)) < 0)
+	if ((rc = require_reason(db, req, code, code_len, msg, msg_len)) < 0)
 		return rc;
 	if (order_id == NULL || !order_id_valid(order_id, 50)) {
-		set_err(code, code_len, msg, msg_len, "bad_args",
+		set_err(code, code_len, msg, msg_len, ADMIN_E_INVALID_ARGS,
 		        "want {order_id: string}");
 		return -EINVAL;
 	}
@@ -394,7 +374,7 @@ cmd_reconcile_pending(struct recon *r, struct kasir_db *db,
 	cJSON *after = NULL, *out;
 	int rc, n;
 
-	if ((rc = require_engineer(db, req, code, code_len, msg, msg_len)) < 0)
+	if ((rc = require_reason(db, req, code, code_len, msg, msg_len)) < 0)
 		return rc;
 	if ((rc = db_begin(db)) < 0)
 		return rc;
@@ -434,11 +414,11 @@ cmd_mode_set(struct recon *r, struct kasir_db *db,
 	char by[96];
 	int rc;
 
-	if ((rc = require_engineer(db, req, code, code_len, msg, msg_len)) < 0)
+	if ((rc = require_reason(db, req, code, code_len, msg, msg_len)) < 0)
 		return rc;
 	if (mode == NULL ||
 	    (strcmp(mode, "reconcile") != 0 && strcmp(mode, "normal") != 0)) {
-		set_err(code, code_len, msg, msg_len, "bad_args",
+		set_err(code, code_len, msg, msg_len, ADMIN_E_INVALID_ARGS,
 		        "want {mode: \"reconcile\" | \"normal\"}");
 		return -EINVAL;
 	}
@@ -472,15 +452,221 @@ out:
 	return rc;
 }
 
-/* The dispatch below answers exactly these (common/admin_socket.c refuses
- * any other name and role none before the handler runs). */
-const char *const recon_admin_commands[] = {
-    "status",          "doctor.facts",      "checks.list",
-    "reconcile.order", "reconcile.pending", "mode.set",
-    "evidence.order",  "refund.order",      NULL};
+/* A query answered NULL (out of memory aside): the database went away
+ * under a connection that looked alive. */
+static int
+answer(cJSON *out, cJSON **ret, char *code, size_t code_len, char *msg,
+       size_t msg_len)
+{
+	if (out == NULL) {
+		set_err(code, code_len, msg, msg_len,
+		        ADMIN_E_DATABASE_UNAVAILABLE, "database query failed");
+		return KASIR_EDB;
+	}
+	*ret = out;
+	return 0;
+}
+
+/* args.order_id, or an invalid_args refusal (NULL). */
+static const char *
+order_arg(const struct admin_request *req, char *code, size_t code_len,
+          char *msg, size_t msg_len)
+{
+	const char *order_id = arg_str(req, "order_id");
+
+	if (order_id == NULL || !order_id_valid(order_id, 50)) {
+		set_err(code, code_len, msg, msg_len, ADMIN_E_INVALID_ARGS,
+		        "want {order_id: string}");
+		return NULL;
+	}
+	return order_id;
+}
+
+static int
+h_status(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+         size_t code_len, char *msg, size_t msg_len)
+{
+	struct recon *r = arg;
+
+	(void)req;
+	return answer(status_json(r, r->admin_db), ret, code, code_len, msg,
+	              msg_len);
+}
+
+static int
+h_doctor(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+         size_t code_len, char *msg, size_t msg_len)
+{
+	struct recon *r = arg;
+
+	(void)req;
+	return answer(doctor_json(r, r->admin_db), ret, code, code_len, msg,
+	              msg_len);
+}
+
+static int
+h_checks_list(void *arg, const struct admin_request *req, cJSON **ret,
+              char *code, size_t code_len, char *msg, size_t msg_len)
+{
+	struct recon *r = arg;
+	struct kasir_db *db = r->admin_db;
+	const char *order_id = order_arg(req, code, code_len, msg, msg_len);
+	const char *p[1] = {order_id};
+	cJSON *checks, *watch, *out = NULL;
+
+	if (order_id == NULL)
+		return -EINVAL;
+	checks = db_query_json(db, &st_checks_of, p);
+	watch = db_query_json(db, &st_watch_of, p);
+	if (checks && watch) {
+		out = cJSON_CreateObject();
+		cJSON_AddStringToObject(out, "order_id", order_id);
+		cJSON_AddItemToObject(out, "watch",
+		                      cJSON_GetArraySize(watch)
+		                          ? cJSON_DetachItemFromArray(watch, 0)
+		                          : cJSON_CreateNull());
+		cJSON_AddItemToObject(out, "checks", checks);
+		checks = NULL;
+		/* refunds started from kasir (refund.c); absent when the
+		 * query failed: kasirctl shows what it got */
+		cJSON *refunds = recon_refunds_json(db, order_id);
+
+		if (refunds != NULL)
+			cJSON_AddItemToObject(out, "refunds", refunds);
+	}
+	cJSON_Delete(checks);
+	cJSON_Delete(watch);
+	return answer(out, ret, code, code_len, msg, msg_len);
+}
+
+static int
+h_evidence(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+           size_t code_len, char *msg, size_t msg_len)
+{
+	struct recon *r = arg;
+	const char *order_id = order_arg(req, code, code_len, msg, msg_len);
+
+	if (order_id == NULL)
+		return -EINVAL;
+	return answer(recon_admin_evidence(r->admin_db, order_id), ret, code,
+	              code_len, msg, msg_len);
+}
+
+static int
+h_audit_list(void *arg, const struct admin_request *req, cJSON **ret,
+             char *code, size_t code_len, char *msg, size_t msg_len)
+{
+	struct recon *r = arg;
+
+	return admin_audit_list(r->admin_db, &st_audit_list, req, ret, code,
+	                        code_len, msg, msg_len);
+}
+
+static int
+h_refund(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+         size_t code_len, char *msg, size_t msg_len)
+{
+	struct recon *r = arg;
+
+	return recon_admin_refund(r, r->admin_db, req, ret, code, code_len, msg,
+	                          msg_len);
+}
+
+static int
+h_reconcile_order(void *arg, const struct admin_request *req, cJSON **ret,
+                  char *code, size_t code_len, char *msg, size_t msg_len)
+{
+	struct recon *r = arg;
+
+	return cmd_reconcile_order(r, r->admin_db, req, ret, code, code_len,
+	                           msg, msg_len);
+}
+
+static int
+h_reconcile_pending(void *arg, const struct admin_request *req, cJSON **ret,
+                    char *code, size_t code_len, char *msg, size_t msg_len)
+{
+	struct recon *r = arg;
+
+	return cmd_reconcile_pending(r, r->admin_db, req, ret, code, code_len,
+	                             msg, msg_len);
+}
+
+static int
+h_mode_set(void *arg, const struct admin_request *req, cJSON **ret, char *code,
+           size_t code_len, char *msg, size_t msg_len)
+{
+	struct recon *r = arg;
+
+	return cmd_mode_set(r, r->admin_db, req, ret, code, code_len, msg,
+	                    msg_len);
+}
+
+/* The command table: common/admin_socket.c checks the role and
+ * dispatches; any other name is refused there. */
+const struct admin_command recon_admin_commands[] = {
+    {.name = "status", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_status},
+    {.name = "doctor.facts",
+     .min_role = ADMIN_ROLE_SUPPORT,
+     .handler = h_doctor},
+    {.name = "checks.list",
+     .min_role = ADMIN_ROLE_SUPPORT,
+     .handler = h_checks_list},
+    {.name = "evidence.order",
+     .min_role = ADMIN_ROLE_SUPPORT,
+     .handler = h_evidence},
+    {.name = "audit.list",
+     .min_role = ADMIN_ROLE_SUPPORT,
+     .handler = h_audit_list},
+    {.name = "reconcile.order",
+     .min_role = ADMIN_ROLE_ENGINEER,
+     .handler = h_reconcile_order,
+     .audited = true},
+    {.name = "reconcile.pending",
+     .min_role = ADMIN_ROLE_ENGINEER,
+     .handler = h_reconcile_pending,
+     .audited = true},
+    {.name = "mode.set",
+     .min_role = ADMIN_ROLE_ENGINEER,
+     .handler = h_mode_set,
+     .audited = true},
+    {.name = "refund.order",
+     .min_role = ADMIN_ROLE_ENGINEER,
+     .handler = h_refund,
+     .audited = true},
+    {.name = NULL}};
+
+/* Before every command: the admin connection is (re)established. */
+int
+recon_admin_prepare(void *arg, const struct admin_request *req, char *code,
+                    size_t code_len, char *msg, size_t msg_len)
+{
+	struct recon *r = arg;
+
+	(void)req;
+	if (db_ensure(r->admin_db) < 0) {
+		set_err(code, code_len, msg, msg_len,
+		        ADMIN_E_DATABASE_UNAVAILABLE,
+		        "the reconciler's database is unreachable");
+		return KASIR_EDB;
+	}
+	return 0;
+}
+
+/* An audited command refused at the role gate: written to recon.audit. */
+void
+recon_admin_audit_refusal(void *arg, const struct admin_request *req,
+                          const char *code, const char *why)
+{
+	struct recon *r = arg;
+
+	(void)code;
+	if (db_ensure(r->admin_db) == 0)
+		admin_audit_refusal(r->admin_db, &st_audit, req, NULL, why);
+}
 
 /* A request common/admin_socket.c refused before admin dispatch (role
- * none, unknown command): logged here, once. */
+ * none, below the command's role, unknown command): logged here, once. */
 void
 recon_admin_refused(void *arg, const struct admin_request *req,
                     const char *code)
@@ -488,108 +674,6 @@ recon_admin_refused(void *arg, const struct admin_request *req,
 	(void)arg;
 	log_notice("admin: %s by %s (role %s) refused: %s, ignoring", req->cmd,
 	           req->peer.user, admin_role_name(req->peer.role), code);
-}
-
-int
-recon_admin(void *arg, const struct admin_request *req, cJSON **ret_result,
-            char *err_code, size_t code_len, char *err_msg, size_t msg_len)
-{
-	struct recon *r = arg;
-	struct kasir_db *db = r->admin_db;
-	cJSON *out = NULL;
-	int rc;
-
-	if (db_ensure(db) < 0) {
-		set_err(err_code, code_len, err_msg, msg_len,
-		        "database_unavailable",
-		        "the reconciler's database is unreachable");
-		return KASIR_EDB;
-	}
-	if (strcmp(req->cmd, "status") == 0) {
-		out = status_json(r, db);
-	} else if (strcmp(req->cmd, "doctor.facts") == 0) {
-		out = doctor_json(r, db);
-	} else if (strcmp(req->cmd, "checks.list") == 0) {
-		const char *order_id = arg_str(req, "order_id");
-		const char *p[1] = {order_id};
-		cJSON *checks, *watch;
-
-		if (order_id == NULL || !order_id_valid(order_id, 50)) {
-			set_err(err_code, code_len, err_msg, msg_len,
-			        "bad_args", "want {order_id: string}");
-			return -EINVAL;
-		}
-		checks = db_query_json(db, &st_checks_of, p);
-		watch = db_query_json(db, &st_watch_of, p);
-		if (checks && watch) {
-			out = cJSON_CreateObject();
-			cJSON_AddStringToObject(out, "order_id", order_id);
-			cJSON_AddItemToObject(
-			    out, "watch",
-			    cJSON_GetArraySize(watch)
-			        ? cJSON_DetachItemFromArray(watch, 0)
-			        : cJSON_CreateNull());
-			cJSON_AddItemToObject(out, "checks", checks);
-			checks = NULL;
-			/* refunds started from kasir (refund.c); absent when
-			 * the query failed: kasirctl shows what it got */
-			cJSON *refunds = recon_refunds_json(db, order_id);
-
-			if (refunds != NULL)
-				cJSON_AddItemToObject(out, "refunds", refunds);
-		}
-		cJSON_Delete(checks);
-		cJSON_Delete(watch);
-	} else if (strcmp(req->cmd, "evidence.order") == 0) {
-		const char *order_id = arg_str(req, "order_id");
-
-		if (order_id == NULL || !order_id_valid(order_id, 50)) {
-			set_err(err_code, code_len, err_msg, msg_len,
-			        "bad_args", "want {order_id: string}");
-			return -EINVAL;
-		}
-		out = recon_admin_evidence(db, order_id);
-	} else if (strcmp(req->cmd, "refund.order") == 0) {
-		rc = recon_admin_refund(r, db, req, &out, err_code, code_len,
-		                        err_msg, msg_len);
-		if (rc < 0)
-			goto failed;
-	} else if (strcmp(req->cmd, "reconcile.order") == 0) {
-		rc = cmd_reconcile_order(r, db, req, &out, err_code, code_len,
-		                         err_msg, msg_len);
-		if (rc < 0)
-			goto failed;
-	} else if (strcmp(req->cmd, "reconcile.pending") == 0) {
-		rc = cmd_reconcile_pending(r, db, req, &out, err_code, code_len,
-		                           err_msg, msg_len);
-		if (rc < 0)
-			goto failed;
-	} else if (strcmp(req->cmd, "mode.set") == 0) {
-		rc = cmd_mode_set(r, db, req, &out, err_code, code_len, err_msg,
-		                  msg_len);
-		if (rc < 0)
-			goto failed;
-	} else {
-		set_err(err_code, code_len, err_msg, msg_len, "unknown_command",
-		        "unknown command");
-		log_notice("admin: unknown command \"%.64s\" from %s, ignoring",
-		           req->cmd, req->peer.user);
-		return -EINVAL;
-	}
-	if (out == NULL) {
-		/* a query failed (out of memory aside): the database
-		 * went away under a connection that looked alive */
-		set_err(err_code, code_len, err_msg, msg_len,
-		        "database_unavailable", "database query failed");
-		return KASIR_EDB;
-	}
-	*ret_result = out;
-	return 0;
-failed:
-	if (err_code[0] == '\0')
-		set_err(err_code, code_len, err_msg, msg_len, "internal",
-		        kasir_strerror(rc));
-	return rc;
 }
 
 int
@@ -601,11 +685,11 @@ recon_admin_audit(struct kasir_db *db, const struct admin_request *req,
 }
 
 int
-recon_admin_require_engineer(struct kasir_db *db,
-                             const struct admin_request *req, char *code,
-                             size_t code_len, char *msg, size_t msg_len)
+recon_admin_require_reason(struct kasir_db *db, const struct admin_request *req,
+                           char *code, size_t code_len, char *msg,
+                           size_t msg_len)
 {
-	return require_engineer(db, req, code, code_len, msg, msg_len);
+	return require_reason(db, req, code, code_len, msg, msg_len);
 }
 
 /* Scrape callback: pending orders by age bucket, oldest pending age,

@@ -238,10 +238,12 @@ main(int argc, char **argv)
 		    .engineer_group = conf.base.admin_engineer_group,
 		    .support_group = conf.base.admin_support_group,
 		    .commands = recon_admin_commands,
+		    .prepare = recon_admin_prepare,
+		    .audit_refusal = recon_admin_audit_refusal,
 		    .refused = recon_admin_refused,
 		};
 
-		if (admin_socket_start(&ac, recon_admin, &r, &admin) < 0) {
+		if (admin_socket_start(&ac, &r, &admin) < 0) {
 			log_err("cannot start the admin socket on %s",
 			        conf.base.admin_socket);
 			rc = 1;

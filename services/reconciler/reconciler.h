@@ -350,18 +350,23 @@ void mode_committed(struct recon *r, enum recon_mode before,
                     enum recon_mode after, const char *by, const char *why);
 
 /* admin.c */
-/* Every command recon_admin() answers (admin_socket_conf). */
-extern const char *const recon_admin_commands[];
+/* The admin command table and hooks (admin_socket_conf). */
+extern const struct admin_command recon_admin_commands[];
 void recon_admin_refused(void *arg, const struct admin_request *req,
                          const char *code);
+int recon_admin_prepare(void *arg, const struct admin_request *req, char *code,
+                        size_t code_len, char *msg, size_t msg_len);
+void recon_admin_audit_refusal(void *arg, const struct admin_request *req,
+                               const char *code, const char *why);
 /* The audit row (recon.audit) of an admin request, in the open transaction
- * or alone; and the engineer-role + reason check that audits a refusal. */
+ * or alone; and the reason check that audits a refusal (the role is
+ * checked by the admin socket against the command table). */
 int recon_admin_audit(struct kasir_db *db, const struct admin_request *req,
                       const struct cJSON *before, const struct cJSON *after,
                       const char *result, const char *error);
-int recon_admin_require_engineer(struct kasir_db *db,
-                                 const struct admin_request *req, char *code,
-                                 size_t code_len, char *msg, size_t msg_len);
+int recon_admin_require_reason(struct kasir_db *db,
+                               const struct admin_request *req, char *code,
+                               size_t code_len, char *msg, size_t msg_len);
 /* evidence_admin.c: evidence.order {order_id}: Status API answers with raw
  * bodies and refunds of one order; NULL on a database error. */
 struct cJSON *recon_admin_evidence(struct kasir_db *db, const char *order_id);
@@ -371,9 +376,6 @@ int recon_admin_refund(struct recon *r, struct kasir_db *db,
                        const struct admin_request *req, struct cJSON **ret,
                        char *code, size_t code_len, char *msg, size_t msg_len);
 struct cJSON *recon_refunds_json(struct kasir_db *db, const char *order_id);
-int recon_admin(void *arg, const struct admin_request *req,
-                struct cJSON **ret_result, char *err_code, size_t code_len,
-                char *err_msg, size_t msg_len);
 void recon_scrape(void *arg);
 
 #endif

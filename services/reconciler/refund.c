@@ -376,8 +376,8 @@ recon_admin_refund(struct recon *r, struct kasir_db *db,
 	const struct refusal no = {code, code_len, msg, msg_len};
 	int rc;
 
-	if ((rc = recon_admin_require_engineer(db, req, code, code_len, msg,
-	                                       msg_len)) < 0)
+	if ((rc = recon_admin_require_reason(db, req, code, code_len, msg,
+	                                     msg_len)) < 0)
 		return rc;
 	if (!cJSON_IsString(joid) || !order_id_valid(joid->valuestring, 50) ||
 	    (jamount != NULL && !cJSON_IsNull(jamount) &&

@@ -64,7 +64,9 @@ handler(void *arg, const struct admin_request *req, cJSON **ret_result,
 	return 0;
 }
 
-static const char *const fuzz_commands[] = {"echo", NULL};
+static const struct admin_command fuzz_commands[] = {
+    {.name = "echo", .min_role = ADMIN_ROLE_SUPPORT, .handler = handler},
+    {.name = NULL}};
 
 static nng_socket *
 client(void)
@@ -77,7 +79,7 @@ client(void)
 
 	if (ready)
 		return &sock;
-	if (admin_socket_start(&conf, handler, NULL, &srv) < 0 ||
+	if (admin_socket_start(&conf, NULL, &srv) < 0 ||
 	    nng_req0_open(&sock) != 0 ||
 	    nng_socket_set_ms(sock, NNG_OPT_RECVTIMEO, FUZZ_ADMIN_TIMEOUT) !=
 	        0 ||

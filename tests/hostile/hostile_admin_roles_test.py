@@ -1,4 +1,5 @@
-"""Role "none" on the admin socket of every daemon (issue 13, item 3).
+"""Roles on the admin socket of every daemon (issue 13 item 3, issue 14
+item 3).
 
 For each of the four daemons the test asks the daemon itself which
 commands it registers (the built-in "admin.commands", over the real ipc
@@ -10,6 +11,13 @@ dispatch (anything but "unknown_command"), which proves the registered
 table and the dispatch agree.  common/admin_socket.c is the one place
 that refuses role none; the ipc peer-credential path to role none (a
 user in neither group) is covered by tests/unit_net/test_admin.c.
+
+Each command's minimum role (from the daemon's command table, listed by
+admin.commands) must be the one written below: a command that changes
+or exports must need the engineer role.  Support is refused
+("role_required", no result) for exactly those; every refusal of such an
+(audited) command is then found by the daemon's own "audit.list" (support
+role, newest first, bounded, filtered by order id and since).
 """
 
 import json
@@ -24,19 +32,29 @@ DAEMONS = ("ingest", "order", "notifier", "reconciler")
 # table (and so unreachable) is caught here.
 MUST = {"ingest": {"status", "events.list", "quarantine.list", "export.events",
                    "evidence.order"},
-        "order": {"status", "order.show", "orders.pending", "doctor.facts",
+        "order": {"status", "order.show", "orders.find", "orders.pending", "doctor.facts",
                   "orders.unknown_notifications", "access.grant", "export.orders"},
         "notifier": {"status", "doctor.facts", "jobs.list", "evidence.order", "receipt.resend",
                      "jobs.requeue", "jobs.decide", "reminders.pause", "reminders.resume"},
         "reconciler": {"status", "doctor.facts", "checks.list", "reconcile.order",
                        "reconcile.pending", "mode.set", "evidence.order",
                        "refund.order"}}
+for _svc in MUST:
+    MUST[_svc].add("audit.list")
+# The commands that need the engineer role; every other one needs support.
+ENGINEER = {"ingest": {"export.events"},
+            "order": {"access.grant", "drill.revoke_access", "export.orders"},
+            "notifier": {"receipt.resend", "jobs.requeue", "jobs.decide",
+                         "reminders.pause", "reminders.resume"},
+            "reconciler": {"reconcile.order", "reconcile.pending", "mode.set",
+                           "refund.order"}}
 # Arguments that would be enough for the read commands to answer data.
 ARGS = {"order_id": "ORD-ROLE-1", "from": "2000-01-01", "to": "2100-01-01"}
 
 
-def admin(st, svc, cmd, as_role=None):
-    req = {"v": 1, "cmd": cmd, "args": ARGS, "reason": "role test"}
+def admin(st, svc, cmd, as_role=None, args=None):
+    req = {"v": 1, "cmd": cmd, "args": ARGS if args is None else args,
+           "reason": "role test"}
     if as_role is not None:
         req["as_role"] = as_role
     tool = os.path.join(kasirtest.build_dir(), "tests", "admin-call")
@@ -64,14 +82,59 @@ def main():
             st.wait_log(svc, r"admin: no\.such\.command by \S+ \(role none\) "
                              r"refused: role_required", timeout=10)
             check(True, f"{svc}: the refusals are in its log")
+            table = {row["name"]: row for row in listed["result"]["table"]}
+            check(set(table) == set(cmds), f"{svc}: the table lists every command")
             for cmd in cmds:
+                want = "engineer" if cmd in ENGINEER[svc] else "support"
+                check(table[cmd]["min_role"] == want,
+                      f"{svc} {cmd}: minimum role {want} ({table[cmd]})")
                 r = admin(st, svc, cmd, as_role="support")
                 code = r.get("error", {}).get("code")
                 check(code != "unknown_command",
                       f"{svc} {cmd}: reaches the dispatch as support ({code})")
+                if want == "engineer":
+                    check(r.get("ok") is False and code == "role_required"
+                          and "result" not in r,
+                          f"{svc} {cmd}: support refused ({r})")
+                else:
+                    check(code != "role_required",
+                          f"{svc} {cmd}: support allowed ({code})")
             r = admin(st, svc, "no.such.command", as_role="support")
             check(r["error"]["code"] == "unknown_command",
                   f"{svc}: an unregistered name is unknown_command")
+            audit_list(st, svc)
+
+
+def audit_list(st, svc):
+    """The support refusals above are in the daemon's audit.list."""
+    r = admin(st, svc, "audit.list", as_role="support", args={})
+    check(r.get("ok") is True, f"{svc}: audit.list answers support ({r})")
+    rows = r["result"]["audit"]
+    refused = {x["command"] for x in rows
+               if x["result"] == "refused" and x["role"] == "support"}
+    check(ENGINEER[svc] <= refused,
+          f"{svc}: audit.list has every refused engineer command ({sorted(refused)})")
+    ids = [int(x["id"]) for x in rows]
+    check(ids == sorted(ids, reverse=True), f"{svc}: audit.list newest first {ids}")
+    check(all(set(x) >= {"at", "actor", "role", "command", "args", "reason",
+                         "incident", "order_id", "before", "after", "result"}
+              for x in rows), f"{svc}: audit.list rows have the common shape")
+    r = admin(st, svc, "audit.list", as_role="support", args={"limit": 1})
+    check(len(r["result"]["audit"]) == 1 and r["result"]["audit"][0]["id"] == rows[0]["id"],
+          f"{svc}: audit.list limit 1 is the newest row")
+    r = admin(st, svc, "audit.list", as_role="support",
+              args={"since": "2999-01-01T00:00:00Z"})
+    check(r.get("ok") is True and r["result"]["audit"] == [],
+          f"{svc}: audit.list since the future is empty")
+    r = admin(st, svc, "audit.list", as_role="support",
+              args={"order_id": "ORD-NOBODY-1"})
+    check(r.get("ok") is True and r["result"]["audit"] == [],
+          f"{svc}: audit.list for another order is empty")
+    for bad in ({"limit": 0}, {"limit": 501}, {"since": "yesterday-ish"},
+                {"order_id": "bad id!"}):
+        r = admin(st, svc, "audit.list", as_role="support", args=bad)
+        check(r.get("ok") is False and r["error"]["code"] == "invalid_args",
+              f"{svc}: audit.list {bad} refused as invalid_args ({r})")
 
 
 if __name__ == "__main__":

@@ -77,7 +77,7 @@ def main():
         d = rstack.admin(st, "doctor.facts")["result"]
         assert d["pending_past_expiry_unchecked"] == 0 and not d["auth_broken"], d
         r = rstack.admin(st, "checks.list", {"order_id": "bad id!"})
-        assert not r["ok"] and r["error"]["code"] == "bad_args", r
+        assert not r["ok"] and r["error"]["code"] == "invalid_args", r
         r = rstack.admin(st, "frobnicate")
         assert not r["ok"] and r["error"]["code"] == "unknown_command", r
         assert st.metric("reconciler", "kasir_reconciler_pending_orders") == 1

@@ -69,7 +69,7 @@ def main():
         r = rstack.admin(st, "mode.set", {"mode": "reconcile"})
         assert not r["ok"] and r["error"]["code"] == "reason_required", r
         r = rstack.admin(st, "mode.set", {"mode": "sometimes"}, reason="x")
-        assert not r["ok"] and r["error"]["code"] == "bad_args", r
+        assert not r["ok"] and r["error"]["code"] == "invalid_args", r
         r = rstack.admin(st, "mode.set", {"mode": "reconcile"},
                          reason="INC-7 webhook outage at midtrans")
         assert r["ok"] and r["result"] == {"mode": "reconcile", "was": "normal"}, r

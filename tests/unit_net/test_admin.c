@@ -64,9 +64,41 @@ handler(void *arg, const struct admin_request *req, cJSON **ret_result,
 	return 0;
 }
 
+static int audited_refusals; /* audit_refusal() calls */
+
+/* The daemon's audit of a refusal at the role gate (audited commands). */
+static void
+audit_refusal(void *arg, const struct admin_request *req, const char *code,
+              const char *why)
+{
+	(void)arg;
+	(void)why;
+	audited_refusals++;
+	snprintf(last_refusal, sizeof(last_refusal), "%s %s audited", req->cmd,
+	         code);
+}
+
 /* What the test daemon registers; anything else never reaches handler(). */
-static const char *const commands[] = {"order.show",      "x",   "test.fail",
-                                       "test.fail_plain", "who", NULL};
+#define SUPPORT(n)                                                             \
+	{                                                                      \
+		.name = (n), .min_role = ADMIN_ROLE_SUPPORT,                   \
+		.handler = handler                                             \
+	}
+static const struct admin_command commands[] = {
+    SUPPORT("order.show"),
+    SUPPORT("x"),
+    SUPPORT("test.fail"),
+    SUPPORT("test.fail_plain"),
+    SUPPORT("who"),
+    {.name = "test.engineer",
+     .min_role = ADMIN_ROLE_ENGINEER,
+     .handler = handler,
+     .audited = true},
+    {.name = "test.engineer_quiet",
+     .min_role = ADMIN_ROLE_ENGINEER,
+     .handler = handler},
+    {.name = NULL}};
+#define NCOMMANDS 7
 
 static cJSON *
 call(const char *url, const char *json)
@@ -209,12 +241,39 @@ gates(const char *url)
 	assert_true(ok_of(r));
 	list =
 	    cJSON_GetObjectItem(cJSON_GetObjectItem(r, "result"), "commands");
-	assert_int_equal(cJSON_GetArraySize(list), 5);
-	for (int i = 0; i < 5; i++)
+	assert_int_equal(cJSON_GetArraySize(list), NCOMMANDS);
+	for (int i = 0; i < NCOMMANDS; i++)
 		assert_string_equal(cJSON_GetArrayItem(list, i)->valuestring,
-		                    commands[i]);
+		                    commands[i].name);
+	list = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "result"), "table");
+	assert_int_equal(cJSON_GetArraySize(list), NCOMMANDS);
+	assert_string_equal(
+	    str_at(cJSON_GetArrayItem(list, 5), "min_role", NULL), "engineer");
+	assert_true(cJSON_IsTrue(
+	    cJSON_GetObjectItem(cJSON_GetArrayItem(list, 5), "audited")));
+	assert_string_equal(
+	    str_at(cJSON_GetArrayItem(list, 0), "min_role", NULL), "support");
 	cJSON_Delete(r);
 	assert_int_equal(calls, before);
+
+	/* below a command's minimum role: role_required before the handler;
+	 * an audited command's refusal goes to the daemon's audit hook */
+	before_refusals = refusals;
+	r = call(url, "{\"v\":1,\"cmd\":\"test.engineer\","
+	              "\"as_role\":\"support\"}");
+	assert_false(ok_of(r));
+	assert_string_equal(str_at(r, "error", "code"), "role_required");
+	cJSON_Delete(r);
+	assert_int_equal(audited_refusals, 1);
+	assert_int_equal(refusals, before_refusals + 1);
+	r = call(url, "{\"v\":1,\"cmd\":\"test.engineer_quiet\","
+	              "\"as_role\":\"support\"}");
+	assert_string_equal(str_at(r, "error", "code"), "role_required");
+	cJSON_Delete(r);
+	assert_int_equal(audited_refusals, 1);
+	assert_int_equal(refusals, before_refusals + 2);
+	assert_int_equal(calls, before);
+	audited_refusals = 0;
 
 	/* a registered command with as_role support still runs */
 	r = call(url, "{\"v\":1,\"cmd\":\"who\",\"as_role\":\"support\"}");
@@ -230,7 +289,7 @@ test_no_table(void **state)
 	struct admin_socket *s = NULL;
 
 	(void)state;
-	assert_int_equal(admin_socket_start(&conf, handler, NULL, &s), -EINVAL);
+	assert_int_equal(admin_socket_start(&conf, NULL, &s), -EINVAL);
 	assert_null(s);
 }
 
@@ -239,6 +298,7 @@ test_tcp(void **state)
 {
 	struct admin_socket_conf conf = {.url = "tcp://127.0.0.1:0",
 	                                 .commands = commands,
+	                                 .audit_refusal = audit_refusal,
 	                                 .refused = refused};
 	struct admin_socket *s;
 	char url[64];
@@ -251,7 +311,7 @@ test_tcp(void **state)
 		port = 20000 + (int)(getpid() % 20000) + i;
 		snprintf(url, sizeof(url), "tcp://127.0.0.1:%d", port);
 		conf.url = url;
-		if (admin_socket_start(&conf, handler, NULL, &s) == 0)
+		if (admin_socket_start(&conf, NULL, &s) == 0)
 			break;
 		s = NULL;
 	}
@@ -295,7 +355,7 @@ test_ipc(void **state)
 		close(fd);
 	}
 	conf.url = url;
-	assert_int_equal(admin_socket_start(&conf, handler, NULL, &s), 0);
+	assert_int_equal(admin_socket_start(&conf, NULL, &s), 0);
 	assert_int_equal(stat(path, &sb), 0);
 	assert_true(S_ISSOCK(sb.st_mode));
 	assert_int_equal(sb.st_mode & 0777, 0660);
@@ -303,7 +363,7 @@ test_ipc(void **state)
 	/* a second daemon on the same live socket is refused */
 	{
 		struct admin_socket *s2 = NULL;
-		assert_int_equal(admin_socket_start(&conf, handler, NULL, &s2),
+		assert_int_equal(admin_socket_start(&conf, NULL, &s2),
 		                 -EADDRINUSE);
 	}
 	if (getuid() == 0) {
@@ -392,14 +452,14 @@ test_ipc_roles(void **state)
 	snprintf(url, sizeof(url), "ipc://%s/a.sock", dir);
 	conf.url = url;
 
-	assert_int_equal(admin_socket_start(&conf, handler, NULL, &s), 0);
+	assert_int_equal(admin_socket_start(&conf, NULL, &s), 0);
 	call_as_nobody(url, role, sizeof(role));
 	assert_string_equal(role, "support"); /* nogroup member, not "actor" */
 	admin_socket_stop(s);
 
 	/* in neither group: role none, refused before the handler */
 	conf.support_group = NULL;
-	assert_int_equal(admin_socket_start(&conf, handler, NULL, &s), 0);
+	assert_int_equal(admin_socket_start(&conf, NULL, &s), 0);
 	int before = calls;
 	call_as_nobody(url, role, sizeof(role));
 	assert_string_equal(role, "role_required");
@@ -409,7 +469,7 @@ test_ipc_roles(void **state)
 	/* 0600: nobody cannot even connect */
 	conf.mode = "0600";
 	conf.support_group = "nogroup";
-	assert_int_equal(admin_socket_start(&conf, handler, NULL, &s), 0);
+	assert_int_equal(admin_socket_start(&conf, NULL, &s), 0);
 	call_as_nobody(url, role, sizeof(role));
 	assert_string_equal(role, "refused");
 	admin_socket_stop(s);
