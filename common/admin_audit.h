@@ -17,6 +17,7 @@
 #include <stddef.h>
 
 #include "admin_socket.h"
+#include "db_json.h"
 
 struct cJSON;
 struct kasir_db;
@@ -60,7 +61,7 @@ void admin_audit_refusal(struct kasir_db *db, const struct db_stmt *st,
 	" WHERE ($1::text IS NULL OR order_id = $1::text)"                     \
 	" AND ($2::timestamptz IS NULL OR at >= $2::timestamptz)"              \
 	" AND ($4::text IS NULL OR incident = $4::text)"                       \
-	" ORDER BY at DESC, id DESC LIMIT $3::int"
+	" ORDER BY id DESC LIMIT $3::int"
 #define ADMIN_AUDIT_LIST_DEFAULT 100
 #define ADMIN_AUDIT_LIST_MAX     500
 int admin_audit_list(struct kasir_db *db, const struct db_stmt *st,

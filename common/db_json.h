@@ -12,6 +12,12 @@
 
 #include <libpq-fe.h>
 
+/* SQL text: a timestamptz expression as UTC ISO-8601 with milliseconds,
+ * "2026-01-31T23:59:59.123Z", the one format admin replies carry. */
+#define TS(x)                                                                  \
+	"to_char((" x ") AT TIME ZONE 'UTC', "                                 \
+	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+
 struct cJSON;
 struct kasir_db;
 struct db_stmt;

@@ -24,6 +24,7 @@
 
 #include "admin_audit.h"
 #include "admin_socket.h"
+#include "db_json.h"
 #include "err.h"
 #include "ingest.h"
 #include "log.h"
@@ -35,14 +36,10 @@
 #define QUARANTINE_LIST_MAX 1000
 #define QUARANTINE_LIST_DEF 50
 
-#define TS_UTC(col)                                                            \
-	"to_char(" col " AT TIME ZONE 'UTC', "                                 \
-	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-
 /* clang-format off */
 static const struct db_stmt stmt_events_by_order = {
     .name = "ingest_admin_events",
-    .sql = "SELECT id, " TS_UTC("received_at") ","
+    .sql = "SELECT id, " TS("received_at") ","
            " transaction_status, status_code, gross_amount, payment_type,"
            " fraud_status, transaction_id, currency, signature_key_id,"
            " host(source_addr)"
@@ -53,7 +50,7 @@ static const struct db_stmt stmt_events_by_order = {
 
 static const struct db_stmt stmt_quarantine_by_order = {
     .name = "ingest_admin_quarantine_order",
-    .sql = "SELECT id, " TS_UTC("received_at") ","
+    .sql = "SELECT id, " TS("received_at") ","
            " reason, host(source_addr), length(raw)"
            " FROM ingest.quarantine WHERE order_id = $1"
            " ORDER BY id LIMIT 1000",
@@ -62,7 +59,7 @@ static const struct db_stmt stmt_quarantine_by_order = {
 
 static const struct db_stmt stmt_quarantine_latest = {
     .name = "ingest_admin_quarantine_latest",
-    .sql = "SELECT id, " TS_UTC("received_at") ","
+    .sql = "SELECT id, " TS("received_at") ","
            " reason, host(source_addr), length(raw), order_id,"
            " convert_from(raw, 'UTF8')"
            " FROM ingest.quarantine"
@@ -78,7 +75,7 @@ static const struct db_stmt stmt_signature_facts = {
     .sql = "SELECT count(*) FILTER (WHERE received_at > now() -"
            "  interval '1 hour'),"
            " count(*),"
-           " (SELECT " TS_UTC("received_at") " FROM ingest.quarantine"
+           " (SELECT " TS("received_at") " FROM ingest.quarantine"
            "  WHERE reason = 'invalid_signature' ORDER BY id DESC LIMIT 1),"
            " (SELECT host(source_addr) FROM ingest.quarantine"
            "  WHERE reason = 'invalid_signature' ORDER BY id DESC LIMIT 1),"
@@ -90,7 +87,7 @@ static const struct db_stmt stmt_signature_facts = {
 
 static const struct db_stmt stmt_export_events = {
     .name = "ingest_admin_export_events",
-    .sql = "SELECT id, " TS_UTC("received_at") ","
+    .sql = "SELECT id, " TS("received_at") ","
            " order_id, transaction_status, status_code, gross_amount,"
            " currency, payment_type, fraud_status, transaction_id,"
            " host(source_addr)"

@@ -27,14 +27,10 @@
 #define EVIDENCE_ROWS_MAX    "500"
 #define EVIDENCE_BODY_BUDGET "3145728" /* raw bytes per table (hex doubles) */
 
-#define TS_UTC(col)                                                            \
-	"to_char(" col " AT TIME ZONE 'UTC', "                                 \
-	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-
 /* clang-format off */
 static const struct db_stmt stmt_evidence_events = {
     .name = "ingest_evidence_events",
-    .sql = "SELECT id, " TS_UTC("received_at") " AS received_at,"
+    .sql = "SELECT id, " TS("received_at") " AS received_at,"
            " host(source_addr) AS source, 'valid' AS signature,"
            " signature_key_id, transaction_status, status_code,"
            " gross_amount, payment_type, fraud_status, transaction_id,"
@@ -48,7 +44,7 @@ static const struct db_stmt stmt_evidence_events = {
 
 static const struct db_stmt stmt_evidence_quarantine = {
     .name = "ingest_evidence_quarantine",
-    .sql = "SELECT id, " TS_UTC("received_at") " AS received_at,"
+    .sql = "SELECT id, " TS("received_at") " AS received_at,"
            " host(source_addr) AS source, 'invalid' AS signature, reason,"
            " length(raw) AS body_bytes,"
            " CASE WHEN sum(length(raw)) OVER (ORDER BY id) <= $2::bigint"

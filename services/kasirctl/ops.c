@@ -20,10 +20,6 @@
 #include "stream.h"
 #include "util.h"
 
-#define TS(x)                                                                  \
-	"to_char((" x ") AT TIME ZONE 'UTC', "                                 \
-	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-
 #define OPS_LIST_MAX "1000" /* rows of one listing */
 
 int

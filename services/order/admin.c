@@ -29,15 +29,12 @@
 
 #include "admin_audit.h"
 #include "admin_socket.h"
+#include "db_json.h"
 #include "err.h"
 #include "log.h"
 #include "order.h"
 #include "stream.h"
 #include "util.h"
-
-#define TS(x)                                                                  \
-	"to_char((" x ") AT TIME ZONE 'UTC', "                                 \
-	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
 static int
 fail(char *code, size_t code_len, char *msg, size_t msg_len, int rc,

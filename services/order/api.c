@@ -28,6 +28,7 @@
 #include <cjson/cJSON.h>
 #include <openssl/evp.h>
 
+#include "db_json.h"
 #include "err.h"
 #include "http.h"
 #include "json.h"
@@ -37,10 +38,6 @@
 #include "order.h"
 #include "stream.h"
 #include "util.h"
-
-#define TS(x)                                                                  \
-	"to_char((" x ") AT TIME ZONE 'UTC', "                                 \
-	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
 static int
 db_error(struct http_response *resp, int rc)

@@ -205,8 +205,9 @@ int store_snapshot_from(const PGresult *res, struct cJSON **ret);
  * (no raw bodies, no audit). */
 int store_order_view(struct kasir_db *db, const char *order_id, bool full,
                      struct cJSON **ret);
-/* Generic: runs stmt and returns the rows as an array of objects (column
- * name -> text or null).  Bounded by ORDER_LIST_MAX rows. */
+/* Generic: runs stmt and returns the rows as an array of objects
+ * (db_json.h: column name -> typed value or null); the statement bounds
+ * itself with LIMIT. */
 int store_rows_json(struct kasir_db *db, const struct db_stmt *stmt,
                     const char *const *params, struct cJSON **ret);
 /* Active entitlement for (email, course): NULL data when none. */

@@ -8,16 +8,13 @@
 #include <string.h>
 #include <cjson/cJSON.h>
 
+#include "db_json.h"
 #include "err.h"
 #include "order.h"
 #include "stream.h"
 #include "util.h"
 
 /* RFC 3339 UTC text of a timestamptz column. */
-#define TS(x)                                                                  \
-	"to_char((" x ") AT TIME ZONE 'UTC', "                                 \
-	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-
 static const struct db_stmt st_lock = {
     .name = "order_lock",
     .sql = "SELECT " STORE_ROW_COLS(
@@ -239,70 +236,24 @@ store_update(struct kasir_db *db, const struct order_update *u,
 	return rc;
 }
 
-/* Converts one column value to JSON by its type oid. */
-static cJSON *
-value_json(const PGresult *res, int row, int col)
-{
-	const char *v = db_get(res, row, col);
-
-	if (v == NULL)
-		return cJSON_CreateNull();
-	switch (PQftype(res, col)) {
-	case 16: /* bool */
-		return cJSON_CreateBool(v[0] == 't');
-	case 20: /* int8 */
-	case 21: /* int2 */
-	case 23: /* int4 */
-		return cJSON_CreateNumber(strtod(v, NULL));
-	case 114: /* json */
-	case 3802: /* jsonb */ {
-		cJSON *j = cJSON_Parse(v);
-		return j != NULL ? j : cJSON_CreateString(v);
-	}
-	default:
-		return cJSON_CreateString(v);
-	}
-}
-
+/* The rows of stmt as JSON (common/db_json.c maps the column types);
+ * statements bound themselves with LIMIT (ORDER_EXPORT_MAX at most). */
 int
 store_rows_json(struct kasir_db *db, const struct db_stmt *stmt,
                 const char *const *params, struct cJSON **ret)
 {
 	PGresult *res = NULL;
 	cJSON *arr;
-	int rc, rows, cols;
+	int rc;
 
-	rc = db_exec(db, stmt, params, &res);
-	if (rc < 0)
+	if ((rc = db_exec(db, stmt, params, &res)) < 0)
 		return rc;
-	arr = cJSON_CreateArray();
-	if (arr == NULL) {
-		PQclear(res);
-		return -ENOMEM;
-	}
-	rows = PQntuples(res);
-	cols = PQnfields(res);
-	if (rows > ORDER_EXPORT_MAX) /* statements LIMIT themselves */
-		rows = ORDER_EXPORT_MAX;
-	for (int r = 0; r < rows; r++) {
-		cJSON *o = cJSON_CreateObject();
-		if (o == NULL)
-			goto nomem;
-		cJSON_AddItemToArray(arr, o);
-		for (int c = 0; c < cols; c++) {
-			cJSON *v = value_json(res, r, c);
-			if (v == NULL)
-				goto nomem;
-			cJSON_AddItemToObject(o, PQfname(res, c), v);
-		}
-	}
+	arr = db_rows_json(res);
 	PQclear(res);
+	if (arr == NULL)
+		return -ENOMEM;
 	*ret = arr;
 	return 0;
-nomem:
-	PQclear(res);
-	cJSON_Delete(arr);
-	return -ENOMEM;
 }
 
 /* SQL reads best one clause per line: */

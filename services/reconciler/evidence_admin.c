@@ -21,10 +21,6 @@
 
 #define EVIDENCE_CHECKS_MAX "80"
 
-#define TS_UTC(col)                                                            \
-	"to_char(" col " AT TIME ZONE 'UTC', "                                 \
-	"'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-
 /* clang-format off */
 static const struct db_stmt st_evidence_checks = {
     .name = "recon_evidence_checks",
@@ -33,8 +29,8 @@ static const struct db_stmt st_evidence_checks = {
            " status_message, fraud_status, gross_amount, currency,"
            " payment_type, transaction_id, past_expiry, published, reason,"
            " mode, latency_ms, error,"
-           " " TS_UTC("requested_at") " AS requested_at,"
-           " " TS_UTC("checked_at") " AS checked_at,"
+           " " TS("requested_at") " AS requested_at,"
+           " " TS("checked_at") " AS checked_at,"
            " body_truncated, body"
            " FROM recon.status_check WHERE order_id = $1"
            " ORDER BY id DESC LIMIT " EVIDENCE_CHECKS_MAX ") c ORDER BY id",
@@ -43,7 +39,7 @@ static const struct db_stmt st_evidence_checks = {
 
 static const struct db_stmt st_evidence_audit = {
     .name = "recon_evidence_audit",
-    .sql = "SELECT * FROM (SELECT id, " TS_UTC("at") " AS at, actor, role,"
+    .sql = "SELECT * FROM (SELECT id, " TS("at") " AS at, actor, role,"
            " command, args, reason, incident, before, after, result, error"
            " FROM recon.audit WHERE args->>'order_id' = $1"
            " ORDER BY id DESC LIMIT 200) a ORDER BY id",
