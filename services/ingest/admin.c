@@ -202,8 +202,8 @@ cmd_doctor_facts(struct ingest_admin_ctx *c, cJSON **ret, char *code,
 
 	if ((r = db_ensure(c->db)) < 0 ||
 	    (r = db_exec(c->db, &stmt_signature_facts, NULL, &res)) < 0) {
-		set_err(code, code_len, msg, msg_len, "database_unavailable",
-		        kasir_strerror(r));
+		set_err(code, code_len, msg, msg_len,
+		        ADMIN_E_DATABASE_UNAVAILABLE, kasir_strerror(r));
 		goto out;
 	}
 	r = -ENOMEM;
@@ -242,7 +242,7 @@ cmd_events_list(struct ingest_admin_ctx *c, const cJSON *args, cJSON **ret,
 
 	if (!cJSON_IsString(oid) ||
 	    !order_id_valid(oid->valuestring, NOTIF_ORDER_ID_MAX)) {
-		set_err(code, code_len, msg, msg_len, "bad_request",
+		set_err(code, code_len, msg, msg_len, ADMIN_E_INVALID_ARGS,
 		        "args.order_id: 1..50 characters of [A-Za-z0-9._~-]");
 		return -EINVAL;
 	}
@@ -250,8 +250,8 @@ cmd_events_list(struct ingest_admin_ctx *c, const cJSON *args, cJSON **ret,
 	if ((r = db_ensure(c->db)) < 0 ||
 	    (r = db_exec(c->db, &stmt_events_by_order, params, &ev)) < 0 ||
 	    (r = db_exec(c->db, &stmt_quarantine_by_order, params, &qu)) < 0) {
-		set_err(code, code_len, msg, msg_len, "database_unavailable",
-		        kasir_strerror(r));
+		set_err(code, code_len, msg, msg_len,
+		        ADMIN_E_DATABASE_UNAVAILABLE, kasir_strerror(r));
 		goto out;
 	}
 	r = -ENOMEM;
@@ -324,8 +324,8 @@ cmd_quarantine_list(struct ingest_admin_ctx *c, const cJSON *args, cJSON **ret,
 	if (lim != NULL) {
 		if (!cJSON_IsNumber(lim) || lim->valuedouble < 1 ||
 		    lim->valuedouble > QUARANTINE_LIST_MAX) {
-			set_err(code, code_len, msg, msg_len, "bad_request",
-			        "args.limit: 1..1000");
+			set_err(code, code_len, msg, msg_len,
+			        ADMIN_E_INVALID_ARGS, "args.limit: 1..1000");
 			return -EINVAL;
 		}
 		limit = (int64_t)lim->valuedouble;
@@ -334,8 +334,8 @@ cmd_quarantine_list(struct ingest_admin_ctx *c, const cJSON *args, cJSON **ret,
 	params[0] = lbuf;
 	if ((r = db_ensure(c->db)) < 0 ||
 	    (r = db_exec(c->db, &stmt_quarantine_latest, params, &res)) < 0) {
-		set_err(code, code_len, msg, msg_len, "database_unavailable",
-		        kasir_strerror(r));
+		set_err(code, code_len, msg, msg_len,
+		        ADMIN_E_DATABASE_UNAVAILABLE, kasir_strerror(r));
 		return r;
 	}
 	r = -ENOMEM;

@@ -78,7 +78,7 @@ ingest_admin_evidence(struct ingest_admin_ctx *c, const cJSON *args,
 
 	if (!cJSON_IsString(oid) ||
 	    !order_id_valid(oid->valuestring, NOTIF_ORDER_ID_MAX)) {
-		kasir_strlcpy(code, "bad_request", code_len);
+		kasir_strlcpy(code, ADMIN_E_INVALID_ARGS, code_len);
 		kasir_strlcpy(msg,
 		              "args.order_id: 1..50 characters of "
 		              "[A-Za-z0-9._~-]",
@@ -90,7 +90,7 @@ ingest_admin_evidence(struct ingest_admin_ctx *c, const cJSON *args,
 	if ((r = db_ensure(c->db)) < 0 ||
 	    (ev = db_query_json(c->db, &stmt_evidence_events, p)) == NULL ||
 	    (qu = db_query_json(c->db, &stmt_evidence_quarantine, p)) == NULL) {
-		kasir_strlcpy(code, "database_unavailable", code_len);
+		kasir_strlcpy(code, ADMIN_E_DATABASE_UNAVAILABLE, code_len);
 		kasir_strlcpy(msg, db_last_error(c->db), msg_len);
 		cJSON_Delete(ev);
 		return KASIR_EDB;

@@ -31,15 +31,16 @@ err_set(struct ctl_error *err, enum ctl_svc svc, const char *url,
 bool
 ctl_error_unknown_command(const struct ctl_error *err)
 {
-	return strcmp(err->code, "unknown_command") == 0;
+	return strcmp(err->code, ADMIN_E_UNKNOWN_COMMAND) == 0;
 }
 
 bool
 ctl_error_database(const struct ctl_error *err)
 {
 	/* "db_unavailable": what kasir-notifier and kasir-reconciler said
-	 * before issue 15; kasirctl may be newer than a daemon */
-	return strcmp(err->code, "database_unavailable") == 0 ||
+	 * before issue 15; kasirctl may be newer than a daemon (a fleet of
+	 * mixed versions), so the old spelling stays understood */
+	return strcmp(err->code, ADMIN_E_DATABASE_UNAVAILABLE) == 0 ||
 	       strcmp(err->code, "db_unavailable") == 0;
 }
 
@@ -129,7 +130,8 @@ ctl_call(struct ctl *c, enum ctl_svc svc, const char *cmd, const cJSON *args,
 		        unavailable ? CTL_EXIT_UNAVAILABLE : CTL_EXIT_FAILED,
 		        m[0] ? m : code);
 		cJSON_Delete(reply); /* code and m point into it: use err */
-		return strcmp(err->code, "role_required") == 0 ? KASIR_EPERM
+		return strcmp(err->code, ADMIN_E_ROLE_REQUIRED) == 0
+		           ? KASIR_EPERM
 		       : strstr(err->code, "not_found") != NULL
 		           ? KASIR_ENOTFOUND
 		           : KASIR_EREJECT;

@@ -524,7 +524,7 @@ cmd_evidence(struct ctl *c, int argc, char **argv)
 		return rc;
 	/* customer data leaves kasir only recorded */
 	if (c->conf.db_url != NULL && ops_open(c, why, sizeof(why)) < 0)
-		return out_fail_local(c, "database_unavailable",
+		return out_fail_local(c, ADMIN_E_DATABASE_UNAVAILABLE,
 		                      CTL_EXIT_UNAVAILABLE,
 		                      "%s; an evidence bundle holds customer "
 		                      "data and is only made when ops.audit "
@@ -562,7 +562,7 @@ cmd_evidence(struct ctl *c, int argc, char **argv)
 	        0 &&
 	    cJSON_GetArraySize(cJSON_GetObjectItem(r[1], "quarantined")) == 0) {
 		rc =
-		    out_fail_local(c, "order_not_found", CTL_EXIT_FAILED,
+		    out_fail_local(c, ADMIN_E_ORDER_NOT_FOUND, CTL_EXIT_FAILED,
 		                   "unknown order %s: kasir-order has no such "
 		                   "order and kasir-ingest no notification for "
 		                   "it",
@@ -593,7 +593,8 @@ cmd_evidence(struct ctl *c, int argc, char **argv)
 
 		cJSON_AddStringToObject(m, "service", CTL_NAME);
 		cJSON_AddStringToObject(m, "command", "ops.audit");
-		cJSON_AddStringToObject(m, "code", "database_unavailable");
+		cJSON_AddStringToObject(m, "code",
+		                        ADMIN_E_DATABASE_UNAVAILABLE);
 		cJSON_AddStringToObject(
 		    m, "message",
 		    "no ops database: kasirctl's manual "

@@ -42,7 +42,7 @@ need_engineer(struct ctl *c)
 {
 	if (c->role == ADMIN_ROLE_ENGINEER)
 		return 0;
-	return out_fail_local(c, "role_required", CTL_EXIT_FAILED,
+	return out_fail_local(c, ADMIN_E_ROLE_REQUIRED, CTL_EXIT_FAILED,
 	                      "kasirctl %s needs the engineer role",
 	                      c->command);
 }

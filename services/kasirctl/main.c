@@ -216,7 +216,7 @@ check_incident(struct ctl *c)
 		                      c->incident);
 	}
 	if (r < 0)
-		return out_fail_local(c, "database_unavailable",
+		return out_fail_local(c, ADMIN_E_DATABASE_UNAVAILABLE,
 		                      CTL_EXIT_UNAVAILABLE, "ops database: %s",
 		                      ops_last_error(c));
 	r = strcmp(j_str(inc, "state"), "open") == 0 ? 0 : -1;
@@ -325,7 +325,7 @@ main(int argc, char **argv)
 		goto out;
 	}
 	if (k->needs_ops && (rc = ops_open(&c, why, sizeof(why))) < 0) {
-		rc = out_fail_local(&c, "database_unavailable",
+		rc = out_fail_local(&c, ADMIN_E_DATABASE_UNAVAILABLE,
 		                    rc == -ENOENT ? CTL_EXIT_USAGE
 		                                  : CTL_EXIT_UNAVAILABLE,
 		                    "%s", why);
@@ -336,7 +336,7 @@ main(int argc, char **argv)
 		if (c.conf.db_url != NULL) {
 			/* configured but down: a manual change must leave
 			 * kasirctl's record too */
-			rc = out_fail_local(&c, "database_unavailable",
+			rc = out_fail_local(&c, ADMIN_E_DATABASE_UNAVAILABLE,
 			                    CTL_EXIT_UNAVAILABLE,
 			                    "%s; refusing to change anything "
 			                    "unrecorded",

@@ -297,7 +297,8 @@ cmd_order_show(struct ctl *c, int argc, char **argv)
 		for (size_t i = 0; i < ARRAY_SIZE(asks); i++)
 			cJSON_Delete(r[i]);
 		cJSON_Delete(ops_rows);
-		return out_fail_local(c, "order_not_found", CTL_EXIT_FAILED,
+		return out_fail_local(c, ADMIN_E_ORDER_NOT_FOUND,
+		                      CTL_EXIT_FAILED,
 		                      "unknown order %s: kasir-order has no "
 		                      "such order and kasir-ingest no "
 		                      "notification for it",

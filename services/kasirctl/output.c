@@ -85,7 +85,7 @@ out_json_ok(struct ctl *c, cJSON *result)
 static const char *
 hint(const struct ctl *c, const char *code)
 {
-	if (strcmp(code, "role_required") == 0)
+	if (strcmp(code, ADMIN_E_ROLE_REQUIRED) == 0)
 		return c->role == ADMIN_ROLE_ENGINEER
 		           ? NULL
 		           : "this command needs the engineer role (unix group "

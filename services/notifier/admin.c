@@ -511,7 +511,7 @@ cmd_resend(struct notifier *n, struct kasir_db *db,
 	}
 	before = cJSON_CreateObject();
 	if (PQntuples(res) == 0) {
-		why = "order_not_found";
+		why = ADMIN_E_ORDER_NOT_FOUND;
 		cJSON_AddNullToObject(before, "status");
 	} else {
 		cJSON_AddStringToObject(before, "status", db_get(res, 0, 0));
@@ -529,13 +529,13 @@ cmd_resend(struct notifier *n, struct kasir_db *db,
 		if ((r = db_commit(db)) < 0)
 			goto out;
 		set_err(code, code_len, msg, msg_len, why,
-		        strcmp(why, "order_not_found") == 0
+		        strcmp(why, ADMIN_E_ORDER_NOT_FOUND) == 0
 		            ? "the notifier has no record of this order"
 		            : "a receipt is only sent for a PAID order");
 		log_notice("admin: receipt resend for %s by %s refused: %s",
 		           order_id, req->peer.user, why);
-		r = strcmp(why, "order_not_found") == 0 ? KASIR_ENOTFOUND
-		                                        : KASIR_ECONFLICT;
+		r = strcmp(why, ADMIN_E_ORDER_NOT_FOUND) == 0 ? KASIR_ENOTFOUND
+		                                              : KASIR_ECONFLICT;
 		goto out;
 	}
 	snprintf(maxa, sizeof(maxa), "%zu", n->conf->retry.n + 1);

@@ -555,10 +555,6 @@ cmd_find(struct kasir_db *db, const struct admin_request *req, cJSON **ret,
 	cJSON *rows = NULL, *o;
 	bool more;
 
-	if (req->peer.role < ADMIN_ROLE_SUPPORT)
-		return fail(code, code_len, msg, msg_len, KASIR_EPERM,
-		            "role_required",
-		            "orders.find needs the support role");
 	if (email == NULL && phone == NULL && name == NULL)
 		return fail(code, code_len, msg, msg_len, -EINVAL,
 		            ADMIN_E_INVALID_ARGS,

@@ -329,10 +329,10 @@ cmd_reconcile_order(struct recon *r, struct kasir_db *db,
 		goto fail;
 	if (PQntuples(res) != 1) {
 		db_rollback(db);
-		if (audit(db, req, NULL, NULL, "refused", "order_not_found") <
-		    0)
+		if (audit(db, req, NULL, NULL, "refused",
+		          ADMIN_E_ORDER_NOT_FOUND) < 0)
 			log_warning("admin: auditing a refusal failed");
-		set_err(code, code_len, msg, msg_len, "order_not_found",
+		set_err(code, code_len, msg, msg_len, ADMIN_E_ORDER_NOT_FOUND,
 		        "the reconciler has not seen this order");
 		rc = KASIR_ENOTFOUND;
 		goto out;

@@ -384,7 +384,7 @@ recon_admin_refund(struct recon *r, struct kasir_db *db,
 	     (!cJSON_IsNumber(jamount) || jamount->valuedouble < 1 ||
 	      jamount->valuedouble > (double)REFUND_AMOUNT_MAX ||
 	      jamount->valuedouble != (double)(int64_t)jamount->valuedouble))) {
-		kasir_strlcpy(code, "bad_args", code_len);
+		kasir_strlcpy(code, ADMIN_E_INVALID_ARGS, code_len);
 		kasir_strlcpy(msg,
 		              "want {order_id: string, amount: whole rupiah "
 		              "> 0 (absent: what is left)}",
@@ -405,7 +405,7 @@ recon_admin_refund(struct recon *r, struct kasir_db *db,
 	if ((rc = db_exec(db, &st_watch, p, &res)) < 0)
 		goto db_failed_tx;
 	if (PQntuples(res) != 1) {
-		rc = refuse(db, req, order_id, &no, "order_not_found",
+		rc = refuse(db, req, order_id, &no, ADMIN_E_ORDER_NOT_FOUND,
 		            "the reconciler has never seen order %s", order_id);
 		goto refused;
 	}
@@ -554,7 +554,8 @@ recon_admin_refund(struct recon *r, struct kasir_db *db,
 			    "could not store it; refund key %s: run the same "
 			    "command again (the key makes it safe)",
 			    a.outcome, a.status_code, a.status_message, key);
-			kasir_strlcpy(code, "database_unavailable", code_len);
+			kasir_strlcpy(code, ADMIN_E_DATABASE_UNAVAILABLE,
+			              code_len);
 			goto out;
 		}
 	}
@@ -597,7 +598,7 @@ refused:
 db_failed_tx:
 	db_rollback(db);
 db_failed:
-	kasir_strlcpy(code, "database_unavailable", code_len);
+	kasir_strlcpy(code, ADMIN_E_DATABASE_UNAVAILABLE, code_len);
 	snprintf(msg, msg_len, "the reconciler's database: %s",
 	         db_last_error(db));
 out:
