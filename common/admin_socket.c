@@ -22,7 +22,9 @@
 #include <nng/protocol/reqrep0/rep.h>
 #include <nng/protocol/reqrep0/req.h>
 
+#include "admin_audit.h"
 #include "admin_socket.h"
+#include "db.h"
 #include "liveness.h"
 #include "err.h"
 #include "log.h"
@@ -48,9 +50,10 @@ struct admin_socket {
 	char *engineer_group;
 	char *support_group;
 	const struct admin_command *commands; /* the daemon's table */
-	admin_prepare_fn prepare;             /* may be NULL */
-	admin_audit_refusal_fn audit_refusal; /* may be NULL */
-	admin_refused_fn refused;             /* may be NULL */
+	struct kasir_db *db;                  /* may be NULL */
+	const struct db_stmt *audit_stmt;     /* may be NULL */
+	bool db_lazy;
+	admin_refused_fn refused; /* may be NULL */
 	void *arg;
 };
 
@@ -260,32 +263,59 @@ commands_result(const struct admin_socket *s)
 	return r;
 }
 
-/* Runs the command found in the table: the minimum role, then the
- * daemon's prepare hook, then the handler. */
+void
+admin_log_refused(void *arg, const struct admin_request *req, const char *code)
+{
+	(void)arg;
+	log_notice("admin: %s by %s (role %s) refused: %s, ignoring", req->cmd,
+	           req->peer.user, admin_role_name(req->peer.role), code);
+}
+
+/* Audits the role-gate refusal of an audited command, naming the order
+ * when the arguments name a valid one. */
+static void
+audit_role_refusal(struct admin_socket *s, const struct admin_request *req,
+                   const char *why)
+{
+	const cJSON *o =
+	    cJSON_GetObjectItemCaseSensitive(req->args, "order_id");
+	const char *order_id =
+	    cJSON_IsString(o) && order_id_valid(o->valuestring, 50)
+	        ? o->valuestring
+	        : NULL;
+	char e[192];
+
+	if (s->db == NULL || s->audit_stmt == NULL || db_ensure(s->db) < 0)
+		return;
+	snprintf(e, sizeof(e), "%s: %s", ADMIN_E_ROLE_REQUIRED, why);
+	admin_audit_refusal(s->db, s->audit_stmt, req, order_id, e);
+}
+
+/* Runs the command found in the table: the minimum role, the admin
+ * connection, then the handler. */
 static int
 dispatch(struct admin_socket *s, const struct admin_command *c,
          const struct admin_request *req, cJSON **result, char *code,
          size_t code_len, char *emsg, size_t msg_len)
 {
-	int rc;
-
 	if (req->peer.role < c->min_role) {
 		char why[128];
 
 		snprintf(why, sizeof(why), "%s needs the %s role", c->name,
 		         admin_role_name(c->min_role));
-		if (c->audited && s->audit_refusal != NULL)
-			s->audit_refusal(s->arg, req, ADMIN_E_ROLE_REQUIRED,
-			                 why);
+		if (c->audited)
+			audit_role_refusal(s, req, why);
 		if (s->refused != NULL)
 			s->refused(s->arg, req, ADMIN_E_ROLE_REQUIRED);
 		snprintf(code, code_len, "%s", ADMIN_E_ROLE_REQUIRED);
 		snprintf(emsg, msg_len, "%s", why);
 		return KASIR_EPERM;
 	}
-	if (s->prepare != NULL &&
-	    (rc = s->prepare(s->arg, req, code, code_len, emsg, msg_len)) < 0)
-		return rc;
+	if (s->db != NULL && !s->db_lazy && db_ensure(s->db) < 0) {
+		snprintf(code, code_len, "%s", ADMIN_E_DATABASE_UNAVAILABLE);
+		snprintf(emsg, msg_len, "the daemon's database is unreachable");
+		return KASIR_EDB;
+	}
 	return c->handler(s->arg, req, result, code, code_len, emsg, msg_len);
 }
 
@@ -547,8 +577,9 @@ admin_socket_start(const struct admin_socket_conf *conf, void *arg,
 	if (s == NULL)
 		return -ENOMEM;
 	s->commands = conf->commands;
-	s->prepare = conf->prepare;
-	s->audit_refusal = conf->audit_refusal;
+	s->db = conf->db;
+	s->audit_stmt = conf->audit_stmt;
+	s->db_lazy = conf->db_lazy;
 	s->refused = conf->refused;
 	s->arg = arg;
 	s->is_ipc = strncmp(conf->url, "ipc://", 6) == 0;

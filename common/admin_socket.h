@@ -28,12 +28,12 @@
  *     role, handler, audited); any other name is answered
  *     "unknown_command" without calling a handler, and a caller below the
  *     command's minimum role is answered "role_required" (for an audited
- *     command conf.audit_refusal writes that refusal to the daemon's audit
- *     table first).  The table is the dispatch: no daemon compares names.
- * The built-in "admin.commands" lists the table (name, min_role, audited)
- * to support and engineer, so tools and tests learn what a daemon answers
- * from the daemon itself.  conf.refused is told of every refusal made
- * here (the daemon logs them).  Finer checks (reason required, arguments)
+ *     command that refusal is written to the daemon's audit table first,
+ *     conf.db / conf.audit_stmt).  The table is the dispatch: no daemon
+ * compares names. The built-in "admin.commands" lists the table (name,
+ * min_role, audited) to support and engineer, so tools and tests learn what a
+ * daemon answers from the daemon itself.  conf.refused is told of every refusal
+ * made here (the daemon logs them).  Finer checks (reason required, arguments)
  * stay in the handlers, which audit their refusals (admin_audit.h).
  *
  * Error codes: one vocabulary for every daemon (ADMIN_E_* below).  kasirctl
@@ -47,6 +47,8 @@
 
 struct cJSON;
 struct admin_socket;
+struct kasir_db;
+struct db_stmt;
 
 #define ADMIN_PROTO_VERSION 1
 
@@ -109,23 +111,10 @@ struct admin_command {
 };
 
 /*
- * Runs before every registered command's handler (e.g. reconnects the
- * admin database); a negative return is the reply, as for a handler.
- */
-typedef int (*admin_prepare_fn)(void *arg, const struct admin_request *req,
-                                char *err_code, size_t code_len, char *err_msg,
-                                size_t msg_len);
-
-/* Writes the role-gate refusal of an audited command to the daemon's
- * audit table (in its own transaction). */
-typedef void (*admin_audit_refusal_fn)(void *arg,
-                                       const struct admin_request *req,
-                                       const char *code, const char *why);
-
-/*
  * Told of a request refused before the handler ran ("role_required" for
- * role none, "unknown_command"), with the handler's arg, so the daemon
- * logs it (the library does not log policy).  req->cmd is 1..64 of
+ * role none or below the command's minimum role, "unknown_command"), with
+ * the handler's arg, so the daemon logs it (every daemon passes
+ * admin_log_refused).  req->cmd is 1..64 of
  * [A-Za-z0-9._-] (anything else is "bad_request" earlier).
  */
 typedef void (*admin_refused_fn)(void *arg, const struct admin_request *req,
@@ -139,10 +128,23 @@ struct admin_socket_conf {
 	/* The daemon's command table, ended by a NULL name; must outlive
 	 * the socket (a static table).  Required. */
 	const struct admin_command *commands;
-	admin_prepare_fn prepare;             /* may be NULL */
-	admin_audit_refusal_fn audit_refusal; /* may be NULL */
-	admin_refused_fn refused;             /* may be NULL */
+	/* The daemon's admin connection (used only on the socket's thread)
+	 * and its audit INSERT (admin_audit.h).  With both set, the role-gate
+	 * refusal of an audited command is audited (order_id from
+	 * args.order_id when valid) and, unless db_lazy, the connection is
+	 * ensured before every command (else "database_unavailable").
+	 * db_lazy: the handlers connect when they need to (kasir-ingest's
+	 * status answers with the database down).  May be NULL (tests). */
+	struct kasir_db *db;
+	const struct db_stmt *audit_stmt;
+	bool db_lazy;
+	admin_refused_fn refused; /* may be NULL; admin_log_refused logs */
 };
+
+/* The usual conf.refused: logs "admin: CMD by USER (role R) refused:
+ * CODE, ignoring" at notice level (arg unused). */
+void admin_log_refused(void *arg, const struct admin_request *req,
+                       const char *code);
 
 /* arg is handed to every handler and hook. */
 int admin_socket_start(const struct admin_socket_conf *conf, void *arg,

@@ -99,7 +99,7 @@ static const struct db_stmt stmt_export_events = {
 };
 /* clang-format on */
 
-static const struct db_stmt stmt_audit_insert = {
+const struct db_stmt ingest_admin_audit_insert = {
     .name = "ingest_admin_audit",
     .sql = "INSERT INTO ingest.audit (actor, role, cmd, args, reason,"
            " incident, before, after, result, error) VALUES ($1, $2, $3,"
@@ -373,8 +373,8 @@ static int
 audit(struct kasir_db *db, const struct admin_request *req, const char *result,
       const char *error)
 {
-	return admin_audit(db, &stmt_audit_insert, req, NULL, NULL, NULL,
-	                   result, error);
+	return admin_audit(db, &ingest_admin_audit_insert, req, NULL, NULL,
+	                   NULL, result, error);
 }
 
 /* Audits a refusal in its own transaction and fills the error reply. */
@@ -383,7 +383,7 @@ refuse(struct ingest_admin_ctx *c, const struct admin_request *req, int err,
        char *code, size_t code_len, char *msg, size_t msg_len, const char *ec,
        const char *em)
 {
-	admin_audit_refusal(c->db, &stmt_audit_insert, req, NULL, ec);
+	admin_audit_refusal(c->db, &ingest_admin_audit_insert, req, NULL, ec);
 	set_err(code, code_len, msg, msg_len, ec, em);
 	return err;
 }
@@ -525,47 +525,14 @@ h_audit_list(void *arg, const struct admin_request *req, cJSON **ret,
 
 /* The command table: common/admin_socket.c checks the role and
  * dispatches; any other name is refused there. */
+/* clang-format off */
 const struct admin_command ingest_admin_commands[] = {
     {.name = "status", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_status},
-    {.name = "doctor.facts",
-     .min_role = ADMIN_ROLE_SUPPORT,
-     .handler = h_doctor},
-    {.name = "events.list",
-     .min_role = ADMIN_ROLE_SUPPORT,
-     .handler = h_events_list},
-    {.name = "evidence.order",
-     .min_role = ADMIN_ROLE_SUPPORT,
-     .handler = h_evidence},
-    {.name = "quarantine.list",
-     .min_role = ADMIN_ROLE_SUPPORT,
-     .handler = h_quarantine_list},
-    {.name = "audit.list",
-     .min_role = ADMIN_ROLE_SUPPORT,
-     .handler = h_audit_list},
-    {.name = "export.events",
-     .min_role = ADMIN_ROLE_ENGINEER,
-     .handler = h_export,
-     .audited = true},
+    {.name = "doctor.facts", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_doctor},
+    {.name = "events.list", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_events_list},
+    {.name = "evidence.order", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_evidence},
+    {.name = "quarantine.list", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_quarantine_list},
+    {.name = "audit.list", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_audit_list},
+    {.name = "export.events", .min_role = ADMIN_ROLE_ENGINEER, .handler = h_export, .audited = true},
     {.name = NULL}};
-
-/* An audited command refused at the role gate: written to ingest.audit. */
-void
-ingest_admin_audit_refusal(void *arg, const struct admin_request *req,
-                           const char *code, const char *why)
-{
-	struct ingest_admin_ctx *c = arg;
-
-	(void)why;
-	admin_audit_refusal(c->db, &stmt_audit_insert, req, NULL, code);
-}
-
-/* A request common/admin_socket.c refused before admin dispatch (role
- * none, below the command's role, unknown command): logged here, once. */
-void
-ingest_admin_refused(void *arg, const struct admin_request *req,
-                     const char *code)
-{
-	(void)arg;
-	log_notice("admin: %s by %s (role %s) refused: %s, ignoring", req->cmd,
-	           req->peer.user, admin_role_name(req->peer.role), code);
-}
+/* clang-format on */

@@ -230,12 +230,9 @@ struct ingest_admin_ctx {
 
 struct admin_request;
 struct cJSON;
-/* The admin command table and hooks (admin_socket_conf). */
+/* The admin command table and audit INSERT (admin_socket_conf). */
+extern const struct db_stmt ingest_admin_audit_insert;
 extern const struct admin_command ingest_admin_commands[];
-void ingest_admin_refused(void *arg, const struct admin_request *req,
-                          const char *code);
-void ingest_admin_audit_refusal(void *arg, const struct admin_request *req,
-                                const char *code, const char *why);
 
 /* evidence.order {order_id}: the notifications of one order with their raw
  * bodies (evidence_admin.c).  Same contract as an admin_handler_fn. */

@@ -418,8 +418,9 @@ main(int argc, char **argv)
 		    .engineer_group = conf.base.admin_engineer_group,
 		    .support_group = conf.base.admin_support_group,
 		    .commands = ingest_admin_commands,
-		    .audit_refusal = ingest_admin_audit_refusal,
-		    .refused = ingest_admin_refused,
+		    .audit_stmt = &ingest_admin_audit_insert,
+		    .db_lazy = true,
+		    .refused = admin_log_refused,
 		};
 
 		ac.application_name = "kasir-ingest-admin";
@@ -429,6 +430,7 @@ main(int argc, char **argv)
 		actx.started_ms = now_mono_ms();
 		if ((r = db_open(&ac, &actx.db)) == 0)
 			db_set_loop(actx.db, "ingest.admin", false, 0);
+		asc.db = actx.db;
 		if (r < 0 ||
 		    (r = admin_socket_start(&asc, &actx, &admin)) < 0) {
 			log_err("admin socket %s: %s", conf.base.admin_socket,

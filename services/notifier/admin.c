@@ -116,7 +116,7 @@ static const struct db_stmt st_settings_set = {
     .nparams = 2,
 };
 
-static const struct db_stmt st_audit = {
+const struct db_stmt notifier_admin_audit_insert = {
     .name = "notify_admin_audit",
     .sql = "INSERT INTO notify.audit (actor, role, command, args, reason,"
            " incident, before, after, result, error)"
@@ -292,8 +292,8 @@ static int
 audit(struct kasir_db *db, const struct admin_request *req, const cJSON *before,
       const cJSON *after, const char *result, const char *error)
 {
-	return admin_audit(db, &st_audit, req, NULL, before, after, result,
-	                   error);
+	return admin_audit(db, &notifier_admin_audit_insert, req, NULL, before,
+	                   after, result, error);
 }
 
 /* A changing command needs a reason (the role was checked by the admin
@@ -307,7 +307,7 @@ require_reason(struct kasir_db *db, const struct admin_request *req, char *code,
 
 	if (req->reason != NULL && req->reason[0] != '\0')
 		return 0;
-	admin_audit_refusal(db, &st_audit, req, NULL, why);
+	admin_audit_refusal(db, &notifier_admin_audit_insert, req, NULL, why);
 	set_err(code, code_len, msg, msg_len, ADMIN_E_REASON_REQUIRED, why);
 	return KASIR_EPERM;
 }
@@ -418,10 +418,11 @@ arg_str(const struct admin_request *req, const char *k)
 }
 
 static int
-cmd_requeue(struct notifier *n, struct kasir_db *db,
-            const struct admin_request *req, cJSON **ret, char *code,
+cmd_requeue(void *arg, const struct admin_request *req, cJSON **ret, char *code,
             size_t code_len, char *msg, size_t msg_len)
 {
+	struct notifier *n = arg;
+	struct kasir_db *db = n->admin_db;
 	const cJSON *dead = cJSON_GetObjectItemCaseSensitive(req->args, "dead");
 	const char *order_id = arg_str(req, "order_id");
 	const char *channel = arg_str(req, "channel");
@@ -483,10 +484,11 @@ out:
 }
 
 static int
-cmd_resend(struct notifier *n, struct kasir_db *db,
-           const struct admin_request *req, cJSON **ret, char *code,
+cmd_resend(void *arg, const struct admin_request *req, cJSON **ret, char *code,
            size_t code_len, char *msg, size_t msg_len)
 {
+	struct notifier *n = arg;
+	struct kasir_db *db = n->admin_db;
 	const char *order_id = arg_str(req, "order_id");
 	PGresult *res = NULL, *ins = NULL;
 	cJSON *before = NULL, *after = NULL, *out;
@@ -587,10 +589,11 @@ out:
  * delivered: the customer or the provider's log confirms it arrived.
  */
 static int
-cmd_decide(struct notifier *n, struct kasir_db *db,
-           const struct admin_request *req, cJSON **ret, char *code,
+cmd_decide(void *arg, const struct admin_request *req, cJSON **ret, char *code,
            size_t code_len, char *msg, size_t msg_len)
 {
+	struct notifier *n = arg;
+	struct kasir_db *db = n->admin_db;
 	const cJSON *jid =
 	    cJSON_GetObjectItemCaseSensitive(req->args, "job_id");
 	const char *decision = arg_str(req, "decision");
@@ -849,113 +852,22 @@ h_resume(void *arg, const struct admin_request *req, cJSON **ret, char *code,
 	                 msg_len);
 }
 
-static int
-h_requeue(void *arg, const struct admin_request *req, cJSON **ret, char *code,
-          size_t code_len, char *msg, size_t msg_len)
-{
-	struct notifier *n = arg;
-
-	return cmd_requeue(n, n->admin_db, req, ret, code, code_len, msg,
-	                   msg_len);
-}
-
-static int
-h_decide(void *arg, const struct admin_request *req, cJSON **ret, char *code,
-         size_t code_len, char *msg, size_t msg_len)
-{
-	struct notifier *n = arg;
-
-	return cmd_decide(n, n->admin_db, req, ret, code, code_len, msg,
-	                  msg_len);
-}
-
-static int
-h_resend(void *arg, const struct admin_request *req, cJSON **ret, char *code,
-         size_t code_len, char *msg, size_t msg_len)
-{
-	struct notifier *n = arg;
-
-	return cmd_resend(n, n->admin_db, req, ret, code, code_len, msg,
-	                  msg_len);
-}
-
 /* The command table: common/admin_socket.c checks the role and
  * dispatches; any other name is refused there. */
+/* clang-format off */
 const struct admin_command notifier_admin_commands[] = {
     {.name = "status", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_status},
-    {.name = "doctor.facts",
-     .min_role = ADMIN_ROLE_SUPPORT,
-     .handler = h_doctor},
-    {.name = "jobs.list",
-     .min_role = ADMIN_ROLE_SUPPORT,
-     .handler = h_jobs_list},
-    {.name = "evidence.order",
-     .min_role = ADMIN_ROLE_SUPPORT,
-     .handler = h_evidence},
-    {.name = "audit.list",
-     .min_role = ADMIN_ROLE_SUPPORT,
-     .handler = h_audit_list},
-    {.name = "reminders.pause",
-     .min_role = ADMIN_ROLE_ENGINEER,
-     .handler = h_pause,
-     .audited = true},
-    {.name = "reminders.resume",
-     .min_role = ADMIN_ROLE_ENGINEER,
-     .handler = h_resume,
-     .audited = true},
-    {.name = "jobs.requeue",
-     .min_role = ADMIN_ROLE_ENGINEER,
-     .handler = h_requeue,
-     .audited = true},
-    {.name = "jobs.decide",
-     .min_role = ADMIN_ROLE_ENGINEER,
-     .handler = h_decide,
-     .audited = true},
-    {.name = "receipt.resend",
-     .min_role = ADMIN_ROLE_ENGINEER,
-     .handler = h_resend,
-     .audited = true},
+    {.name = "doctor.facts", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_doctor},
+    {.name = "jobs.list", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_jobs_list},
+    {.name = "evidence.order", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_evidence},
+    {.name = "audit.list", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_audit_list},
+    {.name = "reminders.pause", .min_role = ADMIN_ROLE_ENGINEER, .handler = h_pause, .audited = true},
+    {.name = "reminders.resume", .min_role = ADMIN_ROLE_ENGINEER, .handler = h_resume, .audited = true},
+    {.name = "jobs.requeue", .min_role = ADMIN_ROLE_ENGINEER, .handler = cmd_requeue, .audited = true},
+    {.name = "jobs.decide", .min_role = ADMIN_ROLE_ENGINEER, .handler = cmd_decide, .audited = true},
+    {.name = "receipt.resend", .min_role = ADMIN_ROLE_ENGINEER, .handler = cmd_resend, .audited = true},
     {.name = NULL}};
-
-/* Before every command: the admin connection is (re)established. */
-int
-notifier_admin_prepare(void *arg, const struct admin_request *req, char *code,
-                       size_t code_len, char *msg, size_t msg_len)
-{
-	struct notifier *n = arg;
-
-	(void)req;
-	if (db_ensure(n->admin_db) < 0) {
-		set_err(code, code_len, msg, msg_len,
-		        ADMIN_E_DATABASE_UNAVAILABLE,
-		        "the notifier's database is unreachable");
-		return KASIR_EDB;
-	}
-	return 0;
-}
-
-/* An audited command refused at the role gate: written to notify.audit. */
-void
-notifier_admin_audit_refusal(void *arg, const struct admin_request *req,
-                             const char *code, const char *why)
-{
-	struct notifier *n = arg;
-
-	(void)code;
-	if (db_ensure(n->admin_db) == 0)
-		admin_audit_refusal(n->admin_db, &st_audit, req, NULL, why);
-}
-
-/* A request common/admin_socket.c refused before admin dispatch (role
- * none, below the command's role, unknown command): logged here, once. */
-void
-notifier_admin_refused(void *arg, const struct admin_request *req,
-                       const char *code)
-{
-	(void)arg;
-	log_notice("admin: %s by %s (role %s) refused: %s, ignoring", req->cmd,
-	           req->peer.user, admin_role_name(req->peer.role), code);
-}
+/* clang-format on */
 
 /* Scrape callback: job gauges per state and channel, oldest due age,
  * paused flag and stream lag.  Runs on the scraping thread with its own

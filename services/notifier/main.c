@@ -192,9 +192,9 @@ main(int argc, char **argv)
 		    .engineer_group = conf.base.admin_engineer_group,
 		    .support_group = conf.base.admin_support_group,
 		    .commands = notifier_admin_commands,
-		    .prepare = notifier_admin_prepare,
-		    .audit_refusal = notifier_admin_audit_refusal,
-		    .refused = notifier_admin_refused,
+		    .db = n.admin_db,
+		    .audit_stmt = &notifier_admin_audit_insert,
+		    .refused = admin_log_refused,
 		};
 		if (admin_socket_start(&ac, &n, &admin) < 0) {
 			log_err("cannot start the admin socket on %s",

@@ -327,15 +327,9 @@ bool guard_allows(enum notify_kind kind, const char *status, bool revoked,
                   const char **ret_why, bool *ret_guard);
 
 /* admin.c */
-/* The admin command table and hooks (admin_socket_conf). */
+/* The admin command table and audit INSERT (admin_socket_conf). */
+extern const struct db_stmt notifier_admin_audit_insert;
 extern const struct admin_command notifier_admin_commands[];
-void notifier_admin_refused(void *arg, const struct admin_request *req,
-                            const char *code);
-int notifier_admin_prepare(void *arg, const struct admin_request *req,
-                           char *code, size_t code_len, char *msg,
-                           size_t msg_len);
-void notifier_admin_audit_refusal(void *arg, const struct admin_request *req,
-                                  const char *code, const char *why);
 /* metrics scrape callback (admin.c, shares the status queries) */
 void notifier_scrape(void *arg);
 

@@ -269,7 +269,7 @@ cmd_doctor(struct kasir_db *db, cJSON **ret)
 
 /* ---- audited ---- */
 
-static const struct db_stmt st_audit = {
+const struct db_stmt order_admin_audit_insert = {
     .name = "admin_audit_insert",
     .sql = "INSERT INTO orders.audit (actor, role, cmd, args, reason,"
            " incident, before, after, result, error, order_id) VALUES ($1,"
@@ -293,7 +293,7 @@ refuse(struct kasir_db *db, const struct admin_request *req,
 	char e[256];
 
 	snprintf(e, sizeof(e), "%s: %s", c, m);
-	admin_audit_refusal(db, &st_audit, req, order_id, e);
+	admin_audit_refusal(db, &order_admin_audit_insert, req, order_id, e);
 	return fail(code, code_len, msg, msg_len, err, c, m);
 }
 
@@ -369,8 +369,8 @@ cmd_access_grant(struct order_service *s, struct kasir_db *db,
 		snprintf(e, sizeof(e), "%s: %s", c, m);
 		db_rollback(db);
 		if (db_begin(db) < 0 ||
-		    admin_audit(db, &st_audit, req, order_id, before, NULL,
-		                "refused", e) < 0 ||
+		    admin_audit(db, &order_admin_audit_insert, req, order_id,
+		                before, NULL, "refused", e) < 0 ||
 		    db_commit(db) < 0) {
 			db_rollback(db);
 			log_err("recording refused %s by %s failed", req->cmd,
@@ -381,8 +381,9 @@ cmd_access_grant(struct order_service *s, struct kasir_db *db,
 		return fail(code, code_len, msg, msg_len, KASIR_ECONFLICT, c,
 		            m);
 	}
-	if ((rc = admin_audit_id(db, &st_audit, req, order_id, before, after,
-	                         "ok", NULL, audit_id, sizeof(audit_id))) < 0 ||
+	if ((rc = admin_audit_id(db, &order_admin_audit_insert, req, order_id,
+	                         before, after, "ok", NULL, audit_id,
+	                         sizeof(audit_id))) < 0 ||
 	    (rc = store_grant(s, db, &o, "operator", NULL, audit_id,
 	                      req->reason, NULL)) < 0)
 		goto dberr;
@@ -421,8 +422,8 @@ drill_audit(struct kasir_db *db, const struct admin_request *req,
 	if (before != NULL && after != NULL &&
 	    cJSON_AddNumberToObject(before, "active_entitlements", 1) != NULL &&
 	    cJSON_AddNumberToObject(after, "active_entitlements", 0) != NULL)
-		rc = admin_audit(db, &st_audit, req, order_id, before, after,
-		                 "ok", NULL);
+		rc = admin_audit(db, &order_admin_audit_insert, req, order_id,
+		                 before, after, "ok", NULL);
 	cJSON_Delete(before);
 	cJSON_Delete(after);
 	return rc;
@@ -648,8 +649,8 @@ cmd_export(struct kasir_db *db, const struct admin_request *req, cJSON **ret,
 		              msg_len, ADMIN_E_INVALID_ARGS,
 		              "from/to must be timestamps");
 	if (rc < 0 ||
-	    (rc = admin_audit(db, &st_audit, req, NULL, NULL, NULL, "ok",
-	                      NULL)) < 0 ||
+	    (rc = admin_audit(db, &order_admin_audit_insert, req, NULL, NULL,
+	                      NULL, "ok", NULL)) < 0 ||
 	    (rc = db_commit(db)) < 0) {
 		db_rollback(db);
 		cJSON_Delete(rows);
@@ -838,77 +839,17 @@ h_audit_list(void *arg, const struct admin_request *req, cJSON **ret,
 
 /* The command table: common/admin_socket.c checks the role and
  * dispatches; any other name is refused there. */
+/* clang-format off */
 const struct admin_command order_admin_commands[] = {
     {.name = "status", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_status},
-    {.name = "order.show",
-     .min_role = ADMIN_ROLE_SUPPORT,
-     .handler = h_order_show},
-    {.name = "orders.pending",
-     .min_role = ADMIN_ROLE_SUPPORT,
-     .handler = h_pending},
-    {.name = "orders.unknown_notifications",
-     .min_role = ADMIN_ROLE_SUPPORT,
-     .handler = h_unknown},
-    {.name = "doctor.facts",
-     .min_role = ADMIN_ROLE_SUPPORT,
-     .handler = h_doctor},
+    {.name = "order.show", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_order_show},
+    {.name = "orders.pending", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_pending},
+    {.name = "orders.unknown_notifications", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_unknown},
+    {.name = "doctor.facts", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_doctor},
     {.name = "orders.find", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_find},
-    {.name = "audit.list",
-     .min_role = ADMIN_ROLE_SUPPORT,
-     .handler = h_audit_list},
-    {.name = "access.grant",
-     .min_role = ADMIN_ROLE_ENGINEER,
-     .handler = h_access_grant,
-     .audited = true},
-    {.name = "drill.revoke_access",
-     .min_role = ADMIN_ROLE_ENGINEER,
-     .handler = h_drill_revoke,
-     .audited = true},
-    {.name = "export.orders",
-     .min_role = ADMIN_ROLE_ENGINEER,
-     .handler = h_export,
-     .audited = true},
+    {.name = "audit.list", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_audit_list},
+    {.name = "access.grant", .min_role = ADMIN_ROLE_ENGINEER, .handler = h_access_grant, .audited = true},
+    {.name = "drill.revoke_access", .min_role = ADMIN_ROLE_ENGINEER, .handler = h_drill_revoke, .audited = true},
+    {.name = "export.orders", .min_role = ADMIN_ROLE_ENGINEER, .handler = h_export, .audited = true},
     {.name = NULL}};
-
-/* Before every command: the admin connection is (re)established. */
-int
-order_admin_prepare(void *arg, const struct admin_request *req, char *code,
-                    size_t code_len, char *msg, size_t msg_len)
-{
-	struct order_service *s = arg;
-
-	(void)req;
-	if (db_ensure(s->admin_db) < 0)
-		return fail(code, code_len, msg, msg_len, KASIR_EDB,
-		            ADMIN_E_DATABASE_UNAVAILABLE,
-		            "database unavailable");
-	return 0;
-}
-
-/* An audited command refused at the role gate: written to orders.audit,
- * naming the order when the arguments name a valid one. */
-void
-order_admin_audit_refusal(void *arg, const struct admin_request *req,
-                          const char *code, const char *why)
-{
-	struct order_service *s = arg;
-	const char *order_id = arg_str(req, "order_id");
-	char e[256];
-
-	if (order_id != NULL && !order_id_valid(order_id, ORDER_ID_MAX))
-		order_id = NULL;
-	snprintf(e, sizeof(e), "%s: %s", code, why);
-	if (db_ensure(s->admin_db) == 0)
-		admin_audit_refusal(s->admin_db, &st_audit, req, order_id, e);
-}
-
-/* A request common/admin_socket.c refused before admin dispatch (role
- * none, below the command's role, unknown command): logged here, once. */
-void
-order_admin_refused(void *arg, const struct admin_request *req,
-                    const char *code)
-{
-	(void)arg;
-	log_notice("admin: %s by %s (role %s) refused: %s, ignoring", req->cmd,
-	           req->peer.user, admin_role_name(req->peer.role), code);
-}
+/* clang-format on */

@@ -211,9 +211,9 @@ main(int argc, char **argv)
 		    .engineer_group = conf.base.admin_engineer_group,
 		    .support_group = conf.base.admin_support_group,
 		    .commands = order_admin_commands,
-		    .prepare = order_admin_prepare,
-		    .audit_refusal = order_admin_audit_refusal,
-		    .refused = order_admin_refused,
+		    .db = svc.admin_db,
+		    .audit_stmt = &order_admin_audit_insert,
+		    .refused = admin_log_refused,
 		};
 		if ((rc = admin_socket_start(&ac, &svc, &adm)) < 0) {
 			log_err("admin socket %s failed: %s",

@@ -287,13 +287,8 @@ struct http_request;
 struct http_response;
 int api_handle(void *arg, const struct http_request *req,
                struct http_response *resp);
-/* The admin command table and hooks (admin_socket_conf). */
+/* The admin command table and audit INSERT (admin_socket_conf). */
+extern const struct db_stmt order_admin_audit_insert;
 extern const struct admin_command order_admin_commands[];
-void order_admin_refused(void *arg, const struct admin_request *req,
-                         const char *code);
-int order_admin_prepare(void *arg, const struct admin_request *req, char *code,
-                        size_t code_len, char *msg, size_t msg_len);
-void order_admin_audit_refusal(void *arg, const struct admin_request *req,
-                               const char *code, const char *why);
 
 #endif

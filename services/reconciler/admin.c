@@ -156,7 +156,7 @@ static const struct db_stmt st_audit_list = {
     .nparams = 4,
 };
 
-static const struct db_stmt st_audit = {
+const struct db_stmt recon_admin_audit_insert = {
     .name = "recon_admin_audit",
     .sql = "INSERT INTO recon.audit (actor, role, command, args, reason,"
            " incident, before, after, result, error)"
@@ -186,8 +186,8 @@ static int
 audit(struct kasir_db *db, const struct admin_request *req, const cJSON *before,
       const cJSON *after, const char *result, const char *error)
 {
-	return admin_audit(db, &st_audit, req, NULL, before, after, result,
-	                   error);
+	return admin_audit(db, &recon_admin_audit_insert, req, NULL, before,
+	                   after, result, error);
 }
 
 /* A changing command needs a reason (the role was checked by the admin
@@ -200,7 +200,7 @@ require_reason(struct kasir_db *db, const struct admin_request *req, char *code,
 
 	if (req->reason != NULL && req->reason[0] != '\0')
 		return 0;
-	admin_audit_refusal(db, &st_audit, req, NULL, why);
+	admin_audit_refusal(db, &recon_admin_audit_insert, req, NULL, why);
 	set_err(code, code_len, msg, msg_len, ADMIN_E_REASON_REQUIRED, why);
 	return KASIR_EPERM;
 }
@@ -306,10 +306,11 @@ doctor_json(struct recon *r, struct kasir_db *db)
 }
 
 static int
-cmd_reconcile_order(struct recon *r, struct kasir_db *db,
-                    const struct admin_request *req, cJSON **ret, char *code,
-                    size_t code_len, char *msg, size_t msg_len)
+cmd_reconcile_order(void *arg, const struct admin_request *req, cJSON **ret,
+                    char *code, size_t code_len, char *msg, size_t msg_len)
 {
+	struct recon *r = arg;
+	struct kasir_db *db = r->admin_db;
 	const char *order_id = arg_str(req, "order_id");
 	const char *p[1] = {order_id};
 	PGresult *res = NULL;
@@ -366,10 +367,11 @@ out:
 }
 
 static int
-cmd_reconcile_pending(struct recon *r, struct kasir_db *db,
-                      const struct admin_request *req, cJSON **ret, char *code,
-                      size_t code_len, char *msg, size_t msg_len)
+cmd_reconcile_pending(void *arg, const struct admin_request *req, cJSON **ret,
+                      char *code, size_t code_len, char *msg, size_t msg_len)
 {
+	struct recon *r = arg;
+	struct kasir_db *db = r->admin_db;
 	PGresult *res = NULL;
 	cJSON *after = NULL, *out;
 	int rc, n;
@@ -404,10 +406,11 @@ out:
 }
 
 static int
-cmd_mode_set(struct recon *r, struct kasir_db *db,
-             const struct admin_request *req, cJSON **ret, char *code,
-             size_t code_len, char *msg, size_t msg_len)
+cmd_mode_set(void *arg, const struct admin_request *req, cJSON **ret,
+             char *code, size_t code_len, char *msg, size_t msg_len)
 {
+	struct recon *r = arg;
+	struct kasir_db *db = r->admin_db;
 	const char *mode = arg_str(req, "mode");
 	enum recon_mode want, before;
 	cJSON *b = NULL, *a = NULL, *out;
@@ -562,119 +565,21 @@ h_audit_list(void *arg, const struct admin_request *req, cJSON **ret,
 	                        code_len, msg, msg_len);
 }
 
-static int
-h_refund(void *arg, const struct admin_request *req, cJSON **ret, char *code,
-         size_t code_len, char *msg, size_t msg_len)
-{
-	struct recon *r = arg;
-
-	return recon_admin_refund(r, r->admin_db, req, ret, code, code_len, msg,
-	                          msg_len);
-}
-
-static int
-h_reconcile_order(void *arg, const struct admin_request *req, cJSON **ret,
-                  char *code, size_t code_len, char *msg, size_t msg_len)
-{
-	struct recon *r = arg;
-
-	return cmd_reconcile_order(r, r->admin_db, req, ret, code, code_len,
-	                           msg, msg_len);
-}
-
-static int
-h_reconcile_pending(void *arg, const struct admin_request *req, cJSON **ret,
-                    char *code, size_t code_len, char *msg, size_t msg_len)
-{
-	struct recon *r = arg;
-
-	return cmd_reconcile_pending(r, r->admin_db, req, ret, code, code_len,
-	                             msg, msg_len);
-}
-
-static int
-h_mode_set(void *arg, const struct admin_request *req, cJSON **ret, char *code,
-           size_t code_len, char *msg, size_t msg_len)
-{
-	struct recon *r = arg;
-
-	return cmd_mode_set(r, r->admin_db, req, ret, code, code_len, msg,
-	                    msg_len);
-}
-
 /* The command table: common/admin_socket.c checks the role and
  * dispatches; any other name is refused there. */
+/* clang-format off */
 const struct admin_command recon_admin_commands[] = {
     {.name = "status", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_status},
-    {.name = "doctor.facts",
-     .min_role = ADMIN_ROLE_SUPPORT,
-     .handler = h_doctor},
-    {.name = "checks.list",
-     .min_role = ADMIN_ROLE_SUPPORT,
-     .handler = h_checks_list},
-    {.name = "evidence.order",
-     .min_role = ADMIN_ROLE_SUPPORT,
-     .handler = h_evidence},
-    {.name = "audit.list",
-     .min_role = ADMIN_ROLE_SUPPORT,
-     .handler = h_audit_list},
-    {.name = "reconcile.order",
-     .min_role = ADMIN_ROLE_ENGINEER,
-     .handler = h_reconcile_order,
-     .audited = true},
-    {.name = "reconcile.pending",
-     .min_role = ADMIN_ROLE_ENGINEER,
-     .handler = h_reconcile_pending,
-     .audited = true},
-    {.name = "mode.set",
-     .min_role = ADMIN_ROLE_ENGINEER,
-     .handler = h_mode_set,
-     .audited = true},
-    {.name = "refund.order",
-     .min_role = ADMIN_ROLE_ENGINEER,
-     .handler = h_refund,
-     .audited = true},
+    {.name = "doctor.facts", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_doctor},
+    {.name = "checks.list", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_checks_list},
+    {.name = "evidence.order", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_evidence},
+    {.name = "audit.list", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_audit_list},
+    {.name = "reconcile.order", .min_role = ADMIN_ROLE_ENGINEER, .handler = cmd_reconcile_order, .audited = true},
+    {.name = "reconcile.pending", .min_role = ADMIN_ROLE_ENGINEER, .handler = cmd_reconcile_pending, .audited = true},
+    {.name = "mode.set", .min_role = ADMIN_ROLE_ENGINEER, .handler = cmd_mode_set, .audited = true},
+    {.name = "refund.order", .min_role = ADMIN_ROLE_ENGINEER, .handler = recon_admin_refund, .audited = true},
     {.name = NULL}};
-
-/* Before every command: the admin connection is (re)established. */
-int
-recon_admin_prepare(void *arg, const struct admin_request *req, char *code,
-                    size_t code_len, char *msg, size_t msg_len)
-{
-	struct recon *r = arg;
-
-	(void)req;
-	if (db_ensure(r->admin_db) < 0) {
-		set_err(code, code_len, msg, msg_len,
-		        ADMIN_E_DATABASE_UNAVAILABLE,
-		        "the reconciler's database is unreachable");
-		return KASIR_EDB;
-	}
-	return 0;
-}
-
-/* An audited command refused at the role gate: written to recon.audit. */
-void
-recon_admin_audit_refusal(void *arg, const struct admin_request *req,
-                          const char *code, const char *why)
-{
-	struct recon *r = arg;
-
-	(void)code;
-	if (db_ensure(r->admin_db) == 0)
-		admin_audit_refusal(r->admin_db, &st_audit, req, NULL, why);
-}
-
-/* A request common/admin_socket.c refused before admin dispatch (role
- * none, below the command's role, unknown command): logged here, once. */
-void
-recon_admin_refused(void *arg, const struct admin_request *req,
-                    const char *code)
-{
-	(void)arg;
-	log_notice("admin: %s by %s (role %s) refused: %s, ignoring", req->cmd,
-	           req->peer.user, admin_role_name(req->peer.role), code);
-}
+/* clang-format on */
 
 int
 recon_admin_audit(struct kasir_db *db, const struct admin_request *req,

@@ -238,9 +238,9 @@ main(int argc, char **argv)
 		    .engineer_group = conf.base.admin_engineer_group,
 		    .support_group = conf.base.admin_support_group,
 		    .commands = recon_admin_commands,
-		    .prepare = recon_admin_prepare,
-		    .audit_refusal = recon_admin_audit_refusal,
-		    .refused = recon_admin_refused,
+		    .db = r.admin_db,
+		    .audit_stmt = &recon_admin_audit_insert,
+		    .refused = admin_log_refused,
 		};
 
 		if (admin_socket_start(&ac, &r, &admin) < 0) {

@@ -350,14 +350,9 @@ void mode_committed(struct recon *r, enum recon_mode before,
                     enum recon_mode after, const char *by, const char *why);
 
 /* admin.c */
-/* The admin command table and hooks (admin_socket_conf). */
+/* The admin command table and audit INSERT (admin_socket_conf). */
+extern const struct db_stmt recon_admin_audit_insert;
 extern const struct admin_command recon_admin_commands[];
-void recon_admin_refused(void *arg, const struct admin_request *req,
-                         const char *code);
-int recon_admin_prepare(void *arg, const struct admin_request *req, char *code,
-                        size_t code_len, char *msg, size_t msg_len);
-void recon_admin_audit_refusal(void *arg, const struct admin_request *req,
-                               const char *code, const char *why);
 /* The audit row (recon.audit) of an admin request, in the open transaction
  * or alone; and the reason check that audits a refusal (the role is
  * checked by the admin socket against the command table). */
@@ -372,9 +367,9 @@ int recon_admin_require_reason(struct kasir_db *db,
 struct cJSON *recon_admin_evidence(struct kasir_db *db, const char *order_id);
 /* refund.c: refund.order {order_id, amount?} (engineer, audited), and the
  * refunds of one order as JSON (NULL on a database error). */
-int recon_admin_refund(struct recon *r, struct kasir_db *db,
-                       const struct admin_request *req, struct cJSON **ret,
-                       char *code, size_t code_len, char *msg, size_t msg_len);
+int recon_admin_refund(void *arg, const struct admin_request *req,
+                       struct cJSON **ret, char *code, size_t code_len,
+                       char *msg, size_t msg_len);
 struct cJSON *recon_refunds_json(struct kasir_db *db, const char *order_id);
 void recon_scrape(void *arg);
 

@@ -357,10 +357,11 @@ refuse(struct kasir_db *db, const struct admin_request *req,
 }
 
 int
-recon_admin_refund(struct recon *r, struct kasir_db *db,
-                   const struct admin_request *req, cJSON **ret, char *code,
-                   size_t code_len, char *msg, size_t msg_len)
+recon_admin_refund(void *arg, const struct admin_request *req, cJSON **ret,
+                   char *code, size_t code_len, char *msg, size_t msg_len)
 {
+	struct recon *r = arg;
+	struct kasir_db *db = r->admin_db;
 	const cJSON *jamount =
 	    cJSON_GetObjectItemCaseSensitive(req->args, "amount");
 	const cJSON *joid =
