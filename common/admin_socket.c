@@ -263,6 +263,19 @@ commands_result(const struct admin_socket *s)
 	return r;
 }
 
+int
+admin_result(cJSON *out, cJSON **ret, char *code, size_t code_len, char *msg,
+             size_t msg_len)
+{
+	if (out == NULL) {
+		snprintf(code, code_len, "%s", ADMIN_E_DATABASE_UNAVAILABLE);
+		snprintf(msg, msg_len, "database query failed");
+		return KASIR_EDB;
+	}
+	*ret = out;
+	return 0;
+}
+
 void
 admin_log_refused(void *arg, const struct admin_request *req, const char *code)
 {

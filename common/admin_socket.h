@@ -141,6 +141,12 @@ struct admin_socket_conf {
 	admin_refused_fn refused; /* may be NULL; admin_log_refused logs */
 };
 
+/* For a handler whose reply is a query's JSON: out NULL means the query
+ * failed (the database went away under a connection that looked alive):
+ * "database_unavailable", KASIR_EDB; else *ret = out and 0. */
+int admin_result(struct cJSON *out, struct cJSON **ret, char *code,
+                 size_t code_len, char *msg, size_t msg_len);
+
 /* The usual conf.refused: logs "admin: CMD by USER (role R) refused:
  * CODE, ignoring" at notice level (arg unused). */
 void admin_log_refused(void *arg, const struct admin_request *req,

@@ -730,21 +730,6 @@ doctor_json(struct kasir_db *db)
 	return o;
 }
 
-/* A query answered NULL (out of memory aside): the database went away
- * under a connection that looked alive. */
-static int
-answer(cJSON *out, cJSON **ret, char *code, size_t code_len, char *msg,
-       size_t msg_len)
-{
-	if (out == NULL) {
-		set_err(code, code_len, msg, msg_len,
-		        ADMIN_E_DATABASE_UNAVAILABLE, "database query failed");
-		return KASIR_EDB;
-	}
-	*ret = out;
-	return 0;
-}
-
 static int
 h_status(void *arg, const struct admin_request *req, cJSON **ret, char *code,
          size_t code_len, char *msg, size_t msg_len)
@@ -752,8 +737,8 @@ h_status(void *arg, const struct admin_request *req, cJSON **ret, char *code,
 	struct notifier *n = arg;
 
 	(void)req;
-	return answer(status_json(n, n->admin_db), ret, code, code_len, msg,
-	              msg_len);
+	return admin_result(status_json(n, n->admin_db), ret, code, code_len,
+	                    msg, msg_len);
 }
 
 static int
@@ -763,8 +748,8 @@ h_doctor(void *arg, const struct admin_request *req, cJSON **ret, char *code,
 	struct notifier *n = arg;
 
 	(void)req;
-	return answer(doctor_json(n->admin_db), ret, code, code_len, msg,
-	              msg_len);
+	return admin_result(doctor_json(n->admin_db), ret, code, code_len, msg,
+	                    msg_len);
 }
 
 /* jobs.list and evidence.order (which adds the audit rows naming the
@@ -804,7 +789,7 @@ jobs_of_order(struct notifier *n, const struct admin_request *req,
 	cJSON_Delete(jobs);
 	cJSON_Delete(ord);
 	cJSON_Delete(audit);
-	return answer(out, ret, code, code_len, msg, msg_len);
+	return admin_result(out, ret, code, code_len, msg, msg_len);
 }
 
 static int

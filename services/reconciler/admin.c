@@ -455,21 +455,6 @@ out:
 	return rc;
 }
 
-/* A query answered NULL (out of memory aside): the database went away
- * under a connection that looked alive. */
-static int
-answer(cJSON *out, cJSON **ret, char *code, size_t code_len, char *msg,
-       size_t msg_len)
-{
-	if (out == NULL) {
-		set_err(code, code_len, msg, msg_len,
-		        ADMIN_E_DATABASE_UNAVAILABLE, "database query failed");
-		return KASIR_EDB;
-	}
-	*ret = out;
-	return 0;
-}
-
 /* args.order_id, or an invalid_args refusal (NULL). */
 static const char *
 order_arg(const struct admin_request *req, char *code, size_t code_len,
@@ -492,8 +477,8 @@ h_status(void *arg, const struct admin_request *req, cJSON **ret, char *code,
 	struct recon *r = arg;
 
 	(void)req;
-	return answer(status_json(r, r->admin_db), ret, code, code_len, msg,
-	              msg_len);
+	return admin_result(status_json(r, r->admin_db), ret, code, code_len,
+	                    msg, msg_len);
 }
 
 static int
@@ -503,8 +488,8 @@ h_doctor(void *arg, const struct admin_request *req, cJSON **ret, char *code,
 	struct recon *r = arg;
 
 	(void)req;
-	return answer(doctor_json(r, r->admin_db), ret, code, code_len, msg,
-	              msg_len);
+	return admin_result(doctor_json(r, r->admin_db), ret, code, code_len,
+	                    msg, msg_len);
 }
 
 static int
@@ -539,7 +524,7 @@ h_checks_list(void *arg, const struct admin_request *req, cJSON **ret,
 	}
 	cJSON_Delete(checks);
 	cJSON_Delete(watch);
-	return answer(out, ret, code, code_len, msg, msg_len);
+	return admin_result(out, ret, code, code_len, msg, msg_len);
 }
 
 static int
@@ -551,8 +536,8 @@ h_evidence(void *arg, const struct admin_request *req, cJSON **ret, char *code,
 
 	if (order_id == NULL)
 		return -EINVAL;
-	return answer(recon_admin_evidence(r->admin_db, order_id), ret, code,
-	              code_len, msg, msg_len);
+	return admin_result(recon_admin_evidence(r->admin_db, order_id), ret,
+	                    code, code_len, msg, msg_len);
 }
 
 static int
