@@ -53,15 +53,16 @@ void admin_audit_refusal(struct kasir_db *db, const struct db_stmt *st,
  * reason, incident, order_id, before, after, result, error).  Replies
  * {"audit":[rows]}; a handler of the command table may call it directly.
  */
+/* clang-format off */
 #define ADMIN_AUDIT_LIST_SQL(schema)                                           \
-	"SELECT id, to_char(at AT TIME ZONE 'UTC',"                            \
-	" 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS at, actor, role, command,"   \
-	" args, reason, incident, order_id, before, after, result, error"      \
+	"SELECT id, " TS("at") " AS at, actor, role, command, args, reason,"   \
+	" incident, order_id, before, after, result, error"                    \
 	" FROM " schema ".audit_log"                                           \
 	" WHERE ($1::text IS NULL OR order_id = $1::text)"                     \
 	" AND ($2::timestamptz IS NULL OR at >= $2::timestamptz)"              \
 	" AND ($4::text IS NULL OR incident = $4::text)"                       \
 	" ORDER BY id DESC LIMIT $3::int"
+/* clang-format on */
 #define ADMIN_AUDIT_LIST_DEFAULT 100
 #define ADMIN_AUDIT_LIST_MAX     500
 int admin_audit_list(struct kasir_db *db, const struct db_stmt *st,

@@ -299,6 +299,20 @@ def main():
             assert want in md, (want, md)
         rep = ctl.json("incident", "report", inc_id)
         assert rep["result"]["markdown"] == md
+        # every daemon serves audit.list {incident}: no gaps, and the
+        # daemons' own rows of the actions under the incident are there
+        assert rep["result"]["gaps"] == [], rep["result"]["gaps"]
+        daudit = rep["result"]["daemon_audit"]
+        assert set(daudit) == {"kasir-ingest", "kasir-order", "kasir-notifier",
+                               "kasir-reconciler"}, daudit
+        assert ("access.grant", a, "ok") in {
+            (x["command"], x["order_id"], x["result"]) for x in daudit["kasir-order"]["audit"]
+        }, daudit["kasir-order"]
+        assert ("receipt.resend", "ok") in {
+            (x["command"], x["result"]) for x in daudit["kasir-notifier"]["audit"]
+        }, daudit["kasir-notifier"]
+        assert all(x["incident"] == inc_id for d in daudit.values() for x in d["audit"])
+        assert f"access.grant {a} -> ok" in md and "via kasir-order" in md, md
         assert rep["result"]["incident"]["owner"] == "ops-oncall"
 
         # ---- export --------------------------------------------------------------------
