@@ -541,9 +541,11 @@ cmd_incident_report(struct ctl *c, int argc, char **argv)
 			snprintf(who, sizeof(who), "%s (%s) via %s",
 			         j_str(e, "actor"), j_str(e, "role"),
 			         svc->string);
+			/* "command" (every daemon's audit_log); "cmd" from an
+			 * older kasir-order or kasir-ingest */
 			snprintf(what, sizeof(what), "%s%s%s -> %s%s%s",
-			         j_str(e, "cmd")[0] ? j_str(e, "cmd")
-			                            : j_str(e, "command"),
+			         j_str(e, "command")[0] ? j_str(e, "command")
+			                                : j_str(e, "cmd"),
 			         j_str(e, "order_id")[0] ? " " : "",
 			         j_str(e, "order_id"), j_str(e, "result"),
 			         j_str(e, "reason")[0] ? "; reason: " : "",
