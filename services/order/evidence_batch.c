@@ -43,6 +43,7 @@ static const struct db_stmt st_lock_batch = {
         "o", "u.checked_at") ","
                              " EXISTS (SELECT 1 FROM orders.evidence ev"
                              "  WHERE ev.source = u.source AND ev.ref = u.ref)"
+                             " AS recorded"
                              " FROM unnest($1::text[], $2::timestamptz[], "
                              "$3::text[],"
                              "  $4::bigint[]) WITH ORDINALITY AS u(order_id, "
@@ -52,8 +53,7 @@ static const struct db_stmt st_lock_batch = {
                              " ORDER BY o.order_id, u.i FOR UPDATE OF o",
     .nparams = 4,
 };
-#define LOCK_ROW_COL 1  /* first STORE_ROW_COLS column */
-#define LOCK_DUP_COL 15 /* the EXISTS column */
+#define LOCK_ROW_COL 1 /* first STORE_ROW_COLS column */
 
 static const struct db_stmt st_ids = {
     .name = "order_evidence_ids",
@@ -115,7 +115,7 @@ batch_lock(struct kasir_db *db, struct batch *b)
 	const char *params[4];
 	char refs[24], count[24];
 	PGresult *res = NULL, *ids = NULL;
-	int rc = -ENOMEM;
+	int rc = -ENOMEM, dup_col;
 
 	for (size_t i = 0; i < b->n; i++) {
 		const struct evidence_msg *e = &b->items[i].e;
@@ -147,13 +147,19 @@ batch_lock(struct kasir_db *db, struct batch *b)
 		rc = KASIR_ESQL;
 		goto out;
 	}
+	/* the EXISTS column by its name: no column count kept by hand */
+	dup_col = PQfnumber(res, "recorded");
+	if (dup_col < 0) {
+		rc = KASIR_ESQL;
+		goto out;
+	}
 	for (size_t i = 0; i < b->n; i++) {
 		struct item *it = &b->items[i];
 		kasir_strlcpy(it->ep.id, db_get(ids, (int)i, 0),
 		              sizeof(it->ep.id));
 		if (it->row < 0)
 			it->kind = ITEM_UNKNOWN;
-		else if (db_get(res, it->row, LOCK_DUP_COL)[0] == 't')
+		else if (db_get(res, it->row, dup_col)[0] == 't')
 			it->kind = ITEM_DUP;
 		else
 			it->kind = ITEM_APPLY;
