@@ -26,41 +26,6 @@
 #include "stream.h"
 #include "util.h"
 
-int
-order_emit_snap(struct order_service *s, struct kasir_db *db, int type,
-                const char *order_id, const struct cJSON *cur,
-                struct cJSON *extra)
-{
-	cJSON *snap = NULL, *item;
-	int rc = 0;
-
-	if (cur != NULL)
-		snap = cJSON_Duplicate(cur, true);
-	else
-		rc = store_order_snapshot(db, order_id, &snap);
-	if (rc == 0 && snap == NULL)
-		rc = -ENOMEM;
-	if (rc < 0)
-		goto out;
-	while (extra != NULL && (item = extra->child) != NULL) {
-		cJSON_DetachItemViaPointer(extra, item);
-		cJSON_DeleteItemFromObjectCaseSensitive(snap, item->string);
-		cJSON_AddItemToObject(snap, item->string, item);
-	}
-	rc = stream_append(s->producer, db, (enum msg_type)type, snap, NULL);
-out:
-	cJSON_Delete(snap);
-	cJSON_Delete(extra);
-	return rc;
-}
-
-int
-order_emit(struct order_service *s, struct kasir_db *db, int type,
-           const char *order_id, struct cJSON *extra)
-{
-	return order_emit_snap(s, db, type, order_id, NULL, extra);
-}
-
 static cJSON *
 evidence_ref_json(const char *source, int64_t ref)
 {
@@ -327,10 +292,10 @@ evidence_emit_all(struct order_service *s, struct kasir_db *db,
 	    (rc = emit_transition(s, db, e, d->to, d->flags, snap)) < 0)
 		return rc;
 	if (d->grant_access &&
-	    (rc = store_granted(s, db, e->order_id, grant_res, snap)) < 0)
+	    (rc = order_emit_granted(s, db, e->order_id, grant_res, snap)) < 0)
 		return rc;
 	if (d->revoke_access &&
-	    (rc = store_revoked(s, db, o, d->reason, snap)) < 0)
+	    (rc = order_emit_revoked(s, db, o, d->reason, snap)) < 0)
 		return rc;
 	if (d->flags & OFLAG_FLAGGED) {
 		cJSON *extra = cJSON_CreateObject();

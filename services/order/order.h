@@ -219,31 +219,27 @@ int store_access(struct kasir_db *db, const char *email, const char *course_id,
  * access.granted to the stream.  source: "ingest"|"recon"|"operator".
  * evidence_id / audit_id may be NULL.  snap: the order's current snapshot
  * (borrowed), or NULL to read it. */
-int store_grant(struct order_service *s, struct kasir_db *db,
-                const struct order_row *o, const char *source,
-                const char *evidence_id, const char *audit_id,
-                const char *reason, const struct cJSON *snap);
-int store_revoke(struct order_service *s, struct kasir_db *db,
-                 const struct order_row *o, const char *source,
-                 const char *evidence_id, const char *reason,
-                 const struct cJSON *snap);
+/* Grants (the order must be PAID; *ret_res: email, valid_until, one row,
+ * for order_emit_granted(); caller PQclear()s) / revokes access: SQL
+ * only, the events are the caller's (emit.c). */
+int store_grant(struct kasir_db *db, const struct order_row *o,
+                const char *source, const char *evidence_id,
+                const char *audit_id, const char *reason, PGresult **ret_res);
+int store_revoke(struct kasir_db *db, const struct order_row *o,
+                 const char *source, const char *evidence_id,
+                 const char *reason);
 /* The statements of store_grant (5 params: order, source, evidence id,
  * audit id, reason; RETURNING email, valid_until) and store_revoke (4:
- * order, source, evidence id, reason), and their order events from
- * their results. */
+ * order, source, evidence id, reason), for the pipelined batch. */
 extern const struct db_stmt store_st_grant, store_st_revoke;
-int store_granted(struct order_service *s, struct kasir_db *db,
-                  const char *order_id, const PGresult *res,
-                  const struct cJSON *snap);
-int store_revoked(struct order_service *s, struct kasir_db *db,
-                  const struct order_row *o, const char *reason,
-                  const struct cJSON *snap);
 
 /* ---- evidence.c ---- */
 /* stream_apply_fn for the "ingest" and "recon" consumers; arg is the
  * struct order_service. */
 int order_apply_evidence(void *arg, struct kasir_db *db,
                          const struct kasir_msg *msg);
+
+/* ---- emit.c ---- */
 /* Appends msg type with the snapshot of order_id plus extra fields (each
  * taken over by the snapshot object) to the orders stream.  extra is
  * consumed whatever the result. */
@@ -253,6 +249,15 @@ int order_emit(struct order_service *s, struct kasir_db *db, int type,
 int order_emit_snap(struct order_service *s, struct kasir_db *db, int type,
                     const char *order_id, const struct cJSON *snap,
                     struct cJSON *extra);
+/* access.granted from store_grant()'s result row (KASIR_ECONFLICT when
+ * there is none: the order was not PAID), access.revoked after
+ * store_revoke(). */
+int order_emit_granted(struct order_service *s, struct kasir_db *db,
+                       const char *order_id, const PGresult *res,
+                       const struct cJSON *snap);
+int order_emit_revoked(struct order_service *s, struct kasir_db *db,
+                       const struct order_row *o, const char *reason,
+                       const struct cJSON *snap);
 
 /* ---- snap.c ---- */
 enum snap_outcome {

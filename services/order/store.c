@@ -452,42 +452,14 @@ const struct db_stmt store_st_grant = {
 };
 
 int
-store_grant(struct order_service *s, struct kasir_db *db,
-            const struct order_row *o, const char *source,
+store_grant(struct kasir_db *db, const struct order_row *o, const char *source,
             const char *evidence_id, const char *audit_id, const char *reason,
-            const struct cJSON *snap)
+            PGresult **ret_res)
 {
 	const char *params[5] = {o->order_id, source, evidence_id, audit_id,
 	                         reason};
-	PGresult *res = NULL;
-	int rc;
 
-	rc = db_exec(db, &store_st_grant, params, &res);
-	if (rc < 0)
-		return rc;
-	rc = store_granted(s, db, o->order_id, res, snap);
-	PQclear(res);
-	return rc;
-}
-
-int
-store_granted(struct order_service *s, struct kasir_db *db,
-              const char *order_id, const PGresult *res,
-              const struct cJSON *snap)
-{
-	cJSON *extra;
-
-	if (res == NULL || PQntuples(res) != 1) /* not PAID: a bug */
-		return KASIR_ECONFLICT;
-	extra = cJSON_CreateObject();
-	if (extra == NULL)
-		return -ENOMEM;
-	cJSON_AddStringToObject(extra, "customer_email", db_get(res, 0, 0));
-	if (db_get(res, 0, 1) != NULL)
-		cJSON_AddStringToObject(extra, "valid_until",
-		                        db_get(res, 0, 1));
-	return order_emit_snap(s, db, MSG_ACCESS_GRANTED, order_id, snap,
-	                       extra);
+	return db_exec(db, &store_st_grant, params, ret_res);
 }
 
 const struct db_stmt store_st_revoke = {
@@ -504,32 +476,10 @@ const struct db_stmt store_st_revoke = {
 };
 
 int
-store_revoke(struct order_service *s, struct kasir_db *db,
-             const struct order_row *o, const char *source,
-             const char *evidence_id, const char *reason,
-             const struct cJSON *snap)
+store_revoke(struct kasir_db *db, const struct order_row *o, const char *source,
+             const char *evidence_id, const char *reason)
 {
 	const char *params[4] = {o->order_id, source, evidence_id, reason};
-	int rc;
 
-	rc = db_exec(db, &store_st_revoke, params, NULL);
-	if (rc < 0)
-		return rc;
-	return store_revoked(s, db, o, reason, snap);
-}
-
-int
-store_revoked(struct order_service *s, struct kasir_db *db,
-              const struct order_row *o, const char *reason,
-              const struct cJSON *snap)
-{
-	cJSON *extra;
-
-	extra = cJSON_CreateObject();
-	if (extra == NULL)
-		return -ENOMEM;
-	cJSON_AddStringToObject(extra, "customer_email", o->customer_email);
-	cJSON_AddStringToObject(extra, "reason", reason);
-	return order_emit_snap(s, db, MSG_ACCESS_REVOKED, o->order_id, snap,
-	                       extra);
+	return db_exec(db, &store_st_revoke, params, NULL);
 }
