@@ -1094,11 +1094,6 @@ cmd_drill_run(struct ctl *c, int argc, char **argv)
 		return out_fail_local(c, "usage", CTL_EXIT_USAGE,
 		                      "no drill %.20s (kasirctl drill list)",
 		                      scenario);
-	if (def->inject == NULL)
-		return out_fail_local(c, "drill_not_implemented",
-		                      CTL_EXIT_FAILED,
-		                      "drill %s (%s) is not implemented yet",
-		                      def->scenario, def->title);
 	return run(c, def, auto_resolve);
 }
 
