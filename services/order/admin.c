@@ -297,6 +297,44 @@ refuse(struct kasir_db *db, const struct admin_request *req,
 	return fail(code, code_len, msg, msg_len, err, c, m);
 }
 
+/*
+ * The start every order-changing command shares: args.order_id valid, a
+ * reason given (refused and audited otherwise), a transaction begun and
+ * the order row locked into *o.  0: the transaction is open and
+ * *ret_order_id set; otherwise the answer is set and nothing is open.
+ */
+static int
+begin_on_order(struct kasir_db *db, const struct admin_request *req,
+               const char **ret_order_id, struct order_row *o, char *code,
+               size_t code_len, char *msg, size_t msg_len)
+{
+	const char *order_id = arg_str(req, "order_id");
+	char why[96];
+	int rc;
+
+	if (order_id == NULL || !order_id_valid(order_id, ORDER_ID_MAX))
+		return fail(code, code_len, msg, msg_len, -EINVAL,
+		            ADMIN_E_INVALID_ARGS, "args.order_id required");
+	if (req->reason == NULL || req->reason[0] == '\0') {
+		snprintf(why, sizeof(why), "%.64s needs a reason", req->cmd);
+		return refuse(db, req, order_id, -EINVAL, code, code_len, msg,
+		              msg_len, ADMIN_E_REASON_REQUIRED, why);
+	}
+	if ((rc = db_begin(db)) < 0)
+		return rc;
+	rc = store_lock_order(db, order_id, NULL, o);
+	if (rc == KASIR_ENOTFOUND)
+		return refuse(db, req, order_id, KASIR_ENOTFOUND, code,
+		              code_len, msg, msg_len, ADMIN_E_ORDER_NOT_FOUND,
+		              "no such order");
+	if (rc < 0) {
+		db_rollback(db);
+		return rc;
+	}
+	*ret_order_id = order_id;
+	return 0;
+}
+
 static const struct db_stmt st_paid_evidence = {
     .name = "admin_paid_evidence",
     .sql = "SELECT t.evidence_source, t.evidence_ref,"
@@ -313,29 +351,16 @@ cmd_access_grant(struct order_service *s, struct kasir_db *db,
                  const struct admin_request *req, cJSON **ret, char *code,
                  size_t code_len, char *msg, size_t msg_len)
 {
-	const char *order_id = arg_str(req, "order_id");
+	const char *order_id = NULL;
 	struct order_row o;
 	PGresult *res = NULL;
 	cJSON *before = NULL, *after = NULL;
 	char audit_id[24];
 	int rc;
 
-	if (order_id == NULL || !order_id_valid(order_id, ORDER_ID_MAX))
-		return fail(code, code_len, msg, msg_len, -EINVAL,
-		            ADMIN_E_INVALID_ARGS, "args.order_id required");
-	if (req->reason == NULL || req->reason[0] == '\0')
-		return refuse(db, req, order_id, -EINVAL, code, code_len, msg,
-		              msg_len, ADMIN_E_REASON_REQUIRED,
-		              "access.grant needs a reason");
-	if ((rc = db_begin(db)) < 0)
+	if ((rc = begin_on_order(db, req, &order_id, &o, code, code_len, msg,
+	                         msg_len)) < 0)
 		return rc;
-	rc = store_lock_order(db, order_id, NULL, &o);
-	if (rc == KASIR_ENOTFOUND)
-		return refuse(db, req, order_id, KASIR_ENOTFOUND, code,
-		              code_len, msg, msg_len, ADMIN_E_ORDER_NOT_FOUND,
-		              "no such order");
-	if (rc < 0)
-		goto dberr;
 	{
 		const char *p[1] = {order_id};
 		if ((rc = db_exec(db, &st_paid_evidence, p, &res)) < 0)
@@ -440,29 +465,21 @@ cmd_drill_revoke(struct order_service *s, struct kasir_db *db,
                  const struct admin_request *req, cJSON **ret, char *code,
                  size_t code_len, char *msg, size_t msg_len)
 {
-	const char *order_id = arg_str(req, "order_id");
-	const char *p[1] = {order_id};
+	const char *order_id = NULL;
 	struct order_row o;
 	PGresult *res = NULL;
 	bool drill;
 	int rc;
 
-	if (order_id == NULL || !order_id_valid(order_id, ORDER_ID_MAX))
-		return fail(code, code_len, msg, msg_len, -EINVAL,
-		            ADMIN_E_INVALID_ARGS, "args.order_id required");
-	if (req->reason == NULL || req->reason[0] == '\0')
-		return refuse(db, req, order_id, -EINVAL, code, code_len, msg,
-		              msg_len, ADMIN_E_REASON_REQUIRED,
-		              "drill.revoke_access needs a reason");
-	if ((rc = db_begin(db)) < 0)
+	if ((rc = begin_on_order(db, req, &order_id, &o, code, code_len, msg,
+	                         msg_len)) < 0)
 		return rc;
-	rc = store_lock_order(db, order_id, NULL, &o);
-	if (rc == KASIR_ENOTFOUND)
-		return refuse(db, req, order_id, KASIR_ENOTFOUND, code,
-		              code_len, msg, msg_len, ADMIN_E_ORDER_NOT_FOUND,
-		              "no such order");
-	if (rc < 0 || (rc = db_exec(db, &st_is_drill, p, &res)) < 0)
-		goto dberr;
+	{
+		const char *p[1] = {order_id};
+
+		if ((rc = db_exec(db, &st_is_drill, p, &res)) < 0)
+			goto dberr;
+	}
 	drill = strcmp(db_get(res, 0, 0), "t") == 0;
 	PQclear(res);
 	res = NULL;
