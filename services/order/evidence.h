@@ -34,6 +34,9 @@ struct evidence_msg {
 	struct evidence_in in;
 	const char *payment_type, *transaction_id;
 	const struct cJSON *raw;
+	/* the refund's amount as Midtrans wrote it ("50000.00"): the
+	 * notification body's or the Status API answer's; NULL if none */
+	const char *refund_amount;
 	bool confirm; /* recon: the answer to a confirm.request */
 	/* midtrans_state_key() of what it says: "settlement", "capture",
 	 * "capture/challenge", "expire" for a 407; "" when none (404) */

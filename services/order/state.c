@@ -55,29 +55,40 @@ evidence_result_name(enum evidence_result r)
 	return "invalid";
 }
 
-bool
-amount_matches(const char *s, int64_t amount)
+int
+midtrans_amount_parse(const char *s, int64_t *ret_rupiah)
 {
 	int64_t v = 0;
 	const char *p = s;
 
-	if (s == NULL || amount < 0 || *p < '0' || *p > '9')
-		return false;
+	if (s == NULL || *p < '0' || *p > '9')
+		return -EINVAL;
 	for (; *p >= '0' && *p <= '9'; p++) {
 		if (p - s >= 15) /* 10^15 rupiah: far beyond any order */
-			return false;
+			return -EINVAL;
 		v = v * 10 + (*p - '0');
 	}
 	if (*p == '.') {
 		p++;
 		if (*p == '\0')
-			return false; /* "100." is not a Midtrans amount */
+			return -EINVAL; /* "100." is not a Midtrans amount */
 		for (; *p != '\0'; p++) {
 			if (*p != '0') /* a non-zero fraction, or garbage */
-				return false;
+				return -EINVAL;
 		}
 	}
-	return *p == '\0' && v == amount;
+	if (*p != '\0')
+		return -EINVAL;
+	*ret_rupiah = v;
+	return 0;
+}
+
+bool
+amount_matches(const char *s, int64_t amount)
+{
+	int64_t v;
+
+	return midtrans_amount_parse(s, &v) == 0 && v == amount;
 }
 
 /* What a piece of evidence says, independent of the order's state. */

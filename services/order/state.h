@@ -149,4 +149,11 @@ bool midtrans_state_follows(const char *held, const char *later);
  */
 bool amount_matches(const char *gross_amount, int64_t amount);
 
+/*
+ * Parses a Midtrans amount string (gross_amount, refund_amount) as whole
+ * rupiah, by the same rule: digits (at most 15), optionally "." and zeros.
+ * Returns 0 and sets *ret_rupiah, or -EINVAL.
+ */
+int midtrans_amount_parse(const char *s, int64_t *ret_rupiah);
+
 #endif

@@ -230,6 +230,7 @@ publish(struct recon *r, struct kasir_db *db, int64_t check_id,
 	add_opt(d, "fraud_status", a->f.fraud_status);
 	add_opt(d, "transaction_id", a->f.transaction_id);
 	add_opt(d, "settlement_time", a->f.settlement_time);
+	add_opt(d, "refund_amount", a->f.refund_amount);
 	cJSON_AddStringToObject(d, "checked_at", at);
 	cJSON_AddBoolToObject(d, "past_expiry", past_expiry);
 	if (c->confirm_seq > 0)

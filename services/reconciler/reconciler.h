@@ -179,7 +179,8 @@ struct status_fields {
 	char fraud_status[RECON_FIELD_MAX];
 	char transaction_id[RECON_ID_MAX];
 	char order_id[RECON_ID_MAX];
-	char settlement_time[32]; /* a deny with it: a reversal */
+	char settlement_time[32];            /* a deny with it: a reversal */
+	char refund_amount[RECON_FIELD_MAX]; /* a refund's amount, "50000.00" */
 };
 
 /*

@@ -127,6 +127,8 @@ statusapi_interpret(long http_status, const char *body, size_t body_len,
 		copy_field(j, "order_id", f.order_id, sizeof(f.order_id));
 		copy_field(j, "settlement_time", f.settlement_time,
 		           sizeof(f.settlement_time));
+		copy_field(j, "refund_amount", f.refund_amount,
+		           sizeof(f.refund_amount));
 	}
 
 	if (http_status == 401 || is_code(f.status_code, "401")) {

@@ -9,6 +9,7 @@ which a signed notification is evidence on its own; then kasir-order is
 restarted in the default mode: a notification that would move an order is
 held until a Status API answer (status.check with confirm) agrees, and one
 that Midtrans contradicts flags the order (test_confirmation)."""
+import json
 import signal
 
 import psycopg2
@@ -87,6 +88,15 @@ def test_samples(s):
     assert tl[0]["transaction_status"] == "settlement" and tl[0]["received_at"], tl
     a = access(s, "budi@example.com", "kursus-154600")
     assert a["active"] is True and a["order_id"] == "Order-5100" and a["valid_until"], a
+
+
+def refunded_events(s, oid):
+    """(partial, refund_amount or None) of each order.refunded of oid."""
+    out = []
+    for _, body in s.events(oid, "order.refunded"):
+        d = (body if isinstance(body, dict) else json.loads(body))["data"]
+        out.append((d["partial"], d.get("refund_amount")))
+    return out
 
 
 def base(oid, amount="154600.00", status="settlement", **kw):
@@ -173,6 +183,25 @@ def test_sequences(s):
     assert len(s.events("SEQ-7", "order.flagged")) == 2
     facts = s.admin("doctor.facts")["result"]
     assert any(r["order_id"] == "SEQ-7" for r in facts["flagged"]), facts["flagged"]
+
+    # the first partial refund of a PAID order tells (order.refunded,
+    # partial, the amount in rupiah); a second one, a repeat, says nothing
+    # more; the full refund then its own
+    s.create_order("SEQ-8", 154600)
+    apply(s, base("SEQ-8"))
+    apply(s, base("SEQ-8", status="partial_refund", refund_amount="50000.00"))
+    apply(s, base("SEQ-8", status="partial_refund", refund_amount="60000.00"))
+    assert s.status("SEQ-8") == "PAID" and entitlements(s, "SEQ-8") == 1
+    assert refunded_events(s, "SEQ-8") == [(True, 50000)], refunded_events(s, "SEQ-8")
+    apply(s, base("SEQ-8", status="refund"))
+    assert s.status("SEQ-8") == "REFUNDED"
+    assert refunded_events(s, "SEQ-8") == [(True, 50000), (False, None)], \
+        refunded_events(s, "SEQ-8")
+    # an amount that is not a Midtrans amount is not guessed: left out
+    s.create_order("SEQ-9", 154600)
+    apply(s, base("SEQ-9"))
+    apply(s, base("SEQ-9", status="partial_refund", refund_amount="50000.50"))
+    assert refunded_events(s, "SEQ-9") == [(True, None)], refunded_events(s, "SEQ-9")
 
     # expire / cancel after PAID are recorded and ignored
     apply(s, base("SEQ-1", status="expire", status_code="202"))
@@ -396,9 +425,12 @@ def test_confirmation(s):
     # ... a partial refund is a flag, merged at once
     s.create_order("CNF-7", 154600)
     apply(s, base("CNF-7"))
-    confirm(s, "CNF-7", "partial_refund")
+    confirm(s, "CNF-7", "partial_refund", refund_amount="25000.00")
     assert order_row(s, "CNF-7") == ("PAID", False, None, None, False), \
         order_row(s, "CNF-7")
+    # paid and partly refunded in one answer: both told
+    assert len(s.events("CNF-7", "order.paid")) == 1
+    assert refunded_events(s, "CNF-7") == [(True, 25000)], refunded_events(s, "CNF-7")
     assert s.sql("SELECT partial_refund FROM orders.orders WHERE order_id='CNF-7'") == [(True,)]
     # ... a reversal (deny carrying settlement_time) answered before kasir
     # saw the settlement: the money went back, never PAID (the state

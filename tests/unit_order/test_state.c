@@ -237,6 +237,29 @@ test_amounts(void **state)
 	assert_false(amount_matches("154,600.00", 154600));
 }
 
+static void
+test_amount_parse(void **state)
+{
+	int64_t v = -1;
+
+	(void)state;
+	assert_int_equal(midtrans_amount_parse("50000.00", &v), 0);
+	assert_int_equal(v, 50000);
+	assert_int_equal(midtrans_amount_parse("50000", &v), 0);
+	assert_int_equal(v, 50000);
+	assert_int_equal(midtrans_amount_parse("999999999999999", &v), 0);
+	assert_int_equal(v, 999999999999999);
+	v = -1;
+	assert_true(midtrans_amount_parse("50000.50", &v) < 0);
+	assert_true(midtrans_amount_parse("1000000000000000", &v) < 0);
+	assert_true(midtrans_amount_parse("", &v) < 0);
+	assert_true(midtrans_amount_parse(NULL, &v) < 0);
+	assert_true(midtrans_amount_parse("-1", &v) < 0);
+	assert_true(midtrans_amount_parse("5e4", &v) < 0);
+	assert_true(midtrans_amount_parse("50000.", &v) < 0);
+	assert_int_equal(v, -1); /* written only on success */
+}
+
 /* Applies a sequence of evidence the way evidence.c does and counts the
  * effects an outside observer sees. */
 struct sim {
@@ -698,6 +721,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_table),
 	    cmocka_unit_test(test_amounts),
+	    cmocka_unit_test(test_amount_parse),
 	    cmocka_unit_test(test_settlement_before_pending),
 	    cmocka_unit_test(test_settlement_three_times),
 	    cmocka_unit_test(test_capture_then_settlement_is_one_payment),
