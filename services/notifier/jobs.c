@@ -12,6 +12,9 @@
  *   order.expired   -> record; cancel; expiry notice
  *   order.failed / order.cancelled -> record; cancel
  *   order.refunded  -> record; cancel; refund notice
+ *   order.refunded, partial -> record; refund notice (variant 1), nothing
+ *                      cancelled (the order stays PAID); none without
+ *                      refund_amount (the text would name the whole amount)
  *   access.granted  -> record access details (rendered into the receipt)
  *   access.revoked  -> record revocation (the receipt guard refuses)
  *   order.flagged   -> record
@@ -126,16 +129,23 @@ record_order(struct kasir_db *db, const struct kasir_msg *msg,
 	return db_exec(db, &st_order_upsert, p, NULL);
 }
 
+/* The variant of a partial refund's notice: a later full refund's notice
+ * (variant 0) is a job of its own and is still sent. */
+#define VARIANT_PARTIAL_REFUND "1"
+
 /* Creates the jobs of kind for every enabled channel with a recipient. */
 static int
 create_jobs(struct notifier *n, struct kasir_db *db,
             const struct kasir_msg *msg, enum notify_kind kind,
             const char *payload, const char *origin)
 {
+	const char *job_variant = "0";
 	char maxa[16], phone[20];
 	int r;
 
 	snprintf(maxa, sizeof(maxa), "%zu", n->conf->retry.n + 1);
+	if (kind == KIND_REFUND && msg_bool(msg, "partial"))
+		job_variant = VARIANT_PARTIAL_REFUND;
 	for (int c = 0; c < CHANNEL_COUNT; c++) {
 		const char *to;
 
@@ -154,7 +164,7 @@ create_jobs(struct notifier *n, struct kasir_db *db,
 			const char *p[8] = {msg_str(msg, "order_id"),
 			                    notify_kind_name(kind),
 			                    notify_channel_name(c),
-			                    "0",
+			                    job_variant,
 			                    to,
 			                    maxa,
 			                    payload,
@@ -260,7 +270,12 @@ jobs_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
 		r = cancel_pending(db, order_id, "order expired");
 		break;
 	case MSG_ORDER_REFUNDED:
-		r = cancel_pending(db, order_id, "order refunded");
+		/* a partial refund leaves the order PAID: an unsent receipt
+		 * must stay */
+		if (!msg_bool(msg, "partial"))
+			r = cancel_pending(db, order_id, "order refunded");
+		else
+			r = 0;
 		break;
 	case MSG_ORDER_FAILED:
 		r = cancel_pending(db, order_id, "order failed");
@@ -293,6 +308,17 @@ jobs_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
 		r = create_jobs(n, db, msg, KIND_EXPIRY, payload, origin);
 		break;
 	case MSG_ORDER_REFUNDED:
+		if (msg_bool(msg, "partial") &&
+		    !cJSON_IsNumber(cJSON_GetObjectItemCaseSensitive(
+		        msg->data, "refund_amount"))) {
+			/* the refund text names {amount}: without the refunded
+			 * amount it would name the whole order's */
+			log_order(LOG_WARNING, order_id,
+			          "partial refund without refund_amount: no "
+			          "refund notice sent");
+			r = 0;
+			break;
+		}
 		r = create_jobs(n, db, msg, KIND_REFUND, payload, origin);
 		break;
 	default:

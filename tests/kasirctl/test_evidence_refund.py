@@ -8,10 +8,14 @@ with --include-personal; the support role may create bundles, audited.
 
 Refund: refusals (support role, unpaid order, amount above what is left,
 a payment type Midtrans cannot refund) each audited; a partial refund
-keeps the order PAID with access; a lost answer retried with the same key
-refunds once; the full refund makes the order REFUNDED, revokes access and
-sends the refund message -- only once Midtrans's Status API confirms it."""
+keeps the order PAID with access and tells the customer once, by email and
+WhatsApp, with the refunded amount (the receipt stays the only receipt); a
+lost answer retried with the same key refunds once; the full refund makes
+the order REFUNDED, revokes access and sends its own refund message -- only
+once Midtrans's Status API confirms it."""
 
+import email
+import email.policy
 import io
 import os
 import sys
@@ -62,6 +66,36 @@ def recon_audit(st, oid, result):
 
 def fake_refunds(st, oid):
     return st.fake("GET", f"/_fake/orders/{oid}").body["refunds"]
+
+
+def rupiah(n):
+    return "Rp" + f"{n:,}".replace(",", ".")
+
+
+def mails(st, oid, subject):
+    out = []
+    for path in st.mail_messages():
+        if not path.endswith(".eml"):
+            continue
+        with open(path, "rb") as f:
+            m = email.message_from_bytes(f.read(), policy=email.policy.default)
+        if m.get("X-Kasir-Order") == oid and subject in str(m["Subject"]):
+            out.append(m.get_body(preferencelist=("plain",)).get_content())
+    return out
+
+
+def refund_mails(st, oid):
+    return mails(st, oid, "Pengembalian dana")
+
+
+def refund_was(st, oid):
+    return [w["text"] for w in st.whatsapp_messages()
+            if f"dana pesanan {oid}" in w["text"]]
+
+
+def refund_jobs(st, oid):
+    return st.sql("SELECT variant, channel, state FROM notify.job WHERE order_id = %s"
+                  " AND kind = 'refund' ORDER BY variant, channel", (oid,))
 
 
 def members(path):
@@ -170,6 +204,13 @@ def main():
                                      " order_id = %s", (a,))[0][0] is True,
                       what="partial refund applied")
         assert status(st, a) == "PAID" and active_entitlements(st, a) == 1
+        # the customer is told, once per channel, with the refunded amount
+        st.wait_until(lambda: len(refund_mails(st, a)) == 1 and len(refund_was(st, a)) == 1,
+                      timeout=60, what="partial refund message by email and WhatsApp")
+        assert rupiah(part) in refund_mails(st, a)[0], refund_mails(st, a)
+        assert rupiah(part) in refund_was(st, a)[0], refund_was(st, a)
+        assert rupiah(total) not in refund_mails(st, a)[0] + refund_was(st, a)[0]
+        assert len(mails(st, a, "Pembayaran diterima")) == 1
 
         # ---- the answer lost: the retry reuses the key, refunds once -------
         st.fake("POST", "/_fake/refund_api", {"mode": "lost", "count": 1})
@@ -214,6 +255,15 @@ def main():
                                      " order_id = %s AND kind = 'refund' AND state = 'sent'",
                                      (a,))[0][0] == 2,
                       timeout=60, what="refund message sent by email and WhatsApp")
+        # the second partial refund said nothing more; the full refund its own
+        st.wait_until(lambda: len(refund_mails(st, a)) == 2 and len(refund_was(st, a)) == 2,
+                      timeout=60, what="full refund message after the partial one")
+        assert refund_jobs(st, a) == [(0, "email", "sent"), (0, "whatsapp", "sent"),
+                                      (1, "email", "sent"), (1, "whatsapp", "sent")], \
+            refund_jobs(st, a)
+        assert len(mails(st, a, "Pembayaran diterima")) == 1
+        assert st.sql("SELECT count(*) FROM notify.job WHERE order_id = %s"
+                      " AND kind = 'receipt'", (a,))[0][0] == 2  # email, WhatsApp
         r = ctl.json("refund", a, "--amount", "1", "--reason", "again", expect=1)
         assert r["error"]["code"] == "not_paid", r
         # the refund keys and answers are append-only, for everybody

@@ -1,6 +1,8 @@
 """A paid order produces exactly one receipt email and one WhatsApp
 message with the right name, course and amount; an unpaid order never gets
-a receipt, even with a receipt job forged into notify.job by SQL."""
+a receipt, even with a receipt job forged into notify.job by SQL.  A
+partial refund (order.refunded, partial) gets its own notice (variant 1)
+naming the refunded amount, and none when the amount is unknown."""
 import json
 import os
 import time
@@ -77,6 +79,28 @@ def main():
         assert "Pengembalian dana pesanan %s" % rf in subjects, subjects
         assert not [x for x in subjects if "Pembayaran diterima" in x], subjects
         assert not [w for w in wa_for(s, rf) if "sudah kami terima" in w["text"]]
+
+        # ---- partial refunds of paid orders: the one without an amount
+        # first (the stream is applied in order, so once the second has its
+        # jobs the first was applied too)
+        nr, pr = "ORD-PARTIAL-NOAMOUNT", "ORD-PARTIAL-1"
+        for o in (nr, pr):
+            pay(s, o)
+        for o, extra in ((nr, {}), (pr, {"refund_amount": 40000})):
+            ev = snapshot(o, "PAID")
+            ev.update(evidence={"source": "recon", "ref": 3}, partial=True, **extra)
+            s.publish("order.refunded", ev)
+        wait_for(lambda: s.sql("SELECT count(*) FROM notify.job WHERE order_id=%s AND"
+                               " kind='refund' AND variant=1 AND state='sent'", (pr,))[0][0] == 2,
+                 30, "partial refund notices sent on both channels")
+        texts = [m.get_content() for m in mail_for(s, pr)
+                 if "Pengembalian dana" in str(m["Subject"])]
+        texts += [w["text"] for w in wa_for(s, pr) if "dikembalikan" in w["text"]]
+        assert len(texts) == 2 and all("Rp40.000" in t and "Rp150.000" not in t
+                                       for t in texts), texts
+        assert s.sql("SELECT count(*) FROM notify.job WHERE order_id=%s AND kind='refund'",
+                     (nr,)) == [(0,)]
+        assert "partial refund without refund_amount" in s.log_text()
 
         # ---- an unpaid order: instructions yes, receipt never
         u = "ORD-UNPAID-1"
