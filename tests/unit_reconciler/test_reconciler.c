@@ -301,6 +301,18 @@ test_interpret_fields(void **state)
 	assert_string_equal(f.payment_type, "gopay");
 	assert_string_equal(f.status_code, "200");
 	assert_string_equal(f.fraud_status, "");
+	assert_string_equal(f.refund_amount, "");
+	{
+		static const char pr[] =
+		    "{\"status_code\":\"200\",\"transaction_status\":"
+		    "\"partial_refund\",\"order_id\":\"ord-1\","
+		    "\"refund_amount\":\"50000.00\"}";
+
+		assert_int_equal(
+		    statusapi_interpret(200, pr, strlen(pr), "ord-1", NULL, &f),
+		    VERDICT_STATUS);
+		assert_string_equal(f.refund_amount, "50000.00");
+	}
 	/* the body need not be NUL-terminated: only body_len counts */
 	assert_int_equal(statusapi_interpret(200, SETTLE "XXXX", strlen(SETTLE),
 	                                     "ord-1", NULL, NULL),
