@@ -270,8 +270,9 @@ jobs_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
 		r = cancel_pending(db, order_id, "order expired");
 		break;
 	case MSG_ORDER_REFUNDED:
-		/* a partial refund leaves the order PAID: an unsent receipt
-		 * must stay */
+		/* a partial refund leaves the order PAID: nothing of a PAID
+		 * order is cancelled (cancel_pending never touches a
+		 * receipt; instructions and reminders went with order.paid) */
 		if (!msg_bool(msg, "partial"))
 			r = cancel_pending(db, order_id, "order refunded");
 		else

@@ -281,7 +281,7 @@ emit_partial_refund(struct order_service *s, struct kasir_db *db,
 		return -ENOMEM;
 	}
 	cJSON_AddItemToObject(extra, "evidence", ev);
-	if (midtrans_amount_parse(e->refund_amount, &rupiah) == 0)
+	if (midtrans_amount_parse(e->refund_amount, &rupiah) == 0 && rupiah > 0)
 		cJSON_AddNumberToObject(extra, "refund_amount", (double)rupiah);
 	else
 		log_order(LOG_WARNING, e->order_id,
