@@ -24,6 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import kasirtest  # noqa: E402
+import yaml  # noqa: E402
 from ctlstack import DAEMONS, Ctl, create_order, pay  # noqa: E402
 
 FIRST = ["6.5", "6.4", "6.2", "6.1"]  # then history, then 6.3
@@ -82,6 +83,22 @@ def drill(ctl, config, scenario, *extra, role=None, expect=0):
     return json.loads(out)
 
 
+
+def check_alerts_exist(rows):
+    path = os.path.join(kasirtest.source_dir(), "deploy", "prometheus", "kasir-alerts.yml")
+    with open(path) as f:
+        rules = {r["alert"]: r for g in yaml.safe_load(f)["groups"]
+                 for r in g["rules"] if "alert" in r}
+    unit = {"s": 1000, "m": 60000, "h": 3600000}
+    for r in rows:
+        rule = rules.get(r["alert"])
+        assert rule is not None, f"drill {r['scenario']}: no alert rule {r['alert']}"
+        m = re.fullmatch(r"(\d+)([smh])", str(rule.get("for", "0s")))
+        assert m, rule.get("for")
+        want = int(m.group(1)) * unit[m.group(2)]
+        assert want == r["alert_for_ms"], \
+            f"drill {r['scenario']}: {r['alert']} has for: {rule.get('for')}, the drill says {r['alert_for_ms']} ms"
+
 def main():
     with kasirtest.Stack.for_test(name="kasirctl_drill",
                                   overrides={"CTL_TIMEOUT": "2s",
@@ -108,6 +125,10 @@ def main():
         rows = json.loads(out)["result"]
         assert [r["scenario"] for r in rows] == ["6.1", "6.2", "6.3", "6.4", "6.5"], rows
         assert all(r["implemented"] for r in rows), rows
+        # each drill's alert is a rule of deploy/prometheus with the same
+        # for: (the drill evaluates a copy of its expression in drill.c;
+        # this keeps at least the rule and its window from drifting)
+        check_alerts_exist(rows)
 
         # never drilled: every scenario overdue
         rc, out, _ = ctl.run("--config", dev, "drill", "history", config=False)
