@@ -409,9 +409,8 @@ cmd_access_grant(struct order_service *s, struct kasir_db *db,
 	if ((rc = admin_audit_id(db, &order_admin_audit_insert, req, order_id,
 	                         before, after, "ok", NULL, audit_id,
 	                         sizeof(audit_id))) < 0 ||
-	    (rc = store_grant(db, &o, "operator", NULL, audit_id, req->reason,
-	                      &res)) < 0 ||
-	    (rc = order_emit_granted(s, db, o.order_id, res, NULL)) < 0)
+	    (rc = store_grant(s->producer, db, &o, "operator", audit_id,
+	                      req->reason)) < 0)
 		goto dberr;
 	PQclear(res);
 	res = NULL;
@@ -493,8 +492,8 @@ cmd_drill_revoke(struct order_service *s, struct kasir_db *db,
 		              code_len, msg, msg_len, "not_paid",
 		              "the drill order is not PAID");
 	if ((rc = drill_audit(db, req, order_id)) < 0 ||
-	    (rc = store_revoke(db, &o, "operator", NULL, req->reason)) < 0 ||
-	    (rc = order_emit_revoked(s, db, &o, req->reason, NULL)) < 0)
+	    (rc = store_revoke(s->producer, db, &o, "operator", req->reason)) <
+	        0)
 		goto dberr;
 	if ((rc = db_commit(db)) < 0)
 		return rc;

@@ -407,7 +407,8 @@ start_payment(struct order_service *s, const struct create_in *in,
 	if (rc == 0)
 		rc = db_exec(db, &st_snap_result, params, &res);
 	if (rc == 0 && r.outcome == SNAP_OK)
-		rc = order_emit(s, db, MSG_ORDER_PAYMENT_LINK, order_id, NULL);
+		rc = store_emit(s->producer, db, MSG_ORDER_PAYMENT_LINK,
+		                order_id, NULL, NULL);
 	if (rc == 0)
 		rc = db_commit(db);
 	else
@@ -523,7 +524,8 @@ again:
 	kasir_strlcpy(expires_at, db_get(res, 0, 0), sizeof(expires_at));
 	PQclear(res);
 	res = NULL;
-	if ((rc = order_emit(s, db, MSG_ORDER_CREATED, in.order_id, NULL)) < 0)
+	if ((rc = store_emit(s->producer, db, MSG_ORDER_CREATED, in.order_id,
+	                     NULL, NULL)) < 0)
 		goto rollback;
 	if ((rc = db_commit(db)) < 0)
 		goto dberr;

@@ -172,19 +172,18 @@ evidence_decide(const struct order_service *s, const struct evidence_msg *e,
 	}
 }
 
-int
-confirm_request(struct order_service *s, struct kasir_db *db,
-                const struct evidence_msg *e, const cJSON *snap)
+cJSON *
+confirm_request_fields(const struct evidence_msg *e)
 {
 	cJSON *d = cJSON_CreateObject(), *ev;
 	char at[40];
 
 	if (d == NULL)
-		return -ENOMEM;
+		return NULL;
 	ev = cJSON_AddObjectToObject(d, "evidence");
 	if (ev == NULL) {
 		cJSON_Delete(d);
-		return -ENOMEM;
+		return NULL;
 	}
 	cJSON_AddStringToObject(ev, "source", e->source);
 	cJSON_AddNumberToObject(ev, "ref", (double)e->ref);
@@ -197,9 +196,7 @@ confirm_request(struct order_service *s, struct kasir_db *db,
 	                        e->in.gross_amount ? e->in.gross_amount : "");
 	time_rfc3339(now_real_ms(), at, sizeof(at));
 	cJSON_AddStringToObject(d, "requested_at", at);
-	/* the snapshot, then these fields (d is consumed) */
-	return order_emit_snap(s, db, MSG_CONFIRM_REQUEST, e->order_id, snap,
-	                       d);
+	return d;
 }
 
 void

@@ -1,15 +1,17 @@
 /*
- * evidence.c - applies payment evidence from the "ingest" stream
- * (payment.notification) and the "recon" stream (status.check).
+ * evidence.c - the evidence path of kasir-order (evidence.h): payment
+ * evidence from the "ingest" stream (payment.notification) and the
+ * "recon" stream (status.check), one message or a whole batch, by the
+ * same code.
  *
- * One message, inside the consumer's transaction (which also advances the
- * stream cursor): lock the order row, decide with state.c, record the
- * evidence, and write the transition, the order row's changes, the
- * entitlement grant/revoke and the order events.  Idempotent twice over:
- * the cursor drops a replayed message, and orders.evidence is unique on
- * (source, ref), and the state machine answers "noop" to the same
- * settlement seen again.  This is the careful pass; evidence_batch.c does
- * the same for a whole batch at once (evidence.h).
+ * Inside the consumer's transaction (which also advances the stream
+ * cursor), per round of the batch (at most one message of each order):
+ * store.c locks the orders and reads them, confirm.c decides each message
+ * (with state.c), this file turns each decision into a list of effects,
+ * and store.c writes them and appends the order events.  Idempotent twice
+ * over: the cursor drops a replayed message, orders.evidence is unique on
+ * (source, ref) (a recorded one is a duplicate here), and the state
+ * machine answers "noop" to the same settlement seen again.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -19,65 +21,19 @@
 #include <cjson/cJSON.h>
 
 #include "err.h"
+#include "evidence.h"
 #include "log.h"
 #include "metrics.h"
-#include "evidence.h"
 #include "order.h"
 #include "stream.h"
 #include "util.h"
 
-static cJSON *
-evidence_ref_json(const char *source, int64_t ref)
-{
-	cJSON *o = cJSON_CreateObject();
+/* Messages per call: the consumer's batch_max bounds it already; this
+ * bounds the rounds' quadratic order matching if that ever changes. */
+#define EVIDENCE_BATCH_MAX 4096
 
-	if (o == NULL)
-		return NULL;
-	cJSON_AddStringToObject(o, "source", source);
-	cJSON_AddNumberToObject(o, "ref", (double)ref);
-	return o;
-}
-
-const struct db_stmt ev_st_unknown = {
-    .name = "order_unknown_insert",
-    .sql = "INSERT INTO orders.unknown_notifications (source, ref,"
-           " stream_seq, order_id, transaction_status, gross_amount,"
-           " received_at, raw) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-           " ON CONFLICT (source, ref) DO NOTHING",
-    .nparams = 8,
-};
-
-#define EVIDENCE_COLS                                                          \
-	" order_id, source, ref, stream_seq, kind, transaction_status,"        \
-	" fraud_status, gross_amount, currency, payment_type,"                 \
-	" transaction_id, received_at, status_before, status_after, result,"   \
-	" reason, raw"
-
-static const struct db_stmt st_evidence = {
-    .name = "order_evidence_insert",
-    .sql = "INSERT INTO orders.evidence (" EVIDENCE_COLS ") VALUES ($1, $2,"
-           " $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,"
-           " $17) ON CONFLICT (source, ref) DO NOTHING RETURNING id",
-    .nparams = 17,
-};
-
-const struct db_stmt ev_st_evidence_id = {
-    .name = "order_evidence_insert_id",
-    .sql = "INSERT INTO orders.evidence (id," EVIDENCE_COLS ") VALUES ($1,"
-           " $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,"
-           " $16, $17, $18) ON CONFLICT (source, ref) DO NOTHING RETURNING id",
-    .nparams = 18,
-};
-
-const struct db_stmt ev_st_transition = {
-    .name = "order_transition_insert",
-    .sql = "INSERT INTO orders.transitions (order_id, from_status,"
-           " to_status, evidence_source, evidence_ref, evidence_id, reason)"
-           " VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    .nparams = 7,
-};
-
-int
+/* Reads msg; KASIR_EREJECT when it is not evidence kasir-order can use. */
+static int
 evidence_parse(const struct kasir_msg *msg, struct evidence_msg *e)
 {
 	memset(e, 0, sizeof(*e));
@@ -140,64 +96,47 @@ evidence_parse(const struct kasir_msg *msg, struct evidence_msg *e)
 	return 0;
 }
 
-static int
-record_unknown(struct order_service *s, struct kasir_db *db,
-               const struct kasir_msg *msg, const struct evidence_msg *e)
+/* {"source", "ref"}: the evidence an order event names. */
+static cJSON *
+evidence_ref_json(const struct evidence_msg *e)
 {
-	char ref[24], seq[24];
-	char *raw = evidence_raw_text(msg, e);
-	int rc;
+	cJSON *o = cJSON_CreateObject();
 
-	if (raw == NULL)
-		return -ENOMEM;
-	snprintf(ref, sizeof(ref), "%" PRId64, e->ref);
-	snprintf(seq, sizeof(seq), "%" PRId64, msg->seq);
-	const char *params[8] = {e->source,
-	                         ref,
-	                         seq,
-	                         e->order_id,
-	                         e->in.transaction_status,
-	                         e->in.gross_amount,
-	                         e->received_at,
-	                         raw};
-	rc = db_exec(db, &ev_st_unknown, params, NULL);
-	free(raw);
-	if (rc == 0)
-		evidence_account_unknown(s, e);
-	return rc;
+	if (o == NULL)
+		return NULL;
+	cJSON_AddStringToObject(o, "source", e->source);
+	cJSON_AddNumberToObject(o, "ref", (double)e->ref);
+	return o;
 }
 
-void
-evidence_account_unknown(struct order_service *s, const struct evidence_msg *e)
+/* An object holding only "evidence" (the start of most events' fields). */
+static cJSON *
+fields_with_ref(const struct evidence_msg *e)
 {
-	metric_inc(s->m.unknown);
-	log_order(LOG_WARNING, e->order_id,
-	          "%s evidence for unknown order, kept for operators",
-	          e->source);
-}
+	cJSON *d = cJSON_CreateObject(), *ev = evidence_ref_json(e);
 
-char *
-evidence_raw_text(const struct kasir_msg *msg, const struct evidence_msg *e)
-{
-	return cJSON_PrintUnformatted(e->raw ? e->raw : msg->data);
-}
-
-static int
-emit_evidence(struct order_service *s, struct kasir_db *db,
-              const struct evidence_msg *e, bool applied,
-              enum order_status after)
-{
-	cJSON *d = cJSON_CreateObject(), *ev;
-	int rc;
-
-	if (d == NULL)
-		return -ENOMEM;
-	cJSON_AddStringToObject(d, "order_id", e->order_id);
-	ev = evidence_ref_json(e->source, e->ref);
-	if (ev == NULL) {
+	if (d == NULL || ev == NULL) {
 		cJSON_Delete(d);
-		return -ENOMEM;
+		cJSON_Delete(ev);
+		return NULL;
 	}
+	cJSON_AddItemToObject(d, "evidence", ev);
+	return d;
+}
+
+/* order.evidence: what was received and what it did (no snapshot). */
+static cJSON *
+evidence_event(const struct evidence_msg *e, bool applied,
+               enum order_status after)
+{
+	cJSON *d = cJSON_CreateObject(), *ev = evidence_ref_json(e);
+
+	if (d == NULL || ev == NULL) {
+		cJSON_Delete(d);
+		cJSON_Delete(ev);
+		return NULL;
+	}
+	cJSON_AddStringToObject(d, "order_id", e->order_id);
 	cJSON_AddItemToObject(d, "evidence", ev);
 	cJSON_AddStringToObject(
 	    d, "transaction_status",
@@ -209,33 +148,22 @@ emit_evidence(struct order_service *s, struct kasir_db *db,
 	cJSON_AddStringToObject(d, "received_at", e->received_at);
 	cJSON_AddBoolToObject(d, "applied", applied);
 	cJSON_AddStringToObject(d, "order_status", order_status_name(after));
-	rc = stream_append(s->producer, db, MSG_ORDER_EVIDENCE, d, NULL);
-	cJSON_Delete(d);
-	return rc;
+	return d;
 }
 
+/* The event of a transition to `to` and its fields; -EINVAL for a status
+ * no transition reaches. */
 static int
-emit_transition(struct order_service *s, struct kasir_db *db,
-                const struct evidence_msg *e, enum order_status to,
-                unsigned flags, const cJSON *snap)
+transition_event(const struct evidence_msg *e, enum order_status to,
+                 int *ret_type, cJSON **ret_fields)
 {
-	cJSON *extra = cJSON_CreateObject(), *ev;
+	cJSON *d;
 	char at[40];
 	int type;
 
-	if (extra == NULL)
-		return -ENOMEM;
-	ev = evidence_ref_json(e->source, e->ref);
-	if (ev == NULL) {
-		cJSON_Delete(extra);
-		return -ENOMEM;
-	}
-	cJSON_AddItemToObject(extra, "evidence", ev);
 	switch (to) {
 	case ORDER_PAID:
 		type = MSG_ORDER_PAID;
-		time_rfc3339(now_real_ms(), at, sizeof(at));
-		cJSON_AddStringToObject(extra, "paid_at", at);
 		break;
 	case ORDER_FAILED:
 		type = MSG_ORDER_FAILED;
@@ -248,16 +176,23 @@ emit_transition(struct order_service *s, struct kasir_db *db,
 		break;
 	case ORDER_REFUNDED:
 		type = MSG_ORDER_REFUNDED;
-		/* reversed / disputed are flags on the order (GET shows
-		 * them); the message carries the fields proto defines. */
-		(void)flags;
-		cJSON_AddBoolToObject(extra, "partial", false);
 		break;
 	default:
-		cJSON_Delete(extra);
 		return -EINVAL;
 	}
-	return order_emit_snap(s, db, type, e->order_id, snap, extra);
+	if ((d = fields_with_ref(e)) == NULL)
+		return -ENOMEM;
+	if (to == ORDER_PAID) {
+		time_rfc3339(now_real_ms(), at, sizeof(at));
+		cJSON_AddStringToObject(d, "paid_at", at);
+	}
+	/* reversed / disputed are flags on the order (GET shows them); the
+	 * message carries the fields proto defines */
+	if (to == ORDER_REFUNDED)
+		cJSON_AddBoolToObject(d, "partial", false);
+	*ret_type = type;
+	*ret_fields = d;
+	return 0;
 }
 
 /*
@@ -266,33 +201,26 @@ emit_transition(struct order_service *s, struct kasir_db *db,
  * refund_amount only when the evidence states it as a Midtrans amount;
  * otherwise omitted (the notifier then sends no notice: see its README).
  */
-static int
-emit_partial_refund(struct order_service *s, struct kasir_db *db,
-                    const struct evidence_msg *e, const cJSON *snap)
+static cJSON *
+partial_refund_fields(const struct evidence_msg *e)
 {
-	cJSON *extra = cJSON_CreateObject(), *ev;
+	cJSON *d = fields_with_ref(e);
 	int64_t rupiah;
 
-	if (extra == NULL)
-		return -ENOMEM;
-	ev = evidence_ref_json(e->source, e->ref);
-	if (ev == NULL) {
-		cJSON_Delete(extra);
-		return -ENOMEM;
-	}
-	cJSON_AddItemToObject(extra, "evidence", ev);
+	if (d == NULL)
+		return NULL;
 	if (midtrans_amount_parse(e->refund_amount, &rupiah) == 0 && rupiah > 0)
-		cJSON_AddNumberToObject(extra, "refund_amount", (double)rupiah);
+		cJSON_AddNumberToObject(d, "refund_amount", (double)rupiah);
 	else
 		log_order(LOG_WARNING, e->order_id,
 		          "partial refund without a readable refund_amount:"
 		          " order.refunded carries none");
-	cJSON_AddBoolToObject(extra, "partial", true);
-	return order_emit_snap(s, db, MSG_ORDER_REFUNDED, e->order_id, snap,
-	                       extra);
+	cJSON_AddBoolToObject(d, "partial", true);
+	return d;
 }
 
-void
+/* What the decision d changes on the order row. */
+static void
 evidence_update(const struct evidence_msg *e, const struct order_decision *d,
                 struct order_update *u)
 {
@@ -319,200 +247,260 @@ evidence_update(const struct evidence_msg *e, const struct order_decision *d,
 	};
 }
 
-int
-evidence_emit_all(struct order_service *s, struct kasir_db *db,
-                  const struct evidence_msg *e, const struct order_row *o,
-                  const struct order_decision *d, enum order_status after,
-                  const cJSON *snap, const PGresult *grant_res)
+static bool
+update_needed(const struct order_update *u)
 {
-	int rc;
+	return u->status != NULL || u->learn_txn || u->flags != 0 ||
+	       u->awaiting != NULL || u->awaiting_clear;
+}
 
-	if (d->transition &&
-	    (rc = emit_transition(s, db, e, d->to, d->flags, snap)) < 0)
+/* Appends an effect to l; -ENOMEM (its data is then deleted). */
+static int
+effect_add(struct effect_list *l, const struct effect *f)
+{
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		struct effect *v = realloc(l->v, cap * sizeof(*v));
+		if (v == NULL) {
+			cJSON_Delete(f->data);
+			return -ENOMEM;
+		}
+		l->v = v;
+		l->cap = cap;
+	}
+	l->v[l->n++] = *f;
+	return 0;
+}
+
+/* Appends an order event (data: its fields, taken over; NULL: ENOMEM). */
+static int
+event_add(struct effect_list *l, struct evidence_rec *r, int type, cJSON *data,
+          bool snapshot)
+{
+	if (data == NULL)
+		return -ENOMEM;
+	return effect_add(l, &(struct effect){.kind = EFFECT_EVENT,
+	                                      .rec = r,
+	                                      .type = type,
+	                                      .data = data,
+	                                      .snapshot = snapshot});
+}
+
+static int
+plain_add(struct effect_list *l, enum effect_kind kind, struct evidence_rec *r)
+{
+	return effect_add(l, &(struct effect){.kind = kind, .rec = r});
+}
+
+/*
+ * Decides message r on its order as store_evidence_lock() read it and
+ * appends what the decision does to l, in the order it happens: the
+ * evidence row, the transition, the order row, the transition's event,
+ * the grant or revocation (with their events), the partial refund's
+ * event, order.flagged, the confirm.request of a held notification,
+ * order.evidence.
+ */
+static int
+evidence_plan(const struct order_service *s, struct evidence_rec *r,
+              struct effect_list *l)
+{
+	const struct order_decision *d = &r->d;
+	struct evidence_msg *e = &r->e;
+	struct order_update u;
+	int rc, type;
+	cJSON *fields;
+
+	if (r->fate == EV_FATE_UNKNOWN)
+		return plain_add(l, EFFECT_KEEP_UNKNOWN, r);
+	if (r->fate == EV_FATE_DUP)
+		return 0;
+	e->in.past_expiry = r->before.past_expiry &&
+	                    (e->checked_at == NULL || e->check_past_expiry);
+	e->in.checked_before_paid = r->before.checked_before_paid;
+	evidence_decide(s, e, &r->before, &r->d);
+	r->after = d->transition ? d->to : r->before.status;
+
+	if ((rc = plain_add(l, EFFECT_RECORD, r)) < 0)
 		return rc;
-	if (d->grant_access &&
-	    (rc = order_emit_granted(s, db, e->order_id, grant_res, snap)) < 0)
+	if (d->transition && (rc = plain_add(l, EFFECT_TRANSITION, r)) < 0)
 		return rc;
-	if (d->revoke_access &&
-	    (rc = order_emit_revoked(s, db, o, d->reason, snap)) < 0)
+	evidence_update(e, d, &u);
+	if (update_needed(&u) &&
+	    (rc = effect_add(l, &(struct effect){.kind = EFFECT_UPDATE,
+	                                         .rec = r,
+	                                         .u = u})) < 0)
+		return rc;
+	if (d->transition) {
+		if ((rc = transition_event(e, d->to, &type, &fields)) < 0 ||
+		    (rc = event_add(l, r, type, fields, true)) < 0)
+			return rc;
+	}
+	if (d->grant_access && (rc = plain_add(l, EFFECT_GRANT, r)) < 0)
+		return rc;
+	if (d->revoke_access && (rc = plain_add(l, EFFECT_REVOKE, r)) < 0)
 		return rc;
 	/* the order's first partial refund (stored by this decision's
 	 * update); a repeated one finds partial_refund set and says nothing */
-	if ((d->flags & OFLAG_PARTIAL_REFUND) && after == ORDER_PAID &&
-	    !o->partial_refund &&
-	    (rc = emit_partial_refund(s, db, e, snap)) < 0)
+	if ((d->flags & OFLAG_PARTIAL_REFUND) && r->after == ORDER_PAID &&
+	    !r->before.partial_refund &&
+	    (rc = event_add(l, r, MSG_ORDER_REFUNDED, partial_refund_fields(e),
+	                    true)) < 0)
 		return rc;
 	if (d->flags & OFLAG_FLAGGED) {
-		cJSON *extra = cJSON_CreateObject();
-		if (extra == NULL)
-			return -ENOMEM;
-		cJSON_AddStringToObject(extra, "reason",
-		                        d->flag_reason ? d->flag_reason
-		                                       : d->reason);
-		if ((rc = order_emit_snap(s, db, MSG_ORDER_FLAGGED, e->order_id,
-		                          snap, extra)) < 0)
+		fields = cJSON_CreateObject();
+		if (fields != NULL)
+			cJSON_AddStringToObject(fields, "reason",
+			                        d->flag_reason ? d->flag_reason
+			                                       : d->reason);
+		if ((rc = event_add(l, r, MSG_ORDER_FLAGGED, fields, true)) < 0)
 			return rc;
 	}
 	if (d->confirm == CONFIRM_HOLD &&
-	    (rc = confirm_request(s, db, e, snap)) < 0)
+	    (rc = event_add(l, r, MSG_CONFIRM_REQUEST,
+	                    confirm_request_fields(e), true)) < 0)
 		return rc;
-	return emit_evidence(s, db, e, d->result == EV_APPLIED, after);
+	return event_add(l, r, MSG_ORDER_EVIDENCE,
+	                 evidence_event(e, d->result == EV_APPLIED, r->after),
+	                 false);
 }
 
-void
-evidence_account(struct order_service *s, const struct kasir_msg *msg,
-                 const struct evidence_msg *e, enum order_status before,
-                 enum order_status after, const struct order_decision *d)
+/* Counts and logs what r did (once it is part of the transaction).
+ * Counted before COMMIT: a rolled-back apply is retried and counted
+ * again, so these are "decisions taken", close enough for alerts. */
+static void
+evidence_account(struct order_service *s, const struct evidence_rec *r)
 {
-	char seq[24];
+	const struct evidence_msg *e = &r->e;
+	const struct order_decision *d = &r->d;
 
-	/* Counted before COMMIT: a rolled-back apply is retried and counted
-	 * again, so these are "decisions taken", close enough for alerts. */
+	if (r->fate == EV_FATE_UNKNOWN) {
+		metric_inc(s->m.unknown);
+		log_order(LOG_WARNING, e->order_id,
+		          "%s evidence for unknown order, kept for operators",
+		          e->source);
+		return;
+	}
+	if (r->fate == EV_FATE_DUP) {
+		log_order(LOG_INFO, e->order_id,
+		          "%s evidence %s already recorded, ignoring",
+		          e->source, r->ref);
+		return;
+	}
 	metric_inc(s->m.evidence[d->result]);
 	confirm_account(s, d);
 	if (d->transition)
 		metric_inc(s->m.transitions[d->to]);
 	if (d->flags & OFLAG_FLAGGED)
 		metric_inc(s->m.flags);
-	snprintf(seq, sizeof(seq), "%" PRId64, msg->seq);
 	log_fields(
 	    d->transition || d->result == EV_FLAGGED ? LOG_NOTICE : LOG_INFO,
-	    LOG_F({"ORDER_ID", e->order_id}, {"STREAM", msg->stream},
-	          {"SEQ", seq}),
+	    LOG_F({"ORDER_ID", e->order_id}, {"STREAM", r->msg->stream},
+	          {"SEQ", r->seq}),
 	    "%s %s: %s -> %s (%s: %s)", e->source,
 	    e->in.transaction_status ? e->in.transaction_status : e->kind,
-	    order_status_name(before), order_status_name(after),
+	    order_status_name(r->before.status), order_status_name(r->after),
 	    evidence_result_name(d->result), d->reason);
 }
 
-/* The 17 evidence columns (EVIDENCE_COLS) of e with decision d. */
-static void
-evidence_row_params(const struct evidence_msg *e, const char *ref,
-                    const char *seq, enum order_status before,
-                    enum order_status after, const struct order_decision *d,
-                    const char *raw, const char *p[17])
+/* Reads msgs into recs and numbers each message's round (how many
+ * messages of its order come before it); returns the number of rounds,
+ * or KASIR_EREJECT for a message kasir-order cannot use. */
+static int
+evidence_read(const struct kasir_msg *const *msgs, size_t n,
+              struct evidence_rec *recs)
 {
-	p[0] = e->order_id;
-	p[1] = e->source;
-	p[2] = ref;
-	p[3] = seq;
-	p[4] = e->kind;
-	p[5] = e->in.transaction_status;
-	p[6] = e->in.fraud_status;
-	p[7] = e->in.gross_amount;
-	p[8] = e->in.currency;
-	p[9] = e->payment_type;
-	p[10] = e->transaction_id;
-	p[11] = e->received_at;
-	p[12] = order_status_name(before);
-	p[13] = order_status_name(after);
-	p[14] = evidence_result_name(d->result);
-	p[15] = d->reason;
-	p[16] = raw;
+	unsigned rounds = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		struct evidence_rec *r = &recs[i];
+
+		r->msg = msgs[i];
+		if (evidence_parse(msgs[i], &r->e) < 0)
+			return KASIR_EREJECT;
+		snprintf(r->ref, sizeof(r->ref), "%" PRId64, r->e.ref);
+		snprintf(r->seq, sizeof(r->seq), "%" PRId64, msgs[i]->seq);
+		r->raw =
+		    cJSON_PrintUnformatted(r->e.raw ? r->e.raw : msgs[i]->data);
+		if (r->raw == NULL)
+			return -ENOMEM;
+		for (size_t j = i; j-- > 0;) /* the latest of its order */
+			if (strcmp(recs[j].e.order_id, r->e.order_id) == 0) {
+				r->round = recs[j].round + 1;
+				break;
+			}
+		if (r->round + 1 > rounds)
+			rounds = r->round + 1;
+	}
+	return (int)rounds;
 }
 
-int
-evidence_params(const struct kasir_msg *msg, const struct evidence_msg *e,
-                enum order_status before, enum order_status after,
-                const struct order_decision *d, const char *raw,
-                struct evidence_params *ret)
+/* The path for n >= 1 messages (evidence.h). */
+static int
+evidence_apply(struct order_service *s, struct kasir_db *db,
+               const struct kasir_msg *const *msgs, size_t n)
 {
-	snprintf(ret->ref, sizeof(ret->ref), "%" PRId64, e->ref);
-	snprintf(ret->seq, sizeof(ret->seq), "%" PRId64, msg->seq);
-	evidence_row_params(e, ret->ref, ret->seq, before, after, d, raw,
-	                    ret->p + 1);
-	ret->p[0] = ret->id;
-	return 0;
+	struct evidence_rec *recs, **round;
+	struct effect_list l = {0};
+	int rc, rounds;
+
+	if (n == 0)
+		return 0;
+	if (n > EVIDENCE_BATCH_MAX)
+		return -E2BIG;
+	recs = calloc(n, sizeof(*recs));
+	round = calloc(n, sizeof(*round));
+	if (recs == NULL || round == NULL) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = rounds = evidence_read(msgs, n, recs);
+	if (rc == KASIR_EREJECT && n == 1) {
+		/* the careful pass: the consumer poisons it */
+		metric_inc(s->m.poison);
+		log_fields(LOG_ERR,
+		           LOG_F({"STREAM", msgs[0]->stream},
+		                 {"TYPE", msg_type_name(msgs[0]->type)}),
+		           "stream message kasir-order cannot apply, refused");
+	}
+	if (rc < 0 || (rc = store_evidence_ids(db, recs, n)) < 0)
+		goto out;
+	for (int k = 0; k < rounds && rc == 0; k++) {
+		size_t m = 0;
+
+		for (size_t i = 0; i < n; i++)
+			if (recs[i].round == (unsigned)k)
+				round[m++] = &recs[i];
+		if ((rc = store_evidence_lock(db, round, m)) < 0)
+			break;
+		for (size_t i = 0; i < m && rc == 0; i++)
+			rc = evidence_plan(s, round[i], &l);
+		if (rc == 0)
+			rc = store_effects_apply(s->producer, db, &l);
+		for (size_t i = 0; i < m && rc == 0; i++)
+			evidence_account(s, round[i]);
+		effects_free(&l);
+	}
+out:
+	effects_free(&l);
+	for (size_t i = 0; recs != NULL && i < n; i++) {
+		free(recs[i].raw);
+		cJSON_Delete(recs[i].snap);
+	}
+	free(recs);
+	free(round);
+	return rc;
 }
 
 int
 order_apply_evidence(void *arg, struct kasir_db *db,
                      const struct kasir_msg *msg)
 {
-	struct order_service *s = arg;
-	struct evidence_msg e;
-	struct evidence_params ep;
-	struct order_row o;
-	struct order_decision d;
-	struct order_update u;
-	cJSON *snap = NULL;
-	char evid[24];
-	char *raw = NULL;
-	PGresult *res = NULL, *grant = NULL;
-	enum order_status after;
-	int rc;
+	return evidence_apply(arg, db, &msg, 1);
+}
 
-	rc = evidence_parse(msg, &e);
-	if (rc < 0) {
-		metric_inc(s->m.poison);
-		log_fields(LOG_ERR,
-		           LOG_F({"STREAM", msg->stream},
-		                 {"TYPE", msg_type_name(msg->type)}),
-		           "stream message kasir-order cannot apply, refused");
-		return KASIR_EREJECT;
-	}
-	rc = store_lock_order(db, e.order_id, e.checked_at, &o);
-	if (rc == KASIR_ENOTFOUND)
-		return record_unknown(s, db, msg, &e);
-	if (rc < 0)
-		return rc;
-	e.in.past_expiry =
-	    o.past_expiry && (e.checked_at == NULL || e.check_past_expiry);
-	e.in.checked_before_paid = o.checked_before_paid;
-	evidence_decide(s, &e, &o, &d);
-	after = d.transition ? d.to : o.status;
-
-	raw = evidence_raw_text(msg, &e);
-	if (raw == NULL)
-		return -ENOMEM;
-	evidence_params(msg, &e, o.status, after, &d, raw, &ep);
-	rc = db_exec(db, &st_evidence, ep.p + 1, &res);
-	free(raw);
-	if (rc < 0)
-		return rc;
-	if (PQntuples(res) != 1) {
-		/* (source, ref) recorded before: the same evidence again. */
-		PQclear(res);
-		log_order(LOG_INFO, e.order_id,
-		          "%s evidence %s already recorded, ignoring", e.source,
-		          ep.ref);
-		return 0;
-	}
-	kasir_strlcpy(evid, db_get(res, 0, 0), sizeof(evid));
-	PQclear(res);
-
-	if (d.transition) {
-		const char *tp[7] = {e.order_id,
-		                     order_status_name(o.status),
-		                     order_status_name(d.to),
-		                     e.source,
-		                     ep.ref,
-		                     evid,
-		                     d.reason};
-		if ((rc = db_exec(db, &ev_st_transition, tp, NULL)) < 0)
-			return rc;
-	}
-	evidence_update(&e, &d, &u);
-	if (store_update_needed(&u)) {
-		if ((rc = store_update(db, &u, &snap)) < 0)
-			return rc;
-	}
-	if (d.grant_access) {
-		const char *gp[5] = {e.order_id, e.source, evid, NULL,
-		                     d.reason};
-		if ((rc = db_exec(db, &store_st_grant, gp, &grant)) < 0)
-			goto out;
-	}
-	if (d.revoke_access) {
-		const char *rp[4] = {e.order_id, e.source, evid, d.reason};
-		if ((rc = db_exec(db, &store_st_revoke, rp, NULL)) < 0)
-			goto out;
-	}
-	rc = evidence_emit_all(s, db, &e, &o, &d, after, snap, grant);
-	if (rc == 0)
-		evidence_account(s, msg, &e, o.status, after, &d);
-out:
-	PQclear(grant);
-	cJSON_Delete(snap);
-	return rc;
+int
+order_apply_evidence_batch(void *arg, struct kasir_db *db,
+                           const struct kasir_msg *const *msgs, size_t n)
+{
+	return evidence_apply(arg, db, msgs, n);
 }

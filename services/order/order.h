@@ -3,9 +3,11 @@
  *
  *   conf.c      the YAML table (struct order_conf)
  *   catalog.c   the course catalog from the config
- *   store.c     SQL on schema "orders" (parameterized statements only)
+ *   store.c     the writes on schema "orders" and the order events
+ *   store_view.c  read-only views of an order (API, admin)
  *   state.c     the payment state machine (pure; state.h)
- *   evidence.c  applies ingest/recon stream messages (stream consumers)
+ *   evidence.c  the evidence path: ingest/recon stream messages decided
+ *               into effects (evidence.h)
  *   confirm.c   notifications held until the Status API confirms them
  *   snap.c      Midtrans Snap client (libcurl)
  *   api.c       the HTTP API for the website
@@ -185,21 +187,24 @@ struct order_update {
 	 * answer's checked_at); NULL: now() */
 	const char *paid_at;
 };
-/* Applies u with one UPDATE (the transition row must already be written
- * in this transaction) and returns the ORDER_SNAPSHOT after it in
- * *ret_snap (caller deletes). */
-int store_update(struct kasir_db *db, const struct order_update *u,
-                 struct cJSON **ret_snap);
-/* The same statement and its 15 parameters (the batch pipelines it). */
-#define STORE_UPDATE_NPARAMS 15
-extern const struct db_stmt store_st_update;
-void store_update_params(const struct order_update *u,
-                         const char *params[STORE_UPDATE_NPARAMS]);
-/* The update has something to write. */
-bool store_update_needed(const struct order_update *u);
-/* An ORDER_SNAPSHOT from row 0 of a result of SNAPSHOT_COLS (store.c):
- * KASIR_ENOTFOUND without a row. */
-int store_snapshot_from(const PGresult *res, struct cJSON **ret);
+/* Grants access for the locked PAID order o (entitlement_events and the
+ * current entitlement) and appends access.granted to p / revokes it and
+ * appends access.revoked; by an operator (source "operator", audit_id).
+ * KASIR_ECONFLICT when o is not PAID. */
+int store_grant(struct stream_producer *p, struct kasir_db *db,
+                const struct order_row *o, const char *source,
+                const char *audit_id, const char *reason);
+int store_revoke(struct stream_producer *p, struct kasir_db *db,
+                 const struct order_row *o, const char *source,
+                 const char *reason);
+/* Appends order event type to p: the ORDER_SNAPSHOT of order_id (snap,
+ * borrowed; NULL: read it now) with the fields of extra on top (each
+ * taken over; extra is consumed whatever the result). */
+int store_emit(struct stream_producer *p, struct kasir_db *db, int type,
+               const char *order_id, const struct cJSON *snap,
+               struct cJSON *extra);
+
+/* ---- store_view.c ---- */
 /* Everything known about an order: order, transitions, evidence,
  * entitlements history and current, audit.  full=false: the API view
  * (no raw bodies, no audit). */
@@ -213,51 +218,6 @@ int store_rows_json(struct kasir_db *db, const struct db_stmt *stmt,
 /* Active entitlement for (email, course): NULL data when none. */
 int store_access(struct kasir_db *db, const char *email, const char *course_id,
                  struct cJSON **ret);
-
-/* Grants the entitlement for a locked PAID order inside the transaction:
- * appends the grant to entitlement_events, inserts the current row, appends
- * access.granted to the stream.  source: "ingest"|"recon"|"operator".
- * evidence_id / audit_id may be NULL.  snap: the order's current snapshot
- * (borrowed), or NULL to read it. */
-/* Grants (the order must be PAID; *ret_res: email, valid_until, one row,
- * for order_emit_granted(); caller PQclear()s) / revokes access: SQL
- * only, the events are the caller's (emit.c). */
-int store_grant(struct kasir_db *db, const struct order_row *o,
-                const char *source, const char *evidence_id,
-                const char *audit_id, const char *reason, PGresult **ret_res);
-int store_revoke(struct kasir_db *db, const struct order_row *o,
-                 const char *source, const char *evidence_id,
-                 const char *reason);
-/* The statements of store_grant (5 params: order, source, evidence id,
- * audit id, reason; RETURNING email, valid_until) and store_revoke (4:
- * order, source, evidence id, reason), for the pipelined batch. */
-extern const struct db_stmt store_st_grant, store_st_revoke;
-
-/* ---- evidence.c ---- */
-/* stream_apply_fn for the "ingest" and "recon" consumers; arg is the
- * struct order_service. */
-int order_apply_evidence(void *arg, struct kasir_db *db,
-                         const struct kasir_msg *msg);
-
-/* ---- emit.c ---- */
-/* Appends msg type with the snapshot of order_id plus extra fields (each
- * taken over by the snapshot object) to the orders stream.  extra is
- * consumed whatever the result. */
-int order_emit(struct order_service *s, struct kasir_db *db, int type,
-               const char *order_id, struct cJSON *extra);
-/* The same with the snapshot already at hand (borrowed; NULL: read it). */
-int order_emit_snap(struct order_service *s, struct kasir_db *db, int type,
-                    const char *order_id, const struct cJSON *snap,
-                    struct cJSON *extra);
-/* access.granted from store_grant()'s result row (KASIR_ECONFLICT when
- * there is none: the order was not PAID), access.revoked after
- * store_revoke(). */
-int order_emit_granted(struct order_service *s, struct kasir_db *db,
-                       const char *order_id, const PGresult *res,
-                       const struct cJSON *snap);
-int order_emit_revoked(struct order_service *s, struct kasir_db *db,
-                       const struct order_row *o, const char *reason,
-                       const struct cJSON *snap);
 
 /* ---- snap.c ---- */
 enum snap_outcome {

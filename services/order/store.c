@@ -1,6 +1,9 @@
 /*
- * store.c - SQL on schema "orders".  Every statement is parameterized; the
- * ones that change state run inside the caller's transaction.
+ * store.c - the writes on schema "orders" and the order events (orders
+ * stream), inside the caller's transaction.  Every statement is
+ * parameterized; the evidence path's take arrays, so one message and a
+ * whole round of a batch run the same SQL (evidence.h).  store.c calls
+ * nothing above it.  Read-only views: store_view.c.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -10,6 +13,7 @@
 
 #include "db_json.h"
 #include "err.h"
+#include "evidence.h"
 #include "order.h"
 #include "stream.h"
 #include "util.h"
@@ -96,70 +100,39 @@ static const struct db_stmt st_snapshot = {
            " FROM orders.orders WHERE order_id = $1",
     .nparams = 1,
 };
-
-/* One statement for everything evidence changes on the order row: status
- * (the transition row is already written: the trigger checks it), the
- * transaction learned, the flags; returns the snapshot as of after. */
-const struct db_stmt store_st_update = {
-    .name = "order_update",
-    .sql = "UPDATE orders.orders SET"
-           " status = coalesce($2, status),"
-           " paid_at = CASE WHEN $2 = 'PAID'"
-           "  THEN coalesce($15::timestamptz, now()) ELSE paid_at END,"
-           " transaction_id = CASE WHEN NOT $3 THEN transaction_id"
-           "  WHEN $6 THEN coalesce($4, transaction_id)"
-           "  ELSE coalesce(transaction_id, $4) END,"
-           " payment_type = CASE WHEN $3 THEN coalesce($5, payment_type)"
-           "  ELSE payment_type END,"
-           " flagged = flagged OR $7,"
-           " flag_reason = CASE WHEN $7 THEN $8 ELSE flag_reason END,"
-           " partial_refund = partial_refund OR $9,"
-           " disputed = disputed OR $10,"
-           " reversed = reversed OR $11,"
-           " awaiting_since = CASE WHEN $13::bool THEN NULL"
-           "  WHEN $12::text IS NOT NULL"
-           "  THEN coalesce(awaiting_since, now()) ELSE awaiting_since END,"
-           " awaiting_status = CASE WHEN $13::bool THEN NULL"
-           "  ELSE coalesce($12::text, awaiting_status) END,"
-           " contradicted_at = CASE WHEN $14::bool"
-           "  THEN coalesce(contradicted_at, now()) ELSE contradicted_at END,"
-           " updated_at = CASE WHEN $7 OR $9 OR $10 OR $11 OR $13::bool"
-           "  OR $12::text IS NOT NULL THEN now() ELSE updated_at END"
-           " WHERE order_id = $1"
-           " RETURNING " SNAPSHOT_COLS,
-    .nparams = STORE_UPDATE_NPARAMS,
-};
 /* clang-format on */
 
-int
-store_snapshot_from(const PGresult *res, cJSON **ret)
+/* An ORDER_SNAPSHOT from row `row` of a result of SNAPSHOT_COLS. */
+static int
+snapshot_from(const PGresult *res, int row, cJSON **ret)
 {
 	cJSON *o, *cust;
 
-	if (PQntuples(res) != 1)
+	if (row >= PQntuples(res))
 		return KASIR_ENOTFOUND;
 	o = cJSON_CreateObject();
 	if (o == NULL)
 		return -ENOMEM;
-	cJSON_AddStringToObject(o, "order_id", db_get(res, 0, 0));
-	cJSON_AddStringToObject(o, "status", db_get(res, 0, 1));
-	cJSON_AddStringToObject(o, "course_id", db_get(res, 0, 2));
-	cJSON_AddStringToObject(o, "course_title", db_get(res, 0, 3));
-	cJSON_AddNumberToObject(o, "amount", (double)db_get_i64(res, 0, 4));
-	cJSON_AddStringToObject(o, "currency", db_get(res, 0, 5));
+	cJSON_AddStringToObject(o, "order_id", db_get(res, row, 0));
+	cJSON_AddStringToObject(o, "status", db_get(res, row, 1));
+	cJSON_AddStringToObject(o, "course_id", db_get(res, row, 2));
+	cJSON_AddStringToObject(o, "course_title", db_get(res, row, 3));
+	cJSON_AddNumberToObject(o, "amount", (double)db_get_i64(res, row, 4));
+	cJSON_AddStringToObject(o, "currency", db_get(res, row, 5));
 	cust = cJSON_AddObjectToObject(o, "customer");
 	if (cust == NULL)
 		goto nomem;
-	cJSON_AddStringToObject(cust, "name", db_get(res, 0, 6));
-	cJSON_AddStringToObject(cust, "email", db_get(res, 0, 7));
-	cJSON_AddStringToObject(cust, "phone", db_get(res, 0, 8));
-	cJSON_AddStringToObject(o, "created_at", db_get(res, 0, 9));
-	cJSON_AddStringToObject(o, "expires_at", db_get(res, 0, 10));
-	if (db_get(res, 0, 11) != NULL)
-		cJSON_AddStringToObject(o, "redirect_url", db_get(res, 0, 11));
-	if (db_get(res, 0, 12) != NULL)
+	cJSON_AddStringToObject(cust, "name", db_get(res, row, 6));
+	cJSON_AddStringToObject(cust, "email", db_get(res, row, 7));
+	cJSON_AddStringToObject(cust, "phone", db_get(res, row, 8));
+	cJSON_AddStringToObject(o, "created_at", db_get(res, row, 9));
+	cJSON_AddStringToObject(o, "expires_at", db_get(res, row, 10));
+	if (db_get(res, row, 11) != NULL)
+		cJSON_AddStringToObject(o, "redirect_url",
+		                        db_get(res, row, 11));
+	if (db_get(res, row, 12) != NULL)
 		cJSON_AddStringToObject(o, "transaction_id",
-		                        db_get(res, 0, 12));
+		                        db_get(res, row, 12));
 	if (cJSON_GetObjectItemCaseSensitive(o, "expires_at") == NULL)
 		goto nomem; /* the last add failed */
 	*ret = o;
@@ -180,9 +153,272 @@ store_order_snapshot(struct kasir_db *db, const char *order_id,
 	rc = db_exec(db, &st_snapshot, params, &res);
 	if (rc < 0)
 		return rc;
-	rc = store_snapshot_from(res, ret);
+	rc = snapshot_from(res, 0, ret);
 	PQclear(res);
 	return rc;
+}
+
+/* ---- order events ---- */
+
+int
+store_emit(struct stream_producer *p, struct kasir_db *db, int type,
+           const char *order_id, const struct cJSON *cur, struct cJSON *extra)
+{
+	cJSON *snap = NULL, *item;
+	int rc = 0;
+
+	if (cur != NULL)
+		snap = cJSON_Duplicate(cur, true);
+	else
+		rc = store_order_snapshot(db, order_id, &snap);
+	if (rc == 0 && snap == NULL)
+		rc = -ENOMEM;
+	if (rc < 0)
+		goto out;
+	while (extra != NULL && (item = extra->child) != NULL) {
+		cJSON_DetachItemViaPointer(extra, item);
+		cJSON_DeleteItemFromObjectCaseSensitive(snap, item->string);
+		cJSON_AddItemToObject(snap, item->string, item);
+	}
+	rc = stream_append(p, db, (enum msg_type)type, snap, NULL);
+out:
+	cJSON_Delete(snap);
+	cJSON_Delete(extra);
+	return rc;
+}
+
+/* access.granted for an entitlement store_st_grant returned. */
+static int
+emit_granted(struct stream_producer *p, struct kasir_db *db,
+             const char *order_id, const char *email, const char *until,
+             const cJSON *snap)
+{
+	cJSON *extra = cJSON_CreateObject();
+
+	if (extra == NULL)
+		return -ENOMEM;
+	cJSON_AddStringToObject(extra, "customer_email", email);
+	if (until != NULL && until[0] != '\0')
+		cJSON_AddStringToObject(extra, "valid_until", until);
+	return store_emit(p, db, MSG_ACCESS_GRANTED, order_id, snap, extra);
+}
+
+static int
+emit_revoked(struct stream_producer *p, struct kasir_db *db,
+             const struct order_row *o, const char *reason, const cJSON *snap)
+{
+	cJSON *extra = cJSON_CreateObject();
+
+	if (extra == NULL)
+		return -ENOMEM;
+	cJSON_AddStringToObject(extra, "customer_email", o->customer_email);
+	cJSON_AddStringToObject(extra, "reason", reason);
+	return store_emit(p, db, MSG_ACCESS_REVOKED, o->order_id, snap, extra);
+}
+
+/* ---- the statements of the evidence path: each takes arrays (one
+ * element per row), so one message and a whole round run the same SQL ---- */
+
+/* One row per message whose order exists: u.i is the message's 1-based
+ * position; "recorded" says whether (source, ref) is recorded. */
+static const struct db_stmt st_lock_evidence = {
+    .name = "order_lock_evidence",
+    .sql = "SELECT u.i, " STORE_ROW_COLS(
+        "o", "u.checked_at") ","
+                             " EXISTS (SELECT 1 FROM orders.evidence ev"
+                             "  WHERE ev.source = u.source AND ev.ref = u.ref) "
+                             "AS recorded"
+                             " FROM unnest($1::text[], $2::timestamptz[], "
+                             "$3::text[],"
+                             "  $4::bigint[]) WITH ORDINALITY AS u(order_id, "
+                             "checked_at,"
+                             "  source, ref, i)"
+                             " JOIN orders.orders o ON o.order_id = u.order_id"
+                             " ORDER BY o.order_id, u.i FOR UPDATE OF o",
+    .nparams = 4,
+};
+#define LOCK_ROW_COL 1 /* STORE_ROW_COLS start after u.i */
+
+static const struct db_stmt st_evidence_ids = {
+    .name = "order_evidence_ids",
+    .sql = "SELECT nextval('orders.evidence_id_seq')"
+           " FROM generate_series(1, $1::int)",
+    .nparams = 1,
+};
+
+static const struct db_stmt st_keep_unknown = {
+    .name = "order_unknown_insert",
+    .sql = "INSERT INTO orders.unknown_notifications (source, ref,"
+           " stream_seq, order_id, transaction_status, gross_amount,"
+           " received_at, raw) SELECT * FROM unnest($1::text[],"
+           " $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[],"
+           " $7::timestamptz[], $8::jsonb[])"
+           " ON CONFLICT (source, ref) DO NOTHING",
+    .nparams = 8,
+};
+
+static const struct db_stmt st_record = {
+    .name = "order_evidence_insert",
+    .sql = "INSERT INTO orders.evidence (id, order_id, source, ref,"
+           " stream_seq, kind, transaction_status, fraud_status,"
+           " gross_amount, currency, payment_type, transaction_id,"
+           " received_at, status_before, status_after, result, reason, raw)"
+           " SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[],"
+           " $4::bigint[], $5::bigint[], $6::text[], $7::text[], $8::text[],"
+           " $9::text[], $10::text[], $11::text[], $12::text[],"
+           " $13::timestamptz[], $14::text[], $15::text[], $16::text[],"
+           " $17::text[], $18::jsonb[])"
+           " ON CONFLICT (source, ref) DO NOTHING RETURNING id",
+    .nparams = 18,
+};
+
+static const struct db_stmt st_transition = {
+    .name = "order_transition_insert",
+    .sql = "INSERT INTO orders.transitions (order_id, from_status,"
+           " to_status, evidence_source, evidence_ref, evidence_id, reason)"
+           " SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
+           " $4::text[], $5::bigint[], $6::bigint[], $7::text[])",
+    .nparams = 7,
+};
+
+/* Everything evidence changes on an order row: status (the transition
+ * row is already written: the trigger checks it), the transaction
+ * learned, the flags, the confirmation awaited; returns the snapshot as of
+ * after. */
+/* clang-format off */
+static const struct db_stmt st_update = {
+    .name = "order_update",
+    .sql = "UPDATE orders.orders o SET"
+           " status = coalesce(u.new_status, o.status),"
+           " paid_at = CASE WHEN u.new_status = 'PAID'"
+           "  THEN coalesce(u.proven_at, now()) ELSE o.paid_at END,"
+           " transaction_id = CASE WHEN NOT u.learn THEN o.transaction_id"
+           "  WHEN u.decides THEN coalesce(u.txn, o.transaction_id)"
+           "  ELSE coalesce(o.transaction_id, u.txn) END,"
+           " payment_type = CASE WHEN u.learn"
+           "  THEN coalesce(u.ptype, o.payment_type)"
+           "  ELSE o.payment_type END,"
+           " flagged = o.flagged OR u.set_flagged,"
+           " flag_reason = CASE WHEN u.set_flagged THEN u.why"
+           "  ELSE o.flag_reason END,"
+           " partial_refund = o.partial_refund OR u.set_partial,"
+           " disputed = o.disputed OR u.set_disputed,"
+           " reversed = o.reversed OR u.set_reversed,"
+           " awaiting_since = CASE WHEN u.await_end THEN NULL"
+           "  WHEN u.await IS NOT NULL"
+           "  THEN coalesce(o.awaiting_since, now())"
+           "  ELSE o.awaiting_since END,"
+           " awaiting_status = CASE WHEN u.await_end THEN NULL"
+           "  ELSE coalesce(u.await, o.awaiting_status) END,"
+           " contradicted_at = CASE WHEN u.contra"
+           "  THEN coalesce(o.contradicted_at, now())"
+           "  ELSE o.contradicted_at END,"
+           " updated_at = CASE WHEN u.set_flagged OR u.set_partial"
+           "  OR u.set_disputed OR u.set_reversed OR u.await_end"
+           "  OR u.await IS NOT NULL THEN now() ELSE o.updated_at END"
+           " FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[],"
+           "  $5::text[], $6::bool[], $7::bool[], $8::text[], $9::bool[],"
+           "  $10::bool[], $11::bool[], $12::text[], $13::bool[],"
+           "  $14::bool[], $15::timestamptz[]) AS u(oid, new_status, learn,"
+           "  txn, ptype, decides, set_flagged, why, set_partial,"
+           "  set_disputed, set_reversed, await, await_end, contra,"
+           "  proven_at)"
+           " WHERE o.order_id = u.oid"
+           " RETURNING o.order_id, o.status, o.course_id, o.course_title,"
+           " o.amount, o.currency, o.customer_name, o.customer_email,"
+           " o.customer_phone, " TS("o.created_at") ","
+           " " TS("o.expires_at") ", o.redirect_url, o.transaction_id",
+    .nparams = 15,
+};
+
+/* Grants the entitlement of each PAID order named (order, source,
+ * evidence id, audit id, reason); RETURNING order_id, email, valid_until
+ * for access.granted.  An order not PAID returns no row. */
+static const struct db_stmt st_grant = {
+    .name = "order_grant",
+    .sql = "WITH ev AS (INSERT INTO orders.entitlement_events (order_id,"
+           "  customer_email, course_id, action, valid_until, source,"
+           "  evidence_id, audit_id, reason)"
+           " SELECT o.order_id, lower(o.customer_email), o.course_id,"
+           "  'grant', CASE WHEN o.access_days IS NULL THEN NULL"
+           "  ELSE now() + o.access_days * interval '1 day' END,"
+           "  u.source, u.evidence_id, u.audit_id, u.reason"
+           " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[],"
+           "  $5::text[]) AS u(oid, source, evidence_id, audit_id, reason)"
+           " JOIN orders.orders o ON o.order_id = u.oid"
+           " WHERE o.status = 'PAID'"
+           " RETURNING id, order_id, customer_email, course_id, valid_until)"
+           " INSERT INTO orders.entitlements (order_id, customer_email,"
+           " course_id, valid_until, grant_event_id)"
+           " SELECT order_id, customer_email, course_id, valid_until, id"
+           " FROM ev RETURNING order_id, customer_email,"
+           " " TS("valid_until"),
+    .nparams = 5,
+};
+
+/* Revokes the active entitlement of each order named (order, source,
+ * evidence id, reason). */
+static const struct db_stmt st_revoke = {
+    .name = "order_revoke",
+    .sql = "WITH ev AS (INSERT INTO orders.entitlement_events (order_id,"
+           "  customer_email, course_id, action, source, evidence_id, reason)"
+           " SELECT o.order_id, lower(o.customer_email), o.course_id,"
+           "  'revoke', u.source, u.evidence_id, u.reason"
+           " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])"
+           "  AS u(oid, source, evidence_id, reason)"
+           " JOIN orders.orders o ON o.order_id = u.oid"
+           " RETURNING id, order_id)"
+           " UPDATE orders.entitlements e SET revoked_at = now(),"
+           " revoke_event_id = ev.id FROM ev"
+           " WHERE e.order_id = ev.order_id AND e.revoked_at IS NULL",
+    .nparams = 4,
+};
+/* clang-format on */
+
+/* The columns of one array statement, filled row by row. */
+#define COLS_MAX 18
+struct cols {
+	const struct db_stmt *stmt;
+	struct db_array a[COLS_MAX];
+	size_t rows;
+};
+
+static void
+cols_row(struct cols *c, const char *const *v)
+{
+	for (int k = 0; k < c->stmt->nparams; k++)
+		db_array_add(&c->a[k], v[k]);
+	c->rows++;
+}
+
+/* Runs c's statement synchronously (outside a pipeline). */
+static int
+cols_exec(struct kasir_db *db, struct cols *c, PGresult **ret_res)
+{
+	const char *params[COLS_MAX];
+
+	for (int k = 0; k < c->stmt->nparams; k++)
+		if ((params[k] = db_array_text(&c->a[k])) == NULL)
+			return -ENOMEM;
+	return db_exec(db, c->stmt, params, ret_res);
+}
+
+static int
+cols_send(struct kasir_db *db, struct cols *c)
+{
+	const char *params[COLS_MAX];
+
+	for (int k = 0; k < c->stmt->nparams; k++)
+		if ((params[k] = db_array_text(&c->a[k])) == NULL)
+			return -ENOMEM;
+	return db_pipe_send(db, c->stmt, params);
+}
+
+static void
+cols_free(struct cols *c)
+{
+	for (int k = 0; k < COLS_MAX; k++)
+		db_array_free(&c->a[k]);
 }
 
 static const char *
@@ -191,295 +427,364 @@ tf(bool b)
 	return b ? "true" : "false";
 }
 
-bool
-store_update_needed(const struct order_update *u)
+/* ---- grants and revocations by an operator (admin.c) ---- */
+
+int
+store_grant(struct stream_producer *p, struct kasir_db *db,
+            const struct order_row *o, const char *source, const char *audit_id,
+            const char *reason)
 {
-	return u->status != NULL || u->learn_txn || u->flags != 0 ||
-	       u->awaiting != NULL || u->awaiting_clear;
+	const char *v[5] = {o->order_id, source, NULL, audit_id, reason};
+	struct cols c = {.stmt = &st_grant};
+	PGresult *res = NULL;
+	int rc;
+
+	cols_row(&c, v);
+	rc = cols_exec(db, &c, &res);
+	cols_free(&c);
+	if (rc < 0)
+		return rc;
+	if (PQntuples(res) != 1) /* not PAID: the caller checked it */
+		rc = KASIR_ECONFLICT;
+	else
+		rc = emit_granted(p, db, o->order_id, db_get(res, 0, 1),
+		                  db_get(res, 0, 2), NULL);
+	PQclear(res);
+	return rc;
+}
+
+int
+store_revoke(struct stream_producer *p, struct kasir_db *db,
+             const struct order_row *o, const char *source, const char *reason)
+{
+	const char *v[4] = {o->order_id, source, NULL, reason};
+	struct cols c = {.stmt = &st_revoke};
+	int rc;
+
+	cols_row(&c, v);
+	rc = cols_exec(db, &c, NULL);
+	cols_free(&c);
+	if (rc < 0)
+		return rc;
+	return emit_revoked(p, db, o, reason, NULL);
+}
+
+/* ---- the evidence path (evidence.h) ---- */
+
+int
+store_evidence_ids(struct kasir_db *db, struct evidence_rec *recs, size_t n)
+{
+	char count[24];
+	const char *params[1] = {count};
+	PGresult *res = NULL;
+	int rc;
+
+	snprintf(count, sizeof(count), "%zu", n);
+	if ((rc = db_exec(db, &st_evidence_ids, params, &res)) < 0)
+		return rc;
+	if ((size_t)PQntuples(res) != n) {
+		PQclear(res);
+		return KASIR_ESQL;
+	}
+	for (size_t i = 0; i < n; i++)
+		kasir_strlcpy(recs[i].id, db_get(res, (int)i, 0),
+		              sizeof(recs[i].id));
+	PQclear(res);
+	return 0;
+}
+
+int
+store_evidence_lock(struct kasir_db *db, struct evidence_rec *const *recs,
+                    size_t n)
+{
+	struct cols c = {.stmt = &st_lock_evidence};
+	PGresult *res = NULL;
+	int rc, recorded;
+
+	for (size_t i = 0; i < n; i++) {
+		const struct evidence_rec *r = recs[i];
+		const char *v[4] = {r->e.order_id, r->e.checked_at, r->e.source,
+		                    r->ref};
+		cols_row(&c, v);
+		recs[i]->fate = EV_FATE_UNKNOWN; /* until its row is seen */
+	}
+	rc = cols_exec(db, &c, &res);
+	cols_free(&c);
+	if (rc < 0)
+		return rc;
+	/* the EXISTS column by its name: no column count kept by hand */
+	recorded = PQfnumber(res, "recorded");
+	if (recorded < 0)
+		rc = KASIR_ESQL;
+	for (int row = 0; row < PQntuples(res) && rc == 0; row++) {
+		int64_t i = db_get_i64(res, row, 0);
+		struct evidence_rec *r;
+
+		if (i < 1 || (size_t)i > n ||
+		    recs[i - 1]->fate != EV_FATE_UNKNOWN) {
+			rc = KASIR_ESQL; /* cannot happen: refuse to guess */
+			break;
+		}
+		r = recs[i - 1];
+		rc = store_row_from(res, row, LOCK_ROW_COL, &r->before);
+		r->fate = db_get(res, row, recorded)[0] == 't' ? EV_FATE_DUP
+		                                               : EV_FATE_APPLY;
+	}
+	PQclear(res);
+	return rc;
+}
+
+/* The statements of store_effects_apply(), in the order they run (an
+ * evidence row before the transition naming it, the transition before the
+ * status change, the status change before the grant). */
+enum {
+	S_KEEP_UNKNOWN,
+	S_RECORD,
+	S_TRANSITION,
+	S_UPDATE,
+	S_GRANT,
+	S_REVOKE,
+	S_COUNT
+};
+static const struct db_stmt *const effect_stmts[S_COUNT] = {
+    [S_KEEP_UNKNOWN] = &st_keep_unknown,
+    [S_RECORD] = &st_record,
+    [S_TRANSITION] = &st_transition,
+    [S_UPDATE] = &st_update,
+    [S_GRANT] = &st_grant,
+    [S_REVOKE] = &st_revoke,
+};
+
+/* Adds the SQL row of effect f to its statement's columns. */
+static void
+effect_row(struct cols *c, const struct effect *f)
+{
+	const struct evidence_rec *r = f->rec;
+	const struct evidence_msg *e = &r->e;
+
+	switch (f->kind) {
+	case EFFECT_KEEP_UNKNOWN: {
+		const char *v[8] = {e->source,
+		                    r->ref,
+		                    r->seq,
+		                    e->order_id,
+		                    e->in.transaction_status,
+		                    e->in.gross_amount,
+		                    e->received_at,
+		                    r->raw};
+		cols_row(&c[S_KEEP_UNKNOWN], v);
+		return;
+	}
+	case EFFECT_RECORD: {
+		const char *v[18] = {r->id,
+		                     e->order_id,
+		                     e->source,
+		                     r->ref,
+		                     r->seq,
+		                     e->kind,
+		                     e->in.transaction_status,
+		                     e->in.fraud_status,
+		                     e->in.gross_amount,
+		                     e->in.currency,
+		                     e->payment_type,
+		                     e->transaction_id,
+		                     e->received_at,
+		                     order_status_name(r->before.status),
+		                     order_status_name(r->after),
+		                     evidence_result_name(r->d.result),
+		                     r->d.reason,
+		                     r->raw};
+		cols_row(&c[S_RECORD], v);
+		return;
+	}
+	case EFFECT_TRANSITION: {
+		const char *v[7] = {e->order_id,
+		                    order_status_name(r->before.status),
+		                    order_status_name(r->d.to),
+		                    e->source,
+		                    r->ref,
+		                    r->id,
+		                    r->d.reason};
+		cols_row(&c[S_TRANSITION], v);
+		return;
+	}
+	case EFFECT_UPDATE: {
+		const struct order_update *u = &f->u;
+		const char *v[15] = {
+		    u->order_id,
+		    u->status,
+		    tf(u->learn_txn),
+		    u->transaction_id,
+		    u->payment_type,
+		    tf(u->txn_from_transition),
+		    tf((u->flags & OFLAG_FLAGGED) != 0),
+		    u->flag_reason,
+		    tf((u->flags & OFLAG_PARTIAL_REFUND) != 0),
+		    tf((u->flags & OFLAG_DISPUTED) != 0),
+		    tf((u->flags & OFLAG_REVERSED) != 0),
+		    u->awaiting,
+		    tf(u->awaiting_clear),
+		    tf(u->contradicted),
+		    u->paid_at,
+		};
+		cols_row(&c[S_UPDATE], v);
+		return;
+	}
+	case EFFECT_GRANT: {
+		const char *v[5] = {e->order_id, e->source, r->id, NULL,
+		                    r->d.reason};
+		cols_row(&c[S_GRANT], v);
+		return;
+	}
+	case EFFECT_REVOKE: {
+		const char *v[4] = {e->order_id, e->source, r->id, r->d.reason};
+		cols_row(&c[S_REVOKE], v);
+		return;
+	}
+	case EFFECT_EVENT:
+		return;
+	}
+}
+
+/* The effect of kind k for order_id in l (a round names each order at
+ * most once), or NULL. */
+static const struct effect *
+effect_for(const struct effect_list *l, enum effect_kind k,
+           const char *order_id)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (l->v[i].kind == k &&
+		    strcmp(l->v[i].rec->e.order_id, order_id) == 0)
+			return &l->v[i];
+	return NULL;
+}
+
+/* Reads the result of statement s (sent with rows rows). */
+static int
+effect_result(struct kasir_db *db, const struct effect_list *l, int s,
+              size_t rows)
+{
+	PGresult *res = NULL;
+	const struct effect *f;
+	int rc;
+
+	if ((rc = db_pipe_result(db, &res)) < 0)
+		return rc;
+	switch (s) {
+	case S_RECORD: /* every row recorded, none there before */
+		if ((size_t)PQntuples(res) != rows)
+			rc = KASIR_ECONFLICT;
+		break;
+	case S_UPDATE:
+		for (int row = 0; row < PQntuples(res) && rc == 0; row++) {
+			f = effect_for(l, EFFECT_UPDATE, db_get(res, row, 0));
+			if (f == NULL || f->rec->snap != NULL)
+				rc = KASIR_ESQL;
+			else
+				rc = snapshot_from(res, row, &f->rec->snap);
+		}
+		if (rc == 0 && (size_t)PQntuples(res) != rows)
+			rc = KASIR_ECONFLICT;
+		break;
+	case S_GRANT: /* a decision granted only with PAID */
+		if ((size_t)PQntuples(res) != rows)
+			rc = KASIR_ECONFLICT;
+		for (int row = 0; row < PQntuples(res) && rc == 0; row++) {
+			const char *until = db_get(res, row, 2);
+			f = effect_for(l, EFFECT_GRANT, db_get(res, row, 0));
+			if (f == NULL) {
+				rc = KASIR_ESQL;
+				break;
+			}
+			kasir_strlcpy(f->rec->grant_email, db_get(res, row, 1),
+			              sizeof(f->rec->grant_email));
+			kasir_strlcpy(f->rec->grant_until,
+			              until != NULL ? until : "",
+			              sizeof(f->rec->grant_until));
+		}
+		break;
+	default:
+		break;
+	}
+	PQclear(res);
+	return rc;
+}
+
+/* The order events of the effects, in list order. */
+static int
+effects_emit(struct stream_producer *p, struct kasir_db *db,
+             const struct effect_list *l)
+{
+	int rc = 0;
+
+	for (size_t i = 0; i < l->n && rc == 0; i++) {
+		const struct effect *f = &l->v[i];
+		const struct evidence_rec *r = f->rec;
+		cJSON *data;
+
+		switch (f->kind) {
+		case EFFECT_GRANT:
+			rc = emit_granted(p, db, r->e.order_id, r->grant_email,
+			                  r->grant_until, r->snap);
+			break;
+		case EFFECT_REVOKE:
+			rc = emit_revoked(p, db, &r->before, r->d.reason,
+			                  r->snap);
+			break;
+		case EFFECT_EVENT:
+			if (f->snapshot) {
+				/* store_emit consumes the fields */
+				data = cJSON_Duplicate(f->data, true);
+				if (data == NULL)
+					return -ENOMEM;
+				rc = store_emit(p, db, f->type, r->e.order_id,
+				                r->snap, data);
+			} else {
+				rc =
+				    stream_append(p, db, (enum msg_type)f->type,
+				                  f->data, NULL);
+			}
+			break;
+		default:
+			break;
+		}
+	}
+	return rc;
+}
+
+int
+store_effects_apply(struct stream_producer *p, struct kasir_db *db,
+                    const struct effect_list *l)
+{
+	struct cols c[S_COUNT];
+	int rc, s;
+
+	for (s = 0; s < S_COUNT; s++)
+		c[s] = (struct cols){.stmt = effect_stmts[s]};
+	for (size_t i = 0; i < l->n; i++)
+		effect_row(c, &l->v[i]);
+	rc = db_pipe_begin(db, effect_stmts, S_COUNT);
+	for (s = 0; s < S_COUNT && rc == 0; s++)
+		if (c[s].rows > 0)
+			rc = cols_send(db, &c[s]);
+	if (rc == 0)
+		rc = db_pipe_sync(db);
+	for (s = 0; s < S_COUNT && rc == 0; s++)
+		if (c[s].rows > 0)
+			rc = effect_result(db, l, s, c[s].rows);
+	db_pipe_end(db);
+	for (s = 0; s < S_COUNT; s++)
+		cols_free(&c[s]);
+	if (rc < 0)
+		return rc;
+	return effects_emit(p, db, l);
 }
 
 void
-store_update_params(const struct order_update *u,
-                    const char *params[STORE_UPDATE_NPARAMS])
+effects_free(struct effect_list *l)
 {
-	params[0] = u->order_id;
-	params[1] = u->status;
-	params[2] = tf(u->learn_txn);
-	params[3] = u->transaction_id;
-	params[4] = u->payment_type;
-	params[5] = tf(u->txn_from_transition);
-	params[6] = tf((u->flags & OFLAG_FLAGGED) != 0);
-	params[7] = u->flag_reason;
-	params[8] = tf((u->flags & OFLAG_PARTIAL_REFUND) != 0);
-	params[9] = tf((u->flags & OFLAG_DISPUTED) != 0);
-	params[10] = tf((u->flags & OFLAG_REVERSED) != 0);
-	params[11] = u->awaiting;
-	params[12] = tf(u->awaiting_clear);
-	params[13] = tf(u->contradicted);
-	params[14] = u->paid_at;
-}
-
-int
-store_update(struct kasir_db *db, const struct order_update *u,
-             struct cJSON **ret_snap)
-{
-	const char *params[STORE_UPDATE_NPARAMS];
-	PGresult *res = NULL;
-	int rc;
-
-	store_update_params(u, params);
-	rc = db_exec(db, &store_st_update, params, &res);
-	if (rc < 0)
-		return rc;
-	rc = store_snapshot_from(res, ret_snap);
-	PQclear(res);
-	return rc;
-}
-
-/* The rows of stmt as JSON (common/db_json.c maps the column types);
- * statements bound themselves with LIMIT (ORDER_EXPORT_MAX at most). */
-int
-store_rows_json(struct kasir_db *db, const struct db_stmt *stmt,
-                const char *const *params, struct cJSON **ret)
-{
-	PGresult *res = NULL;
-	cJSON *arr;
-	int rc;
-
-	if ((rc = db_exec(db, stmt, params, &res)) < 0)
-		return rc;
-	arr = db_rows_json(res);
-	PQclear(res);
-	if (arr == NULL)
-		return -ENOMEM;
-	*ret = arr;
-	return 0;
-}
-
-/* SQL reads best one clause per line: */
-/* clang-format off */
-static const struct db_stmt st_view_order = {
-    .name = "order_view_order",
-    .sql = "SELECT order_id, status, course_id, course_title, amount,"
-           " currency, customer_name, customer_email, customer_phone,"
-           " coalesce(access_days::text || 'd', 'lifetime') AS access,"
-           " " TS("created_at") " AS created_at,"
-           " " TS("updated_at") " AS updated_at,"
-           " " TS("expires_at") " AS expires_at,"
-           " " TS("paid_at") " AS paid_at,"
-           " snap_token, redirect_url, snap_error, snap_attempts,"
-           " needs_reconcile, transaction_id, payment_type, flagged,"
-           " flag_reason, partial_refund, disputed, reversed,"
-           " CASE WHEN awaiting_since IS NOT NULL THEN"
-           "  'awaiting confirmation since ' || " TS("awaiting_since")
-           " END AS confirmation,"
-           " " TS("awaiting_since") " AS awaiting_since, awaiting_status,"
-           " " TS("contradicted_at") " AS contradicted_at"
-           " FROM orders.orders WHERE order_id = $1",
-    .nparams = 1,
-};
-
-static const struct db_stmt st_view_timeline = {
-    .name = "order_view_timeline",
-    .sql = "SELECT t.id, t.from_status AS \"from\", t.to_status AS \"to\","
-           " t.reason, " TS("t.at") " AS at,"
-           " t.evidence_source AS source, t.evidence_ref AS ref,"
-           " e.transaction_status, e.fraud_status,"
-           " " TS("e.received_at") " AS received_at"
-           " FROM orders.transitions t"
-           " LEFT JOIN orders.evidence e ON e.id = t.evidence_id"
-           " WHERE t.order_id = $1 ORDER BY t.id",
-    .nparams = 1,
-};
-
-static const struct db_stmt st_view_evidence = {
-    .name = "order_view_evidence",
-    .sql = "SELECT id, source, ref, stream_seq, kind, transaction_status,"
-           " fraud_status, gross_amount, currency, payment_type,"
-           " transaction_id,"
-           " " TS("received_at") " AS received_at,"
-           " " TS("recorded_at") " AS recorded_at,"
-           " status_before, status_after, result, reason,"
-           " CASE WHEN $2 THEN raw END AS raw"
-           " FROM orders.evidence WHERE order_id = $1 ORDER BY id",
-    .nparams = 2,
-};
-
-static const struct db_stmt st_view_entitlements = {
-    .name = "order_view_entitlements",
-    .sql = "SELECT id, action, customer_email, course_id,"
-           " " TS("valid_until") " AS valid_until,"
-           " source, evidence_id, audit_id, reason, " TS("at") " AS at"
-           " FROM orders.entitlement_events WHERE order_id = $1"
-           " ORDER BY id",
-    .nparams = 1,
-};
-
-static const struct db_stmt st_view_access = {
-    .name = "order_view_access",
-    .sql = "SELECT id, customer_email, course_id,"
-           " " TS("granted_at") " AS granted_at,"
-           " " TS("valid_until") " AS valid_until,"
-           " " TS("revoked_at") " AS revoked_at,"
-           " (revoked_at IS NULL AND"
-           "  (valid_until IS NULL OR valid_until > now())) AS active"
-           " FROM orders.entitlements WHERE order_id = $1 ORDER BY id",
-    .nparams = 1,
-};
-
-static const struct db_stmt st_view_audit = {
-    .name = "order_view_audit",
-    .sql = "SELECT id, " TS("at") " AS at, actor, role, cmd, reason,"
-           " incident, before, after, result, error"
-           " FROM orders.audit WHERE order_id = $1 ORDER BY id",
-    .nparams = 1,
-};
-/* clang-format on */
-
-static int
-add_rows(cJSON *to, const char *name, struct kasir_db *db,
-         const struct db_stmt *st, const char *const *params)
-{
-	cJSON *arr;
-	int rc = store_rows_json(db, st, params, &arr);
-
-	if (rc < 0)
-		return rc;
-	cJSON_AddItemToObject(to, name, arr);
-	return 0;
-}
-
-int
-store_order_view(struct kasir_db *db, const char *order_id, bool full,
-                 struct cJSON **ret)
-{
-	const char *p1[1] = {order_id};
-	const char *p2[2] = {order_id, full ? "true" : "false"};
-	cJSON *rows = NULL, *view = NULL, *o;
-	int rc;
-
-	rc = store_rows_json(db, &st_view_order, p1, &rows);
-	if (rc < 0)
-		return rc;
-	if (cJSON_GetArraySize(rows) != 1) {
-		cJSON_Delete(rows);
-		return KASIR_ENOTFOUND;
-	}
-	o = cJSON_DetachItemFromArray(rows, 0);
-	cJSON_Delete(rows);
-	view = o;
-	if (!full) /* the website never sees the Snap token again here */
-		cJSON_DeleteItemFromObject(view, "snap_token");
-	if ((rc = add_rows(view, "timeline", db, &st_view_timeline, p1)) < 0 ||
-	    (rc = add_rows(view, "evidence", db, &st_view_evidence, p2)) < 0 ||
-	    (rc = add_rows(view, "entitlement_history", db,
-	                   &st_view_entitlements, p1)) < 0 ||
-	    (rc = add_rows(view, "entitlements", db, &st_view_access, p1)) < 0)
-		goto fail;
-	if (full && (rc = add_rows(view, "audit", db, &st_view_audit, p1)) < 0)
-		goto fail;
-	*ret = view;
-	return 0;
-fail:
-	cJSON_Delete(view);
-	return rc;
-}
-
-/* clang-format off */
-static const struct db_stmt st_access = {
-    .name = "order_access",
-    .sql = "SELECT order_id, " TS("valid_until")
-           " FROM orders.entitlements"
-           " WHERE customer_email = lower($1) AND course_id = $2"
-           " AND revoked_at IS NULL"
-           " AND (valid_until IS NULL OR valid_until > now())"
-           " ORDER BY valid_until DESC NULLS FIRST LIMIT 1",
-    .nparams = 2,
-};
-/* clang-format on */
-
-int
-store_access(struct kasir_db *db, const char *email, const char *course_id,
-             struct cJSON **ret)
-{
-	const char *params[2] = {email, course_id};
-	PGresult *res = NULL;
-	cJSON *o;
-	int rc;
-
-	rc = db_exec(db, &st_access, params, &res);
-	if (rc < 0)
-		return rc;
-	o = cJSON_CreateObject();
-	if (o == NULL) {
-		PQclear(res);
-		return -ENOMEM;
-	}
-	if (PQntuples(res) == 1) {
-		cJSON_AddBoolToObject(o, "active", true);
-		if (db_get(res, 0, 1) != NULL)
-			cJSON_AddStringToObject(o, "valid_until",
-			                        db_get(res, 0, 1));
-		else
-			cJSON_AddNullToObject(o, "valid_until");
-		cJSON_AddStringToObject(o, "order_id", db_get(res, 0, 0));
-	} else {
-		cJSON_AddBoolToObject(o, "active", false);
-		cJSON_AddNullToObject(o, "valid_until");
-		cJSON_AddNullToObject(o, "order_id");
-	}
-	PQclear(res);
-	*ret = o;
-	return 0;
-}
-
-const struct db_stmt store_st_grant = {
-    .name = "order_grant",
-    .sql = "WITH ev AS (INSERT INTO orders.entitlement_events (order_id,"
-           " customer_email, course_id, action, valid_until, source,"
-           " evidence_id, audit_id, reason)"
-           " SELECT order_id, lower(customer_email), course_id, 'grant',"
-           " CASE WHEN access_days IS NULL THEN NULL"
-           " ELSE now() + access_days * interval '1 day' END,"
-           " $2, $3::bigint, $4::bigint, $5 FROM orders.orders"
-           " WHERE order_id = $1 AND status = 'PAID'"
-           " RETURNING id, order_id, customer_email, course_id, valid_until)"
-           " INSERT INTO orders.entitlements (order_id, customer_email,"
-           " course_id, valid_until, grant_event_id)"
-           " SELECT order_id, customer_email, course_id, valid_until, id"
-           " FROM ev RETURNING customer_email, " TS("valid_until"),
-    .nparams = 5,
-};
-
-int
-store_grant(struct kasir_db *db, const struct order_row *o, const char *source,
-            const char *evidence_id, const char *audit_id, const char *reason,
-            PGresult **ret_res)
-{
-	const char *params[5] = {o->order_id, source, evidence_id, audit_id,
-	                         reason};
-
-	return db_exec(db, &store_st_grant, params, ret_res);
-}
-
-const struct db_stmt store_st_revoke = {
-    .name = "order_revoke",
-    .sql = "WITH ev AS (INSERT INTO orders.entitlement_events (order_id,"
-           " customer_email, course_id, action, source, evidence_id, reason)"
-           " SELECT order_id, lower(customer_email), course_id, 'revoke',"
-           " $2, $3::bigint, $4 FROM orders.orders WHERE order_id = $1"
-           " RETURNING id)"
-           " UPDATE orders.entitlements SET revoked_at = now(),"
-           " revoke_event_id = (SELECT id FROM ev)"
-           " WHERE order_id = $1 AND revoked_at IS NULL",
-    .nparams = 4,
-};
-
-int
-store_revoke(struct kasir_db *db, const struct order_row *o, const char *source,
-             const char *evidence_id, const char *reason)
-{
-	const char *params[4] = {o->order_id, source, evidence_id, reason};
-
-	return db_exec(db, &store_st_revoke, params, NULL);
+	for (size_t i = 0; i < l->n; i++)
+		cJSON_Delete(l->v[i].data);
+	free(l->v);
+	*l = (struct effect_list){0};
 }
