@@ -1,11 +1,11 @@
 #!/usr/bin/python3
 """A whole batch applied at once equals the same messages applied one by one.
 
-kasir-order applies a backlog optimistically: the orders of a batch are
-locked with one statement, every decision is taken in memory and the writes
-are pipelined (services/order/evidence_batch.c); on any failure the batch
-is applied again one message at a time (services/order/evidence.c), the
-reference.  This test delivers the same notification sequences to twin
+kasir-order applies a backlog optimistically: the whole batch goes through
+the evidence path at once, in rounds of one message per order, each kind of
+write one array statement (services/order/evidence.c, store.c); on any
+failure the batch is applied again one message at a time by the same code
+with n = 1.  This test delivers the same notification sequences to twin
 orders:
 
   set A  while kasir-order runs, each notification applied before the next
@@ -18,7 +18,7 @@ evidence (status before/after, result, reason) in order, transitions,
 entitlement events, and the types of its order events on the orders stream,
 in order.  Evidence for unknown orders is kept in both.  And the batch must
 have been applied optimistically (no fall-back in kasir-order's log), or
-this test would only compare evidence.c with itself.
+this test would only compare the one-message case with itself.
 
 Both modes: order.signature_only (the notifications decide) and the
 default mode (no reconciler in this stack: every notification that would
