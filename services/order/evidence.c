@@ -28,8 +28,7 @@
 #include "stream.h"
 #include "util.h"
 
-/* Messages per call: the consumer's batch_max bounds it already; this
- * bounds the rounds' quadratic order matching if that ever changes. */
+/* Messages per call: the consumer's batch_max bounds it already. */
 #define EVIDENCE_BATCH_MAX 4096
 
 /* Reads msg; KASIR_EREJECT when it is not evidence kasir-order can use. */
@@ -402,12 +401,26 @@ evidence_account(struct order_service *s, const struct evidence_rec *r)
 	    evidence_result_name(d->result), d->reason);
 }
 
+/* By order id, then by position in the batch. */
+static int
+by_order(const void *a, const void *b)
+{
+	const struct evidence_rec *x = *(const struct evidence_rec *const *)a;
+	const struct evidence_rec *y = *(const struct evidence_rec *const *)b;
+	int c = strcmp(x->e.order_id, y->e.order_id);
+
+	if (c != 0)
+		return c;
+	return x < y ? -1 : x > y;
+}
+
 /* Reads msgs into recs and numbers each message's round (how many
- * messages of its order come before it); returns the number of rounds,
- * or KASIR_EREJECT for a message kasir-order cannot use. */
+ * messages of its order come before it; tmp: n slots); returns the
+ * number of rounds, or KASIR_EREJECT for a message kasir-order cannot
+ * use. */
 static int
 evidence_read(const struct kasir_msg *const *msgs, size_t n,
-              struct evidence_rec *recs)
+              struct evidence_rec *recs, struct evidence_rec **tmp)
 {
 	unsigned rounds = 0;
 
@@ -423,13 +436,15 @@ evidence_read(const struct kasir_msg *const *msgs, size_t n,
 		    cJSON_PrintUnformatted(r->e.raw ? r->e.raw : msgs[i]->data);
 		if (r->raw == NULL)
 			return -ENOMEM;
-		for (size_t j = i; j-- > 0;) /* the latest of its order */
-			if (strcmp(recs[j].e.order_id, r->e.order_id) == 0) {
-				r->round = recs[j].round + 1;
-				break;
-			}
-		if (r->round + 1 > rounds)
-			rounds = r->round + 1;
+		tmp[i] = r;
+	}
+	qsort(tmp, n, sizeof(*tmp), by_order);
+	for (size_t i = 0; i < n; i++) {
+		if (i > 0 &&
+		    strcmp(tmp[i - 1]->e.order_id, tmp[i]->e.order_id) == 0)
+			tmp[i]->round = tmp[i - 1]->round + 1;
+		if (tmp[i]->round + 1 > rounds)
+			rounds = tmp[i]->round + 1;
 	}
 	return (int)rounds;
 }
@@ -453,7 +468,7 @@ evidence_apply(struct order_service *s, struct kasir_db *db,
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = rounds = evidence_read(msgs, n, recs);
+	rc = rounds = evidence_read(msgs, n, recs, round);
 	if (rc == KASIR_EREJECT && n == 1) {
 		/* the careful pass: the consumer poisons it */
 		metric_inc(s->m.poison);

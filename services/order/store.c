@@ -646,23 +646,32 @@ effect_row(struct cols *c, const struct effect *f)
 	}
 }
 
-/* The effect of kind k for order_id in l (a round names each order at
- * most once), or NULL. */
+/* The effects one statement was sent for, in the order of its rows. */
+struct sent {
+	const struct effect **v;
+	size_t n;
+};
+
+/* The effect of the result row naming order_id: the row's own position
+ * first (PostgreSQL returns the rows of a nested loop over unnest in
+ * their order), else a search (a round names each order at most once). */
 static const struct effect *
-effect_for(const struct effect_list *l, enum effect_kind k,
-           const char *order_id)
+sent_for(const struct sent *sent, int row, const char *order_id)
 {
-	for (size_t i = 0; i < l->n; i++)
-		if (l->v[i].kind == k &&
-		    strcmp(l->v[i].rec->e.order_id, order_id) == 0)
-			return &l->v[i];
+	if (order_id == NULL)
+		return NULL;
+	if ((size_t)row < sent->n &&
+	    strcmp(sent->v[row]->rec->e.order_id, order_id) == 0)
+		return sent->v[row];
+	for (size_t i = 0; i < sent->n; i++)
+		if (strcmp(sent->v[i]->rec->e.order_id, order_id) == 0)
+			return sent->v[i];
 	return NULL;
 }
 
-/* Reads the result of statement s (sent with rows rows). */
+/* Reads the result of statement s, sent for the effects in sent. */
 static int
-effect_result(struct kasir_db *db, const struct effect_list *l, int s,
-              size_t rows)
+effect_result(struct kasir_db *db, int s, const struct sent *sent)
 {
 	PGresult *res = NULL;
 	const struct effect *f;
@@ -672,26 +681,26 @@ effect_result(struct kasir_db *db, const struct effect_list *l, int s,
 		return rc;
 	switch (s) {
 	case S_RECORD: /* every row recorded, none there before */
-		if ((size_t)PQntuples(res) != rows)
+		if ((size_t)PQntuples(res) != sent->n)
 			rc = KASIR_ECONFLICT;
 		break;
 	case S_UPDATE:
+		if ((size_t)PQntuples(res) != sent->n)
+			rc = KASIR_ECONFLICT;
 		for (int row = 0; row < PQntuples(res) && rc == 0; row++) {
-			f = effect_for(l, EFFECT_UPDATE, db_get(res, row, 0));
+			f = sent_for(sent, row, db_get(res, row, 0));
 			if (f == NULL || f->rec->snap != NULL)
 				rc = KASIR_ESQL;
 			else
 				rc = snapshot_from(res, row, &f->rec->snap);
 		}
-		if (rc == 0 && (size_t)PQntuples(res) != rows)
-			rc = KASIR_ECONFLICT;
 		break;
 	case S_GRANT: /* a decision granted only with PAID */
-		if ((size_t)PQntuples(res) != rows)
+		if ((size_t)PQntuples(res) != sent->n)
 			rc = KASIR_ECONFLICT;
 		for (int row = 0; row < PQntuples(res) && rc == 0; row++) {
 			const char *until = db_get(res, row, 2);
-			f = effect_for(l, EFFECT_GRANT, db_get(res, row, 0));
+			f = sent_for(sent, row, db_get(res, row, 0));
 			if (f == NULL) {
 				rc = KASIR_ESQL;
 				break;
@@ -756,25 +765,52 @@ int
 store_effects_apply(struct stream_producer *p, struct kasir_db *db,
                     const struct effect_list *l)
 {
+	static const int stmt_of[] = {
+	    [EFFECT_KEEP_UNKNOWN] = S_KEEP_UNKNOWN,
+	    [EFFECT_RECORD] = S_RECORD,
+	    [EFFECT_TRANSITION] = S_TRANSITION,
+	    [EFFECT_UPDATE] = S_UPDATE,
+	    [EFFECT_GRANT] = S_GRANT,
+	    [EFFECT_REVOKE] = S_REVOKE,
+	    [EFFECT_EVENT] = -1,
+	};
 	struct cols c[S_COUNT];
-	int rc, s;
+	struct sent sent[S_COUNT] = {{0}};
+	const struct effect **slots;
+	int rc = 0, s;
 
-	for (s = 0; s < S_COUNT; s++)
-		c[s] = (struct cols){.stmt = effect_stmts[s]};
+	/* one slot per SQL effect, grouped by statement */
+	slots = calloc(l->n > 0 ? l->n : 1, sizeof(*slots));
+	if (slots == NULL)
+		return -ENOMEM;
 	for (size_t i = 0; i < l->n; i++)
+		if ((s = stmt_of[l->v[i].kind]) >= 0)
+			sent[s].n++;
+	for (s = 0, rc = 0; s < S_COUNT; s++) {
+		sent[s].v = slots + rc;
+		rc += (int)sent[s].n;
+		sent[s].n = 0;
+		c[s] = (struct cols){.stmt = effect_stmts[s]};
+	}
+	for (size_t i = 0; i < l->n; i++) {
+		if ((s = stmt_of[l->v[i].kind]) < 0)
+			continue;
 		effect_row(c, &l->v[i]);
+		sent[s].v[sent[s].n++] = &l->v[i];
+	}
 	rc = db_pipe_begin(db, effect_stmts, S_COUNT);
 	for (s = 0; s < S_COUNT && rc == 0; s++)
-		if (c[s].rows > 0)
+		if (sent[s].n > 0)
 			rc = cols_send(db, &c[s]);
 	if (rc == 0)
 		rc = db_pipe_sync(db);
 	for (s = 0; s < S_COUNT && rc == 0; s++)
-		if (c[s].rows > 0)
-			rc = effect_result(db, l, s, c[s].rows);
+		if (sent[s].n > 0)
+			rc = effect_result(db, s, &sent[s]);
 	db_pipe_end(db);
 	for (s = 0; s < S_COUNT; s++)
 		cols_free(&c[s]);
+	free(slots);
 	if (rc < 0)
 		return rc;
 	return effects_emit(p, db, l);
