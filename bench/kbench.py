@@ -808,7 +808,8 @@ def bench_drain(args):
   per kind of write and round (5 per batch of 256 plus the lock, the ids,
   the two deferred appends and COMMIT): round trips no longer bound it.
 - What would raise it: less PostgreSQL work per event (a HOT update of the
-  order row: no `status` in an index predicate; fewer order events or
+  order row: no `status` in an index predicate, and room left on its
+  page by a lower fillfactor; fewer order events or
   smaller ones: each carries the order's snapshot), and two cores that the
   drain does not share.
 """
