@@ -224,6 +224,38 @@ def test_unknown_and_poison(s):
     assert s.status("AFTER-POISON") == "PAID"
 
 
+def test_batch_poison(s):
+    """A batch with a message the evidence path refuses: the batch fails as
+    a whole, and the same path with one message at a time (each in a
+    SAVEPOINT) applies the others and poisons that one alone.  (Runs last:
+    it restarts kasir-order, in the default mode by now, where a Status
+    API answer is evidence.)"""
+    for oid in ("BATCH-P1", "BATCH-P2"):
+        s.create_order(oid, 154600)
+    s.kill_order(signal.SIGTERM)
+    s.status_check("BATCH-P1", "status", False, transaction_status="settlement",
+                   gross_amount="154600.00", settlement_time="2026-12-06 10:00:00")
+    s.check_id += 1
+    bad = s.check_id
+    s.publish("recon", "status.check", {
+        "check_id": bad, "order_id": "BATCH-P1", "http_status": 200,
+        "verdict": "no-such-verdict", "checked_at": "2026-12-06T10:00:00Z",
+        "past_expiry": False})
+    s.status_check("BATCH-P2", "status", False, transaction_status="settlement",
+                   gross_amount="154600.00", settlement_time="2026-12-06 10:00:00")
+    last = s.sql("SELECT max(seq) FROM testrecon.stream_out")[0][0]
+    s.start_order()
+    s.wait_applied("recon", last)
+    assert s.status("BATCH-P1") == "PAID" and s.status("BATCH-P2") == "PAID", \
+        (s.status("BATCH-P1"), s.status("BATCH-P2"))
+    poisoned = s.sql("SELECT count(*) FROM orders.stream_poison WHERE stream = 'recon'"
+                     " AND seq = %s", (last - 1,))[0][0]
+    assert poisoned == 1, poisoned
+    assert "applying it message by message" in s.log_text(), "no careful pass"
+    assert s.sql("SELECT count(*) FROM orders.evidence WHERE source = 'recon'"
+                 " AND ref = %s", (bad,)) == [(0,)]
+
+
 def test_status_checks(s):
     s.create_order("REC-1", 154600)
     s.status_check("REC-1", "not_found", False)
@@ -469,7 +501,8 @@ def main():
         assert s.sql("SELECT signature_only FROM orders.settings") == [(True,)]
         assert "order.signature_only is on" in s.log_text(), "no start-up warning"
         for t in (test_samples, test_sequences, test_unknown_and_poison, test_status_checks,
-                  test_database_refusals, test_access_grant, test_confirmation):
+                  test_database_refusals, test_access_grant, test_confirmation,
+                  test_batch_poison):
             print("==", t.__name__, flush=True)
             t(s)
         print("ok")
