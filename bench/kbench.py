@@ -799,7 +799,7 @@ def bench_drain(args):
   wall time beyond that CPU is the other work on the shared cores.
 - Where PostgreSQL's time goes (pg_stat_statements during a drain of this
   branch, 2026-12-06, share of the statements' time): the order row's
-  UPDATE about half (a non-HOT update: `status` is in the predicate of
+  UPDATE the largest, 40-50% (a non-HOT update: `status` is in the predicate of
   `orders_pending_expiry`, so each row gets new entries in three indexes;
   its trigger checks the transition and the evidence), the transition and
   the grant about an eighth each, the evidence rows and the order events
@@ -807,6 +807,8 @@ def bench_drain(args):
   reads and the foreign-key checks.  kasir-order sends one array statement
   per kind of write and round (5 per batch of 256 plus the lock, the ids,
   the two deferred appends and COMMIT): round trips no longer bound it.
+  The bench polls the consumer's cursor, not a count over the orders (that
+  count, every 0.2 s, took a third of PostgreSQL's time in the first runs).
 - What would raise it: less PostgreSQL work per event (a HOT update of the
   order row: no `status` in an index predicate, and room left on its
   page by a lower fillfactor; fewer order events or
