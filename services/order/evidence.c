@@ -28,8 +28,9 @@
 #include "stream.h"
 #include "util.h"
 
-/* Messages per call: the consumer's batch_max bounds it already. */
-#define EVIDENCE_BATCH_MAX 4096
+/* Messages per call: the backbone's own bound on a consumer's batch
+ * (STREAM_BATCH_LIMIT, common/stream/consumer.c); a larger call is a bug. */
+#define EVIDENCE_BATCH_MAX 10000
 
 /* Reads msg; KASIR_EREJECT when it is not evidence kasir-order can use. */
 static int
