@@ -237,7 +237,6 @@ static const struct db_stmt st_lock_evidence = {
                              " ORDER BY o.order_id, u.i FOR UPDATE OF o",
     .nparams = 4,
 };
-#define LOCK_ROW_COL 1 /* STORE_ROW_COLS start after u.i */
 
 static const struct db_stmt st_evidence_ids = {
     .name = "order_evidence_ids",
@@ -499,7 +498,7 @@ store_evidence_lock(struct kasir_db *db, struct evidence_rec *const *recs,
 {
 	struct cols c = {.stmt = &st_lock_evidence};
 	PGresult *res = NULL;
-	int rc, recorded;
+	int rc, recorded, first;
 
 	for (size_t i = 0; i < n; i++) {
 		const struct evidence_rec *r = recs[i];
@@ -512,9 +511,11 @@ store_evidence_lock(struct kasir_db *db, struct evidence_rec *const *recs,
 	cols_free(&c);
 	if (rc < 0)
 		return rc;
-	/* the EXISTS column by its name: no column count kept by hand */
+	/* columns by name: no column count kept by hand (STORE_ROW_COLS
+	 * starts with order_id) */
 	recorded = PQfnumber(res, "recorded");
-	if (recorded < 0)
+	first = PQfnumber(res, "order_id");
+	if (recorded < 0 || first < 0)
 		rc = KASIR_ESQL;
 	for (int row = 0; row < PQntuples(res) && rc == 0; row++) {
 		int64_t i = db_get_i64(res, row, 0);
@@ -526,7 +527,7 @@ store_evidence_lock(struct kasir_db *db, struct evidence_rec *const *recs,
 			break;
 		}
 		r = recs[i - 1];
-		rc = store_row_from(res, row, LOCK_ROW_COL, &r->before);
+		rc = store_row_from(res, row, first, &r->before);
 		r->fate = db_get(res, row, recorded)[0] == 't' ? EV_FATE_DUP
 		                                               : EV_FATE_APPLY;
 	}
