@@ -421,13 +421,13 @@ record(struct recon *r, struct kasir_db *db, struct statusapi_call *c,
  * that could not be recorded.  If the database is still unreachable the
  * leases stay and expire (schedule.lease). */
 static void
-release_all(struct kasir_db *db, const struct statusapi_call *calls, size_t n)
+release_all(struct kasir_db *db, struct statusapi_call *const *calls, size_t n)
 {
 	struct db_array a = {0};
 	const char *p[1];
 
 	for (size_t i = 0; i < n; i++)
-		db_array_add(&a, calls[i].order_id);
+		db_array_add(&a, calls[i]->order_id);
 	if ((p[0] = db_array_text(&a)) != NULL && db_ensure(db) == 0 &&
 	    db_exec(db, &st_release_all, p, NULL) == 0)
 		log_info("the %zu order(s) of the pass are asked again at the "
@@ -436,23 +436,73 @@ release_all(struct kasir_db *db, const struct statusapi_call *calls, size_t n)
 	db_array_free(&a);
 }
 
+/* Claims due rows into calls; *ret_n how many. */
+static int
+claim(struct recon *r, struct kasir_db *db, struct statusapi_call **calls,
+      size_t max, size_t *ret_n)
+{
+	char lease[24], interval[24], limit[24];
+	PGresult *res = NULL;
+	size_t n = 0;
+	int rc;
+
+	snprintf(lease, sizeof(lease), "%" PRId64, r->conf->lease_ms);
+	snprintf(interval, sizeof(interval), "%" PRId64,
+	         r->conf->mode_interval_ms);
+	snprintf(limit, sizeof(limit), "%zu", max);
+	{
+		const char *p[4] = {
+		    lease,
+		    atomic_load(&r->mode) == MODE_RECONCILE ? "true" : "false",
+		    interval, limit};
+
+		if ((rc = db_exec(db, &st_claim, p, &res)) < 0)
+			return rc; /* autocommit: nothing held */
+	}
+	for (int i = 0; i < PQntuples(res) && n < max; i++) {
+		struct statusapi_call *c = calls[n];
+		const char *txn = db_get(res, i, 1);
+		const char *ptype = db_get(res, i, 2);
+
+		statusapi_call_reset(c);
+		kasir_strlcpy(c->order_id, db_get(res, i, 0),
+		              sizeof(c->order_id));
+		c->by_txn = txn != NULL && txn[0] != '\0' &&
+		            strlen(txn) < sizeof(c->ident) &&
+		            recon_types_has(&r->conf->by_txn_types, ptype);
+		kasir_strlcpy(c->ident, c->by_txn ? txn : c->order_id,
+		              sizeof(c->ident));
+		c->confirm_seq =
+		    db_get(res, i, 3) != NULL ? db_get_i64(res, i, 3) : 0;
+		n++;
+	}
+	PQclear(res);
+	*ret_n = n;
+	return 0;
+}
+
 /*
- * Records the n checks of one pass in ONE transaction (a savepoint around
+ * Records the n finished checks in ONE transaction (a savepoint around
  * each: one failing order is rolled back alone, its lease given back, and
- * asked again at the next pass), so a pass costs one COMMIT instead of one
- * per order: what keeps confirmations flowing at hundreds per second.
- * *ret_kick: something was published.  If the transaction fails as a
- * whole, the leases are given back (release_all) when the database
- * answers, else they expire after schedule.lease.
+ * asked again), so what finished together costs one COMMIT.  When want > 0
+ * the same transaction then claims up to want due rows into slots (claim
+ * under its own savepoint; *ret_claimed how many, 0 unless committed): the
+ * pipeline refills its window without a COMMIT of its own.  *ret_kick:
+ * something was published.  If the transaction fails as a whole, the
+ * leases are given back (release_all) when the database answers, else
+ * they expire after schedule.lease.
  */
 static void
-record_all(struct recon *r, struct kasir_db *db, struct statusapi_call *calls,
-           size_t n, bool *ret_kick)
+record_all(struct recon *r, struct kasir_db *db, struct statusapi_call **calls,
+           size_t n, struct statusapi_call **slots, size_t want,
+           size_t *ret_claimed, bool *ret_kick)
 {
 	bool kick = false;
+	size_t claimed = 0;
 	int rc;
 
 	*ret_kick = false;
+	*ret_claimed = 0;
 	if ((rc = db_begin(db)) < 0) {
 		log_warning("recording %zu status check(s) failed (%s); the "
 		            "orders are asked again",
@@ -465,12 +515,12 @@ record_all(struct recon *r, struct kasir_db *db, struct statusapi_call *calls,
 
 		if ((rc = db_savepoint(db, "recon_record")) < 0)
 			break;
-		rc = record(r, db, &calls[i], &pub);
+		rc = record(r, db, calls[i], &pub);
 		if (rc < 0) {
-			const char *p[1] = {calls[i].order_id};
+			const char *p[1] = {calls[i]->order_id};
 
 			log_fields(LOG_WARNING,
-			           LOG_F({"ORDER_ID", calls[i].order_id}),
+			           LOG_F({"ORDER_ID", calls[i]->order_id}),
 			           "recording a status check failed (%s); the "
 			           "order is asked again",
 			           kasir_strerror(rc));
@@ -482,6 +532,15 @@ record_all(struct recon *r, struct kasir_db *db, struct statusapi_call *calls,
 		if ((rc = db_release(db, "recon_record")) < 0)
 			break;
 		kick = kick || pub;
+	}
+	if (rc == 0 && want > 0 &&
+	    (rc = db_savepoint(db, "recon_claim")) == 0) {
+		if (claim(r, db, slots, want, &claimed) < 0) {
+			claimed = 0;
+			rc = db_rollback_to(db, "recon_claim");
+		} else {
+			rc = db_release(db, "recon_claim");
+		}
 	}
 	if (rc < 0) {
 		db_rollback(db);
@@ -499,18 +558,19 @@ record_all(struct recon *r, struct kasir_db *db, struct statusapi_call *calls,
 		return;
 	}
 	*ret_kick = kick;
+	*ret_claimed = claimed;
 }
 
 /* Auth state after a batch: broken on any 401, healed by any answer that
  * got past authentication. */
 static void
-auth_update(struct recon *r, const struct statusapi_call *calls, size_t n)
+auth_update(struct recon *r, struct statusapi_call *const *calls, size_t n)
 {
 	bool saw_401 = false, saw_ok = false;
 
 	for (size_t i = 0; i < n; i++)
-		for (int k = 0; k < calls[i].nanswers; k++) {
-			enum recon_verdict v = calls[i].answers[k].verdict;
+		for (int k = 0; k < calls[i]->nanswers; k++) {
+			enum recon_verdict v = calls[i]->answers[k].verdict;
 
 			if (v == VERDICT_AUTH) {
 				saw_401 = true;
@@ -536,51 +596,6 @@ auth_update(struct recon *r, const struct statusapi_call *calls, size_t n)
 		log_notice("status api accepts the server key again, checks "
 		           "resume");
 	}
-}
-
-/* Claims due rows into calls; *ret_n how many. */
-static int
-claim(struct recon *r, struct kasir_db *db, struct statusapi_call *calls,
-      size_t max, size_t *ret_n)
-{
-	char lease[24], interval[24], limit[16];
-	PGresult *res = NULL;
-	size_t n = 0;
-	int rc;
-
-	snprintf(lease, sizeof(lease), "%" PRId64, r->conf->lease_ms);
-	snprintf(interval, sizeof(interval), "%" PRId64,
-	         r->conf->mode_interval_ms);
-	snprintf(limit, sizeof(limit), "%zu", max);
-	{
-		const char *p[4] = {
-		    lease,
-		    atomic_load(&r->mode) == MODE_RECONCILE ? "true" : "false",
-		    interval, limit};
-
-		if ((rc = db_exec(db, &st_claim, p, &res)) < 0)
-			return rc; /* autocommit: nothing held */
-	}
-	for (int i = 0; i < PQntuples(res) && n < max; i++) {
-		struct statusapi_call *c = &calls[n];
-		const char *txn = db_get(res, i, 1);
-		const char *ptype = db_get(res, i, 2);
-
-		statusapi_call_reset(c);
-		kasir_strlcpy(c->order_id, db_get(res, i, 0),
-		              sizeof(c->order_id));
-		c->by_txn = txn != NULL && txn[0] != '\0' &&
-		            strlen(txn) < sizeof(c->ident) &&
-		            recon_types_has(&r->conf->by_txn_types, ptype);
-		kasir_strlcpy(c->ident, c->by_txn ? txn : c->order_id,
-		              sizeof(c->ident));
-		c->confirm_seq =
-		    db_get(res, i, 3) != NULL ? db_get_i64(res, i, 3) : 0;
-		n++;
-	}
-	PQclear(res);
-	*ret_n = n;
-	return 0;
 }
 
 static void
@@ -610,75 +625,225 @@ scheduler_wake(struct recon *r)
 	r->woken = true;
 	pthread_cond_signal(&r->wake);
 	pthread_mutex_unlock(&r->wake_lock);
+	/* the scheduler may be waiting for answers, not on the condition */
+	if (r->api != NULL)
+		statusapi_wakeup(r->api);
 }
 
+/* Takes the wake flag: a confirmation was requested since the last look. */
+static bool
+take_wake(struct recon *r)
+{
+	bool w;
+
+	pthread_mutex_lock(&r->wake_lock);
+	w = r->woken;
+	r->woken = false;
+	pthread_mutex_unlock(&r->wake_lock);
+	return w;
+}
+
+/* The pipeline's state between iterations (scheduler thread only). */
+struct pipeline {
+	struct statusapi_call *calls; /* window slots */
+	struct statusapi_call **free; /* slots not lent to the client */
+	size_t nfree;
+	struct statusapi_call **done;  /* given back by a step */
+	struct statusapi_call **claim; /* slots of one claim */
+	size_t window;
+	int64_t next_claim_ms; /* monotonic: claim again then at the latest */
+	int64_t next_mode_ms;  /* monotonic: mode_evaluate again then */
+	bool claim_full;       /* the last claim got all it asked for */
+	bool claim_wanted;     /* claim with the next record, or alone */
+};
+
+/* A claim wanted while requests are in flight waits this long for answers
+ * to record, so that it shares their COMMIT. */
+#define PIPELINE_CLAIM_DEFER_MS 2
+
+/* Lends the n slots a claim filled (p->claim[0..n)) to the client. */
+static void
+pipeline_lend(struct recon *r, struct pipeline *p, size_t max, size_t n)
+{
+	p->claim_full = n > 0 && n == max;
+	p->claim_wanted = false;
+	p->next_claim_ms = now_mono_ms() + r->conf->poll_ms;
+	for (size_t i = 0; i < n; i++) {
+		/* cannot fail: the window is at most RECON_BATCH_MAX */
+		(void)statusapi_add(r->api, p->claim[i]);
+		p->nfree--;
+	}
+}
+
+/* How many rows the next claim asks for (into p->claim), 0 for none. */
+static size_t
+pipeline_claim_slots(struct recon *r, struct pipeline *p)
+{
+	/* while the key is refused: one order at a time */
+	size_t max = atomic_load(&r->auth_broken) ? 1 : p->nfree;
+
+	if (atomic_load(&r->auth_broken) && statusapi_held(r->api) > 0)
+		return 0;
+	if (max > p->nfree)
+		max = p->nfree;
+	for (size_t i = 0; i < max; i++)
+		p->claim[i] = p->free[p->nfree - 1 - i];
+	return max;
+}
+
+/* A claim on its own (autocommit), when nothing is to be recorded. */
+static void
+pipeline_claim(struct recon *r, struct kasir_db *db, struct pipeline *p)
+{
+	size_t max = pipeline_claim_slots(r, p), n = 0;
+
+	if (max == 0)
+		return;
+	statusapi_resume(r->api);
+	if (claim(r, db, p->claim, max, &n) < 0)
+		n = 0;
+	pipeline_lend(r, p, max, n);
+}
+
+/* Records the calls a step gave back (one transaction, which also claims
+ * when a claim is wanted), then returns their slots. */
+static void
+pipeline_record(struct recon *r, struct kasir_db *db, struct pipeline *p,
+                size_t nd)
+{
+	size_t max = 0, n = 0;
+	bool kick = false;
+
+	auth_update(r, p->done, nd);
+	/* not after a 401 just now: auth_update paused the checks */
+	if (p->claim_wanted &&
+	    now_real_ms() >= atomic_load(&r->auth_paused_until))
+		max = pipeline_claim_slots(r, p);
+	if (max > 0)
+		statusapi_resume(r->api);
+	record_all(r, db, p->done, nd, p->claim, max, &n, &kick);
+	if (max > 0)
+		pipeline_lend(r, p, max, n);
+	for (size_t i = 0; i < nd; i++) {
+		struct statusapi_call *c = p->done[i];
+
+		if (c->nanswers > 0)
+			atomic_store(&r->last_check_ms,
+			             c->answers[c->nanswers - 1].at_ms);
+		statusapi_call_reset(c);
+		p->free[p->nfree++] = c;
+	}
+	if (kick)
+		stream_producer_kick(r->producer);
+}
+
+static int
+pipeline_init(struct pipeline *p, size_t window)
+{
+	memset(p, 0, sizeof(*p));
+	p->window = window;
+	p->calls = calloc(window, sizeof(*p->calls));
+	p->free = calloc(window, sizeof(*p->free));
+	p->done = calloc(window, sizeof(*p->done));
+	p->claim = calloc(window, sizeof(*p->claim));
+	if (p->calls == NULL || p->free == NULL || p->done == NULL ||
+	    p->claim == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < window; i++)
+		p->free[i] = &p->calls[window - 1 - i];
+	p->nfree = window;
+	return 0;
+}
+
+static void
+pipeline_fini(struct pipeline *p)
+{
+	if (p->calls != NULL)
+		for (size_t i = 0; i < p->window; i++)
+			statusapi_call_reset(&p->calls[i]);
+	free(p->calls);
+	free(p->free);
+	free(p->done);
+	free(p->claim);
+}
+
+/*
+ * The scheduler thread: a rolling pipeline.  Up to schedule.batch claimed
+ * orders are held at once (the window), at most midtrans.concurrency of
+ * them in flight; each check is recorded as soon as its answer arrives
+ * (what finished together is recorded in one transaction) and its slot is
+ * refilled by the next claim, so requests stay in flight continuously and
+ * a slow answer holds back nobody.  A claim runs when slots are free and
+ * a confirmation was requested (scheduler_wake), the last claim was full,
+ * or schedule.poll passed.  Stopping: no new request; those in flight are
+ * answered and recorded, the rest given back.
+ */
 static void *
 scheduler_main(void *arg)
 {
 	struct recon *r = arg;
 	struct kasir_db *db = r->sched_db;
-	struct statusapi_call *calls;
-	size_t max = (size_t)r->conf->batch;
-	bool db_down_logged = false;
+	struct pipeline p;
+	bool db_down = false;
 
-	calls = calloc(max, sizeof(*calls));
-	if (calls == NULL) {
+	if (pipeline_init(&p, (size_t)r->conf->batch) < 0) {
 		log_err("scheduler: out of memory, no checks will run");
+		pipeline_fini(&p);
 		return NULL;
 	}
-	while (!atomic_load(&r->stopping)) {
-		size_t n = 0;
-		bool kick = false;
-		int64_t paused;
+	while (!atomic_load(&r->stopping) || statusapi_held(r->api) > 0) {
+		bool stopping = atomic_load(&r->stopping), paused;
+		int64_t now = now_mono_ms(), pu, wait;
+		size_t nd = 0;
 
+		if (stopping)
+			statusapi_halt(r->api);
 		if (db_ensure(db) < 0) {
-			if (!db_down_logged)
+			if (!db_down)
 				log_warning("scheduler: database unreachable, "
 				            "checks wait");
-			db_down_logged = true;
-			wait_for_work(r, r->conf->poll_ms);
-			continue;
+			db_down = true;
+		} else {
+			if (db_down)
+				log_info("scheduler: database reachable again");
+			db_down = false;
+			if (now >= p.next_mode_ms) {
+				mode_evaluate(r, db);
+				p.next_mode_ms = now + r->conf->poll_ms;
+			}
 		}
-		if (db_down_logged)
-			log_info("scheduler: database reachable again");
-		db_down_logged = false;
-		mode_evaluate(r, db);
-
-		paused = atomic_load(&r->auth_paused_until);
-		if (paused > 0 && now_real_ms() < paused) {
-			int64_t left = paused - now_real_ms();
-
-			wait_for_work(r, left < r->conf->poll_ms
-			                     ? left
-			                     : r->conf->poll_ms);
-			continue;
+		pu = atomic_load(&r->auth_paused_until);
+		paused = pu > 0 && now_real_ms() < pu;
+		if (take_wake(r) || p.claim_full || now >= p.next_claim_ms)
+			p.claim_wanted = true;
+		if (paused || stopping || db_down || p.nfree == 0)
+			p.claim_wanted = false;
+		if (statusapi_held(r->api) == 0) {
+			if (p.claim_wanted)
+				pipeline_claim(r, db, &p);
+			if (statusapi_held(r->api) == 0) {
+				/* idle: until the next claim or a wake */
+				wait = p.next_claim_ms - now_mono_ms();
+				if (paused && pu - now_real_ms() < wait)
+					wait = pu - now_real_ms();
+				if (!stopping)
+					wait_for_work(r, wait < 1 ? 1 : wait);
+				continue;
+			}
 		}
-		/* while the key is refused: one order at a time */
-		if (claim(r, db, calls, atomic_load(&r->auth_broken) ? 1 : max,
-		          &n) < 0 ||
-		    n == 0) {
-			wait_for_work(r, r->conf->poll_ms);
-			continue;
-		}
-		if (statusapi_run(r->api, calls, n, &r->stopping) < 0)
-			log_warning("scheduler: some checks could not start "
-			            "(out of memory), retried later");
-		auth_update(r, calls, n);
-		record_all(r, db, calls, n, &kick);
-		for (size_t i = 0; i < n; i++) {
-			if (calls[i].nanswers > 0)
-				atomic_store(&r->last_check_ms,
-				             calls[i]
-				                 .answers[calls[i].nanswers - 1]
-				                 .at_ms);
-			statusapi_call_reset(&calls[i]);
-		}
-		if (kick)
-			stream_producer_kick(r->producer);
+		if (p.claim_wanted)
+			wait = PIPELINE_CLAIM_DEFER_MS;
+		else if (p.nfree == 0 || paused || stopping)
+			wait = r->conf->poll_ms;
+		else
+			wait = p.next_claim_ms - now_mono_ms();
+		statusapi_step(r->api, wait < 1 ? 1 : wait, p.done, &nd);
+		if (nd > 0)
+			pipeline_record(r, db, &p, nd);
+		else if (p.claim_wanted)
+			pipeline_claim(r, db, &p);
 	}
-	for (size_t i = 0; i < max; i++)
-		statusapi_call_reset(&calls[i]);
-	free(calls);
+	pipeline_fini(&p);
 	return NULL;
 }
 

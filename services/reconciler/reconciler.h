@@ -222,7 +222,7 @@ struct statusapi_answer {
 	int64_t at_ms; /* real time the answer arrived */
 };
 
-/* One check: the caller fills order_id/ident/by_txn; statusapi_run fills
+/* One check: the caller fills order_id/ident/by_txn; the client fills
  * answers (owned by the call until statusapi_call_reset). */
 struct statusapi_call {
 	char order_id[RECON_ID_MAX];
@@ -255,14 +255,31 @@ int statusapi_new(const struct recon_conf *conf,
                   const struct statusapi_metrics *m, struct statusapi **ret);
 void statusapi_free(struct statusapi *a);
 /*
- * Runs the n calls: at most conf->concurrency requests in flight, a
- * global cap of conf->rps requests per second, each transient answer
- * retried up to conf->retries times with backoff.  After an "auth" answer
- * no new request is started (the rest are marked skipped); *stop makes it
- * return early (unstarted calls skipped).  0, or -ENOMEM.
+ * The rolling client (one owner thread; statusapi_wakeup from any).
+ *
+ * statusapi_add: lends c to the client (reset first) until a step gives
+ * it back.  0, or KASIR_ETOOBIG when RECON_BATCH_MAX calls are held.
+ *
+ * statusapi_step: starts what may start (at most conf->concurrency in
+ * flight, conf->rps per second, a transient answer retried up to
+ * conf->retries times with backoff), waits at most wait_ms when nothing
+ * is finished (less when a retry or token is due; statusapi_wakeup ends
+ * the wait), and gives back in done[] every call finished by now: its
+ * final answer, retries exhausted, or skipped (halted before it was
+ * sent).  done must hold statusapi_held() pointers.  Returns 0.
+ *
+ * After a 401 the client is halted: no new request starts and the calls
+ * not in flight come back skipped; statusapi_halt does the same on
+ * purpose (stopping), statusapi_resume ends it.
  */
-int statusapi_run(struct statusapi *a, struct statusapi_call *calls, size_t n,
-                  const atomic_bool *stop);
+int statusapi_add(struct statusapi *a, struct statusapi_call *c);
+int statusapi_step(struct statusapi *a, int64_t wait_ms,
+                   struct statusapi_call **done, size_t *ret_n);
+size_t statusapi_held(const struct statusapi *a);
+size_t statusapi_running(const struct statusapi *a);
+void statusapi_halt(struct statusapi *a);
+void statusapi_resume(struct statusapi *a);
+void statusapi_wakeup(struct statusapi *a);
 
 /* ---- the running service ---------------------------------------------- */
 

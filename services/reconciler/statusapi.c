@@ -6,12 +6,18 @@
  *   Accept: application/json
  *   Authorization: Basic base64(server_key + ":")
  *
- * statusapi_run() drives one batch of checks through one curl multi
- * handle: at most `concurrency` transfers in flight, a token bucket for
- * the global requests-per-second cap, connect and total timeouts per
- * request, transient answers (5xx, timeouts) retried with exponential
- * backoff up to `retries` times, bodies kept up to RECON_BODY_MAX bytes.
- * Every attempt's answer is returned so evidence.c can store each one.
+ * A rolling client on one curl multi handle: checks are added one at a
+ * time (statusapi_add) and each comes back from statusapi_step() as soon
+ * as it is finished, whatever the others are doing, so one slow answer
+ * never holds back the fast ones.  At most `concurrency` transfers in
+ * flight, a token bucket for the global requests-per-second cap, connect
+ * and total timeouts per request, transient answers (5xx, timeouts)
+ * retried with exponential backoff up to `retries` times, bodies kept up
+ * to RECON_BODY_MAX bytes.  Every attempt's answer is returned so
+ * evidence.c can store each one.
+ *
+ * Not thread-safe: one thread (the scheduler) owns the client; only
+ * statusapi_wakeup() may be called from another thread.
  * The server key lives only in the prepared Authorization header and is
  * never logged (CURLOPT_VERBOSE is never set).
  */
@@ -181,6 +187,13 @@ struct statusapi {
 	CURLM *multi;
 	struct curl_slist *headers; /* Accept + Authorization (secret) */
 	struct tbucket bucket;
+
+	/* the calls the client holds: queued, in flight or awaiting a retry
+	 * (owned by the caller, lent until statusapi_step gives them back) */
+	struct statusapi_call *held[RECON_BATCH_MAX];
+	size_t nheld;
+	size_t running; /* of them, transfers in flight */
+	bool halted;    /* a 401 or statusapi_halt: no new request */
 };
 
 static void
@@ -389,92 +402,160 @@ retry_delay(const struct recon_conf *conf, int tries)
 	return d;
 }
 
-int
-statusapi_run(struct statusapi *a, struct statusapi_call *calls, size_t n,
-              const atomic_bool *stop)
+/* Takes c out of the held set and hands it to the caller's done list. */
+static void
+give_back(struct statusapi *a, size_t i, struct statusapi_call **done,
+          size_t *nd)
+{
+	done[(*nd)++] = a->held[i];
+	a->held[i] = a->held[--a->nheld];
+}
+
+/* Collects the transfers curl finished: a transient answer is retried
+ * after its backoff (unless halted), anything else is final and goes to
+ * done. */
+static void
+collect(struct statusapi *a, struct statusapi_call **done, size_t *nd)
 {
 	const int max_tries = (int)a->conf->retries + 1;
-	size_t done = 0, running = 0;
-	bool auth_failed = false;
-	int rc = 0;
+	int still = 0, msgs;
+	CURLMsg *m;
 
-	for (size_t i = 0; i < n; i++) {
-		statusapi_call_reset(&calls[i]);
-		calls[i].next_ms = 0;
+	curl_multi_perform(a->multi, &still);
+	while ((m = curl_multi_info_read(a->multi, &msgs)) != NULL) {
+		struct statusapi_call *c = NULL;
+		enum recon_verdict v;
+
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE,
+		                  (char **)&c);
+		finish(a, c, m->data.result);
+		a->running--;
+		v = c->answers[c->nanswers - 1].verdict;
+		if (v == VERDICT_AUTH)
+			a->halted = true; /* no new request until resumed */
+		if (recon_verdict_is_transient(v) && c->nanswers < max_tries &&
+		    !a->halted) {
+			c->next_ms =
+			    now_mono_ms() + retry_delay(a->conf, c->nanswers);
+			continue;
+		}
+		c->next_ms = -1; /* finished */
+		for (size_t i = 0; i < a->nheld; i++)
+			if (a->held[i] == c) {
+				give_back(a, i, done, nd);
+				break;
+			}
 	}
-	while (done < n) {
-		int64_t now = now_mono_ms(), wait = 100, tw;
-		bool halt =
-		    auth_failed || (stop && atomic_load(stop)) || rc < 0;
-		int still = 0, msgs;
-		CURLMsg *m;
+}
 
-		/* start what may start */
-		for (size_t i = 0; i < n && !halt; i++) {
-			struct statusapi_call *c = &calls[i];
+/* Starts every held call that may start now: a free request slot, its
+ * retry time reached, a token of the rps cap.  Halted: the calls not in
+ * flight come back skipped instead.  Returns how long until the next one
+ * may start (ms, at most cap). */
+static int64_t
+start_due(struct statusapi *a, struct statusapi_call **done, size_t *nd,
+          int64_t cap)
+{
+	int64_t now = now_mono_ms(), wait = cap, tw;
 
-			if (c->easy != NULL || c->skipped || c->next_ms < 0)
-				continue;
-			if (running >= (size_t)a->conf->concurrency)
-				break;
-			if (c->next_ms > now) {
-				if (c->next_ms - now < wait)
-					wait = c->next_ms - now;
-				continue;
-			}
-			if (!tbucket_take(&a->bucket, &tw)) {
-				if (tw < wait)
-					wait = tw < 1 ? 1 : tw;
-				break;
-			}
-			if ((rc = start(a, c)) < 0)
-				break;
-			running++;
+	for (size_t i = 0; i < a->nheld;) {
+		struct statusapi_call *c = a->held[i];
+
+		if (c->easy != NULL) {
+			i++;
+			continue;
 		}
-		if (halt || rc < 0) {
-			/* nothing new: mark every call not in flight and
-			 * not finished as skipped */
-			for (size_t i = 0; i < n; i++) {
-				struct statusapi_call *c = &calls[i];
-
-				if (c->easy == NULL && !c->skipped &&
-				    c->next_ms >= 0) {
-					c->skipped = true;
-					done++;
-				}
-			}
-			if (running == 0)
-				break;
+		if (a->halted) {
+			c->skipped = true;
+			c->next_ms = -1;
+			give_back(a, i, done, nd);
+			continue; /* slot i now holds another call */
 		}
-		curl_multi_perform(a->multi, &still);
-		while ((m = curl_multi_info_read(a->multi, &msgs)) != NULL) {
-			struct statusapi_call *c = NULL;
-			enum recon_verdict v;
-
-			if (m->msg != CURLMSG_DONE)
-				continue;
-			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE,
-			                  (char **)&c);
-			finish(a, c, m->data.result);
-			running--;
-			v = c->answers[c->nanswers - 1].verdict;
-			if (v == VERDICT_AUTH)
-				auth_failed = true;
-			if (recon_verdict_is_transient(v) &&
-			    c->nanswers < max_tries && !auth_failed) {
-				c->next_ms = now_mono_ms() +
-				             retry_delay(a->conf, c->nanswers);
-			} else {
-				c->next_ms = -1; /* finished */
-				done++;
-			}
+		i++;
+		if (a->running >= (size_t)a->conf->concurrency)
+			continue;
+		if (c->next_ms > now) {
+			if (c->next_ms - now < wait)
+				wait = c->next_ms - now;
+			continue;
 		}
-		if (done >= n)
+		if (!tbucket_take(&a->bucket, &tw)) {
+			if (tw < wait)
+				wait = tw < 1 ? 1 : tw;
 			break;
-		if (wait > 100)
-			wait = 100;
-		curl_multi_poll(a->multi, NULL, 0, (int)(wait < 1 ? 1 : wait),
-		                NULL);
+		}
+		if (start(a, c) < 0) {
+			/* out of memory: tried again at the next step */
+			wait = 10;
+			break;
+		}
+		a->running++;
 	}
-	return rc;
+	return wait;
+}
+
+int
+statusapi_add(struct statusapi *a, struct statusapi_call *c)
+{
+	if (a->nheld >= RECON_BATCH_MAX)
+		return KASIR_ETOOBIG;
+	statusapi_call_reset(c);
+	a->held[a->nheld++] = c;
+	return 0;
+}
+
+size_t
+statusapi_held(const struct statusapi *a)
+{
+	return a->nheld;
+}
+
+size_t
+statusapi_running(const struct statusapi *a)
+{
+	return a->running;
+}
+
+void
+statusapi_halt(struct statusapi *a)
+{
+	a->halted = true;
+}
+
+void
+statusapi_resume(struct statusapi *a)
+{
+	a->halted = false;
+}
+
+void
+statusapi_wakeup(struct statusapi *a)
+{
+	curl_multi_wakeup(a->multi);
+}
+
+int
+statusapi_step(struct statusapi *a, int64_t wait_ms,
+               struct statusapi_call **done, size_t *ret_n)
+{
+	size_t nd = 0;
+	int64_t wait;
+
+	collect(a, done, &nd);
+	wait = start_due(a, done, &nd, wait_ms);
+	if (nd == 0) {
+		/* nothing to hand back yet: sleep until a transfer moves, a
+		 * retry or token is due, wait_ms passes or a wakeup */
+		curl_multi_poll(a->multi, NULL, 0,
+		                (int)(wait < 0      ? 0
+		                      : wait > 1000 ? 1000
+		                                    : wait),
+		                NULL);
+		collect(a, done, &nd);
+		(void)start_due(a, done, &nd, 0);
+	}
+	*ret_n = nd;
+	return 0;
 }
