@@ -14,6 +14,8 @@ measured next to every figure and the exact command that reproduces it.
     bench/kbench.py drain      [--events 10000]                   (c)
     bench/kbench.py reconciler [--orders 400] [--concurrency 8]   (d)
     bench/kbench.py rss        [--seconds 60] [--rate 200]        (e)
+    bench/kbench.py confirm    [--seconds 20] [--rate 500]        (f)
+                               [--status-latency-ms 50] [--clients 16]
 
 Orders are inserted with SQL (PENDING, exactly what POST /v1/orders stores
 before Snap answers) so that seeding does not measure the fake's Snap; the
@@ -643,6 +645,213 @@ def bench_e2e(args):
 
 
 # --------------------------------------------------------------------------
+# (f) confirmation latency: notification -> PAID through the Status API
+
+
+CONFIRM_SQL = """
+SELECT o.order_id,
+  extract(epoch FROM (SELECT min(e.received_at) FROM ingest.payment_event e
+                      WHERE e.order_id = o.order_id)),
+  extract(epoch FROM (SELECT min(v.recorded_at) FROM orders.evidence v
+                      WHERE v.order_id = o.order_id AND v.source = 'ingest')),
+  extract(epoch FROM (SELECT min(c.requested_at) FROM recon.status_check c
+                      WHERE c.order_id = o.order_id AND c.confirm)),
+  extract(epoch FROM (SELECT min(c.requested_at + c.latency_ms
+                                 * interval '1 millisecond')
+                      FROM recon.status_check c
+                      WHERE c.order_id = o.order_id AND c.confirm
+                        AND c.published)),
+  extract(epoch FROM (SELECT min(c.checked_at) FROM recon.status_check c
+                      WHERE c.order_id = o.order_id AND c.confirm
+                        AND c.published)),
+  extract(epoch FROM (SELECT min(t.at) FROM orders.transitions t
+                      WHERE t.order_id = o.order_id AND t.to_status = 'PAID'))
+FROM orders.orders o WHERE o.order_id LIKE %s
+"""
+
+# The reconciler sized for confirmations at hundreds per second: a window
+# of 64 claimed orders, up to 64 requests in flight.
+CONFIRM_RECON = dict(E2E_RECON, RECON_BATCH="64", RECON_CONCURRENCY="64",
+                     RECON_POLL="200ms")
+
+
+def open_loop_send(url, bodies, rate, threads):
+    """Sends bodies[i] at t0 + i/rate (open loop: a late answer does not
+    delay the next send; a sender that fell behind sends at once and the
+    latency still counts from the intended time).  Returns (t0, intended
+    send time per index, statuses)."""
+    import http.client
+    import urllib.parse
+    u = urllib.parse.urlsplit(url)
+    t0 = time.time() + 1.0
+    intended = [t0 + i / float(rate) for i in range(len(bodies))]
+    status = [None] * len(bodies)
+
+    def worker(k):
+        conn = None
+        for i in range(k, len(bodies), threads):
+            d = intended[i] - time.time()
+            if d > 0:
+                time.sleep(d)
+            for _ in range(2):  # one reconnect if the server closed
+                try:
+                    if conn is None:
+                        conn = http.client.HTTPConnection(u.hostname, u.port,
+                                                          timeout=30)
+                    conn.request("POST", u.path, bodies[i],
+                                 {"Content-Type": "application/json"})
+                    r = conn.getresponse()
+                    r.read()
+                    status[i] = r.status
+                    break
+                except (OSError, http.client.HTTPException):
+                    conn = None
+    ts = [threading.Thread(target=worker, args=(k,)) for k in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    return t0, intended, status
+
+
+def in_flight(st, prefix):
+    """Status API requests in flight during the run, from the stored
+    checks: (time-averaged, max) over the span of the checks."""
+    rows = st.sql("SELECT extract(epoch FROM requested_at)::float8,"
+                  " latency_ms FROM recon.status_check WHERE order_id LIKE %s",
+                  (prefix + "-%",))
+    ev = []
+    busy = 0.0
+    for t, lat in rows:
+        ev.append((t, 1))
+        ev.append((t + (lat or 0) / 1000.0, -1))
+        busy += (lat or 0) / 1000.0
+    if not ev:
+        return 0.0, 0
+    ev.sort()
+    cur = peak = 0
+    for _, d in ev:
+        cur += d
+        peak = max(peak, cur)
+    span = ev[-1][0] - ev[0][0]
+    return (busy / span if span > 0 else 0.0), peak
+
+
+def bench_confirm(args):
+    rate, seconds = args.rate, args.seconds
+    st = make_stack(args, "confirm", dict(CONFIRM_RECON, RECON_LANES=str(args.lanes)))
+    with st:
+        st.start_all(services=["ingest", "order", "notifier", "reconciler"])
+        r = kasirtest.http("POST", st.url("fake_midtrans") + "/_fake/status_api",
+                           {"mode": "normal", "latency_ms": args.status_latency_ms})
+        if r.status != 200:
+            raise SystemExit(f"fake Status API latency: {r}")
+        key = st.secret("midtrans-server-key")
+        prefix = "cf"
+        n = rate * seconds
+        ids = seed_orders(st, prefix, n)
+        pay_at_fake(st, ids)
+        bodies = [notification(oid, key) for oid in ids]
+        up_before = subprocess.run(["uptime"], capture_output=True,
+                                   text=True).stdout.strip()
+        la = loadavg()
+        print(f"[kbench] confirm: {n} payments at {rate}/s; {up_before}")
+        t0, intended, status = open_loop_send(st.url("ingest"), bodies, rate,
+                                              args.clients)
+        sent_end = time.time()
+        up_after = subprocess.run(["uptime"], capture_output=True,
+                                  text=True).stdout.strip()
+        accepted = sum(1 for s in status if s == 200)
+
+        def rows():
+            return {r[0]: [None if v is None else float(v) for v in r[1:]]
+                    for r in st.sql(CONFIRM_SQL, (prefix + "-%",))}
+        try:
+            kasirtest.wait_until(
+                lambda: all(v[5] is not None for v in rows().values()),
+                timeout=args.drain_timeout, what="every order PAID", interval=1)
+        except kasirtest.WaitTimeout:
+            pass
+        got = rows()
+        want = {oid: intended[i] for i, oid in enumerate(ids)}
+        paid = [oid for oid, v in got.items() if v[5] is not None]
+        lat = [(got[o][5] - want[o]) * 1000 for o in paid]
+        hops = {"intended -> ingest stored": (None, 0),
+                "ingest stored -> held by kasir-order (confirm.request)": (0, 1),
+                "held -> Status API request (reconciler)": (1, 2),
+                "request -> answer (the fake)": (2, 3),
+                "answer -> recorded (recon COMMIT starts)": (3, 4),
+                "recorded -> PAID (kasir-order)": (4, 5)}
+        hop_rows = []
+        for name, (a, b) in hops.items():
+            vals = []
+            for o in paid:
+                v = got[o]
+                start = want[o] if a is None else v[a]
+                if start is not None and v[b] is not None:
+                    vals.append((v[b] - start) * 1000)
+            hop_rows.append(f"| {name} | {pct(vals, 50):.0f} | {pct(vals, 99):.0f} |")
+        api = st.sql("SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms),"
+                     " percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms),"
+                     " count(*), count(*) FILTER (WHERE verdict <> 'status')"
+                     " FROM recon.status_check WHERE order_id LIKE %s",
+                     (prefix + "-%",))[0]
+        api_p50, api_p99 = float(api[0] or 0), float(api[1] or 0)
+        avg_fl, peak_fl = in_flight(st, prefix)
+        ptimes = sorted(got[o][5] for o in paid)
+        thr = (len(ptimes) - 1) / (ptimes[-1] - ptimes[0]) if len(ptimes) > 1 else 0
+        achieved = n / (sent_end - t0) if sent_end > t0 else float("nan")
+    p50, p99 = pct(lat, 50), pct(lat, 99)
+    target = api_p99 + 50
+    if len(paid) == n and p99 <= target:
+        verdict = f"**met** ({target - p99:.0f} ms to spare)"
+    else:
+        verdict = (f"**MISSED** by {p99 - target:.0f} ms"
+                   + ("" if len(paid) == n else f"; only {len(paid)} of {n} PAID"))
+    table = "\n".join([
+        "| offered /s | payments | accepted by ingest | PAID | PAID /s (first->last) "
+        "| PAID p50 ms | PAID p99 ms | Status API p50 / p99 ms (checks, not status) "
+        "| in flight avg / max | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {rate} | {n} | {accepted} | {len(paid)} | {thr:.0f} | {p50:.0f} | {p99:.0f} "
+        f"| {api_p50:.0f} / {api_p99:.0f} ({api[2]}, {api[3]}) | {avg_fl:.1f} / {peak_fl} "
+        f"| {la} |"])
+    hop_table = "\n".join(["| hop | p50 ms | p99 ms |", "|---|---|---|"] + hop_rows)
+    print(table)
+    print(hop_table)
+    md = header(args) + f"""- `uptime` before the run: `{up_before}`; after sending: `{up_after}`
+- {n} orders (PENDING, inserted with SQL) are first paid at the fake (its
+  truth says settlement, so the Status API agrees; no notification sent);
+  then their signed settlement notifications are sent **open loop** at
+  {rate}/s for {seconds} s ({args.clients} sender threads with keep-alive
+  connections; each payment has an intended send time t0 + i/{rate}, achieved
+  {achieved:.0f}/s).  ingest, order, notifier and reconciler run (+ the
+  fakes); kasir-order holds each notification until the reconciler's Status
+  API answer confirms it.  The fake's Status API answers in a fixed
+  {args.status_latency_ms} ms (`latency_ms`); the reconciler runs with a window
+  (`schedule.batch`) of 64 and `midtrans.concurrency` 64, rps cap 1000,
+  shared by {args.lanes} scheduler lane(s) (`schedule.lanes`).
+- Latency per payment: intended send time -> `orders.transitions.at` of its
+  PAID transition (`now()` of kasir-order's transaction, which also grants
+  access).  The fake's own latency is each check's `latency_ms` as the
+  reconciler measured it (request sent -> answer read), same run.
+  In flight: Status API requests open at once, from the stored checks
+  (time-averaged over the run, and the peak).
+
+{table}
+
+Where the time goes (per payment, p50 / p99 of each hop; DB timestamps):
+
+{hop_table}
+
+- Target: notification -> PAID p99 at most 50 ms above the fake Status
+  API's own p99 ({api_p99:.0f} + 50 = {target:.0f} ms) at {rate} payments/s:
+  PAID p99 {p99:.0f} ms: {verdict}.
+"""
+    update_doc("f", "(f) Confirmation: notification -> PAID through the Status API", md)
+
+
+# --------------------------------------------------------------------------
 # (c) backlog drain
 
 
@@ -1024,7 +1233,8 @@ def bench_rss(args):
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("bench", choices=["ingest", "e2e", "drain", "reconciler", "rss"])
+    ap.add_argument("bench", choices=["ingest", "e2e", "drain", "reconciler", "rss",
+                                      "confirm"])
     ap.add_argument("--build-dir", default=os.environ.get("KASIR_BUILD_DIR",
                                                           os.path.join(SRC, "build")))
     ap.add_argument("--seconds", type=int, default=None)
@@ -1041,20 +1251,26 @@ def main():
     ap.add_argument("--drain-timeout", type=int, default=300)
     ap.add_argument("--status-latency-ms", type=int, default=50,
                     help="e2e: the fake Status API's fixed latency")
+    ap.add_argument("--lanes", type=int, default=2,
+                    help="confirm: the reconciler's schedule.lanes")
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
     ap.add_argument("--profile", action="store_true",
                     help="drain: perf record kasir-order for 8 s during the drain")
     args = ap.parse_args()
     args.build_dir = os.path.abspath(args.build_dir)
     if args.seconds is None:
-        args.seconds = {"ingest": 15, "e2e": 10, "rss": 60}.get(args.bench, 15)
+        args.seconds = {"ingest": 15, "e2e": 10, "rss": 60,
+                        "confirm": 20}.get(args.bench, 15)
+    if args.bench == "confirm" and args.rate == 200:
+        args.rate = 500
     for b in ("kasir-ingest", "kasir-order", "kasir-notifier", "kasir-reconciler"):
         if not os.access(os.path.join(args.build_dir, "bin", b), os.X_OK):
             sys.exit(f"{args.build_dir}/bin/{b} missing: build first (see docs/performance.md)")
     args.load_before = loadavg()
     print(f"[kbench] {args.bench}: load average {args.load_before}; {machine()}")
     {"ingest": bench_ingest, "e2e": bench_e2e, "drain": bench_drain,
-     "reconciler": bench_reconciler, "rss": bench_rss}[args.bench](args)
+     "reconciler": bench_reconciler, "rss": bench_rss,
+     "confirm": bench_confirm}[args.bench](args)
 
 
 if __name__ == "__main__":

@@ -205,6 +205,7 @@ const struct conf_key recon_conf_keys[] = {
     DUR("schedule.lease", lease_ms, 1000, 6LL * 3600000, "5m"),
     DUR("schedule.poll", poll_ms, 10, 60000, "1s"),
     INT("schedule.batch", batch, 1, RECON_BATCH_MAX, "8"),
+    INT("schedule.lanes", lanes, 1, RECON_LANES_MAX, "1"),
     DUR("schedule.auth_pause", auth_pause_ms, 1000, 24LL * 3600000, "30m"),
 
     {.key = "mode.auto",
@@ -274,9 +275,18 @@ recon_conf_check(void *base, const struct conf_node *map,
 		               "schedule.retry");
 		rc = KASIR_ECONFIG;
 	}
-	/* A claimed batch (every attempt and backoff of each check, run
-	 * concurrency at a time under the rps cap) must end well before its
-	 * lease does, or its rows would be claimed twice. */
+	if (c->lanes > c->batch || c->lanes > c->concurrency) {
+		conf_error_key(errs, map, "schedule.lanes",
+		               "schedule.lanes must not exceed schedule.batch "
+		               "nor midtrans.concurrency (each lane gets its "
+		               "share of both)");
+		rc = KASIR_ECONFIG;
+	}
+	/* A claimed row waits behind at most a window (schedule.batch) of
+	 * others, run concurrency at a time under the rps cap, every attempt
+	 * and backoff of each: that must end well before its lease does, or
+	 * the row would be claimed twice.  (With lanes, each has its share
+	 * of batch, concurrency and rps: the same bound.) */
 	worst = (c->timeout_ms + c->connect_timeout_ms) * (c->retries + 1);
 	for (int64_t i = 0, b = c->retry_backoff_ms; i < c->retries;
 	     i++, b *= 2)

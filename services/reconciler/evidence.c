@@ -1,26 +1,30 @@
 /*
- * evidence.c - the scheduler thread: claim due orders, ask the Status
- * API, keep every answer, publish what is new.
+ * evidence.c - the scheduler lanes: claim due orders, ask the Status API,
+ * keep every answer, publish what is new.
  *
- * One pass, on the thread's own connection:
+ * Each lane (schedule.lanes threads) is a rolling pipeline on its own
+ * connection and its own Status API client (statusapi.c), so requests stay
+ * in flight continuously and no answer waits for another:
  *
- *  1. mode_evaluate(): automatic reconciliation mode on/off (mode.c).
- *  2. claim (one transaction): up to schedule.batch watch rows that are
- *     due (next_check_at passed; in reconciliation mode also "not checked
- *     for mode.interval"; or forced by an operator) and not leased, FOR
- *     UPDATE SKIP LOCKED, leased until now + schedule.lease.  COMMIT
- *     before any request: a process killed mid-run leaves only leases,
- *     and the rows are checked again once they expire.  A repeated check
- *     is harmless: kasir-order applies evidence idempotently and the
- *     "says something new" filter below reads the stored state.
- *  3. statusapi_run(): the requests (bounded concurrency, rps cap,
- *     retries).
- *  4. record (one transaction per pass, a savepoint per order): every
- *     answer into recon.status_check; if the final answer says something
- *     new, a status.check message naming the check id is appended to the
- *     "recon" stream in the SAME transaction; the watch row gets its next
- *     check time (schedule.c) and loses its lease.  COMMIT, kick the
- *     producer.
+ *  - claim (its own transaction, or inside a recording transaction): up to
+ *    the lane's free window slots of watch rows that are due
+ *    (next_check_at passed; in reconciliation mode also "not checked for
+ *    mode.interval"; or forced by an operator; or a confirmation asked)
+ *    and not leased, FOR UPDATE SKIP LOCKED (the lanes share the rows
+ *    out), leased until now + schedule.lease.  COMMIT before any request:
+ *    a process killed mid-run leaves only leases, and the rows are checked
+ *    again once they expire.  A repeated check is harmless: kasir-order
+ *    applies evidence idempotently and the "says something new" filter
+ *    below reads the stored state.
+ *  - the client runs the requests (bounded concurrency, rps cap, retries)
+ *    and gives each check back as soon as it is finished;
+ *  - record (one transaction for what finished together): every answer
+ *    into recon.status_check; if the final answer says something new, a
+ *    status.check message naming the check id is appended to the "recon"
+ *    stream in the SAME transaction; the watch row gets its next check
+ *    time (schedule.c) and loses its lease.  COMMIT, kick the producer.
+ *  - lane 0 also runs mode_evaluate() (automatic reconciliation mode)
+ *    once per schedule.poll.
  *
  * "Something new": a status answer whose transaction_status (and fraud
  * status for captures) differs from the last answer or evidence known for
@@ -113,6 +117,15 @@ static const struct db_stmt st_update = {
            "  ELSE confirm_seq END"
            " WHERE order_id = $1",
     .nparams = 8,
+};
+
+/* A claim only sets leases: losing it in a crash of PostgreSQL makes the
+ * rows due again, so its COMMIT need not wait for the WAL flush (the next
+ * synchronous COMMIT flushes it anyway). */
+static const struct db_stmt st_claim_async = {
+    .name = "recon_claim_async",
+    .sql = "SELECT set_config('synchronous_commit', 'off', true)",
+    .nparams = 0,
 };
 
 /* After a pass that could not be recorded: its leases, so the orders are
@@ -482,6 +495,60 @@ claim(struct recon *r, struct kasir_db *db, struct statusapi_call **calls,
 }
 
 /*
+ * The fast way to record what finished together: one transaction with no
+ * savepoint per check and the recon stream appends deferred (queued in
+ * memory, written with two statements right before COMMIT), plus the
+ * refill claim when want > 0.  A few round trips per check instead of
+ * eight.  Returns 0 when the transaction is over (committed, or its
+ * COMMIT failed: then the leases are given back as record_all does);
+ * a negative code when a statement failed before COMMIT: everything was
+ * rolled back and the caller records the checks the careful way.  (The
+ * checks' counters and log lines of a failed try are not undone.)
+ */
+static int
+record_fast(struct recon *r, struct kasir_db *db, struct statusapi_call **calls,
+            size_t n, struct statusapi_call **slots, size_t want,
+            size_t *ret_claimed, bool *ret_kick)
+{
+	bool kick = false, deferred;
+	size_t claimed = 0;
+	int rc;
+
+	if ((rc = db_begin(db)) < 0)
+		return rc;
+	deferred = stream_defer_begin(r->producer, db) == 0;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		bool pub = false;
+
+		rc = record(r, db, calls[i], &pub);
+		kick = kick || pub;
+	}
+	if (rc == 0 && want > 0)
+		rc = claim(r, db, slots, want, &claimed);
+	if (rc == 0 && deferred)
+		rc = stream_defer_flush(r->producer, db);
+	if (rc < 0) {
+		db_rollback(db);
+		if (deferred)
+			stream_defer_end(r->producer, db);
+		return rc;
+	}
+	rc = db_commit(db);
+	if (deferred)
+		stream_defer_end(r->producer, db);
+	if (rc < 0) {
+		log_warning("committing %zu status check(s) failed (%s); the "
+		            "orders are asked again",
+		            n, kasir_strerror(rc));
+		release_all(db, calls, n); /* harmless if it did commit */
+		return 0;
+	}
+	*ret_kick = kick;
+	*ret_claimed = claimed;
+	return 0;
+}
+
+/*
  * Records the n finished checks in ONE transaction (a savepoint around
  * each: one failing order is rolled back alone, its lease given back, and
  * asked again), so what finished together costs one COMMIT.  When want > 0
@@ -599,12 +666,13 @@ auth_update(struct recon *r, struct statusapi_call *const *calls, size_t n)
 }
 
 static void
-wait_for_work(struct recon *r, int64_t ms)
+wait_for_work(struct recon_lane *l, int64_t ms)
 {
+	struct recon *r = l->r;
 	struct timespec ts;
 
 	pthread_mutex_lock(&r->wake_lock);
-	if (!r->woken && !atomic_load(&r->stopping)) {
+	if (!l->woken && !atomic_load(&r->stopping)) {
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		ts.tv_sec += ms / 1000;
 		ts.tv_nsec += (ms % 1000) * 1000000L;
@@ -614,32 +682,35 @@ wait_for_work(struct recon *r, int64_t ms)
 		}
 		pthread_cond_timedwait(&r->wake, &r->wake_lock, &ts);
 	}
-	r->woken = false;
 	pthread_mutex_unlock(&r->wake_lock);
 }
 
+/* Every lane looks for work at once: the idle ones on the condition, the
+ * busy ones in their client's wait (SKIP LOCKED shares the rows out). */
 void
 scheduler_wake(struct recon *r)
 {
 	pthread_mutex_lock(&r->wake_lock);
-	r->woken = true;
-	pthread_cond_signal(&r->wake);
+	for (int i = 0; i < r->nlanes; i++)
+		r->lanes[i].woken = true;
+	pthread_cond_broadcast(&r->wake);
 	pthread_mutex_unlock(&r->wake_lock);
-	/* the scheduler may be waiting for answers, not on the condition */
-	if (r->api != NULL)
-		statusapi_wakeup(r->api);
+	for (int i = 0; i < r->nlanes; i++)
+		if (r->lanes[i].api != NULL)
+			statusapi_wakeup(r->lanes[i].api);
 }
 
-/* Takes the wake flag: a confirmation was requested since the last look. */
+/* Takes the lane's wake flag: a confirmation was requested since the last
+ * look. */
 static bool
-take_wake(struct recon *r)
+take_wake(struct recon_lane *l)
 {
 	bool w;
 
-	pthread_mutex_lock(&r->wake_lock);
-	w = r->woken;
-	r->woken = false;
-	pthread_mutex_unlock(&r->wake_lock);
+	pthread_mutex_lock(&l->r->wake_lock);
+	w = l->woken;
+	l->woken = false;
+	pthread_mutex_unlock(&l->r->wake_lock);
 	return w;
 }
 
@@ -663,26 +734,29 @@ struct pipeline {
 
 /* Lends the n slots a claim filled (p->claim[0..n)) to the client. */
 static void
-pipeline_lend(struct recon *r, struct pipeline *p, size_t max, size_t n)
+pipeline_lend(struct recon_lane *l, struct pipeline *p, size_t max, size_t n)
 {
+	struct recon *r = l->r;
+
 	p->claim_full = n > 0 && n == max;
 	p->claim_wanted = false;
 	p->next_claim_ms = now_mono_ms() + r->conf->poll_ms;
 	for (size_t i = 0; i < n; i++) {
 		/* cannot fail: the window is at most RECON_BATCH_MAX */
-		(void)statusapi_add(r->api, p->claim[i]);
+		(void)statusapi_add(l->api, p->claim[i]);
 		p->nfree--;
 	}
 }
 
 /* How many rows the next claim asks for (into p->claim), 0 for none. */
 static size_t
-pipeline_claim_slots(struct recon *r, struct pipeline *p)
+pipeline_claim_slots(struct recon_lane *l, struct pipeline *p)
 {
+	struct recon *r = l->r;
 	/* while the key is refused: one order at a time */
 	size_t max = atomic_load(&r->auth_broken) ? 1 : p->nfree;
 
-	if (atomic_load(&r->auth_broken) && statusapi_held(r->api) > 0)
+	if (atomic_load(&r->auth_broken) && statusapi_held(l->api) > 0)
 		return 0;
 	if (max > p->nfree)
 		max = p->nfree;
@@ -691,26 +765,51 @@ pipeline_claim_slots(struct recon *r, struct pipeline *p)
 	return max;
 }
 
-/* A claim on its own (autocommit), when nothing is to be recorded. */
-static void
-pipeline_claim(struct recon *r, struct kasir_db *db, struct pipeline *p)
+/* A claim in a transaction of its own, committed without waiting for the
+ * WAL flush (st_claim_async). */
+static int
+claim_alone(struct recon *r, struct kasir_db *db, struct statusapi_call **slots,
+            size_t max, size_t *ret_n)
 {
-	size_t max = pipeline_claim_slots(r, p), n = 0;
+	size_t n = 0;
+	int rc;
+
+	if ((rc = db_begin(db)) < 0)
+		return rc;
+	if ((rc = db_exec(db, &st_claim_async, NULL, NULL)) < 0 ||
+	    (rc = claim(r, db, slots, max, &n)) < 0) {
+		db_rollback(db);
+		return rc;
+	}
+	if ((rc = db_commit(db)) < 0)
+		return rc; /* leases maybe taken: they expire */
+	*ret_n = n;
+	return 0;
+}
+
+/* A claim on its own, when nothing is to be recorded. */
+static void
+pipeline_claim(struct recon_lane *l, struct pipeline *p)
+{
+	struct recon *r = l->r;
+	struct kasir_db *db = l->db;
+	size_t max = pipeline_claim_slots(l, p), n = 0;
 
 	if (max == 0)
 		return;
-	statusapi_resume(r->api);
-	if (claim(r, db, p->claim, max, &n) < 0)
+	statusapi_resume(l->api);
+	if (claim_alone(r, db, p->claim, max, &n) < 0)
 		n = 0;
-	pipeline_lend(r, p, max, n);
+	pipeline_lend(l, p, max, n);
 }
 
 /* Records the calls a step gave back (one transaction, which also claims
  * when a claim is wanted), then returns their slots. */
 static void
-pipeline_record(struct recon *r, struct kasir_db *db, struct pipeline *p,
-                size_t nd)
+pipeline_record(struct recon_lane *l, struct pipeline *p, size_t nd)
 {
+	struct recon *r = l->r;
+	struct kasir_db *db = l->db;
 	size_t max = 0, n = 0;
 	bool kick = false;
 
@@ -718,12 +817,13 @@ pipeline_record(struct recon *r, struct kasir_db *db, struct pipeline *p,
 	/* not after a 401 just now: auth_update paused the checks */
 	if (p->claim_wanted &&
 	    now_real_ms() >= atomic_load(&r->auth_paused_until))
-		max = pipeline_claim_slots(r, p);
+		max = pipeline_claim_slots(l, p);
 	if (max > 0)
-		statusapi_resume(r->api);
-	record_all(r, db, p->done, nd, p->claim, max, &n, &kick);
+		statusapi_resume(l->api);
+	if (record_fast(r, db, p->done, nd, p->claim, max, &n, &kick) < 0)
+		record_all(r, db, p->done, nd, p->claim, max, &n, &kick);
 	if (max > 0)
-		pipeline_lend(r, p, max, n);
+		pipeline_lend(l, p, max, n);
 	for (size_t i = 0; i < nd; i++) {
 		struct statusapi_call *c = p->done[i];
 
@@ -781,53 +881,59 @@ pipeline_fini(struct pipeline *p)
 static void *
 scheduler_main(void *arg)
 {
-	struct recon *r = arg;
-	struct kasir_db *db = r->sched_db;
+	struct recon_lane *l = arg;
+	struct recon *r = l->r;
+	struct kasir_db *db = l->db;
 	struct pipeline p;
 	bool db_down = false;
 
-	if (pipeline_init(&p, (size_t)r->conf->batch) < 0) {
-		log_err("scheduler: out of memory, no checks will run");
+	if (pipeline_init(&p, l->window) < 0) {
+		log_err("scheduler lane %d: out of memory, it runs no checks",
+		        l->index);
 		pipeline_fini(&p);
 		return NULL;
 	}
-	while (!atomic_load(&r->stopping) || statusapi_held(r->api) > 0) {
+	while (!atomic_load(&r->stopping) || statusapi_held(l->api) > 0) {
 		bool stopping = atomic_load(&r->stopping), paused;
 		int64_t now = now_mono_ms(), pu, wait;
 		size_t nd = 0;
 
 		if (stopping)
-			statusapi_halt(r->api);
+			statusapi_halt(l->api);
 		if (db_ensure(db) < 0) {
 			if (!db_down)
-				log_warning("scheduler: database unreachable, "
-				            "checks wait");
+				log_warning("scheduler lane %d: database "
+				            "unreachable, checks wait",
+				            l->index);
 			db_down = true;
 		} else {
 			if (db_down)
-				log_info("scheduler: database reachable again");
+				log_info("scheduler lane %d: database "
+				         "reachable again",
+				         l->index);
 			db_down = false;
-			if (now >= p.next_mode_ms) {
+			/* the mode is one decision: lane 0 makes it */
+			if (l->index == 0 && now >= p.next_mode_ms) {
 				mode_evaluate(r, db);
 				p.next_mode_ms = now + r->conf->poll_ms;
 			}
 		}
 		pu = atomic_load(&r->auth_paused_until);
 		paused = pu > 0 && now_real_ms() < pu;
-		if (take_wake(r) || p.claim_full || now >= p.next_claim_ms)
+		if (take_wake(l) || p.claim_full || now >= p.next_claim_ms)
 			p.claim_wanted = true;
 		if (paused || stopping || db_down || p.nfree == 0)
 			p.claim_wanted = false;
-		if (statusapi_held(r->api) == 0) {
+		if (statusapi_held(l->api) == 0) {
 			if (p.claim_wanted)
-				pipeline_claim(r, db, &p);
-			if (statusapi_held(r->api) == 0) {
+				pipeline_claim(l, &p);
+			if (statusapi_held(l->api) == 0) {
 				/* idle: until the next claim or a wake */
 				wait = p.next_claim_ms - now_mono_ms();
 				if (paused && pu - now_real_ms() < wait)
 					wait = pu - now_real_ms();
 				if (!stopping)
-					wait_for_work(r, wait < 1 ? 1 : wait);
+					wait_for_work(l, wait < 1 ? 1 : wait);
 				continue;
 			}
 		}
@@ -837,11 +943,11 @@ scheduler_main(void *arg)
 			wait = r->conf->poll_ms;
 		else
 			wait = p.next_claim_ms - now_mono_ms();
-		statusapi_step(r->api, wait < 1 ? 1 : wait, p.done, &nd);
+		statusapi_step(l->api, wait < 1 ? 1 : wait, p.done, &nd);
 		if (nd > 0)
-			pipeline_record(r, db, &p, nd);
+			pipeline_record(l, &p, nd);
 		else if (p.claim_wanted)
-			pipeline_claim(r, db, &p);
+			pipeline_claim(l, &p);
 	}
 	pipeline_fini(&p);
 	return NULL;
@@ -852,20 +958,30 @@ scheduler_start(struct recon *r)
 {
 	int rc;
 
-	rc = pthread_create(&r->scheduler, NULL, scheduler_main, r);
-	if (rc != 0)
-		return -rc;
-	r->scheduler_started = true;
+	for (int i = 0; i < r->nlanes; i++) {
+		struct recon_lane *l = &r->lanes[i];
+
+		rc = pthread_create(&l->thread, NULL, scheduler_main, l);
+		if (rc != 0) {
+			scheduler_stop(r);
+			return -rc;
+		}
+		l->started = true;
+	}
 	return 0;
 }
 
 void
 scheduler_stop(struct recon *r)
 {
-	if (!r->scheduler_started)
-		return;
 	atomic_store(&r->stopping, true);
 	scheduler_wake(r);
-	pthread_join(r->scheduler, NULL);
-	r->scheduler_started = false;
+	for (int i = 0; i < r->nlanes; i++) {
+		struct recon_lane *l = &r->lanes[i];
+
+		if (!l->started)
+			continue;
+		pthread_join(l->thread, NULL);
+		l->started = false;
+	}
 }

@@ -9,7 +9,8 @@
  *
  * Threads: the main loop (daemon_run), the orders consumer (its own
  * connection), the recon producer (publisher + replay threads), the
- * scheduler (its own connection, runs every Status API request), the
+ * scheduler lanes (schedule.lanes threads, each with its own connection
+ * and Status API client: they run every Status API request), the
  * admin socket worker (its own connection) and the metrics scrape (its
  * own connection).
  */
@@ -178,19 +179,45 @@ main(int argc, char **argv)
 	register_metrics(&r, d.metrics);
 
 	dc = daemon_db_conf(&d);
-	dc.application_name = "kasir-reconciler-scheduler";
-	if (db_open(&dc, &r.sched_db) < 0)
-		goto out_daemon;
+	r.nlanes = (int)conf.lanes;
+	for (int i = 0; i < r.nlanes; i++) {
+		struct recon_lane *l = &r.lanes[i];
+		char app[64], loop[48];
+
+		l->r = &r;
+		l->index = i;
+		/* lane 0 keeps the names of the single scheduler */
+		if (i == 0) {
+			snprintf(app, sizeof(app),
+			         "kasir-reconciler-scheduler");
+			snprintf(loop, sizeof(loop), "reconciler.scheduler");
+		} else {
+			snprintf(app, sizeof(app),
+			         "kasir-reconciler-scheduler-%d", i);
+			snprintf(loop, sizeof(loop), "reconciler.scheduler.%d",
+			         i);
+		}
+		/* the window shared out: the first lanes take the rest */
+		l->window = (size_t)(conf.batch / conf.lanes +
+		                     (i < conf.batch % conf.lanes ? 1 : 0));
+		dc.application_name = app;
+		if (db_open(&dc, &l->db) < 0)
+			goto out_daemon;
+		/* a pass may make window x (retries + 1) Status API calls,
+		 * each bounded by the request timeout, between database
+		 * passes */
+		db_set_loop(l->db, loop, true, recon_pass_bound_ms(&conf));
+		if (statusapi_new(&conf, &r.m.api, r.nlanes, &l->api) < 0) {
+			log_err("cannot set up the Status API client");
+			goto out_daemon;
+		}
+	}
 	dc.application_name = "kasir-reconciler-admin";
 	if (db_open(&dc, &r.admin_db) < 0)
 		goto out_daemon;
 	dc.application_name = "kasir-reconciler-metrics";
 	if (db_open(&dc, &r.scrape_db) < 0)
 		goto out_daemon;
-	/* a scheduler pass may make batch x (retries + 1) Status API calls,
-	 * each bounded by the request timeout, between database passes */
-	db_set_loop(r.sched_db, "reconciler.scheduler", true,
-	            recon_pass_bound_ms(&conf));
 	db_set_loop(r.admin_db, "reconciler.admin", false, 0);
 	db_set_loop(r.scrape_db, "reconciler.scrape", false, 0);
 	if (mode_load(&r, d.db) < 0)
@@ -198,17 +225,13 @@ main(int argc, char **argv)
 		            "normal mode until the scheduler reads it");
 	metrics_on_scrape(d.metrics, recon_scrape, &r);
 
-	if (statusapi_new(&conf, &r.m.api, &r.api) < 0) {
-		log_err("cannot set up the Status API client");
-		goto out_daemon;
-	}
 	daemon_producer_conf(&d, "recon", false, &pc);
 	if ((rc = stream_producer_start(&pc, d.keyring, d.metrics,
 	                                &r.producer)) < 0) {
 		log_err("starting the recon stream failed: %s",
 		        kasir_strerror(rc));
 		rc = 1;
-		goto out_api;
+		goto out_daemon;
 	}
 	if (daemon_consumer_conf(&d, "orders", true, &cc) < 0) {
 		log_err("no consume entry for the orders stream in the "
@@ -217,6 +240,12 @@ main(int argc, char **argv)
 		goto out_producer;
 	}
 	cc.committed = watchlist_committed;
+	/* watchlist_apply appends nothing and keeps no state outside the
+	 * transaction (confirm_waiting is only a wake-up hint): a batch is
+	 * applied without a SAVEPOINT per message, which keeps the watch
+	 * list up with hundreds of payments per second (several orders
+	 * stream messages each) */
+	cc.optimistic = true;
 	if ((rc = stream_consumer_start(&cc, d.keyring, d.metrics,
 	                                watchlist_apply, &r, &r.consumer)) <
 	    0) {
@@ -251,10 +280,11 @@ main(int argc, char **argv)
 		}
 	}
 	log_info("started: mode %s, first check %llds, concurrency %lld, "
-	         "%lld requests/s",
+	         "%lld requests/s, window %lld in %lld lane(s)",
 	         recon_mode_name((enum recon_mode)atomic_load(&r.mode)),
 	         (long long)(conf.first_check_ms / 1000),
-	         (long long)conf.concurrency, (long long)conf.rps);
+	         (long long)conf.concurrency, (long long)conf.rps,
+	         (long long)conf.batch, (long long)conf.lanes);
 
 	rc = daemon_run(&d, tick, &r) == 0 ? 0 : 1;
 
@@ -267,13 +297,14 @@ out_consumer:
 out_producer:
 	stream_producer_stop(r.producer);
 	r.producer = NULL;
-out_api:
-	statusapi_free(r.api);
 out_daemon:
 	/* the scrape callback may run until the admin listener stops in
 	 * daemon_fini: keep its connection until then */
 	daemon_fini(&d);
-	db_close(r.sched_db);
+	for (int i = 0; i < r.nlanes; i++) {
+		db_close(r.lanes[i].db);
+		statusapi_free(r.lanes[i].api);
+	}
 	db_close(r.admin_db);
 	db_close(r.scrape_db);
 out_conf:

@@ -9,13 +9,15 @@
  *                webhook notification, final orders leave the schedule.
  *   schedule.c   pure: when an order is checked next (first check,
  *                backoff, the check right after expiry, retries).
- *   statusapi.c  the Status API client (libcurl multi: bounded
- *                concurrency, global requests-per-second cap, timeouts,
- *                retries) and the interpretation of an answer (pure).
- *   evidence.c   the scheduler thread: claims due rows with a lease, runs
- *                the checks, stores every answer in recon.status_check and
- *                appends what says something new to the "recon" stream in
- *                the same transaction.
+ *   statusapi.c  the Status API client (libcurl multi, rolling: each
+ *                check comes back as soon as it is finished; bounded
+ *                concurrency, requests-per-second cap, timeouts, retries)
+ *                and the interpretation of an answer (pure).
+ *   evidence.c   the scheduler lanes: each claims due rows with a lease,
+ *                keeps requests in flight, stores every answer in
+ *                recon.status_check as it arrives and appends what says
+ *                something new to the "recon" stream in the same
+ *                transaction.
  *   mode.c       normal / reconciliation mode: operator and automatic.
  *   admin.c      operator commands on the admin socket, scrape metrics.
  *   refund.c     refund.order: Midtrans's Refund API with a refund key
@@ -45,7 +47,8 @@
 #define RECON_BACKOFF_MAX     16    /* entries of schedule.backoff */
 #define RECON_TXN_TYPES_MAX   16    /* payment types queried by txn id */
 #define RECON_CONCURRENCY_MAX 64    /* Status API requests in flight */
-#define RECON_BATCH_MAX       500   /* orders claimed per pass */
+#define RECON_BATCH_MAX       500   /* orders held by the pipeline */
+#define RECON_LANES_MAX       8     /* scheduler lanes (schedule.lanes) */
 #define RECON_TRIES_MAX       6     /* attempts per check (1 + retries) */
 #define RECON_BODY_MAX        65536 /* bytes of an answer kept */
 #define RECON_ID_MAX          64    /* order_id <= 50, transaction ids */
@@ -89,7 +92,8 @@ struct recon_conf {
 	int64_t retry_max_ms;  /* ... capped here */
 	int64_t lease_ms;      /* a claimed row comes back after this */
 	int64_t poll_ms;       /* scheduler idle poll */
-	int64_t batch;         /* rows claimed per pass */
+	int64_t batch;         /* window: orders held at once (all lanes) */
+	int64_t lanes;         /* scheduler threads, each its own connection */
 	int64_t auth_pause_ms; /* checks paused after a 401 */
 
 	/* modes */
@@ -250,9 +254,12 @@ struct statusapi_metrics {
 	struct metric *requests; /* requests sent */
 };
 
-/* conf and m are borrowed and must outlive the client. */
+/* conf and m are borrowed and must outlive the client.  The client of one
+ * of `share` scheduler lanes gets its share of conf->concurrency and
+ * conf->rps (at least 1 each). */
 int statusapi_new(const struct recon_conf *conf,
-                  const struct statusapi_metrics *m, struct statusapi **ret);
+                  const struct statusapi_metrics *m, int share,
+                  struct statusapi **ret);
 void statusapi_free(struct statusapi *a);
 /*
  * The rolling client (one owner thread; statusapi_wakeup from any).
@@ -321,12 +328,21 @@ struct recon {
 	struct stream_consumer *consumer;
 	struct statusapi *api;
 
-	pthread_t scheduler;
-	bool scheduler_started;
+	/* the scheduler lanes (evidence.c): schedule.lanes threads */
+	struct recon_lane {
+		struct recon *r;
+		int index;
+		pthread_t thread;
+		bool started;
+		bool woken;            /* under wake_lock */
+		struct kasir_db *db;   /* the lane's own connection */
+		struct statusapi *api; /* the lane's own client */
+		size_t window;         /* its share of schedule.batch */
+	} lanes[RECON_LANES_MAX];
+	int nlanes;
 	atomic_bool stopping;
 	pthread_mutex_t wake_lock;
 	pthread_cond_t wake;
-	bool woken;
 
 	/* shared state, read by admin/metrics, written by the scheduler */
 	atomic_int mode; /* enum recon_mode */
@@ -336,7 +352,6 @@ struct recon {
 	atomic_bool confirm_waiting;    /* a confirm.request was applied:
 	                                   wake the scheduler after COMMIT */
 
-	struct kasir_db *sched_db;  /* scheduler thread */
 	struct kasir_db *admin_db;  /* admin socket thread */
 	struct kasir_db *scrape_db; /* metrics scrape */
 	pthread_mutex_t scrape_lock;
@@ -349,7 +364,7 @@ int watchlist_apply(void *arg, struct kasir_db *db,
  * confirmation was requested. */
 void watchlist_committed(void *arg);
 
-/* evidence.c: the scheduler thread. */
+/* evidence.c: the scheduler lanes (r->lanes, r->nlanes set up). */
 int scheduler_start(struct recon *r);
 void scheduler_stop(struct recon *r);
 void scheduler_wake(struct recon *r);

@@ -192,8 +192,9 @@ struct statusapi {
 	 * (owned by the caller, lent until statusapi_step gives them back) */
 	struct statusapi_call *held[RECON_BATCH_MAX];
 	size_t nheld;
-	size_t running; /* of them, transfers in flight */
-	bool halted;    /* a 401 or statusapi_halt: no new request */
+	size_t running;      /* of them, transfers in flight */
+	int64_t concurrency; /* this client's share of midtrans.concurrency */
+	bool halted;         /* a 401 or statusapi_halt: no new request */
 };
 
 static void
@@ -218,12 +219,13 @@ statusapi_call_reset(struct statusapi_call *c)
 
 int
 statusapi_new(const struct recon_conf *conf, const struct statusapi_metrics *m,
-              struct statusapi **ret)
+              int share, struct statusapi **ret)
 {
 	struct statusapi *a;
 	size_t klen = conf->server_key.len + 1;
 	size_t blen = 4 * ((klen + 2) / 3) + 1;
 	char *plain = NULL, *hdr = NULL;
+	double burst, rps;
 	int r = -ENOMEM;
 
 	a = calloc(1, sizeof(*a));
@@ -231,7 +233,21 @@ statusapi_new(const struct recon_conf *conf, const struct statusapi_metrics *m,
 		return -ENOMEM;
 	a->conf = conf;
 	a->m = m;
-	tbucket_init(&a->bucket, (double)conf->rps, 1.0);
+	if (share < 1)
+		share = 1;
+	a->concurrency = conf->concurrency / share;
+	if (a->concurrency < 1)
+		a->concurrency = 1;
+	rps = (double)conf->rps / share;
+	if (rps < 1.0)
+		rps = 1.0;
+	/* a burst of at most a tenth of a second's tokens and one window of
+	 * requests: the window refills at once after a pause, the cap holds
+	 * over any second */
+	burst = rps / 10.0;
+	if (burst > (double)a->concurrency)
+		burst = (double)a->concurrency;
+	tbucket_init(&a->bucket, rps, burst < 1.0 ? 1.0 : burst);
 	plain = malloc(klen + 1);
 	hdr = malloc(blen + 32);
 	if (plain == NULL || hdr == NULL)
@@ -256,7 +272,7 @@ statusapi_new(const struct recon_conf *conf, const struct statusapi_metrics *m,
 	if (a->multi == NULL)
 		goto fail;
 	curl_multi_setopt(a->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
-	                  (long)conf->concurrency);
+	                  (long)a->concurrency);
 	r = 0;
 	*ret = a;
 	a = NULL;
@@ -474,7 +490,7 @@ start_due(struct statusapi *a, struct statusapi_call **done, size_t *nd,
 			continue; /* slot i now holds another call */
 		}
 		i++;
-		if (a->running >= (size_t)a->conf->concurrency)
+		if (a->running >= (size_t)a->concurrency)
 			continue;
 		if (c->next_ms > now) {
 			if (c->next_ms - now < wait)
