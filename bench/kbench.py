@@ -737,6 +737,55 @@ def in_flight(st, prefix):
     return (busy / span if span > 0 else 0.0), peak
 
 
+def pg_pids(st):
+    """The stack's PostgreSQL: its postmaster (first line of
+    postmaster.pid) and the postmaster's children."""
+    try:
+        with open(os.path.join(st.pg.data, "postmaster.pid")) as f:
+            pm = int(f.readline())
+    except (OSError, ValueError, AttributeError):
+        return []
+    kids = subprocess.run(["ps", "--ppid", str(pm), "-o", "pid="],
+                          capture_output=True, text=True).stdout.split()
+    return [pm] + [int(k) for k in kids]
+
+
+def cpu_snapshot(st):
+    """CPU seconds so far of each daemon, the fake Midtrans, PostgreSQL
+    (its processes now: a backend that exited is not counted) and this
+    process (the open-loop sender)."""
+    snap = {}
+    for name in ("ingest", "order", "notifier", "reconciler", "fake-midtrans",
+                 "smtp-sink", "whatsapp-fake"):
+        pid = st.pid(name)
+        snap[name] = cpu_seconds(pid) if pid else float("nan")
+    snap["postgres"] = {pid: cpu_seconds(pid) for pid in pg_pids(st)}
+    snap["apps"] = dict(st.sql("SELECT pid, application_name FROM pg_stat_activity"))
+    t = os.times()
+    snap["sender (python)"] = t.user + t.system
+    return snap
+
+
+def cpu_used(before, after):
+    """CPU seconds between two snapshots; PostgreSQL's split by the
+    application_name of each backend (kasir-order-..., kasir-reconciler-
+    scheduler, ...; "postgres (other)": postmaster, walwriter, ...)."""
+    out = {}
+    for k, v in after.items():
+        if k == "apps":
+            continue
+        if k == "postgres":
+            for pid, c in v.items():
+                if c != c:
+                    continue
+                app = after["apps"].get(pid) or "other"
+                key = f"postgres: {app}"
+                out[key] = out.get(key, 0.0) + c - before[k].get(pid, 0.0)
+        else:
+            out[k] = v - before[k]
+    return out
+
+
 def bench_confirm(args):
     rate, seconds = args.rate, args.seconds
     st = make_stack(args, "confirm", dict(CONFIRM_RECON, RECON_LANES=str(args.lanes)))
@@ -756,6 +805,7 @@ def bench_confirm(args):
                                    text=True).stdout.strip()
         la = loadavg()
         print(f"[kbench] confirm: {n} payments at {rate}/s; {up_before}")
+        cpu0 = cpu_snapshot(st)
         t0, intended, status = open_loop_send(st.url("ingest"), bodies, rate,
                                               args.clients)
         sent_end = time.time()
@@ -772,6 +822,8 @@ def bench_confirm(args):
                 timeout=args.drain_timeout, what="every order PAID", interval=1)
         except kasirtest.WaitTimeout:
             pass
+        cpu = cpu_used(cpu0, cpu_snapshot(st))
+        wall = time.time() - t0
         got = rows()
         want = {oid: intended[i] for i, oid in enumerate(ids)}
         paid = [oid for oid, v in got.items() if v[5] is not None]
@@ -817,8 +869,15 @@ def bench_confirm(args):
         f"| {api_p50:.0f} / {api_p99:.0f} ({api[2]}, {api[3]}) | {avg_fl:.1f} / {peak_fl} "
         f"| {la} |"])
     hop_table = "\n".join(["| hop | p50 ms | p99 ms |", "|---|---|---|"] + hop_rows)
+    total_cpu = sum(v for v in cpu.values() if v == v)
+    cpu_table = "\n".join(
+        ["| process | CPU s | CPU ms per payment |", "|---|---|---|"] +
+        [f"| {k} | {v:.1f} | {v * 1000.0 / n:.2f} |" for k, v in cpu.items()
+         if not k.startswith("postgres: ") or v >= 0.05] +
+        [f"| **all** | {total_cpu:.1f} | {total_cpu * 1000.0 / n:.2f} |"])
     print(table)
     print(hop_table)
+    print(cpu_table)
     md = header(args) + f"""- `uptime` before the run: `{up_before}`; after sending: `{up_after}`
 - {n} orders (PENDING, inserted with SQL) are first paid at the fake (its
   truth says settlement, so the Status API agrees; no notification sent);
@@ -843,6 +902,13 @@ def bench_confirm(args):
 Where the time goes (per payment, p50 / p99 of each hop; DB timestamps):
 
 {hop_table}
+
+CPU used from the first send until the last payment was PAID
+({wall:.1f} s of wall time, {os.cpu_count()} cores = {os.cpu_count() * wall:.0f} CPU s available to
+everything on the machine, other users' work included; PostgreSQL split by
+the backends' `application_name`, those under 0.05 s left out):
+
+{cpu_table}
 
 - Target: notification -> PAID p99 at most 50 ms above the fake Status
   API's own p99 ({api_p99:.0f} + 50 = {target:.0f} ms) at {rate} payments/s:
