@@ -14,7 +14,7 @@ measured next to every figure and the exact command that reproduces it.
     bench/kbench.py drain      [--events 10000]                   (c)
     bench/kbench.py reconciler [--orders 400] [--concurrency 8]   (d)
     bench/kbench.py rss        [--seconds 60] [--rate 200]        (e)
-    bench/kbench.py confirm    [--seconds 20] [--rate 500]        (f)
+    bench/kbench.py confirm    [--seconds 20] [--rates 100,500]   (f)
                                [--status-latency-ms 50] [--clients 16]
 
 Orders are inserted with SQL (PENDING, exactly what POST /v1/orders stores
@@ -786,106 +786,149 @@ def cpu_used(before, after):
     return out
 
 
+CONFIRM_HOPS = (
+    ("intended -> ingest stored", None, 0),
+    ("ingest stored -> held by kasir-order (confirm.request)", 0, 1),
+    ("held -> Status API request (reconciler)", 1, 2),
+    ("request -> answer (the fake)", 2, 3),
+    ("answer -> recorded (recon COMMIT starts)", 3, 4),
+    ("recorded -> PAID (kasir-order)", 4, 5),
+)
+
+
+def confirm_point(args, st, key, idx, rate):
+    """One offered rate on the running stack: seed, pay at the fake, send
+    open loop, wait for PAID; returns the figures."""
+    seconds = args.seconds
+    prefix = f"cf{idx}"
+    n = rate * seconds
+    ids = seed_orders(st, prefix, n)
+    pay_at_fake(st, ids)
+    bodies = [notification(oid, key) for oid in ids]
+    up_before = subprocess.run(["uptime"], capture_output=True,
+                               text=True).stdout.strip()
+    la = loadavg()
+    print(f"[kbench] confirm: {n} payments at {rate}/s; {up_before}")
+    cpu0 = cpu_snapshot(st)
+    t0, intended, status = open_loop_send(st.url("ingest"), bodies, rate,
+                                          args.clients)
+    sent_end = time.time()
+    accepted = sum(1 for s in status if s == 200)
+
+    def rows():
+        return {r[0]: [None if v is None else float(v) for v in r[1:]]
+                for r in st.sql(CONFIRM_SQL, (prefix + "-%",))}
+    try:
+        kasirtest.wait_until(
+            lambda: all(v[5] is not None for v in rows().values()),
+            timeout=args.drain_timeout, what="every order PAID", interval=1)
+    except kasirtest.WaitTimeout:
+        pass
+    cpu = cpu_used(cpu0, cpu_snapshot(st))
+    wall = time.time() - t0
+    got = rows()
+    want = {oid: intended[i] for i, oid in enumerate(ids)}
+    paid = [oid for oid, v in got.items() if v[5] is not None]
+    lat = [(got[o][5] - want[o]) * 1000 for o in paid]
+    hops = []
+    for _, a, b in CONFIRM_HOPS:
+        vals = []
+        for o in paid:
+            v = got[o]
+            start = want[o] if a is None else v[a]
+            if start is not None and v[b] is not None:
+                vals.append((v[b] - start) * 1000)
+        hops.append((pct(vals, 50), pct(vals, 99)))
+    api = st.sql("SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms),"
+                 " percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms),"
+                 " count(*), count(*) FILTER (WHERE verdict <> 'status')"
+                 " FROM recon.status_check WHERE order_id LIKE %s",
+                 (prefix + "-%",))[0]
+    avg_fl, peak_fl = in_flight(st, prefix)
+    ptimes = sorted(got[o][5] for o in paid)
+    return {
+        "rate": rate, "n": n, "accepted": accepted, "paid": len(paid),
+        "thr": (len(ptimes) - 1) / (ptimes[-1] - ptimes[0]) if len(ptimes) > 1 else 0,
+        "achieved": n / (sent_end - t0) if sent_end > t0 else float("nan"),
+        "p50": pct(lat, 50), "p99": pct(lat, 99),
+        "api_p50": float(api[0] or 0), "api_p99": float(api[1] or 0),
+        "api_n": api[2], "api_err": api[3], "avg_fl": avg_fl, "peak_fl": peak_fl,
+        "hops": hops, "cpu": cpu, "wall": wall, "la": la, "uptime": up_before,
+    }
+
+
 def bench_confirm(args):
-    rate, seconds = args.rate, args.seconds
+    rates = [int(x) for x in args.rates.split(",")]
     st = make_stack(args, "confirm", dict(CONFIRM_RECON, RECON_LANES=str(args.lanes)))
+    services = ["ingest", "order", "reconciler"]
+    if not args.without_notifier:
+        services.append("notifier")
+    res = []
     with st:
-        st.start_all(services=["ingest", "order", "notifier", "reconciler"])
+        st.start_all(services=services)
         r = kasirtest.http("POST", st.url("fake_midtrans") + "/_fake/status_api",
                            {"mode": "normal", "latency_ms": args.status_latency_ms})
         if r.status != 200:
             raise SystemExit(f"fake Status API latency: {r}")
         key = st.secret("midtrans-server-key")
-        prefix = "cf"
-        n = rate * seconds
-        ids = seed_orders(st, prefix, n)
-        pay_at_fake(st, ids)
-        bodies = [notification(oid, key) for oid in ids]
-        up_before = subprocess.run(["uptime"], capture_output=True,
-                                   text=True).stdout.strip()
-        la = loadavg()
-        print(f"[kbench] confirm: {n} payments at {rate}/s; {up_before}")
-        cpu0 = cpu_snapshot(st)
-        t0, intended, status = open_loop_send(st.url("ingest"), bodies, rate,
-                                              args.clients)
-        sent_end = time.time()
-        up_after = subprocess.run(["uptime"], capture_output=True,
-                                  text=True).stdout.strip()
-        accepted = sum(1 for s in status if s == 200)
-
-        def rows():
-            return {r[0]: [None if v is None else float(v) for v in r[1:]]
-                    for r in st.sql(CONFIRM_SQL, (prefix + "-%",))}
-        try:
-            kasirtest.wait_until(
-                lambda: all(v[5] is not None for v in rows().values()),
-                timeout=args.drain_timeout, what="every order PAID", interval=1)
-        except kasirtest.WaitTimeout:
-            pass
-        cpu = cpu_used(cpu0, cpu_snapshot(st))
-        wall = time.time() - t0
-        got = rows()
-        want = {oid: intended[i] for i, oid in enumerate(ids)}
-        paid = [oid for oid, v in got.items() if v[5] is not None]
-        lat = [(got[o][5] - want[o]) * 1000 for o in paid]
-        hops = {"intended -> ingest stored": (None, 0),
-                "ingest stored -> held by kasir-order (confirm.request)": (0, 1),
-                "held -> Status API request (reconciler)": (1, 2),
-                "request -> answer (the fake)": (2, 3),
-                "answer -> recorded (recon COMMIT starts)": (3, 4),
-                "recorded -> PAID (kasir-order)": (4, 5)}
-        hop_rows = []
-        for name, (a, b) in hops.items():
-            vals = []
-            for o in paid:
-                v = got[o]
-                start = want[o] if a is None else v[a]
-                if start is not None and v[b] is not None:
-                    vals.append((v[b] - start) * 1000)
-            hop_rows.append(f"| {name} | {pct(vals, 50):.0f} | {pct(vals, 99):.0f} |")
-        api = st.sql("SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms),"
-                     " percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_ms),"
-                     " count(*), count(*) FILTER (WHERE verdict <> 'status')"
-                     " FROM recon.status_check WHERE order_id LIKE %s",
-                     (prefix + "-%",))[0]
-        api_p50, api_p99 = float(api[0] or 0), float(api[1] or 0)
-        avg_fl, peak_fl = in_flight(st, prefix)
-        ptimes = sorted(got[o][5] for o in paid)
-        thr = (len(ptimes) - 1) / (ptimes[-1] - ptimes[0]) if len(ptimes) > 1 else 0
-        achieved = n / (sent_end - t0) if sent_end > t0 else float("nan")
-    p50, p99 = pct(lat, 50), pct(lat, 99)
-    target = api_p99 + 50
-    if len(paid) == n and p99 <= target:
-        verdict = f"**met** ({target - p99:.0f} ms to spare)"
-    else:
-        verdict = (f"**MISSED** by {p99 - target:.0f} ms"
-                   + ("" if len(paid) == n else f"; only {len(paid)} of {n} PAID"))
-    table = "\n".join([
-        "| offered /s | payments | accepted by ingest | PAID | PAID /s (first->last) "
-        "| PAID p50 ms | PAID p99 ms | Status API p50 / p99 ms (checks, not status) "
-        "| in flight avg / max | load avg |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        f"| {rate} | {n} | {accepted} | {len(paid)} | {thr:.0f} | {p50:.0f} | {p99:.0f} "
-        f"| {api_p50:.0f} / {api_p99:.0f} ({api[2]}, {api[3]}) | {avg_fl:.1f} / {peak_fl} "
-        f"| {la} |"])
-    hop_table = "\n".join(["| hop | p50 ms | p99 ms |", "|---|---|---|"] + hop_rows)
-    total_cpu = sum(v for v in cpu.values() if v == v)
-    cpu_table = "\n".join(
-        ["| process | CPU s | CPU ms per payment |", "|---|---|---|"] +
-        [f"| {k} | {v:.1f} | {v * 1000.0 / n:.2f} |" for k, v in cpu.items()
-         if not k.startswith("postgres: ") or v >= 0.05] +
-        [f"| **all** | {total_cpu:.1f} | {total_cpu * 1000.0 / n:.2f} |"])
+        for idx, rate in enumerate(rates):
+            res.append(confirm_point(args, st, key, idx, rate))
+    table = [
+        "| offered /s | payments | accepted by ingest | achieved send /s | PAID "
+        "| PAID /s (first->last) | PAID p50 ms | PAID p99 ms "
+        "| Status API p50 / p99 ms (checks, not status) | in flight avg / max "
+        "| target (API p99 + 50) | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    verdicts = []
+    for x in res:
+        target = x["api_p99"] + 50
+        if x["paid"] == x["n"] and x["p99"] <= target:
+            v = f"**met** ({target - x['p99']:.0f} ms to spare)"
+        else:
+            v = (f"**MISSED** by {x['p99'] - target:.0f} ms"
+                 + ("" if x["paid"] == x["n"] else f"; only {x['paid']} of {x['n']} PAID"))
+        verdicts.append(f"- {x['rate']} payments/s: PAID p99 {x['p99']:.0f} ms, "
+                        f"target {target:.0f} ms: {v}.")
+        table.append(
+            f"| {x['rate']} | {x['n']} | {x['accepted']} | {x['achieved']:.0f} | {x['paid']} "
+            f"| {x['thr']:.0f} | {x['p50']:.0f} | {x['p99']:.0f} "
+            f"| {x['api_p50']:.0f} / {x['api_p99']:.0f} ({x['api_n']}, {x['api_err']}) "
+            f"| {x['avg_fl']:.1f} / {x['peak_fl']} | {target:.0f} | {x['la']} |")
+    hop_table = ["| hop | " + " | ".join(f"{x['rate']}/s p50 / p99 ms" for x in res) + " |",
+                 "|---|" + "---|" * len(res)]
+    for k, (name, _, _) in enumerate(CONFIRM_HOPS):
+        hop_table.append(f"| {name} | " + " | ".join(
+            f"{x['hops'][k][0]:.0f} / {x['hops'][k][1]:.0f}" for x in res) + " |")
+    names = []
+    for x in res:
+        for k, v in x["cpu"].items():
+            if k not in names and (not k.startswith("postgres: ") or v >= 0.05):
+                names.append(k)
+    cpu_table = ["| process | " + " | ".join(
+        f"{x['rate']}/s: CPU s (ms per payment)" for x in res) + " |",
+        "|---|" + "---|" * len(res)]
+    for k in names:
+        cpu_table.append(f"| {k} | " + " | ".join(
+            f"{x['cpu'].get(k, 0.0):.1f} ({x['cpu'].get(k, 0.0) * 1000.0 / x['n']:.2f})"
+            for x in res) + " |")
+    tot = [sum(v for v in x["cpu"].values() if v == v) for x in res]
+    cpu_table.append("| **all** | " + " | ".join(
+        f"{t:.1f} ({t * 1000.0 / x['n']:.2f}) of {os.cpu_count() * x['wall']:.0f} available"
+        for t, x in zip(tot, res)) + " |")
+    table, hop_table, cpu_table = ("\n".join(t) for t in (table, hop_table, cpu_table))
     print(table)
     print(hop_table)
     print(cpu_table)
-    md = header(args) + f"""- `uptime` before the run: `{up_before}`; after sending: `{up_after}`
-- {n} orders (PENDING, inserted with SQL) are first paid at the fake (its
-  truth says settlement, so the Status API agrees; no notification sent);
-  then their signed settlement notifications are sent **open loop** at
-  {rate}/s for {seconds} s ({args.clients} sender threads with keep-alive
-  connections; each payment has an intended send time t0 + i/{rate}, achieved
-  {achieved:.0f}/s).  ingest, order, notifier and reconciler run (+ the
-  fakes); kasir-order holds each notification until the reconciler's Status
+    uptimes = "; ".join(f"{x['rate']}/s: `{x['uptime']}`" for x in res)
+    md = header(args) + f"""- `uptime` before each point: {uptimes}
+- Per point: `rate x {args.seconds}` orders (PENDING, inserted with SQL) are
+  first paid at the fake (its truth says settlement, so the Status API
+  agrees; no notification sent); then their signed settlement notifications
+  are sent **open loop** for {args.seconds} s ({args.clients} sender threads
+  with keep-alive connections; each payment has an intended send time
+  t0 + i/rate; a late sender sends at once, the latency still counts from
+  the intended time).  {", ".join(services)} run (+ the
+  fakes){" (the notifier left out: receipts are not on the path to PAID, and here they take CPU from it)" if args.without_notifier else ""}; kasir-order holds each notification until the reconciler's Status
   API answer confirms it.  The fake's Status API answers in a fixed
   {args.status_latency_ms} ms (`latency_ms`); the reconciler runs with a window
   (`schedule.batch`) of 64 and `midtrans.concurrency` 64, rps cap 1000,
@@ -895,7 +938,7 @@ def bench_confirm(args):
   access).  The fake's own latency is each check's `latency_ms` as the
   reconciler measured it (request sent -> answer read), same run.
   In flight: Status API requests open at once, from the stored checks
-  (time-averaged over the run, and the peak).
+  (time-averaged over the point, and the peak).
 
 {table}
 
@@ -903,16 +946,16 @@ Where the time goes (per payment, p50 / p99 of each hop; DB timestamps):
 
 {hop_table}
 
-CPU used from the first send until the last payment was PAID
-({wall:.1f} s of wall time, {os.cpu_count()} cores = {os.cpu_count() * wall:.0f} CPU s available to
-everything on the machine, other users' work included; PostgreSQL split by
-the backends' `application_name`, those under 0.05 s left out):
+CPU used from the first send until the last payment was PAID (of the CPU
+seconds the {os.cpu_count()} cores offered meanwhile to everything on the
+machine, other users' work included; PostgreSQL split by the backends'
+`application_name`, those under 0.05 s left out):
 
 {cpu_table}
 
-- Target: notification -> PAID p99 at most 50 ms above the fake Status
-  API's own p99 ({api_p99:.0f} + 50 = {target:.0f} ms) at {rate} payments/s:
-  PAID p99 {p99:.0f} ms: {verdict}.
+Target: notification -> PAID p99 at most 50 ms above the fake Status API's
+own p99 in the same run:
+{chr(10).join(verdicts)}
 """
     update_doc("f", "(f) Confirmation: notification -> PAID through the Status API", md)
 
@@ -1319,6 +1362,8 @@ def main():
                     help="e2e: the fake Status API's fixed latency")
     ap.add_argument("--lanes", type=int, default=2,
                     help="confirm: the reconciler's schedule.lanes")
+    ap.add_argument("--without-notifier", action="store_true",
+                    help="confirm: do not run kasir-notifier (receipts)")
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
     ap.add_argument("--profile", action="store_true",
                     help="drain: perf record kasir-order for 8 s during the drain")
@@ -1327,8 +1372,6 @@ def main():
     if args.seconds is None:
         args.seconds = {"ingest": 15, "e2e": 10, "rss": 60,
                         "confirm": 20}.get(args.bench, 15)
-    if args.bench == "confirm" and args.rate == 200:
-        args.rate = 500
     for b in ("kasir-ingest", "kasir-order", "kasir-notifier", "kasir-reconciler"):
         if not os.access(os.path.join(args.build_dir, "bin", b), os.X_OK):
             sys.exit(f"{args.build_dir}/bin/{b} missing: build first (see docs/performance.md)")
