@@ -351,7 +351,10 @@ def test_database_refuses(st, paid_oid):
 
 
 def main():
-    with rstack.stack() as st:
+    # two scheduler lanes: confirmations, retries while the Status API is
+    # down and contradictions through lanes that share the watch list
+    # (test_pipeline.py keeps one lane: its subject is one lane's window)
+    with rstack.stack({"RECON_LANES": "2"}) as st:
         rstack.start(st)
         paid = test_paid_at_fake(st)
         test_never_paid(st)
