@@ -795,8 +795,13 @@ pipeline_claim(struct recon_lane *l, struct pipeline *p)
 	struct kasir_db *db = l->db;
 	size_t max = pipeline_claim_slots(l, p), n = 0;
 
-	if (max == 0)
+	if (max == 0) {
+		/* nothing may be claimed now (a probe of a refused key is
+		 * in flight): wait for answers, not in a 2 ms loop */
+		p->claim_wanted = false;
+		p->claim_full = false;
 		return;
+	}
 	statusapi_resume(l->api);
 	if (claim_alone(r, db, p->claim, max, &n) < 0)
 		n = 0;
@@ -813,10 +818,12 @@ pipeline_record(struct recon_lane *l, struct pipeline *p, size_t nd)
 	size_t max = 0, n = 0;
 	bool kick = false;
 
+	bool paused;
+
 	auth_update(r, p->done, nd);
 	/* not after a 401 just now: auth_update paused the checks */
-	if (p->claim_wanted &&
-	    now_real_ms() >= atomic_load(&r->auth_paused_until))
+	paused = now_real_ms() < atomic_load(&r->auth_paused_until);
+	if (p->claim_wanted && !paused)
 		max = pipeline_claim_slots(l, p);
 	if (max > 0)
 		statusapi_resume(l->api);
@@ -824,6 +831,10 @@ pipeline_record(struct recon_lane *l, struct pipeline *p, size_t nd)
 		record_all(r, db, p->done, nd, p->claim, max, &n, &kick);
 	if (max > 0)
 		pipeline_lend(l, p, max, n);
+	else if (paused)
+		p->claim_wanted = false;
+	/* else a full window: the claim stays wanted for the slots freed
+	 * below (a wake is never lost) */
 	for (size_t i = 0; i < nd; i++) {
 		struct statusapi_call *c = p->done[i];
 
@@ -922,10 +933,10 @@ scheduler_main(void *arg)
 		paused = pu > 0 && now_real_ms() < pu;
 		if (take_wake(l) || p.claim_full || now >= p.next_claim_ms)
 			p.claim_wanted = true;
-		if (paused || stopping || db_down || p.nfree == 0)
+		if (paused || stopping || db_down)
 			p.claim_wanted = false;
 		if (statusapi_held(l->api) == 0) {
-			if (p.claim_wanted)
+			if (p.claim_wanted) /* nfree == window here */
 				pipeline_claim(l, &p);
 			if (statusapi_held(l->api) == 0) {
 				/* idle: until the next claim or a wake */
@@ -937,7 +948,9 @@ scheduler_main(void *arg)
 				continue;
 			}
 		}
-		if (p.claim_wanted)
+		/* a wanted claim waits for free slots (a full window) or at
+		 * most PIPELINE_CLAIM_DEFER_MS for answers to share a COMMIT */
+		if (p.claim_wanted && p.nfree > 0)
 			wait = PIPELINE_CLAIM_DEFER_MS;
 		else if (p.nfree == 0 || paused || stopping)
 			wait = r->conf->poll_ms;
@@ -946,7 +959,7 @@ scheduler_main(void *arg)
 		statusapi_step(l->api, wait < 1 ? 1 : wait, p.done, &nd);
 		if (nd > 0)
 			pipeline_record(l, &p, nd);
-		else if (p.claim_wanted)
+		else if (p.claim_wanted && p.nfree > 0)
 			pipeline_claim(l, &p);
 	}
 	pipeline_fini(&p);
