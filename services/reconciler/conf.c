@@ -234,7 +234,7 @@ recon_conf_check(void *base, const struct conf_node *map,
                  struct conf_errors *errs)
 {
 	struct recon_conf *c = base;
-	int64_t worst;
+	int64_t worst, lanes, window, conc, rps;
 	int rc = 0;
 
 	if (base_conf_need_publish(&c->base, map, errs, RECON_NAME, "recon") <
@@ -282,17 +282,21 @@ recon_conf_check(void *base, const struct conf_node *map,
 		               "share of both)");
 		rc = KASIR_ECONFIG;
 	}
-	/* A claimed row waits behind at most a window (schedule.batch) of
-	 * others, run concurrency at a time under the rps cap, every attempt
-	 * and backoff of each: that must end well before its lease does, or
-	 * the row would be claimed twice.  (With lanes, each has its share
-	 * of batch, concurrency and rps: the same bound.) */
+	/* A claimed row waits behind at most its lane's window (its share
+	 * of schedule.batch, rounded up) of others, run the lane's share of
+	 * concurrency (rounded down) at a time under its share of the rps
+	 * cap, every attempt and backoff of each: that must end well before
+	 * its lease does, or the row would be claimed twice. */
+	lanes = c->lanes >= 1 ? c->lanes : 1;
+	window = (c->batch + lanes - 1) / lanes;
+	conc = c->concurrency / lanes >= 1 ? c->concurrency / lanes : 1;
+	rps = c->rps / lanes >= 1 ? c->rps / lanes : 1;
 	worst = (c->timeout_ms + c->connect_timeout_ms) * (c->retries + 1);
 	for (int64_t i = 0, b = c->retry_backoff_ms; i < c->retries;
 	     i++, b *= 2)
 		worst += b;
-	worst *= (c->batch + c->concurrency - 1) / c->concurrency;
-	worst += c->batch * (c->retries + 1) * 1000 / c->rps;
+	worst *= (window + conc - 1) / conc;
+	worst += window * (c->retries + 1) * 1000 / rps;
 	if (worst * 2 > c->lease_ms) {
 		conf_error_key(errs, map, "schedule.lease",
 		               "schedule.lease must be at least twice the "
