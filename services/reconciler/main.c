@@ -246,6 +246,7 @@ main(int argc, char **argv)
 	 * list up with hundreds of payments per second (several orders
 	 * stream messages each) */
 	cc.optimistic = true;
+	cc.apply_batch = watchlist_apply_batch;
 	if ((rc = stream_consumer_start(&cc, d.keyring, d.metrics,
 	                                watchlist_apply, &r, &r.consumer)) <
 	    0) {

@@ -360,6 +360,10 @@ struct recon {
 /* watchlist.c: the orders stream apply callback (arg = struct recon). */
 int watchlist_apply(void *arg, struct kasir_db *db,
                     const struct kasir_msg *msg);
+/* The consumer's optimistic pass: the batch's statements pipelined (any
+ * failure: the consumer applies the batch again with watchlist_apply). */
+int watchlist_apply_batch(void *arg, struct kasir_db *db,
+                          const struct kasir_msg *const *msgs, size_t n);
 /* The consumer's after-COMMIT hook: wakes the scheduler when a
  * confirmation was requested. */
 void watchlist_committed(void *arg);

@@ -5,6 +5,8 @@
  * watchlist_apply() is the apply callback of the orders stream consumer:
  * it runs inside the consumer's transaction together with the cursor
  * advance, so every order event changes the watch list exactly once.
+ * watchlist_apply_batch() does the same for a whole batch with its
+ * statements pipelined (the consumer's optimistic pass).
  *
  *   order.created   -> a watch row: PENDING, next check = first check
  *                      (schedule.c), no attempts yet
@@ -154,9 +156,35 @@ static const struct db_stmt st_confirm = {
     .nparams = 6,
 };
 
+/*
+ * How an apply function runs its statements: at once (x == NULL: the
+ * careful pass, one message at a time) or queued on the connection's
+ * pipeline (watchlist_apply_batch: results read at each sync).  Every
+ * statement's parameters are known before it is sent, and none of the
+ * apply functions reads a result, so both ways do the same writes in the
+ * same order.
+ */
+struct wl_exec {
+	int pending; /* statements sent, results not read yet */
+};
+
+static int
+wl_exec(struct wl_exec *x, struct kasir_db *db, const struct db_stmt *st,
+        const char *const *p)
+{
+	int rc;
+
+	if (x == NULL)
+		return db_exec(db, st, p, NULL);
+	if ((rc = db_pipe_send(db, st, p)) < 0)
+		return rc;
+	x->pending++;
+	return 0;
+}
+
 static int
 apply_confirm(struct recon *r, struct kasir_db *db, const struct kasir_msg *msg,
-              const char *seq)
+              const char *seq, struct wl_exec *x)
 {
 	const char *p[6] = {
 	    msg_str(msg, "order_id"),   seq,
@@ -166,7 +194,7 @@ apply_confirm(struct recon *r, struct kasir_db *db, const struct kasir_msg *msg,
 
 	/* an order the watch list has not seen (the reconciler was added
 	 * later) is watched from here on */
-	if ((rc = db_exec(db, &st_confirm, p, NULL)) < 0)
+	if ((rc = wl_exec(x, db, &st_confirm, p)) < 0)
 		return rc;
 	atomic_store(&r->confirm_waiting, true);
 	log_fields(
@@ -196,7 +224,7 @@ is_final_type(enum msg_type t)
 
 static int
 apply_created(struct recon *r, struct kasir_db *db, const struct kasir_msg *msg,
-              const char *seq)
+              const char *seq, struct wl_exec *x)
 {
 	const char *order_id = msg_str(msg, "order_id");
 	const char *created = msg_str(msg, "created_at");
@@ -220,13 +248,13 @@ apply_created(struct recon *r, struct kasir_db *db, const struct kasir_msg *msg,
 		                    next,     msg_str(msg, "transaction_id"),
 		                    seq};
 
-		return db_exec(db, &st_created, p, NULL);
+		return wl_exec(x, db, &st_created, p);
 	}
 }
 
 static int
 apply_evidence(struct kasir_db *db, const struct kasir_msg *msg,
-               const char *seq)
+               const char *seq, struct wl_exec *x)
 {
 	const cJSON *ev = msg_obj(msg, "evidence");
 	const cJSON *src = cJSON_GetObjectItemCaseSensitive(ev, "source");
@@ -262,20 +290,21 @@ apply_evidence(struct kasir_db *db, const struct kasir_msg *msg,
 		    msg_str(msg, "payment_type"), key[0] ? key : NULL,
 		    ingest ? received : NULL,     seq};
 
-		if ((rc = db_exec(db, &st_evidence, p, NULL)) < 0)
+		if ((rc = wl_exec(x, db, &st_evidence, p)) < 0)
 			return rc;
 	}
 	if (ingest) {
 		const char *p[1] = {received};
 
-		if ((rc = db_exec(db, &st_ingest_seen, p, NULL)) < 0)
+		if ((rc = wl_exec(x, db, &st_ingest_seen, p)) < 0)
 			return rc;
 	}
 	return 0;
 }
 
 static int
-apply_final(struct kasir_db *db, const struct kasir_msg *msg, const char *seq)
+apply_final(struct kasir_db *db, const struct kasir_msg *msg, const char *seq,
+            struct wl_exec *x)
 {
 	const char *p[6] = {
 	    msg_str(msg, "order_id"),       msg_str(msg, "created_at"),
@@ -283,7 +312,7 @@ apply_final(struct kasir_db *db, const struct kasir_msg *msg, const char *seq)
 	    msg_str(msg, "transaction_id"), seq};
 	int rc;
 
-	rc = db_exec(db, &st_final, p, NULL);
+	rc = wl_exec(x, db, &st_final, p);
 	if (rc == 0)
 		log_fields(LOG_INFO,
 		           LOG_F({"ORDER_ID", p[0]}, {"STREAM", "orders"},
@@ -293,10 +322,10 @@ apply_final(struct kasir_db *db, const struct kasir_msg *msg, const char *seq)
 	return rc;
 }
 
-int
-watchlist_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
+static int
+apply_one(struct recon *r, struct kasir_db *db, const struct kasir_msg *msg,
+          struct wl_exec *x)
 {
-	struct recon *r = arg;
 	char seq[24];
 	int rc;
 
@@ -311,13 +340,13 @@ watchlist_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
 		return KASIR_EREJECT;
 	}
 	if (msg->type == MSG_ORDER_CREATED)
-		rc = apply_created(r, db, msg, seq);
+		rc = apply_created(r, db, msg, seq, x);
 	else if (msg->type == MSG_ORDER_EVIDENCE)
-		rc = apply_evidence(db, msg, seq);
+		rc = apply_evidence(db, msg, seq, x);
 	else if (msg->type == MSG_CONFIRM_REQUEST)
-		rc = apply_confirm(r, db, msg, seq);
+		rc = apply_confirm(r, db, msg, seq, x);
 	else if (is_final_type(msg->type))
-		rc = apply_final(db, msg, seq);
+		rc = apply_final(db, msg, seq, x);
 	else
 		return 0; /* access.*, order.flagged: not the watch list's */
 	if (rc == KASIR_ESQL && strncmp(db_last_sqlstate(db), "22", 2) == 0) {
@@ -330,5 +359,54 @@ watchlist_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
 		           msg_type_name(msg->type), db_last_error(db));
 		return KASIR_EREJECT;
 	}
+	return rc;
+}
+
+int
+watchlist_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
+{
+	return apply_one(arg, db, msg, NULL);
+}
+
+/* Reads the results of the statements sent since the last sync. */
+static int
+wl_sync(struct wl_exec *x, struct kasir_db *db)
+{
+	int rc = 0, r2;
+
+	if (x->pending == 0)
+		return 0;
+	if ((rc = db_pipe_sync(db)) < 0)
+		return rc;
+	for (; x->pending > 0; x->pending--)
+		if ((r2 = db_pipe_result(db, NULL)) < 0 && rc == 0)
+			rc = r2;
+	return rc;
+}
+
+/* Statements per pipeline sync: results wait in socket buffers. */
+#define WL_PIPE_CHUNK 48
+
+int
+watchlist_apply_batch(void *arg, struct kasir_db *db,
+                      const struct kasir_msg *const *msgs, size_t n)
+{
+	static const struct db_stmt *const stmts[] = {
+	    &st_created, &st_evidence, &st_ingest_seen, &st_confirm, &st_final};
+	struct wl_exec x = {0};
+	int rc;
+
+	if ((rc = db_pipe_begin(db, stmts, sizeof(stmts) / sizeof(*stmts))) < 0)
+		return rc;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		/* a refusal (KASIR_EREJECT) too sends the batch to the
+		 * careful pass, which poisons exactly that message */
+		rc = apply_one(arg, db, msgs[i], &x);
+		if (rc == 0 && x.pending >= WL_PIPE_CHUNK)
+			rc = wl_sync(&x, db);
+	}
+	if (rc == 0)
+		rc = wl_sync(&x, db);
+	db_pipe_end(db);
 	return rc;
 }
