@@ -18,7 +18,9 @@ therefore hold back nobody:
 
 A scheduler that waits for a whole batch of requests before recording (or
 that claims only between batches) records the Bs after A's answer and
-fails step 3.
+fails step 3.  Checked three ways: the batch scheduler this replaced, the
+pipeline with no claim while a request is in flight, and the pipeline
+recording only once every held request is answered: each fails here.
 """
 import rstack
 from rstack import log
