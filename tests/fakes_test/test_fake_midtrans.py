@@ -352,6 +352,22 @@ def run(port, rcv, state):
           all(sig_ok(g) for g in got), "refund notifications", got)
     check(truth(port, "ord-refund")["status"] == "REFUNDED", "truth REFUNDED")
 
+    # ---------------- chargeback: a settled payment disputed in full
+    snap(port, "ord-cb", 93000)
+    act(port, "ord-cb", "pay", payment_type="credit_card")
+    act(port, "ord-cb", "chargeback")
+    got = wait_for(lambda: len(rcv.bodies("ord-cb")) >= 2 and
+                   rcv.bodies("ord-cb"), 5)
+    check(got and [g["transaction_status"] for g in got][:2] ==
+          ["capture", "chargeback"] and got[1]["status_code"] == "200" and
+          all(sig_ok(g) for g in got), "chargeback notification", got)
+    st, b = status_api(port, "ord-cb")[:2]
+    check(st == 200 and b["transaction_status"] == "chargeback" and
+          truth(port, "ord-cb")["status"] == "REFUNDED",
+          "chargeback: the Status API and the truth say so", st, b)
+    sc = act(port, "ord-cb", "chargeback")[0]
+    check(sc == 409, "a second chargeback: 409", sc)
+
     # ---------------- the Refund API: partial, full, idempotent key, errors
     snap(port, "ord-rapi", 100000)
     st, b = refund_api(port, "ord-rapi", {"refund_key": "k-0", "amount": 1})
