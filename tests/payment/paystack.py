@@ -1,9 +1,20 @@
 """paystack - helpers for the end-to-end payment-path tests (issue 3).
 
-The real kasir-ingest and kasir-order, the fake Midtrans, one throwaway
-PostgreSQL, all through tests/lib/kasirtest.py.  Notifications are POSTed
-to kasir-ingest over HTTP (signed like Midtrans signs them) or sent by the
-fake Midtrans; nothing is injected behind the daemons' backs.
+The real kasir-ingest, kasir-order and kasir-reconciler, the fake Midtrans,
+one throwaway PostgreSQL, all through tests/lib/kasirtest.py.
+Notifications are POSTed to kasir-ingest over HTTP (signed like Midtrans
+signs them) or sent by the fake Midtrans; nothing is injected behind the
+daemons' backs.
+
+The stack runs in the default mode (issue 13): a notification that would
+move an order is only a hint, held until the reconciler asked the fake's
+Status API, and the answer is the evidence.  So a test that POSTs a
+settlement first makes the payment at the fake (truth(): the fake's state
+changes, its own notification is dropped), and expects PAID only then; a
+settlement for an order never paid at the fake is contradicted and
+flagged.  for_payment(signature_only=True) is the merchant's opt-out,
+where a signed notification decides alone: only tests whose subject is
+that mode use it.
 
 PayStack is a kasirtest.Stack whose rendered kasir-order config carries a
 test catalog: one course per amount the tests need (course_for(amount)),
@@ -129,25 +140,62 @@ class PayStack(kasirtest.Stack):
         return path
 
     @classmethod
-    def for_payment(cls, overrides=None, **kw):
-        """The payment path without kasir-reconciler, so in
-        order.signature_only mode: a signed notification is evidence on
-        its own, which is what these tests exercise (delivery orders,
-        duplicates, the state machine end to end).  The default mode, where
-        the Status API's answer is the evidence, is tested with the
-        reconciler (tests/reconciler/test_confirm.py, tests/order)."""
+    def for_payment(cls, overrides=None, signature_only=False, **kw):
+        """The payment path: in the default mode (the Status API's answer is
+        the evidence of every decisive transition) unless signature_only.
+        The reconciler asks the Status API only when kasir-order asks for a
+        confirmation (its scheduled first check stays at minutes), with a
+        rate and concurrency that do not throttle the bulk tests and short
+        retries after a failed check."""
         ov = {"INGEST_RATE": "100000", "INGEST_BURST": "100000",
-              "ORDER_SIGNATURE_ONLY": "true"}
+              "ORDER_SIGNATURE_ONLY": "true" if signature_only else "false",
+              "RECON_RPS": "1000", "RECON_CONCURRENCY": "8", "RECON_BATCH": "64",
+              "RECON_POLL": "200ms", "RECON_CONNECT_TIMEOUT": "1s",
+              "RECON_TIMEOUT": "3s", "RECON_RETRIES": "1",
+              "RECON_RETRY_BACKOFF": "200ms", "RECON_RETRY": "1s",
+              "RECON_RETRY_MAX": "2s"}
         ov.update(overrides or {})
-        return cls.for_test(overrides=ov, server_key=DOCS_KEY, **kw)
+        st = cls.for_test(overrides=ov, server_key=DOCS_KEY, **kw)
+        st.signature_only = signature_only
+        return st
 
     def start_payment_path(self):
-        """fake Midtrans, kasir-ingest, kasir-order."""
-        self.start("fake-midtrans", wait=False)
-        self.start("ingest", wait=False)
-        self.start("order", wait=False)
-        for n in ("fake-midtrans", "ingest", "order"):
+        """fake Midtrans, kasir-ingest, kasir-order, kasir-reconciler."""
+        names = ("fake-midtrans", "ingest", "order", "reconciler")
+        for n in names:
+            self.start(n, wait=False)
+        for n in names:
             self.wait_ready(n)
+
+    # -- Midtrans's truth -----------------------------------------------------
+    def truth(self, order_id, action, **opts):
+        """Makes `action` (pay, pending, challenge, deny, cancel, expire,
+        refund, reverse, chargeback) happen at the fake Midtrans, so its
+        Status API says so; the fake's own notification is dropped unless
+        opts say otherwise (notify=...).  Returns the fake's truth."""
+        body = {"notify": "drop"}
+        body.update(opts)
+        r = self.fake("POST", f"/_fake/orders/{order_id}/{action}", body)
+        if r.status != 200:
+            raise AssertionError(f"fake {action} {order_id}: {r}")
+        return r.body
+
+    def awaiting(self, order_id=None):
+        """Orders (or: is order_id) awaiting a Status API confirmation."""
+        if order_id is None:
+            return self.sql("SELECT count(*) FROM orders.orders"
+                            " WHERE awaiting_status IS NOT NULL")[0][0]
+        return self.sql("SELECT awaiting_status FROM orders.orders WHERE order_id = %s",
+                        (order_id,))[0][0]
+
+    def contradicted(self, order_id):
+        return self.sql("SELECT contradicted_at IS NOT NULL FROM orders.orders"
+                        " WHERE order_id = %s", (order_id,))[0][0]
+
+    def sources(self, order_id):
+        """[(to_status, evidence_source)] of order_id's transitions."""
+        return self.sql("SELECT to_status, evidence_source FROM orders.transitions"
+                        " WHERE order_id = %s ORDER BY id", (order_id,))
 
     # -- orders ---------------------------------------------------------------
     def create_order(self, order_id, amount, email="budi@example.com"):
@@ -198,11 +246,18 @@ class PayStack(kasirtest.Stack):
         r = self.sql("SELECT seq FROM orders.stream_cursor WHERE stream = 'ingest'")
         return r[0][0] if r else 0
 
-    def wait_applied(self, timeout=30):
-        """Until kasir-order has applied everything kasir-ingest stored."""
+    def wait_applied(self, timeout=30, confirmed=True):
+        """Until kasir-order has applied everything kasir-ingest stored and
+        (confirmed) every confirmation it asked for was answered: no order
+        awaits the Status API.  The hold is set in the transaction that
+        applies the notification, and a second round in the one that
+        applies the answer, so this is a settled state, not a pause."""
         head = self.ingest_head()
         self.wait_until(lambda: self.order_cursor() >= head, timeout,
                         f"kasir-order applied ingest seq {head}")
+        if confirmed:
+            self.wait_until(lambda: self.awaiting() == 0, timeout,
+                            "every confirmation answered by the Status API")
 
     def deliver(self, body, want=200):
         """POST, expect `want`, and (for 200) wait until it is applied."""

@@ -3,7 +3,12 @@
 through kasir-order's API with the fixture's order_id and gross_amount, gets the right HTTP answer and leaves
 the order in the right state; the same samples signed with any key but the
 configured one are refused 403 and change nothing; the docs' "100000" vs
-"100000.00" must-reject case; a valid signature with a changed amount."""
+"100000.00" must-reject case; a valid signature with a changed amount.
+
+Default mode (issue 13): before each fixture is POSTed, what it tells
+happens at the fake Midtrans (SAMPLE_TRUTH), so the reconciler's Status API
+answer agrees with it; every decisive transition names that answer (source
+recon) as its evidence, never the fixture."""
 
 from paystack import (DOCS_KEY, OTHER_KEY, PayStack, check, course_for,
                       main_wrapper, notification, samples, signature, signed)
@@ -26,6 +31,28 @@ EXPECTED = {
     "O_bca_va_refund.json": "REFUNDED",             # access revoked
     "P_card_settlement.json": "PAID",               # the capture's settlement: a no-op
     "Q_card_chargeback.json": "REFUNDED",           # disputed, access revoked
+}
+
+# What happens at the fake Midtrans before each fixture is POSTed (its
+# notification dropped): the payment the fixture tells about.  P is the
+# card's settlement, which the fake makes by itself after the capture.
+SAMPLE_TRUTH = {
+    "A_card_capture_accept.json": ("pay", {"payment_type": "credit_card"}),
+    "B_card_capture_challenge.json": ("challenge", {}),
+    "C_card_deny.json": ("deny", {}),
+    "D_card_cancel.json": ("cancel", {"payment_type": "credit_card"}),
+    "E_gopay_pending.json": ("pending", {"payment_type": "gopay"}),
+    "F_gopay_settlement.json": ("pay", {"payment_type": "gopay"}),
+    "G_qris_pending.json": ("pending", {"payment_type": "qris"}),
+    "H_qris_expire.json": ("expire", {"payment_type": "qris"}),
+    "K_bni_va_settlement.json": ("pay", {"payment_type": "bank_transfer", "bank": "bni"}),
+    "L_alfamart_pending_no_fraud.json": ("pending", {"payment_type": "cstore",
+                                                     "store": "alfamart"}),
+    "M_bca_va_settlement.json": ("pay", {"payment_type": "bank_transfer", "bank": "bca"}),
+    "N_bca_va_partial_refund.json": ("refund", {"refund_amount": 25000}),
+    "O_bca_va_refund.json": ("refund", {}),
+    "P_card_settlement.json": None,
+    "Q_card_chargeback.json": ("chargeback", {}),
 }
 
 # The docs' worked example (midtrans/README.md): order 1111, status 200,
@@ -60,16 +87,21 @@ def test_forged(st, smp):
 
 
 def test_samples(st, smp):
+    ingest_ev = "order_id = %s AND source = 'ingest'"
     for name, raw, body in smp:
         oid = body["order_id"]
-        before = count(st, "orders.evidence", "order_id = %s", (oid,))
+        if SAMPLE_TRUTH[name] is not None:
+            action, opts = SAMPLE_TRUTH[name]
+            st.truth(oid, action, **opts)
+        before = count(st, "orders.evidence", ingest_ev, (oid,))
         r = st.post(raw)  # byte for byte as published
         check(r.status == 200, f"{name}: 200 from kasir-ingest ({r.status})")
         st.wait_applied()
         got = st.status(oid)
         check(got == EXPECTED[name], f"{name}: order {oid} is {got}, want {EXPECTED[name]}")
-        check(count(st, "orders.evidence", "order_id = %s", (oid,)) == before + 1,
+        check(count(st, "orders.evidence", ingest_ev, (oid,)) == before + 1,
               f"{name}: recorded once as evidence of {oid}")
+        check(not st.contradicted(oid), f"{name}: the Status API agreed")
         stored = st.sql("SELECT raw FROM ingest.payment_event WHERE order_id = %s"
                         " ORDER BY id DESC LIMIT 1", (oid,))
         check(bytes(stored[0][0]) == raw, f"{name}: raw body stored byte for byte")
@@ -85,11 +117,14 @@ def test_samples(st, smp):
               and st.messages(oid, "order.paid") == paid,
               f"{oid} ({status}): {access} active entitlement, {paid} PAID transition "
               "and order.paid")
+    moved = st.sql("SELECT to_status, evidence_source FROM orders.transitions"
+                   " WHERE evidence_source <> 'recon'")
+    check(moved == [], f"every transition's evidence is a Status API answer ({moved})")
     r = st.api("GET", "/v1/orders/Order-5100")
     tl = r.body.get("timeline", []) if isinstance(r.body, dict) else []
     check(r.status == 200 and r.body["status"] == "PAID" and len(tl) == 1
-          and tl[0]["to"] == "PAID" and tl[0]["source"] == "ingest",
-          f"GET /v1/orders/Order-5100: PAID with its ingest evidence ({r.status} {tl})")
+          and tl[0]["to"] == "PAID" and tl[0]["source"] == "recon",
+          f"GET /v1/orders/Order-5100: PAID with its Status API evidence ({r.status} {tl})")
     a = st.access("budi@example.com", course_for(154600))
     check(a["active"] is True and a["order_id"] == "Order-5100",
           f"GET /v1/access: course access active ({a})")
@@ -115,7 +150,8 @@ def test_amount_strings(st):
     check(st.status("1111") == "PENDING", "order 1111 still PENDING")
 
     # Correctly signed but for another amount: stored (it is Midtrans's
-    # word), never PAID: the order is flagged for operators.
+    # word), never PAID: the order is flagged for operators.  (Never paid
+    # at the fake either: the amount alone must stop it.)
     st.create_order("1113", 100000, email="docs@example.com")
     st.deliver(notification("1113", "settlement", "1000.00"))
     row = st.sql("SELECT status, flagged, flag_reason FROM orders.orders WHERE order_id = '1113'")
@@ -123,9 +159,11 @@ def test_amount_strings(st):
           f"signed notification with another amount: order flagged, not PAID ({row})")
     check(st.entitlements("1113", active_only=False) == 0, "no access for it")
 
-    # the docs' own worked example is accepted and pays order 1111
+    # the docs' own worked example is accepted and, paid at Midtrans, pays
+    # order 1111
     check(signature("1111", "200", "100000.00") == DOCS_EXAMPLE_SIG,
           "test signature function gives the docs' worked example")
+    st.truth("1111", "pay")
     st.deliver(dict(body, signature_key=DOCS_EXAMPLE_SIG))
     check(st.status("1111") == "PAID" and st.entitlements("1111") == 1,
           "the docs' worked example: 200, order 1111 PAID with access")
