@@ -3,7 +3,14 @@ orders and duplicates (settlement before pending, the same settlement
 three times, settlement then deny, a refund before its settlement,
 capture+accept then settlement, challenge), the same through the fake Midtrans, and the database refusing
 PAID without evidence and changes to payment_event -- as the service roles
-kasir_order / kasir_ingest with their own passwords."""
+kasir_order / kasir_ingest with their own passwords.
+
+Default mode (issue 13): each story happens at the fake Midtrans first
+(st.truth, its notifications dropped), then the test POSTs the
+notifications; a decisive one is held ("noop", awaiting confirmation) and
+the reconciler's Status API answer moves the order (evidence source
+recon).  The ingest evidence of each order is checked as it was recorded:
+held (noop), ignored, noop."""
 
 import threading
 
@@ -12,23 +19,37 @@ import psycopg2
 from paystack import PayStack, check, course_for, main_wrapper, notification
 
 
-def results(st, oid):
+def results(st, oid, source="ingest"):
+    """Results of oid's evidence from `source` (ingest: the notifications;
+    recon: the Status API answers), in order."""
     return [r[0] for r in st.sql("SELECT result FROM orders.evidence WHERE order_id = %s"
-                                 " ORDER BY id", (oid,))]
+                                 " AND source = %s ORDER BY id", (oid, source))]
+
+
+def by_status_api(st, oid, *moves):
+    """oid's transitions are exactly `moves`, each proved by a Status API
+    answer, and no notification of it was contradicted."""
+    got = st.sources(oid)
+    check(got == [(m, "recon") for m in moves] and not st.contradicted(oid),
+          f"{oid}: transitions {got}, each on a Status API answer, none contradicted")
 
 
 def test_settlement_before_pending(st):
     st.create_order("SEQ-1", 154600)
+    st.truth("SEQ-1", "pay")
     st.deliver(notification("SEQ-1", "settlement"))
     st.deliver(notification("SEQ-1", "pending"))
     check(st.status("SEQ-1") == "PAID", "settlement before pending: PAID")
-    check(results(st, "SEQ-1") == ["applied", "ignored"],
-          f"late pending recorded and ignored ({results(st, 'SEQ-1')})")
+    check(results(st, "SEQ-1") == ["noop", "ignored"],
+          f"settlement held, late pending recorded and ignored ({results(st, 'SEQ-1')})")
+    check(results(st, "SEQ-1", "recon") == ["applied"], "the Status API answer applied")
+    by_status_api(st, "SEQ-1", "PAID")
     check(st.entitlements("SEQ-1") == 1, "access granted")
 
 
 def test_triple_settlement(st):
     st.create_order("SEQ-2", 154600)
+    st.truth("SEQ-2", "pay")
     body = notification("SEQ-2", "settlement")
     # three deliveries at once (they may share one group commit)
     got = []
@@ -46,16 +67,21 @@ def test_triple_settlement(st):
     check(st.entitlements("SEQ-2", active_only=False) == 1, "one entitlement, ever")
     check(st.messages("SEQ-2", "order.paid") == 1, "one order.paid in orders.stream_out")
     check(st.messages("SEQ-2", "access.granted") == 1, "one access.granted")
-    check(sorted(results(st, "SEQ-2")) == ["applied", "noop", "noop"],
-          f"evidence: applied once, then noop ({results(st, 'SEQ-2')})")
+    check(results(st, "SEQ-2") == ["noop", "noop", "noop"],
+          f"each notification recorded, none decided ({results(st, 'SEQ-2')})")
+    check(results(st, "SEQ-2", "recon").count("applied") == 1,
+          f"one Status API answer applied ({results(st, 'SEQ-2', 'recon')})")
+    by_status_api(st, "SEQ-2", "PAID")
 
 
 def test_reversal(st):
     st.create_order("SEQ-3", 150000, email="rev@example.com")
+    st.truth("SEQ-3", "pay")
     st.deliver(notification("SEQ-3", "settlement", "150000.00"))
     check(st.access("rev@example.com", course_for(150000))["active"] is True,
           "settlement: access active")
     # a reversal's deny carries the settlement_time of the denied payment
+    st.truth("SEQ-3", "reverse")
     st.deliver(notification("SEQ-3", "deny", "150000.00",
                             settlement_time="2026-11-23 16:00:05"))
     row = st.sql("SELECT status, reversed FROM orders.orders WHERE order_id = 'SEQ-3'")[0]
@@ -68,6 +94,7 @@ def test_reversal(st):
     st.deliver(notification("SEQ-3", "settlement", "150000.00"))  # late duplicate
     check(st.status("SEQ-3") == "REFUNDED" and st.entitlements("SEQ-3") == 0,
           "a late duplicate settlement does not bring access back")
+    by_status_api(st, "SEQ-3", "PAID", "REFUNDED")
 
 
 def test_stale_deny_after_payment(st):
@@ -75,9 +102,12 @@ def test_stale_deny_after_payment(st):
     Midtrans retry or reordering) must not take access away: recorded,
     order flagged for a Status API check."""
     st.create_order("SEQ-3B", 150000, email="stale@example.com")
+    st.truth("SEQ-3B", "pending")
     st.deliver(notification("SEQ-3B", "pending", "150000.00"))
+    st.truth("SEQ-3B", "deny")
     st.deliver(notification("SEQ-3B", "deny", "150000.00"))
     check(st.status("SEQ-3B") == "PENDING", "deny on a pending order: still PENDING")
+    st.truth("SEQ-3B", "pay")
     st.deliver(notification("SEQ-3B", "settlement", "150000.00",
                             settlement_time="2026-11-23 16:01:00"))
     st.deliver(notification("SEQ-3B", "deny", "150000.00"))  # the stale one again
@@ -86,6 +116,7 @@ def test_stale_deny_after_payment(st):
     check(row == ("PAID", False, True), f"stale deny: PAID, not reversed, flagged ({row})")
     check(st.entitlements("SEQ-3B") == 1, "access kept")
     check(st.messages("SEQ-3B", "access.revoked") == 0, "no access.revoked")
+    check(st.sources("SEQ-3B") == [("PAID", "recon")], "one transition: PAID on the Status API")
 
 
 def test_reversal_before_its_settlement(st):
@@ -97,17 +128,20 @@ def test_reversal_before_its_settlement(st):
     settlement of another transaction is real money on a final order and
     is flagged for operators."""
     st.create_order("SEQ-3C", 150000, email="mirror@example.com")
-    st.deliver(notification("SEQ-3C", "deny", "150000.00", transaction_id="tx-3c-1",
+    st.truth("SEQ-3C", "pay")
+    tx1 = st.truth("SEQ-3C", "reverse")["transaction_id"]  # paid, then reversed
+    st.deliver(notification("SEQ-3C", "deny", "150000.00", transaction_id=tx1,
                             settlement_time="2026-11-23 16:00:05"))
     row = st.sql("SELECT status, reversed, flagged FROM orders.orders "
                  "WHERE order_id = 'SEQ-3C'")[0]
     check(row == ("FAILED", True, False), f"reversal first: FAILED, reversed ({row})")
-    st.deliver(notification("SEQ-3C", "settlement", "150000.00", transaction_id="tx-3c-1",
+    st.deliver(notification("SEQ-3C", "settlement", "150000.00", transaction_id=tx1,
                             settlement_time="2026-11-23 16:00:05"))
     row = st.sql("SELECT status, flagged FROM orders.orders WHERE order_id = 'SEQ-3C'")[0]
     check(row == ("FAILED", False), f"its late settlement: still FAILED, not flagged ({row})")
-    check(results(st, "SEQ-3C") == ["applied", "ignored"],
-          f"evidence: applied, ignored ({results(st, 'SEQ-3C')})")
+    check(results(st, "SEQ-3C") == ["noop", "ignored"],
+          f"evidence: held, ignored ({results(st, 'SEQ-3C')})")
+    by_status_api(st, "SEQ-3C", "FAILED")
     check(st.entitlements("SEQ-3C") == 0 and st.messages("SEQ-3C", "order.paid") == 0,
           "no entitlement, no order.paid (so no receipt)")
     check(st.access("mirror@example.com", course_for(150000))["active"] is False,
@@ -127,17 +161,20 @@ def test_refund_before_its_settlement(st):
     access, no order.paid -- the only event a receipt is made from -- and
     one order.refunded.  The late settlement changes nothing."""
     st.create_order("SEQ-3D", 150000, email="refund-first@example.com")
-    st.deliver(notification("SEQ-3D", "refund", "150000.00", transaction_id="tx-3d-1"))
+    st.truth("SEQ-3D", "pay", payment_type="gopay")
+    tx1 = st.truth("SEQ-3D", "refund")["transaction_id"]
+    st.deliver(notification("SEQ-3D", "refund", "150000.00", transaction_id=tx1))
     row = st.sql("SELECT status, flagged FROM orders.orders WHERE order_id = 'SEQ-3D'")[0]
     check(row == ("REFUNDED", False), f"refund first: REFUNDED, not flagged ({row})")
     tr = st.sql("SELECT from_status, to_status FROM orders.transitions"
                 " WHERE order_id = 'SEQ-3D' ORDER BY id")
     check(tr == [("PENDING", "REFUNDED")], f"one transition PENDING -> REFUNDED ({tr})")
-    st.deliver(notification("SEQ-3D", "settlement", "150000.00", transaction_id="tx-3d-1"))
+    st.deliver(notification("SEQ-3D", "settlement", "150000.00", transaction_id=tx1))
     row = st.sql("SELECT status, flagged FROM orders.orders WHERE order_id = 'SEQ-3D'")[0]
     check(row == ("REFUNDED", False), f"its late settlement: still REFUNDED ({row})")
-    check(results(st, "SEQ-3D") == ["applied", "ignored"],
-          f"evidence: applied, ignored ({results(st, 'SEQ-3D')})")
+    check(results(st, "SEQ-3D") == ["noop", "ignored"],
+          f"evidence: held, ignored ({results(st, 'SEQ-3D')})")
+    by_status_api(st, "SEQ-3D", "REFUNDED")
     check(st.entitlements("SEQ-3D", active_only=False) == 0
           and st.messages("SEQ-3D", "order.paid") == 0
           and st.messages("SEQ-3D", "access.granted") == 0,
@@ -151,6 +188,7 @@ def test_refund_before_its_settlement(st):
 
 def test_capture_then_settlement(st):
     st.create_order("SEQ-4", 10000)
+    st.truth("SEQ-4", "pay", payment_type="credit_card")
     st.deliver(notification("SEQ-4", "capture", "10000.00", payment_type="credit_card"))
     check(st.status("SEQ-4") == "PAID", "capture+accept: PAID")
     st.deliver(notification("SEQ-4", "settlement", "10000.00", payment_type="credit_card"))
@@ -158,10 +196,12 @@ def test_capture_then_settlement(st):
           and st.entitlements("SEQ-4", active_only=False) == 1
           and st.messages("SEQ-4", "order.paid") == 1,
           "capture+accept then settlement: one payment (one PAID, one entitlement, one order.paid)")
+    by_status_api(st, "SEQ-4", "PAID")
 
 
 def test_challenge(st):
     st.create_order("SEQ-5", 145000)
+    st.truth("SEQ-5", "challenge")
     st.deliver(notification("SEQ-5", "capture", "145000.00", code="201",
                             fraud_status="challenge", payment_type="credit_card"))
     check(st.status("SEQ-5") == "PENDING" and st.entitlements("SEQ-5", False) == 0,
@@ -170,7 +210,7 @@ def test_challenge(st):
 
 def test_through_fake(st):
     """The same stories told by the fake Midtrans (its own signing,
-    delivery and retries)."""
+    delivery and retries; its Status API knows them)."""
     cases = [("FK-1", "pay", {"payment_type": "credit_card"}, "PAID", 1),  # capture, then settlement
              ("FK-2", "pay", {"notify": "duplicate"}, "PAID", 1),
              ("FK-3", "challenge", {}, "PENDING", 0),
@@ -207,6 +247,9 @@ def test_through_fake(st):
     st.wait_until(lambda: st.status("FK-2") == "REFUNDED" and st.entitlements("FK-2") == 0, 20,
                   "FK-2 reversed, access revoked")
     check(True, "fake: reversal revokes access")
+    for oid, moves in (("FK-1", ["PAID"]), ("FK-2", ["PAID", "REFUNDED"]), ("FK-3", []),
+                       ("FK-4", ["REFUNDED"])):
+        by_status_api(st, oid, *moves)
 
 
 def refused(st, sql, role, params=None):
@@ -220,6 +263,7 @@ def refused(st, sql, role, params=None):
 
 def test_database_refusals(st):
     st.create_order("DB-1", 154600)
+    st.truth("DB-1", "pending")
     st.deliver(notification("DB-1", "pending"))  # evidence of DB-1, not a payment
     paid_ev = st.sql("SELECT id, source, ref FROM orders.evidence WHERE order_id = 'SEQ-1'"
                      " AND result = 'applied'")[0]
