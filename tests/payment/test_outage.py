@@ -2,7 +2,11 @@
 answers 503 (never 200) to every notification, both daemons stay up, and
 after PostgreSQL returns the redelivered notifications -- the fake
 Midtrans's own retries and a Midtrans-like re-POST -- are stored and
-applied: the orders end PAID with access, each payment once."""
+applied: the orders end PAID with access, each payment once.
+
+Default mode (issue 13): the payments are made at the fake Midtrans, so
+the reconciler (which loses PostgreSQL too) confirms them once it is back;
+every PAID transition names a Status API answer."""
 
 import time
 
@@ -26,11 +30,13 @@ def main():
         st.start_payment_path()
         for oid in ("OUT-0", "OUT-1", "OUT-2", "OUT-3"):
             st.create_order(oid, 275000, email=f"{oid.lower()}@example.com")
+        st.truth("OUT-0", "pay")
         st.deliver(notification("OUT-0", "settlement", "275000.00"))
         check(st.status("OUT-0") == "PAID", "before the outage: OUT-0 PAID")
 
         st.pg.stop("fast")
         t_down = time.monotonic()
+        st.truth("OUT-3", "pay")  # the fake answers without PostgreSQL
         body = notification("OUT-3", "settlement", "275000.00")
         for i in range(3):
             r = st.post(body)
@@ -48,7 +54,8 @@ def main():
         r = st.api("GET", "/v1/orders/OUT-0")
         check(r.status >= 500, f"kasir-order API without its database: {r.status}")
         time.sleep(max(0.0, 4.0 - (time.monotonic() - t_down)))
-        check(st.running("ingest") and st.running("order"), "both daemons stay up")
+        check(st.running("ingest") and st.running("order") and st.running("reconciler"),
+              "the daemons stay up")
 
         st.pg.start()
         check(True, f"PostgreSQL back on port {st.pg.port} after "
@@ -70,6 +77,8 @@ def main():
             check(st.entitlements(oid, active_only=False) == 1 and st.paid_transitions(oid) == 1
                   and st.messages(oid, "order.paid") == 1,
                   f"{oid}: PAID once, one entitlement, one order.paid")
+            check(st.sources(oid) == [("PAID", "recon")] and not st.contradicted(oid),
+                  f"{oid}: PAID on the Status API's answer, not contradicted")
             a = st.access(f"{oid.lower()}@example.com", "kursus-275000")
             check(a["active"] is True, f"{oid}: access active ({a})")
 
