@@ -159,9 +159,10 @@ class PayStack(kasirtest.Stack):
         st.signature_only = signature_only
         return st
 
-    def start_payment_path(self):
-        """fake Midtrans, kasir-ingest, kasir-order, kasir-reconciler."""
-        names = ("fake-midtrans", "ingest", "order", "reconciler")
+    def start_payment_path(self, reconciler=True):
+        """fake Midtrans, kasir-ingest, kasir-order and (unless a test holds
+        the confirmations back on purpose) kasir-reconciler."""
+        names = ("fake-midtrans", "ingest", "order") + (("reconciler",) if reconciler else ())
         for n in names:
             self.start(n, wait=False)
         for n in names:
@@ -246,15 +247,18 @@ class PayStack(kasirtest.Stack):
         r = self.sql("SELECT seq FROM orders.stream_cursor WHERE stream = 'ingest'")
         return r[0][0] if r else 0
 
-    def wait_applied(self, timeout=30, confirmed=True):
+    def wait_applied(self, timeout=30, confirmed=None):
         """Until kasir-order has applied everything kasir-ingest stored and
-        (confirmed) every confirmation it asked for was answered: no order
-        awaits the Status API.  The hold is set in the transaction that
+        (confirmed; by default when kasir-reconciler runs) every
+        confirmation it asked for was answered: no order awaits the Status
+        API.  The hold is set in the transaction that
         applies the notification, and a second round in the one that
         applies the answer, so this is a settled state, not a pause."""
         head = self.ingest_head()
         self.wait_until(lambda: self.order_cursor() >= head, timeout,
                         f"kasir-order applied ingest seq {head}")
+        if confirmed is None:
+            confirmed = self.running("reconciler")
         if confirmed:
             self.wait_until(lambda: self.awaiting() == 0, timeout,
                             "every confirmation answered by the Status API")

@@ -20,10 +20,15 @@ in order.  Evidence for unknown orders is kept in both.  And the batch must
 have been applied optimistically (no fall-back in kasir-order's log), or
 this test would only compare the one-message case with itself.
 
-Both modes: order.signature_only (the notifications decide) and the
-default mode (no reconciler in this stack: every notification that would
-move an order is held, awaiting the Status API; the held state, the
-evidence and the confirm.request events must be identical both ways).
+Both modes: order.signature_only (the notifications decide; the subject
+of that run is that mode) and the default mode.  In the default mode
+kasir-reconciler is held back while both sets are delivered: every
+notification that would move an order is held, awaiting the Status API, and
+the held state, the evidence and the confirm.request events must be
+identical both ways.  Then each story happens at the fake Midtrans (TRUTH),
+the reconciler starts and answers every confirmation: each twin ends where
+Midtrans's truth says (never PAID unless the truth is paid, access exactly
+when it is), both twins alike.
 """
 import sys
 
@@ -61,6 +66,28 @@ SEQUENCES = {
                    ("chargeback", {})],
     "cancel": [("pending", {}), ("cancel", {}), ("cancel", {})],
 }
+
+
+# name -> what happened at Midtrans, in order (fake actions and options):
+# the story each sequence's notifications tell
+TRUTH = {
+    "pay": [("pay", {})],
+    "reverse": [("pay", {}), ("reverse", {})],
+    "mirror": [("pay", {}), ("reverse", {})],
+    "stale-deny": [("pending", {}), ("deny", {}), ("pay", {})],
+    "mismatch": [("pay", {})],
+    "capture": [("pay", {"payment_type": "credit_card"})],
+    "challenge": [("challenge", {}), ("pay", {})],
+    "refund": [("pay", {"payment_type": "gopay"}), ("refund", {"refund_amount": 50000}),
+               ("refund", {})],
+    "expire": [("pending", {}), ("expire", {})],
+    "chargeback": [("pay", {"payment_type": "credit_card"}), ("chargeback", {})],
+    "cancel": [("pending", {}), ("cancel", {})],
+}
+# the fake's truth -> where kasir-order may end (a reversal seen before its
+# settlement ends FAILED, reversed: the money went back either way)
+ENDS = {"PAID": ("PAID",), "REVERSED": ("REFUNDED", "FAILED"), "REFUNDED": ("REFUNDED",),
+        "EXPIRED": ("EXPIRED",), "CANCELLED": ("CANCELLED",), "PENDING": ("PENDING",)}
 
 
 def bodies(oid, steps):
@@ -104,9 +131,8 @@ def main():
 
 def run(signature_only):
     print(f"== order.signature_only: {signature_only}", flush=True)
-    ov = {"ORDER_SIGNATURE_ONLY": "true" if signature_only else "false"}
-    with PayStack.for_payment(overrides=ov) as st:
-        st.start_payment_path()
+    with PayStack.for_payment(signature_only=signature_only) as st:
+        st.start_payment_path(reconciler=signature_only)
         for name in SEQUENCES:
             st.create_order(f"A-{name}", AMOUNT, email=f"a-{name}@example.com")
             st.create_order(f"B-{name}", AMOUNT, email=f"b-{name}@example.com")
@@ -161,6 +187,37 @@ def run(signature_only):
             check(held >= 10, f"{held} orders awaiting confirmation")
         for name, status in want.items():
             check(st.status(f"B-{name}") == status, f"{name}: {status}")
+        if not signature_only:
+            confirmed(st)
+
+
+def confirmed(st):
+    """The held backlog, answered by the Status API once the stories
+    happened at the fake."""
+    truth = {}
+    for name, actions in TRUTH.items():
+        for twin in "AB":
+            for action, opts in actions:
+                t = st.truth(f"{twin}-{name}", action, **opts)
+            truth[name] = t
+    st.start("reconciler")
+    st.wait_applied(timeout=60, confirmed=True)
+    for name, t in truth.items():
+        fa, fb = facts(st, f"A-{name}"), facts(st, f"B-{name}")
+        status = fa["order"][0][0]
+        check(status in ENDS[t["status"]] and fa["active"] == [(1 if t["paid"] else 0,)],
+              f"{name}: Midtrans says {t['status']} (paid {t['paid']}): {status}, "
+              f"{fa['active'][0][0]} active entitlement")
+        moved = st.sources(f"A-{name}") + st.sources(f"B-{name}")
+        check(all(src == "recon" for _, src in moved),
+              f"{name}: every transition on a Status API answer ({moved})")
+        # the twins' transaction ids are the fake's, one per twin
+        fa["order"] = [r[:6] + r[7:] for r in fa["order"]]
+        fb["order"] = [r[:6] + r[7:] for r in fb["order"]]
+        for k in ("order", "transitions", "active"):
+            if fa[k] != fb[k]:
+                print(f"A-{name} {k}: {fa[k]}\nB-{name} {k}: {fb[k]}", file=sys.stderr)
+            check(fa[k] == fb[k], f"{name}: {k} identical after the confirmations")
 
 
 if __name__ == "__main__":
