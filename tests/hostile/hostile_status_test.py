@@ -13,6 +13,11 @@ become a payment_event row or a message on the ingest stream, and leave
 the order exactly where the genuine bodies put it.  A genuine deny with
 fraud_status accept (202) passes: fraud_status matters only for capture.
 The fake Midtrans's own bodies (challenge, then pay) pass the same door.
+
+The stack runs in the default mode (kasir-reconciler too): what each
+genuine body tells happens at the fake Midtrans first (notification
+dropped), so the Status API confirms the genuine ones and the settlement
+makes HS-PAID PAID on that answer.
 """
 
 import json
@@ -63,8 +68,18 @@ class Door:
                            (oid,))[0][0]
 
     def evidence(self, oid):
-        return self.st.sql("SELECT count(*) FROM orders.evidence WHERE order_id = %s",
+        """Notifications kasir-order recorded for oid."""
+        return self.st.sql("SELECT count(*) FROM orders.evidence WHERE order_id = %s"
+                           " AND source = 'ingest'", (oid,))[0][0]
+
+    def awaiting(self, oid):
+        return self.st.sql("SELECT awaiting_status FROM orders.orders WHERE order_id = %s",
                            (oid,))[0][0]
+
+    def truth(self, oid, action, **opts):
+        """action happens at the fake Midtrans (its notification dropped)."""
+        r = self.st.fake("POST", f"/_fake/orders/{oid}/{action}", dict(opts, notify="drop"))
+        check(r.status == 200, f"{oid}: {action} at the fake Midtrans ({r.status})")
 
     def status(self, oid):
         return self.st.sql("SELECT status FROM orders.orders WHERE order_id = %s", (oid,))[0][0]
@@ -74,12 +89,15 @@ class Door:
         return r[0][0] if r else 0
 
     def deliver(self, body):
-        """A genuine body: 200, then applied by kasir-order."""
+        """A genuine body: 200, then applied by kasir-order and, when it
+        was held, confirmed by the Status API."""
+        oid = body["order_id"]
         r = self.st.notify(json.dumps(body).encode(), JSON)
-        check(r.status == 200, f"{body['order_id']} genuine {body['transaction_status']}"
+        check(r.status == 200, f"{oid} genuine {body['transaction_status']}"
                                f"/{body.get('fraud_status')} {body['status_code']}: 200 ({r})")
         head = self.head()
         self.st.wait_until(lambda: self.cursor() >= head, 30, f"kasir-order applied seq {head}")
+        self.st.wait_until(lambda: self.awaiting(oid) is None, 30, f"{oid} confirmed")
 
     def refuse(self, what, oid, raw, expect_code):
         head, events, evidence, status = (self.head(), self.events(oid),
@@ -123,22 +141,24 @@ def paid_messages(st, oid):
 
 def main():
     # The door is what is tested: the genuine bodies are made here (not by
-    # the fake) and no reconciler runs, so kasir-order is in signature_only
-    # mode, where they move the orders as witnesses (the default mode's
-    # confirmation is tested by tests/reconciler/test_confirm.py)
+    # the fake), after the same story happened at the fake, in the default
+    # mode (the confirmation itself is tested by
+    # tests/reconciler/test_confirm.py)
     with kasirtest.Stack.for_test(server_key=DOCS_KEY,
                                   overrides={"INGEST_RATE": "10000",
                                              "INGEST_BURST": "10000",
-                                             "ORDER_SIGNATURE_ONLY": "true"}) as st:
-        for n in ("fake-midtrans", "ingest", "order"):
+                                             "ORDER_SIGNATURE_ONLY": "false"}) as st:
+        names = ("fake-midtrans", "ingest", "order", "reconciler")
+        for n in names:
             st.start(n, wait=False)
-        for n in ("fake-midtrans", "ingest", "order"):
+        for n in names:
             st.wait_ready(n)
         d = Door(st)
         for oid in ("HS-PEND", "HS-CHAL", "HS-PAID", "HS-DENY", "HS-FAKE"):
             create(st, oid)
 
         # a pending bank transfer (201): rewritten into a payment
+        d.truth("HS-PEND", "pending")
         pend = genuine("HS-PEND", "pending", "201", fraud=None)
         d.deliver(pend)
         d.refuse("pending 201 rewritten to settlement", "HS-PEND",
@@ -149,6 +169,7 @@ def main():
                         payment_type="credit_card"), "200")
 
         # a card payment held for review (capture/challenge, 201)
+        d.truth("HS-CHAL", "challenge")
         chal = genuine("HS-CHAL", "capture", "201", fraud="challenge", payment_type="credit_card")
         d.deliver(chal)
         d.refuse("capture/challenge 201 with fraud_status rewritten to accept", "HS-CHAL",
@@ -157,10 +178,14 @@ def main():
                  forged(chal, fraud_status=None), "200")
 
         # a paid order (settlement, 200): rewritten into a reversal, a pending
+        d.truth("HS-PAID", "pay")
         paid = genuine("HS-PAID", "settlement", "200", settlement_time="2026-11-23 16:00:05")
         d.deliver(paid)
         check(d.status("HS-PAID") == "PAID" and entitlements(st, "HS-PAID") == 1,
               "genuine settlement: PAID with access")
+        tr = st.sql("SELECT to_status, evidence_source FROM orders.transitions"
+                    " WHERE order_id = 'HS-PAID'")
+        check(tr == [("PAID", "recon")], f"HS-PAID: PAID on the Status API's answer ({tr})")
         d.refuse("settlement 200 rewritten to deny (a reversal)", "HS-PAID",
                  forged(paid, transaction_status="deny"), "202")
         d.refuse("settlement 200 rewritten to cancel", "HS-PAID",
@@ -170,6 +195,7 @@ def main():
 
         # a card deny carries fraud_status accept with 202: passes; rewritten
         # into a refund it does not
+        d.truth("HS-DENY", "deny", payment_type="credit_card")
         deny = genuine("HS-DENY", "deny", "202", fraud="accept", payment_type="credit_card")
         d.deliver(deny)
         d.refuse("deny 202 rewritten to refund", "HS-DENY",
