@@ -84,10 +84,16 @@ TRUTH = {
     "chargeback": [("pay", {"payment_type": "credit_card"}), ("chargeback", {})],
     "cancel": [("pending", {}), ("cancel", {})],
 }
-# the fake's truth -> where kasir-order may end (a reversal seen before its
-# settlement ends FAILED, reversed: the money went back either way)
-ENDS = {"PAID": ("PAID",), "REVERSED": ("REFUNDED", "FAILED"), "REFUNDED": ("REFUNDED",),
-        "EXPIRED": ("EXPIRED",), "CANCELLED": ("CANCELLED",), "PENDING": ("PENDING",)}
+# name -> (the fake's truth after TRUTH, where kasir-order ends once the
+# Status API answered the held backlog).  A reversal is held before the
+# settlement it reverses was applied, and the answer (deny with
+# settlement_time) moves the PENDING order: FAILED, reversed -- never PAID.
+CONFIRMED = {"pay": ("PAID", "PAID"), "reverse": ("REVERSED", "FAILED"),
+             "mirror": ("REVERSED", "FAILED"), "stale-deny": ("PAID", "PAID"),
+             "mismatch": ("PAID", "PAID"), "capture": ("PAID", "PAID"),
+             "challenge": ("PAID", "PAID"), "refund": ("REFUNDED", "REFUNDED"),
+             "expire": ("EXPIRED", "EXPIRED"), "chargeback": ("REFUNDED", "REFUNDED"),
+             "cancel": ("CANCELLED", "CANCELLED")}
 
 
 def bodies(oid, steps):
@@ -205,8 +211,10 @@ def confirmed(st):
     for name, t in truth.items():
         fa, fb = facts(st, f"A-{name}"), facts(st, f"B-{name}")
         status = fa["order"][0][0]
-        check(status in ENDS[t["status"]] and fa["active"] == [(1 if t["paid"] else 0,)],
-              f"{name}: Midtrans says {t['status']} (paid {t['paid']}): {status}, "
+        truth_status, want = CONFIRMED[name]
+        check(t["status"] == truth_status, f"{name}: the fake's truth is {t['status']}")
+        check(status == want and fa["active"] == [(1 if want == "PAID" else 0,)],
+              f"{name}: Midtrans says {t['status']}: {status}, "
               f"{fa['active'][0][0]} active entitlement")
         moved = st.sources(f"A-{name}") + st.sources(f"B-{name}")
         check(all(src == "recon" for _, src in moved),
