@@ -19,7 +19,14 @@ Status API tells the truth about what was paid there):
   4. the Status API down (5xx) during a payment: PENDING with "awaiting
      confirmation since T" in the API's order JSON, kasirctl order show and
      doctor; PAID once it answers again, exactly one PAID transition;
-  5. the database refuses a transition whose evidence is a notification.
+  5. the database refuses a transition whose evidence is a notification;
+  6. the unsigned fields that drive a decision only on other bodies: a
+     genuine deny (202) given the settlement_time that marks a reversal
+     (of a PENDING order, and of a PAID order whose failed first attempt
+     it was), a genuine partial_refund whose refund_amount is rewritten
+     (the customer is told Midtrans's amount), and the fields of every
+     payment channel's genuine body (card, e-wallet, QRIS, store, bill,
+     Permata VA) rewritten: never a wrong move.
 """
 import copy
 import hashlib
@@ -318,6 +325,122 @@ def test_status_api_down(st):
     log("Status API silent (timeouts), then back: PAID, one transition")
 
 
+def refunded_messages(st, oid):
+    return [json.loads(r[0]) for r in st.sql(
+        "SELECT body FROM orders.stream_out WHERE type = 'order.refunded'"
+        " AND (body::jsonb)->'data'->>'order_id' = %s ORDER BY seq", (oid,))]
+
+
+def test_reversal_marker(st):
+    """settlement_time on a deny is what makes it a reversal (docs/
+    state-machine.md).  Added to a genuine failed attempt's deny (202,
+    consistent, signed) it claims money went back."""
+    # a PENDING order whose card attempt failed
+    oid = rstack.create_order(st, "tolak@example.com")
+    body = genuine_body(st, oid, "deny", payment_type="credit_card")
+    assert body["status_code"] == "202" and "settlement_time" not in body, body
+    body["settlement_time"] = "2026-12-06 10:00:00"
+    assert deliver(st, signed(st, body))
+    wait_evidence(st, oid, 1)
+    wait_settled(st, oid)
+    status, flagged, reason, contradicted, _ = order_row(st, oid)
+    rev = st.sql("SELECT reversed FROM orders.orders WHERE order_id = %s",
+                 (oid,))[0][0]
+    assert (status, rev) == ("PENDING", False), order_row(st, oid)
+    assert transitions(st, oid) == [] and rstack.entitlements(st, oid) == 0
+    # Not asserted: a flag.  The held claim is stored as its Midtrans state
+    # ("deny"), without the settlement_time that made it a reversal, so
+    # Midtrans's deny answer agrees with it; the order does not move (the
+    # answer is a failed attempt), but the rewrite is not reported.
+    log("PENDING order, failed attempt's deny given a settlement_time: "
+        "PENDING, not reversed%s" % (", flagged: %s" % reason if flagged
+                                     else " (NOT flagged)"))
+
+    # a PAID order: its first attempt failed, the second paid
+    oid = rstack.create_order(st, "tolak-lunas@example.com")
+    body = genuine_body(st, oid, "deny", payment_type="credit_card")
+    rstack.pay(st, oid, notify="normal", payment_type="credit_card")
+    st.wait_until(lambda: rstack.order_status(st, oid) == "PAID", timeout=30,
+                  what="%s PAID" % oid)
+    t = st.fake("GET", "/_fake/orders/%s" % oid).body
+    body["settlement_time"] = t.get("settlement_time") or "2026-12-06 10:00:00"
+    n = st.sql("SELECT count(*) FROM orders.evidence WHERE order_id = %s"
+               " AND source = 'ingest'", (oid,))[0][0]
+    assert deliver(st, signed(st, body))
+    wait_evidence(st, oid, n + 1)
+    wait_settled(st, oid)
+    status, flagged, reason, contradicted, _ = order_row(st, oid)
+    assert status == "PAID" and rstack.entitlements(st, oid) == 1, \
+        order_row(st, oid)
+    assert transitions(st, oid) == [("PAID", "recon")]
+    assert flagged and contradicted, order_row(st, oid)
+    assert oid in finding_orders(doctor(st), "midtrans_contradicted")
+    log("PAID order, its failed attempt's deny given a settlement_time: "
+        "PAID with access, flagged: %s" % reason)
+
+
+def test_refund_amount_rewritten(st):
+    """A genuine partial_refund (200) with refund_amount (and refunds[])
+    rewritten: the partial refund is real, the amount the customer is told
+    is Midtrans's."""
+    oid = rstack.create_order(st, "sebagian@example.com")
+    rstack.pay(st, oid, notify="normal", payment_type="gopay")
+    st.wait_until(lambda: rstack.order_status(st, oid) == "PAID", timeout=30,
+                  what="%s PAID" % oid)
+    body = genuine_body(st, oid, "refund", refund_amount=50000)
+    assert body["transaction_status"] == "partial_refund", body
+    assert body["refund_amount"] == "50000.00", body
+    body["refund_amount"] = "1.00"
+    body["refunds"] = [dict(r, refund_amount="1.00") for r in body["refunds"]]
+    assert deliver(st, signed(st, body))
+    st.wait_until(lambda: refunded_messages(st, oid), timeout=30,
+                  what="%s order.refunded" % oid)
+    wait_settled(st, oid)
+    msgs = refunded_messages(st, oid)
+    got = [m["data"].get("refund_amount") for m in msgs]
+    assert got == [50000], (got, msgs)
+    row = st.sql("SELECT status, partial_refund FROM orders.orders"
+                 " WHERE order_id = %s", (oid,))[0]
+    assert row == ("PAID", True) and rstack.entitlements(st, oid) == 1, row
+    log("partial refund of 50000 with refund_amount rewritten to 1.00: "
+        "the customer is told %s" % got[0])
+
+
+# (action, options) whose genuine body carries each channel's own fields
+CHANNELS = [("challenge", {}),
+            ("pending", {"payment_type": "gopay"}),
+            ("pending", {"payment_type": "qris"}),
+            ("pending", {"payment_type": "cstore", "store": "indomaret"}),
+            ("pending", {"payment_type": "echannel"}),
+            ("pending", {"payment_type": "bank_transfer", "bank": "permata"})]
+SIGNED = ("order_id", "status_code", "gross_amount", "signature_key")
+
+
+def test_channel_fields(st):
+    """Every unsigned field of each channel's genuine body rewritten (all
+    in one body, so one order per channel): nothing moves."""
+    for action, opts in CHANNELS:
+        oid = rstack.create_order(st, "kanal-%s-%s@example.com"
+                                  % (action, opts.get("payment_type", "cc")))
+        body = genuine_body(st, oid, action, **opts)
+        fields = sorted(k for k in body if k not in SIGNED and k not in (
+            "transaction_status", "fraud_status", "status_message"))
+        for k in fields:
+            v = body[k]
+            body[k] = (v + "9" if isinstance(v, str) else
+                       [{"rewritten": True}] if isinstance(v, list) else
+                       "rewritten")
+        accepted = deliver(st, signed(st, body))
+        if accepted:
+            wait_evidence(st, oid, 1)
+            wait_settled(st, oid)
+        assert order_row(st, oid)[0] == "PENDING", (oid, order_row(st, oid))
+        assert transitions(st, oid) == [] and rstack.entitlements(st, oid) == 0
+        log("%s %s: %d unsigned fields rewritten (%s): %s, PENDING" % (
+            action, opts.get("payment_type", "credit_card"), len(fields),
+            ", ".join(fields), "accepted" if accepted else "refused"))
+
+
 def test_database_refuses(st, paid_oid):
     oid = rstack.create_order(st, "db@example.com")
     ev = st.sql("SELECT id, ref FROM orders.evidence WHERE order_id = %s AND"
@@ -361,6 +484,9 @@ def main():
         test_rewritten_fields(st)
         test_paid_rewritten(st)
         test_status_api_down(st)
+        test_reversal_marker(st)
+        test_refund_amount_rewritten(st)
+        test_channel_fields(st)
         test_database_refuses(st, paid)
         log("ok")
 
