@@ -427,7 +427,6 @@ def bench_ingest(args):
                  f"{ms(pgb['p999_us'])} | 0 | {la_pg} |")
     table = "\n".join(lines)
     print(table)
-    print(f"{paid} orders PAID by the end of the run")
     verdict_ratio = "met" if ratio >= 1.0 else f"MISSED by {(1.0 - ratio) * 100:.0f}%"
     verdict_p99 = ("met" if half["p99_us"] <= 20000 else
                    f"MISSED: {ms(half['p99_us'])} ms = {half['p99_us'] / 20000.0:.1f}x the limit")
@@ -607,7 +606,6 @@ def bench_e2e(args):
                      f"{r['p50']:.0f} | {r['p99']:.0f} | {r['p999']:.0f} | {r['la']} |")
     table = "\n".join(lines)
     print(table)
-    print(f"{paid} orders PAID by the end of the run")
     t500 = [r for r in results if r["rate"] == 500]
     if t500:
         r = t500[0]
