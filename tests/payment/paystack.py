@@ -155,9 +155,7 @@ class PayStack(kasirtest.Stack):
               "RECON_RETRY_BACKOFF": "200ms", "RECON_RETRY": "1s",
               "RECON_RETRY_MAX": "2s"}
         ov.update(overrides or {})
-        st = cls.for_test(overrides=ov, server_key=DOCS_KEY, **kw)
-        st.signature_only = signature_only
-        return st
+        return cls.for_test(overrides=ov, server_key=DOCS_KEY, **kw)
 
     def start_payment_path(self, reconciler=True):
         """fake Midtrans, kasir-ingest, kasir-order and (unless a test holds
@@ -251,9 +249,9 @@ class PayStack(kasirtest.Stack):
         """Until kasir-order has applied everything kasir-ingest stored and
         (confirmed; by default when kasir-reconciler runs) every
         confirmation it asked for was answered: no order awaits the Status
-        API.  The hold is set in the transaction that
-        applies the notification, and a second round in the one that
-        applies the answer, so this is a settled state, not a pause."""
+        API.  The hold is set in the transaction that applies the
+        notification, and a second round in the one that applies the
+        answer, so this is a settled state, not a pause."""
         head = self.ingest_head()
         self.wait_until(lambda: self.order_cursor() >= head, timeout,
                         f"kasir-order applied ingest seq {head}")
