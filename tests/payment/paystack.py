@@ -179,6 +179,18 @@ class PayStack(kasirtest.Stack):
             raise AssertionError(f"fake {action} {order_id}: {r}")
         return r.body
 
+    def fake_done(self, order_ids):
+        """The fake has nothing more to send about order_ids: no follow-up
+        due (a card's settlement, a refund's bank confirmation) and every
+        notification delivered, dropped or given up."""
+        for oid in order_ids:
+            t = self.fake("GET", f"/_fake/orders/{oid}").body
+            if t.get("followup") or not all(
+                    n["delivered"] or n["dropped"] or n["gave_up"]
+                    for n in t.get("notifications", [])):
+                return False
+        return True
+
     def awaiting(self, order_id=None):
         """Orders (or: is order_id) awaiting a Status API confirmation."""
         if order_id is None:
