@@ -52,16 +52,11 @@ answer_agrees(const struct evidence_msg *e, const struct order_row *o)
 	if (e->in.kind == EVIDENCE_STATUS &&
 	    !amount_matches(e->in.gross_amount, o->amount))
 		return false;
+	/* the graph also tells the two denies apart: a settlement (or a
+	 * claimed reversal, "deny/settled") is followed only by a deny that
+	 * says the payment had settled, never by a failed attempt's */
 	if (e->state_key[0] == '\0' ||
 	    !midtrans_state_follows(o->awaiting, e->state_key))
-		return false;
-	/* settlement -> deny is a reversal only with settlement_time;
-	 * without it a deny is a failed attempt, which no settlement or
-	 * capture claim can have come from */
-	if (strcmp(e->state_key, "deny") == 0 &&
-	    strcmp(o->awaiting, "deny") != 0 &&
-	    strcmp(o->awaiting, "capture/deny") != 0 &&
-	    (e->in.settlement_time == NULL || e->in.settlement_time[0] == 0))
 		return false;
 	return true;
 }
@@ -121,7 +116,13 @@ proven_claim(const struct evidence_msg *e, const struct order_row *o,
 	if (slash != NULL)
 		*slash = '\0';
 	claimed.transaction_status = ts;
-	claimed.fraud_status = slash != NULL ? slash + 1 : NULL;
+	claimed.fraud_status = NULL;
+	if (slash != NULL && strcmp(ts, "capture") == 0)
+		claimed.fraud_status = slash + 1;
+	else if (slash != NULL && strcmp(slash + 1, "settled") == 0 &&
+	         (claimed.settlement_time == NULL ||
+	          claimed.settlement_time[0] == '\0'))
+		claimed.settlement_time = "claimed"; /* deny/settled */
 	order_decide(facts, &claimed, &first);
 	if (!first.transition)
 		return false;

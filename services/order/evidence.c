@@ -88,8 +88,8 @@ evidence_parse(const struct kasir_msg *msg, struct evidence_msg *e)
 		kasir_strlcpy(e->state_key, "expire", sizeof(e->state_key));
 	else if (e->in.kind != EVIDENCE_NOT_FOUND &&
 	         midtrans_state_key(e->in.transaction_status,
-	                            e->in.fraud_status, e->state_key,
-	                            sizeof(e->state_key)) < 0)
+	                            e->in.fraud_status, e->in.settlement_time,
+	                            e->state_key, sizeof(e->state_key)) < 0)
 		e->state_key[0] = '\0';
 	if (e->order_id == NULL || e->received_at == NULL || e->ref <= 0)
 		return KASIR_EREJECT;

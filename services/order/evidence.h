@@ -49,7 +49,8 @@ struct evidence_msg {
 	const char *refund_amount;
 	bool confirm; /* recon: the answer to a confirm.request */
 	/* midtrans_state_key() of what it says: "settlement", "capture",
-	 * "capture/challenge", "expire" for a 407; "" when none (404) */
+	 * "capture/challenge", "deny/settled", "expire" for a 407; "" when
+	 * none (404) */
 	char state_key[24];
 };
 

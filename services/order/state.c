@@ -453,7 +453,8 @@ static const struct {
     {"capture", {"settlement", "cancel"}},
     {"capture/deny", {"deny"}},
     {"settlement",
-     {"refund", "partial_refund", "chargeback", "partial_chargeback", "deny"}},
+     {"refund", "partial_refund", "chargeback", "partial_chargeback",
+      "deny/settled"}},
     {"partial_refund", {"refund", "partial_refund"}},
     {"partial_chargeback", {"chargeback"}},
 };
@@ -469,13 +470,17 @@ static const char *const midtrans_states[] = {
 };
 
 int
-midtrans_state_key(const char *ts, const char *fs, char *buf, size_t len)
+midtrans_state_key(const char *ts, const char *fs, const char *settlement_time,
+                   char *buf, size_t len)
 {
 	const char *key = NULL;
 
 	if (ts == NULL || len == 0)
 		return -EINVAL;
-	if (strcmp(ts, "capture") == 0) {
+	if (strcmp(ts, "deny") == 0 && settlement_time != NULL &&
+	    settlement_time[0] != '\0') {
+		key = "deny/settled";
+	} else if (strcmp(ts, "capture") == 0) {
 		if (fs == NULL || strcmp(fs, "accept") == 0)
 			key = "capture";
 		else if (strcmp(fs, "challenge") == 0)

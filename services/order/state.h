@@ -129,16 +129,20 @@ void order_decide(const struct order_facts *o, const struct evidence_in *ev,
  *   capture   -> settlement | cancel
  *   capture/deny -> deny
  *   settlement -> refund | partial_refund | chargeback
- *                 | partial_chargeback | deny
+ *                 | partial_chargeback | deny/settled
  *   partial_refund -> refund | partial_refund
  *   partial_chargeback -> chargeback
  * The key of a state: transaction_status, with the fraud status for a
  * capture ("capture" = accept or none, "capture/challenge",
- * "capture/deny").  Returns the key in buf, or -EINVAL for an unknown or
- * too long status.
+ * "capture/deny"), and "deny/settled" for a deny that carries
+ * settlement_time (the reversal of a settled payment, as opposed to a
+ * failed attempt: "deny").  The two denies are different claims: a
+ * notification that says the payment had settled is borne out only by an
+ * answer that says so too.  Returns the key in buf, or -EINVAL for an
+ * unknown or too long status.
  */
 int midtrans_state_key(const char *transaction_status, const char *fraud_status,
-                       char *buf, size_t len);
+                       const char *settlement_time, char *buf, size_t len);
 /* True when state `later` is `held` itself or reachable from it. */
 bool midtrans_state_follows(const char *held, const char *later);
 

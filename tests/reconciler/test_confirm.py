@@ -348,13 +348,14 @@ def test_reversal_marker(st):
                  (oid,))[0][0]
     assert (status, rev) == ("PENDING", False), order_row(st, oid)
     assert transitions(st, oid) == [] and rstack.entitlements(st, oid) == 0
-    # Not asserted: a flag.  The held claim is stored as its Midtrans state
-    # ("deny"), without the settlement_time that made it a reversal, so
-    # Midtrans's deny answer agrees with it; the order does not move (the
-    # answer is a failed attempt), but the rewrite is not reported.
+    # The claim was a reversal ("deny/settled": a deny with
+    # settlement_time), Midtrans answers a failed attempt ("deny"): the
+    # answer does not bear the claim out, so the order is flagged as
+    # contradicted and doctor reports it.
+    assert flagged and contradicted, order_row(st, oid)
+    assert oid in finding_orders(doctor(st), "midtrans_contradicted")
     log("PENDING order, failed attempt's deny given a settlement_time: "
-        "PENDING, not reversed%s" % (", flagged: %s" % reason if flagged
-                                     else " (NOT flagged)"))
+        "PENDING, not reversed, flagged: %s" % reason)
 
     # a PAID order: its first attempt failed, the second paid
     oid = rstack.create_order(st, "tolak-lunas@example.com")

@@ -662,7 +662,13 @@ test_midtrans_graph(void **state)
 	    {"settlement", "partial_refund", true},
 	    {"settlement", "chargeback", true},
 	    {"settlement", "partial_chargeback", true},
-	    {"settlement", "deny", true}, /* reversal */
+	    {"settlement", "deny/settled", true}, /* reversal */
+	    /* a failed attempt's deny never follows a settlement, and a
+	     * claimed reversal is not borne out by one */
+	    {"settlement", "deny", false},
+	    {"capture", "deny/settled", true},
+	    {"deny/settled", "deny", false},
+	    {"pending", "deny/settled", true},
 	    {"settlement", "pending", false},
 	    {"settlement", "expire", false},
 	    {"settlement", "cancel", false},
@@ -698,21 +704,30 @@ test_midtrans_graph(void **state)
 	}
 	assert_false(midtrans_state_follows(NULL, "settlement"));
 	assert_false(midtrans_state_follows("settlement", NULL));
-	assert_int_equal(midtrans_state_key("capture", "accept", key, 24), 0);
-	assert_string_equal(key, "capture");
-	assert_int_equal(midtrans_state_key("capture", NULL, key, 24), 0);
-	assert_string_equal(key, "capture");
-	assert_int_equal(midtrans_state_key("capture", "challenge", key, 24),
+	assert_int_equal(midtrans_state_key("capture", "accept", NULL, key, 24),
 	                 0);
+	assert_string_equal(key, "capture");
+	assert_int_equal(midtrans_state_key("capture", NULL, NULL, key, 24), 0);
+	assert_string_equal(key, "capture");
+	assert_int_equal(
+	    midtrans_state_key("capture", "challenge", NULL, key, 24), 0);
 	assert_string_equal(key, "capture/challenge");
-	assert_int_equal(midtrans_state_key("settlement", "accept", key, 24),
-	                 0);
+	assert_int_equal(
+	    midtrans_state_key("settlement", "accept", NULL, key, 24), 0);
 	assert_string_equal(key, "settlement");
-	assert_int_not_equal(midtrans_state_key("capture", "maybe", key, 24),
+	assert_int_equal(
+	    midtrans_state_key("deny", NULL, "2026-12-06 10:00:00", key, 24),
+	    0);
+	assert_string_equal(key, "deny/settled");
+	assert_int_equal(midtrans_state_key("deny", NULL, "", key, 24), 0);
+	assert_string_equal(key, "deny");
+	assert_int_not_equal(
+	    midtrans_state_key("capture", "maybe", NULL, key, 24), 0);
+	assert_int_not_equal(midtrans_state_key("paid", NULL, NULL, key, 24),
 	                     0);
-	assert_int_not_equal(midtrans_state_key("paid", NULL, key, 24), 0);
-	assert_int_not_equal(midtrans_state_key(NULL, NULL, key, 24), 0);
-	assert_int_not_equal(midtrans_state_key("settlement", NULL, key, 5), 0);
+	assert_int_not_equal(midtrans_state_key(NULL, NULL, NULL, key, 24), 0);
+	assert_int_not_equal(
+	    midtrans_state_key("settlement", NULL, NULL, key, 5), 0);
 }
 
 int
