@@ -481,7 +481,7 @@ def test_confirmation(s):
     assert order_row(s, "CNF-9")[0::4] == ("PENDING", True), order_row(s, "CNF-9")
     # a reversal of a PAID order: held, confirmed, REFUNDED
     apply(s, base("CNF-7", status="deny", settlement_time="2026-12-06 10:00:00"))
-    assert order_row(s, "CNF-7")[0::3] == ("PAID", "deny"), order_row(s, "CNF-7")
+    assert order_row(s, "CNF-7")[0::3] == ("PAID", "deny/settled"), order_row(s, "CNF-7")
     confirm(s, "CNF-7", "deny", settlement_time="2026-12-06 10:00:00")
     assert s.sql("SELECT status, reversed FROM orders.orders WHERE order_id='CNF-7'") == \
         [("REFUNDED", True)]
