@@ -278,8 +278,9 @@ daemon_migrate(struct daemon *d, const char *runtime_role)
 	int attempt = 0, rc, sig;
 
 	for (;;) {
-		rc = db_migrate(&oc, d->schema, runtime_role, &stream_migration,
-		                1, d->conf->db_migrations, why, sizeof(why));
+		rc = db_migrate(&oc, d->schema, runtime_role, stream_migrations,
+		                STREAM_MIGRATIONS, d->conf->db_migrations, why,
+		                sizeof(why));
 		if (rc == 0)
 			break;
 		if (rc != KASIR_EDB) {
@@ -432,9 +433,9 @@ daemon_ping(struct daemon *d, struct metric *up)
 
 	if (ok && !load_bool(&d->migrations_ok))
 		store_bool(&d->migrations_ok,
-		           db_migrations_applied(d->db, d->schema,
-		                                 &stream_migration, 1,
-		                                 d->conf->db_migrations));
+		           db_migrations_applied(
+		               d->db, d->schema, stream_migrations,
+		               STREAM_MIGRATIONS, d->conf->db_migrations));
 	if (ok != was) {
 		if (ok) {
 			log_info("database reachable again");

@@ -2,14 +2,21 @@
  * stream.h - the durable, signed message backbone (ARCHITECTURE.md).
  *
  * Producer side, in the producing service's schema S:
+ *   S.stream_pending(stream, pos, id, type, at, tail)  queue of appends
  *   S.stream_head(stream text PK, seq bigint)           gap-free counter
  *   S.stream_out(stream, seq, id uuid, type, at, body)   append-only log
- * stream_append() runs INSIDE the caller's transaction: it increments
- * stream_head (the row lock serialises appenders until COMMIT, so seq has
- * no gaps: a rolled-back append rolls its number back too) and inserts the
- * message body.  After COMMIT the caller calls stream_producer_kick(); a
- * publisher thread reads rows with seq > last sent from its own connection,
- * signs them (envelope) and sends them over nng, pub (fan-out) or push
+ * stream_append() runs INSIDE the caller's transaction and inserts the
+ * message into stream_pending (pos: a bigserial, no shared row lock, so
+ * any number of transactions append to one stream at once).  After COMMIT
+ * the caller calls stream_producer_kick(), which wakes the producer's
+ * sequencer thread: in one transaction of its own, holding the stream's
+ * advisory lock (one sequencer at a time, also across processes), it
+ * moves the committed pending rows in pos order into stream_out with the
+ * next gap-free seqs, deletes them from stream_pending and moves
+ * stream_head.  A row committed late (lower pos than rows already
+ * sequenced) is simply sequenced in a later pass.  Then a publisher
+ * thread reads rows with seq > last sent from its own connection, signs
+ * them (envelope) and sends them over nng, pub (fan-out) or push
  * (pipeline), non-blocking: nng is only the fast path.  It also sends a
  * heartbeat {head} every heartbeat_ms.  A replay thread answers req/rep
  * requests "messages of stream with seq > after, at most max" from the
@@ -31,9 +38,10 @@
  * Result: every committed message is applied exactly once, in seq order,
  * whatever is killed, restarted, dropped, duplicated or reordered.
  *
- * The tables are created by migration "0000_stream" (stream_migration:
- * common/stream/schema.sql and grants.sql, built into the library), which
- * the caller hands to db_migrate() before its own files.
+ * The tables are created by migrations "0000_stream" and
+ * "0001_stream_pending" (stream_migrations: common/stream/schema.sql,
+ * pending.sql and their grants, built into the library), which the caller
+ * hands to db_migrate() before its own files.
  */
 #ifndef KASIR_STREAM_H
 #define KASIR_STREAM_H
@@ -72,21 +80,25 @@ void stream_producer_stop(struct stream_producer *p);
 /*
  * Appends one message to the producer's stream inside the transaction open
  * on db (the caller's connection).  data is checked against the type's
- * field table and borrowed.  On success *ret_seq (may be NULL) is its seq.
- * The message is sent only after the caller commits and kicks.
+ * field table and borrowed.  On success *ret_pos (may be NULL) is its
+ * position in stream_pending: the order the sequencer keeps among
+ * messages of this stream, NOT its seq (a seq exists only after COMMIT,
+ * when the sequencer has moved it).  The message is sequenced and sent
+ * only after the caller commits and kicks.
  */
 int stream_append(struct stream_producer *p, struct kasir_db *db,
                   enum msg_type type, const struct cJSON *data,
-                  int64_t *ret_seq);
+                  int64_t *ret_pos);
 /*
  * Deferred appends, for a connection that appends many messages in one
  * transaction (a stream consumer applying a batch).  After
  * stream_defer_begin(p, db), stream_append(p, db, ...) checks the message
- * and only queues it in memory (ret_seq must then be NULL, or the queue is
+ * and only queues it in memory (ret_pos must then be NULL, or the queue is
  * flushed first and that append is immediate); appends from other
- * connections stay immediate.  stream_defer_flush(p, db) takes the k seqs
- * with one statement and inserts the k rows with another, in the order of
- * the calls, inside db's open transaction: call it right before COMMIT.
+ * connections stay immediate.  stream_defer_flush(p, db) inserts the k
+ * rows into stream_pending with one statement, in the order of the calls
+ * (their pos order), inside db's open transaction: call it right before
+ * COMMIT.
  * It empties the queue whatever its result (a failed flush means the
  * caller rolls back).  stream_defer_end(p, db) drops anything still
  * queued (after a ROLLBACK) and makes db's appends immediate again.
@@ -97,7 +109,8 @@ int stream_defer_begin(struct stream_producer *p, struct kasir_db *db);
 int stream_defer_flush(struct stream_producer *p, struct kasir_db *db);
 void stream_defer_end(struct stream_producer *p, struct kasir_db *db);
 
-/* Wakes the publisher after a COMMIT that contained appends. Thread-safe. */
+/* Wakes the sequencer (which wakes the publisher) after a COMMIT that
+ * contained appends.  Thread-safe. */
 void stream_producer_kick(struct stream_producer *p);
 /* Highest seq known committed (as of the last publisher pass). */
 int64_t stream_producer_head(const struct stream_producer *p);
@@ -159,13 +172,16 @@ void stream_consumer_stop(struct stream_consumer *c);
 int64_t stream_consumer_cursor(const struct stream_consumer *c);
 int64_t stream_consumer_head(const struct stream_consumer *c);
 
-/* The backbone's own migration, "0000_stream": stream_head, stream_out
- * (append-only), stream_cursor, stream_poison (append-only), with grants
- * for the runtime role.  Every service schema gets it: pass it to
- * db_migrate() and db_migrations_applied(). */
-extern const struct db_builtin stream_migration;
-/* Its SQL for schema (db_builtin_sql()); on success *ret_sql (caller
- * frees) is the SQL text. */
+/* The backbone's own migrations, in order: "0000_stream" (stream_head,
+ * stream_out (append-only), stream_cursor, stream_poison (append-only))
+ * and "0001_stream_pending" (the queue of appends waiting for the
+ * sequencer), with grants for the runtime role.  Every service schema gets
+ * them: pass (stream_migrations, STREAM_MIGRATIONS) to db_migrate() and
+ * db_migrations_applied(). */
+#define STREAM_MIGRATIONS 2
+extern const struct db_builtin stream_migrations[STREAM_MIGRATIONS];
+/* The SQL of "0000_stream" for schema (db_builtin_sql()); on success
+ * *ret_sql (caller frees) is the SQL text. */
 int stream_migration_sql(const char *schema, const char *runtime_role,
                          char **ret_sql);
 

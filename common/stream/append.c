@@ -1,7 +1,8 @@
 /*
  * append.c - stream_append() in the caller's transaction, and deferred
- * appends (stream_defer_*): one head update and one multi-row insert for
- * everything a batch appended.
+ * appends (stream_defer_*): one multi-row insert for everything a batch
+ * appended.  Both only insert into stream_pending (no shared row lock):
+ * the seq is given after COMMIT by the sequencer (sequencer.c).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -22,7 +23,7 @@ void
 producer_defer_clear(struct defer_slot *d)
 {
 	for (size_t i = 0; i < d->n; i++)
-		cJSON_Delete(d->q[i].data);
+		free(d->q[i].tail);
 	free(d->q);
 	d->q = NULL;
 	d->n = d->cap = 0;
@@ -44,7 +45,7 @@ defer_find(struct stream_producer *p, const struct kasir_db *db)
 
 static int
 defer_push(struct defer_slot *d, enum msg_type type, const char *id,
-           const char *at, const cJSON *data)
+           const char *at, const char *tail)
 {
 	struct deferred_msg *m;
 
@@ -57,8 +58,8 @@ defer_push(struct defer_slot *d, enum msg_type type, const char *id,
 		d->cap = cap;
 	}
 	m = &d->q[d->n];
-	m->data = cJSON_Duplicate(data, true);
-	if (m->data == NULL)
+	m->tail = strdup(tail);
+	if (m->tail == NULL)
 		return -ENOMEM;
 	m->type = type;
 	kasir_strlcpy(m->id, id, sizeof(m->id));
@@ -69,13 +70,12 @@ defer_push(struct defer_slot *d, enum msg_type type, const char *id,
 
 int
 stream_append(struct stream_producer *p, struct kasir_db *db,
-              enum msg_type type, const struct cJSON *data, int64_t *ret_seq)
+              enum msg_type type, const struct cJSON *data, int64_t *ret_pos)
 {
-	char id[40], at[40], seq_s[24];
-	const char *head_params[] = {p == NULL ? NULL : p->stream};
+	char id[40], at[40];
 	char *body = NULL;
+	const char *tail;
 	PGresult *res = NULL;
-	int64_t seq;
 	int rc;
 
 	if (p == NULL || db == NULL || type <= MSG_UNKNOWN ||
@@ -86,53 +86,47 @@ stream_append(struct stream_producer *p, struct kasir_db *db,
 	if (rc < 0)
 		return rc;
 	time_rfc3339(now_real_ms(), at, sizeof(at));
-	/* Check data and size BEFORE taking a seq: a caller that commits
-	 * despite an error must not leave a hole in the sequence. */
+	/* Encoded with seq 0: the sequencer puts the real seq in place of
+	 * the 0 (the STREAM_FRAME_OVERHEAD counts its digits). */
 	rc = msg_encode_full(p->stream, 0, id, at, type, data, &body);
 	if (rc < 0)
 		return rc;
 	if (strlen(body) + STREAM_FRAME_OVERHEAD > p->max_frame) {
-		free(body);
-		return KASIR_ETOOBIG;
+		rc = KASIR_ETOOBIG;
+		goto out;
 	}
-	free(body);
-	body = NULL;
+	if ((rc = producer_body_tail(p, body, &tail)) < 0)
+		goto out;
 
 	{
 		struct defer_slot *d = defer_find(p, db);
-		if (d != NULL && ret_seq == NULL)
-			return defer_push(d, type, id, at, data);
-		/* the caller wants its seq now: what was queued goes
+		if (d != NULL && ret_pos == NULL) {
+			rc = defer_push(d, type, id, at, tail);
+			goto out;
+		}
+		/* the caller wants its position now: what was queued goes
 		 * first, so the stream keeps the order of the calls */
 		if (d != NULL && (rc = stream_defer_flush(p, db)) < 0)
-			return rc;
+			goto out;
 	}
-	rc = db_exec(db, &p->st_head_next.st, head_params, &res);
-	if (rc < 0)
-		return rc;
-	if (PQntuples(res) != 1) {
-		PQclear(res);
-		return KASIR_ESQL;
-	}
-	seq = db_get_i64(res, 0, 0);
-	PQclear(res);
-
-	rc = msg_encode_full(p->stream, seq, id, at, type, data, &body);
-	if (rc < 0)
-		return rc;
-	stream_i64_text(seq, seq_s);
 	{
-		const char *params[] = {p->stream,           seq_s, id,
-		                        msg_type_name(type), at,    body};
+		const char *params[] = {p->stream, id, msg_type_name(type), at,
+		                        tail};
 
-		rc = db_exec(db, &p->st_out_insert.st, params, NULL);
+		rc = db_exec(db, &p->st_pending_insert.st, params, &res);
 	}
-	free(body);
 	if (rc < 0)
-		return rc;
-	if (ret_seq != NULL)
-		*ret_seq = seq;
-	return 0;
+		goto out;
+	if (PQntuples(res) != 1) {
+		rc = KASIR_ESQL;
+		goto out;
+	}
+	if (ret_pos != NULL)
+		*ret_pos = db_get_i64(res, 0, 0);
+out:
+	PQclear(res);
+	free(body);
+	return rc;
 }
 
 int
@@ -162,12 +156,9 @@ int
 stream_defer_flush(struct stream_producer *p, struct kasir_db *db)
 {
 	struct defer_slot *d;
-	struct db_array a[5] = {{0}};
-	const char *params[6];
-	PGresult *res = NULL;
-	char k_s[24], seq_s[24];
-	int64_t last, first;
-	int rc;
+	struct db_array a[4] = {{0}};
+	const char *params[5];
+	int rc = 0;
 
 	if (p == NULL || db == NULL)
 		return -EINVAL;
@@ -176,48 +167,28 @@ stream_defer_flush(struct stream_producer *p, struct kasir_db *db)
 		return -EINVAL;
 	if (d->n == 0)
 		return 0;
-	stream_i64_text((int64_t)d->n, k_s);
-	params[0] = p->stream;
-	params[1] = k_s;
-	rc = db_exec(db, &p->st_head_add.st, params, &res);
-	if (rc < 0)
-		goto out;
-	if (PQntuples(res) != 1) {
-		rc = KASIR_ESQL;
-		goto out;
-	}
-	last = db_get_i64(res, 0, 0);
-	first = last - (int64_t)d->n + 1;
 	for (size_t i = 0; i < d->n; i++) {
 		struct deferred_msg *m = &d->q[i];
-		char *body = NULL;
 
-		rc = msg_encode_full(p->stream, first + (int64_t)i, m->id,
-		                     m->at, m->type, m->data, &body);
-		if (rc < 0)
-			goto out;
-		stream_i64_text(first + (int64_t)i, seq_s);
-		db_array_add(&a[0], seq_s);
-		db_array_add(&a[1], m->id);
-		db_array_add(&a[2], msg_type_name(m->type));
-		db_array_add(&a[3], m->at);
-		db_array_add(&a[4], body);
-		free(body);
+		db_array_add(&a[0], m->id);
+		db_array_add(&a[1], msg_type_name(m->type));
+		db_array_add(&a[2], m->at);
+		db_array_add(&a[3], m->tail);
 	}
-	for (int i = 0; i < 5; i++) {
+	params[0] = p->stream;
+	for (int i = 0; i < 4; i++) {
 		params[i + 1] = db_array_text(&a[i]);
 		if (params[i + 1] == NULL) {
 			rc = -ENOMEM;
 			goto out;
 		}
 	}
-	rc = db_exec(db, &p->st_out_many.st, params, NULL);
+	rc = db_exec(db, &p->st_pending_many.st, params, NULL);
 out:
 	/* Committed with the transaction, or rolled back with it: either
 	 * way the queue is done. */
 	producer_defer_clear(d);
-	PQclear(res);
-	for (int i = 0; i < 5; i++)
+	for (int i = 0; i < 4; i++)
 		db_array_free(&a[i]);
 	return rc;
 }

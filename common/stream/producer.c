@@ -1,7 +1,8 @@
 /*
  * producer.c - a stream's producer: start and stop, the publisher thread
- * that sends committed rows on the fast path and heartbeats the head.
- * Appends are in append.c, replay answers in replay.c.
+ * that sends sequenced rows on the fast path and heartbeats the head.
+ * Appends are in append.c, the sequencer in sequencer.c, replay answers
+ * in replay.c.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -23,6 +24,10 @@
 #define STREAM_REPLAY_MAX_DEFAULT 500
 #define STREAM_REPLAY_MAX_LIMIT   10000
 #define STREAM_PUBLISH_BATCH      256 /* rows per publisher query */
+/* The sequencer's pass when nothing woke it: rows another process
+ * committed and left (it died before its own pass), and rows another
+ * process sequenced that this one's publisher has not sent. */
+#define STREAM_SEQUENCE_POLL_MS 50
 
 bool
 producer_stopping(struct stream_producer *p)
@@ -35,7 +40,7 @@ producer_stopping(struct stream_producer *p)
 	return s;
 }
 
-static void
+void
 producer_set_head(struct stream_producer *p, int64_t head)
 {
 	if (head > __atomic_load_n(&p->head, __ATOMIC_RELAXED)) {
@@ -174,35 +179,24 @@ producer_build_stmts(struct stream_producer *p)
 	const char *s = p->schema, *n = p->stream;
 	int rc;
 
-	rc = stream_stmt_build(&p->st_head_next, "head_next", s, n, 1,
-	                       "INSERT INTO %s.stream_head AS h (stream, seq) "
-	                       "VALUES ($1, 1) ON CONFLICT (stream) DO UPDATE "
-	                       "SET seq = h.seq + 1 RETURNING seq",
+	rc = stream_stmt_build(&p->st_pending_insert, "pending_insert", s, n, 5,
+	                       "INSERT INTO %s.stream_pending (stream, id, "
+	                       "type, at, tail) VALUES ($1, $2::uuid, $3, "
+	                       "$4::timestamptz, $5) RETURNING pos",
 	                       s);
+	/* ORDER BY the ordinality: pos (nextval, evaluated after the sort)
+	 * follows the order of the calls */
 	if (rc == 0)
 		rc = stream_stmt_build(
-		    &p->st_out_insert, "out_insert", s, n, 6,
-		    "INSERT INTO %s.stream_out (stream, seq, id, "
-		    "type, at, body) VALUES ($1, $2::bigint, "
-		    "$3::uuid, $4, $5::timestamptz, $6)",
+		    &p->st_pending_many, "pending_many", s, n, 5,
+		    "INSERT INTO %s.stream_pending (stream, id, type, at, "
+		    "tail) SELECT $1, u.id, u.type, u.at, u.tail FROM "
+		    "unnest($2::uuid[], $3::text[], $4::timestamptz[], "
+		    "$5::text[]) WITH ORDINALITY AS u(id, type, at, tail, "
+		    "ord) ORDER BY u.ord",
 		    s);
 	if (rc == 0)
-		rc = stream_stmt_build(
-		    &p->st_head_add, "head_add", s, n, 2,
-		    "INSERT INTO %s.stream_head AS h (stream, seq) "
-		    "VALUES ($1, $2::bigint) ON CONFLICT (stream) "
-		    "DO UPDATE SET seq = h.seq + $2::bigint "
-		    "RETURNING seq",
-		    s);
-	if (rc == 0)
-		rc = stream_stmt_build(
-		    &p->st_out_many, "out_many", s, n, 6,
-		    "INSERT INTO %s.stream_out (stream, seq, id, "
-		    "type, at, body) SELECT $1, u.seq, u.id, u.type,"
-		    " u.at, u.body FROM unnest($2::bigint[], "
-		    "$3::uuid[], $4::text[], $5::timestamptz[], "
-		    "$6::text[]) AS u(seq, id, type, at, body)",
-		    s);
+		rc = producer_sequencer_stmts(p);
 	if (rc == 0)
 		rc = stream_stmt_build(&p->st_head_read, "head_read", s, n, 1,
 		                       "SELECT seq FROM %s.stream_head "
@@ -259,6 +253,13 @@ stream_producer_start(const struct stream_producer_conf *conf,
 	                   NULL, "replay requests answered");
 	p->m_head = stream_gauge(m, "kasir_stream_head", p->stream,
 	                         "highest committed seq of the stream");
+	p->m_sequenced =
+	    stream_counter(m, "kasir_stream_sequenced_total", p->stream, NULL,
+	                   "appends this process's sequencer gave a seq");
+	p->m_seq_busy = stream_counter(
+	    m, "kasir_stream_sequencer_busy_total", p->stream, NULL,
+	    "sequencer passes that found another one running (retried)");
+	p->seq_poll_ms = STREAM_SEQUENCE_POLL_MS;
 	stream_rejected_register(m, p->stream, p->m_rejected);
 
 	rc = producer_build_stmts(p);
@@ -270,11 +271,19 @@ stream_producer_start(const struct stream_producer_conf *conf,
 	rc = stream_cond_init_mono(&p->cv);
 	if (rc < 0)
 		goto fail_mutex;
+	rc = stream_cond_init_mono(&p->seq_cv);
+	if (rc < 0) {
+		pthread_cond_destroy(&p->cv);
+		goto fail_mutex;
+	}
 
 	rc = db_open(&conf->db, &p->pub_db);
 	if (rc < 0)
 		goto fail_cond;
 	rc = db_open(&conf->db, &p->rep_db);
+	if (rc < 0)
+		goto fail_db;
+	rc = db_open(&conf->db, &p->seq_db);
 	if (rc < 0)
 		goto fail_db;
 	/* the publisher passes every heartbeat; replay answers on demand */
@@ -284,6 +293,9 @@ stream_producer_start(const struct stream_producer_conf *conf,
 	stream_loop_name(conf->db.application_name, "replay", p->stream, loop,
 	                 sizeof(loop));
 	db_set_loop(p->rep_db, loop, false, 0);
+	stream_loop_name(conf->db.application_name, "sequence", p->stream, loop,
+	                 sizeof(loop));
+	db_set_loop(p->seq_db, loop, true, p->seq_poll_ms);
 
 	rc = stream_nng_err(p->fanout ? nng_pub0_open(&p->pub)
 	                              : nng_push0_open(&p->pub));
@@ -312,6 +324,12 @@ stream_producer_start(const struct stream_producer_conf *conf,
 	if (rc < 0)
 		goto fail_sock;
 	p->pub_started = true;
+	rc = -pthread_create(&p->seq_thread, NULL, producer_sequencer_main, p);
+	if (rc < 0) {
+		stream_producer_stop(p);
+		return rc;
+	}
+	p->seq_started = true;
 	rc = -pthread_create(&p->rep_thread, NULL, producer_replay_main, p);
 	if (rc < 0) {
 		stream_producer_stop(p);
@@ -330,7 +348,9 @@ fail_sock:
 fail_db:
 	db_close(p->pub_db);
 	db_close(p->rep_db);
+	db_close(p->seq_db);
 fail_cond:
+	pthread_cond_destroy(&p->seq_cv);
 	pthread_cond_destroy(&p->cv);
 fail_mutex:
 	pthread_mutex_destroy(&p->mu);
@@ -347,7 +367,11 @@ stream_producer_stop(struct stream_producer *p)
 	pthread_mutex_lock(&p->mu);
 	p->stopping = true;
 	pthread_cond_broadcast(&p->cv);
+	pthread_cond_broadcast(&p->seq_cv);
 	pthread_mutex_unlock(&p->mu);
+	/* the sequencer's last pass first: it kicks the publisher */
+	if (p->seq_started)
+		pthread_join(p->seq_thread, NULL);
 	/* Wake the replay thread without closing its socket under it (see
 	 * stream_aio_recvmsg()): its pending and later operations end with
 	 * NNG_ECANCELED.  Sockets are closed only once no thread uses them
@@ -366,8 +390,10 @@ stream_producer_stop(struct stream_producer *p)
 		stream_close_bounded(p->pub, p->stream, "publish");
 	db_close(p->pub_db);
 	db_close(p->rep_db);
+	db_close(p->seq_db);
 	for (size_t i = 0; i < STREAM_DEFER_SLOTS; i++)
 		producer_defer_clear(&p->defer[i]);
+	pthread_cond_destroy(&p->seq_cv);
 	pthread_cond_destroy(&p->cv);
 	pthread_mutex_destroy(&p->mu);
 	free(p);
@@ -378,6 +404,16 @@ stream_producer_kick(struct stream_producer *p)
 {
 	if (p == NULL)
 		return;
+	pthread_mutex_lock(&p->mu);
+	p->seq_kicked = true;
+	pthread_cond_signal(&p->seq_cv);
+	pthread_mutex_unlock(&p->mu);
+}
+
+/* Wakes the publisher: the sequencer moved rows (or saw the head move). */
+void
+producer_publisher_kick(struct stream_producer *p)
+{
 	pthread_mutex_lock(&p->mu);
 	p->kicked = true;
 	pthread_cond_signal(&p->cv);

@@ -5,7 +5,9 @@
  *   shared.c     name checks, statements, metrics, condition variables
  *   transport.c  nng: errors, seal and send, aio receive/send, bounded close
  *   producer.c   producer start/stop, publisher thread, heartbeat
- *   append.c     stream_append, deferred appends (stream_defer_*)
+ *   append.c     stream_append, deferred appends (stream_defer_*): rows
+ *                into stream_pending
+ *   sequencer.c  the sequencer thread: pending rows -> stream_out seqs
  *   replay.c     replay answers (producer) and replay requests (consumer)
  *   consumer.c   consumer start/stop, main loop, catch-up, live step
  *   apply.c      a batch in one transaction: optimistic and careful modes
@@ -13,8 +15,10 @@
  *
  * The durable, signed message backbone (stream.h, docs/backbone.md).
  *
- * Producer: stream_append() runs in the caller's transaction; a publisher
- * thread sends committed rows over nng (fast path, non-blocking, losses
+ * Producer: stream_append() runs in the caller's transaction and queues
+ * the message in stream_pending; a sequencer thread gives committed
+ * pending rows their gap-free seqs in stream_out; a publisher
+ * thread sends sequenced rows over nng (fast path, non-blocking, losses
  * only counted) and heartbeats the head; a replay thread answers signed
  * replay requests from the table (the slow path that makes it exact).
  *
@@ -49,7 +53,7 @@ struct metrics;
 /* A replay answer holds at most this many bytes of frames (but always at
  * least one frame, which max_frame bounds). */
 #define STREAM_REPLAY_ANSWER_MAX (8 * 1024 * 1024)
-#define STREAM_SQL_MAX           640
+#define STREAM_SQL_MAX           1536
 #define STREAM_DEFER_SLOTS       4 /* connections deferring at once */
 #define STREAM_STMT_NAME_MAX     128
 
@@ -73,12 +77,11 @@ enum reject_reason {
 	REJ_COUNT
 };
 
-/* One message queued by a deferring connection: encoded at flush time,
- * when its seq is known. */
+/* One message queued by a deferring connection, already encoded. */
 struct deferred_msg {
 	enum msg_type type;
 	char id[40], at[40];
-	cJSON *data; /* owned copy */
+	char *tail; /* owned: the body after its seq (sequencer.c) */
 };
 
 struct defer_slot {
@@ -96,8 +99,7 @@ struct stream_producer {
 	size_t max_frame;
 	const struct keyring *kr;
 
-	struct stream_stmt st_head_next; /* stream_append: seq = seq + 1 */
-	struct stream_stmt st_out_insert;
+	struct stream_stmt st_pending_insert; /* stream_append, RETURNING pos */
 	struct stream_stmt st_head_read;
 	struct stream_stmt st_after_pub; /* rows with seq > $2 (publisher) */
 	struct stream_stmt st_after_rep; /* same, replay thread */
@@ -121,9 +123,24 @@ struct stream_producer {
 
 	/* Deferred appends (stream_defer_begin): slot .db is set and cleared
 	 * under mu; the queue of a slot belongs to the thread of its db. */
-	struct stream_stmt st_head_add; /* seq = seq + $2 */
-	struct stream_stmt st_out_many; /* k rows from arrays */
+	struct stream_stmt st_pending_many; /* k rows from arrays */
 	struct defer_slot defer[STREAM_DEFER_SLOTS];
+
+	/* The sequencer (sequencer.c): its thread, connection and wake-up.
+	 * body_prefix is what every body has before its seq,
+	 * '{"v":1,"stream":"<stream>","seq":'; pending rows keep what
+	 * follows the seq (the tail). */
+	char body_prefix[64 + MSG_STREAM_MAX];
+	char lock_key[32 + STREAM_SCHEMA_MAX + MSG_STREAM_MAX];
+	struct stream_stmt st_seq_lock; /* pg_try_advisory_xact_lock */
+	struct stream_stmt st_seq_move; /* pending -> stream_out, head */
+	struct kasir_db *seq_db;
+	pthread_t seq_thread;
+	bool seq_started;
+	pthread_cond_t seq_cv; /* with mu */
+	bool seq_kicked;       /* under mu */
+	int64_t seq_poll_ms;
+	struct metric *m_sequenced, *m_seq_busy;
 };
 
 /* One message waiting to be applied. */
@@ -224,6 +241,15 @@ int stream_seal_and_send_aio(const struct keyring *kr, nng_socket s,
 
 /* producer.c */
 bool producer_stopping(struct stream_producer *p);
+void producer_set_head(struct stream_producer *p, int64_t head);
+void producer_publisher_kick(struct stream_producer *p);
+
+/* sequencer.c */
+int producer_sequencer_stmts(struct stream_producer *p);
+void *producer_sequencer_main(void *arg);
+/* Splits a body encoded with seq 0 into its tail (points into body). */
+int producer_body_tail(const struct stream_producer *p, const char *body,
+                       const char **ret_tail);
 
 /* append.c */
 void producer_defer_clear(struct defer_slot *d);

@@ -53,8 +53,8 @@ ops_open(struct ctl *c, char *why, size_t why_len)
 		return KASIR_EDB;
 	}
 	if (c->conf.db_migrations != NULL &&
-	    !db_migrations_applied(c->ops, CTL_SCHEMA, &stream_migration, 1,
-	                           c->conf.db_migrations)) {
+	    !db_migrations_applied(c->ops, CTL_SCHEMA, stream_migrations,
+	                           STREAM_MIGRATIONS, c->conf.db_migrations)) {
 		struct db_conf mc = dc;
 
 		if (c->conf.db_migrate_url == NULL) {
@@ -65,8 +65,9 @@ ops_open(struct ctl *c, char *why, size_t why_len)
 		}
 		mc.url = c->conf.db_migrate_url;
 		mc.password = c->conf.db_migrate_password.value;
-		r = db_migrate(&mc, CTL_SCHEMA, CTL_ROLE, &stream_migration, 1,
-		               c->conf.db_migrations, why, why_len);
+		r = db_migrate(&mc, CTL_SCHEMA, CTL_ROLE, stream_migrations,
+		               STREAM_MIGRATIONS, c->conf.db_migrations, why,
+		               why_len);
 		if (r < 0)
 			return r;
 	}

@@ -192,8 +192,9 @@ main(int argc, char **argv)
 	                    ? conf.base.db_migrate_password.value
 	                    : conf.base.db_password.value,
 	    .application_name = "backbone-consumer-migrate"};
-	rc = db_migrate(&owner, BB_SCHEMA, conf.runtime_role, &stream_migration,
-	                1, conf.base.db_migrations, why, sizeof(why));
+	rc = db_migrate(&owner, BB_SCHEMA, conf.runtime_role, stream_migrations,
+	                STREAM_MIGRATIONS, conf.base.db_migrations, why,
+	                sizeof(why));
 	if (rc < 0) {
 		log_err("migration failed: %s", why);
 		goto out;

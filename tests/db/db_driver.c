@@ -145,8 +145,9 @@ main(void)
 				printf("rc=-22\n");
 				continue;
 			}
-			rc = db_migrate(&conf, schema, role, &stream_migration,
-			                1, dir, why, sizeof(why));
+			rc = db_migrate(&conf, schema, role, stream_migrations,
+			                STREAM_MIGRATIONS, dir, why,
+			                sizeof(why));
 			for (char *c = why; *c; c++)
 				if (*c == '\n')
 					*c = ' ';
@@ -158,8 +159,9 @@ main(void)
 				continue;
 			}
 			printf("rc=0 applied=%d\n",
-			       db_migrations_applied(
-			           db, schema, &stream_migration, 1, dir));
+			       db_migrations_applied(db, schema,
+			                             stream_migrations,
+			                             STREAM_MIGRATIONS, dir));
 		} else {
 			printf("rc=-22 unknown=%s\n", line);
 		}

@@ -6,11 +6,12 @@
  *   notifier-test-producer SCHEMA DSN PUBLISH_URL REPLAY_URL KEY_FILE
  *
  * Reads lines "TYPE JSON-DATA" on stdin (TYPE e.g. order.paid); each is
- * appended and committed in its own transaction and answered "ok SEQ" (or
- * "err MESSAGE") on stdout.  The replay socket serves everything appended
- * until stdin closes.
+ * appended and committed in its own transaction and answered "ok SEQ" once
+ * the sequencer gave it its seq (or "err MESSAGE") on stdout.  The replay
+ * socket serves everything appended until stdin closes.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,42 @@
 #include "stream.h"
 
 #define LINE_MAX_BYTES (256 * 1024)
+
+/*
+ * The seq of the message just committed: this program is the only writer
+ * of its stream, so once the sequencer has emptied stream_pending the
+ * message is the head.  0, or -ETIMEDOUT after 10 s.
+ */
+static int
+wait_sequenced(struct kasir_db *db, const char *schema, const char *stream,
+               int64_t *ret_seq)
+{
+	char sql[512];
+	struct db_stmt st = {
+	    .name = "test_wait_sequenced", .sql = sql, .nparams = 1};
+	const char *params[] = {stream};
+
+	snprintf(sql, sizeof(sql),
+	         "SELECT (SELECT count(*) FROM %s.stream_pending WHERE "
+	         "stream = $1), (SELECT seq FROM %s.stream_head WHERE "
+	         "stream = $1)",
+	         schema, schema);
+	for (int i = 0; i < 5000; i++) {
+		PGresult *res = NULL;
+		bool done = false;
+
+		if (db_exec(db, &st, params, &res) == 0) {
+			done = db_get_i64(res, 0, 0) == 0;
+			if (done)
+				*ret_seq = db_get_i64(res, 0, 1);
+			PQclear(res);
+		}
+		if (done)
+			return 0;
+		usleep(2000);
+	}
+	return -ETIMEDOUT;
+}
 
 int
 main(int argc, char **argv)
@@ -68,8 +105,8 @@ main(int argc, char **argv)
 		perror("mkdtemp");
 		goto out;
 	}
-	if (db_migrate(&dc, argv[1], "postgres", &stream_migration, 1, emptydir,
-	               why, sizeof(why)) < 0) {
+	if (db_migrate(&dc, argv[1], "postgres", stream_migrations,
+	               STREAM_MIGRATIONS, emptydir, why, sizeof(why)) < 0) {
 		fprintf(stderr, "migrate: %s\n", why);
 		goto out;
 	}
@@ -113,7 +150,7 @@ main(int argc, char **argv)
 		}
 		if (db_ensure(db) < 0 || (r = db_begin(db)) < 0) {
 			printf("err db\n");
-		} else if ((r = stream_append(p, db, t, data, &seq)) < 0) {
+		} else if ((r = stream_append(p, db, t, data, NULL)) < 0) {
 			db_rollback(db);
 			printf("err append %s %s\n", kasir_strerror(r),
 			       db_last_error(db));
@@ -121,7 +158,12 @@ main(int argc, char **argv)
 			printf("err commit %s\n", kasir_strerror(r));
 		} else {
 			stream_producer_kick(p);
-			printf("ok %lld\n", (long long)seq);
+			r = wait_sequenced(db, argv[1], "orders", &seq);
+			if (r < 0)
+				printf("err sequencing %s\n",
+				       kasir_strerror(r));
+			else
+				printf("ok %lld\n", (long long)seq);
 		}
 		fflush(stdout);
 		cJSON_Delete(data);

@@ -1,0 +1,205 @@
+/*
+ * sequencer.c - gives committed appends their gap-free seqs.
+ *
+ * Appenders (append.c) only insert into S.stream_pending: a bigserial pos,
+ * no shared row lock, so any number of transactions append to one stream
+ * at once and commit in any order.  The sequencer thread of a producer,
+ * woken by stream_producer_kick() right after a local COMMIT and every
+ * STREAM_SEQUENCE_POLL_MS otherwise, runs passes; one pass is one
+ * transaction of its own connection:
+ *
+ *   1. pg_try_advisory_xact_lock(hashtext('kasir.stream.<schema>.<stream>'))
+ *      - one sequencer at a time per stream, also across processes (two
+ *      kasir-ingest behind one proxy both append; whichever holds the
+ *      lock sequences everybody's rows; a dead one's lock goes with its
+ *      connection).  Not taken: another pass is running; retry in
+ *      STREAM_SEQUENCE_BUSY_MS (it may not have seen our rows).
+ *   2. one statement, with a snapshot taken after the lock (READ
+ *      COMMITTED): the committed pending rows in pos order (at most
+ *      STREAM_SEQUENCE_BATCH) go into stream_out with seqs head+1..head+k,
+ *      their body = body_prefix || seq || tail; they are deleted from
+ *      stream_pending; stream_head becomes head+k.
+ *   3. COMMIT (durable), then the publisher is kicked.
+ *
+ * Why nothing is lost or doubled: a row is in exactly one of stream_pending
+ * and stream_out at every commit (moved and deleted in one transaction);
+ * a row invisible to a pass (its writer has not committed yet, even with a
+ * lower pos than rows already sequenced) simply stays for a later pass:
+ * there is no watermark to fall behind.  The seqs stay gap-free because
+ * only a lock holder writes stream_head, and it reads it after taking the
+ * lock.  A message is published only after the pass that sequenced it
+ * committed, so a seq a consumer has seen is never given again.
+ *
+ * Order: pos follows the order of the appends (nextval), so two messages
+ * of one connection keep their order, and a message whose transaction
+ * began after another's COMMIT always gets the higher seq (it cannot be
+ * visible to a pass that does not also see the earlier one).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "err.h"
+#include "metrics.h"
+#include "util.h"
+#include "stream_impl.h"
+
+#define STREAM_SEQUENCE_BATCH   "5000" /* rows per pass, at most */
+#define STREAM_SEQUENCE_BUSY_MS 2      /* retry while another pass runs */
+
+int
+producer_body_tail(const struct stream_producer *p, const char *body,
+                   const char **ret_tail)
+{
+	size_t n = strlen(p->body_prefix);
+
+	/* msg_encode_full() writes v, stream, seq first; anything else is a
+	 * programmer error (a changed encoder), never a stored body */
+	if (strncmp(body, p->body_prefix, n) != 0 || body[n] != '0' ||
+	    body[n + 1] != ',')
+		return -EPROTO;
+	*ret_tail = body + n + 1;
+	return 0;
+}
+
+int
+producer_sequencer_stmts(struct stream_producer *p)
+{
+	const char *s = p->schema, *n = p->stream;
+	int rc;
+
+	snprintf(p->body_prefix, sizeof(p->body_prefix),
+	         "{\"v\":%d,\"stream\":\"%s\",\"seq\":", KASIR_PROTO_VERSION,
+	         p->stream);
+	snprintf(p->lock_key, sizeof(p->lock_key), "kasir.stream.%s.%s", s, n);
+	rc = stream_stmt_build(&p->st_seq_lock, "seq_lock", s, n, 1,
+	                       "SELECT pg_try_advisory_xact_lock("
+	                       "hashtext($1))");
+	if (rc == 0)
+		rc = stream_stmt_build(
+		    &p->st_seq_move, "seq_move", s, n, 3,
+		    "WITH batch AS (SELECT pos, id, type, at, tail "
+		    "FROM %s.stream_pending WHERE stream = $1 "
+		    "ORDER BY pos LIMIT $2::bigint), "
+		    "base AS (SELECT coalesce((SELECT seq FROM %s.stream_head "
+		    "WHERE stream = $1), 0) AS seq), "
+		    "gone AS (DELETE FROM %s.stream_pending d USING batch b "
+		    "WHERE d.stream = $1 AND d.pos = b.pos RETURNING d.pos), "
+		    "moved AS (INSERT INTO %s.stream_out (stream, seq, id, "
+		    "type, at, body) SELECT $1, q.seq, q.id, q.type, q.at, "
+		    "$3::text || q.seq || q.tail FROM (SELECT b.id, b.type, "
+		    "b.at, b.tail, base.seq + row_number() OVER "
+		    "(ORDER BY b.pos) AS seq FROM batch b, base) q "
+		    "RETURNING seq), "
+		    "head AS (INSERT INTO %s.stream_head AS h (stream, seq) "
+		    "SELECT $1, max(seq) FROM moved HAVING count(*) > 0 "
+		    "ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq "
+		    "RETURNING seq) "
+		    "SELECT (SELECT count(*) FROM moved), "
+		    "(SELECT count(*) FROM gone), "
+		    "coalesce((SELECT seq FROM head), (SELECT seq FROM base))",
+		    s, s, s, s, s);
+	return rc;
+}
+
+/*
+ * One pass (see the top of the file).  0 with *ret_moved rows sequenced
+ * (and *ret_busy when another sequencer held the lock), or the error; the
+ * transaction is ended either way.
+ */
+static int
+sequence_pass(struct stream_producer *p, int64_t *ret_moved, bool *ret_busy)
+{
+	const char *lock_params[] = {p->lock_key};
+	const char *move_params[] = {p->stream, STREAM_SEQUENCE_BATCH,
+	                             p->body_prefix};
+	PGresult *res = NULL;
+	int64_t moved, gone, head, before;
+	bool got;
+	int rc;
+
+	*ret_moved = 0;
+	*ret_busy = false;
+	if ((rc = db_ensure(p->seq_db)) < 0)
+		return rc;
+	if ((rc = db_begin(p->seq_db)) < 0)
+		goto fail;
+	if ((rc = db_exec(p->seq_db, &p->st_seq_lock.st, lock_params, &res)) <
+	    0)
+		goto fail;
+	got = PQntuples(res) == 1 && db_get(res, 0, 0) != NULL &&
+	      db_get(res, 0, 0)[0] == 't';
+	PQclear(res);
+	res = NULL;
+	if (!got) {
+		db_rollback(p->seq_db);
+		metric_inc(p->m_seq_busy);
+		*ret_busy = true;
+		return 0;
+	}
+	if ((rc = db_exec(p->seq_db, &p->st_seq_move.st, move_params, &res)) <
+	    0)
+		goto fail;
+	if (PQntuples(res) != 1) {
+		rc = KASIR_ESQL;
+		goto fail;
+	}
+	moved = db_get_i64(res, 0, 0);
+	gone = db_get_i64(res, 0, 1);
+	head = db_get_i64(res, 0, 2);
+	PQclear(res);
+	res = NULL;
+	if (moved != gone) { /* only a lock holder deletes: cannot happen */
+		rc = KASIR_ESQL;
+		goto fail;
+	}
+	if ((rc = db_commit(p->seq_db)) < 0)
+		return rc; /* ended; the next pass reads the truth */
+	before = __atomic_load_n(&p->head, __ATOMIC_RELAXED);
+	producer_set_head(p, head);
+	metric_add(p->m_sequenced, (uint64_t)moved);
+	/* ours, or another process's rows this process has not sent */
+	if (moved > 0 || head > before)
+		producer_publisher_kick(p);
+	*ret_moved = moved;
+	return 0;
+fail:
+	PQclear(res);
+	db_rollback(p->seq_db);
+	return rc;
+}
+
+void *
+producer_sequencer_main(void *arg)
+{
+	struct stream_producer *p = arg;
+	int64_t next = 0, moved = 0;
+	bool busy = false;
+
+	pthread_mutex_lock(&p->mu);
+	while (!p->stopping) {
+		int64_t now = now_mono_ms();
+
+		if (!p->seq_kicked && now < next) {
+			stream_cond_wait_ms(&p->seq_cv, &p->mu, next - now);
+			continue;
+		}
+		p->seq_kicked = false;
+		pthread_mutex_unlock(&p->mu);
+
+		if (sequence_pass(p, &moved, &busy) < 0)
+			moved = 0; /* db_ensure paces the reconnects */
+		next = now_mono_ms() +
+		       (busy ? STREAM_SEQUENCE_BUSY_MS : p->seq_poll_ms);
+
+		pthread_mutex_lock(&p->mu);
+		if (moved == atoll(STREAM_SEQUENCE_BATCH))
+			p->seq_kicked = true; /* there may be more */
+	}
+	pthread_mutex_unlock(&p->mu);
+	/* What this process committed just before it stops: best effort (a
+	 * restart or the other process sequences anything left). */
+	sequence_pass(p, &moved, &busy);
+	return NULL;
+}
