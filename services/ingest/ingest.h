@@ -7,8 +7,10 @@
  *   status_consistency.c  the one table of which status_code goes with
  *                 which transaction_status (pure; notification.h)
  *   source.c      which address a request comes from (trusted proxies)
- *   store.c       the committer: bounded queue + group commit of
- *                 payment_event rows and their stream messages
+ *   store.c       the committers: bounded queues + group commit of
+ *                 payment_event rows and their stream messages, N
+ *                 transactions in flight, one order always on one
+ *                 committer
  *   quarantine.c  bounded, rate-limited keeping of refused bodies
  *   admin.c       admin socket commands (status, events.list, ...)
  */
@@ -82,6 +84,7 @@ struct ingest_conf {
 	int64_t batch_max;
 	int64_t batch_wait_ms;
 	int64_t statement_timeout_ms;
+	int64_t committers; /* transactions in flight at once */
 
 	/* ingest.quarantine */
 	int64_t quarantine_per_minute;
@@ -163,16 +166,19 @@ void ingest_item_free(struct ingest_item *it);
 
 struct ingest_store;
 
+#define INGEST_COMMITTERS_MAX 64
+
 struct ingest_store_conf {
-	struct db_conf db; /* the committer's own connection */
+	struct db_conf db;   /* each committer opens its own connection */
+	unsigned committers; /* threads, 1..INGEST_COMMITTERS_MAX */
 	unsigned batch_max;
 	int64_t batch_wait_ms;
 	unsigned queue_max;
 	size_t queue_max_bytes;
 };
 
-/* Starts the committer thread.  producer and metrics are borrowed and must
- * outlive the store. */
+/* Starts the committer threads.  producer and metrics are borrowed and
+ * must outlive the store. */
 int ingest_store_start(const struct ingest_store_conf *conf,
                        struct stream_producer *producer,
                        struct ingest_metrics *im, struct ingest_store **ret);

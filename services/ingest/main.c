@@ -362,6 +362,7 @@ main(int argc, char **argv)
 	{
 		struct ingest_store_conf sc = {
 		    .db = daemon_db_conf(&d),
+		    .committers = (unsigned)conf.committers,
 		    .batch_max = (unsigned)conf.batch_max,
 		    .batch_wait_ms = conf.batch_wait_ms,
 		    .queue_max = (unsigned)conf.queue_max,

@@ -2,20 +2,26 @@
  * store.c - the committer: group commit of verified notifications.
  *
  * HTTP handlers verify a notification, defer their request and submit it
- * here.  One committer thread with its own database connection takes up to
- * batch_max queued notifications (waiting at most batch_wait for more when
- * fewer are queued), and in ONE transaction inserts each into
- * ingest.payment_event and appends its payment.notification message to the
- * ingest stream.  Only after COMMIT are the requests answered 200; if
- * anything fails every request of the batch gets 503 (Midtrans resends;
- * a duplicate is harmless: duplicates are evidence and are stored anyway).
- * A statement error (not a connection error) in a batch of several is
- * retried one notification per transaction, so one poisonous body cannot
- * keep failing its neighbours.
+ * here.  N committer threads (ingest.commit.committers), each with its own
+ * database connection and its own FIFO queue, commit at the same time: the
+ * stream appends take no shared lock (docs/backbone.md), so N transactions
+ * are in flight and their WAL flushes overlap.  A notification goes to the
+ * committer chosen by a hash of its order_id, so two notifications of one
+ * order are stored (and get their stream seqs) in arrival order: one
+ * committer commits its queue in order, one transaction after the other.
+ * A committer takes up to batch_max queued notifications (waiting at most
+ * batch_wait for more when fewer are queued), and in ONE transaction
+ * inserts each into ingest.payment_event and appends its
+ * payment.notification message to the ingest stream.  Only after COMMIT are the
+ * requests answered 200; if anything fails every request of the batch gets 503
+ * (Midtrans resends; a duplicate is harmless: duplicates are evidence and are
+ * stored anyway). A statement error (not a connection error) in a batch of
+ * several is retried one notification per transaction, so one poisonous body
+ * cannot keep failing its neighbours.
  *
- * The queue is bounded in count and in body bytes; a handler reserves its
- * place before it defers its request, and when the queue is full it
- * answers 503 overloaded at once.
+ * The queues are bounded together in count and in body bytes; a handler
+ * reserves its place before it defers its request, and when they are full
+ * it answers 503 overloaded at once.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -33,28 +39,41 @@
 #include "stream.h"
 #include "util.h"
 
-struct ingest_store {
-	struct ingest_store_conf conf;
-	struct kasir_db *db; /* committer thread only */
-	struct stream_producer *producer;
-	struct ingest_metrics *im;
+struct ingest_store;
 
-	pthread_mutex_t lock;
-	pthread_cond_t cond;      /* queue changed or stopping */
+/* One committer: its thread, connection and queue. */
+struct ingest_committer {
+	struct ingest_store *s;
+	unsigned index;
+	struct kasir_db *db; /* its thread only */
+
+	/* under s->lock */
+	pthread_cond_t cond;      /* its queue changed, or stopping */
 	struct ingest_item *head; /* FIFO */
 	struct ingest_item **tail;
 	size_t count;
-	size_t bytes;    /* bodies queued or reserved */
-	size_t reserved; /* reserved, not yet submitted */
-	bool stopping;
 	bool thread_started;
 	pthread_t thread;
 
-	/* committer thread only */
+	/* its thread only */
 	struct ingest_item **batch; /* batch_max slots */
 	int64_t *ids;               /* event id of batch[i] */
 	char (*received)[40];       /* received_at text of batch[i] */
 	bool db_was_down;           /* for logging once per state change */
+};
+
+struct ingest_store {
+	struct ingest_store_conf conf;
+	struct stream_producer *producer;
+	struct ingest_metrics *im;
+
+	pthread_mutex_t lock;
+	size_t count;    /* queued, all committers */
+	size_t bytes;    /* bodies queued or reserved */
+	size_t reserved; /* reserved, not yet submitted */
+	bool stopping;
+
+	struct ingest_committer *c; /* conf.committers */
 };
 
 static const struct db_stmt stmt_insert_event = {
@@ -125,7 +144,7 @@ item_finish(struct ingest_store *s, struct ingest_item *it, int64_t event_id)
 /* The stream message of a stored item: the parsed fields plus the whole
  * object as received ("raw", a reference: data never owns it). */
 static int
-append_message(struct ingest_store *s, struct ingest_item *it, int64_t id,
+append_message(struct ingest_committer *c, struct ingest_item *it, int64_t id,
                const char *received)
 {
 	const struct notification *n = &it->n;
@@ -161,7 +180,7 @@ append_message(struct ingest_store *s, struct ingest_item *it, int64_t id,
 	}
 	if (!cJSON_AddItemReferenceToObject(data, "raw", n->obj))
 		goto out;
-	r = stream_append(s->producer, s->db, MSG_PAYMENT_NOTIFICATION, data,
+	r = stream_append(c->s->producer, c->db, MSG_PAYMENT_NOTIFICATION, data,
 	                  NULL);
 out:
 	cJSON_Delete(data);
@@ -170,7 +189,7 @@ out:
 
 /* Sends the payment_event insert of one item into the pipeline. */
 static int
-send_insert(struct ingest_store *s, struct ingest_item *it, char *received,
+send_insert(struct ingest_committer *c, struct ingest_item *it, char *received,
             size_t received_len)
 {
 	const struct notification *n = &it->n;
@@ -194,7 +213,7 @@ send_insert(struct ingest_store *s, struct ingest_item *it, char *received,
 	params[9] = n->currency;
 	params[10] = it->key_id;
 	params[11] = hex;
-	r = db_pipe_send(s->db, &stmt_insert_event, params); /* copies */
+	r = db_pipe_send(c->db, &stmt_insert_event, params); /* copies */
 	free(hex);
 	return r;
 }
@@ -202,21 +221,21 @@ send_insert(struct ingest_store *s, struct ingest_item *it, char *received,
 /* Inserts items[0..n) into payment_event with their statements pipelined
  * (one round trip for the batch); ids[] gets their ids. */
 static int
-insert_events(struct ingest_store *s, struct ingest_item **items, size_t n,
+insert_events(struct ingest_committer *c, struct ingest_item **items, size_t n,
               int64_t *ids, char (*received)[40])
 {
 	static const struct db_stmt *const stmts[] = {&stmt_insert_event};
 	int r;
 
-	if ((r = db_pipe_begin(s->db, stmts, 1)) < 0)
+	if ((r = db_pipe_begin(c->db, stmts, 1)) < 0)
 		return r;
 	for (size_t i = 0; i < n && r == 0; i++)
-		r = send_insert(s, items[i], received[i], sizeof(received[i]));
+		r = send_insert(c, items[i], received[i], sizeof(received[i]));
 	if (r == 0)
-		r = db_pipe_sync(s->db);
+		r = db_pipe_sync(c->db);
 	for (size_t i = 0; i < n && r == 0; i++) {
 		PGresult *res = NULL;
-		if ((r = db_pipe_result(s->db, &res)) < 0)
+		if ((r = db_pipe_result(c->db, &res)) < 0)
 			break;
 		if (PQntuples(res) == 1)
 			ids[i] = db_get_i64(res, 0, 0);
@@ -224,7 +243,7 @@ insert_events(struct ingest_store *s, struct ingest_item **items, size_t n,
 			r = KASIR_ESQL;
 		PQclear(res);
 	}
-	db_pipe_end(s->db);
+	db_pipe_end(c->db);
 	return r;
 }
 
@@ -236,77 +255,77 @@ insert_events(struct ingest_store *s, struct ingest_item **items, size_t n,
  * connection must be ended by the caller before the handle reconnects,
  * and that includes a BEGIN that failed). */
 static int
-write_batch(struct ingest_store *s, struct ingest_item **items, size_t n,
+write_batch(struct ingest_committer *c, struct ingest_item **items, size_t n,
             int64_t *ids)
 {
 	int r;
 
-	if ((r = db_ensure(s->db)) < 0)
+	if ((r = db_ensure(c->db)) < 0)
 		return r;
-	if ((r = db_begin(s->db)) < 0)
+	if ((r = db_begin(c->db)) < 0)
 		goto fail;
-	if ((r = insert_events(s, items, n, ids, s->received)) < 0)
+	if ((r = insert_events(c, items, n, ids, c->received)) < 0)
 		goto fail;
-	if ((r = stream_defer_begin(s->producer, s->db)) < 0)
+	if ((r = stream_defer_begin(c->s->producer, c->db)) < 0)
 		goto fail;
 	for (size_t i = 0; i < n && r == 0; i++)
-		r = append_message(s, items[i], ids[i], s->received[i]);
+		r = append_message(c, items[i], ids[i], c->received[i]);
 	if (r == 0)
-		r = stream_defer_flush(s->producer, s->db);
-	stream_defer_end(s->producer, s->db);
+		r = stream_defer_flush(c->s->producer, c->db);
+	stream_defer_end(c->s->producer, c->db);
 	if (r < 0)
 		goto fail;
-	return db_commit(s->db);
+	return db_commit(c->db);
 fail:
-	db_rollback(s->db);
+	db_rollback(c->db);
 	return r;
 }
 
 static void
-log_db_state(struct ingest_store *s, int r, size_t n)
+log_db_state(struct ingest_committer *c, int r, size_t n)
 {
 	if (r == 0) {
-		if (s->db_was_down)
+		if (c->db_was_down)
 			log_notice("database is back, notifications are "
 			           "stored again");
-		s->db_was_down = false;
+		c->db_was_down = false;
 		return;
 	}
 	if (r == KASIR_ESQL) {
 		log_err("storing %zu notification(s) failed: %s (%s)", n,
-		        db_last_error(s->db), db_last_sqlstate(s->db));
+		        db_last_error(c->db), db_last_sqlstate(c->db));
 		return;
 	}
 	log_debug("storing %zu notification(s) failed: %s (%s)", n,
-	          kasir_strerror(r), db_last_error(s->db));
-	if (!s->db_was_down)
+	          kasir_strerror(r), db_last_error(c->db));
+	if (!c->db_was_down)
 		log_err("storing %zu notification(s) failed: %s; answering "
 		        "503 until the database is back",
 		        n, kasir_strerror(r));
-	s->db_was_down = true;
+	c->db_was_down = true;
 }
 
 static void
-commit_batch(struct ingest_store *s, struct ingest_item **items, size_t n)
+commit_batch(struct ingest_committer *c, struct ingest_item **items, size_t n)
 {
 	int64_t t0 = now_mono_ms();
 	int r;
 
-	r = write_batch(s, items, n, s->ids);
-	log_db_state(s, r, n);
+	r = write_batch(c, items, n, c->ids);
+	log_db_state(c, r, n);
 	if (r == 0) {
 		double secs = (double)(now_mono_ms() - t0) / 1000.0;
 
-		stream_producer_kick(s->producer);
-		metric_observe(s->im->commit_seconds, secs);
-		metric_observe(s->im->batch_size, (double)n);
-		metric_add(s->im->stored, n);
-		metric_set(s->im->last_notification,
+		stream_producer_kick(c->s->producer);
+		metric_observe(c->s->im->commit_seconds, secs);
+		metric_observe(c->s->im->batch_size, (double)n);
+		metric_add(c->s->im->stored, n);
+		metric_set(c->s->im->last_notification,
 		           (double)now_real_ms() / 1000.0);
 		for (size_t i = 0; i < n; i++) {
 			char id[24];
 
-			snprintf(id, sizeof(id), "%lld", (long long)s->ids[i]);
+			snprintf(id, sizeof(id), "%lld", (long long)c->ids[i]);
 			log_fields(LOG_INFO,
 			           LOG_F({"ORDER_ID", items[i]->n.order_id},
 			                 {"EVENT_ID", id},
@@ -315,19 +334,19 @@ commit_batch(struct ingest_store *s, struct ingest_item **items, size_t n)
 			           "notification stored: %s %s",
 			           items[i]->n.transaction_status,
 			           items[i]->n.status_code);
-			item_finish(s, items[i], s->ids[i]);
+			item_finish(c->s, items[i], c->ids[i]);
 		}
 		return;
 	}
-	metric_inc(s->im->commit_failures);
+	metric_inc(c->s->im->commit_failures);
 	if (r == KASIR_ESQL && n > 1) {
 		/* A statement failed: isolate the item that causes it. */
 		for (size_t i = 0; i < n; i++)
-			commit_batch(s, &items[i], 1);
+			commit_batch(c, &items[i], 1);
 		return;
 	}
 	for (size_t i = 0; i < n; i++)
-		item_finish(s, items[i], 0);
+		item_finish(c->s, items[i], 0);
 }
 
 static const struct db_stmt stmt_last_event = {
@@ -341,16 +360,16 @@ static const struct db_stmt stmt_last_event = {
  * restart must not make it look as if nothing ever arrived.  Best effort
  * (the database may be down: the next stored batch sets it anyway). */
 static void
-load_last_notification(struct ingest_store *s)
+load_last_notification(struct ingest_committer *c)
 {
 	PGresult *res = NULL;
 
-	if (db_ensure(s->db) < 0 ||
-	    db_exec(s->db, &stmt_last_event, NULL, &res) < 0)
+	if (db_ensure(c->db) < 0 ||
+	    db_exec(c->db, &stmt_last_event, NULL, &res) < 0)
 		return;
 	if (PQntuples(res) == 1 && db_get(res, 0, 0) != NULL &&
-	    metric_value(s->im->last_notification) == 0)
-		metric_set(s->im->last_notification,
+	    metric_value(c->s->im->last_notification) == 0)
+		metric_set(c->s->im->last_notification,
 		           strtod(db_get(res, 0, 0), NULL));
 	PQclear(res);
 }
@@ -370,45 +389,107 @@ timespec_after_ms(struct timespec *ts, int64_t ms)
 static void *
 committer_main(void *arg)
 {
-	struct ingest_store *s = arg;
+	struct ingest_committer *c = arg;
+	struct ingest_store *s = c->s;
 
-	load_last_notification(s);
+	if (c->index == 0)
+		load_last_notification(c);
 	pthread_mutex_lock(&s->lock);
 	for (;;) {
 		size_t n = 0;
 
-		while (s->count == 0 && !(s->stopping && s->reserved == 0))
-			pthread_cond_wait(&s->cond, &s->lock);
-		if (s->count == 0)
+		while (c->count == 0 && !(s->stopping && s->reserved == 0))
+			pthread_cond_wait(&c->cond, &s->lock);
+		if (c->count == 0)
 			break; /* stopping, nothing queued or reserved */
-		if (s->count < s->conf.batch_max && s->conf.batch_wait_ms > 0 &&
+		if (c->count < s->conf.batch_max && s->conf.batch_wait_ms > 0 &&
 		    !s->stopping) {
 			struct timespec until;
 
 			timespec_after_ms(&until, s->conf.batch_wait_ms);
-			while (s->count < s->conf.batch_max && !s->stopping &&
-			       pthread_cond_timedwait(&s->cond, &s->lock,
+			while (c->count < s->conf.batch_max && !s->stopping &&
+			       pthread_cond_timedwait(&c->cond, &s->lock,
 			                              &until) != ETIMEDOUT)
 				;
 		}
-		while (s->head != NULL && n < s->conf.batch_max) {
-			struct ingest_item *it = s->head;
+		while (c->head != NULL && n < s->conf.batch_max) {
+			struct ingest_item *it = c->head;
 
-			s->head = it->next;
-			if (s->head == NULL)
-				s->tail = &s->head;
+			c->head = it->next;
+			if (c->head == NULL)
+				c->tail = &c->head;
 			it->next = NULL;
+			c->count--;
 			s->count--;
 			s->bytes -= it->body_len;
-			s->batch[n++] = it;
+			c->batch[n++] = it;
 		}
 		metric_set(s->im->queue_depth, (double)s->count);
 		pthread_mutex_unlock(&s->lock);
-		commit_batch(s, s->batch, n);
+		commit_batch(c, c->batch, n);
 		pthread_mutex_lock(&s->lock);
 	}
 	pthread_mutex_unlock(&s->lock);
 	return NULL;
+}
+
+/* Wakes every committer (stopping, or a reservation ended). */
+static void
+wake_all(struct ingest_store *s)
+{
+	for (unsigned i = 0; i < s->conf.committers; i++)
+		pthread_cond_broadcast(&s->c[i].cond);
+}
+
+static void
+committer_fini(struct ingest_committer *c)
+{
+	db_close(c->db);
+	pthread_cond_destroy(&c->cond);
+	free(c->ids);
+	free(c->received);
+	free(c->batch);
+}
+
+static int
+committer_init(struct ingest_store *s, unsigned index)
+{
+	struct ingest_committer *c = &s->c[index];
+	const struct ingest_store_conf *conf = &s->conf;
+	pthread_condattr_t ca;
+	char loop[32];
+	int r;
+
+	c->s = s;
+	c->index = index;
+	c->tail = &c->head;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&c->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	c->batch = calloc(conf->batch_max, sizeof(*c->batch));
+	c->ids = calloc(conf->batch_max, sizeof(*c->ids));
+	c->received = calloc(conf->batch_max, sizeof(*c->received));
+	if (c->batch == NULL || c->ids == NULL || c->received == NULL)
+		return -ENOMEM;
+	if ((r = db_open(&conf->db, &c->db)) < 0)
+		return r;
+	/* each committer runs when notifications arrive */
+	snprintf(loop, sizeof(loop), "ingest.committer.%u", index);
+	db_set_loop(c->db, loop, false, 0);
+	return 0;
+}
+
+/* The committer of an order: all of one order's notifications go through
+ * one queue, in arrival order (FNV-1a of the order id). */
+static struct ingest_committer *
+committer_of(struct ingest_store *s, const char *order_id)
+{
+	uint32_t h = 2166136261u;
+
+	for (const char *p = order_id; p != NULL && *p != '\0'; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	return &s->c[h % s->conf.committers];
 }
 
 int
@@ -417,10 +498,11 @@ ingest_store_start(const struct ingest_store_conf *conf,
                    struct ingest_store **ret)
 {
 	struct ingest_store *s;
-	pthread_condattr_t ca;
-	int r;
+	unsigned inited = 0, started = 0;
+	int r = 0;
 
-	if (conf->batch_max == 0 || conf->queue_max == 0)
+	if (conf->batch_max == 0 || conf->queue_max == 0 ||
+	    conf->committers == 0 || conf->committers > INGEST_COMMITTERS_MAX)
 		return -EINVAL;
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)
@@ -428,41 +510,27 @@ ingest_store_start(const struct ingest_store_conf *conf,
 	s->conf = *conf;
 	s->producer = producer;
 	s->im = im;
-	s->tail = &s->head;
-	s->batch = calloc(conf->batch_max, sizeof(*s->batch));
-	s->ids = calloc(conf->batch_max, sizeof(*s->ids));
-	s->received = calloc(conf->batch_max, sizeof(*s->received));
-	if (s->batch == NULL || s->ids == NULL || s->received == NULL) {
-		r = -ENOMEM;
-		goto fail_alloc;
+	s->c = calloc(conf->committers, sizeof(*s->c));
+	if (s->c == NULL) {
+		free(s);
+		return -ENOMEM;
 	}
-	if ((r = db_open(&conf->db, &s->db)) < 0)
-		goto fail_alloc;
-	/* the committer runs when notifications arrive */
-	db_set_loop(s->db, "ingest.committer", false, 0);
 	pthread_mutex_init(&s->lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&s->cond, &ca);
-	pthread_condattr_destroy(&ca);
-	if ((r = pthread_create(&s->thread, NULL, committer_main, s)) != 0) {
-		r = -r;
-		goto fail_thread;
+	for (; inited < conf->committers && r == 0; inited++)
+		r = committer_init(s, inited);
+	for (; started < conf->committers && r == 0; started++) {
+		struct ingest_committer *c = &s->c[started];
+
+		r = -pthread_create(&c->thread, NULL, committer_main, c);
+		if (r == 0)
+			c->thread_started = true;
 	}
-	s->thread_started = true;
+	if (r < 0) {
+		ingest_store_free(s); /* joins what started, frees the rest */
+		return r;
+	}
 	*ret = s;
 	return 0;
-
-fail_thread:
-	pthread_cond_destroy(&s->cond);
-	pthread_mutex_destroy(&s->lock);
-	db_close(s->db);
-fail_alloc:
-	free(s->ids);
-	free(s->received);
-	free(s->batch);
-	free(s);
-	return r;
 }
 
 int
@@ -490,21 +558,27 @@ ingest_store_unreserve(struct ingest_store *s, size_t body_len)
 	pthread_mutex_lock(&s->lock);
 	s->reserved--;
 	s->bytes -= body_len;
-	pthread_cond_signal(&s->cond); /* a draining thread may wait on it */
+	if (s->stopping)
+		wake_all(s); /* a draining committer may wait on it */
 	pthread_mutex_unlock(&s->lock);
 }
 
 void
 ingest_store_submit(struct ingest_store *s, struct ingest_item *it)
 {
+	struct ingest_committer *c = committer_of(s, it->n.order_id);
+
 	pthread_mutex_lock(&s->lock);
 	s->reserved--;
 	it->next = NULL;
-	*s->tail = it;
-	s->tail = &it->next;
+	*c->tail = it;
+	c->tail = &it->next;
+	c->count++;
 	s->count++;
 	metric_set(s->im->queue_depth, (double)s->count);
-	pthread_cond_signal(&s->cond);
+	pthread_cond_signal(&c->cond);
+	if (s->stopping && s->reserved == 0)
+		wake_all(s); /* the others may wait for this last one */
 	pthread_mutex_unlock(&s->lock);
 }
 
@@ -526,12 +600,16 @@ ingest_store_drain(struct ingest_store *s)
 		return;
 	pthread_mutex_lock(&s->lock);
 	s->stopping = true;
-	pthread_cond_broadcast(&s->cond);
+	wake_all(s);
 	pthread_mutex_unlock(&s->lock);
-	/* The thread commits (or fails) the queue before it exits. */
-	if (s->thread_started) {
-		pthread_join(s->thread, NULL);
-		s->thread_started = false;
+	/* Each thread commits (or fails) its queue before it exits. */
+	for (unsigned i = 0; i < s->conf.committers; i++) {
+		struct ingest_committer *c = &s->c[i];
+
+		if (c->thread_started) {
+			pthread_join(c->thread, NULL);
+			c->thread_started = false;
+		}
 	}
 }
 
@@ -541,11 +619,10 @@ ingest_store_free(struct ingest_store *s)
 	if (s == NULL)
 		return;
 	ingest_store_drain(s);
-	pthread_cond_destroy(&s->cond);
+	for (unsigned i = 0; i < s->conf.committers; i++)
+		if (s->c[i].s != NULL)
+			committer_fini(&s->c[i]);
 	pthread_mutex_destroy(&s->lock);
-	db_close(s->db);
-	free(s->ids);
-	free(s->received);
-	free(s->batch);
+	free(s->c);
 	free(s);
 }

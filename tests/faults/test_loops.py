@@ -40,6 +40,10 @@ FAST = {
     "RECON_LEASE": "21s", "RECON_POLL": "200ms", "RECON_BATCH": "4",
     "RECON_CONCURRENCY": "4", "RECON_RPS": "20",
     "NOTIFY_POLL": "200ms",
+    # one ingest committer: phase B pauses the one COMMIT a known
+    # notification reaches (with several, its order id picks the committer;
+    # each is the same loop with its own connection)
+    "INGEST_COMMITTERS": "1",
     "FAKE_MIDTRANS_RETRY_SCHEDULE": "1,1,1,2,2,3,3",
 }
 
@@ -231,7 +235,8 @@ def phase_break(st, fpdir):
     assert not uncovered, "loops with no failpoint fired: %s" % uncovered
     # the loops of issue 12 by name: each must have been broken somewhere
     for need in ("reconciler.scheduler", "notifier.worker.0", "order.api.0",
-                 "ingest.committer", "order.admin", "ingest.quarantine"):
+                 "ingest.committer.0", "order.admin", "ingest.quarantine",
+                 "ingest.sequence.ingest"):
         assert any(f.startswith(need + ":") for f in fired), \
             "%s: no failpoint fired (fired: %s)" % (need, sorted(fired))
     assert any(f.startswith("order.consume.") for f in fired) and \
@@ -247,7 +252,7 @@ def phase_break(st, fpdir):
 PAUSES = (
     "reconciler.scheduler:ROLLBACK@2",  # mode_evaluate: the issue's reproduction
     "notifier.worker.0:ROLLBACK@2",     # claim() with nothing due (issue 12)
-    "ingest.committer:COMMIT@1",        # the notification posted below
+    "ingest.committer.0:COMMIT@1",      # the notification posted below
     "order.api.0:COMMIT@1",             # the POST /v1/orders below
 )
 
