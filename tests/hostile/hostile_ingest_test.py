@@ -90,7 +90,7 @@ def chunked_upload(port, total):
 
 def stored(st):
     return (st.sql("SELECT count(*) FROM ingest.payment_event")[0][0],
-            st.sql("SELECT count(*) FROM ingest.stream_out WHERE stream = 'ingest'")[0][0])
+            st.sql("SELECT " + kasirtest.stream_head_sql("ingest", "ingest"))[0][0])
 
 
 def hostile_cases():

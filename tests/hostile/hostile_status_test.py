@@ -61,7 +61,7 @@ class Door:
         self.forged = 0
 
     def head(self):
-        return self.st.sql("SELECT coalesce(max(seq), 0) FROM ingest.stream_out")[0][0]
+        return self.st.sql("SELECT " + kasirtest.stream_head_sql("ingest", "ingest"))[0][0]
 
     def events(self, oid):
         return self.st.sql("SELECT count(*) FROM ingest.payment_event WHERE order_id = %s",
@@ -135,6 +135,7 @@ def entitlements(st, oid):
 
 
 def paid_messages(st, oid):
+    kasirtest.wait_sequenced(st.sql, "orders")
     return st.sql("SELECT count(*) FROM orders.stream_out WHERE type = 'order.paid'"
                   " AND (body::jsonb)->'data'->>'order_id' = %s", (oid,))[0][0]
 

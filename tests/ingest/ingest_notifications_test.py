@@ -68,6 +68,9 @@ def main():
         def stream_rows():
             return st.sql("SELECT seq, type, body FROM ingest.stream_out "
                           "WHERE stream = 'ingest' ORDER BY seq")
+        # sequenced after COMMIT by the sequencer (docs/backbone.md): wait
+        st.wait_until(lambda: len(stream_rows()) >= len(ids), timeout=10,
+                      what="every stored event sequenced on the stream")
         rows = stream_rows()
         check(len(rows) == len(ids), f"{len(rows)} stream messages for {len(ids)} events")
         check([r[0] for r in rows] == list(range(1, len(rows) + 1)), "stream seq gap-free from 1")
@@ -105,6 +108,8 @@ def main():
         check(r.status == 200, f"application/json; charset=utf-8 accepted ({r})")
 
         stored = count(st, "ingest.payment_event")
+        st.wait_until(lambda: len(stream_rows()) >= stored, timeout=10,
+                      what="every stored event sequenced")
         streamed = len(stream_rows())
         check(stored == streamed, "stream and payment_event agree")
 

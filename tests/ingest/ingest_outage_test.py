@@ -80,6 +80,10 @@ def main():
             n = count(st, "ingest.payment_event", "raw = %s", (raw,))
             check(n == 1, f"{oid}: stored once (the 503s stored nothing)")
         n_ev = count(st, "ingest.payment_event")
+        # the sequencer gives committed messages their seq after COMMIT,
+        # once its own connection is back (docs/backbone.md)
+        st.wait_until(lambda: count(st, "ingest.stream_out", "stream = 'ingest'") >= n_ev,
+                      timeout=20, what="every stored event sequenced on the stream")
         n_msg = count(st, "ingest.stream_out", "stream = 'ingest'")
         check(n_ev == n_msg == 5, f"stream has one message per stored event ({n_ev}, {n_msg})")
         st.wait_until(lambda: st.admin("ingest", "/readyz").status == 200, timeout=20,

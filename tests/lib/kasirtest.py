@@ -262,6 +262,24 @@ def _log(msg):
 # waiting, ports, http
 
 
+def wait_sequenced(sql, schema, timeout=20):
+    """Waits until <schema>.stream_pending is empty: every message that
+    producer committed has its seq in <schema>.stream_out.  The sequencer
+    gives seqs right after each COMMIT (docs/backbone.md), so a test that
+    reads stream_out after seeing a state change waits for it first.
+    sql: a function (query) -> rows, e.g. Stack.sql."""
+    wait_until(lambda: sql(f"SELECT count(*) FROM {schema}.stream_pending")[0][0] == 0,
+               timeout, f"{schema}: every committed message sequenced", interval=0.02)
+
+
+def stream_head_sql(schema, stream):
+    """SQL for the head a producer's stream will have once what it has
+    committed is sequenced: stream_out's highest seq plus the rows still in
+    stream_pending (each gets the next seq)."""
+    return (f"((SELECT coalesce(max(seq), 0) FROM {schema}.stream_out WHERE stream = '{stream}')"
+            f" + (SELECT count(*) FROM {schema}.stream_pending WHERE stream = '{stream}'))")
+
+
 def wait_until(pred, timeout=30, what="condition", interval=0.1):
     """Polls pred() until it returns something truthy and returns it."""
     deadline = time.monotonic() + timeout

@@ -366,6 +366,7 @@ class Stack:
         wait_for(lambda: self.applied(stream, seq), timeout, "%s seq %d applied" % (stream, seq))
 
     def events(self, order_id, mtype=None):
+        kasirtest.wait_sequenced(self.sql, "orders")
         q = "SELECT type, body FROM orders.stream_out WHERE body::jsonb->'data'->>'order_id' = %s"
         args = [order_id]
         if mtype:

@@ -14,6 +14,8 @@ import signal
 
 import psycopg2
 
+import kasirtest
+
 from ostack import Stack, samples, wait_for
 
 # What each sample, applied in file order, leaves its order in.
@@ -385,6 +387,7 @@ def test_confirmation(s):
     assert order_row(s, "CNF-1") == ("PENDING", False, None, "settlement", False)
     ev = s.sql("SELECT result, reason FROM orders.evidence WHERE order_id='CNF-1'")
     assert ev == [("noop", "held: awaiting confirmation by the midtrans status api")], ev
+    kasirtest.wait_sequenced(s.sql, "orders")
     req = s.sql("SELECT body::jsonb->'data' FROM orders.stream_out"
                 " WHERE type = 'confirm.request'")
     assert [r[0]["order_id"] for r in req] == ["CNF-1"], req

@@ -17,6 +17,8 @@ import random
 import threading
 import time
 
+import kasirtest
+
 from ostack import Stack
 
 N = 1000
@@ -159,6 +161,7 @@ def main():
         waiting = s.sql("SELECT count(*) FROM orders.orders WHERE order_id LIKE 'KILL-%%'"
                         " AND (awaiting_since IS NOT NULL OR flagged)")[0][0]
         assert waiting == 0, waiting
+        kasirtest.wait_sequenced(s.sql, "orders")
         dup_msgs = s.sql("SELECT body::jsonb->'data'->>'order_id', count(*) FROM orders.stream_out"
                          " WHERE type='order.paid' GROUP BY 1 HAVING count(*) <> 1")
         assert dup_msgs == [], dup_msgs[:10]

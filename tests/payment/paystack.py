@@ -230,6 +230,7 @@ class PayStack(kasirtest.Stack):
 
     def messages(self, order_id, mtype):
         """Messages of type mtype about order_id on the orders stream."""
+        kasirtest.wait_sequenced(self.sql, "orders")
         return self.sql("SELECT count(*) FROM orders.stream_out WHERE type = %s"
                         " AND (body::jsonb)->'data'->>'order_id' = %s",
                         (mtype, order_id))[0][0]
@@ -251,7 +252,7 @@ class PayStack(kasirtest.Stack):
         return self.notify(raw, JSON, timeout=timeout)
 
     def ingest_head(self):
-        return self.sql("SELECT coalesce(max(seq), 0) FROM ingest.stream_out")[0][0]
+        return self.sql("SELECT " + kasirtest.stream_head_sql("ingest", "ingest"))[0][0]
 
     def order_cursor(self):
         r = self.sql("SELECT seq FROM orders.stream_cursor WHERE stream = 'ingest'")

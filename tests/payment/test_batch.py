@@ -32,6 +32,8 @@ when it is), both twins alike.
 """
 import sys
 
+import kasirtest
+
 from paystack import PayStack, check, main_wrapper, notification
 
 AMOUNT = 150000
@@ -110,6 +112,8 @@ def facts(st, oid, keys=None):
     """Everything kasir-order recorded about oid (or only `keys` of it),
     without ids and times."""
     out = {}
+    if keys is None or "events" in keys:
+        kasirtest.wait_sequenced(st.sql, "orders")  # events: stream_out
     for k, sql in FACTS.items():
         if keys is None or k in keys:
             out[k] = st.sql(sql, (oid,))

@@ -26,6 +26,8 @@ import random
 import threading
 import time
 
+import kasirtest
+
 from paystack import PayStack, check, main_wrapper, notification
 
 N = 1000
@@ -41,7 +43,7 @@ ARRIVALS_BOUND = 200    # s: all waves and MIN_KILLS kills within this, or FAIL
 # kasir-order's ingest cursor and kasir-ingest's head, in one snapshot
 PROGRESS_SQL = ("SELECT (SELECT coalesce(max(seq), 0) FROM orders.stream_cursor"
                 "        WHERE stream = 'ingest'),"
-                "       (SELECT coalesce(max(seq), 0) FROM ingest.stream_out)")
+                "       " + kasirtest.stream_head_sql("ingest", "ingest"))
 
 
 def pool(n, jobs, fn):
@@ -212,6 +214,7 @@ def main():
         check(multi == [], f"exactly one entitlement per order, ever ({multi[:5]})")
         active = st.sql("SELECT count(*) FROM orders.entitlements WHERE revoked_at IS NULL")[0][0]
         check(active == N, f"{active} active entitlements")
+        kasirtest.wait_sequenced(st.sql, "orders")
         for mtype in ("order.paid", "access.granted"):
             dup = st.sql("SELECT (body::jsonb)->'data'->>'order_id', count(*)"
                          " FROM orders.stream_out WHERE type = %s GROUP BY 1"

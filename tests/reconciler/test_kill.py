@@ -8,6 +8,7 @@ import random
 import signal
 import time
 
+import kasirtest
 import rstack
 from rstack import log
 
@@ -78,6 +79,7 @@ def main():
             assert rstack.entitlements(st, oid) == 1, oid
             assert st.sql("SELECT count(*) FROM orders.entitlement_events WHERE"
                           " order_id = %s AND action = 'grant'", (oid,))[0][0] == 1
+            kasirtest.wait_sequenced(st.sql, "orders")
             assert len(st.sql("SELECT 1 FROM orders.stream_out WHERE type ="
                               " 'order.paid' AND body::jsonb->'data'->>"
                               "'order_id' = %s", (oid,))) == 1, oid
@@ -92,7 +94,7 @@ def main():
             "'check_id')::bigint AND c.published)")[0][0]
         assert dangling == 0, dangling
         st.wait_until(lambda: st.sql(
-            "SELECT (SELECT coalesce(max(seq), 0) FROM recon.stream_out) ="
+            "SELECT " + kasirtest.stream_head_sql("recon", "recon") + " ="
             " (SELECT coalesce(max(seq), 0) FROM orders.stream_cursor"
             "  WHERE stream = 'recon')")[0][0], timeout=20,
             what="kasir-order applied the whole recon stream")
