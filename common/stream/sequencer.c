@@ -5,7 +5,9 @@
  * no shared row lock, so any number of transactions append to one stream
  * at once and commit in any order.  The sequencer thread of a producer,
  * woken by stream_producer_kick() right after a local COMMIT and every
- * STREAM_SEQUENCE_POLL_MS otherwise, runs passes; one pass is one
+ * STREAM_SEQUENCE_POLL_MS otherwise, runs passes (an unkicked one first
+ * asks, in one statement, whether anything is pending and where the head
+ * is, so an idle stream costs one query per poll); one pass is one
  * transaction of its own connection:
  *
  *   1. pg_try_advisory_xact_lock(hashtext('kasir.stream.<schema>.<stream>'))
@@ -45,7 +47,8 @@
 #include "util.h"
 #include "stream_impl.h"
 
-#define STREAM_SEQUENCE_BATCH   "5000" /* rows per pass, at most */
+#define STREAM_SEQUENCE_BATCH   5000   /* rows per pass, at most */
+#define STREAM_SEQUENCE_BATCH_S "5000" /* the same, as a parameter */
 #define STREAM_SEQUENCE_BUSY_MS 2      /* retry while another pass runs */
 
 int
@@ -78,6 +81,14 @@ producer_sequencer_stmts(struct stream_producer *p)
 	                       "hashtext($1))");
 	if (rc == 0)
 		rc = stream_stmt_build(
+		    &p->st_seq_probe, "seq_probe", s, n, 1,
+		    "SELECT EXISTS (SELECT 1 FROM "
+		    "%s.stream_pending WHERE stream = $1), "
+		    "coalesce((SELECT seq FROM %s.stream_head "
+		    "WHERE stream = $1), 0)",
+		    s, s);
+	if (rc == 0)
+		rc = stream_stmt_build(
 		    &p->st_seq_move, "seq_move", s, n, 3,
 		    "WITH batch AS (SELECT pos, id, type, at, tail "
 		    "FROM %s.stream_pending WHERE stream = $1 "
@@ -103,6 +114,41 @@ producer_sequencer_stmts(struct stream_producer *p)
 	return rc;
 }
 
+/* Takes the head a pass (of any process) committed: the publisher sends
+ * what this process has not sent yet. */
+static void
+sequence_saw_head(struct stream_producer *p, int64_t head, int64_t moved)
+{
+	int64_t before = __atomic_load_n(&p->head, __ATOMIC_RELAXED);
+
+	producer_set_head(p, head);
+	if (moved > 0 || head > before)
+		producer_publisher_kick(p);
+}
+
+/* An unkicked pass's first question: is anything pending?  0 and
+ * *ret_pending, or the error (outside any transaction). */
+static int
+sequence_probe(struct stream_producer *p, bool *ret_pending)
+{
+	const char *params[] = {p->stream};
+	PGresult *res = NULL;
+	int rc;
+
+	if ((rc = db_ensure(p->seq_db)) < 0)
+		return rc;
+	if ((rc = db_exec(p->seq_db, &p->st_seq_probe.st, params, &res)) < 0)
+		return rc;
+	if (PQntuples(res) != 1) {
+		PQclear(res);
+		return KASIR_ESQL;
+	}
+	*ret_pending = db_get(res, 0, 0) != NULL && db_get(res, 0, 0)[0] == 't';
+	sequence_saw_head(p, db_get_i64(res, 0, 1), 0);
+	PQclear(res);
+	return 0;
+}
+
 /*
  * One pass (see the top of the file).  0 with *ret_moved rows sequenced
  * (and *ret_busy when another sequencer held the lock), or the error; the
@@ -112,10 +158,10 @@ static int
 sequence_pass(struct stream_producer *p, int64_t *ret_moved, bool *ret_busy)
 {
 	const char *lock_params[] = {p->lock_key};
-	const char *move_params[] = {p->stream, STREAM_SEQUENCE_BATCH,
+	const char *move_params[] = {p->stream, STREAM_SEQUENCE_BATCH_S,
 	                             p->body_prefix};
 	PGresult *res = NULL;
-	int64_t moved, gone, head, before;
+	int64_t moved, gone, head;
 	bool got;
 	int rc;
 
@@ -156,12 +202,9 @@ sequence_pass(struct stream_producer *p, int64_t *ret_moved, bool *ret_busy)
 	}
 	if ((rc = db_commit(p->seq_db)) < 0)
 		return rc; /* ended; the next pass reads the truth */
-	before = __atomic_load_n(&p->head, __ATOMIC_RELAXED);
-	producer_set_head(p, head);
 	metric_add(p->m_sequenced, (uint64_t)moved);
 	/* ours, or another process's rows this process has not sent */
-	if (moved > 0 || head > before)
-		producer_publisher_kick(p);
+	sequence_saw_head(p, head, moved);
 	*ret_moved = moved;
 	return 0;
 fail:
@@ -175,7 +218,7 @@ producer_sequencer_main(void *arg)
 {
 	struct stream_producer *p = arg;
 	int64_t next = 0, moved = 0;
-	bool busy = false;
+	bool busy = false, kicked, pending;
 
 	pthread_mutex_lock(&p->mu);
 	while (!p->stopping) {
@@ -185,16 +228,24 @@ producer_sequencer_main(void *arg)
 			stream_cond_wait_ms(&p->seq_cv, &p->mu, next - now);
 			continue;
 		}
+		kicked = p->seq_kicked || busy || moved > 0;
 		p->seq_kicked = false;
 		pthread_mutex_unlock(&p->mu);
 
-		if (sequence_pass(p, &moved, &busy) < 0)
-			moved = 0; /* db_ensure paces the reconnects */
+		/* a poll with nothing pending is one query; a kick, a retry
+		 * and the pass after a busy one go straight to the pass */
+		pending = true;
+		moved = 0;
+		busy = false;
+		if (!kicked && sequence_probe(p, &pending) < 0)
+			pending = false; /* db_ensure paces the reconnects */
+		if (pending && sequence_pass(p, &moved, &busy) < 0)
+			moved = 0;
 		next = now_mono_ms() +
 		       (busy ? STREAM_SEQUENCE_BUSY_MS : p->seq_poll_ms);
 
 		pthread_mutex_lock(&p->mu);
-		if (moved == atoll(STREAM_SEQUENCE_BATCH))
+		if (moved == STREAM_SEQUENCE_BATCH)
 			p->seq_kicked = true; /* there may be more */
 	}
 	pthread_mutex_unlock(&p->mu);

@@ -132,8 +132,9 @@ struct stream_producer {
 	 * follows the seq (the tail). */
 	char body_prefix[64 + MSG_STREAM_MAX];
 	char lock_key[32 + STREAM_SCHEMA_MAX + MSG_STREAM_MAX];
-	struct stream_stmt st_seq_lock; /* pg_try_advisory_xact_lock */
-	struct stream_stmt st_seq_move; /* pending -> stream_out, head */
+	struct stream_stmt st_seq_probe; /* anything pending? the head */
+	struct stream_stmt st_seq_lock;  /* pg_try_advisory_xact_lock */
+	struct stream_stmt st_seq_move;  /* pending -> stream_out, head */
 	struct kasir_db *seq_db;
 	pthread_t seq_thread;
 	bool seq_started;
