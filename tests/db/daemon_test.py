@@ -144,7 +144,8 @@ def main():
             kasirtest.wait_until(lambda: notify.has("READY=1"), 30, "READY=1")
             assert "schema ingest migrated" in logtext()
             assert pg.psql("SELECT version FROM ingest.schema_migrations "
-                           "ORDER BY 1") == [("0000_stream",), ("0001_t",)]
+                           "ORDER BY 1") == [("0000_stream",), ("0001_stream_pending",),
+                                             ("0001_t",)]
 
             # 2. health endpoints
             kasirtest.wait_until(lambda: status_of(admin, "/readyz") == 200, 10,
