@@ -259,6 +259,9 @@ stream_producer_start(const struct stream_producer_conf *conf,
 	p->m_seq_busy = stream_counter(
 	    m, "kasir_stream_sequencer_busy_total", p->stream, NULL,
 	    "sequencer passes that found another one running (retried)");
+	p->m_seq_failures = stream_counter(
+	    m, "kasir_stream_sequencer_failures_total", p->stream, NULL,
+	    "sequencer passes the server refused (messages stay pending)");
 	p->seq_poll_ms = STREAM_SEQUENCE_POLL_MS;
 	stream_rejected_register(m, p->stream, p->m_rejected);
 

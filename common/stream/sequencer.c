@@ -43,6 +43,7 @@
 #include <string.h>
 
 #include "err.h"
+#include "log.h"
 #include "metrics.h"
 #include "util.h"
 #include "stream_impl.h"
@@ -213,12 +214,38 @@ fail:
 	return rc;
 }
 
+/*
+ * A pass the server refused (not a lost connection: those show in the
+ * loop's liveness) leaves the stream's messages pending, so consumers
+ * see nothing new: an operator matter, logged once per failing spell
+ * and counted (kasir_stream_sequencer_failures_total).
+ */
+static void
+sequence_note(struct stream_producer *p, int rc, bool *failing)
+{
+	if (rc == KASIR_ESQL) {
+		metric_inc(p->m_seq_failures);
+		if (!*failing)
+			log_fields(
+			    LOG_ERR, LOG_F({"STREAM", p->stream}),
+			    "sequencing stream %s failed: %s; its "
+			    "messages wait in %s.stream_pending, retrying",
+			    p->stream, db_last_error(p->seq_db), p->schema);
+		*failing = true;
+	} else if (rc == 0 && *failing) {
+		log_fields(LOG_NOTICE, LOG_F({"STREAM", p->stream}),
+		           "sequencing stream %s works again", p->stream);
+		*failing = false;
+	}
+}
+
 void *
 producer_sequencer_main(void *arg)
 {
 	struct stream_producer *p = arg;
 	int64_t next = 0, moved = 0;
-	bool busy = false, kicked, pending;
+	bool busy = false, failing = false, kicked, pending;
+	int rc;
 
 	pthread_mutex_lock(&p->mu);
 	while (!p->stopping) {
@@ -239,8 +266,10 @@ producer_sequencer_main(void *arg)
 		busy = false;
 		if (!kicked && sequence_probe(p, &pending) < 0)
 			pending = false; /* db_ensure paces the reconnects */
-		if (pending && sequence_pass(p, &moved, &busy) < 0)
-			moved = 0;
+		if (pending) {
+			rc = sequence_pass(p, &moved, &busy);
+			sequence_note(p, rc, &failing);
+		}
 		next = now_mono_ms() +
 		       (busy ? STREAM_SEQUENCE_BUSY_MS : p->seq_poll_ms);
 
