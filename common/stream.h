@@ -102,9 +102,10 @@ int stream_append(struct stream_producer *p, struct kasir_db *db,
  * It empties the queue whatever its result (a failed flush means the
  * caller rolls back).  stream_defer_end(p, db) drops anything still
  * queued (after a ROLLBACK) and makes db's appends immediate again.
- * At most STREAM_DEFER_SLOTS (4) connections defer at once (-EBUSY);
+ * At most STREAM_DEFER_SLOTS connections defer at once (-EBUSY);
  * each slot is used by its connection's thread only.
  */
+#define STREAM_DEFER_SLOTS 64
 int stream_defer_begin(struct stream_producer *p, struct kasir_db *db);
 int stream_defer_flush(struct stream_producer *p, struct kasir_db *db);
 void stream_defer_end(struct stream_producer *p, struct kasir_db *db);

@@ -54,7 +54,6 @@ struct metrics;
  * least one frame, which max_frame bounds). */
 #define STREAM_REPLAY_ANSWER_MAX (8 * 1024 * 1024)
 #define STREAM_SQL_MAX           1536
-#define STREAM_DEFER_SLOTS       4 /* connections deferring at once */
 #define STREAM_STMT_NAME_MAX     128
 
 /* A statement whose SQL and name are built once from code-given names. */

@@ -166,7 +166,7 @@ void ingest_item_free(struct ingest_item *it);
 
 struct ingest_store;
 
-#define INGEST_COMMITTERS_MAX 64
+#define INGEST_COMMITTERS_MAX 32 /* each defers its appends: stream.h */
 
 struct ingest_store_conf {
 	struct db_conf db;   /* each committer opens its own connection */

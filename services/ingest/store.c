@@ -39,6 +39,10 @@
 #include "stream.h"
 #include "util.h"
 
+/* every committer defers its appends on its own connection at once */
+_Static_assert(INGEST_COMMITTERS_MAX <= STREAM_DEFER_SLOTS,
+               "more committers than the stream's deferral slots");
+
 struct ingest_store;
 
 /* One committer: its thread, connection and queue. */
