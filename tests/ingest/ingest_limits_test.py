@@ -24,7 +24,10 @@ PATH = "/midtrans/notification"
 def main():
     overrides = {"INGEST_RATE": "1", "INGEST_BURST": "3",
                  "INGEST_QUARANTINE_PER_MINUTE": "4", "INGEST_QUARANTINE_MAX_ROWS": "3",
-                 "INGEST_QUEUE_MAX": "1", "INGEST_BATCH_MAX": "8"}
+                 "INGEST_QUEUE_MAX": "1", "INGEST_BATCH_MAX": "8",
+                 # one committer: the full-queue case below fills exactly one
+                 # committer and the queue (with N, N batches are in flight)
+                 "INGEST_COMMITTERS": "1"}
     with kasirtest.Stack.for_test(server_key=DOCS_KEY, overrides=overrides) as st:
         st.start("ingest")
         port = st.port("INGEST_HTTP")
