@@ -44,6 +44,13 @@ http(method, url, body=None, headers=None, token=None, timeout=10)
 wait_until(pred, timeout=30, what="...", interval=0.1)
                              polls pred() until truthy and returns its value;
                              raises WaitTimeout naming `what` and the last value.
+wait_sequenced(sql, schema, timeout=20)
+                             waits until <schema>.stream_pending is empty: every
+                             message that producer committed has its seq in
+                             stream_out (read stream_out after this)
+stream_head_sql(schema, stream)
+                             SQL expression: the stream's head once what was
+                             committed is sequenced (stream_out + pending)
 test_template_dir()          $KASIR_BUILD_DIR/test-runs/.pg-template: the
                              initdb'd data directory every test cluster of
                              this build tree is copied from
