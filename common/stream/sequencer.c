@@ -278,8 +278,10 @@ producer_sequencer_main(void *arg)
 			p->seq_kicked = true; /* there may be more */
 	}
 	pthread_mutex_unlock(&p->mu);
-	/* What this process committed just before it stops: best effort (a
-	 * restart or the other process sequences anything left). */
-	sequence_pass(p, &moved, &busy);
+	/* What this process committed just before it stops: best effort,
+	 * and only on a live connection (never a connect at shutdown); a
+	 * restart or the other process sequences anything left. */
+	if (db_is_up(p->seq_db))
+		sequence_pass(p, &moved, &busy);
 	return NULL;
 }
