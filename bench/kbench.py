@@ -8,7 +8,8 @@ docs/performance.md (between "<!-- bench:X begin -->" and
 "<!-- bench:X end -->") with the machine description, the load average
 measured next to every figure and the exact command that reproduces it.
 
-    bench/kbench.py ingest     [--seconds 15] [--clients 16]      (a)
+    bench/kbench.py ingest     [--seconds 10] [--clients 32]      (a)
+                               [--committers N] [--no-peer] [--no-pair]
     bench/kbench.py e2e        [--seconds 10] [--rates 100,500]   (b)
                                [--status-latency-ms 50]
     bench/kbench.py drain      [--events 10000]                   (c)
@@ -170,8 +171,9 @@ def build_type(build):
 # the stack, orders, signed notifications
 
 
-def make_stack(args, name, overrides=None):
-    ov = dict(BASE_OVERRIDES)
+def make_stack(args, name, overrides=None, base=True):
+    """base=False: only `overrides` (ingest's own limits at their defaults)."""
+    ov = dict(BASE_OVERRIDES) if base else {}
     ov.update(overrides or {})
     d = os.path.join(args.build_dir, "bench-runs", f"{name}-{os.getpid()}")
     if os.path.exists(d):
@@ -319,142 +321,7 @@ def ms(us):
 
 
 # --------------------------------------------------------------------------
-# (a) ingest vs pgbench
-
-
-PGBENCH_SCRIPT = r"""
-\set n random(1, {norders})
-BEGIN;
-INSERT INTO ingest.payment_event (received_at, source_addr, order_id,
-  transaction_status, status_code, gross_amount, fraud_status, payment_type,
-  transaction_id, currency, signature_key_id, raw)
-  VALUES (now(), '127.0.0.1', 'ing-' || lpad(:n::text, 6, '0'), 'settlement',
-  '200', '150000.00', 'accept', 'bank_transfer', gen_random_uuid()::text,
-  'IDR', 'primary', convert_to(repeat('x', {rawlen}), 'UTF8')) RETURNING id;
-INSERT INTO ingest.stream_head AS h (stream, seq) VALUES ('pgbench', 1)
-  ON CONFLICT (stream) DO UPDATE SET seq = h.seq + 1 RETURNING seq \gset
-INSERT INTO ingest.stream_out (stream, seq, id, type, at, body)
-  VALUES ('pgbench', :seq, gen_random_uuid(), 'payment.notification', now(),
-  repeat('y', {bodylen}));
-COMMIT;
-"""
-
-
-def run_pgbench(st, clients, seconds, norders, rawlen, bodylen, workdir):
-    script = os.path.join(workdir, "ingest_txn.sql")
-    with open(script, "w") as f:
-        f.write(PGBENCH_SCRIPT.format(norders=norders, rawlen=rawlen,
-                                      bodylen=bodylen))
-    logdir = os.path.join(workdir, "pgbench-log")
-    os.makedirs(logdir, exist_ok=True)
-    argv = [PGBENCH, "-n", "-h", st.pg.sockdir, "-p", str(st.pg.port),
-            "-U", "postgres", "-c", str(clients), "-j", "2", "-T", str(seconds),
-            "-f", script, "-l", "--log-prefix", os.path.join(logdir, "pgb"),
-            "kasir"]
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120,
-                       cwd=workdir)
-    if r.returncode != 0:
-        raise RuntimeError(f"pgbench failed: {r.stdout}\n{r.stderr}")
-    m = re.search(r"tps = ([0-9.]+) \(without initial", r.stdout)
-    tps = float(m.group(1)) if m else float("nan")
-    lat = []
-    for name in os.listdir(logdir):
-        with open(os.path.join(logdir, name)) as f:
-            for line in f:
-                parts = line.split()
-                if len(parts) >= 3:
-                    lat.append(int(parts[2]))
-    return {"tps": tps, "p50_us": pct(lat, 50), "p99_us": pct(lat, 99),
-            "p999_us": pct(lat, 99.9), "n": len(lat), "cmd": " ".join(argv)}
-
-
-def bench_ingest(args):
-    st = make_stack(args, "ingest")
-    rows = []
-    with st:
-        # kasir-order only to create its schema: the orders exist, but
-        # nothing consumes the stream during the measurement (like pgbench)
-        st.start("order")
-        st.stop("order")
-        st.start("ingest")
-        key = st.secret("midtrans-server-key")
-        seed_orders(st, "ing", args.pool)
-        bodies = [notification(f"ing-{i:06d}", key) for i in range(1, args.pool + 1)]
-        url = st.url("ingest")
-        path = "/" + url.split("/", 3)[3]
-        work = tempfile.mkdtemp(prefix="kbench-a-", dir=st.dir)
-        # sanity: one request is accepted
-        r = st.notify(bodies[0], headers={"Content-Type": "application/json"})
-        if r.status != 200:
-            raise RuntimeError(f"ingest refused a signed notification: {r}")
-
-        lua = os.path.join(work, "max.lua")
-        write_lua(lua, bodies, path, args.clients)
-        run_wrk(url, lua, 3, args.clients)  # warm-up
-        la = loadavg()
-        mx = run_wrk(url, lua, args.seconds, args.clients)
-        rows.append(("wrk max (closed loop)", args.clients, mx, la))
-        la_pg = loadavg()
-        pgb = run_pgbench(st, args.clients, args.seconds, args.pool,
-                          len(bodies[0]), 1500, work)
-        for frac in (0.25, 0.5, 0.75):
-            rate = max(1, int(mx["rate"] * frac))
-            lua = os.path.join(work, f"r{rate}.lua")
-            lua_rate = calibrate(url, lua, bodies, path, args.clients, rate)
-            write_lua(lua, bodies, path, args.clients, rate=lua_rate)
-            la = loadavg()
-            res = run_wrk(url, lua, args.seconds, args.clients)
-            rows.append((f"offered {rate}/s ({int(frac * 100)}% of max)",
-                         args.clients, res, la))
-        stored = st.sql("SELECT count(*) FROM ingest.payment_event"
-                        " WHERE signature_key_id = 'primary'"
-                        " AND transaction_status = 'settlement'")[0][0]
-        commit = st.metrics("ingest")
-        batches = sum(v for (n, _), v in commit.items()
-                      if n == "kasir_ingest_commit_seconds_count")
-
-    ratio = mx["rate"] / pgb["tps"] if pgb["tps"] else float("nan")
-    half = [r for r in rows if "50%" in r[0]][0][2]
-    lines = ["| run | clients | achieved /s | p50 ms | p99 ms | p99.9 ms | errors | load avg |",
-             "|---|---|---|---|---|---|---|---|"]
-    for label, c, res, la in rows:
-        errs = sum(res[k] for k in ("connect_err", "read_err", "write_err",
-                                     "status_err", "timeout"))
-        lines.append(f"| ingest {label} | {c} | {res['rate']:.0f} | {ms(res['p50_us'])} | "
-                     f"{ms(res['p99_us'])} | {ms(res['p999_us'])} | {errs} | {la} |")
-    lines.append(f"| pgbench, same insert transaction, 1 notification/txn | {args.clients} | "
-                 f"{pgb['tps']:.0f} | {ms(pgb['p50_us'])} | {ms(pgb['p99_us'])} | "
-                 f"{ms(pgb['p999_us'])} | 0 | {la_pg} |")
-    table = "\n".join(lines)
-    print(table)
-    verdict_ratio = "met" if ratio >= 1.0 else f"MISSED by {(1.0 - ratio) * 100:.0f}%"
-    verdict_p99 = ("met" if half["p99_us"] <= 20000 else
-                   f"MISSED: {ms(half['p99_us'])} ms = {half['p99_us'] / 20000.0:.1f}x the limit")
-    md = header(args) + f"""- {args.seconds} s per load point; pool of {args.pool} signed
-  settlement notifications for orders that exist; {stored} stored in all,
-  in {batches:.0f} group-commit transactions (about
-  {stored / batches if batches else 0:.1f} notifications per COMMIT).
-
-{table}
-
-- Ingest / pgbench = **{ratio:.2f}x** (target >= 1.0x: {verdict_ratio}).
-- p99 at half the maximum rate: **{ms(half['p99_us'])} ms** (target <= 20 ms: {verdict_p99}).
-- The offered loads come from a per-connection think time in wrk's Lua
-  `delay()` (wrk 4 has no open-loop mode, wrk2's `-R` is not installed), so
-  a slow answer delays the next request of its connection: the percentiles
-  understate a truly open-loop p99 (coordinated omission).
-- pgbench runs `PGBENCH_SCRIPT` of `bench/kbench.py` (the statements of
-  `services/ingest/store.c` + `common/stream/append.c` stream_append: INSERT
-  payment_event RETURNING id; INSERT .. ON CONFLICT stream_head RETURNING
-  seq; INSERT stream_out; COMMIT, same row sizes) as the superuser over the
-  unix socket, one notification per transaction, on its own stream row
-  ('pgbench') of the same tables, `-j 2`, same client count.  Every
-  transaction takes the one stream_head row lock, so its clients are
-  serialised on it exactly as a stream is (one COMMIT, one WAL flush at a
-  time); ingest's committer instead puts many notifications into one
-  transaction (group commit), which is why it can beat this baseline.
-"""
-    update_doc("a", "(a) Ingest throughput and latency vs pgbench", md)
+# (a) ingest vs the physical limit and a naive peer: bench/kbench_ingest.py
 
 
 # --------------------------------------------------------------------------
@@ -1341,6 +1208,11 @@ def bench_rss(args):
     update_doc("e", "(e) Memory: RSS idle and under load", md)
 
 
+def bench_ingest(args):
+    import kbench_ingest
+    kbench_ingest.run(args, sys.modules[__name__])
+
+
 # --------------------------------------------------------------------------
 
 
@@ -1352,8 +1224,16 @@ def main():
     ap.add_argument("--build-dir", default=os.environ.get("KASIR_BUILD_DIR",
                                                           os.path.join(SRC, "build")))
     ap.add_argument("--seconds", type=int, default=None)
-    ap.add_argument("--clients", type=int, default=16)
-    ap.add_argument("--pool", type=int, default=2000)
+    ap.add_argument("--clients", type=int, default=None,
+                    help="connections (ingest: 32, others: 16)")
+    ap.add_argument("--pool", type=int, default=250000,
+                    help="ingest: pre-generated notifications (distinct orders)")
+    ap.add_argument("--committers", type=int, default=None,
+                    help="ingest: its committer count, when its config has one")
+    ap.add_argument("--no-peer", action="store_true",
+                    help="ingest: skip the naive peer (no node/npm)")
+    ap.add_argument("--no-pair", action="store_true",
+                    help="ingest: skip the two-process run")
     ap.add_argument("--rates", default="100,500")
     ap.add_argument("--rate", type=int, default=200)
     ap.add_argument("--idle", type=int, default=5)
@@ -1375,8 +1255,10 @@ def main():
     args = ap.parse_args()
     args.build_dir = os.path.abspath(args.build_dir)
     if args.seconds is None:
-        args.seconds = {"ingest": 15, "e2e": 10, "rss": 60,
+        args.seconds = {"ingest": 10, "e2e": 10, "rss": 60,
                         "confirm": 20}.get(args.bench, 15)
+    if args.clients is None and args.bench != "ingest":
+        args.clients = 16
     for b in ("kasir-ingest", "kasir-order", "kasir-notifier", "kasir-reconciler"):
         if not os.access(os.path.join(args.build_dir, "bin", b), os.X_OK):
             sys.exit(f"{args.build_dir}/bin/{b} missing: build first (see docs/performance.md)")
