@@ -207,42 +207,54 @@ class Usage:
 
 class WaitSampler(threading.Thread):
     """Samples pg_stat_activity every 50 ms: what the sessions of `user`
-    are doing (running, waiting for the client, or which wait event)."""
+    are doing (running, idle = waiting for the daemon, or which wait
+    event), per application_name (several committers count as one)."""
 
     def __init__(self, st, user):
         super().__init__(daemon=True)
         self.st, self.user = st, user
-        self.counts, self.samples = {}, 0
+        self.counts = {}  # app -> {what: samples}
         self.done = threading.Event()
 
     def run(self):
+        import re
         conn = self.st.pg.connect()
         try:
             with conn.cursor() as cur:
                 while not self.done.is_set():
                     cur.execute(
-                        "SELECT state, wait_event_type, wait_event"
-                        " FROM pg_stat_activity WHERE usename = %s"
+                        "SELECT application_name, state, wait_event_type,"
+                        " wait_event FROM pg_stat_activity WHERE usename = %s"
                         " AND pid <> pg_backend_pid()", (self.user,))
-                    for state, wtype, wev in cur.fetchall():
+                    for app, state, wtype, wev in cur.fetchall():
+                        app = re.sub(r"[-#_]?\d+$", "", app or "?")
                         if state == "idle":
-                            key = "idle (waiting for ingest)"
+                            what = "idle"
+                        elif wev and wtype == "Client":
+                            what = f"{state} (waiting for the daemon)"
                         elif wev:
-                            key = f"{state}: {wtype}/{wev}"
+                            what = f"{wtype}/{wev}"
                         else:
-                            key = f"{state}: on CPU"
-                        self.counts[key] = self.counts.get(key, 0) + 1
-                    self.samples += 1
+                            what = "on CPU"
+                        c = self.counts.setdefault(app, {})
+                        c[what] = c.get(what, 0) + 1
                     self.done.wait(0.05)
         finally:
             conn.close()
 
     def summary(self):
+        """'app: what N%, ...; app2: ...' for the sessions not always idle."""
         self.done.set()
         self.join(5)
-        total = sum(self.counts.values()) or 1
-        top = sorted(self.counts.items(), key=lambda kv: -kv[1])[:6]
-        return ", ".join(f"{k} {100.0 * v / total:.0f}%" for k, v in top)
+        parts = []
+        for app, c in sorted(self.counts.items()):
+            total = sum(c.values())
+            if c.get("idle", 0) == total:
+                continue
+            top = sorted(c.items(), key=lambda kv: -kv[1])[:5]
+            parts.append(f"`{app}` " + ", ".join(
+                f"{k} {100.0 * v / total:.0f}%" for k, v in top))
+        return "; ".join(parts) or "(no samples)"
 
 
 # --------------------------------------------------------------------------

@@ -102,6 +102,7 @@ struct run {
 	uint64_t scheduled; /* open loop: requests in the schedule */
 	uint64_t next;      /* index of the next request to send */
 	uint64_t inflight;
+	unsigned rr; /* connection where dispatch() starts looking */
 	uint64_t last_answer_ns;
 	struct report rep;
 };
@@ -449,16 +450,21 @@ dispatch(struct run *r, uint64_t now)
 	} else {
 		limit = now < r->end ? UINT64_MAX : r->next;
 	}
-	for (unsigned k = 0; k < r->nconn; k++) {
-		struct conn *c = &r->conns[k];
+	/* round-robin from where the last pass stopped, so that idle
+	 * connections (and the servers behind them) share the load */
+	for (unsigned n = 0; n < r->nconn; n++) {
+		struct conn *c = &r->conns[(r->rr + n) % r->nconn];
 		if (c->state != CONN_IDLE)
 			continue;
-		if (r->next >= limit)
+		if (r->next >= limit) {
+			r->rr = (r->rr + n) % r->nconn;
 			return true;
+		}
 		conn_send(r, c, r->next,
 		          r->rate > 0 ? intended_ns(r, r->next) : now, now);
 		r->next++;
 	}
+	r->rr = (r->rr + 1) % r->nconn;
 	return false;
 }
 
