@@ -1251,7 +1251,8 @@ def main():
                     help="confirm: do not run kasir-notifier (receipts)")
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
     ap.add_argument("--profile", action="store_true",
-                    help="drain: perf record kasir-order for 8 s during the drain")
+                    help="drain: perf record kasir-order for 8 s during the drain;"
+                    " ingest: perf record kasir-ingest during its max run")
     args = ap.parse_args()
     args.build_dir = os.path.abspath(args.build_dir)
     if args.seconds is None:

@@ -342,7 +342,8 @@ def run_pgbench(kb, st, clients, seconds, norders, rawlen, workdir):
     return {"tps": float(m.group(1)) if m else float("nan"),
             "lat_ms": float(lat.group(1)) if lat else float("nan"),
             "failed": int(failed.group(1)) if failed else 0,
-            "cmd": " ".join(argv[:-2] + ["plain_insert.sql", "kasir"])}
+            "cmd": " ".join(argv[:-2] + ["plain_insert.sql", "kasir"]).replace(
+                st.pg.sockdir, "SOCKDIR").replace(f"-p {st.pg.port} ", "-p PORT ")}
 
 
 # --------------------------------------------------------------------------
@@ -419,7 +420,16 @@ def run(args, kb):
             sampler = WaitSampler(st, "kasir_ingest") if waits else None
             if sampler:
                 sampler.start()
+            prof = {}
+            if waits and args.profile:
+                pid = st.pid(names[0])
+                pth = threading.Thread(target=lambda: prof.update(text=kb.perf_profile(
+                    pid, max(1, secs - 2), os.path.join(work, "ingest-perf"))))
+                pth.start()
             res = run_loadgen(loadgen, urls, bodies, conns, secs, offset, rate)
+            if waits and args.profile:
+                pth.join()
+                res["perf"] = prof.get("text", "")
             cpu = use.stop()
             cpu["loadgen"] = 100.0 * res["cpu_s"] / max(res["elapsed_s"], 1e-3)
             offset += res["sent"]
@@ -540,6 +550,9 @@ def write_section(args, kb, conns, secs, rows, notes, checks, mx, pgb, peer,
                    f"{mx['rate']:.0f}/s for one ({pair['rate'] / mx['rate']:.2f}x).")
     res.append(f"- Where ingest's database sessions were during its max run "
                f"(pg_stat_activity every 50 ms): {mx.get('waits', '?')}.")
+    if mx.get("perf"):
+        res.append("- `perf` of kasir-ingest during its max run (self time, "
+                   "`--profile`):\n\n```\n" + mx["perf"] + "\n```\n")
     if ckey:
         res.append(f"- Ingest committers: `{ckey}` = "
                    f"{args.committers or 'the template default'}.")
@@ -565,7 +578,7 @@ def write_section(args, kb, conns, secs, rows, notes, checks, mx, pgb, peer,
 What each line contains:
 - **kasir-ingest**: HTTP parse, signature check (SHA-512), per-source rate
   limit, group commit of `ingest.payment_event` rows plus the ingest
-  stream's messages, 200 after COMMIT (docs/ingest.md).  kasir-order is
+  stream's messages, 200 after COMMIT (`services/ingest/store.c`).  kasir-order is
   not running: only the append is measured.
 - **pgbench** (the physical limit): `{pgb['cmd']}` running one
   `INSERT INTO bench.payment_event ... VALUES (...)` per transaction
