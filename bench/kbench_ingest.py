@@ -180,29 +180,49 @@ def machine_ticks():
     return sum(v) - idle, sum(v)
 
 
-class Usage:
-    """CPU seconds of named processes over a phase, as % of one core, and
-    the whole machine's busy share of all its cores (which also counts
-    processes that came and went during the phase, like pgbench's
-    backends)."""
+class Usage(threading.Thread):
+    """CPU of named process groups over a phase, sampled every 200 ms so
+    that processes which come and go (pgbench's backends) count too: a pid
+    seen first during the phase counts from 0.  Also the whole machine's
+    busy share of all its cores (other people's work included)."""
 
     def __init__(self, kb, groups):
+        super().__init__(daemon=True)
         self.kb, self.groups = kb, groups  # name -> callable returning pids
+        self.first = {n: {} for n in groups}  # name -> pid -> CPU s
+        self.last = {n: {} for n in groups}
+        self.done = threading.Event()
+        self._sample(initial=True)
         self.t0 = time.monotonic()
         self.m0 = machine_ticks()
-        self.c0 = {n: self._cpu(f()) for n, f in groups.items()}
+        self.start()
 
-    def _cpu(self, pids):
-        return sum(v for v in (self.kb.cpu_seconds(p) for p in pids) if v == v)
+    def _sample(self, initial=False):
+        for n, f in self.groups.items():
+            for pid in f():
+                v = self.kb.cpu_seconds(pid)
+                if v != v:  # gone
+                    continue
+                self.first[n].setdefault(pid, v if initial else 0.0)
+                self.last[n][pid] = v
+
+    def run(self):
+        while not self.done.wait(0.2):
+            self._sample()
 
     def stop(self):
+        """({name: % of one core}, {name: CPU seconds}) of the phase."""
+        self.done.set()
+        self.join(5)
+        self._sample()
         wall = time.monotonic() - self.t0
         m1 = machine_ticks()
-        out = {n: 100.0 * (self._cpu(f()) - self.c0[n]) / wall
-               for n, f in self.groups.items()}
+        secs = {n: sum(self.last[n][p] - self.first[n][p] for p in self.last[n])
+                for n in self.groups}
+        pct = {n: 100.0 * v / wall for n, v in secs.items()}
         busy = (m1[0] - self.m0[0]) / max(m1[1] - self.m0[1], 1)
-        out[f"machine ({os.cpu_count()} cores)"] = 100.0 * busy
-        return out
+        pct[f"machine ({os.cpu_count()} cores)"] = 100.0 * busy
+        return pct, secs
 
 
 class WaitSampler(threading.Thread):
@@ -339,9 +359,11 @@ def run_pgbench(kb, st, clients, seconds, norders, rawlen, workdir):
     m = re.search(r"tps = ([0-9.]+) \(without initial", r.stdout)
     lat = re.search(r"latency average = ([0-9.]+) ms", r.stdout)
     failed = re.search(r"number of failed transactions: (\d+)", r.stdout)
+    done = re.search(r"number of transactions actually processed: (\d+)", r.stdout)
     return {"tps": float(m.group(1)) if m else float("nan"),
             "lat_ms": float(lat.group(1)) if lat else float("nan"),
             "failed": int(failed.group(1)) if failed else 0,
+            "n": int(done.group(1)) if done else 0,
             "cmd": " ".join(argv[:-2] + ["plain_insert.sql", "kasir"]).replace(
                 st.pg.sockdir, "SOCKDIR").replace(f"-p {st.pg.port} ", "-p PORT ")}
 
@@ -350,7 +372,17 @@ def run_pgbench(kb, st, clients, seconds, norders, rawlen, workdir):
 # the benchmark
 
 
-def phase_row(label, res, la, cpu):
+def cpu_per_request(server_s, client_s, n):
+    """(server, client) CPU microseconds per answered request."""
+    n = max(n, 1)
+    return (1e6 * sum(server_s.values()) / n, 1e6 * client_s / n)
+
+
+def fmt_cpu_us(c):
+    return f"{c[0]:.0f} + {c[1]:.0f}"
+
+
+def phase_row(label, res, la, cpu, cpu_us):
     lat = res["latency_ms"]
     errs = sum(res["errors"].values())
     order = sorted(cpu, key=lambda k: k.startswith("machine"))
@@ -358,7 +390,8 @@ def phase_row(label, res, la, cpu):
     return (f"| {label} | {res['connections']} | {res['rate']:.0f} | "
             f"{res['answered']} | {res['non_2xx'] + errs + res['unsent']} | "
             f"{lat['p50']:.1f} | {lat['p90']:.1f} | {lat['p99']:.1f} | "
-            f"{lat['p999']:.1f} | {lat['max']:.1f} | {cpu_txt} | {la} |")
+            f"{lat['p999']:.1f} | {lat['max']:.1f} | {cpu_txt} | "
+            f"{fmt_cpu_us(cpu_us)} | {la} |")
 
 
 def bad_answers(res):
@@ -430,14 +463,15 @@ def run(args, kb):
             if waits and args.profile:
                 pth.join()
                 res["perf"] = prof.get("text", "")
-            cpu = use.stop()
+            cpu, cpu_s = use.stop()
             cpu["loadgen"] = 100.0 * res["cpu_s"] / max(res["elapsed_s"], 1e-3)
+            res["cpu_us"] = cpu_per_request(cpu_s, res["cpu_s"], res["answered"])
             offset += res["sent"]
             n1 = stored(st)
             res["stored"] = n1 - n0
             if sampler:
                 res["waits"] = sampler.summary()
-            rows.append(phase_row(label, res, la, cpu))
+            rows.append(phase_row(label, res, la, cpu, res["cpu_us"]))
             bad = bad_answers(res)
             if bad:
                 notes.append(f"{label}: answers not 2xx: {bad}")
@@ -455,14 +489,21 @@ def run(args, kb):
 
         # 2. the physical limit
         la = kb.loadavg()
-        use = Usage(kb, {})
+        use = Usage(kb, {"postgres": lambda: postgres_pids(st)})
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         pgb = run_pgbench(kb, st, conns, secs, args.pool, rawlen, work)
-        cpu = use.stop()
-        cpu_txt = ", ".join(f"{k} {v:.0f}%" for k, v in cpu.items())
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu, cpu_s = use.stop()
+        client_s = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        cpu["pgbench"] = 100.0 * client_s / secs
+        pgb["cpu_us"] = cpu_per_request(cpu_s, client_s, pgb["n"])
+        order = sorted(cpu, key=lambda k: k.startswith("machine"))
+        cpu_txt = ", ".join(f"{k} {cpu[k]:.0f}%" for k in order)
         rows.append(f"| pgbench: 1 durable INSERT of a notification per "
                     f"transaction, plain table | {conns} | {pgb['tps']:.0f} | "
-                    f"{pgb['tps'] * secs:.0f} | {pgb['failed']} | "
-                    f"{pgb['lat_ms']:.1f} (mean) | | | | | {cpu_txt} | {la} |")
+                    f"{pgb['n']} | {pgb['failed']} | "
+                    f"{pgb['lat_ms']:.1f} (mean) | | | | | {cpu_txt} | "
+                    f"{fmt_cpu_us(pgb['cpu_us'])} | {la} |")
         print(rows[-1], flush=True)
 
         # 3. the naive peer
@@ -477,11 +518,12 @@ def run(args, kb):
             use = Usage(kb, {"node": lambda: [st.pid("peer")],
                              "postgres": lambda: postgres_pids(st)})
             peer = run_loadgen(loadgen, [peer_url], bodies, conns, secs, offset)
-            cpu = use.stop()
+            cpu, cpu_s = use.stop()
             cpu["loadgen"] = 100.0 * peer["cpu_s"] / max(peer["elapsed_s"], 1e-3)
+            peer["cpu_us"] = cpu_per_request(cpu_s, peer["cpu_s"], peer["answered"])
             offset += peer["sent"]
             rows.append(phase_row("naive peer (Express + pg), closed loop (max)",
-                                  peer, la, cpu))
+                                  peer, la, cpu, peer["cpu_us"]))
             bad = bad_answers(peer)
             if bad:
                 notes.append(f"naive peer: answers not 2xx: {bad}")
@@ -526,8 +568,8 @@ def write_section(args, kb, conns, secs, rows, notes, checks, mx, pgb, peer,
     lines = [
         "| run | connections | achieved /s | answered | not 2xx / errors | "
         "p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | CPU (% of one core) | "
-        "load avg before |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|"] + rows
+        "CPU us per request (server + client) | load avg before |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|"] + rows
     table = "\n".join(lines)
     print(table)
     res = [
@@ -545,6 +587,15 @@ def write_section(args, kb, conns, secs, rows, notes, checks, mx, pgb, peer,
                f"(p50 {half['latency_ms']['p50']:.1f}, p99.9 "
                f"{half['latency_ms']['p999']:.1f}; target p99 <= 20 ms: "
                + verdict(p99 <= 20.0, f"{p99 / 20.0:.1f}x the limit") + ").")
+    cpu_line = (f"- CPU per request (server side: daemon or node + PostgreSQL;"
+                f" client: generator or pgbench), microseconds: ingest "
+                f"{fmt_cpu_us(mx['cpu_us'])}, pgbench {fmt_cpu_us(pgb['cpu_us'])}")
+    if peer:
+        cpu_line += f", peer {fmt_cpu_us(peer['cpu_us'])}"
+    cpu_line += (f".  Server CPU of ingest / of the plain insert = "
+                 f"{mx['cpu_us'][0] / max(pgb['cpu_us'][0], 1e-9):.2f}x: on 2 busy"
+                 " cores the rates follow the CPU each request costs.")
+    res.append(cpu_line)
     if pair:
         res.append(f"- Two ingest processes: **{pair['rate']:.0f}/s** together vs "
                    f"{mx['rate']:.0f}/s for one ({pair['rate'] / mx['rate']:.2f}x).")
@@ -603,6 +654,11 @@ What each line contains:
   but its own ports, on the same database; the connections alternate
   between the two (as nginx round-robin would).
 - The generator, pgbench, node, the daemons and PostgreSQL share the same
-  2 cores: the CPU column says who used them.
+  2 cores (and, on a shared machine, other people's work: the `machine`
+  figure).  CPU is sampled from /proc every 200 ms per process, PostgreSQL
+  as the postmaster and all its children (a backend that starts during the
+  phase counts from zero); "CPU us per request" divides the phase's CPU by
+  its answered requests.  Unlike the rates, it does not depend much on how
+  busy the machine was.
 """
     kb.update_doc("a", "(a) Ingest vs the physical limit and a naive peer", md)
