@@ -609,7 +609,9 @@ def write_section(args, kb, conns, secs, rows, notes, checks, mx, pgb, peer,
                    f"{args.committers or 'the template default'}.")
     else:
         res.append("- This ingest has no setting for several committers "
-                   "(one committer thread).")
+                   "(one committer thread)"
+                   + (f"; `--committers {args.committers}` was ignored."
+                      if args.committers else "."))
     all_ok = not notes and not checks
     md = kb.header(args) + f"""- Commit: `{commit}`{' (with uncommitted changes)' if dirty else ''}
 - `uptime` before: `{uptime0}`; after: `{uptime1}`
