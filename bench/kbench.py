@@ -9,7 +9,8 @@ docs/performance.md (between "<!-- bench:X begin -->" and
 measured next to every figure and the exact command that reproduces it.
 
     bench/kbench.py ingest     [--seconds 10] [--clients 32]      (a)
-                               [--committers N] [--no-peer] [--no-pair]
+                               [--committers N] [--rounds 2]
+                               [--no-peer] [--no-pair] [--profile]
     bench/kbench.py e2e        [--seconds 10] [--rates 100,500]   (b)
                                [--status-latency-ms 50]
     bench/kbench.py drain      [--events 10000]                   (c)
@@ -1230,6 +1231,8 @@ def main():
                     help="ingest: pre-generated notifications (distinct orders)")
     ap.add_argument("--committers", type=int, default=None,
                     help="ingest: its committer count, when its config has one")
+    ap.add_argument("--rounds", type=int, default=2,
+                    help="ingest: ingest max and pgbench alternate this often")
     ap.add_argument("--no-peer", action="store_true",
                     help="ingest: skip the naive peer (no node/npm)")
     ap.add_argument("--no-pair", action="store_true",
