@@ -112,14 +112,14 @@ def main():
 
         # 3: closed loop, 503s counted
         seen.clear()
-        with open(bodies, "w") as f:
+        with open(bodies, "w") as f:  # every other body is answered 503
             for i in range(4):
-                f.write(json.dumps({"i": i, "fail": i == 3}).replace(
-                    '"fail": false', '"ok": 1') + "\n")
-        res = loadgen(url, bodies, "--connections", "1", "--duration", "1")
+                f.write(json.dumps({"i": i, "fail" if i % 2 else "ok": 1}) + "\n")
+        res = loadgen(url, bodies, "--connections", "1", "--duration", "2")
         print(json.dumps(res))
         check(inflight[1] == 1, "closed loop: one request in flight per connection")
-        check(res["answered"] == len(seen) and res["answered"] >= 4,
+        # ~20 in 2 s; 2 (one of each kind) even on a machine 10x slower
+        check(res["answered"] == len(seen) and res["answered"] >= 2,
               f"closed loop: every request answered ({res['answered']})")
         fails = sum(1 for b, _ in seen if '"fail"' in b)
         check(res["status"]["5xx"] == fails and res["non_2xx"] == fails
