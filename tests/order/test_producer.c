@@ -26,44 +26,9 @@
 #include "log.h"
 #include "message.h"
 #include "stream.h"
+#include "test_stream.h"
 
 #define LINE_MAX_BYTES (256 * 1024)
-
-/*
- * The seq of the message just committed: this program is the only writer
- * of its stream, so once the sequencer has emptied stream_pending the
- * message is the head.  0, or -ETIMEDOUT after 10 s.
- */
-static int
-wait_sequenced(struct kasir_db *db, const char *schema, const char *stream,
-               int64_t *ret_seq)
-{
-	char sql[512];
-	struct db_stmt st = {
-	    .name = "test_wait_sequenced", .sql = sql, .nparams = 1};
-	const char *params[] = {stream};
-
-	snprintf(sql, sizeof(sql),
-	         "SELECT (SELECT count(*) FROM %s.stream_pending WHERE "
-	         "stream = $1), (SELECT seq FROM %s.stream_head WHERE "
-	         "stream = $1)",
-	         schema, schema);
-	for (int i = 0; i < 5000; i++) {
-		PGresult *res = NULL;
-		bool done = false;
-
-		if (db_exec(db, &st, params, &res) == 0) {
-			done = db_get_i64(res, 0, 0) == 0;
-			if (done)
-				*ret_seq = db_get_i64(res, 0, 1);
-			PQclear(res);
-		}
-		if (done)
-			return 0;
-		usleep(2000);
-	}
-	return -ETIMEDOUT;
-}
 
 int
 main(int argc, char **argv)
@@ -163,7 +128,7 @@ main(int argc, char **argv)
 			printf("err commit %s\n", kasir_strerror(r));
 		} else {
 			stream_producer_kick(p);
-			r = wait_sequenced(db, argv[1], stream, &seq);
+			r = test_wait_sequenced(db, argv[1], stream, &seq);
 			if (r < 0)
 				printf("err sequencing %s\n",
 				       kasir_strerror(r));
