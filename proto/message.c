@@ -379,7 +379,8 @@ msg_encode_full(const char *stream, int64_t seq, const char *id, const char *at,
 	        NULL ||
 	    cJSON_AddStringToObject(root, "at", at) == NULL)
 		goto out;
-	copy = cJSON_Duplicate(data, true);
+	/* a reference: printed like a copy, never freed with root */
+	copy = cJSON_CreateObjectReference(data->child);
 	if (copy == NULL)
 		goto out;
 	if (!cJSON_AddItemToObject(root, "data", copy)) {
