@@ -60,10 +60,12 @@ struct ingest_committer {
 	pthread_t thread;
 
 	/* its thread only */
-	struct ingest_item **batch; /* batch_max slots */
-	int64_t *ids;               /* event id of batch[i] */
-	char (*received)[40];       /* received_at text of batch[i] */
-	bool db_was_down;           /* for logging once per state change */
+	struct ingest_item **batch;        /* batch_max slots */
+	int64_t *ids;                      /* event id of batch[i] */
+	char (*received)[40];              /* received_at text of batch[i] */
+	int64_t *id_block;                 /* batch_max ids from the sequence */
+	size_t id_block_len, id_block_pos; /* [pos, len) not used yet */
+	bool db_was_down; /* for logging once per state change */
 };
 
 struct ingest_store {
@@ -80,14 +82,27 @@ struct ingest_store {
 	struct ingest_committer *c; /* conf.committers */
 };
 
-static const struct db_stmt stmt_insert_event = {
-    .name = "ingest_event_insert",
-    .sql = "INSERT INTO ingest.payment_event (received_at, source_addr, "
+/* A batch's rows are one multi-row insert of arrays (one executor run, not
+ * one per notification), with their ids given here by position
+ * (event_ids_take), never read back from the order of RETURNING rows. */
+static const struct db_stmt stmt_event_ids = {
+    .name = "ingest_event_ids",
+    .sql = "SELECT nextval('ingest.payment_event_id_seq')"
+           " FROM generate_series(1, $1::int)",
+    .nparams = 1,
+};
+
+#define EVENT_COLUMNS 13
+static const struct db_stmt stmt_insert_events = {
+    .name = "ingest_event_insert_many",
+    .sql = "INSERT INTO ingest.payment_event (id, received_at, source_addr, "
            "order_id, transaction_status, status_code, gross_amount, "
            "fraud_status, payment_type, transaction_id, currency, "
-           "signature_key_id, raw) VALUES ($1, $2, $3, $4, $5, $6, $7, "
-           "$8, $9, $10, $11, $12) RETURNING id",
-    .nparams = 12,
+           "signature_key_id, raw) SELECT * FROM unnest($1::int8[], "
+           "$2::timestamptz[], $3::inet[], $4::text[], $5::text[], "
+           "$6::text[], $7::text[], $8::text[], $9::text[], $10::text[], "
+           "$11::text[], $12::text[], $13::bytea[])",
+    .nparams = EVENT_COLUMNS,
 };
 
 char *
@@ -191,70 +206,110 @@ out:
 	return r;
 }
 
-/* Sends the payment_event insert of one item into the pipeline. */
 static int
-send_insert(struct ingest_committer *c, struct ingest_item *it, char *received,
-            size_t received_len)
+cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+
+	return (x > y) - (x < y);
+}
+
+/* ids[0..n) := the committer's next n event ids, ascending.  They come
+ * from its block of batch_max ids taken from the sequence at once
+ * (outside any transaction: a sequence is not rolled back anyway), so
+ * most batches need no round trip for them.  An id used by a batch that
+ * failed is not used again: payment_event ids have gaps, as any sequence's
+ * do, and ascend per committer (so per order: committer_of), not across
+ * committers. */
+static int
+event_ids_take(struct ingest_committer *c, size_t n, int64_t *ids)
+{
+	size_t want = c->s->conf.batch_max;
+
+	if (c->id_block_len - c->id_block_pos < n) {
+		char count[24];
+		const char *params[] = {count};
+		PGresult *res = NULL;
+		int r;
+
+		c->id_block_len = c->id_block_pos = 0;
+		snprintf(count, sizeof(count), "%zu", want);
+		if ((r = db_exec(c->db, &stmt_event_ids, params, &res)) < 0)
+			return r;
+		if ((size_t)PQntuples(res) != want)
+			r = KASIR_ESQL;
+		for (size_t i = 0; i < want && r == 0; i++)
+			if ((c->id_block[i] = db_get_i64(res, (int)i, 0)) <= 0)
+				r = KASIR_ESQL;
+		PQclear(res);
+		if (r < 0)
+			return r;
+		qsort(c->id_block, want, sizeof(*c->id_block), cmp_i64);
+		c->id_block_len = want;
+	}
+	memcpy(ids, c->id_block + c->id_block_pos, n * sizeof(*ids));
+	c->id_block_pos += n;
+	return 0;
+}
+
+/* Adds one item's row to the column arrays col[0..EVENT_COLUMNS). */
+static int
+add_row(struct db_array *col, const struct ingest_item *it, int64_t id,
+        char *received, size_t received_len)
 {
 	const struct notification *n = &it->n;
-	const char *params[12];
+	char idtext[24];
 	char *hex;
-	int r;
 
 	time_rfc3339(it->received_ms, received, received_len);
 	hex = ingest_bytea_hex(it->body, it->body_len);
 	if (hex == NULL)
 		return -ENOMEM;
-	params[0] = received;
-	params[1] = it->source;
-	params[2] = n->order_id;
-	params[3] = n->transaction_status;
-	params[4] = n->status_code;
-	params[5] = n->gross_amount;
-	params[6] = n->fraud_status;
-	params[7] = n->payment_type;
-	params[8] = n->transaction_id;
-	params[9] = n->currency;
-	params[10] = it->key_id;
-	params[11] = hex;
-	r = db_pipe_send(c->db, &stmt_insert_event, params); /* copies */
+	snprintf(idtext, sizeof(idtext), "%lld", (long long)id);
+	db_array_add(&col[0], idtext);
+	db_array_add(&col[1], received);
+	db_array_add(&col[2], it->source);
+	db_array_add(&col[3], n->order_id);
+	db_array_add(&col[4], n->transaction_status);
+	db_array_add(&col[5], n->status_code);
+	db_array_add(&col[6], n->gross_amount);
+	db_array_add(&col[7], n->fraud_status);
+	db_array_add(&col[8], n->payment_type);
+	db_array_add(&col[9], n->transaction_id);
+	db_array_add(&col[10], n->currency);
+	db_array_add(&col[11], it->key_id);
+	db_array_add(&col[12], hex);
 	free(hex);
-	return r;
+	return 0;
 }
 
-/* Inserts items[0..n) into payment_event with their statements pipelined
- * (one round trip for the batch); ids[] gets their ids. */
+/* Inserts items[0..n) into payment_event with one statement, with the
+ * ids in ids[]. */
 static int
 insert_events(struct ingest_committer *c, struct ingest_item **items, size_t n,
               int64_t *ids, char (*received)[40])
 {
-	static const struct db_stmt *const stmts[] = {&stmt_insert_event};
-	int r;
+	struct db_array col[EVENT_COLUMNS] = {{0}};
+	const char *params[EVENT_COLUMNS];
+	int r = 0;
 
-	if ((r = db_pipe_begin(c->db, stmts, 1)) < 0)
-		return r;
 	for (size_t i = 0; i < n && r == 0; i++)
-		r = send_insert(c, items[i], received[i], sizeof(received[i]));
+		r = add_row(col, items[i], ids[i], received[i],
+		            sizeof(received[i]));
+	for (size_t k = 0; k < EVENT_COLUMNS && r == 0; k++)
+		if ((params[k] = db_array_text(&col[k])) == NULL)
+			r = -ENOMEM;
 	if (r == 0)
-		r = db_pipe_sync(c->db);
-	for (size_t i = 0; i < n && r == 0; i++) {
-		PGresult *res = NULL;
-		if ((r = db_pipe_result(c->db, &res)) < 0)
-			break;
-		if (PQntuples(res) == 1)
-			ids[i] = db_get_i64(res, 0, 0);
-		else
-			r = KASIR_ESQL;
-		PQclear(res);
-	}
-	db_pipe_end(c->db);
+		r = db_exec(c->db, &stmt_insert_events, params, NULL);
+	for (size_t k = 0; k < EVENT_COLUMNS; k++)
+		db_array_free(&col[k]);
 	return r;
 }
 
-/* Writes items[0..n) in one transaction: the payment_event rows with one
- * pipeline, the stream messages deferred and written with two statements
- * (stream.h), so a batch costs the same few round trips whatever its
- * size.  0 committed (ids[] filled), otherwise the error; the
+/* Writes items[0..n) in one transaction: the payment_event rows with two
+ * statements (insert_events), the stream messages deferred and written
+ * with two statements (stream.h), so a batch costs the same few round trips
+ * whatever its size.  0 committed (ids[] filled), otherwise the error; the
  * transaction is ended either way (db.h: a transaction lost with its
  * connection must be ended by the caller before the handle reconnects,
  * and that includes a BEGIN that failed). */
@@ -266,6 +321,8 @@ write_batch(struct ingest_committer *c, struct ingest_item **items, size_t n,
 
 	if ((r = db_ensure(c->db)) < 0)
 		return r;
+	if ((r = event_ids_take(c, n, ids)) < 0)
+		goto fail; /* no transaction yet: ends what the failure left */
 	if ((r = db_begin(c->db)) < 0)
 		goto fail;
 	if ((r = insert_events(c, items, n, ids, c->received)) < 0)
@@ -452,6 +509,7 @@ committer_fini(struct ingest_committer *c)
 	pthread_cond_destroy(&c->cond);
 	free(c->ids);
 	free(c->received);
+	free(c->id_block);
 	free(c->batch);
 }
 
@@ -474,7 +532,9 @@ committer_init(struct ingest_store *s, unsigned index)
 	c->batch = calloc(conf->batch_max, sizeof(*c->batch));
 	c->ids = calloc(conf->batch_max, sizeof(*c->ids));
 	c->received = calloc(conf->batch_max, sizeof(*c->received));
-	if (c->batch == NULL || c->ids == NULL || c->received == NULL)
+	c->id_block = calloc(conf->batch_max, sizeof(*c->id_block));
+	if (c->batch == NULL || c->ids == NULL || c->received == NULL ||
+	    c->id_block == NULL)
 		return -ENOMEM;
 	if ((r = db_open(&conf->db, &c->db)) < 0)
 		return r;
