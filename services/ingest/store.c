@@ -60,12 +60,10 @@ struct ingest_committer {
 	pthread_t thread;
 
 	/* its thread only */
-	struct ingest_item **batch;        /* batch_max slots */
-	int64_t *ids;                      /* event id of batch[i] */
-	char (*received)[40];              /* received_at text of batch[i] */
-	int64_t *id_block;                 /* batch_max ids from the sequence */
-	size_t id_block_len, id_block_pos; /* [pos, len) not used yet */
-	bool db_was_down; /* for logging once per state change */
+	struct ingest_item **batch; /* batch_max slots */
+	int64_t *ids;               /* event id of batch[i] */
+	char (*received)[40];       /* received_at text of batch[i] */
+	bool db_was_down;           /* for logging once per state change */
 };
 
 struct ingest_store {
@@ -214,42 +212,32 @@ cmp_i64(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-/* ids[0..n) := the committer's next n event ids, ascending.  They come
- * from its block of batch_max ids taken from the sequence at once
- * (outside any transaction: a sequence is not rolled back anyway), so
- * most batches need no round trip for them.  An id used by a batch that
- * failed is not used again: payment_event ids have gaps, as any sequence's
- * do, and ascend per committer (so per order: committer_of), not across
- * committers. */
+/* ids[0..n) := n new event ids, ascending, taken from the sequence for
+ * this batch (before its transaction: a sequence is not rolled back
+ * anyway; a failed batch leaves a gap, as any sequence does).  Taken per
+ * batch, not in blocks kept across batches, so that a notification sent
+ * after another one's 200 gets the higher id, whichever committer or
+ * process stores it. */
 static int
 event_ids_take(struct ingest_committer *c, size_t n, int64_t *ids)
 {
-	size_t want = c->s->conf.batch_max;
+	char count[24];
+	const char *params[] = {count};
+	PGresult *res = NULL;
+	int r;
 
-	if (c->id_block_len - c->id_block_pos < n) {
-		char count[24];
-		const char *params[] = {count};
-		PGresult *res = NULL;
-		int r;
-
-		c->id_block_len = c->id_block_pos = 0;
-		snprintf(count, sizeof(count), "%zu", want);
-		if ((r = db_exec(c->db, &stmt_event_ids, params, &res)) < 0)
-			return r;
-		if ((size_t)PQntuples(res) != want)
+	snprintf(count, sizeof(count), "%zu", n);
+	if ((r = db_exec(c->db, &stmt_event_ids, params, &res)) < 0)
+		return r;
+	if ((size_t)PQntuples(res) != n)
+		r = KASIR_ESQL;
+	for (size_t i = 0; i < n && r == 0; i++)
+		if ((ids[i] = db_get_i64(res, (int)i, 0)) <= 0)
 			r = KASIR_ESQL;
-		for (size_t i = 0; i < want && r == 0; i++)
-			if ((c->id_block[i] = db_get_i64(res, (int)i, 0)) <= 0)
-				r = KASIR_ESQL;
-		PQclear(res);
-		if (r < 0)
-			return r;
-		qsort(c->id_block, want, sizeof(*c->id_block), cmp_i64);
-		c->id_block_len = want;
-	}
-	memcpy(ids, c->id_block + c->id_block_pos, n * sizeof(*ids));
-	c->id_block_pos += n;
-	return 0;
+	PQclear(res);
+	if (r == 0)
+		qsort(ids, n, sizeof(*ids), cmp_i64);
+	return r;
 }
 
 /* Adds one item's row to the column arrays col[0..EVENT_COLUMNS). */
@@ -509,7 +497,6 @@ committer_fini(struct ingest_committer *c)
 	pthread_cond_destroy(&c->cond);
 	free(c->ids);
 	free(c->received);
-	free(c->id_block);
 	free(c->batch);
 }
 
@@ -532,9 +519,7 @@ committer_init(struct ingest_store *s, unsigned index)
 	c->batch = calloc(conf->batch_max, sizeof(*c->batch));
 	c->ids = calloc(conf->batch_max, sizeof(*c->ids));
 	c->received = calloc(conf->batch_max, sizeof(*c->received));
-	c->id_block = calloc(conf->batch_max, sizeof(*c->id_block));
-	if (c->batch == NULL || c->ids == NULL || c->received == NULL ||
-	    c->id_block == NULL)
+	if (c->batch == NULL || c->ids == NULL || c->received == NULL)
 		return -ENOMEM;
 	if ((r = db_open(&conf->db, &c->db)) < 0)
 		return r;
