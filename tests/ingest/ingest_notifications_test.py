@@ -5,6 +5,8 @@
   columns equal the body's fields, and exactly one payment.notification
   message per stored event on the ingest stream (raw object kept whole)
 - duplicates are stored again and answered 200
+- 48 at once, queued behind a lock, are stored in multi-row batches and
+  each answer's event_id (and its stream message's) is its own row
 - a forged signature -> 403 invalid_signature, nothing stored, the body in
   ingest.quarantine; "100000" vs "100000.00"
 - 400 (each reason code), 415, 413 (10 MB and cap+1), 404 (trailing slash,
@@ -19,19 +21,23 @@ import os
 import re
 import subprocess
 import sys
+import threading
 
 import psycopg2
 
 import kasirtest
 from ingest_util import (DOCS_KEY, JSON, admin, check, count, notification,
-                         raw_request, samples, signature)
+                         post_from, raw_request, samples, signature)
 
 
 def main():
     smp = samples()
     with kasirtest.Stack.for_test(server_key=DOCS_KEY,
                                   overrides={"INGEST_RATE": "10000",
-                                             "INGEST_BURST": "10000"}) as st:
+                                             "INGEST_BURST": "10000",
+                                             # the batch below waits on a
+                                             # lock until all 48 are queued
+                                             "INGEST_STATEMENT_TIMEOUT": "60s"}) as st:
         st.start("ingest")
         port = st.port("INGEST_HTTP")
         path = "/midtrans/notification"
@@ -106,6 +112,59 @@ def main():
         r = st.notify(notification("ct-param-1"), {"Content-Type": "application/json; charset=utf-8"})
         ok += 1
         check(r.status == 200, f"application/json; charset=utf-8 accepted ({r})")
+
+        # -- many at once: multi-row batches, each answer's id is its row -----
+        # The committers wait on a lock while the notifications queue, so
+        # that they are stored in batches of many: one INSERT per batch,
+        # the ids given by position (services/ingest/store.c).
+        held = st.pg.connect()
+        held.autocommit = False
+        held.cursor().execute("LOCK TABLE ingest.payment_event IN ACCESS EXCLUSIVE MODE")
+        batch = {f"batch-{i:02d}": notification(f"batch-{i:02d}", amount=f"{1000 + i}.00")
+                 for i in range(48)}
+        answers = {}
+
+        def send(name):
+            answers[name] = post_from(port, path, batch[name], "127.0.0.1", timeout=120)
+        senders = [threading.Thread(target=send, args=(n,)) for n in batch]
+        for t in senders:
+            t.start()
+        # each of the 4 committers (the default) holds a first batch (of one
+        # or more); 8 more queued behind them go into at most 4 transactions
+        # after the lock, so fewer transactions than notifications
+        queued = 8
+        st.wait_until(lambda: st.metric("ingest", "kasir_ingest_queue_depth")
+                      >= queued, timeout=50, what="the batch queued behind the lock")
+        held.rollback()
+        held.close()
+        for t in senders:
+            t.join(120)
+        ok += len(batch)
+        for name, raw in batch.items():
+            s, _, b = answers[name]
+            check(s == 200, f"{name}: 200 ({s} {b[:80]!r})")
+            eid = json.loads(b)["event_id"]
+            row = st.sql("SELECT order_id, gross_amount, raw FROM ingest.payment_event "
+                         "WHERE id = %s", (eid,))
+            check(len(row) == 1 and row[0][0] == name and bytes(row[0][2]) == raw and
+                  row[0][1] == json.loads(raw)["gross_amount"],
+                  f"{name}: its answer's event id {eid} is its own row")
+        txs = st.sql("SELECT count(DISTINCT xmin::text) FROM ingest.payment_event "
+                     "WHERE order_id LIKE 'batch-%'")[0][0]
+        check(txs <= len(batch) - queued + 4,
+              f"{len(batch)} notifications stored by {txs} transactions (multi-row batches)")
+        n_batch = count(st, "ingest.payment_event", "order_id LIKE 'batch-%'")
+        st.wait_until(lambda: len(st.sql(
+            "SELECT 1 FROM ingest.stream_out WHERE stream = 'ingest' "
+            "AND body::jsonb #>> '{data,order_id}' LIKE 'batch-%'")) >= n_batch,
+            timeout=10, what="the batch sequenced")
+        wrong = st.sql("SELECT o.seq FROM ingest.stream_out o JOIN ingest.payment_event e"
+                       " ON (o.body::jsonb #>> '{data,event_id}')::bigint = e.id"
+                       " WHERE o.stream = 'ingest' AND e.order_id LIKE 'batch-%'"
+                       " AND (o.body::jsonb #>> '{data,order_id}' IS DISTINCT FROM e.order_id"
+                       "  OR o.body::jsonb #>> '{data,gross_amount}'"
+                       "     IS DISTINCT FROM e.gross_amount)")
+        check(wrong == [], f"each stream message's event_id is its own row (wrong: {wrong})")
 
         stored = count(st, "ingest.payment_event")
         st.wait_until(lambda: len(stream_rows()) >= stored, timeout=10,
