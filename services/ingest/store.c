@@ -80,26 +80,37 @@ struct ingest_store {
 	struct ingest_committer *c; /* conf.committers */
 };
 
-/* A batch's rows are one multi-row insert of arrays (one executor run, not
- * one per notification), with their ids given here by position
- * (event_ids_take), never read back from the order of RETURNING rows. */
-static const struct db_stmt stmt_event_ids = {
-    .name = "ingest_event_ids",
-    .sql = "SELECT nextval('ingest.payment_event_id_seq')"
-           " FROM generate_series(1, $1::int)",
-    .nparams = 1,
-};
-
-#define EVENT_COLUMNS 13
+/* A batch's rows are one statement: one multi-row insert of arrays (one
+ * executor run, not one per notification) that also gives the batch its
+ * event ids.  "ids" takes n ids from the sequence and numbers them
+ * ascending (pos); row pos of the arrays gets the id numbered pos, and the
+ * statement returns the ids ordered by pos: item i's id is row i of the
+ * result by construction, never by the order of RETURNING rows.  A
+ * notification sent after another one's 200 gets the higher id, whichever
+ * committer or process stores it. */
+#define EVENT_COLUMNS 12
 static const struct db_stmt stmt_insert_events = {
     .name = "ingest_event_insert_many",
-    .sql = "INSERT INTO ingest.payment_event (id, received_at, source_addr, "
-           "order_id, transaction_status, status_code, gross_amount, "
-           "fraud_status, payment_type, transaction_id, currency, "
-           "signature_key_id, raw) SELECT * FROM unnest($1::int8[], "
-           "$2::timestamptz[], $3::inet[], $4::text[], $5::text[], "
-           "$6::text[], $7::text[], $8::text[], $9::text[], $10::text[], "
-           "$11::text[], $12::text[], $13::bytea[])",
+    .sql = "WITH ids AS (SELECT id, row_number() OVER (ORDER BY id) AS pos"
+           "  FROM (SELECT nextval('ingest.payment_event_id_seq') AS id"
+           "   FROM generate_series(1, cardinality($1::timestamptz[]))) s),"
+           " ins AS (INSERT INTO ingest.payment_event (id, received_at, "
+           "source_addr, order_id, transaction_status, status_code, "
+           "gross_amount, fraud_status, payment_type, transaction_id, "
+           "currency, signature_key_id, raw)"
+           "  SELECT ids.id, u.received_at, u.source_addr, u.order_id,"
+           "   u.transaction_status, u.status_code, u.gross_amount,"
+           "   u.fraud_status, u.payment_type, u.transaction_id, u.currency,"
+           "   u.signature_key_id, u.raw"
+           "  FROM unnest($1::timestamptz[], $2::inet[], $3::text[],"
+           "   $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],"
+           "   $9::text[], $10::text[], $11::text[], $12::bytea[])"
+           "   WITH ORDINALITY AS u(received_at, source_addr, order_id,"
+           "   transaction_status, status_code, gross_amount, fraud_status,"
+           "   payment_type, transaction_id, currency, signature_key_id, raw,"
+           "   pos)"
+           "  JOIN ids USING (pos))"
+           " SELECT id FROM ids ORDER BY pos",
     .nparams = EVENT_COLUMNS,
 };
 
@@ -204,91 +215,58 @@ out:
 	return r;
 }
 
-static int
-cmp_i64(const void *a, const void *b)
-{
-	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-
-	return (x > y) - (x < y);
-}
-
-/* ids[0..n) := n new event ids, ascending, taken from the sequence for
- * this batch (before its transaction: a sequence is not rolled back
- * anyway; a failed batch leaves a gap, as any sequence does).  Taken per
- * batch, not in blocks kept across batches, so that a notification sent
- * after another one's 200 gets the higher id, whichever committer or
- * process stores it. */
-static int
-event_ids_take(struct ingest_committer *c, size_t n, int64_t *ids)
-{
-	char count[24];
-	const char *params[] = {count};
-	PGresult *res = NULL;
-	int r;
-
-	snprintf(count, sizeof(count), "%zu", n);
-	if ((r = db_exec(c->db, &stmt_event_ids, params, &res)) < 0)
-		return r;
-	if ((size_t)PQntuples(res) != n)
-		r = KASIR_ESQL;
-	for (size_t i = 0; i < n && r == 0; i++)
-		if ((ids[i] = db_get_i64(res, (int)i, 0)) <= 0)
-			r = KASIR_ESQL;
-	PQclear(res);
-	if (r == 0)
-		qsort(ids, n, sizeof(*ids), cmp_i64);
-	return r;
-}
-
 /* Adds one item's row to the column arrays col[0..EVENT_COLUMNS). */
 static int
-add_row(struct db_array *col, const struct ingest_item *it, int64_t id,
-        char *received, size_t received_len)
+add_row(struct db_array *col, const struct ingest_item *it, char *received,
+        size_t received_len)
 {
 	const struct notification *n = &it->n;
-	char idtext[24];
 	char *hex;
 
 	time_rfc3339(it->received_ms, received, received_len);
 	hex = ingest_bytea_hex(it->body, it->body_len);
 	if (hex == NULL)
 		return -ENOMEM;
-	snprintf(idtext, sizeof(idtext), "%lld", (long long)id);
-	db_array_add(&col[0], idtext);
-	db_array_add(&col[1], received);
-	db_array_add(&col[2], it->source);
-	db_array_add(&col[3], n->order_id);
-	db_array_add(&col[4], n->transaction_status);
-	db_array_add(&col[5], n->status_code);
-	db_array_add(&col[6], n->gross_amount);
-	db_array_add(&col[7], n->fraud_status);
-	db_array_add(&col[8], n->payment_type);
-	db_array_add(&col[9], n->transaction_id);
-	db_array_add(&col[10], n->currency);
-	db_array_add(&col[11], it->key_id);
-	db_array_add(&col[12], hex);
+	db_array_add(&col[0], received);
+	db_array_add(&col[1], it->source);
+	db_array_add(&col[2], n->order_id);
+	db_array_add(&col[3], n->transaction_status);
+	db_array_add(&col[4], n->status_code);
+	db_array_add(&col[5], n->gross_amount);
+	db_array_add(&col[6], n->fraud_status);
+	db_array_add(&col[7], n->payment_type);
+	db_array_add(&col[8], n->transaction_id);
+	db_array_add(&col[9], n->currency);
+	db_array_add(&col[10], it->key_id);
+	db_array_add(&col[11], hex);
 	free(hex);
 	return 0;
 }
 
-/* Inserts items[0..n) into payment_event with one statement, with the
- * ids in ids[]. */
+/* Inserts items[0..n) into payment_event with one statement; ids[i] gets
+ * the id of items[i]. */
 static int
 insert_events(struct ingest_committer *c, struct ingest_item **items, size_t n,
               int64_t *ids, char (*received)[40])
 {
 	struct db_array col[EVENT_COLUMNS] = {{0}};
 	const char *params[EVENT_COLUMNS];
+	PGresult *res = NULL;
 	int r = 0;
 
 	for (size_t i = 0; i < n && r == 0; i++)
-		r = add_row(col, items[i], ids[i], received[i],
-		            sizeof(received[i]));
+		r = add_row(col, items[i], received[i], sizeof(received[i]));
 	for (size_t k = 0; k < EVENT_COLUMNS && r == 0; k++)
 		if ((params[k] = db_array_text(&col[k])) == NULL)
 			r = -ENOMEM;
 	if (r == 0)
-		r = db_exec(c->db, &stmt_insert_events, params, NULL);
+		r = db_exec(c->db, &stmt_insert_events, params, &res);
+	if (r == 0 && (size_t)PQntuples(res) != n)
+		r = KASIR_ESQL;
+	for (size_t i = 0; i < n && r == 0; i++)
+		if ((ids[i] = db_get_i64(res, (int)i, 0)) <= 0)
+			r = KASIR_ESQL;
+	PQclear(res);
 	for (size_t k = 0; k < EVENT_COLUMNS; k++)
 		db_array_free(&col[k]);
 	return r;
@@ -309,8 +287,6 @@ write_batch(struct ingest_committer *c, struct ingest_item **items, size_t n,
 
 	if ((r = db_ensure(c->db)) < 0)
 		return r;
-	if ((r = event_ids_take(c, n, ids)) < 0)
-		goto fail; /* no transaction yet: ends what the failure left */
 	if ((r = db_begin(c->db)) < 0)
 		goto fail;
 	if ((r = insert_events(c, items, n, ids, c->received)) < 0)
