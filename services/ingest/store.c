@@ -169,43 +169,63 @@ item_finish(struct ingest_store *s, struct ingest_item *it, int64_t event_id)
 	ingest_item_free(it);
 }
 
+/* Adds name: value to obj without copying either: name is a literal and
+ * value outlives obj (the item's parsed fields, freed after the append). */
+static bool
+add_string_ref(cJSON *obj, const char *name, const char *value)
+{
+	cJSON *v = cJSON_CreateStringReference(value);
+
+	if (v == NULL)
+		return false;
+	if (!cJSON_AddItemToObjectCS(obj, name, v)) {
+		cJSON_Delete(v);
+		return false;
+	}
+	return true;
+}
+
 /* The stream message of a stored item: the parsed fields plus the whole
- * object as received ("raw", a reference: data never owns it). */
+ * object as received ("raw"); data holds references only: it copies
+ * nothing the item already owns. */
 static int
 append_message(struct ingest_committer *c, struct ingest_item *it, int64_t id,
                const char *received)
 {
 	const struct notification *n = &it->n;
-	cJSON *data;
+	const struct {
+		const char *name, *value;
+	} fields[] = {
+	    {"order_id", n->order_id},
+	    {"transaction_status", n->transaction_status},
+	    {"status_code", n->status_code},
+	    {"gross_amount", n->gross_amount},
+	    {"received_at", received},
+	    /* optional: left out when absent */
+	    {"currency", n->currency},
+	    {"payment_type", n->payment_type},
+	    {"fraud_status", n->fraud_status},
+	    {"transaction_id", n->transaction_id},
+	    {"transaction_time", n->transaction_time},
+	    {"settlement_time", n->settlement_time},
+	};
+	cJSON *data, *num;
 	int r = -ENOMEM;
 
 	data = cJSON_CreateObject();
-	if (data == NULL ||
-	    !cJSON_AddNumberToObject(data, "event_id", (double)id) ||
-	    !cJSON_AddStringToObject(data, "order_id", n->order_id) ||
-	    !cJSON_AddStringToObject(data, "transaction_status",
-	                             n->transaction_status) ||
-	    !cJSON_AddStringToObject(data, "status_code", n->status_code) ||
-	    !cJSON_AddStringToObject(data, "gross_amount", n->gross_amount) ||
-	    !cJSON_AddStringToObject(data, "received_at", received))
+	if (data == NULL)
 		goto out;
-	{
-		const struct {
-			const char *name, *value;
-		} opt[] = {
-		    {"currency", n->currency},
-		    {"payment_type", n->payment_type},
-		    {"fraud_status", n->fraud_status},
-		    {"transaction_id", n->transaction_id},
-		    {"transaction_time", n->transaction_time},
-		    {"settlement_time", n->settlement_time},
-		};
-		for (size_t i = 0; i < ARRAY_SIZE(opt); i++)
-			if (opt[i].value != NULL &&
-			    !cJSON_AddStringToObject(data, opt[i].name,
-			                             opt[i].value))
-				goto out;
+	num = cJSON_CreateNumber((double)id);
+	if (num == NULL)
+		goto out;
+	if (!cJSON_AddItemToObjectCS(data, "event_id", num)) {
+		cJSON_Delete(num);
+		goto out;
 	}
+	for (size_t i = 0; i < ARRAY_SIZE(fields); i++)
+		if (fields[i].value != NULL &&
+		    !add_string_ref(data, fields[i].name, fields[i].value))
+			goto out;
 	if (!cJSON_AddItemReferenceToObject(data, "raw", n->obj))
 		goto out;
 	r = stream_append(c->s->producer, c->db, MSG_PAYMENT_NOTIFICATION, data,
