@@ -11,8 +11,9 @@
  * committer commits its queue in order, one transaction after the other.
  * A committer takes up to batch_max queued notifications (waiting at most
  * batch_wait for more when fewer are queued), and in ONE transaction
- * inserts each into ingest.payment_event and appends its
- * payment.notification message to the ingest stream.  Only after COMMIT are the
+ * inserts them into ingest.payment_event (one statement for the batch,
+ * which also gives their ids) and appends their payment.notification
+ * messages to the ingest stream (one more).  Only after COMMIT are the
  * requests answered 200; if anything fails every request of the batch gets 503
  * (Midtrans resends; a duplicate is harmless: duplicates are evidence and are
  * stored anyway). A statement error (not a connection error) in a batch of
