@@ -885,6 +885,9 @@ def drain_once(args, live, n):
         pgdata = os.path.join(st.pg_dir(), "data")
         pg0, in0 = pg_cpu_seconds(pgdata), cpu_seconds(st.pid("ingest"))
         t0 = time.monotonic()
+        if args.statements:
+            st.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            st.sql("SELECT pg_stat_statements_reset()")
         st.start("order", wait=False)
         opid = st.pid("order")
         prof = None
@@ -927,14 +930,31 @@ def drain_once(args, live, n):
         granted = st.sql("SELECT count(*) FROM orders.entitlements"
                          " WHERE order_id LIKE 'drn-%' AND revoked_at IS NULL")[0][0]
         events = st.sql("SELECT count(*) FROM orders.stream_out")[0][0]
+        stmts = drain_statements(st) if args.statements else None
         proof = st.sql("SELECT count(*) FROM orders.transitions WHERE order_id LIKE 'drn-%'"
                        " AND to_status = 'PAID' AND evidence_source = 'recon'")[0][0]
     done, span = paid[0], float(paid[1] or 0)
     return {"n": backlog, "live": live, "fill": fill, "total": total, "ready": ready_at,
             "done": done, "span": span, "granted": granted, "events": events,
             "proof": proof, "la": la, "pg_cpu": pg_cpu, "ingest_cpu": ingest_cpu, "uptime": up, "cpu": order_cpu, "prof": prof,
+            "stmts": stmts,
             "rate_total": done / total if total else 0,
             "rate_db": done / span if span else float("nan")}
+
+
+def drain_statements(st):
+    """The statements PostgreSQL spent the drain on (pg_stat_statements,
+    --statements): the top 15 by total time, with their share."""
+    rows = st.sql(
+        "SELECT round(100 * total_exec_time / sum(total_exec_time) OVER ())::int,"
+        " calls, round(total_exec_time::numeric, 0), rows,"
+        " left(regexp_replace(query, '\\s+', ' ', 'g'), 110)"
+        " FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15")
+    hot = st.sql("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
+                 " WHERE schemaname = 'orders' AND relname = 'orders'")[0]
+    return ("\n".join(f"{r[0]:3d}% {r[1]:8d} calls {r[2]:8} ms {r[3]:8d} rows  {r[4]}"
+                      for r in rows)
+            + f"\norders.orders: {hot[0]} row updates, {hot[1]} of them HOT")
 
 
 def bench_drain(args):
@@ -961,6 +981,9 @@ def bench_drain(args):
               f" kasir-ingest (replay) {r['ingest_cpu']:.1f}; {r['uptime']}")
     if main["prof"]:
         print("perf profile of kasir-order (self time, top symbols):\n" + main["prof"])
+    if main["stmts"]:
+        print("PostgreSQL statements during the drain (pg_stat_statements):\n"
+              + main["stmts"])
     md = header(args) + f"""- `signature_only`: {main['n']} settlement notifications (one per order)
   stored by kasir-ingest while kasir-order was stopped; then kasir-order
   started and drained them through the ingest stream (replay): the whole
@@ -1004,6 +1027,10 @@ def bench_drain(args):
     if main["prof"]:
         md += ("\nperf profile of kasir-order during the drain (4 s, self time):\n\n```\n"
                + main["prof"] + "\n```\n")
+    if main["stmts"]:
+        md += ("\nPostgreSQL's statements during the drain (pg_stat_statements,"
+               " `--statements`; share of their time, calls, total ms, rows):\n\n```\n"
+               + main["stmts"] + "\n```\n")
     update_doc("c", "(c) Recovery: backlog drain after kasir-order was down", md)
 
 
@@ -1253,11 +1280,16 @@ def main():
     ap.add_argument("--without-notifier", action="store_true",
                     help="confirm: do not run kasir-notifier (receipts)")
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
+    ap.add_argument("--statements", action="store_true",
+                    help="drain: load pg_stat_statements and print where"
+                    " PostgreSQL spent the drain")
     ap.add_argument("--profile", action="store_true",
                     help="drain: perf record kasir-order for 8 s during the drain;"
                     " ingest: perf record kasir-ingest during its max run")
     args = ap.parse_args()
     args.build_dir = os.path.abspath(args.build_dir)
+    if args.statements:
+        os.environ["KASIRTEST_PG_STATEMENTS"] = "1"  # shared_preload_libraries
     if args.seconds is None:
         args.seconds = {"ingest": 10, "e2e": 10, "rss": 60,
                         "confirm": 20}.get(args.bench, 15)

@@ -281,7 +281,8 @@ static const struct db_stmt st_transition = {
 };
 
 /* Everything evidence changes on an order row: status (the transition
- * row is already written: the trigger checks it), the transaction
+ * row is already written: the statement trigger of migration 0011 checks
+ * it; updated_at moves with it here, nowhere else), the transaction
  * learned, the flags, the confirmation awaited; returns the snapshot as of
  * after. */
 /* clang-format off */
@@ -312,7 +313,8 @@ static const struct db_stmt st_update = {
            " contradicted_at = CASE WHEN u.contra"
            "  THEN coalesce(o.contradicted_at, now())"
            "  ELSE o.contradicted_at END,"
-           " updated_at = CASE WHEN u.set_flagged OR u.set_partial"
+           " updated_at = CASE WHEN u.new_status <> o.status"
+           "  OR u.set_flagged OR u.set_partial"
            "  OR u.set_disputed OR u.set_reversed OR u.await_end"
            "  OR u.await IS NOT NULL THEN now() ELSE o.updated_at END"
            " FROM unnest($1::text[], $2::text[], $3::bool[], $4::text[],"

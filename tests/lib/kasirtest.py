@@ -72,6 +72,8 @@ dir when the path would be too long for sun_path), state in dir/cluster.json
 scram-sha-256 for every role over TCP.  As root, initdb/postgres run as the
 system user "kasirpg" (created with useradd if missing) through runuser; as a
 normal user, as that user.
+$KASIRTEST_PG_STATEMENTS set (bench/kbench.py --statements): the cluster
+loads pg_stat_statements (shared_preload_libraries).
 durable=False writes fsync = off (tests whose subject is not durability:
 a PostgreSQL crash -- pg_ctl stop -m immediate, SIGKILL -- loses nothing
 either way, commits still wait for their WAL write; only an OS crash would).
@@ -763,7 +765,9 @@ class PgCluster:
             "max_connections = 200\n"
             "synchronous_commit = on\n"
             + ("fsync = on\n" if self.durable else
-               "fsync = off  # kasirtest durable=False: no OS crash in this test\n") +
+               "fsync = off  # kasirtest durable=False: no OS crash in this test\n")
+            + ("shared_preload_libraries = 'pg_stat_statements'\n"
+               if os.environ.get("KASIRTEST_PG_STATEMENTS") else "") +
             "log_min_messages = warning\n"
             "log_line_prefix = '%m [%p] %q%u@%d '\n"
             "timezone = 'UTC'\n")
