@@ -10,6 +10,7 @@ restarted in the default mode: a notification that would move an order is
 held until a Status API answer (status.check with confirm) agrees, and one
 that Midtrans contradicts flags the order (test_confirmation)."""
 import json
+import re
 import signal
 
 import psycopg2
@@ -309,6 +310,18 @@ def test_database_refusals(s):
     print(refused(s, "UPDATE orders.orders SET status='PAID' WHERE order_id='DB-1'",
                   user="postgres"))
     assert s.status("DB-1") == "PENDING"
+    # the status guard is one check per statement (migration 0011): every
+    # row of a multi-row UPDATE is checked, not only the first
+    s.create_order("DB-2", 154600)
+    print(refused(s, "UPDATE orders.orders SET status='FAILED'"
+                     " WHERE order_id IN ('DB-1', 'DB-2')", user="postgres"))
+    # identity, amount and customer never change, whoever asks
+    print(refused(s, "UPDATE orders.orders SET amount = amount + 1 WHERE order_id='DB-1'"))
+    print(refused(s, "UPDATE orders.orders SET order_id = 'DB-9' WHERE order_id='DB-1'",
+                  user="postgres"))
+    print(refused(s, "UPDATE orders.orders SET customer_email = 'x@example.com'"
+                     " WHERE order_id='DB-2'", user="postgres"))
+    assert s.status("DB-2") == "PENDING"
     # append-only tables, as the service role and as the owner
     for t in ("evidence", "transitions", "entitlement_events", "audit",
               "unknown_notifications"):
@@ -321,9 +334,61 @@ def test_database_refusals(s):
     assert s.sql("SELECT count(*) FROM orders.evidence")[0][0] > 0
 
 
+# Every column the evidence path's UPDATE changes on every payment
+# (store.c st_update); awaiting_since and contradicted_at are indexed on
+# purpose and change only when a notification is held or contradicted.
+EVIDENCE_UPDATED = ("status", "paid_at", "transaction_id", "payment_type", "flagged",
+                    "flag_reason", "partial_refund", "disputed", "reversed",
+                    "awaiting_status", "updated_at")
+
+
+def test_order_update_is_hot(s):
+    """The order row's UPDATE of a payment can be a heap-only tuple update
+    (docs/performance.md (c)): no index of orders.orders names a column it
+    changes (in its key, expression or predicate), the pages keep room, and
+    a real PENDING -> PAID with its evidence and transition passes the
+    statement guard and is counted HOT."""
+    for name, ddl in s.sql("SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid)"
+                           " FROM pg_index WHERE indrelid = 'orders.orders'::regclass"):
+        used = ddl.split(" USING ", 1)[1]
+        for col in EVIDENCE_UPDATED:
+            assert not re.search(r"\b%s\b" % col, used), (name, ddl, col)
+    opts = s.sql("SELECT reloptions FROM pg_class WHERE oid = 'orders.orders'::regclass")[0][0]
+    assert "fillfactor=80" in (opts or []), opts
+    s.create_order("HOT-1", 154600)
+    # one transaction, rolled back: nothing of it stays
+    c = s.db("postgres")
+    try:
+        cur = c.cursor()
+        cur.execute("BEGIN")
+        cur.execute(
+        "UPDATE orders.settings SET signature_only = true;"
+        " INSERT INTO orders.evidence (order_id, source, ref, stream_seq, kind,"
+        "  transaction_status, received_at, status_before, status_after, result,"
+        "  reason, raw) VALUES ('HOT-1', 'ingest', -1, -1, 'notification',"
+        "  'settlement', now(), 'PENDING', 'PAID', 'applied', 'test', '{}');"
+        " INSERT INTO orders.transitions (order_id, from_status, to_status,"
+        "  evidence_source, evidence_ref, evidence_id, reason)"
+        "  SELECT 'HOT-1', 'PENDING', 'PAID', 'ingest', -1, id, 'test'"
+        "  FROM orders.evidence WHERE source = 'ingest' AND ref = -1;"
+        " UPDATE orders.orders SET status = 'PAID', paid_at = now(),"
+        "  updated_at = now() WHERE order_id = 'HOT-1';"
+        " SELECT pg_stat_get_xact_tuples_updated('orders.orders'::regclass),"
+        "  pg_stat_get_xact_tuples_hot_updated('orders.orders'::regclass)")
+        hot = cur.fetchall()
+        cur.execute("ROLLBACK")
+    finally:
+        c.close()
+    assert hot == [(1, 1)], hot
+    assert s.status("HOT-1") == "PENDING"
+
+
 def test_access_grant(s):
     s.create_order("ADM-1", 154600)
     apply(s, base("ADM-1"))
+    # updated_at moves with the status (store.c, since migration 0011)
+    assert s.sql("SELECT updated_at > created_at FROM orders.orders"
+                 " WHERE order_id='ADM-1'") == [(True,)]
     # the entitlement disappears behind the service's back
     s.sql("UPDATE orders.entitlements SET revoked_at = now() WHERE order_id='ADM-1'")
     facts = s.admin("doctor.facts")["result"]
@@ -504,7 +569,7 @@ def main():
         assert s.sql("SELECT signature_only FROM orders.settings") == [(True,)]
         assert "order.signature_only is on" in s.log_text(), "no start-up warning"
         for t in (test_samples, test_sequences, test_unknown_and_poison, test_status_checks,
-                  test_database_refusals, test_access_grant, test_confirmation,
+                  test_database_refusals, test_order_update_is_hot, test_access_grant, test_confirmation,
                   test_batch_poison):
             print("==", t.__name__, flush=True)
             t(s)
