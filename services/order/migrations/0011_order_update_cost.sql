@@ -35,24 +35,22 @@ LANGUAGE plpgsql AS $$
 DECLARE
 	bad record;
 BEGIN
-	SELECT n.order_id INTO bad
+	-- One query, no LIMIT: with LIMIT 1 the planner expects an early hit
+	-- and pairs the transition tables (no statistics) in a nested loop,
+	-- n x n rows per statement (measured: 0.55 s for 1,000 rows); without
+	-- it they are hashed.  The transition is a scalar subquery, never
+	-- turned into a join: one probe of transitions_order per changed
+	-- order, whatever plan was cached while orders.transitions was small.
+	SELECT n.order_id, o.status AS old_status, n.status AS new_status,
+	       o.order_id IS NULL OR n.amount <> o.amount OR
+	       n.currency <> o.currency OR n.course_id <> o.course_id OR
+	       n.customer_email <> o.customer_email AS identity
+	INTO bad
 	FROM new_rows n LEFT JOIN old_rows o ON o.order_id = n.order_id
 	WHERE o.order_id IS NULL OR n.amount <> o.amount OR
 	      n.currency <> o.currency OR n.course_id <> o.course_id OR
-	      n.customer_email <> o.customer_email
-	LIMIT 1;
-	IF FOUND THEN
-		RAISE EXCEPTION 'orders: identity, amount and customer are immutable (order %)',
-			bad.order_id USING ERRCODE = 'check_violation';
-	END IF;
-	SELECT n.order_id, o.status AS old_status, n.status AS new_status
-	INTO bad
-	FROM new_rows n JOIN old_rows o ON o.order_id = n.order_id
-	-- a scalar subquery, not NOT EXISTS: it is never turned into a join,
-	-- so each changed order costs one probe of transitions_order whatever
-	-- plan was cached while orders.transitions was small (an anti-join
-	-- could hash the whole table for every statement)
-	WHERE n.status IS DISTINCT FROM o.status AND (
+	      n.customer_email <> o.customer_email OR
+	      (n.status IS DISTINCT FROM o.status AND (
 		SELECT true FROM orders.transitions t
 		WHERE t.order_id = n.order_id
 		  AND t.from_status = o.status
@@ -75,14 +73,17 @@ BEGIN
 				OR (e.transaction_status = 'deny'
 				    AND coalesce(e.raw->>'settlement_time', '')
 					<> ''))))))
-		LIMIT 1) IS NULL
-	LIMIT 1;
-	IF FOUND THEN
-		RAISE EXCEPTION 'orders: % -> % refused: no transition with evidence in this transaction (order %)',
-			bad.old_status, bad.new_status, bad.order_id
-			USING ERRCODE = 'check_violation';
+		LIMIT 1) IS NULL);
+	IF NOT FOUND THEN
+		RETURN NULL;
 	END IF;
-	RETURN NULL;
+	IF bad.identity THEN
+		RAISE EXCEPTION 'orders: identity, amount and customer are immutable (order %)',
+			bad.order_id USING ERRCODE = 'check_violation';
+	END IF;
+	RAISE EXCEPTION 'orders: % -> % refused: no transition with evidence in this transaction (order %)',
+		bad.old_status, bad.new_status, bad.order_id
+		USING ERRCODE = 'check_violation';
 END $$;
 
 DROP TRIGGER orders_status ON orders.orders;
