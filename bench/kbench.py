@@ -1006,23 +1006,28 @@ def bench_drain(args):
   kasir-order {us_order:.0f} µs, kasir-ingest's replay {us_ingest:.0f} µs: {us_all:.0f} µs, so
   two idle cores would drain at most about {ceiling:,.0f} events/s.  The
   wall time beyond that CPU is the other work on the shared cores.
-- Where PostgreSQL's time goes (pg_stat_statements during a drain of this
-  branch, 2026-12-06, share of the statements' time): the order row's
-  UPDATE the largest, 40-50% (a non-HOT update: `status` is in the predicate of
-  `orders_pending_expiry`, so each row gets new entries in three indexes;
-  its trigger checks the transition and the evidence), the transition and
-  the grant about an eighth each, the evidence rows and the order events
-  (`orders.stream_out`) about a twelfth each, then the lock, the replay
-  reads and the foreign-key checks.  kasir-order sends one array statement
-  per kind of write and round (5 per batch of 256 plus the lock, the ids,
-  the two deferred appends and COMMIT): round trips no longer bound it.
-  The bench polls the consumer's cursor, not a count over the orders (that
-  count, every 0.2 s, took a third of PostgreSQL's time in the first runs).
-- What would raise it: less PostgreSQL work per event (a HOT update of the
-  order row: no `status` in an index predicate, and room left on its
-  page by a lower fillfactor; fewer order events or
-  smaller ones: each carries the order's snapshot), and two cores that the
-  drain does not share.
+- Where PostgreSQL's time goes (run with `--statements` for this run's
+  own list below; measured 2026-12-06 on 50,000 events): the orders
+  stream's sequencer pass (`stream_pending` -> `stream_out`) about a
+  quarter, the grant (entitlement event + entitlement, four foreign-key
+  checks) a fifth, the order row's UPDATE an eighth (about 60% of the
+  rows HOT since migration 0011 of kasir-order: no `status` in an index
+  predicate, fillfactor 80; the rest find their page full in a drain,
+  which updates every order of a page in one transaction), the transition,
+  the `stream_pending` inserts and the evidence rows about a tenth each,
+  then the replay reads.  The backbone's share: three order events per
+  payment, each inserted into `stream_pending` and moved into
+  `stream_out` by the sequencer, about 37% of the statements' time.
+  kasir-order sends one array statement per kind of write and round (5
+  per batch of 256 plus the lock, the ids, the deferred appends and
+  COMMIT): round trips no longer bound it.  The bench polls the
+  consumer's cursor, not a count over the orders.
+- What would raise it further: fewer or smaller order events per
+  payment (each carries the order's snapshot; notifier and reconciler
+  read `order.paid`, `access.granted` and `order.evidence`), kasir-order
+  preparing its next batch while PostgreSQL writes the current one (one
+  consumer thread alternates: CPU of both processes is well under the
+  two cores during the drain), and two cores the drain does not share.
 """
     if main["prof"]:
         md += ("\nperf profile of kasir-order during the drain (4 s, self time):\n\n```\n"
