@@ -227,7 +227,7 @@ command_find(const struct admin_socket *s, const char *cmd)
 }
 
 /* The built-in "admin.commands": {"commands":[names], "table":[{name,
- * min_role, audited}]}; NULL on ENOMEM. */
+ * min_role, audited, needs_reason}]}; NULL on ENOMEM. */
 static cJSON *
 commands_result(const struct admin_socket *s)
 {
@@ -255,7 +255,9 @@ commands_result(const struct admin_socket *s)
 		    cJSON_AddStringToObject(row, "min_role",
 		                            admin_role_name(c->min_role)) ==
 		        NULL ||
-		    cJSON_AddBoolToObject(row, "audited", c->audited) == NULL) {
+		    cJSON_AddBoolToObject(row, "audited", c->audited) == NULL ||
+		    cJSON_AddBoolToObject(row, "needs_reason",
+		                          c->needs_reason) == NULL) {
 			cJSON_Delete(r);
 			return NULL;
 		}
@@ -284,11 +286,11 @@ admin_log_refused(void *arg, const struct admin_request *req, const char *code)
 	           req->peer.user, admin_role_name(req->peer.role), code);
 }
 
-/* Audits the role-gate refusal of an audited command, naming the order
- * when the arguments name a valid one. */
+/* Audits a refusal made here of an audited command (error: the row's
+ * error text), naming the order when the arguments name a valid one. */
 static void
-audit_role_refusal(struct admin_socket *s, const struct admin_request *req,
-                   const char *why)
+audit_refusal(struct admin_socket *s, const struct admin_request *req,
+              const char *error)
 {
 	const cJSON *o =
 	    cJSON_GetObjectItemCaseSensitive(req->args, "order_id");
@@ -296,16 +298,14 @@ audit_role_refusal(struct admin_socket *s, const struct admin_request *req,
 	    cJSON_IsString(o) && order_id_valid(o->valuestring, 50)
 	        ? o->valuestring
 	        : NULL;
-	char e[192];
 
 	if (s->db == NULL || s->audit_stmt == NULL || db_ensure(s->db) < 0)
 		return;
-	snprintf(e, sizeof(e), "%s: %s", ADMIN_E_ROLE_REQUIRED, why);
-	admin_audit_refusal(s->db, s->audit_stmt, req, order_id, e);
+	admin_audit_refusal(s->db, s->audit_stmt, req, order_id, error);
 }
 
-/* Runs the command found in the table: the minimum role, the admin
- * connection, then the handler. */
+/* Runs the command found in the table: the minimum role, the reason of
+ * a changing command, the admin connection, then the handler. */
 static int
 dispatch(struct admin_socket *s, const struct admin_command *c,
          const struct admin_request *req, cJSON **result, char *code,
@@ -316,11 +316,27 @@ dispatch(struct admin_socket *s, const struct admin_command *c,
 
 		snprintf(why, sizeof(why), "%s needs the %s role", c->name,
 		         admin_role_name(c->min_role));
-		if (c->audited)
-			audit_role_refusal(s, req, why);
+		if (c->audited) {
+			char e[192];
+
+			snprintf(e, sizeof(e), "%s: %s", ADMIN_E_ROLE_REQUIRED,
+			         why);
+			audit_refusal(s, req, e);
+		}
 		if (s->refused != NULL)
 			s->refused(s->arg, req, ADMIN_E_ROLE_REQUIRED);
 		snprintf(code, code_len, "%s", ADMIN_E_ROLE_REQUIRED);
+		snprintf(emsg, msg_len, "%s", why);
+		return KASIR_EPERM;
+	}
+	if (c->needs_reason &&
+	    (req->reason == NULL || req->reason[0] == '\0')) {
+		const char *why = "a changing command needs a reason";
+
+		audit_refusal(s, req, why);
+		if (s->refused != NULL)
+			s->refused(s->arg, req, ADMIN_E_REASON_REQUIRED);
+		snprintf(code, code_len, "%s", ADMIN_E_REASON_REQUIRED);
 		snprintf(emsg, msg_len, "%s", why);
 		return KASIR_EPERM;
 	}
@@ -584,7 +600,8 @@ admin_socket_start(const struct admin_socket_conf *conf, void *arg,
 		return -EINVAL;
 	for (const struct admin_command *c = conf->commands; c->name != NULL;
 	     c++)
-		if (c->handler == NULL || c->min_role < ADMIN_ROLE_SUPPORT)
+		if (c->handler == NULL || c->min_role < ADMIN_ROLE_SUPPORT ||
+		    (c->needs_reason && !c->audited))
 			return -EINVAL;
 	s = calloc(1, sizeof(*s));
 	if (s == NULL)

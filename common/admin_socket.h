@@ -29,12 +29,15 @@
  *     "unknown_command" without calling a handler, and a caller below the
  *     command's minimum role is answered "role_required" (for an audited
  *     command that refusal is written to the daemon's audit table first,
- *     conf.db / conf.audit_stmt).  The table is the dispatch: no daemon
- * compares names. The built-in "admin.commands" lists the table (name,
- * min_role, audited) to support and engineer, so tools and tests learn what a
- * daemon answers from the daemon itself.  conf.refused is told of every refusal
- * made here (the daemon logs them).  Finer checks (reason required, arguments)
- * stay in the handlers, which audit their refusals (admin_audit.h).
+ *     conf.db / conf.audit_stmt);
+ *   - a changing command (needs_reason) without a reason is answered
+ *     "reason_required", the refusal audited, before its handler runs.
+ * The table is the dispatch: no daemon compares names. The built-in
+ * "admin.commands" lists the table (name, min_role, audited, needs_reason)
+ * to support and engineer, so tools and tests learn what a daemon answers
+ * from the daemon itself.  conf.refused is told of every refusal made here
+ * (the daemon logs them).  Finer checks (arguments, state) stay in the
+ * handlers, which audit their refusals (admin_audit.h).
  *
  * Error codes: one vocabulary for every daemon (ADMIN_E_* below).  kasirctl
  * also accepts the older spellings "db_unavailable" and "bad_args" so that
@@ -108,6 +111,10 @@ struct admin_command {
 	enum admin_role min_role;
 	admin_handler_fn handler;
 	bool audited;
+	/* A changing command: without a reason it is refused here,
+	 * "reason_required", and the refusal audited, before the handler
+	 * runs (needs audited). */
+	bool needs_reason;
 };
 
 /*

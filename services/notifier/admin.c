@@ -296,22 +296,6 @@ audit(struct kasir_db *db, const struct admin_request *req, const cJSON *before,
 	                   after, result, error);
 }
 
-/* A changing command needs a reason (the role was checked by the admin
- * socket against the command table); a refusal is audited in its own
- * transaction.  0 when allowed. */
-static int
-require_reason(struct kasir_db *db, const struct admin_request *req, char *code,
-               size_t code_len, char *msg, size_t msg_len)
-{
-	const char *why = "a changing command needs a reason";
-
-	if (req->reason != NULL && req->reason[0] != '\0')
-		return 0;
-	admin_audit_refusal(db, &notifier_admin_audit_insert, req, NULL, why);
-	set_err(code, code_len, msg, msg_len, ADMIN_E_REASON_REQUIRED, why);
-	return KASIR_EPERM;
-}
-
 static cJSON *
 status_json(struct notifier *n, struct kasir_db *db)
 {
@@ -360,16 +344,13 @@ status_json(struct notifier *n, struct kasir_db *db)
 
 static int
 cmd_pause(struct notifier *n, struct kasir_db *db,
-          const struct admin_request *req, bool pause, cJSON **ret, char *code,
-          size_t code_len, char *msg, size_t msg_len)
+          const struct admin_request *req, bool pause, cJSON **ret)
 {
 	PGresult *res = NULL;
 	cJSON *before = NULL, *after = NULL, *out;
 	bool was;
 	int r;
 
-	if ((r = require_reason(db, req, code, code_len, msg, msg_len)) < 0)
-		return r;
 	if ((r = db_begin(db)) < 0)
 		return r;
 	if ((r = db_exec(db, &st_settings_lock, NULL, &res)) < 0)
@@ -431,8 +412,6 @@ cmd_requeue(void *arg, const struct admin_request *req, cJSON **ret, char *code,
 	cJSON *ids = NULL, *after = NULL, *out;
 	int r;
 
-	if ((r = require_reason(db, req, code, code_len, msg, msg_len)) < 0)
-		return r;
 	if ((channel && notify_channel_parse(channel, &ch) < 0) ||
 	    (order_id && !order_id_valid(order_id, 50)) ||
 	    (dead && !cJSON_IsBool(dead))) {
@@ -496,8 +475,6 @@ cmd_resend(void *arg, const struct admin_request *req, cJSON **ret, char *code,
 	const char *why = NULL;
 	int r;
 
-	if ((r = require_reason(db, req, code, code_len, msg, msg_len)) < 0)
-		return r;
 	if (order_id == NULL || !order_id_valid(order_id, 50)) {
 		set_err(code, code_len, msg, msg_len, ADMIN_E_INVALID_ARGS,
 		        "want {order_id: string}");
@@ -603,8 +580,6 @@ cmd_decide(void *arg, const struct admin_request *req, cJSON **ret, char *code,
 	char idbuf[24], why[160];
 	int r;
 
-	if ((r = require_reason(db, req, code, code_len, msg, msg_len)) < 0)
-		return r;
 	if (!cJSON_IsNumber(jid) || jid->valuedouble < 1 ||
 	    jid->valuedouble > 9007199254740991.0 ||
 	    jid->valuedouble != (double)(int64_t)jid->valuedouble ||
@@ -823,8 +798,11 @@ h_pause(void *arg, const struct admin_request *req, cJSON **ret, char *code,
 {
 	struct notifier *n = arg;
 
-	return cmd_pause(n, n->admin_db, req, true, ret, code, code_len, msg,
-	                 msg_len);
+	(void)code;
+	(void)code_len;
+	(void)msg;
+	(void)msg_len;
+	return cmd_pause(n, n->admin_db, req, true, ret);
 }
 
 static int
@@ -833,8 +811,11 @@ h_resume(void *arg, const struct admin_request *req, cJSON **ret, char *code,
 {
 	struct notifier *n = arg;
 
-	return cmd_pause(n, n->admin_db, req, false, ret, code, code_len, msg,
-	                 msg_len);
+	(void)code;
+	(void)code_len;
+	(void)msg;
+	(void)msg_len;
+	return cmd_pause(n, n->admin_db, req, false, ret);
 }
 
 /* The command table: common/admin_socket.c checks the role and
@@ -846,11 +827,11 @@ const struct admin_command notifier_admin_commands[] = {
     {.name = "jobs.list", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_jobs_list},
     {.name = "evidence.order", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_evidence},
     {.name = "audit.list", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_audit_list},
-    {.name = "reminders.pause", .min_role = ADMIN_ROLE_ENGINEER, .handler = h_pause, .audited = true},
-    {.name = "reminders.resume", .min_role = ADMIN_ROLE_ENGINEER, .handler = h_resume, .audited = true},
-    {.name = "jobs.requeue", .min_role = ADMIN_ROLE_ENGINEER, .handler = cmd_requeue, .audited = true},
-    {.name = "jobs.decide", .min_role = ADMIN_ROLE_ENGINEER, .handler = cmd_decide, .audited = true},
-    {.name = "receipt.resend", .min_role = ADMIN_ROLE_ENGINEER, .handler = cmd_resend, .audited = true},
+    {.name = "reminders.pause", .min_role = ADMIN_ROLE_ENGINEER, .handler = h_pause, .audited = true, .needs_reason = true},
+    {.name = "reminders.resume", .min_role = ADMIN_ROLE_ENGINEER, .handler = h_resume, .audited = true, .needs_reason = true},
+    {.name = "jobs.requeue", .min_role = ADMIN_ROLE_ENGINEER, .handler = cmd_requeue, .audited = true, .needs_reason = true},
+    {.name = "jobs.decide", .min_role = ADMIN_ROLE_ENGINEER, .handler = cmd_decide, .audited = true, .needs_reason = true},
+    {.name = "receipt.resend", .min_role = ADMIN_ROLE_ENGINEER, .handler = cmd_resend, .audited = true, .needs_reason = true},
     {.name = NULL}};
 /* clang-format on */
 

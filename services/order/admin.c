@@ -298,10 +298,10 @@ refuse(struct kasir_db *db, const struct admin_request *req,
 }
 
 /*
- * The start every order-changing command shares: args.order_id valid, a
- * reason given (refused and audited otherwise), a transaction begun and
- * the order row locked into *o.  0: the transaction is open and
- * *ret_order_id set; otherwise the answer is set and nothing is open.
+ * The start every order-changing command shares (the admin socket has
+ * already refused one without a reason): args.order_id valid, a
+ * transaction begun and the order row locked into *o.  0: the transaction is
+ * open and *ret_order_id set; otherwise the answer is set and nothing is open.
  */
 static int
 begin_on_order(struct kasir_db *db, const struct admin_request *req,
@@ -309,17 +309,11 @@ begin_on_order(struct kasir_db *db, const struct admin_request *req,
                size_t code_len, char *msg, size_t msg_len)
 {
 	const char *order_id = arg_str(req, "order_id");
-	char why[96];
 	int rc;
 
 	if (order_id == NULL || !order_id_valid(order_id, ORDER_ID_MAX))
 		return fail(code, code_len, msg, msg_len, -EINVAL,
 		            ADMIN_E_INVALID_ARGS, "args.order_id required");
-	if (req->reason == NULL || req->reason[0] == '\0') {
-		snprintf(why, sizeof(why), "%.64s needs a reason", req->cmd);
-		return refuse(db, req, order_id, -EINVAL, code, code_len, msg,
-		              msg_len, ADMIN_E_REASON_REQUIRED, why);
-	}
 	if ((rc = db_begin(db)) < 0)
 		return rc;
 	rc = store_lock_order(db, order_id, NULL, o);
@@ -867,8 +861,8 @@ const struct admin_command order_admin_commands[] = {
     {.name = "doctor.facts", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_doctor},
     {.name = "orders.find", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_find},
     {.name = "audit.list", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_audit_list},
-    {.name = "access.grant", .min_role = ADMIN_ROLE_ENGINEER, .handler = h_access_grant, .audited = true},
-    {.name = "drill.revoke_access", .min_role = ADMIN_ROLE_ENGINEER, .handler = h_drill_revoke, .audited = true},
+    {.name = "access.grant", .min_role = ADMIN_ROLE_ENGINEER, .handler = h_access_grant, .audited = true, .needs_reason = true},
+    {.name = "drill.revoke_access", .min_role = ADMIN_ROLE_ENGINEER, .handler = h_drill_revoke, .audited = true, .needs_reason = true},
     {.name = "export.orders", .min_role = ADMIN_ROLE_ENGINEER, .handler = h_export, .audited = true},
     {.name = NULL}};
 /* clang-format on */

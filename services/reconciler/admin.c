@@ -190,21 +190,6 @@ audit(struct kasir_db *db, const struct admin_request *req, const cJSON *before,
 	                   after, result, error);
 }
 
-/* A changing command needs a reason (the role was checked by the admin
- * socket against the command table); a refusal is audited alone. */
-static int
-require_reason(struct kasir_db *db, const struct admin_request *req, char *code,
-               size_t code_len, char *msg, size_t msg_len)
-{
-	const char *why = "a changing command needs a reason";
-
-	if (req->reason != NULL && req->reason[0] != '\0')
-		return 0;
-	admin_audit_refusal(db, &recon_admin_audit_insert, req, NULL, why);
-	set_err(code, code_len, msg, msg_len, ADMIN_E_REASON_REQUIRED, why);
-	return KASIR_EPERM;
-}
-
 static cJSON *
 first_row(cJSON *rows)
 {
@@ -317,8 +302,6 @@ cmd_reconcile_order(void *arg, const struct admin_request *req, cJSON **ret,
 	cJSON *before = NULL, *after = NULL, *out;
 	int rc;
 
-	if ((rc = require_reason(db, req, code, code_len, msg, msg_len)) < 0)
-		return rc;
 	if (order_id == NULL || !order_id_valid(order_id, 50)) {
 		set_err(code, code_len, msg, msg_len, ADMIN_E_INVALID_ARGS,
 		        "want {order_id: string}");
@@ -376,8 +359,10 @@ cmd_reconcile_pending(void *arg, const struct admin_request *req, cJSON **ret,
 	cJSON *after = NULL, *out;
 	int rc, n;
 
-	if ((rc = require_reason(db, req, code, code_len, msg, msg_len)) < 0)
-		return rc;
+	(void)code; /* nothing here is refused: the reason was checked */
+	(void)code_len;
+	(void)msg;
+	(void)msg_len;
 	if ((rc = db_begin(db)) < 0)
 		return rc;
 	if ((rc = db_exec(db, &st_force_pending, NULL, &res)) < 0)
@@ -417,8 +402,6 @@ cmd_mode_set(void *arg, const struct admin_request *req, cJSON **ret,
 	char by[96];
 	int rc;
 
-	if ((rc = require_reason(db, req, code, code_len, msg, msg_len)) < 0)
-		return rc;
 	if (mode == NULL ||
 	    (strcmp(mode, "reconcile") != 0 && strcmp(mode, "normal") != 0)) {
 		set_err(code, code_len, msg, msg_len, ADMIN_E_INVALID_ARGS,
@@ -559,10 +542,10 @@ const struct admin_command recon_admin_commands[] = {
     {.name = "checks.list", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_checks_list},
     {.name = "evidence.order", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_evidence},
     {.name = "audit.list", .min_role = ADMIN_ROLE_SUPPORT, .handler = h_audit_list},
-    {.name = "reconcile.order", .min_role = ADMIN_ROLE_ENGINEER, .handler = cmd_reconcile_order, .audited = true},
-    {.name = "reconcile.pending", .min_role = ADMIN_ROLE_ENGINEER, .handler = cmd_reconcile_pending, .audited = true},
-    {.name = "mode.set", .min_role = ADMIN_ROLE_ENGINEER, .handler = cmd_mode_set, .audited = true},
-    {.name = "refund.order", .min_role = ADMIN_ROLE_ENGINEER, .handler = recon_admin_refund, .audited = true},
+    {.name = "reconcile.order", .min_role = ADMIN_ROLE_ENGINEER, .handler = cmd_reconcile_order, .audited = true, .needs_reason = true},
+    {.name = "reconcile.pending", .min_role = ADMIN_ROLE_ENGINEER, .handler = cmd_reconcile_pending, .audited = true, .needs_reason = true},
+    {.name = "mode.set", .min_role = ADMIN_ROLE_ENGINEER, .handler = cmd_mode_set, .audited = true, .needs_reason = true},
+    {.name = "refund.order", .min_role = ADMIN_ROLE_ENGINEER, .handler = recon_admin_refund, .audited = true, .needs_reason = true},
     {.name = NULL}};
 /* clang-format on */
 
@@ -572,14 +555,6 @@ recon_admin_audit(struct kasir_db *db, const struct admin_request *req,
                   const char *error)
 {
 	return audit(db, req, before, after, result, error);
-}
-
-int
-recon_admin_require_reason(struct kasir_db *db, const struct admin_request *req,
-                           char *code, size_t code_len, char *msg,
-                           size_t msg_len)
-{
-	return require_reason(db, req, code, code_len, msg, msg_len);
 }
 
 /* Scrape callback: pending orders by age bucket, oldest pending age,

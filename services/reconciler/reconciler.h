@@ -391,14 +391,11 @@ void mode_committed(struct recon *r, enum recon_mode before,
 extern const struct db_stmt recon_admin_audit_insert;
 extern const struct admin_command recon_admin_commands[];
 /* The audit row (recon.audit) of an admin request, in the open transaction
- * or alone; and the reason check that audits a refusal (the role is
- * checked by the admin socket against the command table). */
+ * or alone (the role and the reason are checked by the admin socket
+ * against the command table). */
 int recon_admin_audit(struct kasir_db *db, const struct admin_request *req,
                       const struct cJSON *before, const struct cJSON *after,
                       const char *result, const char *error);
-int recon_admin_require_reason(struct kasir_db *db,
-                               const struct admin_request *req, char *code,
-                               size_t code_len, char *msg, size_t msg_len);
 /* evidence_admin.c: evidence.order {order_id}: Status API answers with raw
  * bodies and refunds of one order; NULL on a database error. */
 struct cJSON *recon_admin_evidence(struct kasir_db *db, const char *order_id);

@@ -377,9 +377,6 @@ recon_admin_refund(void *arg, const struct admin_request *req, cJSON **ret,
 	const struct refusal no = {code, code_len, msg, msg_len};
 	int rc;
 
-	if ((rc = recon_admin_require_reason(db, req, code, code_len, msg,
-	                                     msg_len)) < 0)
-		return rc;
 	if (!cJSON_IsString(joid) || !order_id_valid(joid->valuestring, 50) ||
 	    (jamount != NULL && !cJSON_IsNull(jamount) &&
 	     (!cJSON_IsNumber(jamount) || jamount->valuedouble < 1 ||

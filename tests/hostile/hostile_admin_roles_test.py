@@ -48,13 +48,19 @@ ENGINEER = {"ingest": {"export.events"},
                          "reminders.pause", "reminders.resume"},
             "reconciler": {"reconcile.order", "reconcile.pending", "mode.set",
                            "refund.order"}}
+# The changing commands: without a reason the admin socket refuses them
+# (reason_required, audited) before their handler runs.  Every engineer
+# command but the exports.
+NEEDS_REASON = {svc: {c for c in cmds if not c.startswith("export.")}
+                for svc, cmds in ENGINEER.items()}
 # Arguments that would be enough for the read commands to answer data.
 ARGS = {"order_id": "ORD-ROLE-1", "from": "2000-01-01", "to": "2100-01-01"}
 
 
-def admin(st, svc, cmd, as_role=None, args=None):
-    req = {"v": 1, "cmd": cmd, "args": ARGS if args is None else args,
-           "reason": "role test"}
+def admin(st, svc, cmd, as_role=None, args=None, reason="role test"):
+    req = {"v": 1, "cmd": cmd, "args": ARGS if args is None else args}
+    if reason is not None:
+        req["reason"] = reason
     if as_role is not None:
         req["as_role"] = as_role
     tool = os.path.join(kasirtest.build_dir(), "tests", "admin-call")
@@ -99,6 +105,16 @@ def main():
                 else:
                     check(code != "role_required",
                           f"{svc} {cmd}: support allowed ({code})")
+            listed_reason = {c for c in cmds if table[c].get("needs_reason")}
+            check(listed_reason == NEEDS_REASON[svc],
+                  f"{svc}: the changing commands need a reason "
+                  f"({sorted(listed_reason)})")
+            for cmd in sorted(NEEDS_REASON[svc]):
+                for reason in (None, ""):
+                    r = admin(st, svc, cmd, reason=reason)
+                    check(r.get("ok") is False and "result" not in r and
+                          r["error"]["code"] == "reason_required",
+                          f"{svc} {cmd}: refused without a reason ({r})")
             r = admin(st, svc, "no.such.command", as_role="support")
             check(r["error"]["code"] == "unknown_command",
                   f"{svc}: an unregistered name is unknown_command")
@@ -114,6 +130,11 @@ def audit_list(st, svc):
                if x["result"] == "refused" and x["role"] == "support"}
     check(ENGINEER[svc] <= refused,
           f"{svc}: audit.list has every refused engineer command ({sorted(refused)})")
+    no_reason = {x["command"] for x in rows
+                 if x["result"] == "refused" and x["role"] == "engineer"}
+    check(NEEDS_REASON[svc] <= no_reason,
+          f"{svc}: audit.list has every command refused for its missing "
+          f"reason ({sorted(no_reason)})")
     ids = [int(x["id"]) for x in rows]
     check(ids == sorted(ids, reverse=True), f"{svc}: audit.list newest first {ids}")
     check(all(set(x) >= {"at", "actor", "role", "command", "args", "reason",
