@@ -116,13 +116,11 @@ proven_claim(const struct evidence_msg *e, const struct order_row *o,
 	if (slash != NULL)
 		*slash = '\0';
 	claimed.transaction_status = ts;
-	claimed.fraud_status = NULL;
-	if (slash != NULL && strcmp(ts, "capture") == 0)
-		claimed.fraud_status = slash + 1;
-	else if (slash != NULL && strcmp(slash + 1, "settled") == 0 &&
-	         (claimed.settlement_time == NULL ||
-	          claimed.settlement_time[0] == '\0'))
-		claimed.settlement_time = "claimed"; /* deny/settled */
+	/* the part after '/' is a fraud status only for a capture; a
+	 * claimed "deny/settled" never gets here: no later state follows
+	 * it in the graph */
+	claimed.fraud_status =
+	    slash != NULL && strcmp(ts, "capture") == 0 ? slash + 1 : NULL;
 	order_decide(facts, &claimed, &first);
 	if (!first.transition)
 		return false;
