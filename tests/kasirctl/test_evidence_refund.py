@@ -168,6 +168,10 @@ def main():
         unpaid = create_order(st)
         pay(st, a)
         total = amount(st, a)
+        # the receipt is counted below (a refund is not a second receipt):
+        # wait for its delivery here, the sink may be slow to store it
+        st.wait_until(lambda: len(mails(st, a, "Pembayaran diterima")) == 1,
+                      timeout=60, what="receipt email")
         # the default mode: the order became PAID on the Status API's
         # answer (the confirmation), which is the refund's payment proof,
         # so "no_payment_proof" cannot happen for it; it still does in
