@@ -678,6 +678,9 @@ def confirm_point(args, st, key, idx, rate):
     la = loadavg()
     print(f"[kbench] confirm: {n} payments at {rate}/s; {up_before}")
     cpu0 = cpu_snapshot(st)
+    if args.statements:
+        st.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        st.sql("SELECT pg_stat_statements_reset()")
     t0, intended, status = open_loop_send(st.url("ingest"), bodies, rate,
                                           args.clients)
     sent_end = time.time()
@@ -694,6 +697,9 @@ def confirm_point(args, st, key, idx, rate):
         pass
     cpu = cpu_used(cpu0, cpu_snapshot(st))
     wall = time.time() - t0
+    if args.statements:
+        print(f"[kbench] confirm {rate}/s: PostgreSQL statements"
+              " (pg_stat_statements):\n" + drain_statements(st, 25))
     got = rows()
     want = {oid: intended[i] for i, oid in enumerate(ids)}
     paid = [oid for oid, v in got.items() if v[5] is not None]
@@ -942,19 +948,21 @@ def drain_once(args, live, n):
             "rate_db": done / span if span else float("nan")}
 
 
-def drain_statements(st):
+def drain_statements(st, top=15):
     """The statements PostgreSQL spent the drain on (pg_stat_statements,
     --statements): the top 15 by total time, with their share."""
     rows = st.sql(
         "SELECT round(100 * total_exec_time / sum(total_exec_time) OVER ())::int,"
         " calls, round(total_exec_time::numeric, 0), rows,"
-        " left(regexp_replace(query, '\\s+', ' ', 'g'), 110)"
-        " FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 15")
+        " r.rolname || ': ' || left(regexp_replace(query, '\\s+', ' ', 'g'), 110)"
+        " FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid"
+        " ORDER BY total_exec_time DESC LIMIT %s", (top,))
     hot = st.sql("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
-                 " WHERE schemaname = 'orders' AND relname = 'orders'")[0]
+                 " WHERE schemaname = 'orders' AND relname = 'orders'")
     return ("\n".join(f"{r[0]:3d}% {r[1]:8d} calls {r[2]:8} ms {r[3]:8d} rows  {r[4]}"
                       for r in rows)
-            + f"\norders.orders: {hot[0]} row updates, {hot[1]} of them HOT")
+            + (f"\norders.orders: {hot[0][0]} row updates, {hot[0][1]} of them HOT"
+               if hot else ""))
 
 
 def bench_drain(args):
@@ -1286,8 +1294,8 @@ def main():
                     help="confirm: do not run kasir-notifier (receipts)")
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
     ap.add_argument("--statements", action="store_true",
-                    help="drain: load pg_stat_statements and print where"
-                    " PostgreSQL spent the drain")
+                    help="drain, confirm: load pg_stat_statements and print"
+                    " where PostgreSQL spent its time")
     ap.add_argument("--profile", action="store_true",
                     help="drain: perf record kasir-order for 8 s during the drain;"
                     " ingest: perf record kasir-ingest during its max run")

@@ -464,7 +464,14 @@ def run(args, kb):
                 pth = threading.Thread(target=lambda: prof.update(text=kb.perf_profile(
                     pid, max(1, secs - 2), os.path.join(work, "ingest-perf"))))
                 pth.start()
+            if waits and args.statements:
+                st.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                st.sql("SELECT pg_stat_statements_reset()")
             res = run_loadgen(loadgen, urls, bodies, conns, secs, offset, rate)
+            if waits and args.statements:
+                print(f"[kbench] {label}: PostgreSQL statements"
+                      " (pg_stat_statements):\n" + kb.drain_statements(st, 12),
+                      flush=True)
             if waits and args.profile:
                 pth.join()
                 res["perf"] = prof.get("text", "")

@@ -43,6 +43,13 @@ struct db_conf {
 	const char *application_name; /* e.g. "kasir-order" */
 	int connect_timeout_s;        /* default 5 */
 	int statement_timeout_ms;     /* default 10000; 0 = server default */
+	/* plan_cache_mode = force_generic_plan for this connection: its
+	 * prepared statements are planned once, not at every execution.
+	 * For the hot loops (stream producer and consumer, ingest committers,
+	 * reconciler lanes, notifier workers), whose statements have one
+	 * shape whatever their parameters; never for a statement whose plan
+	 * depends on which optional filter is NULL (kasirctl searches). */
+	bool generic_plans;
 };
 
 struct db_stmt {

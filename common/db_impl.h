@@ -25,6 +25,7 @@ struct kasir_db {
 	char *appname;
 	int connect_timeout_s;
 	int statement_timeout_ms;
+	bool generic_plans;
 
 	char label[DB_LABEL_MAX]; /* failpoint prefix: "reconciler.scheduler" */
 	struct live_loop *live; /* the loop that owns the handle; may be NULL */

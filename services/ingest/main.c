@@ -376,6 +376,7 @@ main(int argc, char **argv)
 
 		sc.db.application_name = "kasir-ingest-committer";
 		sc.db.statement_timeout_ms = (int)conf.statement_timeout_ms;
+		sc.db.generic_plans = true;
 		qc.db.application_name = "kasir-ingest-quarantine";
 		qc.db.statement_timeout_ms = (int)conf.statement_timeout_ms;
 		if ((r = ingest_store_start(&sc, producer, &g.im, &g.store)) <

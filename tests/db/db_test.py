@@ -34,13 +34,15 @@ EDB, EDBUNKNOWN, ESQL = -1001, -1002, -1003
 
 
 class Driver:
-    def __init__(self, dsn, password=None, stmt_timeout_ms=None):
+    def __init__(self, dsn, password=None, stmt_timeout_ms=None, generic_plans=False):
         exe = os.path.join(kasirtest.build_dir(), "tests", "db-driver")
         env = dict(os.environ, KASIR_TEST_DSN=dsn)
         if password is not None:
             env["KASIR_TEST_PASSWORD"] = password
         if stmt_timeout_ms is not None:
             env["KASIR_TEST_STMT_TIMEOUT_MS"] = str(stmt_timeout_ms)
+        if generic_plans:
+            env["KASIR_TEST_GENERIC_PLANS"] = "1"
         self.p = subprocess.Popen([exe], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, env=env, text=True)
         self.first = self._read()
@@ -178,6 +180,20 @@ def test_transactions(pg, dsn, pw):
     r = expect(d.cmd("q slow|SELECT pg_sleep(2)"), ESQL, "statement timeout")
     assert r["state"] == "57014", r
     expect(d.cmd("q one|SELECT 1"), 0, "after timeout")
+    r = expect(d.cmd("q pcm|SHOW plan_cache_mode"), 0, "plan_cache_mode")
+    assert r["v"] == "auto", r
+    d.close()
+
+    # generic_plans (the hot loops: db.h), with the timeout beside it and
+    # kept across a reconnect
+    d = Driver(dsn, pw, stmt_timeout_ms=200, generic_plans=True)
+    r = expect(d.cmd("q pcm|SHOW plan_cache_mode"), 0, "generic plans")
+    assert r["v"] == "force_generic_plan", r
+    r = expect(d.cmd("q slow|SELECT pg_sleep(2)"), ESQL, "timeout with generic plans")
+    assert r["state"] == "57014", r
+    kill_backend(pg, d)
+    r, _ = wait_rc(d, "q pcm|SHOW plan_cache_mode", 0, 10, "generic plans after reconnect")
+    assert r["v"] == "force_generic_plan", r
     d.close()
 
     # wrong password: db_open still succeeds, the handle stays down
