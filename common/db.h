@@ -45,10 +45,11 @@ struct db_conf {
 	int statement_timeout_ms;     /* default 10000; 0 = server default */
 	/* plan_cache_mode = force_generic_plan for this connection: its
 	 * prepared statements are planned once, not at every execution.
-	 * For the hot loops (stream producer and consumer, ingest committers,
-	 * reconciler lanes, notifier workers), whose statements have one
-	 * shape whatever their parameters; never for a statement whose plan
-	 * depends on which optional filter is NULL (kasirctl searches). */
+	 * Only where measured better (docs/performance.md, "Generic
+	 * plans"): kasir-ingest's committers.  A generic plan can be much
+	 * worse: kasir-order's evidence lock (unnest joined to orders, an
+	 * EXISTS on evidence) took 7x longer, a search whose plan depends
+	 * on which optional filter is NULL would scan the whole table. */
 	bool generic_plans;
 };
 

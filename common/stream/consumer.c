@@ -493,7 +493,6 @@ stream_consumer_start(const struct stream_consumer_conf *conf,
                       struct stream_consumer **ret)
 {
 	char loop[LIVE_NAME_MAX];
-	struct db_conf dc;
 	struct stream_consumer *c;
 	int rc;
 
@@ -564,9 +563,7 @@ stream_consumer_start(const struct stream_consumer_conf *conf,
 	rc = stream_cond_init_mono(&c->cv);
 	if (rc < 0)
 		goto fail_mutex;
-	dc = conf->db;
-	dc.generic_plans = true; /* fixed-shape statements (db.h) */
-	rc = db_open(&dc, &c->db);
+	rc = db_open(&conf->db, &c->db);
 	if (rc < 0)
 		goto fail_cond;
 	/* the consumer reads its cursor at least every poll_ms */

@@ -222,7 +222,6 @@ stream_producer_start(const struct stream_producer_conf *conf,
 	struct stream_producer *p;
 	int rc;
 	char loop[LIVE_NAME_MAX];
-	struct db_conf dc;
 
 	if (conf == NULL || kr == NULL || ret == NULL ||
 	    !stream_valid(conf->stream) || !stream_schema_valid(conf->schema) ||
@@ -281,16 +280,13 @@ stream_producer_start(const struct stream_producer_conf *conf,
 		goto fail_mutex;
 	}
 
-	/* fixed-shape statements on every connection of the producer */
-	dc = conf->db;
-	dc.generic_plans = true;
-	rc = db_open(&dc, &p->pub_db);
+	rc = db_open(&conf->db, &p->pub_db);
 	if (rc < 0)
 		goto fail_cond;
-	rc = db_open(&dc, &p->rep_db);
+	rc = db_open(&conf->db, &p->rep_db);
 	if (rc < 0)
 		goto fail_db;
-	rc = db_open(&dc, &p->seq_db);
+	rc = db_open(&conf->db, &p->seq_db);
 	if (rc < 0)
 		goto fail_db;
 	/* the publisher passes every heartbeat; replay answers on demand */

@@ -684,7 +684,6 @@ worker_main(void *arg)
 	strcat(channels, "}");
 
 	dc.application_name = "kasir-notifier-worker";
-	dc.generic_plans = true;
 	if (db_open(&dc, &db) < 0) {
 		log_err("worker: cannot create a database handle");
 		return NULL;

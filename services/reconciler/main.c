@@ -201,7 +201,6 @@ main(int argc, char **argv)
 		l->window = (size_t)(conf.batch / conf.lanes +
 		                     (i < conf.batch % conf.lanes ? 1 : 0));
 		dc.application_name = app;
-		dc.generic_plans = true;
 		if (db_open(&dc, &l->db) < 0)
 			goto out_daemon;
 		/* a pass may make window x (retries + 1) Status API calls,
@@ -213,7 +212,6 @@ main(int argc, char **argv)
 			goto out_daemon;
 		}
 	}
-	dc.generic_plans = false; /* kasirctl's searches: db.h */
 	dc.application_name = "kasir-reconciler-admin";
 	if (db_open(&dc, &r.admin_db) < 0)
 		goto out_daemon;
