@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "body_buf.h"
 #include "drill.h"
 #include "err.h"
 
@@ -21,39 +22,13 @@
 /* each request: 5 s (a scrape of a hung daemon fails as Prometheus's
  * would) */
 
-struct buf {
-	char *p;
-	size_t n;
-	bool overflow;
-};
-
-static size_t
-on_data(char *ptr, size_t size, size_t nmemb, void *arg)
-{
-	struct buf *b = arg;
-	size_t add = size * nmemb;
-	char *np;
-
-	if (b->n + add > HTTP_BODY_MAX) {
-		b->overflow = true;
-		return 0;
-	}
-	if ((np = realloc(b->p, b->n + add + 1)) == NULL)
-		return 0;
-	b->p = np;
-	memcpy(b->p + b->n, ptr, add);
-	b->n += add;
-	b->p[b->n] = '\0';
-	return add;
-}
-
 int
 drill_http(const char *method, const char *url, const char *json_body,
            const char *bearer, long *ret_status, char **ret_body)
 {
 	CURL *h = curl_easy_init();
 	struct curl_slist *hdr = NULL;
-	struct buf b = {0};
+	struct body_buf b;
 	char auth[600];
 	CURLcode cc;
 	int rc = 0;
@@ -63,12 +38,13 @@ drill_http(const char *method, const char *url, const char *json_body,
 		*ret_body = NULL;
 	if (h == NULL)
 		return -ENOMEM;
+	body_buf_init(&b, HTTP_BODY_MAX, BODY_ABORT);
 	curl_easy_setopt(h, CURLOPT_URL, url);
 	curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 3000L);
 	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 5000L);
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_buf_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, &b);
 	if (json_body != NULL) {
 		hdr = curl_slist_append(hdr, "Content-Type: application/json");
@@ -86,12 +62,10 @@ drill_http(const char *method, const char *url, const char *json_body,
 		rc = KASIR_EPEER;
 	} else {
 		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, ret_status);
-		if (ret_body) {
-			*ret_body = b.p ? b.p : strdup("");
-			b.p = NULL;
-		}
+		if (ret_body && (*ret_body = body_buf_take(&b)) == NULL)
+			rc = -ENOMEM;
 	}
-	free(b.p);
+	body_buf_free(&b);
 	curl_slist_free_all(hdr);
 	curl_easy_cleanup(h);
 	return rc;

@@ -31,6 +31,7 @@
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 
+#include "body_buf.h"
 #include "channel.h"
 
 #define WA_RESPONSE_MAX (16 * 1024)
@@ -69,26 +70,6 @@ static void
 wa_fini(void *state)
 {
 	free(state);
-}
-
-struct rbuf {
-	char data[WA_RESPONSE_MAX + 1];
-	size_t len;
-};
-
-static size_t
-response_write(char *ptr, size_t size, size_t nmemb, void *arg)
-{
-	struct rbuf *b = arg;
-	size_t n = size * nmemb, room = WA_RESPONSE_MAX - b->len;
-
-	/* keep the first 16 KiB; the rest is read and dropped */
-	if (n < room)
-		room = n;
-	memcpy(b->data + b->len, ptr, room);
-	b->len += room;
-	b->data[b->len] = '\0';
-	return n;
 }
 
 /* The wamid from {"messages":[{"id":"wamid..."}]}, if any. */
@@ -253,7 +234,7 @@ wa_send(void *state, const struct send_job *job, char *provider_id,
 	const struct wa_error *we;
 	struct curl_slist *hdrs = NULL;
 	cJSON *req = NULL;
-	struct rbuf *resp = NULL;
+	struct body_buf resp;
 	char *auth = NULL, *body = NULL;
 	enum send_result res = SEND_TRANSIENT;
 	curl_off_t uploaded = 0;
@@ -262,6 +243,8 @@ wa_send(void *state, const struct send_job *job, char *provider_id,
 	CURLcode cc;
 	size_t alen = 0;
 
+	/* the first 16 KiB of an answer; the rest is read and dropped */
+	body_buf_init(&resp, WA_RESPONSE_MAX, BODY_TRUNCATE);
 	snprintf(ret_code, code_len, "nomem");
 	snprintf(errbuf, errlen, "out of memory");
 	snprintf(opaque, sizeof(opaque), "job-%lld", (long long)job->id);
@@ -270,9 +253,8 @@ wa_send(void *state, const struct send_job *job, char *provider_id,
 	body = cJSON_PrintUnformatted(req);
 	alen = strlen("Authorization: Bearer ") + c->wa_token.len + 1;
 	auth = malloc(alen);
-	resp = calloc(1, sizeof(*resp));
 	h = curl_easy_init();
-	if (body == NULL || auth == NULL || resp == NULL || h == NULL)
+	if (body == NULL || auth == NULL || h == NULL)
 		goto out;
 	snprintf(auth, alen, "Authorization: Bearer %s", c->wa_token.value);
 	hdrs = curl_slist_append(NULL, "Content-Type: application/json");
@@ -292,8 +274,8 @@ wa_send(void *state, const struct send_job *job, char *provider_id,
 	curl_easy_setopt(h, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(h, CURLOPT_POSTFIELDS, body);
 	curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, response_write);
-	curl_easy_setopt(h, CURLOPT_WRITEDATA, resp);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_buf_write);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, &resp);
 	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)c->wa_timeout_ms);
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS,
 	                 (long)(c->wa_timeout_ms / 2));
@@ -313,12 +295,12 @@ wa_send(void *state, const struct send_job *job, char *provider_id,
 	}
 	snprintf(ret_code, code_len, "http_%ld", status);
 	if (status >= 200 && status < 300) {
-		extract_wamid(resp->data, provider_id, provider_id_len);
+		extract_wamid(resp.data, provider_id, provider_id_len);
 		errbuf[0] = '\0';
 		res = SEND_OK;
 		goto out;
 	}
-	extract_error(resp->data, &wa_code, perr, sizeof(perr));
+	extract_error(resp.data, &wa_code, perr, sizeof(perr));
 	if ((we = wa_error_find(wa_code)) != NULL) {
 		/* the reason first: it is what `notify jobs` shows */
 		snprintf(ret_code, code_len, "wa_%ld", wa_code);
@@ -351,7 +333,7 @@ out:
 		free(auth);
 	}
 	free(body);
-	free(resp);
+	body_buf_free(&resp);
 	cJSON_Delete(req);
 	return res;
 }

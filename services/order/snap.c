@@ -18,6 +18,7 @@
 #include <curl/curl.h>
 #include <cjson/cJSON.h>
 
+#include "body_buf.h"
 #include "log.h"
 #include "order.h"
 #include "util.h"
@@ -29,33 +30,6 @@ int
 snap_global_init(void)
 {
 	return curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK ? 0 : -EIO;
-}
-
-struct buf {
-	char *data;
-	size_t len;
-	bool overflow;
-};
-
-static size_t
-write_cb(char *ptr, size_t size, size_t nmemb, void *arg)
-{
-	struct buf *b = arg;
-	size_t n = size * nmemb;
-	char *p;
-
-	if (b->len + n > SNAP_RESPONSE_MAX) {
-		b->overflow = true;
-		return 0; /* aborts the transfer */
-	}
-	p = realloc(b->data, b->len + n + 1);
-	if (p == NULL)
-		return 0;
-	memcpy(p + b->len, ptr, n);
-	b->data = p;
-	b->len += n;
-	b->data[b->len] = '\0';
-	return n;
 }
 
 /* Cuts s to at most max bytes without splitting a UTF-8 sequence. */
@@ -122,7 +96,7 @@ out:
  * (timeout, refused, reset), with *ret_body (may be NULL) the response. */
 static int
 snap_post(const struct order_conf *c, const char *url, const char *body,
-          struct buf *resp, char *err, size_t err_len)
+          struct body_buf *resp, char *err, size_t err_len)
 {
 	CURL *h = curl_easy_init();
 	struct curl_slist *hdrs = NULL;
@@ -147,7 +121,7 @@ snap_post(const struct order_conf *c, const char *url, const char *body,
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, write_cb);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, body_buf_write);
 	curl_easy_setopt(h, CURLOPT_WRITEDATA, resp);
 	curl_easy_setopt(h, CURLOPT_USERAGENT, "kasir-order/" KASIR_VERSION);
 	cc = curl_easy_perform(h);
@@ -191,9 +165,10 @@ snap_create(const struct order_conf *c, const struct snap_request *rq,
 		return 0;
 	}
 	for (attempt = 0; attempt <= c->snap_retries; attempt++) {
-		struct buf resp = {0};
+		struct body_buf resp;
 		int status;
 
+		body_buf_init(&resp, SNAP_RESPONSE_MAX, BODY_ABORT);
 		if (attempt > 0) {
 			int64_t ms = backoff_ms(attempt - 1, 200, 1000);
 			struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
@@ -225,14 +200,14 @@ snap_create(const struct order_conf *c, const struct snap_request *rq,
 				         status);
 			}
 			cJSON_Delete(j);
-			free(resp.data);
+			body_buf_free(&resp);
 			break;
 		}
 		if (status == 406) {
 			r.outcome = SNAP_USED;
 			snprintf(r.error, sizeof(r.error),
 			         "order_id already used at midtrans (406)");
-			free(resp.data);
+			body_buf_free(&resp);
 			break;
 		}
 		if (status >= 400 && status < 500) {
@@ -242,7 +217,7 @@ snap_create(const struct order_conf *c, const struct snap_request *rq,
 			snprintf(r.error, sizeof(r.error),
 			         "snap answered %d%s%s", status,
 			         m[0] ? ": " : "", m);
-			free(resp.data);
+			body_buf_free(&resp);
 			break;
 		}
 		/* 5xx, 3xx, transport errors: temporary, retry */
@@ -252,7 +227,7 @@ snap_create(const struct order_conf *c, const struct snap_request *rq,
 		else
 			snprintf(r.error, sizeof(r.error), "snap answered %d",
 			         status);
-		free(resp.data);
+		body_buf_free(&resp);
 	}
 	free(body);
 	*ret = r;

@@ -311,8 +311,8 @@ insert_answer(struct recon *r, struct kasir_db *db,
 	    OPT(a->f.currency),
 	    OPT(a->f.payment_type),
 	    OPT(a->f.transaction_id),
-	    a->body,
-	    a->body_truncated ? "true" : "false",
+	    a->body.data,
+	    a->body.overflow ? "true" : "false",
 	    OPT(a->error),
 	    lat,
 	    past_expiry ? "true" : "false",
@@ -323,7 +323,7 @@ insert_answer(struct recon *r, struct kasir_db *db,
 	    c->confirm_seq > 0 ? "true" : "false",
 	};
 #undef OPT
-	if (a->body != NULL && !utf8_valid(a->body, a->body_len))
+	if (a->body.data != NULL && !utf8_valid(a->body.data, a->body.len))
 		p[14] = "(body is not valid UTF-8: not stored)";
 	if ((rc = db_exec(db, &st_insert, p, &res)) < 0)
 		return rc;

@@ -36,6 +36,7 @@
 
 #include "admin_socket.h"
 #include "base_conf.h"
+#include "body_buf.h"
 #include "config.h"
 #include "ratelimit.h"
 
@@ -218,9 +219,9 @@ struct statusapi_answer {
 	long http_status; /* 0: no HTTP answer */
 	enum recon_verdict verdict;
 	struct status_fields f;
-	char *body; /* malloc'd, <= RECON_BODY_MAX; may be NULL */
-	size_t body_len;
-	bool body_truncated;
+	/* the first RECON_BODY_MAX bytes (body.data may be NULL);
+	 * body.overflow: Midtrans sent more */
+	struct body_buf body;
 	char error[RECON_ERROR_MAX]; /* transport error text; "" if none */
 	int64_t latency_ms;
 	int64_t at_ms; /* real time the answer arrived */

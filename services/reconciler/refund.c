@@ -174,35 +174,14 @@ parse_idr(const char *s, int64_t *ret)
 /* ---- the HTTP call ------------------------------------------------------- */
 
 struct refund_answer {
-	long http_status; /* 0: none */
-	char *body;       /* malloc'd, <= RECON_BODY_MAX */
-	size_t body_len;
+	long http_status;     /* 0: none */
+	struct body_buf body; /* the first RECON_BODY_MAX bytes */
 	char error[RECON_ERROR_MAX];
 	int64_t latency_ms;
 	const char *outcome; /* accepted | refused | uncertain */
 	char status_code[16];
 	char status_message[512];
 };
-
-static size_t
-on_body(char *ptr, size_t size, size_t nmemb, void *arg)
-{
-	struct refund_answer *a = arg;
-	size_t n = size * nmemb, keep = n;
-	char *b;
-
-	if (a->body_len + keep > RECON_BODY_MAX)
-		keep = RECON_BODY_MAX - a->body_len;
-	if (keep == 0)
-		return n;
-	if ((b = realloc(a->body, a->body_len + keep + 1)) == NULL)
-		return 0; /* aborts the transfer: reported as an error */
-	memcpy(b + a->body_len, ptr, keep);
-	a->body = b;
-	a->body_len += keep;
-	b[a->body_len] = '\0';
-	return n;
-}
 
 /* "Authorization: Basic base64(server_key:)"; caller wipes and frees. */
 static char *
@@ -238,9 +217,9 @@ interpret(struct refund_answer *a)
 	const cJSON *sc, *sm;
 
 	a->outcome = "uncertain";
-	if (a->http_status == 0 || a->body == NULL)
+	if (a->http_status == 0 || a->body.data == NULL)
 		return;
-	if ((j = cJSON_ParseWithLength(a->body, a->body_len)) == NULL)
+	if ((j = cJSON_ParseWithLength(a->body.data, a->body.len)) == NULL)
 		return;
 	sc = cJSON_GetObjectItemCaseSensitive(j, "status_code");
 	sm = cJSON_GetObjectItemCaseSensitive(j, "status_message");
@@ -303,8 +282,8 @@ refund_call(const struct recon_conf *conf, const char *order_id,
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
 	                 (long)conf->connect_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)conf->timeout_ms);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, a);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, body_buf_write);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, &a->body);
 	cc = curl_easy_perform(e);
 	a->latency_ms = now_mono_ms() - t0;
 	if (cc == CURLE_OK)
@@ -377,6 +356,7 @@ recon_admin_refund(void *arg, const struct admin_request *req, cJSON **ret,
 	const struct refusal no = {code, code_len, msg, msg_len};
 	int rc;
 
+	body_buf_init(&a.body, RECON_BODY_MAX, BODY_TRUNCATE);
 	if (!cJSON_IsString(joid) || !order_id_valid(joid->valuestring, 50) ||
 	    (jamount != NULL && !cJSON_IsNull(jamount) &&
 	     (!cJSON_IsNumber(jamount) || jamount->valuedouble < 1 ||
@@ -522,9 +502,10 @@ recon_admin_refund(void *arg, const struct admin_request *req, cJSON **ret,
 		ap[2] = hs;
 		ap[3] = a.status_code[0] ? a.status_code : NULL;
 		ap[4] = a.status_message[0] ? a.status_message : NULL;
-		ap[5] = a.body != NULL && utf8_valid(a.body, a.body_len)
-		            ? a.body
-		            : NULL;
+		ap[5] =
+		    a.body.data != NULL && utf8_valid(a.body.data, a.body.len)
+		        ? a.body.data
+		        : NULL;
 		ap[6] = a.error[0] ? a.error : NULL;
 		ap[7] = lat;
 		if ((rc = db_begin(db)) < 0 ||
@@ -601,7 +582,7 @@ db_failed:
 	         db_last_error(db));
 out:
 	PQclear(res);
-	free(a.body);
+	body_buf_free(&a.body);
 	cJSON_Delete(after);
 	return rc;
 }

@@ -200,9 +200,7 @@ struct statusapi {
 static void
 answer_free(struct statusapi_answer *a)
 {
-	free(a->body);
-	a->body = NULL;
-	a->body_len = 0;
+	body_buf_free(&a->body);
 }
 
 void
@@ -302,37 +300,6 @@ statusapi_free(struct statusapi *a)
 	free(a);
 }
 
-/* Body sink: grows the buffer as needed up to RECON_BODY_MAX; the rest of
- * a longer body is read and dropped (the answer is still one). */
-static size_t
-on_body(char *ptr, size_t size, size_t nmemb, void *arg)
-{
-	struct statusapi_answer *a = arg;
-	size_t n = size * nmemb, room = RECON_BODY_MAX - a->body_len;
-
-	if (n > room) {
-		a->body_truncated = true;
-		n = room;
-	}
-	if (n > 0) {
-		size_t cap = 4096;
-		char *b;
-
-		while (cap < a->body_len + n + 1)
-			cap *= 2;
-		if (cap > RECON_BODY_MAX + 1)
-			cap = RECON_BODY_MAX + 1;
-		b = realloc(a->body, cap);
-		if (b == NULL)
-			return 0; /* aborts the transfer: no answer */
-		a->body = b;
-		memcpy(a->body + a->body_len, ptr, n);
-		a->body_len += n;
-		a->body[a->body_len] = '\0';
-	}
-	return size * nmemb;
-}
-
 /* Starts the next attempt of c.  0 or -ENOMEM. */
 static int
 start(struct statusapi *a, struct statusapi_call *c)
@@ -352,6 +319,8 @@ start(struct statusapi *a, struct statusapi_call *c)
 	curl_free(esc);
 	c->cur = &c->answers[c->nanswers++];
 	memset(c->cur, 0, sizeof(*c->cur));
+	/* a longer answer is kept cut, and says so (body_truncated) */
+	body_buf_init(&c->cur->body, RECON_BODY_MAX, BODY_TRUNCATE);
 	curl_easy_setopt(e, CURLOPT_URL, url);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, a->headers);
 	curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
@@ -361,8 +330,8 @@ start(struct statusapi *a, struct statusapi_call *c)
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
 	                 (long)a->conf->connect_timeout_ms);
 	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)a->conf->timeout_ms);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, c->cur);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, body_buf_write);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, &c->cur->body);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, c);
 	curl_easy_setopt(e, CURLOPT_USERAGENT,
 	                 "kasir-reconciler/" KASIR_VERSION);
@@ -395,9 +364,9 @@ finish(struct statusapi *a, struct statusapi_call *c, CURLcode res)
 	}
 	ans->http_status = code;
 	ans->latency_ms = now_mono_ms() - c->started_ms;
-	ans->verdict =
-	    statusapi_interpret(code, ans->body, ans->body_len, c->order_id,
-	                        c->by_txn ? c->ident : NULL, &ans->f);
+	ans->verdict = statusapi_interpret(
+	    code, ans->body.data, ans->body.len, c->order_id,
+	    c->by_txn ? c->ident : NULL, &ans->f);
 	metric_observe(a->m->latency, (double)ans->latency_ms / 1000.0);
 	if (!recon_verdict_is_answer(ans->verdict))
 		metric_inc(a->m->errors);
