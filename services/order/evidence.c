@@ -124,7 +124,23 @@ fields_with_ref(const struct evidence_msg *e)
 	return d;
 }
 
-/* order.evidence: what was received and what it did (no snapshot). */
+/* What a piece of evidence said and when it arrived, for kasir-reconciler
+ * (its watch list learns the payment type and, from notifications, that
+ * webhooks arrive): on order.evidence, and on the event of the transition
+ * the evidence made, which then goes without an order.evidence. */
+static void
+evidence_said_add(cJSON *d, const struct evidence_msg *e)
+{
+	cJSON_AddStringToObject(
+	    d, "transaction_status",
+	    e->in.transaction_status ? e->in.transaction_status : e->kind);
+	if (e->payment_type != NULL)
+		cJSON_AddStringToObject(d, "payment_type", e->payment_type);
+	cJSON_AddStringToObject(d, "received_at", e->received_at);
+}
+
+/* order.evidence: what was received and what it did (no snapshot), for
+ * evidence that made no transition. */
 static cJSON *
 evidence_event(const struct evidence_msg *e, bool applied,
                enum order_status after)
@@ -138,14 +154,9 @@ evidence_event(const struct evidence_msg *e, bool applied,
 	}
 	cJSON_AddStringToObject(d, "order_id", e->order_id);
 	cJSON_AddItemToObject(d, "evidence", ev);
-	cJSON_AddStringToObject(
-	    d, "transaction_status",
-	    e->in.transaction_status ? e->in.transaction_status : e->kind);
 	if (e->transaction_id != NULL)
 		cJSON_AddStringToObject(d, "transaction_id", e->transaction_id);
-	if (e->payment_type != NULL)
-		cJSON_AddStringToObject(d, "payment_type", e->payment_type);
-	cJSON_AddStringToObject(d, "received_at", e->received_at);
+	evidence_said_add(d, e);
 	cJSON_AddBoolToObject(d, "applied", applied);
 	cJSON_AddStringToObject(d, "order_status", order_status_name(after));
 	return d;
@@ -182,6 +193,7 @@ transition_event(const struct evidence_msg *e, enum order_status to,
 	}
 	if ((d = fields_with_ref(e)) == NULL)
 		return -ENOMEM;
+	evidence_said_add(d, e); /* the transaction id is the snapshot's */
 	if (to == ORDER_PAID) {
 		time_rfc3339(now_real_ms(), at, sizeof(at));
 		cJSON_AddStringToObject(d, "paid_at", at);
@@ -297,8 +309,8 @@ plain_add(struct effect_list *l, enum effect_kind kind, struct evidence_rec *r)
  * appends what the decision does to l, in the order it happens: the
  * evidence row, the transition, the order row, the transition's event,
  * the grant or revocation (with their events), the partial refund's
- * event, order.flagged, the confirm.request of a held notification,
- * order.evidence.
+ * event, order.flagged, the confirm.request of a held notification, and
+ * order.evidence when there was no transition.
  */
 static int
 evidence_plan(const struct order_service *s, struct evidence_rec *r,
@@ -359,6 +371,10 @@ evidence_plan(const struct order_service *s, struct evidence_rec *r,
 	    (rc = event_add(l, r, MSG_CONFIRM_REQUEST,
 	                    confirm_request_fields(e), true)) < 0)
 		return rc;
+	/* a transition's event already says what the evidence said
+	 * (evidence_said_add): one message fewer per payment */
+	if (d->transition)
+		return 0;
 	return event_add(l, r, MSG_ORDER_EVIDENCE,
 	                 evidence_event(e, d->result == EV_APPLIED, r->after),
 	                 false);

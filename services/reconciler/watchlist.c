@@ -14,12 +14,15 @@
  *                      evidence said (the "says something new" filter);
  *                      for webhook notifications (source "ingest") the
  *                      time they arrived: per order and globally (the
- *                      automatic reconciliation mode, mode.c)
+ *                      automatic reconciliation mode, mode.c).  Evidence
+ *                      that made a transition says this on the
+ *                      transition's event instead (below)
  *   confirm.request -> kasir-order holds a notification until the Status
  *                      API confirms it: ask now (even a final order),
  *                      the answer is published whatever it says
  *   order.paid, order.failed, order.expired, order.cancelled,
- *   order.refunded  -> final: the row leaves the schedule
+ *   order.refunded  -> final: the row leaves the schedule; and what the
+ *                      evidence of the transition said, as order.evidence
  *   anything else   -> nothing to do
  */
 #include <errno.h>
@@ -345,9 +348,13 @@ apply_one(struct recon *r, struct kasir_db *db, const struct kasir_msg *msg,
 		rc = apply_evidence(db, msg, seq, x);
 	else if (msg->type == MSG_CONFIRM_REQUEST)
 		rc = apply_confirm(r, db, msg, seq, x);
-	else if (is_final_type(msg->type))
+	else if (is_final_type(msg->type)) {
 		rc = apply_final(db, msg, seq, x);
-	else
+		/* the transition's event says what its evidence said (there
+		 * is no order.evidence for it); older ones do not */
+		if (rc == 0 && msg_str(msg, "received_at") != NULL)
+			rc = apply_evidence(db, msg, seq, x);
+	} else
 		return 0; /* access.*, order.flagged: not the watch list's */
 	if (rc == KASIR_ESQL && strncmp(db_last_sqlstate(db), "22", 2) == 0) {
 		/* data exception (a time that does not parse...): this

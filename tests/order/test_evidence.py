@@ -129,8 +129,15 @@ def test_sequences(s):
     assert s.status("SEQ-2") == "PAID"
     assert paid_transitions(s, "SEQ-2") == 1
     assert entitlements(s, "SEQ-2", active_only=False) == 1
-    assert len(s.events("SEQ-2", "order.paid")) == 1
-    assert len(s.events("SEQ-2", "order.evidence")) == 3
+    paid = s.events("SEQ-2", "order.paid")
+    assert len(paid) == 1
+    # the transition's event says what its evidence said (for the
+    # reconciler); order.evidence only for the two that changed nothing
+    said = json.loads(paid[0][1])["data"]
+    assert said["transaction_status"] == "settlement" and said["received_at"], said
+    assert said["evidence"]["source"] == "ingest", said
+    ev = [json.loads(b)["data"] for _, b in s.events("SEQ-2", "order.evidence")]
+    assert [e["applied"] for e in ev] == [False, False], ev
     res = [r[0] for r in s.sql("SELECT result FROM orders.evidence WHERE order_id='SEQ-2' ORDER BY id")]
     assert res == ["applied", "noop", "noop"], res
 

@@ -3,7 +3,10 @@
 created, notifications dropped) and every pending order is then checked at
 the short mode interval; it turns off by itself when notifications resume.
 An operator's mode change needs the engineer role and a reason, is
-audited, and an operator's reconcile mode is not left automatically."""
+audited, and an operator's reconcile mode is not left automatically.
+In signature_only mode a notification makes the PAID transition itself
+(no order.evidence for it): the watch list learns from order.paid what
+the notification said, and that webhooks arrive."""
 import time
 
 import rstack
@@ -103,6 +106,32 @@ def main():
         else:
             raise AssertionError("audit rows deleted")
         log("ok")
+    signature_only_learns()
+
+
+def signature_only_learns():
+    with rstack.stack({"ORDER_SIGNATURE_ONLY": "true"},
+                      name="reconciler_mode_sigonly") as st:
+        rstack.start(st)
+        before = st.sql("SELECT last_ingest_at FROM recon.settings WHERE id = 1")[0][0]
+        oid = rstack.create_order(st, "sig@example.com")
+        rstack.pay(st, oid, notify="normal", payment_type="qris")
+        st.wait_until(lambda: rstack.order_status(st, oid) == "PAID",
+                      timeout=20, what="PAID on the signed notification")
+        _, _, source, _ = rstack.transitions(st, oid, "PAID")[0]
+        assert source == "ingest", source
+        # no order.evidence for the notification that made the transition
+        assert st.sql("SELECT count(*) FROM orders.stream_out WHERE type ="
+                      " 'order.evidence' AND body::jsonb->'data'->>'order_id' = %s",
+                      (oid,)) == [(0,)]
+        st.wait_until(lambda: st.sql("SELECT final FROM recon.watch WHERE order_id = %s",
+                                     (oid,)) == [(True,)], what="watch final")
+        w = st.sql("SELECT payment_type, last_key, last_notification_at IS NOT NULL"
+                   " FROM recon.watch WHERE order_id = %s", (oid,))
+        assert w == [("qris", "status:settlement", True)], w
+        after = st.sql("SELECT last_ingest_at FROM recon.settings WHERE id = 1")[0][0]
+        assert after is not None and (before is None or after > before), (before, after)
+        log("signature_only: the watch list learned from order.paid")
 
 
 if __name__ == "__main__":
