@@ -1267,7 +1267,7 @@ def main():
     ap.add_argument("--seconds", type=int, default=None)
     ap.add_argument("--clients", type=int, default=None,
                     help="connections (ingest: 32, others: 16)")
-    ap.add_argument("--pool", type=int, default=250000,
+    ap.add_argument("--pool", type=int, default=400000,
                     help="ingest: pre-generated notifications (distinct orders)")
     ap.add_argument("--committers", type=int, default=None,
                     help="ingest: its committer count, when its config has one")
