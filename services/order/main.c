@@ -172,6 +172,9 @@ main(int argc, char **argv)
 		if (rc < 0)
 			goto out_consumers;
 		cc.committed = kick_orders;
+		/* the evidence path's statements have one shape: planned once
+		 * per connection, not at every execution (db.h) */
+		cc.db.generic_plans = true;
 		/* evidence.c keeps nothing outside the transaction: apply
 		 * each batch without a savepoint per message and write its
 		 * order events with one statement (stream.h) */

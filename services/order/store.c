@@ -220,20 +220,25 @@ emit_revoked(struct stream_producer *p, struct kasir_db *db,
  * element per row), so one message and a whole round run the same SQL ---- */
 
 /* One row per message whose order exists: u.i is the message's 1-based
- * position; "recorded" says whether (source, ref) is recorded. */
+ * position; "recorded" says whether (source, ref) is recorded.  The probe
+ * is a LATERAL with LIMIT 1, one index lookup per message: as an EXISTS,
+ * the consumer's generic plan (db.h generic_plans) hashed the whole
+ * evidence table at every execution. */
 static const struct db_stmt st_lock_evidence = {
     .name = "order_lock_evidence",
     .sql = "SELECT u.i, " STORE_ROW_COLS(
         "o", "u.checked_at") ","
-                             " EXISTS (SELECT 1 FROM orders.evidence ev"
-                             "  WHERE ev.source = u.source AND ev.ref = u.ref) "
-                             "AS recorded"
+                             " rec.found IS NOT NULL AS recorded"
                              " FROM unnest($1::text[], $2::timestamptz[], "
                              "$3::text[],"
                              "  $4::bigint[]) WITH ORDINALITY AS u(order_id, "
                              "checked_at,"
                              "  source, ref, i)"
                              " JOIN orders.orders o ON o.order_id = u.order_id"
+                             " LEFT JOIN LATERAL (SELECT 1 AS found"
+                             "  FROM orders.evidence ev WHERE ev.source ="
+                             "  u.source AND ev.ref = u.ref LIMIT 1) rec"
+                             "  ON true"
                              " ORDER BY o.order_id, u.i FOR UPDATE OF o",
     .nparams = 4,
 };
