@@ -996,8 +996,9 @@ def bench_drain(args):
   stored by kasir-ingest while kasir-order was stopped; then kasir-order
   started and drained them through the ingest stream (replay): the whole
   order path (decision, evidence row, transition, order row, entitlement,
-  order events: `order.paid`, `access.granted`, `order.evidence`) with
-  order.signature_only, so no Status API call is in the way.
+  order events: `order.paid`, which also says what the notification
+  said, and `access.granted`) with order.signature_only, so no Status
+  API call is in the way.
 - live confirmation: the same with the default mode, kasir-reconciler
   (concurrency {E2E_RECON['RECON_CONCURRENCY']}, rps {E2E_RECON['RECON_RPS']}) and the fake Midtrans (each order
   paid there first): each notification is held, kasir-reconciler asks the
@@ -1030,9 +1031,10 @@ def bench_drain(args):
   per batch of 256 plus the lock, the ids, the deferred appends and
   COMMIT): round trips no longer bound it.  The bench polls the
   consumer's cursor, not a count over the orders.
-- What would raise it further: fewer or smaller order events per
-  payment (each carries the order's snapshot; notifier and reconciler
-  read `order.paid`, `access.granted` and `order.evidence`), kasir-order
+- What would raise it further: smaller order events (each carries the
+  order's snapshot; notifier and reconciler read `order.paid` and
+  `access.granted`; `order.evidence` is no longer sent for evidence that
+  made a transition), kasir-order
   preparing its next batch while PostgreSQL writes the current one (one
   consumer thread alternates: CPU of both processes is well under the
   two cores during the drain), and two cores the drain does not share.
