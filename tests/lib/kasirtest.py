@@ -159,7 +159,10 @@ cannot contain "@" or a newline.
                           fake: its port accepts connections.  Fails early
                           with the log tail if the process died.
   pid(name), running(name), kill(name, sig=SIGKILL), restart(name),
-  stop(name, timeout=10) -> exit status (SIGTERM, SIGKILL after timeout)
+  stop(name, timeout=10) -> exit status (SIGTERM, SIGKILL after timeout;
+                             before the SIGKILL every thread's stack, by gdb
+                             when installed, else the threads' names and
+                             states, goes to the end of the process's log)
   stop_all()
   run_ctl(*args, check=False) -> CompletedProcess of kasirctl --config ...
   url(what)               "ingest" (notification URL), "api", "fake_midtrans",
@@ -261,6 +264,40 @@ def db_roles():
     for svc in SERVICES:
         roles += [f"kasir_{svc}", f"kasir_{svc}_owner"]
     return roles
+
+
+def _dump_threads(pid, log_path):
+    """Where a process that does not stop is stuck: every thread's stack
+    (gdb, when installed and allowed to attach), else each thread's name
+    and state from /proc, appended to its log (the test prints the log's
+    tail).  Best effort: diagnostics, never a test result."""
+    out = ""
+    gdb = shutil.which("gdb")
+    if gdb:
+        try:
+            r = subprocess.run([gdb, "-p", str(pid), "-batch", "-nx",
+                                "-ex", "thread apply all bt 30"],
+                               capture_output=True, text=True, timeout=30)
+            if "#0" in r.stdout:
+                out = r.stdout
+            else:
+                out = f"gdb could not attach: {r.stderr.strip()[-300:]}\n"
+        except (OSError, subprocess.TimeoutExpired) as e:
+            out = f"gdb failed: {e}\n"
+    if not out.startswith("Thread") and "#0" not in out:
+        try:
+            for tid in sorted(os.listdir(f"/proc/{pid}/task"), key=int):
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    comm = f.read().strip()
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+                out += f"thread {tid} {comm} state {state}\n"
+        except OSError as e:
+            out += f"/proc/{pid}: {e}\n"
+    with contextlib.suppress(OSError):
+        with open(log_path, "a") as f:
+            f.write(f"=== kasirtest: pid {pid} did not stop; its threads:\n"
+                    + out)
 
 
 def _log(msg):
@@ -1417,6 +1454,7 @@ class Stack:
             p.popen.wait(timeout)
         except subprocess.TimeoutExpired:
             _log(f"{name} ignored SIGTERM for {timeout}s: SIGKILL")
+            _dump_threads(p.popen.pid, p.log)
             p.signalled = signal.SIGKILL
             p.popen.kill()
             p.popen.wait(10)
