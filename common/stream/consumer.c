@@ -211,11 +211,18 @@ consumer_read_cursor(struct stream_consumer *c, int64_t *ret_cur)
 /*
  * Replays from the cursor until the producer answers with nothing more.
  * Returns 0 when caught up, or an error (transient: back off and retry).
+ *
+ * A full batch is followed by more: the request for the next one is sent
+ * before this one is applied (the producer reads and signs it meanwhile)
+ * and its answer used only if it starts where the cursor stands after
+ * the apply; otherwise (a refusal, another instance, a partial batch) it
+ * is dropped and asked again.  The cursor read in each turn decides.
  */
 static int
 consumer_catch_up(struct stream_consumer *c)
 {
 	struct batch *b = &c->batch;
+	int64_t ahead = -1; /* "after" of the request in flight, or -1 */
 
 	while (!consumer_stopping(c)) {
 		nng_msg *ans = NULL;
@@ -229,7 +236,14 @@ consumer_catch_up(struct stream_consumer *c)
 		if (rc < 0)
 			return rc;
 		consumer_set_cursor(c, cur);
-		rc = consumer_replay_request(c, cur, &ans);
+		if (ahead == cur) {
+			rc = consumer_replay_wait(c, &ans);
+		} else {
+			/* nothing in flight, or for another place: a new
+			 * request abandons the old one */
+			rc = consumer_replay_request(c, cur, &ans);
+		}
+		ahead = -1;
 		if (rc < 0)
 			return rc == -ECANCELED ? 0 : rc;
 		batch_clear(b);
@@ -274,6 +288,9 @@ consumer_catch_up(struct stream_consumer *c)
 			return bad ? KASIR_EPROTO : 0;
 		}
 		consumer_heard_head(c, batch_last_seq(b, cur));
+		if (!bad && b->n == b->cap &&
+		    consumer_replay_send(c, batch_last_seq(b, cur)) == 0)
+			ahead = batch_last_seq(b, cur);
 		rc = consumer_apply_batch(c);
 		batch_clear(b);
 		if (rc < 0 && rc != KASIR_ECONFLICT)

@@ -162,14 +162,15 @@ producer_replay_main(void *arg)
 	return NULL;
 }
 
-/* Sends a signed replay request and waits for the answer. */
+/* Sends a signed replay request for the messages after `after`.  The
+ * answer waits in the REQ socket until consumer_replay_wait(); a newer
+ * request abandons an older one (nng's REQ discards its answer). */
 int
-consumer_replay_request(struct stream_consumer *c, int64_t after, nng_msg **ret)
+consumer_replay_send(struct stream_consumer *c, int64_t after)
 {
 	cJSON *data = cJSON_CreateObject();
 	char *body = NULL;
-	nng_msg *ans = NULL;
-	int rc = -ENOMEM, rv;
+	int rc = -ENOMEM;
 
 	if (data == NULL ||
 	    cJSON_AddStringToObject(data, "stream", c->stream) == NULL ||
@@ -181,19 +182,35 @@ consumer_replay_request(struct stream_consumer *c, int64_t after, nng_msg **ret)
 		goto out;
 	rc =
 	    stream_seal_and_send_aio(c->kr, c->req, c->aio, body, strlen(body));
-	if (rc < 0)
-		goto out;
-	rv = stream_aio_recvmsg(c->req, c->aio, &ans);
-	if (rv != 0) {
-		log_fields(LOG_DEBUG, LOG_F({"STREAM", c->stream}),
-		           "replay request: %s", nng_strerror(rv));
-		rc = stream_nng_stopped(rv) ? -ECANCELED : stream_nng_err(rv);
-		goto out;
-	}
-	metric_inc(c->m_replays);
-	*ret = ans;
 out:
 	free(body);
 	cJSON_Delete(data);
 	return rc;
+}
+
+/* Waits for the answer to the last replay request sent. */
+int
+consumer_replay_wait(struct stream_consumer *c, nng_msg **ret)
+{
+	nng_msg *ans = NULL;
+	int rv;
+
+	rv = stream_aio_recvmsg(c->req, c->aio, &ans);
+	if (rv != 0) {
+		log_fields(LOG_DEBUG, LOG_F({"STREAM", c->stream}),
+		           "replay request: %s", nng_strerror(rv));
+		return stream_nng_stopped(rv) ? -ECANCELED : stream_nng_err(rv);
+	}
+	metric_inc(c->m_replays);
+	*ret = ans;
+	return 0;
+}
+
+/* Sends a signed replay request and waits for the answer. */
+int
+consumer_replay_request(struct stream_consumer *c, int64_t after, nng_msg **ret)
+{
+	int rc = consumer_replay_send(c, after);
+
+	return rc < 0 ? rc : consumer_replay_wait(c, ret);
 }

@@ -256,6 +256,8 @@ void producer_defer_clear(struct defer_slot *d);
 
 /* replay.c */
 void *producer_replay_main(void *arg);
+int consumer_replay_send(struct stream_consumer *c, int64_t after);
+int consumer_replay_wait(struct stream_consumer *c, nng_msg **ret);
 int consumer_replay_request(struct stream_consumer *c, int64_t after,
                             nng_msg **ret);
 
