@@ -4,8 +4,9 @@
  * Appenders (append.c) only insert into S.stream_pending: a bigserial pos,
  * no shared row lock, so any number of transactions append to one stream
  * at once and commit in any order.  The sequencer thread of a producer,
- * woken by stream_producer_kick() right after a local COMMIT and every
- * STREAM_SEQUENCE_POLL_MS otherwise, runs passes (an unkicked one first
+ * woken by stream_producer_kick() right after a local COMMIT (under load
+ * at most every STREAM_SEQUENCE_GAP_MS) and every STREAM_SEQUENCE_POLL_MS
+ * otherwise, runs passes (an unkicked one first
  * asks, in one statement, whether anything is pending and where the head
  * is, so an idle stream costs one query per poll); one pass is one
  * transaction of its own connection:
@@ -63,6 +64,11 @@
 #define STREAM_SEQUENCE_BATCH   5000   /* rows per pass, at most */
 #define STREAM_SEQUENCE_BATCH_S "5000" /* the same, as a parameter */
 #define STREAM_SEQUENCE_BUSY_MS 2      /* retry while another pass runs */
+/* Under load a kick comes with every local COMMIT: passes start at most
+ * this often, so that each moves more rows for its fixed cost (a
+ * transaction, a durable COMMIT, four round trips).  An idle stream's
+ * first message waits for nothing. */
+#define STREAM_SEQUENCE_GAP_MS 3
 
 int
 producer_body_tail(const struct stream_producer *p, const char *body,
@@ -256,7 +262,7 @@ void *
 producer_sequencer_main(void *arg)
 {
 	struct stream_producer *p = arg;
-	int64_t next = 0, moved = 0;
+	int64_t next = 0, moved = 0, last_pass = 0;
 	bool busy = false, failing = false, kicked, pending;
 	int rc;
 
@@ -266,6 +272,12 @@ producer_sequencer_main(void *arg)
 
 		if (!p->seq_kicked && now < next) {
 			stream_cond_wait_ms(&p->seq_cv, &p->mu, next - now);
+			continue;
+		}
+		if (p->seq_kicked && moved < STREAM_SEQUENCE_BATCH &&
+		    now < last_pass + STREAM_SEQUENCE_GAP_MS) {
+			stream_cond_wait_ms(&p->seq_cv, &p->mu,
+			                    last_pass + STREAM_SEQUENCE_GAP_MS - now);
 			continue;
 		}
 		kicked = p->seq_kicked || busy || moved > 0;
@@ -280,6 +292,7 @@ producer_sequencer_main(void *arg)
 		if (!kicked && sequence_probe(p, &pending) < 0)
 			pending = false; /* db_ensure paces the reconnects */
 		if (pending) {
+			last_pass = now_mono_ms();
 			rc = sequence_pass(p, &moved, &busy);
 			sequence_note(p, rc, &failing);
 		}
