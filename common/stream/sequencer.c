@@ -277,7 +277,8 @@ producer_sequencer_main(void *arg)
 		if (p->seq_kicked && moved < STREAM_SEQUENCE_BATCH &&
 		    now < last_pass + STREAM_SEQUENCE_GAP_MS) {
 			stream_cond_wait_ms(&p->seq_cv, &p->mu,
-			                    last_pass + STREAM_SEQUENCE_GAP_MS - now);
+			                    last_pass + STREAM_SEQUENCE_GAP_MS -
+			                        now);
 			continue;
 		}
 		kicked = p->seq_kicked || busy || moved > 0;
