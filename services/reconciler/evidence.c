@@ -61,12 +61,43 @@
 #include "stream.h"
 #include "util.h"
 
+/*
+ * The claim.  Which rows are due is said once, in the locking query's
+ * WHERE; the candidates it looks at come from four index scans (forced,
+ * confirmation asked, next check passed, and in reconciliation mode the
+ * oldest last check), each at most twice the limit, so a claim reads a few
+ * index entries whatever the number of final rows the table keeps.  (One
+ * WHERE with ORs was a sequential scan of the whole table: 3.5 ms a claim
+ * with 5,000 rows and their dead versions, the reconciler's largest cost
+ * at 500 payments/s.)  A candidate another lane holds is skipped.
+ */
 static const struct db_stmt st_claim = {
     .name = "recon_claim",
     .sql = "UPDATE recon.watch w SET"
            " lease_until = now() + $1::bigint * interval '1 millisecond'"
            " FROM (SELECT order_id FROM recon.watch"
-           "  WHERE (lease_until IS NULL OR lease_until < now())"
+           "  WHERE order_id = ANY (ARRAY("
+           "   (SELECT order_id FROM recon.watch WHERE forced"
+           "    ORDER BY confirm_seq IS NULL, next_check_at"
+           "    LIMIT 2 * $4::int)"
+           "   UNION ALL"
+           "   (SELECT order_id FROM recon.watch"
+           "    WHERE confirm_seq IS NOT NULL AND next_check_at <= now()"
+           "     AND (lease_until IS NULL OR lease_until < now())"
+           "    ORDER BY next_check_at LIMIT 2 * $4::int)"
+           "   UNION ALL"
+           "   (SELECT order_id FROM recon.watch"
+           "    WHERE NOT final AND next_check_at <= now()"
+           "     AND (lease_until IS NULL OR lease_until < now())"
+           "    ORDER BY next_check_at LIMIT 2 * $4::int)"
+           "   UNION ALL"
+           "   (SELECT order_id FROM recon.watch"
+           "    WHERE $2::bool AND NOT final AND coalesce(last_check_at,"
+           "     created_at) <= now() - $3::bigint * interval '1 millisecond'"
+           "     AND (lease_until IS NULL OR lease_until < now())"
+           "    ORDER BY coalesce(last_check_at, created_at)"
+           "    LIMIT 2 * $4::int)))"
+           "   AND (lease_until IS NULL OR lease_until < now())"
            "   AND (forced OR (confirm_seq IS NOT NULL AND next_check_at <="
            "    now()) OR (NOT final AND (next_check_at <= now()"
            "    OR ($2::bool AND coalesce(last_check_at, created_at) <="
