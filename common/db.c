@@ -92,7 +92,9 @@ db_pg_connect(const struct db_conf *conf, char *why, size_t why_len)
 		snprintf(options, sizeof(options), "-c statement_timeout=%d ",
 		         conf->statement_timeout_ms);
 	if (conf->generic_plans)
-		strcat(options, "-c plan_cache_mode=force_generic_plan");
+		strcat(options, "-c plan_cache_mode=force_generic_plan ");
+	if (conf->index_scans)
+		strcat(options, "-c enable_seqscan=off");
 	if (options[0] != '\0') {
 		keys[n] = "options";
 		vals[n++] = options;
@@ -238,6 +240,7 @@ db_open(const struct db_conf *conf, struct kasir_db **ret)
 	db->statement_timeout_ms =
 	    conf->statement_timeout_ms > 0 ? conf->statement_timeout_ms : 0;
 	db->generic_plans = conf->generic_plans;
+	db->index_scans = conf->index_scans;
 	db->backoff_ms = DB_BACKOFF_MIN_MS;
 	db->next_try_ms = 0;
 	(void)db_ensure(db);
@@ -291,6 +294,7 @@ db_ensure(struct kasir_db *db)
 	    .connect_timeout_s = db->connect_timeout_s,
 	    .statement_timeout_ms = db->statement_timeout_ms,
 	    .generic_plans = db->generic_plans,
+	    .index_scans = db->index_scans,
 	};
 	db->pg = db_pg_connect(&c, why, sizeof(why));
 	if (db->pg == NULL) {

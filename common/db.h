@@ -52,6 +52,15 @@ struct db_conf {
 	 * LIMIT 1), and a search whose plan depends on which optional
 	 * filter is NULL would scan the whole table. */
 	bool generic_plans;
+	/* enable_seqscan = off for this connection: for loops whose every
+	 * statement reads a few rows through an index.  The statistics of a
+	 * table that grew in a burst lag behind it until autovacuum analyzes
+	 * it, and meanwhile the planner takes it for a handful of rows and
+	 * scans it whole: kasir-reconciler's claim read all 10,000 rows of
+	 * recon.watch for its "forced" candidates (17 ms a claim) twenty
+	 * seconds into a 500 payments/s run.  A statement with no index to
+	 * use still runs, as a sequential scan. */
+	bool index_scans;
 };
 
 struct db_stmt {

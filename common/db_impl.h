@@ -26,6 +26,7 @@ struct kasir_db {
 	int connect_timeout_s;
 	int statement_timeout_ms;
 	bool generic_plans;
+	bool index_scans;
 
 	char label[DB_LABEL_MAX]; /* failpoint prefix: "reconciler.scheduler" */
 	struct live_loop *live; /* the loop that owns the handle; may be NULL */

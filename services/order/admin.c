@@ -113,10 +113,7 @@ static const struct db_stmt st_paid_no_access = {
     .name = "admin_doctor_paid_no_access",
     .sql = "SELECT o.order_id, o.customer_email, o.course_id,"
            " " TS("o.paid_at") " AS paid_at"
-           " FROM orders.orders o"
-           " WHERE o.status = 'PAID' AND NOT EXISTS"
-           " (SELECT 1 FROM orders.entitlements e"
-           " WHERE e.order_id = o.order_id AND e.revoked_at IS NULL)"
+           " FROM orders.orders o WHERE " ORDER_PAID_WITHOUT_ACCESS
            " ORDER BY o.paid_at LIMIT 1000",
     .nparams = 0,
 };
@@ -245,6 +242,10 @@ cmd_doctor(struct kasir_db *db, cJSON **ret)
 
 	if (o == NULL)
 		return -ENOMEM;
+	if ((rc = store_facts_begin(db)) < 0) {
+		cJSON_Delete(o);
+		return rc;
+	}
 	if ((rc = add(o, "paid_without_access", db, &st_paid_no_access, NULL)) <
 	        0 ||
 	    (rc = add(o, "access_without_paid", db, &st_access_no_paid, NULL)) <
@@ -260,9 +261,11 @@ cmd_doctor(struct kasir_db *db, cJSON **ret)
 	        0 ||
 	    (rc = add(o, "unknown_notifications", db, &st_unknown_list, NULL)) <
 	        0) {
+		db_rollback(db);
 		cJSON_Delete(o);
 		return rc;
 	}
+	db_rollback(db); /* read only */
 	*ret = o;
 	return 0;
 }

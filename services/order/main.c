@@ -39,9 +39,8 @@ static const char *const consumed[] = {"ingest", "recon"};
  * connection (never on the scrape thread). */
 static const struct db_stmt st_count_paid_no_access = {
     .name = "main_count_paid_no_access",
-    .sql = "SELECT count(*) FROM orders.orders o WHERE o.status = 'PAID'"
-           " AND NOT EXISTS (SELECT 1 FROM orders.entitlements e"
-           " WHERE e.order_id = o.order_id AND e.revoked_at IS NULL)",
+    .sql = "SELECT count(*) FROM orders.orders o"
+           " WHERE " ORDER_PAID_WITHOUT_ACCESS,
     .nparams = 0,
 };
 
@@ -105,15 +104,16 @@ order_tick(void *arg)
 	if (now - t->last_ms < CONSISTENCY_EVERY_MS)
 		return;
 	t->last_ms = now;
-	if (db_ensure(t->d->db) == 0 &&
-	    db_exec(t->d->db, &st_count_paid_no_access, NULL, &res) == 0)
+	if (db_ensure(t->d->db) < 0 || store_facts_begin(t->d->db) < 0)
+		return;
+	if (db_exec(t->d->db, &st_count_paid_no_access, NULL, &res) == 0)
 		metric_set(t->paid_no_access, (double)db_get_i64(res, 0, 0));
 	PQclear(res);
 	res = NULL;
-	if (db_ensure(t->d->db) == 0 &&
-	    db_exec(t->d->db, &st_count_awaiting, NULL, &res) == 0)
+	if (db_exec(t->d->db, &st_count_awaiting, NULL, &res) == 0)
 		metric_set(t->awaiting, (double)db_get_i64(res, 0, 0));
 	PQclear(res);
+	db_rollback(t->d->db);
 }
 
 int

@@ -215,6 +215,16 @@ int store_order_view(struct kasir_db *db, const char *order_id, bool full,
  * itself with LIMIT. */
 int store_rows_json(struct kasir_db *db, const struct db_stmt *stmt,
                     const char *const *params, struct cJSON **ret);
+/* Begins the read-only transaction in which whole-table facts (doctor,
+ * the consistency gauges) are read; end it with db_rollback().  Its joins
+ * are hash or merge joins whatever the statistics say (see store_view.c). */
+int store_facts_begin(struct kasir_db *db);
+/* The SOP's P1 "paid but access inactive", for the orders table as "o":
+ * PAID with no active entitlement.  Read inside store_facts_begin(). */
+#define ORDER_PAID_WITHOUT_ACCESS                                              \
+	"o.status = 'PAID' AND NOT EXISTS (SELECT 1 FROM orders.entitlements " \
+	"e"                                                                    \
+	" WHERE e.order_id = o.order_id AND e.revoked_at IS NULL)"
 /* Active entitlement for (email, course): NULL data when none. */
 int store_access(struct kasir_db *db, const char *email, const char *course_id,
                  struct cJSON **ret);

@@ -201,6 +201,7 @@ main(int argc, char **argv)
 		l->window = (size_t)(conf.batch / conf.lanes +
 		                     (i < conf.batch % conf.lanes ? 1 : 0));
 		dc.application_name = app;
+		dc.index_scans = true; /* claims and records: db.h */
 		if (db_open(&dc, &l->db) < 0)
 			goto out_daemon;
 		/* a pass may make window x (retries + 1) Status API calls,
@@ -212,6 +213,7 @@ main(int argc, char **argv)
 			goto out_daemon;
 		}
 	}
+	dc.index_scans = false;
 	dc.application_name = "kasir-reconciler-admin";
 	if (db_open(&dc, &r.admin_db) < 0)
 		goto out_daemon;

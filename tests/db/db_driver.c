@@ -68,6 +68,7 @@ main(void)
 		conf.statement_timeout_ms =
 		    atoi(getenv("KASIR_TEST_STMT_TIMEOUT_MS"));
 	conf.generic_plans = getenv("KASIR_TEST_GENERIC_PLANS") != NULL;
+	conf.index_scans = getenv("KASIR_TEST_INDEX_SCANS") != NULL;
 	if (db_open(&conf, &db) < 0)
 		return 2;
 	printf("rc=0 up=%d\n", db_is_up(db));

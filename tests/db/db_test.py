@@ -34,7 +34,8 @@ EDB, EDBUNKNOWN, ESQL = -1001, -1002, -1003
 
 
 class Driver:
-    def __init__(self, dsn, password=None, stmt_timeout_ms=None, generic_plans=False):
+    def __init__(self, dsn, password=None, stmt_timeout_ms=None, generic_plans=False,
+                 index_scans=False):
         exe = os.path.join(kasirtest.build_dir(), "tests", "db-driver")
         env = dict(os.environ, KASIR_TEST_DSN=dsn)
         if password is not None:
@@ -43,6 +44,8 @@ class Driver:
             env["KASIR_TEST_STMT_TIMEOUT_MS"] = str(stmt_timeout_ms)
         if generic_plans:
             env["KASIR_TEST_GENERIC_PLANS"] = "1"
+        if index_scans:
+            env["KASIR_TEST_INDEX_SCANS"] = "1"
         self.p = subprocess.Popen([exe], stdin=subprocess.PIPE,
                                   stdout=subprocess.PIPE, env=env, text=True)
         self.first = self._read()
@@ -182,6 +185,8 @@ def test_transactions(pg, dsn, pw):
     expect(d.cmd("q one|SELECT 1"), 0, "after timeout")
     r = expect(d.cmd("q pcm|SHOW plan_cache_mode"), 0, "plan_cache_mode")
     assert r["v"] == "auto", r
+    r = expect(d.cmd("q ss|SHOW enable_seqscan"), 0, "enable_seqscan")
+    assert r["v"] == "on", r
     d.close()
 
     # generic_plans (the hot loops: db.h), with the timeout beside it and
@@ -194,6 +199,19 @@ def test_transactions(pg, dsn, pw):
     kill_backend(pg, d)
     r, _ = wait_rc(d, "q pcm|SHOW plan_cache_mode", 0, 10, "generic plans after reconnect")
     assert r["v"] == "force_generic_plan", r
+    d.close()
+
+    # index_scans (the reconciler's lanes: db.h), beside generic plans and
+    # the timeout, kept across a reconnect
+    d = Driver(dsn, pw, stmt_timeout_ms=200, generic_plans=True, index_scans=True)
+    for name, q, v in (("ss", "SHOW enable_seqscan", "off"),
+                       ("pcm", "SHOW plan_cache_mode", "force_generic_plan"),
+                       ("st", "SHOW statement_timeout", "200ms")):
+        r = expect(d.cmd("q %s|%s" % (name, q)), 0, q)
+        assert r["v"] == v, (q, r)
+    kill_backend(pg, d)
+    r, _ = wait_rc(d, "q ss|SHOW enable_seqscan", 0, 10, "index scans after reconnect")
+    assert r["v"] == "off", r
     d.close()
 
     # wrong password: db_open still succeeds, the handle stays down
