@@ -1290,7 +1290,7 @@ def main():
     ap.add_argument("--drain-timeout", type=int, default=300)
     ap.add_argument("--status-latency-ms", type=int, default=50,
                     help="e2e: the fake Status API's fixed latency")
-    ap.add_argument("--lanes", type=int, default=2,
+    ap.add_argument("--lanes", type=int, default=4,
                     help="confirm: the reconciler's schedule.lanes")
     ap.add_argument("--without-notifier", action="store_true",
                     help="confirm: do not run kasir-notifier (receipts)")
