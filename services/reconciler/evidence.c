@@ -78,6 +78,7 @@ static const struct db_stmt st_claim = {
            " FROM (SELECT order_id FROM recon.watch"
            "  WHERE order_id = ANY (ARRAY("
            "   (SELECT order_id FROM recon.watch WHERE forced"
+           "     AND (lease_until IS NULL OR lease_until < now())"
            "    ORDER BY confirm_seq IS NULL, next_check_at"
            "    LIMIT 2 * $4::int)"
            "   UNION ALL"
