@@ -285,10 +285,13 @@ publish(struct recon *r, struct kasir_db *db, int64_t check_id,
 	return rc;
 }
 
-/* The watch row of a locked order from st_lock's result. */
-static void
+/* The watch row of a locked order from st_lock's result; KASIR_ENOTFOUND
+ * when the order has none. */
+static int
 watch_from(const PGresult *res, struct watch_state *w)
 {
+	if (PQntuples(res) != 1)
+		return KASIR_ENOTFOUND;
 	memset(w, 0, sizeof(*w));
 	w->final = db_get(res, 0, 0)[0] == 't';
 	kasir_strlcpy(w->last_key, db_get(res, 0, 1) ? db_get(res, 0, 1) : "",
@@ -299,6 +302,7 @@ watch_from(const PGresult *res, struct watch_state *w)
 	w->o.created_ms = db_get_i64(res, 0, 5);
 	w->o.expires_ms = db_get_i64(res, 0, 6);
 	w->forced = db_get(res, 0, 7)[0] == 't';
+	return 0;
 }
 
 static int
@@ -310,13 +314,9 @@ lock_watch(struct kasir_db *db, const char *order_id, struct watch_state *w)
 
 	if ((rc = db_exec(db, &st_lock, p, &res)) < 0)
 		return rc;
-	if (PQntuples(res) != 1) {
-		PQclear(res);
-		return KASIR_ENOTFOUND;
-	}
-	watch_from(res, w);
+	rc = watch_from(res, w);
 	PQclear(res);
-	return 0;
+	return rc;
 }
 
 /*
@@ -522,10 +522,8 @@ group_locked(struct kasir_db *db, size_t n, struct check_plan *plans)
 		PGresult *res = NULL;
 		int r2 = db_pipe_result(db, &res);
 
-		if (r2 == 0 && PQntuples(res) != 1)
-			r2 = KASIR_ENOTFOUND;
 		if (r2 == 0)
-			watch_from(res, &plans[i].w);
+			r2 = watch_from(res, &plans[i].w);
 		PQclear(res);
 		if (r2 < 0 && rc == 0)
 			rc = r2;
