@@ -145,6 +145,28 @@ int db_pipe_result(struct kasir_db *db, PGresult **ret_res);
 void db_pipe_end(struct kasir_db *db);
 
 /*
+ * A transaction's two ends with one round trip each, for loops that run
+ * many short transactions (stream consumers):
+ *   db_begin_with(db, st, p, &res)  BEGIN and st in one pipeline: 0 with
+ *                                   the transaction open and st's result
+ *                                   (caller PQclear()s), or the error of
+ *                                   either with no transaction open, as
+ *                                   db_begin();
+ *   db_commit_with(db, st, p)       st (e.g. a cursor update) and COMMIT
+ *                                   in one pipeline, with db_commit()'s
+ *                                   outcomes: 0 committed, KASIR_ESQL st
+ *                                   or the COMMIT refused (rolled back),
+ *                                   KASIR_EDBUNKNOWN the connection was
+ *                                   lost once both were sent.
+ * Their failpoints are "BEGIN" and "COMMIT", as db_begin()'s and
+ * db_commit()'s, and st's name.
+ */
+int db_begin_with(struct kasir_db *db, const struct db_stmt *st,
+                  const char *const *params, PGresult **ret_res);
+int db_commit_with(struct kasir_db *db, const struct db_stmt *st,
+                   const char *const *params);
+
+/*
  * A PostgreSQL array literal built element by element, to pass many values
  * as one parameter ("$1::text[]", "$2::bigint[]"): every element quoted
  * and escaped, NULL for a NULL value.  Zero-initialise; db_array_text()

@@ -175,3 +175,87 @@ db_pipe_end(struct kasir_db *db)
 	db->piping = false;
 	db->pipe_pending = db->pipe_synced = 0;
 }
+
+/* Transaction control as prepared statements, named as db_begin()'s and
+ * db_commit()'s failpoints. */
+static const struct db_stmt st_begin = {.name = "BEGIN", .sql = "BEGIN"};
+static const struct db_stmt st_commit = {.name = "COMMIT", .sql = "COMMIT"};
+
+int
+db_begin_with(struct kasir_db *db, const struct db_stmt *st,
+              const char *const *params, PGresult **ret_res)
+{
+	const struct db_stmt *const stmts[] = {&st_begin, st};
+	PGresult *res = NULL;
+	int rc;
+
+	if (db == NULL || st == NULL)
+		return -EINVAL;
+	/* a new transaction ends a lost one, as in db_begin() */
+	if (db->state == DB_TX_LOST)
+		db->state = DB_BROKEN;
+	if ((rc = db_pipe_begin(db, stmts, 2)) < 0)
+		return rc;
+	if ((rc = db_pipe_send(db, &st_begin, NULL)) == 0 &&
+	    (rc = db_pipe_send(db, st, params)) == 0 &&
+	    (rc = db_pipe_sync(db)) == 0 &&
+	    (rc = db_pipe_result(db, NULL)) == 0)
+		rc = db_pipe_result(db, &res);
+	db_pipe_end(db);
+	if (rc < 0) {
+		PQclear(res);
+		db_rollback(db); /* no transaction left open */
+		return rc;
+	}
+	if (ret_res != NULL)
+		*ret_res = res;
+	else
+		PQclear(res);
+	return 0;
+}
+
+int
+db_commit_with(struct kasir_db *db, const struct db_stmt *st,
+               const char *const *params)
+{
+	const struct db_stmt *const stmts[] = {st, &st_commit};
+	PGresult *res = NULL;
+	bool sent = false, rolled_back = false;
+	int rc;
+
+	if (db == NULL || st == NULL)
+		return -EINVAL;
+	if ((rc = db_pipe_begin(db, stmts, 2)) < 0) {
+		db_rollback(db);
+		return rc;
+	}
+	if ((rc = db_pipe_send(db, st, params)) == 0)
+		rc = db_pipe_send(db, &st_commit, NULL);
+	/* from here the COMMIT may reach the server (libpq may flush) */
+	sent = rc == 0;
+	if (rc == 0)
+		rc = db_pipe_sync(db);
+	if (rc == 0)
+		rc = db_pipe_result(db, NULL);
+	if (rc == 0 && (rc = db_pipe_result(db, &res)) == 0)
+		/* COMMIT of an aborted transaction answers "ROLLBACK" */
+		rolled_back = strcmp(PQcmdStatus(res), "ROLLBACK") == 0;
+	PQclear(res);
+	db_pipe_end(db);
+	if (rc == KASIR_EDB && sent) {
+		/* COMMIT may have reached the server: nobody knows */
+		db_set_error(db, "", "connection lost with COMMIT in flight");
+		db_rollback(db); /* drops the broken connection */
+		return KASIR_EDBUNKNOWN;
+	}
+	if (rc < 0) {
+		db_rollback(db); /* refused: rolled back */
+		return rc == KASIR_EDB ? rc : KASIR_ESQL;
+	}
+	if (rolled_back) {
+		db_set_error(db, "25P02",
+		             "transaction was aborted and rolled back");
+		return KASIR_ESQL;
+	}
+	return 0;
+}

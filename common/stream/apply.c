@@ -14,29 +14,36 @@
 #include "stream_impl.h"
 
 /* Locks the cursor row (creating it at 0 the first time). */
+/* Opens the transaction and locks the cursor row: one round trip (the
+ * row is created the first time). */
 static int
-consumer_lock_cursor(struct stream_consumer *c, int64_t *ret_cur)
+consumer_begin(struct stream_consumer *c, int64_t *ret_cur)
 {
 	const char *params[] = {c->stream};
 	PGresult *res = NULL;
 	int rc;
 
-	for (int pass = 0; pass < 2; pass++) {
-		rc = db_exec(c->db, &c->st_cur_lock.st, params, &res);
-		if (rc < 0)
-			return rc;
-		if (PQntuples(res) == 1) {
-			*ret_cur = db_get_i64(res, 0, 0);
-			PQclear(res);
-			return 0;
-		}
+	if ((rc = db_begin_with(c->db, &c->st_cur_lock.st, params, &res)) < 0)
+		return rc;
+	if (PQntuples(res) != 1) {
 		PQclear(res);
 		res = NULL;
-		rc = db_exec(c->db, &c->st_cur_init.st, params, NULL);
-		if (rc < 0)
+		if ((rc = db_exec(c->db, &c->st_cur_init.st, params, NULL)) <
+		        0 ||
+		    (rc = db_exec(c->db, &c->st_cur_lock.st, params, &res)) <
+		        0) {
+			db_rollback(c->db);
 			return rc;
+		}
 	}
-	return KASIR_ESQL;
+	if (PQntuples(res) != 1) {
+		PQclear(res);
+		db_rollback(c->db);
+		return KASIR_ESQL;
+	}
+	*ret_cur = db_get_i64(res, 0, 0);
+	PQclear(res);
+	return 0;
 }
 
 static int
@@ -66,21 +73,16 @@ consumer_poison(struct stream_consumer *c, const struct batch_item *it,
 	return rc;
 }
 
-/* Writes the cursor and commits; 0 or the commit's error. */
+/* Writes the cursor and commits, in one round trip; 0 or the commit's
+ * error (KASIR_EDBUNKNOWN included: the caller re-reads the cursor). */
 static int
 consumer_commit(struct stream_consumer *c, int64_t cur)
 {
 	char cur_s[24];
 	const char *params[] = {c->stream, cur_s};
-	int rc;
 
 	stream_i64_text(cur, cur_s);
-	rc = db_exec(c->db, &c->st_cur_set.st, params, NULL);
-	if (rc < 0) {
-		db_rollback(c->db);
-		return rc;
-	}
-	return db_commit(c->db);
+	return db_commit_with(c->db, &c->st_cur_set.st, params);
 }
 
 static void
@@ -126,12 +128,9 @@ consumer_apply_mode(struct stream_consumer *c, bool careful)
 	rc = db_ensure(c->db);
 	if (rc < 0)
 		return rc;
-	rc = db_begin(c->db);
+	rc = consumer_begin(c, &cur);
 	if (rc < 0)
 		return rc;
-	rc = consumer_lock_cursor(c, &cur);
-	if (rc < 0)
-		goto rollback;
 	while (i < b->n && b->items[i].seq <= cur) {
 		dups++;
 		i++;

@@ -9,13 +9,17 @@
  * otherwise, runs passes (an unkicked one first
  * asks, in one statement, whether anything is pending and where the head
  * is, so an idle stream costs one query per poll); one pass is one
- * transaction of its own connection:
+ * transaction of its own connection, sent as one pipeline (BEGIN, 1, 2,
+ * COMMIT: one round trip; the server still runs them one after another,
+ * each statement with its own snapshot):
  *
  *   1. pg_try_advisory_xact_lock(hashtext('kasir.stream.<schema>.<stream>'))
  *      - one sequencer at a time per stream, also across processes (two
  *      kasir-ingest behind one proxy both append; whichever holds the
  *      lock sequences everybody's rows; a dead one's lock goes with its
- *      connection).  Not taken: another pass is running; retry in
+ *      connection).  Its answer is also kept in the transaction's setting
+ *      kasir.sequencer_locked, which statement 2 reads: without the lock
+ *      it moves nothing.  Not taken: another pass is running; retry in
  *      STREAM_SEQUENCE_BUSY_MS (it may not have seen our rows).
  *   2. one statement, with a snapshot taken after the lock (READ
  *      COMMITTED): the committed pending rows in pos order (at most
@@ -33,8 +37,11 @@
  * for the first pos (a scalar subquery with ORDER BY pos LIMIT 1; EXISTS
  * would drop the ordering and allow the sequential scan), and the pass
  * turns enable_seqscan off for its own transaction in the lock statement
- * (no extra round trip).  An index scan skips the entries that earlier
- * scans marked dead.
+ * (statement 2 is planned after statement 1 ran).  An index scan skips the
+ * entries that earlier scans marked dead.  The batch CTE is MATERIALIZED:
+ * inlined into the DELETE's join (it is referenced once), the planner preferred
+ * a merge join over the whole index, dead entries included (100 ms a pass at
+ * 500 payments/s, measured).
  *
  * Why nothing is lost or doubled: a row is in exactly one of stream_pending
  * and stream_out at every commit (moved and deleted in one transaction);
@@ -96,8 +103,9 @@ producer_sequencer_stmts(struct stream_producer *p)
 	         p->stream);
 	snprintf(p->lock_key, sizeof(p->lock_key), "kasir.stream.%s.%s", s, n);
 	rc = stream_stmt_build(&p->st_seq_lock, "seq_lock", s, n, 1,
-	                       "SELECT pg_try_advisory_xact_lock("
-	                       "hashtext($1)), "
+	                       "SELECT set_config('kasir.sequencer_locked', "
+	                       "pg_try_advisory_xact_lock(hashtext($1))::text, "
+	                       "true), "
 	                       "set_config('enable_seqscan', 'off', true)");
 	if (rc == 0)
 		rc = stream_stmt_build(
@@ -110,25 +118,26 @@ producer_sequencer_stmts(struct stream_producer *p)
 	if (rc == 0)
 		rc = stream_stmt_build(
 		    &p->st_seq_move, "seq_move", s, n, 3,
-		    "WITH batch AS (SELECT pos, id, type, at, tail "
+		    "WITH batch AS MATERIALIZED (SELECT pos "
 		    "FROM %s.stream_pending WHERE stream = $1 "
-		    "ORDER BY pos LIMIT $2::bigint), "
+		    "AND current_setting('kasir.sequencer_locked', true) "
+		    "= 'true' ORDER BY pos LIMIT $2::bigint), "
 		    "base AS (SELECT coalesce((SELECT seq FROM %s.stream_head "
 		    "WHERE stream = $1), 0) AS seq), "
 		    "gone AS (DELETE FROM %s.stream_pending d USING batch b "
-		    "WHERE d.stream = $1 AND d.pos = b.pos RETURNING d.pos), "
+		    "WHERE d.stream = $1 AND d.pos = b.pos "
+		    "RETURNING d.pos, d.id, d.type, d.at, d.tail), "
 		    "moved AS (INSERT INTO %s.stream_out (stream, seq, id, "
 		    "type, at, body) SELECT $1, q.seq, q.id, q.type, q.at, "
-		    "$3::text || q.seq || q.tail FROM (SELECT b.id, b.type, "
-		    "b.at, b.tail, base.seq + row_number() OVER "
-		    "(ORDER BY b.pos) AS seq FROM batch b, base) q "
+		    "$3::text || q.seq || q.tail FROM (SELECT g.id, g.type, "
+		    "g.at, g.tail, base.seq + row_number() OVER "
+		    "(ORDER BY g.pos) AS seq FROM gone g, base) q "
 		    "RETURNING seq), "
 		    "head AS (INSERT INTO %s.stream_head AS h (stream, seq) "
 		    "SELECT $1, max(seq) FROM moved HAVING count(*) > 0 "
 		    "ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq "
 		    "RETURNING seq) "
 		    "SELECT (SELECT count(*) FROM moved), "
-		    "(SELECT count(*) FROM gone), "
 		    "coalesce((SELECT seq FROM head), (SELECT seq FROM base))",
 		    s, s, s, s, s);
 	return rc;
@@ -169,68 +178,78 @@ sequence_probe(struct stream_producer *p, bool *ret_pending)
 	return 0;
 }
 
+/* A pass's transaction control, sent in its pipeline. */
+static const struct db_stmt st_pass_begin = {
+    .name = "kasir_stream_pass_begin",
+    .sql = "BEGIN",
+};
+
+static const struct db_stmt st_pass_commit = {
+    .name = "kasir_stream_pass_commit",
+    .sql = "COMMIT",
+};
+
 /*
- * One pass (see the top of the file).  0 with *ret_moved rows sequenced
- * (and *ret_busy when another sequencer held the lock), or the error; the
- * transaction is ended either way.
+ * One pass (see the top of the file): one pipeline, one round trip.  0
+ * with *ret_moved rows sequenced (and *ret_busy when another sequencer
+ * held the lock), or the error; the transaction is ended either way (a
+ * COMMIT whose answer was lost is fine: the next pass reads the truth).
  */
 static int
 sequence_pass(struct stream_producer *p, int64_t *ret_moved, bool *ret_busy)
 {
+	const struct db_stmt *const stmts[] = {
+	    &st_pass_begin, &p->st_seq_lock.st, &p->st_seq_move.st,
+	    &st_pass_commit};
 	const char *lock_params[] = {p->lock_key};
 	const char *move_params[] = {p->stream, STREAM_SEQUENCE_BATCH_S,
 	                             p->body_prefix};
-	PGresult *res = NULL;
-	int64_t moved, gone, head;
-	bool got;
+	struct kasir_db *db = p->seq_db;
+	PGresult *lock = NULL, *move = NULL;
+	int64_t moved = 0, head = 0;
+	bool got = false;
 	int rc;
 
 	*ret_moved = 0;
 	*ret_busy = false;
-	if ((rc = db_ensure(p->seq_db)) < 0)
+	if ((rc = db_ensure(db)) < 0)
 		return rc;
-	if ((rc = db_begin(p->seq_db)) < 0)
-		goto fail;
-	if ((rc = db_exec(p->seq_db, &p->st_seq_lock.st, lock_params, &res)) <
-	    0)
-		goto fail;
-	got = PQntuples(res) == 1 && db_get(res, 0, 0) != NULL &&
-	      db_get(res, 0, 0)[0] == 't';
-	PQclear(res);
-	res = NULL;
+	if ((rc = db_pipe_begin(db, stmts, sizeof(stmts) / sizeof(*stmts))) < 0)
+		return rc;
+	if ((rc = db_pipe_send(db, &st_pass_begin, NULL)) == 0 &&
+	    (rc = db_pipe_send(db, &p->st_seq_lock.st, lock_params)) == 0 &&
+	    (rc = db_pipe_send(db, &p->st_seq_move.st, move_params)) == 0 &&
+	    (rc = db_pipe_send(db, &st_pass_commit, NULL)) == 0 &&
+	    (rc = db_pipe_sync(db)) == 0 &&
+	    (rc = db_pipe_result(db, NULL)) == 0 &&
+	    (rc = db_pipe_result(db, &lock)) == 0 &&
+	    (rc = db_pipe_result(db, &move)) == 0)
+		rc = db_pipe_result(db, NULL);
+	db_pipe_end(db);
+	if (rc == 0 && (PQntuples(lock) != 1 || PQntuples(move) != 1))
+		rc = KASIR_ESQL;
+	if (rc == 0) {
+		got = db_get(lock, 0, 0) != NULL &&
+		      strcmp(db_get(lock, 0, 0), "true") == 0;
+		moved = db_get_i64(move, 0, 0);
+		head = db_get_i64(move, 0, 1);
+	}
+	PQclear(lock);
+	PQclear(move);
+	if (rc < 0) {
+		db_rollback(db); /* an aborted pipeline leaves it open */
+		return rc;
+	}
 	if (!got) {
-		db_rollback(p->seq_db);
 		metric_inc(p->m_seq_busy);
 		*ret_busy = true;
 		return 0;
 	}
-	if ((rc = db_exec(p->seq_db, &p->st_seq_move.st, move_params, &res)) <
-	    0)
-		goto fail;
-	if (PQntuples(res) != 1) {
-		rc = KASIR_ESQL;
-		goto fail;
-	}
-	moved = db_get_i64(res, 0, 0);
-	gone = db_get_i64(res, 0, 1);
-	head = db_get_i64(res, 0, 2);
-	PQclear(res);
-	res = NULL;
-	if (moved != gone) { /* only a lock holder deletes: cannot happen */
-		rc = KASIR_ESQL;
-		goto fail;
-	}
-	if ((rc = db_commit(p->seq_db)) < 0)
-		return rc; /* ended; the next pass reads the truth */
 	metric_add(p->m_sequenced, (uint64_t)moved);
 	/* ours, or another process's rows this process has not sent */
 	sequence_saw_head(p, head, moved);
 	*ret_moved = moved;
 	return 0;
-fail:
-	PQclear(res);
-	db_rollback(p->seq_db);
-	return rc;
 }
 
 /*

@@ -71,43 +71,46 @@
  * with 5,000 rows and their dead versions, the reconciler's largest cost
  * at 500 payments/s.)  A candidate another lane holds is skipped.
  */
+#define CLAIM_SQL                                                              \
+	"UPDATE recon.watch w SET"                                             \
+	" lease_until = now() + $1::bigint * interval '1 millisecond'"         \
+	" FROM (SELECT order_id FROM recon.watch"                              \
+	"  WHERE order_id = ANY (ARRAY("                                       \
+	"   (SELECT order_id FROM recon.watch WHERE forced"                    \
+	"     AND (lease_until IS NULL OR lease_until < now())"                \
+	"    ORDER BY confirm_seq IS NULL, next_check_at"                      \
+	"    LIMIT 2 * $4::int)"                                               \
+	"   UNION ALL"                                                         \
+	"   (SELECT order_id FROM recon.watch"                                 \
+	"    WHERE confirm_seq IS NOT NULL AND next_check_at <= now()"         \
+	"     AND (lease_until IS NULL OR lease_until < now())"                \
+	"    ORDER BY next_check_at LIMIT 2 * $4::int)"                        \
+	"   UNION ALL"                                                         \
+	"   (SELECT order_id FROM recon.watch"                                 \
+	"    WHERE NOT final AND next_check_at <= now()"                       \
+	"     AND (lease_until IS NULL OR lease_until < now())"                \
+	"    ORDER BY next_check_at LIMIT 2 * $4::int)"                        \
+	"   UNION ALL"                                                         \
+	"   (SELECT order_id FROM recon.watch"                                 \
+	"    WHERE $2::bool AND NOT final AND coalesce(last_check_at,"         \
+	"     created_at) <= now() - $3::bigint * interval '1 millisecond'"    \
+	"     AND (lease_until IS NULL OR lease_until < now())"                \
+	"    ORDER BY coalesce(last_check_at, created_at)"                     \
+	"    LIMIT 2 * $4::int)))"                                             \
+	"   AND (lease_until IS NULL OR lease_until < now())"                  \
+	"   AND (forced OR (confirm_seq IS NOT NULL AND next_check_at <="      \
+	"    now()) OR (NOT final AND (next_check_at <= now()"                 \
+	"    OR ($2::bool AND coalesce(last_check_at, created_at) <="          \
+	"        now() - $3::bigint * interval '1 millisecond'))))"            \
+	"  ORDER BY forced DESC, confirm_seq IS NULL, next_check_at"           \
+	"  LIMIT $4::int FOR UPDATE SKIP LOCKED) c"                            \
+	" WHERE w.order_id = c.order_id"                                       \
+	" RETURNING w.order_id, w.transaction_id, w.payment_type,"             \
+	"  w.confirm_seq"
+
 static const struct db_stmt st_claim = {
     .name = "recon_claim",
-    .sql = "UPDATE recon.watch w SET"
-           " lease_until = now() + $1::bigint * interval '1 millisecond'"
-           " FROM (SELECT order_id FROM recon.watch"
-           "  WHERE order_id = ANY (ARRAY("
-           "   (SELECT order_id FROM recon.watch WHERE forced"
-           "     AND (lease_until IS NULL OR lease_until < now())"
-           "    ORDER BY confirm_seq IS NULL, next_check_at"
-           "    LIMIT 2 * $4::int)"
-           "   UNION ALL"
-           "   (SELECT order_id FROM recon.watch"
-           "    WHERE confirm_seq IS NOT NULL AND next_check_at <= now()"
-           "     AND (lease_until IS NULL OR lease_until < now())"
-           "    ORDER BY next_check_at LIMIT 2 * $4::int)"
-           "   UNION ALL"
-           "   (SELECT order_id FROM recon.watch"
-           "    WHERE NOT final AND next_check_at <= now()"
-           "     AND (lease_until IS NULL OR lease_until < now())"
-           "    ORDER BY next_check_at LIMIT 2 * $4::int)"
-           "   UNION ALL"
-           "   (SELECT order_id FROM recon.watch"
-           "    WHERE $2::bool AND NOT final AND coalesce(last_check_at,"
-           "     created_at) <= now() - $3::bigint * interval '1 millisecond'"
-           "     AND (lease_until IS NULL OR lease_until < now())"
-           "    ORDER BY coalesce(last_check_at, created_at)"
-           "    LIMIT 2 * $4::int)))"
-           "   AND (lease_until IS NULL OR lease_until < now())"
-           "   AND (forced OR (confirm_seq IS NOT NULL AND next_check_at <="
-           "    now()) OR (NOT final AND (next_check_at <= now()"
-           "    OR ($2::bool AND coalesce(last_check_at, created_at) <="
-           "        now() - $3::bigint * interval '1 millisecond'))))"
-           "  ORDER BY forced DESC, confirm_seq IS NULL, next_check_at"
-           "  LIMIT $4::int FOR UPDATE SKIP LOCKED) c"
-           " WHERE w.order_id = c.order_id"
-           " RETURNING w.order_id, w.transaction_id, w.payment_type,"
-           "  w.confirm_seq",
+    .sql = CLAIM_SQL,
     .nparams = 4,
 };
 
@@ -151,13 +154,16 @@ static const struct db_stmt st_update = {
     .nparams = 8,
 };
 
-/* A claim only sets leases: losing it in a crash of PostgreSQL makes the
- * rows due again, so its COMMIT need not wait for the WAL flush (the next
- * synchronous COMMIT flushes it anyway). */
-static const struct db_stmt st_claim_async = {
-    .name = "recon_claim_async",
-    .sql = "SELECT set_config('synchronous_commit', 'off', true)",
-    .nparams = 0,
+/* A claim on its own only sets leases: losing it in a crash of
+ * PostgreSQL makes the rows due again, so its COMMIT need not wait for the
+ * WAL flush (the next synchronous COMMIT flushes it anyway).  It is one
+ * statement in autocommit, one round trip: the set_config() in RETURNING
+ * runs for every row taken, before the implicit COMMIT reads the setting
+ * (a claim that took no row wrote nothing and flushes nothing). */
+static const struct db_stmt st_claim_alone = {
+    .name = "recon_claim_alone",
+    .sql = CLAIM_SQL ", set_config('synchronous_commit', 'off', true)",
+    .nparams = 4,
 };
 
 /* After a pass that could not be recorded: its leases, so the orders are
@@ -682,10 +688,11 @@ release_all(struct kasir_db *db, struct statusapi_call *const *calls, size_t n)
 	db_array_free(&a);
 }
 
-/* Claims due rows into calls; *ret_n how many. */
+/* Claims due rows into calls with st (st_claim inside a transaction,
+ * st_claim_alone in autocommit); *ret_n how many. */
 static int
-claim(struct recon *r, struct kasir_db *db, struct statusapi_call **calls,
-      size_t max, size_t *ret_n)
+claim(struct recon *r, struct kasir_db *db, const struct db_stmt *st,
+      struct statusapi_call **calls, size_t max, size_t *ret_n)
 {
 	char lease[24], interval[24], limit[24];
 	PGresult *res = NULL;
@@ -702,8 +709,8 @@ claim(struct recon *r, struct kasir_db *db, struct statusapi_call **calls,
 		    atomic_load(&r->mode) == MODE_RECONCILE ? "true" : "false",
 		    interval, limit};
 
-		if ((rc = db_exec(db, &st_claim, p, &res)) < 0)
-			return rc; /* autocommit: nothing held */
+		if ((rc = db_exec(db, st, p, &res)) < 0)
+			return rc;
 	}
 	for (int i = 0; i < PQntuples(res) && n < max; i++) {
 		struct statusapi_call *c = calls[n];
@@ -753,7 +760,7 @@ record_fast(struct recon *r, struct kasir_db *db, struct statusapi_call **calls,
 	deferred = stream_defer_begin(r->producer, db) == 0;
 	rc = record_group(r, db, calls, n, &kick);
 	if (rc == 0 && want > 0)
-		rc = claim(r, db, slots, want, &claimed);
+		rc = claim(r, db, &st_claim, slots, want, &claimed);
 	if (rc == 0 && deferred)
 		rc = stream_defer_flush(r->producer, db);
 	if (rc < 0) {
@@ -831,7 +838,7 @@ record_all(struct recon *r, struct kasir_db *db, struct statusapi_call **calls,
 	}
 	if (rc == 0 && want > 0 &&
 	    (rc = db_savepoint(db, "recon_claim")) == 0) {
-		if (claim(r, db, slots, want, &claimed) < 0) {
+		if (claim(r, db, &st_claim, slots, want, &claimed) < 0) {
 			claimed = 0;
 			rc = db_rollback_to(db, "recon_claim");
 		} else {
@@ -929,6 +936,38 @@ scheduler_wake(struct recon *r)
 			statusapi_wakeup(r->lanes[i].api);
 }
 
+void
+scheduler_wake_for(struct recon *r, unsigned n)
+{
+	bool chosen[RECON_LANES_MAX] = {false};
+	int64_t need = n;
+
+	pthread_mutex_lock(&r->wake_lock);
+	while (need > 0) {
+		int best = -1;
+		size_t best_free = 0;
+
+		for (int i = 0; i < r->nlanes; i++) {
+			size_t f = atomic_load(&r->lanes[i].free_slots);
+
+			if (!chosen[i] && (best < 0 || f > best_free)) {
+				best = i;
+				best_free = f;
+			}
+		}
+		if (best < 0)
+			break; /* every lane is woken */
+		chosen[best] = true;
+		r->lanes[best].woken = true;
+		need -= best_free > 0 ? (int64_t)best_free : 1;
+	}
+	pthread_cond_broadcast(&r->wake);
+	pthread_mutex_unlock(&r->wake_lock);
+	for (int i = 0; i < r->nlanes; i++)
+		if (chosen[i] && r->lanes[i].api != NULL)
+			statusapi_wakeup(r->lanes[i].api);
+}
+
 /* Takes the lane's wake flag: a confirmation was requested since the last
  * look. */
 static bool
@@ -975,6 +1014,7 @@ pipeline_lend(struct recon_lane *l, struct pipeline *p, size_t max, size_t n)
 		(void)statusapi_add(l->api, p->claim[i]);
 		p->nfree--;
 	}
+	atomic_store(&l->free_slots, p->nfree);
 }
 
 /* How many rows the next claim asks for (into p->claim), 0 for none. */
@@ -994,26 +1034,17 @@ pipeline_claim_slots(struct recon_lane *l, struct pipeline *p)
 	return max;
 }
 
-/* A claim in a transaction of its own, committed without waiting for the
- * WAL flush (st_claim_async). */
+/* A claim in a transaction of its own (st_claim_alone). */
 static int
 claim_alone(struct recon *r, struct kasir_db *db, struct statusapi_call **slots,
             size_t max, size_t *ret_n)
 {
-	size_t n = 0;
 	int rc;
 
-	if ((rc = db_begin(db)) < 0)
+	*ret_n = 0;
+	if ((rc = db_ensure(db)) < 0)
 		return rc;
-	if ((rc = db_exec(db, &st_claim_async, NULL, NULL)) < 0 ||
-	    (rc = claim(r, db, slots, max, &n)) < 0) {
-		db_rollback(db);
-		return rc;
-	}
-	if ((rc = db_commit(db)) < 0)
-		return rc; /* leases maybe taken: they expire */
-	*ret_n = n;
-	return 0;
+	return claim(r, db, &st_claim_alone, slots, max, ret_n);
 }
 
 /* A claim on its own, when nothing is to be recorded. */
@@ -1073,6 +1104,7 @@ pipeline_record(struct recon_lane *l, struct pipeline *p, size_t nd)
 		statusapi_call_reset(c);
 		p->free[p->nfree++] = c;
 	}
+	atomic_store(&l->free_slots, p->nfree);
 	if (kick)
 		stream_producer_kick(r->producer);
 }
@@ -1133,6 +1165,7 @@ scheduler_main(void *arg)
 		pipeline_fini(&p);
 		return NULL;
 	}
+	atomic_store(&l->free_slots, p.nfree);
 	while (!atomic_load(&r->stopping) || statusapi_held(l->api) > 0) {
 		bool stopping = atomic_load(&r->stopping), paused;
 		int64_t now = now_mono_ms(), pu, wait;

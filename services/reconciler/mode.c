@@ -44,18 +44,30 @@ static const struct db_stmt st_load = {
     .sql = "SELECT mode FROM recon.settings WHERE id = 1",
 };
 
-/* Everything the automatic rule needs, with the row locked. */
+/* Everything the automatic rule needs.  It is read without a lock at
+ * every poll (the orders consumer updates the row's last_ingest_at, and a
+ * lock here would make the two wait for each other's COMMIT), and read
+ * again with the row locked only when the rule wants a change. */
+#define MODE_FACTS_SQL                                                         \
+	"SELECT s.mode, s.mode_auto,"                                          \
+	" (extract(epoch FROM s.mode_since) * 1000)::bigint,"                  \
+	" (extract(epoch FROM s.last_ingest_at) * 1000)::bigint,"              \
+	" (SELECT (extract(epoch FROM min(w.created_at)) * 1000)::bigint"      \
+	"  FROM recon.watch w WHERE w.created_at > greatest("                  \
+	"   s.last_ingest_at, s.silence_ref,"                                  \
+	"   now() - $1::bigint * interval '1 millisecond')),"                  \
+	" (extract(epoch FROM now()) * 1000)::bigint"                          \
+	" FROM recon.settings s WHERE s.id = 1"
+
 static const struct db_stmt st_facts = {
     .name = "recon_mode_facts",
-    .sql = "SELECT s.mode, s.mode_auto,"
-           " (extract(epoch FROM s.mode_since) * 1000)::bigint,"
-           " (extract(epoch FROM s.last_ingest_at) * 1000)::bigint,"
-           " (SELECT (extract(epoch FROM min(w.created_at)) * 1000)::bigint"
-           "  FROM recon.watch w WHERE w.created_at > greatest("
-           "   s.last_ingest_at, s.silence_ref,"
-           "   now() - $1::bigint * interval '1 millisecond')),"
-           " (extract(epoch FROM now()) * 1000)::bigint"
-           " FROM recon.settings s WHERE s.id = 1 FOR UPDATE",
+    .sql = MODE_FACTS_SQL,
+    .nparams = 1,
+};
+
+static const struct db_stmt st_facts_locked = {
+    .name = "recon_mode_facts_locked",
+    .sql = MODE_FACTS_SQL " FOR UPDATE OF s",
     .nparams = 1,
 };
 
@@ -164,59 +176,88 @@ auto_change(struct recon *r, struct kasir_db *db, enum recon_mode before,
 	return 0;
 }
 
+struct mode_facts {
+	enum recon_mode cur;
+	bool is_auto;
+	int64_t since, last_ingest, first_unanswered, now;
+};
+
+static int
+mode_read(struct kasir_db *db, const struct db_stmt *st, int64_t window_ms,
+          struct mode_facts *f)
+{
+	PGresult *res = NULL;
+	char window[24];
+	const char *p[1] = {window};
+	int rc;
+
+	snprintf(window, sizeof(window), "%" PRId64, window_ms);
+	if ((rc = db_exec(db, st, p, &res)) < 0)
+		return rc;
+	if (PQntuples(res) != 1) {
+		PQclear(res);
+		return KASIR_ENOTFOUND;
+	}
+	f->cur = parse_mode(db_get(res, 0, 0));
+	f->is_auto = db_get(res, 0, 1)[0] == 't';
+	f->since = db_get_i64(res, 0, 2);
+	f->last_ingest = db_get(res, 0, 3) ? db_get_i64(res, 0, 3) : -1;
+	f->first_unanswered = db_get(res, 0, 4) ? db_get_i64(res, 0, 4) : -1;
+	f->now = db_get_i64(res, 0, 5);
+	PQclear(res);
+	return 0;
+}
+
+/* The automatic rule: true and the mode to change to when one is due. */
+static bool
+mode_rule(const struct recon_conf *c, const struct mode_facts *f,
+          enum recon_mode *to, char *why, size_t whylen)
+{
+	if (!c->auto_mode)
+		return false;
+	if (f->cur == MODE_NORMAL && f->first_unanswered >= 0 &&
+	    f->now - f->first_unanswered >= c->auto_silence_ms) {
+		snprintf(why, whylen,
+		         "orders created for %llds without any webhook "
+		         "notification",
+		         (long long)((f->now - f->first_unanswered) / 1000));
+		*to = MODE_RECONCILE;
+		return true;
+	}
+	if (f->cur == MODE_RECONCILE && f->is_auto &&
+	    f->last_ingest > f->since) {
+		snprintf(why, whylen, "webhook notifications flow again");
+		*to = MODE_NORMAL;
+		return true;
+	}
+	return false;
+}
+
 void
 mode_evaluate(struct recon *r, struct kasir_db *db)
 {
 	const struct recon_conf *c = r->conf;
-	PGresult *res = NULL;
-	enum recon_mode cur;
-	bool is_auto;
-	int64_t since, last_ingest, first_unanswered, now;
-	char window[24], why[160];
-	int rc;
+	struct mode_facts f;
+	enum recon_mode to;
+	char why[160];
 
-	snprintf(window, sizeof(window), "%" PRId64, c->activity_window_ms);
 	if (db_begin(db) < 0)
 		return;
-	{
-		const char *p[1] = {window};
-
-		if ((rc = db_exec(db, &st_facts, p, &res)) < 0 ||
-		    PQntuples(res) != 1)
-			goto rollback;
-	}
-	cur = parse_mode(db_get(res, 0, 0));
-	is_auto = db_get(res, 0, 1)[0] == 't';
-	since = db_get_i64(res, 0, 2);
-	last_ingest = db_get(res, 0, 3) ? db_get_i64(res, 0, 3) : -1;
-	first_unanswered = db_get(res, 0, 4) ? db_get_i64(res, 0, 4) : -1;
-	now = db_get_i64(res, 0, 5);
-	PQclear(res);
-	res = NULL;
-
-	/* the persisted mode wins (another instance, an operator) */
-	if (cur != (enum recon_mode)atomic_load(&r->mode))
-		mode_committed(r, (enum recon_mode)atomic_load(&r->mode), cur,
-		               "database", "mode changed elsewhere");
-	if (!c->auto_mode)
+	if (mode_read(db, &st_facts, c->activity_window_ms, &f) < 0)
 		goto rollback;
-	if (cur == MODE_NORMAL && first_unanswered >= 0 &&
-	    now - first_unanswered >= c->auto_silence_ms) {
-		snprintf(why, sizeof(why),
-		         "orders created for %llds without any webhook "
-		         "notification",
-		         (long long)((now - first_unanswered) / 1000));
-		if (auto_change(r, db, cur, MODE_RECONCILE, why) < 0)
-			goto rollback;
-		return;
-	}
-	if (cur == MODE_RECONCILE && is_auto && last_ingest > since) {
-		snprintf(why, sizeof(why), "webhook notifications flow again");
-		if (auto_change(r, db, cur, MODE_NORMAL, why) < 0)
-			goto rollback;
-		return;
-	}
+	/* the persisted mode wins (another instance, an operator) */
+	if (f.cur != (enum recon_mode)atomic_load(&r->mode))
+		mode_committed(r, (enum recon_mode)atomic_load(&r->mode), f.cur,
+		               "database", "mode changed elsewhere");
+	if (!mode_rule(c, &f, &to, why, sizeof(why)))
+		goto rollback;
+	/* a change is due: decide again on the locked row */
+	if (mode_read(db, &st_facts_locked, c->activity_window_ms, &f) < 0 ||
+	    !mode_rule(c, &f, &to, why, sizeof(why)))
+		goto rollback;
+	if (auto_change(r, db, f.cur, to, why) < 0)
+		goto rollback;
+	return;
 rollback:
-	PQclear(res);
 	db_rollback(db);
 }

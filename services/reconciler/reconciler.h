@@ -335,10 +335,12 @@ struct recon {
 		int index;
 		pthread_t thread;
 		bool started;
-		bool woken;            /* under wake_lock */
-		struct kasir_db *db;   /* the lane's own connection */
-		struct statusapi *api; /* the lane's own client */
-		size_t window;         /* its share of schedule.batch */
+		bool woken;               /* under wake_lock */
+		struct kasir_db *db;      /* the lane's own connection */
+		struct statusapi *api;    /* the lane's own client */
+		size_t window;            /* its share of schedule.batch */
+		atomic_size_t free_slots; /* window slots not lent: which
+		                             lane a confirmation wakes */
 	} lanes[RECON_LANES_MAX];
 	int nlanes;
 	atomic_bool stopping;
@@ -350,8 +352,8 @@ struct recon {
 	atomic_bool auth_broken;
 	atomic_llong auth_paused_until; /* real ms; 0: not paused */
 	atomic_llong last_check_ms;     /* real ms of the last answer */
-	atomic_bool confirm_waiting;    /* a confirm.request was applied:
-	                                   wake the scheduler after COMMIT */
+	atomic_uint confirm_waiting;    /* confirm.requests applied: wake
+	                                   lanes for them after COMMIT */
 
 	struct kasir_db *admin_db;  /* admin socket thread */
 	struct kasir_db *scrape_db; /* metrics scrape */
@@ -373,6 +375,9 @@ void watchlist_committed(void *arg);
 int scheduler_start(struct recon *r);
 void scheduler_stop(struct recon *r);
 void scheduler_wake(struct recon *r);
+/* Wakes the lanes with the most free slots, enough of them for n new
+ * confirmations (one, mostly): the others need not claim for nothing. */
+void scheduler_wake_for(struct recon *r, unsigned n);
 
 /* mode.c */
 /* Loads the persisted mode into r->mode (start-up).  0 or a db error. */

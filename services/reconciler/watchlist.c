@@ -169,6 +169,11 @@ static const struct db_stmt st_confirm = {
  */
 struct wl_exec {
 	int pending; /* statements sent, results not read yet */
+	/* the newest notification arrival of the batch: recon.settings'
+	 * one row is updated once per batch, not once per message (every
+	 * update holds that row until COMMIT, and mode_evaluate() reads it) */
+	const char *ingest_at;
+	int64_t ingest_ms;
 };
 
 static int
@@ -199,7 +204,7 @@ apply_confirm(struct recon *r, struct kasir_db *db, const struct kasir_msg *msg,
 	 * later) is watched from here on */
 	if ((rc = wl_exec(x, db, &st_confirm, p)) < 0)
 		return rc;
-	atomic_store(&r->confirm_waiting, true);
+	atomic_fetch_add(&r->confirm_waiting, 1);
 	log_fields(
 	    LOG_INFO,
 	    LOG_F({"ORDER_ID", p[0]}, {"STREAM", "orders"}, {"SEQ", seq}),
@@ -213,8 +218,10 @@ watchlist_committed(void *arg)
 {
 	struct recon *r = arg;
 
-	if (atomic_exchange(&r->confirm_waiting, false))
-		scheduler_wake(r);
+	unsigned n = atomic_exchange(&r->confirm_waiting, 0);
+
+	if (n > 0)
+		scheduler_wake_for(r, n);
 }
 
 static bool
@@ -296,10 +303,15 @@ apply_evidence(struct kasir_db *db, const struct kasir_msg *msg,
 		if ((rc = wl_exec(x, db, &st_evidence, p)) < 0)
 			return rc;
 	}
-	if (ingest) {
+	if (ingest && x != NULL) {
+		if (x->ingest_at == NULL || ms > x->ingest_ms) {
+			x->ingest_at = received;
+			x->ingest_ms = ms;
+		}
+	} else if (ingest) {
 		const char *p[1] = {received};
 
-		if ((rc = wl_exec(x, db, &st_ingest_seen, p)) < 0)
+		if ((rc = db_exec(db, &st_ingest_seen, p, NULL)) < 0)
 			return rc;
 	}
 	return 0;
@@ -411,6 +423,11 @@ watchlist_apply_batch(void *arg, struct kasir_db *db,
 		rc = apply_one(arg, db, msgs[i], &x);
 		if (rc == 0 && x.pending >= WL_PIPE_CHUNK)
 			rc = wl_sync(&x, db);
+	}
+	if (rc == 0 && x.ingest_at != NULL) {
+		const char *p[1] = {x.ingest_at};
+
+		rc = wl_exec(&x, db, &st_ingest_seen, p);
 	}
 	if (rc == 0)
 		rc = wl_sync(&x, db);

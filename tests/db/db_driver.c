@@ -14,6 +14,8 @@
  *   ensure                db_ensure
  *   pipe NAME|SQL|PARAM   one statement through the pipeline (begin, send,
  *                         sync, result, end)
+ *   beginw NAME|SQL|PARAM db_begin_with; prints rows= v= of its result
+ *   commitw NAME|SQL|PARAM db_commit_with
  *   state                 the handle's state
  * Every answer carries db=<state> (broken, idle, in_tx, tx_lost).
  *   up                    db_is_up
@@ -126,6 +128,26 @@ main(void)
 				db_pipe_end(db);
 			}
 			print_rc(db, rc, NULL);
+		} else if (strcmp(line, "beginw") == 0 ||
+		           strcmp(line, "commitw") == 0) {
+			char *name = arg, *sql = arg ? strchr(arg, '|') : NULL,
+			     *param;
+			if (sql == NULL ||
+			    (param = strchr(sql + 1, '|')) == NULL) {
+				printf("rc=-22\n");
+				continue;
+			}
+			*sql++ = '\0';
+			*param++ = '\0';
+			struct db_stmt st = {name, sql, 1};
+			const char *params[1] = {param};
+			if (line[0] == 'b') {
+				rc = db_begin_with(db, &st, params, &res);
+				print_rc(db, rc, rc == 0 ? res : NULL);
+			} else {
+				print_rc(db, db_commit_with(db, &st, params),
+				         NULL);
+			}
 		} else if (strcmp(line, "state") == 0) {
 			print_rc(db, 0, NULL);
 		} else if (strcmp(line, "ensure") == 0) {

@@ -168,6 +168,37 @@ def test_transactions(pg, dsn, pw):
     expect(d.cmd("commit"), EDBUNKNOWN, "commit on a killed connection")
     r, _ = wait_rc(d, "q one|SELECT 1", 0, 10, "after unknown commit")
 
+    # db_begin_with / db_commit_with: a transaction's ends in one round
+    # trip each, with db_begin()'s and db_commit()'s outcomes
+    r = state(expect(d.cmd("beginw bw|SELECT $1::int + 1|41"), 0, "beginw"),
+              "in_tx", "beginw")
+    assert r["v"] == "42", r
+    expect(d.cmd("p ins|INSERT INTO public.dbt VALUES ($1::int)|7"), 0, "insert 7")
+    state(expect(d.cmd("commitw cw|INSERT INTO public.dbt VALUES ($1::int)|8"),
+                 0, "commitw"), "idle", "commitw")
+    assert {(7,), (8,)} <= set(pg.psql("SELECT k FROM public.dbt")), \
+        "db_commit_with did not commit"
+    # its statement refused: no transaction is left open
+    r = state(expect(d.cmd("beginw bwi|INSERT INTO public.dbt VALUES ($1::int)|7"),
+                     ESQL, "beginw refused"), "idle", "beginw refused")
+    assert r["state"] == "23505", r
+    # the last statement refused: everything rolled back
+    expect(d.cmd("beginw bw|SELECT $1::int + 1|0"), 0, "beginw")
+    expect(d.cmd("p ins|INSERT INTO public.dbt VALUES ($1::int)|9"), 0, "insert 9")
+    state(expect(d.cmd("commitw cw|INSERT INTO public.dbt VALUES ($1::int)|8"),
+                 ESQL, "commitw refused"), "idle", "commitw refused")
+    assert (9,) not in pg.psql("SELECT k FROM public.dbt"), \
+        "a refused db_commit_with committed"
+    # the connection killed under it: outcome unknown, never "refused"
+    expect(d.cmd("beginw bw|SELECT $1::int + 1|0"), 0, "beginw")
+    expect(d.cmd("p ins|INSERT INTO public.dbt VALUES ($1::int)|10"), 0, "insert 10")
+    pid = expect(d.cmd("q pid|SELECT pg_backend_pid()"), 0, "pid")["v"]
+    pg.psql("SELECT pg_terminate_backend(%s)", (int(pid),))
+    time.sleep(0.2)
+    expect(d.cmd("commitw cw|INSERT INTO public.dbt VALUES ($1::int)|11"),
+           EDBUNKNOWN, "commitw on a killed connection")
+    r, _ = wait_rc(d, "q one|SELECT 1", 0, 10, "after unknown commitw")
+
     # savepoints
     expect(d.cmd("begin"), 0, "begin")
     expect(d.cmd("sql SAVEPOINT sp1"), 0, "savepoint")
