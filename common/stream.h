@@ -102,12 +102,16 @@ int stream_append(struct stream_producer *p, struct kasir_db *db,
  * It empties the queue whatever its result (a failed flush means the
  * caller rolls back).  stream_defer_end(p, db) drops anything still
  * queued (after a ROLLBACK) and makes db's appends immediate again.
+ * stream_defer_commit(p, db) is the flush and the COMMIT in one round
+ * trip (db_commit_with(); db_commit() when nothing is queued), with
+ * db_commit()'s outcomes: the transaction is ended whatever it returns.
  * At most STREAM_DEFER_SLOTS connections defer at once (-EBUSY);
  * each slot is used by its connection's thread only.
  */
 #define STREAM_DEFER_SLOTS 64
 int stream_defer_begin(struct stream_producer *p, struct kasir_db *db);
 int stream_defer_flush(struct stream_producer *p, struct kasir_db *db);
+int stream_defer_commit(struct stream_producer *p, struct kasir_db *db);
 void stream_defer_end(struct stream_producer *p, struct kasir_db *db);
 
 /* Wakes the sequencer (which wakes the publisher) after a COMMIT that

@@ -152,8 +152,10 @@ stream_defer_begin(struct stream_producer *p, struct kasir_db *db)
 	return rc;
 }
 
-int
-stream_defer_flush(struct stream_producer *p, struct kasir_db *db)
+/* Writes what db deferred with one statement: inside its transaction
+ * (commit false), or with its COMMIT in one round trip (commit true). */
+static int
+defer_write(struct stream_producer *p, struct kasir_db *db, bool commit)
 {
 	struct defer_slot *d;
 	struct db_array a[4] = {{0}};
@@ -166,7 +168,7 @@ stream_defer_flush(struct stream_producer *p, struct kasir_db *db)
 	if (d == NULL)
 		return -EINVAL;
 	if (d->n == 0)
-		return 0;
+		return commit ? db_commit(db) : 0;
 	for (size_t i = 0; i < d->n; i++) {
 		struct deferred_msg *m = &d->q[i];
 
@@ -180,10 +182,13 @@ stream_defer_flush(struct stream_producer *p, struct kasir_db *db)
 		params[i + 1] = db_array_text(&a[i]);
 		if (params[i + 1] == NULL) {
 			rc = -ENOMEM;
+			if (commit)
+				db_rollback(db);
 			goto out;
 		}
 	}
-	rc = db_exec(db, &p->st_pending_many.st, params, NULL);
+	rc = commit ? db_commit_with(db, &p->st_pending_many.st, params)
+	            : db_exec(db, &p->st_pending_many.st, params, NULL);
 out:
 	/* Committed with the transaction, or rolled back with it: either
 	 * way the queue is done. */
@@ -191,6 +196,18 @@ out:
 	for (int i = 0; i < 4; i++)
 		db_array_free(&a[i]);
 	return rc;
+}
+
+int
+stream_defer_flush(struct stream_producer *p, struct kasir_db *db)
+{
+	return defer_write(p, db, false);
+}
+
+int
+stream_defer_commit(struct stream_producer *p, struct kasir_db *db)
+{
+	return defer_write(p, db, true);
 }
 
 void

@@ -264,8 +264,9 @@ add_row(struct db_array *col, const struct ingest_item *it, char *received,
 	return 0;
 }
 
-/* Inserts items[0..n) into payment_event with one statement; ids[i] gets
- * the id of items[i]. */
+/* Opens the batch's transaction with the insert of items[0..n) into
+ * payment_event (one statement, one round trip with the BEGIN); ids[i]
+ * gets the id of items[i].  On failure no transaction is open. */
 static int
 insert_events(struct ingest_committer *c, struct ingest_item **items, size_t n,
               int64_t *ids, char (*received)[40])
@@ -281,25 +282,26 @@ insert_events(struct ingest_committer *c, struct ingest_item **items, size_t n,
 		if ((params[k] = db_array_text(&col[k])) == NULL)
 			r = -ENOMEM;
 	if (r == 0)
-		r = db_exec(c->db, &stmt_insert_events, params, &res);
+		r = db_begin_with(c->db, &stmt_insert_events, params, &res);
 	if (r == 0 && (size_t)PQntuples(res) != n)
 		r = KASIR_ESQL;
 	for (size_t i = 0; i < n && r == 0; i++)
 		if ((ids[i] = db_get_i64(res, (int)i, 0)) <= 0)
 			r = KASIR_ESQL;
 	PQclear(res);
+	if (r < 0)
+		db_rollback(c->db);
 	for (size_t k = 0; k < EVENT_COLUMNS; k++)
 		db_array_free(&col[k]);
 	return r;
 }
 
-/* Writes items[0..n) in one transaction: the payment_event rows with two
- * statements (insert_events), the stream messages deferred and written
- * with two statements (stream.h), so a batch costs the same few round trips
- * whatever its size.  0 committed (ids[] filled), otherwise the error; the
- * transaction is ended either way (db.h: a transaction lost with its
- * connection must be ended by the caller before the handle reconnects,
- * and that includes a BEGIN that failed). */
+/* Writes items[0..n) in one transaction of two round trips whatever its
+ * size: BEGIN with the payment_event rows (insert_events), then the
+ * stream messages, deferred (stream.h), with the COMMIT.  0 committed (ids[]
+ * filled), otherwise the error; the transaction is ended either way (db.h: a
+ * transaction lost with its connection must be ended by the caller before the
+ * handle reconnects, and that includes a BEGIN that failed). */
 static int
 write_batch(struct ingest_committer *c, struct ingest_item **items, size_t n,
             int64_t *ids)
@@ -308,8 +310,6 @@ write_batch(struct ingest_committer *c, struct ingest_item **items, size_t n,
 
 	if ((r = db_ensure(c->db)) < 0)
 		return r;
-	if ((r = db_begin(c->db)) < 0)
-		goto fail;
 	if ((r = insert_events(c, items, n, ids, c->received)) < 0)
 		goto fail;
 	if ((r = stream_defer_begin(c->s->producer, c->db)) < 0)
@@ -317,11 +317,12 @@ write_batch(struct ingest_committer *c, struct ingest_item **items, size_t n,
 	for (size_t i = 0; i < n && r == 0; i++)
 		r = append_message(c, items[i], ids[i], c->received[i]);
 	if (r == 0)
-		r = stream_defer_flush(c->s->producer, c->db);
+		/* the messages and the COMMIT: one round trip */
+		r = stream_defer_commit(c->s->producer, c->db);
+	else
+		db_rollback(c->db);
 	stream_defer_end(c->s->producer, c->db);
-	if (r < 0)
-		goto fail;
-	return db_commit(c->db);
+	return r; /* the transaction is ended either way */
 fail:
 	db_rollback(c->db);
 	return r;
