@@ -90,6 +90,28 @@ static const struct db_stmt st_cancel_pending = {
     .nparams = 2,
 };
 
+/* Where an apply's statements go: straight to the server (x NULL: the
+ * careful pass, one message at a time), or into the batch's pipeline,
+ * whose results jobs_apply_batch() reads (their errors send the batch to
+ * the careful pass). */
+struct jobs_exec {
+	int pending; /* statements sent, results not read yet */
+};
+
+static int
+jobs_exec(struct jobs_exec *x, struct kasir_db *db, const struct db_stmt *st,
+          const char *const *p)
+{
+	int rc;
+
+	if (x == NULL)
+		return db_exec(db, st, p, NULL);
+	if ((rc = db_pipe_send(db, st, p)) < 0)
+		return rc;
+	x->pending++;
+	return 0;
+}
+
 /* The recipient of channel for this order, or NULL (no job then). */
 static const char *
 recipient(const struct kasir_msg *msg, enum notify_channel_id ch, char *buf,
@@ -113,7 +135,7 @@ recipient(const struct kasir_msg *msg, enum notify_channel_id ch, char *buf,
 
 static int
 record_order(struct kasir_db *db, const struct kasir_msg *msg,
-             const char *payload)
+             const char *payload, struct jobs_exec *x)
 {
 	char seq[24];
 	const char *p[7];
@@ -126,7 +148,7 @@ record_order(struct kasir_db *db, const struct kasir_msg *msg,
 	p[4] = msg_type_name(msg->type);
 	p[5] = msg_str(msg, "paid_at");
 	p[6] = msg_str(msg, "valid_until");
-	return db_exec(db, &st_order_upsert, p, NULL);
+	return jobs_exec(x, db, &st_order_upsert, p);
 }
 
 /* The variant of a partial refund's notice: a later full refund's notice
@@ -137,7 +159,7 @@ record_order(struct kasir_db *db, const struct kasir_msg *msg,
 static int
 create_jobs(struct notifier *n, struct kasir_db *db,
             const struct kasir_msg *msg, enum notify_kind kind,
-            const char *payload, const char *origin)
+            const char *payload, const char *origin, struct jobs_exec *x)
 {
 	const char *job_variant = "0";
 	char maxa[16], phone[20];
@@ -170,7 +192,7 @@ create_jobs(struct notifier *n, struct kasir_db *db,
 			                    payload,
 			                    origin};
 
-			if ((r = db_exec(db, &st_job_insert, p, NULL)) < 0)
+			if ((r = jobs_exec(x, db, &st_job_insert, p)) < 0)
 				return r;
 			continue;
 		}
@@ -198,7 +220,7 @@ create_jobs(struct notifier *n, struct kasir_db *db,
 				p[8] = which ? "true" : "false";
 				p[9] = msg_str(msg, "expires_at");
 				p[10] = msg_str(msg, "created_at");
-				r = db_exec(db, &st_reminder_insert, p, NULL);
+				r = jobs_exec(x, db, &st_reminder_insert, p);
 				if (r < 0)
 					return r;
 			}
@@ -208,11 +230,12 @@ create_jobs(struct notifier *n, struct kasir_db *db,
 }
 
 static int
-cancel_pending(struct kasir_db *db, const char *order_id, const char *why)
+cancel_pending(struct kasir_db *db, const char *order_id, const char *why,
+               struct jobs_exec *x)
 {
 	const char *p[2] = {order_id, why};
 
-	return db_exec(db, &st_cancel_pending, p, NULL);
+	return jobs_exec(x, db, &st_cancel_pending, p);
 }
 
 static bool
@@ -221,8 +244,9 @@ streq(const char *a, const char *b)
 	return a != NULL && b != NULL && strcmp(a, b) == 0;
 }
 
-int
-jobs_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
+static int
+apply_one(void *arg, struct kasir_db *db, const struct kasir_msg *msg,
+          struct jobs_exec *x)
 {
 	struct notifier *n = arg;
 	const char *order_id;
@@ -264,31 +288,31 @@ jobs_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
 	 */
 	switch (msg->type) {
 	case MSG_ORDER_PAID:
-		r = cancel_pending(db, order_id, "order paid");
+		r = cancel_pending(db, order_id, "order paid", x);
 		break;
 	case MSG_ORDER_EXPIRED:
-		r = cancel_pending(db, order_id, "order expired");
+		r = cancel_pending(db, order_id, "order expired", x);
 		break;
 	case MSG_ORDER_REFUNDED:
 		/* a partial refund leaves the order PAID: nothing of a PAID
 		 * order is cancelled (cancel_pending never touches a
 		 * receipt; instructions and reminders went with order.paid) */
 		if (!msg_bool(msg, "partial"))
-			r = cancel_pending(db, order_id, "order refunded");
+			r = cancel_pending(db, order_id, "order refunded", x);
 		else
 			r = 0;
 		break;
 	case MSG_ORDER_FAILED:
-		r = cancel_pending(db, order_id, "order failed");
+		r = cancel_pending(db, order_id, "order failed", x);
 		break;
 	case MSG_ORDER_CANCELLED:
-		r = cancel_pending(db, order_id, "order cancelled");
+		r = cancel_pending(db, order_id, "order cancelled", x);
 		break;
 	default:
 		r = 0;
 		break;
 	}
-	if (r < 0 || (r = record_order(db, msg, payload)) < 0)
+	if (r < 0 || (r = record_order(db, msg, payload, x)) < 0)
 		goto out;
 	switch (msg->type) {
 	case MSG_ORDER_PAYMENT_LINK:
@@ -298,15 +322,15 @@ jobs_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
 		if (!streq(msg_str(msg, "status"), "PENDING"))
 			break;
 		if ((r = create_jobs(n, db, msg, KIND_INSTRUCTIONS, payload,
-		                     origin)) < 0)
+		                     origin, x)) < 0)
 			goto out;
-		r = create_jobs(n, db, msg, KIND_REMINDER, payload, origin);
+		r = create_jobs(n, db, msg, KIND_REMINDER, payload, origin, x);
 		break;
 	case MSG_ORDER_PAID:
-		r = create_jobs(n, db, msg, KIND_RECEIPT, payload, origin);
+		r = create_jobs(n, db, msg, KIND_RECEIPT, payload, origin, x);
 		break;
 	case MSG_ORDER_EXPIRED:
-		r = create_jobs(n, db, msg, KIND_EXPIRY, payload, origin);
+		r = create_jobs(n, db, msg, KIND_EXPIRY, payload, origin, x);
 		break;
 	case MSG_ORDER_REFUNDED:
 		if (msg_bool(msg, "partial") &&
@@ -320,7 +344,7 @@ jobs_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
 			r = 0;
 			break;
 		}
-		r = create_jobs(n, db, msg, KIND_REFUND, payload, origin);
+		r = create_jobs(n, db, msg, KIND_REFUND, payload, origin, x);
 		break;
 	default:
 		r = 0;
@@ -339,4 +363,54 @@ out:
 	}
 	free(payload);
 	return r;
+}
+
+int
+jobs_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
+{
+	return apply_one(arg, db, msg, NULL);
+}
+
+/* Reads the results of the statements sent since the last sync. */
+static int
+jobs_sync(struct jobs_exec *x, struct kasir_db *db)
+{
+	int rc = 0, r2;
+
+	if (x->pending == 0)
+		return 0;
+	if ((rc = db_pipe_sync(db)) < 0)
+		return rc;
+	for (; x->pending > 0; x->pending--)
+		if ((r2 = db_pipe_result(db, NULL)) < 0 && rc == 0)
+			rc = r2;
+	return rc;
+}
+
+/* Statements per pipeline sync: results wait in socket buffers. */
+#define JOBS_PIPE_CHUNK 48
+
+int
+jobs_apply_batch(void *arg, struct kasir_db *db,
+                 const struct kasir_msg *const *msgs, size_t n)
+{
+	static const struct db_stmt *const stmts[] = {
+	    &st_order_upsert, &st_job_insert, &st_reminder_insert,
+	    &st_cancel_pending};
+	struct jobs_exec x = {0};
+	int rc;
+
+	if ((rc = db_pipe_begin(db, stmts, sizeof(stmts) / sizeof(*stmts))) < 0)
+		return rc;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		/* a refusal too sends the batch to the careful pass, which
+		 * poisons exactly that message */
+		rc = apply_one(arg, db, msgs[i], &x);
+		if (rc == 0 && x.pending >= JOBS_PIPE_CHUNK)
+			rc = jobs_sync(&x, db);
+	}
+	if (rc == 0)
+		rc = jobs_sync(&x, db);
+	db_pipe_end(db);
+	return rc;
 }

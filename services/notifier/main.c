@@ -174,8 +174,10 @@ main(int argc, char **argv)
 	}
 	cc.committed = consumer_committed;
 	/* jobs_apply keeps nothing outside the transaction: no SAVEPOINT
-	 * per message unless one fails (stream.h) */
+	 * per message unless one fails (stream.h), and a batch's statements
+	 * go in one pipeline (jobs_apply_batch) */
 	cc.optimistic = true;
+	cc.apply_batch = jobs_apply_batch;
 	if (stream_consumer_start(&cc, d.keyring, d.metrics, jobs_apply, &n,
 	                          &n.consumer) < 0) {
 		log_err("cannot start the orders stream consumer");
