@@ -152,19 +152,24 @@ void db_pipe_end(struct kasir_db *db);
  *                                   (caller PQclear()s), or the error of
  *                                   either with no transaction open, as
  *                                   db_begin();
- *   db_commit_with(db, st, p)       st (e.g. a cursor update) and COMMIT
- *                                   in one pipeline, with db_commit()'s
- *                                   outcomes: 0 committed, KASIR_ESQL st
- *                                   or the COMMIT refused (rolled back),
+ *   db_commit_with(db, n, st, p)    st[0..n) (e.g. a cursor update) and
+ *                                   COMMIT in one pipeline, with
+ *                                   db_commit()'s outcomes: 0 committed,
+ *                                   KASIR_ESQL a statement or the COMMIT
+ *                                   refused (rolled back), KASIR_EDB lost
+ *                                   before the COMMIT was sent,
  *                                   KASIR_EDBUNKNOWN the connection was
- *                                   lost once both were sent.
+ *                                   lost once it was; n at most
+ *                                   DB_COMMIT_WITH_MAX.
  * Their failpoints are "BEGIN" and "COMMIT", as db_begin()'s and
- * db_commit()'s, and st's name.
+ * db_commit()'s, and each statement's name.
  */
+#define DB_COMMIT_WITH_MAX 4
 int db_begin_with(struct kasir_db *db, const struct db_stmt *st,
                   const char *const *params, PGresult **ret_res);
-int db_commit_with(struct kasir_db *db, const struct db_stmt *st,
-                   const char *const *params);
+int db_commit_with(struct kasir_db *db, size_t n,
+                   const struct db_stmt *const *st,
+                   const char *const *const *params);
 
 /*
  * A PostgreSQL array literal built element by element, to pass many values

@@ -215,27 +215,33 @@ db_begin_with(struct kasir_db *db, const struct db_stmt *st,
 }
 
 int
-db_commit_with(struct kasir_db *db, const struct db_stmt *st,
-               const char *const *params)
+db_commit_with(struct kasir_db *db, size_t n, const struct db_stmt *const *st,
+               const char *const *const *params)
 {
-	const struct db_stmt *const stmts[] = {st, &st_commit};
+	const struct db_stmt *stmts[DB_COMMIT_WITH_MAX + 1];
 	PGresult *res = NULL;
 	bool sent = false, rolled_back = false;
-	int rc;
+	int rc = 0;
 
-	if (db == NULL || st == NULL)
+	if (db == NULL || n == 0 || n > DB_COMMIT_WITH_MAX || st == NULL ||
+	    params == NULL)
 		return -EINVAL;
-	if ((rc = db_pipe_begin(db, stmts, 2)) < 0) {
+	for (size_t i = 0; i < n; i++)
+		stmts[i] = st[i];
+	stmts[n] = &st_commit;
+	if ((rc = db_pipe_begin(db, stmts, n + 1)) < 0) {
 		db_rollback(db);
 		return rc;
 	}
-	if ((rc = db_pipe_send(db, st, params)) == 0)
+	for (size_t i = 0; i < n && rc == 0; i++)
+		rc = db_pipe_send(db, st[i], params[i]);
+	if (rc == 0)
 		rc = db_pipe_send(db, &st_commit, NULL);
 	/* from here the COMMIT may reach the server (libpq may flush) */
 	sent = rc == 0;
 	if (rc == 0)
 		rc = db_pipe_sync(db);
-	if (rc == 0)
+	for (size_t i = 0; i < n && rc == 0; i++)
 		rc = db_pipe_result(db, NULL);
 	if (rc == 0 && (rc = db_pipe_result(db, &res)) == 0)
 		/* COMMIT of an aborted transaction answers "ROLLBACK" */

@@ -153,13 +153,18 @@ stream_defer_begin(struct stream_producer *p, struct kasir_db *db)
 }
 
 /* Writes what db deferred with one statement: inside its transaction
- * (commit false), or with its COMMIT in one round trip (commit true). */
+ * (commit false), or, commit true, with also (when not NULL: the caller's
+ * last statement, a consumer's cursor) and the COMMIT in one round trip. */
 static int
-defer_write(struct stream_producer *p, struct kasir_db *db, bool commit)
+defer_write(struct stream_producer *p, struct kasir_db *db, bool commit,
+            const struct db_stmt *also, const char *const *also_params)
 {
 	struct defer_slot *d;
 	struct db_array a[4] = {{0}};
 	const char *params[5];
+	const struct db_stmt *st[2];
+	const char *const *ps[2];
+	size_t n = 0;
 	int rc = 0;
 
 	if (p == NULL || db == NULL)
@@ -167,8 +172,6 @@ defer_write(struct stream_producer *p, struct kasir_db *db, bool commit)
 	d = defer_find(p, db);
 	if (d == NULL)
 		return -EINVAL;
-	if (d->n == 0)
-		return commit ? db_commit(db) : 0;
 	for (size_t i = 0; i < d->n; i++) {
 		struct deferred_msg *m = &d->q[i];
 
@@ -178,7 +181,7 @@ defer_write(struct stream_producer *p, struct kasir_db *db, bool commit)
 		db_array_add(&a[3], m->tail);
 	}
 	params[0] = p->stream;
-	for (int i = 0; i < 4; i++) {
+	for (int i = 0; i < 4 && d->n > 0; i++) {
 		params[i + 1] = db_array_text(&a[i]);
 		if (params[i + 1] == NULL) {
 			rc = -ENOMEM;
@@ -187,8 +190,18 @@ defer_write(struct stream_producer *p, struct kasir_db *db, bool commit)
 			goto out;
 		}
 	}
-	rc = commit ? db_commit_with(db, &p->st_pending_many.st, params)
-	            : db_exec(db, &p->st_pending_many.st, params, NULL);
+	if (d->n > 0) {
+		st[n] = &p->st_pending_many.st;
+		ps[n++] = params;
+	}
+	if (also != NULL) {
+		st[n] = also;
+		ps[n++] = also_params;
+	}
+	if (!commit)
+		rc = n > 0 ? db_exec(db, st[0], ps[0], NULL) : 0;
+	else
+		rc = n > 0 ? db_commit_with(db, n, st, ps) : db_commit(db);
 out:
 	/* Committed with the transaction, or rolled back with it: either
 	 * way the queue is done. */
@@ -199,15 +212,23 @@ out:
 }
 
 int
+producer_defer_commit_with(struct stream_producer *p, struct kasir_db *db,
+                           const struct db_stmt *also,
+                           const char *const *also_params)
+{
+	return defer_write(p, db, true, also, also_params);
+}
+
+int
 stream_defer_flush(struct stream_producer *p, struct kasir_db *db)
 {
-	return defer_write(p, db, false);
+	return defer_write(p, db, false, NULL, NULL);
 }
 
 int
 stream_defer_commit(struct stream_producer *p, struct kasir_db *db)
 {
-	return defer_write(p, db, true);
+	return defer_write(p, db, true, NULL, NULL);
 }
 
 void

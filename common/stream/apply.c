@@ -73,16 +73,22 @@ consumer_poison(struct stream_consumer *c, const struct batch_item *it,
 	return rc;
 }
 
-/* Writes the cursor and commits, in one round trip; 0 or the commit's
- * error (KASIR_EDBUNKNOWN included: the caller re-reads the cursor). */
+/* Writes the cursor and commits, in one round trip, with the messages
+ * deferred on defer (when not NULL); 0 or the commit's error
+ * (KASIR_EDBUNKNOWN included: the caller re-reads the cursor). */
 static int
-consumer_commit(struct stream_consumer *c, int64_t cur)
+consumer_commit(struct stream_consumer *c, int64_t cur,
+                struct stream_producer *defer)
 {
 	char cur_s[24];
 	const char *params[] = {c->stream, cur_s};
+	const struct db_stmt *st = &c->st_cur_set.st;
+	const char *const *ps = params;
 
 	stream_i64_text(cur, cur_s);
-	return db_commit_with(c->db, &c->st_cur_set.st, params);
+	if (defer != NULL)
+		return producer_defer_commit_with(defer, c->db, st, params);
+	return db_commit_with(c->db, 1, &st, &ps);
 }
 
 static void
@@ -217,14 +223,14 @@ consumer_apply_mode(struct stream_consumer *c, bool careful)
 	}
 	done = i;
 	if (!careful && c->defer != NULL) {
-		rc = stream_defer_flush(c->defer, c->db);
+		/* the deferred messages, the cursor and COMMIT: one trip */
+		rc = consumer_commit(c, cur, c->defer);
 		stream_defer_end(c->defer, c->db);
-		if (rc < 0) {
-			db_rollback(c->db);
-			return APPLY_CAREFULLY;
-		}
+		if (rc == KASIR_ESQL)
+			return APPLY_CAREFULLY; /* refused, rolled back */
+	} else {
+		rc = consumer_commit(c, cur, NULL);
 	}
-	rc = consumer_commit(c, cur);
 	if (rc < 0)
 		return rc; /* unknown outcome included: re-read the cursor */
 	consumer_set_cursor(c, cur);

@@ -253,6 +253,11 @@ int producer_body_tail(const struct stream_producer *p, const char *body,
 
 /* append.c */
 void producer_defer_clear(struct defer_slot *d);
+/* The deferred messages of db, also (a consumer's cursor update) and the
+ * COMMIT in one round trip: db_commit_with()'s outcomes. */
+int producer_defer_commit_with(struct stream_producer *p, struct kasir_db *db,
+                               const struct db_stmt *also,
+                               const char *const *also_params);
 
 /* replay.c */
 void *producer_replay_main(void *arg);

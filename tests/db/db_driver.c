@@ -145,7 +145,9 @@ main(void)
 				rc = db_begin_with(db, &st, params, &res);
 				print_rc(db, rc, rc == 0 ? res : NULL);
 			} else {
-				print_rc(db, db_commit_with(db, &st, params),
+				const struct db_stmt *stp = &st;
+				const char *const *ps = params;
+				print_rc(db, db_commit_with(db, 1, &stp, &ps),
 				         NULL);
 			}
 		} else if (strcmp(line, "state") == 0) {
