@@ -145,6 +145,22 @@ int db_pipe_result(struct kasir_db *db, PGresult **ret_res);
 void db_pipe_end(struct kasir_db *db);
 
 /*
+ * An apply function that runs its statements at once or pipelined: a
+ * stream consumer's careful pass (b NULL: db_exec(), one message at a
+ * time) and its optimistic batch (b given: queued with db_pipe_send()
+ * inside db_pipe_begin()/db_pipe_end(), a sync every DB_BATCH_CHUNK
+ * statements).  No result is read back, only errors, so both ways do the
+ * same writes in the same order.  db_batch_sync() reads what is left.
+ */
+struct db_batch {
+	int pending; /* statements sent, results not read yet */
+};
+#define DB_BATCH_CHUNK 48
+int db_batch_exec(struct db_batch *b, struct kasir_db *db,
+                  const struct db_stmt *st, const char *const *params);
+int db_batch_sync(struct db_batch *b, struct kasir_db *db);
+
+/*
  * A transaction's two ends with one round trip each, for loops that run
  * many short transactions (stream consumers):
  *   db_begin_with(db, st, p, &res)  BEGIN and st in one pipeline: 0 with

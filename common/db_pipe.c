@@ -176,6 +176,37 @@ db_pipe_end(struct kasir_db *db)
 	db->pipe_pending = db->pipe_synced = 0;
 }
 
+int
+db_batch_sync(struct db_batch *b, struct kasir_db *db)
+{
+	int rc = 0, r2;
+
+	if (b->pending == 0)
+		return 0;
+	if ((rc = db_pipe_sync(db)) < 0)
+		return rc;
+	for (; b->pending > 0; b->pending--)
+		if ((r2 = db_pipe_result(db, NULL)) < 0 && rc == 0)
+			rc = r2;
+	return rc;
+}
+
+int
+db_batch_exec(struct db_batch *b, struct kasir_db *db, const struct db_stmt *st,
+              const char *const *params)
+{
+	int rc;
+
+	if (b == NULL)
+		return db_exec(db, st, params, NULL);
+	if ((rc = db_pipe_send(db, st, params)) < 0)
+		return rc;
+	/* results wait in socket buffers until read: bounded */
+	if (++b->pending >= DB_BATCH_CHUNK)
+		return db_batch_sync(b, db);
+	return 0;
+}
+
 /* Transaction control as prepared statements, named as db_begin()'s and
  * db_commit()'s failpoints. */
 static const struct db_stmt st_begin = {.name = "BEGIN", .sql = "BEGIN"};

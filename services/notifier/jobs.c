@@ -90,29 +90,6 @@ static const struct db_stmt st_cancel_pending = {
     .nparams = 2,
 };
 
-/* Where an apply's statements go: straight to the server (x NULL: the
- * careful pass, one message at a time), or into the batch's pipeline,
- * whose results jobs_apply_batch() reads (their errors send the batch to
- * the careful pass). */
-struct jobs_exec {
-	int pending; /* statements sent, results not read yet */
-};
-
-static int
-jobs_exec(struct jobs_exec *x, struct kasir_db *db, const struct db_stmt *st,
-          const char *const *p)
-{
-	int rc;
-
-	if (x == NULL)
-		return db_exec(db, st, p, NULL);
-	if ((rc = db_pipe_send(db, st, p)) < 0)
-		return rc;
-	x->pending++;
-	return 0;
-}
-
-/* The recipient of channel for this order, or NULL (no job then). */
 static const char *
 recipient(const struct kasir_msg *msg, enum notify_channel_id ch, char *buf,
           size_t len)
@@ -135,7 +112,7 @@ recipient(const struct kasir_msg *msg, enum notify_channel_id ch, char *buf,
 
 static int
 record_order(struct kasir_db *db, const struct kasir_msg *msg,
-             const char *payload, struct jobs_exec *x)
+             const char *payload, struct db_batch *x)
 {
 	char seq[24];
 	const char *p[7];
@@ -148,7 +125,7 @@ record_order(struct kasir_db *db, const struct kasir_msg *msg,
 	p[4] = msg_type_name(msg->type);
 	p[5] = msg_str(msg, "paid_at");
 	p[6] = msg_str(msg, "valid_until");
-	return jobs_exec(x, db, &st_order_upsert, p);
+	return db_batch_exec(x, db, &st_order_upsert, p);
 }
 
 /* The variant of a partial refund's notice: a later full refund's notice
@@ -159,7 +136,7 @@ record_order(struct kasir_db *db, const struct kasir_msg *msg,
 static int
 create_jobs(struct notifier *n, struct kasir_db *db,
             const struct kasir_msg *msg, enum notify_kind kind,
-            const char *payload, const char *origin, struct jobs_exec *x)
+            const char *payload, const char *origin, struct db_batch *x)
 {
 	const char *job_variant = "0";
 	char maxa[16], phone[20];
@@ -192,7 +169,7 @@ create_jobs(struct notifier *n, struct kasir_db *db,
 			                    payload,
 			                    origin};
 
-			if ((r = jobs_exec(x, db, &st_job_insert, p)) < 0)
+			if ((r = db_batch_exec(x, db, &st_job_insert, p)) < 0)
 				return r;
 			continue;
 		}
@@ -220,7 +197,8 @@ create_jobs(struct notifier *n, struct kasir_db *db,
 				p[8] = which ? "true" : "false";
 				p[9] = msg_str(msg, "expires_at");
 				p[10] = msg_str(msg, "created_at");
-				r = jobs_exec(x, db, &st_reminder_insert, p);
+				r = db_batch_exec(x, db, &st_reminder_insert,
+				                  p);
 				if (r < 0)
 					return r;
 			}
@@ -231,11 +209,11 @@ create_jobs(struct notifier *n, struct kasir_db *db,
 
 static int
 cancel_pending(struct kasir_db *db, const char *order_id, const char *why,
-               struct jobs_exec *x)
+               struct db_batch *x)
 {
 	const char *p[2] = {order_id, why};
 
-	return jobs_exec(x, db, &st_cancel_pending, p);
+	return db_batch_exec(x, db, &st_cancel_pending, p);
 }
 
 static bool
@@ -246,7 +224,7 @@ streq(const char *a, const char *b)
 
 static int
 apply_one(void *arg, struct kasir_db *db, const struct kasir_msg *msg,
-          struct jobs_exec *x)
+          struct db_batch *x)
 {
 	struct notifier *n = arg;
 	const char *order_id;
@@ -371,25 +349,6 @@ jobs_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
 	return apply_one(arg, db, msg, NULL);
 }
 
-/* Reads the results of the statements sent since the last sync. */
-static int
-jobs_sync(struct jobs_exec *x, struct kasir_db *db)
-{
-	int rc = 0, r2;
-
-	if (x->pending == 0)
-		return 0;
-	if ((rc = db_pipe_sync(db)) < 0)
-		return rc;
-	for (; x->pending > 0; x->pending--)
-		if ((r2 = db_pipe_result(db, NULL)) < 0 && rc == 0)
-			rc = r2;
-	return rc;
-}
-
-/* Statements per pipeline sync: results wait in socket buffers. */
-#define JOBS_PIPE_CHUNK 48
-
 int
 jobs_apply_batch(void *arg, struct kasir_db *db,
                  const struct kasir_msg *const *msgs, size_t n)
@@ -397,7 +356,7 @@ jobs_apply_batch(void *arg, struct kasir_db *db,
 	static const struct db_stmt *const stmts[] = {
 	    &st_order_upsert, &st_job_insert, &st_reminder_insert,
 	    &st_cancel_pending};
-	struct jobs_exec x = {0};
+	struct db_batch x = {0};
 	int rc;
 
 	if ((rc = db_pipe_begin(db, stmts, sizeof(stmts) / sizeof(*stmts))) < 0)
@@ -406,11 +365,9 @@ jobs_apply_batch(void *arg, struct kasir_db *db,
 		/* a refusal too sends the batch to the careful pass, which
 		 * poisons exactly that message */
 		rc = apply_one(arg, db, msgs[i], &x);
-		if (rc == 0 && x.pending >= JOBS_PIPE_CHUNK)
-			rc = jobs_sync(&x, db);
 	}
 	if (rc == 0)
-		rc = jobs_sync(&x, db);
+		rc = db_batch_sync(&x, db);
 	db_pipe_end(db);
 	return rc;
 }

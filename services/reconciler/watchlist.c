@@ -168,7 +168,7 @@ static const struct db_stmt st_confirm = {
  * same order.
  */
 struct wl_exec {
-	int pending; /* statements sent, results not read yet */
+	struct db_batch b;
 	/* the newest notification arrival of the batch: recon.settings'
 	 * one row is updated once per batch, not once per message (every
 	 * update holds that row until COMMIT, and mode_evaluate() reads it) */
@@ -180,14 +180,7 @@ static int
 wl_exec(struct wl_exec *x, struct kasir_db *db, const struct db_stmt *st,
         const char *const *p)
 {
-	int rc;
-
-	if (x == NULL)
-		return db_exec(db, st, p, NULL);
-	if ((rc = db_pipe_send(db, st, p)) < 0)
-		return rc;
-	x->pending++;
-	return 0;
+	return db_batch_exec(x != NULL ? &x->b : NULL, db, st, p);
 }
 
 static int
@@ -387,25 +380,6 @@ watchlist_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
 	return apply_one(arg, db, msg, NULL);
 }
 
-/* Reads the results of the statements sent since the last sync. */
-static int
-wl_sync(struct wl_exec *x, struct kasir_db *db)
-{
-	int rc = 0, r2;
-
-	if (x->pending == 0)
-		return 0;
-	if ((rc = db_pipe_sync(db)) < 0)
-		return rc;
-	for (; x->pending > 0; x->pending--)
-		if ((r2 = db_pipe_result(db, NULL)) < 0 && rc == 0)
-			rc = r2;
-	return rc;
-}
-
-/* Statements per pipeline sync: results wait in socket buffers. */
-#define WL_PIPE_CHUNK 48
-
 int
 watchlist_apply_batch(void *arg, struct kasir_db *db,
                       const struct kasir_msg *const *msgs, size_t n)
@@ -421,8 +395,6 @@ watchlist_apply_batch(void *arg, struct kasir_db *db,
 		/* a refusal (KASIR_EREJECT) too sends the batch to the
 		 * careful pass, which poisons exactly that message */
 		rc = apply_one(arg, db, msgs[i], &x);
-		if (rc == 0 && x.pending >= WL_PIPE_CHUNK)
-			rc = wl_sync(&x, db);
 	}
 	if (rc == 0 && x.ingest_at != NULL) {
 		const char *p[1] = {x.ingest_at};
@@ -430,7 +402,7 @@ watchlist_apply_batch(void *arg, struct kasir_db *db,
 		rc = wl_exec(&x, db, &st_ingest_seen, p);
 	}
 	if (rc == 0)
-		rc = wl_sync(&x, db);
+		rc = db_batch_sync(&x.b, db);
 	db_pipe_end(db);
 	return rc;
 }

@@ -23,6 +23,7 @@
  *   migrate SCHEMA ROLE DIR     db_migrate with the same DSN; prints why=
  *   applied SCHEMA DIR    db_migrations_applied
  */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,22 @@ print_rc(struct kasir_db *db, int rc, PGresult *res)
 	}
 	printf("\n");
 	fflush(stdout);
+}
+
+/* Splits "NAME|SQL|PARAM" in place; false when a part is missing. */
+static bool
+split3(char *arg, char **name, char **sql, char **param)
+{
+	char *a = arg ? strchr(arg, '|') : NULL, *b;
+
+	if (a == NULL || (b = strchr(a + 1, '|')) == NULL)
+		return false;
+	*a++ = '\0';
+	*b++ = '\0';
+	*name = arg;
+	*sql = a;
+	*param = b;
+	return true;
 }
 
 int
@@ -109,15 +126,11 @@ main(void)
 			db_rollback(db);
 			print_rc(db, 0, NULL);
 		} else if (strcmp(line, "pipe") == 0) {
-			char *name = arg, *sql = arg ? strchr(arg, '|') : NULL,
-			     *param;
-			if (sql == NULL ||
-			    (param = strchr(sql + 1, '|')) == NULL) {
+			char *name, *sql, *param;
+			if (!split3(arg, &name, &sql, &param)) {
 				printf("rc=-22\n");
 				continue;
 			}
-			*sql++ = '\0';
-			*param++ = '\0';
 			struct db_stmt st = {name, sql, 1};
 			const struct db_stmt *stp = &st;
 			const char *params[1] = {param};
@@ -130,15 +143,11 @@ main(void)
 			print_rc(db, rc, NULL);
 		} else if (strcmp(line, "beginw") == 0 ||
 		           strcmp(line, "commitw") == 0) {
-			char *name = arg, *sql = arg ? strchr(arg, '|') : NULL,
-			     *param;
-			if (sql == NULL ||
-			    (param = strchr(sql + 1, '|')) == NULL) {
+			char *name, *sql, *param;
+			if (!split3(arg, &name, &sql, &param)) {
 				printf("rc=-22\n");
 				continue;
 			}
-			*sql++ = '\0';
-			*param++ = '\0';
 			struct db_stmt st = {name, sql, 1};
 			const char *params[1] = {param};
 			if (line[0] == 'b') {
