@@ -177,6 +177,11 @@ int db_batch_sync(struct db_batch *b, struct kasir_db *db);
  *                                   KASIR_EDBUNKNOWN the connection was
  *                                   lost once it was; n at most
  *                                   DB_COMMIT_WITH_MAX.
+ *   db_tx_once(db, n, st, p, res)   BEGIN, st[0..n), COMMIT: a whole
+ *                                   short transaction in one round trip,
+ *                                   with db_commit_with()'s outcomes;
+ *                                   res[i] st[i]'s result on success
+ *                                   (caller PQclear()s; NULL otherwise).
  * Their failpoints are "BEGIN" and "COMMIT", as db_begin()'s and
  * db_commit()'s, and each statement's name.
  */
@@ -186,6 +191,8 @@ int db_begin_with(struct kasir_db *db, const struct db_stmt *st,
 int db_commit_with(struct kasir_db *db, size_t n,
                    const struct db_stmt *const *st,
                    const char *const *const *params);
+int db_tx_once(struct kasir_db *db, size_t n, const struct db_stmt *const *st,
+               const char *const *const *params, PGresult **res);
 
 /*
  * A PostgreSQL array literal built element by element, to pass many values

@@ -245,40 +245,63 @@ db_begin_with(struct kasir_db *db, const struct db_stmt *st,
 	return 0;
 }
 
-int
-db_commit_with(struct kasir_db *db, size_t n, const struct db_stmt *const *st,
-               const char *const *const *params)
+/*
+ * [BEGIN,] st[0..n) and COMMIT in one pipeline: db_commit()'s outcomes
+ * (see db.h).  res[i] gets st[i]'s result when res is not NULL (caller
+ * PQclear()s; NULL after a failure).
+ */
+static int
+tx_pipeline(struct kasir_db *db, bool begin, size_t n,
+            const struct db_stmt *const *st, const char *const *const *params,
+            PGresult **res)
 {
-	const struct db_stmt *stmts[DB_COMMIT_WITH_MAX + 1];
-	PGresult *res = NULL;
+	const struct db_stmt *stmts[DB_COMMIT_WITH_MAX + 2];
+	size_t k = 0;
+	PGresult *commit = NULL;
 	bool sent = false, rolled_back = false;
 	int rc = 0;
 
 	if (db == NULL || n == 0 || n > DB_COMMIT_WITH_MAX || st == NULL ||
 	    params == NULL)
 		return -EINVAL;
+	for (size_t i = 0; res != NULL && i < n; i++)
+		res[i] = NULL;
+	if (begin) {
+		/* a new transaction ends a lost one, as in db_begin() */
+		if (db->state == DB_TX_LOST)
+			db->state = DB_BROKEN;
+		stmts[k++] = &st_begin;
+	}
 	for (size_t i = 0; i < n; i++)
-		stmts[i] = st[i];
-	stmts[n] = &st_commit;
-	if ((rc = db_pipe_begin(db, stmts, n + 1)) < 0) {
+		stmts[k++] = st[i];
+	stmts[k++] = &st_commit;
+	if ((rc = db_pipe_begin(db, stmts, k)) < 0) {
 		db_rollback(db);
 		return rc;
 	}
-	for (size_t i = 0; i < n && rc == 0; i++)
-		rc = db_pipe_send(db, st[i], params[i]);
+	for (size_t i = 0; i < k - 1 && rc == 0; i++)
+		rc = db_pipe_send(db, stmts[i],
+		                  begin && i == 0 ? NULL : params[i - begin]);
 	if (rc == 0)
 		rc = db_pipe_send(db, &st_commit, NULL);
 	/* from here the COMMIT may reach the server (libpq may flush) */
 	sent = rc == 0;
 	if (rc == 0)
 		rc = db_pipe_sync(db);
-	for (size_t i = 0; i < n && rc == 0; i++)
+	if (rc == 0 && begin)
 		rc = db_pipe_result(db, NULL);
-	if (rc == 0 && (rc = db_pipe_result(db, &res)) == 0)
+	for (size_t i = 0; i < n && rc == 0; i++)
+		rc = db_pipe_result(db, res != NULL ? &res[i] : NULL);
+	if (rc == 0 && (rc = db_pipe_result(db, &commit)) == 0)
 		/* COMMIT of an aborted transaction answers "ROLLBACK" */
-		rolled_back = strcmp(PQcmdStatus(res), "ROLLBACK") == 0;
-	PQclear(res);
+		rolled_back = strcmp(PQcmdStatus(commit), "ROLLBACK") == 0;
+	PQclear(commit);
 	db_pipe_end(db);
+	if (rc < 0 || rolled_back)
+		for (size_t i = 0; res != NULL && i < n; i++) {
+			PQclear(res[i]);
+			res[i] = NULL;
+		}
 	if (rc == KASIR_EDB && sent) {
 		/* COMMIT may have reached the server: nobody knows */
 		db_set_error(db, "", "connection lost with COMMIT in flight");
@@ -295,4 +318,18 @@ db_commit_with(struct kasir_db *db, size_t n, const struct db_stmt *const *st,
 		return KASIR_ESQL;
 	}
 	return 0;
+}
+
+int
+db_commit_with(struct kasir_db *db, size_t n, const struct db_stmt *const *st,
+               const char *const *const *params)
+{
+	return tx_pipeline(db, false, n, st, params, NULL);
+}
+
+int
+db_tx_once(struct kasir_db *db, size_t n, const struct db_stmt *const *st,
+           const char *const *const *params, PGresult **res)
+{
+	return tx_pipeline(db, true, n, st, params, res);
 }

@@ -178,17 +178,6 @@ sequence_probe(struct stream_producer *p, bool *ret_pending)
 	return 0;
 }
 
-/* A pass's transaction control, sent in its pipeline. */
-static const struct db_stmt st_pass_begin = {
-    .name = "kasir_stream_pass_begin",
-    .sql = "BEGIN",
-};
-
-static const struct db_stmt st_pass_commit = {
-    .name = "kasir_stream_pass_commit",
-    .sql = "COMMIT",
-};
-
 /*
  * One pass (see the top of the file): one pipeline, one round trip.  0
  * with *ret_moved rows sequenced (and *ret_busy when another sequencer
@@ -198,48 +187,36 @@ static const struct db_stmt st_pass_commit = {
 static int
 sequence_pass(struct stream_producer *p, int64_t *ret_moved, bool *ret_busy)
 {
-	const struct db_stmt *const stmts[] = {
-	    &st_pass_begin, &p->st_seq_lock.st, &p->st_seq_move.st,
-	    &st_pass_commit};
+	const struct db_stmt *const st[] = {&p->st_seq_lock.st,
+	                                    &p->st_seq_move.st};
 	const char *lock_params[] = {p->lock_key};
 	const char *move_params[] = {p->stream, STREAM_SEQUENCE_BATCH_S,
 	                             p->body_prefix};
-	struct kasir_db *db = p->seq_db;
-	PGresult *lock = NULL, *move = NULL;
+	const char *const *params[] = {lock_params, move_params};
+	PGresult *res[2] = {NULL, NULL};
 	int64_t moved = 0, head = 0;
 	bool got = false;
 	int rc;
 
 	*ret_moved = 0;
 	*ret_busy = false;
-	if ((rc = db_ensure(db)) < 0)
+	if ((rc = db_ensure(p->seq_db)) < 0)
 		return rc;
-	if ((rc = db_pipe_begin(db, stmts, sizeof(stmts) / sizeof(*stmts))) < 0)
+	/* BEGIN, lock, move, COMMIT: the transaction is ended either way */
+	if ((rc = db_tx_once(p->seq_db, 2, st, params, res)) < 0)
 		return rc;
-	if ((rc = db_pipe_send(db, &st_pass_begin, NULL)) == 0 &&
-	    (rc = db_pipe_send(db, &p->st_seq_lock.st, lock_params)) == 0 &&
-	    (rc = db_pipe_send(db, &p->st_seq_move.st, move_params)) == 0 &&
-	    (rc = db_pipe_send(db, &st_pass_commit, NULL)) == 0 &&
-	    (rc = db_pipe_sync(db)) == 0 &&
-	    (rc = db_pipe_result(db, NULL)) == 0 &&
-	    (rc = db_pipe_result(db, &lock)) == 0 &&
-	    (rc = db_pipe_result(db, &move)) == 0)
-		rc = db_pipe_result(db, NULL);
-	db_pipe_end(db);
-	if (rc == 0 && (PQntuples(lock) != 1 || PQntuples(move) != 1))
-		rc = KASIR_ESQL;
-	if (rc == 0) {
-		got = db_get(lock, 0, 0) != NULL &&
-		      strcmp(db_get(lock, 0, 0), "true") == 0;
-		moved = db_get_i64(move, 0, 0);
-		head = db_get_i64(move, 0, 1);
+	if (PQntuples(res[0]) != 1 || PQntuples(res[1]) != 1) {
+		rc = KASIR_ESQL; /* committed, but not what a pass returns */
+	} else {
+		got = db_get(res[0], 0, 0) != NULL &&
+		      strcmp(db_get(res[0], 0, 0), "true") == 0;
+		moved = db_get_i64(res[1], 0, 0);
+		head = db_get_i64(res[1], 0, 1);
 	}
-	PQclear(lock);
-	PQclear(move);
-	if (rc < 0) {
-		db_rollback(db); /* an aborted pipeline leaves it open */
+	PQclear(res[0]);
+	PQclear(res[1]);
+	if (rc < 0)
 		return rc;
-	}
 	if (!got) {
 		metric_inc(p->m_seq_busy);
 		*ret_busy = true;

@@ -16,6 +16,7 @@
  *                         sync, result, end)
  *   beginw NAME|SQL|PARAM db_begin_with; prints rows= v= of its result
  *   commitw NAME|SQL|PARAM db_commit_with
+ *   txonce NAME|SQL|PARAM  db_tx_once; prints rows= v= of its result
  *   state                 the handle's state
  * Every answer carries db=<state> (broken, idle, in_tx, tx_lost).
  *   up                    db_is_up
@@ -142,7 +143,8 @@ main(void)
 			}
 			print_rc(db, rc, NULL);
 		} else if (strcmp(line, "beginw") == 0 ||
-		           strcmp(line, "commitw") == 0) {
+		           strcmp(line, "commitw") == 0 ||
+		           strcmp(line, "txonce") == 0) {
 			char *name, *sql, *param;
 			if (!split3(arg, &name, &sql, &param)) {
 				printf("rc=-22\n");
@@ -152,6 +154,11 @@ main(void)
 			const char *params[1] = {param};
 			if (line[0] == 'b') {
 				rc = db_begin_with(db, &st, params, &res);
+				print_rc(db, rc, rc == 0 ? res : NULL);
+			} else if (line[0] == 't') {
+				const struct db_stmt *stp = &st;
+				const char *const *ps = params;
+				rc = db_tx_once(db, 1, &stp, &ps, &res);
 				print_rc(db, rc, rc == 0 ? res : NULL);
 			} else {
 				const struct db_stmt *stp = &st;

@@ -189,6 +189,15 @@ def test_transactions(pg, dsn, pw):
                  ESQL, "commitw refused"), "idle", "commitw refused")
     assert (9,) not in pg.psql("SELECT k FROM public.dbt"), \
         "a refused db_commit_with committed"
+    # db_tx_once: BEGIN, the statement, COMMIT in one pipeline
+    r = state(expect(d.cmd("txonce tx|INSERT INTO public.dbt VALUES ($1::int)"
+                           " RETURNING k|12"), 0, "txonce"), "idle", "txonce")
+    assert r["v"] == "12", r
+    assert (12,) in pg.psql("SELECT k FROM public.dbt"), "txonce did not commit"
+    r = state(expect(d.cmd("txonce tx|INSERT INTO public.dbt VALUES ($1::int)"
+                           " RETURNING k|12"), ESQL, "txonce refused"),
+              "idle", "txonce refused")
+    assert r["state"] == "23505", r
     # the connection killed under it: outcome unknown, never "refused"
     expect(d.cmd("beginw bw|SELECT $1::int + 1|0"), 0, "beginw")
     expect(d.cmd("p ins|INSERT INTO public.dbt VALUES ($1::int)|10"), 0, "insert 10")
