@@ -21,8 +21,10 @@
  * Several --url spread the connections over several servers
  * (connection c talks to url c mod n).
  *
- * Output: one JSON line on stdout (report.c).  Exit 0 when the run
- * happened (whatever the answers), 2 on bad usage, 1 on a local failure.
+ * Output: one JSON line on stdout (report.c), with t0 on the wall clock
+ * (t0_unix_ms) so that a caller can match request i to its due time.  Exit 0
+ * when the run happened (whatever the answers), 2 on bad usage, 1 on a local
+ * failure.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -698,6 +700,13 @@ main(int argc, char **argv)
 	if (connect_all(r) != 0)
 		return 1;
 	r->t0 = now_ns();
+	{
+		struct timespec rt;
+
+		clock_gettime(CLOCK_REALTIME, &rt);
+		r->rep.t0_unix_ns = (int64_t)rt.tv_sec * 1000000000 +
+		                    rt.tv_nsec - (int64_t)(now_ns() - r->t0);
+	}
 	r->end = r->t0 + (uint64_t)(r->duration_s * 1e9);
 	r->scheduled =
 	    r->rate > 0 ? (uint64_t)llround(r->rate * r->duration_s) : 0;

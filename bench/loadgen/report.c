@@ -69,7 +69,7 @@ report_print(struct report *r, const char *mode, double rate,
 	    "\"4xx\":%llu,\"5xx\":%llu},\"non_2xx\":%llu,"
 	    "\"errors\":{\"connect\":%llu,\"io\":%llu,\"protocol\":%llu,"
 	    "\"timeout\":%llu},\"bodies_reused\":%llu,"
-	    "\"elapsed_s\":%.3f,\"rate\":%.1f,"
+	    "\"elapsed_s\":%.3f,\"rate\":%.1f,\"t0_unix_ms\":%.3f,"
 	    "\"latency_ms\":{\"mean\":%.3f,\"p50\":%.3f,\"p90\":%.3f,"
 	    "\"p99\":%.3f,\"p999\":%.3f,\"max\":%.3f}}\n",
 	    mode, rate > 0 ? "intended" : "sent", connections, rate, duration_s,
@@ -82,8 +82,8 @@ report_print(struct report *r, const char *mode, double rate,
 	    (unsigned long long)r->err_proto,
 	    (unsigned long long)r->err_timeout, (unsigned long long)r->reused,
 	    secs, secs > 0 ? (double)r->n / secs : 0,
-	    r->n ? sum / (double)r->n / 1e6 : 0, pct_ms(r, 50), pct_ms(r, 90),
-	    pct_ms(r, 99), pct_ms(r, 99.9),
+	    (double)r->t0_unix_ns / 1e6, r->n ? sum / (double)r->n / 1e6 : 0,
+	    pct_ms(r, 50), pct_ms(r, 90), pct_ms(r, 99), pct_ms(r, 99.9),
 	    r->n ? (double)r->lat_ns[r->n - 1] / 1e6 : 0);
 	fflush(stdout);
 }

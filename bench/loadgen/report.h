@@ -18,6 +18,8 @@ struct report {
 	uint64_t sent;        /* requests written */
 	uint64_t unsent;      /* open loop: due, never sent before the end */
 	uint64_t reused;      /* requests that reused a body of the file */
+	int64_t t0_unix_ns;   /* wall clock of t0 (request i is due at
+	                         t0 + i/R): callers match answers to it */
 };
 
 /* Records one answer with its status and latency; 0 or -ENOMEM. */
