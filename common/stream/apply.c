@@ -13,9 +13,8 @@
 #include "metrics.h"
 #include "stream_impl.h"
 
-/* Locks the cursor row (creating it at 0 the first time). */
 /* Opens the transaction and locks the cursor row: one round trip (the
- * row is created the first time). */
+ * row is created at 0 the first time). */
 static int
 consumer_begin(struct stream_consumer *c, int64_t *ret_cur)
 {
