@@ -24,17 +24,17 @@
 #define STREAM_REPLAY_MAX_DEFAULT 500
 #define STREAM_REPLAY_MAX_LIMIT   10000
 #define STREAM_PUBLISH_BATCH      256 /* rows per publisher query */
-/* Frames nng may queue for each subscriber of a fanout stream (pub).
- * nng's default is 16: a publisher pass's frames beyond those were
- * dropped whenever a subscriber was busy applying a batch, and each gap
- * cost it a replay round trip.  Measured at 500 payments/s, orders
- * stream, per subscriber in 20 s: gaps 270 -> 20-30, replays 1,100 ->
- * 110-140, duplicates 17,000 -> 2,600-3,500.  Push streams (ingest,
- * recon) stay unbuffered: with a send queue there, nng 1.5.2 delivered
- * frames hundreds of ms late at that rate (notification -> PAID p50
- * 1.4-1.6 s), where a refused send costs only a replay.  At most this
- * many frames of max_frame bytes are queued per subscriber. */
-#define STREAM_PUBLISH_SENDBUF 1024
+/* Frames nng may queue for each subscriber of a fanout stream (pub): one
+ * publisher pass.  nng's default is 16: the rest of a pass was dropped
+ * whenever a subscriber was busy applying a batch, and each gap cost it
+ * a replay round trip.  Measured at 500 payments/s, orders stream, per
+ * subscriber in 20 s: gaps 230-270 -> 20-30, replays 950-1,100 ->
+ * 100-190, duplicates 16,000-17,000 -> 2,600-4,000 (256 and 1,024 frames
+ * alike).  Push streams (ingest, recon) stay unbuffered: see
+ * docs/backbone.md, "How much the fast path carries under load".  The
+ * frames are the stream's own rows: a few KB each (an order snapshot,
+ * a notification of at most ingest's body limit). */
+#define STREAM_PUBLISH_SENDBUF STREAM_PUBLISH_BATCH
 /* The sequencer's pass when nothing woke it: rows another process
  * committed and left (it died before its own pass), and rows another
  * process sequenced that this one's publisher has not sent. */
