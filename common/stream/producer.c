@@ -32,8 +32,8 @@
  * 100-190, duplicates 16,000-17,000 -> 2,600-4,000 (256 and 1,024 frames
  * alike).  Push streams (ingest, recon) stay unbuffered: see
  * docs/backbone.md, "How much the fast path carries under load".  The
- * frames are the stream's own rows: a few KB each (an order snapshot,
- * a notification of at most ingest's body limit). */
+ * frames are the stream's own rows (the orders stream's events, an order
+ * snapshot each): a few KB. */
 #define STREAM_PUBLISH_SENDBUF STREAM_PUBLISH_BATCH
 /* The sequencer's pass when nothing woke it: rows another process
  * committed and left (it died before its own pass), and rows another
