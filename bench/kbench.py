@@ -658,7 +658,55 @@ CONFIRM_HOPS = (
 )
 
 
-def confirm_point(args, st, key, idx, rate):
+# The fast path's counters (each daemon's /metrics): who publishes which
+# stream, who consumes it.  A frame refused or dropped on the way reaches
+# its consumer by replay (docs/backbone.md, "How much the fast path carries
+# under load").
+FASTPATH_PRODUCED = (("ingest", "ingest"), ("order", "orders"),
+                     ("reconciler", "recon"))
+FASTPATH_CONSUMED = (("order", "ingest"), ("reconciler", "orders"),
+                     ("notifier", "orders"), ("order", "recon"))
+
+
+def fastpath_snapshot(st, services):
+    out = {}
+    for svc, stream in FASTPATH_PRODUCED:
+        if svc in services:
+            for m in ("sent", "send_failed"):
+                out[(svc, stream, m)] = st.metric(svc, f"kasir_stream_{m}_total",
+                                                  stream=stream)
+    for svc, stream in FASTPATH_CONSUMED:
+        if svc in services:
+            for m in ("gaps", "replays", "duplicates"):
+                out[(svc, stream, m)] = st.metric(svc, f"kasir_stream_{m}_total",
+                                                  stream=stream)
+    return out
+
+
+def fastpath_table(res):
+    """Markdown: frames sent live / refused per stream, and per consumer
+    the gaps, replay requests and duplicates it saw, per point."""
+    lines = ["| stream: producer -> consumer | "
+             + " | ".join(f"{x['rate']}/s: live sent / refused; gaps, replays, duplicates"
+                          for x in res) + " |",
+             "|---|" + "---|" * len(res)]
+    producer_of = {stream: svc for svc, stream in FASTPATH_PRODUCED}
+    for svc, stream in FASTPATH_CONSUMED:
+        cells = []
+        for x in res:
+            f = x["fastpath"]
+            prod = producer_of[stream]
+            if (svc, stream, "gaps") not in f or (prod, stream, "sent") not in f:
+                cells.append("-")
+                continue
+            cells.append(f"{f[(prod, stream, 'sent')]:.0f} / {f[(prod, stream, 'send_failed')]:.0f}; "
+                         f"{f[(svc, stream, 'gaps')]:.0f}, {f[(svc, stream, 'replays')]:.0f}, "
+                         f"{f[(svc, stream, 'duplicates')]:.0f}")
+        lines.append(f"| {stream}: {producer_of[stream]} -> {svc} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def confirm_point(args, st, key, idx, rate, services):
     """One offered rate on the running stack: seed, pay at the fake, send
     open loop, wait for PAID; returns the figures."""
     seconds = args.seconds
@@ -672,6 +720,7 @@ def confirm_point(args, st, key, idx, rate):
     la = loadavg()
     print(f"[kbench] confirm: {n} payments at {rate}/s; {up_before}")
     cpu0 = cpu_snapshot(st)
+    fp0 = fastpath_snapshot(st, services)
     if args.statements:
         st.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         st.sql("SELECT pg_stat_statements_reset()")
@@ -700,6 +749,8 @@ def confirm_point(args, st, key, idx, rate):
     cpu = cpu_used(cpu0, cpu_snapshot(st))
     cpu["sender (kasir-loadgen)"] = sender_cpu
     wall = time.time() - t0
+    fp1 = fastpath_snapshot(st, services)
+    fastpath = {k: fp1[k] - fp0.get(k, 0.0) for k in fp1}
     st.sql("ANALYZE ingest.payment_event, orders.evidence, recon.status_check,"
            " orders.transitions, orders.orders")
     if args.statements:
@@ -733,6 +784,7 @@ def confirm_point(args, st, key, idx, rate):
         "api_p50": float(api[0] or 0), "api_p99": float(api[1] or 0),
         "api_n": api[2], "api_err": api[3], "avg_fl": avg_fl, "peak_fl": peak_fl,
         "hops": hops, "cpu": cpu, "wall": wall, "la": la, "uptime": up_before,
+        "fastpath": fastpath,
     }
 
 
@@ -751,7 +803,7 @@ def bench_confirm(args):
             raise SystemExit(f"fake Status API latency: {r}")
         key = st.secret("midtrans-server-key")
         for idx, rate in enumerate(rates):
-            res.append(confirm_point(args, st, key, idx, rate))
+            res.append(confirm_point(args, st, key, idx, rate, services))
     table = [
         "| offered /s | payments | accepted by ingest | achieved send /s | PAID "
         "| PAID /s (first->last) | PAID p50 ms | PAID p99 ms "
@@ -795,9 +847,11 @@ def bench_confirm(args):
         f"{t:.1f} ({t * 1000.0 / x['n']:.2f}) of {os.cpu_count() * x['wall']:.0f} available"
         for t, x in zip(tot, res)) + " |")
     table, hop_table, cpu_table = ("\n".join(t) for t in (table, hop_table, cpu_table))
+    fp_table = fastpath_table(res)
     print(table)
     print(hop_table)
     print(cpu_table)
+    print(fp_table)
     uptimes = "; ".join(f"{x['rate']}/s: `{x['uptime']}`" for x in res)
     md = header(args) + f"""- `uptime` before each point: {uptimes}
 - Per point: `rate x {args.seconds}` orders (PENDING, inserted with SQL) are
@@ -832,6 +886,14 @@ machine, other users' work included; PostgreSQL split by the backends'
 `application_name`, those under 0.05 s left out):
 
 {cpu_table}
+
+The fast path during the point (each daemon's `/metrics`): frames the
+producer sent live and frames its socket refused (push streams; a pub
+socket drops without telling), and what the consumer saw: gaps, replay
+requests, duplicates.  Whatever the fast path did not carry came by
+replay (`docs/backbone.md`, "How much the fast path carries under load"):
+
+{fp_table}
 
 Target: notification -> PAID p99 at most 50 ms above the fake Status API's
 own p99 in the same run:
