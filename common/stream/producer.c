@@ -24,6 +24,15 @@
 #define STREAM_REPLAY_MAX_DEFAULT 500
 #define STREAM_REPLAY_MAX_LIMIT   10000
 #define STREAM_PUBLISH_BATCH      256 /* rows per publisher query */
+/* A push socket refuses a frame while the previous one is still being
+ * written or the consumer is busy (nng 1.5.2, no send queue:
+ * docs/backbone.md, "How much the fast path carries under load").  A
+ * burst's last frames may be refused, and then only the next heartbeat
+ * (stream.heartbeat, 1 s by default) or the consumer's poll would make the
+ * consumer replay them: after a pass with refused frames the heartbeat is
+ * sent this soon.  While heartbeats are refused too (the consumer busy or
+ * gone) the delay doubles each time, up to the usual interval. */
+#define STREAM_HEARTBEAT_AFTER_REFUSAL_MS 20
 /* Frames nng may queue for each subscriber of a fanout stream (pub): one
  * publisher pass.  nng's default is 16: the rest of a pass was dropped
  * whenever a subscriber was busy applying a batch, and each gap cost it
@@ -80,18 +89,20 @@ producer_read_head(struct stream_producer *p, struct kasir_db *db,
 	return 0;
 }
 
-static void
+/* 0 sent, or the send's error. */
+static int
 producer_heartbeat(struct stream_producer *p, int64_t head)
 {
 	cJSON *data = cJSON_CreateObject();
 	char *body = NULL;
-	int rc;
+	int rc = -ENOMEM;
 
 	if (data == NULL ||
 	    cJSON_AddNumberToObject(data, "head", (double)head) == NULL)
 		goto out;
 	/* control messages are outside the sequence: seq 0 */
-	if (msg_encode(p->stream, 0, MSG_STREAM_HEARTBEAT, data, &body) < 0)
+	if ((rc = msg_encode(p->stream, 0, MSG_STREAM_HEARTBEAT, data, &body)) <
+	    0)
 		goto out;
 	rc = stream_seal_and_send(p->kr, p->pub, body, strlen(body),
 	                          NNG_FLAG_NONBLOCK);
@@ -100,15 +111,24 @@ producer_heartbeat(struct stream_producer *p, int64_t head)
 out:
 	free(body);
 	cJSON_Delete(data);
+	return rc;
 }
 
+/* What a publisher pass saw of its socket. */
+struct publish_outcome {
+	bool more;       /* a full batch: there may be more right away */
+	bool refused;    /* a frame was refused */
+	bool hb_sent;    /* the pass sent a heartbeat */
+	bool hb_refused; /* ... and it was refused */
+};
+
 /*
- * One publisher pass: sends committed rows after *last_sent.  Returns true
- * when a full batch was sent (there may be more right away).
+ * One publisher pass: sends committed rows after *last_sent (and a
+ * heartbeat when asked); *out says what happened.
  */
-static bool
+static void
 producer_publish_pass(struct stream_producer *p, int64_t *last_sent,
-                      bool heartbeat)
+                      bool heartbeat, struct publish_outcome *out)
 {
 	char after[24], limit[24];
 	const char *params[3] = {p->stream, after, limit};
@@ -116,11 +136,12 @@ producer_publish_pass(struct stream_producer *p, int64_t *last_sent,
 	int64_t head;
 	int rows;
 
+	memset(out, 0, sizeof(*out));
 	if (db_ensure(p->pub_db) < 0)
-		return false;
+		return;
 	if (*last_sent < 0 || heartbeat) {
 		if (producer_read_head(p, p->pub_db, &head) < 0)
-			return false;
+			return;
 		producer_set_head(p, head);
 		/* At start-up nothing old is re-sent: the heartbeat tells
 		 * consumers the head and they replay what they miss. */
@@ -130,7 +151,7 @@ producer_publish_pass(struct stream_producer *p, int64_t *last_sent,
 	stream_i64_text(*last_sent, after);
 	stream_i64_text(STREAM_PUBLISH_BATCH, limit);
 	if (db_exec(p->pub_db, &p->st_after_pub.st, params, &res) < 0)
-		return false;
+		return;
 	rows = PQntuples(res);
 	for (int i = 0; i < rows; i++) {
 		int64_t seq = db_get_i64(res, i, 0);
@@ -140,18 +161,23 @@ producer_publish_pass(struct stream_producer *p, int64_t *last_sent,
 			continue;
 		if (stream_seal_and_send(p->kr, p->pub, body,
 		                         (size_t)PQgetlength(res, i, 1),
-		                         NNG_FLAG_NONBLOCK) == 0)
+		                         NNG_FLAG_NONBLOCK) == 0) {
 			metric_inc(p->m_sent);
-		else
+		} else {
 			metric_inc(p->m_send_failed); /* replay covers it */
+			out->refused = true;
+		}
 		*last_sent = seq;
 		producer_set_head(p, seq);
 	}
 	PQclear(res);
-	if (heartbeat)
-		producer_heartbeat(p,
-		                   __atomic_load_n(&p->head, __ATOMIC_RELAXED));
-	return rows == STREAM_PUBLISH_BATCH;
+	if (heartbeat) {
+		out->hb_sent = true;
+		out->hb_refused =
+		    producer_heartbeat(
+		        p, __atomic_load_n(&p->head, __ATOMIC_RELAXED)) < 0;
+	}
+	out->more = rows == STREAM_PUBLISH_BATCH;
 }
 
 static void *
@@ -159,11 +185,13 @@ producer_publisher_main(void *arg)
 {
 	struct stream_producer *p = arg;
 	int64_t last_sent = -1, next_hb = 0;
+	int64_t soon = STREAM_HEARTBEAT_AFTER_REFUSAL_MS;
 
 	pthread_mutex_lock(&p->mu);
 	while (!p->stopping) {
 		int64_t now = now_mono_ms();
-		bool hb = now >= next_hb, more;
+		bool hb = now >= next_hb;
+		struct publish_outcome o;
 
 		if (!p->kicked && !hb) {
 			stream_cond_wait_ms(&p->cv, &p->mu, next_hb - now);
@@ -172,12 +200,20 @@ producer_publisher_main(void *arg)
 		p->kicked = false;
 		pthread_mutex_unlock(&p->mu);
 
-		more = producer_publish_pass(p, &last_sent, hb);
+		producer_publish_pass(p, &last_sent, hb, &o);
 		if (hb)
 			next_hb = now + p->heartbeat_ms;
+		if (o.hb_sent && !o.hb_refused)
+			soon = STREAM_HEARTBEAT_AFTER_REFUSAL_MS;
+		if ((o.refused || o.hb_refused) && now + soon < next_hb)
+			next_hb = now + soon;
+		/* a refused heartbeat: the consumer is busy or gone; try
+		 * again later each time, up to the usual interval */
+		if (o.hb_refused && soon < p->heartbeat_ms)
+			soon *= 2;
 
 		pthread_mutex_lock(&p->mu);
-		if (more)
+		if (o.more)
 			p->kicked = true;
 	}
 	pthread_mutex_unlock(&p->mu);

@@ -311,6 +311,18 @@ main(int argc, char **argv)
 	}
 	while (!stop_requested)
 		sleep_ms(50);
+	stream_producer_stop(p);
+	p = NULL;
+	/* what the test reads after a clean stop (as the consumer) */
+	if (m != NULL) {
+		char *text = NULL;
+		size_t len = 0;
+
+		if (metrics_render(m, &text, &len) == 0) {
+			fwrite(text, 1, len, stdout);
+			free(text);
+		}
+	}
 	exit_code = 0;
 out:
 	stream_producer_stop(p);
