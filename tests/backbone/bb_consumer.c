@@ -26,6 +26,7 @@
 #include <time.h>
 
 #include "base_conf.h"
+#include "bb_metrics.h"
 #include "config.h"
 #include "db.h"
 #include "envelope.h"
@@ -247,16 +248,7 @@ main(int argc, char **argv)
 	}
 	stream_consumer_stop(c);
 	c = NULL;
-	/* what the test reads after a clean stop */
-	if (m != NULL) {
-		char *text = NULL;
-		size_t len = 0;
-
-		if (metrics_render(m, &text, &len) == 0) {
-			fwrite(text, 1, len, stdout);
-			free(text);
-		}
-	}
+	bb_print_metrics(m);
 	exit_code = 0;
 out:
 	stream_consumer_stop(c);

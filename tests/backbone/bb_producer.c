@@ -24,6 +24,7 @@
 #include <cjson/cJSON.h>
 
 #include "base_conf.h"
+#include "bb_metrics.h"
 #include "config.h"
 #include "db.h"
 #include "envelope.h"
@@ -313,16 +314,7 @@ main(int argc, char **argv)
 		sleep_ms(50);
 	stream_producer_stop(p);
 	p = NULL;
-	/* what the test reads after a clean stop (as the consumer) */
-	if (m != NULL) {
-		char *text = NULL;
-		size_t len = 0;
-
-		if (metrics_render(m, &text, &len) == 0) {
-			fwrite(text, 1, len, stdout);
-			free(text);
-		}
-	}
+	bb_print_metrics(m);
 	exit_code = 0;
 out:
 	stream_producer_stop(p);
