@@ -67,6 +67,19 @@ struct stream_producer_conf {
 	unsigned replay_max;     /* messages per replay answer, default 500 */
 	size_t max_frame;        /* default ENVELOPE_FRAME_DEFAULT_MAX */
 	struct db_conf db;       /* for the publisher and replay threads */
+	/*
+	 * Optional: a table of the service is the stream's source, so each
+	 * message is written once, by its writer, as a row of that table
+	 * (kasir-ingest's payment_event), instead of a stream_append().  The
+	 * name of a function schema.<source>(last pg_snapshot, cur
+	 * pg_snapshot) RETURNS TABLE (ord bigint, id uuid, type text, at
+	 * timestamptz, tail text): the rows whose writing transaction is
+	 * visible in cur and not in last (last NULL: every row it has ever
+	 * given), ord their order within a pass, tail the message body after
+	 * its seq.  The sequencer numbers them after its pending rows
+	 * (docs/backbone.md, "A table as the source").  Appends still work.
+	 */
+	const char *source;
 };
 
 /* Starts the publisher and replay threads.  kr and m are borrowed and must
@@ -179,11 +192,12 @@ int64_t stream_consumer_head(const struct stream_consumer *c);
 
 /* The backbone's own migrations, in order: "0000_stream" (stream_head,
  * stream_out (append-only), stream_cursor, stream_poison (append-only))
- * and "0001_stream_pending" (the queue of appends waiting for the
- * sequencer), with grants for the runtime role.  Every service schema gets
- * them: pass (stream_migrations, STREAM_MIGRATIONS) to db_migrate() and
+ * "0001_stream_pending" (the queue of appends waiting for the
+ * sequencer) and "0002_stream_source" (stream_head.snap, for a producer
+ * with a source table), with grants for the runtime role.  Every service schema
+ * gets them: pass (stream_migrations, STREAM_MIGRATIONS) to db_migrate() and
  * db_migrations_applied(). */
-#define STREAM_MIGRATIONS 2
+#define STREAM_MIGRATIONS 3
 extern const struct db_builtin stream_migrations[STREAM_MIGRATIONS];
 /* The SQL of "0000_stream" for schema (db_builtin_sql()); on success
  * *ret_sql (caller frees) is the SQL text. */

@@ -273,13 +273,16 @@ stream_producer_start(const struct stream_producer_conf *conf,
 	if (conf == NULL || kr == NULL || ret == NULL ||
 	    !stream_valid(conf->stream) || !stream_schema_valid(conf->schema) ||
 	    conf->publish_url == NULL || conf->replay_url == NULL ||
-	    conf->heartbeat_ms < 0)
+	    conf->heartbeat_ms < 0 ||
+	    (conf->source != NULL && !stream_schema_valid(conf->source)))
 		return -EINVAL;
 	p = calloc(1, sizeof(*p));
 	if (p == NULL)
 		return -ENOMEM;
 	kasir_strlcpy(p->stream, conf->stream, sizeof(p->stream));
 	kasir_strlcpy(p->schema, conf->schema, sizeof(p->schema));
+	if (conf->source != NULL)
+		kasir_strlcpy(p->source, conf->source, sizeof(p->source));
 	p->fanout = conf->fanout;
 	p->heartbeat_ms = conf->heartbeat_ms > 0 ? conf->heartbeat_ms
 	                                         : STREAM_HEARTBEAT_DEFAULT;

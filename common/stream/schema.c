@@ -1,7 +1,8 @@
 /*
  * schema.c - the backbone's tables (see stream.h): migrations
- * "0000_stream" (schema.sql, grants.sql) and "0001_stream_pending"
- * (pending.sql, pending_grants.sql), built into the library
+ * "0000_stream" (schema.sql, grants.sql), "0001_stream_pending"
+ * (pending.sql, pending_grants.sql) and "0002_stream_source" (source.sql),
+ * built into the library
  * (cmake/EmbedText.cmake) and run by db_migrate() in this order.
  */
 #include "stream_impl.h"
@@ -9,6 +10,7 @@
 #include "stream_pending_grants_sql.h"
 #include "stream_pending_sql.h"
 #include "stream_schema_sql.h"
+#include "stream_source_sql.h"
 
 const struct db_builtin stream_migrations[STREAM_MIGRATIONS] = {
     {
@@ -20,6 +22,11 @@ const struct db_builtin stream_migrations[STREAM_MIGRATIONS] = {
         .version = "0001_stream_pending",
         .sql = stream_pending_sql,
         .grants = stream_pending_grants_sql,
+    },
+    {
+        .version = "0002_stream_source",
+        .sql = stream_source_sql,
+        .grants = NULL, /* stream_head's grants of 0000_stream hold */
     },
 };
 

@@ -10,7 +10,7 @@
  * asks, in one statement, whether anything is pending and where the head
  * is, so an idle stream costs one query per poll); one pass is one
  * transaction of its own connection, sent as one pipeline (BEGIN, 1, 2,
- * COMMIT: one round trip; the server still runs them one after another,
+ * (3,) COMMIT: one round trip; the server still runs them one after another,
  * each statement with its own snapshot):
  *
  *   1. pg_try_advisory_xact_lock(hashtext('kasir.stream.<schema>.<stream>'))
@@ -26,7 +26,13 @@
  *      STREAM_SEQUENCE_BATCH) go into stream_out with seqs head+1..head+k,
  *      their body = body_prefix || seq || tail; they are deleted from
  *      stream_pending; stream_head becomes head+k.
- *   3. COMMIT (durable), then the publisher is kicked.
+ *   3. with a source table (stream_producer_conf.source, kasir-ingest's
+ *      payment_event): one more statement numbers the source's rows whose
+ *      writing transaction is visible in this statement's snapshot and
+ *      was not in the snapshot the head row keeps from the last pass that
+ *      took rows (PgQ's rule: nothing is decided by a watermark of ids),
+ *      after the pending ones, and stores the new snapshot with the head.
+ *   4. COMMIT (durable), then the publisher is kicked.
  *
  * stream_pending is a queue: nearly all of its tuples are dead (moved)
  * until autovacuum comes, and its statistics describe whatever it held
@@ -96,6 +102,7 @@ int
 producer_sequencer_stmts(struct stream_producer *p)
 {
 	const char *s = p->schema, *n = p->stream;
+	char src_probe[128 + 3 * STREAM_SCHEMA_MAX] = "";
 	int rc;
 
 	snprintf(p->body_prefix, sizeof(p->body_prefix),
@@ -107,14 +114,20 @@ producer_sequencer_stmts(struct stream_producer *p)
 	                       "pg_try_advisory_xact_lock(hashtext($1))::text, "
 	                       "true), "
 	                       "set_config('enable_seqscan', 'off', true)");
+	if (rc == 0 && p->source[0] != '\0')
+		snprintf(src_probe, sizeof(src_probe),
+		         " OR EXISTS (SELECT 1 FROM %s.%s((SELECT snap FROM "
+		         "%s.stream_head WHERE stream = $1), "
+		         "pg_current_snapshot()))",
+		         s, p->source, s);
 	if (rc == 0)
 		rc = stream_stmt_build(
 		    &p->st_seq_probe, "seq_probe", s, n, 1,
 		    "SELECT (SELECT pos FROM %s.stream_pending "
-		    "WHERE stream = $1 ORDER BY pos LIMIT 1) IS NOT NULL, "
+		    "WHERE stream = $1 ORDER BY pos LIMIT 1) IS NOT NULL%s, "
 		    "coalesce((SELECT seq FROM %s.stream_head "
 		    "WHERE stream = $1), 0)",
-		    s, s);
+		    s, src_probe, s);
 	if (rc == 0)
 		rc = stream_stmt_build(
 		    &p->st_seq_move, "seq_move", s, n, 3,
@@ -140,6 +153,41 @@ producer_sequencer_stmts(struct stream_producer *p)
 		    "SELECT (SELECT count(*) FROM moved), "
 		    "coalesce((SELECT seq FROM head), (SELECT seq FROM base))",
 		    s, s, s, s, s);
+	/* The source's new rows, numbered after the pending ones (this
+	 * statement sees statement 2's head): "new" is decided by snapshots
+	 * alone, PgQ's way.  cur is this statement's own snapshot (taken
+	 * after the lock), so a row is taken exactly when this statement can
+	 * see it; the head row keeps cur as the next pass's last.  Every row
+	 * visible in last was sequenced by an earlier pass, and no other row
+	 * was, so a writer that commits out of id order is taken by the
+	 * first pass that sees it, once.  No LIMIT: cutting the set would
+	 * need a snapshot between the two, so a pass takes everything
+	 * committed since the last one. */
+	if (rc == 0 && p->source[0] != '\0')
+		rc = stream_stmt_build(
+		    &p->st_seq_source, "seq_source", s, n, 2,
+		    "WITH h AS MATERIALIZED (SELECT seq, snap FROM "
+		    "%s.stream_head WHERE stream = $1), "
+		    "cur AS MATERIALIZED (SELECT pg_current_snapshot() AS s), "
+		    "src AS MATERIALIZED (SELECT f.ord, f.id, f.type, f.at, "
+		    "f.tail FROM %s.%s((SELECT snap FROM h), "
+		    "(SELECT s FROM cur)) f WHERE "
+		    "current_setting('kasir.sequencer_locked', true) = "
+		    "'true'), "
+		    "base AS (SELECT coalesce((SELECT seq FROM h), 0) AS seq), "
+		    "moved AS (INSERT INTO %s.stream_out (stream, seq, id, "
+		    "type, at, body) SELECT $1, q.seq, q.id, q.type, q.at, "
+		    "$2::text || q.seq || q.tail FROM (SELECT src.id, "
+		    "src.type, src.at, src.tail, base.seq + row_number() OVER "
+		    "(ORDER BY src.ord) AS seq FROM src, base) q "
+		    "RETURNING seq), "
+		    "head AS (INSERT INTO %s.stream_head AS x (stream, seq, "
+		    "snap) SELECT $1, max(seq), (SELECT s FROM cur) FROM moved "
+		    "HAVING count(*) > 0 ON CONFLICT (stream) DO UPDATE SET "
+		    "seq = excluded.seq, snap = excluded.snap RETURNING seq) "
+		    "SELECT (SELECT count(*) FROM moved), "
+		    "coalesce((SELECT seq FROM head), (SELECT seq FROM base))",
+		    s, s, p->source, s, s);
 	return rc;
 }
 
@@ -180,41 +228,52 @@ sequence_probe(struct stream_producer *p, bool *ret_pending)
 
 /*
  * One pass (see the top of the file): one pipeline, one round trip.  0
- * with *ret_moved rows sequenced (and *ret_busy when another sequencer
- * held the lock), or the error; the transaction is ended either way (a
- * COMMIT whose answer was lost is fine: the next pass reads the truth).
+ * with *ret_moved rows sequenced (*ret_full when the pending batch was
+ * full: there may be more; *ret_busy when another sequencer held the
+ * lock), or the error; the transaction is ended either way (a COMMIT whose
+ * answer was lost is fine: the next pass reads the truth).
  */
 static int
-sequence_pass(struct stream_producer *p, int64_t *ret_moved, bool *ret_busy)
+sequence_pass(struct stream_producer *p, int64_t *ret_moved, bool *ret_full,
+              bool *ret_busy)
 {
-	const struct db_stmt *const st[] = {&p->st_seq_lock.st,
-	                                    &p->st_seq_move.st};
+	const struct db_stmt *const st[] = {
+	    &p->st_seq_lock.st, &p->st_seq_move.st, &p->st_seq_source.st};
 	const char *lock_params[] = {p->lock_key};
 	const char *move_params[] = {p->stream, STREAM_SEQUENCE_BATCH_S,
 	                             p->body_prefix};
-	const char *const *params[] = {lock_params, move_params};
-	PGresult *res[2] = {NULL, NULL};
-	int64_t moved = 0, head = 0;
+	const char *source_params[] = {p->stream, p->body_prefix};
+	const char *const *params[] = {lock_params, move_params, source_params};
+	size_t nst = p->source[0] != '\0' ? 3 : 2;
+	PGresult *res[3] = {NULL, NULL, NULL};
+	int64_t moved = 0, head = 0, pending_moved = 0;
 	bool got = false;
 	int rc;
 
 	*ret_moved = 0;
+	*ret_full = false;
 	*ret_busy = false;
 	if ((rc = db_ensure(p->seq_db)) < 0)
 		return rc;
-	/* BEGIN, lock, move, COMMIT: the transaction is ended either way */
-	if ((rc = db_tx_once(p->seq_db, 2, st, params, res)) < 0)
+	/* BEGIN, lock, move (, source), COMMIT: the transaction is ended
+	 * either way */
+	if ((rc = db_tx_once(p->seq_db, nst, st, params, res)) < 0)
 		return rc;
-	if (PQntuples(res[0]) != 1 || PQntuples(res[1]) != 1) {
-		rc = KASIR_ESQL; /* committed, but not what a pass returns */
-	} else {
+	for (size_t i = 0; i < nst && rc == 0; i++)
+		if (PQntuples(res[i]) != 1)
+			rc =
+			    KASIR_ESQL; /* committed, but not a pass's answer */
+	if (rc == 0) {
 		got = db_get(res[0], 0, 0) != NULL &&
 		      strcmp(db_get(res[0], 0, 0), "true") == 0;
-		moved = db_get_i64(res[1], 0, 0);
-		head = db_get_i64(res[1], 0, 1);
+		pending_moved = db_get_i64(res[1], 0, 0);
+		moved = pending_moved;
+		head = db_get_i64(res[nst - 1], 0, 1);
+		if (nst == 3)
+			moved += db_get_i64(res[2], 0, 0);
 	}
-	PQclear(res[0]);
-	PQclear(res[1]);
+	for (size_t i = 0; i < nst; i++)
+		PQclear(res[i]);
 	if (rc < 0)
 		return rc;
 	if (!got) {
@@ -226,6 +285,7 @@ sequence_pass(struct stream_producer *p, int64_t *ret_moved, bool *ret_busy)
 	/* ours, or another process's rows this process has not sent */
 	sequence_saw_head(p, head, moved);
 	*ret_moved = moved;
+	*ret_full = pending_moved == STREAM_SEQUENCE_BATCH;
 	return 0;
 }
 
@@ -259,7 +319,7 @@ producer_sequencer_main(void *arg)
 {
 	struct stream_producer *p = arg;
 	int64_t next = 0, moved = 0, last_pass = 0;
-	bool busy = false, failing = false, kicked, pending;
+	bool busy = false, full = false, failing = false, kicked, pending;
 	int rc;
 
 	pthread_mutex_lock(&p->mu);
@@ -270,7 +330,7 @@ producer_sequencer_main(void *arg)
 			stream_cond_wait_ms(&p->seq_cv, &p->mu, next - now);
 			continue;
 		}
-		if (p->seq_kicked && moved < STREAM_SEQUENCE_BATCH &&
+		if (p->seq_kicked && !full &&
 		    now < last_pass + STREAM_SEQUENCE_GAP_MS) {
 			stream_cond_wait_ms(&p->seq_cv, &p->mu,
 			                    last_pass + STREAM_SEQUENCE_GAP_MS -
@@ -285,19 +345,20 @@ producer_sequencer_main(void *arg)
 		 * and the pass after a busy one go straight to the pass */
 		pending = true;
 		moved = 0;
+		full = false;
 		busy = false;
 		if (!kicked && sequence_probe(p, &pending) < 0)
 			pending = false; /* db_ensure paces the reconnects */
 		if (pending) {
 			last_pass = now_mono_ms();
-			rc = sequence_pass(p, &moved, &busy);
+			rc = sequence_pass(p, &moved, &full, &busy);
 			sequence_note(p, rc, &failing);
 		}
 		next = now_mono_ms() +
 		       (busy ? STREAM_SEQUENCE_BUSY_MS : p->seq_poll_ms);
 
 		pthread_mutex_lock(&p->mu);
-		if (moved == STREAM_SEQUENCE_BATCH)
+		if (full)
 			p->seq_kicked = true; /* there may be more */
 	}
 	pthread_mutex_unlock(&p->mu);
@@ -305,6 +366,6 @@ producer_sequencer_main(void *arg)
 	 * and only on a live connection (never a connect at shutdown); a
 	 * restart or the other process sequences anything left. */
 	if (db_is_up(p->seq_db))
-		sequence_pass(p, &moved, &busy);
+		sequence_pass(p, &moved, &full, &busy);
 	return NULL;
 }

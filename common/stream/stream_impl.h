@@ -134,6 +134,9 @@ struct stream_producer {
 	struct stream_stmt st_seq_probe; /* anything pending? the head */
 	struct stream_stmt st_seq_lock;  /* pg_try_advisory_xact_lock */
 	struct stream_stmt st_seq_move;  /* pending -> stream_out, head */
+	/* with a source table (stream_producer_conf.source): its function */
+	char source[STREAM_SCHEMA_MAX + 1]; /* "" without */
+	struct stream_stmt st_seq_source;   /* new source rows -> stream_out */
 	struct kasir_db *seq_db;
 	pthread_t seq_thread;
 	bool seq_started;

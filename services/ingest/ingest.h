@@ -8,7 +8,7 @@
  *                 which transaction_status (pure; notification.h)
  *   source.c      which address a request comes from (trusted proxies)
  *   store.c       the committers: bounded queues + group commit of
- *                 payment_event rows and their stream messages, N
+ *                 payment_event rows (the ingest stream's source), N
  *                 transactions in flight, one order always on one
  *                 committer
  *   quarantine.c  bounded, rate-limited keeping of refused bodies
@@ -166,7 +166,7 @@ void ingest_item_free(struct ingest_item *it);
 
 struct ingest_store;
 
-#define INGEST_COMMITTERS_MAX 32 /* each defers its appends: stream.h */
+#define INGEST_COMMITTERS_MAX 32 /* each one a database connection */
 
 struct ingest_store_conf {
 	struct db_conf db;   /* each committer opens its own connection */

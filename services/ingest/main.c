@@ -10,8 +10,9 @@
  * quarantined; status_consistency.c), the per-source rate limit (429 +
  * Retry-After) - checked before anything reaches the database - then the
  * request is deferred and handed to the committer, which answers 200
- * {"status":"ok","event_id":N} only after the row and its stream message
- * are committed, or 503 when they could not be.
+ * {"status":"ok","event_id":N} only after its payment_event row (which is
+ * also its ingest stream message: store.c) is committed, or 503 when it
+ * could not be.
  *
  * Start-up and shutdown follow common/daemon.h.  Shutdown order matters:
  * the committer drains first (every deferred request gets its answer),
@@ -352,6 +353,8 @@ main(int argc, char **argv)
 
 	daemon_producer_conf(&d, "ingest", false, &pc);
 	pc.db.application_name = "kasir-ingest-publisher";
+	/* the payment_event rows are the stream's messages (store.c) */
+	pc.source = "stream_source_ingest";
 	if ((r = stream_producer_start(&pc, d.keyring, d.metrics, &producer)) <
 	    0) {
 		log_err("starting the ingest stream producer failed: %s",

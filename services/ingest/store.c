@@ -3,22 +3,25 @@
  *
  * HTTP handlers verify a notification, defer their request and submit it
  * here.  N committer threads (ingest.commit.committers), each with its own
- * database connection and its own FIFO queue, commit at the same time: the
- * stream appends take no shared lock (docs/backbone.md), so N transactions
- * are in flight and their WAL flushes overlap.  A notification goes to the
+ * database connection and its own FIFO queue, commit at the same time: an
+ * insert takes no shared lock (the stream's seqs are given after COMMIT:
+ * docs/backbone.md), so N transactions are in flight and their WAL
+ * flushes overlap.  A notification goes to the
  * committer chosen by a hash of its order_id, so two notifications of one
  * order are stored (and get their stream seqs) in arrival order: one
  * committer commits its queue in order, one transaction after the other.
  * A committer takes up to batch_max queued notifications (waiting at most
  * batch_wait for more when fewer are queued), and in ONE transaction
- * inserts them into ingest.payment_event (one statement for the batch,
- * which also gives their ids) and appends their payment.notification
- * messages to the ingest stream (one more).  Only after COMMIT are the
- * requests answered 200; if anything fails every request of the batch gets 503
- * (Midtrans resends; a duplicate is harmless: duplicates are evidence and are
- * stored anyway). A statement error (not a connection error) in a batch of
- * several is retried one notification per transaction, so one poisonous body
- * cannot keep failing its neighbours.
+ * inserts them into ingest.payment_event: one statement for the batch,
+ * which also gives their ids, and the COMMIT.  That row is the only copy
+ * written: it is the ingest stream's payment.notification message too
+ * (the producer's source, migration 0004_stream_source: the sequencer
+ * renders and numbers the rows whose transaction committed).  Only after
+ * COMMIT are the requests answered 200; if anything fails every request of the
+ * batch gets 503 (Midtrans resends; a duplicate is harmless: duplicates are
+ * evidence and are stored anyway). A statement error (not a connection error)
+ * in a batch of several is retried one notification per transaction, so one
+ * poisonous body cannot keep failing its neighbours.
  *
  * The queues are bounded together in count and in body bytes; a handler
  * reserves its place before it defers its request, and when they are full
@@ -30,8 +33,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <cjson/cJSON.h>
-
 #include "err.h"
 #include "http.h"
 #include "ingest.h"
@@ -39,10 +40,6 @@
 #include "metrics.h"
 #include "stream.h"
 #include "util.h"
-
-/* every committer defers its appends on its own connection at once */
-_Static_assert(INGEST_COMMITTERS_MAX <= STREAM_DEFER_SLOTS,
-               "more committers than the stream's deferral slots");
 
 struct ingest_store;
 
@@ -89,7 +86,7 @@ struct ingest_store {
  * result by construction, never by the order of RETURNING rows.  A
  * notification sent after another one's 200 gets the higher id, whichever
  * committer or process stores it. */
-#define EVENT_COLUMNS 12
+#define EVENT_COLUMNS 14
 static const struct db_stmt stmt_insert_events = {
     .name = "ingest_event_insert_many",
     .sql = "WITH ids AS (SELECT id, row_number() OVER (ORDER BY id) AS pos"
@@ -98,18 +95,21 @@ static const struct db_stmt stmt_insert_events = {
            " ins AS (INSERT INTO ingest.payment_event (id, received_at, "
            "source_addr, order_id, transaction_status, status_code, "
            "gross_amount, fraud_status, payment_type, transaction_id, "
-           "currency, signature_key_id, raw)"
+           "currency, signature_key_id, raw, transaction_time,"
+           " settlement_time)"
            "  SELECT ids.id, u.received_at, u.source_addr, u.order_id,"
            "   u.transaction_status, u.status_code, u.gross_amount,"
            "   u.fraud_status, u.payment_type, u.transaction_id, u.currency,"
-           "   u.signature_key_id, u.raw"
+           "   u.signature_key_id, u.raw, u.transaction_time,"
+           "   u.settlement_time"
            "  FROM unnest($1::timestamptz[], $2::inet[], $3::text[],"
            "   $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],"
-           "   $9::text[], $10::text[], $11::text[], $12::bytea[])"
+           "   $9::text[], $10::text[], $11::text[], $12::bytea[],"
+           "   $13::text[], $14::text[])"
            "   WITH ORDINALITY AS u(received_at, source_addr, order_id,"
            "   transaction_status, status_code, gross_amount, fraud_status,"
            "   payment_type, transaction_id, currency, signature_key_id, raw,"
-           "   pos)"
+           "   transaction_time, settlement_time, pos)"
            "  JOIN ids USING (pos))"
            " SELECT id FROM ids ORDER BY pos",
     .nparams = EVENT_COLUMNS,
@@ -170,72 +170,6 @@ item_finish(struct ingest_store *s, struct ingest_item *it, int64_t event_id)
 	ingest_item_free(it);
 }
 
-/* Adds name: value to obj without copying either: name is a literal and
- * value outlives obj (the item's parsed fields, freed after the append). */
-static bool
-add_string_ref(cJSON *obj, const char *name, const char *value)
-{
-	cJSON *v = cJSON_CreateStringReference(value);
-
-	if (v == NULL)
-		return false;
-	if (!cJSON_AddItemToObjectCS(obj, name, v)) {
-		cJSON_Delete(v);
-		return false;
-	}
-	return true;
-}
-
-/* The stream message of a stored item: the parsed fields plus the whole
- * object as received ("raw"); data holds references only: it copies
- * nothing the item already owns. */
-static int
-append_message(struct ingest_committer *c, struct ingest_item *it, int64_t id,
-               const char *received)
-{
-	const struct notification *n = &it->n;
-	const struct {
-		const char *name, *value;
-	} fields[] = {
-	    {"order_id", n->order_id},
-	    {"transaction_status", n->transaction_status},
-	    {"status_code", n->status_code},
-	    {"gross_amount", n->gross_amount},
-	    {"received_at", received},
-	    /* optional: left out when absent */
-	    {"currency", n->currency},
-	    {"payment_type", n->payment_type},
-	    {"fraud_status", n->fraud_status},
-	    {"transaction_id", n->transaction_id},
-	    {"transaction_time", n->transaction_time},
-	    {"settlement_time", n->settlement_time},
-	};
-	cJSON *data, *num;
-	int r = -ENOMEM;
-
-	data = cJSON_CreateObject();
-	if (data == NULL)
-		goto out;
-	num = cJSON_CreateNumber((double)id);
-	if (num == NULL)
-		goto out;
-	if (!cJSON_AddItemToObjectCS(data, "event_id", num)) {
-		cJSON_Delete(num);
-		goto out;
-	}
-	for (size_t i = 0; i < ARRAY_SIZE(fields); i++)
-		if (fields[i].value != NULL &&
-		    !add_string_ref(data, fields[i].name, fields[i].value))
-			goto out;
-	if (!cJSON_AddItemReferenceToObject(data, "raw", n->obj))
-		goto out;
-	r = stream_append(c->s->producer, c->db, MSG_PAYMENT_NOTIFICATION, data,
-	                  NULL);
-out:
-	cJSON_Delete(data);
-	return r;
-}
-
 /* Adds one item's row to the column arrays col[0..EVENT_COLUMNS). */
 static int
 add_row(struct db_array *col, const struct ingest_item *it, char *received,
@@ -260,6 +194,8 @@ add_row(struct db_array *col, const struct ingest_item *it, char *received,
 	db_array_add(&col[9], n->currency);
 	db_array_add(&col[10], it->key_id);
 	db_array_add(&col[11], hex);
+	db_array_add(&col[12], n->transaction_time);
+	db_array_add(&col[13], n->settlement_time);
 	free(hex);
 	return 0;
 }
@@ -297,11 +233,12 @@ insert_events(struct ingest_committer *c, struct ingest_item **items, size_t n,
 }
 
 /* Writes items[0..n) in one transaction of two round trips whatever its
- * size: BEGIN with the payment_event rows (insert_events), then the
- * stream messages, deferred (stream.h), with the COMMIT.  0 committed (ids[]
- * filled), otherwise the error; the transaction is ended either way (db.h: a
- * transaction lost with its connection must be ended by the caller before the
- * handle reconnects, and that includes a BEGIN that failed). */
+ * size: BEGIN with the payment_event rows (insert_events), then COMMIT.
+ * 0 committed (ids[] filled), otherwise the error; the transaction is
+ * ended either way (db.h: a transaction lost with its connection must be
+ * ended by the caller before the handle reconnects, and that includes a
+ * BEGIN that failed).  The stream message is the row itself: the
+ * caller's kick after COMMIT makes the sequencer take it. */
 static int
 write_batch(struct ingest_committer *c, struct ingest_item **items, size_t n,
             int64_t *ids)
@@ -311,21 +248,8 @@ write_batch(struct ingest_committer *c, struct ingest_item **items, size_t n,
 	if ((r = db_ensure(c->db)) < 0)
 		return r;
 	if ((r = insert_events(c, items, n, ids, c->received)) < 0)
-		goto fail;
-	if ((r = stream_defer_begin(c->s->producer, c->db)) < 0)
-		goto fail;
-	for (size_t i = 0; i < n && r == 0; i++)
-		r = append_message(c, items[i], ids[i], c->received[i]);
-	if (r == 0)
-		/* the messages and the COMMIT: one round trip */
-		r = stream_defer_commit(c->s->producer, c->db);
-	else
-		db_rollback(c->db);
-	stream_defer_end(c->s->producer, c->db);
-	return r; /* the transaction is ended either way */
-fail:
-	db_rollback(c->db);
-	return r;
+		return r; /* insert_events rolled back */
+	return db_commit(c->db);
 }
 
 static void

@@ -1,8 +1,9 @@
 """Two kasir-ingest processes on one database, as behind nginx (issue 17).
 
-Both append to the one "ingest" stream at the same time (their appends take
-no shared lock: stream_pending, docs/backbone.md); whichever sequencer holds
-the stream's advisory lock gives the committed rows their seqs, and when
+Both append to the one "ingest" stream at the same time (their payment_event
+inserts are the stream's source and take no shared lock, docs/backbone.md);
+whichever sequencer holds the stream's advisory lock gives the committed
+rows their seqs, and when
 one process is SIGKILLed the other goes on sequencing everybody's rows.
 
 Each process runs 6 committers.  ORDERS orders get STEPS notifications each, sent one after the other (the
@@ -13,7 +14,7 @@ was cut resends to the other process (nginx's next upstream).
 
 Checked in the database once everything committed is sequenced: every
 stored payment_event has exactly one message on the stream, seq gap-free
-from 1, stream_pending empty, and each order's messages in the order its
+from 1, nothing left unsequenced, and each order's messages in the order its
 notifications were sent; both processes stored and sequenced some.
 """
 
@@ -29,8 +30,7 @@ from ingest_util import DOCS_KEY, JSON, check, notification
 ORDERS = 150
 STEPS = 6
 SENDERS = 12
-# more committers than the default 4: each defers its stream appends on
-# its own connection at once (stream.h STREAM_DEFER_SLOTS)
+# more committers than the default 4: more transactions in flight at once
 FAST = {"INGEST_RATE": "100000", "INGEST_BURST": "100000", "INGEST_COMMITTERS": "6"}
 
 

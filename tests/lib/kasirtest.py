@@ -308,22 +308,47 @@ def _log(msg):
 # waiting, ports, http
 
 
+# Streams whose messages are rows of a table of the service (a producer's
+# source, docs/backbone.md "A table as the source"): schema -> (stream,
+# source function).  Their unsequenced messages are the rows the function
+# still gives, never stream_pending rows.
+STREAM_SOURCES = {"ingest": ("ingest", "stream_source_ingest")}
+
+
+def unsequenced_sql(schema, stream_sql=None):
+    """SQL counting <schema>'s committed messages that have no seq yet: of
+    every stream, or of the stream the SQL expression stream_sql names
+    ("'orders'", "h.stream"): its stream_pending rows, plus a source
+    stream's rows committed since its sequencer's last pass."""
+    where = f" WHERE stream = {stream_sql}" if stream_sql else ""
+    q = f"(SELECT count(*) FROM {schema}.stream_pending{where})"
+    src = STREAM_SOURCES.get(schema)
+    if src:
+        count = (f"(SELECT count(*) FROM {schema}.{src[1]}("
+                 f"(SELECT snap FROM {schema}.stream_head WHERE stream = '{src[0]}'),"
+                 f" pg_current_snapshot()))")
+        q += (f" + CASE WHEN {stream_sql} = '{src[0]}' THEN {count} ELSE 0 END"
+              if stream_sql else f" + {count}")
+    return q
+
+
 def wait_sequenced(sql, schema, timeout=20):
-    """Waits until <schema>.stream_pending is empty: every message that
-    producer committed has its seq in <schema>.stream_out.  The sequencer
-    gives seqs right after each COMMIT (docs/backbone.md), so a test that
-    reads stream_out after seeing a state change waits for it first.
+    """Waits until every message the producers of <schema> committed has
+    its seq in <schema>.stream_out (stream_pending empty, and nothing new
+    in a source table).  The sequencer gives seqs right after each COMMIT
+    (docs/backbone.md), so a test that reads stream_out after seeing a
+    state change waits for it first.
     sql: a function (query) -> rows, e.g. Stack.sql."""
-    wait_until(lambda: sql(f"SELECT count(*) FROM {schema}.stream_pending")[0][0] == 0,
+    wait_until(lambda: sql(f"SELECT {unsequenced_sql(schema)}")[0][0] == 0,
                timeout, f"{schema}: every committed message sequenced", interval=0.02)
 
 
 def stream_head_sql(schema, stream):
     """SQL for the head a producer's stream will have once what it has
-    committed is sequenced: stream_out's highest seq plus the rows still in
-    stream_pending (each gets the next seq)."""
+    committed is sequenced: stream_out's highest seq plus the messages
+    still without a seq (each gets the next one)."""
     return (f"((SELECT coalesce(max(seq), 0) FROM {schema}.stream_out WHERE stream = '{stream}')"
-            f" + (SELECT count(*) FROM {schema}.stream_pending WHERE stream = '{stream}'))")
+            f" + {unsequenced_sql(schema, repr(stream))})")
 
 
 def wait_until(pred, timeout=30, what="condition", interval=0.1):

@@ -1,0 +1,174 @@
+"""The ingest stream's source: a payment_event row is the stream message
+(issue 17, docs/backbone.md "A table as the source").
+
+kasir-ingest writes each notification once, as its payment_event row; the
+ingest producer's sequencer takes the rows whose writing transaction
+committed since its last pass (PgQ's snapshot rule) and numbers them into
+stream_out.  Checked here against a running kasir-ingest:
+
+1. Out-of-order commits.  Transaction A inserts an event (the lower id)
+   and stays open; transaction B inserts one (the higher id) and commits.
+   B's message appears while A is open, A's is not there; then A commits
+   and its message appears after B's.  Every row exactly once, seqs
+   gap-free, and a rolled-back insert never appears.  A sequencer that
+   kept a watermark ("everything up to the highest id taken") would lose A
+   for good.
+2. The rendered message is what kasir-order expects: every field of
+   payment.notification (proto/messages.def) with the values the daemon
+   parsed, "raw" the body exactly as received (non-ASCII, escapes and all),
+   the header's id a UUID, at = received_at; a kasir-order that consumed
+   it is checked by the payment tests.
+3. The source keeps working across a kasir-ingest restart (the last
+   snapshot is in stream_head), and the head row records it.
+"""
+
+import json
+import sys
+import time
+
+import kasirtest
+from ingest_util import DOCS_KEY, JSON, check, notification
+
+# one event row as a test inserts it by hand (ingest's own columns)
+INSERT = ("INSERT INTO ingest.payment_event (received_at, source_addr, order_id,"
+          " transaction_status, status_code, gross_amount, signature_key_id, raw)"
+          " VALUES (now(), '127.0.0.1', %s, 'pending', '201', '10000.00', 'test',"
+          " convert_to(%s, 'UTF8')) RETURNING id")
+
+
+def messages(st):
+    """{event_id: [seq, ...]} of the ingest stream, and all seqs in order."""
+    rows = st.sql("SELECT seq, (body::jsonb #>> '{data,event_id}')::bigint"
+                  " FROM ingest.stream_out WHERE stream = 'ingest' ORDER BY seq")
+    by_event = {}
+    for seq, ev in rows:
+        by_event.setdefault(ev, []).append(seq)
+    return by_event, [seq for seq, _ in rows]
+
+
+def out_of_order(st):
+    a = st.pg.connect()
+    b = st.pg.connect()
+    c = st.pg.connect()
+    try:
+        ca, cb, cc = a.cursor(), b.cursor(), c.cursor()
+        ca.execute("BEGIN")
+        ca.execute(INSERT, ("SRC-A", '{"order_id":"SRC-A"}'))
+        id_a = ca.fetchone()[0]
+        cc.execute("BEGIN")
+        cc.execute(INSERT, ("SRC-C", '{"order_id":"SRC-C"}'))
+        id_c = cc.fetchone()[0]
+        cb.execute("BEGIN")
+        cb.execute(INSERT, ("SRC-B", '{"order_id":"SRC-B"}'))
+        id_b = cb.fetchone()[0]
+        check(id_a < id_c < id_b, f"ids in insert order: {id_a} {id_c} {id_b}")
+        cb.execute("COMMIT")
+        # nothing kicks the sequencer here: its 50 ms poll finds B
+        st.wait_until(lambda: id_b in messages(st)[0], timeout=20,
+                      what="B's message, committed after A's insert")
+        # A (lower id, still open) is not there; passes keep running
+        time.sleep(0.3)
+        got, _ = messages(st)
+        check(id_a not in got, "A's message exists before A committed")
+        cc.execute("ROLLBACK")
+        ca.execute("COMMIT")
+        st.wait_until(lambda: id_a in messages(st)[0], timeout=20,
+                      what="A's message after A committed out of id order")
+        time.sleep(0.3)  # more passes: nothing is taken twice
+        got, seqs = messages(st)
+        check(got[id_a] and got[id_b] and len(got[id_a]) == 1 and len(got[id_b]) == 1,
+              f"A and B once each: {got.get(id_a)} {got.get(id_b)}")
+        check(got[id_a][0] > got[id_b][0],
+              f"A (committed last) after B: seq {got[id_a]} vs {got[id_b]}")
+        check(id_c not in got, "the rolled-back insert has a message")
+        check(seqs == list(range(1, len(seqs) + 1)), f"seqs gap-free from 1: {seqs}")
+        n_ev = st.sql("SELECT count(*) FROM ingest.payment_event")[0][0]
+        check(len(got) == n_ev and all(len(v) == 1 for v in got.values()),
+              f"{n_ev} events, messages {got}: want one each")
+        snap = st.sql("SELECT snap::text FROM ingest.stream_head WHERE stream = 'ingest'")
+        check(snap and snap[0][0], f"stream_head keeps the last snapshot: {snap}")
+        print(f"ok: out-of-order commit: B (id {id_b}) seq {got[id_b][0]}, "
+              f"A (id {id_a}) seq {got[id_a][0]}; rolled-back C absent", flush=True)
+    finally:
+        for conn in (a, b, c):
+            conn.close()
+
+
+def rendered(st):
+    extra = {"custom_field1": "Budi \u015amiech \U0001f3ac \"kutip\" \\ tab\t",
+             "settlement_time": "2026-11-23 16:00:05",
+             "va_numbers": [{"bank": "bca", "va_number": "12345"}]}
+    body = notification("SRC-RENDER", **extra)
+    # as a client may send it: spaces, key order of its own, \u escapes
+    text = json.dumps(json.loads(body), indent=1, ensure_ascii=True).encode()
+    r = kasirtest.http("POST", st.url("ingest"), text, JSON)
+    check(r.status == 200, f"notification stored: {r}")
+    ev = r.body["event_id"]
+    kasirtest.wait_sequenced(st.sql, "ingest")
+    body_text, seq = st.sql("SELECT body, seq FROM ingest.stream_out"
+                            " WHERE stream = 'ingest'"
+                            " AND (body::jsonb #>> '{data,event_id}')::bigint = %s",
+                            (ev,))[0]
+    msg = json.loads(body_text)
+    received = st.sql("SELECT to_char(received_at AT TIME ZONE 'UTC',"
+                      " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') FROM ingest.payment_event"
+                      " WHERE id = %s", (ev,))[0][0]
+    sent = json.loads(text)
+    check(list(msg) == ["v", "stream", "seq", "id", "type", "at", "data"],
+          f"header fields in the encoder's order: {list(msg)}")
+    check(msg["v"] == 1 and msg["stream"] == "ingest" and msg["seq"] == seq
+          and msg["type"] == "payment.notification" and msg["at"] == received,
+          f"header: {msg}")
+    check(len(msg["id"]) == 36 and msg["id"].count("-") == 4, f"id a UUID: {msg['id']}")
+    want = {"event_id": ev, "order_id": "SRC-RENDER", "transaction_status": "settlement",
+            "status_code": "200", "gross_amount": "100000.00", "received_at": received,
+            "currency": "IDR", "payment_type": "bank_transfer", "fraud_status": "accept",
+            "transaction_id": "tx-SRC-RENDER",
+            "transaction_time": sent["transaction_time"],
+            "settlement_time": "2026-11-23 16:00:05", "raw": sent}
+    check(msg["data"] == want,
+          f"data: {json.dumps(msg['data'])[:400]} vs {json.dumps(want)[:400]}")
+    # raw is the received text itself, not a re-formatted copy
+    check(text.decode() in body_text, "raw is the body byte for byte")
+    # optional fields left out when the body has none (or null)
+    r = kasirtest.http("POST", st.url("ingest"),
+                       notification("SRC-BARE", fraud_status=None, settlement_time=None),
+                       JSON)
+    check(r.status == 200, f"bare notification stored: {r}")
+    ev = r.body["event_id"]
+    kasirtest.wait_sequenced(st.sql, "ingest")
+    data = json.loads(st.sql(
+        "SELECT body FROM ingest.stream_out WHERE stream = 'ingest'"
+        " AND (body::jsonb #>> '{data,event_id}')::bigint = %s", (ev,))[0][0])["data"]
+    check("fraud_status" not in data and "settlement_time" not in data,
+          f"absent optional fields left out: {sorted(data)}")
+    print("ok: rendered message = the encoder's fields, raw as received", flush=True)
+
+
+def restart(st):
+    before = messages(st)[1][-1]
+    st.stop("ingest")
+    st.sql(INSERT, ("SRC-DOWN", '{"order_id":"SRC-DOWN"}'))  # while it is down
+    st.start("ingest")
+    r = kasirtest.http("POST", st.url("ingest"), notification("SRC-AFTER"), JSON)
+    check(r.status == 200, f"stored after the restart: {r}")
+    kasirtest.wait_sequenced(st.sql, "ingest")
+    got, seqs = messages(st)
+    check(seqs == list(range(1, len(seqs) + 1)) and len(seqs) == before + 2,
+          f"two more messages after the restart, gap-free: {seqs[-4:]}")
+    check(all(len(v) == 1 for v in got.values()), "each event once")
+    print("ok: a row stored while kasir-ingest was down is taken after its restart",
+          flush=True)
+
+
+def main():
+    with kasirtest.Stack.for_test(server_key=DOCS_KEY) as st:
+        st.start("ingest")
+        out_of_order(st)
+        rendered(st)
+        restart(st)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
