@@ -39,10 +39,16 @@ CREATE INDEX payment_event_txid ON ingest.payment_event (txid)
 -- The ingest stream's source (stream.h, stream_producer_conf.source):
 -- the rows whose writing transaction is visible in cur (the sequencer
 -- statement's own snapshot) and was not visible in last (the snapshot of
--- the last pass that took rows; NULL before the first one).  A txid not
--- visible in last is either at or above last's xmax, or one of the
--- transactions last saw in progress (its xip list): both are index
--- lookups, however long ago last's xmin is.  Each row's message:
+-- the last pass that took rows; NULL before the first one, read as
+-- "1:1:", a snapshot that sees nothing).  A txid not visible in last is
+-- either at or above last's xmax, or one of the transactions last saw in
+-- progress (its xip list): two index scans of payment_event_txid, however
+-- long ago last's xmin is.  They are two branches of a UNION ALL (never
+-- an OR, which a generic plan can only answer with a scan of the whole
+-- table: 40 ms a pass at 200,000 rows, measured) and disjoint (xip
+-- entries are below last's xmax); the rows are rendered from what the
+-- branches read (a join back to the table by id was planned as a merge
+-- over its whole primary key: 33 ms).  Each row's message:
 --   id   a UUID derived from the event id (md5 of 'kasir.ingest.<id>'),
 --        so the same row always renders the same message
 --   at   the notification's received_at
@@ -55,6 +61,17 @@ CREATE INDEX payment_event_txid ON ingest.payment_event (txid)
 CREATE FUNCTION ingest.stream_source_ingest(last pg_snapshot, cur pg_snapshot)
 RETURNS TABLE (ord bigint, id uuid, type text, at timestamptz, tail text)
 LANGUAGE sql STABLE AS $source$
+	WITH new AS (
+		SELECT e.* FROM ingest.payment_event e
+		WHERE e.txid IS NOT NULL
+		  AND e.txid >= pg_snapshot_xmax(coalesce(last, '1:1:'))
+		  AND e.txid < pg_snapshot_xmax(cur)
+		  AND pg_visible_in_snapshot(e.txid, cur)
+		UNION ALL
+		SELECT e.* FROM ingest.payment_event e
+		WHERE e.txid IS NOT NULL
+		  AND e.txid = ANY (ARRAY(SELECT pg_snapshot_xip(last)))
+		  AND pg_visible_in_snapshot(e.txid, cur))
 	SELECT e.id, m.id, 'payment.notification', e.received_at,
 	       ',"id":"' || m.id || '","type":"payment.notification","at":"'
 	       || m.at || '","data":{"event_id":' || e.id
@@ -70,16 +87,10 @@ LANGUAGE sql STABLE AS $source$
 	       || coalesce(',"transaction_time":' || to_json(e.transaction_time), '')
 	       || coalesce(',"settlement_time":' || to_json(e.settlement_time), '')
 	       || ',"raw":' || convert_from(e.raw, 'UTF8') || '}}'
-	FROM ingest.payment_event e,
+	FROM new e,
 	     LATERAL (SELECT md5('kasir.ingest.' || e.id)::uuid AS id,
 	                     to_char(e.received_at AT TIME ZONE 'UTC',
 	                             'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') AS at) m
-	WHERE e.txid IS NOT NULL
-	  AND e.txid < pg_snapshot_xmax(cur)
-	  AND pg_visible_in_snapshot(e.txid, cur)
-	  AND (last IS NULL
-	       OR e.txid >= pg_snapshot_xmax(last)
-	       OR e.txid = ANY (ARRAY(SELECT pg_snapshot_xip(last))))
 $source$;
 
 COMMENT ON FUNCTION ingest.stream_source_ingest(pg_snapshot, pg_snapshot) IS
