@@ -200,56 +200,48 @@ add_row(struct db_array *col, const struct ingest_item *it, char *received,
 	return 0;
 }
 
-/* Opens the batch's transaction with the insert of items[0..n) into
- * payment_event (one statement, one round trip with the BEGIN); ids[i]
- * gets the id of items[i].  On failure no transaction is open. */
-static int
-insert_events(struct ingest_committer *c, struct ingest_item **items, size_t n,
-              int64_t *ids, char (*received)[40])
-{
-	struct db_array col[EVENT_COLUMNS] = {{0}};
-	const char *params[EVENT_COLUMNS];
-	PGresult *res = NULL;
-	int r = 0;
-
-	for (size_t i = 0; i < n && r == 0; i++)
-		r = add_row(col, items[i], received[i], sizeof(received[i]));
-	for (size_t k = 0; k < EVENT_COLUMNS && r == 0; k++)
-		if ((params[k] = db_array_text(&col[k])) == NULL)
-			r = -ENOMEM;
-	if (r == 0)
-		r = db_begin_with(c->db, &stmt_insert_events, params, &res);
-	if (r == 0 && (size_t)PQntuples(res) != n)
-		r = KASIR_ESQL;
-	for (size_t i = 0; i < n && r == 0; i++)
-		if ((ids[i] = db_get_i64(res, (int)i, 0)) <= 0)
-			r = KASIR_ESQL;
-	PQclear(res);
-	if (r < 0)
-		db_rollback(c->db);
-	for (size_t k = 0; k < EVENT_COLUMNS; k++)
-		db_array_free(&col[k]);
-	return r;
-}
-
-/* Writes items[0..n) in one transaction of two round trips whatever its
- * size: BEGIN with the payment_event rows (insert_events), then COMMIT.
- * 0 committed (ids[] filled), otherwise the error; the transaction is
- * ended either way (db.h: a transaction lost with its connection must be
- * ended by the caller before the handle reconnects, and that includes a
- * BEGIN that failed).  The stream message is the row itself: the
- * caller's kick after COMMIT makes the sequencer take it. */
+/* Stores items[0..n) in one transaction sent as one pipeline, one round
+ * trip whatever the batch's size: BEGIN, the insert of every row into
+ * payment_event (one statement, which also gives the ids: ids[i] is the
+ * id of items[i]), COMMIT.  0 committed (ids[] filled), otherwise
+ * db_tx_once()'s error (KASIR_EDBUNKNOWN: the connection was lost after
+ * the COMMIT was sent); the transaction is ended either way.  The stream
+ * message is the row itself: the caller's kick after COMMIT makes the
+ * sequencer take it. */
 static int
 write_batch(struct ingest_committer *c, struct ingest_item **items, size_t n,
             int64_t *ids)
 {
+	const struct db_stmt *const st[] = {&stmt_insert_events};
+	struct db_array col[EVENT_COLUMNS] = {{0}};
+	const char *params[EVENT_COLUMNS];
+	const char *const *pp[] = {params};
+	PGresult *res = NULL;
 	int r;
 
 	if ((r = db_ensure(c->db)) < 0)
 		return r;
-	if ((r = insert_events(c, items, n, ids, c->received)) < 0)
-		return r; /* insert_events rolled back */
-	return db_commit(c->db);
+	for (size_t i = 0; i < n && r == 0; i++)
+		r = add_row(col, items[i], c->received[i],
+		            sizeof(c->received[i]));
+	for (size_t k = 0; k < EVENT_COLUMNS && r == 0; k++)
+		if ((params[k] = db_array_text(&col[k])) == NULL)
+			r = -ENOMEM;
+	if (r == 0)
+		r = db_tx_once(c->db, 1, st, pp, &res);
+	/* committed: a result that is not the batch's ids is a bug in the
+	 * statement, and the rows are stored; still never 200 without an
+	 * id (503: Midtrans resends, the duplicate is stored too), and not
+	 * KASIR_ESQL, which would store each row again one by one */
+	if (r == 0 && (size_t)PQntuples(res) != n)
+		r = -EPROTO;
+	for (size_t i = 0; i < n && r == 0; i++)
+		if ((ids[i] = db_get_i64(res, (int)i, 0)) <= 0)
+			r = -EPROTO;
+	PQclear(res);
+	for (size_t k = 0; k < EVENT_COLUMNS; k++)
+		db_array_free(&col[k]);
+	return r;
 }
 
 static void
