@@ -1341,6 +1341,10 @@ def main():
                     help="ingest: pre-generated notifications (distinct orders)")
     ap.add_argument("--committers", type=int, default=None,
                     help="ingest: its committer count, when its config has one")
+    ap.add_argument("--open-rate", type=float, default=0,
+                    help="(a): the open-loop phase at this rate instead of "
+                         "half the measured maximum (an A/B of two builds "
+                         "at one rate)")
     ap.add_argument("--rounds", type=int, default=2,
                     help="ingest: ingest max and pgbench alternate this often")
     ap.add_argument("--no-peer", action="store_true",

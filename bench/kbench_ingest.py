@@ -564,9 +564,10 @@ def run(args, kb):
             st.stop("peer")
 
         # 4. ingest open loop at half its maximum
-        half_rate = max(1.0, mx["rate"] / 2)
+        half_rate = args.open_rate or max(1.0, mx["rate"] / 2)
         half = ingest_phase(f"kasir-ingest, open loop at {half_rate:.0f}/s "
-                            "(half the max)", [url], ["ingest"], rate=half_rate)
+                            + ("(--open-rate)" if args.open_rate else "(half the max)"),
+                            [url], ["ingest"], rate=half_rate)
 
         # 5. two ingest processes, one database
         pair = None
