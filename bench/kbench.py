@@ -126,9 +126,12 @@ def update_doc(key, title, body_md):
 
 def header(args):
     now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    # the bench/X wrappers name themselves in KBENCH_CMD
+    # the bench/X wrappers name themselves in KBENCH_CMD, and say in
+    # KBENCH_FIXED how many arguments of their own they pass first (the
+    # wrapper passes them again when run as printed)
     cmd = os.environ.get("KBENCH_CMD")
-    argv = " ".join(shlex.quote(a) for a in sys.argv[2 if cmd else 1:])
+    skip = 2 + int(os.environ.get("KBENCH_FIXED", "0")) if cmd else 1
+    argv = " ".join(shlex.quote(a) for a in sys.argv[skip:])
     cmd = cmd or "/usr/bin/python3 bench/kbench.py"
     return (f"- Run: {now}, build `{args.build_dir}`"
             f" (CMAKE_BUILD_TYPE={build_type(args.build_dir)})\n"
