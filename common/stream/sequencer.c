@@ -319,13 +319,20 @@ static void
 sequence_note(struct stream_producer *p, int rc, bool *failing)
 {
 	if (rc == KASIR_ESQL) {
+		char also[32 + 2 * STREAM_SCHEMA_MAX] = "";
+
 		metric_inc(p->m_seq_failures);
+		if (p->source[0] != '\0')
+			snprintf(also, sizeof(also),
+			         " and in what %s.%s() gives", p->schema,
+			         p->source);
 		if (!*failing)
-			log_fields(
-			    LOG_ERR, LOG_F({"STREAM", p->stream}),
-			    "sequencing stream %s failed: %s; its "
-			    "messages wait in %s.stream_pending, retrying",
-			    p->stream, db_last_error(p->seq_db), p->schema);
+			log_fields(LOG_ERR, LOG_F({"STREAM", p->stream}),
+			           "sequencing stream %s failed: %s; its "
+			           "messages wait in %s.stream_pending%s, "
+			           "retrying",
+			           p->stream, db_last_error(p->seq_db),
+			           p->schema, also);
 		*failing = true;
 	} else if (rc == 0 && *failing) {
 		log_fields(LOG_NOTICE, LOG_F({"STREAM", p->stream}),

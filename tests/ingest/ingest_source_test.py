@@ -24,6 +24,11 @@ stream_out.  Checked here against a running kasir-ingest:
    sequenced, asking the source for the next 50 reads a few dozen pages
    (counted with EXPLAIN (ANALYZE, BUFFERS), not timed); a scan of the
    table reads thousands.
+5. A source the sequencer cannot read (EXECUTE revoked from kasir-ingest's
+   role) loses nothing: notifications are still stored and answered 200,
+   the failing passes are counted and logged once ("... and in what
+   ingest.stream_source_ingest() gives"), and once the right is back the
+   stored rows are numbered, each once.
 """
 
 import json
@@ -211,12 +216,42 @@ def index_bound(st):
           f" {table}-page table", flush=True)
 
 
+def source_refused(st):
+    fn = "ingest.stream_source_ingest(pg_snapshot, pg_snapshot)"
+    before = messages(st)[1][-1]
+    failures0 = st.metric("ingest", "kasir_stream_sequencer_failures_total")
+    st.sql(f"REVOKE EXECUTE ON FUNCTION {fn} FROM kasir_ingest, PUBLIC")
+    try:
+        for i in range(3):
+            r = kasirtest.http("POST", st.url("ingest"),
+                               notification(f"SRC-REFUSED-{i}"), JSON)
+            check(r.status == 200, f"stored while the source is refused: {r}")
+        st.wait_until(lambda: st.metric("ingest", "kasir_stream_sequencer_failures_total")
+                      > failures0, timeout=20, what="a failing pass counted")
+        check(messages(st)[1][-1] == before, "a message was numbered without the source")
+        log = st.log_text("ingest")
+        check("and in what ingest.stream_source_ingest() gives" in log,
+              "the failure log names where the messages wait")
+    finally:
+        st.sql(f"GRANT EXECUTE ON FUNCTION {fn} TO kasir_ingest")
+    kasirtest.wait_sequenced(st.sql, "ingest")
+    st.wait_until(lambda: "sequencing stream ingest works again" in st.log_text("ingest"),
+                  timeout=20, what="the recovery logged")
+    got, seqs = messages(st)
+    check(seqs == list(range(1, len(seqs) + 1)) and len(seqs) == before + 3,
+          f"the three stored meanwhile numbered once each: {seqs[-5:]}")
+    check(all(len(v) == 1 for v in got.values()), "each event once")
+    print("ok: a refused source loses nothing; the rows are numbered once it is back",
+          flush=True)
+
+
 def main():
     with kasirtest.Stack.for_test(server_key=DOCS_KEY) as st:
         st.start("ingest")
         out_of_order(st)
         rendered(st)
         restart(st)
+        source_refused(st)
         index_bound(st)
     return 0
 
