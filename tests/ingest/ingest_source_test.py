@@ -55,6 +55,16 @@ def messages(st):
     return by_event, [seq for seq, _ in rows]
 
 
+def check_numbered_once(st, want, what):
+    """Every committed row has been numbered: want messages in all, seqs
+    gap-free from 1, no event twice."""
+    kasirtest.wait_sequenced(st.sql, "ingest")
+    got, seqs = messages(st)
+    check(seqs == list(range(1, len(seqs) + 1)) and len(seqs) == want,
+          f"{what}: {len(seqs)} messages, want {want} gap-free: {seqs[-5:]}")
+    check(all(len(v) == 1 for v in got.values()), f"{what}: an event numbered twice")
+
+
 def out_of_order(st):
     a = st.pg.connect()
     b = st.pg.connect()
@@ -161,11 +171,7 @@ def restart(st):
     st.start("ingest")
     r = kasirtest.http("POST", st.url("ingest"), notification("SRC-AFTER"), JSON)
     check(r.status == 200, f"stored after the restart: {r}")
-    kasirtest.wait_sequenced(st.sql, "ingest")
-    got, seqs = messages(st)
-    check(seqs == list(range(1, len(seqs) + 1)) and len(seqs) == before + 2,
-          f"two more messages after the restart, gap-free: {seqs[-4:]}")
-    check(all(len(v) == 1 for v in got.values()), "each event once")
+    check_numbered_once(st, before + 2, "the row stored while down and one after")
     print("ok: a row stored while kasir-ingest was down is taken after its restart",
           flush=True)
 
@@ -207,11 +213,8 @@ def index_bound(st):
     check(pages < table / 10,
           f"the source read {pages} pages for 50 new rows; the table has {table}")
     st.start("ingest")
-    kasirtest.wait_sequenced(st.sql, "ingest")
-    got, seqs = messages(st)
     n_ev = st.sql("SELECT count(*) FROM ingest.payment_event")[0][0]
-    check(len(got) == n_ev and seqs == list(range(1, n_ev + 1)),
-          f"{n_ev} events, {len(seqs)} messages, gap-free")
+    check_numbered_once(st, n_ev, "every event of the filled table")
     print(f"ok: 50 new rows of {n_ev}: the source read {pages} pages of a"
           f" {table}-page table", flush=True)
 
@@ -234,13 +237,9 @@ def source_refused(st):
               "the failure log names where the messages wait")
     finally:
         st.sql(f"GRANT EXECUTE ON FUNCTION {fn} TO kasir_ingest")
-    kasirtest.wait_sequenced(st.sql, "ingest")
+    check_numbered_once(st, before + 3, "the three stored while refused")
     st.wait_until(lambda: "sequencing stream ingest works again" in st.log_text("ingest"),
                   timeout=20, what="the recovery logged")
-    got, seqs = messages(st)
-    check(seqs == list(range(1, len(seqs) + 1)) and len(seqs) == before + 3,
-          f"the three stored meanwhile numbered once each: {seqs[-5:]}")
-    check(all(len(v) == 1 for v in got.values()), "each event once")
     print("ok: a refused source loses nothing; the rows are numbered once it is back",
           flush=True)
 
