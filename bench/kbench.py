@@ -951,7 +951,7 @@ def drain_once(args, live, n):
             if time.monotonic() - t_fill > 600:
                 raise RuntimeError(f"only {n - len(missing)} of {n} stored after 10 min")
         backlog = st.sql("SELECT count(*) FROM ingest.payment_event WHERE order_id LIKE 'drn-%'")[0][0]
-        head = st.sql("SELECT max(seq) FROM ingest.stream_out WHERE stream = 'ingest'")[0][0]
+        head = st.sql("SELECT seq FROM ingest.stream_head WHERE stream = 'ingest'")[0][0]
         # a production database has statistics on its orders (not an
         # ANALYZE of the empty evidence tables: their plans would then stay
         # sequential scans while the drain fills them)

@@ -5,6 +5,8 @@
  *   S.stream_pending(stream, pos, id, type, at, tail)  queue of appends
  *   S.stream_head(stream text PK, seq bigint)           gap-free counter
  *   S.stream_out(stream, seq, id uuid, type, at, body)   append-only log
+ *   S.stream_tick(stream, first_seq, last_seq, ...)  a source's numbered
+ *                                                    ranges (conf.source)
  * stream_append() runs INSIDE the caller's transaction and inserts the
  * message into stream_pending (pos: a bigserial, no shared row lock, so
  * any number of transactions append to one stream at once).  After COMMIT
@@ -38,10 +40,9 @@
  * Result: every committed message is applied exactly once, in seq order,
  * whatever is killed, restarted, dropped, duplicated or reordered.
  *
- * The tables are created by migrations "0000_stream" and
- * "0001_stream_pending" (stream_migrations: common/stream/schema.sql,
- * pending.sql and their grants, built into the library), which the caller
- * hands to db_migrate() before its own files.
+ * The tables are created by the backbone's migrations (stream_migrations,
+ * below: the SQL files of common/stream, built into the library), which
+ * the caller hands to db_migrate() before its own files.
  */
 #ifndef KASIR_STREAM_H
 #define KASIR_STREAM_H
@@ -71,13 +72,19 @@ struct stream_producer_conf {
 	 * Optional: a table of the service is the stream's source, so each
 	 * message is written once, by its writer, as a row of that table
 	 * (kasir-ingest's payment_event), instead of a stream_append().  The
-	 * name of a function schema.<source>(last pg_snapshot, cur
-	 * pg_snapshot) RETURNS TABLE (ord bigint, id uuid, type text, at
-	 * timestamptz, tail text): the rows whose writing transaction is
-	 * visible in cur and not in last (last NULL: every row it has ever
-	 * given), ord their order within a pass, tail the message body after
-	 * its seq.  The sequencer numbers them after its pending rows
-	 * (docs/backbone.md, "A table as the source").  Appends still work.
+	 * name of two functions of schema:
+	 *   <source>_ids(last pg_snapshot, cur pg_snapshot) RETURNS TABLE
+	 *     (ord bigint): the rows whose writing transaction is visible in
+	 *     cur and not in last (last NULL: every row it has ever given),
+	 *     ord a unique, stable key of the row (its order within a pass);
+	 *   <source>(last, cur, lo bigint, hi bigint) RETURNS TABLE (ord
+	 *     bigint, id uuid, type text, at timestamptz, tail text): the same
+	 *     rows with lo <= ord <= hi, rendered: tail is the message body
+	 *     after its seq.
+	 * The sequencer numbers the first function's rows after its pending
+	 * rows and stores ranges (S.stream_tick), never the rows; readers
+	 * render them with the second (docs/backbone.md, "A table as the
+	 * source"). Appends still work.
 	 */
 	const char *source;
 };
@@ -193,11 +200,12 @@ int64_t stream_consumer_head(const struct stream_consumer *c);
 /* The backbone's own migrations, in order: "0000_stream" (stream_head,
  * stream_out (append-only), stream_cursor, stream_poison (append-only))
  * "0001_stream_pending" (the queue of appends waiting for the
- * sequencer) and "0002_stream_source" (stream_head.snap, for a producer
- * with a source table), with grants for the runtime role.  Every service schema
+ * sequencer), "0002_stream_source" (stream_head.snap, for a producer
+ * with a source table) and "0003_stream_tick" (a source stream's numbered
+ * ranges), with grants for the runtime role.  Every service schema
  * gets them: pass (stream_migrations, STREAM_MIGRATIONS) to db_migrate() and
  * db_migrations_applied(). */
-#define STREAM_MIGRATIONS 3
+#define STREAM_MIGRATIONS 4
 extern const struct db_builtin stream_migrations[STREAM_MIGRATIONS];
 /* The SQL of "0000_stream" for schema (db_builtin_sql()); on success
  * *ret_sql (caller frees) is the SQL text. */

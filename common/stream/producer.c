@@ -131,7 +131,7 @@ producer_publish_pass(struct stream_producer *p, int64_t *last_sent,
                       bool heartbeat, struct publish_outcome *out)
 {
 	char after[24], limit[24];
-	const char *params[3] = {p->stream, after, limit};
+	const char *params[4] = {p->stream, after, limit, p->body_prefix};
 	PGresult *res = NULL;
 	int64_t head;
 	int rows;
@@ -249,15 +249,37 @@ producer_build_stmts(struct stream_producer *p)
 		                       "SELECT seq FROM %s.stream_head "
 		                       "WHERE stream = $1",
 		                       s);
-	if (rc == 0)
+	if (rc == 0 && p->source[0] == '\0')
 		rc = stream_stmt_build(&p->st_after_pub, "after_pub", s, n, 3,
 		                       "SELECT seq, body FROM %s.stream_out "
 		                       "WHERE stream = $1 AND seq > $2::bigint "
 		                       "ORDER BY seq LIMIT $3::bigint",
 		                       s);
+	/* A source stream's messages are stream_out's (its appends, and
+	 * what was numbered before stream_tick) and its ticks' (tick.sql):
+	 * the ticks that hold seqs after $2 up to $2 + $3, each rendered by
+	 * the source in ord order and numbered from its first_seq.  A tick
+	 * has at most STREAM_TICK_ROWS rows, which bounds the index range
+	 * read; $4 is body_prefix. */
+	if (rc == 0 && p->source[0] != '\0')
+		rc = stream_stmt_build(
+		    &p->st_after_pub, "after_pub", s, n, 4,
+		    "SELECT seq, body FROM ((SELECT seq, body FROM "
+		    "%s.stream_out WHERE stream = $1 AND seq > $2::bigint "
+		    "ORDER BY seq LIMIT $3::bigint) UNION ALL (SELECT r.seq, "
+		    "$4::text || r.seq || r.tail FROM %s.stream_tick t, "
+		    "LATERAL (SELECT t.first_seq - 1 + row_number() OVER "
+		    "(ORDER BY f.ord) AS seq, f.tail FROM %s.%s(t.prev, "
+		    "t.snap, t.lo, t.hi) f) r WHERE t.stream = $1 AND "
+		    "t.last_seq > $2::bigint AND t.last_seq <= $2::bigint + "
+		    "$3::bigint + %d AND t.first_seq <= $2::bigint + "
+		    "$3::bigint AND r.seq > $2::bigint)) m "
+		    "ORDER BY seq LIMIT $3::bigint",
+		    s, s, s, p->source, STREAM_TICK_ROWS);
 	if (rc == 0)
-		rc = stream_stmt_build(&p->st_after_rep, "after_rep", s, n, 3,
-		                       "%s", p->st_after_pub.sql);
+		rc = stream_stmt_build(&p->st_after_rep, "after_rep", s, n,
+		                       p->st_after_pub.st.nparams, "%s",
+		                       p->st_after_pub.sql);
 	return rc;
 }
 
@@ -274,7 +296,9 @@ stream_producer_start(const struct stream_producer_conf *conf,
 	    !stream_valid(conf->stream) || !stream_schema_valid(conf->schema) ||
 	    conf->publish_url == NULL || conf->replay_url == NULL ||
 	    conf->heartbeat_ms < 0 ||
-	    (conf->source != NULL && !stream_schema_valid(conf->source)))
+	    (conf->source != NULL &&
+	     (!stream_schema_valid(conf->source) ||
+	      strlen(conf->source) + strlen("_ids") > STREAM_SCHEMA_MAX)))
 		return -EINVAL;
 	p = calloc(1, sizeof(*p));
 	if (p == NULL)

@@ -24,7 +24,7 @@ producer_replay_answer(struct stream_producer *p, int64_t after, int64_t max,
                        nng_msg **ret)
 {
 	char after_s[24], limit_s[24];
-	const char *params[3] = {p->stream, after_s, limit_s};
+	const char *params[4] = {p->stream, after_s, limit_s, p->body_prefix};
 	size_t cap = STREAM_REPLAY_ANSWER_MAX;
 	PGresult *res = NULL;
 	nng_msg *ans = NULL;

@@ -1,8 +1,8 @@
 /*
  * schema.c - the backbone's tables (see stream.h): migrations
  * "0000_stream" (schema.sql, grants.sql), "0001_stream_pending"
- * (pending.sql, pending_grants.sql) and "0002_stream_source" (source.sql),
- * built into the library
+ * (pending.sql, pending_grants.sql), "0002_stream_source" (source.sql) and
+ * "0003_stream_tick" (tick.sql, tick_grants.sql), built into the library
  * (cmake/EmbedText.cmake) and run by db_migrate() in this order.
  */
 #include "stream_impl.h"
@@ -11,6 +11,8 @@
 #include "stream_pending_sql.h"
 #include "stream_schema_sql.h"
 #include "stream_source_sql.h"
+#include "stream_tick_grants_sql.h"
+#include "stream_tick_sql.h"
 
 const struct db_builtin stream_migrations[STREAM_MIGRATIONS] = {
     {
@@ -27,6 +29,11 @@ const struct db_builtin stream_migrations[STREAM_MIGRATIONS] = {
         .version = "0002_stream_source",
         .sql = stream_source_sql,
         .grants = NULL, /* stream_head's grants of 0000_stream hold */
+    },
+    {
+        .version = "0003_stream_tick",
+        .sql = stream_tick_sql,
+        .grants = stream_tick_grants_sql,
     },
 };
 

@@ -32,6 +32,12 @@
  *      was not in the snapshot the head row keeps from the last pass that
  *      took rows (PgQ's rule: nothing is decided by a watermark of ids),
  *      after the pending ones, and stores the new snapshot with the head.
+ *      It writes no row per message: the set between two snapshots never
+ *      changes, so the pass stores ranges of it (S.stream_tick: seqs
+ *      first..last are the set's rows with ord in lo..hi, at most
+ *      STREAM_TICK_ROWS each), and readers render the messages from the
+ *      source (producer.c).  A notification is then written once and
+ *      numbered for the cost of reading its id.
  *   4. COMMIT (durable), then the publisher is kicked.
  *
  * stream_pending is a queue: nearly all of its tuples are dead (moved)
@@ -135,11 +141,12 @@ producer_sequencer_stmts(struct stream_producer *p)
 	                       "true), "
 	                       "set_config('enable_seqscan', 'off', true)");
 	if (rc == 0 && p->source[0] != '\0')
-		snprintf(src_probe, sizeof(src_probe),
-		         " OR EXISTS (SELECT 1 FROM %s.%s((SELECT snap FROM "
-		         "%s.stream_head WHERE stream = $1), "
-		         "pg_current_snapshot()))",
-		         s, p->source, s);
+		snprintf(
+		    src_probe, sizeof(src_probe),
+		    " OR EXISTS (SELECT 1 FROM %s.%s_ids((SELECT snap FROM "
+		    "%s.stream_head WHERE stream = $1), "
+		    "pg_current_snapshot()))",
+		    s, p->source, s);
 	if (rc == 0)
 		rc = stream_stmt_build(
 		    &p->st_seq_probe, "seq_probe", s, n, 1,
@@ -182,30 +189,33 @@ producer_sequencer_stmts(struct stream_producer *p)
 	 * was, so a writer that commits out of id order is taken by the
 	 * first pass that sees it, once.  No LIMIT: cutting the set would
 	 * need a snapshot between the two, so a pass takes everything
-	 * committed since the last one. */
+	 * committed since the last one.  The set, in ord order, is cut into
+	 * ranges of at most $2 rows, one stream_tick row each: seqs
+	 * first..last are its rows with ord in lo..hi (tick.sql). */
 	if (rc == 0 && p->source[0] != '\0')
 		rc = stream_stmt_build(
 		    &p->st_seq_source, "seq_source", s, n, 2,
 		    "WITH h AS MATERIALIZED (SELECT seq, snap FROM "
 		    "%s.stream_head WHERE stream = $1), "
 		    "cur AS MATERIALIZED (SELECT pg_current_snapshot() AS s), "
-		    "src AS MATERIALIZED (SELECT f.ord, f.id, f.type, f.at, "
-		    "f.tail FROM %s.%s((SELECT snap FROM h), "
-		    "(SELECT s FROM cur)) f WHERE "
+		    "src AS MATERIALIZED (SELECT f.ord, row_number() OVER "
+		    "(ORDER BY f.ord) - 1 AS i FROM %s.%s_ids((SELECT snap "
+		    "FROM h), (SELECT s FROM cur)) f WHERE "
 		    "current_setting('kasir.sequencer_locked', true) = "
 		    "'true'), "
 		    "base AS (SELECT coalesce((SELECT seq FROM h), 0) AS seq), "
-		    "moved AS (INSERT INTO %s.stream_out (stream, seq, id, "
-		    "type, at, body) SELECT $1, q.seq, q.id, q.type, q.at, "
-		    "$2::text || q.seq || q.tail FROM (SELECT src.id, "
-		    "src.type, src.at, src.tail, base.seq + row_number() OVER "
-		    "(ORDER BY src.ord) AS seq FROM src, base) q "
-		    "RETURNING seq), "
+		    "moved AS (INSERT INTO %s.stream_tick (stream, first_seq, "
+		    "last_seq, lo, hi, prev, snap) SELECT $1, base.seq + "
+		    "min(src.i) + 1, base.seq + max(src.i) + 1, min(src.ord), "
+		    "max(src.ord), (SELECT snap FROM h), (SELECT s FROM cur) "
+		    "FROM src, base GROUP BY src.i / $2::bigint, base.seq "
+		    "RETURNING last_seq, last_seq - first_seq + 1 AS n), "
 		    "head AS (INSERT INTO %s.stream_head AS x (stream, seq, "
-		    "snap) SELECT $1, max(seq), (SELECT s FROM cur) FROM moved "
-		    "HAVING count(*) > 0 ON CONFLICT (stream) DO UPDATE SET "
-		    "seq = excluded.seq, snap = excluded.snap RETURNING seq) "
-		    "SELECT (SELECT count(*) FROM moved), "
+		    "snap) SELECT $1, max(last_seq), (SELECT s FROM cur) FROM "
+		    "moved HAVING count(*) > 0 ON CONFLICT (stream) DO UPDATE "
+		    "SET seq = excluded.seq, snap = excluded.snap RETURNING "
+		    "seq) "
+		    "SELECT (SELECT coalesce(sum(n), 0) FROM moved), "
 		    "coalesce((SELECT seq FROM head), (SELECT seq FROM base))",
 		    s, s, p->source, s, s);
 	return rc;
@@ -262,7 +272,7 @@ sequence_pass(struct stream_producer *p, int64_t *ret_moved, bool *ret_full,
 	const char *lock_params[] = {p->lock_key};
 	const char *move_params[] = {p->stream, STREAM_SEQUENCE_BATCH_S,
 	                             p->body_prefix};
-	const char *source_params[] = {p->stream, p->body_prefix};
+	const char *source_params[] = {p->stream, STREAM_TICK_ROWS_S};
 	const char *const *params[] = {lock_params, move_params, source_params};
 	size_t nst = p->source[0] != '\0' ? 3 : 2;
 	PGresult *res[3] = {NULL, NULL, NULL};
@@ -324,7 +334,7 @@ sequence_note(struct stream_producer *p, int rc, bool *failing)
 		metric_inc(p->m_seq_failures);
 		if (p->source[0] != '\0')
 			snprintf(also, sizeof(also),
-			         " and in what %s.%s() gives", p->schema,
+			         " and in what %s.%s_ids() gives", p->schema,
 			         p->source);
 		if (!*failing)
 			log_fields(LOG_ERR, LOG_F({"STREAM", p->stream}),

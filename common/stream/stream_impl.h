@@ -47,7 +47,11 @@
 struct metric;
 struct metrics;
 
-#define STREAM_SCHEMA_MAX        63 /* PostgreSQL identifier */
+#define STREAM_SCHEMA_MAX 63 /* PostgreSQL identifier */
+/* Rows of a source stream per stream_tick range (tick.sql): a reader that
+ * wants one seq renders at most this many messages. */
+#define STREAM_TICK_ROWS         256
+#define STREAM_TICK_ROWS_S       "256"
 #define STREAM_REPLAY_TIMEOUT_MS 5000
 #define STREAM_REPLAY_REQ_MAX    4096 /* a replay request frame */
 /* A replay answer holds at most this many bytes of frames (but always at

@@ -15,8 +15,9 @@
  * inserts them into ingest.payment_event: one statement for the batch,
  * which also gives their ids, and the COMMIT.  That row is the only copy
  * written: it is the ingest stream's payment.notification message too
- * (the producer's source, migration 0004_stream_source: the sequencer
- * renders and numbers the rows whose transaction committed).  Only after
+ * (the producer's source, migrations 0004_stream_source and
+ * 0005_stream_tick: the sequencer numbers the rows whose transaction
+ * committed, the publisher and replay render them).  Only after
  * COMMIT are the requests answered 200; if anything fails every request of the
  * batch gets 503 (Midtrans resends; a duplicate is harmless: duplicates are
  * evidence and are stored anyway). A statement error (not a connection error)

@@ -72,7 +72,7 @@ def main():
 
         # -- the stream: one message per stored event ---------------------------
         def stream_rows():
-            return st.sql("SELECT seq, type, body FROM ingest.stream_out "
+            return st.sql("SELECT seq, type, body FROM ingest.stream_messages "
                           "WHERE stream = 'ingest' ORDER BY seq")
         # sequenced after COMMIT by the sequencer (docs/backbone.md): wait
         st.wait_until(lambda: len(stream_rows()) >= len(ids), timeout=10,
@@ -155,10 +155,10 @@ def main():
               f"{len(batch)} notifications stored by {txs} transactions (multi-row batches)")
         n_batch = count(st, "ingest.payment_event", "order_id LIKE 'batch-%'")
         st.wait_until(lambda: len(st.sql(
-            "SELECT 1 FROM ingest.stream_out WHERE stream = 'ingest' "
+            "SELECT 1 FROM ingest.stream_messages WHERE stream = 'ingest' "
             "AND body::jsonb #>> '{data,order_id}' LIKE 'batch-%'")) >= n_batch,
             timeout=10, what="the batch sequenced")
-        wrong = st.sql("SELECT o.seq FROM ingest.stream_out o JOIN ingest.payment_event e"
+        wrong = st.sql("SELECT o.seq FROM ingest.stream_messages o JOIN ingest.payment_event e"
                        " ON (o.body::jsonb #>> '{data,event_id}')::bigint = e.id"
                        " WHERE o.stream = 'ingest' AND e.order_id LIKE 'batch-%'"
                        " AND (o.body::jsonb #>> '{data,order_id}' IS DISTINCT FROM e.order_id"

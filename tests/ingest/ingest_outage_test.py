@@ -82,9 +82,9 @@ def main():
         n_ev = count(st, "ingest.payment_event")
         # the sequencer gives committed messages their seq after COMMIT,
         # once its own connection is back (docs/backbone.md)
-        st.wait_until(lambda: count(st, "ingest.stream_out", "stream = 'ingest'") >= n_ev,
+        st.wait_until(lambda: count(st, "ingest.stream_messages", "stream = 'ingest'") >= n_ev,
                       timeout=20, what="every stored event sequenced on the stream")
-        n_msg = count(st, "ingest.stream_out", "stream = 'ingest'")
+        n_msg = count(st, "ingest.stream_messages", "stream = 'ingest'")
         check(n_ev == n_msg == 5, f"stream has one message per stored event ({n_ev}, {n_msg})")
         st.wait_until(lambda: st.admin("ingest", "/readyz").status == 200, timeout=20,
                       what="ready again")

@@ -3,8 +3,10 @@
 
 kasir-ingest writes each notification once, as its payment_event row; the
 ingest producer's sequencer takes the rows whose writing transaction
-committed since its last pass (PgQ's snapshot rule) and numbers them into
-stream_out.  Checked here against a running kasir-ingest:
+committed since its last pass (PgQ's snapshot rule) and numbers them in
+ranges (ingest.stream_tick); readers render the messages from
+payment_event (ingest.stream_messages here, the publisher's query in
+kasir-ingest).  Checked here against a running kasir-ingest:
 
 1. Out-of-order commits.  Transaction A inserts an event (the lower id)
    and stays open; transaction B inserts one (the higher id) and commits.
@@ -23,12 +25,20 @@ stream_out.  Checked here against a running kasir-ingest:
 4. A pass reads what is new, not the table: with 100,000 rows already
    sequenced, asking the source for the next 50 reads a few dozen pages
    (counted with EXPLAIN (ANALYZE, BUFFERS), not timed); a scan of the
-   table reads thousands.
+   table reads thousands.  Rendering the last range reads as few.  The
+   100,000 rows stored while kasir-ingest was down were numbered by one
+   pass, in ranges of at most 256 rows, gap-free.
 5. A source the sequencer cannot read (EXECUTE revoked from kasir-ingest's
    role) loses nothing: notifications are still stored and answered 200,
    the failing passes are counted and logged once ("... and in what
-   ingest.stream_source_ingest() gives"), and once the right is back the
+   ingest.stream_source_ingest_ids() gives"), and once the right is back the
    stored rows are numbered, each once.
+6. What a consumer gets is what the ranges say.  kasir-order, stopped
+   while 700 notifications are stored (one pass: three ranges), replays
+   them through kasir-ingest's own reader in batches that cross the
+   ranges' ends; each one it records (orders.unknown_notifications: the
+   orders are unknown) has the seq and the body ingest.stream_messages
+   gives for its event.
 """
 
 import json
@@ -48,7 +58,7 @@ INSERT = ("INSERT INTO ingest.payment_event (received_at, source_addr, order_id,
 def messages(st):
     """{event_id: [seq, ...]} of the ingest stream, and all seqs in order."""
     rows = st.sql("SELECT seq, (body::jsonb #>> '{data,event_id}')::bigint"
-                  " FROM ingest.stream_out WHERE stream = 'ingest' ORDER BY seq")
+                  " FROM ingest.stream_messages WHERE stream = 'ingest' ORDER BY seq")
     by_event = {}
     for seq, ev in rows:
         by_event.setdefault(ev, []).append(seq)
@@ -124,7 +134,7 @@ def rendered(st):
     check(r.status == 200, f"notification stored: {r}")
     ev = r.body["event_id"]
     kasirtest.wait_sequenced(st.sql, "ingest")
-    body_text, seq = st.sql("SELECT body, seq FROM ingest.stream_out"
+    body_text, seq = st.sql("SELECT body, seq FROM ingest.stream_messages"
                             " WHERE stream = 'ingest'"
                             " AND (body::jsonb #>> '{data,event_id}')::bigint = %s",
                             (ev,))[0]
@@ -157,7 +167,7 @@ def rendered(st):
     ev = r.body["event_id"]
     kasirtest.wait_sequenced(st.sql, "ingest")
     data = json.loads(st.sql(
-        "SELECT body FROM ingest.stream_out WHERE stream = 'ingest'"
+        "SELECT body FROM ingest.stream_messages WHERE stream = 'ingest'"
         " AND (body::jsonb #>> '{data,event_id}')::bigint = %s", (ev,))[0][0])["data"]
     check("fraud_status" not in data and "settlement_time" not in data,
           f"absent optional fields left out: {sorted(data)}")
@@ -176,18 +186,25 @@ def restart(st):
           flush=True)
 
 
-def pages_read(st):
-    """Pages the source reads to give what is new since the head's
-    snapshot (shared buffers hit + read, its own statements included), on
-    the second call of one session: the first one also reads the catalog
-    to plan the function."""
+# what the sequencer asks: the ids new since the head's snapshot
+NEW_IDS = ("SELECT count(*) FROM ingest.stream_source_ingest_ids((SELECT snap FROM"
+           " ingest.stream_head WHERE stream = 'ingest'), pg_current_snapshot())")
+# what a reader renders: the last range
+LAST_RANGE = ("SELECT count(*) FROM ingest.stream_tick t, LATERAL"
+              " ingest.stream_source_ingest(t.prev, t.snap, t.lo, t.hi) f"
+              " WHERE t.stream = 'ingest' AND t.last_seq ="
+              " (SELECT max(last_seq) FROM ingest.stream_tick WHERE stream = 'ingest')")
+
+
+def pages_read(st, query):
+    """Pages query reads (shared buffers hit + read, its own statements
+    included), on the second call of one session: the first one also
+    reads the catalog to plan the function."""
     conn = st.pg.connect()
     try:
         cur = conn.cursor()
         for _ in range(2):
-            cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) SELECT count(*)"
-                        " FROM ingest.stream_source_ingest((SELECT snap FROM"
-                        " ingest.stream_head WHERE stream = 'ingest'), pg_current_snapshot())")
+            cur.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query)
             top = cur.fetchone()[0][0]["Plan"]
     finally:
         conn.close()
@@ -202,12 +219,22 @@ def index_bound(st):
             " convert_to('{\"order_id\":\"' || %s || g || '\"}', 'UTF8')"
             " FROM generate_series(1, %s) g")
     st.sql(fill, ("BULK-", "BULK-", 100000))
+    head0 = st.sql("SELECT seq FROM ingest.stream_head WHERE stream = 'ingest'")[0][0]
     st.start("ingest")
     kasirtest.wait_sequenced(st.sql, "ingest", timeout=120)
+    # one pass took the 100,000 (they were all committed before it), cut
+    # into ranges of at most 256 that follow each other without a gap
+    ticks = st.sql("SELECT first_seq, last_seq FROM ingest.stream_tick"
+                   " WHERE stream = 'ingest' AND last_seq > %s ORDER BY last_seq", (head0,))
+    check(ticks[0][0] == head0 + 1 and ticks[-1][1] == head0 + 100000,
+          f"the ranges cover the 100,000: {ticks[0]}..{ticks[-1]}")
+    check(all(b[0] == a[1] + 1 for a, b in zip(ticks, ticks[1:])), "ranges without a gap")
+    check(max(b - a + 1 for a, b in ticks) == 256 and len(ticks) == -(-100000 // 256),
+          f"{len(ticks)} ranges of at most 256 rows")
     st.sql("ANALYZE ingest.payment_event")
     st.stop("ingest")  # nothing takes the next rows while we look
     st.sql(fill, ("NEXT-", "NEXT-", 50))
-    pages, _ = pages_read(st)
+    pages, _ = pages_read(st, NEW_IDS)
     table = st.sql("SELECT pg_relation_size('ingest.payment_event') / 8192")[0][0]
     # the index path: the index's few pages and the 50 rows' heap pages
     check(pages < table / 10,
@@ -215,12 +242,15 @@ def index_bound(st):
     st.start("ingest")
     n_ev = st.sql("SELECT count(*) FROM ingest.payment_event")[0][0]
     check_numbered_once(st, n_ev, "every event of the filled table")
+    render, rows = pages_read(st, LAST_RANGE)
+    check(rows == 1 and render < table / 10,
+          f"rendering the last range read {render} pages; the table has {table}")
     print(f"ok: 50 new rows of {n_ev}: the source read {pages} pages of a"
-          f" {table}-page table", flush=True)
+          f" {table}-page table, rendering them {render}", flush=True)
 
 
 def source_refused(st):
-    fn = "ingest.stream_source_ingest(pg_snapshot, pg_snapshot)"
+    fn = "ingest.stream_source_ingest_ids(pg_snapshot, pg_snapshot)"
     before = messages(st)[1][-1]
     failures0 = st.metric("ingest", "kasir_stream_sequencer_failures_total")
     st.sql(f"REVOKE EXECUTE ON FUNCTION {fn} FROM kasir_ingest, PUBLIC")
@@ -233,7 +263,7 @@ def source_refused(st):
                       > failures0, timeout=20, what="a failing pass counted")
         check(messages(st)[1][-1] == before, "a message was numbered without the source")
         log = st.log_text("ingest")
-        check("and in what ingest.stream_source_ingest() gives" in log,
+        check("and in what ingest.stream_source_ingest_ids() gives" in log,
               "the failure log names where the messages wait")
     finally:
         st.sql(f"GRANT EXECUTE ON FUNCTION {fn} TO kasir_ingest")
@@ -244,6 +274,41 @@ def source_refused(st):
           flush=True)
 
 
+def consumed(st):
+    st.start("order")
+    kasirtest.wait_sequenced(st.sql, "ingest")
+    head = st.sql("SELECT seq FROM ingest.stream_head WHERE stream = 'ingest'")[0][0]
+    st.wait_until(lambda: st.sql("SELECT seq FROM orders.stream_cursor"
+                                 " WHERE stream = 'ingest'") == [(head,)],
+                  timeout=120, what="kasir-order caught up")
+    st.stop("order")
+    st.stop("ingest")
+    fill = ("INSERT INTO ingest.payment_event (received_at, source_addr, order_id,"
+            " transaction_status, status_code, gross_amount, signature_key_id, raw)"
+            " SELECT now(), '127.0.0.1', 'CONSUMED-' || g, 'settlement', '200',"
+            " '10000.00', 'test', convert_to('{\"order_id\":\"CONSUMED-' || g ||"
+            " '\",\"transaction_status\":\"settlement\"}', 'UTF8')"
+            " FROM generate_series(1, 700) g")
+    st.sql(fill)
+    st.start("ingest")
+    kasirtest.wait_sequenced(st.sql, "ingest")
+    ticks = st.sql("SELECT count(*) FROM ingest.stream_tick WHERE stream = 'ingest'"
+                   " AND last_seq > %s", (head,))[0][0]
+    check(ticks == 3, f"700 rows in {ticks} ranges")
+    st.start("order")
+    st.wait_until(lambda: st.sql("SELECT count(*) FROM orders.unknown_notifications"
+                                 " WHERE order_id LIKE 'CONSUMED-%%'")[0][0] == 700,
+                  timeout=120, what="kasir-order recorded the 700")
+    got = st.sql("SELECT ref, stream_seq, raw::text FROM orders.unknown_notifications"
+                 " WHERE order_id LIKE 'CONSUMED-%%' ORDER BY stream_seq")
+    want = st.sql("SELECT (body::jsonb #>> '{data,event_id}')::bigint, seq,"
+                  " (body::jsonb -> 'data' -> 'raw')::text FROM ingest.stream_messages"
+                  " WHERE stream = 'ingest' AND seq > %s ORDER BY seq", (head,))
+    check(got == want, f"what kasir-order got = the ranges: {got[:3]} vs {want[:3]}")
+    print(f"ok: kasir-order replayed 700 messages across {ticks} ranges; every seq"
+          " and body is the one the ranges give", flush=True)
+
+
 def main():
     with kasirtest.Stack.for_test(server_key=DOCS_KEY) as st:
         st.start("ingest")
@@ -251,6 +316,7 @@ def main():
         rendered(st)
         restart(st)
         source_refused(st)
+        consumed(st)
         index_bound(st)
     return 0
 

@@ -144,20 +144,20 @@ def main():
         n_ev = st.sql("SELECT count(*) FROM ingest.payment_event")[0][0]
         n, lo, hi, distinct = st.sql(
             "SELECT count(*), min(seq), max(seq), count(DISTINCT seq)"
-            " FROM ingest.stream_out WHERE stream = 'ingest'")[0]
+            " FROM ingest.stream_messages WHERE stream = 'ingest'")[0]
         check(n == n_ev and lo == 1 and hi == n and distinct == n,
               f"stream: {n} messages, seq {lo}..{hi} ({distinct} distinct), "
               f"{n_ev} stored events: want one each, gap-free")
         check(st.sql("SELECT seq FROM ingest.stream_head WHERE stream = 'ingest'")[0][0] == n,
               "stream_head at the last seq")
         orphans = st.sql(
-            "SELECT e.id FROM ingest.payment_event e LEFT JOIN ingest.stream_out o"
+            "SELECT e.id FROM ingest.payment_event e LEFT JOIN ingest.stream_messages o"
             " ON (o.body::jsonb #>> '{data,event_id}')::bigint = e.id"
             " GROUP BY e.id HAVING count(o.seq) <> 1 LIMIT 5")
         check(not orphans, f"events without exactly one message: {orphans}")
         rows = st.sql(
             "SELECT body::jsonb #>> '{data,order_id}', body::jsonb #>> '{data,transaction_id}'"
-            " FROM ingest.stream_out WHERE stream = 'ingest' ORDER BY seq")
+            " FROM ingest.stream_messages WHERE stream = 'ingest' ORDER BY seq")
         steps = {}
         for oid, tx in rows:
             steps.setdefault(oid, []).append(int(tx.rsplit("-", 1)[1]))

@@ -46,11 +46,13 @@ wait_until(pred, timeout=30, what="...", interval=0.1)
                              raises WaitTimeout naming `what` and the last value.
 wait_sequenced(sql, schema, timeout=20)
                              waits until <schema>.stream_pending is empty: every
-                             message that producer committed has its seq in
-                             stream_out (read stream_out after this)
+                             message that producer committed has its seq
+                             (read messages_table(schema) after this)
 stream_head_sql(schema, stream)
                              SQL expression: the stream's head once what was
-                             committed is sequenced (stream_out + pending)
+                             committed is sequenced (stream_head + pending)
+messages_table(schema)       where a schema's numbered messages are read:
+                             stream_out, or stream_messages for a source
 test_template_dir()          $KASIR_BUILD_DIR/test-runs/.pg-template: the
                              initdb'd data directory every test cluster of
                              this build tree is copied from
@@ -310,9 +312,18 @@ def _log(msg):
 
 # Streams whose messages are rows of a table of the service (a producer's
 # source, docs/backbone.md "A table as the source"): schema -> (stream,
-# source function).  Their unsequenced messages are the rows the function
-# still gives, never stream_pending rows.
+# source function).  Their unsequenced messages are the rows the function's
+# <source>_ids still gives, never stream_pending rows; their numbered
+# messages are in <schema>.stream_messages (stream_out and the rendered
+# stream_tick ranges).
 STREAM_SOURCES = {"ingest": ("ingest", "stream_source_ingest")}
+
+
+def messages_table(schema):
+    """Where <schema>'s numbered messages can be read, one row per seq
+    (stream, seq, id, type, at, body): stream_out, or for a schema with a
+    source stream its stream_messages view."""
+    return f"{schema}.stream_messages" if schema in STREAM_SOURCES else f"{schema}.stream_out"
 
 
 def unsequenced_sql(schema, stream_sql=None):
@@ -324,7 +335,7 @@ def unsequenced_sql(schema, stream_sql=None):
     q = f"(SELECT count(*) FROM {schema}.stream_pending{where})"
     src = STREAM_SOURCES.get(schema)
     if src:
-        count = (f"(SELECT count(*) FROM {schema}.{src[1]}("
+        count = (f"(SELECT count(*) FROM {schema}.{src[1]}_ids("
                  f"(SELECT snap FROM {schema}.stream_head WHERE stream = '{src[0]}'),"
                  f" pg_current_snapshot()))")
         q += (f" + CASE WHEN {stream_sql} = '{src[0]}' THEN {count} ELSE 0 END"
@@ -334,10 +345,10 @@ def unsequenced_sql(schema, stream_sql=None):
 
 def wait_sequenced(sql, schema, timeout=20):
     """Waits until every message the producers of <schema> committed has
-    its seq in <schema>.stream_out (stream_pending empty, and nothing new
-    in a source table).  The sequencer gives seqs right after each COMMIT
-    (docs/backbone.md), so a test that reads stream_out after seeing a
-    state change waits for it first.
+    its seq (stream_pending empty, and nothing new in a source table).
+    The sequencer gives seqs right after each COMMIT (docs/backbone.md),
+    so a test that reads messages after seeing a state change waits for
+    it first.
     sql: a function (query) -> rows, e.g. Stack.sql."""
     wait_until(lambda: sql(f"SELECT {unsequenced_sql(schema)}")[0][0] == 0,
                timeout, f"{schema}: every committed message sequenced", interval=0.02)
@@ -345,9 +356,9 @@ def wait_sequenced(sql, schema, timeout=20):
 
 def stream_head_sql(schema, stream):
     """SQL for the head a producer's stream will have once what it has
-    committed is sequenced: stream_out's highest seq plus the messages
+    committed is sequenced: the head its sequencer stored plus the messages
     still without a seq (each gets the next one)."""
-    return (f"((SELECT coalesce(max(seq), 0) FROM {schema}.stream_out WHERE stream = '{stream}')"
+    return (f"((SELECT coalesce(max(seq), 0) FROM {schema}.stream_head WHERE stream = '{stream}')"
             f" + {unsequenced_sql(schema, repr(stream))})")
 
 
