@@ -672,9 +672,11 @@ def write_section(args, kb, conns, secs, rows, notes, checks, mx, pgb, peer,
 
 What each line contains:
 - **kasir-ingest**: HTTP parse, signature check (SHA-512), per-source rate
-  limit, group commit of `ingest.payment_event` rows plus the ingest
-  stream's messages, 200 after COMMIT (`services/ingest/store.c`).  kasir-order is
-  not running: only the append is measured.
+  limit, group commit of `ingest.payment_event` rows, 200 after COMMIT
+  (`services/ingest/store.c`); the row is the ingest stream's message,
+  which the sequencer numbers (a range per pass, `stream_tick`) and the
+  publisher renders, signs and sends (docs/backbone.md, "A table as the
+  source").  kasir-order is not running: only the append is measured.
 - **pgbench** (the physical limit): `{pgb['cmd']}` running one
   `INSERT INTO bench.payment_event ... VALUES (...)` per transaction
   (`PGBENCH_SCRIPT` in `bench/kbench_ingest.py`): a copy of

@@ -27,14 +27,14 @@ kasir-ingest).  Checked here against a running kasir-ingest:
    (counted with EXPLAIN (ANALYZE, BUFFERS), not timed); a scan of the
    table reads thousands.  Rendering the last range reads as few.  The
    100,000 rows stored while kasir-ingest was down were numbered by one
-   pass, in ranges of at most 256 rows, gap-free.
+   pass, in ranges of at most TICK_ROWS (64) rows, gap-free.
 5. A source the sequencer cannot read (EXECUTE revoked from kasir-ingest's
    role) loses nothing: notifications are still stored and answered 200,
    the failing passes are counted and logged once ("... and in what
    ingest.stream_source_ingest_ids() gives"), and once the right is back the
    stored rows are numbered, each once.
 6. What a consumer gets is what the ranges say.  kasir-order, stopped
-   while 700 notifications are stored (one pass: three ranges), replays
+   while 700 notifications are stored (one pass: eleven ranges), replays
    them through kasir-ingest's own reader in batches that cross the
    ranges' ends; each one it records (orders.unknown_notifications: the
    orders are unknown) has the seq and the body ingest.stream_messages
@@ -47,6 +47,9 @@ import time
 
 import kasirtest
 from ingest_util import DOCS_KEY, JSON, check, notification
+
+# rows per stream_tick range (STREAM_TICK_ROWS, common/stream/stream_impl.h)
+TICK_ROWS = 64
 
 # one event row as a test inserts it by hand (ingest's own columns)
 INSERT = ("INSERT INTO ingest.payment_event (received_at, source_addr, order_id,"
@@ -223,14 +226,15 @@ def index_bound(st):
     st.start("ingest")
     kasirtest.wait_sequenced(st.sql, "ingest", timeout=120)
     # one pass took the 100,000 (they were all committed before it), cut
-    # into ranges of at most 256 that follow each other without a gap
+    # into ranges of at most TICK_ROWS that follow each other without a gap
     ticks = st.sql("SELECT first_seq, last_seq FROM ingest.stream_tick"
                    " WHERE stream = 'ingest' AND last_seq > %s ORDER BY last_seq", (head0,))
     check(ticks[0][0] == head0 + 1 and ticks[-1][1] == head0 + 100000,
           f"the ranges cover the 100,000: {ticks[0]}..{ticks[-1]}")
     check(all(b[0] == a[1] + 1 for a, b in zip(ticks, ticks[1:])), "ranges without a gap")
-    check(max(b - a + 1 for a, b in ticks) == 256 and len(ticks) == -(-100000 // 256),
-          f"{len(ticks)} ranges of at most 256 rows")
+    check(max(b - a + 1 for a, b in ticks) == TICK_ROWS
+          and len(ticks) == -(-100000 // TICK_ROWS),
+          f"{len(ticks)} ranges of at most {TICK_ROWS} rows")
     st.sql("ANALYZE ingest.payment_event")
     st.stop("ingest")  # nothing takes the next rows while we look
     st.sql(fill, ("NEXT-", "NEXT-", 50))
@@ -294,7 +298,7 @@ def consumed(st):
     kasirtest.wait_sequenced(st.sql, "ingest")
     ticks = st.sql("SELECT count(*) FROM ingest.stream_tick WHERE stream = 'ingest'"
                    " AND last_seq > %s", (head,))[0][0]
-    check(ticks == 3, f"700 rows in {ticks} ranges")
+    check(ticks == -(-700 // TICK_ROWS), f"700 rows in {ticks} ranges")
     st.start("order")
     st.wait_until(lambda: st.sql("SELECT count(*) FROM orders.unknown_notifications"
                                  " WHERE order_id LIKE 'CONSUMED-%%'")[0][0] == 700,
