@@ -228,6 +228,9 @@ def test_transactions(pg, dsn, pw):
     assert r["v"] == "auto", r
     r = expect(d.cmd("q ss|SHOW enable_seqscan"), 0, "enable_seqscan")
     assert r["v"] == "on", r
+    # never JIT (db.c): every connection, whatever else its conf sets
+    r = expect(d.cmd("q jit|SHOW jit"), 0, "jit")
+    assert r["v"] == "off", r
     d.close()
 
     # generic_plans (the hot loops: db.h), with the timeout beside it and
@@ -246,6 +249,7 @@ def test_transactions(pg, dsn, pw):
     # the timeout, kept across a reconnect
     d = Driver(dsn, pw, stmt_timeout_ms=200, generic_plans=True, index_scans=True)
     for name, q, v in (("ss", "SHOW enable_seqscan", "off"),
+                       ("jit", "SHOW jit", "off"),
                        ("pcm", "SHOW plan_cache_mode", "force_generic_plan"),
                        ("st", "SHOW statement_timeout", "200ms")):
         r = expect(d.cmd("q %s|%s" % (name, q)), 0, q)
