@@ -258,24 +258,27 @@ producer_build_stmts(struct stream_producer *p)
 	/* A source stream's messages are stream_out's (its appends, and
 	 * what was numbered before stream_tick) and its ticks' (tick.sql):
 	 * the ticks that hold seqs after $2 up to $2 + $3, each rendered by
-	 * the source in ord order and numbered from its first_seq.  A tick
-	 * has at most STREAM_TICK_ROWS rows, which bounds the index range
-	 * read; $4 is body_prefix. */
+	 * the source in ord order and numbered from its first_seq; $4 is
+	 * body_prefix.  Ticks follow each other without a gap and hold at
+	 * least one seq each, so those are among the first $3 ticks ending
+	 * after $2 (an index range of at most $3 entries, whatever size the
+	 * ticks were cut to); only those that start in the window are
+	 * rendered. */
 	if (rc == 0 && p->source[0] != '\0')
 		rc = stream_stmt_build(
 		    &p->st_after_pub, "after_pub", s, n, 4,
 		    "SELECT seq, body FROM ((SELECT seq, body FROM "
 		    "%s.stream_out WHERE stream = $1 AND seq > $2::bigint "
 		    "ORDER BY seq LIMIT $3::bigint) UNION ALL (SELECT r.seq, "
-		    "$4::text || r.seq || r.tail FROM %s.stream_tick t, "
-		    "LATERAL (SELECT t.first_seq - 1 + row_number() OVER "
-		    "(ORDER BY f.ord) AS seq, f.tail FROM %s.%s(t.prev, "
-		    "t.snap, t.lo, t.hi) f) r WHERE t.stream = $1 AND "
-		    "t.last_seq > $2::bigint AND t.last_seq <= $2::bigint + "
-		    "$3::bigint + %d AND t.first_seq <= $2::bigint + "
-		    "$3::bigint AND r.seq > $2::bigint)) m "
-		    "ORDER BY seq LIMIT $3::bigint",
-		    s, s, s, p->source, STREAM_TICK_ROWS);
+		    "$4::text || r.seq || r.tail FROM (SELECT first_seq, prev, "
+		    "snap, lo, hi FROM %s.stream_tick WHERE stream = $1 AND "
+		    "last_seq > $2::bigint ORDER BY last_seq LIMIT "
+		    "$3::bigint) t, LATERAL (SELECT t.first_seq - 1 + "
+		    "row_number() OVER (ORDER BY f.ord) AS seq, f.tail FROM "
+		    "%s.%s(t.prev, t.snap, t.lo, t.hi) f) r WHERE "
+		    "t.first_seq <= $2::bigint + $3::bigint AND "
+		    "r.seq > $2::bigint)) m ORDER BY seq LIMIT $3::bigint",
+		    s, s, s, p->source);
 	if (rc == 0)
 		rc = stream_stmt_build(&p->st_after_rep, "after_rep", s, n,
 		                       p->st_after_pub.st.nparams, "%s",
