@@ -30,7 +30,7 @@ from ingest_util import DOCS_KEY, JSON, check, notification
 ORDERS = 150
 STEPS = 6
 SENDERS = 12
-# more committers than the default 4: more transactions in flight at once
+# more committers than the default 2: more transactions in flight at once
 FAST = {"INGEST_RATE": "100000", "INGEST_BURST": "100000", "INGEST_COMMITTERS": "6"}
 
 
