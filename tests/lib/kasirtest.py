@@ -47,12 +47,11 @@ wait_until(pred, timeout=30, what="...", interval=0.1)
 wait_sequenced(sql, schema, timeout=20)
                              waits until <schema>.stream_pending is empty: every
                              message that producer committed has its seq
-                             (read messages_table(schema) after this)
+                             (then read stream_out, or <schema>.stream_messages
+                             for a schema with a source stream)
 stream_head_sql(schema, stream)
                              SQL expression: the stream's head once what was
                              committed is sequenced (stream_head + pending)
-messages_table(schema)       where a schema's numbered messages are read:
-                             stream_out, or stream_messages for a source
 test_template_dir()          $KASIR_BUILD_DIR/test-runs/.pg-template: the
                              initdb'd data directory every test cluster of
                              this build tree is copied from
@@ -317,13 +316,6 @@ def _log(msg):
 # messages are in <schema>.stream_messages (stream_out and the rendered
 # stream_tick ranges).
 STREAM_SOURCES = {"ingest": ("ingest", "stream_source_ingest")}
-
-
-def messages_table(schema):
-    """Where <schema>'s numbered messages can be read, one row per seq
-    (stream, seq, id, type, at, body): stream_out, or for a schema with a
-    source stream its stream_messages view."""
-    return f"{schema}.stream_messages" if schema in STREAM_SOURCES else f"{schema}.stream_out"
 
 
 def unsequenced_sql(schema, stream_sql=None):
