@@ -83,6 +83,13 @@
 #define STREAM_SEQUENCE_BATCH   5000   /* rows per pass, at most */
 #define STREAM_SEQUENCE_BATCH_S "5000" /* the same, as a parameter */
 #define STREAM_SEQUENCE_BUSY_MS 2      /* retry while another pass runs */
+/* Rows of a source stream per stream_tick range (tick.sql), as the
+ * parameter's text.  Readers do not depend on it (producer.c), but each
+ * renders the whole of every range its window touches, so at most twice
+ * this minus two messages more than it asked for: a replay of 500 over
+ * ranges of 256 rendered up to 1,010 messages, about 1.5x on average; 64
+ * keeps it under 626, for one tick row per 64 notifications. */
+#define STREAM_TICK_ROWS "64"
 /* Under load a kick comes with every local COMMIT: passes start at most
  * every gap ms, so that each moves more rows for its fixed cost (a
  * transaction, a durable COMMIT, one round trip).  The gap follows the
@@ -272,7 +279,7 @@ sequence_pass(struct stream_producer *p, int64_t *ret_moved, bool *ret_full,
 	const char *lock_params[] = {p->lock_key};
 	const char *move_params[] = {p->stream, STREAM_SEQUENCE_BATCH_S,
 	                             p->body_prefix};
-	const char *source_params[] = {p->stream, STREAM_TICK_ROWS_S};
+	const char *source_params[] = {p->stream, STREAM_TICK_ROWS};
 	const char *const *params[] = {lock_params, move_params, source_params};
 	size_t nst = p->source[0] != '\0' ? 3 : 2;
 	PGresult *res[3] = {NULL, NULL, NULL};

@@ -47,14 +47,7 @@
 struct metric;
 struct metrics;
 
-#define STREAM_SCHEMA_MAX 63 /* PostgreSQL identifier */
-/* Rows of a source stream per stream_tick range (tick.sql): a reader
- * renders the whole of each range its window touches, so at most twice
- * this minus two messages more than it asked for (a replay of 500 over
- * ranges of 256 rendered up to 1,010 messages, about 1.5x on average; 64
- * keeps it under 626, for one tick row per 64 notifications). */
-#define STREAM_TICK_ROWS         64
-#define STREAM_TICK_ROWS_S       "64"
+#define STREAM_SCHEMA_MAX        63 /* PostgreSQL identifier */
 #define STREAM_REPLAY_TIMEOUT_MS 5000
 #define STREAM_REPLAY_REQ_MAX    4096 /* a replay request frame */
 /* A replay answer holds at most this many bytes of frames (but always at

@@ -9,7 +9,7 @@
 -- the pass stores what it decided, not copies of the rows: seqs
 -- first_seq..last_seq are the set's rows with ord (the source's id)
 -- between lo and hi, in ord order.  A pass cuts its set into ranges of at
--- most STREAM_TICK_ROWS (stream_impl.h), so that a reader that wants a few
+-- most STREAM_TICK_ROWS (sequencer.c), so that a reader that wants a few
 -- seqs renders at most one range's worth more.  This is PgQ's tick:
 -- events between two snapshots, kept once, in the table that already
 -- holds them.  Readers render the messages from the source

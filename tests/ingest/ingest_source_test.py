@@ -48,7 +48,7 @@ import time
 import kasirtest
 from ingest_util import DOCS_KEY, JSON, check, notification
 
-# rows per stream_tick range (STREAM_TICK_ROWS, common/stream/stream_impl.h)
+# rows per stream_tick range (STREAM_TICK_ROWS, common/stream/sequencer.c)
 TICK_ROWS = 64
 
 # one event row as a test inserts it by hand (ingest's own columns)
