@@ -148,12 +148,11 @@ producer_sequencer_stmts(struct stream_producer *p)
 	                       "true), "
 	                       "set_config('enable_seqscan', 'off', true)");
 	if (rc == 0 && p->source[0] != '\0')
-		snprintf(
-		    src_probe, sizeof(src_probe),
-		    " OR EXISTS (SELECT 1 FROM (SELECT (SELECT snap FROM "
-		    "%s.stream_head WHERE stream = $1) AS snap) h, "
-		    "LATERAL %s.%s_ids(h.snap, pg_current_snapshot()) f)",
-		    s, s, p->source);
+		snprintf(src_probe, sizeof(src_probe),
+		         " OR EXISTS (SELECT 1 FROM (SELECT (SELECT snap FROM "
+		         "%s.stream_head WHERE stream = $1) AS snap) h, "
+		         "LATERAL %s.%s_ids(h.snap, pg_current_snapshot()) f)",
+		         s, s, p->source);
 	if (rc == 0)
 		rc = stream_stmt_build(
 		    &p->st_seq_probe, "seq_probe", s, n, 1,
