@@ -38,7 +38,10 @@
  * for the by_transaction_id channels), and its first real answer (status,
  * 404, 407) is sent whatever it says, with confirm = true: kasir-order
  * holds the notification until then.  A failed check keeps the request
- * and is retried with the failure backoff (schedule.retry, doubling).
+ * and is retried with the failure backoff (schedule.retry, doubling).  A
+ * request that arrives while a check of the same order is in flight (an
+ * operator's, a scheduled one) is asked right after that check is
+ * recorded (st_update; tests/reconciler/test_confirm_in_flight.py).
  *
  * A 401 (wrong server key) pauses every check for schedule.auth_pause,
  * then one order at a time is tried until the key works again; logged
@@ -139,11 +142,18 @@ static const struct db_stmt st_insert = {
     .nparams = 24,
 };
 
+/* $8: the confirmation this check answered (NULL: none, or it failed);
+ * $9: the one it was claimed for (NULL: none).  A confirmation asked while
+ * the check was in flight (it was claimed without it, or for an earlier
+ * one) stays and is due at once: the next scheduled check may be hours
+ * away, and kasir-order holds the notification until it is answered. */
 static const struct db_stmt st_update = {
     .name = "recon_watch_checked",
     .sql = "UPDATE recon.watch SET attempts = $2::int, failures = $3::int,"
            " expiry_checked = $4::bool, last_key = coalesce($5, last_key),"
-           " next_check_at = to_timestamp($6::bigint / 1000.0),"
+           " next_check_at = CASE WHEN confirm_seq IS NOT NULL AND"
+           "  confirm_seq IS DISTINCT FROM $9::bigint THEN now()"
+           "  ELSE to_timestamp($6::bigint / 1000.0) END,"
            " last_check_at = now(), last_verdict = $7, lease_until = NULL,"
            " forced = false, updated_at = now(),"
            " confirm_since = CASE WHEN confirm_seq = $8::bigint THEN NULL"
@@ -151,7 +161,7 @@ static const struct db_stmt st_update = {
            " confirm_seq = CASE WHEN confirm_seq = $8::bigint THEN NULL"
            "  ELSE confirm_seq END"
            " WHERE order_id = $1",
-    .nparams = 8,
+    .nparams = 9,
 };
 
 /* A claim on its own only sets leases: losing it in a crash of
@@ -431,7 +441,7 @@ insert_params(struct recon *r, const struct statusapi_call *c, int i,
 /* The parameters of c's watch row update (st_update). */
 static void
 update_params(const struct statusapi_call *c, const struct check_plan *pl,
-              const char *p[8])
+              const char *p[9])
 {
 	const struct statusapi_answer *last = &c->answers[c->nanswers - 1];
 
@@ -445,6 +455,7 @@ update_params(const struct statusapi_call *c, const struct check_plan *pl,
 	p[5] = pl->next;
 	p[6] = recon_verdict_name(last->verdict);
 	p[7] = pl->answered && c->confirm_seq > 0 ? pl->cseq : NULL;
+	p[8] = c->confirm_seq > 0 ? pl->cseq : NULL;
 }
 
 /* Counts and logs a check whose rows were written (before COMMIT:
