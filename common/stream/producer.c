@@ -89,6 +89,28 @@ producer_read_head(struct stream_producer *p, struct kasir_db *db,
 	return 0;
 }
 
+/*
+ * The consumers connected to the publish socket, counted from nng's pipe
+ * events (nng's thread).  With none, a publisher pass reads nothing
+ * (producer_publish_pass).  A pipe that goes away without having been
+ * added (the socket closing) could only make the count low: the
+ * publisher then skips frames that replay gives anyway, so the count is
+ * kept at 0 or above and never trusted for more than that.
+ */
+static void
+producer_pipe_event(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+	struct stream_producer *p = arg;
+	int n = __atomic_load_n(&p->consumers, __ATOMIC_RELAXED);
+
+	(void)pipe;
+	if (ev == NNG_PIPE_EV_ADD_POST)
+		n = __atomic_add_fetch(&p->consumers, 1, __ATOMIC_RELAXED);
+	else if (ev == NNG_PIPE_EV_REM_POST && n > 0)
+		n = __atomic_sub_fetch(&p->consumers, 1, __ATOMIC_RELAXED);
+	metric_set(p->m_consumers, (double)(n > 0 ? n : 0));
+}
+
 /* 0 sent, or the send's error. */
 static int
 producer_heartbeat(struct stream_producer *p, int64_t head)
@@ -148,6 +170,22 @@ producer_publish_pass(struct stream_producer *p, int64_t *last_sent,
 		if (*last_sent < 0)
 			*last_sent = head;
 	}
+	if (__atomic_load_n(&p->consumers, __ATOMIC_RELAXED) <= 0) {
+		/* Nobody to send to (kasir-order down; the second of two
+		 * kasir-ingest processes whose stream kasir-order takes from
+		 * the other): reading and rendering the messages would be
+		 * for nothing.  The sent position moves to the head; a
+		 * consumer that connects later learns the head from the
+		 * heartbeat or the next frame and replays what it lacks. */
+		if (producer_read_head(p, p->pub_db, &head) < 0)
+			return;
+		producer_set_head(p, head);
+		if (head > *last_sent) {
+			metric_add(p->m_unsent, (uint64_t)(head - *last_sent));
+			*last_sent = head;
+		}
+		goto heartbeat;
+	}
 	stream_i64_text(*last_sent, after);
 	stream_i64_text(STREAM_PUBLISH_BATCH, limit);
 	if (db_exec(p->pub_db, &p->st_after_pub.st, params, &res) < 0)
@@ -171,13 +209,14 @@ producer_publish_pass(struct stream_producer *p, int64_t *last_sent,
 		producer_set_head(p, seq);
 	}
 	PQclear(res);
+	out->more = rows == STREAM_PUBLISH_BATCH;
+heartbeat:
 	if (heartbeat) {
 		out->hb_sent = true;
 		out->hb_refused =
 		    producer_heartbeat(
 		        p, __atomic_load_n(&p->head, __ATOMIC_RELAXED)) < 0;
 	}
-	out->more = rows == STREAM_PUBLISH_BATCH;
 }
 
 static void *
@@ -325,6 +364,12 @@ stream_producer_start(const struct stream_producer_conf *conf,
 	p->m_send_failed =
 	    stream_counter(m, "kasir_stream_send_failed_total", p->stream, NULL,
 	                   "fast-path sends that failed (replay covers them)");
+	p->m_unsent = stream_counter(
+	    m, "kasir_stream_unsent_total", p->stream, NULL,
+	    "messages not sent: no consumer connected (replay covers them)");
+	p->m_consumers =
+	    stream_gauge(m, "kasir_stream_consumers", p->stream,
+	                 "consumers connected to the publish socket");
 	p->m_replays_served =
 	    stream_counter(m, "kasir_stream_replays_served_total", p->stream,
 	                   NULL, "replay requests answered");
@@ -394,7 +439,14 @@ stream_producer_start(const struct stream_producer_conf *conf,
 	nng_socket_set_size(p->rep, NNG_OPT_RECVMAXSZ, STREAM_REPLAY_REQ_MAX);
 	nng_socket_set_ms(p->rep, NNG_OPT_RECVTIMEO, 500);
 	nng_socket_set_ms(p->rep, NNG_OPT_SENDTIMEO, STREAM_REPLAY_TIMEOUT_MS);
-	rc = stream_nng_err(nng_listen(p->pub, conf->publish_url, NULL, 0));
+	rc = stream_nng_err(nng_pipe_notify(p->pub, NNG_PIPE_EV_ADD_POST,
+	                                    producer_pipe_event, p));
+	if (rc == 0)
+		rc = stream_nng_err(nng_pipe_notify(
+		    p->pub, NNG_PIPE_EV_REM_POST, producer_pipe_event, p));
+	if (rc == 0)
+		rc = stream_nng_err(
+		    nng_listen(p->pub, conf->publish_url, NULL, 0));
 	if (rc == 0)
 		rc = stream_nng_err(
 		    nng_listen(p->rep, conf->replay_url, NULL, 0));

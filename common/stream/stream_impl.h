@@ -116,8 +116,10 @@ struct stream_producer {
 	bool kicked;   /* under mu */
 	bool stopping; /* under mu */
 	int64_t head;  /* atomic */
+	int consumers; /* atomic: pipes on pub (producer_pipe_event) */
 
 	struct metric *m_sent, *m_send_failed, *m_head, *m_replays_served;
+	struct metric *m_unsent, *m_consumers;
 	struct metric *m_rejected[REJ_COUNT];
 
 	/* Deferred appends (stream_defer_begin): slot .db is set and cleared

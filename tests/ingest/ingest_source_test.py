@@ -43,6 +43,9 @@ kasir-ingest).  Checked here against a running kasir-ingest:
    its idle probe and the readers get them inlined (a call that is not
    inlined plans the function's body every time).  Counted with
    track_functions = 'all', against a control call that is counted.
+8. With no consumer connected (kasir-order stopped) the publisher reads
+   and sends nothing (kasir_stream_unsent_total counts what it skipped);
+   kasir-order, started again, replays those messages.
 """
 
 import json
@@ -370,6 +373,39 @@ def inlined(st):
           " source functions (a control call was counted)", flush=True)
 
 
+def publisher_alone(st):
+    """8: with no consumer connected the publisher reads nothing, and a
+    consumer that connects later replays what it missed."""
+    def consumers():
+        return st.metric("ingest", "kasir_stream_consumers")
+
+    def tried():
+        return (st.metric("ingest", "kasir_stream_sent_total")
+                + st.metric("ingest", "kasir_stream_send_failed_total"))
+
+    # kasir-order (part 6) takes the stream from kasir-ingest's publisher
+    st.wait_until(lambda: consumers() == 1, timeout=20, what="kasir-order connected")
+    st.stop("order")
+    st.wait_until(lambda: consumers() == 0, timeout=20, what="kasir-order's pipe gone")
+    tried0, unsent0 = tried(), st.metric("ingest", "kasir_stream_unsent_total")
+    before = messages(st)[1][-1]
+    for i in range(30):
+        r = kasirtest.http("POST", st.url("ingest"), notification(f"SRC-ALONE-{i}"), JSON)
+        check(r.status == 200, f"stored with no consumer: {r}")
+    check_numbered_once(st, before + 30, "the thirty")
+    st.wait_until(lambda: st.metric("ingest", "kasir_stream_unsent_total") >= unsent0 + 30,
+                  timeout=20, what="the thirty counted as unsent")
+    # a refused heartbeat counts as a failed send too: a few, never thirty
+    check(tried() - tried0 < 30, f"the publisher tried {tried() - tried0} sends to nobody")
+    st.start("order")
+    st.wait_until(lambda: st.sql("SELECT seq FROM orders.stream_cursor"
+                                 " WHERE stream = 'ingest'") == [(before + 30,)],
+                  timeout=30, what="kasir-order replayed the thirty")
+    st.wait_until(lambda: consumers() == 1, timeout=20, what="kasir-order connected again")
+    print("ok: 30 notifications with no consumer: none read or sent; kasir-order"
+          " replayed them once back", flush=True)
+
+
 def main():
     with kasirtest.Stack.for_test(server_key=DOCS_KEY) as st:
         st.start("ingest")
@@ -379,6 +415,7 @@ def main():
         source_refused(st)
         consumed(st)
         inlined(st)
+        publisher_alone(st)
         index_bound(st)
     return 0
 
