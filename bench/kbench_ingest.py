@@ -675,8 +675,11 @@ What each line contains:
   limit, group commit of `ingest.payment_event` rows, 200 after COMMIT
   (`services/ingest/store.c`); the row is the ingest stream's message,
   which the sequencer numbers (a range per pass, `stream_tick`) and the
-  publisher renders, signs and sends (docs/backbone.md, "A table as the
-  source").  kasir-order is not running: only the append is measured.
+  publisher renders, signs and sends to a connected consumer
+  (docs/backbone.md, "A table as the source").  kasir-order is not
+  running: the append and its numbering are measured; with no consumer
+  connected the publisher reads nothing (since f2756c3; before it, the
+  publisher read and rendered every message for nobody).
 - **pgbench** (the physical limit): `{pgb['cmd']}` running one
   `INSERT INTO bench.payment_event ... VALUES (...)` per transaction
   (`PGBENCH_SCRIPT` in `bench/kbench_ingest.py`): a copy of

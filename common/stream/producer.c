@@ -331,6 +331,7 @@ stream_producer_start(const struct stream_producer_conf *conf,
                       struct stream_producer **ret)
 {
 	struct stream_producer *p;
+	struct db_conf dc;
 	int rc;
 	char loop[LIVE_NAME_MAX];
 
@@ -402,13 +403,21 @@ stream_producer_start(const struct stream_producer_conf *conf,
 		goto fail_mutex;
 	}
 
-	rc = db_open(&conf->db, &p->pub_db);
+	/* Every statement of the three connections reads a few rows through
+	 * an index (stream_out and stream_tick by seq, a source's rows by id
+	 * or txid, stream_pending by pos, stream_head): enable_seqscan = off
+	 * (db.h).  A generic plan made while a source table was small is
+	 * otherwise kept after it grew: kasir-ingest's idle probe scanned the
+	 * whole payment_event every 50 ms (ingest_source, part 9). */
+	dc = conf->db;
+	dc.index_scans = true;
+	rc = db_open(&dc, &p->pub_db);
 	if (rc < 0)
 		goto fail_cond;
-	rc = db_open(&conf->db, &p->rep_db);
+	rc = db_open(&dc, &p->rep_db);
 	if (rc < 0)
 		goto fail_db;
-	rc = db_open(&conf->db, &p->seq_db);
+	rc = db_open(&dc, &p->seq_db);
 	if (rc < 0)
 		goto fail_db;
 	/* the publisher passes every heartbeat; replay answers on demand */

@@ -47,13 +47,14 @@
  * idle probe, a third of PostgreSQL's time in a 50,000-event drain).
  * Both statements read it through its primary key instead: the probe asks
  * for the first pos (a scalar subquery with ORDER BY pos LIMIT 1; EXISTS
- * would drop the ordering and allow the sequential scan), and the pass
- * turns enable_seqscan off for its own transaction in the lock statement
- * (statement 2 is planned after statement 1 ran).  An index scan skips the
- * entries that earlier scans marked dead.  The batch CTE is MATERIALIZED:
- * inlined into the DELETE's join (it is referenced once), the planner preferred
- * a merge join over the whole index, dead entries included (100 ms a pass at
- * 500 payments/s, measured).
+ * would drop the ordering and allow the sequential scan), and the
+ * sequencer's connection runs with enable_seqscan off (producer.c: so do
+ * the publisher's and the replay server's; a generic plan made while a
+ * source table was small otherwise scans it whole once it has grown).
+ * An index scan skips the entries that earlier scans marked dead.  The batch
+ * CTE is MATERIALIZED: inlined into the DELETE's join (it is referenced once),
+ * the planner preferred a merge join over the whole index, dead entries
+ * included (100 ms a pass at 500 payments/s, measured).
  *
  * Why nothing is lost or doubled: a row is in exactly one of stream_pending
  * and stream_out at every commit (moved and deleted in one transaction);
@@ -145,8 +146,7 @@ producer_sequencer_stmts(struct stream_producer *p)
 	rc = stream_stmt_build(&p->st_seq_lock, "seq_lock", s, n, 1,
 	                       "SELECT set_config('kasir.sequencer_locked', "
 	                       "pg_try_advisory_xact_lock(hashtext($1))::text, "
-	                       "true), "
-	                       "set_config('enable_seqscan', 'off', true)");
+	                       "true)");
 	if (rc == 0 && p->source[0] != '\0')
 		snprintf(src_probe, sizeof(src_probe),
 		         " OR EXISTS (SELECT 1 FROM (SELECT (SELECT snap FROM "
