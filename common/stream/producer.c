@@ -94,8 +94,8 @@ producer_read_head(struct stream_producer *p, struct kasir_db *db,
  * events (nng's thread).  With none, a publisher pass reads nothing
  * (producer_publish_pass).  A pipe that goes away without having been
  * added (the socket closing) could only make the count low: the
- * publisher then skips frames that replay gives anyway, so the count is
- * kept at 0 or above and never trusted for more than that.
+ * publisher then skips frames that replay gives anyway.  The count never
+ * goes below 0 (events of several pipes may run at once).
  */
 static void
 producer_pipe_event(nng_pipe pipe, nng_pipe_ev ev, void *arg)
@@ -104,11 +104,16 @@ producer_pipe_event(nng_pipe pipe, nng_pipe_ev ev, void *arg)
 	int n = __atomic_load_n(&p->consumers, __ATOMIC_RELAXED);
 
 	(void)pipe;
-	if (ev == NNG_PIPE_EV_ADD_POST)
+	if (ev == NNG_PIPE_EV_ADD_POST) {
 		n = __atomic_add_fetch(&p->consumers, 1, __ATOMIC_RELAXED);
-	else if (ev == NNG_PIPE_EV_REM_POST && n > 0)
-		n = __atomic_sub_fetch(&p->consumers, 1, __ATOMIC_RELAXED);
-	metric_set(p->m_consumers, (double)(n > 0 ? n : 0));
+	} else if (ev == NNG_PIPE_EV_REM_POST) {
+		while (n > 0 && !__atomic_compare_exchange_n(
+		                    &p->consumers, &n, n - 1, false,
+		                    __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+			;
+		n = n > 0 ? n - 1 : 0;
+	}
+	metric_set(p->m_consumers, (double)n);
 }
 
 /* 0 sent, or the send's error. */

@@ -329,8 +329,8 @@ def inlined(st):
     """7: no statement of kasir-ingest calls the source functions; each is
     inlined into its caller's plan.  PostgreSQL inlines a SQL function only
     when no argument is a sub-select; any other call goes through the SQL
-    function executor, which plans the body at every call (0.9 ms a pass,
-    measured).  With track_functions = 'all' every call that is not
+    function executor, which plans the body at every call (a pass: 0.33 ms
+    against 0.19 inlined, measured in a pgbench loop).  With track_functions = 'all' every call that is not
     inlined is counted in pg_stat_user_functions; an inlined one is not."""
     fns = ("stream_source_ingest_ids", "stream_source_ingest")
     counted = ("SELECT funcname, calls FROM pg_stat_user_functions"
