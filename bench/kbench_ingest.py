@@ -377,6 +377,12 @@ def run_pgbench(kb, st, clients, seconds, norders, rawlen, workdir):
 # the benchmark
 
 
+# the idle kasir-ingest beside pgbench's phases (pgbench_phase)
+IDLE_SESSIONS = "of which kasir-ingest's sessions (idle)"
+IDLE_INGEST = "kasir-ingest (idle)"
+IDLE_LIMIT_PCT = 5.0
+
+
 def cpu_per_request(server_s, client_s, n):
     """(server, client) CPU microseconds per answered request."""
     n = max(n, 1)
@@ -499,8 +505,16 @@ def run(args, kb):
             return res
 
         def pgbench_phase(label):
+            # kasir-ingest keeps running beside the baseline, idle: what
+            # it and its sessions use meanwhile is shown and left out of
+            # pgbench's server CPU.  An idle probe that scanned the whole
+            # table every 50 ms once made the baseline 30-40% slower.
             la = kb.loadavg()
-            use = Usage(kb, {"postgres": lambda: postgres_pids(st)})
+            sessions = [r[0] for r in st.sql(
+                "SELECT pid FROM pg_stat_activity WHERE usename = 'kasir_ingest'")]
+            use = Usage(kb, {"postgres": lambda: postgres_pids(st),
+                             IDLE_SESSIONS: lambda: sessions,
+                             IDLE_INGEST: ingest_pids(st, ["ingest"])})
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             pgb = run_pgbench(kb, st, conns, secs, args.pool, rawlen, work)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -508,7 +522,10 @@ def run(args, kb):
             client_s = ((after.ru_utime + after.ru_stime)
                         - (before.ru_utime + before.ru_stime))
             cpu["pgbench"] = 100.0 * client_s / secs
-            pgb["cpu_us"] = cpu_per_request(cpu_s, client_s, pgb["n"])
+            pgb["idle_pct"] = cpu[IDLE_SESSIONS] + cpu[IDLE_INGEST]
+            pgb["cpu_us"] = cpu_per_request(
+                {"postgres": cpu_s["postgres"] - cpu_s[IDLE_SESSIONS]},
+                client_s, pgb["n"])
             order = sorted(cpu, key=lambda k: k.startswith("machine"))
             cpu_txt = ", ".join(f"{k} {cpu[k]:.0f}%" for k in order)
             rows.append(f"| {label} | {conns} | {pgb['tps']:.0f} | "
@@ -538,6 +555,7 @@ def run(args, kb):
         pgb = dict(pgbs[0])
         pgb["tps"] = sum(p["tps"] for p in pgbs) / len(pgbs)
         pgb["cpu_us"] = mean_pair([p["cpu_us"] for p in pgbs])
+        pgb["idle_pcts"] = [p["idle_pct"] for p in pgbs]
 
         # 3. the naive peer
         peer = None
@@ -637,6 +655,12 @@ def write_section(args, kb, conns, secs, rows, notes, checks, mx, pgb, peer,
                  f"{mx['cpu_us'][0] / max(pgb['cpu_us'][0], 1e-9):.2f}x: on 2 busy"
                  " cores the rates follow the CPU each request costs.")
     res.append(cpu_line)
+    idle = max(pgb["idle_pcts"])
+    res.append("- Beside pgbench's phases the idle kasir-ingest and its sessions"
+               " used " + ", ".join(f"{x:.1f}%" for x in pgb["idle_pcts"])
+               + " of one core (left out of pgbench's server CPU; above"
+               f" {IDLE_LIMIT_PCT:.0f}% the baseline was disturbed: "
+               + ("no" if idle <= IDLE_LIMIT_PCT else "**YES**") + ").")
     if pair:
         res.append(f"- Two ingest processes: **{pair['rate']:.0f}/s** together vs "
                    f"{mx['rate']:.0f}/s for one ({pair['rate'] / mx['rate']:.2f}x).")
