@@ -1354,6 +1354,9 @@ def main():
                     help="ingest: skip the naive peer (no node/npm)")
     ap.add_argument("--no-pair", action="store_true",
                     help="ingest: skip the two-process run")
+    ap.add_argument("--no-consumer", action="store_true",
+                    help="ingest: no consumer on the publish socket (the"
+                         " publisher then reads nothing)")
     ap.add_argument("--rates", default="100,500")
     ap.add_argument("--rate", type=int, default=200)
     ap.add_argument("--idle", type=int, default=5)

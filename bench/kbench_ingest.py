@@ -23,6 +23,7 @@ ingest's trusted proxy), so ingest's per-source rate limit stays at its
 defaults and is measured with the rest.
 """
 
+import atexit
 import hashlib
 import json
 import os
@@ -377,6 +378,8 @@ def run_pgbench(kb, st, clients, seconds, norders, rawlen, workdir):
 # the benchmark
 
 
+# the consumer on the publish socket during ingest's phases (start_sink)
+SINK = "consumer (sink)"
 # the idle kasir-ingest beside pgbench's phases (pgbench_phase)
 IDLE_SESSIONS = "of which kasir-ingest's sessions (idle)"
 IDLE_INGEST = "kasir-ingest (idle)"
@@ -458,12 +461,14 @@ def run(args, kb):
                                "X-Forwarded-For": "10.255.255.254"})
         if r.status != 200:
             raise RuntimeError(f"ingest refused a signed notification: {r}")
+        sink = None if args.no_consumer else start_sink(args, st)
 
         def ingest_phase(label, urls, names, rate=None, waits=False):
             nonlocal offset
             n0 = stored(st)
             groups = {n: ingest_pids(st, [n]) for n in names}
             groups["postgres"] = lambda: postgres_pids(st)
+            groups[SINK] = lambda: [sink.pid] if sink else []
             la = kb.loadavg()
             use = Usage(kb, groups)
             sampler = WaitSampler(st, "kasir_ingest") if waits else None
@@ -488,6 +493,9 @@ def run(args, kb):
                 res["perf"] = prof.get("text", "")
             cpu, cpu_s = use.stop()
             cpu["loadgen"] = 100.0 * res["cpu_s"] / max(res["elapsed_s"], 1e-3)
+            if not sink:
+                del cpu[SINK]
+            del cpu_s[SINK]  # the consumer's work is not ingest's
             res["cpu_us"] = cpu_per_request(cpu_s, res["cpu_s"], res["answered"])
             offset += res["sent"]
             n1 = stored(st)
@@ -595,6 +603,7 @@ def run(args, kb):
                                 " closed loop", [url, url2],
                                 ["ingest", "ingest2"])
             st.stop("ingest2")
+        consumer = stop_sink(sink, st)
         if offset > args.pool:
             # not an error (a repeated notification is stored as evidence
             # like any other), but the bodies were meant to be distinct
@@ -603,7 +612,41 @@ def run(args, kb):
                   flush=True)
     uptime1 = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     write_section(args, kb, conns, secs, rows, notes, checks, mx, pgb, peer,
-                  half, pair, uptime0, uptime1, ckey)
+                  half, pair, uptime0, uptime1, ckey, consumer)
+
+
+def start_sink(args, st):
+    """kasir-stream-sink on kasir-ingest's publish socket (the ingest
+    stream is push/pull, as kasir-order takes it), once the publisher
+    counts it as a consumer."""
+    sink = subprocess.Popen([os.path.join(args.build_dir, "bin", "kasir-stream-sink"),
+                             "--url", f"tcp://127.0.0.1:{st.port('INGEST_PUB')}"],
+                            stdout=subprocess.PIPE, text=True)
+    atexit.register(sink.kill)  # whatever happens to the run
+    st.wait_until(lambda: st.metric("ingest", "kasir_stream_consumers") >= 1,
+                  timeout=15, what="the sink connected to kasir-ingest's publisher")
+    return sink
+
+
+def stop_sink(sink, st):
+    """What the consumer took and what the publisher did for it, as a
+    sentence for the page."""
+    if sink is None:
+        return ("none (`--no-consumer`): the publisher read nothing"
+                f" ({st.metric('ingest', 'kasir_stream_unsent_total'):.0f}"
+                " messages counted as unsent)")
+    sink.terminate()
+    out, _ = sink.communicate(timeout=10)
+    got = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    sent = st.metric("ingest", "kasir_stream_sent_total")
+    failed = st.metric("ingest", "kasir_stream_send_failed_total")
+    return (f"`kasir-stream-sink` on the first process's publish socket took"
+            f" {got.get('frames', 0)} frames live; the publisher sent"
+            f" {sent:.0f} and {failed:.0f} sends were refused (the sink's pull"
+            " socket holds one frame, as kasir-order's does: a consumer gets"
+            " the rest by replay).  Every message was read and rendered once"
+            " by the publisher, as for kasir-order; the sink's own CPU is"
+            " shown and not counted as ingest's")
 
 
 def verdict(ok, missed):
@@ -611,7 +654,7 @@ def verdict(ok, missed):
 
 
 def write_section(args, kb, conns, secs, rows, notes, checks, mx, pgb, peer,
-                  half, pair, uptime0, uptime1, ckey):
+                  half, pair, uptime0, uptime1, ckey, consumer):
     commit = subprocess.run(["git", "-C", kb.SRC, "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True).stdout.strip() or "?"
     dirty = subprocess.run(["git", "-C", kb.SRC, "status", "--porcelain",
@@ -655,6 +698,7 @@ def write_section(args, kb, conns, secs, rows, notes, checks, mx, pgb, peer,
                  f"{mx['cpu_us'][0] / max(pgb['cpu_us'][0], 1e-9):.2f}x: on 2 busy"
                  " cores the rates follow the CPU each request costs.")
     res.append(cpu_line)
+    res.append(f"- Consumer: {consumer}.")
     idle = max(pgb["idle_pcts"])
     res.append("- Beside pgbench's phases the idle kasir-ingest and its sessions"
                " used " + ", ".join(f"{x:.1f}%" for x in pgb["idle_pcts"])
@@ -701,9 +745,13 @@ What each line contains:
   which the sequencer numbers (a range per pass, `stream_tick`) and the
   publisher renders, signs and sends to a connected consumer
   (docs/backbone.md, "A table as the source").  kasir-order is not
-  running: the append and its numbering are measured; with no consumer
-  connected the publisher reads nothing (since f2756c3; before it, the
-  publisher read and rendered every message for nobody).
+  running; in its place `kasir-stream-sink` (`bench/sink/`) takes the
+  frames from the publish socket and drops them, so the publisher reads
+  and renders every message as it does for kasir-order (see "Consumer"
+  above; the sink's CPU is not counted as ingest's).  With
+  `--no-consumer` the publisher reads nothing (a publisher with no
+  consumer connected skips the reading since f2756c3; before it, it read
+  and rendered every message for nobody).
 - **pgbench** (the physical limit): `{pgb['cmd']}` running one
   `INSERT INTO bench.payment_event ... VALUES (...)` per transaction
   (`PGBENCH_SCRIPT` in `bench/kbench_ingest.py`): a copy of
