@@ -5,6 +5,7 @@
  * in replay.c.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -116,6 +117,36 @@ producer_pipe_event(nng_pipe pipe, nng_pipe_ev ev, void *arg)
 	metric_set(p->m_consumers, (double)n);
 }
 
+/* Moves the sent position to the committed head without reading the
+ * messages between (counted as unsent); 0 or the read's error. */
+static int
+producer_skip_to_head(struct stream_producer *p, int64_t *last_sent)
+{
+	int64_t head;
+	int rc;
+
+	if ((rc = producer_read_head(p, p->pub_db, &head)) < 0)
+		return rc;
+	producer_set_head(p, head);
+	if (head > *last_sent) {
+		metric_add(p->m_unsent, (uint64_t)(head - *last_sent));
+		*last_sent = head;
+	}
+	return 0;
+}
+
+/* A push socket can take a frame now (nng's send descriptor is readable
+ * when a send would not block).  A pub socket never refuses: true. */
+static bool
+producer_consumer_ready(struct stream_producer *p)
+{
+	struct pollfd pfd = {.fd = p->send_fd, .events = POLLIN};
+
+	if (p->fanout || p->send_fd < 0)
+		return true;
+	return poll(&pfd, 1, 0) > 0;
+}
+
 /* 0 sent, or the send's error. */
 static int
 producer_heartbeat(struct stream_producer *p, int64_t head)
@@ -182,13 +213,18 @@ producer_publish_pass(struct stream_producer *p, int64_t *last_sent,
 		 * for nothing.  The sent position moves to the head; a
 		 * consumer that connects later learns the head from the
 		 * heartbeat or the next frame and replays what it lacks. */
-		if (producer_read_head(p, p->pub_db, &head) < 0)
+		if (producer_skip_to_head(p, last_sent) < 0)
 			return;
-		producer_set_head(p, head);
-		if (head > *last_sent) {
-			metric_add(p->m_unsent, (uint64_t)(head - *last_sent));
-			*last_sent = head;
-		}
+		goto heartbeat;
+	}
+	if (!producer_consumer_ready(p)) {
+		/* The push socket's consumer has not taken the last frame
+		 * (its pull socket holds one): every frame read now would be
+		 * refused.  It replays from its cursor; the heartbeat soon
+		 * after a refusal tells it the head. */
+		if (producer_skip_to_head(p, last_sent) < 0)
+			return;
+		out->refused = true;
 		goto heartbeat;
 	}
 	stream_i64_text(*last_sent, after);
@@ -204,12 +240,19 @@ producer_publish_pass(struct stream_producer *p, int64_t *last_sent,
 			continue;
 		if (stream_seal_and_send(p->kr, p->pub, body,
 		                         (size_t)PQgetlength(res, i, 1),
-		                         NNG_FLAG_NONBLOCK) == 0) {
-			metric_inc(p->m_sent);
-		} else {
-			metric_inc(p->m_send_failed); /* replay covers it */
+		                         NNG_FLAG_NONBLOCK) != 0) {
+			/* refused: so would the rest be (a push socket's
+			 * consumer takes one at a time); replay covers them,
+			 * and sealing them would be for nothing */
+			metric_inc(p->m_send_failed);
 			out->refused = true;
+			seq = db_get_i64(res, rows - 1, 0);
+			metric_add(p->m_unsent, (uint64_t)(rows - i - 1));
+			*last_sent = seq;
+			producer_set_head(p, seq);
+			break;
 		}
+		metric_inc(p->m_sent);
 		*last_sent = seq;
 		producer_set_head(p, seq);
 	}
@@ -372,7 +415,8 @@ stream_producer_start(const struct stream_producer_conf *conf,
 	                   "fast-path sends that failed (replay covers them)");
 	p->m_unsent = stream_counter(
 	    m, "kasir_stream_unsent_total", p->stream, NULL,
-	    "messages not sent: no consumer connected (replay covers them)");
+	    "messages not read or sent: no consumer connected, or it had not "
+	    "taken the last frame (replay covers them)");
 	p->m_consumers =
 	    stream_gauge(m, "kasir_stream_consumers", p->stream,
 	                 "consumers connected to the publish socket");
@@ -453,6 +497,9 @@ stream_producer_start(const struct stream_producer_conf *conf,
 	nng_socket_set_size(p->rep, NNG_OPT_RECVMAXSZ, STREAM_REPLAY_REQ_MAX);
 	nng_socket_set_ms(p->rep, NNG_OPT_RECVTIMEO, 500);
 	nng_socket_set_ms(p->rep, NNG_OPT_SENDTIMEO, STREAM_REPLAY_TIMEOUT_MS);
+	/* no descriptor: every pass reads and tries, as before */
+	if (nng_socket_get_int(p->pub, NNG_OPT_SENDFD, &p->send_fd) != 0)
+		p->send_fd = -1;
 	rc = stream_nng_err(nng_pipe_notify(p->pub, NNG_PIPE_EV_ADD_POST,
 	                                    producer_pipe_event, p));
 	if (rc == 0)

@@ -117,6 +117,7 @@ struct stream_producer {
 	bool stopping; /* under mu */
 	int64_t head;  /* atomic */
 	int consumers; /* atomic: pipes on pub (producer_pipe_event) */
+	int send_fd;   /* pub's NNG_OPT_SENDFD, -1: none */
 
 	struct metric *m_sent, *m_send_failed, *m_head, *m_replays_served;
 	struct metric *m_unsent, *m_consumers;
