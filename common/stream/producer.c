@@ -34,6 +34,12 @@
  * sent this soon.  While heartbeats are refused too (the consumer busy or
  * gone) the delay doubles each time, up to the usual interval. */
 #define STREAM_HEARTBEAT_AFTER_REFUSAL_MS 20
+/* Messages a pass still reads and tries when a push socket's consumer has
+ * not taken the last frame; above it the pass reads nothing and skips to
+ * the head (producer_publish_pass).  Payment rates make passes of one or
+ * two messages, which a skip would delay by the heartbeat above; ingest's
+ * maximum makes passes of hundreds, all but one or two refused. */
+#define STREAM_PUBLISH_BUSY_BACKLOG 32
 /* Frames nng may queue for each subscriber of a fanout stream (pub): one
  * publisher pass.  nng's default is 16: the rest of a pass was dropped
  * whenever a subscriber was busy applying a batch, and each gap cost it
@@ -217,11 +223,16 @@ producer_publish_pass(struct stream_producer *p, int64_t *last_sent,
 			return;
 		goto heartbeat;
 	}
-	if (!producer_consumer_ready(p)) {
-		/* The push socket's consumer has not taken the last frame
-		 * (its pull socket holds one): every frame read now would be
-		 * refused.  It replays from its cursor; the heartbeat soon
-		 * after a refusal tells it the head. */
+	if (__atomic_load_n(&p->head, __ATOMIC_RELAXED) - *last_sent >
+	        STREAM_PUBLISH_BUSY_BACKLOG &&
+	    !producer_consumer_ready(p)) {
+		/* A backlog, and the push socket's consumer has not taken
+		 * the last frame (its pull socket holds one): the frames
+		 * read now would be refused.  It replays from its cursor; the
+		 * heartbeat soon after a refusal tells it the head.  A few
+		 * messages are still read and tried: the consumer often takes
+		 * its frame while they are read, and at payment rates a skip
+		 * would cost the 20 ms to that heartbeat. */
 		if (producer_skip_to_head(p, last_sent) < 0)
 			return;
 		out->refused = true;
