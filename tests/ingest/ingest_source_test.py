@@ -51,6 +51,10 @@ kasir-ingest).  Checked here against a running kasir-ingest:
    5,000 rows stored, numbered, replayed and probed count no sequential
    scan of it (a generic plan made on the small table used to scan it
    whole at every idle probe).
+10. A busy consumer is not sent bursts to refuse: 5,000 messages at once
+   to a running kasir-order, which takes one frame at a time, cost a
+   handful of refused sends (every frame but one or two of each
+   256-message pass was refused before), and all 5,000 are applied.
 """
 
 import json
@@ -445,6 +449,38 @@ def grown(st):
           f" probed: no sequential scan of payment_event", flush=True)
 
 
+def busy_consumer(st):
+    """10: a consumer that takes one frame at a time (kasir-order's pull
+    socket holds one) does not make the publisher read, sign and send a
+    burst only to have it refused: a pass stops at its first refused
+    frame, and with a backlog it reads nothing while the consumer has not
+    taken the last frame.  5,000 rows stored at once while kasir-order
+    runs: kasir-order gets all of them (by replay), and the publisher's
+    refused sends stay a handful (every frame of each 256-message pass
+    but one or two was refused before)."""
+    fill = ("INSERT INTO ingest.payment_event (received_at, source_addr, order_id,"
+            " transaction_status, status_code, gross_amount, signature_key_id, raw)"
+            " SELECT now(), '127.0.0.1', 'BUSY-' || g, 'pending', '201', '10000.00',"
+            " 'test', convert_to('{\"order_id\":\"BUSY-' || g || '\"}', 'UTF8')"
+            " FROM generate_series(1, 5000) g")
+    st.wait_until(lambda: st.metric("ingest", "kasir_stream_consumers") == 1,
+                  timeout=20, what="kasir-order connected")
+    refused0 = st.metric("ingest", "kasir_stream_send_failed_total")
+    unsent0 = st.metric("ingest", "kasir_stream_unsent_total")
+    st.sql(fill)
+    kasirtest.wait_sequenced(st.sql, "ingest")
+    head = st.sql("SELECT seq FROM ingest.stream_head WHERE stream = 'ingest'")[0][0]
+    st.wait_until(lambda: st.sql("SELECT seq FROM orders.stream_cursor"
+                                 " WHERE stream = 'ingest'") == [(head,)],
+                  timeout=60, what="kasir-order took the 5,000")
+    refused = st.metric("ingest", "kasir_stream_send_failed_total") - refused0
+    unsent = st.metric("ingest", "kasir_stream_unsent_total") - unsent0
+    check(refused < 500, f"{refused:.0f} sends refused for 5,000 messages"
+          f" ({unsent:.0f} skipped)")
+    print(f"ok: 5,000 messages to a busy kasir-order: {refused:.0f} sends refused,"
+          f" {unsent:.0f} left to replay, all applied", flush=True)
+
+
 def main():
     with kasirtest.Stack.for_test(server_key=DOCS_KEY) as st:
         st.start("ingest")
@@ -456,6 +492,7 @@ def main():
         inlined(st)
         publisher_alone(st)
         grown(st)
+        busy_consumer(st)
         index_bound(st)
     return 0
 
