@@ -709,6 +709,16 @@ def fastpath_table(res):
     return "\n".join(lines)
 
 
+def wal_snapshot(st):
+    """Transactions committed in the kasir database (read-only ones
+    included), WAL flushes (fsync of the WAL: what a durable COMMIT
+    waits for; one flush serves every COMMIT waiting at that moment) and
+    WAL bytes, cluster-wide, so far."""
+    r = st.sql("SELECT (SELECT xact_commit FROM pg_stat_database"
+               " WHERE datname = 'kasir'), wal_sync, wal_bytes FROM pg_stat_wal")[0]
+    return [float(v) for v in r]
+
+
 def confirm_point(args, st, key, idx, rate, services):
     """One offered rate on the running stack: seed, pay at the fake, send
     open loop, wait for PAID; returns the figures."""
@@ -724,6 +734,7 @@ def confirm_point(args, st, key, idx, rate, services):
     print(f"[kbench] confirm: {n} payments at {rate}/s; {up_before}")
     cpu0 = cpu_snapshot(st)
     fp0 = fastpath_snapshot(st, services)
+    wal0 = wal_snapshot(st)
     if args.statements:
         st.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         st.sql("SELECT pg_stat_statements_reset()")
@@ -752,6 +763,9 @@ def confirm_point(args, st, key, idx, rate, services):
     cpu = cpu_used(cpu0, cpu_snapshot(st))
     cpu["sender (kasir-loadgen)"] = sender_cpu
     wall = time.time() - t0
+    # a backend sends its counters at most once a second
+    time.sleep(1.5)
+    wal = [b - a for a, b in zip(wal0, wal_snapshot(st))]
     fp1 = fastpath_snapshot(st, services)
     fastpath = {k: fp1[k] - fp0.get(k, 0.0) for k in fp1}
     st.sql("ANALYZE ingest.payment_event, orders.evidence, recon.status_check,"
@@ -787,7 +801,7 @@ def confirm_point(args, st, key, idx, rate, services):
         "api_p50": float(api[0] or 0), "api_p99": float(api[1] or 0),
         "api_n": api[2], "api_err": api[3], "avg_fl": avg_fl, "peak_fl": peak_fl,
         "hops": hops, "cpu": cpu, "wall": wall, "la": la, "uptime": up_before,
-        "fastpath": fastpath,
+        "fastpath": fastpath, "wal": wal,
     }
 
 
@@ -849,11 +863,22 @@ def bench_confirm(args):
     cpu_table.append("| **all** | " + " | ".join(
         f"{t:.1f} ({t * 1000.0 / x['n']:.2f}) of {os.cpu_count() * x['wall']:.0f} available"
         for t, x in zip(tot, res)) + " |")
-    table, hop_table, cpu_table = ("\n".join(t) for t in (table, hop_table, cpu_table))
+    wal_table = ["| per payment | " + " | ".join(f"{x['rate']}/s" for x in res) + " |",
+                 "|---|" + "---|" * len(res)]
+    for k, name in enumerate(("transactions committed (read-only ones too)",
+                              "WAL flushes (fsync)", "WAL bytes")):
+        wal_table.append(f"| {name} | " + " | ".join(
+            f"{x['wal'][k] / x['n']:.1f}" if k < 2 else f"{x['wal'][k] / x['n']:.0f}"
+            for x in res) + " |")
+    wal_table.append("| WAL flushes per second | " + " | ".join(
+        f"{x['wal'][1] / x['wall']:.0f}" for x in res) + " |")
+    table, hop_table, cpu_table, wal_table = ("\n".join(t) for t in (
+        table, hop_table, cpu_table, wal_table))
     fp_table = fastpath_table(res)
     print(table)
     print(hop_table)
     print(cpu_table)
+    print(wal_table)
     print(fp_table)
     uptimes = "; ".join(f"{x['rate']}/s: `{x['uptime']}`" for x in res)
     md = header(args) + f"""- `uptime` before each point: {uptimes}
@@ -889,6 +914,13 @@ machine, other users' work included; PostgreSQL split by the backends'
 `application_name`, those under 0.05 s left out):
 
 {cpu_table}
+
+What the database did for it, over the same interval (`pg_stat_database`
+of the kasir database and `pg_stat_wal`, cluster-wide; each durable
+COMMIT waits for a WAL flush, and one flush serves every COMMIT waiting
+at that moment):
+
+{wal_table}
 
 The fast path during the point (each daemon's `/metrics`): frames the
 producer sent live and frames its socket refused (push streams; a pub

@@ -640,13 +640,17 @@ def stop_sink(sink, st):
     got = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
     sent = st.metric("ingest", "kasir_stream_sent_total")
     failed = st.metric("ingest", "kasir_stream_send_failed_total")
+    unsent = st.metric("ingest", "kasir_stream_unsent_total")
     return (f"`kasir-stream-sink` on the first process's publish socket took"
-            f" {got.get('frames', 0)} frames live; the publisher sent"
-            f" {sent:.0f} and {failed:.0f} sends were refused (the sink's pull"
-            " socket holds one frame, as kasir-order's does: a consumer gets"
-            " the rest by replay).  Every message was read and rendered once"
-            " by the publisher, as for kasir-order; the sink's own CPU is"
-            " shown and not counted as ingest's")
+            f" {got.get('frames', 0)} frames live (heartbeats included); over"
+            f" all phases the publisher read and sent {sent:.0f} messages,"
+            f" {failed:.0f} sends were refused, and {unsent:.0f} messages it"
+            " never read: while the sink's pull socket still held a frame"
+            " (it holds one, as kasir-order's does) and more than a few were"
+            " waiting, a pass skipped to the head (docs/backbone.md).  A real"
+            " consumer replays those at its own pace, and that reading is"
+            " measured in (c), not here; the sink does not replay.  The"
+            " sink's own CPU is shown and not counted as ingest's")
 
 
 def verdict(ok, missed):
@@ -746,9 +750,13 @@ What each line contains:
   publisher renders, signs and sends to a connected consumer
   (docs/backbone.md, "A table as the source").  kasir-order is not
   running; in its place `kasir-stream-sink` (`bench/sink/`) takes the
-  frames from the publish socket and drops them, so the publisher reads
-  and renders every message as it does for kasir-order (see "Consumer"
-  above; the sink's CPU is not counted as ingest's).  With
+  frames from the publish socket and drops them, so the publisher works
+  as it does for kasir-order: it reads, renders and sends what the
+  consumer's socket takes, and while that socket still holds a frame and
+  more than a few messages wait it skips ahead unread (see "Consumer"
+  above: at the maximum rate it reads few; kasir-order would replay the
+  rest at its own pace, which (c) measures).  The sink's CPU is not
+  counted as ingest's.  With
   `--no-consumer` the publisher reads nothing (a publisher with no
   consumer connected skips the reading since f2756c3; before it, it read
   and rendered every message for nobody).

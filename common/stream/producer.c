@@ -124,14 +124,16 @@ producer_pipe_event(nng_pipe pipe, nng_pipe_ev ev, void *arg)
 }
 
 /* Moves the sent position to the committed head without reading the
- * messages between (counted as unsent); 0 or the read's error. */
+ * messages between (counted as unsent); head is the committed head when
+ * the pass already read it, otherwise -1 (read here).  0 or the read's
+ * error. */
 static int
-producer_skip_to_head(struct stream_producer *p, int64_t *last_sent)
+producer_skip_to_head(struct stream_producer *p, int64_t head,
+                      int64_t *last_sent)
 {
-	int64_t head;
 	int rc;
 
-	if ((rc = producer_read_head(p, p->pub_db, &head)) < 0)
+	if (head < 0 && (rc = producer_read_head(p, p->pub_db, &head)) < 0)
 		return rc;
 	producer_set_head(p, head);
 	if (head > *last_sent) {
@@ -197,7 +199,7 @@ producer_publish_pass(struct stream_producer *p, int64_t *last_sent,
 	char after[24], limit[24];
 	const char *params[4] = {p->stream, after, limit, p->body_prefix};
 	PGresult *res = NULL;
-	int64_t head;
+	int64_t head = -1; /* read by this pass, or not (-1) */
 	int rows;
 
 	memset(out, 0, sizeof(*out));
@@ -219,7 +221,7 @@ producer_publish_pass(struct stream_producer *p, int64_t *last_sent,
 		 * for nothing.  The sent position moves to the head; a
 		 * consumer that connects later learns the head from the
 		 * heartbeat or the next frame and replays what it lacks. */
-		if (producer_skip_to_head(p, last_sent) < 0)
+		if (producer_skip_to_head(p, head, last_sent) < 0)
 			return;
 		goto heartbeat;
 	}
@@ -233,7 +235,7 @@ producer_publish_pass(struct stream_producer *p, int64_t *last_sent,
 		 * messages are still read and tried: the consumer often takes
 		 * its frame while they are read, and at payment rates a skip
 		 * would cost the 20 ms to that heartbeat. */
-		if (producer_skip_to_head(p, last_sent) < 0)
+		if (producer_skip_to_head(p, head, last_sent) < 0)
 			return;
 		out->refused = true;
 		goto heartbeat;
@@ -256,16 +258,16 @@ producer_publish_pass(struct stream_producer *p, int64_t *last_sent,
 			 * consumer takes one at a time); replay covers them,
 			 * and sealing them would be for nothing */
 			metric_inc(p->m_send_failed);
+			metric_add(p->m_unsent, (uint64_t)(rows - i - 1));
 			out->refused = true;
 			seq = db_get_i64(res, rows - 1, 0);
-			metric_add(p->m_unsent, (uint64_t)(rows - i - 1));
-			*last_sent = seq;
-			producer_set_head(p, seq);
-			break;
+		} else {
+			metric_inc(p->m_sent);
 		}
-		metric_inc(p->m_sent);
 		*last_sent = seq;
 		producer_set_head(p, seq);
+		if (out->refused)
+			break;
 	}
 	PQclear(res);
 	out->more = rows == STREAM_PUBLISH_BATCH;
