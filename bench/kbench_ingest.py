@@ -346,6 +346,17 @@ def start_peer(st, peer_dir, conns, path, norders):
     return f"http://127.0.0.1:{port}{path}"
 
 
+def background_work(st):
+    """Checkpoints finished (timed or requested) and autovacuums (vacuum or
+    analyze) of ingest.payment_event so far: PostgreSQL's own work that
+    competes with the requests of a phase."""
+    r = st.sql("SELECT (SELECT checkpoints_timed + checkpoints_req FROM"
+               " pg_stat_bgwriter), (SELECT autovacuum_count + autoanalyze_count"
+               " FROM pg_stat_user_tables WHERE relid ="
+               " 'ingest.payment_event'::regclass)")[0]
+    return [float(v or 0) for v in r]
+
+
 def stored(st):
     return st.sql("SELECT count(*) FROM ingest.payment_event")[0][0]
 
@@ -591,9 +602,11 @@ def run(args, kb):
 
         # 4. ingest open loop at half its maximum
         half_rate = args.open_rate or max(1.0, mx["rate"] / 2)
+        bg0 = background_work(st)
         half = ingest_phase(f"kasir-ingest, open loop at {half_rate:.0f}/s "
                             + ("(--open-rate)" if args.open_rate else "(half the max)"),
                             [url], ["ingest"], rate=half_rate)
+        half["background"] = [b - a for a, b in zip(bg0, background_work(st))]
 
         # 5. two ingest processes, one database
         pair = None
@@ -693,6 +706,12 @@ def write_section(args, kb, conns, secs, rows, notes, checks, mx, pgb, peer,
                f"(p50 {half['latency_ms']['p50']:.1f}, p99.9 "
                f"{half['latency_ms']['p999']:.1f}; target p99 <= 20 ms: "
                + verdict(p99 <= 20.0, f"{p99 / 20.0:.1f}x the limit") + ").")
+    bg = half.get("background")
+    if bg:
+        res.append(f"  During that phase PostgreSQL finished {bg[0]:.0f}"
+                   f" checkpoint(s), and autovacuum finished {bg[1]:.0f} pass(es)"
+                   " over ingest.payment_event (`pg_stat_bgwriter`,"
+                   " `pg_stat_user_tables`; both are counted when they end).")
     cpu_line = (f"- CPU per request (server side: daemon or node + PostgreSQL;"
                 f" client: generator or pgbench), microseconds: ingest "
                 f"{fmt_cpu_us(mx['cpu_us'])}, pgbench {fmt_cpu_us(pgb['cpu_us'])}")
