@@ -9,7 +9,7 @@ docs/performance.md (between "<!-- bench:X begin -->" and
 measured next to every figure and the exact command that reproduces it.
 
     bench/kbench.py ingest     [--seconds 10] [--clients 32]      (a)
-                               [--committers N] [--rounds 2]
+                               [--committers N] [--rounds 4]
                                [--no-peer] [--no-pair] [--profile]
     bench/kbench.py e2e        [--seconds 10] [--rates 100,500]   (b)
                                [--status-latency-ms 50]
@@ -1380,7 +1380,7 @@ def main():
                     help="(a): the open-loop phase at this rate instead of "
                          "half the measured maximum (an A/B of two builds "
                          "at one rate)")
-    ap.add_argument("--rounds", type=int, default=2,
+    ap.add_argument("--rounds", type=int, default=4,
                     help="ingest: ingest max and pgbench alternate this often")
     ap.add_argument("--no-peer", action="store_true",
                     help="ingest: skip the naive peer (no node/npm)")

@@ -688,9 +688,17 @@ def write_section(args, kb, conns, secs, rows, notes, checks, mx, pgb, peer,
     table = "\n".join(lines)
     print(table)
     rounds = ""
-    if len(mx["round_ratios"]) > 1:
+    rr = mx["round_ratios"]
+    if len(rr) > 1:
         rounds = (" (mean rates of the rounds; per round "
-                  + ", ".join(f"{x:.2f}x" for x in mx["round_ratios"]) + ")")
+                  + ", ".join(f"{x:.2f}x" for x in rr))
+        if len(rr) > 2:
+            import statistics
+            rounds += (f"; median {statistics.median(rr):.2f}x, standard"
+                       f" deviation {statistics.stdev(rr):.2f},"
+                       f" {sum(x >= 1.0 for x in rr)} of {len(rr)} rounds"
+                       " at or above 1.0x")
+        rounds += ")"
     res = [
         f"- ingest / pgbench plain insert = **{r_pg:.2f}x**{rounds} (target"
         " >= 1.0x: " + verdict(r_pg >= 1.0, f"{(1 - r_pg) * 100:.0f}% short, "
