@@ -1,11 +1,17 @@
 /*
  * test_stream.c - what the stand-in producers of the integration tests
  * share (tests/order, tests/notifier): waiting for the backbone's
- * sequencer to give a just-committed message its seq.
+ * sequencer to give a just-committed message its seq, and a report of
+ * where a crash happened.
  */
 #include <errno.h>
+#include <execinfo.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <string.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include <libpq-fe.h>
@@ -47,4 +53,93 @@ test_wait_sequenced(struct kasir_db *db, const char *schema, const char *stream,
 		usleep(2000);
 	}
 	return -ETIMEDOUT;
+}
+
+/* write(2) of a string, ignoring the result: nothing else can be done in
+ * a signal handler. */
+static void
+crash_puts(const char *str)
+{
+	ssize_t r = write(2, str, strlen(str));
+
+	(void)r;
+}
+
+static void
+crash_hex(const char *label, uintptr_t v)
+{
+	char buf[2 + 16 + 1];
+
+	buf[0] = '0';
+	buf[1] = 'x';
+	for (int i = 0; i < 16; i++)
+		buf[2 + i] = "0123456789abcdef"[(v >> (60 - 4 * i)) & 0xf];
+	buf[18] = '\0';
+	crash_puts(label);
+	crash_puts(buf);
+	crash_puts("\n");
+}
+
+static void
+crash_handler(int sig, siginfo_t *si, void *ctx)
+{
+	void *frames[64];
+	char buf[4096];
+	int fd, n;
+
+	crash_puts("crash report: signal ");
+	crash_puts(sig == SIGSEGV  ? "SIGSEGV\n"
+	           : sig == SIGBUS ? "SIGBUS\n"
+	           : sig == SIGILL ? "SIGILL\n"
+	                           : "SIGFPE\n");
+	crash_hex("fault address ", (uintptr_t)si->si_addr);
+#if defined(__x86_64__)
+	{
+		const ucontext_t *uc = ctx;
+		const uintptr_t *sp =
+		    (const uintptr_t *)uc->uc_mcontext.gregs[REG_RSP];
+
+		crash_hex("rip ", (uintptr_t)uc->uc_mcontext.gregs[REG_RIP]);
+		crash_hex("rsp ", (uintptr_t)sp);
+		for (int i = 0; i < 8; i++)
+			crash_hex("  [rsp] ", sp[i]);
+	}
+#else
+	(void)ctx;
+#endif
+	n = backtrace(frames, 64);
+	crash_puts("backtrace:\n");
+	backtrace_symbols_fd(frames, n, 2);
+	crash_puts("maps:\n");
+	fd = open("/proc/self/maps", O_RDONLY);
+	while (fd >= 0 && (n = (int)read(fd, buf, sizeof(buf))) > 0) {
+		ssize_t r = write(2, buf, (size_t)n);
+
+		(void)r;
+	}
+	if (fd >= 0)
+		close(fd);
+	/* SA_RESETHAND: the default action now, as if never caught */
+	raise(sig);
+}
+
+void
+test_crash_report_install(void)
+{
+#if defined(__SANITIZE_ADDRESS__)
+	/* AddressSanitizer reports a SEGV itself, with symbols */
+	return;
+#endif
+	static const int sigs[] = {SIGSEGV, SIGBUS, SIGILL, SIGFPE};
+	struct sigaction sa;
+	void *warm[1];
+
+	/* the first backtrace() loads libgcc: not in the handler */
+	(void)backtrace(warm, 1);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = crash_handler;
+	sa.sa_flags = SA_SIGINFO | SA_RESETHAND;
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++)
+		sigaction(sigs[i], &sa, NULL);
 }

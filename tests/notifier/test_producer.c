@@ -43,6 +43,7 @@ main(int argc, char **argv)
 	FILE *kf;
 	int rc = 1;
 
+	test_crash_report_install();
 	if (argc != 6) {
 		fprintf(stderr, "usage: %s SCHEMA DSN PUBLISH REPLAY KEYFILE\n",
 		        argv[0]);

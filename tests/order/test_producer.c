@@ -44,6 +44,7 @@ main(int argc, char **argv)
 	FILE *kf;
 	int rc = 1;
 
+	test_crash_report_install();
 	if (argc != 8) {
 		fprintf(stderr,
 		        "usage: %s SCHEMA DSN STREAM push|pub PUBLISH REPLAY "
