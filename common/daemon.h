@@ -12,7 +12,7 @@
  *           daemon_db_conf(&d) ...
  *       rc = daemon_run(&d, tick, arg);   // READY=1, loop, STOPPING=1
  *       ... stop listeners, consumers, producer ...
- *       daemon_fini(&d);  conf_free(...);
+ *       daemon_fini(&d, rc);  conf_free(...);
  *       return rc;
  *   }
  *
@@ -97,7 +97,10 @@ int daemon_watch_consumer(struct daemon *d, struct stream_consumer *c,
 typedef void (*daemon_tick_fn)(void *arg);
 int daemon_run(struct daemon *d, daemon_tick_fn tick, void *arg);
 /* Frees what daemon_init() made and logs "<name> stopped": call it after
- * every thread the daemon started is stopped. */
-void daemon_fini(struct daemon *d);
+ * every thread the daemon started is stopped.  When a socket's close was
+ * left unfinished (stream_close_left_wedged()), nng cannot be shut down:
+ * it logs so and ends the process at once with _exit(exit_code), so the
+ * caller's last frees do not run. */
+void daemon_fini(struct daemon *d, int exit_code);
 
 #endif

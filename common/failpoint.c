@@ -75,7 +75,8 @@ parse_spec(const char *spec, size_t len)
 	s->prefix = buf[len - 1] == '*';
 	if (s->prefix)
 		buf[len - 1] = '\0';
-	snprintf(s->pattern, sizeof(s->pattern), "%s", buf);
+	/* strlen(buf) < FAILPOINT_NAME_MAX: the '=' was found within it */
+	memcpy(s->pattern, buf, strlen(buf) + 1);
 	fp_nspecs++;
 	return;
 bad:

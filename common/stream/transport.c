@@ -8,6 +8,7 @@
 
 #include "envelope.h"
 #include "err.h"
+#include "failpoint.h"
 #include "log.h"
 #include "util.h"
 #include "stream_impl.h"
@@ -181,6 +182,25 @@ closer_main(void *arg)
  * for any more. */
 static bool stream_close_wedged;
 
+bool
+stream_close_left_wedged(void)
+{
+	return __atomic_load_n(&stream_close_wedged, __ATOMIC_ACQUIRE);
+}
+
+/* Failpoint "stream.close_reap" (tests/shutdown): the first pipe a close
+ * removes stops nng's reaper thread in its removal callback, as the
+ * libnng bug above does for real, so that a test can make a close never
+ * finish on demand.  Registered only when failpoints are on. */
+static void
+close_reap_failpoint(nng_pipe pipe, nng_pipe_ev ev, void *arg)
+{
+	(void)pipe;
+	(void)ev;
+	(void)arg;
+	(void)failpoint_hit("stream.close_reap");
+}
+
 void
 stream_close_bounded(nng_socket s, const char *stream, const char *what)
 {
@@ -201,6 +221,9 @@ stream_close_bounded(nng_socket s, const char *stream, const char *what)
 		nng_close(s);
 		return;
 	}
+	if (failpoint_enabled())
+		(void)nng_pipe_notify(s, NNG_PIPE_EV_REM_POST,
+		                      close_reap_failpoint, NULL);
 	k->s = s;
 	k->refs = 2;
 	if (pthread_create(&t, NULL, closer_main, k) != 0) {

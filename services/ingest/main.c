@@ -470,7 +470,7 @@ out_producer:
 out_rl:
 	ratelimit_table_free(g.rl);
 out_daemon:
-	daemon_fini(&d);
+	daemon_fini(&d, rc);
 out_conf:
 	conf_free(ingest_conf_keys, &conf);
 	return rc;

@@ -218,7 +218,7 @@ out_workers:
 out_channels:
 	/* the scrape callback may still run until the admin listener stops
 	 * in daemon_fini: keep its connection until then */
-	daemon_fini(&d);
+	daemon_fini(&d, rc);
 	db_close(n.admin_db);
 	db_close(n.scrape_db);
 	for (int c = 0; c < CHANNEL_COUNT; c++)

@@ -253,7 +253,7 @@ out_consumers:
 out_producer:
 	stream_producer_stop(svc.producer);
 out_daemon:
-	daemon_fini(&d);
+	daemon_fini(&d, exit_code);
 out_conf:
 	conf_free(order_conf_keys, &conf);
 	return exit_code;

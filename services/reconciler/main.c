@@ -303,7 +303,7 @@ out_producer:
 out_daemon:
 	/* the scrape callback may run until the admin listener stops in
 	 * daemon_fini: keep its connection until then */
-	daemon_fini(&d);
+	daemon_fini(&d, rc);
 	for (int i = 0; i < r.nlanes; i++) {
 		db_close(r.lanes[i].db);
 		statusapi_free(r.lanes[i].api);

@@ -53,7 +53,7 @@ main(int argc, char **argv)
 	ticks = metrics_counter(d.metrics, "kasir_test_ticks_total", NULL,
 	                        "test ticks");
 	rc = daemon_run(&d, tick, ticks);
-	daemon_fini(&d);
+	daemon_fini(&d, rc);
 	conf_free(test_keys, &conf);
 	return rc;
 }

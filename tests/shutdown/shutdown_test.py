@@ -21,8 +21,16 @@ has a second, separate shutdown bug -- nng_close() of a tcp socket that is
 in the middle of receiving a message can wait forever (the transport drops
 the body read after the close, and pipe_stop() waits for it) -- and a
 test that SIGTERMs into a flowing stream would hang on that one now and
-then.
+then.  The daemons bound each close (stream_close_bounded: a warning after
+1 s, later closes not waited for), and daemon_fini() must not wait for
+nng either: the last phase makes that bug happen on demand in each daemon
+(failpoint "stream.close_reap" stops nng's reaper thread in the first pipe
+removal of a close, which is where the real bug leaves it) and requires
+exit status 0 within CLOSE_WEDGE_MAX_S.  Without the check in
+daemon_fini(), nng_fini() waited for the reaper until SIGKILL (a CI run
+of order_kill: "kasir-order ignored SIGTERM").
 """
+import glob
 import hashlib
 import os
 import random
@@ -39,6 +47,7 @@ ROUNDS = int(os.environ.get("KASIR_SHUTDOWN_ROUNDS", "2"))
 START_MARK = "=== kasirtest: start"
 STOP_TIMEOUT = 30     # SIGKILL after this (kasirtest.Stack.stop)
 STOP_DUMP_AFTER = 15  # a daemon still running then: its threads are dumped
+CLOSE_WEDGE_MAX_S = 8  # 1 s bounded close + the other closes + margin
 QUIESCE_S = float(os.environ.get("KASIR_SHUTDOWN_QUIESCE_S", "0.4"))  # traffic pause before each SIGTERM
 failures = []
 
@@ -177,6 +186,37 @@ def stop_and_check(st, d, why):
         print(kasirtest._tail(st.log_path(d), 15), file=sys.stderr)
 
 
+def wedged_close(st, d, env, traffic):
+    """SIGTERM while a close of d never finishes (module docstring)."""
+    fpdir = os.path.join(st.dir, f"wedge-{d}")
+    os.makedirs(fpdir, exist_ok=True)
+    wenv = dict(env, KASIR_FAILPOINTS="stream.close_reap=pause",
+                KASIR_FAILPOINT_DIR=fpdir)
+    quiesce(traffic)
+    stop_and_check(st, d, "before the wedged close")
+    traffic.paused.clear()
+    st.start(d, env=wenv)
+    time.sleep(1.5)  # traffic through d: its peers' pipes are up
+    quiesce(traffic)
+    t0 = time.monotonic()
+    stop_and_check(st, d, "a close that never finishes")
+    took = time.monotonic() - t0
+    paused = glob.glob(os.path.join(fpdir, "pause.*"))
+    text = last_incarnation(st, d)
+    check(bool(paused), f"kasir-{d}: nng's reaper was stopped in a close "
+          f"(failpoint stream.close_reap fired)")
+    check("did not finish" in text and "exits without waiting" in text,
+          f"kasir-{d}: the unfinished close and the exit without nng_fini "
+          f"logged")
+    check(took < CLOSE_WEDGE_MAX_S,
+          f"kasir-{d}: stopped {took:.1f} s after SIGTERM "
+          f"(at most {CLOSE_WEDGE_MAX_S} s)")
+    for f in paused:
+        os.unlink(f)
+    traffic.paused.clear()
+    st.start(d, env=env)
+
+
 def main():
     rng = random.Random(int(os.environ.get("KASIR_SHUTDOWN_SEED", "8")))
     env = guard_env()
@@ -215,6 +255,8 @@ def main():
                 st.start("reconciler", wait=False, env=env)
                 st.start("order", env=env)
                 st.wait_ready("reconciler")
+            for d in DAEMONS:
+                wedged_close(st, d, env, traffic)
             sent = traffic.sent
         check(sent > 0, f"payments sent during the stops ({sent})")
         for d in ["reconciler", "notifier", "order", "ingest"]:
