@@ -28,6 +28,7 @@
 #include "liveness.h"
 #include "err.h"
 #include "log.h"
+#include "sock_close.h"
 #include "util.h"
 
 #define ADMIN_REQUEST_MAX     (64 * 1024)
@@ -675,7 +676,7 @@ admin_socket_stop(struct admin_socket *s)
 	if (s->thread_started)
 		pthread_join(s->thread, NULL);
 	nng_aio_free(s->aio);
-	nng_close(s->sock);
+	sock_close_bounded(s->sock, NULL, "admin");
 	free(s->engineer_group);
 	free(s->support_group);
 	free(s);

@@ -29,6 +29,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "sd.h"
+#include "sock_close.h"
 #include "stream.h"
 #include "util.h"
 
@@ -541,15 +542,15 @@ daemon_fini(struct daemon *d, int exit_code)
 	 * ptrace; a suite run found kasir-notifier (ASan build) still alive
 	 * 30 s after "stopped", its main and nng threads in tracing stop.
 	 *
-	 * Unless a close was left unfinished (libnng 1.5.2's tcp close bug,
-	 * stream_close_bounded()): nng's reaper is then stuck for good and
+	 * Unless a close was left unfinished (libnng 1.5.2's close bug,
+	 * sock_close_bounded()): nng's reaper is then stuck for good and
 	 * nng_fini() would wait for it forever -- a daemon that ignores
 	 * SIGTERM until systemd kills it (a CI run of order_kill).  Nothing
 	 * is left to save: every loop is stopped and every transaction
 	 * committed or rolled back, so the process ends here, without the
 	 * exit-time handlers and LeakSanitizer's check, which would meet the
 	 * stuck threads. */
-	if (stream_close_left_wedged()) {
+	if (sock_close_left_wedged()) {
 		log_warning("nng cannot shut down (a socket close did not "
 		            "finish): %s exits without waiting for it",
 		            name);

@@ -98,7 +98,7 @@ typedef void (*daemon_tick_fn)(void *arg);
 int daemon_run(struct daemon *d, daemon_tick_fn tick, void *arg);
 /* Frees what daemon_init() made and logs "<name> stopped": call it after
  * every thread the daemon started is stopped.  When a socket's close was
- * left unfinished (stream_close_left_wedged()), nng cannot be shut down:
+ * left unfinished (sock_close_left_wedged()), nng cannot be shut down:
  * it logs so and ends the process at once with _exit(exit_code), so the
  * caller's last frees do not run. */
 void daemon_fini(struct daemon *d, int exit_code);

@@ -197,12 +197,6 @@ void stream_consumer_stop(struct stream_consumer *c);
 int64_t stream_consumer_cursor(const struct stream_consumer *c);
 int64_t stream_consumer_head(const struct stream_consumer *c);
 
-/* True once a socket's close was left unfinished at teardown (libnng
- * 1.5.2's tcp close bug, see stream_close_bounded() in transport.c):
- * nng's reaper thread is stuck for good, so nng_fini() would wait
- * forever.  daemon_fini() asks. */
-bool stream_close_left_wedged(void);
-
 /* The backbone's own migrations, in order: "0000_stream" (stream_head,
  * stream_out (append-only), stream_cursor, stream_poison (append-only))
  * "0001_stream_pending" (the queue of appends waiting for the

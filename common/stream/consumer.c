@@ -22,6 +22,7 @@
 #include "liveness.h"
 #include "log.h"
 #include "metrics.h"
+#include "sock_close.h"
 #include "util.h"
 #include "stream_impl.h"
 
@@ -638,9 +639,9 @@ stream_consumer_stop(struct stream_consumer *c)
 	nng_aio_free(c->aio);
 	c->aio = NULL;
 	if (c->live_open)
-		stream_close_bounded(c->live, c->stream, "live");
+		sock_close_bounded(c->live, c->stream, "live");
 	if (c->req_open)
-		stream_close_bounded(c->req, c->stream, "replay request");
+		sock_close_bounded(c->req, c->stream, "replay request");
 	batch_clear(&c->batch);
 	db_close(c->db);
 	pthread_cond_destroy(&c->cv);

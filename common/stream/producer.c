@@ -18,6 +18,7 @@
 #include "envelope.h"
 #include "liveness.h"
 #include "metrics.h"
+#include "sock_close.h"
 #include "util.h"
 #include "stream_impl.h"
 
@@ -594,9 +595,9 @@ stream_producer_stop(struct stream_producer *p)
 	nng_aio_free(p->rep_aio);
 	p->rep_aio = NULL;
 	if (p->rep_open)
-		stream_close_bounded(p->rep, p->stream, "replay");
+		sock_close_bounded(p->rep, p->stream, "replay");
 	if (p->pub_open)
-		stream_close_bounded(p->pub, p->stream, "publish");
+		sock_close_bounded(p->pub, p->stream, "publish");
 	db_close(p->pub_db);
 	db_close(p->rep_db);
 	db_close(p->seq_db);

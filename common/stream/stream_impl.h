@@ -241,7 +241,6 @@ int stream_aio_recvmsg(nng_socket s, nng_aio *aio, nng_msg **ret);
 int stream_aio_recvmsg_nowait(nng_socket s, nng_aio *aio, nng_msg **ret);
 int stream_aio_sendmsg(nng_socket s, nng_aio *aio, nng_msg *msg);
 bool stream_nng_stopped(int rv);
-void stream_close_bounded(nng_socket s, const char *stream, const char *what);
 int stream_seal_and_send_aio(const struct keyring *kr, nng_socket s,
                              nng_aio *aio, const char *body, size_t body_len);
 

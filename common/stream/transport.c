@@ -1,19 +1,17 @@
 /*
  * transport.c - the backbone's nng side: errors, signing and sending a
  * frame, blocking receive and send through a thread's own aio (and the
- * shutdown rule that goes with it), and a close with a bounded wait.
+ * shutdown rule that goes with it); closes are bounded in
+ * common/sock_close.c.
  */
 #include <errno.h>
 #include <stdlib.h>
 
 #include "envelope.h"
 #include "err.h"
-#include "failpoint.h"
 #include "log.h"
 #include "util.h"
 #include "stream_impl.h"
-
-#define STREAM_CLOSE_WAIT_MS 1000 /* stream_close_bounded() */
 
 int
 stream_nng_err(int rv)
@@ -124,128 +122,6 @@ bool
 stream_nng_stopped(int rv)
 {
 	return rv == NNG_ECANCELED || rv == NNG_ECLOSED;
-}
-
-/*
- * nng_close() with a bounded wait, for teardown.  libnng 1.5.2 (Debian
- * 1.5.2-2) has a second shutdown bug: closing a tcp socket while one of
- * its pipes is between reading a message's header and its body makes the
- * transport drop the body read (nni_aio_begin fails on the closed rxaio
- * and nothing completes it), so the pipe's protocol receive never ends
- * and nng_close() waits for that pipe forever (and so does every later
- * close: nng reaps pipes on one thread).  Data arriving at the wrong
- * instant is enough; nothing on our side can prevent it.  The close runs
- * on a helper thread; after STREAM_CLOSE_WAIT_MS this thread logs a
- * warning and goes on, and later closes are not waited for (the process
- * is exiting: the helpers stay blocked until exit).  Every thread that
- * used s has been joined before.
- */
-struct stream_closer {
-	nng_socket s;
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	bool done; /* under mu */
-	int refs;  /* under mu: the caller and the helper */
-};
-
-static void
-closer_unref(struct stream_closer *k)
-{
-	bool last;
-
-	pthread_mutex_lock(&k->mu);
-	last = --k->refs == 0;
-	pthread_mutex_unlock(&k->mu);
-	if (last) {
-		pthread_cond_destroy(&k->cv);
-		pthread_mutex_destroy(&k->mu);
-		free(k);
-	}
-}
-
-static void *
-closer_main(void *arg)
-{
-	struct stream_closer *k = arg;
-
-	nng_close(k->s);
-	pthread_mutex_lock(&k->mu);
-	k->done = true;
-	pthread_cond_broadcast(&k->cv);
-	pthread_mutex_unlock(&k->mu);
-	closer_unref(k);
-	return NULL;
-}
-
-/* Set once a close did not finish: nng's single reaper thread is then
- * stuck, every later close would wait for it too, so they are not waited
- * for any more. */
-static bool stream_close_wedged;
-
-bool
-stream_close_left_wedged(void)
-{
-	return __atomic_load_n(&stream_close_wedged, __ATOMIC_ACQUIRE);
-}
-
-/* Failpoint "stream.close_reap" (tests/shutdown): the first pipe a close
- * removes stops nng's reaper thread in its removal callback, as the
- * libnng bug above does for real, so that a test can make a close never
- * finish on demand.  Registered only when failpoints are on. */
-static void
-close_reap_failpoint(nng_pipe pipe, nng_pipe_ev ev, void *arg)
-{
-	(void)pipe;
-	(void)ev;
-	(void)arg;
-	(void)failpoint_hit("stream.close_reap");
-}
-
-void
-stream_close_bounded(nng_socket s, const char *stream, const char *what)
-{
-	struct stream_closer *k = calloc(1, sizeof(*k));
-	bool wedged = __atomic_load_n(&stream_close_wedged, __ATOMIC_ACQUIRE);
-	int64_t until = now_mono_ms() + (wedged ? 0 : STREAM_CLOSE_WAIT_MS);
-	pthread_t t;
-	bool done;
-
-	if (k == NULL || pthread_mutex_init(&k->mu, NULL) != 0) {
-		free(k);
-		nng_close(s); /* unbounded, but closed */
-		return;
-	}
-	if (stream_cond_init_mono(&k->cv) < 0) {
-		pthread_mutex_destroy(&k->mu);
-		free(k);
-		nng_close(s);
-		return;
-	}
-	if (failpoint_enabled())
-		(void)nng_pipe_notify(s, NNG_PIPE_EV_REM_POST,
-		                      close_reap_failpoint, NULL);
-	k->s = s;
-	k->refs = 2;
-	if (pthread_create(&t, NULL, closer_main, k) != 0) {
-		k->refs = 1;
-		nng_close(s);
-		closer_unref(k);
-		return;
-	}
-	pthread_detach(t);
-	pthread_mutex_lock(&k->mu);
-	while (!k->done && now_mono_ms() < until)
-		stream_cond_wait_ms(&k->cv, &k->mu, until - now_mono_ms());
-	done = k->done;
-	pthread_mutex_unlock(&k->mu);
-	closer_unref(k);
-	if (!done) {
-		__atomic_store_n(&stream_close_wedged, true, __ATOMIC_RELEASE);
-		log_fields(LOG_WARNING, LOG_F({"STREAM", stream}),
-		           "closing the %s socket did not finish (libnng "
-		           "1.5.2 tcp close bug): left to process exit",
-		           what);
-	}
 }
 
 /* An nng message holding a copy of frame, for an nng send: after a failed

@@ -21,19 +21,23 @@ has a second, separate shutdown bug -- nng_close() of a tcp socket that is
 in the middle of receiving a message can wait forever (the transport drops
 the body read after the close, and pipe_stop() waits for it) -- and a
 test that SIGTERMs into a flowing stream would hang on that one now and
-then.  The daemons bound each close (stream_close_bounded: a warning after
+then.  The daemons bound each close (common/sock_close.c: a warning after
 1 s, later closes not waited for), and daemon_fini() must not wait for
 nng either: the last phase makes that bug happen on demand in each daemon
-(failpoint "stream.close_reap" stops nng's reaper thread in the first pipe
+(failpoint "nng.close_reap" stops nng's reaper thread in the first pipe
 removal of a close, which is where the real bug leaves it) and requires
-exit status 0 within CLOSE_WEDGE_MAX_S.  Without the check in
+exit status 0 within CLOSE_WEDGE_MAX_S: once in a backbone socket, and
+in kasir-order once more in its admin socket, with an idle admin client
+connected (the admin socket is closed first).  Without the check in
 daemon_fini(), nng_fini() waited for the reaper until SIGKILL (a CI run
-of order_kill: "kasir-order ignored SIGTERM").
+of order_kill: "kasir-order ignored SIGTERM"); without the bounded
+close of the admin socket, so did admin_socket_stop().
 """
 import glob
 import hashlib
 import os
 import random
+import socket
 import subprocess
 import sys
 import threading
@@ -186,25 +190,48 @@ def stop_and_check(st, d, why):
         print(kasirtest._tail(st.log_path(d), 15), file=sys.stderr)
 
 
-def wedged_close(st, d, env, traffic):
-    """SIGTERM while a close of d never finishes (module docstring)."""
-    fpdir = os.path.join(st.dir, f"wedge-{d}")
+def admin_peer(st, d):
+    """An idle client of d's admin socket (nng ipc): the SP header of a
+    REQ socket, and the daemon's header back, make a pipe, which closing
+    the admin socket then removes."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(5)
+    s.connect(os.path.join(st.run_path, f"{d}.sock"))
+    s.sendall(b"\x00SP\x00\x00\x30\x00\x00")  # SP v0, protocol REQ (48)
+    hdr = s.recv(8)
+    if hdr[:4] != b"\x00SP\x00":
+        raise AssertionError(f"kasir-{d}'s admin socket answered {hdr!r}")
+    return s
+
+
+def wedged_close(st, d, env, traffic, admin=False):
+    """SIGTERM while a close of d never finishes (module docstring): the
+    admin socket's when admin, else the first backbone socket's."""
+    which = "admin" if admin else "backbone"
+    fpdir = os.path.join(st.dir, f"wedge-{d}-{which}")
     os.makedirs(fpdir, exist_ok=True)
-    wenv = dict(env, KASIR_FAILPOINTS="stream.close_reap=pause",
+    wenv = dict(env, KASIR_FAILPOINTS="nng.close_reap=pause",
                 KASIR_FAILPOINT_DIR=fpdir)
     quiesce(traffic)
-    stop_and_check(st, d, "before the wedged close")
+    stop_and_check(st, d, f"before the wedged {which} close")
     traffic.paused.clear()
     st.start(d, env=wenv)
     time.sleep(1.5)  # traffic through d: its peers' pipes are up
+    peer = admin_peer(st, d) if admin else None
     quiesce(traffic)
     t0 = time.monotonic()
-    stop_and_check(st, d, "a close that never finishes")
+    stop_and_check(st, d, f"{'an' if admin else 'a'} {which} close that"
+                          " never finishes")
     took = time.monotonic() - t0
+    if peer is not None:
+        peer.close()
     paused = glob.glob(os.path.join(fpdir, "pause.*"))
     text = last_incarnation(st, d)
     check(bool(paused), f"kasir-{d}: nng's reaper was stopped in a close "
-          f"(failpoint stream.close_reap fired)")
+          f"(failpoint nng.close_reap fired)")
+    check(("closing the admin socket did not finish" in text) == admin,
+          f"kasir-{d}: the admin socket's close was "
+          f"{'the' if admin else 'not the'} one left unfinished")
     check("did not finish" in text and "exits without waiting" in text,
           f"kasir-{d}: the unfinished close and the exit without nng_fini "
           f"logged")
@@ -257,6 +284,7 @@ def main():
                 st.wait_ready("reconciler")
             for d in DAEMONS:
                 wedged_close(st, d, env, traffic)
+            wedged_close(st, "order", env, traffic, admin=True)
             sent = traffic.sent
         check(sent > 0, f"payments sent during the stops ({sent})")
         for d in ["reconciler", "notifier", "order", "ingest"]:
