@@ -189,6 +189,18 @@ def make_stack(args, name, overrides=None, base=True):
     return st
 
 
+def settle(st):
+    """Starts a measured phase from a clean state: PostgreSQL's dirty
+    buffers written (CHECKPOINT) and the kernel's dirty pages flushed
+    (sync).  Without it the writeback the set-up or the phase before left
+    lands inside the next one: on 2026-12-07 one stall of 300-600 ms per
+    10 s open-loop phase of (a), the WAL's fsync queued behind ~150 MB of
+    data pages the kernel was writing (iowait 41%); that stall was the
+    whole p99 (10.8 and 15.6 ms with this step, 300-570 without)."""
+    st.sql("CHECKPOINT")
+    os.sync()
+
+
 def seed_orders(st, prefix, n, expires="1 day"):
     """n PENDING orders <prefix>-000001.. inserted with SQL; returns ids."""
     ids = [f"{prefix}-{i:06d}" for i in range(1, n + 1)]
@@ -728,6 +740,7 @@ def confirm_point(args, st, key, idx, rate, services):
     ids = seed_orders(st, prefix, n)
     pay_at_fake(st, ids)
     bodies = [notification(oid, key) for oid in ids]
+    settle(st)
     up_before = subprocess.run(["uptime"], capture_output=True,
                                text=True).stdout.strip()
     la = loadavg()
@@ -884,8 +897,9 @@ def bench_confirm(args):
     md = header(args) + f"""- `uptime` before each point: {uptimes}
 - Per point: `rate x {args.seconds}` orders (PENDING, inserted with SQL) are
   first paid at the fake (its truth says settlement, so the Status API
-  agrees; no notification sent); then their signed settlement notifications
-  are sent **open loop** for {args.seconds} s by `kasir-loadgen`
+  agrees; no notification sent); then, after a CHECKPOINT and a sync (so
+  that no point inherits the writeback of its set-up or of the point
+  before), their signed settlement notifications are sent **open loop** for {args.seconds} s by `kasir-loadgen`
   (bench/loadgen, C) over {args.clients} keep-alive connections: each
   payment has an intended send time t0 + i/rate, a due request waits for
   the next free connection, and its latency still counts from the
@@ -989,6 +1003,7 @@ def drain_once(args, live, n):
         # sequential scans while the drain fills them)
         st.sql("ANALYZE orders.orders")
         fill = time.monotonic() - t_fill
+        settle(st)
         la = loadavg()
         up = os.popen("uptime").read().strip()
         pgdata = os.path.join(st.pg_dir(), "data")
@@ -1096,8 +1111,9 @@ def bench_drain(args):
         print("PostgreSQL statements during the drain (pg_stat_statements):\n"
               + main["stmts"])
     md = header(args) + f"""- `signature_only`: {main['n']} settlement notifications (one per order)
-  stored by kasir-ingest while kasir-order was stopped; then kasir-order
-  started and drained them through the ingest stream (replay): the whole
+  stored by kasir-ingest while kasir-order was stopped; then, after a
+  CHECKPOINT and a sync (the fill's writeback stays out of the drain),
+  kasir-order started and drained them through the ingest stream (replay): the whole
   order path (decision, evidence row, transition, order row, entitlement,
   order events: `order.paid`, which also says what the notification
   said, and `access.granted`) with order.signature_only, so no Status

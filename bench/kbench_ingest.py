@@ -357,6 +357,19 @@ def background_work(st):
     return [float(v or 0) for v in r]
 
 
+def disk_written_mb():
+    """MB written by the machine's whole disks so far (/proc/diskstats,
+    sectors of 512 bytes; partitions and virtual devices left out)."""
+    total = 0
+    with open("/proc/diskstats") as f:
+        for line in f:
+            p = line.split()
+            name = p[2]
+            if os.path.exists(f"/sys/block/{name}/device"):
+                total += int(p[9])
+    return total * 512 / 1e6
+
+
 def stored(st):
     return st.sql("SELECT count(*) FROM ingest.payment_event")[0][0]
 
@@ -476,7 +489,10 @@ def run(args, kb):
 
         def ingest_phase(label, urls, names, rate=None, waits=False):
             nonlocal offset
+            kb.settle(st)
+            bg0 = background_work(st)
             n0 = stored(st)
+            mb0 = disk_written_mb()
             groups = {n: ingest_pids(st, [n]) for n in names}
             groups["postgres"] = lambda: postgres_pids(st)
             groups[SINK] = lambda: [sink.pid] if sink else []
@@ -509,6 +525,8 @@ def run(args, kb):
             del cpu_s[SINK]  # the consumer's work is not ingest's
             res["cpu_us"] = cpu_per_request(cpu_s, res["cpu_s"], res["answered"])
             offset += res["sent"]
+            res["disk_mb"] = disk_written_mb() - mb0
+            res["background"] = [b - a for a, b in zip(bg0, background_work(st))]
             n1 = stored(st)
             res["stored"] = n1 - n0
             if sampler:
@@ -528,6 +546,7 @@ def run(args, kb):
             # it and its sessions use meanwhile is shown and left out of
             # pgbench's server CPU.  An idle probe that scanned the whole
             # table every 50 ms once made the baseline 30-40% slower.
+            kb.settle(st)
             la = kb.loadavg()
             sessions = [r[0] for r in st.sql(
                 "SELECT pid FROM pg_stat_activity WHERE usename = 'kasir_ingest'")]
@@ -602,11 +621,9 @@ def run(args, kb):
 
         # 4. ingest open loop at half its maximum
         half_rate = args.open_rate or max(1.0, mx["rate"] / 2)
-        bg0 = background_work(st)
         half = ingest_phase(f"kasir-ingest, open loop at {half_rate:.0f}/s "
                             + ("(--open-rate)" if args.open_rate else "(half the max)"),
                             [url], ["ingest"], rate=half_rate)
-        half["background"] = [b - a for a, b in zip(bg0, background_work(st))]
 
         # 5. two ingest processes, one database
         pair = None
@@ -719,7 +736,21 @@ def write_section(args, kb, conns, secs, rows, notes, checks, mx, pgb, peer,
         res.append(f"  During that phase PostgreSQL finished {bg[0]:.0f}"
                    f" checkpoint(s), and autovacuum finished {bg[1]:.0f} pass(es)"
                    " over ingest.payment_event (`pg_stat_bgwriter`,"
-                   " `pg_stat_user_tables`; both are counted when they end).")
+                   " `pg_stat_user_tables`; both are counted when they end);"
+                   f" the disk wrote {half.get('disk_mb', 0):.0f} MB (each phase"
+                   " starts after a CHECKPOINT and a sync, so no phase inherits"
+                   " the writeback of the one before).")
+    win = half.get("windows")
+    if win and win.get("with_answers"):
+        worst = "; ".join(f"{w[0]:.1f} s: {w[2]} of {w[1]}, max {w[3]:.0f} ms"
+                          for w in win["worst"][:3])
+        res.append(f"  Where the slow answers were (over {win['slow_over_ms']} ms,"
+                   f" by intended send time in {win['ms']} ms windows):"
+                   f" {win['slow']} answers in {win['with_slow']} of"
+                   f" {win['with_answers']} windows; the worst windows: {worst}."
+                   "  A few windows holding most of them is a stall that every"
+                   " request in it waited through (the machine, or one loop);"
+                   " many windows with a few each is queueing.")
     cpu_line = (f"- CPU per request (server side: daemon or node + PostgreSQL;"
                 f" client: generator or pgbench), microseconds: ingest "
                 f"{fmt_cpu_us(mx['cpu_us'])}, pgbench {fmt_cpu_us(pgb['cpu_us'])}")

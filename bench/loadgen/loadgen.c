@@ -373,8 +373,9 @@ conn_read(struct run *r, struct conn *c)
 			conn_close(r, c, now);
 			return;
 		}
-		if (report_answer(&r->rep, resp.status, now - c->start_ns) !=
-		    0) {
+		if (report_answer(&r->rep, resp.status, now - c->start_ns,
+		                  c->start_ns > r->t0 ? c->start_ns - r->t0
+		                                      : 0) != 0) {
 			fprintf(stderr, "kasir-loadgen: out of memory\n");
 			exit(1);
 		}

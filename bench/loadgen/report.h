@@ -20,10 +20,26 @@ struct report {
 	uint64_t reused;      /* requests that reused a body of the file */
 	int64_t t0_unix_ns;   /* wall clock of t0 (request i is due at
 	                         t0 + i/R): callers match answers to it */
+	/* Where the slow answers were: per REPORT_WINDOW_MS of latency
+	 * origin (from t0), answers, answers over REPORT_SLOW_MS and the
+	 * largest latency.  A tail made of a few stalls (every request in
+	 * them waits) shows as a few windows; queueing spreads over many. */
+	struct report_window *win;
+	size_t nwin;
 };
 
-/* Records one answer with its status and latency; 0 or -ENOMEM. */
-int report_answer(struct report *r, int status, uint64_t lat_ns);
+#define REPORT_WINDOW_MS 100
+#define REPORT_SLOW_MS   20
+
+struct report_window {
+	uint32_t n, slow;
+	uint64_t max_ns;
+};
+
+/* Records one answer with its status, its latency and its latency
+ * origin (ns from t0); 0 or -ENOMEM. */
+int report_answer(struct report *r, int status, uint64_t lat_ns,
+                  uint64_t origin_ns);
 
 /* Prints the JSON object of the run to stdout (one line).  mode is
  * "open" or "closed"; rate is the target of the open loop (0: closed);

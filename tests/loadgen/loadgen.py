@@ -13,6 +13,10 @@ machine's speed (a slower machine only makes the latencies longer):
    reports about DELAY for every request.
 2. Every scheduled request is sent and answered once, in body order from
    --offset, each with its own X-Forwarded-For address of --sources.
+   Its "windows" place each answer by its latency origin: 10 windows of
+   100 ms with 5 requests each, every one slow (over 20 ms), and the
+   worst windows are the last five, since each answer waits for all the
+   earlier ones.
 3. Closed loop: one connection never has two requests in flight, and
    503 answers are counted as 5xx / non_2xx.
 """
@@ -106,6 +110,16 @@ def main():
         got = [json.loads(b)["i"] for b, _ in seen]
         check(got == [(7 + i) % 100 for i in range(n)],
               "open loop: bodies in order from --offset, each once")
+        win = res["windows"]
+        check(win["ms"] == 100 and win["with_answers"] == 10
+              and win["with_slow"] == 10 and win["slow"] == n,
+              f"open loop: {n} slow answers in 10 windows of 100 ms ({win})")
+        worst = win["worst"]
+        check([w[0] for w in worst] == [0.9, 0.8, 0.7, 0.6, 0.5]
+              and all(w[1] == 5 and w[2] == 5 for w in worst)
+              and abs(worst[0][3] - res["latency_ms"]["max"]) < 0.01,
+              f"open loop: the worst windows are the last five, the worst "
+              f"holding the largest latency ({worst})")
         xff = [x for _, x in seen]
         check(len(set(xff)) == n and all(x.startswith("10.") for x in xff),
               "open loop: one X-Forwarded-For address of 10/8 per request")
