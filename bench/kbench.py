@@ -92,7 +92,23 @@ def machine():
     return (f"{os.cpu_count()} CPUs ({cpu}), {mem} RAM, Linux "
             f"{platform.release()}, {pgv}; PostgreSQL settings of "
             "tests/lib/kasirtest.py (fsync=on, synchronous_commit=on, "
-            "shared_buffers=128MB)")
+            f"shared_buffers=128MB); kernel writeback: {writeback()}")
+
+
+def writeback():
+    """When the kernel starts writing dirty pages back: it decides how
+    long a WAL flush can wait behind them (docs/operations.md, "The
+    PostgreSQL host")."""
+    vals = {}
+    for k in ("dirty_background_bytes", "dirty_background_ratio"):
+        try:
+            with open(f"/proc/sys/vm/{k}") as f:
+                vals[k] = int(f.read().strip())
+        except (OSError, ValueError):
+            vals[k] = None
+    if vals["dirty_background_bytes"]:
+        return f"vm.dirty_background_bytes={vals['dirty_background_bytes']}"
+    return f"vm.dirty_background_ratio={vals['dirty_background_ratio']}%"
 
 
 def pct(values, p):
