@@ -24,6 +24,7 @@
 #include "failpoint.h"
 #include "log.h"
 #include "sock_close.h"
+#include "util.h"
 
 #define SOCK_CLOSE_WAIT_MS 1000
 
@@ -77,13 +78,7 @@ sock_close_bounded(nng_socket s, const char *stream, const char *what)
 		pthread_detach(t);
 		return;
 	}
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += SOCK_CLOSE_WAIT_MS / 1000;
-	until.tv_nsec += (SOCK_CLOSE_WAIT_MS % 1000) * 1000000L;
-	if (until.tv_nsec >= 1000000000L) {
-		until.tv_sec++;
-		until.tv_nsec -= 1000000000L;
-	}
+	deadline_after_ms(CLOCK_MONOTONIC, SOCK_CLOSE_WAIT_MS, &until);
 	rc = pthread_clockjoin_np(t, NULL, CLOCK_MONOTONIC, &until);
 	if (rc == 0)
 		return;

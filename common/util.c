@@ -10,6 +10,18 @@
 
 #include "util.h"
 
+void
+deadline_after_ms(int clock, int64_t ms, struct timespec *ts)
+{
+	(void)clock_gettime((clockid_t)clock, ts);
+	ts->tv_sec += ms / 1000;
+	ts->tv_nsec += (ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
 static int64_t
 clock_ms(clockid_t id)
 {

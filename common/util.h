@@ -13,6 +13,10 @@
 /* Milliseconds: CLOCK_MONOTONIC and CLOCK_REALTIME. */
 int64_t now_mono_ms(void);
 int64_t now_real_ms(void);
+/* *ts = now on clock (a clockid_t) + ms (>= 0): a deadline for
+ * pthread_cond_timedwait() and its kin. */
+struct timespec;
+void deadline_after_ms(int clock, int64_t ms, struct timespec *ts);
 /* RFC 3339 UTC with milliseconds: "2026-11-23T09:33:19.123Z"; buf >= 32. */
 void time_rfc3339(int64_t real_ms, char *buf, size_t len);
 

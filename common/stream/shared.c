@@ -11,6 +11,7 @@
 
 #include "err.h"
 #include "metrics.h"
+#include "util.h"
 #include "stream_impl.h"
 
 bool
@@ -120,13 +121,7 @@ stream_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms)
 
 	if (ms <= 0)
 		return;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	deadline_after_ms(CLOCK_MONOTONIC, ms, &ts);
 	pthread_cond_timedwait(cv, mu, &ts);
 }
 

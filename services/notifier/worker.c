@@ -422,13 +422,7 @@ take_token(struct notifier *n, enum notify_channel_id ch)
 			wait_ms = 1;
 		if (wait_ms > 1000)
 			wait_ms = 1000;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += wait_ms / 1000;
-		ts.tv_nsec += (wait_ms % 1000) * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		deadline_after_ms(CLOCK_REALTIME, wait_ms, &ts);
 		pthread_mutex_lock(&n->wake_lock);
 		if (!atomic_load(&n->stopping))
 			pthread_cond_timedwait(&n->wake, &n->wake_lock, &ts);

@@ -920,13 +920,7 @@ wait_for_work(struct recon_lane *l, int64_t ms)
 
 	pthread_mutex_lock(&r->wake_lock);
 	if (!l->woken && !atomic_load(&r->stopping)) {
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		ts.tv_sec += ms / 1000;
-		ts.tv_nsec += (ms % 1000) * 1000000L;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		deadline_after_ms(CLOCK_MONOTONIC, ms, &ts);
 		pthread_cond_timedwait(&r->wake, &r->wake_lock, &ts);
 	}
 	pthread_mutex_unlock(&r->wake_lock);
