@@ -19,9 +19,10 @@ The traffic pauses for QUIESCE_S before each SIGTERM (the consumers keep
 their timed receives going, which is what the panic needs): libnng 1.5.2
 has a second, separate shutdown bug -- nng_close() of a tcp socket that is
 in the middle of receiving a message can wait forever (the transport drops
-the body read after the close, and pipe_stop() waits for it) -- and a
-test that SIGTERMs into a flowing stream would hang on that one now and
-then.  The daemons bound each close (common/sock_close.c: a warning after
+the body read after the close, and pipe_stop() waits for it).  The
+rounds quiesce so that they test the ordinary stop, nng_fini() included;
+a stop that meets that bug takes the other path, which the last phase
+tests on purpose.  The daemons bound each close (common/sock_close.c: a warning after
 1 s, later closes not waited for), and daemon_fini() must not wait for
 nng either: the last phase makes that bug happen on demand in each daemon
 (failpoint "nng.close_reap" stops nng's reaper thread in the first pipe
@@ -154,9 +155,9 @@ def dump_stacks(pid, label):
 
 
 def quiesce(traffic):
-    """Pauses the traffic and lets what is in flight land (see the module
-    docstring: libnng 1.5.2 can hang in nng_close() on a tcp socket that
-    is receiving a message at that instant, a separate bug)."""
+    """Pauses the traffic and lets what is in flight land, so that a stop
+    takes the ordinary path (the module docstring: a close that meets
+    libnng 1.5.2's close bug takes the other one)."""
     if traffic is not None:
         traffic.paused.set()
         time.sleep(QUIESCE_S)
