@@ -16,7 +16,6 @@
  * stay blocked until exit, and daemon_fini() ends the process without
  * nng_fini()).  The caller has joined every thread that used the socket.
  */
-#include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <time.h>
@@ -84,13 +83,9 @@ sock_close_bounded(nng_socket s, const char *stream, const char *what)
 		return;
 	pthread_detach(t);
 	__atomic_store_n(&close_wedged, true, __ATOMIC_RELEASE);
-	if (stream != NULL)
-		log_fields(LOG_WARNING, LOG_F({"STREAM", stream}),
-		           "closing the %s socket did not finish (libnng "
-		           "1.5.2 close bug): left to process exit",
-		           what);
-	else
-		log_warning("closing the %s socket did not finish (libnng "
-		            "1.5.2 close bug): left to process exit",
-		            what);
+	log_fields(LOG_WARNING,
+	           stream != NULL ? LOG_F({"STREAM", stream}) : NULL,
+	           "closing the %s socket did not finish (libnng 1.5.2 close "
+	           "bug): left to process exit",
+	           what);
 }

@@ -9,8 +9,6 @@
 
 #include "envelope.h"
 #include "err.h"
-#include "log.h"
-#include "util.h"
 #include "stream_impl.h"
 
 int
