@@ -291,6 +291,28 @@ def ingest_pids(st, names):
     return lambda: [p for p in (st.pid(n) for n in names if st.running(n)) if p]
 
 
+def sequencer_counts(st, names):
+    """{process: (passes, rows)} of each kasir-ingest's sequencer so far
+    (`kasir_stream_sequencer_passes_total`, `..._sequenced_total`)."""
+    import kasirtest
+    out = {}
+    for n in names:
+        port = st.port("INGEST_ADMIN" if n == "ingest" else "INGEST_ADMIN_2")
+        r = kasirtest.http("GET", f"http://127.0.0.1:{port}/metrics")
+        m = kasirtest.parse_metrics(r.raw.decode()) if r.status == 200 else {}
+        out[n] = tuple(sum(v for (k, _), v in m.items() if k == name)
+                       for name in ("kasir_stream_sequencer_passes_total",
+                                    "kasir_stream_sequenced_total"))
+    return out
+
+
+def sequencer_text(seq, secs):
+    """One phase's sequencer passes, as words for the page."""
+    return "; ".join(f"{n}: {p:.0f} passes ({p / max(secs, 1e-3):.0f}/s),"
+                     f" {r / max(p, 1):.1f} rows each"
+                     for n, (p, r) in seq.items())
+
+
 def committers_key(st):
     """The ingest config placeholder for its number of committers, when
     this build's template has one (the parallel-writer backbone)."""
@@ -497,6 +519,7 @@ def run(args, kb):
             groups["postgres"] = lambda: postgres_pids(st)
             groups[SINK] = lambda: [sink.pid] if sink else []
             la = kb.loadavg()
+            seq0 = sequencer_counts(st, names)
             use = Usage(kb, groups)
             sampler = WaitSampler(st, "kasir_ingest") if waits else None
             if sampler:
@@ -519,6 +542,9 @@ def run(args, kb):
                 pth.join()
                 res["perf"] = prof.get("text", "")
             cpu, cpu_s = use.stop()
+            seq1 = sequencer_counts(st, names)
+            res["seq"] = {n: tuple(b - a for a, b in zip(seq0[n], seq1[n]))
+                          for n in names}
             cpu["loadgen"] = 100.0 * res["cpu_s"] / max(res["elapsed_s"], 1e-3)
             if not sink:
                 del cpu[SINK]
@@ -769,7 +795,12 @@ def write_section(args, kb, conns, secs, rows, notes, checks, mx, pgb, peer,
                + ("no" if idle <= IDLE_LIMIT_PCT else "**YES**") + ").")
     if pair:
         res.append(f"- Two ingest processes: **{pair['rate']:.0f}/s** together vs "
-                   f"{mx['rate']:.0f}/s for one ({pair['rate'] / mx['rate']:.2f}x).")
+                   f"{mx['rate']:.0f}/s for one ({pair['rate'] / mx['rate']:.2f}x)."
+                   "  Sequencer passes of the ingest stream (each one"
+                   " transaction with a durable COMMIT; whichever process"
+                   " holds the stream's lock numbers both processes' rows):"
+                   f" one process, first round: {sequencer_text(mx['seq'], secs)};"
+                   f" two processes: {sequencer_text(pair['seq'], secs)}.")
     res.append(f"- Where ingest's database sessions were during its max run "
                f"(pg_stat_activity every 50 ms): {mx.get('waits', '?')}.")
     if mx.get("perf"):

@@ -442,6 +442,9 @@ stream_producer_start(const struct stream_producer_conf *conf,
 	p->m_sequenced =
 	    stream_counter(m, "kasir_stream_sequenced_total", p->stream, NULL,
 	                   "appends this process's sequencer gave a seq");
+	p->m_seq_passes = stream_counter(
+	    m, "kasir_stream_sequencer_passes_total", p->stream, NULL,
+	    "sequencer passes that held the stream's lock");
 	p->m_seq_busy = stream_counter(
 	    m, "kasir_stream_sequencer_busy_total", p->stream, NULL,
 	    "sequencer passes that found another one running (retried)");

@@ -94,7 +94,11 @@
 /* Under load a kick comes with every local COMMIT: passes start at most
  * every gap ms, so that each moves more rows for its fixed cost (a
  * transaction, a durable COMMIT, one round trip).  The gap follows the
- * rows the last pass moved, one ms per STREAM_SEQUENCE_GAP_ROWS rows
+ * rows the stream's head advanced since this sequencer's last pass (its
+ * own pass's and any other process's: two kasir-ingest processes each
+ * moved half the rows, so each kept the minimum gap and they ran 3-7
+ * times the passes of one process, measured in docs/performance.md),
+ * one ms per STREAM_SEQUENCE_GAP_ROWS rows
  * within [STREAM_SEQUENCE_GAP_MS, STREAM_SEQUENCE_GAP_MAX_MS]: it stays
  * at the minimum below STREAM_SEQUENCE_GAP_ROWS messages per ms (4,000/s:
  * every stream of 500 payments/s, whose latency counts) and grows to the
@@ -106,7 +110,7 @@
 #define STREAM_SEQUENCE_GAP_MAX_MS 15
 #define STREAM_SEQUENCE_GAP_ROWS   4
 
-/* The gap before the next pass, after one that moved `moved` rows. */
+/* The gap before the next pass, after `moved` rows since the last. */
 static int64_t
 sequence_gap_ms(int64_t moved)
 {
@@ -325,6 +329,7 @@ sequence_pass(struct stream_producer *p, int64_t *ret_moved, bool *ret_full,
 		*ret_busy = true;
 		return 0;
 	}
+	metric_inc(p->m_seq_passes);
 	metric_add(p->m_sequenced, (uint64_t)moved);
 	/* ours, or another process's rows this process has not sent */
 	sequence_saw_head(p, head, moved);
@@ -370,7 +375,7 @@ producer_sequencer_main(void *arg)
 {
 	struct stream_producer *p = arg;
 	int64_t next = 0, moved = 0, last_pass = 0,
-	        gap = STREAM_SEQUENCE_GAP_MS;
+	        gap = STREAM_SEQUENCE_GAP_MS, seen = -1, head, advanced;
 	bool busy = false, full = false, failing = false, kicked, pending;
 	int rc;
 
@@ -403,7 +408,14 @@ producer_sequencer_main(void *arg)
 			last_pass = now_mono_ms();
 			rc = sequence_pass(p, &moved, &full, &busy);
 			sequence_note(p, rc, &failing);
-			gap = sequence_gap_ms(moved);
+			/* the gap follows the stream, not this process's
+			 * passes: with two processes each pass moves about
+			 * half of what the head advanced since the last one */
+			head = __atomic_load_n(&p->head, __ATOMIC_RELAXED);
+			advanced = seen >= 0 ? head - seen : 0;
+			seen = head;
+			gap = sequence_gap_ms(advanced > moved ? advanced
+			                                       : moved);
 		}
 		next = now_mono_ms() +
 		       (busy ? STREAM_SEQUENCE_BUSY_MS : p->seq_poll_ms);

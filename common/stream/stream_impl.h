@@ -146,7 +146,7 @@ struct stream_producer {
 	pthread_cond_t seq_cv; /* with mu */
 	bool seq_kicked;       /* under mu */
 	int64_t seq_poll_ms;
-	struct metric *m_sequenced, *m_seq_busy, *m_seq_failures;
+	struct metric *m_sequenced, *m_seq_passes, *m_seq_busy, *m_seq_failures;
 };
 
 /* One message waiting to be applied. */
