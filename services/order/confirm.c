@@ -122,7 +122,12 @@ proven_claim(const struct evidence_msg *e, const struct order_row *o,
 	claimed.fraud_status =
 	    slash != NULL && strcmp(ts, "capture") == 0 ? slash + 1 : NULL;
 	order_decide(facts, &claimed, &first);
-	if (!first.transition)
+	/* Only a payment is proven by a later state (a refund follows the
+	 * settlement it refunds).  A claimed failure is not: a capture
+	 * denied by fraud detection is answered "deny", which for this
+	 * order means what a genuine deny means (the customer may pay
+	 * again), and the claim was the unsigned fraud_status. */
+	if (!first.transition || first.to != ORDER_PAID)
 		return false;
 	after.status = first.to;
 	after.reversed = facts->reversed || (first.flags & OFLAG_REVERSED);
@@ -195,6 +200,15 @@ confirm_request_fields(const struct evidence_msg *e)
 	                        e->in.gross_amount ? e->in.gross_amount : "");
 	time_rfc3339(now_real_ms(), at, sizeof(at));
 	cJSON_AddStringToObject(d, "requested_at", at);
+	/* the transaction the held notification named: asked about when its
+	 * channel is asked by transaction id (the order may have an earlier
+	 * failed attempt's id; the answer must name this order anyway) */
+	if (e->transaction_id != NULL)
+		cJSON_AddStringToObject(d, "claim_transaction_id",
+		                        e->transaction_id);
+	if (e->payment_type != NULL)
+		cJSON_AddStringToObject(d, "claim_payment_type",
+		                        e->payment_type);
 	return d;
 }
 

@@ -183,6 +183,14 @@ same_transaction(const struct order_facts *o, const struct evidence_in *ev)
 	       strcmp(o->transaction_id, ev->transaction_id) == 0;
 }
 
+/* Both name a transaction, and not the same one. */
+static bool
+other_transaction(const struct order_facts *o, const struct evidence_in *ev)
+{
+	return o->transaction_id != NULL && ev->transaction_id != NULL &&
+	       strcmp(o->transaction_id, ev->transaction_id) != 0;
+}
+
 static void
 decide_pending(enum meaning m, const struct evidence_in *ev,
                struct order_decision *d)
@@ -427,6 +435,17 @@ order_decide(const struct order_facts *o, const struct evidence_in *ev,
 		break;
 	case ORDER_PAID:
 		decide_paid(m, ev, &d);
+		if (d.result == EV_APPLIED && other_transaction(o, ev)) {
+			/* A reversal or refund of another transaction than the
+			 * one that paid: an earlier failed attempt of this
+			 * order, as the Status API keeps it, or an id that a
+			 * notification named (unsigned).  Not the payment's. */
+			d = (struct order_decision){.to = o->status};
+			set(&d, EV_FLAGGED,
+			    "reversal of another transaction than the "
+			    "payment's: ignored, check the payment");
+			d.flags = OFLAG_FLAGGED;
+		}
 		break;
 	case ORDER_FAILED:
 	case ORDER_EXPIRED:

@@ -32,6 +32,7 @@
 #include <openssl/crypto.h>
 
 #include "err.h"
+#include "log.h"
 #include "metrics.h"
 #include "reconciler.h"
 #include "util.h"
@@ -166,9 +167,12 @@ statusapi_interpret(long http_status, const char *body, size_t body_len,
 	    (is_code(f.status_code, "200") || is_code(f.status_code, "201") ||
 	     is_code(f.status_code, "202")) &&
 	    f.transaction_status[0] != '\0') {
-		/* the answer must be about the order we asked about */
-		if (txn_id != NULL ? strcmp(f.transaction_id, txn_id) == 0
-		                   : strcmp(f.order_id, order_id) == 0)
+		/* the answer must be about the order we asked about, also
+		 * when asked by a transaction id: that id came from a
+		 * notification's unsigned field, and another order's
+		 * settled transaction would otherwise pay this order */
+		if (strcmp(f.order_id, order_id) == 0 &&
+		    (txn_id == NULL || strcmp(f.transaction_id, txn_id) == 0))
 			v = VERDICT_STATUS;
 		goto out;
 	}
@@ -367,6 +371,15 @@ finish(struct statusapi *a, struct statusapi_call *c, CURLcode res)
 	ans->verdict = statusapi_interpret(
 	    code, ans->body.data, ans->body.len, c->order_id,
 	    c->by_txn ? c->ident : NULL, &ans->f);
+	if (ans->verdict == VERDICT_UNEXPECTED && ans->f.order_id[0] != '\0' &&
+	    strcmp(ans->f.order_id, c->order_id) != 0)
+		log_fields(LOG_WARNING,
+		           LOG_F({"ORDER_ID", c->order_id},
+		                 {"TRANSACTION_ID", c->by_txn ? c->ident : ""}),
+		           "status api answer names order %s, not %s: not "
+		           "evidence for this order (a transaction id from a "
+		           "notification, unsigned: possible forgery)",
+		           ans->f.order_id, c->order_id);
 	metric_observe(a->m->latency, (double)ans->latency_ms / 1000.0);
 	if (!recon_verdict_is_answer(ans->verdict))
 		metric_inc(a->m->errors);

@@ -143,20 +143,27 @@ static const struct db_stmt st_ingest_seen = {
 
 /* $2: the request's orders seq.  The failure count restarts: the retry
  * backoff of a confirmation starts short. */
+/* $6, $7: the transaction the held notification named and its payment
+ * type (the snapshot's when the request has none): the confirmation asks
+ * about that transaction when its channel is asked by transaction id. */
 static const struct db_stmt st_confirm = {
     .name = "recon_watch_confirm",
     .sql = "INSERT INTO recon.watch (order_id, created_at, expires_at,"
-           " status, next_check_at, transaction_id, orders_seq, confirm_seq,"
-           " confirm_since)"
+           " status, next_check_at, transaction_id, payment_type,"
+           " orders_seq, confirm_seq, confirm_since)"
            " VALUES ($1, $3::timestamptz, $4::timestamptz, $5, now(), $6,"
-           "  $2::bigint, $2::bigint, now())"
+           "  $7, $2::bigint, $2::bigint, now())"
            " ON CONFLICT (order_id) DO UPDATE SET"
            "  confirm_seq = EXCLUDED.confirm_seq,"
            "  confirm_since = coalesce(recon.watch.confirm_since, now()),"
            "  next_check_at = least(recon.watch.next_check_at, now()),"
+           "  transaction_id = coalesce(EXCLUDED.transaction_id,"
+           "   recon.watch.transaction_id),"
+           "  payment_type = coalesce(EXCLUDED.payment_type,"
+           "   recon.watch.payment_type),"
            "  failures = 0, orders_seq = EXCLUDED.orders_seq,"
            "  updated_at = now()",
-    .nparams = 6,
+    .nparams = 7,
 };
 
 /*
@@ -183,14 +190,31 @@ wl_exec(struct wl_exec *x, struct kasir_db *db, const struct db_stmt *st,
 	return db_batch_exec(x != NULL ? &x->b : NULL, db, st, p);
 }
 
+/* An unsigned identifier of a message (a transaction id, a payment type:
+ * a notification's fields, carried by kasir-order), or NULL when
+ * recon.watch could not hold it: no such value is one Midtrans sends,
+ * it is never queried by, and it must not stop the stream. */
+static const char *
+watch_ident(const struct kasir_msg *msg, const char *name)
+{
+	const char *v = msg_str(msg, name);
+
+	return v != NULL && strlen(v) < RECON_ID_MAX ? v : NULL;
+}
+
 static int
 apply_confirm(struct recon *r, struct kasir_db *db, const struct kasir_msg *msg,
               const char *seq, struct wl_exec *x)
 {
-	const char *p[6] = {
-	    msg_str(msg, "order_id"),   seq,
-	    msg_str(msg, "created_at"), msg_str(msg, "expires_at"),
-	    msg_str(msg, "status"),     msg_str(msg, "transaction_id")};
+	const char *claim = watch_ident(msg, "claim_transaction_id");
+	const char *p[7] = {
+	    msg_str(msg, "order_id"),
+	    seq,
+	    msg_str(msg, "created_at"),
+	    msg_str(msg, "expires_at"),
+	    msg_str(msg, "status"),
+	    claim != NULL ? claim : watch_ident(msg, "transaction_id"),
+	    claim != NULL ? watch_ident(msg, "claim_payment_type") : NULL};
 	int rc;
 
 	/* an order the watch list has not seen (the reconciler was added
@@ -263,7 +287,8 @@ apply_evidence(struct kasir_db *db, const struct kasir_msg *msg,
 	const cJSON *src = cJSON_GetObjectItemCaseSensitive(ev, "source");
 	const char *ts = msg_str(msg, "transaction_status");
 	const char *received = msg_str(msg, "received_at");
-	const char *txn = msg_str(msg, "transaction_id");
+	const char *txn = watch_ident(msg, "transaction_id");
+	const char *ptype = watch_ident(msg, "payment_type");
 	bool ingest =
 	    cJSON_IsString(src) && strcmp(src->valuestring, "ingest") == 0;
 	char key[RECON_FIELD_MAX + 16];
@@ -285,13 +310,10 @@ apply_evidence(struct kasir_db *db, const struct kasir_msg *msg,
 	if (ts != NULL && strlen(ts) < RECON_FIELD_MAX &&
 	    strcmp(ts, "expired") != 0 && strcmp(ts, "not_found") != 0)
 		snprintf(key, sizeof(key), "status:%s", ts);
-	if (txn != NULL && strlen(txn) >= RECON_ID_MAX)
-		txn = NULL; /* not a Midtrans id: never query by it */
 	{
 		const char *p[6] = {
-		    msg_str(msg, "order_id"),     txn,
-		    msg_str(msg, "payment_type"), key[0] ? key : NULL,
-		    ingest ? received : NULL,     seq};
+		    msg_str(msg, "order_id"), txn, ptype, key[0] ? key : NULL,
+		    ingest ? received : NULL, seq};
 
 		if ((rc = wl_exec(x, db, &st_evidence, p)) < 0)
 			return rc;
@@ -315,9 +337,9 @@ apply_final(struct kasir_db *db, const struct kasir_msg *msg, const char *seq,
             struct wl_exec *x)
 {
 	const char *p[6] = {
-	    msg_str(msg, "order_id"),       msg_str(msg, "created_at"),
-	    msg_str(msg, "expires_at"),     msg_str(msg, "status"),
-	    msg_str(msg, "transaction_id"), seq};
+	    msg_str(msg, "order_id"),           msg_str(msg, "created_at"),
+	    msg_str(msg, "expires_at"),         msg_str(msg, "status"),
+	    watch_ident(msg, "transaction_id"), seq};
 	int rc;
 
 	rc = wl_exec(x, db, &st_final, p);
@@ -361,9 +383,12 @@ apply_one(struct recon *r, struct kasir_db *db, const struct kasir_msg *msg,
 			rc = apply_evidence(db, msg, seq, x);
 	} else
 		return 0; /* access.*, order.flagged: not the watch list's */
-	if (rc == KASIR_ESQL && strncmp(db_last_sqlstate(db), "22", 2) == 0) {
-		/* data exception (a time that does not parse...): this
-		 * message can never be applied */
+	if (rc == KASIR_ESQL && (strncmp(db_last_sqlstate(db), "22", 2) == 0 ||
+	                         strcmp(db_last_sqlstate(db), "23502") == 0 ||
+	                         strcmp(db_last_sqlstate(db), "23514") == 0)) {
+		/* data exception (a time that does not parse...), a value
+		 * a CHECK or NOT NULL refuses: this message can never be
+		 * applied, and retrying it would stop the stream for good */
 		log_fields(LOG_ERR,
 		           LOG_F({"ORDER_ID", msg_str(msg, "order_id")},
 		                 {"STREAM", "orders"}, {"SEQ", seq}),

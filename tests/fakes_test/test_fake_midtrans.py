@@ -196,6 +196,21 @@ def run(port, rcv, state):
     st, b, _ = act(port, "ord-pay-1", "pay")
     check(st == 409, "paying twice -> 409", st, b)
 
+    # ---------------- a chosen transaction id (a recorded notification's)
+    snap(port, "ord-txn-1", 30000)
+    st, b, _ = act(port, "ord-txn-1", "pay", transaction_id="tx-chosen-1",
+                   notify="drop")
+    check(st == 200 and truth(port, "ord-txn-1")["transaction_id"] == "tx-chosen-1",
+          "the transaction gets the chosen id", st, b)
+    st, b, _ = status_api(port, "tx-chosen-1")
+    check(st == 200 and b["order_id"] == "ord-txn-1",
+          "Status API by the chosen transaction id", st, b)
+    st, b, _ = act(port, "ord-txn-1", "refund", transaction_id="tx-other",
+                   notify="drop")
+    check(st == 409, "another id for an existing transaction -> 409", st, b)
+    st, b, _ = act(port, "ord-txn-1", "refund", transaction_id="x" * 65)
+    check(st == 400, "a transaction id over 64 characters -> 400", st, b)
+
     # ---------------- retries on 500 until 2xx; 302 not followed
     snap(port, "ord-retry-1", 20000)
     with rcv.lock:

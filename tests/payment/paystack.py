@@ -171,8 +171,11 @@ class PayStack(kasirtest.Stack):
         """Makes `action` (pay, pending, challenge, deny, cancel, expire,
         refund, reverse, chargeback) happen at the fake Midtrans, so its
         Status API says so; the fake's own notification is dropped unless
-        opts say otherwise (notify=...).  Returns the fake's truth."""
-        body = {"notify": "drop"}
+        opts say otherwise (notify=...).  The transaction, when the action
+        makes one, gets the id notification() writes ("tx-" + order_id),
+        as Midtrans's notifications and answers of one payment share
+        theirs.  Returns the fake's truth."""
+        body = {"notify": "drop", "transaction_id": "tx-" + order_id}
         body.update(opts)
         r = self.fake("POST", f"/_fake/orders/{order_id}/{action}", body)
         if r.status != 200:

@@ -524,6 +524,46 @@ test_status_deny_older_than_payment(void **state)
 	assert_true(d.revoke_access);
 }
 
+/* A PAID order paid by t2; an answer or claim about t1 (an earlier failed
+ * attempt of the same order, or an id a notification named: unsigned)
+ * never reverses, refunds or partly refunds it: flagged instead.  The
+ * same answers about t2 do. */
+static void
+test_reversal_of_another_transaction(void **state)
+{
+	struct order_facts paid = {
+	    .status = ORDER_PAID, .amount = AMOUNT, .transaction_id = "t2"};
+	static const char *const what[] = {"deny", "refund", "chargeback",
+	                                   "partial_refund",
+	                                   "partial_chargeback"};
+	struct order_decision d;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(what) / sizeof(*what); i++) {
+		struct evidence_in ev = {.kind = EVIDENCE_STATUS,
+		                         .transaction_status = what[i],
+		                         .gross_amount = A,
+		                         .currency = "IDR",
+		                         .settlement_time =
+		                             "2026-11-23 16:00:05",
+		                         .transaction_id = "t1"};
+
+		order_decide(&paid, &ev, &d);
+		assert_int_equal(d.result, EV_FLAGGED);
+		assert_false(d.transition);
+		assert_false(d.revoke_access);
+		assert_int_equal(d.flags, OFLAG_FLAGGED);
+		ev.kind = EVIDENCE_NOTIFICATION;
+		order_decide(&paid, &ev, &d);
+		assert_int_equal(d.result, EV_FLAGGED);
+		assert_false(d.transition);
+		ev.kind = EVIDENCE_STATUS;
+		ev.transaction_id = "t2"; /* the payment's own */
+		order_decide(&paid, &ev, &d);
+		assert_int_equal(d.result, EV_APPLIED);
+	}
+}
+
 static void
 test_deny_then_retry_pays(void **state)
 {
@@ -746,6 +786,7 @@ main(void)
 	    cmocka_unit_test(test_refund_before_its_settlement),
 	    cmocka_unit_test(test_refund_and_settlement_either_order),
 	    cmocka_unit_test(test_status_deny_older_than_payment),
+	    cmocka_unit_test(test_reversal_of_another_transaction),
 	    cmocka_unit_test(test_deny_then_retry_pays),
 	    cmocka_unit_test(test_stale_deny_after_payment_is_flagged),
 	    cmocka_unit_test(test_challenge_then_accept),

@@ -209,6 +209,17 @@ static const struct case_ cases[] = {
      "\"order_id\":\"ord-2\"}",
      NULL, VERDICT_UNEXPECTED, "settlement"},
     {200, SETTLE, "tx-2", VERDICT_UNEXPECTED, "settlement"},
+    /* asked by a transaction id (learned from a notification, unsigned):
+     * the answer about that transaction names another order, whose
+     * settlement must never pay this one */
+    {200,
+     "{\"status_code\":\"200\",\"transaction_status\":\"settlement\","
+     "\"order_id\":\"ord-2\",\"transaction_id\":\"tx-1\"}",
+     "tx-1", VERDICT_UNEXPECTED, "settlement"},
+    {200,
+     "{\"status_code\":\"200\",\"transaction_status\":\"settlement\","
+     "\"transaction_id\":\"tx-1\"}",
+     "tx-1", VERDICT_UNEXPECTED, "settlement"},
     {200,
      "{\"status_code\":\"201\",\"transaction_status\":\"pending\","
      "\"order_id\":\"ord-1\"}",

@@ -1,0 +1,193 @@
+"""Unsigned transaction ids and payment types against the real daemons
+(found by an outside attack on 2026-12-07; docs/state-machine.md, "The
+Status API answer must be about this order").
+
+A notification's transaction_id and payment_type are not signed.  The
+reconciler asks the Status API by transaction id for the
+`midtrans.by_transaction_id` channels (DANA, BSI), with the id a
+notification named, so every case here starts from a genuine body whose
+unsigned fields were rewritten:
+
+1. stall: a payment_type recon.watch cannot hold (65 characters) stopped
+   the reconciler's orders-stream consumer for good (a CHECK violation
+   retried forever): no payment could be confirmed after it.  A later
+   honest payment must reach PAID.
+2. borrowed transaction: the attacker's own pending body with
+   payment_type "dana" and another order's settled transaction id made
+   the reconciler ask about that transaction, and its settlement paid the
+   attacker's order.  The answer names another order: never evidence.
+3. capture/deny: a genuine deny rewritten to capture + fraud deny (still
+   202, consistent) was confirmed by the Status API's truthful "deny" and
+   applied as the claim, FAILED, so the customer's retry was refused.  A
+   deny leaves the order PENDING, whichever body claimed it.
+4. the confirmation asks about the claimed transaction: a DANA customer
+   whose first attempt was declined (its id learned first) and who then
+   paid must get PAID: the confirmation asks about the transaction the
+   settlement names, not the first one the order saw.
+
+The fake Midtrans keeps one transaction per order, so an earlier attempt
+of an order is stood in for by another fake order's declined transaction.
+"""
+
+import json
+import sys
+import time
+
+import kasirtest
+from hostile_util import DOCS_KEY, JSON, check, notif_dict, signature
+
+COURSE = "agentbar-dasar"  # services/order/config.example.yaml: 154600
+AMOUNT = "154600.00"
+CUST = {"name": "Siti Rahma", "email": "siti@example.co.id", "phone": "081234567890"}
+
+
+def body(oid, status, code, **extra):
+    """A signed body (extra: unsigned fields; None removes one)."""
+    b = notif_dict(oid, status=status, code=code, amount=AMOUNT)
+    for k, v in extra.items():
+        if v is None:
+            b.pop(k, None)
+        else:
+            b[k] = v
+    b["signature_key"] = signature(oid, code, AMOUNT)
+    return json.dumps(b).encode()
+
+
+def create(st, oid):
+    r = st.api("POST", "/v1/orders", {"course_id": COURSE, "order_id": oid, "customer": CUST})
+    check(r.status == 201, f"order {oid} created ({r.status})")
+
+
+def truth(st, oid, action, **opts):
+    """What happened at Midtrans, its own notification dropped."""
+    r = st.fake("POST", f"/_fake/orders/{oid}/{action}", dict(opts, notify="drop"))
+    if r.status != 200:
+        raise AssertionError(f"fake {action} {oid}: {r}")
+    return st.fake("GET", f"/_fake/orders/{oid}").body
+
+
+def notify(st, data, what):
+    r = st.notify(data, JSON)
+    check(r.status == 200, f"{what}: accepted ({r.status} {r.raw[:120]!r})")
+
+
+def status(st, oid):
+    return st.sql("SELECT status, awaiting_status FROM orders.orders WHERE order_id = %s",
+                  (oid,))[0]
+
+
+def entitlements(st, oid):
+    return st.sql("SELECT count(*) FROM orders.entitlements WHERE order_id = %s", (oid,))[0][0]
+
+
+def receipts(st, oid):
+    return st.sql("SELECT count(*) FROM notify.job WHERE order_id = %s AND kind = 'receipt'",
+                  (oid,))[0][0]
+
+
+def applied(st):
+    """Waits until kasir-order applied everything kasir-ingest stored."""
+    head = st.sql("SELECT " + kasirtest.stream_head_sql("ingest", "ingest"))[0][0]
+    st.wait_until(lambda: (st.sql("SELECT coalesce(max(seq), 0) FROM orders.stream_cursor"
+                                  " WHERE stream = 'ingest'")[0][0] >= head),
+                  timeout=30, what="kasir-order applied the ingest stream")
+
+
+def paid(st, oid, what):
+    st.wait_until(lambda: status(st, oid) == ("PAID", None), timeout=40, what=what)
+    check(True, what)
+
+
+def case_stall(st):
+    create(st, "TX-5")
+    truth(st, "TX-5", "pending", payment_type="bank_transfer")
+    notify(st, body("TX-5", "pending", "201", fraud_status=None, payment_type="x" * 65),
+           "TX-5 pending body with a 65-character payment_type")
+    applied(st)
+    create(st, "TX-5B")
+    r = st.fake("POST", "/_fake/orders/TX-5B/pay", {"payment_type": "bank_transfer"})
+    check(r.status == 200, "TX-5B paid at Midtrans (its notification delivered)")
+    paid(st, "TX-5B", "an honest payment after the 65-character payment_type reaches PAID")
+    head = st.sql("SELECT " + kasirtest.stream_head_sql("orders", "orders"))[0][0]
+    st.wait_until(lambda: st.sql("SELECT seq FROM recon.stream_cursor WHERE stream = 'orders'")[0][0]
+                  >= head, timeout=20, what="the reconciler's orders cursor at the head")
+    check(True, "the reconciler's orders-stream consumer is at the head")
+    check(st.sql("SELECT count(*) FROM recon.stream_poison")[0][0] == 0,
+          "no message set aside: the payment type is left out, the evidence applied")
+
+
+def case_borrowed(st):
+    create(st, "TX-V1")
+    v = truth(st, "TX-V1", "pay", payment_type="bank_transfer")
+    create(st, "TX-A1")
+    truth(st, "TX-A1", "pending", payment_type="bank_transfer")
+    notify(st, body("TX-A1", "pending", "201", fraud_status=None, payment_type="dana",
+                    transaction_id=v["transaction_id"]),
+           "TX-A1's pending body naming TX-V1's settled transaction, payment_type dana")
+    applied(st)
+    st.wait_until(lambda: st.sql("SELECT count(*) FROM recon.status_check WHERE order_id = 'TX-A1'"
+                                 " AND by_transaction_id")[0][0] >= 1,
+                  timeout=30, what="the reconciler asked about TX-A1 by transaction id")
+    rows = st.sql("SELECT verdict, transaction_status FROM recon.status_check"
+                  " WHERE order_id = 'TX-A1' AND by_transaction_id")
+    check(all(r[0] == "unexpected" for r in rows),
+          f"the answer about TX-V1's transaction is not a status of TX-A1 ({rows})")
+    time.sleep(2)  # what a wrong answer would have done, kasir-order does now
+    check(status(st, "TX-A1")[0] == "PENDING", "TX-A1 stays PENDING")
+    check(entitlements(st, "TX-A1") == 0, "TX-A1 has no course access")
+    check(receipts(st, "TX-A1") == 0, "TX-A1 has no receipt")
+    check("names order TX-V1, not TX-A1" in st.log_text("reconciler"),
+          "the reconciler logs the answer naming another order")
+
+
+def case_capture_deny(st):
+    create(st, "TX-D2")
+    f = truth(st, "TX-D2", "deny", payment_type="credit_card")
+    notify(st, body("TX-D2", "capture", "202", fraud_status="deny", payment_type="credit_card",
+                    transaction_id=f["transaction_id"]),
+           "TX-D2's deny rewritten to capture + fraud deny")
+    applied(st)
+    st.wait_until(lambda: st.sql("SELECT count(*) FROM recon.status_check"
+                                 " WHERE order_id = 'TX-D2' AND confirm")[0][0] >= 1
+                  and status(st, "TX-D2")[1] is None,
+                  timeout=30, what="the Status API answered TX-D2's confirmation")
+    check(status(st, "TX-D2") == ("PENDING", None),
+          "Midtrans's deny leaves TX-D2 PENDING (the customer may pay again)")
+    r = st.fake("POST", "/_fake/orders/TX-D2/pay", {"payment_type": "bank_transfer"})
+    check(r.status == 200, "TX-D2 paid at Midtrans on the retry")
+    paid(st, "TX-D2", "the retry makes TX-D2 PAID")
+    check(entitlements(st, "TX-D2") == 1, "TX-D2 has course access")
+
+
+def case_claimed_transaction(st):
+    create(st, "TX-E8")
+    t1 = truth(st, "TX-E8", "deny", payment_type="gopay")["transaction_id"]
+    create(st, "TX-H8")
+    notify(st, body("TX-H8", "deny", "202", transaction_id=t1, payment_type="dana"),
+           "TX-H8's first DANA attempt declined (the stand-in transaction)")
+    applied(st)
+    f = truth(st, "TX-H8", "pay", payment_type="gopay")
+    notify(st, body("TX-H8", "settlement", "200", transaction_id=f["transaction_id"],
+                    payment_type="dana", settlement_time="2026-11-23 16:05:00"),
+           "TX-H8's settlement by DANA, its own transaction id")
+    paid(st, "TX-H8", "the confirmation asks about the settled transaction: TX-H8 PAID")
+    asked = st.sql("SELECT by_transaction_id, transaction_status FROM recon.status_check"
+                   " WHERE order_id = 'TX-H8' AND confirm ORDER BY id")
+    check(asked and asked[-1] == (True, "settlement"),
+          f"the confirming check asked by the settlement's transaction id ({asked})")
+
+
+def main():
+    overrides = {"ORDER_SIGNATURE_ONLY": "false", "RECON_FIRST_CHECK": "2s",
+                 "INGEST_RATE": "10000", "INGEST_BURST": "10000"}
+    with kasirtest.Stack.for_test(server_key=DOCS_KEY, overrides=overrides) as st:
+        st.start_all()
+        case_stall(st)
+        case_borrowed(st)
+        case_capture_deny(st)
+        case_claimed_transaction(st)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
