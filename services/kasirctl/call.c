@@ -25,6 +25,7 @@ err_set(struct ctl_error *err, enum ctl_svc svc, const char *url,
 	kasir_strlcpy(err->socket, url ? url : "", sizeof(err->socket));
 	kasir_strlcpy(err->code, code, sizeof(err->code));
 	kasir_strlcpy(err->message, msg, sizeof(err->message));
+	text_terminal_safe(err->message);
 	err->exit = exit;
 }
 
@@ -143,6 +144,8 @@ ctl_call(struct ctl *c, enum ctl_svc svc, const char *cmd, const cJSON *args,
 		        "out of memory");
 		return -ENOMEM;
 	}
+	if (!c->json)
+		json_terminal_safe(res); /* --json escapes them itself */
 	*ret_result = res;
 	return 0;
 }

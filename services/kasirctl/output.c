@@ -15,6 +15,36 @@
 #include "kasirctl.h"
 #include "util.h"
 
+/* Control characters of s (C0, DEL, C1 as UTF-8) become '?', in place:
+ * what a daemon reports can hold a notification's unsigned fields, and
+ * an escape sequence in them would rewrite the operator's terminal
+ * (a fake "status PAID" line, the window title). */
+void
+text_terminal_safe(char *s)
+{
+	for (unsigned char *p = (unsigned char *)s; p != NULL && *p; p++) {
+		if (*p < 0x20 || *p == 0x7f)
+			*p = '?';
+		else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
+			p[0] = p[1] = '?';
+	}
+}
+
+/* Every string of the tree o made terminal-safe (text output). */
+void
+json_terminal_safe(cJSON *o)
+{
+	cJSON *e;
+
+	if (o == NULL)
+		return;
+	if (o->string != NULL)
+		text_terminal_safe(o->string);
+	if (cJSON_IsString(o))
+		text_terminal_safe(o->valuestring);
+	cJSON_ArrayForEach(e, o) json_terminal_safe(e);
+}
+
 const char *
 j_str(const cJSON *o, const char *key)
 {

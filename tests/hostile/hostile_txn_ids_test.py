@@ -25,6 +25,10 @@ unsigned fields were rewritten:
    paid must get PAID: the confirmation asks about the transaction the
    settlement names, not the first one the order saw.
 
+5. terminal escapes: escape sequences in those fields reached the
+   operator's terminal through `kasirctl order show` (a fake "status
+   PAID" line, the window title); text output shows them as '?'.
+
 The fake Midtrans keeps one transaction per order, so an earlier attempt
 of an order is stood in for by another fake order's declined transaction.
 """
@@ -177,6 +181,26 @@ def case_claimed_transaction(st):
           f"the confirming check asked by the settlement's transaction id ({asked})")
 
 
+def case_terminal(st):
+    create(st, "TX-E4")
+    truth(st, "TX-E4", "pending", payment_type="bank_transfer")
+    notify(st, body("TX-E4", "pending", "201", fraud_status=None,
+                    payment_type="bank_transfer\u001b[2K\r\u001b[1A  status  PAID\n",
+                    transaction_id="tx\u001b]0;pwned\u0007\u009b"),
+           "TX-E4's pending body with escape sequences in payment_type and transaction_id")
+    applied(st)
+    cp = st.run_ctl("order", "show", "TX-E4")
+    out = cp.stdout if isinstance(cp.stdout, str) else cp.stdout.decode()
+    check(cp.returncode == 0 and "TX-E4" in out, "kasirctl order show TX-E4 answers")
+    bad = [c for c in out if (ord(c) < 0x20 and c != "\n") or 0x7f <= ord(c) <= 0x9f]
+    check(not bad, f"no control character reaches the terminal ({bad[:5]})")
+    check("bank_transfer?[2K?" in out, "the escape shows as '?'")
+    cp = st.run_ctl("--json", "order", "show", "TX-E4")
+    out = cp.stdout if isinstance(cp.stdout, str) else cp.stdout.decode()
+    check("\\u001b[2K" in out and "\x1b" not in out,
+          "--json keeps the value, escaped by JSON")
+
+
 def main():
     overrides = {"ORDER_SIGNATURE_ONLY": "false", "RECON_FIRST_CHECK": "2s",
                  "INGEST_RATE": "10000", "INGEST_BURST": "10000"}
@@ -186,6 +210,7 @@ def main():
         case_borrowed(st)
         case_capture_deny(st)
         case_claimed_transaction(st)
+        case_terminal(st)
     return 0
 
 
