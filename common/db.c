@@ -63,7 +63,7 @@ notice_sink(void *arg, const char *message)
 PGconn *
 db_pg_connect(const struct db_conf *conf, char *why, size_t why_len)
 {
-	const char *keys[8], *vals[8];
+	const char *keys[14], *vals[14];
 	char timeout[16], options[128];
 	int n = 0;
 	PGconn *pg;
@@ -82,6 +82,23 @@ db_pg_connect(const struct db_conf *conf, char *why, size_t why_len)
 	}
 	keys[n] = "connect_timeout";
 	vals[n++] = timeout;
+	/* A server that vanishes without a FIN or RST (a network partition,
+	 * a host that died) must not leave a loop blocked in libpq for the
+	 * kernel's 2 hours: TCP keepalives after 10 s of silence, 3 probes
+	 * 5 s apart, and sent data unacknowledged for 20 s, end the wait
+	 * with a broken connection the loop reconnects from.  (A query that
+	 * runs long is unaffected: the server's kernel answers both.)
+	 * Ignored on a unix socket. */
+	keys[n] = "keepalives";
+	vals[n++] = "1";
+	keys[n] = "keepalives_idle";
+	vals[n++] = "10";
+	keys[n] = "keepalives_interval";
+	vals[n++] = "5";
+	keys[n] = "keepalives_count";
+	vals[n++] = "3";
+	keys[n] = "tcp_user_timeout";
+	vals[n++] = "20000";
 	/* No JIT, on every connection: kasir's statements each touch a few
 	 * rows, and a plan whose estimate crosses jit_above_cost would be
 	 * compiled at every execution.  The ingest stream's reader
@@ -166,13 +183,40 @@ db_mark_broken(struct kasir_db *db)
 	drop_connection(db, false);
 }
 
-/* After a command that succeeded on a live connection. */
+/* The transaction state after a command on a live connection. */
+void
+db_track_state(struct kasir_db *db)
+{
+	db->state =
+	    PQtransactionStatus(db->pg) != PQTRANS_IDLE ? DB_IN_TX : DB_IDLE;
+}
+
+/* After a command that succeeded on a live connection: a sign of life
+ * of the loop, unless the server refused its work since and nothing has
+ * been done yet (no COMMIT, no statement outside a transaction): a loop
+ * whose every write is refused must turn silent, though its BEGIN and
+ * ROLLBACK succeed. */
 void
 db_track_tx(struct kasir_db *db)
 {
+	db_track_state(db);
+	if (db->refused && db->state == DB_IN_TX)
+		return;
+	db->refused = false;
 	live_ok(db->live);
-	db->state =
-	    PQtransactionStatus(db->pg) != PQTRANS_IDLE ? DB_IN_TX : DB_IDLE;
+}
+
+/* An SQLSTATE saying the server cannot do the loop's work at all, for
+ * any message: a read-only server (a failover to a standby), disk full
+ * or out of resources, a privilege revoked, a statement timeout (a
+ * lock held), an I/O error.  Anything else is the statement's own. */
+static bool
+db_sqlstate_is_refusal(const char *st)
+{
+	return st != NULL &&
+	       (strcmp(st, "25006") == 0 || strncmp(st, "53", 2) == 0 ||
+	        strcmp(st, "42501") == 0 || strcmp(st, "57014") == 0 ||
+	        strncmp(st, "58", 2) == 0);
 }
 
 /*
@@ -419,7 +463,15 @@ db_classify(struct kasir_db *db, PGresult *res, PGresult **ret_res)
 	st = PQresultStatus(res);
 	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ||
 	    st == PGRES_EMPTY_QUERY) {
-		db_track_tx(db);
+		/* a ROLLBACK, or the COMMIT of an aborted transaction, is
+		 * no work done */
+		if (strcmp(PQcmdStatus(res), "ROLLBACK") == 0) {
+			db_track_state(db);
+		} else {
+			if (strcmp(PQcmdStatus(res), "COMMIT") == 0)
+				db->refused = false; /* work was done */
+			db_track_tx(db);
+		}
 		clear_error(db);
 		if (ret_res != NULL)
 			*ret_res = res;
@@ -441,7 +493,11 @@ db_classify(struct kasir_db *db, PGresult *res, PGresult **ret_res)
 		db_set_error(db, state,
 		             primary ? primary : PQresultErrorMessage(res));
 	}
-	db_track_tx(db);
+	db_track_state(db);
+	if (db_sqlstate_is_refusal(state)) {
+		db->refused = true;
+		live_fail(db->live);
+	}
 	PQclear(res);
 	return KASIR_ESQL;
 }
@@ -586,7 +642,12 @@ db_commit(struct kasir_db *db)
 		/* COMMIT of an aborted transaction answers "ROLLBACK" */
 		bool rolled_back = strcmp(PQcmdStatus(res), "ROLLBACK") == 0;
 		PQclear(res);
-		db_track_tx(db);
+		if (rolled_back) {
+			db_track_state(db);
+		} else {
+			db->refused = false; /* work was done */
+			db_track_tx(db);
+		}
 		if (rolled_back) {
 			db_set_error(db, "25P02",
 			             "transaction was aborted and rolled back");
@@ -633,7 +694,7 @@ db_rollback(struct kasir_db *db)
 		return;
 	}
 	PQclear(res);
-	db_track_tx(db);
+	db_track_state(db); /* a ROLLBACK is no work done */
 }
 
 bool

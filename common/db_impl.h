@@ -36,6 +36,12 @@ struct kasir_db {
 	int64_t next_try_ms; /* monotonic: earliest reconnect attempt */
 	int64_t backoff_ms;  /* next delay after a failed attempt */
 	bool logged_down;    /* one debug line per outage */
+	/* the server refused work for a reason that is not the statement's
+	 * (read-only, disk full, no privilege, a statement timeout): until a
+	 * transaction commits, or a statement outside one succeeds, the
+	 * loop's other commands (BEGIN, a SELECT, ROLLBACK) are no sign of
+	 * life (db_track_tx) */
+	bool refused;
 
 	char *prepared[DB_MAX_PREPARED]; /* names prepared on pg */
 	size_t nprepared;
@@ -58,6 +64,7 @@ void db_mark_broken(struct kasir_db *db);
 
 /* After a command that succeeded on a live connection. */
 void db_track_tx(struct kasir_db *db);
+void db_track_state(struct kasir_db *db);
 
 /*
  * The failpoint named "<label>:<what>", hit just before the command is

@@ -170,7 +170,7 @@ db_pipe_end(struct kasir_db *db)
 		if (PQexitPipelineMode(db->pg) != 1)
 			db_mark_broken(db); /* out of step: start afresh */
 		else
-			db_track_tx(db);
+			db_track_state(db); /* its results said what was done */
 	}
 	db->piping = false;
 	db->pipe_pending = db->pipe_synced = 0;

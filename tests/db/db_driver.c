@@ -29,8 +29,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include "db.h"
 #include "err.h"
+#include "liveness.h"
 #include "log.h"
 #include "stream.h"
 #include "util.h"
@@ -168,6 +173,32 @@ main(void)
 			}
 		} else if (strcmp(line, "state") == 0) {
 			print_rc(db, 0, NULL);
+		} else if (strcmp(line, "loop") == 0) {
+			/* the handle reports to a periodic loop "db.test" */
+			db_set_loop(db, "db.test", true, 1000);
+			printf("rc=0\n");
+		} else if (strcmp(line, "live") == 0) {
+			struct live_status ls[LIVE_LOOPS_MAX];
+			size_t n = live_snapshot(ls, LIVE_LOOPS_MAX);
+			long long age = -1;
+			for (size_t i = 0; i < n; i++)
+				if (strcmp(ls[i].name, "db.test") == 0)
+					age = (long long)ls[i].ok_age_ms;
+			printf("rc=0 ok_age_ms=%lld\n", age);
+		} else if (strcmp(line, "sockopt") == 0) {
+			/* the client side of the connection: keepalives and
+			 * the unacknowledged-data timeout (db_pg_connect) */
+			int fd = db_pg(db) ? PQsocket(db_pg(db)) : -1;
+			int ka = -1, idle = -1, intvl = -1, cnt = -1, uto = -1;
+			socklen_t l = sizeof(int);
+			getsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &ka, &l);
+			getsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, &l);
+			getsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, &l);
+			getsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, &l);
+			getsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &uto, &l);
+			printf("rc=0 keepalive=%d idle=%d intvl=%d cnt=%d "
+			       "user_timeout=%d\n",
+			       ka, idle, intvl, cnt, uto);
 		} else if (strcmp(line, "ensure") == 0) {
 			print_rc(db, db_ensure(db), NULL);
 		} else if (strcmp(line, "up") == 0) {

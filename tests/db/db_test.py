@@ -504,6 +504,45 @@ def test_concurrent_migrators(pg, dsn, pw, tmp):
         d.close()
 
 
+def test_liveness(pg, dsn, pw):
+    """A loop's liveness (liveness.h) follows work done: a server that
+    refuses every write (read-only after a failover; disk full; a
+    privilege revoked; a statement timeout) must not keep the loop alive
+    through its BEGIN, its SELECTs and its ROLLBACK, which still succeed;
+    a committed transaction brings it back.  And the client socket keeps
+    TCP keepalives and an unacknowledged-data timeout, so a server that
+    vanishes without a FIN ends the wait (db_pg_connect)."""
+    pg.psql("CREATE TABLE IF NOT EXISTS public.dbt (k int PRIMARY KEY)")
+    pg.psql("GRANT SELECT, INSERT ON public.dbt TO kasir_ingest_owner")
+    d = Driver(dsn, pw)
+    r = expect(d.cmd("sockopt"), 0, "socket options")
+    assert (r["keepalive"], r["idle"], r["intvl"], r["cnt"], r["user_timeout"]) == \
+        ("1", "10", "5", "3", "20000"), r
+    expect(d.cmd("loop"), 0, "loop")
+    expect(d.cmd("q one|SELECT 1"), 0, "select")
+    assert int(expect(d.cmd("live"), 0, "live")["ok_age_ms"]) < 500
+    expect(d.cmd("sql SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"), 0, "read only")
+    for k in (9100, 9101, 9102):
+        if k == 9101:
+            time.sleep(1.0)  # the first refusal is 1 s old
+        expect(d.cmd("begin"), 0, "begin")
+        expect(d.cmd("q one|SELECT 1"), 0, "a select inside")
+        r = expect(d.cmd(f"p ins|INSERT INTO public.dbt VALUES ($1::int)|{k}"), ESQL,
+                   "insert refused")
+        assert r["state"] == "25006", r
+        expect(d.cmd("rollback"), 0, "rollback")
+    expect(d.cmd("begin"), 0, "begin")
+    age = int(expect(d.cmd("live"), 0, "live")["ok_age_ms"])
+    assert age >= 1000, f"a refused loop counted alive by BEGIN/SELECT/ROLLBACK ({age} ms)"
+    expect(d.cmd("rollback"), 0, "rollback")
+    expect(d.cmd("sql SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE"), 0, "read write")
+    expect(d.cmd("begin"), 0, "begin")
+    expect(d.cmd("p ins|INSERT INTO public.dbt VALUES ($1::int)|9103"), 0, "insert")
+    expect(d.cmd("commit"), 0, "commit")
+    assert int(expect(d.cmd("live"), 0, "live")["ok_age_ms"]) < 500, "alive after a commit"
+    d.close()
+
+
 def main():
     if not os.path.exists(os.path.join(kasirtest.build_dir(), "tests", "db-driver")):
         raise AssertionError("db-driver not built")
@@ -514,6 +553,7 @@ def main():
         with tempfile.TemporaryDirectory() as tmp:
             for name, fn in (("reconnect", lambda: test_reconnect(pg, dsn, pw)),
                              ("transactions", lambda: test_transactions(pg, dsn, pw)),
+                             ("liveness", lambda: test_liveness(pg, dsn, pw)),
                              ("state machine", lambda: test_state_machine(pg, dsn, pw)),
                              ("migrations", lambda: test_migrations(pg, dsn, pw, tmp)),
                              ("concurrent migrators",
