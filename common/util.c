@@ -38,6 +38,15 @@ now_mono_ms(void)
 	return clock_ms(CLOCK_MONOTONIC);
 }
 
+void
+sleep_ms(int64_t ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+
+	while (ms > 0 && nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
 int64_t
 now_real_ms(void)
 {

@@ -12,6 +12,8 @@
 
 /* Milliseconds: CLOCK_MONOTONIC and CLOCK_REALTIME. */
 int64_t now_mono_ms(void);
+/* Sleeps ms milliseconds, signals or not; nothing for <= 0. */
+void sleep_ms(int64_t ms);
 int64_t now_real_ms(void);
 /* *ts = now on clock (a clockid_t) + ms (>= 0): a deadline for
  * pthread_cond_timedwait() and its kin. */
@@ -24,7 +26,7 @@ void time_rfc3339(int64_t real_ms, char *buf, size_t len);
 void hex_encode(const uint8_t *in, size_t len, char *out);
 /* 0 or -EINVAL (odd length, bad digit, out too small). */
 int hex_decode(const char *in, size_t in_len, uint8_t *out, size_t out_len,
-	       size_t *ret_len);
+               size_t *ret_len);
 /* Constant-time equality of two buffers of the same length (false if the
  * lengths differ; the length itself is not secret). */
 bool ct_equal(const void *a, size_t a_len, const void *b, size_t b_len);

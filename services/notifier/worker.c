@@ -438,8 +438,58 @@ static const char *const result_names[] = {
     [SEND_UNCERTAIN] = "uncertain",
 };
 
-/* Records the attempt and the job's next state.  A failure here leaves
- * the job in 'sending'; the lease makes it come back as uncertain. */
+/* The attempt's record is retried for at most the lease, less this (the
+ * reaper must not find the job first), every RECORD_RETRY_MS doubling. */
+#define RECORD_MARGIN_MS    2000
+#define RECORD_RETRY_MS     200
+#define RECORD_RETRY_MAX_MS 2000
+
+static const struct db_stmt st_attempt_recorded = {
+    .name = "notify_attempt_recorded",
+    .sql = "SELECT 1 FROM notify.attempt WHERE job_id = $1::bigint"
+           " AND attempt_no = $2::int AND result = $3",
+    .nparams = 3,
+};
+
+/* One try at recording (pa: the attempt, pj: the job's next state): 0,
+ * KASIR_EDB when the connection failed and nothing was committed (try
+ * again), or another error.  A COMMIT whose outcome is unknown is
+ * settled by reading the attempt back. */
+static int
+record_tx(struct kasir_db *db, const struct claimed *job, const char *const *pa,
+          const char *const *pj)
+{
+	PGresult *ures = NULL;
+	int r;
+
+	if ((r = db_begin(db)) < 0)
+		return r;
+	if ((r = db_exec(db, &st_attempt_insert, pa, NULL)) < 0 ||
+	    (r = db_exec(db, &st_job_finish, pj, &ures)) < 0) {
+		db_rollback(db);
+		return r;
+	}
+	if (PQcmdTuples(ures)[0] == '0')
+		log_order(LOG_WARNING, job->order_id,
+		          "job %" PRId64 " was reclaimed while being "
+		          "sent (lease too short?)",
+		          job->id);
+	PQclear(ures);
+	if ((r = db_commit(db)) == KASIR_EDBUNKNOWN) {
+		PGresult *res = NULL;
+		const char *p[3] = {pa[0], pa[1], pa[2]};
+
+		if (db_exec(db, &st_attempt_recorded, p, &res) < 0)
+			return KASIR_EDB; /* not known yet: ask again */
+		r = PQntuples(res) > 0 ? 0 : KASIR_EDB;
+		PQclear(res);
+	}
+	return r;
+}
+
+/* Records the attempt and the job's next state.  A failure here (the
+ * database away for longer than the lease) leaves the job in 'sending';
+ * the lease makes it come back as uncertain. */
 static void
 record(struct notifier *n, struct kasir_db *db, const struct claimed *job,
        enum send_result res, const char *provider_id, const char *error,
@@ -498,22 +548,25 @@ record(struct notifier *n, struct kasir_db *db, const struct claimed *job,
 		                     provider_id && *provider_id ? provider_id
 		                                                 : NULL,
 		                     unc};
-		PGresult *ures = NULL;
+		/* The send is done: what the provider said must be recorded
+		 * while the lease still holds, or the job comes back as
+		 * uncertain and an operator is asked about a receipt that
+		 * was delivered.  A connection lost meanwhile (a restart, a
+		 * killed backend) is retried until the lease's end less a
+		 * margin, on a new connection. */
+		int64_t until = now_mono_ms() + n->conf->lease_ms - latency_ms -
+		                RECORD_MARGIN_MS;
+		int64_t pause = RECORD_RETRY_MS;
 
-		if ((r = db_begin(db)) < 0)
-			goto fail;
-		if ((r = db_exec(db, &st_attempt_insert, pa, NULL)) < 0 ||
-		    (r = db_exec(db, &st_job_finish, pj, &ures)) < 0) {
-			db_rollback(db);
-			goto fail;
+		while ((r = record_tx(db, job, pa, pj)) == KASIR_EDB &&
+		       now_mono_ms() + pause < until &&
+		       !atomic_load(&n->stopping)) {
+			sleep_ms(pause);
+			pause = pause * 2 > RECORD_RETRY_MAX_MS
+			            ? RECORD_RETRY_MAX_MS
+			            : pause * 2;
 		}
-		if (PQcmdTuples(ures)[0] == '0')
-			log_order(LOG_WARNING, job->order_id,
-			          "job %" PRId64 " was reclaimed while being "
-			          "sent (lease too short?)",
-			          job->id);
-		PQclear(ures);
-		if ((r = db_commit(db)) < 0)
+		if (r < 0)
 			goto fail;
 	}
 	if (strcmp(state, "dead") == 0)

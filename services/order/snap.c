@@ -170,9 +170,7 @@ snap_create(const struct order_conf *c, const struct snap_request *rq,
 
 		body_buf_init(&resp, SNAP_RESPONSE_MAX, BODY_ABORT);
 		if (attempt > 0) {
-			int64_t ms = backoff_ms(attempt - 1, 200, 1000);
-			struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
-			nanosleep(&ts, NULL);
+			sleep_ms(backoff_ms(attempt - 1, 200, 1000));
 		}
 		r.attempts = attempt + 1;
 		terr[0] = '\0';

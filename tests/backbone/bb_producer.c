@@ -88,15 +88,6 @@ on_signal(int sig)
 	stop_requested = 1;
 }
 
-static void
-sleep_ms(int64_t ms)
-{
-	struct timespec ts = {.tv_sec = ms / 1000,
-	                      .tv_nsec = (ms % 1000) * 1000000L};
-
-	nanosleep(&ts, NULL);
-}
-
 static const struct db_stmt st_last = {
     .name = "bb_last",
     .sql = "SELECT coalesce(max(n), 0) FROM bb_producer.produced "

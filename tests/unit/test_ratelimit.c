@@ -15,15 +15,6 @@
 #include "util.h"
 
 static void
-sleep_ms(int ms)
-{
-	struct timespec ts = {.tv_sec = ms / 1000,
-	                      .tv_nsec = (long)(ms % 1000) * 1000000};
-	while (nanosleep(&ts, &ts) < 0)
-		;
-}
-
-static void
 test_bucket_burst_then_refusal(void **state)
 {
 	(void)state;

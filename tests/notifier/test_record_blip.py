@@ -1,0 +1,92 @@
+"""A receipt delivered while the worker's database connection died is
+recorded as sent, not uncertain (found by an outside attack, 2026-12-07).
+
+The worker had the provider's OK, but the connection it records with was
+gone (a killed backend, a PostgreSQL restart): the record was tried once
+and the job waited for its lease to bring it back as `uncertain`, asking
+an operator about a receipt that was delivered (and an operator who
+picked `resend` sent it twice).  Now the record is retried on a new
+connection while the lease holds.
+
+Both providers are paused (SIGSTOP, under their 5 s timeout) while the
+two receipt jobs are being sent; the worker backends are terminated;
+the providers resume.  Each receipt must end `sent`, with no `uncertain`
+attempt, delivered once.  Run once with pg_terminate_backend and once
+with a PostgreSQL crash (stop -m immediate, start).
+"""
+
+import os
+import signal
+import sys
+import time
+
+import kasirtest
+
+OVERRIDES = {"NOTIFY_LEASE": "12s", "NOTIFY_SMTP_TIMEOUT": "5s", "NOTIFY_WA_TIMEOUT": "5s",
+             "NOTIFY_JITTER": "0", "NOTIFY_REMIND_AFTER": "100h", "NOTIFY_REMIND_BEFORE": "1h",
+             "INGEST_RATE": "2000", "INGEST_BURST": "4000"}
+COURSE = "bikin-film-pendek"
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+    print(f"ok - {what}", flush=True)
+
+
+def receipts(st, oid):
+    return st.sql("SELECT channel, state FROM notify.job WHERE order_id = %s"
+                  " AND kind = 'receipt' ORDER BY channel", (oid,))
+
+
+def blip(st, n, how):
+    r = st.api("POST", "/v1/orders", {"course_id": COURSE, "customer": {
+        "name": "Budi", "email": f"blip{n}@example.com", "phone": f"+62812345678{n:02d}"}})
+    check(r.status == 201, f"order {n} created")
+    oid = r.body["order_id"]
+    st.wait_until(lambda: st.sql("SELECT count(*) FROM notify.job WHERE order_id = %s"
+                                 " AND kind = 'instructions' AND state = 'sent'",
+                                 (oid,))[0][0] == 2, timeout=30, what="instructions sent")
+    pids = (st.pid("smtp-sink"), st.pid("whatsapp-fake"))
+    for p in pids:
+        os.kill(p, signal.SIGSTOP)
+    try:
+        st.fake("POST", f"/_fake/orders/{oid}/pay", {"payment_type": "bank_transfer"})
+        st.wait_until(lambda: receipts(st, oid) == [("email", "sending"), ("whatsapp", "sending")],
+                      timeout=30, what="both receipts being sent", interval=0.05)
+        time.sleep(0.3)  # the requests are out, the answers not in
+        if how == "terminate":
+            n_killed = st.sql("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                              " WHERE application_name = 'kasir-notifier-worker'")[0][0]
+            check(n_killed >= 1, f"{n_killed} notifier worker backend(s) terminated")
+        else:
+            st.pg.stop("immediate")
+            st.pg.start()
+            check(True, "PostgreSQL crashed and started again")
+    finally:
+        for p in pids:
+            os.kill(p, signal.SIGCONT)
+    st.wait_until(lambda: receipts(st, oid) == [("email", "sent"), ("whatsapp", "sent")],
+                  timeout=25, what=f"both receipts recorded sent ({how})")
+    check(True, f"both receipts recorded sent after the {how}")
+    bad = st.sql("SELECT a.result, a.error FROM notify.attempt a JOIN notify.job j"
+                 " ON j.id = a.job_id WHERE j.order_id = %s AND j.kind = 'receipt'"
+                 " AND a.result <> 'sent'", (oid,))
+    check(bad == [], f"no uncertain attempt ({bad})")
+    (job,) = st.sql("SELECT id FROM notify.job WHERE order_id = %s AND kind = 'receipt'"
+                    " AND channel = 'email'", (oid,))[0]
+    header = f"X-Kasir-Job: {job}"
+    mails = [m for m in st.mail_messages() if header in open(m, errors="replace").read()]
+    check(len(mails) == 1, f"the email receipt delivered once ({len(mails)} with {header})")
+
+
+def main():
+    with kasirtest.Stack.for_test(overrides=OVERRIDES, durable=True) as st:
+        st.start_all()
+        blip(st, 1, "terminate")
+        blip(st, 2, "crash")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
