@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,6 +42,12 @@
 #define DAEMON_MIGRATE_BASE_MS 500
 #define DAEMON_MIGRATE_CAP_MS  10000
 #define DAEMON_WHY_MAX         512
+/* A stop must end before systemd's TimeoutStopSec (30 s, deploy/systemd)
+ * turns it into a SIGKILL: a thread blocked on a PostgreSQL that stopped
+ * answering (its host frozen, SIGSTOP: the kernel still acknowledges, so
+ * no TCP timeout fires) or in libnng cannot be woken, and nothing is left
+ * to save (PostgreSQL rolls back what was not committed). */
+#define DAEMON_STOP_GRACE_S 20
 
 static bool
 load_bool(const bool *p)
@@ -453,6 +460,67 @@ daemon_ping(struct daemon *d, struct metric *up)
 	metric_set(up, ok ? 1.0 : 0.0);
 }
 
+static char stop_late_msg[256];
+static size_t stop_late_len;
+
+static void
+stop_late(int sig)
+{
+	ssize_t w;
+
+	(void)sig;
+	w = write(STDERR_FILENO, stop_late_msg, stop_late_len);
+	(void)w;
+	_exit(0);
+}
+
+/* From SIGTERM on, the process ends within DAEMON_STOP_GRACE_S whatever
+ * its threads wait for: SIGALRM (nothing else uses it: libcurl runs with
+ * CURLOPT_NOSIGNAL) writes one line, prepared here (the handler may only
+ * write(2)), and ends the process. */
+static void
+stop_deadline_arm(const struct daemon *d)
+{
+	struct sigaction sa = {.sa_handler = stop_late};
+	int n;
+
+	n = snprintf(stop_late_msg, sizeof(stop_late_msg),
+	             "%s: still stopping after %d s (a thread waits on a "
+	             "database or peer that does not answer): exiting now; "
+	             "PostgreSQL rolls back what was not committed\n",
+	             d->name, DAEMON_STOP_GRACE_S);
+	stop_late_len = n > 0 && (size_t)n < sizeof(stop_late_msg)
+	                    ? (size_t)n
+	                    : strlen(stop_late_msg);
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGALRM, &sa, NULL) == 0)
+		alarm(DAEMON_STOP_GRACE_S);
+}
+
+/* Arms the stop deadline as soon as SIGTERM or SIGINT is pending, even
+ * while the main loop is blocked (its database ping waits on a frozen
+ * server and does not read the signal).  Its own signalfd, only polled:
+ * the main loop still reads the signal. */
+static void *
+stop_watch(void *arg)
+{
+	struct daemon *d = arg;
+	sigset_t set;
+	struct pollfd pfd = {.events = POLLIN};
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	if ((pfd.fd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK)) < 0)
+		return NULL; /* the main loop still arms it */
+	while (poll(&pfd, 1, -1) < 0 && errno == EINTR)
+		;
+	if (pfd.revents & POLLIN)
+		stop_deadline_arm(d);
+	close(pfd.fd);
+	return NULL;
+}
+
 int
 daemon_run(struct daemon *d, daemon_tick_fn tick, void *arg)
 {
@@ -471,6 +539,17 @@ daemon_run(struct daemon *d, daemon_tick_fn tick, void *arg)
 	ticks = metrics_counter(d->metrics, "kasir_main_loop_ticks_total", NULL,
 	                        "main loop iterations");
 	__atomic_store_n(&d->last_tick_ms, now_mono_ms(), __ATOMIC_RELEASE);
+	{
+		pthread_t t;
+		pthread_attr_t a;
+
+		pthread_attr_init(&a);
+		pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+		if (pthread_create(&t, &a, stop_watch, d) != 0)
+			log_warning("no stop watch thread: a stop waits for "
+			            "the main loop");
+		pthread_attr_destroy(&a);
+	}
 	daemon_ping(d, up);
 	last_ping = now_mono_ms();
 	kasir_sd_ready(load_bool(&d->db_ok) ? "running"
@@ -491,6 +570,7 @@ daemon_run(struct daemon *d, daemon_tick_fn tick, void *arg)
 		if (sig == SIGTERM || sig == SIGINT) {
 			log_info("%s stopping on %s", d->name,
 			         sig == SIGTERM ? "SIGTERM" : "SIGINT");
+			stop_deadline_arm(d);
 			break;
 		}
 		if (sig == SIGHUP)
