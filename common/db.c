@@ -206,6 +206,19 @@ db_track_tx(struct kasir_db *db)
 	live_ok(db->live);
 }
 
+/* A command tag that shows the server doing work again after it refused
+ * some: a COMMIT, or a write (even of no row: a read-only server refuses
+ * an UPDATE before it looks for rows), so that an idle loop whose passes
+ * end in ROLLBACK (a claim that found nothing) comes back too. */
+static bool
+db_tag_is_work(const char *tag)
+{
+	return strcmp(tag, "COMMIT") == 0 || strncmp(tag, "INSERT ", 7) == 0 ||
+	       strncmp(tag, "UPDATE ", 7) == 0 ||
+	       strncmp(tag, "DELETE ", 7) == 0 ||
+	       strncmp(tag, "MERGE ", 6) == 0;
+}
+
 /* An SQLSTATE saying the server cannot do the loop's work at all, for
  * any message: a read-only server (a failover to a standby), disk full
  * or out of resources, a privilege revoked, a statement timeout (a
@@ -468,8 +481,8 @@ db_classify(struct kasir_db *db, PGresult *res, PGresult **ret_res)
 		if (strcmp(PQcmdStatus(res), "ROLLBACK") == 0) {
 			db_track_state(db);
 		} else {
-			if (strcmp(PQcmdStatus(res), "COMMIT") == 0)
-				db->refused = false; /* work was done */
+			if (db_tag_is_work(PQcmdStatus(res)))
+				db->refused = false;
 			db_track_tx(db);
 		}
 		clear_error(db);

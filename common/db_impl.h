@@ -38,9 +38,9 @@ struct kasir_db {
 	bool logged_down;    /* one debug line per outage */
 	/* the server refused work for a reason that is not the statement's
 	 * (read-only, disk full, no privilege, a statement timeout): until a
-	 * transaction commits, or a statement outside one succeeds, the
-	 * loop's other commands (BEGIN, a SELECT, ROLLBACK) are no sign of
-	 * life (db_track_tx) */
+	 * transaction commits, a write succeeds, or a statement outside a
+	 * transaction does, the loop's other commands (BEGIN, a SELECT,
+	 * ROLLBACK) are no sign of life (db_track_tx) */
 	bool refused;
 
 	char *prepared[DB_MAX_PREPARED]; /* names prepared on pg */
