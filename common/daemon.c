@@ -481,9 +481,12 @@ stop_late(int sig)
 static void
 stop_deadline_arm(const struct daemon *d)
 {
+	static bool armed; /* once: the deadline counts from the signal */
 	struct sigaction sa = {.sa_handler = stop_late};
 	int n;
 
+	if (__atomic_exchange_n(&armed, true, __ATOMIC_ACQ_REL))
+		return;
 	n = snprintf(stop_late_msg, sizeof(stop_late_msg),
 	             "%s: still stopping after %d s (a thread waits on a "
 	             "database or peer that does not answer): exiting now; "
