@@ -142,10 +142,10 @@ static const struct db_stmt st_ingest_seen = {
 };
 
 /* $2: the request's orders seq.  The failure count restarts: the retry
- * backoff of a confirmation starts short. */
-/* $6, $7: the transaction the held notification named and its payment
- * type (the snapshot's when the request has none): the confirmation asks
- * about that transaction when its channel is asked by transaction id. */
+ * backoff of a confirmation starts short.  $6, $7: the transaction the
+ * held notification named and its payment type (the snapshot's id when
+ * the request has none): the confirmation asks about that transaction
+ * when its channel is asked by transaction id. */
 static const struct db_stmt st_confirm = {
     .name = "recon_watch_confirm",
     .sql = "INSERT INTO recon.watch (order_id, created_at, expires_at,"
