@@ -46,8 +46,11 @@
  * turns it into a SIGKILL: a thread blocked on a PostgreSQL that stopped
  * answering (its host frozen, SIGSTOP: the kernel still acknowledges, so
  * no TCP timeout fires) or in libnng cannot be woken, and nothing is left
- * to save (PostgreSQL rolls back what was not committed). */
-#define DAEMON_STOP_GRACE_S 20
+ * to save (PostgreSQL rolls back what was not committed).  As late as
+ * systemd allows: a healthy stop may wait for a provider call in flight
+ * (a notifier send with its timeout, a Snap call and its retries), and
+ * cutting it short leaves a delivered receipt uncertain. */
+#define DAEMON_STOP_GRACE_S 28
 
 static bool
 load_bool(const bool *p)

@@ -144,8 +144,7 @@ ctl_call(struct ctl *c, enum ctl_svc svc, const char *cmd, const cJSON *args,
 		        "out of memory");
 		return -ENOMEM;
 	}
-	if (!c->json)
-		json_terminal_safe(res); /* --json escapes them itself */
+	json_terminal_safe(res, !c->json); /* --json escapes C0 itself */
 	*ret_result = res;
 	return 0;
 }

@@ -288,7 +288,7 @@ void out_text(struct ctl *c, const char *fmt, ...)
 /* Field getters that never return NULL: "" / "-" for absent or null. */
 const char *j_str(const struct cJSON *o, const char *key);
 void text_terminal_safe(char *s);
-void json_terminal_safe(struct cJSON *o);
+void json_terminal_safe(struct cJSON *o, bool c0);
 double j_num(const struct cJSON *o, const char *key);
 bool j_bool(const struct cJSON *o, const char *key);
 /* RFC 3339 ("2026-11-23T09:33:19.123Z", "2026-11-23 09:33:19.12+00")

@@ -15,34 +15,42 @@
 #include "kasirctl.h"
 #include "util.h"
 
-/* Control characters of s (C0, DEL, C1 as UTF-8) become '?', in place:
- * what a daemon reports can hold a notification's unsigned fields, and
- * an escape sequence in them would rewrite the operator's terminal
- * (a fake "status PAID" line, the window title). */
-void
-text_terminal_safe(char *s)
+/* Control characters of s become '?', in place: C1 (as UTF-8) always,
+ * C0 and DEL when c0.  What a daemon reports can hold a notification's
+ * unsigned fields, and an escape sequence in them would rewrite the
+ * operator's terminal (a fake "status PAID" line, the window title). */
+static void
+terminal_safe(char *s, bool c0)
 {
 	for (unsigned char *p = (unsigned char *)s; p != NULL && *p; p++) {
-		if (*p < 0x20 || *p == 0x7f)
+		if (c0 && (*p < 0x20 || *p == 0x7f))
 			*p = '?';
 		else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f)
 			p[0] = p[1] = '?';
 	}
 }
 
-/* Every string of the tree o made terminal-safe (text output). */
 void
-json_terminal_safe(cJSON *o)
+text_terminal_safe(char *s)
+{
+	terminal_safe(s, true);
+}
+
+/* Every string of the tree o made terminal-safe: for text output all
+ * control characters; for JSON (c0 false) only C1, which cJSON prints
+ * raw (C0 and DEL it escapes as \u00XX). */
+void
+json_terminal_safe(cJSON *o, bool c0)
 {
 	cJSON *e;
 
 	if (o == NULL)
 		return;
 	if (o->string != NULL)
-		text_terminal_safe(o->string);
+		terminal_safe(o->string, c0);
 	if (cJSON_IsString(o))
-		text_terminal_safe(o->valuestring);
-	cJSON_ArrayForEach(e, o) json_terminal_safe(e);
+		terminal_safe(o->valuestring, c0);
+	cJSON_ArrayForEach(e, o) json_terminal_safe(e, c0);
 }
 
 const char *

@@ -157,6 +157,7 @@ struct claimed {
 	char order_status[32];
 	bool access_granted;
 	char valid_until[64];
+	int64_t claimed_ms; /* monotonic: when the lease began */
 };
 
 static double
@@ -225,6 +226,7 @@ claim(struct notifier *n, struct kasir_db *db, const char *channels,
 	int r;
 
 	memset(job, 0, sizeof(*job));
+	job->claimed_ms = now_mono_ms(); /* the lease begins no earlier */
 	snprintf(lease, sizeof(lease), "%" PRId64, n->conf->lease_ms);
 	if ((r = db_begin(db)) < 0)
 		return r;
@@ -554,8 +556,8 @@ record(struct notifier *n, struct kasir_db *db, const struct claimed *job,
 		 * was delivered.  A connection lost meanwhile (a restart, a
 		 * killed backend) is retried until the lease's end less a
 		 * margin, on a new connection. */
-		int64_t until = now_mono_ms() + n->conf->lease_ms - latency_ms -
-		                RECORD_MARGIN_MS;
+		int64_t until =
+		    job->claimed_ms + n->conf->lease_ms - RECORD_MARGIN_MS;
 		int64_t pause = RECORD_RETRY_MS;
 
 		while ((r = record_tx(db, job, pa, pj)) == KASIR_EDB &&

@@ -131,6 +131,11 @@ proven_claim(const struct evidence_msg *e, const struct order_row *o,
 		return false;
 	after.status = first.to;
 	after.reversed = facts->reversed || (first.flags & OFLAG_REVERSED);
+	/* the claimed transition's evidence is the answer: from here the
+	 * order names its transaction (evidence_update), and what the
+	 * answer adds (a partial refund) is about that payment */
+	if (e->in.transaction_id != NULL)
+		after.transaction_id = e->in.transaction_id;
 	order_decide(&after, &e->in, &next);
 	*d = first;
 	if (next.transition) {
@@ -200,15 +205,6 @@ confirm_request_fields(const struct evidence_msg *e)
 	                        e->in.gross_amount ? e->in.gross_amount : "");
 	time_rfc3339(now_real_ms(), at, sizeof(at));
 	cJSON_AddStringToObject(d, "requested_at", at);
-	/* the transaction the held notification named: asked about when its
-	 * channel is asked by transaction id (the order may have an earlier
-	 * failed attempt's id; the answer must name this order anyway) */
-	if (e->transaction_id != NULL)
-		cJSON_AddStringToObject(d, "claim_transaction_id",
-		                        e->transaction_id);
-	if (e->payment_type != NULL)
-		cJSON_AddStringToObject(d, "claim_payment_type",
-		                        e->payment_type);
 	return d;
 }
 

@@ -153,14 +153,19 @@ statusapi_interpret(long http_status, const char *body, size_t body_len,
 		v = VERDICT_HTTP_5XX;
 		goto out;
 	}
+	/* "not found" and "expired" name no order: asked by a transaction
+	 * id (a notification's, unsigned) they say nothing about this one,
+	 * and a junk id must not expire a paid order */
 	if ((http_status == 200 || http_status == 404) &&
 	    is_code(f.status_code, "404")) {
-		v = VERDICT_NOT_FOUND;
+		if (txn_id == NULL)
+			v = VERDICT_NOT_FOUND;
 		goto out;
 	}
 	if ((http_status == 200 || http_status == 407) &&
 	    is_code(f.status_code, "407")) {
-		v = VERDICT_EXPIRED;
+		if (txn_id == NULL)
+			v = VERDICT_EXPIRED;
 		goto out;
 	}
 	if (http_status == 200 &&

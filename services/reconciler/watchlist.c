@@ -142,28 +142,25 @@ static const struct db_stmt st_ingest_seen = {
 };
 
 /* $2: the request's orders seq.  The failure count restarts: the retry
- * backoff of a confirmation starts short.  $6, $7: the transaction the
- * held notification named and its payment type (the snapshot's id when
- * the request has none): the confirmation asks about that transaction
- * when its channel is asked by transaction id. */
+ * backoff of a confirmation starts short.  The transaction id a watch
+ * row learned first stays: a held claim is unsigned, and letting the
+ * latest one choose what is asked let a forged claim displace the
+ * genuine id (an outside attack, 2026-12-07: a paid order left
+ * waiting). */
 static const struct db_stmt st_confirm = {
     .name = "recon_watch_confirm",
     .sql = "INSERT INTO recon.watch (order_id, created_at, expires_at,"
-           " status, next_check_at, transaction_id, payment_type,"
-           " orders_seq, confirm_seq, confirm_since)"
+           " status, next_check_at, transaction_id, orders_seq, confirm_seq,"
+           " confirm_since)"
            " VALUES ($1, $3::timestamptz, $4::timestamptz, $5, now(), $6,"
-           "  $7, $2::bigint, $2::bigint, now())"
+           "  $2::bigint, $2::bigint, now())"
            " ON CONFLICT (order_id) DO UPDATE SET"
            "  confirm_seq = EXCLUDED.confirm_seq,"
            "  confirm_since = coalesce(recon.watch.confirm_since, now()),"
            "  next_check_at = least(recon.watch.next_check_at, now()),"
-           "  transaction_id = coalesce(EXCLUDED.transaction_id,"
-           "   recon.watch.transaction_id),"
-           "  payment_type = coalesce(EXCLUDED.payment_type,"
-           "   recon.watch.payment_type),"
            "  failures = 0, orders_seq = EXCLUDED.orders_seq,"
            "  updated_at = now()",
-    .nparams = 7,
+    .nparams = 6,
 };
 
 /*
@@ -206,15 +203,10 @@ static int
 apply_confirm(struct recon *r, struct kasir_db *db, const struct kasir_msg *msg,
               const char *seq, struct wl_exec *x)
 {
-	const char *claim = watch_ident(msg, "claim_transaction_id");
-	const char *p[7] = {
-	    msg_str(msg, "order_id"),
-	    seq,
-	    msg_str(msg, "created_at"),
-	    msg_str(msg, "expires_at"),
-	    msg_str(msg, "status"),
-	    claim != NULL ? claim : watch_ident(msg, "transaction_id"),
-	    claim != NULL ? watch_ident(msg, "claim_payment_type") : NULL};
+	const char *p[6] = {
+	    msg_str(msg, "order_id"),   seq,
+	    msg_str(msg, "created_at"), msg_str(msg, "expires_at"),
+	    msg_str(msg, "status"),     watch_ident(msg, "transaction_id")};
 	int rc;
 
 	/* an order the watch list has not seen (the reconciler was added

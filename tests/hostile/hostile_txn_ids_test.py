@@ -20,11 +20,12 @@ unsigned fields were rewritten:
    202, consistent) was confirmed by the Status API's truthful "deny" and
    applied as the claim, FAILED, so the customer's retry was refused.  A
    deny leaves the order PENDING, whichever body claimed it.
-4. the confirmation asks about the claimed transaction: a DANA customer
-   whose first attempt was declined (its id learned first) and who then
-   paid must get PAID: the confirmation asks about the transaction the
-   settlement names, not the first one the order saw.
-
+4. a junk transaction id: a claim naming one made the reconciler ask by
+   it; Midtrans's 404 for an unknown transaction expired a paid order.
+   Asked by a transaction id, 404 and 407 say nothing about the order;
+   the watch keeps the id it learned first.  And a payment proven with a
+   partial refund already on it (an earlier attempt's id learned first)
+   keeps the partial refund, about the paying transaction.
 5. terminal escapes: escape sequences in those fields reached the
    operator's terminal through `kasirctl order show` (a fake "status
    PAID" line, the window title); text output shows them as '?'.
@@ -163,22 +164,46 @@ def case_capture_deny(st):
     check(entitlements(st, "TX-D2") == 1, "TX-D2 has course access")
 
 
-def case_claimed_transaction(st):
-    create(st, "TX-E8")
-    t1 = truth(st, "TX-E8", "deny", payment_type="gopay")["transaction_id"]
-    create(st, "TX-H8")
-    notify(st, body("TX-H8", "deny", "202", transaction_id=t1, payment_type="dana"),
-           "TX-H8's first DANA attempt declined (the stand-in transaction)")
+def case_junk_transaction(st):
+    """A claim naming a junk transaction id: asked by it, Midtrans knows
+    no such transaction (404), which says nothing about this order: the
+    paid order must not expire on it.  The watch keeps the id it learned
+    first, so the order's own payment is still found."""
+    create(st, "TX-J1")
+    truth(st, "TX-J1", "pending", payment_type="bank_transfer", transaction_id="tx-TX-J1")
+    notify(st, body("TX-J1", "pending", "201", fraud_status=None, transaction_id="tx-TX-J1"),
+           "TX-J1's genuine pending body")
     applied(st)
-    f = truth(st, "TX-H8", "pay", payment_type="gopay")
-    notify(st, body("TX-H8", "settlement", "200", transaction_id=f["transaction_id"],
-                    payment_type="dana", settlement_time="2026-11-23 16:05:00"),
-           "TX-H8's settlement by DANA, its own transaction id")
-    paid(st, "TX-H8", "the confirmation asks about the settled transaction: TX-H8 PAID")
-    asked = st.sql("SELECT by_transaction_id, transaction_status FROM recon.status_check"
-                   " WHERE order_id = 'TX-H8' AND confirm ORDER BY id")
-    check(asked and asked[-1] == (True, "settlement"),
-          f"the confirming check asked by the settlement's transaction id ({asked})")
+    truth(st, "TX-J1", "pay", payment_type="bank_transfer")  # its notification lost
+    notify(st, body("TX-J1", "expire", "202", transaction_id="junk-0001", payment_type="dana"),
+           "TX-J1's 202 body rewritten: expire, a junk transaction id, dana")
+    applied(st)
+    st.wait_until(lambda: status(st, "TX-J1")[1] is None, timeout=30,
+                  what="the confirmation of TX-J1 answered")
+    check(status(st, "TX-J1")[0] == "PAID",
+          f"TX-J1 PAID on its own transaction's answer, never EXPIRED ({status(st, 'TX-J1')})")
+
+
+def case_partial_proven(st):
+    """The order learned an earlier attempt's id; the payment (another
+    transaction) was partly refunded before kasir asked: the answer proves
+    the payment and its partial refund, both about the paying
+    transaction, which the order names from then on."""
+    create(st, "TX-P1")
+    notify(st, body("TX-P1", "pending", "201", fraud_status=None,
+                    transaction_id="tx-first-attempt"), "TX-P1's first attempt pending")
+    applied(st)
+    truth(st, "TX-P1", "pay", payment_type="bank_transfer", transaction_id="tx-TX-P1")
+    truth(st, "TX-P1", "refund", refund_amount=50000)
+    notify(st, body("TX-P1", "settlement", "200", transaction_id="tx-TX-P1"),
+           "TX-P1's settlement notification")
+    applied(st)
+    st.wait_until(lambda: status(st, "TX-P1")[1] is None and status(st, "TX-P1")[0] != "PENDING",
+                  timeout=30, what="TX-P1 decided")
+    row = st.sql("SELECT status, partial_refund, flagged, transaction_id FROM orders.orders"
+                 " WHERE order_id = 'TX-P1'")[0]
+    check(row == ("PAID", True, False, "tx-TX-P1"),
+          f"TX-P1 PAID, partly refunded, not flagged, naming the payment ({row})")
 
 
 def case_terminal(st):
@@ -197,8 +222,9 @@ def case_terminal(st):
     check("bank_transfer?[2K?" in out, "the escape shows as '?'")
     cp = st.run_ctl("--json", "order", "show", "TX-E4")
     out = cp.stdout if isinstance(cp.stdout, str) else cp.stdout.decode()
-    check("\\u001b[2K" in out and "\x1b" not in out,
-          "--json keeps the value, escaped by JSON")
+    bad = [c for c in out if ord(c) < 0x20 and c not in "\n\t" or 0x7f <= ord(c) <= 0x9f]
+    check("\\u001b[2K" in out and not bad,
+          f"--json keeps the value, escaped by JSON, and no C1 character ({bad[:5]})")
 
 
 def main():
@@ -209,7 +235,8 @@ def main():
         case_stall(st)
         case_borrowed(st)
         case_capture_deny(st)
-        case_claimed_transaction(st)
+        case_junk_transaction(st)
+        case_partial_proven(st)
         case_terminal(st)
     return 0
 

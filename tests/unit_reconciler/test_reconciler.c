@@ -220,6 +220,14 @@ static const struct case_ cases[] = {
      "{\"status_code\":\"200\",\"transaction_status\":\"settlement\","
      "\"transaction_id\":\"tx-1\"}",
      "tx-1", VERDICT_UNEXPECTED, "settlement"},
+    /* asked by a transaction id, "not found" and "expired" name no order:
+     * a junk id must not expire an order */
+    {404,
+     "{\"status_code\":\"404\",\"status_message\":\"Transaction doesn't "
+     "exist.\"}",
+     "junk-1", VERDICT_UNEXPECTED, ""},
+    {407, "{\"status_code\":\"407\",\"transaction_status\":\"expire\"}", "tx-1",
+     VERDICT_UNEXPECTED, "expire"},
     {200,
      "{\"status_code\":\"201\",\"transaction_status\":\"pending\","
      "\"order_id\":\"ord-1\"}",
