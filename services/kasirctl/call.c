@@ -144,7 +144,8 @@ ctl_call(struct ctl *c, enum ctl_svc svc, const char *cmd, const cJSON *args,
 		        "out of memory");
 		return -ENOMEM;
 	}
-	json_terminal_safe(res, !c->json); /* --json escapes C0 itself */
+	if (!c->raw_replies)
+		json_terminal_safe(res, !c->json); /* --json escapes C0 */
 	*ret_result = res;
 	return 0;
 }

@@ -500,6 +500,10 @@ cmd_evidence(struct ctl *c, int argc, char **argv)
 	struct tm tm;
 	int rc = CTL_EXIT_OK, n;
 
+	/* the archive keeps what the daemons hold, byte for byte: a raw
+	 * Status API answer or notification is evidence, control
+	 * characters included (its files are not printed) */
+	c->raw_replies = true;
 	for (int i = 0; i < argc; i++) {
 		const char *v;
 

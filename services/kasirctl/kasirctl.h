@@ -163,6 +163,8 @@ struct ctl {
 	struct ctl_conf conf;
 	char *conf_source;         /* owned */
 	bool json;                 /* --json */
+	bool raw_replies;          /* replies kept byte for byte (evidence):
+	                            * never made terminal-safe */
 	char user[64];             /* unix user name */
 	enum admin_role unix_role; /* from groups (root: engineer) */
 	enum admin_role role;      /* effective: KASIR_ROLE may lower it */
