@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,9 +40,11 @@ def skip(msg):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """kasirtest's: claimed against parallel test processes, outside the
+    ephemeral range (a bind(0) port released here could go to another
+    test's process before ours binds it)."""
+    import kasirtest
+    return kasirtest.free_port()
 
 
 def wait_for(pred, timeout, what, interval=0.1):
