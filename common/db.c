@@ -193,9 +193,10 @@ db_track_state(struct kasir_db *db)
 
 /* After a command that succeeded on a live connection: a sign of life
  * of the loop, unless the server refused its work since and nothing has
- * been done yet (no COMMIT, no statement outside a transaction): a loop
- * whose every write is refused must turn silent, though its BEGIN and
- * ROLLBACK succeed. */
+ * been done yet inside this transaction (a COMMIT or a write clears
+ * db->refused in db_classify; a statement outside a transaction counts
+ * here): a loop whose every write is refused must turn silent, though
+ * its BEGIN and SELECTs succeed. */
 void
 db_track_tx(struct kasir_db *db)
 {

@@ -9,11 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "failpoint.h"
 #include "log.h"
+#include "util.h"
 
 #define FP_SPECS_MAX   32
 #define FP_NAMES_MAX   1024
@@ -153,7 +153,6 @@ static void
 pause_here(const char *name)
 {
 	char path[700], file[FAILPOINT_NAME_MAX];
-	struct timespec ts = {.tv_sec = 0, .tv_nsec = 20 * 1000 * 1000};
 	int fd;
 
 	if (fp_dir[0] == '\0')
@@ -170,7 +169,7 @@ pause_here(const char *name)
 	for (int i = 0; i < FP_PAUSE_MAX_S * 50; i++) {
 		if (access(path, F_OK) != 0)
 			return;
-		nanosleep(&ts, NULL);
+		sleep_ms(20);
 	}
 	log_warning("failpoint %s: paused for %d s, going on", name,
 	            FP_PAUSE_MAX_S);

@@ -188,7 +188,7 @@ static bool
 other_transaction(const struct order_facts *o, const struct evidence_in *ev)
 {
 	return o->transaction_id != NULL && ev->transaction_id != NULL &&
-	       strcmp(o->transaction_id, ev->transaction_id) != 0;
+	       !same_transaction(o, ev);
 }
 
 static void
