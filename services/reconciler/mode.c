@@ -10,9 +10,12 @@
  *              it; an operator's "normal" restarts the silence count.
  *   automatic  (mode.auto) enter when an order was created at least
  *              mode.auto_silence ago (within mode.activity_window) and no
- *              webhook notification has arrived since it was created;
- *              leave an automatically entered mode as soon as a
- *              notification newer than the mode's start has arrived.
+ *              webhook notification has said anything new since it was
+ *              created; leave an automatically entered mode as soon as
+ *              one has since the mode's start.  "New": a status its
+ *              order had not heard from a webhook before (watchlist.c,
+ *              st_evidence), so that replaying old genuine bodies
+ *              neither keeps the mode off nor ends it.
  * Every change is logged, audited (actor "kasir-reconciler", role "auto"
  * for automatic ones) and counted; the kasir_reconciler_mode gauge shows
  * the current mode.

@@ -118,7 +118,14 @@ static const struct db_stmt st_final = {
 };
 
 /* $4: the key of what the evidence said; $5: received_at when it was a
- * webhook notification (NULL otherwise). */
+ * webhook notification (NULL otherwise).  A notification whose key the
+ * order has not heard before (and whose list of heard keys has room) is
+ * news: it moves news_at, which the automatic mode's "webhooks flow"
+ * reads (st_ingest_seen).  A replay says nothing new.  SET sees the row
+ * as it was, so both columns test the same old heard. */
+#define WATCH_NEWS                                                             \
+	"$5::timestamptz IS NOT NULL AND $4::text IS NOT NULL"                 \
+	" AND NOT ($4::text = ANY (heard)) AND cardinality(heard) < 16"
 static const struct db_stmt st_evidence = {
     .name = "recon_watch_evidence",
     .sql = "UPDATE recon.watch SET"
@@ -128,15 +135,21 @@ static const struct db_stmt st_evidence = {
            " last_notification_at = CASE WHEN $5::timestamptz IS NULL"
            "  THEN last_notification_at"
            "  ELSE greatest(last_notification_at, $5::timestamptz) END,"
+           " heard = CASE WHEN " WATCH_NEWS " THEN heard || $4::text"
+           "  ELSE heard END,"
+           " news_at = CASE WHEN " WATCH_NEWS
+           "  THEN greatest(news_at, $5::timestamptz) ELSE news_at END,"
            " orders_seq = $6::bigint, updated_at = now()"
            " WHERE order_id = $1",
     .nparams = 6,
 };
 
+/* $1: the orders whose webhook notifications a batch applied. */
 static const struct db_stmt st_ingest_seen = {
     .name = "recon_settings_ingest_seen",
     .sql = "UPDATE recon.settings SET last_ingest_at ="
-           " greatest(last_ingest_at, $1::timestamptz), updated_at = now()"
+           " greatest(last_ingest_at, (SELECT max(news_at) FROM recon.watch"
+           "  WHERE order_id = ANY ($1::text[]))), updated_at = now()"
            " WHERE id = 1",
     .nparams = 1,
 };
@@ -173,11 +186,10 @@ static const struct db_stmt st_confirm = {
  */
 struct wl_exec {
 	struct db_batch b;
-	/* the newest notification arrival of the batch: recon.settings'
+	/* the orders of the batch's webhook notifications: recon.settings'
 	 * one row is updated once per batch, not once per message (every
 	 * update holds that row until COMMIT, and mode_evaluate() reads it) */
-	const char *ingest_at;
-	int64_t ingest_ms;
+	struct db_array heard;
 };
 
 static int
@@ -311,15 +323,18 @@ apply_evidence(struct kasir_db *db, const struct kasir_msg *msg,
 			return rc;
 	}
 	if (ingest && x != NULL) {
-		if (x->ingest_at == NULL || ms > x->ingest_ms) {
-			x->ingest_at = received;
-			x->ingest_ms = ms;
-		}
+		db_array_add(&x->heard, msg_str(msg, "order_id"));
 	} else if (ingest) {
-		const char *p[1] = {received};
+		struct db_array one = {0};
+		const char *p[1];
 
-		if ((rc = db_exec(db, &st_ingest_seen, p, NULL)) < 0)
-			return rc;
+		db_array_add(&one, msg_str(msg, "order_id"));
+		if ((p[0] = db_array_text(&one)) == NULL)
+			rc = -ENOMEM;
+		else
+			rc = db_exec(db, &st_ingest_seen, p, NULL);
+		db_array_free(&one);
+		return rc;
 	}
 	return 0;
 }
@@ -413,13 +428,15 @@ watchlist_apply_batch(void *arg, struct kasir_db *db,
 		 * careful pass, which poisons exactly that message */
 		rc = apply_one(arg, db, msgs[i], &x);
 	}
-	if (rc == 0 && x.ingest_at != NULL) {
-		const char *p[1] = {x.ingest_at};
+	if (rc == 0 && x.heard.n > 0) {
+		const char *p[1] = {db_array_text(&x.heard)};
 
-		rc = wl_exec(&x, db, &st_ingest_seen, p);
+		rc = p[0] != NULL ? wl_exec(&x, db, &st_ingest_seen, p)
+		                  : -ENOMEM;
 	}
 	if (rc == 0)
 		rc = db_batch_sync(&x.b, db);
 	db_pipe_end(db);
+	db_array_free(&x.heard);
 	return rc;
 }

@@ -6,7 +6,11 @@ An operator's mode change needs the engineer role and a reason, is
 audited, and an operator's reconcile mode is not left automatically.
 In signature_only mode a notification makes the PAID transition itself
 (no order.evidence for it): the watch list learns from order.paid what
-the notification said, and that webhooks arrive."""
+the notification said, and that webhooks arrive.
+Only a notification that says something new for its order counts as
+"webhooks flow": replaying an old genuine body neither keeps the mode
+off nor ends it (an outside attack, 2026-12-07)."""
+import threading
 import time
 
 import rstack
@@ -30,13 +34,45 @@ def main():
         rstack.start(st)
         assert mode(st) == ("normal", True) and gauge(st) == 0
 
-        silent = rstack.create_order(st, "silent@example.com")
-        t0 = time.time()
-        rstack.pay(st, silent, notify="drop")
-        st.wait_until(lambda: mode(st)[0] == "reconcile", timeout=15,
-                      what="automatic reconciliation mode")
-        log("reconcile mode after %.1fs of silence" % (time.time() - t0))
-        assert mode(st) == ("reconcile", True)
+        # someone replays a genuine notification body of a paid order
+        # every 0.3 s through the whole outage: it is stored each time
+        # (every delivery is evidence) but says nothing new
+        noisy = rstack.create_order(st, "noisy@example.com")
+        rstack.pay(st, noisy, notify="normal")
+        st.wait_until(lambda: rstack.order_status(st, noisy) == "PAID",
+                      timeout=20, what="noisy PAID through the webhook")
+        raw = bytes(st.sql("SELECT raw FROM ingest.payment_event"
+                           " WHERE order_id = %s ORDER BY id LIMIT 1",
+                           (noisy,))[0][0])
+        stop = threading.Event()
+
+        def replay():
+            while not stop.wait(0.3):
+                st.notify(raw, {"Content-Type": "application/json"})
+        replayer = threading.Thread(target=replay, daemon=True)
+        replayer.start()
+
+        try:
+            silent = rstack.create_order(st, "silent@example.com")
+            t0 = time.time()
+            rstack.pay(st, silent, notify="drop")
+            st.wait_until(lambda: mode(st)[0] == "reconcile", timeout=15,
+                          what="automatic reconciliation mode (while an old"
+                          " body is replayed)")
+            log("reconcile mode after %.1fs of silence" % (time.time() - t0))
+            assert mode(st) == ("reconcile", True)
+            replays = rstack.ingest_events(st, noisy) - 1
+            assert replays >= 5, replays
+            # the replays do not end the mode either
+            time.sleep(2.5)
+            assert mode(st) == ("reconcile", True)
+        finally:
+            stop.set()
+            replayer.join()
+        replays = rstack.ingest_events(st, noisy) - 1
+        log("%d replays of an old body: not news" % replays)
+        assert st.sql("SELECT heard FROM recon.watch WHERE order_id = %s",
+                      (noisy,)) == [(["status:settlement"],)]
         assert gauge(st) == 1
         st.wait_until(lambda: rstack.order_status(st, silent) == "PAID",
                       timeout=15, what="PAID through reconciliation mode")
