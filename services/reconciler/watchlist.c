@@ -144,12 +144,16 @@ static const struct db_stmt st_evidence = {
     .nparams = 6,
 };
 
-/* $1: the orders whose webhook notifications a batch applied. */
+/* $1: the orders whose webhook notifications a batch applied.  One
+ * primary key lookup per order: "order_id = ANY ($1)" let a plan made
+ * while recon.watch was empty scan the whole table at every batch (4.7
+ * ms a call at 300 payments/s, pg_stat_statements). */
 static const struct db_stmt st_ingest_seen = {
     .name = "recon_settings_ingest_seen",
     .sql = "UPDATE recon.settings SET last_ingest_at ="
-           " greatest(last_ingest_at, (SELECT max(news_at) FROM recon.watch"
-           "  WHERE order_id = ANY ($1::text[]))), updated_at = now()"
+           " greatest(last_ingest_at, (SELECT max((SELECT w.news_at"
+           "  FROM recon.watch w WHERE w.order_id = u.id))"
+           "  FROM unnest($1::text[]) AS u(id))), updated_at = now()"
            " WHERE id = 1",
     .nparams = 1,
 };
