@@ -767,6 +767,7 @@ def confirm_point(args, st, key, idx, rate, services):
     if args.statements:
         st.sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
         st.sql("SELECT pg_stat_statements_reset()")
+        seq0 = seqscan_snapshot(st)
     t0, intended, accepted, sender_cpu = open_loop_send(
         args, st.dir, st.url("ingest"), bodies, rate, args.clients)
     sent_end = time.time()
@@ -802,6 +803,8 @@ def confirm_point(args, st, key, idx, rate, services):
     if args.statements:
         print(f"[kbench] confirm {rate}/s: PostgreSQL statements"
               " (pg_stat_statements):\n" + drain_statements(st, 25))
+        print(f"[kbench] confirm {rate}/s: sequential scans"
+              " (pg_stat_user_tables):\n" + seqscan_diff(seq0, st))
     got = rows()
     want = {oid: intended[i] for i, oid in enumerate(ids)}
     paid = [oid for oid, v in got.items() if v[5] is not None]
@@ -1080,6 +1083,26 @@ def drain_once(args, live, n):
             "stmts": stmts,
             "rate_total": done / total if total else 0,
             "rate_db": done / span if span else float("nan")}
+
+
+def seqscan_snapshot(st):
+    """Sequential scans and the rows they read, per table."""
+    return {f"{r[0]}.{r[1]}": (int(r[2]), int(r[3])) for r in st.sql(
+        "SELECT schemaname, relname, seq_scan, seq_tup_read"
+        " FROM pg_stat_user_tables")}
+
+
+def seqscan_diff(before, st):
+    """The tables read sequentially since `before` (a statistics
+    snapshot lags a backend's counters by up to a second)."""
+    time.sleep(1.0)
+    after = seqscan_snapshot(st)
+    lines = []
+    for t, (n, rows) in sorted(after.items()):
+        n0, rows0 = before.get(t, (0, 0))
+        if rows > rows0:
+            lines.append(f"  {t}: {n - n0} scans, {rows - rows0} rows read")
+    return "\n".join(lines) or "  (none read rows)"
 
 
 def drain_statements(st, top=15):
