@@ -35,7 +35,9 @@ of an order is stood in for by another fake order's declined transaction.
 """
 
 import json
+import os
 import sys
+import tarfile
 import time
 
 import kasirtest
@@ -225,6 +227,16 @@ def case_terminal(st):
     bad = [c for c in out if ord(c) < 0x20 and c not in "\n\t" or 0x7f <= ord(c) <= 0x9f]
     check("\\u001b[2K" in out and not bad,
           f"--json keeps the value, escaped by JSON, and no C1 character ({bad[:5]})")
+    # the evidence archive is not printed: it keeps what the daemons
+    # hold byte for byte, escapes included (kasirctl's raw_replies)
+    path = os.path.join(st.dir, "TX-E4-evidence.tar")
+    cp = st.run_ctl("evidence", "TX-E4", "--output", path)
+    check(cp.returncode == 0, f"kasirctl evidence TX-E4 ({cp.stderr.strip()[:200]})")
+    with tarfile.open(path) as t:
+        data = b"".join(t.extractfile(m).read() for m in t.getmembers() if m.isfile())
+    check(b"bank_transfer\\u001b[2K\\r\\u001b[1A" in data
+          and b"bank_transfer?[2K" not in data,
+          "the evidence archive keeps the payment type as the daemons hold it")
 
 
 def main():
