@@ -27,7 +27,8 @@
  *
  * Failpoints (failpoint.h) sit at every command a handle sends, named
  * "<label>:<statement>" so that tests can break the connection exactly
- * there; they cost one branch when KASIR_FAILPOINTS is not set.
+ * there, and after a COMMIT the server made ("<label>:COMMIT-reply": the
+ * answer lost); they cost one branch when KASIR_FAILPOINTS is not set.
  *
  * This file: the connection and the transactions.  The pipeline is in
  * db_pipe.c, array literals in db_array.c, the migration runner in
@@ -237,19 +238,21 @@ db_sqlstate_is_refusal(const char *st)
  * The failpoint named "<label>:<what>", hit just before the command is
  * sent on a live connection.  When it fires with the "break" action the
  * socket is shut down, so the command sees a dead session exactly as it
- * would after a backend kill or a server crash.
+ * would after a backend kill or a server crash; true then.
  */
-void
+bool
 db_failpoint(struct kasir_db *db, const char *what)
 {
 	char name[FAILPOINT_NAME_MAX];
 
 	if (!failpoint_enabled() || db->pg == NULL)
-		return;
+		return false;
 	snprintf(name, sizeof(name), "%s:%s", db->label[0] ? db->label : "db",
 	         what);
-	if (failpoint_hit(name) == FAILPOINT_BREAK)
-		(void)shutdown(PQsocket(db->pg), SHUT_RDWR);
+	if (failpoint_hit(name) != FAILPOINT_BREAK)
+		return false;
+	(void)shutdown(PQsocket(db->pg), SHUT_RDWR);
+	return true;
 }
 
 void
@@ -666,6 +669,16 @@ db_commit(struct kasir_db *db)
 			db_set_error(db, "25P02",
 			             "transaction was aborted and rolled back");
 			return KASIR_ESQL;
+		}
+		/* "<label>:COMMIT-reply": the server committed and the
+		 * connection dies before the answer is read, as after a
+		 * crash right after the commit reached the disk.  The caller
+		 * must settle the outcome itself (read back, or make the
+		 * retry harmless). */
+		if (db_failpoint(db, "COMMIT-reply")) {
+			db_set_error(db, "", "connection lost during COMMIT");
+			drop_connection(db, true);
+			return KASIR_EDBUNKNOWN;
 		}
 		clear_error(db);
 		return 0;

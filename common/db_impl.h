@@ -72,7 +72,7 @@ void db_track_state(struct kasir_db *db);
  * socket is shut down, so the command sees a dead session exactly as it
  * would after a backend kill or a server crash.
  */
-void db_failpoint(struct kasir_db *db, const char *what);
+bool db_failpoint(struct kasir_db *db, const char *what);
 
 /* Records what db_last_sqlstate() / db_last_error() report. */
 void db_set_error(struct kasir_db *db, const char *sqlstate, const char *msg);

@@ -453,17 +453,43 @@ static const struct db_stmt st_attempt_recorded = {
     .nparams = 3,
 };
 
+/* Whether the attempt pa names is recorded: 1 yes, 0 no, <0 not known
+ * (the database is still away). */
+static int
+attempt_recorded(struct kasir_db *db, const char *const *pa)
+{
+	PGresult *res = NULL;
+	const char *p[3] = {pa[0], pa[1], pa[2]};
+	int r;
+
+	if ((r = db_exec(db, &st_attempt_recorded, p, &res)) < 0)
+		return r;
+	r = PQntuples(res) > 0;
+	PQclear(res);
+	return r;
+}
+
 /* One try at recording (pa: the attempt, pj: the job's next state): 0,
- * KASIR_EDB when the connection failed and nothing was committed (try
- * again), or another error.  A COMMIT whose outcome is unknown is
- * settled by reading the attempt back. */
+ * KASIR_EDB when nothing was committed or that is not known yet (try
+ * again), or another error.  A COMMIT whose outcome is unknown is settled
+ * by reading the attempt back, at once or, while the database is away,
+ * at the start of the next try (*unknown): an attempt row is evidence,
+ * and a second 'sent' row would say the receipt went out twice (a chaos
+ * run, 2026-12-07: PostgreSQL stopped right after the COMMIT). */
 static int
 record_tx(struct kasir_db *db, const struct claimed *job, const char *const *pa,
-          const char *const *pj)
+          const char *const *pj, bool *unknown)
 {
 	PGresult *ures = NULL;
 	int r;
 
+	if (*unknown) {
+		if ((r = attempt_recorded(db, pa)) < 0)
+			return KASIR_EDB;
+		*unknown = false;
+		if (r == 1)
+			return 0;
+	}
 	if ((r = db_begin(db)) < 0)
 		return r;
 	if ((r = db_exec(db, &st_attempt_insert, pa, NULL)) < 0 ||
@@ -478,13 +504,11 @@ record_tx(struct kasir_db *db, const struct claimed *job, const char *const *pa,
 		          job->id);
 	PQclear(ures);
 	if ((r = db_commit(db)) == KASIR_EDBUNKNOWN) {
-		PGresult *res = NULL;
-		const char *p[3] = {pa[0], pa[1], pa[2]};
-
-		if (db_exec(db, &st_attempt_recorded, p, &res) < 0)
+		*unknown = true;
+		if ((r = attempt_recorded(db, pa)) < 0)
 			return KASIR_EDB; /* not known yet: ask again */
-		r = PQntuples(res) > 0 ? 0 : KASIR_EDB;
-		PQclear(res);
+		*unknown = false;
+		r = r == 1 ? 0 : KASIR_EDB;
 	}
 	return r;
 }
@@ -559,8 +583,10 @@ record(struct notifier *n, struct kasir_db *db, const struct claimed *job,
 		int64_t until =
 		    job->claimed_ms + n->conf->lease_ms - RECORD_MARGIN_MS;
 		int64_t pause = RECORD_RETRY_MS;
+		bool unknown = false;
 
-		while ((r = record_tx(db, job, pa, pj)) == KASIR_EDB &&
+		while ((r = record_tx(db, job, pa, pj, &unknown)) ==
+		           KASIR_EDB &&
 		       now_mono_ms() + pause < until &&
 		       !atomic_load(&n->stopping)) {
 			sleep_ms(pause);

@@ -13,8 +13,18 @@ two receipt jobs are being sent; the worker backends are terminated;
 the providers resume.  Each receipt must end `sent`, with no `uncertain`
 attempt, delivered once.  Run once with pg_terminate_backend and once
 with a PostgreSQL crash (stop -m immediate, start).
+
+Third case, the COMMIT's answer lost (found by a chaos run, 2026-12-07):
+the record's COMMIT is made, the connection dies before its answer is
+read, and reading the attempt back fails too (the database is still
+away).  The next try must read back first, not insert again: a second
+'sent' attempt row says the receipt went out twice.  Failpoints
+(common/failpoint.h) make it happen at one exact place: the one worker's
+second COMMIT (the record of the first job it sends) and its first
+read-back.
 """
 
+import glob
 import os
 import signal
 import sys
@@ -80,7 +90,40 @@ def blip(st, n, how):
     check(len(mails) == 1, f"the email receipt delivered once ({len(mails)} with {header})")
 
 
+def commit_reply_lost():
+    overrides = dict(OVERRIDES, NOTIFY_WORKERS="1")
+    with kasirtest.Stack.for_test(overrides=overrides, durable=True,
+                                  name="notifier_commit_reply_lost") as st:
+        fpdir = os.path.join(st.dir, "failpoints")
+        os.makedirs(fpdir, exist_ok=True)
+        st.start_all(services=[d for d in kasirtest.DAEMONS if d != "notifier"])
+        st.start("notifier", env={
+            "KASIR_FAILPOINT_DIR": fpdir,
+            "KASIR_FAILPOINTS": "notifier.worker.0:COMMIT-reply=break@2,"
+                                "notifier.worker.0:notify_attempt_recorded=break"})
+        r = st.api("POST", "/v1/orders", {"course_id": COURSE, "customer": {
+            "name": "Budi", "email": "lost@example.com", "phone": "+6281234567801"}})
+        check(r.status == 201, "order created")
+        oid = r.body["order_id"]
+        st.wait_until(lambda: st.sql("SELECT count(*) FROM notify.job WHERE order_id = %s"
+                                     " AND kind = 'instructions' AND state = 'sent'",
+                                     (oid,))[0][0] == 2, timeout=30, what="instructions sent")
+        fired = set()
+        for path in glob.glob(os.path.join(fpdir, "failpoints.*")):
+            with open(path) as f:
+                fired |= {ln.split()[1] for ln in f if ln.startswith("fired ")}
+        check(fired == {"notifier.worker.0:COMMIT-reply",
+                        "notifier.worker.0:notify_attempt_recorded"},
+              f"the COMMIT's answer and the read-back were lost ({sorted(fired)})")
+        rows = st.sql("SELECT j.channel, a.attempt_no, a.result FROM notify.attempt a"
+                      " JOIN notify.job j ON j.id = a.job_id WHERE j.order_id = %s"
+                      " ORDER BY a.id", (oid,))
+        check(sorted(rows) == [("email", 1, "sent"), ("whatsapp", 1, "sent")],
+              f"one 'sent' attempt per instructions job ({rows})")
+
+
 def main():
+    commit_reply_lost()
     with kasirtest.Stack.for_test(overrides=OVERRIDES, durable=True) as st:
         st.start_all()
         blip(st, 1, "terminate")
