@@ -109,7 +109,7 @@
 	"  LIMIT $4::int FOR UPDATE SKIP LOCKED) c"                            \
 	" WHERE w.order_id = c.order_id"                                       \
 	" RETURNING w.order_id, w.transaction_id, w.payment_type,"             \
-	"  w.confirm_seq"
+	"  w.confirm_seq, (extract(epoch FROM w.created_at) * 1000)::bigint"
 
 static const struct db_stmt st_claim = {
     .name = "recon_claim",
@@ -738,6 +738,7 @@ claim(struct recon *r, struct kasir_db *db, const struct db_stmt *st,
 		              sizeof(c->ident));
 		c->confirm_seq =
 		    db_get(res, i, 3) != NULL ? db_get_i64(res, i, 3) : 0;
+		c->created_ms = db_get_i64(res, i, 4);
 		n++;
 	}
 	PQclear(res);

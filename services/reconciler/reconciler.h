@@ -185,6 +185,7 @@ struct status_fields {
 	char transaction_id[RECON_ID_MAX];
 	char order_id[RECON_ID_MAX];
 	char settlement_time[32];            /* a deny with it: a reversal */
+	char transaction_time[32];           /* WIB, "YYYY-MM-DD HH:MM:SS" */
 	char refund_amount[RECON_FIELD_MAX]; /* a refund's amount, "50000.00" */
 };
 
@@ -209,6 +210,18 @@ enum recon_verdict statusapi_interpret(long http_status, const char *body,
                                        const char *txn_id,
                                        struct status_fields *ret_fields);
 
+/*
+ * True when the answer's transaction was made before the order existed at
+ * kasir (transaction_time earlier than created_ms by more than
+ * STATUSAPI_CLOCK_SLACK_MS): a transaction kasir's Snap call cannot have
+ * started, so someone else's payment under an order id used before (an
+ * outside attack, 2026-12-07: another system's settled payment paid a
+ * later kasir order given the same id).  Such an answer is not evidence
+ * for the order.  False when either time is unknown.
+ */
+#define STATUSAPI_CLOCK_SLACK_MS 2000
+bool statusapi_predates(const struct status_fields *f, int64_t created_ms);
+
 /* ---- the Status API client (statusapi.c) ------------------------------ */
 
 struct metrics;
@@ -231,6 +244,9 @@ struct statusapi_answer {
  * answers (owned by the call until statusapi_call_reset). */
 struct statusapi_call {
 	char order_id[RECON_ID_MAX];
+	int64_t created_ms; /* the order's creation at kasir; 0: not known
+	                     * (set by the claim; statusapi_call_reset()
+	                     * keeps it, like the ids) */
 	char ident[RECON_ID_MAX]; /* what goes in the URL */
 	bool by_txn;              /* ident is a transaction id */
 	/* orders stream seq of the confirm.request this check answers

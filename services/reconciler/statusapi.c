@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -136,6 +137,8 @@ statusapi_interpret(long http_status, const char *body, size_t body_len,
 		           sizeof(f.settlement_time));
 		copy_field(j, "refund_amount", f.refund_amount,
 		           sizeof(f.refund_amount));
+		copy_field(j, "transaction_time", f.transaction_time,
+		           sizeof(f.transaction_time));
 	}
 
 	if (http_status == 401 || is_code(f.status_code, "401")) {
@@ -186,6 +189,35 @@ out:
 	if (ret_fields != NULL)
 		*ret_fields = f;
 	return v;
+}
+
+/* Midtrans's "YYYY-MM-DD HH:MM:SS" in Asia/Jakarta (UTC+7, no daylight
+ * saving, no offset in the string) as epoch milliseconds. */
+static int
+wib_time_ms(const char *s, int64_t *ret)
+{
+	struct tm tm;
+	const char *end;
+
+	memset(&tm, 0, sizeof(tm));
+	end = strptime(s, "%Y-%m-%d %H:%M:%S", &tm);
+	if (end == NULL || *end != '\0')
+		return -EINVAL;
+	*ret = ((int64_t)timegm(&tm) - 7 * 3600) * 1000;
+	return 0;
+}
+
+bool
+statusapi_predates(const struct status_fields *f, int64_t created_ms)
+{
+	int64_t t;
+
+	if (created_ms <= 0 || f->transaction_time[0] == '\0' ||
+	    wib_time_ms(f->transaction_time, &t) < 0)
+		return false;
+	/* the string has whole seconds: the transaction began within the
+	 * second after t */
+	return t + 1000 + STATUSAPI_CLOCK_SLACK_MS < created_ms;
 }
 
 /* ---- the client ------------------------------------------------------ */
@@ -376,7 +408,19 @@ finish(struct statusapi *a, struct statusapi_call *c, CURLcode res)
 	ans->verdict = statusapi_interpret(
 	    code, ans->body.data, ans->body.len, c->order_id,
 	    c->by_txn ? c->ident : NULL, &ans->f);
-	if (ans->verdict == VERDICT_UNEXPECTED && ans->f.order_id[0] != '\0' &&
+	if (ans->verdict == VERDICT_STATUS &&
+	    statusapi_predates(&ans->f, c->created_ms)) {
+		ans->verdict = VERDICT_UNEXPECTED;
+		log_fields(LOG_WARNING,
+		           LOG_F({"ORDER_ID", c->order_id},
+		                 {"TRANSACTION_ID", ans->f.transaction_id}),
+		           "status api answer is about a transaction made at "
+		           "%s WIB, before the order was created: not this "
+		           "order's payment (its order id was used before, by "
+		           "someone else): not evidence",
+		           ans->f.transaction_time);
+	} else if (ans->verdict == VERDICT_UNEXPECTED &&
+	           ans->f.order_id[0] != '\0' &&
 	    strcmp(ans->f.order_id, c->order_id) != 0)
 		log_fields(LOG_WARNING,
 		           LOG_F({"ORDER_ID", c->order_id},

@@ -29,6 +29,12 @@ unsigned fields were rewritten:
 5. terminal escapes: escape sequences in those fields reached the
    operator's terminal through `kasirctl order show` (a fake "status
    PAID" line, the window title); text output shows them as '?'.
+6. someone else's payment: a payment made at Midtrans under an order id
+   before kasir had that order (another system on the same Midtrans
+   account), then a kasir order given the same id (the API lets a client
+   choose it; Snap answers 406).  Its settlement, asked by order id, paid
+   the kasir order: access and receipt for a customer who never paid.
+   A transaction made before the order was created is not its payment.
 
 The fake Midtrans keeps one transaction per order, so an earlier attempt
 of an order is stood in for by another fake order's declined transaction.
@@ -239,6 +245,30 @@ def case_terminal(st):
           "the evidence archive keeps the payment type as the daemons hold it")
 
 
+def case_foreign_payment(st):
+    oid = "TX-F6"
+    r = st.fake("POST", f"/_fake/orders/{oid}/pay",
+                {"amount": int(float(AMOUNT)), "payment_type": "bank_transfer",
+                 "notify": "drop"})
+    check(r.status == 200, "someone else's payment settled at Midtrans under TX-F6")
+    # whole seconds in transaction_time, 2 s of clock slack: the order is
+    # created more than 3 s later (a sleep is a lower bound)
+    time.sleep(3.5)
+    r = st.api("POST", "/v1/orders", {"course_id": COURSE, "order_id": oid, "customer": CUST})
+    check(r.status == 502, f"the kasir order TX-F6: Snap says the id is used ({r.status})")
+    st.wait_until(lambda: st.sql("SELECT count(*) FROM recon.status_check WHERE order_id = %s",
+                                 (oid,))[0][0] >= 1, timeout=30, what="TX-F6 checked")
+    time.sleep(1)
+    v = st.sql("SELECT verdict, transaction_status FROM recon.status_check"
+               " WHERE order_id = %s ORDER BY id", (oid,))
+    check(v and all(x == ("unexpected", "settlement") for x in v),
+          f"the settlement answer is kept, not evidence ({v})")
+    check(status(st, oid)[0] == "PENDING" and entitlements(st, oid) == 0
+          and receipts(st, oid) == 0, f"TX-F6 stays PENDING: no access, no receipt ({status(st, oid)})")
+    check("before the order was created" in st.log_text("reconciler"),
+          "the reconciler says why")
+
+
 def main():
     overrides = {"ORDER_SIGNATURE_ONLY": "false", "RECON_FIRST_CHECK": "2s",
                  "INGEST_RATE": "10000", "INGEST_BURST": "10000"}
@@ -250,6 +280,7 @@ def main():
         case_junk_transaction(st)
         case_partial_proven(st)
         case_terminal(st)
+        case_foreign_payment(st)
     return 0
 
 

@@ -304,6 +304,33 @@ test_interpret_table(void **state)
 	}
 }
 
+/* A transaction made before the order existed is not its payment: WIB
+ * "YYYY-MM-DD HH:MM:SS" against the order's creation, whole seconds, 2 s
+ * of clock slack; unknown times never rule. */
+static void
+test_predates(void **state)
+{
+	struct status_fields f;
+	/* 2026-12-07 10:00:00 WIB = 03:00:00 UTC */
+	const int64_t t = 1796612400000LL;
+
+	(void)state;
+	memset(&f, 0, sizeof(f));
+	snprintf(f.transaction_time, sizeof(f.transaction_time), "%s",
+	         "2026-12-07 10:00:00");
+	assert_false(statusapi_predates(&f, t));          /* same second */
+	assert_false(statusapi_predates(&f, t + 3000));   /* within slack */
+	assert_true(statusapi_predates(&f, t + 3001));    /* before the order */
+	assert_true(statusapi_predates(&f, t + 86400000)); /* a day before */
+	assert_false(statusapi_predates(&f, t - 60000));  /* after the order */
+	assert_false(statusapi_predates(&f, 0));          /* order time unknown */
+	snprintf(f.transaction_time, sizeof(f.transaction_time), "%s",
+	         "2026-12-07T10:00:00Z");
+	assert_false(statusapi_predates(&f, t + 86400000)); /* not Midtrans's */
+	f.transaction_time[0] = '\0';
+	assert_false(statusapi_predates(&f, t + 86400000));
+}
+
 static void
 test_interpret_fields(void **state)
 {
@@ -475,6 +502,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_first_check),
+	    cmocka_unit_test(test_predates),
 	    cmocka_unit_test(test_backoff_sequence),
 	    cmocka_unit_test(test_expiry_check_never_skipped),
 	    cmocka_unit_test(test_failure_retry),
