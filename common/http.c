@@ -347,6 +347,8 @@ struct framing {
 	unsigned content_lengths; /* Content-Length headers seen */
 	bool content_length_bad;  /* one of them is not 1*DIGIT or too big */
 	bool transfer_encoding;   /* any Transfer-Encoding header */
+	bool coding_unknown;      /* one that is not exactly "chunked" */
+	bool name_space;          /* whitespace in a header's name */
 };
 
 /* RFC 9110 8.6: Content-Length = 1*DIGIT; more than 18 digits would not
@@ -366,12 +368,18 @@ framing_header(void *cls, enum MHD_ValueKind kind, const char *key,
 	struct framing *f = cls;
 
 	(void)kind;
+	/* "Content-Length : 5" reaches us as the name "Content-Length "
+	 * (RFC 9112 5.1: whitespace before the colon is refused) */
+	if (key[strcspn(key, " \t")] != '\0')
+		f->name_space = true;
 	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
 		f->content_lengths++;
 		if (value == NULL || !content_length_valid(value))
 			f->content_length_bad = true;
 	} else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0) {
 		f->transfer_encoding = true;
+		if (value == NULL || strcasecmp(value, "chunked") != 0)
+			f->coding_unknown = true;
 	}
 	return MHD_YES;
 }
@@ -379,9 +387,11 @@ framing_header(void *cls, enum MHD_ValueKind kind, const char *key,
 /*
  * RFC 9112 6.3: a request whose body length is ambiguous (Content-Length
  * with Transfer-Encoding, several Content-Length headers, even equal
- * ones, or one that is not a plain number) is refused and the connection
- * closed, so that nothing behind it is read as a second request (request
- * smuggling through a proxy that frames it the other way).
+ * ones, or one that is not a plain number, a header name with whitespace
+ * before its colon, a transfer coding other than chunked) is refused and
+ * the connection closed, so that nothing behind it is read as a second
+ * request (request smuggling through a proxy that frames it the other
+ * way).
  * libmicrohttpd 0.9.75 uses the first Content-Length or the chunked
  * coding and would go on.  NULL when the framing is sound, else why not.
  */
@@ -391,12 +401,19 @@ framing_refusal(struct MHD_Connection *conn)
 	struct framing f = {0};
 
 	MHD_get_connection_values(conn, MHD_HEADER_KIND, framing_header, &f);
+	if (f.name_space)
+		return "whitespace in a header name";
 	if (f.transfer_encoding && f.content_lengths > 0)
 		return "both Content-Length and Transfer-Encoding";
 	if (f.content_lengths > 1)
 		return "more than one Content-Length";
 	if (f.content_length_bad)
 		return "Content-Length is not a number";
+	/* a coding other than chunked alone (xchunked, "chunked,
+	 * identity") has no length we could read: libmicrohttpd waited for
+	 * the idle timeout without an answer */
+	if (f.coding_unknown)
+		return "Transfer-Encoding other than chunked";
 	return NULL;
 }
 

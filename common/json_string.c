@@ -64,6 +64,13 @@ json_scan_string(const unsigned char **pp, const unsigned char *end,
 		if (c == 0x7f && !allow_controls)
 			return refuse(ret_why, JSON_STRING_CONTROL,
 			              "control character in a string");
+		/* U+0080..U+009F written raw: UTF-8 C2 80..C2 9F (an
+		 * outside attack, 2026-12-07: the escapes were refused, the
+		 * raw bytes were not) */
+		if (c == 0xc2 && !allow_controls && end - p >= 2 &&
+		    p[1] >= 0x80 && p[1] <= 0x9f)
+			return refuse(ret_why, JSON_STRING_CONTROL,
+			              "control character in a string");
 		if (c != '\\') {
 			p++;
 			continue;
@@ -167,6 +174,12 @@ json_find_control(const char *text, size_t len, char *ret_field,
 	const unsigned char *p = (const unsigned char *)text, *end = p + len;
 	struct frame f[JSON_PATH_FRAMES];
 	unsigned depth = 0; /* real depth; frames hold the first 16 */
+
+	/* a string whatever is returned: a caller printed it uninitialised
+	 * after -EINVAL, stack bytes in an API answer (an outside attack,
+	 * 2026-12-07) */
+	if (field_len > 0)
+		ret_field[0] = '\0';
 
 	while ((p = skip_ws(p, end)) < end) {
 		const unsigned char *start = p;

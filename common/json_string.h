@@ -28,7 +28,8 @@ enum json_string_error {
  * refused: a raw byte below 0x20 (invalid JSON), a bad or short escape,
  * an unpaired surrogate escape, and \u0000.  Unless allow_controls, also
  * every other control character: the escapes \b \f \n \r \t, \u0001 to
- * \u001f, \u007f to \u009f, and a raw DEL (0x7f) byte.
+ * \u001f, \u007f to \u009f, a raw DEL (0x7f) byte and U+0080 to U+009F
+ * written raw in UTF-8.
  * Returns 0 or a negative enum json_string_error; *ret_why (may be NULL)
  * then names the reason in a few words.  Does not check UTF-8.
  */
@@ -42,7 +43,7 @@ int json_scan_string(const unsigned char **pp, const unsigned char *end,
  * dotted path of the first offending member ("customer.name",
  * "items[2].sku"; a bad key is named by its parent's path plus ".?") in
  * ret_field (truncated to field_len); -EINVAL when the text is not JSON
- * after all.
+ * after all.  ret_field is a string (maybe empty) whatever it returns.
  */
 int json_find_control(const char *text, size_t len, char *ret_field,
                       size_t field_len);

@@ -4,7 +4,8 @@ listeners (/healthz, /readyz, /metrics) of all four daemons.
 
 Each ambiguous framing (Content-Length with Transfer-Encoding in both
 orders, several Content-Length headers, equal or not, a Content-Length
-that is not a plain number) is sent on a raw socket with a second,
+that is not a plain number, whitespace before a header's colon, a
+transfer coding other than chunked) is sent on a raw socket with a second,
 validly signed notification hidden behind it.  Every listener must answer
 exactly one 4xx (400; libmicrohttpd's own 413 for an overflowing number),
 never a 2xx, and close the connection; the hidden notification must not
@@ -34,6 +35,13 @@ SHAPES = [
     ("CL negative", "Content-Length: -{n}\r\n"),
     ("CL hex", "Content-Length: 0x10\r\n"),
     ("CL overflow", "Content-Length: 184467440737095516160\r\n"),
+    # found by an outside attack, 2026-12-07: whitespace before the colon
+    # hid the header from the check (RFC 9112 5.1: 400), and a coding
+    # other than chunked was neither refused nor answered
+    ("TE with space before colon, CL", "Transfer-Encoding : chunked\r\nContent-Length: {n}\r\n"),
+    ("CL with space before colon, TE", "Content-Length : {n}\r\nTransfer-Encoding: chunked\r\n"),
+    ("TE xchunked alone", "Transfer-Encoding: xchunked\r\n"),
+    ("TE chunked, identity alone", "Transfer-Encoding: chunked, identity\r\n"),
 ]
 
 

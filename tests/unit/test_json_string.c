@@ -126,9 +126,23 @@ test_find_control(void **state)
 		    json_find_control("{\"a\":1\0}", 8, field, sizeof(field)),
 		    -EINVAL);
 	}
-	/* not JSON after all */
-	find("{\"a\":\"x\"", -EINVAL);
-	find("}", -EINVAL);
+	/* not JSON after all; the field is still a string (it was left
+	 * as it was, and the API printed stack bytes) */
+	assert_string_equal(find("{\"a\":\"x\"", -EINVAL), "");
+	assert_string_equal(find("}", -EINVAL), "");
+	/* U+009B (CSI) and U+0085 written raw in UTF-8, as their escapes */
+	assert_string_equal(find("{\"customer\":{\"name\":\"Budi\xc2\x9b"
+	                         "2J\"}}",
+	                         KASIR_EREJECT),
+	                    "customer.name");
+	assert_string_equal(find("{\"a\":\"x\xc2\x85"
+	                         "y\"}",
+	                         KASIR_EREJECT),
+	                    "a");
+	/* U+00A0 and U+00E9 are not controls */
+	find("{\"a\":\"Jos\xc3\xa9\xc2\xa0"
+	     "R\"}",
+	     0);
 }
 
 /* Deep nesting: bounded path, no overflow. */
