@@ -475,6 +475,47 @@ dispatch(struct req_ctx *ctx, struct MHD_Connection *conn)
 	return queue(ctx, conn, &resp);
 }
 
+/*
+ * The request's path as sent, before libmicrohttpd decodes it: a control
+ * character written as %00..%1F or %7F would be decoded into the path we
+ * are given, and "%00" ends that C string ("/v1/orders/ID%00/../x" read
+ * as "/v1/orders/ID": an outside attack, 2026-12-07).  Such a request is
+ * marked here (the value becomes the connection's con_cls) and refused
+ * in access_cb.  The query is left to http_query_has_control(), which
+ * sees each value with its length.
+ */
+static char path_control_mark;
+
+static int
+hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+static void *
+uri_log_cb(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	(void)cls;
+	(void)conn;
+	for (const char *p = uri; *p != '\0' && *p != '?'; p++) {
+		int hi, lo, v;
+
+		if (*p != '%' || (hi = hex_value(p[1])) < 0 ||
+		    (lo = hex_value(p[2])) < 0)
+			continue;
+		v = hi * 16 + lo;
+		if (v < 0x20 || v == 0x7f)
+			return &path_control_mark;
+	}
+	return NULL;
+}
+
 static enum MHD_Result
 access_cb(void *cls, struct MHD_Connection *conn, const char *url,
           const char *method, const char *version, const char *upload_data,
@@ -484,7 +525,8 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 	struct req_ctx *ctx = *con_cls;
 
 	(void)version;
-	if (ctx == NULL) {
+	if (ctx == NULL || (void *)ctx == (void *)&path_control_mark) {
+		bool path_control = ctx != NULL;
 		const char *cl, *why;
 
 		ctx = calloc(1, sizeof(*ctx));
@@ -504,6 +546,9 @@ access_cb(void *cls, struct MHD_Connection *conn, const char *url,
 			ctx->must_close = true;
 			return queue_error(ctx, conn, 400, "bad_framing", why);
 		}
+		if (path_control)
+			return queue_error(ctx, conn, 400, "invalid_path",
+			                   "control character in the path");
 		cl = MHD_lookup_connection_value(
 		    conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
 		if (cl != NULL) {
@@ -574,8 +619,8 @@ completed_cb(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 	(void)conn;
 	(void)toe;
-	if (ctx == NULL)
-		return;
+	if (ctx == NULL || (void *)ctx == (void *)&path_control_mark)
+		return; /* the connection ended before access_cb saw it */
 	*con_cls = NULL;
 	if (ctx->deferred) {
 		pthread_mutex_lock(&srv->lock);
@@ -824,6 +869,7 @@ http_server_start(const struct http_server_conf *conf, http_handler_fn handler,
 	    MHD_OPTION_PER_IP_CONNECTION_LIMIT, per_ip,
 	    MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY_LIMIT,
 	    MHD_OPTION_NOTIFY_COMPLETED, completed_cb, srv,
+	    MHD_OPTION_URI_LOG_CALLBACK, uri_log_cb, srv,
 	    MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, srv,
 	    MHD_OPTION_THREAD_POOL_SIZE, threads > 1 ? threads : 0,
 	    MHD_OPTION_END);

@@ -137,7 +137,7 @@ def hostile_orders(st):
 
 def control_characters(st):
     """\u0000 and the other control characters in every string field, and
-    %00 in the query: 400 naming the field, nothing stored (cJSON alone
+    %00 in the query or the path: 400 naming the field, nothing stored (cJSON alone
     read "bikin-film-pendek\u0000-premium" as "bikin-film-pendek")."""
     p = lambda raw: api(st, "POST", "/v1/orders", raw=raw)
     good = json.dumps(body(course_id="bikin-film-pendek")).encode()
@@ -169,6 +169,22 @@ def control_characters(st):
         status, rbody = api(st, "GET", "/v1/access?" + q)
         check(status == 400 and error_code(rbody) == "invalid_parameter",
               f"/v1/access?{q} -> 400 invalid_parameter ({status} {rbody[:160]!r})")
+
+
+def path_control(st):
+    """In the path, libmicrohttpd's decoded "%00" ended the string:
+    /v1/orders/ID%00/../../x answered the order (an outside attack,
+    2026-12-07).  A control character escaped in the path is 400."""
+    good = json.dumps(body(course_id="bikin-film-pendek")).encode()
+    status, rbody = api(st, "POST", "/v1/orders", raw=good)
+    check(status == 201, f"an order to read ({status})")
+    oid = json.loads(rbody)["order_id"]
+    status, _ = api(st, "GET", f"/v1/orders/{oid}")
+    check(status == 200, f"GET /v1/orders/{oid} -> 200")
+    for tail in ("%00/../../x", "%00", "%0a", "%1F", "%7f"):
+        status, rbody = api(st, "GET", f"/v1/orders/{oid}{tail}")
+        check(status == 400 and error_code(rbody) == "invalid_path",
+              f"GET /v1/orders/{oid}{tail} -> 400 invalid_path ({status} {rbody[:120]!r})")
 
 
 def auth_before_routing(st):
@@ -237,6 +253,7 @@ def main():
         check(stored == name, f"the name is stored verbatim ({stored!r})")
         price = st.sql("SELECT amount FROM orders.orders WHERE order_id = %s", (oid,))
         check(int(price[0][0]) == 154600, f"the price came from the catalog ({price})")
+        path_control(st)
         alive.check("at the end")
     print("hostile_order: all checks passed")
     return 0
