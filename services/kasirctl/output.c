@@ -195,6 +195,9 @@ out_fail_local(struct ctl *c, const char *code, int exit, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(err.message, sizeof(err.message), fmt, ap);
 	va_end(ap);
+	/* a local message can name what the operator was handed (an
+	 * archive member's name: an outside attack, 2026-12-07) */
+	text_terminal_safe(err.message);
 	err.exit = exit;
 	return out_fail(c, &err);
 }

@@ -138,8 +138,10 @@ def check_tampering(ctl, path, d):
             n += 1
     # a file removed, a file added (tar rewritten by Python's tarfile)
     files = members(path)
+    # the added member's name is printed: an escape sequence in it must
+    # not reach the terminal (an outside attack, 2026-12-07)
     for drop, add in ((sorted(k for k in files if k.startswith("ingest/"))[0], None),
-                      (None, "extra.txt")):
+                      (None, "extra.txt"), (None, "evil\x1b]0;PWNED\x07\x1b[2J.json")):
         p = os.path.join(d, "bad.tar")
         with tarfile.open(p, "w", format=tarfile.USTAR_FORMAT) as t:
             for k, v in files.items():
@@ -154,6 +156,8 @@ def check_tampering(ctl, path, d):
                 t.addfile(ti, io.BytesIO(b"x"))
         rc, out, err = ctl.run("evidence", "verify", p)
         assert rc == 1 and ("missing" in err or "not in the manifest" in err), err
+        bad = [ch for ch in out + err if ord(ch) < 0x20 and ch not in "\n"]
+        assert not bad, f"control characters reached the terminal: {bad} in {err!r}"
     return n
 
 
