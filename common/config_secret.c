@@ -43,10 +43,35 @@ credential_name_valid(const char *s)
 	return true;
 }
 
+/* A relative name as error messages show it.  A value pasted where the
+ * file or credential name goes is the secret itself, and the whole of it
+ * went into the error, to stderr and the journal (an outside attack,
+ * 2026-12-07).  A name shaped like the credential names kasir's units use
+ * ("db-kasir_ingest", "midtrans-server-key": lower case, digits and a
+ * separator, at most 40 characters) is shown whole, so that an operator
+ * sees which credential is missing; anything else (a Midtrans key has
+ * capitals, a hex or base64 token no separator or capitals) only by its
+ * first three characters and its length. */
+static const char *
+name_shown(const char *name, char *buf, size_t len)
+{
+	size_t n = strlen(name);
+	bool sep = strpbrk(name, "-_.") != NULL;
+
+	if (n <= 40 && sep &&
+	    strspn(name, "abcdefghijklmnopqrstuvwxyz"
+	                 "0123456789-_.") == n)
+		snprintf(buf, len, "%s", name);
+	else
+		snprintf(buf, len, "%.3s... (%zu characters)", name, n);
+	return buf;
+}
+
 int
 conf_read_secret(const char *name, struct conf_secret *ret, char *why,
                  size_t why_len)
 {
+	char shown[64];
 	char path[PATH_MAX], buf[CONF_SECRET_MAX + 1];
 	struct stat st;
 	size_t len = 0;
@@ -64,14 +89,14 @@ conf_read_secret(const char *name, struct conf_secret *ret, char *why,
 		kasir_strlcpy(path, name, sizeof(path));
 	} else if (strchr(name, '/') != NULL) {
 		snprintf(why, why_len,
-		         "'%.*s' must be an absolute path or a credential name",
-		         CONF_SHOW_MAX, name);
+		         "'%s' must be an absolute path or a credential name",
+		         name_shown(name, shown, sizeof(shown)));
 		return -EINVAL;
 	} else {
 		const char *dir = getenv("CREDENTIALS_DIRECTORY");
 		if (!credential_name_valid(name)) {
-			snprintf(why, why_len, "invalid credential name '%.*s'",
-			         CONF_SHOW_MAX, name);
+			snprintf(why, why_len, "invalid credential name '%s'",
+			         name_shown(name, shown, sizeof(shown)));
 			return -EINVAL;
 		}
 		if (dir == NULL || dir[0] != '/') {
@@ -79,7 +104,7 @@ conf_read_secret(const char *name, struct conf_secret *ret, char *why,
 			         "credential '%s' named but "
 			         "$CREDENTIALS_DIRECTORY is not set (use "
 			         "LoadCredential= or an absolute path)",
-			         name);
+			         name_shown(name, shown, sizeof(shown)));
 			return -ENOENT;
 		}
 		r = snprintf(path, sizeof(path), "%s/%s", dir, name);
@@ -92,8 +117,15 @@ conf_read_secret(const char *name, struct conf_secret *ret, char *why,
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0) {
 		r = -errno;
-		snprintf(why, why_len, "cannot open %s: %s", path,
-		         strerror(-r));
+		if (name[0] == '/')
+			snprintf(why, why_len, "cannot open %s: %s", path,
+			         strerror(-r));
+		else
+			snprintf(why, why_len,
+			         "cannot open credential '%s' in "
+			         "$CREDENTIALS_DIRECTORY: %s",
+			         name_shown(name, shown, sizeof(shown)),
+			         strerror(-r));
 		return r;
 	}
 	if (fstat(fd, &st) < 0) {

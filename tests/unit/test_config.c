@@ -603,6 +603,32 @@ test_secrets(void **state)
 	expect_errors(buf, "invalid credential name", NULL);
 	unsetenv("CREDENTIALS_DIRECTORY");
 
+	/* a secret pasted where its file or credential name goes is not
+	 * echoed either, whatever the error (an outside attack) */
+	{
+		static const char *const pasted[] = {
+		    "SB-Mid-server-PASTEDSECRETVALUE1", /* credential-like */
+		    "PASTEDSECRET+VALUE2/xyz==",        /* base64-like */
+		    "EAAGPASTEDSECRETVALUE3",
+		};
+		for (size_t i = 0; i < 3; i++) {
+			char *e = NULL;
+
+			if (i == 2)
+				setenv("CREDENTIALS_DIRECTORY", cred, 1);
+			snprintf(buf, sizeof(buf), "%ssecret: %s\n", base,
+			         pasted[i]);
+			cfg = tu_write(tmpdir, "c.yaml", buf, 0600);
+			assert_int_equal(conf_load(cfg, tkeys, &c, &e),
+			                 KASIR_ECONFIG);
+			assert_non_null(e);
+			assert_null(strstr(e, "PASTEDSECRET"));
+			assert_non_null(strstr(e, "characters)"));
+			free(e);
+			unsetenv("CREDENTIALS_DIRECTORY");
+		}
+	}
+
 	/* the value is never echoed into an error message */
 	p = tu_write(tmpdir, "s5", "SUPERSECRETVALUE\n", 0644);
 	snprintf(buf, sizeof(buf), "%ssecret: %s\n", base, p);
