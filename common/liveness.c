@@ -94,8 +94,20 @@ judge(const struct live_loop *l, int64_t now, struct live_status *st)
 		st->silent =
 		    now - (ok > 0 ? ok : l->registered_ms) > l->bound_ms;
 	else
-		st->silent = since > 0 && now - since > l->bound_ms &&
-		             now - last <= l->bound_ms;
+		st->silent =
+		    live_on_demand_silent(since, last, now, l->bound_ms);
+}
+
+bool
+live_on_demand_silent(int64_t since, int64_t last, int64_t now,
+                      int64_t bound_ms)
+{
+	/* the spell of failures itself must be longer than the bound: it
+	 * was measured to now, so that 8 s of failures and then no call
+	 * read as silent from 15 s to 23 s, while the database had been
+	 * back for long (an outside attack, 2026-12-07: every kasir-ingest
+	 * behind a load balancer went not-ready together) */
+	return since > 0 && last - since > bound_ms && now - last <= bound_ms;
 }
 
 size_t
@@ -156,9 +168,10 @@ live_to_json(cJSON *obj)
 		                                ? "periodic"
 		                                : "on_demand") == NULL ||
 		    cJSON_AddBoolToObject(o, "silent", st[i].silent) == NULL ||
-		    cJSON_AddNumberToObject(
-		        o, "ok_age_s",
-		        st[i].ok_age_ms < 0 ? -1.0 : st[i].ok_age_ms / 1000.0) ==
+		    cJSON_AddNumberToObject(o, "ok_age_s",
+		                            st[i].ok_age_ms < 0
+		                                ? -1.0
+		                                : st[i].ok_age_ms / 1000.0) ==
 		        NULL ||
 		    cJSON_AddNumberToObject(o, "bound_s",
 		                            st[i].bound_ms / 1000.0) == NULL)

@@ -34,6 +34,11 @@
 	20000 /* backoff cap 5 s + connect 5 s + statement 10 s */
 #define LIVE_ON_DEMAND_MS 15000
 
+/* The on-demand rule, on monotonic milliseconds: failing since `since`
+ * (0: not failing), last failure at `last`, judged at `now`. */
+bool live_on_demand_silent(int64_t since, int64_t last, int64_t now,
+                           int64_t bound_ms);
+
 enum live_kind { LIVE_PERIODIC, LIVE_ON_DEMAND };
 
 struct live_loop;
