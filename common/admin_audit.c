@@ -54,6 +54,8 @@ admin_audit_id(struct kasir_db *db, const struct db_stmt *st,
 		rc = db_exec(db, st, p, ret_id != NULL ? &res : NULL);
 	if (rc == 0 && ret_id != NULL)
 		kasir_strlcpy(ret_id, db_get(res, 0, 0), id_len);
+	if (rc == 0 && req->audit_rows != NULL)
+		(*req->audit_rows)++;
 	PQclear(res);
 	cJSON_free(args);
 	cJSON_free(b);

@@ -228,7 +228,7 @@ command_find(const struct admin_socket *s, const char *cmd)
 }
 
 /* The built-in "admin.commands": {"commands":[names], "table":[{name,
- * min_role, audited, needs_reason}]}; NULL on ENOMEM. */
+ * min_role, audited, needs_reason, personal}]}; NULL on ENOMEM. */
 static cJSON *
 commands_result(const struct admin_socket *s)
 {
@@ -258,7 +258,9 @@ commands_result(const struct admin_socket *s)
 		        NULL ||
 		    cJSON_AddBoolToObject(row, "audited", c->audited) == NULL ||
 		    cJSON_AddBoolToObject(row, "needs_reason",
-		                          c->needs_reason) == NULL) {
+		                          c->needs_reason) == NULL ||
+		    cJSON_AddBoolToObject(row, "personal", c->personal) ==
+		        NULL) {
 			cJSON_Delete(r);
 			return NULL;
 		}
@@ -305,13 +307,43 @@ audit_refusal(struct admin_socket *s, const struct admin_request *req,
 	admin_audit_refusal(s->db, s->audit_stmt, req, order_id, error);
 }
 
+/* The read of a personal command, audited in a transaction of its own
+ * before the answer is made: 0, or <0 when it could not be. */
+static int
+audit_read(struct admin_socket *s, const struct admin_request *req)
+{
+	const cJSON *o =
+	    cJSON_GetObjectItemCaseSensitive(req->args, "order_id");
+	const char *order_id =
+	    cJSON_IsString(o) && order_id_valid(o->valuestring, 50)
+	        ? o->valuestring
+	        : NULL;
+	int rc;
+
+	if (s->db == NULL || s->audit_stmt == NULL)
+		return 0; /* a test's socket without a database */
+	if ((rc = db_ensure(s->db)) < 0 || (rc = db_begin(s->db)) < 0)
+		return rc;
+	if ((rc = admin_audit(s->db, s->audit_stmt, req, order_id, NULL, NULL,
+	                      "ok", NULL)) < 0 ||
+	    (rc = db_commit(s->db)) < 0) {
+		db_rollback(s->db);
+		return rc;
+	}
+	return 0;
+}
+
 /* Runs the command found in the table: the minimum role, the reason of
- * a changing command, the admin connection, then the handler. */
+ * a changing command, the admin connection, the audit of a personal
+ * read, then the handler, and the audit of a failure an audited
+ * command's handler did not record itself. */
 static int
 dispatch(struct admin_socket *s, const struct admin_command *c,
          const struct admin_request *req, cJSON **result, char *code,
          size_t code_len, char *emsg, size_t msg_len)
 {
+	int rc;
+
 	if (req->peer.role < c->min_role) {
 		char why[128];
 
@@ -346,7 +378,28 @@ dispatch(struct admin_socket *s, const struct admin_command *c,
 		snprintf(emsg, msg_len, "the daemon's database is unreachable");
 		return KASIR_EDB;
 	}
-	return c->handler(s->arg, req, result, code, code_len, emsg, msg_len);
+	if (c->personal && audit_read(s, req) < 0) {
+		log_warning("admin: %s by %s refused: its read of customer "
+		            "data could not be audited: %s",
+		            req->cmd, req->peer.user, db_last_error(s->db));
+		snprintf(code, code_len, "%s", ADMIN_E_DATABASE_UNAVAILABLE);
+		snprintf(emsg, msg_len,
+		         "the read could not be audited (database)");
+		return KASIR_EDB;
+	}
+	rc = c->handler(s->arg, req, result, code, code_len, emsg, msg_len);
+	if (rc < 0 && c->audited && req->audit_rows != NULL &&
+	    *req->audit_rows == 0 && rc != KASIR_EDB) {
+		/* "invalid_args", "order_not_found"...: the attempt of a
+		 * changing command is recorded too (an outside attack,
+		 * 2026-12-07: a refund of -5 left no row) */
+		char e[ADMIN_ERRCODE_MAX + ADMIN_ERRMSG_MAX + 4];
+
+		snprintf(e, sizeof(e), "%s: %s", code[0] ? code : "failed",
+		         emsg);
+		audit_refusal(s, req, e);
+	}
+	return rc;
 }
 
 static const char *
@@ -362,6 +415,7 @@ handle(struct admin_socket *s, nng_msg *msg)
 {
 	char code[ADMIN_ERRCODE_MAX] = "", emsg[ADMIN_ERRMSG_MAX] = "";
 	struct admin_request req;
+	unsigned audit_rows = 0;
 	const struct admin_command *c;
 	const cJSON *v, *cmd, *args;
 	cJSON *root = NULL, *empty = NULL, *result = NULL, *reply;
@@ -369,6 +423,7 @@ handle(struct admin_socket *s, nng_msg *msg)
 	int rc;
 
 	memset(&req, 0, sizeof(req));
+	req.audit_rows = &audit_rows;
 	if (len > ADMIN_REQUEST_MAX)
 		return error_reply("too_big", "request exceeds 64 KiB");
 	if (s->is_ipc) {

@@ -88,6 +88,9 @@ struct admin_request {
 	const char *reason;       /* NULL if absent */
 	const char *incident;     /* NULL if absent */
 	struct admin_peer peer;
+	/* audit rows written for this request (admin_audit.h counts them;
+	 * NULL: not counted) */
+	unsigned *audit_rows;
 };
 
 /*
@@ -104,7 +107,9 @@ typedef int (*admin_handler_fn)(void *arg, const struct admin_request *req,
  * One row of a daemon's command table (designated initializers; the table
  * ends with an entry whose name is NULL).  min_role is SUPPORT or
  * ENGINEER; audited says the handler writes an audit row (admin_audit.h)
- * and that a refusal at the role gate is audited too.
+ * and that a refusal at the role gate is audited too; so is a failure the
+ * handler returns without having audited it (invalid arguments, an order
+ * not found: the attempt is recorded).
  */
 struct admin_command {
 	const char *name;
@@ -115,6 +120,12 @@ struct admin_command {
 	 * "reason_required", and the refusal audited, before the handler
 	 * runs (needs audited). */
 	bool needs_reason;
+	/* Its answer carries customer data (name, email, phone): the read
+	 * is audited ("ok", the args say what was asked) before the handler
+	 * runs, and refused when it cannot be, so that customer data never
+	 * leaves a daemon unrecorded, whoever asks (kasirctl records it in
+	 * ops.audit too). */
+	bool personal;
 };
 
 /*

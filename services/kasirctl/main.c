@@ -236,7 +236,7 @@ main(int argc, char **argv)
 	const char *config = NULL, *incident = NULL;
 	char **rest, why[2048];
 	int nrest = 0, used = 0, rc;
-	bool literal = false;
+	bool literal = false, bad_reason = false;
 
 	memset(&c, 0, sizeof(c));
 	log_open(CTL_NAME, LOG_WARNING);
@@ -296,11 +296,12 @@ main(int argc, char **argv)
 	}
 	c.changing = k->changing;
 	c.result = NULL;
+	/* refused below, once ops.audit can record the attempt (an outside
+	 * attack, 2026-12-07: a refused --reason left no row); the text
+	 * itself is not kept (an escape sequence, 600 bytes) */
 	if (c.reason != NULL && !text_ok(c.reason, CTL_REASON_MAX)) {
-		fprintf(stderr, "kasirctl: --reason: 1..%d bytes of text\n",
-		        CTL_REASON_MAX);
-		free(rest);
-		return CTL_EXIT_USAGE;
+		bad_reason = true;
+		c.reason = NULL;
 	}
 	if (incident != NULL) {
 		if (ops_incident_parse(incident, &c.incident_id) < 0) {
@@ -347,6 +348,13 @@ main(int argc, char **argv)
 		        "kasirctl: warning: %s: this run is recorded only by "
 		        "the daemon\n",
 		        why);
+	}
+	if (bad_reason) {
+		rc = out_fail_local(&c, "usage", CTL_EXIT_USAGE,
+		                    "--reason: 1..%d bytes of text, no control "
+		                    "characters",
+		                    CTL_REASON_MAX);
+		goto audit;
 	}
 	if (c.incident_id > 0 && (rc = check_incident(&c)) != 0)
 		goto audit;

@@ -18,6 +18,10 @@ or exports must need the engineer role.  Support is refused
 ("role_required", no result) for exactly those; every refusal of such an
 (audited) command is then found by the daemon's own "audit.list" (support
 role, newest first, bounded, filtered by order id and since).
+So is a changing command refused for its arguments, and every read of
+customer data (order.show, orders.find, the order's doctor.facts, the
+notifier's jobs.list and evidence.order) is audited "ok" before the
+daemon answers, whoever asks.
 """
 
 import json
@@ -53,6 +57,18 @@ ENGINEER = {"ingest": {"export.events"},
 # command but the exports.
 NEEDS_REASON = {svc: {c for c in cmds if not c.startswith("export.")}
                 for svc, cmds in ENGINEER.items()}
+# The reads whose answers carry customer data: the daemon audits each one
+# ("ok") before answering, whoever asks (an outside attack, 2026-12-07: a
+# support user on the socket read names and emails unrecorded).
+PERSONAL = {"ingest": set(), "order": {"order.show", "orders.find", "doctor.facts"},
+            "notifier": {"jobs.list", "evidence.order"}, "reconciler": set()}
+# A changing command refused for its arguments is audited too (the same
+# attack: a refund of -5 left no row).
+BAD_ARGS = {"ingest": [("export.events", {"from": "bogus"})],
+            "order": [("access.grant", {"order_id": "x" * 5000})],
+            "notifier": [("jobs.decide", {"job_id": -1, "decision": "resend"})],
+            "reconciler": [("refund.order", {"order_id": "ORD-ROLE-1", "amount": -5}),
+                           ("mode.set", {"mode": "sometimes"})]}
 # Arguments that would be enough for the read commands to answer data.
 ARGS = {"order_id": "ORD-ROLE-1", "from": "2000-01-01", "to": "2100-01-01"}
 
@@ -105,6 +121,10 @@ def main():
                 else:
                     check(code != "role_required",
                           f"{svc} {cmd}: support allowed ({code})")
+            listed_personal = {c for c in cmds if table[c].get("personal")}
+            check(listed_personal == PERSONAL[svc],
+                  f"{svc}: the reads of customer data are marked personal "
+                  f"({sorted(listed_personal)})")
             listed_reason = {c for c in cmds if table[c].get("needs_reason")}
             check(listed_reason == NEEDS_REASON[svc],
                   f"{svc}: the changing commands need a reason "
@@ -118,6 +138,10 @@ def main():
             r = admin(st, svc, "no.such.command", as_role="support")
             check(r["error"]["code"] == "unknown_command",
                   f"{svc}: an unregistered name is unknown_command")
+            for cmd, args in BAD_ARGS[svc]:
+                r = admin(st, svc, cmd, args=args)
+                check(r.get("ok") is False and r["error"]["code"] == "invalid_args",
+                      f"{svc} {cmd} {str(args)[:60]}: invalid_args ({str(r)[:200]})")
             audit_list(st, svc)
 
 
@@ -135,6 +159,16 @@ def audit_list(st, svc):
     check(NEEDS_REASON[svc] <= no_reason,
           f"{svc}: audit.list has every command refused for its missing "
           f"reason ({sorted(no_reason)})")
+    read = {x["command"] for x in rows if x["result"] == "ok" and x["role"] == "support"}
+    check(PERSONAL[svc] <= read,
+          f"{svc}: audit.list has every read of customer data ({sorted(read)})")
+    check(not (read - PERSONAL[svc] - {"audit.list"}),
+          f"{svc}: and no other read ({sorted(read - PERSONAL[svc])})")
+    bad = [(x["command"], x["error"]) for x in rows
+           if x["result"] == "refused" and x["role"] == "engineer"
+           and "invalid_args" in (x["error"] or "")]
+    check({c for c, _ in bad} == {c for c, _ in BAD_ARGS[svc]},
+          f"{svc}: audit.list has every refusal for bad arguments ({bad})")
     ids = [int(x["id"]) for x in rows]
     check(ids == sorted(ids, reverse=True), f"{svc}: audit.list newest first {ids}")
     check(all(set(x) >= {"at", "actor", "role", "command", "args", "reason",

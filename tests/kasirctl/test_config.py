@@ -91,9 +91,14 @@ def main():
         r = ctl.json("access", "grant", "X1", "--reason", "x", "--incident", "INC-999",
                      expect=1)
         assert r["error"]["code"] == "incident_not_found", r
-        assert st.sql("SELECT result, error FROM ops.audit WHERE command = 'access grant'") == \
-            [("refused", "kasirctl: incident_not_found: there is no incident INC-999 "
-              "(kasirctl incident list)")]
+        rows = st.sql("SELECT result, reason, error FROM ops.audit"
+                      " WHERE command = 'access grant' ORDER BY id")
+        # the refused --reason is recorded, without its text (an outside
+        # attack, 2026-12-07: it left no row)
+        assert len(rows) == 2 and rows[0][:2] == ("failed", None) and \
+            rows[0][2].startswith("kasirctl: usage: --reason"), rows
+        assert rows[1] == ("refused", "x", "kasirctl: incident_not_found: there is no"
+                           " incident INC-999 (kasirctl incident list)"), rows
         # support cannot open incidents; refused and recorded
         r = ctl.json("incident", "open", "--severity", "P1", "--title", "t", role="support",
                      expect=1)

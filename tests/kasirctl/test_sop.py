@@ -127,8 +127,13 @@ def main():
         assert f"access granted for order {a}" in out, out
         assert active_entitlements(st, a) == 1
         rows = st.sql("SELECT actor, role, result, reason, incident FROM orders.audit"
-                      " WHERE order_id = %s AND result = 'ok'", (a,))
+                      " WHERE order_id = %s AND result = 'ok' AND cmd = 'access.grant'",
+                      (a,))
         assert rows == [("root", "engineer", "ok", reason, inc_id)], rows
+        # the reads of the customer's data before it are audited too
+        reads = st.sql("SELECT DISTINCT cmd FROM orders.audit WHERE order_id = %s"
+                       " AND result = 'ok' AND cmd <> 'access.grant'", (a,))
+        assert ("order.show",) in reads, reads
         assert ("root", "engineer", "ok", reason, int(inc_id[4:]), None) in \
             ops_audit(st, "access grant", a)
         doc = ctl.json("doctor")

@@ -130,10 +130,11 @@ def main():
         audit = st.sql("SELECT role, command, result, reason,"
                        " before->>'mode', after->>'mode' FROM recon.audit"
                        " WHERE command = 'mode.set' ORDER BY id")
-        assert [a[2] for a in audit] == ["refused", "ok", "ok"], audit
-        assert audit[1][3] == "INC-7 webhook outage at midtrans", audit
-        assert audit[1][4:] == ("normal", "reconcile"), audit
-        assert audit[2][4:] == ("reconcile", "normal"), audit
+        # the refusals: no reason, then a mode that does not exist
+        assert [a[2] for a in audit] == ["refused", "refused", "ok", "ok"], audit
+        assert audit[2][3] == "INC-7 webhook outage at midtrans", audit
+        assert audit[2][4:] == ("normal", "reconcile"), audit
+        assert audit[3][4:] == ("reconcile", "normal"), audit
         # the audit log is append-only
         try:
             st.sql("DELETE FROM recon.audit", role="kasir_reconciler")
