@@ -486,7 +486,7 @@ cmd_incident_report(struct ctl *c, int argc, char **argv)
 	struct md m = {0};
 	char what[1024], who[160];
 	int64_t id;
-	int rc, n_manual = 0, n_refused = 0;
+	int rc, n_manual = 0, n_refused = 0, n_outside = 0;
 
 	if (argc != 1)
 		return out_fail_local(c, "usage", CTL_EXIT_USAGE,
@@ -538,20 +538,45 @@ cmd_incident_report(struct ctl *c, int argc, char **argv)
 	{
 		cJSON_ArrayForEach(e, cJSON_GetObjectItem(svc, "audit"))
 		{
+			/* a daemon takes the incident a request names on
+			 * trust (kasirctl checks it is open): a row from
+			 * before the opening or after the closing was sent
+			 * past kasirctl (an outside attack, 2026-12-07: it
+			 * read as part of a finished post-mortem) */
+			bool outside = strcmp(j_str(e, "at"),
+			                      j_str(inc, "opened_at")) < 0 ||
+			               (j_str(inc, "closed_at")[0] &&
+			                strcmp(j_str(e, "at"),
+			                       j_str(inc, "closed_at")) > 0);
+
+			n_outside += outside;
 			snprintf(who, sizeof(who), "%s (%s) via %s",
 			         j_str(e, "actor"), j_str(e, "role"),
 			         svc->string);
 			/* "command" (every daemon's audit_log); "cmd" from an
 			 * older kasir-order or kasir-ingest */
-			snprintf(what, sizeof(what), "%s%s%s -> %s%s%s",
+			snprintf(what, sizeof(what), "%s%s%s -> %s%s%s%s",
 			         j_str(e, "command")[0] ? j_str(e, "command")
 			                                : j_str(e, "cmd"),
 			         j_str(e, "order_id")[0] ? " " : "",
 			         j_str(e, "order_id"), j_str(e, "result"),
 			         j_str(e, "reason")[0] ? "; reason: " : "",
-			         j_str(e, "reason"));
+			         j_str(e, "reason"),
+			         outside ? " [NOT during the incident: sent "
+			                   "to the daemon directly, naming it]"
+			                 : "");
 			tl_add(tl, j_str(e, "at"), who, what);
 		}
+	}
+	if (n_outside > 0) {
+		char gap[200];
+
+		snprintf(gap, sizeof(gap),
+		         "%d daemon audit row(s) name this incident outside "
+		         "its open time (marked NOT during the incident): sent "
+		         "to a daemon directly, not through kasirctl",
+		         n_outside);
+		cJSON_AddItemToArray(gaps, cJSON_CreateString(gap));
 	}
 	if (j_str(inc, "closed_at")[0]) {
 		snprintf(what, sizeof(what), "incident closed");

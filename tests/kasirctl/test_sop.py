@@ -6,8 +6,10 @@ the incident report, export, and a service that stops answering."""
 
 import csv
 import io
+import json
 import os
 import re
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -318,6 +320,17 @@ def main():
         }, daudit["kasir-notifier"]
         assert all(x["incident"] == inc_id for d in daudit.values() for x in d["audit"])
         assert f"access.grant {a} -> ok" in md and "via kasir-order" in md, md
+        # a request sent to a daemon directly may name the closed incident
+        # (the daemon takes it on trust): the report marks its row
+        # instead of reading it as part of the incident (an outside attack)
+        tool = os.path.join(kasirtest.build_dir(), "tests", "admin-call")
+        req = {"v": 1, "cmd": "order.show", "args": {"order_id": a}, "incident": inc_id}
+        subprocess.run([tool, st.config_value("order", "admin.socket"), json.dumps(req)],
+                       check=True, capture_output=True, timeout=30)
+        rep = ctl.json("incident", "report", inc_id)
+        late = [g for g in rep["result"]["gaps"] if "outside its open time" in g]
+        assert len(late) == 1 and late[0].startswith("1 daemon audit row"), rep["result"]["gaps"]
+        assert f"order.show {a} -> ok [NOT during the incident" in rep["result"]["markdown"]
         assert rep["result"]["incident"]["owner"] == "ops-oncall"
 
         # ---- export --------------------------------------------------------------------
