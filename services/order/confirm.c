@@ -158,6 +158,7 @@ evidence_decide(const struct order_service *s, const struct evidence_msg *e,
 	    .amount = o->amount,
 	    .reversed = o->reversed,
 	    .transaction_id = o->has_transaction_id ? o->transaction_id : NULL,
+	    .id_taken = o->id_taken,
 	};
 
 	order_decide(&facts, &e->in, d);

@@ -147,6 +147,10 @@ struct order_row {
 	/* the Midtrans state a held notification claimed (midtrans_state_key),
 	 * "" when no confirmation is awaited (confirm.c) */
 	char awaiting[24];
+	/* Snap answered 406 for this order: its id was used at Midtrans
+	 * before kasir's call, kasir got no Snap token, so no payment of
+	 * this order's customer can exist under it (orders.needs_reconcile) */
+	bool id_taken;
 };
 
 /* The columns of struct order_row, in store_row_from()'s order, of the
@@ -158,7 +162,7 @@ struct order_row {
 	  ".customer_email, " t ".course_id, " t ".flagged, " t                \
 	  ".partial_refund, " t ".disputed, " t ".reversed, " t                \
 	  ".transaction_id, coalesce(" at " < " t ".paid_at, false), " t       \
-	  ".awaiting_status"
+	  ".awaiting_status, " t ".needs_reconcile"
 /* Fills *ret from the STORE_ROW_COLS starting at column col of row. */
 int store_row_from(const PGresult *res, int row, int col,
                    struct order_row *ret);

@@ -432,6 +432,19 @@ order_decide(const struct order_facts *o, const struct evidence_in *ev,
 	switch (o->status) {
 	case ORDER_PENDING:
 		decide_pending(m, ev, &d);
+		if (o->id_taken && d.transition && d.to == ORDER_PAID) {
+			/* Snap said 406 for this order: its id was used at
+			 * Midtrans before kasir asked, kasir got no token, so
+			 * its customer cannot have paid under it; the payment
+			 * is someone else's (an outside attack, 2026-12-07:
+			 * another system's Snap transaction under the id, paid
+			 * after the kasir order was created) */
+			d = (struct order_decision){.to = o->status};
+			set(&d, EV_FLAGGED,
+			    "payment under an order id Midtrans had before "
+			    "kasir's Snap call (406): not this order's payment");
+			d.flags = OFLAG_FLAGGED;
+		}
 		break;
 	case ORDER_PAID:
 		decide_paid(m, ev, &d);

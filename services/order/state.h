@@ -68,6 +68,9 @@ struct order_facts {
 	int64_t amount; /* IDR, integer rupiah */
 	bool reversed;  /* a reversal (deny after settlement) was applied */
 	const char *transaction_id; /* learned from applied evidence, or NULL */
+	/* Midtrans had the order id before kasir's Snap call (Snap said
+	 * 406): no payment under it is this order's */
+	bool id_taken;
 };
 
 /* How a piece of evidence was used (orders.evidence.result). */

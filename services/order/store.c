@@ -62,6 +62,7 @@ store_row_from(const PGresult *res, int row, int col, struct order_row *ret)
 	if (db_get(res, row, col + 13) != NULL)
 		kasir_strlcpy(o.awaiting, db_get(res, row, col + 13),
 		              sizeof(o.awaiting));
+	o.id_taken = col_bool(res, row, col + 14);
 	*ret = o;
 	return 0;
 }

@@ -35,16 +35,24 @@ unsigned fields were rewritten:
    choose it; Snap answers 406).  Its settlement, asked by order id, paid
    the kasir order: access and receipt for a customer who never paid.
    A transaction made before the order was created is not its payment.
+7. someone else's Snap transaction, paid later: the other system opened a
+   Snap transaction under the id first (no payment yet), kasir's Snap
+   call for its order got 406, and the other system's customer paid
+   after the kasir order was created (an attack on the fix of 6).  Snap
+   said 406, kasir got no token: no payment under that id is the kasir
+   order's.  Flagged, never PAID.
 
 The fake Midtrans keeps one transaction per order, so an earlier attempt
 of an order is stood in for by another fake order's declined transaction.
 """
 
+import base64
 import json
 import os
 import sys
 import tarfile
 import time
+import urllib.request
 
 import kasirtest
 from hostile_util import DOCS_KEY, JSON, check, notif_dict, signature
@@ -269,6 +277,34 @@ def case_foreign_payment(st):
           "the reconciler says why")
 
 
+def case_foreign_snap(st):
+    oid = "TX-F7"
+    req = urllib.request.Request(
+        st.url("fake_midtrans") + "/snap/v1/transactions",
+        data=json.dumps({"transaction_details": {"order_id": oid,
+                                                 "gross_amount": int(float(AMOUNT))}}).encode(),
+        headers={"Content-Type": "application/json",
+                 "Authorization": "Basic " + base64.b64encode((DOCS_KEY + ":").encode()).decode()})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        check(r.status == 201, "another system's Snap transaction under TX-F7")
+    r = st.api("POST", "/v1/orders", {"course_id": COURSE, "order_id": oid, "customer": CUST})
+    check(r.status == 502, f"the kasir order TX-F7: Snap says the id is used ({r.status})")
+    time.sleep(3.5)  # the payment comes well after the order: not case 6's rule
+    r = st.fake("POST", f"/_fake/orders/{oid}/pay",
+                {"payment_type": "bank_transfer", "notify": "drop"})
+    check(r.status == 200, "the other system's customer pays")
+    # the first check (2 s) found nothing yet; ask again now, as the SOP
+    # tells an operator to for a pending order
+    cp = st.run_ctl("reconcile", oid, "--reason", "pending order, customer says paid")
+    check(cp.returncode == 0, f"kasirctl reconcile TX-F7 ({cp.stderr.strip()[:160]})")
+    st.wait_until(lambda: st.sql("SELECT flagged FROM orders.orders WHERE order_id = %s",
+                                 (oid,))[0][0], timeout=40, what="TX-F7 flagged")
+    check(status(st, oid)[0] == "PENDING" and entitlements(st, oid) == 0
+          and receipts(st, oid) == 0, f"TX-F7 stays PENDING: no access, no receipt ({status(st, oid)})")
+    why = st.sql("SELECT flag_reason FROM orders.orders WHERE order_id = %s", (oid,))[0][0]
+    check("before kasir's Snap call (406)" in (why or ""), f"the flag says why ({why})")
+
+
 def main():
     overrides = {"ORDER_SIGNATURE_ONLY": "false", "RECON_FIRST_CHECK": "2s",
                  "INGEST_RATE": "10000", "INGEST_BURST": "10000"}
@@ -281,6 +317,7 @@ def main():
         case_partial_proven(st)
         case_terminal(st)
         case_foreign_payment(st)
+        case_foreign_snap(st)
     return 0
 
 

@@ -528,6 +528,43 @@ test_status_deny_older_than_payment(void **state)
  * attempt of the same order, or an id a notification named: unsigned)
  * never reverses, refunds or partly refunds it: flagged instead.  The
  * same answers about t2 do. */
+/* Snap said 406 for the order (its id was used at Midtrans before
+ * kasir's call): no payment is its own, by notification or answer; an
+ * expiry still applies. */
+static void
+test_id_taken(void **state)
+{
+	struct order_facts o = {
+	    .status = ORDER_PENDING, .amount = AMOUNT, .id_taken = true};
+	struct evidence_in ev = {.kind = EVIDENCE_STATUS,
+	                         .transaction_status = "settlement",
+	                         .gross_amount = A,
+	                         .currency = "IDR",
+	                         .transaction_id = "t1"};
+	struct order_decision d;
+
+	(void)state;
+	order_decide(&o, &ev, &d);
+	assert_int_equal(d.result, EV_FLAGGED);
+	assert_false(d.transition);
+	assert_false(d.grant_access);
+	assert_int_equal(d.flags, OFLAG_FLAGGED);
+	ev.kind = EVIDENCE_NOTIFICATION;
+	order_decide(&o, &ev, &d);
+	assert_int_equal(d.result, EV_FLAGGED);
+	assert_false(d.transition);
+	ev.transaction_status = "expire";
+	order_decide(&o, &ev, &d);
+	assert_true(d.transition);
+	assert_int_equal(d.to, ORDER_EXPIRED);
+	/* the same settlement pays an order whose id was kasir's */
+	o.id_taken = false;
+	ev.transaction_status = "settlement";
+	order_decide(&o, &ev, &d);
+	assert_true(d.transition);
+	assert_int_equal(d.to, ORDER_PAID);
+}
+
 static void
 test_reversal_of_another_transaction(void **state)
 {
@@ -787,6 +824,7 @@ main(void)
 	    cmocka_unit_test(test_refund_and_settlement_either_order),
 	    cmocka_unit_test(test_status_deny_older_than_payment),
 	    cmocka_unit_test(test_reversal_of_another_transaction),
+	    cmocka_unit_test(test_id_taken),
 	    cmocka_unit_test(test_deny_then_retry_pays),
 	    cmocka_unit_test(test_stale_deny_after_payment_is_flagged),
 	    cmocka_unit_test(test_challenge_then_accept),
