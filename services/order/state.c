@@ -442,7 +442,8 @@ order_decide(const struct order_facts *o, const struct evidence_in *ev,
 			d = (struct order_decision){.to = o->status};
 			set(&d, EV_FLAGGED,
 			    "payment under an order id Midtrans had before "
-			    "kasir's Snap call (406): not this order's payment");
+			    "kasir's Snap call (406): not this order's "
+			    "payment");
 			d.flags = OFLAG_FLAGGED;
 		}
 		break;
