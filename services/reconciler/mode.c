@@ -12,10 +12,11 @@
  *              mode.auto_silence ago (within mode.activity_window) and no
  *              webhook notification has said anything new since it was
  *              created; leave an automatically entered mode as soon as
- *              one has since the mode's start.  "New": a status its
- *              order had not heard from a webhook before (watchlist.c,
- *              st_evidence), so that replaying old genuine bodies
- *              neither keeps the mode off nor ends it.
+ *              one has since the mode's start.  "New": the first
+ *              notification its order ever hears (watchlist.c,
+ *              st_evidence), so that replaying old genuine bodies,
+ *              rewritten or not, neither keeps the mode off nor ends
+ *              it.
  * Every change is logged, audited (actor "kasir-reconciler", role "auto"
  * for automatic ones) and counted; the kasir_reconciler_mode gauge shows
  * the current mode.

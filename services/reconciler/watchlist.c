@@ -118,14 +118,21 @@ static const struct db_stmt st_final = {
 };
 
 /* $4: the key of what the evidence said; $5: received_at when it was a
- * webhook notification (NULL otherwise).  A notification whose key the
- * order has not heard before (and whose list of heard keys has room) is
- * news: it moves news_at, which the automatic mode's "webhooks flow"
- * reads (st_ingest_seen).  A replay says nothing new.  SET sees the row
- * as it was, so both columns test the same old heard. */
-#define WATCH_NEWS                                                             \
+ * webhook notification (NULL otherwise).  heard keeps the keys the
+ * order's notifications said (at most 16, for operators).  Only the
+ * first notification an order ever hears is news: it moves news_at,
+ * which the automatic mode's "webhooks flow" reads (st_ingest_seen).
+ * A replay says nothing new, and neither does a genuine body with its
+ * unsigned transaction_status rewritten: counting every new key let one
+ * body count seven times, each status its signed status_code allows (an
+ * attack on 000cd50, 2026-12-07: the mode kept off for 14 s instead of
+ * 3, ended in 0.2 s).  SET sees the row as it was. */
+#define WATCH_HEARD_NEW                                                        \
 	"$5::timestamptz IS NOT NULL AND $4::text IS NOT NULL"                 \
 	" AND NOT ($4::text = ANY (heard)) AND cardinality(heard) < 16"
+#define WATCH_NEWS                                                             \
+	"$5::timestamptz IS NOT NULL AND $4::text IS NOT NULL"                 \
+	" AND cardinality(heard) = 0"
 static const struct db_stmt st_evidence = {
     .name = "recon_watch_evidence",
     .sql = "UPDATE recon.watch SET"
@@ -135,7 +142,7 @@ static const struct db_stmt st_evidence = {
            " last_notification_at = CASE WHEN $5::timestamptz IS NULL"
            "  THEN last_notification_at"
            "  ELSE greatest(last_notification_at, $5::timestamptz) END,"
-           " heard = CASE WHEN " WATCH_NEWS " THEN heard || $4::text"
+           " heard = CASE WHEN " WATCH_HEARD_NEW " THEN heard || $4::text"
            "  ELSE heard END,"
            " news_at = CASE WHEN " WATCH_NEWS
            "  THEN greatest(news_at, $5::timestamptz) ELSE news_at END,"

@@ -10,6 +10,7 @@ the notification said, and that webhooks arrive.
 Only a notification that says something new for its order counts as
 "webhooks flow": replaying an old genuine body neither keeps the mode
 off nor ends it (an outside attack, 2026-12-07)."""
+import json
 import threading
 import time
 
@@ -45,10 +46,25 @@ def main():
                            " WHERE order_id = %s ORDER BY id LIMIT 1",
                            (noisy,))[0][0])
         stop = threading.Event()
+        # ...and, every 2.5 s (under the 3 s silence), the same body with
+        # its unsigned transaction_status rewritten to another status its
+        # signed status_code 200 allows: a new key each time, which used
+        # to count as news and kept the mode off (an attack, 2026-12-07)
+        variants = []
+        for ts in ("capture", "refund", "partial_refund", "chargeback",
+                   "partial_chargeback", "authorize", "capture"):
+            b = json.loads(raw)
+            b["transaction_status"] = ts
+            variants.append(json.dumps(b).encode())
 
         def replay():
+            n = 0
             while not stop.wait(0.3):
-                st.notify(raw, {"Content-Type": "application/json"})
+                n += 1
+                body = raw
+                if n % 8 == 0 and variants:
+                    body = variants.pop(0)
+                st.notify(body, {"Content-Type": "application/json"})
         replayer = threading.Thread(target=replay, daemon=True)
         replayer.start()
 
@@ -71,8 +87,9 @@ def main():
             replayer.join()
         replays = rstack.ingest_events(st, noisy) - 1
         log("%d replays of an old body: not news" % replays)
-        assert st.sql("SELECT heard FROM recon.watch WHERE order_id = %s",
-                      (noisy,)) == [(["status:settlement"],)]
+        heard = st.sql("SELECT heard FROM recon.watch WHERE order_id = %s", (noisy,))[0][0]
+        assert heard[0] == "status:settlement" and len(heard) >= 2, heard
+        log("the order heard %s: only the first was news" % heard)
         assert gauge(st) == 1
         st.wait_until(lambda: rstack.order_status(st, silent) == "PAID",
                       timeout=15, what="PAID through reconciliation mode")
