@@ -42,6 +42,10 @@ SHAPES = [
     ("CL with space before colon, TE", "Content-Length : {n}\r\nTransfer-Encoding: chunked\r\n"),
     ("TE xchunked alone", "Transfer-Encoding: xchunked\r\n"),
     ("TE chunked, identity alone", "Transfer-Encoding: chunked, identity\r\n"),
+    # the attack on that fix: a folded TE line (libmicrohttpd names it
+    # "Transfer-Encodingchunked") and a vertical tab before the colon
+    ("TE obs-fold, CL", "Transfer-Encoding:\r\n chunked\r\nContent-Length: {n}\r\n"),
+    ("TE with VT before colon, CL", "Transfer-Encoding\x0b: chunked\r\nContent-Length: {n}\r\n"),
 ]
 
 

@@ -15,6 +15,7 @@ the daemon keeps its pid and /healthz 200.
 """
 
 import json
+import socket
 import sys
 import urllib.parse
 
@@ -185,6 +186,24 @@ def path_control(st):
         status, rbody = api(st, "GET", f"/v1/orders/{oid}{tail}")
         check(status == 400 and error_code(rbody) == "invalid_path",
               f"GET /v1/orders/{oid}{tail} -> 400 invalid_path ({status} {rbody[:120]!r})")
+    # the same characters sent raw (the attack on the fix: they reached the
+    # handler); a raw NUL ends the C string libmicrohttpd hands over, so
+    # it is left to the front (nginx refuses it)
+    port = urllib.parse.urlparse(st.url("api")).port
+    for raw in (b"\x01", b"\x1b[2J", b"\x7f"):
+        req = (b"GET /v1/orders/" + oid.encode() + raw + b" HTTP/1.1\r\nHost: x\r\n"
+               b"Authorization: Bearer " + st.secret("api-token").encode() +
+               b"\r\nConnection: close\r\n\r\n")
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(req)
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        check(data.startswith(b"HTTP/1.1 400") and b"invalid_path" in data,
+              f"GET /v1/orders/{oid}{raw!r} sent raw -> 400 invalid_path ({data[:60]!r})")
 
 
 def auth_before_routing(st):
