@@ -289,18 +289,25 @@ admin_log_refused(void *arg, const struct admin_request *req, const char *code)
 	           req->peer.user, admin_role_name(req->peer.role), code);
 }
 
+/* The order an audit row names: args.order_id when it is a valid id. */
+static const char *
+args_order_id(const struct admin_request *req)
+{
+	const cJSON *o =
+	    cJSON_GetObjectItemCaseSensitive(req->args, "order_id");
+
+	return cJSON_IsString(o) && order_id_valid(o->valuestring, 50)
+	           ? o->valuestring
+	           : NULL;
+}
+
 /* Audits a refusal made here of an audited command (error: the row's
  * error text), naming the order when the arguments name a valid one. */
 static void
 audit_refusal(struct admin_socket *s, const struct admin_request *req,
               const char *error)
 {
-	const cJSON *o =
-	    cJSON_GetObjectItemCaseSensitive(req->args, "order_id");
-	const char *order_id =
-	    cJSON_IsString(o) && order_id_valid(o->valuestring, 50)
-	        ? o->valuestring
-	        : NULL;
+	const char *order_id = args_order_id(req);
 
 	if (s->db == NULL || s->audit_stmt == NULL || db_ensure(s->db) < 0)
 		return;
@@ -345,12 +352,7 @@ audit_read(struct admin_socket *s, const struct admin_request *req)
 {
 	struct admin_request masked = *req;
 	cJSON *args = NULL;
-	const cJSON *o =
-	    cJSON_GetObjectItemCaseSensitive(req->args, "order_id");
-	const char *order_id =
-	    cJSON_IsString(o) && order_id_valid(o->valuestring, 50)
-	        ? o->valuestring
-	        : NULL;
+	const char *order_id = args_order_id(req);
 	int rc;
 
 	if (s->db == NULL || s->audit_stmt == NULL)

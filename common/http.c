@@ -36,6 +36,7 @@
 #include "err.h"
 #include "http.h"
 #include "log.h"
+#include "util.h"
 
 #define HTTP_DEFAULT_MAX_CONN  1000
 #define HTTP_DEFAULT_PER_IP    100
@@ -502,18 +503,6 @@ dispatch(struct req_ctx *ctx, struct MHD_Connection *conn)
  */
 static char path_control_mark;
 
-static int
-hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 static void *
 uri_log_cb(void *cls, const char *uri, struct MHD_Connection *conn)
 {
@@ -527,8 +516,8 @@ uri_log_cb(void *cls, const char *uri, struct MHD_Connection *conn)
 		if ((unsigned char)*p < 0x20 || *p == 0x7f)
 			return &path_control_mark;
 
-		if (*p != '%' || (hi = hex_value(p[1])) < 0 ||
-		    (lo = hex_value(p[2])) < 0)
+		if (*p != '%' || (hi = hex_digit(p[1])) < 0 ||
+		    (lo = hex_digit(p[2])) < 0)
 			continue;
 		v = hi * 16 + lo;
 		if (v < 0x20 || v == 0x7f)

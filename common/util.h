@@ -22,6 +22,9 @@ void deadline_after_ms(int clock, int64_t ms, struct timespec *ts);
 /* RFC 3339 UTC with milliseconds: "2026-11-23T09:33:19.123Z"; buf >= 32. */
 void time_rfc3339(int64_t real_ms, char *buf, size_t len);
 
+/* The value of one hexadecimal digit, -1 when c is none. */
+int hex_digit(char c);
+
 /* Lower-case hex of len bytes into out (2*len+1 bytes). */
 void hex_encode(const uint8_t *in, size_t len, char *out);
 /* 0 or -EINVAL (odd length, bad digit, out too small). */
