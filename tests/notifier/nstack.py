@@ -48,9 +48,9 @@ def free_port():
 
 
 def wait_for(pred, timeout, what, interval=0.1):
-    end = time.time() + timeout
+    end = time.monotonic() + timeout
     last = None
-    while time.time() < end:
+    while time.monotonic() < end:
         last = pred()
         if last:
             return last
