@@ -856,7 +856,11 @@ http_server_start(const struct http_server_conf *conf, http_handler_fn handler,
 	snprintf(srv->name, sizeof(srv->name), "%s",
 	         conf->name ? conf->name : "http");
 	pthread_mutex_init(&srv->lock, NULL);
-	pthread_cond_init(&srv->cond, NULL);
+	if (cond_init_monotonic(&srv->cond) < 0) {
+		pthread_mutex_destroy(&srv->lock);
+		free(srv);
+		return -ENOMEM;
+	}
 
 	max_conn = conf->max_connections ? conf->max_connections
 	                                 : HTTP_DEFAULT_MAX_CONN;
@@ -934,8 +938,7 @@ http_server_stop(struct http_server *srv)
 		pending_complete_locked(srv, srv->pending, &resp);
 	}
 	/* let the 503s go out before tearing the connections down */
-	clock_gettime(CLOCK_REALTIME, &deadline);
-	deadline.tv_sec += HTTP_STOP_DRAIN_MS / 1000;
+	deadline_after_ms(CLOCK_MONOTONIC, HTTP_STOP_DRAIN_MS, &deadline);
 	while (srv->deferred_live > 0) {
 		if (pthread_cond_timedwait(&srv->cond, &srv->lock, &deadline) ==
 		    ETIMEDOUT)

@@ -22,6 +22,22 @@ deadline_after_ms(int clock, int64_t ms, struct timespec *ts)
 	}
 }
 
+int
+cond_init_monotonic(pthread_cond_t *cv)
+{
+	pthread_condattr_t attr;
+	int rc;
+
+	rc = pthread_condattr_init(&attr);
+	if (rc != 0)
+		return -rc;
+	rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+	if (rc == 0)
+		rc = pthread_cond_init(cv, &attr);
+	pthread_condattr_destroy(&attr);
+	return -rc;
+}
+
 static int64_t
 clock_ms(clockid_t id)
 {

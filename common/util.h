@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <pthread.h>
 #include <stdint.h>
 
 #define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -19,6 +20,10 @@ int64_t now_real_ms(void);
  * pthread_cond_timedwait() and its kin. */
 struct timespec;
 void deadline_after_ms(int clock, int64_t ms, struct timespec *ts);
+/* Initialises *cv to wait against CLOCK_MONOTONIC (deadlines from
+ * deadline_after_ms(CLOCK_MONOTONIC, ...)): a wall clock set back does
+ * not stretch a wait.  0 or a negative errno. */
+int cond_init_monotonic(pthread_cond_t *cv);
 /* RFC 3339 UTC with milliseconds: "2026-11-23T09:33:19.123Z"; buf >= 32. */
 void time_rfc3339(int64_t real_ms, char *buf, size_t len);
 

@@ -100,17 +100,7 @@ stream_i64_text(int64_t v, char buf[24])
 int
 stream_cond_init_mono(pthread_cond_t *cv)
 {
-	pthread_condattr_t attr;
-	int rc;
-
-	rc = pthread_condattr_init(&attr);
-	if (rc != 0)
-		return -rc;
-	rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-	if (rc == 0)
-		rc = pthread_cond_init(cv, &attr);
-	pthread_condattr_destroy(&attr);
-	return -rc;
+	return cond_init_monotonic(cv);
 }
 
 /* Waits on cv for at most ms (mu held by the caller). */

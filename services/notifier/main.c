@@ -20,6 +20,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "notifier.h"
+#include "util.h"
 #include "sd.h"
 #include "stream.h"
 
@@ -129,7 +130,12 @@ main(int argc, char **argv)
 	n.conf = &conf;
 	n.d = &d;
 	pthread_mutex_init(&n.wake_lock, NULL);
-	pthread_cond_init(&n.wake, NULL);
+	/* monotonic: the workers' idle waits and rate-limit waits must not
+	 * stretch when the wall clock is set back */
+	if (cond_init_monotonic(&n.wake) < 0) {
+		fprintf(stderr, "kasir-notifier: cannot create a condition\n");
+		return 1;
+	}
 	pthread_mutex_init(&n.scrape_lock, NULL);
 	rc = 1;
 

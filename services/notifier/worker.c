@@ -424,7 +424,7 @@ take_token(struct notifier *n, enum notify_channel_id ch)
 			wait_ms = 1;
 		if (wait_ms > 1000)
 			wait_ms = 1000;
-		deadline_after_ms(CLOCK_REALTIME, wait_ms, &ts);
+		deadline_after_ms(CLOCK_MONOTONIC, wait_ms, &ts);
 		pthread_mutex_lock(&n->wake_lock);
 		if (!atomic_load(&n->stopping))
 			pthread_cond_timedwait(&n->wake, &n->wake_lock, &ts);
@@ -722,13 +722,7 @@ idle_wait(struct notifier *n, int64_t ms)
 {
 	struct timespec ts;
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
+	deadline_after_ms(CLOCK_MONOTONIC, ms, &ts);
 	pthread_mutex_lock(&n->wake_lock);
 	if (!atomic_load(&n->stopping))
 		pthread_cond_timedwait(&n->wake, &n->wake_lock, &ts);

@@ -6,6 +6,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 #include <cmocka.h>
 
 #include "err.h"
@@ -201,14 +202,45 @@ test_strerror(void **state)
 	assert_non_null(kasir_strerror(-999));
 }
 
+/* cond_init_monotonic: a wait against a CLOCK_MONOTONIC deadline lasts
+ * until it (a condition on the wall clock would take that deadline, the
+ * time since boot, for one in 1970 and return at once). */
+static void
+test_cond_monotonic(void **state)
+{
+	pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+	pthread_cond_t cv;
+	struct timespec ts;
+	int64_t t0;
+	int rc;
+
+	(void)state;
+	assert_int_equal(cond_init_monotonic(&cv), 0);
+	pthread_mutex_lock(&mu);
+	t0 = now_mono_ms();
+	deadline_after_ms(CLOCK_MONOTONIC, 80, &ts);
+	do
+		rc = pthread_cond_timedwait(&cv, &mu, &ts);
+	while (rc == 0); /* spurious wakeups */
+	assert_int_equal(rc, ETIMEDOUT);
+	assert_true(now_mono_ms() - t0 >= 70);
+	pthread_mutex_unlock(&mu);
+	pthread_cond_destroy(&cv);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_hex),      cmocka_unit_test(test_ct_equal),
-	    cmocka_unit_test(test_order_id), cmocka_unit_test(test_utf8),
-	    cmocka_unit_test(test_rfc3339),  cmocka_unit_test(test_uuid),
-	    cmocka_unit_test(test_strlcpy),  cmocka_unit_test(test_backoff),
+	    cmocka_unit_test(test_cond_monotonic),
+	    cmocka_unit_test(test_hex),
+	    cmocka_unit_test(test_ct_equal),
+	    cmocka_unit_test(test_order_id),
+	    cmocka_unit_test(test_utf8),
+	    cmocka_unit_test(test_rfc3339),
+	    cmocka_unit_test(test_uuid),
+	    cmocka_unit_test(test_strlcpy),
+	    cmocka_unit_test(test_backoff),
 	    cmocka_unit_test(test_strerror),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
