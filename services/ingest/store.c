@@ -420,17 +420,14 @@ committer_init(struct ingest_store *s, unsigned index)
 {
 	struct ingest_committer *c = &s->c[index];
 	const struct ingest_store_conf *conf = &s->conf;
-	pthread_condattr_t ca;
 	char loop[32];
 	int r;
 
 	c->s = s;
 	c->index = index;
 	c->tail = &c->head;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&c->cond, &ca);
-	pthread_condattr_destroy(&ca);
+	if ((r = cond_init_monotonic(&c->cond)) < 0)
+		return r;
 	c->batch = calloc(conf->batch_max, sizeof(*c->batch));
 	c->ids = calloc(conf->batch_max, sizeof(*c->ids));
 	c->received = calloc(conf->batch_max, sizeof(*c->received));

@@ -28,6 +28,7 @@
 #include "metrics.h"
 #include "reconciler.h"
 #include "sd.h"
+#include "util.h"
 #include "stream.h"
 
 static void
@@ -137,7 +138,6 @@ main(int argc, char **argv)
 	struct stream_producer_conf pc;
 	struct stream_consumer_conf cc;
 	struct db_conf dc;
-	pthread_condattr_t ca;
 	int rc;
 
 	memset(&conf, 0, sizeof(conf));
@@ -166,12 +166,10 @@ main(int argc, char **argv)
 	atomic_init(&r.auth_paused_until, 0);
 	atomic_init(&r.last_check_ms, 0);
 	pthread_mutex_init(&r.wake_lock, NULL);
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&r.wake, &ca);
-	pthread_condattr_destroy(&ca);
 	pthread_mutex_init(&r.scrape_lock, NULL);
 	rc = 1;
+	if (cond_init_monotonic(&r.wake) < 0)
+		goto out_conf;
 
 	if (daemon_init(&d, RECON_NAME, &conf.base, RECON_SCHEMA, RECON_ROLE) <
 	    0)
