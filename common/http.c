@@ -349,7 +349,7 @@ struct framing {
 	bool content_length_bad;  /* one of them is not 1*DIGIT or too big */
 	bool transfer_encoding;   /* any Transfer-Encoding header */
 	bool coding_unknown;      /* one that is not exactly "chunked" */
-	bool name_space;          /* a header name that is not a token */
+	bool name_bad;            /* a header name that is not a token */
 };
 
 /* RFC 9110 8.6: Content-Length = 1*DIGIT; more than 18 digits would not
@@ -376,7 +376,7 @@ framing_header(void *cls, enum MHD_ValueKind kind, const char *key,
 	if (key[strspn(key, "!#$%&'*+-.^_`|~0123456789"
 	                    "abcdefghijklmnopqrstuvwxyz"
 	                    "ABCDEFGHIJKLMNOPQRSTUVWXYZ")] != '\0')
-		f->name_space = true;
+		f->name_bad = true;
 	/* a folded line ("Transfer-Encoding:" CRLF " chunked", obs-fold,
 	 * RFC 9112 5.2) reaches us from libmicrohttpd 0.9.75 as the name
 	 * "Transfer-Encodingchunked" with an empty value: a framing header
@@ -387,7 +387,7 @@ framing_header(void *cls, enum MHD_ValueKind kind, const char *key,
 	    (strncasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH,
 	                 strlen(MHD_HTTP_HEADER_CONTENT_LENGTH)) == 0 &&
 	     strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) != 0))
-		f->name_space = true;
+		f->name_bad = true;
 	if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
 		f->content_lengths++;
 		if (value == NULL || !content_length_valid(value))
@@ -417,7 +417,7 @@ framing_refusal(struct MHD_Connection *conn)
 	struct framing f = {0};
 
 	MHD_get_connection_values(conn, MHD_HEADER_KIND, framing_header, &f);
-	if (f.name_space)
+	if (f.name_bad)
 		return "a header name that is not a token (whitespace, "
 		       "a control character, a folded framing header)";
 	if (f.transfer_encoding && f.content_lengths > 0)

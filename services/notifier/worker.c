@@ -453,10 +453,11 @@ static const struct db_stmt st_attempt_recorded = {
     .nparams = 3,
 };
 
-/* Whether the attempt pa names is recorded: 1 yes, 0 no, <0 not known
- * (the database is still away). */
+/* Settles whether the attempt pa names is recorded after a COMMIT whose
+ * outcome was not known (*unknown): 1 yes, 0 no (*unknown cleared both
+ * times), <0 still not known (the database is still away). */
 static int
-attempt_recorded(struct kasir_db *db, const char *const *pa)
+attempt_settle(struct kasir_db *db, const char *const *pa, bool *unknown)
 {
 	PGresult *res = NULL;
 	const char *p[3] = {pa[0], pa[1], pa[2]};
@@ -466,6 +467,7 @@ attempt_recorded(struct kasir_db *db, const char *const *pa)
 		return r;
 	r = PQntuples(res) > 0;
 	PQclear(res);
+	*unknown = false;
 	return r;
 }
 
@@ -483,13 +485,8 @@ record_tx(struct kasir_db *db, const struct claimed *job, const char *const *pa,
 	PGresult *ures = NULL;
 	int r;
 
-	if (*unknown) {
-		if ((r = attempt_recorded(db, pa)) < 0)
-			return KASIR_EDB;
-		*unknown = false;
-		if (r == 1)
-			return 0;
-	}
+	if (*unknown && (r = attempt_settle(db, pa, unknown)) != 0)
+		return r == 1 ? 0 : KASIR_EDB;
 	if ((r = db_begin(db)) < 0)
 		return r;
 	if ((r = db_exec(db, &st_attempt_insert, pa, NULL)) < 0 ||
@@ -505,10 +502,8 @@ record_tx(struct kasir_db *db, const struct claimed *job, const char *const *pa,
 	PQclear(ures);
 	if ((r = db_commit(db)) == KASIR_EDBUNKNOWN) {
 		*unknown = true;
-		if ((r = attempt_recorded(db, pa)) < 0)
-			return KASIR_EDB; /* not known yet: ask again */
-		*unknown = false;
-		r = r == 1 ? 0 : KASIR_EDB;
+		/* not made, or not known yet: ask again */
+		r = attempt_settle(db, pa, unknown) == 1 ? 0 : KASIR_EDB;
 	}
 	return r;
 }

@@ -200,7 +200,7 @@ struct wl_exec {
 	/* the orders of the batch's webhook notifications: recon.settings'
 	 * one row is updated once per batch, not once per message (every
 	 * update holds that row until COMMIT, and mode_evaluate() reads it) */
-	struct db_array heard;
+	struct db_array notified;
 };
 
 static int
@@ -208,6 +208,16 @@ wl_exec(struct wl_exec *x, struct kasir_db *db, const struct db_stmt *st,
         const char *const *p)
 {
 	return db_batch_exec(x != NULL ? &x->b : NULL, db, st, p);
+}
+
+/* Moves recon.settings.last_ingest_at for the orders named (the orders of
+ * webhook notifications just applied: st_ingest_seen). */
+static int
+ingest_seen(struct wl_exec *x, struct kasir_db *db, struct db_array *orders)
+{
+	const char *p[1] = {db_array_text(orders)};
+
+	return p[0] != NULL ? wl_exec(x, db, &st_ingest_seen, p) : -ENOMEM;
 }
 
 /* An unsigned identifier of a message (a transaction id, a payment type:
@@ -334,16 +344,12 @@ apply_evidence(struct kasir_db *db, const struct kasir_msg *msg,
 			return rc;
 	}
 	if (ingest && x != NULL) {
-		db_array_add(&x->heard, msg_str(msg, "order_id"));
+		db_array_add(&x->notified, msg_str(msg, "order_id"));
 	} else if (ingest) {
 		struct db_array one = {0};
-		const char *p[1];
 
 		db_array_add(&one, msg_str(msg, "order_id"));
-		if ((p[0] = db_array_text(&one)) == NULL)
-			rc = -ENOMEM;
-		else
-			rc = db_exec(db, &st_ingest_seen, p, NULL);
+		rc = ingest_seen(NULL, db, &one);
 		db_array_free(&one);
 		return rc;
 	}
@@ -439,15 +445,11 @@ watchlist_apply_batch(void *arg, struct kasir_db *db,
 		 * careful pass, which poisons exactly that message */
 		rc = apply_one(arg, db, msgs[i], &x);
 	}
-	if (rc == 0 && x.heard.n > 0) {
-		const char *p[1] = {db_array_text(&x.heard)};
-
-		rc = p[0] != NULL ? wl_exec(&x, db, &st_ingest_seen, p)
-		                  : -ENOMEM;
-	}
+	if (rc == 0 && x.notified.n > 0)
+		rc = ingest_seen(&x, db, &x.notified);
 	if (rc == 0)
 		rc = db_batch_sync(&x.b, db);
 	db_pipe_end(db);
-	db_array_free(&x.heard);
+	db_array_free(&x.notified);
 	return rc;
 }
