@@ -180,10 +180,16 @@ main(int argc, char **argv)
 	}
 	cc.committed = consumer_committed;
 	/* jobs_apply keeps nothing outside the transaction: no SAVEPOINT
-	 * per message unless one fails (stream.h), and a batch's statements
-	 * go in one pipeline (jobs_apply_batch) */
+	 * per message unless one fails (stream.h), and a batch is three
+	 * array statements in one pipeline (jobs_apply_batch) */
 	cc.optimistic = true;
 	cc.apply_batch = jobs_apply_batch;
+	/* the batch's array statements have one shape, and their custom
+	 * plans hashed whole tables (notify.orders) or read every job
+	 * waiting to be sent (job_due) for a batch's few dozen orders:
+	 * planned once per connection, through the order_id indexes (db.h) */
+	cc.db.generic_plans = true;
+	cc.db.index_scans = true;
 	if (stream_consumer_start(&cc, d.keyring, d.metrics, jobs_apply, &n,
 	                          &n.consumer) < 0) {
 		log_err("cannot start the orders stream consumer");

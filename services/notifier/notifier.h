@@ -312,8 +312,9 @@ extern const char *const notify_job_states[7];
 
 /* jobs.c: the orders stream apply callback (arg = struct notifier). */
 int jobs_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg);
-/* The consumer's optimistic pass: the batch's statements pipelined (any
- * failure: the consumer applies the batch again with jobs_apply). */
+/* The consumer's optimistic pass: the whole batch in three array
+ * statements, one pipeline (any failure: the consumer applies the batch
+ * again with jobs_apply). */
 int jobs_apply_batch(void *arg, struct kasir_db *db,
                      const struct kasir_msg *const *msgs, size_t n);
 
