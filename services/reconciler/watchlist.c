@@ -5,8 +5,10 @@
  * watchlist_apply() is the apply callback of the orders stream consumer:
  * it runs inside the consumer's transaction together with the cursor
  * advance, so every order event changes the watch list exactly once.
- * watchlist_apply_batch() does the same for a whole batch with its
- * statements pipelined (the consumer's optimistic pass).
+ * watchlist_apply_batch() does the same for a whole batch (the consumer's
+ * optimistic pass): in rounds of at most one message per order, each kind
+ * of write one array statement per round, pipelined.  Both run the same
+ * statements (one message is a round of one).
  *
  *   order.created   -> a watch row: PENDING, next check = first check
  *                      (schedule.c), no attempts yet
@@ -92,12 +94,20 @@ rfc3339_ms(const char *s, int64_t *ret)
 	return 0;
 }
 
+/*
+ * The statements: each takes arrays, one element per message, so one
+ * message (the careful pass) and a whole round of a batch (below) run the
+ * same SQL.  Every statement names an order at most once (a round).
+ */
 static const struct db_stmt st_created = {
     .name = "recon_watch_created",
     .sql = "INSERT INTO recon.watch (order_id, created_at, expires_at,"
            " status, next_check_at, transaction_id, orders_seq)"
-           " VALUES ($1, $2::timestamptz, $3::timestamptz, $4,"
-           "  to_timestamp($5::bigint / 1000.0), $6, $7::bigint)"
+           " SELECT u.id, u.created, u.expires, u.status,"
+           "  to_timestamp(u.next / 1000.0), u.txn, u.seq"
+           " FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[],"
+           "  $4::text[], $5::bigint[], $6::text[], $7::bigint[])"
+           "  AS u(id, created, expires, status, next, txn, seq)"
            " ON CONFLICT (order_id) DO NOTHING",
     .nparams = 7,
 };
@@ -107,8 +117,11 @@ static const struct db_stmt st_final = {
     .sql = "INSERT INTO recon.watch (order_id, created_at, expires_at,"
            " status, final, final_at, next_check_at, transaction_id,"
            " orders_seq)"
-           " VALUES ($1, $2::timestamptz, $3::timestamptz, $4, true, now(),"
-           "  now(), $5, $6::bigint)"
+           " SELECT u.id, u.created, u.expires, u.status, true, now(),"
+           "  now(), u.txn, u.seq"
+           " FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[],"
+           "  $4::text[], $5::text[], $6::bigint[])"
+           "  AS u(id, created, expires, status, txn, seq)"
            " ON CONFLICT (order_id) DO UPDATE SET status = EXCLUDED.status,"
            "  final = true, final_at = coalesce(recon.watch.final_at, now()),"
            "  transaction_id = coalesce(recon.watch.transaction_id,"
@@ -117,9 +130,9 @@ static const struct db_stmt st_final = {
     .nparams = 6,
 };
 
-/* $4: the key of what the evidence said; $5: received_at when it was a
- * webhook notification (NULL otherwise).  heard keeps the keys the
- * order's notifications said (at most 16, for operators).  Only the
+/* u.key: the key of what the evidence said; u.received: received_at when
+ * it was a webhook notification (NULL otherwise).  heard keeps the keys
+ * the order's notifications said (at most 16, for operators).  Only the
  * first notification an order ever hears is news: it moves news_at,
  * which the automatic mode's "webhooks flow" reads (st_ingest_seen).
  * A replay says nothing new, and neither does a genuine body with its
@@ -128,26 +141,29 @@ static const struct db_stmt st_final = {
  * attack on 000cd50, 2026-12-07: the mode kept off for 14 s instead of
  * 3, ended in 0.2 s).  SET sees the row as it was. */
 #define WATCH_HEARD_NEW                                                        \
-	"$5::timestamptz IS NOT NULL AND $4::text IS NOT NULL"                 \
-	" AND NOT ($4::text = ANY (heard)) AND cardinality(heard) < 16"
+	"u.received IS NOT NULL AND u.key IS NOT NULL"                         \
+	" AND NOT (u.key = ANY (w.heard)) AND cardinality(w.heard) < 16"
 #define WATCH_NEWS                                                             \
-	"$5::timestamptz IS NOT NULL AND $4::text IS NOT NULL"                 \
-	" AND cardinality(heard) = 0"
+	"u.received IS NOT NULL AND u.key IS NOT NULL"                         \
+	" AND cardinality(w.heard) = 0"
 static const struct db_stmt st_evidence = {
     .name = "recon_watch_evidence",
-    .sql = "UPDATE recon.watch SET"
-           " transaction_id = coalesce(transaction_id, $2),"
-           " payment_type = coalesce($3, payment_type),"
-           " last_key = coalesce($4, last_key),"
-           " last_notification_at = CASE WHEN $5::timestamptz IS NULL"
-           "  THEN last_notification_at"
-           "  ELSE greatest(last_notification_at, $5::timestamptz) END,"
-           " heard = CASE WHEN " WATCH_HEARD_NEW " THEN heard || $4::text"
-           "  ELSE heard END,"
+    .sql = "UPDATE recon.watch w SET"
+           " transaction_id = coalesce(w.transaction_id, u.txn),"
+           " payment_type = coalesce(u.ptype, w.payment_type),"
+           " last_key = coalesce(u.key, w.last_key),"
+           " last_notification_at = CASE WHEN u.received IS NULL"
+           "  THEN w.last_notification_at"
+           "  ELSE greatest(w.last_notification_at, u.received) END,"
+           " heard = CASE WHEN " WATCH_HEARD_NEW " THEN w.heard || u.key"
+           "  ELSE w.heard END,"
            " news_at = CASE WHEN " WATCH_NEWS
-           "  THEN greatest(news_at, $5::timestamptz) ELSE news_at END,"
-           " orders_seq = $6::bigint, updated_at = now()"
-           " WHERE order_id = $1",
+           "  THEN greatest(w.news_at, u.received) ELSE w.news_at END,"
+           " orders_seq = u.seq, updated_at = now()"
+           " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
+           "  $5::timestamptz[], $6::bigint[])"
+           "  AS u(id, txn, ptype, key, received, seq)"
+           " WHERE w.order_id = u.id",
     .nparams = 6,
 };
 
@@ -165,7 +181,7 @@ static const struct db_stmt st_ingest_seen = {
     .nparams = 1,
 };
 
-/* $2: the request's orders seq.  The failure count restarts: the retry
+/* u.seq: the request's orders seq.  The failure count restarts: the retry
  * backoff of a confirmation starts short.  The transaction id a watch
  * row learned first stays: a held claim is unsigned, and letting the
  * latest one choose what is asked let a forged claim displace the
@@ -176,8 +192,11 @@ static const struct db_stmt st_confirm = {
     .sql = "INSERT INTO recon.watch (order_id, created_at, expires_at,"
            " status, next_check_at, transaction_id, orders_seq, confirm_seq,"
            " confirm_since)"
-           " VALUES ($1, $3::timestamptz, $4::timestamptz, $5, now(), $6,"
-           "  $2::bigint, $2::bigint, now())"
+           " SELECT u.id, u.created, u.expires, u.status, now(), u.txn,"
+           "  u.seq, u.seq, now()"
+           " FROM unnest($1::text[], $2::bigint[], $3::timestamptz[],"
+           "  $4::timestamptz[], $5::text[], $6::text[])"
+           "  AS u(id, seq, created, expires, status, txn)"
            " ON CONFLICT (order_id) DO UPDATE SET"
            "  confirm_seq = EXCLUDED.confirm_seq,"
            "  confirm_since = coalesce(recon.watch.confirm_since, now()),"
@@ -187,37 +206,99 @@ static const struct db_stmt st_confirm = {
     .nparams = 6,
 };
 
+/* The rows of one array statement, added message by message. */
+#define WL_COLS_MAX 7
+struct wl_cols {
+	struct db_array a[WL_COLS_MAX];
+};
+
 /*
- * How an apply function runs its statements: at once (x == NULL: the
- * careful pass, one message at a time) or queued on the connection's
- * pipeline (watchlist_apply_batch: results read at each sync).  Every
- * statement's parameters are known before it is sent, and none of the
- * apply functions reads a result, so both ways do the same writes in the
- * same order.
+ * One round of writes: at most one message per order, each kind of write
+ * one array statement (rows in message order), run by round_flush() at
+ * once (b == NULL: the careful pass, one message) or queued on the
+ * connection's pipeline (watchlist_apply_batch: errors read at each
+ * sync).  None of the statements reads a result back, so both ways do the
+ * same writes.
  */
 struct wl_exec {
-	struct db_batch b;
-	/* the orders of the batch's webhook notifications: recon.settings'
+	struct db_batch *b;
+	struct wl_cols created, confirm, final, evidence;
+	/* the orders of the webhook notifications applied: recon.settings'
 	 * one row is updated once per batch, not once per message (every
 	 * update holds that row until COMMIT, and mode_evaluate() reads it) */
 	struct db_array notified;
 };
 
-static int
-wl_exec(struct wl_exec *x, struct kasir_db *db, const struct db_stmt *st,
-        const char *const *p)
+static void
+cols_add(struct wl_cols *c, const struct db_stmt *st, const char *const *v)
 {
-	return db_batch_exec(x != NULL ? &x->b : NULL, db, st, p);
+	for (int k = 0; k < st->nparams; k++)
+		db_array_add(&c->a[k], v[k]);
 }
 
-/* Moves recon.settings.last_ingest_at for the orders named (the orders of
- * webhook notifications just applied: st_ingest_seen). */
-static int
-ingest_seen(struct wl_exec *x, struct kasir_db *db, struct db_array *orders)
+static void
+cols_free(struct wl_cols *c)
 {
-	const char *p[1] = {db_array_text(orders)};
+	for (int k = 0; k < WL_COLS_MAX; k++)
+		db_array_free(&c->a[k]);
+}
 
-	return p[0] != NULL ? wl_exec(x, db, &st_ingest_seen, p) : -ENOMEM;
+/* Runs (or queues) st with c's rows, if it has any, and empties c. */
+static int
+cols_flush(struct wl_exec *x, struct kasir_db *db, const struct db_stmt *st,
+           struct wl_cols *c)
+{
+	const char *p[WL_COLS_MAX];
+	int rc = 0;
+
+	if (c->a[0].n == 0)
+		return 0;
+	for (int k = 0; k < st->nparams && rc == 0; k++)
+		if ((p[k] = db_array_text(&c->a[k])) == NULL)
+			rc = -ENOMEM;
+	if (rc == 0)
+		rc = db_batch_exec(x->b, db, st, p);
+	cols_free(c);
+	return rc;
+}
+
+/* The round's statements.  A final message's evidence (below) comes
+ * after its final row, as one message at a time; the other kinds name
+ * other orders. */
+static int
+round_flush(struct wl_exec *x, struct kasir_db *db)
+{
+	int rc;
+
+	if ((rc = cols_flush(x, db, &st_created, &x->created)) < 0 ||
+	    (rc = cols_flush(x, db, &st_confirm, &x->confirm)) < 0 ||
+	    (rc = cols_flush(x, db, &st_final, &x->final)) < 0)
+		return rc;
+	return cols_flush(x, db, &st_evidence, &x->evidence);
+}
+
+static void
+wl_exec_free(struct wl_exec *x)
+{
+	cols_free(&x->created);
+	cols_free(&x->confirm);
+	cols_free(&x->final);
+	cols_free(&x->evidence);
+	db_array_free(&x->notified);
+}
+
+/* Moves recon.settings.last_ingest_at for the orders of the webhook
+ * notifications applied (st_ingest_seen), if any. */
+static int
+ingest_seen(struct wl_exec *x, struct kasir_db *db)
+{
+	const char *p[1];
+
+	if (x->notified.n == 0)
+		return 0;
+	if ((p[0] = db_array_text(&x->notified)) == NULL)
+		return -ENOMEM;
+	return db_batch_exec(x->b, db, &st_ingest_seen, p);
 }
 
 /* An unsigned identifier of a message (a transaction id, a payment type:
@@ -232,27 +313,17 @@ watch_ident(const struct kasir_msg *msg, const char *name)
 	return v != NULL && strlen(v) < RECON_ID_MAX ? v : NULL;
 }
 
-static int
-apply_confirm(struct recon *r, struct kasir_db *db, const struct kasir_msg *msg,
-              const char *seq, struct wl_exec *x)
+static void
+add_confirm(const struct kasir_msg *msg, const char *seq, struct wl_exec *x)
 {
+	/* an order the watch list has not seen (the reconciler was added
+	 * later) is watched from here on */
 	const char *p[6] = {
 	    msg_str(msg, "order_id"),   seq,
 	    msg_str(msg, "created_at"), msg_str(msg, "expires_at"),
 	    msg_str(msg, "status"),     watch_ident(msg, "transaction_id")};
-	int rc;
 
-	/* an order the watch list has not seen (the reconciler was added
-	 * later) is watched from here on */
-	if ((rc = wl_exec(x, db, &st_confirm, p)) < 0)
-		return rc;
-	atomic_fetch_add(&r->confirm_waiting, 1);
-	log_fields(
-	    LOG_INFO,
-	    LOG_F({"ORDER_ID", p[0]}, {"STREAM", "orders"}, {"SEQ", seq}),
-	    "confirmation asked: the notification said %s",
-	    msg_str(msg, "transaction_status"));
-	return 0;
+	cols_add(&x->confirm, &st_confirm, p);
 }
 
 void
@@ -274,9 +345,18 @@ is_final_type(enum msg_type t)
 	       t == MSG_ORDER_REFUNDED;
 }
 
+/* The messages the watch list applies (access.*, order.flagged... are
+ * not its). */
+static bool
+is_watch_type(enum msg_type t)
+{
+	return t == MSG_ORDER_CREATED || t == MSG_ORDER_EVIDENCE ||
+	       t == MSG_CONFIRM_REQUEST || is_final_type(t);
+}
+
 static int
-apply_created(struct recon *r, struct kasir_db *db, const struct kasir_msg *msg,
-              const char *seq, struct wl_exec *x)
+add_created(struct recon *r, const struct kasir_msg *msg, const char *seq,
+            struct wl_exec *x)
 {
 	const char *order_id = msg_str(msg, "order_id");
 	const char *created = msg_str(msg, "created_at");
@@ -300,25 +380,22 @@ apply_created(struct recon *r, struct kasir_db *db, const struct kasir_msg *msg,
 		                    next,     msg_str(msg, "transaction_id"),
 		                    seq};
 
-		return wl_exec(x, db, &st_created, p);
+		cols_add(&x->created, &st_created, p);
 	}
+	return 0;
 }
 
-static int
-apply_evidence(struct kasir_db *db, const struct kasir_msg *msg,
-               const char *seq, struct wl_exec *x)
+static void
+add_evidence(const struct kasir_msg *msg, const char *seq, struct wl_exec *x)
 {
 	const cJSON *ev = msg_obj(msg, "evidence");
 	const cJSON *src = cJSON_GetObjectItemCaseSensitive(ev, "source");
 	const char *ts = msg_str(msg, "transaction_status");
 	const char *received = msg_str(msg, "received_at");
-	const char *txn = watch_ident(msg, "transaction_id");
-	const char *ptype = watch_ident(msg, "payment_type");
 	bool ingest =
 	    cJSON_IsString(src) && strcmp(src->valuestring, "ingest") == 0;
 	char key[RECON_FIELD_MAX + 16];
 	int64_t ms;
-	int rc;
 
 	if (ingest && rfc3339_ms(received, &ms) < 0) {
 		log_fields(LOG_WARNING,
@@ -336,97 +413,209 @@ apply_evidence(struct kasir_db *db, const struct kasir_msg *msg,
 	    strcmp(ts, "expired") != 0 && strcmp(ts, "not_found") != 0)
 		snprintf(key, sizeof(key), "status:%s", ts);
 	{
-		const char *p[6] = {
-		    msg_str(msg, "order_id"), txn, ptype, key[0] ? key : NULL,
-		    ingest ? received : NULL, seq};
+		const char *p[6] = {msg_str(msg, "order_id"),
+		                    watch_ident(msg, "transaction_id"),
+		                    watch_ident(msg, "payment_type"),
+		                    key[0] ? key : NULL,
+		                    ingest ? received : NULL,
+		                    seq};
 
-		if ((rc = wl_exec(x, db, &st_evidence, p)) < 0)
-			return rc;
+		cols_add(&x->evidence, &st_evidence, p);
 	}
-	if (ingest && x != NULL) {
+	if (ingest)
 		db_array_add(&x->notified, msg_str(msg, "order_id"));
-	} else if (ingest) {
-		struct db_array one = {0};
-
-		db_array_add(&one, msg_str(msg, "order_id"));
-		rc = ingest_seen(NULL, db, &one);
-		db_array_free(&one);
-		return rc;
-	}
-	return 0;
 }
 
-static int
-apply_final(struct kasir_db *db, const struct kasir_msg *msg, const char *seq,
-            struct wl_exec *x)
+static void
+add_final(const struct kasir_msg *msg, const char *seq, struct wl_exec *x)
 {
 	const char *p[6] = {
 	    msg_str(msg, "order_id"),           msg_str(msg, "created_at"),
 	    msg_str(msg, "expires_at"),         msg_str(msg, "status"),
 	    watch_ident(msg, "transaction_id"), seq};
-	int rc;
 
-	rc = wl_exec(x, db, &st_final, p);
-	if (rc == 0)
-		log_fields(LOG_INFO,
-		           LOG_F({"ORDER_ID", p[0]}, {"STREAM", "orders"},
-		                 {"SEQ", seq}),
-		           "order %s is final (%s), leaves the schedule", p[0],
-		           p[3]);
-	return rc;
+	cols_add(&x->final, &st_final, p);
+	/* the transition's event says what its evidence said (there is no
+	 * order.evidence for it); older ones do not */
+	if (msg_str(msg, "received_at") != NULL)
+		add_evidence(msg, seq, x);
 }
 
+/* Adds the writes of msg (a watch list message, is_watch_type()) to the
+ * round in x. */
 static int
-apply_one(struct recon *r, struct kasir_db *db, const struct kasir_msg *msg,
-          struct wl_exec *x)
+add_one(struct recon *r, const struct kasir_msg *msg, struct wl_exec *x)
 {
 	char seq[24];
-	int rc;
 
 	snprintf(seq, sizeof(seq), "%" PRId64, msg->seq);
-	if ((msg->type == MSG_ORDER_CREATED ||
-	     msg->type == MSG_ORDER_EVIDENCE ||
-	     msg->type == MSG_CONFIRM_REQUEST || is_final_type(msg->type)) &&
-	    !order_id_valid(msg_str(msg, "order_id"), 50)) {
-		log_fields(LOG_ERR, LOG_F({"STREAM", "orders"}, {"SEQ", seq}),
-		           "%s with an invalid order id, refused",
-		           msg_type_name(msg->type));
-		return KASIR_EREJECT;
-	}
 	if (msg->type == MSG_ORDER_CREATED)
-		rc = apply_created(r, db, msg, seq, x);
-	else if (msg->type == MSG_ORDER_EVIDENCE)
-		rc = apply_evidence(db, msg, seq, x);
+		return add_created(r, msg, seq, x);
+	if (msg->type == MSG_ORDER_EVIDENCE)
+		add_evidence(msg, seq, x);
 	else if (msg->type == MSG_CONFIRM_REQUEST)
-		rc = apply_confirm(r, db, msg, seq, x);
-	else if (is_final_type(msg->type)) {
-		rc = apply_final(db, msg, seq, x);
-		/* the transition's event says what its evidence said (there
-		 * is no order.evidence for it); older ones do not */
-		if (rc == 0 && msg_str(msg, "received_at") != NULL)
-			rc = apply_evidence(db, msg, seq, x);
-	} else
-		return 0; /* access.*, order.flagged: not the watch list's */
-	if (rc == KASIR_ESQL && (strncmp(db_last_sqlstate(db), "22", 2) == 0 ||
-	                         strcmp(db_last_sqlstate(db), "23502") == 0 ||
-	                         strcmp(db_last_sqlstate(db), "23514") == 0)) {
-		/* data exception (a time that does not parse...), a value
-		 * a CHECK or NOT NULL refuses: this message can never be
-		 * applied, and retrying it would stop the stream for good */
-		log_fields(LOG_ERR,
-		           LOG_F({"ORDER_ID", msg_str(msg, "order_id")},
-		                 {"STREAM", "orders"}, {"SEQ", seq}),
-		           "%s refused by the database: %s",
-		           msg_type_name(msg->type), db_last_error(db));
-		return KASIR_EREJECT;
+		add_confirm(msg, seq, x);
+	else
+		add_final(msg, seq, x);
+	return 0;
+}
+
+/* What msg did, once its round's statements ran (or were queued): the
+ * log line, and a confirmation counted for the after-COMMIT wake-up. */
+static void
+applied(struct recon *r, const struct kasir_msg *msg)
+{
+	const char *order_id = msg_str(msg, "order_id");
+	char seq[24];
+
+	snprintf(seq, sizeof(seq), "%" PRId64, msg->seq);
+	if (msg->type == MSG_CONFIRM_REQUEST) {
+		atomic_fetch_add(&r->confirm_waiting, 1);
+		log_fields(LOG_INFO,
+		           LOG_F({"ORDER_ID", order_id}, {"STREAM", "orders"},
+		                 {"SEQ", seq}),
+		           "confirmation asked: the notification said %s",
+		           msg_str(msg, "transaction_status"));
+	} else if (is_final_type(msg->type)) {
+		log_fields(LOG_INFO,
+		           LOG_F({"ORDER_ID", order_id}, {"STREAM", "orders"},
+		                 {"SEQ", seq}),
+		           "order %s is final (%s), leaves the schedule",
+		           order_id, msg_str(msg, "status"));
 	}
-	return rc;
+}
+
+/* KASIR_EREJECT when msg's order id is not one recon.watch can hold. */
+static int
+check_order_id(const struct kasir_msg *msg)
+{
+	char seq[24];
+
+	if (order_id_valid(msg_str(msg, "order_id"), 50))
+		return 0;
+	snprintf(seq, sizeof(seq), "%" PRId64, msg->seq);
+	log_fields(LOG_ERR, LOG_F({"STREAM", "orders"}, {"SEQ", seq}),
+	           "%s with an invalid order id, refused",
+	           msg_type_name(msg->type));
+	return KASIR_EREJECT;
+}
+
+/* rc, or KASIR_EREJECT when the database refused msg's statements for a
+ * data exception (a time that does not parse...) or a value a CHECK or
+ * NOT NULL refuses: this message can never be applied, and retrying it
+ * would stop the stream for good. */
+static int
+refused(struct kasir_db *db, const struct kasir_msg *msg, int rc)
+{
+	char seq[24];
+
+	if (rc != KASIR_ESQL || (strncmp(db_last_sqlstate(db), "22", 2) != 0 &&
+	                         strcmp(db_last_sqlstate(db), "23502") != 0 &&
+	                         strcmp(db_last_sqlstate(db), "23514") != 0))
+		return rc;
+	snprintf(seq, sizeof(seq), "%" PRId64, msg->seq);
+	log_fields(LOG_ERR,
+	           LOG_F({"ORDER_ID", msg_str(msg, "order_id")},
+	                 {"STREAM", "orders"}, {"SEQ", seq}),
+	           "%s refused by the database: %s", msg_type_name(msg->type),
+	           db_last_error(db));
+	return KASIR_EREJECT;
 }
 
 int
 watchlist_apply(void *arg, struct kasir_db *db, const struct kasir_msg *msg)
 {
-	return apply_one(arg, db, msg, NULL);
+	struct wl_exec x = {0}; /* b NULL: each statement at once */
+	int rc;
+
+	if (!is_watch_type(msg->type))
+		return 0;
+	if ((rc = check_order_id(msg)) < 0 || (rc = add_one(arg, msg, &x)) < 0)
+		goto out;
+	if ((rc = round_flush(&x, db)) == 0 && (rc = ingest_seen(&x, db)) == 0)
+		applied(arg, msg);
+	rc = refused(db, msg, rc);
+out:
+	wl_exec_free(&x);
+	return rc;
+}
+
+/* One message of a batch, for plan_rounds(). */
+struct wl_slot {
+	const char *order_id;
+	size_t i; /* its position in the batch */
+};
+
+static int
+slot_cmp(const void *a, const void *b)
+{
+	const struct wl_slot *x = a, *y = b;
+	int c = strcmp(x->order_id, y->order_id);
+
+	if (c != 0)
+		return c;
+	return x->i < y->i ? -1 : x->i > y->i;
+}
+
+/*
+ * round[i]: the round of message i, how many messages of its order come
+ * before it in the batch (-1: not the watch list's); *ret_rounds how many
+ * rounds.  A round names each order at most once, so none of its array
+ * statements touches a row twice (an UPDATE ... FROM would apply one of
+ * two rows, an INSERT ... ON CONFLICT DO UPDATE refuses them), and the
+ * rounds in turn keep each order's messages in stream order.  Orders do
+ * not depend on each other (recon.settings is updated after the last
+ * round).  KASIR_EREJECT for a message with an invalid order id.
+ */
+static int
+plan_rounds(const struct kasir_msg *const *msgs, size_t n, int *round,
+            int *ret_rounds)
+{
+	struct wl_slot *s = calloc(n > 0 ? n : 1, sizeof(*s));
+	size_t m = 0;
+	int rc = 0;
+
+	*ret_rounds = 0;
+	if (s == NULL)
+		return -ENOMEM;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		round[i] = -1;
+		if (is_watch_type(msgs[i]->type) &&
+		    (rc = check_order_id(msgs[i])) == 0)
+			s[m++] =
+			    (struct wl_slot){msg_str(msgs[i], "order_id"), i};
+	}
+	qsort(s, m, sizeof(*s), slot_cmp);
+	for (size_t j = 0; j < m && rc == 0; j++) {
+		bool same =
+		    j > 0 && strcmp(s[j].order_id, s[j - 1].order_id) == 0;
+		int k = same ? round[s[j - 1].i] + 1 : 0;
+
+		round[s[j].i] = k;
+		if (k >= *ret_rounds)
+			*ret_rounds = k + 1;
+	}
+	free(s);
+	return rc;
+}
+
+/* Round k of the batch: its messages' writes, then what they did. */
+static int
+apply_round(struct recon *r, struct kasir_db *db,
+            const struct kasir_msg *const *msgs, size_t n, const int *round,
+            int k, struct wl_exec *x)
+{
+	int rc = 0;
+
+	for (size_t i = 0; i < n && rc == 0; i++)
+		if (round[i] == k)
+			rc = add_one(r, msgs[i], x);
+	if (rc == 0)
+		rc = round_flush(x, db);
+	for (size_t i = 0; i < n && rc == 0; i++)
+		if (round[i] == k)
+			applied(r, msgs[i]);
+	return rc;
 }
 
 int
@@ -435,21 +624,27 @@ watchlist_apply_batch(void *arg, struct kasir_db *db,
 {
 	static const struct db_stmt *const stmts[] = {
 	    &st_created, &st_evidence, &st_ingest_seen, &st_confirm, &st_final};
-	struct wl_exec x = {0};
-	int rc;
+	struct db_batch b = {0};
+	struct wl_exec x = {.b = &b};
+	int *round = calloc(n > 0 ? n : 1, sizeof(*round));
+	int rounds = 0, rc;
 
-	if ((rc = db_pipe_begin(db, stmts, sizeof(stmts) / sizeof(*stmts))) < 0)
-		return rc;
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		/* a refusal (KASIR_EREJECT) too sends the batch to the
-		 * careful pass, which poisons exactly that message */
-		rc = apply_one(arg, db, msgs[i], &x);
-	}
-	if (rc == 0 && x.notified.n > 0)
-		rc = ingest_seen(&x, db, &x.notified);
+	if (round == NULL)
+		return -ENOMEM;
+	/* a refusal (KASIR_EREJECT) too sends the batch to the careful
+	 * pass, which poisons exactly that message */
+	if ((rc = plan_rounds(msgs, n, round, &rounds)) < 0 ||
+	    (rc = db_pipe_begin(db, stmts, sizeof(stmts) / sizeof(*stmts))) < 0)
+		goto out;
+	for (int k = 0; k < rounds && rc == 0; k++)
+		rc = apply_round(arg, db, msgs, n, round, k, &x);
 	if (rc == 0)
-		rc = db_batch_sync(&x.b, db);
+		rc = ingest_seen(&x, db);
+	if (rc == 0)
+		rc = db_batch_sync(&b, db);
 	db_pipe_end(db);
-	db_array_free(&x.notified);
+out:
+	wl_exec_free(&x);
+	free(round);
 	return rc;
 }
