@@ -117,51 +117,73 @@ static const struct db_stmt st_claim = {
     .nparams = 4,
 };
 
+/* The watch rows of a group of checks ($1: their orders), locked, in the
+ * group's order; an order without a row has none. */
 static const struct db_stmt st_lock = {
     .name = "recon_watch_lock",
-    .sql = "SELECT final, last_key, attempts, failures, expiry_checked,"
-           " (extract(epoch FROM created_at) * 1000)::bigint,"
-           " (extract(epoch FROM expires_at) * 1000)::bigint, forced"
-           " FROM recon.watch WHERE order_id = $1 FOR UPDATE",
+    .sql = "SELECT w.order_id, w.final, w.last_key, w.attempts, w.failures,"
+           " w.expiry_checked, (extract(epoch FROM w.created_at) * 1000)"
+           "::bigint, (extract(epoch FROM w.expires_at) * 1000)::bigint,"
+           " w.forced"
+           " FROM unnest($1::text[]) WITH ORDINALITY AS u(id, i)"
+           " JOIN recon.watch w ON w.order_id = u.id"
+           " ORDER BY u.i FOR UPDATE OF w",
     .nparams = 1,
 };
 
-static const struct db_stmt st_insert = {
-    .name = "recon_check_insert",
-    .sql = "INSERT INTO recon.status_check (order_id, asked,"
+/*
+ * Everything a group of checks writes, in one statement: every answer
+ * into recon.status_check ($1..$24, one element per answer, in order:
+ * RETURNING their ids) and each order's watch row rescheduled ($25..$33,
+ * one element per check: u.done the confirmation this check answered,
+ * NULL: none, or it failed; u.claimed the one it was claimed for, NULL:
+ * none).  A confirmation asked while the check was in flight (it was
+ * claimed without it, or for an earlier one) stays and is due at once:
+ * the next scheduled check may be hours away, and kasir-order holds the
+ * notification until it is answered.  Each order is named once.
+ */
+#define WRITE_ANSWER_COLS 24
+#define WRITE_WATCH_COLS  9
+static const struct db_stmt st_write = {
+    .name = "recon_check_write",
+    .sql = "WITH ins AS (INSERT INTO recon.status_check (order_id, asked,"
            " by_transaction_id, attempt, http_status, verdict,"
            " transaction_status, status_code, status_message, fraud_status,"
            " gross_amount, currency, payment_type, transaction_id, body,"
            " body_truncated, error, latency_ms, past_expiry, published, reason,"
            " mode, requested_at, confirm)"
-           " VALUES ($1, $2, $3::bool, $4::int, $5::int, $6, $7, $8, $9, $10,"
-           "  $11, $12, $13, $14, $15, $16::bool, $17, $18::int, $19::bool,"
-           "  $20::bool, $21, $22, to_timestamp($23::bigint / 1000.0),"
-           "  $24::bool)"
-           " RETURNING id",
-    .nparams = 24,
-};
-
-/* $8: the confirmation this check answered (NULL: none, or it failed);
- * $9: the one it was claimed for (NULL: none).  A confirmation asked while
- * the check was in flight (it was claimed without it, or for an earlier
- * one) stays and is due at once: the next scheduled check may be hours
- * away, and kasir-order holds the notification until it is answered. */
-static const struct db_stmt st_update = {
-    .name = "recon_watch_checked",
-    .sql = "UPDATE recon.watch SET attempts = $2::int, failures = $3::int,"
-           " expiry_checked = $4::bool, last_key = coalesce($5, last_key),"
-           " next_check_at = CASE WHEN confirm_seq IS NOT NULL AND"
-           "  confirm_seq IS DISTINCT FROM $9::bigint THEN now()"
-           "  ELSE to_timestamp($6::bigint / 1000.0) END,"
-           " last_check_at = now(), last_verdict = $7, lease_until = NULL,"
-           " forced = false, updated_at = now(),"
-           " confirm_since = CASE WHEN confirm_seq = $8::bigint THEN NULL"
-           "  ELSE confirm_since END,"
-           " confirm_seq = CASE WHEN confirm_seq = $8::bigint THEN NULL"
-           "  ELSE confirm_seq END"
-           " WHERE order_id = $1",
-    .nparams = 9,
+           " SELECT a.order_id, a.asked, a.by_txn, a.attempt, a.http,"
+           "  a.verdict, a.ts, a.sc, a.sm, a.fs, a.ga, a.cur, a.pt, a.txn,"
+           "  a.body, a.trunc, a.err, a.lat, a.past, a.pub, a.reason, a.mode,"
+           "  to_timestamp(a.req / 1000.0), a.confirm"
+           " FROM unnest($1::text[], $2::text[], $3::bool[], $4::int[],"
+           "  $5::int[], $6::text[], $7::text[], $8::text[], $9::text[],"
+           "  $10::text[], $11::text[], $12::text[], $13::text[], $14::text[],"
+           "  $15::text[], $16::bool[], $17::text[], $18::int[], $19::bool[],"
+           "  $20::bool[], $21::text[], $22::text[], $23::bigint[],"
+           "  $24::bool[]) WITH ORDINALITY AS a(order_id, asked, by_txn,"
+           "  attempt, http, verdict, ts, sc, sm, fs, ga, cur, pt, txn, body,"
+           "  trunc, err, lat, past, pub, reason, mode, req, confirm, i)"
+           " ORDER BY a.i RETURNING id, order_id, attempt),"
+           " upd AS (UPDATE recon.watch w SET attempts = u.att,"
+           " failures = u.fail, expiry_checked = u.exp,"
+           " last_key = coalesce(u.key, w.last_key),"
+           " next_check_at = CASE WHEN w.confirm_seq IS NOT NULL AND"
+           "  w.confirm_seq IS DISTINCT FROM u.claimed THEN now()"
+           "  ELSE to_timestamp(u.next / 1000.0) END,"
+           " last_check_at = now(), last_verdict = u.verdict,"
+           " lease_until = NULL, forced = false, updated_at = now(),"
+           " confirm_since = CASE WHEN w.confirm_seq = u.done THEN NULL"
+           "  ELSE w.confirm_since END,"
+           " confirm_seq = CASE WHEN w.confirm_seq = u.done THEN NULL"
+           "  ELSE w.confirm_seq END"
+           " FROM unnest($25::text[], $26::int[], $27::int[], $28::bool[],"
+           "  $29::text[], $30::bigint[], $31::text[], $32::bigint[],"
+           "  $33::bigint[]) AS u(id, att, fail, exp, key, next, verdict,"
+           "  done, claimed)"
+           " WHERE w.order_id = u.id)"
+           " SELECT id, order_id, attempt FROM ins",
+    .nparams = WRITE_ANSWER_COLS + WRITE_WATCH_COLS,
 };
 
 /* A claim on its own only sets leases: losing it in a crash of
@@ -301,44 +323,26 @@ publish(struct recon *r, struct kasir_db *db, int64_t check_id,
 	return rc;
 }
 
-/* The watch row of a locked order from st_lock's result; KASIR_ENOTFOUND
- * when the order has none. */
-static int
-watch_from(const PGresult *res, struct watch_state *w)
+/* The watch row of row k of st_lock's result. */
+static void
+watch_from(const PGresult *res, int k, struct watch_state *w)
 {
-	if (PQntuples(res) != 1)
-		return KASIR_ENOTFOUND;
 	memset(w, 0, sizeof(*w));
-	w->final = db_get(res, 0, 0)[0] == 't';
-	kasir_strlcpy(w->last_key, db_get(res, 0, 1) ? db_get(res, 0, 1) : "",
+	w->final = db_get(res, k, 1)[0] == 't';
+	kasir_strlcpy(w->last_key, db_get(res, k, 2) ? db_get(res, k, 2) : "",
 	              sizeof(w->last_key));
-	w->o.attempts = (int)db_get_i64(res, 0, 2);
-	w->o.failures = (int)db_get_i64(res, 0, 3);
-	w->o.expiry_checked = db_get(res, 0, 4)[0] == 't';
-	w->o.created_ms = db_get_i64(res, 0, 5);
-	w->o.expires_ms = db_get_i64(res, 0, 6);
-	w->forced = db_get(res, 0, 7)[0] == 't';
-	return 0;
-}
-
-static int
-lock_watch(struct kasir_db *db, const char *order_id, struct watch_state *w)
-{
-	const char *p[1] = {order_id};
-	PGresult *res = NULL;
-	int rc;
-
-	if ((rc = db_exec(db, &st_lock, p, &res)) < 0)
-		return rc;
-	rc = watch_from(res, w);
-	PQclear(res);
-	return rc;
+	w->o.attempts = (int)db_get_i64(res, k, 3);
+	w->o.failures = (int)db_get_i64(res, k, 4);
+	w->o.expiry_checked = db_get(res, k, 5)[0] == 't';
+	w->o.created_ms = db_get_i64(res, k, 6);
+	w->o.expires_ms = db_get_i64(res, k, 7);
+	w->forced = db_get(res, k, 8)[0] == 't';
 }
 
 /*
  * What recording one finished check writes, decided from its locked watch
- * row before any write: record() (one check, the careful way) and
- * record_group() (a group, pipelined) both write exactly this.
+ * row before any write: record_chunk() writes exactly this, for a group
+ * (record_group) and for one check the careful way (record).
  */
 struct check_plan {
 	struct watch_state w;
@@ -482,169 +486,165 @@ check_recorded(struct recon *r, const struct statusapi_call *c,
 	                         : pl->reason[c->nanswers - 1]);
 }
 
-/* Stores the answers of one check and reschedules its order, inside the
- * caller's transaction (record_all: a savepoint around each), one
- * statement at a time.  *ret_published tells the caller to kick the
- * producer. */
+/* Locks the watch rows of calls[0..n) (st_lock) into plans[i].w;
+ * KASIR_ENOTFOUND when an order has none. */
 static int
-record(struct recon *r, struct kasir_db *db, struct statusapi_call *c,
-       bool *ret_published)
+lock_watches(struct kasir_db *db, struct statusapi_call **calls, size_t n,
+             struct check_plan *plans)
 {
-	struct check_plan pl;
-	const char *p[24];
-	int rc;
+	struct db_array ids = {0};
+	PGresult *res = NULL;
+	const char *p[1];
+	int rc, k = 0;
 
-	*ret_published = false;
-	if ((rc = lock_watch(db, c->order_id, &pl.w)) < 0)
-		return rc;
-	if (c->nanswers == 0) {
-		/* never sent (auth pause, stopping): just give it back */
-		p[0] = c->order_id;
-		return db_exec(db, &st_release, p, NULL);
+	for (size_t i = 0; i < n; i++)
+		db_array_add(&ids, calls[i]->order_id);
+	if ((p[0] = db_array_text(&ids)) == NULL)
+		rc = -ENOMEM;
+	else
+		rc = db_exec(db, &st_lock, p, &res);
+	db_array_free(&ids);
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		if (k >= PQntuples(res) ||
+		    strcmp(db_get(res, k, 0), calls[i]->order_id) != 0)
+			rc = KASIR_ENOTFOUND;
+		else
+			watch_from(res, k++, &plans[i].w);
 	}
-	plan_check(r, c, &pl, now_real_ms());
-	for (int i = 0; i < c->nanswers; i++) {
-		struct insert_bufs b;
-		PGresult *res = NULL;
-
-		insert_params(r, c, i, &pl, &b, p);
-		if ((rc = db_exec(db, &st_insert, p, &res)) < 0)
-			return rc;
-		pl.id = db_get_i64(res, 0, 0);
-		PQclear(res);
-	}
-	if (pl.published &&
-	    (rc = publish(r, db, pl.id, c, &c->answers[c->nanswers - 1],
-	                  pl.past_expiry[c->nanswers - 1])) < 0)
-		return rc;
-	update_params(c, &pl, p);
-	if ((rc = db_exec(db, &st_update, p, NULL)) < 0)
-		return rc;
-	check_recorded(r, c, &pl);
-	*ret_published = pl.published;
-	return 0;
-}
-
-/* The statements record_group() pipelines. */
-static const struct db_stmt *const group_stmts[] = {&st_lock, &st_insert,
-                                                    &st_update, &st_release};
-
-/* Reads the results of the locks sent for calls[0..n) into plans. */
-static int
-group_locked(struct kasir_db *db, size_t n, struct check_plan *plans)
-{
-	int rc = 0;
-
-	for (size_t i = 0; i < n; i++) {
-		PGresult *res = NULL;
-		int r2 = db_pipe_result(db, &res);
-
-		if (r2 == 0)
-			r2 = watch_from(res, &plans[i].w);
-		PQclear(res);
-		if (r2 < 0 && rc == 0)
-			rc = r2;
-	}
+	PQclear(res);
 	return rc;
 }
 
-/* Sends the writes of the n checks (release, inserts, update). */
-static int
-group_send(struct recon *r, struct kasir_db *db, struct statusapi_call **calls,
-           size_t n, struct check_plan *plans, int64_t now)
+/* Whether two of calls[0..n) are the same order.  st_write names each
+ * order once; a lease makes that the rule, and the careful way records
+ * such a group one check at a time. */
+static bool
+group_has_twins(struct statusapi_call **calls, size_t n)
 {
-	const char *p[24];
-	int rc = 0;
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = i + 1; j < n; j++)
+			if (strcmp(calls[i]->order_id, calls[j]->order_id) == 0)
+				return true;
+	return false;
+}
 
-	for (size_t i = 0; i < n && rc == 0; i++) {
+/* st_write's parameters, filled check by check. */
+struct write_cols {
+	struct db_array a[WRITE_ANSWER_COLS + WRITE_WATCH_COLS];
+	size_t answers;
+};
+
+static void
+write_cols_add(struct write_cols *w, int off, const char *const *p, int n)
+{
+	for (int k = 0; k < n; k++)
+		db_array_add(&w->a[off + k], p[k]);
+}
+
+static void
+write_cols_free(struct write_cols *w)
+{
+	for (int k = 0; k < WRITE_ANSWER_COLS + WRITE_WATCH_COLS; k++)
+		db_array_free(&w->a[k]);
+}
+
+/* Decides the plans of calls[0..n) from their locked rows and fills the
+ * parameters of their writes: st_write's, and the orders of the checks
+ * never sent (auth pause, stopping), which are just given back. */
+static void
+group_fill(struct recon *r, struct statusapi_call **calls, size_t n,
+           struct check_plan *plans, int64_t now, struct write_cols *w,
+           struct db_array *release)
+{
+	const char *p[WRITE_ANSWER_COLS];
+
+	for (size_t i = 0; i < n; i++) {
 		struct statusapi_call *c = calls[i];
 
 		if (c->nanswers == 0) {
-			p[0] = c->order_id;
-			rc = db_pipe_send(db, &st_release, p);
+			db_array_add(release, c->order_id);
 			continue;
 		}
 		plan_check(r, c, &plans[i], now);
-		for (int k = 0; k < c->nanswers && rc == 0; k++) {
+		for (int k = 0; k < c->nanswers; k++) {
 			struct insert_bufs b;
 
 			insert_params(r, c, k, &plans[i], &b, p);
-			rc = db_pipe_send(db, &st_insert, p);
+			write_cols_add(w, 0, p, WRITE_ANSWER_COLS);
+			w->answers++;
 		}
 		update_params(c, &plans[i], p);
-		if (rc == 0)
-			rc = db_pipe_send(db, &st_update, p);
+		write_cols_add(w, WRITE_ANSWER_COLS, p, WRITE_WATCH_COLS);
 	}
+}
+
+/* Each check's last answer id into its plan, from st_write's rows (id,
+ * order_id, attempt), whatever order they come in. */
+static int
+group_ids(const PGresult *res, struct statusapi_call **calls, size_t n,
+          struct check_plan *plans, size_t answers)
+{
+	size_t want = 0, found = 0;
+
+	if ((size_t)PQntuples(res) != answers)
+		return KASIR_ESQL;
+	for (size_t i = 0; i < n; i++)
+		want += calls[i]->nanswers > 0;
+	for (int k = 0; k < PQntuples(res); k++)
+		for (size_t i = 0; i < n; i++)
+			if (calls[i]->nanswers == db_get_i64(res, k, 2) &&
+			    strcmp(calls[i]->order_id, db_get(res, k, 1)) ==
+			        0) {
+				plans[i].id = db_get_i64(res, k, 0);
+				found++;
+				break;
+			}
+	return found == want ? 0 : KASIR_ESQL;
+}
+
+/* Runs st_write with w (if any check has answers). */
+static int
+group_write(struct kasir_db *db, struct statusapi_call **calls, size_t n,
+            struct check_plan *plans, struct write_cols *w)
+{
+	const char *p[WRITE_ANSWER_COLS + WRITE_WATCH_COLS];
+	PGresult *res = NULL;
+	int rc;
+
+	if (w->answers == 0)
+		return 0;
+	for (int k = 0; k < WRITE_ANSWER_COLS + WRITE_WATCH_COLS; k++)
+		if ((p[k] = db_array_text(&w->a[k])) == NULL)
+			return -ENOMEM;
+	if ((rc = db_exec(db, &st_write, p, &res)) == 0)
+		rc = group_ids(res, calls, n, plans, w->answers);
+	PQclear(res);
 	return rc;
 }
 
-/* Reads the results of group_send(): each check's last id into its plan. */
+/* Gives back the leases of the orders in a (st_release_all), if any. */
 static int
-group_written(struct kasir_db *db, struct statusapi_call **calls, size_t n,
-              struct check_plan *plans)
+release_orders(struct kasir_db *db, struct db_array *a)
+{
+	const char *p[1];
+
+	if (a->n == 0)
+		return 0;
+	if ((p[0] = db_array_text(a)) == NULL)
+		return -ENOMEM;
+	return db_exec(db, &st_release_all, p, NULL);
+}
+
+/* The status.check messages of what is published (appends: deferred by
+ * record_fast, at once in record_all's transaction), counters and log
+ * lines; *ret_kick is set when something was published. */
+static int
+group_publish(struct recon *r, struct kasir_db *db,
+              struct statusapi_call **calls, size_t n,
+              const struct check_plan *plans, bool *ret_kick)
 {
 	int rc = 0;
 
-	for (size_t i = 0; i < n; i++) {
-		int writes =
-		    calls[i]->nanswers == 0 ? 1 : calls[i]->nanswers + 1;
-
-		for (int k = 0; k < writes; k++) {
-			PGresult *res = NULL;
-			int r2 = db_pipe_result(db, &res);
-
-			if (r2 == 0 && k < calls[i]->nanswers) {
-				if (PQntuples(res) == 1)
-					plans[i].id = db_get_i64(res, 0, 0);
-				else
-					r2 = KASIR_ESQL;
-			}
-			PQclear(res);
-			if (r2 < 0 && rc == 0)
-				rc = r2;
-		}
-	}
-	return rc;
-}
-
-/*
- * record() for n checks in the caller's transaction, pipelined (by chunks
- * of RECORD_CHUNK): the watch rows locked in one round trip, every plan decided
- * from them, the inserts and updates sent in a second one, then the
- * status.check messages of what is published (deferred appends: memory only,
- * written by the caller before COMMIT).  Two round trips for the group instead
- * of three per check: under load, each round trip waited for a core, and a lane
- * recorded about 200 checks a second.  On failure the caller rolls back and
- * records the checks the careful way.
- */
-static int
-record_chunk(struct recon *r, struct kasir_db *db,
-             struct statusapi_call **calls, size_t n, bool *ret_kick)
-{
-	struct check_plan *plans = calloc(n > 0 ? n : 1, sizeof(*plans));
-	int64_t now = now_real_ms();
-	int rc;
-
-	if (plans == NULL)
-		return -ENOMEM;
-	rc = db_pipe_begin(db, group_stmts,
-	                   sizeof(group_stmts) / sizeof(*group_stmts));
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		const char *p[1] = {calls[i]->order_id};
-
-		rc = db_pipe_send(db, &st_lock, p);
-	}
-	if (rc == 0)
-		rc = db_pipe_sync(db);
-	if (rc == 0)
-		rc = group_locked(db, n, plans);
-	if (rc == 0)
-		rc = group_send(r, db, calls, n, plans, now);
-	if (rc == 0)
-		rc = db_pipe_sync(db);
-	if (rc == 0)
-		rc = group_written(db, calls, n, plans);
-	db_pipe_end(db);
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		struct statusapi_call *c = calls[i];
 
@@ -658,12 +658,58 @@ record_chunk(struct recon *r, struct kasir_db *db,
 		check_recorded(r, c, &plans[i]);
 		*ret_kick = *ret_kick || plans[i].published;
 	}
+	return rc;
+}
+
+/*
+ * Stores the answers of n checks and reschedules their orders in the
+ * caller's transaction with array statements: every watch row locked in
+ * one statement (st_lock), every plan decided from them (plan_check),
+ * every answer inserted and every row rescheduled in a second (st_write),
+ * then the status.check messages of what is published.  Two statements
+ * for the group instead of two plus one per answer per check: at 500
+ * payments/s those were most of the lanes' statements.  On failure the
+ * caller rolls back: record_fast()'s caller records the checks the
+ * careful way, one check (a group of one) under a savepoint each.
+ */
+static int
+record_chunk(struct recon *r, struct kasir_db *db,
+             struct statusapi_call **calls, size_t n, bool *ret_kick)
+{
+	struct check_plan *plans = calloc(n > 0 ? n : 1, sizeof(*plans));
+	struct write_cols w = {0};
+	struct db_array release = {0};
+	int rc;
+
+	if (plans == NULL)
+		return -ENOMEM;
+	rc = group_has_twins(calls, n) ? KASIR_ECONFLICT
+	                               : lock_watches(db, calls, n, plans);
+	if (rc == 0) {
+		group_fill(r, calls, n, plans, now_real_ms(), &w, &release);
+		rc = group_write(db, calls, n, plans, &w);
+	}
+	if (rc == 0)
+		rc = release_orders(db, &release);
+	if (rc == 0)
+		rc = group_publish(r, db, calls, n, plans, ret_kick);
+	write_cols_free(&w);
+	db_array_free(&release);
 	free(plans);
 	return rc;
 }
 
-/* At most this many checks per pipelined chunk: a few hundred statements
- * and their results, well within the sockets' buffers (db.h). */
+/* One check, the careful way (record_all: a savepoint around each).
+ * *ret_published tells the caller to kick the producer. */
+static int
+record(struct recon *r, struct kasir_db *db, struct statusapi_call *c,
+       bool *ret_published)
+{
+	*ret_published = false;
+	return record_chunk(r, db, &c, 1, ret_published);
+}
+
+/* At most this many checks per chunk: bounded arrays. */
 #define RECORD_CHUNK 32
 
 static int
@@ -750,8 +796,9 @@ claim(struct recon *r, struct kasir_db *db, const struct db_stmt *st,
  * The fast way to record what finished together: one transaction with no
  * savepoint per check and the recon stream appends deferred (queued in
  * memory, written with two statements right before COMMIT), the checks'
- * statements pipelined (record_group), plus the refill claim when
- * want > 0: about six round trips for the group, whatever its size.
+ * statements grouped (record_group: two array statements a chunk), plus
+ * the refill claim when want > 0: about six round trips for the group,
+ * whatever its size.
  * Returns 0 when the transaction is over (committed, or its
  * COMMIT failed: then the leases are given back as record_all does);
  * a negative code when a statement failed before COMMIT: everything was
