@@ -1,0 +1,12 @@
+-- 0007: room on recon.watch's pages for HOT updates.  A payment updates its
+-- watch row about five times; the lease (claim) and what evidence said
+-- (the orders consumer) change no indexed column and can be HOT updates,
+-- which add no entry to the table's six indexes, but only when the row's
+-- page has room.  The consumer writes a batch in rounds, one array
+-- statement per kind of write (watchlist.c): the new versions of a round's
+-- confirmations and final rows filled the pages the next round's evidence
+-- updates needed, and at 500 payments/s 3,138 of 37,500 updates were HOT
+-- (15,331 of 34,398 one statement per message).  Pages filled to 70% keep
+-- the rest for those updates.  Existing pages keep what they hold until
+-- rewritten.
+ALTER TABLE recon.watch SET (fillfactor = 70);
