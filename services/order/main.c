@@ -44,6 +44,19 @@ static const struct db_stmt st_count_paid_no_access = {
     .nparams = 0,
 };
 
+/* Orders whose held notification has waited for the Status API for more
+ * than a minute (confirm.c): the Status API is down or slow, customers
+ * who paid wait for their access.  A scan of the table every
+ * CONSISTENCY_EVERY_MS, like the count above: awaiting_since has no index
+ * on purpose (migration 0012: it made every payment's two updates of its
+ * order row non-HOT). */
+static const struct db_stmt st_count_awaiting = {
+    .name = "main_count_awaiting",
+    .sql = "SELECT count(*) FROM orders.orders WHERE awaiting_since <"
+           " now() - interval '1 minute'",
+    .nparams = 0,
+};
+
 /* The mode, for the database's transition guard (migrations/0003). */
 static const struct db_stmt st_settings = {
     .name = "main_settings",
@@ -76,16 +89,6 @@ write_mode(struct daemon *d, const struct order_conf *conf)
 		        kasir_strerror(rc));
 	return rc;
 }
-
-/* Orders whose held notification has waited for the Status API for more
- * than a minute (confirm.c): the Status API is down or slow, customers
- * who paid wait for their access. */
-static const struct db_stmt st_count_awaiting = {
-    .name = "main_count_awaiting",
-    .sql = "SELECT count(*) FROM orders.orders WHERE awaiting_since <"
-           " now() - interval '1 minute'",
-    .nparams = 0,
-};
 
 struct order_tick {
 	struct daemon *d;

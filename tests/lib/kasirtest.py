@@ -861,6 +861,10 @@ class PgCluster:
             + ("shared_preload_libraries = 'pg_stat_statements'\n"
                if os.environ.get("KASIRTEST_PG_STATEMENTS") else "") +
             "log_min_messages = warning\n"
+            # settings for one profiling run (auto_explain, say); not set
+            # by any test
+            + os.environ.get("KASIRTEST_PG_EXTRA", "").replace(";", "\n")
+            + "\n"
             "log_line_prefix = '%m [%p] %q%u@%d '\n"
             "timezone = 'UTC'\n")
         self._write_data_file("kasir.conf", conf)

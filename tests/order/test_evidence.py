@@ -342,19 +342,22 @@ def test_database_refusals(s):
 
 
 # Every column the evidence path's UPDATE changes on every payment
-# (store.c st_update); awaiting_since and contradicted_at are indexed on
-# purpose and change only when a notification is held or contradicted.
+# (store.c st_update), awaiting_* included: in the default mode every
+# payment's notification is held for the Status API (migration 0012).
+# contradicted_at is indexed on purpose: it changes only when Midtrans
+# contradicts a notification.
 EVIDENCE_UPDATED = ("status", "paid_at", "transaction_id", "payment_type", "flagged",
                     "flag_reason", "partial_refund", "disputed", "reversed",
-                    "awaiting_status", "updated_at")
+                    "awaiting_since", "awaiting_status", "updated_at")
 
 
 def test_order_update_is_hot(s):
     """The order row's UPDATE of a payment can be a heap-only tuple update
     (docs/performance.md (c)): no index of orders.orders names a column it
     changes (in its key, expression or predicate), the pages keep room, and
-    a real PENDING -> PAID with its evidence and transition passes the
-    statement guard and is counted HOT."""
+    a payment's two updates in the default mode (its notification held for
+    the Status API, then PENDING -> PAID with its evidence and transition,
+    the hold cleared) pass the statement guard and are both counted HOT."""
     for name, ddl in s.sql("SELECT indexrelid::regclass::text, pg_get_indexdef(indexrelid)"
                            " FROM pg_index WHERE indrelid = 'orders.orders'::regclass"):
         used = ddl.split(" USING ", 1)[1]
@@ -369,6 +372,8 @@ def test_order_update_is_hot(s):
         cur = c.cursor()
         cur.execute("BEGIN")
         cur.execute(
+        "UPDATE orders.orders SET awaiting_since = now(),"
+        "  awaiting_status = 'settlement' WHERE order_id = 'HOT-1';"
         "UPDATE orders.settings SET signature_only = true;"
         " INSERT INTO orders.evidence (order_id, source, ref, stream_seq, kind,"
         "  transaction_status, received_at, status_before, status_after, result,"
@@ -379,6 +384,7 @@ def test_order_update_is_hot(s):
         "  SELECT 'HOT-1', 'PENDING', 'PAID', 'ingest', -1, id, 'test'"
         "  FROM orders.evidence WHERE source = 'ingest' AND ref = -1;"
         " UPDATE orders.orders SET status = 'PAID', paid_at = now(),"
+        "  awaiting_since = NULL, awaiting_status = NULL,"
         "  updated_at = now() WHERE order_id = 'HOT-1';"
         " SELECT pg_stat_get_xact_tuples_updated('orders.orders'::regclass),"
         "  pg_stat_get_xact_tuples_hot_updated('orders.orders'::regclass)")
@@ -386,7 +392,7 @@ def test_order_update_is_hot(s):
         cur.execute("ROLLBACK")
     finally:
         c.close()
-    assert hot == [(1, 1)], hot
+    assert hot == [(2, 2)], hot
     assert s.status("HOT-1") == "PENDING"
 
 

@@ -1,0 +1,14 @@
+-- Migration 0012: the hold of a notification (awaiting_since) no longer
+-- costs every payment two non-HOT updates (docs/performance.md, (f)).
+-- In the default mode every payment's notification is held for the
+-- Status API: the row is updated once when it is held (awaiting_since
+-- set) and once when Midtrans answers (cleared, status PAID).  With an
+-- index naming awaiting_since, both updates wrote new entries into every
+-- index of orders.orders (measured at 500 payments/s: 15,000 order
+-- updates, 0 of them HOT).  The index served the per-minute gauge of
+-- orders awaiting confirmation, which now shares the scan of the "paid
+-- without access" count (services/order/main.c), and the operator's
+-- awaiting list (admin.c), which reads the table like the status counts
+-- beside it.  contradicted_at keeps its index: it is set only for a
+-- contradicted notification, rarely.
+DROP INDEX orders.orders_awaiting;
