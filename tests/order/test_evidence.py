@@ -341,6 +341,70 @@ def test_database_refusals(s):
     assert s.sql("SELECT count(*) FROM orders.evidence")[0][0] > 0
 
 
+def refused_reference(s, q, user="postgres"):
+    """q is refused as a dangling reference (SQLSTATE 23503), by the
+    statement checks of migration 0013, whoever asks."""
+    try:
+        s.sql(q, user=user)
+    except psycopg2.Error as e:
+        assert e.pgcode == "23503", (q, e.pgcode, str(e))
+        return str(e).strip().splitlines()[0]
+    raise AssertionError("database accepted: %s" % q)
+
+
+def test_reference_refusals(s):
+    """Every reference of the evidence path's tables (migration 0013, which
+    replaced 0001's foreign keys): a row naming an order, evidence row or
+    entitlement event that is not there is refused, in a multi-row
+    statement too, and nothing of the statement stays."""
+    s.create_order("REF-1", 154600)
+    ev = ("INSERT INTO orders.evidence (order_id, source, ref, stream_seq, kind,"
+          " transaction_status, received_at, status_before, status_after, result,"
+          " reason, raw) VALUES ('%s', 'ingest', %d, %d, 'notification',"
+          " 'pending', now(), 'PENDING', 'PENDING', 'ignored', 'test', '{}')")
+    s.sql(ev % ("REF-1", -7, -7), user="postgres")
+    ev_id = s.sql("SELECT id FROM orders.evidence WHERE ref = -7")[0][0]
+    before = s.sql("SELECT (SELECT count(*) FROM orders.evidence),"
+                   " (SELECT count(*) FROM orders.transitions),"
+                   " (SELECT count(*) FROM orders.entitlement_events),"
+                   " (SELECT count(*) FROM orders.entitlements)")
+    print(refused_reference(s, ev % ("NOPE-1", -8, -8)))
+    # the second row of two is the bad one
+    print(refused_reference(s, (ev % ("REF-1", -9, -9)) + ", ('NOPE-2', 'ingest', -10, -10,"
+                            " 'notification', 'pending', now(), 'PENDING', 'PENDING',"
+                            " 'ignored', 'test', '{}')"))
+    tr = ("INSERT INTO orders.transitions (order_id, from_status, to_status,"
+          " evidence_source, evidence_id, reason) VALUES ('%s', 'PENDING', 'FAILED',"
+          " 'operator', %s, 'x')")
+    print(refused_reference(s, tr % ("NOPE-3", "NULL")))
+    print(refused_reference(s, tr % ("REF-1", "-5")))
+    ee = ("INSERT INTO orders.entitlement_events (order_id, customer_email, course_id,"
+          " action, source, evidence_id, reason) VALUES ('%s', 'a@example.com',"
+          " 'c', 'grant', 'operator', %s, 'x')")
+    print(refused_reference(s, ee % ("NOPE-4", "NULL")))
+    print(refused_reference(s, ee % ("REF-1", "-6")))
+    # a real grant event, for the entitlements' references
+    s.sql(ee % ("REF-1", ev_id), user="postgres")
+    gid = s.sql("SELECT max(id) FROM orders.entitlement_events WHERE order_id = 'REF-1'")[0][0]
+    en = ("INSERT INTO orders.entitlements (order_id, customer_email, course_id,"
+          " grant_event_id, revoke_event_id) VALUES ('%s', 'a@example.com', 'c', %s, %s)")
+    print(refused_reference(s, en % ("NOPE-5", gid, "NULL")))
+    print(refused_reference(s, en % ("REF-1", "-11", "NULL")))
+    print(refused_reference(s, en % ("REF-1", gid, "-12")))
+    s.sql(en % ("REF-1", gid, "NULL"), user="postgres")
+    print(refused_reference(s, "UPDATE orders.entitlements SET revoke_event_id = -13,"
+                               " revoked_at = now() WHERE order_id = 'REF-1'"))
+    print(refused_reference(s, "UPDATE orders.entitlements SET order_id = 'NOPE-6'"
+                               " WHERE order_id = 'REF-1'"))
+    after = s.sql("SELECT (SELECT count(*) FROM orders.evidence),"
+                  " (SELECT count(*) FROM orders.transitions),"
+                  " (SELECT count(*) FROM orders.entitlement_events) - 1,"
+                  " (SELECT count(*) FROM orders.entitlements) - 1")
+    assert after == before, (before, after)
+    assert s.sql("SELECT revoked_at IS NULL FROM orders.entitlements"
+                 " WHERE order_id = 'REF-1'") == [(True,)]
+
+
 # Every column the evidence path's UPDATE changes on every payment
 # (store.c st_update), awaiting_* included: in the default mode every
 # payment's notification is held for the Status API (migration 0012).
@@ -582,7 +646,8 @@ def main():
         assert s.sql("SELECT signature_only FROM orders.settings") == [(True,)]
         assert "order.signature_only is on" in s.log_text(), "no start-up warning"
         for t in (test_samples, test_sequences, test_unknown_and_poison, test_status_checks,
-                  test_database_refusals, test_order_update_is_hot, test_access_grant, test_confirmation,
+                  test_database_refusals, test_reference_refusals, test_order_update_is_hot,
+                  test_access_grant, test_confirmation,
                   test_batch_poison):
             print("==", t.__name__, flush=True)
             t(s)
