@@ -162,6 +162,27 @@ evidence_event(const struct evidence_msg *e, bool applied,
 	return d;
 }
 
+/* confirm.request: what is claimed (confirm_request_fields) and, with
+ * said, what the held evidence said, which order.evidence would have
+ * carried (the reconciler learns the payment and that webhooks flow from
+ * it: services/reconciler/watchlist.c). */
+static cJSON *
+confirm_request_said(const struct evidence_msg *e, bool said)
+{
+	cJSON *d = confirm_request_fields(e), *o;
+
+	if (d == NULL || !said)
+		return d;
+	if ((o = cJSON_AddObjectToObject(d, "said")) == NULL) {
+		cJSON_Delete(d);
+		return NULL;
+	}
+	if (e->transaction_id != NULL)
+		cJSON_AddStringToObject(o, "transaction_id", e->transaction_id);
+	evidence_said_add(o, e);
+	return d;
+}
+
 /* The event of a transition to `to` and its fields; -EINVAL for a status
  * no transition reaches. */
 static int
@@ -309,8 +330,9 @@ plain_add(struct effect_list *l, enum effect_kind kind, struct evidence_rec *r)
  * appends what the decision does to l, in the order it happens: the
  * evidence row, the transition, the order row, the transition's event,
  * the grant or revocation (with their events), the partial refund's
- * event, order.flagged, the confirm.request of a held notification, and
- * order.evidence when there was no transition.
+ * event, order.flagged, the confirm.request of a held notification (which
+ * says what it said), or else order.evidence when there was no
+ * transition.
  */
 static int
 evidence_plan(const struct order_service *s, struct evidence_rec *r,
@@ -367,12 +389,13 @@ evidence_plan(const struct order_service *s, struct evidence_rec *r,
 		if ((rc = event_add(l, r, MSG_ORDER_FLAGGED, fields, true)) < 0)
 			return rc;
 	}
-	if (d->confirm == CONFIRM_HOLD &&
-	    (rc = event_add(l, r, MSG_CONFIRM_REQUEST,
-	                    confirm_request_fields(e), true)) < 0)
-		return rc;
-	/* a transition's event already says what the evidence said
-	 * (evidence_said_add): one message fewer per payment */
+	/* A transition's event already says what the evidence said
+	 * (evidence_said_add), and so does the confirm.request of a held
+	 * notification (its "said"): no order.evidence for either, one
+	 * message fewer per payment in each mode. */
+	if (d->confirm == CONFIRM_HOLD)
+		return event_add(l, r, MSG_CONFIRM_REQUEST,
+		                 confirm_request_said(e, !d->transition), true);
 	if (d->transition)
 		return 0;
 	return event_add(l, r, MSG_ORDER_EVIDENCE,

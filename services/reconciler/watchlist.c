@@ -306,11 +306,15 @@ ingest_seen(struct wl_exec *x, struct kasir_db *db)
  * recon.watch could not hold it: no such value is one Midtrans sends,
  * it is never queried by, and it must not stop the stream. */
 static const char *
+ident_ok(const char *v)
+{
+	return v != NULL && strlen(v) < RECON_ID_MAX ? v : NULL;
+}
+
+static const char *
 watch_ident(const struct kasir_msg *msg, const char *name)
 {
-	const char *v = msg_str(msg, name);
-
-	return v != NULL && strlen(v) < RECON_ID_MAX ? v : NULL;
+	return ident_ok(msg_str(msg, name));
 }
 
 static void
@@ -385,13 +389,29 @@ add_created(struct recon *r, const struct kasir_msg *msg, const char *seq,
 	return 0;
 }
 
+/* A field of what evidence said: the message's own (order.evidence, a
+ * transition's event) or its "said" object's (confirm.request). */
+static const char *
+said_str(const struct kasir_msg *msg, const cJSON *said, const char *name)
+{
+	const cJSON *v;
+
+	if (said == NULL)
+		return msg_str(msg, name);
+	v = cJSON_GetObjectItemCaseSensitive(said, name);
+	return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* What a piece of evidence said, as msg (said NULL) or its "said" object
+ * carries it. */
 static void
-add_evidence(const struct kasir_msg *msg, const char *seq, struct wl_exec *x)
+add_evidence(const struct kasir_msg *msg, const cJSON *said, const char *seq,
+             struct wl_exec *x)
 {
 	const cJSON *ev = msg_obj(msg, "evidence");
 	const cJSON *src = cJSON_GetObjectItemCaseSensitive(ev, "source");
-	const char *ts = msg_str(msg, "transaction_status");
-	const char *received = msg_str(msg, "received_at");
+	const char *ts = said_str(msg, said, "transaction_status");
+	const char *received = said_str(msg, said, "received_at");
 	bool ingest =
 	    cJSON_IsString(src) && strcmp(src->valuestring, "ingest") == 0;
 	char key[RECON_FIELD_MAX + 16];
@@ -401,8 +421,9 @@ add_evidence(const struct kasir_msg *msg, const char *seq, struct wl_exec *x)
 		log_fields(LOG_WARNING,
 		           LOG_F({"ORDER_ID", msg_str(msg, "order_id")},
 		                 {"STREAM", "orders"}, {"SEQ", seq}),
-		           "order.evidence with unusable received_at, "
-		           "not counted as a notification");
+		           "%s with unusable received_at, "
+		           "not counted as a notification",
+		           msg_type_name(msg->type));
 		ingest = false;
 	}
 	/* the key of what it said, as evidence.c writes it for answers;
@@ -413,12 +434,13 @@ add_evidence(const struct kasir_msg *msg, const char *seq, struct wl_exec *x)
 	    strcmp(ts, "expired") != 0 && strcmp(ts, "not_found") != 0)
 		snprintf(key, sizeof(key), "status:%s", ts);
 	{
-		const char *p[6] = {msg_str(msg, "order_id"),
-		                    watch_ident(msg, "transaction_id"),
-		                    watch_ident(msg, "payment_type"),
-		                    key[0] ? key : NULL,
-		                    ingest ? received : NULL,
-		                    seq};
+		const char *p[6] = {
+		    msg_str(msg, "order_id"),
+		    ident_ok(said_str(msg, said, "transaction_id")),
+		    ident_ok(said_str(msg, said, "payment_type")),
+		    key[0] ? key : NULL,
+		    ingest ? received : NULL,
+		    seq};
 
 		cols_add(&x->evidence, &st_evidence, p);
 	}
@@ -438,7 +460,7 @@ add_final(const struct kasir_msg *msg, const char *seq, struct wl_exec *x)
 	/* the transition's event says what its evidence said (there is no
 	 * order.evidence for it); older ones do not */
 	if (msg_str(msg, "received_at") != NULL)
-		add_evidence(msg, seq, x);
+		add_evidence(msg, NULL, seq, x);
 }
 
 /* Adds the writes of msg (a watch list message, is_watch_type()) to the
@@ -452,10 +474,14 @@ add_one(struct recon *r, const struct kasir_msg *msg, struct wl_exec *x)
 	if (msg->type == MSG_ORDER_CREATED)
 		return add_created(r, msg, seq, x);
 	if (msg->type == MSG_ORDER_EVIDENCE)
-		add_evidence(msg, seq, x);
-	else if (msg->type == MSG_CONFIRM_REQUEST)
+		add_evidence(msg, NULL, seq, x);
+	else if (msg->type == MSG_CONFIRM_REQUEST) {
+		/* the held notification's "said" (no order.evidence for it):
+		 * after the watch row st_confirm makes (round_flush) */
 		add_confirm(msg, seq, x);
-	else
+		if (msg_obj(msg, "said") != NULL)
+			add_evidence(msg, msg_obj(msg, "said"), seq, x);
+	} else
 		add_final(msg, seq, x);
 	return 0;
 }

@@ -6,7 +6,9 @@ An operator's mode change needs the engineer role and a reason, is
 audited, and an operator's reconcile mode is not left automatically.
 In signature_only mode a notification makes the PAID transition itself
 (no order.evidence for it): the watch list learns from order.paid what
-the notification said, and that webhooks arrive.
+the notification said, and that webhooks arrive.  In the default mode the
+notification is held: the watch list learns the same from the
+confirm.request's "said" (no order.evidence for it either).
 Only a notification that says something new for its order counts as
 "webhooks flow": replaying an old genuine body neither keeps the mode
 off nor ends it (an outside attack, 2026-12-07)."""
@@ -161,6 +163,38 @@ def main():
             raise AssertionError("audit rows deleted")
         log("ok")
     signature_only_learns()
+    default_mode_learns()
+
+
+def default_mode_learns():
+    with rstack.stack({}, name="reconciler_mode_default") as st:
+        rstack.start(st)
+        before = st.sql("SELECT last_ingest_at FROM recon.settings WHERE id = 1")[0][0]
+        oid = rstack.create_order(st, "held@example.com")
+        rstack.pay(st, oid, notify="normal", payment_type="qris")
+        st.wait_until(lambda: rstack.order_status(st, oid) == "PAID",
+                      timeout=20, what="PAID on the Status API's answer")
+        _, _, source, _ = rstack.transitions(st, oid, "PAID")[0]
+        assert source == "recon", source
+        # the held notification's confirm.request says what it said, and
+        # no order.evidence is sent for it
+        said = [json.loads(b)["data"].get("said") for (b,) in st.sql(
+            "SELECT body FROM orders.stream_out WHERE type = 'confirm.request'"
+            " AND body::jsonb->'data'->>'order_id' = %s", (oid,))]
+        assert len(said) == 1 and said[0]["transaction_status"] == "settlement" \
+            and said[0]["payment_type"] == "qris" and said[0]["received_at"], said
+        assert st.sql("SELECT count(*) FROM orders.stream_out WHERE type ="
+                      " 'order.evidence' AND body::jsonb->'data'->>'order_id' = %s",
+                      (oid,)) == [(0,)]
+        st.wait_until(lambda: st.sql("SELECT final FROM recon.watch WHERE order_id = %s",
+                                     (oid,)) == [(True,)], what="watch final")
+        w = st.sql("SELECT payment_type, 'status:settlement' = ANY (heard),"
+                   " last_notification_at IS NOT NULL, news_at IS NOT NULL"
+                   " FROM recon.watch WHERE order_id = %s", (oid,))
+        assert w == [("qris", True, True, True)], w
+        after = st.sql("SELECT last_ingest_at FROM recon.settings WHERE id = 1")[0][0]
+        assert after is not None and (before is None or after > before), (before, after)
+        log("default mode: the watch list learned from confirm.request")
 
 
 def signature_only_learns():
