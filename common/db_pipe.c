@@ -152,6 +152,15 @@ db_pipe_end(struct kasir_db *db)
 
 	if (db == NULL || !db->piping)
 		return;
+	/* statements sent after the last sync (a caller that stopped
+	 * early): the server flushes their results only at a sync, so
+	 * reading them without one would wait for ever */
+	if (db->pipe_pending > 0 && db->pg != NULL) {
+		if (PQpipelineSync(db->pg) == 1)
+			db->pipe_synced++;
+		else
+			db_mark_broken(db);
+	}
 	while (db->piping && db->pg != NULL && db->pipe_pending > 0)
 		if (db_pipe_result(db, NULL) == KASIR_EDB)
 			break;
