@@ -102,7 +102,10 @@ statusapi_interpret(long http_status, const char *body, size_t body_len,
 		v = VERDICT_TIMEOUT;
 		goto out;
 	}
-	if (body != NULL && body_len > 0)
+	/* A body that is not valid UTF-8 is not a Midtrans body, and its
+	 * fields could not be stored: unexpected, never evidence (the
+	 * status check keeps a note instead of the body: evidence.c). */
+	if (body != NULL && body_len > 0 && utf8_valid(body, body_len))
 		j = cJSON_ParseWithLengthOpts(body, body_len, &end, false);
 	if (j != NULL) {
 		/* trailing garbage after the object: not a Midtrans body */
@@ -421,7 +424,7 @@ finish(struct statusapi *a, struct statusapi_call *c, CURLcode res)
 		           ans->f.transaction_time);
 	} else if (ans->verdict == VERDICT_UNEXPECTED &&
 	           ans->f.order_id[0] != '\0' &&
-	    strcmp(ans->f.order_id, c->order_id) != 0)
+	           strcmp(ans->f.order_id, c->order_id) != 0)
 		log_fields(LOG_WARNING,
 		           LOG_F({"ORDER_ID", c->order_id},
 		                 {"TRANSACTION_ID", c->by_txn ? c->ident : ""}),

@@ -318,12 +318,12 @@ test_predates(void **state)
 	memset(&f, 0, sizeof(f));
 	snprintf(f.transaction_time, sizeof(f.transaction_time), "%s",
 	         "2026-12-07 10:00:00");
-	assert_false(statusapi_predates(&f, t));          /* same second */
-	assert_false(statusapi_predates(&f, t + 3000));   /* within slack */
-	assert_true(statusapi_predates(&f, t + 3001));    /* before the order */
+	assert_false(statusapi_predates(&f, t));        /* same second */
+	assert_false(statusapi_predates(&f, t + 3000)); /* within slack */
+	assert_true(statusapi_predates(&f, t + 3001));  /* before the order */
 	assert_true(statusapi_predates(&f, t + 86400000)); /* a day before */
-	assert_false(statusapi_predates(&f, t - 60000));  /* after the order */
-	assert_false(statusapi_predates(&f, 0));          /* order time unknown */
+	assert_false(statusapi_predates(&f, t - 60000));   /* after the order */
+	assert_false(statusapi_predates(&f, 0)); /* order time unknown */
 	snprintf(f.transaction_time, sizeof(f.transaction_time), "%s",
 	         "2026-12-07T10:00:00Z");
 	assert_false(statusapi_predates(&f, t + 86400000)); /* not Midtrans's */
@@ -378,6 +378,23 @@ test_interpret_fields(void **state)
 		                                     "ord-1", NULL, &f),
 		                 VERDICT_UNEXPECTED);
 		assert_string_equal(f.transaction_status, "");
+	}
+	{
+		/* invalid UTF-8 (a lone continuation byte) in any field: not
+		 * a Midtrans body, and its fields could not be stored in
+		 * recon.status_check (the answer was then asked again for
+		 * ever: an outside review, 2026-12-07) */
+		static const char bad[] =
+		    "{\"status_code\":\"200\",\"transaction_status\":"
+		    "\"settlement\",\"order_id\":\"ord-1\","
+		    "\"gross_amount\":\"150000.00\","
+		    "\"status_message\":\"ok \x80\"}";
+
+		assert_int_equal(statusapi_interpret(200, bad, strlen(bad),
+		                                     "ord-1", NULL, &f),
+		                 VERDICT_UNEXPECTED);
+		assert_string_equal(f.transaction_status, "");
+		assert_string_equal(f.status_message, "");
 	}
 }
 
