@@ -212,6 +212,30 @@ void db_array_add(struct db_array *a, const char *value);
 const char *db_array_text(struct db_array *a);
 void db_array_free(struct db_array *a);
 
+/*
+ * The columns of one array statement ("... FROM unnest($1::text[],
+ * $2::bigint[], ...)"), filled row by row: parameter k of stmt is the
+ * array a[k].  db_cols_row() adds one row to the first ncols columns (0:
+ * every parameter of stmt); a parameter after them is the caller's to
+ * fill (db_cols_add(), or db_array_add() on a[k]).  db_cols_params()
+ * gives the statement's parameters (-ENOMEM after an allocation failure);
+ * db_cols_exec() runs it, db_cols_send() queues it on the pipeline.
+ * Zero-initialise with stmt set; db_cols_free() releases the arrays.
+ */
+#define DB_COLS_MAX 40
+struct db_cols {
+	const struct db_stmt *stmt;
+	int ncols;
+	struct db_array a[DB_COLS_MAX];
+	size_t rows;
+};
+void db_cols_row(struct db_cols *c, const char *const *v);
+void db_cols_add(struct db_cols *c, int first, const char *const *v, int n);
+int db_cols_params(struct db_cols *c, const char *params[DB_COLS_MAX]);
+int db_cols_exec(struct kasir_db *db, struct db_cols *c, PGresult **ret_res);
+int db_cols_send(struct kasir_db *db, struct db_cols *c);
+void db_cols_free(struct db_cols *c);
+
 /* SQLSTATE ("23505", ...) and message of the last KASIR_ESQL; "" if none.
  * Valid until the next call on db. */
 const char *db_last_sqlstate(const struct kasir_db *db);

@@ -520,40 +520,6 @@ struct bev {
 };
 
 /* The columns of one array statement, filled row by row. */
-#define COLS_MAX 15
-struct cols {
-	const struct db_stmt *stmt;
-	int ncols; /* the first parameters, one element per row */
-	struct db_array a[COLS_MAX];
-	size_t rows;
-};
-
-static void
-cols_row(struct cols *c, const char *const *v)
-{
-	for (int k = 0; k < c->ncols; k++)
-		db_array_add(&c->a[k], v[k]);
-	c->rows++;
-}
-
-static int
-cols_send(struct kasir_db *db, struct cols *c)
-{
-	const char *params[COLS_MAX];
-
-	for (int k = 0; k < c->stmt->nparams; k++)
-		if ((params[k] = db_array_text(&c->a[k])) == NULL)
-			return -ENOMEM;
-	return db_pipe_send(db, c->stmt, params);
-}
-
-static void
-cols_free(struct cols *c)
-{
-	for (int k = 0; k < COLS_MAX; k++)
-		db_array_free(&c->a[k]);
-}
-
 enum { B_CANCEL, B_ORDERS, B_JOBS, B_COUNT };
 static const struct db_stmt *const batch_stmts[B_COUNT] = {
     [B_CANCEL] = &st_cancel_batch,
@@ -567,7 +533,7 @@ struct batch {
 	struct notifier *n;
 	struct bev *ev;
 	size_t nev;
-	struct cols c[B_COUNT];
+	struct db_cols c[B_COUNT];
 	int npayloads;   /* elements of c[B_JOBS].a[JOBS_PAYLOADS] */
 	struct bev *cur; /* the event whose jobs are being added */
 };
@@ -632,12 +598,12 @@ fold_order(struct batch *b, struct bev *const *e, size_t k)
 		                     until,
 		                     msg_str(e[0]->msg, "valid_until")};
 
-		cols_row(&b->c[B_ORDERS], v);
+		db_cols_row(&b->c[B_ORDERS], v);
 	}
 	if (first_cancel != NULL) {
 		const char *v[2] = {last->order_id, first_cancel};
 
-		cols_row(&b->c[B_CANCEL], v);
+		db_cols_row(&b->c[B_CANCEL], v);
 	}
 }
 
@@ -696,7 +662,7 @@ job_row_add(void *arg, const struct job_row *j)
 		                                j->expires,
 		                                j->created};
 
-		cols_row(&b->c[B_JOBS], v);
+		db_cols_row(&b->c[B_JOBS], v);
 	}
 	return 0;
 }
@@ -758,7 +724,7 @@ batch_write(struct batch *b, struct kasir_db *db)
 	rc = db_pipe_begin(db, batch_stmts, B_COUNT);
 	for (s = 0; s < B_COUNT && rc == 0; s++)
 		if (b->c[s].rows > 0)
-			rc = cols_send(db, &b->c[s]);
+			rc = db_cols_send(db, &b->c[s]);
 	if (rc == 0)
 		rc = db_pipe_sync(db);
 	for (s = 0; s < B_COUNT && rc == 0; s++)
@@ -786,7 +752,7 @@ jobs_apply_batch(void *arg, struct kasir_db *db,
 	for (size_t i = 0; i < b.nev; i++)
 		free(b.ev[i].payload);
 	for (int s = 0; s < B_COUNT; s++)
-		cols_free(&b.c[s]);
+		db_cols_free(&b.c[s]);
 	free(b.ev);
 	return rc;
 }

@@ -382,52 +382,6 @@ static const struct db_stmt st_revoke = {
 };
 /* clang-format on */
 
-/* The columns of one array statement, filled row by row. */
-#define COLS_MAX 18
-struct cols {
-	const struct db_stmt *stmt;
-	struct db_array a[COLS_MAX];
-	size_t rows;
-};
-
-static void
-cols_row(struct cols *c, const char *const *v)
-{
-	for (int k = 0; k < c->stmt->nparams; k++)
-		db_array_add(&c->a[k], v[k]);
-	c->rows++;
-}
-
-/* Runs c's statement synchronously (outside a pipeline). */
-static int
-cols_exec(struct kasir_db *db, struct cols *c, PGresult **ret_res)
-{
-	const char *params[COLS_MAX];
-
-	for (int k = 0; k < c->stmt->nparams; k++)
-		if ((params[k] = db_array_text(&c->a[k])) == NULL)
-			return -ENOMEM;
-	return db_exec(db, c->stmt, params, ret_res);
-}
-
-static int
-cols_send(struct kasir_db *db, struct cols *c)
-{
-	const char *params[COLS_MAX];
-
-	for (int k = 0; k < c->stmt->nparams; k++)
-		if ((params[k] = db_array_text(&c->a[k])) == NULL)
-			return -ENOMEM;
-	return db_pipe_send(db, c->stmt, params);
-}
-
-static void
-cols_free(struct cols *c)
-{
-	for (int k = 0; k < COLS_MAX; k++)
-		db_array_free(&c->a[k]);
-}
-
 static const char *
 tf(bool b)
 {
@@ -442,13 +396,13 @@ store_grant(struct stream_producer *p, struct kasir_db *db,
             const char *reason)
 {
 	const char *v[5] = {o->order_id, source, NULL, audit_id, reason};
-	struct cols c = {.stmt = &st_grant};
+	struct db_cols c = {.stmt = &st_grant};
 	PGresult *res = NULL;
 	int rc;
 
-	cols_row(&c, v);
-	rc = cols_exec(db, &c, &res);
-	cols_free(&c);
+	db_cols_row(&c, v);
+	rc = db_cols_exec(db, &c, &res);
+	db_cols_free(&c);
 	if (rc < 0)
 		return rc;
 	if (PQntuples(res) != 1) /* not PAID: the caller checked it */
@@ -465,12 +419,12 @@ store_revoke(struct stream_producer *p, struct kasir_db *db,
              const struct order_row *o, const char *source, const char *reason)
 {
 	const char *v[4] = {o->order_id, source, NULL, reason};
-	struct cols c = {.stmt = &st_revoke};
+	struct db_cols c = {.stmt = &st_revoke};
 	int rc;
 
-	cols_row(&c, v);
-	rc = cols_exec(db, &c, NULL);
-	cols_free(&c);
+	db_cols_row(&c, v);
+	rc = db_cols_exec(db, &c, NULL);
+	db_cols_free(&c);
 	if (rc < 0)
 		return rc;
 	return emit_revoked(p, db, o, reason, NULL);
@@ -504,7 +458,7 @@ int
 store_evidence_lock(struct kasir_db *db, struct evidence_rec *const *recs,
                     size_t n)
 {
-	struct cols c = {.stmt = &st_lock_evidence};
+	struct db_cols c = {.stmt = &st_lock_evidence};
 	PGresult *res = NULL;
 	int rc, recorded, first;
 
@@ -512,11 +466,11 @@ store_evidence_lock(struct kasir_db *db, struct evidence_rec *const *recs,
 		const struct evidence_rec *r = recs[i];
 		const char *v[4] = {r->e.order_id, r->e.checked_at, r->e.source,
 		                    r->ref};
-		cols_row(&c, v);
+		db_cols_row(&c, v);
 		recs[i]->fate = EV_FATE_UNKNOWN; /* until its row is seen */
 	}
-	rc = cols_exec(db, &c, &res);
-	cols_free(&c);
+	rc = db_cols_exec(db, &c, &res);
+	db_cols_free(&c);
 	if (rc < 0)
 		return rc;
 	/* columns by name: no column count kept by hand (STORE_ROW_COLS
@@ -566,7 +520,7 @@ static const struct db_stmt *const effect_stmts[S_COUNT] = {
 
 /* Adds the SQL row of effect f to its statement's columns. */
 static void
-effect_row(struct cols *c, const struct effect *f)
+effect_row(struct db_cols *c, const struct effect *f)
 {
 	const struct evidence_rec *r = f->rec;
 	const struct evidence_msg *e = &r->e;
@@ -581,7 +535,7 @@ effect_row(struct cols *c, const struct effect *f)
 		                    e->in.gross_amount,
 		                    e->received_at,
 		                    r->raw};
-		cols_row(&c[S_KEEP_UNKNOWN], v);
+		db_cols_row(&c[S_KEEP_UNKNOWN], v);
 		return;
 	}
 	case EFFECT_RECORD: {
@@ -603,7 +557,7 @@ effect_row(struct cols *c, const struct effect *f)
 		                     evidence_result_name(r->d.result),
 		                     r->d.reason,
 		                     r->raw};
-		cols_row(&c[S_RECORD], v);
+		db_cols_row(&c[S_RECORD], v);
 		return;
 	}
 	case EFFECT_TRANSITION: {
@@ -614,7 +568,7 @@ effect_row(struct cols *c, const struct effect *f)
 		                    r->ref,
 		                    r->id,
 		                    r->d.reason};
-		cols_row(&c[S_TRANSITION], v);
+		db_cols_row(&c[S_TRANSITION], v);
 		return;
 	}
 	case EFFECT_UPDATE: {
@@ -636,18 +590,18 @@ effect_row(struct cols *c, const struct effect *f)
 		    tf(u->contradicted),
 		    u->paid_at,
 		};
-		cols_row(&c[S_UPDATE], v);
+		db_cols_row(&c[S_UPDATE], v);
 		return;
 	}
 	case EFFECT_GRANT: {
 		const char *v[5] = {e->order_id, e->source, r->id, NULL,
 		                    r->d.reason};
-		cols_row(&c[S_GRANT], v);
+		db_cols_row(&c[S_GRANT], v);
 		return;
 	}
 	case EFFECT_REVOKE: {
 		const char *v[4] = {e->order_id, e->source, r->id, r->d.reason};
-		cols_row(&c[S_REVOKE], v);
+		db_cols_row(&c[S_REVOKE], v);
 		return;
 	}
 	case EFFECT_EVENT:
@@ -809,7 +763,7 @@ store_effects_apply(struct stream_producer *p, struct kasir_db *db,
 	    [EFFECT_REVOKE] = S_REVOKE,
 	    [EFFECT_EVENT] = -1,
 	};
-	struct cols c[S_COUNT];
+	struct db_cols c[S_COUNT];
 	struct sent sent[S_COUNT] = {{0}};
 	const struct effect **slots;
 	int rc = 0, s;
@@ -825,7 +779,7 @@ store_effects_apply(struct stream_producer *p, struct kasir_db *db,
 		sent[s].v = slots + rc;
 		rc += (int)sent[s].n;
 		sent[s].n = 0;
-		c[s] = (struct cols){.stmt = effect_stmts[s]};
+		c[s] = (struct db_cols){.stmt = effect_stmts[s]};
 	}
 	for (size_t i = 0; i < l->n; i++) {
 		if ((s = stmt_of[l->v[i].kind]) < 0)
@@ -836,7 +790,7 @@ store_effects_apply(struct stream_producer *p, struct kasir_db *db,
 	rc = db_pipe_begin(db, effect_stmts, S_COUNT);
 	for (s = 0; s < S_COUNT && rc == 0; s++)
 		if (sent[s].n > 0)
-			rc = cols_send(db, &c[s]);
+			rc = db_cols_send(db, &c[s]);
 	if (rc == 0)
 		rc = db_pipe_sync(db);
 	for (s = 0; s < S_COUNT && rc == 0; s++)
@@ -844,7 +798,7 @@ store_effects_apply(struct stream_producer *p, struct kasir_db *db,
 			rc = effect_result(db, s, &sent[s]);
 	db_pipe_end(db);
 	for (s = 0; s < S_COUNT; s++)
-		cols_free(&c[s]);
+		db_cols_free(&c[s]);
 	free(slots);
 	if (rc < 0)
 		return rc;

@@ -528,25 +528,12 @@ group_has_twins(struct statusapi_call **calls, size_t n)
 	return false;
 }
 
-/* st_write's parameters, filled check by check. */
+/* st_write's parameters (db.h), filled check by check: answers counts
+ * the answers added. */
 struct write_cols {
-	struct db_array a[WRITE_ANSWER_COLS + WRITE_WATCH_COLS];
+	struct db_cols c;
 	size_t answers;
 };
-
-static void
-write_cols_add(struct write_cols *w, int off, const char *const *p, int n)
-{
-	for (int k = 0; k < n; k++)
-		db_array_add(&w->a[off + k], p[k]);
-}
-
-static void
-write_cols_free(struct write_cols *w)
-{
-	for (int k = 0; k < WRITE_ANSWER_COLS + WRITE_WATCH_COLS; k++)
-		db_array_free(&w->a[k]);
-}
 
 /* Decides the plans of calls[0..n) from their locked rows and fills the
  * parameters of their writes: st_write's, and the orders of the checks
@@ -570,11 +557,11 @@ group_fill(struct recon *r, struct statusapi_call **calls, size_t n,
 			struct insert_bufs b;
 
 			insert_params(r, c, k, &plans[i], &b, p);
-			write_cols_add(w, 0, p, WRITE_ANSWER_COLS);
+			db_cols_add(&w->c, 0, p, WRITE_ANSWER_COLS);
 			w->answers++;
 		}
 		update_params(c, &plans[i], p);
-		write_cols_add(w, WRITE_ANSWER_COLS, p, WRITE_WATCH_COLS);
+		db_cols_add(&w->c, WRITE_ANSWER_COLS, p, WRITE_WATCH_COLS);
 	}
 }
 
@@ -607,16 +594,12 @@ static int
 group_write(struct kasir_db *db, struct statusapi_call **calls, size_t n,
             struct check_plan *plans, struct write_cols *w)
 {
-	const char *p[WRITE_ANSWER_COLS + WRITE_WATCH_COLS];
 	PGresult *res = NULL;
 	int rc;
 
 	if (w->answers == 0)
 		return 0;
-	for (int k = 0; k < WRITE_ANSWER_COLS + WRITE_WATCH_COLS; k++)
-		if ((p[k] = db_array_text(&w->a[k])) == NULL)
-			return -ENOMEM;
-	if ((rc = db_exec(db, &st_write, p, &res)) == 0)
+	if ((rc = db_cols_exec(db, &w->c, &res)) == 0)
 		rc = group_ids(res, calls, n, plans, w->answers);
 	PQclear(res);
 	return rc;
@@ -677,7 +660,7 @@ record_chunk(struct recon *r, struct kasir_db *db,
              struct statusapi_call **calls, size_t n, bool *ret_kick)
 {
 	struct check_plan *plans = calloc(n > 0 ? n : 1, sizeof(*plans));
-	struct write_cols w = {0};
+	struct write_cols w = {.c = {.stmt = &st_write}};
 	struct db_array release = {0};
 	int rc;
 
@@ -693,7 +676,7 @@ record_chunk(struct recon *r, struct kasir_db *db,
 		rc = release_orders(db, &release);
 	if (rc == 0)
 		rc = group_publish(r, db, calls, n, plans, ret_kick);
-	write_cols_free(&w);
+	db_cols_free(&w.c);
 	db_array_free(&release);
 	free(plans);
 	return rc;

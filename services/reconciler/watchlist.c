@@ -206,12 +206,6 @@ static const struct db_stmt st_confirm = {
     .nparams = 6,
 };
 
-/* The rows of one array statement, added message by message. */
-#define WL_COLS_MAX 7
-struct wl_cols {
-	struct db_array a[WL_COLS_MAX];
-};
-
 /*
  * One round of writes: at most one message per order, each kind of write
  * one array statement (rows in message order), run by round_flush() at
@@ -222,7 +216,7 @@ struct wl_cols {
  */
 struct wl_exec {
 	struct db_batch *b;
-	struct wl_cols created, confirm, final, evidence;
+	struct db_cols created, confirm, final, evidence; /* db.h */
 	/* the orders of the webhook notifications applied: recon.settings'
 	 * one row is updated once per batch, not once per message (every
 	 * update holds that row until COMMIT, and mode_evaluate() reads it) */
@@ -230,35 +224,26 @@ struct wl_exec {
 };
 
 static void
-cols_add(struct wl_cols *c, const struct db_stmt *st, const char *const *v)
+cols_add(struct db_cols *c, const struct db_stmt *st, const char *const *v)
 {
-	for (int k = 0; k < st->nparams; k++)
-		db_array_add(&c->a[k], v[k]);
+	c->stmt = st;
+	db_cols_row(c, v);
 }
 
-static void
-cols_free(struct wl_cols *c)
-{
-	for (int k = 0; k < WL_COLS_MAX; k++)
-		db_array_free(&c->a[k]);
-}
-
-/* Runs (or queues) st with c's rows, if it has any, and empties c. */
+/* Runs (or queues) c's statement with its rows, if it has any, and
+ * empties c. */
 static int
-cols_flush(struct wl_exec *x, struct kasir_db *db, const struct db_stmt *st,
-           struct wl_cols *c)
+cols_flush(struct wl_exec *x, struct kasir_db *db, struct db_cols *c)
 {
-	const char *p[WL_COLS_MAX];
-	int rc = 0;
+	const char *p[DB_COLS_MAX];
+	int rc;
 
-	if (c->a[0].n == 0)
+	if (c->rows == 0)
 		return 0;
-	for (int k = 0; k < st->nparams && rc == 0; k++)
-		if ((p[k] = db_array_text(&c->a[k])) == NULL)
-			rc = -ENOMEM;
+	rc = db_cols_params(c, p);
 	if (rc == 0)
-		rc = db_batch_exec(x->b, db, st, p);
-	cols_free(c);
+		rc = db_batch_exec(x->b, db, c->stmt, p);
+	db_cols_free(c);
 	return rc;
 }
 
@@ -270,20 +255,20 @@ round_flush(struct wl_exec *x, struct kasir_db *db)
 {
 	int rc;
 
-	if ((rc = cols_flush(x, db, &st_created, &x->created)) < 0 ||
-	    (rc = cols_flush(x, db, &st_confirm, &x->confirm)) < 0 ||
-	    (rc = cols_flush(x, db, &st_final, &x->final)) < 0)
+	if ((rc = cols_flush(x, db, &x->created)) < 0 ||
+	    (rc = cols_flush(x, db, &x->confirm)) < 0 ||
+	    (rc = cols_flush(x, db, &x->final)) < 0)
 		return rc;
-	return cols_flush(x, db, &st_evidence, &x->evidence);
+	return cols_flush(x, db, &x->evidence);
 }
 
 static void
 wl_exec_free(struct wl_exec *x)
 {
-	cols_free(&x->created);
-	cols_free(&x->confirm);
-	cols_free(&x->final);
-	cols_free(&x->evidence);
+	db_cols_free(&x->created);
+	db_cols_free(&x->confirm);
+	db_cols_free(&x->final);
+	db_cols_free(&x->evidence);
 	db_array_free(&x->notified);
 }
 
