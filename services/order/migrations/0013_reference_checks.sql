@@ -50,7 +50,9 @@ BEGIN
 	RETURN NULL;
 END $$;
 
-CREATE FUNCTION orders.check_transition_refs() RETURNS trigger
+-- transitions and entitlement_events: an order and, when given, the
+-- evidence row (TG_TABLE_NAME says which table in the refusal).
+CREATE FUNCTION orders.check_order_evidence_refs() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
 	bad record;
@@ -69,37 +71,10 @@ BEGIN
 		RETURN NULL;
 	END IF;
 	IF bad.no_order THEN
-		PERFORM orders.refuse_reference('transitions', 'order_id',
+		PERFORM orders.refuse_reference(TG_TABLE_NAME, 'order_id',
 						bad.order_id);
 	END IF;
-	PERFORM orders.refuse_reference('transitions', 'evidence_id',
-					bad.evidence_id::text);
-	RETURN NULL;
-END $$;
-
-CREATE FUNCTION orders.check_entitlement_event_refs() RETURNS trigger
-LANGUAGE plpgsql AS $$
-DECLARE
-	bad record;
-BEGIN
-	SELECT n.order_id, n.evidence_id,
-	       (SELECT true FROM orders.orders o
-	        WHERE o.order_id = n.order_id) IS NULL AS no_order
-	INTO bad FROM new_rows n
-	WHERE (SELECT true FROM orders.orders o
-	       WHERE o.order_id = n.order_id) IS NULL
-	   OR (n.evidence_id IS NOT NULL AND
-	       (SELECT true FROM orders.evidence e
-	        WHERE e.id = n.evidence_id) IS NULL)
-	LIMIT 1;
-	IF NOT FOUND THEN
-		RETURN NULL;
-	END IF;
-	IF bad.no_order THEN
-		PERFORM orders.refuse_reference('entitlement_events', 'order_id',
-						bad.order_id);
-	END IF;
-	PERFORM orders.refuse_reference('entitlement_events', 'evidence_id',
+	PERFORM orders.refuse_reference(TG_TABLE_NAME, 'evidence_id',
 					bad.evidence_id::text);
 	RETURN NULL;
 END $$;
@@ -146,12 +121,12 @@ CREATE TRIGGER evidence_refs AFTER INSERT ON orders.evidence
 	FOR EACH STATEMENT EXECUTE FUNCTION orders.check_evidence_refs();
 CREATE TRIGGER transitions_refs AFTER INSERT ON orders.transitions
 	REFERENCING NEW TABLE AS new_rows
-	FOR EACH STATEMENT EXECUTE FUNCTION orders.check_transition_refs();
+	FOR EACH STATEMENT EXECUTE FUNCTION orders.check_order_evidence_refs();
 CREATE TRIGGER entitlement_events_refs AFTER INSERT
 	ON orders.entitlement_events
 	REFERENCING NEW TABLE AS new_rows
 	FOR EACH STATEMENT
-	EXECUTE FUNCTION orders.check_entitlement_event_refs();
+	EXECUTE FUNCTION orders.check_order_evidence_refs();
 CREATE TRIGGER entitlements_refs_insert AFTER INSERT ON orders.entitlements
 	REFERENCING NEW TABLE AS new_rows
 	FOR EACH STATEMENT EXECUTE FUNCTION orders.check_entitlement_refs();
