@@ -1174,17 +1174,18 @@ def bench_drain(args):
   two idle cores would drain at most about {ceiling:,.0f} events/s.  The
   wall time beyond that CPU is the other work on the shared cores.
 - Where PostgreSQL's time goes (run with `--statements` for this run's
-  own list below; measured 2026-12-06 on 50,000 events): the orders
-  stream's sequencer pass (`stream_pending` -> `stream_out`) about a
-  quarter, the grant (entitlement event + entitlement, four foreign-key
-  checks) a fifth, the order row's UPDATE an eighth (about 60% of the
-  rows HOT since migration 0011 of kasir-order: no `status` in an index
-  predicate, fillfactor 80; the rest find their page full in a drain,
-  which updates every order of a page in one transaction), the transition,
-  the `stream_pending` inserts and the evidence rows about a tenth each,
-  then the replay reads.  The backbone's share: three order events per
-  payment, each inserted into `stream_pending` and moved into
-  `stream_out` by the sequencer, about 37% of the statements' time.
+  own list below; measured 2026-12-07 12:33 on 50,000 events): the
+  orders stream's sequencer pass (`stream_pending` -> `stream_out`, its
+  own connection) about a quarter, kasir-ingest's replay reads, the order
+  row's UPDATE and the grant (entitlement event + entitlement, their
+  references checked once per statement since kasir-order's migration
+  0013) about an eighth each, the transition, the evidence rows and the
+  `stream_pending` inserts about a tenth each, then the evidence read.
+  About half the UPDATEs are HOT (no indexed column changes, fillfactor
+  80; the rest find their page full in a drain, which updates every order
+  of a page in one transaction).  The backbone's share: two order events
+  per payment, each inserted into `stream_pending` and moved into
+  `stream_out` by the sequencer, about a third of the statements' time.
   kasir-order sends one array statement per kind of write and round (5
   per batch of 256 plus the lock, the ids, the deferred appends and
   COMMIT): round trips no longer bound it.  The bench polls the
