@@ -519,7 +519,7 @@ struct bev {
 	int ev;            /* 1-based index of payload in the job statement */
 };
 
-/* The columns of one array statement, filled row by row. */
+/* The batch's three array statements (struct db_cols, db.h). */
 enum { B_CANCEL, B_ORDERS, B_JOBS, B_COUNT };
 static const struct db_stmt *const batch_stmts[B_COUNT] = {
     [B_CANCEL] = &st_cancel_batch,
@@ -568,9 +568,11 @@ fold_order(struct batch *b, struct bev *const *e, size_t k)
 	char seq[24];
 
 	for (size_t i = k; i-- > 0;) {
+		const char *why = cancel_reason(e[i]->msg);
+
 		e[i]->later = later;
-		if (cancel_reason(e[i]->msg) != NULL)
-			later = first_cancel = cancel_reason(e[i]->msg);
+		if (why != NULL)
+			later = first_cancel = why;
 	}
 	for (size_t i = 0; i < k; i++) {
 		const struct kasir_msg *m = e[i]->msg;
@@ -694,10 +696,8 @@ batch_build(struct batch *b)
 {
 	int rc;
 
-	for (int s = 0; s < B_COUNT; s++) {
-		b->c[s].stmt = batch_stmts[s];
-		b->c[s].ncols = batch_stmts[s]->nparams;
-	}
+	for (int s = 0; s < B_COUNT; s++)
+		b->c[s].stmt = batch_stmts[s]; /* ncols 0: every parameter */
 	b->c[B_JOBS].ncols = JOBS_PAYLOADS;
 	if ((rc = fold_orders(b)) < 0)
 		return rc;
