@@ -637,6 +637,33 @@ def test_confirmation(s):
             " evidence_source, evidence_ref, evidence_id, reason) VALUES"
             " ('CNF-2', 'PENDING', 'CANCELLED', 'ingest', %s, %s, 'x')",
             (eid[1], eid[0]))
+    # ...checked once per statement (migration 0014): in a statement of two
+    # rows, the second without a Status API answer, the statement is
+    # refused whole; the first row alone is accepted
+    good = s.sql("SELECT id, ref FROM orders.evidence WHERE order_id='CNF-1'"
+                 " AND source='recon' AND kind='status' ORDER BY id LIMIT 1")[0]
+    two = ("INSERT INTO orders.transitions (order_id, from_status, to_status,"
+           " evidence_source, evidence_ref, evidence_id, reason) VALUES"
+           " ('CNF-1', 'PENDING', 'CANCELLED', 'recon', %s, %s, 'x')")
+    n0 = s.sql("SELECT count(*) FROM orders.transitions")[0][0]
+    conn = psycopg2.connect(s.pg.dsn("kasir_order"))
+    try:
+        cur = conn.cursor()
+        try:
+            cur.execute(two + ", ('CNF-2', 'PENDING', 'CANCELLED', 'ingest', %s, %s, 'x')",
+                        (good[1], good[0], eid[1], eid[0]))
+        except psycopg2.Error as e:
+            assert e.pgcode == "23514", (e.pgcode, str(e))
+            assert "PENDING -> CANCELLED of order CNF-2 refused: its evidence is not a" \
+                   " Status API answer" in str(e), str(e)
+        else:
+            raise AssertionError("two transitions, one on notification evidence, accepted")
+        conn.rollback()
+        cur.execute(two, (good[1], good[0]))  # accepted; rolled back below
+        conn.rollback()
+    finally:
+        conn.close()
+    assert s.sql("SELECT count(*) FROM orders.transitions")[0][0] == n0
 
 
 def main():

@@ -142,6 +142,22 @@ test_uuid(void **state)
 	assert_int_equal(a[14], '4');
 	assert_non_null(strchr("89ab", a[19]));
 	assert_int_equal(uuid_v4(small, sizeof(small)), -EINVAL);
+	/* the text form, every time: lowercase hex, dashes at 8-4-4-4-12,
+	 * version 4, variant 10 */
+	for (int n = 0; n < 1000; n++) {
+		assert_int_equal(uuid_v4(a, sizeof(a)), 0);
+		assert_int_equal(strlen(a), 36);
+		for (int i = 0; i < 36; i++) {
+			if (i == 8 || i == 13 || i == 18 || i == 23)
+				assert_int_equal(a[i], '-');
+			else
+				assert_non_null(strchr("0123456789abcdef", a[i]));
+		}
+		assert_int_equal(a[14], '4');
+		assert_non_null(strchr("89ab", a[19]));
+		assert_string_not_equal(a, b);
+		memcpy(b, a, sizeof(a));
+	}
 }
 
 static void
