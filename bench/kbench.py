@@ -802,7 +802,7 @@ def confirm_point(args, st, key, idx, rate, services):
            " orders.transitions, orders.orders")
     if args.statements:
         print(f"[kbench] confirm {rate}/s: PostgreSQL statements"
-              " (pg_stat_statements):\n" + drain_statements(st, 25))
+              " (pg_stat_statements):\n" + drain_statements(st, int(os.environ.get("KBENCH_TOP", "25"))))
         print(f"[kbench] confirm {rate}/s: sequential scans"
               " (pg_stat_user_tables):\n" + seqscan_diff(seq0, st))
     got = rows()
@@ -1114,6 +1114,17 @@ def drain_statements(st, top=15):
         " r.rolname || ': ' || left(regexp_replace(query, '\\s+', ' ', 'g'), 110)"
         " FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid"
         " ORDER BY total_exec_time DESC LIMIT %s", (top,))
+    # planning, when the cluster tracks it (KASIRTEST_PG_EXTRA=
+    # "pg_stat_statements.track_planning = on"): per role, what a custom
+    # plan at every execution costs
+    plans = st.sql(
+        "SELECT r.rolname, sum(s.plans)::bigint, round(sum(s.total_plan_time)::numeric, 0),"
+        " sum(s.calls)::bigint, round(sum(s.total_exec_time)::numeric, 0)"
+        " FROM pg_stat_statements s JOIN pg_roles r ON r.oid = s.userid"
+        " GROUP BY r.rolname HAVING sum(s.total_plan_time) > 0"
+        " ORDER BY 3 DESC")
+    rows = list(rows) + [(0, p[1], p[2], 0, f"{p[0]}: planning ({p[3]} calls,"
+                          f" {p[4]} ms executing)") for p in plans]
     hot = st.sql("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
                  " WHERE schemaname = 'orders' AND relname = 'orders'")
     return ("\n".join(f"{r[0]:3d}% {r[1]:8d} calls {r[2]:8} ms {r[3]:8d} rows  {r[4]}"

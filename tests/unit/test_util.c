@@ -151,7 +151,8 @@ test_uuid(void **state)
 			if (i == 8 || i == 13 || i == 18 || i == 23)
 				assert_int_equal(a[i], '-');
 			else
-				assert_non_null(strchr("0123456789abcdef", a[i]));
+				assert_non_null(
+				    strchr("0123456789abcdef", a[i]));
 		}
 		assert_int_equal(a[14], '4');
 		assert_non_null(strchr("89ab", a[19]));
