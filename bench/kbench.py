@@ -802,7 +802,7 @@ def confirm_point(args, st, key, idx, rate, services):
            " orders.transitions, orders.orders")
     if args.statements:
         print(f"[kbench] confirm {rate}/s: PostgreSQL statements"
-              " (pg_stat_statements):\n" + drain_statements(st, int(os.environ.get("KBENCH_TOP", "25"))))
+              " (pg_stat_statements):\n" + drain_statements(st, args.statements_top))
         print(f"[kbench] confirm {rate}/s: sequential scans"
               " (pg_stat_user_tables):\n" + seqscan_diff(seq0, st))
     got = rows()
@@ -1469,6 +1469,8 @@ def main():
                     help="e2e: the fake Status API's fixed latency")
     ap.add_argument("--lanes", type=int, default=4,
                     help="confirm: the reconciler's schedule.lanes")
+    ap.add_argument("--statements-top", type=int, default=25,
+                    help="confirm --statements: how many statements to print")
     ap.add_argument("--without-notifier", action="store_true",
                     help="confirm: do not run kasir-notifier (receipts)")
     ap.add_argument("--keep", action="store_true", help="keep the run directory")
