@@ -35,7 +35,7 @@ def check(cond, what):
 
 
 def run(argv, cwd=None):
-    r = subprocess.run(argv, capture_output=True, text=True, timeout=60, cwd=cwd)
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=cwd)
     print(f"$ {' '.join(argv)} -> {r.returncode}\n{(r.stdout + r.stderr).strip()}",
           flush=True)
     return r
@@ -100,9 +100,17 @@ def main():
         check(broken != text, "the P0 expression is where the mutation expects it")
         with open(os.path.join(tmp, "kasir-alerts.yml"), "w") as f:
             f.write(broken)
-        shutil.copy(os.path.join(PROM, "kasir-alerts.test.yml"), tmp)
+        # only the P0 rule's cases: promtool evaluates every rule at each
+        # step of every case (13 s of CPU for the whole file here)
+        with open(os.path.join(PROM, "kasir-alerts.test.yml")) as f:
+            head, _, cases = f.read().partition("tests:\n")
+        p0 = [c for c in re.split(r"(?m)^(?=  - interval:)", cases)
+              if "alertname: KasirNoPayments" in c]
+        check(len(p0) >= 2, "the P0 rule has a positive and a negative case")
+        with open(os.path.join(tmp, "kasir-alerts.test.yml"), "w") as f:
+            f.write(head + "tests:\n" + "".join(p0))
         r = subprocess.run([promtool, "test", "rules", "kasir-alerts.test.yml"], cwd=tmp,
-                           capture_output=True, text=True, timeout=60)
+                           capture_output=True, text=True, timeout=300)
         check(r.returncode != 0 and "KasirNoPayments" in r.stdout + r.stderr,
               "a P0 rule that fires on a healthy shop fails the unit tests")
 
