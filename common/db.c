@@ -547,60 +547,17 @@ db_is_prepared(const struct kasir_db *db, const char *name)
 	return false;
 }
 
-#define TEXT_ARRAY_OID 1009
-
-const Oid *
-db_wire_types(const struct db_stmt *st, struct db_wire *w)
-{
-	if (st->arrays == 0 || st->nparams > DB_PARAMS_MAX)
-		return NULL; /* db_wire() refuses the latter */
-	for (int k = 0; k < st->nparams; k++)
-		w->types[k] = (st->arrays >> k) & 1 ? TEXT_ARRAY_OID : 0;
-	return w->types;
-}
-
-int
-db_wire(const struct db_stmt *st, const char *const *params, struct db_wire *w)
-{
-	if (st->arrays == 0)
-		return 0; /* all text: params as they are */
-	if (st->nparams > DB_PARAMS_MAX ||
-	    (st->nparams < 64 && (st->arrays >> st->nparams) != 0))
-		return -EINVAL;
-	for (int k = 0; k < st->nparams; k++) {
-		const struct db_array *a;
-
-		if (((st->arrays >> k) & 1) == 0) {
-			w->values[k] = params[k];
-			w->lengths[k] = 0;
-			w->formats[k] = 0;
-			continue;
-		}
-		a = (const struct db_array *)(const void *)params[k];
-		if (a == NULL || a->magic != DB_ARRAY_MAGIC ||
-		    a->wire_len > INT32_MAX || a->buf == NULL)
-			return -EINVAL;
-		w->values[k] = a->buf;
-		w->lengths[k] = (int)a->wire_len;
-		w->formats[k] = 1;
-	}
-	return 1;
-}
-
 int
 db_exec(struct kasir_db *db, const struct db_stmt *stmt,
         const char *const *params, PGresult **ret_res)
 {
-	struct db_wire w;
 	PGresult *res;
-	int rc, bin;
+	int rc;
 
 	if (db == NULL || stmt == NULL || stmt->name == NULL ||
 	    stmt->sql == NULL || stmt->nparams < 0 ||
 	    (stmt->nparams > 0 && params == NULL))
 		return -EINVAL;
-	if ((bin = db_wire(stmt, params, &w)) < 0)
-		return bin;
 	if ((rc = db_ready(db)) < 0)
 		return rc;
 	db_failpoint(db, stmt->name);
@@ -610,7 +567,7 @@ db_exec(struct kasir_db *db, const struct db_stmt *stmt,
 		if (copy == NULL)
 			return -ENOMEM;
 		res = PQprepare(db->pg, stmt->name, stmt->sql, stmt->nparams,
-		                db_wire_types(stmt, &w));
+		                NULL);
 		if ((rc = db_classify(db, res, NULL)) < 0) {
 			free(copy);
 			return rc;
@@ -618,14 +575,11 @@ db_exec(struct kasir_db *db, const struct db_stmt *stmt,
 		db->prepared[db->nprepared++] = copy;
 	}
 	if (db_is_prepared(db, stmt->name))
-		res = PQexecPrepared(
-		    db->pg, stmt->name, stmt->nparams, bin ? w.values : params,
-		    bin ? w.lengths : NULL, bin ? w.formats : NULL, 0);
+		res = PQexecPrepared(db->pg, stmt->name, stmt->nparams, params,
+		                     NULL, NULL, 0);
 	else /* table full: run it unnamed */
-		res = PQexecParams(
-		    db->pg, stmt->sql, stmt->nparams, db_wire_types(stmt, &w),
-		    bin ? w.values : params, bin ? w.lengths : NULL,
-		    bin ? w.formats : NULL, 0);
+		res = PQexecParams(db->pg, stmt->sql, stmt->nparams, NULL,
+		                   params, NULL, NULL, 0);
 	return db_classify(db, res, ret_res);
 }
 

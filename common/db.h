@@ -70,17 +70,7 @@ struct db_stmt {
 	const char *name; /* unique per process, e.g. "order_insert" */
 	const char *sql;  /* $1..$n placeholders */
 	int nparams;
-	/* The parameters that are arrays (DB_ARRAY_PARAMS): each is a
-	 * struct db_array passed as db_array_param() and sent in binary as
-	 * text[]; the statement is prepared with that type, and its SQL
-	 * casts the parameter to the array it needs ("$2::bigint[]"). */
-	uint64_t arrays;
 };
-/* Parameters first..last (1-based, inclusive) are arrays. */
-#define DB_ARRAY_PARAMS(first, last)                                           \
-	((~0ULL >> (63 - ((last)-1))) & ~((1ULL << ((first)-1)) - 1))
-/* At most this many parameters in a statement with arrays. */
-#define DB_PARAMS_MAX 64
 
 /* Creates a handle and tries to connect once.  Succeeds (returns 0) even
  * when the server is unreachable: the handle reconnects on db_ensure().
@@ -208,36 +198,27 @@ int db_tx_once(struct kasir_db *db, size_t n, const struct db_stmt *const *st,
                const char *const *const *params, PGresult **res);
 
 /*
- * An array parameter built element by element, to pass many values as one
- * parameter of a statement that declares it (db_stmt.arrays): PostgreSQL's
- * binary text[] (no quoting on our side, no parsing of a literal on the
- * server's: docs/performance.md, "Array parameters in binary").  Elements
- * are C strings, NULL for SQL NULL; the server checks their encoding as it
- * does a text parameter's.  Zero-initialise; db_array_param() is what the
- * statement's parameter slot takes (NULL after an allocation failure), and
- * may be asked again after more db_array_add(); db_array_free() releases
- * it.
+ * A PostgreSQL array literal built element by element, to pass many values
+ * as one parameter ("$1::text[]", "$2::bigint[]"): every element quoted
+ * and escaped, NULL for a NULL value.  Zero-initialise; db_array_text()
+ * is NULL after an allocation failure; db_array_free() releases it.
  */
 struct db_array {
-	uint32_t magic; /* set by the first add or param: see db.c */
-	char *buf;      /* the binary array; its 20-byte header by param() */
+	char *text;
 	size_t len, cap, n;
-	size_t wire_len; /* what is sent: the header and the elements */
-	bool oom, has_null;
+	bool oom;
 };
 void db_array_add(struct db_array *a, const char *value);
-const char *db_array_param(struct db_array *a);
+const char *db_array_text(struct db_array *a);
 void db_array_free(struct db_array *a);
 
 /*
  * The columns of one array statement ("... FROM unnest($1::text[],
  * $2::bigint[], ...)"), filled row by row: parameter k of stmt is the
- * array a[k], and stmt->arrays names every parameter (DB_ARRAY_PARAMS(1,
- * nparams)).  db_cols_row() adds one row to the first ncols columns (0:
+ * array a[k].  db_cols_row() adds one row to the first ncols columns (0:
  * every parameter of stmt); a parameter after them is the caller's to
  * fill (db_cols_add(), or db_array_add() on a[k]).  db_cols_params()
- * gives the statement's parameters (-ENOMEM after an allocation failure,
- * -EINVAL for a statement that does not declare them all arrays);
+ * gives the statement's parameters (-ENOMEM after an allocation failure);
  * db_cols_exec() runs it, db_cols_send() queues it on the pipeline.
  * Zero-initialise with stmt set; db_cols_free() releases the arrays.
  */

@@ -96,28 +96,6 @@ int db_ready(struct kasir_db *db);
 /* True when name was prepared on the current connection. */
 bool db_is_prepared(const struct kasir_db *db, const char *name);
 
-/* struct db_array's mark (db_array.c): a parameter the statement declares
- * an array must be one (db_wire refuses anything else). */
-#define DB_ARRAY_MAGIC 0x6b617272u /* "karr" */
-
-/*
- * One execution's parameters as libpq takes them: the text ones as given,
- * the statement's arrays (db_stmt.arrays) in binary.  db_wire_types()
- * gives the types to prepare with (text[] for an array, 0 for the server
- * to infer); db_wire() the values, lengths and formats, -EINVAL when a
- * declared array is not a struct db_array (or more than DB_PARAMS_MAX
- * parameters).  formats is NULL when nothing is binary.
- */
-struct db_wire {
-	const char *values[DB_PARAMS_MAX];
-	int lengths[DB_PARAMS_MAX];
-	int formats[DB_PARAMS_MAX];
-	Oid types[DB_PARAMS_MAX];
-};
-int db_wire(const struct db_stmt *st, const char *const *params,
-            struct db_wire *w);
-const Oid *db_wire_types(const struct db_stmt *st, struct db_wire *w);
-
 /* A schema, role or savepoint name: [a-z_][a-z0-9_]*, at most 63. */
 bool db_ident_valid(const char *s);
 

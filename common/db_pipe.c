@@ -14,7 +14,6 @@
 static int
 prepare_once(struct kasir_db *db, const struct db_stmt *stmt)
 {
-	struct db_wire w;
 	char *copy;
 	int rc;
 
@@ -25,10 +24,9 @@ prepare_once(struct kasir_db *db, const struct db_stmt *stmt)
 	copy = strdup(stmt->name);
 	if (copy == NULL)
 		return -ENOMEM;
-	rc = db_classify(db,
-	                 PQprepare(db->pg, stmt->name, stmt->sql, stmt->nparams,
-	                           db_wire_types(stmt, &w)),
-	                 NULL);
+	rc = db_classify(
+	    db, PQprepare(db->pg, stmt->name, stmt->sql, stmt->nparams, NULL),
+	    NULL);
 	if (rc < 0) {
 		free(copy);
 		return rc;
@@ -64,22 +62,16 @@ int
 db_pipe_send(struct kasir_db *db, const struct db_stmt *stmt,
              const char *const *params)
 {
-	struct db_wire w;
-	int bin;
-
 	if (db == NULL || !db->piping || stmt == NULL ||
 	    (stmt->nparams > 0 && params == NULL))
 		return -EINVAL;
-	if ((bin = db_wire(stmt, params, &w)) < 0)
-		return bin;
 	if (db->pg == NULL)
 		return KASIR_EDB;
 	if (!db_is_prepared(db, stmt->name))
 		return -EINVAL; /* not given to db_pipe_begin() */
 	db_failpoint(db, stmt->name);
-	if (PQsendQueryPrepared(db->pg, stmt->name, stmt->nparams,
-	                        bin ? w.values : params, bin ? w.lengths : NULL,
-	                        bin ? w.formats : NULL, 0) != 1) {
+	if (PQsendQueryPrepared(db->pg, stmt->name, stmt->nparams, params, NULL,
+	                        NULL, 0) != 1) {
 		db_set_error(db, "", PQerrorMessage(db->pg));
 		if (PQstatus(db->pg) != CONNECTION_OK) {
 			db_mark_broken(db);

@@ -182,7 +182,7 @@ defer_write(struct stream_producer *p, struct kasir_db *db, bool commit,
 	}
 	params[0] = p->stream;
 	for (int i = 0; i < 4 && d->n > 0; i++) {
-		params[i + 1] = db_array_param(&a[i]);
+		params[i + 1] = db_array_text(&a[i]);
 		if (params[i + 1] == NULL) {
 			rc = -ENOMEM;
 			if (commit)

@@ -343,7 +343,6 @@ producer_build_stmts(struct stream_producer *p)
 		    "$5::text[]) WITH ORDINALITY AS u(id, type, at, tail, "
 		    "ord) ORDER BY u.ord",
 		    s);
-	p->st_pending_many.st.arrays = DB_ARRAY_PARAMS(2, 5);
 	if (rc == 0)
 		rc = producer_sequencer_stmts(p);
 	if (rc == 0)

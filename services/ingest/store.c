@@ -114,7 +114,6 @@ static const struct db_stmt stmt_insert_events = {
            "  JOIN ids USING (pos))"
            " SELECT id FROM ids ORDER BY pos",
     .nparams = EVENT_COLUMNS,
-    .arrays = DB_ARRAY_PARAMS(1, 14),
 };
 
 char *
@@ -227,7 +226,7 @@ write_batch(struct ingest_committer *c, struct ingest_item **items, size_t n,
 		r = add_row(col, items[i], c->received[i],
 		            sizeof(c->received[i]));
 	for (size_t k = 0; k < EVENT_COLUMNS && r == 0; k++)
-		if ((params[k] = db_array_param(&col[k])) == NULL)
+		if ((params[k] = db_array_text(&col[k])) == NULL)
 			r = -ENOMEM;
 	if (r == 0)
 		r = db_tx_once(c->db, 1, st, pp, &res);

@@ -106,7 +106,6 @@ static const struct db_stmt st_cancel_batch = {
            " AND j.kind IN ('instructions', 'reminder')"
            " AND j.state IN ('queued', 'retry', 'uncertain')",
     .nparams = 2,
-    .arrays = DB_ARRAY_PARAMS(1, 2),
 };
 
 /* One row per order: its events of the batch folded (fold_order()).  The
@@ -143,7 +142,6 @@ static const struct db_stmt st_orders_batch = {
            " FROM u WHERE NOT EXISTS (SELECT 1 FROM upd"
            "  WHERE upd.order_id = u.order_id)",
     .nparams = 10,
-    .arrays = DB_ARRAY_PARAMS(1, 10),
 };
 
 /* Every job row of the batch, in event order (so the ids come in the order
@@ -176,7 +174,6 @@ static const struct db_stmt st_jobs_batch = {
            " ORDER BY u.i"
            " ON CONFLICT (order_id, kind, channel, variant) DO NOTHING",
     .nparams = 15,
-    .arrays = DB_ARRAY_PARAMS(1, 15),
 };
 
 static const char *

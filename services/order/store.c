@@ -242,7 +242,6 @@ static const struct db_stmt st_lock_evidence = {
                              "  ON true"
                              " ORDER BY o.order_id, u.i FOR UPDATE OF o",
     .nparams = 4,
-    .arrays = DB_ARRAY_PARAMS(1, 4),
 };
 
 static const struct db_stmt st_evidence_ids = {
@@ -261,7 +260,6 @@ static const struct db_stmt st_keep_unknown = {
            " $7::timestamptz[], $8::jsonb[])"
            " ON CONFLICT (source, ref) DO NOTHING",
     .nparams = 8,
-    .arrays = DB_ARRAY_PARAMS(1, 8),
 };
 
 static const struct db_stmt st_record = {
@@ -277,7 +275,6 @@ static const struct db_stmt st_record = {
            " $17::text[], $18::jsonb[])"
            " ON CONFLICT (source, ref) DO NOTHING RETURNING id",
     .nparams = 18,
-    .arrays = DB_ARRAY_PARAMS(1, 18),
 };
 
 static const struct db_stmt st_transition = {
@@ -287,7 +284,6 @@ static const struct db_stmt st_transition = {
            " SELECT * FROM unnest($1::text[], $2::text[], $3::text[],"
            " $4::text[], $5::bigint[], $6::bigint[], $7::text[])",
     .nparams = 7,
-    .arrays = DB_ARRAY_PARAMS(1, 7),
 };
 
 /* Everything evidence changes on an order row: status (the transition
@@ -340,7 +336,6 @@ static const struct db_stmt st_update = {
            " o.customer_phone, " TS("o.created_at") ","
            " " TS("o.expires_at") ", o.redirect_url, o.transaction_id",
     .nparams = 15,
-    .arrays = DB_ARRAY_PARAMS(1, 15),
 };
 
 /* Grants the entitlement of each PAID order named (order, source,
@@ -366,7 +361,6 @@ static const struct db_stmt st_grant = {
            " FROM ev RETURNING order_id, customer_email,"
            " " TS("valid_until"),
     .nparams = 5,
-    .arrays = DB_ARRAY_PARAMS(1, 5),
 };
 
 /* Revokes the active entitlement of each order named (order, source,
@@ -385,7 +379,6 @@ static const struct db_stmt st_revoke = {
            " revoke_event_id = ev.id FROM ev"
            " WHERE e.order_id = ev.order_id AND e.revoked_at IS NULL",
     .nparams = 4,
-    .arrays = DB_ARRAY_PARAMS(1, 4),
 };
 /* clang-format on */
 

@@ -129,7 +129,6 @@ static const struct db_stmt st_lock = {
            " JOIN recon.watch w ON w.order_id = u.id"
            " ORDER BY u.i FOR UPDATE OF w",
     .nparams = 1,
-    .arrays = DB_ARRAY_PARAMS(1, 1),
 };
 
 /*
@@ -185,7 +184,6 @@ static const struct db_stmt st_write = {
            " WHERE w.order_id = u.id)"
            " SELECT id, order_id, attempt FROM ins",
     .nparams = WRITE_ANSWER_COLS + WRITE_WATCH_COLS,
-    .arrays = DB_ARRAY_PARAMS(1, 33),
 };
 
 /* A claim on its own only sets leases: losing it in a crash of
@@ -207,7 +205,6 @@ static const struct db_stmt st_release_all = {
     .sql = "UPDATE recon.watch SET lease_until = NULL"
            " WHERE order_id = ANY($1::text[])",
     .nparams = 1,
-    .arrays = DB_ARRAY_PARAMS(1, 1),
 };
 
 static const struct db_stmt st_release = {
@@ -502,7 +499,7 @@ lock_watches(struct kasir_db *db, struct statusapi_call **calls, size_t n,
 
 	for (size_t i = 0; i < n; i++)
 		db_array_add(&ids, calls[i]->order_id);
-	if ((p[0] = db_array_param(&ids)) == NULL)
+	if ((p[0] = db_array_text(&ids)) == NULL)
 		rc = -ENOMEM;
 	else
 		rc = db_exec(db, &st_lock, p, &res);
@@ -616,7 +613,7 @@ release_orders(struct kasir_db *db, struct db_array *a)
 
 	if (a->n == 0)
 		return 0;
-	if ((p[0] = db_array_param(a)) == NULL)
+	if ((p[0] = db_array_text(a)) == NULL)
 		return -ENOMEM;
 	return db_exec(db, &st_release_all, p, NULL);
 }
@@ -723,7 +720,7 @@ release_all(struct kasir_db *db, struct statusapi_call *const *calls, size_t n)
 
 	for (size_t i = 0; i < n; i++)
 		db_array_add(&a, calls[i]->order_id);
-	if ((p[0] = db_array_param(&a)) != NULL && db_ensure(db) == 0 &&
+	if ((p[0] = db_array_text(&a)) != NULL && db_ensure(db) == 0 &&
 	    db_exec(db, &st_release_all, p, NULL) == 0)
 		log_info("the %zu order(s) of the pass are asked again at the "
 		         "next pass",

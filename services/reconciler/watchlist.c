@@ -110,7 +110,6 @@ static const struct db_stmt st_created = {
            "  AS u(id, created, expires, status, next, txn, seq)"
            " ON CONFLICT (order_id) DO NOTHING",
     .nparams = 7,
-    .arrays = DB_ARRAY_PARAMS(1, 7),
 };
 
 static const struct db_stmt st_final = {
@@ -129,7 +128,6 @@ static const struct db_stmt st_final = {
            "   EXCLUDED.transaction_id),"
            "  orders_seq = EXCLUDED.orders_seq, updated_at = now()",
     .nparams = 6,
-    .arrays = DB_ARRAY_PARAMS(1, 6),
 };
 
 /* u.key: the key of what the evidence said; u.received: received_at when
@@ -167,7 +165,6 @@ static const struct db_stmt st_evidence = {
            "  AS u(id, txn, ptype, key, received, seq)"
            " WHERE w.order_id = u.id",
     .nparams = 6,
-    .arrays = DB_ARRAY_PARAMS(1, 6),
 };
 
 /* $1: the orders whose webhook notifications a batch applied.  One
@@ -182,7 +179,6 @@ static const struct db_stmt st_ingest_seen = {
            "  FROM unnest($1::text[]) AS u(id))), updated_at = now()"
            " WHERE id = 1",
     .nparams = 1,
-    .arrays = DB_ARRAY_PARAMS(1, 1),
 };
 
 /* u.seq: the request's orders seq.  The failure count restarts: the retry
@@ -208,7 +204,6 @@ static const struct db_stmt st_confirm = {
            "  failures = 0, orders_seq = EXCLUDED.orders_seq,"
            "  updated_at = now()",
     .nparams = 6,
-    .arrays = DB_ARRAY_PARAMS(1, 6),
 };
 
 /*
@@ -286,7 +281,7 @@ ingest_seen(struct wl_exec *x, struct kasir_db *db)
 
 	if (x->notified.n == 0)
 		return 0;
-	if ((p[0] = db_array_param(&x->notified)) == NULL)
+	if ((p[0] = db_array_text(&x->notified)) == NULL)
 		return -ENOMEM;
 	return db_batch_exec(x->b, db, &st_ingest_seen, p);
 }

@@ -17,11 +17,6 @@
  *   beginw NAME|SQL|PARAM db_begin_with; prints rows= v= of its result
  *   commitw NAME|SQL|PARAM db_commit_with
  *   txonce NAME|SQL|PARAM  db_tx_once; prints rows= v= of its result
- *   arr NAME|SQL|ELEMS    db_exec with $1 = "x" and $2 an array
- *   arrtx NAME|SQL|ELEMS  the same through db_tx_once (the pipeline)
- *                         (struct db_array): ELEMS split at \x1f, "\N" a
- *                         NULL element, "\E" alone no element; prints
- *                         hex= of the first value (its bytes in hex)
  *   state                 the handle's state
  * Every answer carries db=<state> (broken, idle, in_tx, tx_lost).
  *   up                    db_is_up
@@ -77,52 +72,6 @@ split3(char *arg, char **name, char **sql, char **param)
 	return true;
 }
 
-/* The "arr" and "arrtx" commands. */
-static int
-run_array(struct kasir_db *db, bool tx, char *name, char *sql, char *elems)
-{
-	struct db_stmt st = {.name = name,
-	                     .sql = sql,
-	                     .nparams = 2,
-	                     .arrays = DB_ARRAY_PARAMS(2, 2)};
-	struct db_array a = {0};
-	const char *params[2] = {"x", NULL};
-	PGresult *res = NULL;
-	int rc;
-
-	if (strcmp(elems, "\\E") != 0) {
-		for (char *e = elems, *next; e != NULL; e = next) {
-			next = strchr(e, '\x1f');
-			if (next != NULL)
-				*next++ = '\0';
-			db_array_add(&a, strcmp(e, "\\N") == 0 ? NULL : e);
-		}
-	}
-	params[1] = db_array_param(&a);
-	if (tx) {
-		const struct db_stmt *stp = &st;
-		const char *const *ps = params;
-		rc = db_tx_once(db, 1, &stp, &ps, &res);
-	} else {
-		rc = db_exec(db, &st, params, &res);
-	}
-	printf("rc=%d db=%s", rc, db_state_name(db_state(db)));
-	if (rc == KASIR_ESQL)
-		printf(" state=%s", db_last_sqlstate(db));
-	if (rc == 0 && res != NULL && PQntuples(res) > 0) {
-		const unsigned char *v =
-		    (const unsigned char *)PQgetvalue(res, 0, 0);
-		printf(" hex=");
-		for (; *v != 0; v++)
-			printf("%02x", *v);
-	}
-	printf("\n");
-	fflush(stdout);
-	PQclear(res);
-	db_array_free(&a);
-	return rc;
-}
-
 int
 main(void)
 {
@@ -169,8 +118,7 @@ main(void)
 			param = strchr(sql, '|');
 			if (param != NULL)
 				*param++ = '\0';
-			struct db_stmt st = {
-			    .name = name, .sql = sql, .nparams = param ? 1 : 0};
+			struct db_stmt st = {name, sql, param ? 1 : 0};
 			const char *params[1] = {param};
 			rc = db_exec(db, &st, param ? params : NULL, &res);
 			print_rc(db, rc, rc == 0 ? res : NULL);
@@ -189,8 +137,7 @@ main(void)
 				printf("rc=-22\n");
 				continue;
 			}
-			struct db_stmt st = {
-			    .name = name, .sql = sql, .nparams = 1};
+			struct db_stmt st = {name, sql, 1};
 			const struct db_stmt *stp = &st;
 			const char *params[1] = {param};
 			if ((rc = db_pipe_begin(db, &stp, 1)) == 0) {
@@ -208,8 +155,7 @@ main(void)
 				printf("rc=-22\n");
 				continue;
 			}
-			struct db_stmt st = {
-			    .name = name, .sql = sql, .nparams = 1};
+			struct db_stmt st = {name, sql, 1};
 			const char *params[1] = {param};
 			if (line[0] == 'b') {
 				rc = db_begin_with(db, &st, params, &res);
@@ -225,14 +171,6 @@ main(void)
 				print_rc(db, db_commit_with(db, 1, &stp, &ps),
 				         NULL);
 			}
-		} else if (strcmp(line, "arr") == 0 ||
-		           strcmp(line, "arrtx") == 0) {
-			char *name, *sql, *elems;
-			if (!split3(arg, &name, &sql, &elems)) {
-				printf("rc=-22\n");
-				continue;
-			}
-			rc = run_array(db, line[3] == 't', name, sql, elems);
 		} else if (strcmp(line, "state") == 0) {
 			print_rc(db, 0, NULL);
 		} else if (strcmp(line, "loop") == 0) {

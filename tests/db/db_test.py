@@ -557,43 +557,6 @@ def test_liveness(pg, dsn, pw):
     d.close()
 
 
-def test_arrays(pg, dsn, pw):
-    """Array parameters go in binary (struct db_array, common/db_array.c):
-    what the server receives must be exactly the elements given, whatever
-    characters they hold, through db_exec and through the pipeline, beside
-    a text parameter, and cast to the array type a statement needs."""
-    import json
-    d = Driver(dsn, pw)
-    US = "\x1f"
-    tricky = ['plain', 'say "hi"', 'back\\slash', '{a,b}', 'NULL', '',
-              ' spaced ', 'Rp 150.000 \u2014 kursus \U0001f3ac', "it's",
-              'x' * 5000]
-    elems = US.join(e for e in tricky[:4]) + US + "\\N" + US + US.join(tricky[4:])
-    want = tricky[:4] + [None] + tricky[4:]
-    sql = "SELECT concat($1::text, array_to_json($2::text[]))"  # no "|": the separator
-    for cmd in ("arr", "arrtx"):
-        r = expect(d.cmd(f"{cmd} arr_json_{cmd}|{sql}|{elems}"), 0, cmd)
-        got = bytes.fromhex(r["hex"]).decode()
-        assert got.startswith("x"), got[:20]
-        assert json.loads(got[1:]) == want, (cmd, got[:200])
-    # no element: an empty array, not NULL
-    r = expect(d.cmd("arr arr_empty|SELECT concat($1::text, coalesce(cardinality($2::text[])::text,"
-                     " 'null'))|\\E"), 0, "empty")
-    assert bytes.fromhex(r["hex"]) == b"x0", r
-    # cast to the type the statement needs, NULLs kept
-    r = expect(d.cmd("arr arr_cast|SELECT concat($1::text, array_to_json($2::bigint[]))"
-                     f"|1{US}\\N{US}-9007199254740993"), 0, "bigint[]")
-    assert bytes.fromhex(r["hex"]) == b"x[1,null,-9007199254740993]", r
-    r = expect(d.cmd("arr arr_jsonb|SELECT concat($1::text, ($2::jsonb[])[1]->>'k')"
-                     '|{"k": "v\\"w"}'), 0, "jsonb[]")
-    assert bytes.fromhex(r["hex"]) == b'xv"w', r
-    # what the element cannot be is refused as for a text parameter
-    r = expect(d.cmd("arr arr_bad|SELECT concat($1::text, array_to_json($2::bigint[]))|1x"),
-               ESQL, "not a number")
-    assert r["state"] == "22P02", r
-    d.close()
-
-
 def main():
     if not os.path.exists(os.path.join(kasirtest.build_dir(), "tests", "db-driver")):
         raise AssertionError("db-driver not built")
@@ -605,7 +568,6 @@ def main():
             for name, fn in (("reconnect", lambda: test_reconnect(pg, dsn, pw)),
                              ("transactions", lambda: test_transactions(pg, dsn, pw)),
                              ("liveness", lambda: test_liveness(pg, dsn, pw)),
-                             ("arrays", lambda: test_arrays(pg, dsn, pw)),
                              ("state machine", lambda: test_state_machine(pg, dsn, pw)),
                              ("migrations", lambda: test_migrations(pg, dsn, pw, tmp)),
                              ("concurrent migrators",
