@@ -165,16 +165,16 @@ random_bytes(void *buf, size_t len)
 
 /*
  * A random (version 4) UUID in its 36-character text form, from the
- * kernel's CSPRNG.  Every stream message takes one.  The hex is written
- * from a table: the snprintf() of sixteen %02x it replaced cost more than
+ * kernel's CSPRNG.  Every stream message takes one.  The hex is written by
+ * hex_encode(): the snprintf() of sixteen %02x it replaced cost more than
  * the getrandom() call (measured here: 0.9 us a call, against 1.6 us for
  * OpenSSL's RAND_bytes).
  */
 int
 uuid_v4(char *buf, size_t len)
 {
-	static const char hex[] = "0123456789abcdef";
-	uint8_t b[16];
+	static const size_t group[] = {4, 2, 2, 2, 6}; /* bytes: 8-4-4-4-12 */
+	uint8_t b[16], *in = b;
 	char *o = buf;
 	int r;
 
@@ -184,13 +184,13 @@ uuid_v4(char *buf, size_t len)
 		return r;
 	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
 	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* variant 10 */
-	for (size_t i = 0; i < sizeof(b); i++) {
-		if (i == 4 || i == 6 || i == 8 || i == 10)
+	for (size_t g = 0; g < sizeof(group) / sizeof(group[0]); g++) {
+		if (g > 0)
 			*o++ = '-';
-		*o++ = hex[b[i] >> 4];
-		*o++ = hex[b[i] & 0x0f];
+		hex_encode(in, group[g], o); /* NUL-terminated each time */
+		in += group[g];
+		o += 2 * group[g];
 	}
-	*o = '\0';
 	return 0;
 }
 
