@@ -67,6 +67,20 @@ with tempfile.TemporaryDirectory(prefix="kasir-ports-") as top:
               "the claim is removed when the process exits")
     check(os.listdir(claims) == [], "no claim is left behind")
 
+    # a process never gets a port it already has: a range of two ports
+    # gives two different ones, and a third call finds none
+    r = child(claims, 31897, 31898, """\
+        a, b = kasirtest.free_port(), kasirtest.free_port()
+        print(a, b)
+        try:
+            print(kasirtest.free_port())
+        except kasirtest.HarnessError as e:
+            print("none:", e)
+        """)
+    out = r.stdout.split()
+    check(r.returncode == 0 and len(out) >= 3 and out[0] != out[1] and out[2] == "none:",
+          f"one process gets each port once ({r.stdout.strip()}{r.stderr.strip()[-200:]})")
+
     # another process's live claim is respected: the only port of the
     # range is claimed by this (live) process
     with open(os.path.join(claims, "31899"), "w") as f:

@@ -401,8 +401,11 @@ def _pid_alive(pid):
 def _claim_port(port):
     """Claims port for this process across the tests ctest runs in
     parallel: a port picked now is bound by a daemon only seconds later
-    (after PostgreSQL is up), and another test must not pick it meanwhile.
-    A claim whose process has exited is stale and taken over; one this
+    (after PostgreSQL is up), and another test must not pick it meanwhile;
+    nor may this process hand it out a second time (a stack once got the
+    same port for its /metrics listener and its stream's replay socket,
+    and kasir-order failed with "Address already in use").  A claim whose
+    process has exited is stale and taken over; one this
     user may not remove (another user's, in the sticky directory) leaves
     the port to the bind test.  Claims are removed at exit
     (_release_ports): a day of root's runs had left 11,968 of the 12,001
@@ -420,10 +423,8 @@ def _claim_port(port):
                     owner = int(f.read().strip() or "0")
             except (OSError, ValueError):
                 owner = 0
-            if owner == os.getpid():
-                return True
-            if owner and _pid_alive(owner):
-                return False
+            if owner and (owner == os.getpid() or _pid_alive(owner)):
+                return False  # ours already (given for another name) or live
             try:
                 os.unlink(path)  # stale: its test has exited
             except FileNotFoundError:
