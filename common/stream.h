@@ -2,27 +2,38 @@
  * stream.h - the durable, signed message backbone (ARCHITECTURE.md).
  *
  * Producer side, in the producing service's schema S:
- *   S.stream_pending(stream, pos, id, type, at, tail)  queue of appends
- *   S.stream_head(stream text PK, seq bigint)           gap-free counter
- *   S.stream_out(stream, seq, id uuid, type, at, body)   append-only log
- *   S.stream_tick(stream, first_seq, last_seq, ...)  a source's numbered
- *                                                    ranges (conf.source)
+ *   S.stream_log(pos, stream, txid, id, type, at, tail)  appends, written
+ *                                      once (append-only; log.sql)
+ *   S.stream_head(stream text PK, seq bigint, snap)      gap-free counter
+ *   S.stream_tick(stream, first_seq, last_seq, lo, hi, prev, snap)
+ *                                      the numbering: seqs first..last are
+ *                                      the source rows with ord in lo..hi
+ *                                      committed between prev and snap
+ *   S.stream_out(stream, seq, id uuid, type, at, body)   messages numbered
+ *                                      before the log (and a source
+ *                                      stream's appends), append-only
+ *   S.stream_pending(stream, pos, id, type, at, tail)    appends of a
+ *                                      stream with its own source table
  * stream_append() runs INSIDE the caller's transaction and inserts the
- * message into stream_pending (pos: a bigserial, no shared row lock, so
- * any number of transactions append to one stream at once).  After COMMIT
- * the caller calls stream_producer_kick(), which wakes the producer's
- * sequencer thread: in one transaction of its own, holding the stream's
- * advisory lock (one sequencer at a time, also across processes), it
- * moves the committed pending rows in pos order into stream_out with the
- * next gap-free seqs, deletes them from stream_pending and moves
- * stream_head.  A row committed late (lower pos than rows already
- * sequenced) is simply sequenced in a later pass.  Then a publisher
- * thread reads rows with seq > last sent from its own connection, signs
- * them (envelope) and sends them over nng, pub (fan-out) or push
- * (pipeline), non-blocking: nng is only the fast path.  It also sends a
- * heartbeat {head} every heartbeat_ms.  A replay thread answers req/rep
- * requests "messages of stream with seq > after, at most max" from the
- * table.
+ * message into stream_log (pos: a bigserial; txid: the writer's
+ * transaction id; no shared row lock, so any number of transactions
+ * append to one stream at once).  After COMMIT the caller calls
+ * stream_producer_kick(), which wakes the producer's sequencer thread: in
+ * one transaction of its own, holding the stream's advisory lock (one
+ * sequencer at a time, also across processes), it numbers the log rows
+ * whose writer committed since the snapshot of its last pass (PgQ's rule:
+ * decided by snapshots, never by a watermark of ids), in pos order, with
+ * the next gap-free seqs: one stream_tick row per range of at most
+ * STREAM_TICK_ROWS, never a copy of a row; and moves stream_head.  A row
+ * committed late (lower pos than rows already numbered) is simply
+ * numbered in a later pass.  Then a publisher thread reads the messages
+ * with seq > last sent from its own connection (rendered from the ticks
+ * and the log), signs them (envelope) and sends them over nng, pub
+ * (fan-out) or push (pipeline), non-blocking: nng is only the fast path.
+ * It also sends a heartbeat {head} every heartbeat_ms.  A replay thread
+ * answers req/rep requests "messages of stream with seq > after, at most
+ * max" from the same tables.  A stream with a source table of its own
+ * (conf.source, kasir-ingest's) is numbered the same way from that table.
  *
  * Consumer side, in the consuming service's schema C:
  *   C.stream_cursor(stream text PK, seq bigint)    last applied seq
@@ -84,7 +95,9 @@ struct stream_producer_conf {
 	 * The sequencer numbers the first function's rows after its pending
 	 * rows and stores ranges (S.stream_tick), never the rows; readers
 	 * render them with the second (docs/backbone.md, "A table as the
-	 * source"). Appends still work.
+	 * source"). Appends still work: they go to stream_pending and are
+	 * moved into stream_out.  NULL: the stream's source is the schema's
+	 * stream_log, where its appends go (log.sql).
 	 */
 	const char *source;
 };
@@ -201,11 +214,12 @@ int64_t stream_consumer_head(const struct stream_consumer *c);
  * stream_out (append-only), stream_cursor, stream_poison (append-only))
  * "0001_stream_pending" (the queue of appends waiting for the
  * sequencer), "0002_stream_source" (stream_head.snap, for a producer
- * with a source table) and "0003_stream_tick" (a source stream's numbered
- * ranges), with grants for the runtime role.  Every service schema
+ * with a source table), "0003_stream_tick" (a source stream's numbered
+ * ranges) and "0004_stream_log" (the log appends go to, a source like any
+ * other), with grants for the runtime role.  Every service schema
  * gets them: pass (stream_migrations, STREAM_MIGRATIONS) to db_migrate() and
  * db_migrations_applied(). */
-#define STREAM_MIGRATIONS 4
+#define STREAM_MIGRATIONS 5
 extern const struct db_builtin stream_migrations[STREAM_MIGRATIONS];
 /* The SQL of "0000_stream" for schema (db_builtin_sql()); on success
  * *ret_sql (caller frees) is the SQL text. */

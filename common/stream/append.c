@@ -1,8 +1,10 @@
 /*
  * append.c - stream_append() in the caller's transaction, and deferred
  * appends (stream_defer_*): one multi-row insert for everything a batch
- * appended.  Both only insert into stream_pending (no shared row lock):
- * the seq is given after COMMIT by the sequencer (sequencer.c).
+ * appended.  Both only insert into the schema's stream_log (log.sql), or
+ * stream_pending for a stream with a source table of its own (no shared
+ * row lock either way): the seq is given after COMMIT by the sequencer
+ * (sequencer.c).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -113,7 +115,7 @@ stream_append(struct stream_producer *p, struct kasir_db *db,
 		const char *params[] = {p->stream, id, msg_type_name(type), at,
 		                        tail};
 
-		rc = db_exec(db, &p->st_pending_insert.st, params, &res);
+		rc = db_exec(db, &p->st_append_one.st, params, &res);
 	}
 	if (rc < 0)
 		goto out;
@@ -191,7 +193,7 @@ defer_write(struct stream_producer *p, struct kasir_db *db, bool commit,
 		}
 	}
 	if (d->n > 0) {
-		st[n] = &p->st_pending_many.st;
+		st[n] = &p->st_append_many.st;
 		ps[n++] = params;
 	}
 	if (also != NULL) {

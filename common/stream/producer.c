@@ -327,22 +327,26 @@ producer_build_stmts(struct stream_producer *p)
 	const char *s = p->schema, *n = p->stream;
 	int rc;
 
-	rc = stream_stmt_build(&p->st_pending_insert, "pending_insert", s, n, 5,
-	                       "INSERT INTO %s.stream_pending (stream, id, "
-	                       "type, at, tail) VALUES ($1, $2::uuid, $3, "
+	/* Appends go to the log, which the pass numbers as a source, or,
+	 * beside a source table of the service's own, to stream_pending,
+	 * which the pass moves into stream_out.  ORDER BY the ordinality:
+	 * pos (nextval, evaluated after the sort) follows the order of the
+	 * calls. */
+	const char *to = p->log ? "stream_log" : "stream_pending";
+
+	rc = stream_stmt_build(&p->st_append_one, "append_one", s, n, 5,
+	                       "INSERT INTO %s.%s (stream, id, type, at, "
+	                       "tail) VALUES ($1, $2::uuid, $3, "
 	                       "$4::timestamptz, $5) RETURNING pos",
-	                       s);
-	/* ORDER BY the ordinality: pos (nextval, evaluated after the sort)
-	 * follows the order of the calls */
+	                       s, to);
 	if (rc == 0)
 		rc = stream_stmt_build(
-		    &p->st_pending_many, "pending_many", s, n, 5,
-		    "INSERT INTO %s.stream_pending (stream, id, type, at, "
-		    "tail) SELECT $1, u.id, u.type, u.at, u.tail FROM "
-		    "unnest($2::uuid[], $3::text[], $4::timestamptz[], "
-		    "$5::text[]) WITH ORDINALITY AS u(id, type, at, tail, "
-		    "ord) ORDER BY u.ord",
-		    s);
+		    &p->st_append_many, "append_many", s, n, 5,
+		    "INSERT INTO %s.%s (stream, id, type, at, tail) SELECT "
+		    "$1, u.id, u.type, u.at, u.tail FROM unnest($2::uuid[], "
+		    "$3::text[], $4::timestamptz[], $5::text[]) WITH "
+		    "ORDINALITY AS u(id, type, at, tail, ord) ORDER BY u.ord",
+		    s, to);
 	if (rc == 0)
 		rc = producer_sequencer_stmts(p);
 	if (rc == 0)
@@ -350,14 +354,9 @@ producer_build_stmts(struct stream_producer *p)
 		                       "SELECT seq FROM %s.stream_head "
 		                       "WHERE stream = $1",
 		                       s);
-	if (rc == 0 && p->source[0] == '\0')
-		rc = stream_stmt_build(&p->st_after_pub, "after_pub", s, n, 3,
-		                       "SELECT seq, body FROM %s.stream_out "
-		                       "WHERE stream = $1 AND seq > $2::bigint "
-		                       "ORDER BY seq LIMIT $3::bigint",
-		                       s);
-	/* A source stream's messages are stream_out's (its appends, and
-	 * what was numbered before stream_tick) and its ticks' (tick.sql):
+	/* A stream's messages are stream_out's (what was numbered before
+	 * stream_tick, or before the log; a source stream's appends) and its
+	 * ticks' (tick.sql):
 	 * the ticks that hold seqs after $2 up to $2 + $3, each rendered by
 	 * the source in ord order and numbered from its first_seq; $4 is
 	 * body_prefix.  Ticks follow each other without a gap and hold at
@@ -365,7 +364,7 @@ producer_build_stmts(struct stream_producer *p)
 	 * after $2 (an index range of at most $3 entries, whatever size the
 	 * ticks were cut to); only those that start in the window are
 	 * rendered. */
-	if (rc == 0 && p->source[0] != '\0')
+	if (rc == 0)
 		rc = stream_stmt_build(
 		    &p->st_after_pub, "after_pub", s, n, 4,
 		    "SELECT seq, body FROM ((SELECT seq, body FROM "
@@ -376,10 +375,10 @@ producer_build_stmts(struct stream_producer *p)
 		    "last_seq > $2::bigint ORDER BY last_seq LIMIT "
 		    "$3::bigint) t, LATERAL (SELECT t.first_seq - 1 + "
 		    "row_number() OVER (ORDER BY f.ord) AS seq, f.tail FROM "
-		    "%s.%s(t.prev, t.snap, t.lo, t.hi) f) r WHERE "
+		    "%s.%s(%st.prev, t.snap, t.lo, t.hi) f) r WHERE "
 		    "t.first_seq <= $2::bigint + $3::bigint AND "
 		    "r.seq > $2::bigint)) m ORDER BY seq LIMIT $3::bigint",
-		    s, s, s, p->source);
+		    s, s, s, p->source, p->src_args);
 	if (rc == 0)
 		rc = stream_stmt_build(&p->st_after_rep, "after_rep", s, n,
 		                       p->st_after_pub.st.nparams, "%s",
@@ -410,8 +409,10 @@ stream_producer_start(const struct stream_producer_conf *conf,
 		return -ENOMEM;
 	kasir_strlcpy(p->stream, conf->stream, sizeof(p->stream));
 	kasir_strlcpy(p->schema, conf->schema, sizeof(p->schema));
-	if (conf->source != NULL)
-		kasir_strlcpy(p->source, conf->source, sizeof(p->source));
+	p->log = conf->source == NULL;
+	kasir_strlcpy(p->source, p->log ? "stream_log" : conf->source,
+	              sizeof(p->source));
+	p->src_args = p->log ? "$1, " : "";
 	p->fanout = conf->fanout;
 	p->heartbeat_ms = conf->heartbeat_ms > 0 ? conf->heartbeat_ms
 	                                         : STREAM_HEARTBEAT_DEFAULT;

@@ -2,11 +2,14 @@
  * schema.c - the backbone's tables (see stream.h): migrations
  * "0000_stream" (schema.sql, grants.sql), "0001_stream_pending"
  * (pending.sql, pending_grants.sql), "0002_stream_source" (source.sql) and
- * "0003_stream_tick" (tick.sql, tick_grants.sql), built into the library
+ * "0003_stream_tick" (tick.sql, tick_grants.sql) and "0004_stream_log"
+ * (log.sql, log_grants.sql), built into the library
  * (cmake/EmbedText.cmake) and run by db_migrate() in this order.
  */
 #include "stream_impl.h"
 #include "stream_grants_sql.h"
+#include "stream_log_grants_sql.h"
+#include "stream_log_sql.h"
 #include "stream_pending_grants_sql.h"
 #include "stream_pending_sql.h"
 #include "stream_schema_sql.h"
@@ -34,6 +37,11 @@ const struct db_builtin stream_migrations[STREAM_MIGRATIONS] = {
         .version = "0003_stream_tick",
         .sql = stream_tick_sql,
         .grants = stream_tick_grants_sql,
+    },
+    {
+        .version = "0004_stream_log",
+        .sql = stream_log_sql,
+        .grants = stream_log_grants_sql,
     },
 };
 

@@ -1,9 +1,10 @@
 /*
  * sequencer.c - gives committed appends their gap-free seqs.
  *
- * Appenders (append.c) only insert into S.stream_pending: a bigserial pos,
- * no shared row lock, so any number of transactions append to one stream
- * at once and commit in any order.  The sequencer thread of a producer,
+ * Appenders (append.c) only insert into S.stream_log (S.stream_pending for
+ * a stream with a source table of its own): a bigserial pos, no shared row
+ * lock, so any number of transactions append to one stream at once and
+ * commit in any order.  The sequencer thread of a producer,
  * woken by stream_producer_kick() right after a local COMMIT (under load
  * at most every STREAM_SEQUENCE_GAP_MS) and every STREAM_SEQUENCE_POLL_MS
  * otherwise, runs passes (an unkicked one first
@@ -22,11 +23,13 @@
  *      it moves nothing.  Not taken: another pass is running; retry in
  *      STREAM_SEQUENCE_BUSY_MS (it may not have seen our rows).
  *   2. one statement, with a snapshot taken after the lock (READ
- *      COMMITTED): the committed pending rows in pos order (at most
+ *      COMMITTED): the committed pending rows (a source stream's appends,
+ *      and rows appended before the log existed) in pos order (at most
  *      STREAM_SEQUENCE_BATCH) go into stream_out with seqs head+1..head+k,
  *      their body = body_prefix || seq || tail; they are deleted from
  *      stream_pending; stream_head becomes head+k.
- *   3. with a source table (stream_producer_conf.source, kasir-ingest's
+ *   3. the stream's source, stream_log (log.sql) or a table of the
+ *      service (stream_producer_conf.source, kasir-ingest's
  *      payment_event): one more statement numbers the source's rows whose
  *      writing transaction is visible in this statement's snapshot and
  *      was not in the snapshot the head row keeps from the last pass that
@@ -36,8 +39,8 @@
  *      changes, so the pass stores ranges of it (S.stream_tick: seqs
  *      first..last are the set's rows with ord in lo..hi, at most
  *      STREAM_TICK_ROWS each), and readers render the messages from the
- *      source (producer.c).  A notification is then written once and
- *      numbered for the cost of reading its id.
+ *      source (producer.c).  An append or a notification is then written
+ *      once and numbered for the cost of reading its id.
  *   4. COMMIT (durable), then the publisher is kicked.
  *
  * stream_pending is a queue: nearly all of its tuples are dead (moved)
@@ -63,12 +66,16 @@
  * there is no watermark to fall behind.  The seqs stay gap-free because
  * only a lock holder writes stream_head, and it reads it after taking the
  * lock.  A message is published only after the pass that sequenced it
- * committed, so a seq a consumer has seen is never given again.
+ * committed, so a seq a consumer has seen is never given again.  For the
+ * log and any source: the rows numbered are exactly the rows visible in
+ * the snapshot stored with the head (docs/backbone.md, "A table as the
+ * source"), and a pass adds those visible in its own and not in that one.
  *
  * Order: pos follows the order of the appends (nextval), so two messages
  * of one connection keep their order, and a message whose transaction
  * began after another's COMMIT always gets the higher seq (it cannot be
- * visible to a pass that does not also see the earlier one).
+ * visible to a pass that does not also see the earlier one; within one
+ * pass the log's rows are numbered in pos order).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -151,12 +158,13 @@ producer_sequencer_stmts(struct stream_producer *p)
 	                       "SELECT set_config('kasir.sequencer_locked', "
 	                       "pg_try_advisory_xact_lock(hashtext($1))::text, "
 	                       "true)");
-	if (rc == 0 && p->source[0] != '\0')
-		snprintf(src_probe, sizeof(src_probe),
-		         " OR EXISTS (SELECT 1 FROM (SELECT (SELECT snap FROM "
-		         "%s.stream_head WHERE stream = $1) AS snap) h, "
-		         "LATERAL %s.%s_ids(h.snap, pg_current_snapshot()) f)",
-		         s, s, p->source);
+	if (rc == 0)
+		snprintf(
+		    src_probe, sizeof(src_probe),
+		    " OR EXISTS (SELECT 1 FROM (SELECT (SELECT snap FROM "
+		    "%s.stream_head WHERE stream = $1) AS snap) h, "
+		    "LATERAL %s.%s_ids(%sh.snap, pg_current_snapshot()) f)",
+		    s, s, p->source, p->src_args);
 	if (rc == 0)
 		rc = stream_stmt_build(
 		    &p->st_seq_probe, "seq_probe", s, n, 1,
@@ -209,7 +217,7 @@ producer_sequencer_stmts(struct stream_producer *p)
 	 * function executor, which plans the body again at every call (a
 	 * pass of 4 rows, run in a pgbench loop: 0.33 ms against 0.19
 	 * inlined).  ingest_source checks that no pass calls it. */
-	if (rc == 0 && p->source[0] != '\0')
+	if (rc == 0)
 		rc = stream_stmt_build(
 		    &p->st_seq_source, "seq_source", s, n, 2,
 		    "WITH h AS MATERIALIZED (SELECT (SELECT seq FROM "
@@ -218,7 +226,7 @@ producer_sequencer_stmts(struct stream_producer *p)
 		    "cur AS MATERIALIZED (SELECT pg_current_snapshot() AS s), "
 		    "src AS MATERIALIZED (SELECT f.ord, row_number() OVER "
 		    "(ORDER BY f.ord) - 1 AS i FROM h, cur, LATERAL "
-		    "%s.%s_ids(h.snap, cur.s) f WHERE "
+		    "%s.%s_ids(%sh.snap, cur.s) f WHERE "
 		    "current_setting('kasir.sequencer_locked', true) = "
 		    "'true'), "
 		    "base AS (SELECT coalesce((SELECT seq FROM h), 0) AS seq), "
@@ -235,7 +243,7 @@ producer_sequencer_stmts(struct stream_producer *p)
 		    "seq) "
 		    "SELECT (SELECT coalesce(sum(n), 0) FROM moved), "
 		    "coalesce((SELECT seq FROM head), (SELECT seq FROM base))",
-		    s, s, s, p->source, s, s);
+		    s, s, s, p->source, p->src_args, s, s);
 	return rc;
 }
 
@@ -292,7 +300,7 @@ sequence_pass(struct stream_producer *p, int64_t *ret_moved, bool *ret_full,
 	                             p->body_prefix};
 	const char *source_params[] = {p->stream, STREAM_TICK_ROWS};
 	const char *const *params[] = {lock_params, move_params, source_params};
-	size_t nst = p->source[0] != '\0' ? 3 : 2;
+	const size_t nst = 3;
 	PGresult *res[3] = {NULL, NULL, NULL};
 	int64_t moved = 0, head = 0, pending_moved = 0;
 	bool got = false;
@@ -316,9 +324,8 @@ sequence_pass(struct stream_producer *p, int64_t *ret_moved, bool *ret_full,
 		      strcmp(db_get(res[0], 0, 0), "true") == 0;
 		pending_moved = db_get_i64(res[1], 0, 0);
 		moved = pending_moved;
-		head = db_get_i64(res[nst - 1], 0, 1);
-		if (nst == 3)
-			moved += db_get_i64(res[2], 0, 0);
+		head = db_get_i64(res[2], 0, 1);
+		moved += db_get_i64(res[2], 0, 0);
 	}
 	for (size_t i = 0; i < nst; i++)
 		PQclear(res[i]);
@@ -351,10 +358,8 @@ sequence_note(struct stream_producer *p, int rc, bool *failing)
 		char also[32 + 2 * STREAM_SCHEMA_MAX] = "";
 
 		metric_inc(p->m_seq_failures);
-		if (p->source[0] != '\0')
-			snprintf(also, sizeof(also),
-			         " and in what %s.%s_ids() gives", p->schema,
-			         p->source);
+		snprintf(also, sizeof(also), " and in what %s.%s_ids() gives",
+		         p->schema, p->source);
 		if (!*failing)
 			log_fields(LOG_ERR, LOG_F({"STREAM", p->stream}),
 			           "sequencing stream %s failed: %s; its "

@@ -98,7 +98,7 @@ struct stream_producer {
 	size_t max_frame;
 	const struct keyring *kr;
 
-	struct stream_stmt st_pending_insert; /* stream_append, RETURNING pos */
+	struct stream_stmt st_append_one; /* stream_append, RETURNING pos */
 	struct stream_stmt st_head_read;
 	struct stream_stmt st_after_pub; /* rows with seq > $2 (publisher) */
 	struct stream_stmt st_after_rep; /* same, replay thread */
@@ -125,7 +125,7 @@ struct stream_producer {
 
 	/* Deferred appends (stream_defer_begin): slot .db is set and cleared
 	 * under mu; the queue of a slot belongs to the thread of its db. */
-	struct stream_stmt st_pending_many; /* k rows from arrays */
+	struct stream_stmt st_append_many; /* k rows from arrays */
 	struct defer_slot defer[STREAM_DEFER_SLOTS];
 
 	/* The sequencer (sequencer.c): its thread, connection and wake-up.
@@ -137,9 +137,16 @@ struct stream_producer {
 	struct stream_stmt st_seq_probe; /* anything pending? the head */
 	struct stream_stmt st_seq_lock;  /* pg_try_advisory_xact_lock */
 	struct stream_stmt st_seq_move;  /* pending -> stream_out, head */
-	/* with a source table (stream_producer_conf.source): its function */
-	char source[STREAM_SCHEMA_MAX + 1]; /* "" without */
-	struct stream_stmt st_seq_source;   /* new source rows -> stream_out */
+	/* The source the pass numbers and readers render: the service's
+	 * own table (stream_producer_conf.source: its functions take
+	 * (last, cur) and (last, cur, lo, hi)) or, without one, the schema's
+	 * stream_log, which appends go to (log.sql: its functions take the
+	 * stream first, src_args "$1, ", $1 being the stream in every
+	 * statement that calls them). */
+	char source[STREAM_SCHEMA_MAX + 1]; /* "stream_log" or conf.source */
+	const char *src_args;               /* "" or "$1, " */
+	bool log;                           /* source is stream_log */
+	struct stream_stmt st_seq_source;   /* new source rows -> ticks */
 	struct kasir_db *seq_db;
 	pthread_t seq_thread;
 	bool seq_started;

@@ -146,7 +146,7 @@ def main():
             assert pg.psql("SELECT version FROM ingest.schema_migrations "
                            "ORDER BY 1") == [("0000_stream",), ("0001_stream_pending",),
                                              ("0001_t",), ("0002_stream_source",),
-                                             ("0003_stream_tick",)]
+                                             ("0003_stream_tick",), ("0004_stream_log",)]
 
             # 2. health endpoints
             kasirtest.wait_until(lambda: status_of(admin, "/readyz") == 200, 10,

@@ -17,7 +17,7 @@ is restarted, stopped and started underneath it:
     COMMIT, by a pipeline, and every way out of TX_LOST; no state refuses
     to reconnect once the server is back;
   - migrations: applied once, recorded (0000_stream, 0001_stream_pending,
-    0002_stream_source, 0003_stream_tick +
+    0002_stream_source, 0003_stream_tick, 0004_stream_log +
     files in name order),
     a failing file is rolled back with its record and reported; two
     migrators racing are serialised by the advisory lock.
@@ -439,10 +439,10 @@ def test_migrations(pg, dsn, pw, tmp):
     r = expect(d.cmd(f"migrate ingest kasir_ingest {mdir}"), 0, "migrate")
     rows = pg.psql("SELECT version FROM ingest.schema_migrations ORDER BY version")
     # the backbone's migrations (0000_stream, 0001_stream_pending,
-    # 0002_stream_source, 0003_stream_tick) first, then the directory's;
+    # 0002_stream_source, 0003_stream_tick, 0004_stream_log) first, then the directory's;
     # listed here in name order
     assert rows == [("0000_stream",), ("0001_first",), ("0001_stream_pending",),
-                    ("0002_more",), ("0002_stream_source",), ("0003_stream_tick",)], rows
+                    ("0002_more",), ("0002_stream_source",), ("0003_stream_tick",), ("0004_stream_log",)], rows
     assert pg.psql("SELECT id, note FROM ingest.t1 ORDER BY id") == \
         [(1, None), (2, "two")]
     # the backbone tables exist
@@ -499,7 +499,7 @@ def test_concurrent_migrators(pg, dsn, pw, tmp):
     assert pg.psql("SELECT count(*) FROM orders.slow")[0][0] == 1
     assert pg.psql("SELECT version FROM orders.schema_migrations ORDER BY 1") == \
         [("0000_stream",), ("0001_slow",), ("0001_stream_pending",),
-         ("0002_stream_source",), ("0003_stream_tick",)]
+         ("0002_stream_source",), ("0003_stream_tick",), ("0004_stream_log",)]
     for d in drivers:
         d.close()
 

@@ -136,7 +136,7 @@ def entitlements(st, oid):
 
 def paid_messages(st, oid):
     kasirtest.wait_sequenced(st.sql, "orders")
-    return st.sql("SELECT count(*) FROM orders.stream_out WHERE type = 'order.paid'"
+    return st.sql("SELECT count(*) FROM orders.stream_log_messages WHERE type = 'order.paid'"
                   " AND (body::jsonb)->'data'->>'order_id' = %s", (oid,))[0][0]
 
 

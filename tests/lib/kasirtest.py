@@ -321,10 +321,16 @@ STREAM_SOURCES = {"ingest": ("ingest", "stream_source_ingest")}
 def unsequenced_sql(schema, stream_sql=None):
     """SQL counting <schema>'s committed messages that have no seq yet: of
     every stream, or of the stream the SQL expression stream_sql names
-    ("'orders'", "h.stream"): its stream_pending rows, plus a source
-    stream's rows committed since its sequencer's last pass."""
+    ("'orders'", "h.stream"): its stream_pending rows, its stream_log rows
+    committed since its sequencer's last pass (the backbone's log, where
+    appends go), plus a source stream's rows committed since that pass."""
     where = f" WHERE stream = {stream_sql}" if stream_sql else ""
     q = f"(SELECT count(*) FROM {schema}.stream_pending{where})"
+    streams = (f"(SELECT {stream_sql} AS stream)" if stream_sql else
+               f"(SELECT DISTINCT stream FROM {schema}.stream_log)")
+    q += (f" + (SELECT count(*) FROM {streams} s, LATERAL {schema}.stream_log_ids("
+          f"s.stream, (SELECT snap FROM {schema}.stream_head h2 WHERE h2.stream = s.stream),"
+          f" pg_current_snapshot()))")
     src = STREAM_SOURCES.get(schema)
     if src:
         count = (f"(SELECT count(*) FROM {schema}.{src[1]}_ids("

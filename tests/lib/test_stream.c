@@ -21,23 +21,26 @@
 
 /*
  * The seq of the message just committed: this program is the only writer
- * of its stream, so once the sequencer has emptied stream_pending the
- * message is the head.  0, or -ETIMEDOUT after 10 s.
+ * of its stream, so once the sequencer has numbered every committed
+ * append (stream_pending empty, nothing new in stream_log) the message is
+ * the head.  0, or -ETIMEDOUT after 10 s.
  */
 int
 test_wait_sequenced(struct kasir_db *db, const char *schema, const char *stream,
                     int64_t *ret_seq)
 {
-	char sql[512];
+	char sql[1024];
 	struct db_stmt st = {
 	    .name = "test_wait_sequenced", .sql = sql, .nparams = 1};
 	const char *params[] = {stream};
 
 	snprintf(sql, sizeof(sql),
 	         "SELECT (SELECT count(*) FROM %s.stream_pending WHERE "
-	         "stream = $1), (SELECT seq FROM %s.stream_head WHERE "
-	         "stream = $1)",
-	         schema, schema);
+	         "stream = $1) + (SELECT count(*) FROM %s.stream_log_ids($1, "
+	         "(SELECT snap FROM %s.stream_head WHERE stream = $1), "
+	         "pg_current_snapshot())), (SELECT seq FROM %s.stream_head "
+	         "WHERE stream = $1)",
+	         schema, schema, schema, schema);
 	for (int i = 0; i < 5000; i++) {
 		PGresult *res = NULL;
 		bool done = false;

@@ -8,8 +8,8 @@ struct kasir_db;
 
 /*
  * The seq of the message just committed on schema.stream: the caller is
- * the only writer of its stream, so once the sequencer has emptied
- * stream_pending the message is the head.  0, or -ETIMEDOUT after 10 s.
+ * the only writer of its stream, so once the sequencer has numbered every
+ * committed append the message is the head.  0, or -ETIMEDOUT after 10 s.
  */
 int test_wait_sequenced(struct kasir_db *db, const char *schema,
                         const char *stream, int64_t *ret_seq);

@@ -367,7 +367,7 @@ class Stack:
 
     def events(self, order_id, mtype=None):
         kasirtest.wait_sequenced(self.sql, "orders")
-        q = "SELECT type, body FROM orders.stream_out WHERE body::jsonb->'data'->>'order_id' = %s"
+        q = "SELECT type, body FROM orders.stream_log_messages WHERE body::jsonb->'data'->>'order_id' = %s"
         args = [order_id]
         if mtype:
             q += " AND type = %s"

@@ -65,7 +65,7 @@ def test_samples(s):
             s.create_order(oid, body["gross_amount"])
             created.add(oid)
         eid = s.notify(body)
-        seq = s.sql("SELECT max(seq) FROM testingest.stream_out")[0][0]
+        seq = s.sql("SELECT max(seq) FROM testingest.stream_log_messages")[0][0]
         s.wait_applied("ingest", seq)
         assert s.status(oid) == EXPECTED[name], (name, s.status(oid))
         ev = s.sql("SELECT ref, result FROM orders.evidence WHERE source='ingest' AND ref=%s",
@@ -112,7 +112,7 @@ def base(oid, amount="154600.00", status="settlement", **kw):
 
 def apply(s, body, **kw):
     s.notify(body, **kw)
-    s.wait_applied("ingest", s.sql("SELECT max(seq) FROM testingest.stream_out")[0][0])
+    s.wait_applied("ingest", s.sql("SELECT max(seq) FROM testingest.stream_log_messages")[0][0])
 
 
 def test_sequences(s):
@@ -253,7 +253,7 @@ def test_batch_poison(s):
         "past_expiry": False})
     s.status_check("BATCH-P2", "status", False, transaction_status="settlement",
                    gross_amount="154600.00", settlement_time="2026-12-06 10:00:00")
-    last = s.sql("SELECT max(seq) FROM testrecon.stream_out")[0][0]
+    last = s.sql("SELECT max(seq) FROM testrecon.stream_log_messages")[0][0]
     s.start_order()
     s.wait_applied("recon", last)
     assert s.status("BATCH-P1") == "PAID" and s.status("BATCH-P2") == "PAID", \
@@ -278,7 +278,7 @@ def test_status_checks(s):
     s.sql("UPDATE orders.orders SET expires_at = now() - interval '1 second'"
           " WHERE order_id='REC-1'")
     cid = s.status_check("REC-1", "not_found", True)
-    s.wait_applied("recon", s.sql("SELECT max(seq) FROM testrecon.stream_out")[0][0])
+    s.wait_applied("recon", s.sql("SELECT max(seq) FROM testrecon.stream_log_messages")[0][0])
     assert s.status("REC-1") == "EXPIRED"
     t = s.sql("SELECT evidence_source, evidence_ref FROM orders.transitions WHERE order_id='REC-1'")
     assert t == [("recon", cid)], t
@@ -286,7 +286,7 @@ def test_status_checks(s):
     s.create_order("REC-2", 154600)
     cid = s.status_check("REC-2", "status", False, transaction_status="settlement",
                          gross_amount="154600.00", currency="IDR", status_code="200")
-    s.wait_applied("recon", s.sql("SELECT max(seq) FROM testrecon.stream_out")[0][0])
+    s.wait_applied("recon", s.sql("SELECT max(seq) FROM testrecon.stream_log_messages")[0][0])
     assert s.status("REC-2") == "PAID"
     t = s.sql("SELECT evidence_source, evidence_ref FROM orders.transitions WHERE order_id='REC-2'")
     assert t == [("recon", cid)], t
@@ -530,7 +530,7 @@ def test_confirmation(s):
     ev = s.sql("SELECT result, reason FROM orders.evidence WHERE order_id='CNF-1'")
     assert ev == [("noop", "held: awaiting confirmation by the midtrans status api")], ev
     kasirtest.wait_sequenced(s.sql, "orders")
-    req = s.sql("SELECT body::jsonb->'data' FROM orders.stream_out"
+    req = s.sql("SELECT body::jsonb->'data' FROM orders.stream_log_messages"
                 " WHERE type = 'confirm.request'")
     assert [r[0]["order_id"] for r in req] == ["CNF-1"], req
     assert req[0][0]["transaction_status"] == "settlement", req

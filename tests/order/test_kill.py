@@ -30,7 +30,7 @@ ARRIVALS_BOUND = 200
 
 PROGRESS_SQL = ("SELECT (SELECT coalesce(max(seq), 0) FROM orders.stream_cursor"
                 "        WHERE stream = 'ingest'),"
-                "       (SELECT coalesce(max(seq), 0) FROM testingest.stream_out)")
+                "       (SELECT coalesce(max(seq), 0) FROM testingest.stream_log_messages)")
 
 
 class Killer(threading.Thread):
@@ -138,9 +138,9 @@ def main():
         assert len(kills) >= MIN_KILLS, kills
         s.kill_order()
         s.start_order()
-        head = s.sql("SELECT max(seq) FROM testingest.stream_out")[0][0]
+        head = s.sql("SELECT max(seq) FROM testingest.stream_log_messages")[0][0]
         s.wait_applied("ingest", head, timeout=180)
-        head = s.sql("SELECT max(seq) FROM testrecon.stream_out")[0][0]
+        head = s.sql("SELECT max(seq) FROM testrecon.stream_log_messages")[0][0]
         s.wait_applied("recon", head, timeout=180)
 
         bad = s.sql("SELECT order_id, status FROM orders.orders WHERE order_id LIKE 'KILL-%%'"
@@ -162,10 +162,10 @@ def main():
                         " AND (awaiting_since IS NOT NULL OR flagged)")[0][0]
         assert waiting == 0, waiting
         kasirtest.wait_sequenced(s.sql, "orders")
-        dup_msgs = s.sql("SELECT body::jsonb->'data'->>'order_id', count(*) FROM orders.stream_out"
+        dup_msgs = s.sql("SELECT body::jsonb->'data'->>'order_id', count(*) FROM orders.stream_log_messages"
                          " WHERE type='order.paid' GROUP BY 1 HAVING count(*) <> 1")
         assert dup_msgs == [], dup_msgs[:10]
-        n_msgs = s.sql("SELECT count(*) FROM orders.stream_out WHERE type='order.paid'")[0][0]
+        n_msgs = s.sql("SELECT count(*) FROM orders.stream_log_messages WHERE type='order.paid'")[0][0]
         assert n_msgs == N, n_msgs
         n_ev = s.sql("SELECT count(*) FROM orders.evidence WHERE source='ingest'")[0][0]
         assert n_ev == sent, (n_ev, sent)

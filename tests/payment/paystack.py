@@ -234,7 +234,7 @@ class PayStack(kasirtest.Stack):
     def messages(self, order_id, mtype):
         """Messages of type mtype about order_id on the orders stream."""
         kasirtest.wait_sequenced(self.sql, "orders")
-        return self.sql("SELECT count(*) FROM orders.stream_out WHERE type = %s"
+        return self.sql("SELECT count(*) FROM orders.stream_log_messages WHERE type = %s"
                         " AND (body::jsonb)->'data'->>'order_id' = %s",
                         (mtype, order_id))[0][0]
 

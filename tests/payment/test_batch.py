@@ -134,7 +134,7 @@ FACTS = {
                      " WHERE order_id = %s ORDER BY id"),
     "active": ("SELECT count(*) FROM orders.entitlements"
                " WHERE order_id = %s AND revoked_at IS NULL"),
-    "events": ("SELECT type FROM orders.stream_out"
+    "events": ("SELECT type FROM orders.stream_log_messages"
                " WHERE (body::jsonb)->'data'->>'order_id' = %s"
                " ORDER BY seq"),
 }

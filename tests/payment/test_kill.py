@@ -217,9 +217,9 @@ def main():
         kasirtest.wait_sequenced(st.sql, "orders")
         for mtype in ("order.paid", "access.granted"):
             dup = st.sql("SELECT (body::jsonb)->'data'->>'order_id', count(*)"
-                         " FROM orders.stream_out WHERE type = %s GROUP BY 1"
+                         " FROM orders.stream_log_messages WHERE type = %s GROUP BY 1"
                          " HAVING count(*) <> 1", (mtype,))
-            total = st.sql("SELECT count(*) FROM orders.stream_out WHERE type = %s",
+            total = st.sql("SELECT count(*) FROM orders.stream_log_messages WHERE type = %s",
                            (mtype,))[0][0]
             check(dup == [] and total == N, f"one {mtype} per order ({total}, dup {dup[:5]})")
         paid = st.sql("SELECT count(*) FROM orders.transitions WHERE to_status = 'PAID'"

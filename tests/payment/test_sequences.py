@@ -65,7 +65,7 @@ def test_triple_settlement(st):
     check(st.status("SEQ-2") == "PAID", "PAID")
     check(st.paid_transitions("SEQ-2") == 1, "one PAID transition")
     check(st.entitlements("SEQ-2", active_only=False) == 1, "one entitlement, ever")
-    check(st.messages("SEQ-2", "order.paid") == 1, "one order.paid in orders.stream_out")
+    check(st.messages("SEQ-2", "order.paid") == 1, "one order.paid in orders.stream_log_messages")
     check(st.messages("SEQ-2", "access.granted") == 1, "one access.granted")
     check(results(st, "SEQ-2") == ["noop", "noop", "noop"],
           f"each notification recorded, none decided ({results(st, 'SEQ-2')})")

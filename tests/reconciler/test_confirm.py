@@ -329,7 +329,7 @@ def test_status_api_down(st):
 def refunded_messages(st, oid):
     kasirtest.wait_sequenced(st.sql, "orders")
     return [json.loads(r[0]) for r in st.sql(
-        "SELECT body FROM orders.stream_out WHERE type = 'order.refunded'"
+        "SELECT body FROM orders.stream_log_messages WHERE type = 'order.refunded'"
         " AND (body::jsonb)->'data'->>'order_id' = %s ORDER BY seq", (oid,))]
 
 

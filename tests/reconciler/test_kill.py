@@ -80,7 +80,7 @@ def main():
             assert st.sql("SELECT count(*) FROM orders.entitlement_events WHERE"
                           " order_id = %s AND action = 'grant'", (oid,))[0][0] == 1
             kasirtest.wait_sequenced(st.sql, "orders")
-            assert len(st.sql("SELECT 1 FROM orders.stream_out WHERE type ="
+            assert len(st.sql("SELECT 1 FROM orders.stream_log_messages WHERE type ="
                               " 'order.paid' AND body::jsonb->'data'->>"
                               "'order_id' = %s", (oid,))) == 1, oid
         # nothing stays leased, no check left half-recorded
@@ -89,7 +89,7 @@ def main():
         # every status.check the reconciler appended names a stored check
         # and was applied by kasir-order exactly once
         dangling = st.sql(
-            "SELECT count(*) FROM recon.stream_out s WHERE NOT EXISTS (SELECT 1"
+            "SELECT count(*) FROM recon.stream_log_messages s WHERE NOT EXISTS (SELECT 1"
             " FROM recon.status_check c WHERE c.id = (s.body::jsonb->'data'->>"
             "'check_id')::bigint AND c.published)")[0][0]
         assert dangling == 0, dangling

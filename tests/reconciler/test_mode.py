@@ -183,11 +183,11 @@ def watch_learns(signature_only):
         assert source == ("ingest" if signature_only else "recon"), source
         if not signature_only:
             said = [json.loads(b)["data"].get("said") for (b,) in st.sql(
-                "SELECT body FROM orders.stream_out WHERE type = 'confirm.request'"
+                "SELECT body FROM orders.stream_log_messages WHERE type = 'confirm.request'"
                 " AND body::jsonb->'data'->>'order_id' = %s", (oid,))]
             assert len(said) == 1 and said[0]["transaction_status"] == "settlement" \
                 and said[0]["payment_type"] == "qris" and said[0]["received_at"], said
-        assert st.sql("SELECT count(*) FROM orders.stream_out WHERE type ="
+        assert st.sql("SELECT count(*) FROM orders.stream_log_messages WHERE type ="
                       " 'order.evidence' AND body::jsonb->'data'->>'order_id' = %s",
                       (oid,)) == [(0,)]
         st.wait_until(lambda: st.sql("SELECT final FROM recon.watch WHERE order_id = %s",

@@ -34,6 +34,7 @@ import json
 import time
 import uuid
 
+import kasirtest
 import rstack
 from rstack import log
 
@@ -204,7 +205,7 @@ def cursor(st):
 
 def wait_applied(st):
     st.wait_until(lambda: st.sql(
-        "SELECT count(*) FROM orders.stream_pending")[0][0] == 0,
+        f"SELECT {kasirtest.unsequenced_sql('orders')}")[0][0] == 0,
         timeout=30, what="the orders stream sequenced")
     h = head(st)
     st.wait_until(lambda: cursor(st) >= h, timeout=60,
@@ -216,7 +217,7 @@ def seq_positions(st, ids):
     pos = {}
     for story_ids in ids.values():
         for i, mid in enumerate(story_ids):
-            seq = st.sql("SELECT seq FROM orders.stream_out WHERE id = %s",
+            seq = st.sql("SELECT seq FROM orders.stream_log_messages WHERE id = %s",
                          (mid,))[0][0]
             pos[seq] = i
     return pos

@@ -9,6 +9,7 @@ the careful pass, the bad message is poisoned alone, the cursor reaches
 the head."""
 import time
 
+import kasirtest
 import rstack
 from rstack import log
 from test_watch_batch import (write, head, cursor, created, evidence,
@@ -31,7 +32,7 @@ def main():
                 bad_created("rf-x"), created("rf-after")]
         write(st, msgs)
         st.wait_until(lambda: st.sql(
-            "SELECT count(*) FROM orders.stream_pending")[0][0] == 0,
+            f"SELECT {kasirtest.unsequenced_sql('orders')}")[0][0] == 0,
             timeout=30, what="sequenced")
         h = head(st)
         st.start("reconciler")
