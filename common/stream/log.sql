@@ -27,8 +27,14 @@ CREATE TABLE IF NOT EXISTS {{schema}}.stream_log (
   at timestamptz NOT NULL,
   tail text NOT NULL         -- the body after its seq (sequencer.c)
 );
+-- txid alone, not (stream, txid): with the stream in this index the
+-- planner answered a reader's "pos BETWEEN lo AND hi AND stream = s" with a
+-- BitmapAnd of both indexes, reading every entry of the stream for each
+-- tick (10,000 messages rendered in 1.2 s instead of 10 ms, measured).
+-- The stream is a filter: a schema's log holds one producer's stream or
+-- a few.
 CREATE INDEX IF NOT EXISTS stream_log_txid
-  ON {{schema}}.stream_log (stream, txid);
+  ON {{schema}}.stream_log (txid);
 DROP TRIGGER IF EXISTS stream_log_append_only ON {{schema}}.stream_log;
 CREATE TRIGGER stream_log_append_only BEFORE UPDATE OR DELETE
   ON {{schema}}.stream_log FOR EACH ROW
@@ -40,7 +46,8 @@ CREATE TRIGGER stream_log_no_truncate BEFORE TRUNCATE
 
 -- The stream's rows whose writing transaction is visible in cur and was
 -- not visible in last (NULL: a snapshot that sees nothing): at or above
--- last's xmax, or in last's in-progress list.  Two index scans, a UNION
+-- last's xmax, or in last's in-progress list.  Two scans of the txid
+-- index (the stream a filter on what they find), a UNION
 -- ALL and never an OR (see kasir-ingest's 0005_stream_tick: a generic
 -- plan answers an OR with a scan of the whole table).  One SELECT, so
 -- PostgreSQL inlines it into the caller's statement.
