@@ -378,7 +378,7 @@ producer_build_stmts(struct stream_producer *p)
 		    "%s.%s(%st.prev, t.snap, t.lo, t.hi) f) r WHERE "
 		    "t.first_seq <= $2::bigint + $3::bigint AND "
 		    "r.seq > $2::bigint)) m ORDER BY seq LIMIT $3::bigint",
-		    s, s, s, p->source, p->src_args);
+		    s, s, s, p->source, producer_src_args(p));
 	if (rc == 0)
 		rc = stream_stmt_build(&p->st_after_rep, "after_rep", s, n,
 		                       p->st_after_pub.st.nparams, "%s",
@@ -412,7 +412,6 @@ stream_producer_start(const struct stream_producer_conf *conf,
 	p->log = conf->source == NULL;
 	kasir_strlcpy(p->source, p->log ? "stream_log" : conf->source,
 	              sizeof(p->source));
-	p->src_args = p->log ? "$1, " : "";
 	p->fanout = conf->fanout;
 	p->heartbeat_ms = conf->heartbeat_ms > 0 ? conf->heartbeat_ms
 	                                         : STREAM_HEARTBEAT_DEFAULT;

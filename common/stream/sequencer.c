@@ -164,7 +164,7 @@ producer_sequencer_stmts(struct stream_producer *p)
 		    " OR EXISTS (SELECT 1 FROM (SELECT (SELECT snap FROM "
 		    "%s.stream_head WHERE stream = $1) AS snap) h, "
 		    "LATERAL %s.%s_ids(%sh.snap, pg_current_snapshot()) f)",
-		    s, s, p->source, p->src_args);
+		    s, s, p->source, producer_src_args(p));
 	if (rc == 0)
 		rc = stream_stmt_build(
 		    &p->st_seq_probe, "seq_probe", s, n, 1,
@@ -243,7 +243,7 @@ producer_sequencer_stmts(struct stream_producer *p)
 		    "seq) "
 		    "SELECT (SELECT coalesce(sum(n), 0) FROM moved), "
 		    "coalesce((SELECT seq FROM head), (SELECT seq FROM base))",
-		    s, s, s, p->source, p->src_args, s, s);
+		    s, s, s, p->source, producer_src_args(p), s, s);
 	return rc;
 }
 

@@ -141,10 +141,8 @@ struct stream_producer {
 	 * own table (stream_producer_conf.source: its functions take
 	 * (last, cur) and (last, cur, lo, hi)) or, without one, the schema's
 	 * stream_log, which appends go to (log.sql: its functions take the
-	 * stream first, src_args "$1, ", $1 being the stream in every
-	 * statement that calls them). */
+	 * stream first; producer_src_args()). */
 	char source[STREAM_SCHEMA_MAX + 1]; /* "stream_log" or conf.source */
-	const char *src_args;               /* "" or "$1, " */
 	bool log;                           /* source is stream_log */
 	struct stream_stmt st_seq_source;   /* new source rows -> ticks */
 	struct kasir_db *seq_db;
@@ -155,6 +153,15 @@ struct stream_producer {
 	int64_t seq_poll_ms;
 	struct metric *m_sequenced, *m_seq_passes, *m_seq_busy, *m_seq_failures;
 };
+
+/* What a call of the source's functions puts before its snapshots: the
+ * log's take the stream first, which is $1 in every statement that
+ * calls them (the sequencer's probe and pass, the readers). */
+static inline const char *
+producer_src_args(const struct stream_producer *p)
+{
+	return p->log ? "$1, " : "";
+}
 
 /* One message waiting to be applied. */
 struct batch_item {
