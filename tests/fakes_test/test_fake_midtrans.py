@@ -291,15 +291,24 @@ def run(port, rcv, state):
           "Status API 407 after expiry without method", st, b)
     st, b, _ = act(port, "ord-exp", "pay")
     check(st == 409, "paying an expired order -> 409", st)
-    # Snap expiry passing by itself
+    # Snap expiry passing by itself: a one-minute expiry that started 56 s
+    # ago (start_time has whole seconds, so the order expires at the
+    # second `expires`).  Asked before that second: 404; then 407, not
+    # before it.  The 4 s margin is for a loaded machine: a 1 s margin
+    # once failed a suite run (the first question came after expiry).
+    expires = int(time.time()) + 4
     start_time = time.strftime("%Y-%m-%d %H:%M:%S +0700",
-                               time.gmtime(time.time() + 7 * 3600 - 59))
+                               time.gmtime(expires - 60 + 7 * 3600))
     snap(port, "ord-exp-auto", 1000, expiry={"start_time": start_time,
                                              "unit": "minute", "duration": 1})
     st1, _, _ = status_api(port, "ord-exp-auto")
-    time.sleep(1.5)
-    st2, b2, _ = status_api(port, "ord-exp-auto")
-    check(st1 == 404 and st2 == 407, "Snap expiry: 404 then 407", st1, st2)
+    asked = time.time()
+    seen = wait_for(lambda: status_api(port, "ord-exp-auto")[0] == 407
+                    and time.time(), 15)
+    check(asked < expires, "Snap expiry: first asked before it "
+          "(else the machine is too slow for this check)", asked, expires)
+    check(st1 == 404 and seen and seen >= expires,
+          "Snap expiry: 404 then 407, not before it", st1, seen, expires)
     # expire after a method was chosen: notification 202
     snap(port, "ord-exp-va", 70000)
     act(port, "ord-exp-va", "pending", payment_type="bank_transfer")
