@@ -30,7 +30,9 @@ CREATE TABLE IF NOT EXISTS {{schema}}.stream_log (
 -- txid alone, not (stream, txid): with the stream in this index the
 -- planner answered a reader's "pos BETWEEN lo AND hi AND stream = s" with a
 -- BitmapAnd of both indexes, reading every entry of the stream for each
--- tick (10,000 messages rendered in 1.2 s instead of 10 ms, measured).
+-- tick: rendering all 10,000 messages of the backbone test (many small
+-- ticks) took 1.2 s; on a scratch cluster, 157 ticks of 64 took 56 ms with
+-- that index and 10 ms with this one.
 -- The stream is a filter: a schema's log holds one producer's stream or
 -- a few.
 CREATE INDEX IF NOT EXISTS stream_log_txid
