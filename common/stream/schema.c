@@ -1,7 +1,7 @@
 /*
  * schema.c - the backbone's tables (see stream.h): migrations
  * "0000_stream" (schema.sql, grants.sql), "0001_stream_pending"
- * (pending.sql, pending_grants.sql), "0002_stream_source" (source.sql) and
+ * (pending.sql, pending_grants.sql), "0002_stream_source" (source.sql),
  * "0003_stream_tick" (tick.sql, tick_grants.sql) and "0004_stream_log"
  * (log.sql, log_grants.sql), built into the library
  * (cmake/EmbedText.cmake) and run by db_migrate() in this order.
