@@ -210,96 +210,158 @@ consumer_read_cursor(struct stream_consumer *c, int64_t *ret_cur)
 }
 
 /*
+ * Decodes a replay answer into b (empty; it holds ans from now on): the
+ * frames that follow `after`, one by one.  *ret_bad: a frame that is not
+ * what was asked for (refused, or beyond a gap) stopped it.
+ */
+static void
+consumer_fill(struct stream_consumer *c, struct batch *b, nng_msg *ans,
+              int64_t after, bool *ret_bad)
+{
+	const uint8_t *p = nng_msg_body(ans);
+	size_t len = nng_msg_len(ans), pos = 0;
+	bool bad = false;
+	int64_t hb;
+
+	b->held[b->nheld++] = ans;
+	while (pos < len && b->n < b->cap) {
+		struct batch_item it;
+		size_t flen;
+
+		if (len - pos < 4) {
+			bad = true;
+			break;
+		}
+		flen = (size_t)p[pos] << 24 | (size_t)p[pos + 1] << 16 |
+		       (size_t)p[pos + 2] << 8 | p[pos + 3];
+		pos += 4;
+		if (flen > len - pos) {
+			bad = true;
+			break;
+		}
+		if (consumer_decode(c, (const char *)p + pos, flen, &it, &hb) !=
+		    FRAME_MSG) {
+			bad = true;
+			break;
+		}
+		pos += flen;
+		if (it.seq != batch_last_seq(b, after) + 1) {
+			/* not what was asked for: stop here */
+			msg_free(it.msg);
+			bad = it.seq > batch_last_seq(b, after) + 1;
+			if (bad)
+				metric_inc(c->m_gaps);
+			break;
+		}
+		b->items[b->n++] = it;
+	}
+	if (bad)
+		metric_inc(c->m_rejected[REJ_REPLAY]);
+	*ret_bad = bad;
+}
+
+/* The next batch, asked for and decoded on a thread of its own while the
+ * consumer thread applies the current one (consumer_catch_up). */
+struct fetch {
+	struct stream_consumer *c;
+	int64_t after; /* the current batch's last seq */
+	int rc;        /* 0: c->ahead holds the answer, or an error */
+	bool bad;      /* consumer_fill()'s */
+	pthread_t thread;
+};
+
+static void *
+consumer_fetch_main(void *arg)
+{
+	struct fetch *f = arg;
+	nng_msg *ans = NULL;
+
+	f->rc = consumer_replay_request(f->c, f->c->fetch_aio, f->after, &ans);
+	if (f->rc == 0)
+		consumer_fill(f->c, &f->c->ahead, ans, f->after, &f->bad);
+	return NULL;
+}
+
+/*
  * Replays from the cursor until the producer answers with nothing more.
  * Returns 0 when caught up, or an error (transient: back off and retry).
  *
- * A full batch is followed by more: the request for the next one is sent
- * before this one is applied (the producer reads and signs it meanwhile)
- * and its answer used only if it starts where the cursor stands after
- * the apply; otherwise (a refusal, another instance, a partial batch) it
- * is dropped and asked again.  The cursor read in each turn decides.
+ * A full batch is followed by more: a fetch thread asks for the next one
+ * and decodes it (verifying every signature) while this one is applied,
+ * so the consumer's connection waits for neither.  Its batch is used only
+ * if it starts where the cursor stands after the apply; otherwise (a
+ * refusal, another instance, a partial batch) it is dropped and asked
+ * again.  The cursor read in each turn decides.  Without a thread (it
+ * could not be started) the next batch is asked for in the next turn.
  */
 static int
 consumer_catch_up(struct stream_consumer *c)
 {
 	struct batch *b = &c->batch;
-	int64_t ahead = -1; /* "after" of the request in flight, or -1 */
+	struct fetch f = {.c = c};
+	bool fetching = false;
+	int rc = 0;
 
 	while (!consumer_stopping(c)) {
-		nng_msg *ans = NULL;
-		const uint8_t *p;
-		size_t len, pos = 0;
-		int64_t cur, hb;
-		bool bad = false;
-		int rc;
+		int64_t cur;
+		bool bad = false, have = false;
 
 		rc = consumer_read_cursor(c, &cur);
 		if (rc < 0)
-			return rc;
+			break;
 		consumer_set_cursor(c, cur);
-		if (ahead == cur) {
-			rc = consumer_replay_wait(c, &ans);
-		} else {
-			/* nothing in flight, or for another place: a new
-			 * request abandons the old one */
-			rc = consumer_replay_request(c, cur, &ans);
-		}
-		ahead = -1;
-		if (rc < 0)
-			return rc == -ECANCELED ? 0 : rc;
 		batch_clear(b);
-		b->held[b->nheld++] = ans;
-		p = nng_msg_body(ans);
-		len = nng_msg_len(ans);
-		while (pos < len && b->n < b->cap) {
-			struct batch_item it;
-			size_t flen;
+		if (fetching) {
+			pthread_join(f.thread, NULL);
+			fetching = false;
+			if (f.after == cur && f.rc < 0) {
+				rc = f.rc; /* as if asked now */
+				break;
+			}
+			if (f.after == cur) {
+				struct batch t = *b;
 
-			if (len - pos < 4) {
-				bad = true;
-				break;
+				*b = c->ahead;
+				c->ahead = t;
+				bad = f.bad;
+				have = true;
 			}
-			flen = (size_t)p[pos] << 24 | (size_t)p[pos + 1] << 16 |
-			       (size_t)p[pos + 2] << 8 | p[pos + 3];
-			pos += 4;
-			if (flen > len - pos) {
-				bad = true;
-				break;
-			}
-			if (consumer_decode(c, (const char *)p + pos, flen, &it,
-			                    &hb) != FRAME_MSG) {
-				bad = true;
-				break;
-			}
-			pos += flen;
-			if (it.seq != batch_last_seq(b, cur) + 1) {
-				/* not what was asked for: stop here */
-				msg_free(it.msg);
-				bad = it.seq > batch_last_seq(b, cur) + 1;
-				if (bad)
-					metric_inc(c->m_gaps);
-				break;
-			}
-			b->items[b->n++] = it;
+			batch_clear(&c->ahead);
 		}
-		if (bad)
-			metric_inc(c->m_rejected[REJ_REPLAY]);
+		if (!have) {
+			nng_msg *ans = NULL;
+
+			rc = consumer_replay_request(c, c->aio, cur, &ans);
+			if (rc < 0)
+				break;
+			consumer_fill(c, b, ans, cur, &bad);
+		}
 		if (b->n == 0) {
-			batch_clear(b);
-			return bad ? KASIR_EPROTO : 0;
+			rc = bad ? KASIR_EPROTO : 0;
+			break;
 		}
 		consumer_heard_head(c, batch_last_seq(b, cur));
-		if (!bad && b->n == b->cap &&
-		    consumer_replay_send(c, batch_last_seq(b, cur)) == 0)
-			ahead = batch_last_seq(b, cur);
+		if (!bad && b->n == b->cap) {
+			f.after = batch_last_seq(b, cur);
+			f.rc = 0;
+			f.bad = false;
+			fetching = pthread_create(&f.thread, NULL,
+			                          consumer_fetch_main, &f) == 0;
+		}
 		rc = consumer_apply_batch(c);
 		batch_clear(b);
 		if (rc < 0 && rc != KASIR_ECONFLICT)
-			return rc;
+			break;
+		rc = bad ? KASIR_EPROTO : 0; /* applied what was good */
 		if (bad)
-			return KASIR_EPROTO; /* applied what was good */
+			break;
 	}
-	return 0;
+	if (fetching) {
+		pthread_join(f.thread, NULL);
+		batch_clear(&c->ahead);
+	}
+	batch_clear(b);
+	return rc == -ECANCELED ? 0 : rc;
 }
 
 /*
@@ -568,12 +630,15 @@ stream_consumer_start(const struct stream_consumer_conf *conf,
 	rc = consumer_build_stmts(c);
 	if (rc < 0)
 		goto fail_free;
-	c->batch.cap = c->batch_max;
+	c->batch.cap = c->ahead.cap = c->batch_max;
 	c->batch.items = calloc(c->batch.cap, sizeof(*c->batch.items));
 	c->batch.held = calloc(c->batch.cap, sizeof(*c->batch.held));
+	c->ahead.items = calloc(c->ahead.cap, sizeof(*c->ahead.items));
+	c->ahead.held = calloc(c->ahead.cap, sizeof(*c->ahead.held));
 	c->msgs = calloc(c->batch.cap, sizeof(*c->msgs));
 	rc = -ENOMEM;
-	if (c->batch.items == NULL || c->batch.held == NULL || c->msgs == NULL)
+	if (c->batch.items == NULL || c->batch.held == NULL ||
+	    c->ahead.items == NULL || c->ahead.held == NULL || c->msgs == NULL)
 		goto fail_free;
 	rc = -pthread_mutex_init(&c->mu, NULL);
 	if (rc < 0)
@@ -590,6 +655,8 @@ stream_consumer_start(const struct stream_consumer_conf *conf,
 	db_set_loop(c->db, loop, true, c->poll_ms);
 	rc = stream_nng_err(nng_aio_alloc(&c->aio, NULL, NULL));
 	if (rc == 0)
+		rc = stream_nng_err(nng_aio_alloc(&c->fetch_aio, NULL, NULL));
+	if (rc == 0)
 		rc = consumer_open_sockets(c, conf);
 	if (rc < 0)
 		goto fail_sock;
@@ -602,6 +669,7 @@ stream_consumer_start(const struct stream_consumer_conf *conf,
 
 fail_sock:
 	nng_aio_free(c->aio); /* NULL is fine */
+	nng_aio_free(c->fetch_aio);
 	if (c->live_open)
 		nng_close(c->live);
 	if (c->req_open)
@@ -613,8 +681,10 @@ fail_mutex:
 	pthread_mutex_destroy(&c->mu);
 fail_free:
 	free(c->batch.items);
+	free(c->ahead.items);
 	free(c->msgs);
 	free(c->batch.held);
+	free(c->ahead.held);
 	free(c);
 	return rc;
 }
@@ -634,21 +704,28 @@ stream_consumer_stop(struct stream_consumer *c)
 	 * which waits until nng's timer thread is done with the aio. */
 	if (c->aio != NULL)
 		nng_aio_stop(c->aio);
+	if (c->fetch_aio != NULL)
+		nng_aio_stop(c->fetch_aio);
 	if (c->started)
-		pthread_join(c->thread, NULL);
+		pthread_join(c->thread, NULL); /* it joins its fetch thread */
 	nng_aio_free(c->aio);
+	nng_aio_free(c->fetch_aio);
 	c->aio = NULL;
+	c->fetch_aio = NULL;
 	if (c->live_open)
 		sock_close_bounded(c->live, c->stream, "live");
 	if (c->req_open)
 		sock_close_bounded(c->req, c->stream, "replay request");
 	batch_clear(&c->batch);
+	batch_clear(&c->ahead);
 	db_close(c->db);
 	pthread_cond_destroy(&c->cv);
 	pthread_mutex_destroy(&c->mu);
 	free(c->batch.items);
+	free(c->ahead.items);
 	free(c->msgs);
 	free(c->batch.held);
+	free(c->ahead.held);
 	free(c);
 }
 

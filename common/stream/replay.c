@@ -162,11 +162,12 @@ producer_replay_main(void *arg)
 	return NULL;
 }
 
-/* Sends a signed replay request for the messages after `after`.  The
- * answer waits in the REQ socket until consumer_replay_wait(); a newer
- * request abandons an older one (nng's REQ discards its answer). */
+/* Sends a signed replay request for the messages after `after` through
+ * aio (c->aio, or the fetch thread's).  The answer waits in the REQ socket
+ * until consumer_replay_wait(); a newer request abandons an older one
+ * (nng's REQ discards its answer). */
 int
-consumer_replay_send(struct stream_consumer *c, int64_t after)
+consumer_replay_send(struct stream_consumer *c, nng_aio *aio, int64_t after)
 {
 	cJSON *data = cJSON_CreateObject();
 	char *body = NULL;
@@ -180,8 +181,7 @@ consumer_replay_send(struct stream_consumer *c, int64_t after)
 	rc = msg_encode(c->stream, 0, MSG_REPLAY_REQUEST, data, &body);
 	if (rc < 0)
 		goto out;
-	rc =
-	    stream_seal_and_send_aio(c->kr, c->req, c->aio, body, strlen(body));
+	rc = stream_seal_and_send_aio(c->kr, c->req, aio, body, strlen(body));
 out:
 	free(body);
 	cJSON_Delete(data);
@@ -190,12 +190,12 @@ out:
 
 /* Waits for the answer to the last replay request sent. */
 int
-consumer_replay_wait(struct stream_consumer *c, nng_msg **ret)
+consumer_replay_wait(struct stream_consumer *c, nng_aio *aio, nng_msg **ret)
 {
 	nng_msg *ans = NULL;
 	int rv;
 
-	rv = stream_aio_recvmsg(c->req, c->aio, &ans);
+	rv = stream_aio_recvmsg(c->req, aio, &ans);
 	if (rv != 0) {
 		log_fields(LOG_DEBUG, LOG_F({"STREAM", c->stream}),
 		           "replay request: %s", nng_strerror(rv));
@@ -208,9 +208,10 @@ consumer_replay_wait(struct stream_consumer *c, nng_msg **ret)
 
 /* Sends a signed replay request and waits for the answer. */
 int
-consumer_replay_request(struct stream_consumer *c, int64_t after, nng_msg **ret)
+consumer_replay_request(struct stream_consumer *c, nng_aio *aio, int64_t after,
+                        nng_msg **ret)
 {
-	int rc = consumer_replay_send(c, after);
+	int rc = consumer_replay_send(c, aio, after);
 
-	return rc < 0 ? rc : consumer_replay_wait(c, ret);
+	return rc < 0 ? rc : consumer_replay_wait(c, aio, ret);
 }

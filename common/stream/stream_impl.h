@@ -6,8 +6,9 @@
  *   transport.c  nng: errors, seal and send, aio receive/send, bounded close
  *   producer.c   producer start/stop, publisher thread, heartbeat
  *   append.c     stream_append, deferred appends (stream_defer_*): rows
- *                into stream_pending
- *   sequencer.c  the sequencer thread: pending rows -> stream_out seqs
+ *                into the schema's stream_log (log.sql)
+ *   sequencer.c  the sequencer thread: committed appends -> seq ranges
+ *                (stream_tick), pre-log pending rows -> stream_out
  *   replay.c     replay answers (producer) and replay requests (consumer)
  *   consumer.c   consumer start/stop, main loop, catch-up, live step
  *   apply.c      a batch in one transaction: optimistic and careful modes
@@ -15,9 +16,9 @@
  *
  * The durable, signed message backbone (stream.h, docs/backbone.md).
  *
- * Producer: stream_append() runs in the caller's transaction and queues
- * the message in stream_pending; a sequencer thread gives committed
- * pending rows their gap-free seqs in stream_out; a publisher
+ * Producer: stream_append() runs in the caller's transaction and writes
+ * the message once, into stream_log; a sequencer thread gives committed
+ * appends their gap-free seqs (snapshot ranges in stream_tick); a publisher
  * thread sends sequenced rows over nng (fast path, non-blocking, losses
  * only counted) and heartbeats the head; a replay thread answers signed
  * replay requests from the table (the slow path that makes it exact).
@@ -219,6 +220,11 @@ struct stream_consumer {
 	int attempt;         /* consecutive transient failures (thread only) */
 	int64_t fail_cursor; /* cursor at the last failure (thread only) */
 	struct batch batch;
+	/* The fetch thread's (consumer.c): while a full batch is applied, it
+	 * asks for the next one on req and decodes it here, with its own
+	 * aio; the consumer thread touches neither until it has joined it. */
+	struct batch ahead;
+	nng_aio *fetch_aio;
 
 	struct metric *m_received, *m_applied, *m_duplicates, *m_gaps;
 	struct metric *m_replays, *m_poison, *m_lag, *m_failures;
@@ -280,10 +286,12 @@ int producer_defer_commit_with(struct stream_producer *p, struct kasir_db *db,
 
 /* replay.c */
 void *producer_replay_main(void *arg);
-int consumer_replay_send(struct stream_consumer *c, int64_t after);
-int consumer_replay_wait(struct stream_consumer *c, nng_msg **ret);
-int consumer_replay_request(struct stream_consumer *c, int64_t after,
-                            nng_msg **ret);
+int consumer_replay_send(struct stream_consumer *c, nng_aio *aio,
+                         int64_t after);
+int consumer_replay_wait(struct stream_consumer *c, nng_aio *aio,
+                         nng_msg **ret);
+int consumer_replay_request(struct stream_consumer *c, nng_aio *aio,
+                            int64_t after, nng_msg **ret);
 
 /* consumer.c */
 void consumer_set_cursor(struct stream_consumer *c, int64_t cur);

@@ -457,6 +457,44 @@ def run_late(env, name, fanout, count):
     log(f"{name}: OK")
 
 
+def run_twins(env, fanout, count=6000):
+    """Two instances of one consumer (the same stream, cursor and table)
+    catch up on one backlog at the same time, as two kasir-order
+    processes started by mistake would: the cursor row locked in every
+    transaction keeps each message applied once, in order, whichever
+    instance applies it; a batch one fetched ahead while the other moved
+    the cursor is dropped (consumer.c)."""
+    name = "twins"
+    env.reset_schemas()
+    pcfg, ccfg = env.write_configs(name, fanout, False, pace_us=0,
+                                   count=count)
+    prod = env.proc(name, "producer", pcfg)
+    prod.start()
+    wait_for(lambda: produced(env) >= count, 90, f"{name}: production",
+             (prod,))
+    twins = [env.proc(f"{name}-{i}", "consumer", ccfg) for i in (1, 2)]
+    for c in twins:
+        c.start()
+    wait_for(lambda: applied(env) >= count, 90, f"{name}: {count} effects",
+             [prod] + twins)
+    time.sleep(0.5)  # anything extra (a duplicate) would show now
+    for c in twins:
+        check(c.stop() == 0, f"{c.name}: did not exit cleanly")
+    check(prod.stop() == 0, f"{name}: producer did not exit cleanly")
+    verify(env, name, count)
+    # both took part: each committed some of the batches
+    each = []
+    for c in twins:
+        metrics = kasirtest.parse_metrics(c.text().split("--- start #1", 1)[-1])
+        each.append(sum(v for (n, l), v in metrics.items()
+                        if n == "kasir_stream_applied_total"))
+    check(sum(each) == count and min(each) > 0,
+          f"{name}: applied {each} by the two instances, want both > 0 "
+          f"and {count} in all")
+    log(f"{name}: OK ({count} effects exactly once; the instances applied "
+        f"{each[0]} and {each[1]})")
+
+
 def run_refused_tail(env, count=200, bursts=5):
     """A push socket refuses a frame while the previous one is still being
     written, so a burst's last frames may reach the consumer by replay
@@ -669,6 +707,7 @@ def main():
             run_chaos(env, rng, f"r{r}-replay-only", fanout, False, COUNT)
             run_late(env, f"r{r}-late", fanout, COUNT)
         run_out_of_order(env, True)
+        run_twins(env, False)
         run_refused_tail(env)
         run_poison(env, True, False)
         run_poison(env, True, True)
