@@ -4,8 +4,9 @@
  * UPDATE (apply.c), so a restarted or second instance can never apply a
  * message twice, and anything not applied is fetched again by replay.
  * Live frames are an optimisation: out-of-order ones are dropped, never
- * buffered.  Here: start and stop, the main loop, catch-up by replay and
- * the live step.
+ * buffered.  Here: start and stop, the main loop, catch-up by replay
+ * (with a short-lived fetch thread that decodes the next batch; it never
+ * touches the database) and the live step.
  */
 #include <errno.h>
 #include <stdlib.h>

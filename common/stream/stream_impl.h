@@ -23,7 +23,8 @@
  * only counted) and heartbeats the head; a replay thread answers signed
  * replay requests from the table (the slow path that makes it exact).
  *
- * Consumer: one thread, one connection.  The database cursor is the only
+ * Consumer: one thread, one connection (while catching up, a fetch thread
+ * asks for and decodes the next batch).  The database cursor is the only
  * truth: every transaction re-reads it FOR UPDATE, so a restarted or second
  * instance can never apply a message twice, and anything not applied is
  * fetched again by replay.  Live frames are an optimisation: out-of-order
