@@ -4,60 +4,99 @@
  */
 #include <errno.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "db.h"
 
+/* Makes room for `more` bytes after len, and for what db_array_text()
+ * adds (the closing brace and the NUL); false when out of memory. */
+static bool
+array_reserve(struct db_array *a, size_t more)
+{
+	size_t cap;
+	char *p;
+
+	if (a->oom)
+		return false;
+	if (more <= a->cap - a->len && a->cap - a->len - more >= 2)
+		return true;
+	if (a->len > SIZE_MAX / 4 || more > SIZE_MAX / 4 - a->len) {
+		a->oom = true;
+		return false;
+	}
+	cap = a->cap ? a->cap : 1024;
+	while (a->len + more + 2 > cap)
+		cap *= 2;
+	p = realloc(a->text, cap);
+	if (p == NULL) {
+		a->oom = true;
+		return false;
+	}
+	a->text = p;
+	a->cap = cap;
+	return true;
+}
+
 static void
 array_put(struct db_array *a, const char *s, size_t len)
 {
-	if (a->oom)
+	if (!array_reserve(a, len))
 		return;
-	if (a->len + len + 2 > a->cap) {
-		size_t cap = a->cap ? a->cap : 1024;
-		char *p;
-		while (a->len + len + 2 > cap)
-			cap *= 2;
-		p = realloc(a->text, cap);
-		if (p == NULL) {
-			a->oom = true;
-			return;
-		}
-		a->text = p;
-		a->cap = cap;
-	}
 	memcpy(a->text + a->len, s, len);
 	a->len += len;
 	a->text[a->len] = 0;
 }
 
+/*
+ * One element: NULL, or the value in double quotes with every '"' and
+ * '\\' escaped by a backslash.  Room for the worst case (every byte
+ * escaped) is made once; the runs between escapes are copied whole.
+ */
 void
 db_array_add(struct db_array *a, const char *value)
 {
-	const char *run, *v;
+	size_t vlen;
+	char *w;
 
-	/* the opening brace may be there already: text() of an empty
-	 * array leaves it */
-	if (a->len == 0)
-		array_put(a, "{", 1);
-	if (a->n > 0)
-		array_put(a, ",", 1);
-	a->n++;
 	if (value == NULL) {
+		/* the opening brace may be there already: text() of an
+		 * empty array leaves it */
+		if (a->len == 0)
+			array_put(a, "{", 1);
+		if (a->n > 0)
+			array_put(a, ",", 1);
 		array_put(a, "NULL", 4);
+		a->n++;
 		return;
 	}
-	array_put(a, "\"", 1);
-	for (run = v = value; *v != 0; v++) {
-		if (*v == '"' || *v == '\\') {
-			array_put(a, run, (size_t)(v - run));
-			array_put(a, "\\", 1);
-			run = v; /* the character itself starts the next run */
-		}
+	vlen = strlen(value);
+	if (vlen > SIZE_MAX / 4 || !array_reserve(a, 2 * vlen + 4)) {
+		a->oom = true;
+		return;
 	}
-	array_put(a, run, (size_t)(v - run));
-	array_put(a, "\"", 1);
+	w = a->text + a->len;
+	if (a->len == 0)
+		*w++ = '{';
+	if (a->n > 0)
+		*w++ = ',';
+	*w++ = '"';
+	for (const char *v = value;;) {
+		size_t run = strcspn(v, "\"\\");
+
+		memcpy(w, v, run);
+		w += run;
+		v += run;
+		if (*v == 0)
+			break;
+		*w++ = '\\';
+		*w++ = *v++;
+	}
+	*w++ = '"';
+	*w = 0;
+	a->len = (size_t)(w - a->text);
+	a->n++;
 }
 
 const char *

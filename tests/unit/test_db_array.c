@@ -38,6 +38,37 @@ test_array_literal(void **state)
 	assert_null(a.text);
 }
 
+/* Values that need many escapes, and ones that outgrow the first
+ * allocation: every byte of the worst case escaped, nothing lost. */
+static void
+test_array_escapes_and_growth(void **state)
+{
+	struct db_array a = {0};
+	char worst[3001], want[6100], *w = want;
+	const char *text;
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(worst) - 1; i++)
+		worst[i] = i % 2 ? '"' : '\\';
+	worst[sizeof(worst) - 1] = 0;
+	db_array_add(&a, "{\"a\":\"b\\\\c\"}");
+	db_array_add(&a, worst);
+	*w++ = '{';
+	w += sprintf(w, "\"{\\\"a\\\":\\\"b\\\\\\\\c\\\"}\",\"");
+	for (size_t i = 0; i < sizeof(worst) - 1; i++) {
+		*w++ = '\\';
+		*w++ = worst[i];
+	}
+	*w++ = '"';
+	*w++ = '}';
+	*w = 0;
+	text = db_array_text(&a);
+	assert_non_null(text);
+	assert_string_equal(text, want);
+	assert_int_equal(a.n, 2);
+	db_array_free(&a);
+}
+
 static const struct db_stmt st3 = {.name = "t3", .sql = "", .nparams = 3};
 
 static void
@@ -101,6 +132,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_array_literal),
+	    cmocka_unit_test(test_array_escapes_and_growth),
 	    cmocka_unit_test(test_cols_rows),
 	    cmocka_unit_test(test_cols_partial),
 	    cmocka_unit_test(test_cols_too_many_params),
