@@ -20,12 +20,12 @@ array_reserve(struct db_array *a, size_t more)
 
 	if (a->oom)
 		return false;
-	if (more <= a->cap - a->len && a->cap - a->len - more >= 2)
-		return true;
 	if (a->len > SIZE_MAX / 4 || more > SIZE_MAX / 4 - a->len) {
 		a->oom = true;
 		return false;
 	}
+	if (a->len + more + 2 <= a->cap)
+		return true;
 	cap = a->cap ? a->cap : 1024;
 	while (a->len + more + 2 > cap)
 		cap *= 2;
