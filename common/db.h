@@ -46,8 +46,9 @@ struct db_conf {
 	/* plan_cache_mode = force_generic_plan for this connection: its
 	 * prepared statements are planned once, not at every execution.
 	 * Only where measured better (docs/performance-log.md,
-	 * "Generic plans"): kasir-ingest's committers and kasir-order's
-	 * evidence consumers.  A generic plan can be much worse: the evidence
+	 * "Generic plans"): kasir-ingest's committers, kasir-order's
+	 * evidence consumers, kasir-notifier's consumer, kasir-reconciler's
+	 * lanes and consumer.  A generic plan can be much worse: the evidence
 	 * lock took 7x longer while its probe was an EXISTS (now a LATERAL with
 	 * LIMIT 1), and a search whose plan depends on which optional
 	 * filter is NULL would scan the whole table. */
