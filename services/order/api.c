@@ -14,9 +14,19 @@
  * unsupported_media_type (415), invalid_json / invalid_field /
  * unknown_field / missing_field / invalid_idempotency_key /
  * invalid_parameter (400),
- * unknown_course (422), order_exists / idempotency_conflict (409),
- * order_not_found (404), snap_unavailable (502),
- * database_unavailable (503).
+ * unknown_course (422), order_exists / idempotency_conflict /
+ * request_in_progress / order_closed (409), order_not_found (404),
+ * snap_unavailable (502), database_unavailable (503).
+ *
+ * One Snap call at a time per order (migration 0015): the create call
+ * holds the order's Snap lease from the INSERT until it records Snap's
+ * answer.  A call repeated with the same Idempotency-Key and body answers
+ * from the row (the token kasir holds, or why there is none) and calls
+ * Snap again only when it can take the lease: the order PENDING, before
+ * its expiry, with no token and no 406.  While another call holds it:
+ * request_in_progress.  A token is handed out only once it is stored: a
+ * 406 that kasir's own earlier call caused never marks an order whose
+ * token a customer may hold (docs/state-machine.md).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -195,33 +205,66 @@ struct create_in {
 	char hash[65];
 };
 
+/* The columns of a repeated call's answer, in this order. */
+enum idem_col {
+	IDEM_ORDER_ID,
+	IDEM_HASH,
+	IDEM_STATUS,
+	IDEM_TOKEN,
+	IDEM_URL,
+	IDEM_EXPIRES_AT,
+	IDEM_ID_TAKEN, /* Snap said 406 */
+	IDEM_EXPIRED,  /* past expires_at */
+};
+
 /* clang-format off */
 static const struct db_stmt st_idem = {
     .name = "api_idem_lookup",
     .sql = "SELECT order_id, request_hash, status, snap_token, redirect_url,"
-           " " TS("expires_at") ", snap_error IS NOT NULL"
+           " " TS("expires_at") ", needs_reconcile, expires_at <= now()"
            " FROM orders.orders WHERE idempotency_key = $1",
     .nparams = 1,
+};
+
+/* Takes the order's Snap lease for a repeated call: only when nothing
+ * else could answer it (see the top of this file). */
+static const struct db_stmt st_snap_claim = {
+    .name = "api_snap_claim",
+    .sql = "UPDATE orders.orders"
+           " SET snap_lease_until = now() + $2::bigint * interval '1 millisecond'"
+           " WHERE order_id = $1 AND status = 'PENDING'"
+           " AND expires_at > now() AND snap_token IS NULL"
+           " AND NOT needs_reconcile"
+           " AND (snap_lease_until IS NULL OR snap_lease_until < now())"
+           " RETURNING order_id",
+    .nparams = 2,
 };
 
 static const struct db_stmt st_insert = {
     .name = "api_order_insert",
     .sql = "INSERT INTO orders.orders (order_id, course_id, course_title,"
            " amount, customer_name, customer_email, customer_phone,"
-           " access_days, expires_at, idempotency_key, request_hash, drill)"
+           " access_days, expires_at, idempotency_key, request_hash, drill,"
+           " snap_lease_until)"
            " VALUES ($1, $2, $3, $4::bigint, $5, $6, $7, $8::integer,"
            " now() + $9::bigint * interval '1 millisecond', $10, $11,"
-           " $12::boolean)"
+           " $12::boolean, now() + $13::bigint * interval '1 millisecond')"
            " RETURNING " TS("expires_at"),
-    .nparams = 12,
+    .nparams = 13,
 };
 
+/* Records Snap's answer and gives the lease back.  A 406 marks the order
+ * (needs_reconcile: a payment under its id is someone else's) only while
+ * kasir holds no token for it: with one, the id was taken by kasir's own
+ * call. */
 static const struct db_stmt st_snap_result = {
     .name = "api_snap_result",
     .sql = "UPDATE orders.orders SET snap_token = coalesce($2, snap_token),"
            " redirect_url = coalesce($3, redirect_url), snap_error = $4,"
            " snap_attempts = snap_attempts + $5::integer,"
-           " needs_reconcile = needs_reconcile OR $6::boolean"
+           " needs_reconcile = needs_reconcile"
+           "  OR ($6::boolean AND snap_token IS NULL),"
+           " snap_lease_until = NULL"
            " WHERE order_id = $1 RETURNING status",
     .nparams = 6,
 };
@@ -417,10 +460,20 @@ start_payment(struct order_service *s, const struct create_in *in,
 	db_pool_put(&s->pool, db);
 	if (rc == 0 && r.outcome == SNAP_OK)
 		stream_producer_kick(s->producer);
-	if (rc < 0)
+	if (rc < 0) {
 		log_order(LOG_ERR, order_id,
-		          "storing the snap outcome failed: %s",
+		          "storing the snap outcome (%s) failed: %s",
+		          r.outcome == SNAP_OK ? "a token" : r.error,
 		          kasir_strerror(rc));
+		/* A token kasir has not stored is never handed out: a
+		 * repeated call would not find it, and a payment through
+		 * it could not be told from someone else's. */
+		if (r.outcome == SNAP_OK)
+			return http_error(resp, 503, "database_unavailable",
+			                  "the payment page could not be "
+			                  "recorded; retry with the same "
+			                  "Idempotency-Key");
+	}
 	if (r.outcome != SNAP_OK) {
 		metric_inc(s->m.snap_errors);
 		log_order(LOG_WARNING, order_id,
@@ -439,6 +492,97 @@ start_payment(struct order_service *s, const struct create_in *in,
 	                      "PENDING", expires_at);
 }
 
+/* The order's Snap lease outlasts the longest Snap call by this much: the
+ * outcome's write after it. */
+#define SNAP_LEASE_SLACK_MS 15000
+
+static int64_t
+snap_lease_ms(const struct order_service *s)
+{
+	return snap_call_bound_ms(s->conf) + SNAP_LEASE_SLACK_MS;
+}
+
+/*
+ * A create call repeated with the same Idempotency-Key: answers from its
+ * order's row (*res, st_idem): the token kasir holds, or why no Snap call
+ * is made; or takes the order's Snap lease.  Returns 1 when the lease is
+ * taken (the caller calls Snap), else 0 (answered) or a negative code.
+ * *res may be replaced by a fresh read.
+ */
+static int
+replay_create(struct order_service *s, const struct create_in *in,
+              struct kasir_db *db, PGresult **res, struct http_response *resp)
+{
+	char lease[24], msg[160];
+	int rc;
+
+	snprintf(lease, sizeof(lease), "%" PRId64, snap_lease_ms(s));
+	for (int look = 0;; look++) {
+		const PGresult *row = *res;
+		const char *oid = db_get(row, 0, IDEM_ORDER_ID);
+		const char *status = db_get(row, 0, IDEM_STATUS);
+		const char *token = db_get(row, 0, IDEM_TOKEN);
+		PGresult *claimed = NULL;
+
+		if (strcmp(db_get(row, 0, IDEM_HASH), in->hash) != 0)
+			return http_error(resp, 409, "idempotency_conflict",
+			                  "Idempotency-Key reused with a "
+			                  "different request");
+		if (token != NULL)
+			return answer_created(resp, 201, oid, token,
+			                      db_get(row, 0, IDEM_URL), status,
+			                      db_get(row, 0, IDEM_EXPIRES_AT));
+		if (db_get(row, 0, IDEM_ID_TAKEN)[0] == 't')
+			return http_error(resp, 502, "snap_unavailable",
+			                  "payment already registered at "
+			                  "midtrans; the order is being "
+			                  "reconciled");
+		if (strcmp(status, "PENDING") != 0 ||
+		    db_get(row, 0, IDEM_EXPIRED)[0] == 't') {
+			snprintf(msg, sizeof(msg),
+			         "order %s is %s: no payment can start for it; "
+			         "create a new order with a new "
+			         "Idempotency-Key",
+			         oid,
+			         strcmp(status, "PENDING") == 0
+			             ? "past its expiry"
+			             : status);
+			return http_error(resp, 409, "order_closed", msg);
+		}
+		if (look > 0)
+			return http_error(
+			    resp, 409, "request_in_progress",
+			    "another request with this "
+			    "Idempotency-Key is starting the "
+			    "payment; retry with the same key in a "
+			    "few seconds");
+		{
+			const char *p[2] = {oid, lease};
+			if ((rc = db_exec(db, &st_snap_claim, p, &claimed)) < 0)
+				return db_error(resp, rc);
+		}
+		rc = PQntuples(claimed);
+		PQclear(claimed);
+		if (rc == 1)
+			return 1;
+		/* someone else holds it, or the row changed: read it again */
+		{
+			const char *p[1] = {in->idem_key};
+			PGresult *again = NULL;
+
+			if ((rc = db_exec(db, &st_idem, p, &again)) < 0)
+				return db_error(resp, rc);
+			if (PQntuples(again) != 1) {
+				PQclear(again);
+				return http_error(resp, 500, "internal",
+				                  "internal error");
+			}
+			PQclear(*res);
+			*res = again;
+		}
+	}
+}
+
 static int
 create_order(struct order_service *s, const struct http_request *req,
              struct http_response *resp)
@@ -447,7 +591,7 @@ create_order(struct order_service *s, const struct http_request *req,
 	cJSON *j = NULL;
 	struct kasir_db *db = NULL;
 	PGresult *res = NULL;
-	char expires_at[40], price[24], days[24], expiry[24];
+	char expires_at[40], price[24], days[24], expiry[24], lease[24];
 	char order_id[ORDER_ID_MAX + 1];
 	int rc, tries = 0;
 
@@ -458,6 +602,7 @@ create_order(struct order_service *s, const struct http_request *req,
 	snprintf(price, sizeof(price), "%" PRId64, in.course->price);
 	snprintf(days, sizeof(days), "%" PRId64, in.course->access_days);
 	snprintf(expiry, sizeof(expiry), "%" PRId64, s->conf->order_expiry_ms);
+	snprintf(lease, sizeof(lease), "%" PRId64, snap_lease_ms(s));
 	db = db_pool_get(&s->pool);
 again:
 	if ((rc = db_ensure(db)) < 0 || (rc = db_begin(db)) < 0)
@@ -468,24 +613,16 @@ again:
 			goto rollback;
 		if (PQntuples(res) == 1) {
 			/* same key seen before */
-			bool same = strcmp(db_get(res, 0, 1), in.hash) == 0;
-			kasir_strlcpy(order_id, db_get(res, 0, 0),
-			              sizeof(order_id));
-			kasir_strlcpy(expires_at, db_get(res, 0, 5),
-			              sizeof(expires_at));
 			db_rollback(db);
-			if (!same) {
-				rc = http_error(resp, 409,
-				                "idempotency_conflict",
-				                "Idempotency-Key reused with a "
-				                "different request");
-			} else if (db_get(res, 0, 3) != NULL) {
-				rc = answer_created(
-				    resp, 201, order_id, db_get(res, 0, 3),
-				    db_get(res, 0, 4), db_get(res, 0, 2),
-				    expires_at);
-			} else {
-				/* Snap failed earlier: try again, same id */
+			rc = replay_create(s, &in, db, &res, resp);
+			if (rc == 1) {
+				/* Snap failed earlier: again, same id */
+				kasir_strlcpy(order_id,
+				              db_get(res, 0, IDEM_ORDER_ID),
+				              sizeof(order_id));
+				kasir_strlcpy(expires_at,
+				              db_get(res, 0, IDEM_EXPIRES_AT),
+				              sizeof(expires_at));
 				PQclear(res);
 				res = NULL;
 				db_pool_put(&s->pool, db);
@@ -499,13 +636,19 @@ again:
 		res = NULL;
 	}
 	{
-		const char *p[12] = {
-		    in.order_id,      in.course->id,
-		    in.course->title, price,
-		    in.name,          in.email,
-		    in.phone,         in.course->access_days ? days : NULL,
-		    expiry,           in.idem_key,
-		    in.hash,          in.course->drill ? "true" : "false"};
+		const char *p[13] = {in.order_id,
+		                     in.course->id,
+		                     in.course->title,
+		                     price,
+		                     in.name,
+		                     in.email,
+		                     in.phone,
+		                     in.course->access_days ? days : NULL,
+		                     expiry,
+		                     in.idem_key,
+		                     in.hash,
+		                     in.course->drill ? "true" : "false",
+		                     lease};
 		rc = db_exec(db, &st_insert, p, &res);
 	}
 	if (rc == KASIR_ESQL && strcmp(db_last_sqlstate(db), "23505") == 0) {

@@ -260,6 +260,9 @@ int snap_global_init(void);
  * order_id (bounded).  Always fills *ret; returns 0. */
 int snap_create(const struct order_conf *c, const struct snap_request *rq,
                 struct snap_result *ret);
+/* The longest snap_create() can take: every attempt's timeout and every
+ * backoff between them.  An order's Snap lease (api.c) outlasts it. */
+int64_t snap_call_bound_ms(const struct order_conf *c);
 
 /* ---- api.c / admin.c ---- */
 struct http_request;

@@ -146,6 +146,17 @@ first_error_message(const char *body, char *out, size_t len)
 	cJSON_Delete(j);
 }
 
+/* The retries' backoff: backoff_ms(attempt - 1, base, cap) */
+#define SNAP_BACKOFF_BASE_MS 200
+#define SNAP_BACKOFF_CAP_MS  1000
+
+int64_t
+snap_call_bound_ms(const struct order_conf *c)
+{
+	return (c->snap_retries + 1) * c->snap_timeout_ms +
+	       c->snap_retries * SNAP_BACKOFF_CAP_MS;
+}
+
 int
 snap_create(const struct order_conf *c, const struct snap_request *rq,
             struct snap_result *ret)
@@ -170,7 +181,8 @@ snap_create(const struct order_conf *c, const struct snap_request *rq,
 
 		body_buf_init(&resp, SNAP_RESPONSE_MAX, BODY_ABORT);
 		if (attempt > 0) {
-			sleep_ms(backoff_ms(attempt - 1, 200, 1000));
+			sleep_ms(backoff_ms(attempt - 1, SNAP_BACKOFF_BASE_MS,
+			                    SNAP_BACKOFF_CAP_MS));
 		}
 		r.attempts = attempt + 1;
 		terr[0] = '\0';

@@ -2,6 +2,7 @@
 validation, the catalog price, idempotency, Snap retries / failures / 406,
 order reads and access."""
 import json
+import time
 
 from ostack import Stack
 
@@ -123,11 +124,94 @@ def test_snap_failures(s):
     s.fake("/_fake/snap", {"mode": "normal"})
 
 
+def snap_calls(s):
+    """Snap requests the fake has answered or dropped, every outcome."""
+    st = s.fake("/_fake/stats").get("snap", {})
+    return sum(v for v in st.values() if isinstance(v, int))
+
+
+def test_snap_once(s):
+    """One Snap call at a time per order (migration 0015, api.c).
+
+    A create call repeated with the same Idempotency-Key while the first
+    one waits for Snap used to call Snap as well: one call handed a token
+    to the customer, the other got 406 (kasir's own id) and marked the
+    order as someone else's payment, so the customer's payment was never
+    made PAID.  Found by an outside attack, 2026-12-07."""
+    import threading
+    body = order_body(order_id="SNAP-ONCE")
+    h = {"Idempotency-Key": "idem-once"}
+    # the first attempt hangs 3 s, then its connection closes: the first
+    # call holds the order's Snap lease through it and its retry
+    s.fake("/_fake/snap", {"mode": "timeout", "count": 1, "delay_s": 3})
+    first = {}
+    t = threading.Thread(target=lambda: first.update(
+        r=s.http("POST", "/v1/orders", body, headers=h)))
+    t.start()
+    deadline = time.time() + 10
+    while not s.sql("SELECT 1 FROM orders.orders WHERE order_id='SNAP-ONCE'"):
+        assert time.time() < deadline, "the first call stored no order"
+        time.sleep(0.005)
+    second = s.http("POST", "/v1/orders", body, headers=h)
+    t.join()
+    assert first["r"][0] == 201 and first["r"][1]["snap_token"], first
+    # within the first call's 3 s: no second Snap call, no token yet
+    err(second, 409, "request_in_progress")
+    row = s.sql("SELECT needs_reconcile, snap_lease_until IS NULL, snap_token"
+                " FROM orders.orders WHERE order_id='SNAP-ONCE'")[0]
+    assert row == (False, True, first["r"][1]["snap_token"]), row
+    # the website's retry now gets the stored token, Snap is not called
+    n = snap_calls(s)
+    st, j, _ = s.http("POST", "/v1/orders", body, headers=h)
+    assert st == 201 and j == first["r"][1], (st, j)
+    assert snap_calls(s) == n
+
+    # a holder that died: its lease runs out, then a retry calls Snap
+    s.fake("/_fake/snap", {"mode": "5xx", "count": 10, "status": 500})
+    body = order_body(order_id="SNAP-DEAD")
+    h = {"Idempotency-Key": "idem-dead"}
+    err(s.http("POST", "/v1/orders", body, headers=h), 502, "snap_unavailable")
+    s.fake("/_fake/snap", {"mode": "normal"})
+    s.sql("UPDATE orders.orders SET snap_lease_until = now() + interval '1 minute'"
+          " WHERE order_id='SNAP-DEAD'")
+    n = snap_calls(s)
+    err(s.http("POST", "/v1/orders", body, headers=h), 409, "request_in_progress")
+    assert snap_calls(s) == n
+    s.sql("UPDATE orders.orders SET snap_lease_until = now() - interval '1 second'"
+          " WHERE order_id='SNAP-DEAD'")
+    st, j, _ = s.http("POST", "/v1/orders", body, headers=h)
+    assert st == 201 and j["snap_token"] and snap_calls(s) == n + 1, (st, j)
+
+    # after a 406 the id is Midtrans's: a retry answers without calling Snap
+    s.fake("/_fake/snap", {"mode": "lost", "count": 1})
+    body = order_body(order_id="SNAP-406")
+    h = {"Idempotency-Key": "idem-406"}
+    err(s.http("POST", "/v1/orders", body, headers=h), 502, "snap_unavailable")
+    n = snap_calls(s)
+    err(s.http("POST", "/v1/orders", body, headers=h), 502, "snap_unavailable")
+    assert snap_calls(s) == n
+
+    # past its expiry: no payment page for it, whatever the retry
+    s.fake("/_fake/snap", {"mode": "5xx", "count": 10, "status": 500})
+    body = order_body(order_id="SNAP-LATE")
+    h = {"Idempotency-Key": "idem-late"}
+    err(s.http("POST", "/v1/orders", body, headers=h), 502, "snap_unavailable")
+    s.fake("/_fake/snap", {"mode": "normal"})
+    s.sql("UPDATE orders.orders SET expires_at = now() - interval '1 second'"
+          " WHERE order_id='SNAP-LATE'")
+    n = snap_calls(s)
+    st, j, _ = s.http("POST", "/v1/orders", body, headers=h)
+    assert st == 409 and j["error"]["code"] == "order_closed" and \
+        "SNAP-LATE is past its expiry" in j["error"]["message"], (st, j)
+    assert snap_calls(s) == n
+
+
 def main():
     s = Stack(name="order-api")
     try:
         s.start_order()
-        for t in (test_routes, test_validation, test_create, test_idempotency, test_snap_failures):
+        for t in (test_routes, test_validation, test_create, test_idempotency, test_snap_failures,
+                  test_snap_once):
             print("==", t.__name__, flush=True)
             t(s)
         # --check-config on the rendered config

@@ -1,0 +1,18 @@
+-- Migration 0015: one Snap call at a time per order.
+--
+-- A create call repeated with the same Idempotency-Key while the first
+-- one was still waiting for Snap found no token on the row and called
+-- Snap itself (found by an outside attack, 2026-12-07: four identical
+-- calls at once, 8 orders of 10).  One of the two calls got a token and
+-- handed it to the customer; the other got 406 (the order id was now
+-- taken, by kasir's own call) and marked the order needs_reconcile, so
+-- the customer's payment through kasir's own token was flagged as
+-- someone else's and never made PAID (docs/state-machine.md).
+--
+-- snap_lease_until: until when one call holds the order's Snap call.  The
+-- create call sets it with the row; a repeated call takes it only when it
+-- is free or has run out (the holder died), the order is PENDING, not
+-- past its expiry, has no token and no 406; the call that holds it clears
+-- it when it records Snap's answer (services/order/api.c).  Not indexed:
+-- updating it keeps the row's updates HOT.
+ALTER TABLE orders.orders ADD COLUMN snap_lease_until timestamptz;
