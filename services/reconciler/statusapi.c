@@ -33,6 +33,7 @@
 #include <openssl/crypto.h>
 
 #include "err.h"
+#include "json.h"
 #include "log.h"
 #include "metrics.h"
 #include "reconciler.h"
@@ -113,8 +114,12 @@ statusapi_interpret(long http_status, const char *body, size_t body_len,
 		       (*end == ' ' || *end == '\n' || *end == '\r' ||
 		        *end == '\t'))
 			end++;
+		/* ... or a key twice at any depth: cJSON would read the
+		 * first, PostgreSQL's jsonb (the stored body an operator
+		 * reads) the last: not a Midtrans body either */
 		if (!cJSON_IsObject(j) ||
-		    (end != NULL && end < body + body_len && *end != '\0')) {
+		    (end != NULL && end < body + body_len && *end != '\0') ||
+		    json_check_unique_keys(j, NULL) != 0) {
 			cJSON_Delete(j);
 			j = NULL;
 		}

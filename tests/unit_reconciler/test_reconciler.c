@@ -242,6 +242,16 @@ static const struct case_ cases[] = {
     {200, "<html>ok</html>", NULL, VERDICT_UNEXPECTED, ""},
     {200, SETTLE " trailing", NULL, VERDICT_UNEXPECTED, ""},
     {200, "[1,2]", NULL, VERDICT_UNEXPECTED, ""},
+    /* a key twice: kasir (cJSON) would read one status, the stored body
+     * (jsonb) show the other */
+    {200,
+     "{\"status_code\":\"200\",\"transaction_status\":\"settlement\","
+     "\"transaction_status\":\"pending\",\"order_id\":\"ord-1\"}",
+     NULL, VERDICT_UNEXPECTED, ""},
+    {200,
+     "{\"status_code\":\"200\",\"transaction_status\":\"settlement\","
+     "\"order_id\":\"ord-1\",\"refunds\":[{\"a\":1,\"a\":2}]}",
+     NULL, VERDICT_UNEXPECTED, ""},
     /* not started: HTTP 404, or HTTP 200 with body status_code 404 */
     {404,
      "{\"status_code\":\"404\",\"status_message\":\"Transaction doesn't "
