@@ -241,6 +241,12 @@ static const char *const bulan[12] = {
     "Juli",    "Agustus",  "September", "Oktober", "November", "Desember",
 };
 
+static bool
+two_digits(const char *s)
+{
+	return s[0] >= '0' && s[0] <= '9' && s[1] >= '0' && s[1] <= '9';
+}
+
 /* Parses "YYYY-MM-DDTHH:MM:SS[.fff](Z|+hh:mm|-hh:mm)" into epoch seconds. */
 static int
 rfc3339_parse(const char *s, time_t *ret)
@@ -267,8 +273,13 @@ rfc3339_parse(const char *s, time_t *ret)
 		int hh, mm;
 		char sign = *p;
 
-		if (sscanf(p + 1, "%2d:%2d", &hh, &mm) != 2 || hh > 23 ||
-		    mm > 59)
+		/* exactly "hh:mm": sscanf alone took "+1:2" and the six
+		 * bytes skipped below ran past the string's end */
+		if (!two_digits(p + 1) || p[3] != ':' || !two_digits(p + 4))
+			return -EINVAL;
+		hh = (p[1] - '0') * 10 + (p[2] - '0');
+		mm = (p[4] - '0') * 10 + (p[5] - '0');
+		if (hh > 23 || mm > 59)
 			return -EINVAL;
 		off = (hh * 60 + mm) * 60;
 		if (sign == '-')

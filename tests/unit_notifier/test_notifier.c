@@ -70,6 +70,23 @@ test_wib(void **state)
 	assert_int_equal(
 	    time_format_wib("2026-08-17T10:00:00", buf, sizeof(buf)), -EINVAL);
 	assert_int_equal(time_format_wib(NULL, buf, sizeof(buf)), -EINVAL);
+	/* a short offset: refused, and nothing read past the string's end
+	 * (a copy sized exactly, so that ASan sees an overread) */
+	{
+		static const char *const bad[] = {
+		    "2026-01-01T00:00:00+1:2", "2026-01-01T00:00:00+01:2",
+		    "2026-01-01T00:00:00+0100", "2026-01-01T00:00:00+",
+		    "2026-01-01T00:00:00-1"};
+
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			char *s = strdup(bad[i]);
+
+			assert_non_null(s);
+			assert_int_equal(time_format_wib(s, buf, sizeof(buf)),
+			                 -EINVAL);
+			free(s);
+		}
+	}
 }
 
 static void
@@ -322,8 +339,8 @@ test_rfc2047(void **state)
 {
 	const char *subjects[] = {
 	    "Pembayaran diterima: Sinematografi Dasar (ORD-1)",
-	    "Kelas “Film Pendek” — pembayaran diterima ✓ 🎬 sekarang juga "
-	    "dengan judul yang sangat panjang sekali untuk dilipat",
+	    ("Kelas “Film Pendek” — pembayaran diterima ✓ 🎬 sekarang juga "
+	     "dengan judul yang sangat panjang sekali untuk dilipat"),
 	    "",
 	    "=?UTF-8?B?trick?= \r\nBcc: evil@example.com",
 	};
