@@ -232,6 +232,12 @@ free_path(void *field)
 	*s = NULL;
 }
 
+/* What a notification's message adds to its body: the parsed fields
+ * (each bounded by notification.c) and the envelope around them
+ * (ingest.stream_source_ingest renders the body itself into the message,
+ * where stream_append's size check never sees it). */
+#define INGEST_MESSAGE_OVERHEAD (16 * 1024)
+
 /* kasir-ingest's finish hook (config.h: conf_finish_fn): conf_load()
  * runs it, so --check-config and a start agree. */
 static int
@@ -240,6 +246,21 @@ ingest_conf_check(void *base, const struct conf_node *map,
 {
 	const struct ingest_conf *c = base;
 	int rc = 0;
+
+	/* A stored notification whose message a consumer refuses as too
+	 * large stops the ingest stream at it for good (a consumer never
+	 * skips a message): every body ingest accepts must fit a frame. */
+	if (c->body_max + INGEST_MESSAGE_OVERHEAD > c->base.msg_max_frame) {
+		conf_error_key(
+		    errs, map, "ingest.body_max",
+		    "'ingest.body_max' (%lld bytes) plus %d bytes "
+		    "for its message must fit "
+		    "'messages.max_frame' (%lld bytes): lower it, or "
+		    "raise max_frame in every daemon",
+		    (long long)c->body_max, INGEST_MESSAGE_OVERHEAD,
+		    (long long)c->base.msg_max_frame);
+		rc = KASIR_ECONFIG;
+	}
 
 	/* kasir-order consumes the ingest stream */
 	if (base_conf_need_publish(&c->base, map, errs, "kasir-ingest",

@@ -324,6 +324,9 @@ def main():
             "bad proxy": text.replace("    - ::1", "    - not-an-address"),
             "bad path": text.replace("  path: /midtrans/notification", "  path: notification"),
             "batch too big": text.replace("batch_max: 64", "batch_max: 100000"),
+            # a body that fits but whose message would not fit a frame:
+            # kasir-order would refuse it and the stream stop there
+            "body over a frame": text.replace("  body_max: 64KiB", "  body_max: 1MiB"),
         }
         for what, t in broken.items():
             check(t != text, f"broken config '{what}' differs from the template")
@@ -334,6 +337,9 @@ def main():
                                capture_output=True, text=True, timeout=30)
             check(r.returncode != 0 and re.search(r"broken\.yaml:\d+: ", r.stderr),
                   f"--check-config refuses '{what}' with FILE:LINE ({r.stderr.strip()[:120]})")
+            if what == "body over a frame":
+                check("messages.max_frame" in r.stderr,
+                      f"... and names messages.max_frame ({r.stderr.strip()[:160]})")
     return 0
 
 
