@@ -95,7 +95,7 @@ read_file(const char *dir, const char *version, char **ret)
 	char path[4096];
 	struct stat sb;
 	char *buf;
-	ssize_t got;
+	ssize_t got = 0;
 	size_t off = 0;
 	int fd, rc;
 
@@ -123,6 +123,13 @@ read_file(const char *dir, const char *version, char **ret)
 		if (got <= 0)
 			break;
 		off += (size_t)got;
+	}
+	/* A read error or a file shorter than it said: never run (and
+	 * record as applied) part of a migration. */
+	if (off != (size_t)sb.st_size) {
+		rc = got < 0 ? -errno : -EIO;
+		free(buf);
+		goto out_close;
 	}
 	buf[off] = '\0';
 	*ret = buf;

@@ -68,12 +68,21 @@ producer_stopping(struct stream_producer *p)
 	return s;
 }
 
+/* Moves the head forward only.  Called from the publisher and the
+ * sequencer threads: a compare-and-swap, so that a lower head one of them
+ * read earlier never replaces a higher one the other just stored. */
 void
 producer_set_head(struct stream_producer *p, int64_t head)
 {
-	if (head > __atomic_load_n(&p->head, __ATOMIC_RELAXED)) {
-		__atomic_store_n(&p->head, head, __ATOMIC_RELAXED);
-		metric_set(p->m_head, (double)head);
+	int64_t cur = __atomic_load_n(&p->head, __ATOMIC_RELAXED);
+
+	while (head > cur) {
+		if (__atomic_compare_exchange_n(&p->head, &cur, head, false,
+		                                __ATOMIC_RELAXED,
+		                                __ATOMIC_RELAXED)) {
+			metric_set(p->m_head, (double)head);
+			return;
+		}
 	}
 }
 

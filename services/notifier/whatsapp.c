@@ -327,6 +327,9 @@ wa_send(void *state, const struct send_job *job, char *provider_id,
 out:
 	if (h)
 		curl_easy_cleanup(h);
+	/* libcurl's copy of the token, wiped before it is freed */
+	for (struct curl_slist *w = hdrs; w != NULL; w = w->next)
+		explicit_bzero(w->data, strlen(w->data));
 	curl_slist_free_all(hdrs);
 	if (auth) {
 		explicit_bzero(auth, alen);

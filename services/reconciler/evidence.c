@@ -440,6 +440,10 @@ insert_params(struct recon *r, const struct statusapi_call *c, int i,
 #undef OPT
 	if (a->body.data != NULL && !utf8_valid(a->body.data, a->body.len))
 		p[14] = "(body is not valid UTF-8: not stored)";
+	/* a text parameter ends at a NUL: the rest would be lost unsaid */
+	else if (a->body.data != NULL &&
+	         memchr(a->body.data, '\0', a->body.len) != NULL)
+		p[14] = "(body holds a NUL byte: not stored)";
 }
 
 /* The parameters of c's watch row update (st_update). */

@@ -183,6 +183,28 @@ struct refund_answer {
 	char status_message[512];
 };
 
+/* Appends s to *list; false when out of memory (*list kept). */
+static bool
+header_add(struct curl_slist **list, const char *s)
+{
+	struct curl_slist *t = curl_slist_append(*list, s);
+
+	if (t == NULL)
+		return false;
+	*list = t;
+	return true;
+}
+
+/* Frees a header list whose copy of the key is wiped first (libcurl's
+ * free does not wipe), as statusapi.c does. */
+static void
+headers_free_wiped(struct curl_slist *list)
+{
+	for (struct curl_slist *h = list; h != NULL; h = h->next)
+		explicit_bzero(h->data, strlen(h->data));
+	curl_slist_free_all(list);
+}
+
 /* "Authorization: Basic base64(server_key:)"; caller wipes and frees. */
 static char *
 auth_header(const struct recon_conf *conf)
@@ -245,6 +267,7 @@ refund_call(const struct recon_conf *conf, const char *order_id,
 {
 	char url[1024], *esc, *hdr, *body;
 	struct curl_slist *h = NULL;
+	bool ok;
 	cJSON *j;
 	CURL *e;
 	CURLcode cc;
@@ -269,11 +292,17 @@ refund_call(const struct recon_conf *conf, const char *order_id,
 		curl_easy_cleanup(e);
 		return -ENOMEM;
 	}
-	h = curl_slist_append(h, "Accept: application/json");
-	h = curl_slist_append(h, "Content-Type: application/json");
-	h = curl_slist_append(h, hdr);
+	ok = header_add(&h, "Accept: application/json") &&
+	     header_add(&h, "Content-Type: application/json") &&
+	     header_add(&h, hdr);
 	explicit_bzero(hdr, strlen(hdr));
 	free(hdr);
+	if (!ok) {
+		headers_free_wiped(h);
+		free(body);
+		curl_easy_cleanup(e);
+		return -ENOMEM;
+	}
 	curl_easy_setopt(e, CURLOPT_URL, url);
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
 	curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
@@ -291,7 +320,7 @@ refund_call(const struct recon_conf *conf, const char *order_id,
 	else
 		kasir_strlcpy(a->error, curl_easy_strerror(cc),
 		              sizeof(a->error));
-	curl_slist_free_all(h); /* the header with the key: freed here */
+	headers_free_wiped(h); /* the header with the key */
 	curl_easy_cleanup(e);
 	free(body);
 	interpret(a);

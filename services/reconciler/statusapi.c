@@ -118,7 +118,7 @@ statusapi_interpret(long http_status, const char *body, size_t body_len,
 		 * first, PostgreSQL's jsonb (the stored body an operator
 		 * reads) the last: not a Midtrans body either */
 		if (!cJSON_IsObject(j) ||
-		    (end != NULL && end < body + body_len && *end != '\0') ||
+		    (end != NULL && end < body + body_len) ||
 		    json_check_unique_keys(j, NULL) != 0) {
 			cJSON_Delete(j);
 			j = NULL;

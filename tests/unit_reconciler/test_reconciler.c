@@ -369,6 +369,14 @@ test_interpret_fields(void **state)
 		    VERDICT_STATUS);
 		assert_string_equal(f.refund_amount, "50000.00");
 	}
+	/* a NUL and more after the object: not a Midtrans body */
+	{
+		static const char nul[] = SETTLE "\0{\"junk\":1}";
+
+		assert_int_equal(statusapi_interpret(200, nul, sizeof(nul) - 1,
+		                                     "ord-1", NULL, &f),
+		                 VERDICT_UNEXPECTED);
+	}
 	/* the body need not be NUL-terminated: only body_len counts */
 	assert_int_equal(statusapi_interpret(200, SETTLE "XXXX", strlen(SETTLE),
 	                                     "ord-1", NULL, NULL),
