@@ -296,9 +296,22 @@ base_conf_check(void *base, const struct conf_node *map,
                 struct conf_errors *errs)
 {
 	const struct base_conf *c = base;
+	int rc =
+	    base_conf_check_listen(c->admin_listen, map, errs, "admin.listen");
 
-	return base_conf_check_listen(c->admin_listen, map, errs,
-	                              "admin.listen");
+	/* The caller's role comes from the ipc socket's peer credentials
+	 * (admin_socket.c); over any other transport a caller would name
+	 * itself, with the support role. */
+	if (c->admin_socket != NULL &&
+	    strncmp(c->admin_socket, "ipc://", 6) != 0) {
+		conf_error_key(errs, map, "admin.socket",
+		               "'admin.socket': want an ipc:// socket (the "
+		               "caller's role comes from its credentials), got "
+		               "'%.64s'",
+		               c->admin_socket);
+		rc = KASIR_ECONFIG;
+	}
+	return rc;
 }
 
 #define F(member) offsetof(struct base_conf, member)

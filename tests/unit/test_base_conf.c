@@ -248,6 +248,10 @@ test_rules(void **state)
 	 * cannot use is refused by the load, not at start */
 	expect_errors(DB KEYS "  sign_with: k1\nadmin:\n  listen: 127.0.0.1\n",
 	              ":9: 'admin.listen': want HOST:PORT, [V6]:PORT or :PORT");
+	/* roles come from an ipc socket's peer credentials only */
+	expect_errors(DB KEYS
+	              "  sign_with: k1\nadmin:\n  socket: tcp://127.0.0.1:7\n",
+	              ":9: 'admin.socket': want an ipc:// socket");
 	expect_errors(DB KEYS
 	              "  sign_with: k1\nadmin:\n  listen: \"h:70000\"\n",
 	              ":9: 'admin.listen': want HOST:PORT");
