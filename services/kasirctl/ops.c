@@ -47,8 +47,10 @@ ops_open(struct ctl *c, char *why, size_t why_len)
 		return -ENOENT;
 	}
 	if ((r = db_open(&dc, &c->ops)) < 0 || (r = db_ensure(c->ops)) < 0) {
-		snprintf(why, why_len, "ops database (%s) unreachable%s%s",
-		         c->conf.db_url, c->ops ? ": " : "",
+		/* the URL itself is not printed: it may hold a password */
+		snprintf(why, why_len,
+		         "ops database (database.url in %s) unreachable%s%s",
+		         c->conf_source, c->ops ? ": " : "",
 		         c->ops ? db_last_error(c->ops) : "");
 		return KASIR_EDB;
 	}
