@@ -130,6 +130,17 @@ def snap_calls(s):
     return sum(v for v in st.values() if isinstance(v, int))
 
 
+def order_snap_failed(s, order_id):
+    """An order whose create call found Snap down (502); Snap is back
+    after it.  Returns the call's body and headers, for the retries."""
+    s.fake("/_fake/snap", {"mode": "5xx", "count": 10, "status": 500})
+    body = order_body(order_id=order_id)
+    h = {"Idempotency-Key": "idem-" + order_id}
+    err(s.http("POST", "/v1/orders", body, headers=h), 502, "snap_unavailable")
+    s.fake("/_fake/snap", {"mode": "normal"})
+    return body, h
+
+
 def test_snap_once(s):
     """One Snap call at a time per order (migration 0015, api.c).
 
@@ -167,11 +178,7 @@ def test_snap_once(s):
     assert snap_calls(s) == n
 
     # a holder that died: its lease runs out, then a retry calls Snap
-    s.fake("/_fake/snap", {"mode": "5xx", "count": 10, "status": 500})
-    body = order_body(order_id="SNAP-DEAD")
-    h = {"Idempotency-Key": "idem-dead"}
-    err(s.http("POST", "/v1/orders", body, headers=h), 502, "snap_unavailable")
-    s.fake("/_fake/snap", {"mode": "normal"})
+    body, h = order_snap_failed(s, "SNAP-DEAD")
     s.sql("UPDATE orders.orders SET snap_lease_until = now() + interval '1 minute'"
           " WHERE order_id='SNAP-DEAD'")
     n = snap_calls(s)
@@ -192,11 +199,7 @@ def test_snap_once(s):
     assert snap_calls(s) == n
 
     # past its expiry: no payment page for it, whatever the retry
-    s.fake("/_fake/snap", {"mode": "5xx", "count": 10, "status": 500})
-    body = order_body(order_id="SNAP-LATE")
-    h = {"Idempotency-Key": "idem-late"}
-    err(s.http("POST", "/v1/orders", body, headers=h), 502, "snap_unavailable")
-    s.fake("/_fake/snap", {"mode": "normal"})
+    body, h = order_snap_failed(s, "SNAP-LATE")
     s.sql("UPDATE orders.orders SET expires_at = now() - interval '1 second'"
           " WHERE order_id='SNAP-LATE'")
     n = snap_calls(s)
