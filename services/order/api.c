@@ -522,9 +522,10 @@ replay_create(struct order_service *s, const struct create_in *in,
 		const char *oid = db_get(row, 0, IDEM_ORDER_ID);
 		const char *status = db_get(row, 0, IDEM_STATUS);
 		const char *token = db_get(row, 0, IDEM_TOKEN);
+		const char *hash = db_get(row, 0, IDEM_HASH);
 		PGresult *claimed = NULL;
 
-		if (strcmp(db_get(row, 0, IDEM_HASH), in->hash) != 0)
+		if (hash == NULL || strcmp(hash, in->hash) != 0)
 			return http_error(resp, 409, "idempotency_conflict",
 			                  "Idempotency-Key reused with a "
 			                  "different request");
