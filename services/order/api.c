@@ -20,13 +20,14 @@
  *
  * One Snap call at a time per order (migration 0015): the create call
  * holds the order's Snap lease from the INSERT until it records Snap's
- * answer.  A call repeated with the same Idempotency-Key and body answers
- * from the row (the token kasir holds, or why there is none) and calls
- * Snap again only when it can take the lease: the order PENDING, before
+ * answer, and records it only if it still holds it.  A call repeated with
+ * the same Idempotency-Key and body answers from the row (replay_create:
+ * the page kasir holds, or why there is none) and calls Snap again only
+ * when it can take the lease: the order PENDING, a minute or more before
  * its expiry, with no token and no 406.  While another call holds it:
- * request_in_progress.  A token is handed out only once it is stored: a
- * 406 that kasir's own earlier call caused never marks an order whose
- * token a customer may hold (docs/state-machine.md).
+ * request_in_progress.  A token is handed out only once it is stored, and
+ * never for an order that can no longer be paid or whose id Midtrans had
+ * (docs/state-machine.md).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -205,6 +206,26 @@ struct create_in {
 	char hash[65];
 };
 
+/* A payment page is opened only with at least this much of the order's
+ * time left, and its window at Midtrans ends by the order's expiry: the
+ * whole minutes left (SNAP_WINDOW_MS, rounded down by start_payment). */
+#define SNAP_MIN_WINDOW "interval '1 minute'"
+#define SNAP_WINDOW_MS  "(extract(epoch FROM expires_at - now()) * 1000)::bigint"
+
+/* The order's Snap lease, as its holder knows it: which call holds it
+ * (st_snap_result records only for that one), and how long the order has
+ * left (the payment page's window). */
+struct snap_lease {
+	char id[40];
+	int64_t window_ms;
+};
+
+/* After a 406 no payment page can be had for the order id. */
+#define SNAP_ID_TAKEN_MESSAGE                                                  \
+	"payment already registered at midtrans under this order id and "      \
+	"kasir holds no payment page for it; create a new order (a new "       \
+	"Idempotency-Key): this one expires unpaid"
+
 /* The columns of a repeated call's answer, in this order. */
 enum idem_col {
 	IDEM_ORDER_ID,
@@ -221,7 +242,8 @@ enum idem_col {
 static const struct db_stmt st_idem = {
     .name = "api_idem_lookup",
     .sql = "SELECT order_id, request_hash, status, snap_token, redirect_url,"
-           " " TS("expires_at") ", needs_reconcile, expires_at <= now()"
+           " " TS("expires_at") ", needs_reconcile,"
+           " expires_at <= now() + " SNAP_MIN_WINDOW
            " FROM orders.orders WHERE idempotency_key = $1",
     .nparams = 1,
 };
@@ -231,12 +253,13 @@ static const struct db_stmt st_idem = {
 static const struct db_stmt st_snap_claim = {
     .name = "api_snap_claim",
     .sql = "UPDATE orders.orders"
-           " SET snap_lease_until = now() + $2::bigint * interval '1 millisecond'"
+           " SET snap_lease_until = now() + $2::bigint * interval '1 millisecond',"
+           " snap_lease_id = gen_random_uuid()"
            " WHERE order_id = $1 AND status = 'PENDING'"
-           " AND expires_at > now() AND snap_token IS NULL"
-           " AND NOT needs_reconcile"
+           " AND expires_at > now() + " SNAP_MIN_WINDOW
+           " AND snap_token IS NULL AND NOT needs_reconcile"
            " AND (snap_lease_until IS NULL OR snap_lease_until < now())"
-           " RETURNING order_id",
+           " RETURNING snap_lease_id, " SNAP_WINDOW_MS,
     .nparams = 2,
 };
 
@@ -245,18 +268,20 @@ static const struct db_stmt st_insert = {
     .sql = "INSERT INTO orders.orders (order_id, course_id, course_title,"
            " amount, customer_name, customer_email, customer_phone,"
            " access_days, expires_at, idempotency_key, request_hash, drill,"
-           " snap_lease_until)"
+           " snap_lease_until, snap_lease_id)"
            " VALUES ($1, $2, $3, $4::bigint, $5, $6, $7, $8::integer,"
            " now() + $9::bigint * interval '1 millisecond', $10, $11,"
-           " $12::boolean, now() + $13::bigint * interval '1 millisecond')"
-           " RETURNING " TS("expires_at"),
+           " $12::boolean, now() + $13::bigint * interval '1 millisecond',"
+           " gen_random_uuid())"
+           " RETURNING " TS("expires_at") ", snap_lease_id, " SNAP_WINDOW_MS,
     .nparams = 13,
 };
 
-/* Records Snap's answer and gives the lease back.  A 406 marks the order
- * (needs_reconcile: a payment under its id is someone else's) only while
- * kasir holds no token for it: with one, the id was taken by kasir's own
- * call. */
+/* Records Snap's answer and gives the lease back, only while the caller
+ * still holds it ($7): a caller that lost it records nothing (no row).  A
+ * 406 marks the order (needs_reconcile: a payment under its id is someone
+ * else's) only while kasir holds no token for it: with one, the id was
+ * taken by kasir's own call. */
 static const struct db_stmt st_snap_result = {
     .name = "api_snap_result",
     .sql = "UPDATE orders.orders SET snap_token = coalesce($2, snap_token),"
@@ -264,9 +289,10 @@ static const struct db_stmt st_snap_result = {
            " snap_attempts = snap_attempts + $5::integer,"
            " needs_reconcile = needs_reconcile"
            "  OR ($6::boolean AND snap_token IS NULL),"
-           " snap_lease_until = NULL"
-           " WHERE order_id = $1 RETURNING status",
-    .nparams = 6,
+           " snap_lease_until = NULL, snap_lease_id = NULL"
+           " WHERE order_id = $1 AND snap_lease_id = $7::uuid"
+           " RETURNING status",
+    .nparams = 7,
 };
 /* clang-format on */
 
@@ -410,7 +436,7 @@ parse_create(const struct order_service *s, const struct http_request *req,
 static int
 start_payment(struct order_service *s, const struct create_in *in,
               const char *order_id, const char *expires_at,
-              struct http_response *resp)
+              const struct snap_lease *lease, struct http_response *resp)
 {
 	struct snap_request rq = {
 	    .order_id = order_id,
@@ -420,7 +446,10 @@ start_payment(struct order_service *s, const struct create_in *in,
 	    .name = in->name,
 	    .email = in->email,
 	    .phone = in->phone,
-	    .expiry_minutes = s->conf->order_expiry_ms / 60000,
+	    /* the page closes by the order's expiry, not a full expiry
+	     * after a retry */
+	    .expiry_minutes =
+	        lease->window_ms >= 60000 ? lease->window_ms / 60000 : 1,
 	};
 	struct snap_result r;
 	struct kasir_db *db;
@@ -432,13 +461,14 @@ start_payment(struct order_service *s, const struct create_in *in,
 	snap_create(s->conf, &rq, &r);
 	metric_observe(s->m.snap_latency, (double)(now_mono_ms() - t0) / 1e3);
 	snprintf(attempts, sizeof(attempts), "%d", r.attempts);
-	const char *params[6] = {
+	const char *params[7] = {
 	    order_id,
 	    r.outcome == SNAP_OK ? r.token : NULL,
 	    r.outcome == SNAP_OK ? r.redirect_url : NULL,
 	    r.outcome == SNAP_OK ? NULL : r.error,
 	    attempts,
 	    r.outcome == SNAP_USED ? "true" : "false",
+	    lease->id,
 	};
 	/* The Snap answer and, when there is a payment link, the
 	 * order.payment_link event (the notifier's payment instructions) are
@@ -449,6 +479,8 @@ start_payment(struct order_service *s, const struct create_in *in,
 		rc = db_begin(db);
 	if (rc == 0)
 		rc = db_exec(db, &st_snap_result, params, &res);
+	if (rc == 0 && PQntuples(res) != 1)
+		rc = KASIR_ECONFLICT; /* the lease was taken over */
 	if (rc == 0 && r.outcome == SNAP_OK)
 		rc = store_emit(s->producer, db, MSG_ORDER_PAYMENT_LINK,
 		                order_id, NULL, NULL);
@@ -460,6 +492,20 @@ start_payment(struct order_service *s, const struct create_in *in,
 	db_pool_put(&s->pool, db);
 	if (rc == 0 && r.outcome == SNAP_OK)
 		stream_producer_kick(s->producer);
+	if (rc == KASIR_ECONFLICT) {
+		/* This call overran its lease and another one took it:
+		 * that one's answer is the order's; this one's is dropped
+		 * (a token from it is never handed out). */
+		log_order(
+		    LOG_WARNING, order_id,
+		    "snap lease lost to another call after %d attempt(s); "
+		    "its outcome (%s) is not recorded",
+		    r.attempts, r.outcome == SNAP_OK ? "a token" : r.error);
+		return http_error(resp, 409, "request_in_progress",
+		                  "another request took over starting this "
+		                  "order's payment; retry with the same "
+		                  "Idempotency-Key");
+	}
 	if (rc < 0) {
 		log_order(LOG_ERR, order_id,
 		          "storing the snap outcome (%s) failed: %s",
@@ -481,9 +527,7 @@ start_payment(struct order_service *s, const struct create_in *in,
 		          r.error);
 		return http_error(resp, 502, "snap_unavailable",
 		                  r.outcome == SNAP_USED
-		                      ? "payment already registered at "
-		                        "midtrans; the order is being "
-		                        "reconciled"
+		                      ? SNAP_ID_TAKEN_MESSAGE
 		                      : "payment gateway unavailable, retry "
 		                        "with the same Idempotency-Key");
 	}
@@ -511,7 +555,8 @@ snap_lease_ms(const struct order_service *s)
  */
 static int
 replay_create(struct order_service *s, const struct create_in *in,
-              struct kasir_db *db, PGresult **res, struct http_response *resp)
+              struct kasir_db *db, PGresult **res, struct snap_lease *ret,
+              struct http_response *resp)
 {
 	char lease[24], msg[160];
 	int rc;
@@ -523,33 +568,41 @@ replay_create(struct order_service *s, const struct create_in *in,
 		const char *status = db_get(row, 0, IDEM_STATUS);
 		const char *token = db_get(row, 0, IDEM_TOKEN);
 		const char *hash = db_get(row, 0, IDEM_HASH);
+		bool pending = strcmp(status, "PENDING") == 0;
+		bool late = db_get(row, 0, IDEM_EXPIRED)[0] == 't';
 		PGresult *claimed = NULL;
 
 		if (hash == NULL || strcmp(hash, in->hash) != 0)
 			return http_error(resp, 409, "idempotency_conflict",
 			                  "Idempotency-Key reused with a "
 			                  "different request");
-		if (token != NULL)
+		/* a paid (or refunded) order: what the call gave, and its
+		 * status now */
+		if (token != NULL && (strcmp(status, "PAID") == 0 ||
+		                      strcmp(status, "REFUNDED") == 0))
 			return answer_created(resp, 201, oid, token,
 			                      db_get(row, 0, IDEM_URL), status,
 			                      db_get(row, 0, IDEM_EXPIRES_AT));
-		if (db_get(row, 0, IDEM_ID_TAKEN)[0] == 't')
-			return http_error(resp, 502, "snap_unavailable",
-			                  "payment already registered at "
-			                  "midtrans; the order is being "
-			                  "reconciled");
-		if (strcmp(status, "PENDING") != 0 ||
-		    db_get(row, 0, IDEM_EXPIRED)[0] == 't') {
+		/* every other order that can no longer be paid: no page for
+		 * it, not even the stored one */
+		if (!pending || late) {
 			snprintf(msg, sizeof(msg),
 			         "order %s is %s: no payment can start for it; "
 			         "create a new order with a new "
 			         "Idempotency-Key",
 			         oid,
-			         strcmp(status, "PENDING") == 0
-			             ? "past its expiry"
-			             : status);
+			         pending ? "at or near its expiry" : status);
 			return http_error(resp, 409, "order_closed", msg);
 		}
+		/* the id is Midtrans's: a payment under it is flagged, so
+		 * its page is never handed out, even one kasir stored */
+		if (db_get(row, 0, IDEM_ID_TAKEN)[0] == 't')
+			return http_error(resp, 502, "snap_unavailable",
+			                  SNAP_ID_TAKEN_MESSAGE);
+		if (token != NULL)
+			return answer_created(resp, 201, oid, token,
+			                      db_get(row, 0, IDEM_URL), status,
+			                      db_get(row, 0, IDEM_EXPIRES_AT));
 		if (look > 0)
 			return http_error(
 			    resp, 409, "request_in_progress",
@@ -563,6 +616,11 @@ replay_create(struct order_service *s, const struct create_in *in,
 				return db_error(resp, rc);
 		}
 		rc = PQntuples(claimed);
+		if (rc == 1) {
+			kasir_strlcpy(ret->id, db_get(claimed, 0, 0),
+			              sizeof(ret->id));
+			ret->window_ms = db_get_i64(claimed, 0, 1);
+		}
 		PQclear(claimed);
 		if (rc == 1)
 			return 1;
@@ -592,8 +650,9 @@ create_order(struct order_service *s, const struct http_request *req,
 	cJSON *j = NULL;
 	struct kasir_db *db = NULL;
 	PGresult *res = NULL;
-	char expires_at[40], price[24], days[24], expiry[24], lease[24];
+	char expires_at[40], price[24], days[24], expiry[24], lease_ms[24];
 	char order_id[ORDER_ID_MAX + 1];
+	struct snap_lease lease;
 	int rc, tries = 0;
 
 	if (parse_create(s, req, resp, &j, &in) < 0) {
@@ -603,7 +662,7 @@ create_order(struct order_service *s, const struct http_request *req,
 	snprintf(price, sizeof(price), "%" PRId64, in.course->price);
 	snprintf(days, sizeof(days), "%" PRId64, in.course->access_days);
 	snprintf(expiry, sizeof(expiry), "%" PRId64, s->conf->order_expiry_ms);
-	snprintf(lease, sizeof(lease), "%" PRId64, snap_lease_ms(s));
+	snprintf(lease_ms, sizeof(lease_ms), "%" PRId64, snap_lease_ms(s));
 	db = db_pool_get(&s->pool);
 again:
 	if ((rc = db_ensure(db)) < 0 || (rc = db_begin(db)) < 0)
@@ -615,7 +674,7 @@ again:
 		if (PQntuples(res) == 1) {
 			/* same key seen before */
 			db_rollback(db);
-			rc = replay_create(s, &in, db, &res, resp);
+			rc = replay_create(s, &in, db, &res, &lease, resp);
 			if (rc == 1) {
 				/* Snap failed earlier: again, same id */
 				kasir_strlcpy(order_id,
@@ -629,7 +688,7 @@ again:
 				db_pool_put(&s->pool, db);
 				db = NULL;
 				rc = start_payment(s, &in, order_id, expires_at,
-				                   resp);
+				                   &lease, resp);
 			}
 			goto out;
 		}
@@ -637,19 +696,14 @@ again:
 		res = NULL;
 	}
 	{
-		const char *p[13] = {in.order_id,
-		                     in.course->id,
-		                     in.course->title,
-		                     price,
-		                     in.name,
-		                     in.email,
-		                     in.phone,
-		                     in.course->access_days ? days : NULL,
-		                     expiry,
-		                     in.idem_key,
-		                     in.hash,
-		                     in.course->drill ? "true" : "false",
-		                     lease};
+		const char *p[13] = {
+		    in.order_id,      in.course->id,
+		    in.course->title, price,
+		    in.name,          in.email,
+		    in.phone,         in.course->access_days ? days : NULL,
+		    expiry,           in.idem_key,
+		    in.hash,          in.course->drill ? "true" : "false",
+		    lease_ms};
 		rc = db_exec(db, &st_insert, p, &res);
 	}
 	if (rc == KASIR_ESQL && strcmp(db_last_sqlstate(db), "23505") == 0) {
@@ -666,6 +720,8 @@ again:
 	if (rc < 0)
 		goto rollback;
 	kasir_strlcpy(expires_at, db_get(res, 0, 0), sizeof(expires_at));
+	kasir_strlcpy(lease.id, db_get(res, 0, 1), sizeof(lease.id));
+	lease.window_ms = db_get_i64(res, 0, 2);
 	PQclear(res);
 	res = NULL;
 	if ((rc = store_emit(s->producer, db, MSG_ORDER_CREATED, in.order_id,
@@ -680,7 +736,7 @@ again:
 	          in.course->price);
 	db_pool_put(&s->pool, db);
 	db = NULL;
-	rc = start_payment(s, &in, in.order_id, expires_at, resp);
+	rc = start_payment(s, &in, in.order_id, expires_at, &lease, resp);
 	goto out;
 rollback:
 	db_rollback(db);

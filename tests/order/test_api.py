@@ -176,6 +176,10 @@ def test_snap_once(s):
     st, j, _ = s.http("POST", "/v1/orders", body, headers=h)
     assert st == 201 and j == first["r"][1], (st, j)
     assert snap_calls(s) == n
+    # ... and once the order is past its expiry, not even the stored page
+    s.sql("UPDATE orders.orders SET expires_at = now() - interval '1 second'"
+          " WHERE order_id='SNAP-ONCE'")
+    err(s.http("POST", "/v1/orders", body, headers=h), 409, "order_closed")
 
     # a holder that died: its lease runs out, then a retry calls Snap
     body, h = order_snap_failed(s, "SNAP-DEAD")
@@ -184,10 +188,39 @@ def test_snap_once(s):
     n = snap_calls(s)
     err(s.http("POST", "/v1/orders", body, headers=h), 409, "request_in_progress")
     assert snap_calls(s) == n
-    s.sql("UPDATE orders.orders SET snap_lease_until = now() - interval '1 second'"
-          " WHERE order_id='SNAP-DEAD'")
+    # (ten minutes left: the retry's page must close by then, not a
+    # whole order expiry later)
+    s.sql("UPDATE orders.orders SET snap_lease_until = now() - interval '1 second',"
+          " expires_at = now() + interval '10 minutes' WHERE order_id='SNAP-DEAD'")
     st, j, _ = s.http("POST", "/v1/orders", body, headers=h)
     assert st == 201 and j["snap_token"] and snap_calls(s) == n + 1, (st, j)
+    page_ends = s.fake("/_fake/orders/SNAP-DEAD")["expiry_at"]
+    order_ends = s.sql("SELECT to_char(expires_at AT TIME ZONE 'UTC',"
+                       " 'YYYY-MM-DD\"T\"HH24:MI:SS') FROM orders.orders"
+                       " WHERE order_id='SNAP-DEAD'")[0][0]
+    assert page_ends[:19] <= order_ends, (page_ends, order_ends)
+
+    # a holder that overran its lease (a stalled database): a retry took
+    # the order over, and the holder's late token is never handed out
+    s.fake("/_fake/snap", {"mode": "slow", "count": 1, "delay_s": 4})
+    body = order_body(order_id="SNAP-FENCE")
+    h = {"Idempotency-Key": "idem-fence"}
+    first = {}
+    t = threading.Thread(target=lambda: first.update(
+        r=s.http("POST", "/v1/orders", body, headers=h)))
+    t.start()
+    deadline = time.time() + 10
+    while "SNAP-FENCE" not in [o["order_id"] for o in s.fake("/_fake/orders")["orders"]]:
+        assert time.time() < deadline, "the first call never reached Snap"
+        time.sleep(0.01)
+    s.sql("UPDATE orders.orders SET snap_lease_until = now() - interval '1 second'"
+          " WHERE order_id='SNAP-FENCE'")
+    err(s.http("POST", "/v1/orders", body, headers=h), 502, "snap_unavailable")
+    t.join()
+    err(first["r"], 409, "request_in_progress")
+    row = s.sql("SELECT snap_token, needs_reconcile FROM orders.orders"
+                " WHERE order_id='SNAP-FENCE'")[0]
+    assert row == (None, True), row
 
     # after a 406 the id is Midtrans's: a retry answers without calling Snap
     s.fake("/_fake/snap", {"mode": "lost", "count": 1})
@@ -205,7 +238,7 @@ def test_snap_once(s):
     n = snap_calls(s)
     st, j, _ = s.http("POST", "/v1/orders", body, headers=h)
     assert st == 409 and j["error"]["code"] == "order_closed" and \
-        "SNAP-LATE is past its expiry" in j["error"]["message"], (st, j)
+        "SNAP-LATE is at or near its expiry" in j["error"]["message"], (st, j)
     assert snap_calls(s) == n
 
 

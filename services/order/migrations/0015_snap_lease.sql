@@ -11,8 +11,22 @@
 --
 -- snap_lease_until: until when one call holds the order's Snap call.  The
 -- create call sets it with the row; a repeated call takes it only when it
--- is free or has run out (the holder died), the order is PENDING, not
--- past its expiry, has no token and no 406; the call that holds it clears
--- it when it records Snap's answer (services/order/api.c).  Not indexed:
--- updating it keeps the row's updates HOT.
-ALTER TABLE orders.orders ADD COLUMN snap_lease_until timestamptz;
+-- is free or has run out (the holder died), the order is PENDING, a
+-- minute or more before its expiry, has no token and no 406.
+-- snap_lease_id: which call holds it (a new id each time it is taken).
+-- Snap's answer is recorded only by the call whose id is still there: a
+-- holder that overran its lease (a stalled database, a paused process)
+-- and lost it to a retry records nothing and hands out nothing
+-- (services/order/api.c).  Neither is indexed: updating them keeps the
+-- row's updates HOT.
+ALTER TABLE orders.orders
+	ADD COLUMN snap_lease_until timestamptz,
+	ADD COLUMN snap_lease_id uuid;
+
+-- Rows the race already damaged: a token and the 406 mark.  Snap answers
+-- 201 for an order id only while Midtrans does not know it, so an order
+-- that got a token had its id registered by kasir's own call, and the
+-- 406 came from kasir's own second call: payments under the id are this
+-- order's.  (An order flagged meanwhile stays flagged for an operator.)
+UPDATE orders.orders SET needs_reconcile = false
+	WHERE needs_reconcile AND snap_token IS NOT NULL;
