@@ -566,20 +566,24 @@ db_exec(struct kasir_db *db, const struct db_stmt *stmt,
 		char *copy = strdup(stmt->name);
 		if (copy == NULL)
 			return -ENOMEM;
+		live_wait_begin(db->live);
 		res = PQprepare(db->pg, stmt->name, stmt->sql, stmt->nparams,
 		                NULL);
+		live_wait_end(db->live);
 		if ((rc = db_classify(db, res, NULL)) < 0) {
 			free(copy);
 			return rc;
 		}
 		db->prepared[db->nprepared++] = copy;
 	}
+	live_wait_begin(db->live);
 	if (db_is_prepared(db, stmt->name))
 		res = PQexecPrepared(db->pg, stmt->name, stmt->nparams, params,
 		                     NULL, NULL, 0);
 	else /* table full: run it unnamed */
 		res = PQexecParams(db->pg, stmt->sql, stmt->nparams, NULL,
 		                   params, NULL, NULL, 0);
+	live_wait_end(db->live);
 	return db_classify(db, res, ret_res);
 }
 
@@ -598,6 +602,7 @@ int
 db_exec_sql(struct kasir_db *db, const char *sql)
 {
 	char verb[32];
+	PGresult *res;
 	int rc;
 
 	if (db == NULL || sql == NULL)
@@ -606,7 +611,10 @@ db_exec_sql(struct kasir_db *db, const char *sql)
 		return rc;
 	sql_verb(sql, verb, sizeof(verb));
 	db_failpoint(db, verb);
-	return db_classify(db, PQexec(db->pg, sql), NULL);
+	live_wait_begin(db->live);
+	res = PQexec(db->pg, sql);
+	live_wait_end(db->live);
+	return db_classify(db, res, NULL);
 }
 
 int
@@ -643,7 +651,11 @@ db_commit(struct kasir_db *db)
 		return KASIR_EDB;
 	}
 	db_failpoint(db, "COMMIT");
+	/* no statement_timeout covers a COMMIT waiting for a synchronous
+	 * standby: the wait itself is judged (liveness.h) */
+	live_wait_begin(db->live);
 	res = PQexec(db->pg, "COMMIT");
+	live_wait_end(db->live);
 	st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 	state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 	if (res == NULL || PQstatus(db->pg) != CONNECTION_OK ||
@@ -710,7 +722,9 @@ db_rollback(struct kasir_db *db)
 		return;
 	}
 	db_failpoint(db, "ROLLBACK");
+	live_wait_begin(db->live);
 	res = PQexec(db->pg, "ROLLBACK");
+	live_wait_end(db->live);
 	if (res == NULL || PQstatus(db->pg) != CONNECTION_OK ||
 	    PQresultStatus(res) != PGRES_COMMAND_OK) {
 		db_set_error(db, "",

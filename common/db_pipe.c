@@ -8,12 +8,14 @@
 #include <string.h>
 
 #include "db_impl.h"
+#include "liveness.h"
 #include "err.h"
 
 /* Prepares stmt on db->pg unless done; 0 or a KASIR_E* code. */
 static int
 prepare_once(struct kasir_db *db, const struct db_stmt *stmt)
 {
+	PGresult *res;
 	char *copy;
 	int rc;
 
@@ -24,9 +26,10 @@ prepare_once(struct kasir_db *db, const struct db_stmt *stmt)
 	copy = strdup(stmt->name);
 	if (copy == NULL)
 		return -ENOMEM;
-	rc = db_classify(
-	    db, PQprepare(db->pg, stmt->name, stmt->sql, stmt->nparams, NULL),
-	    NULL);
+	live_wait_begin(db->live);
+	res = PQprepare(db->pg, stmt->name, stmt->sql, stmt->nparams, NULL);
+	live_wait_end(db->live);
+	rc = db_classify(db, res, NULL);
 	if (rc < 0) {
 		free(copy);
 		return rc;
@@ -111,7 +114,9 @@ db_pipe_result(struct kasir_db *db, PGresult **ret_res)
 	if (db->pg == NULL)
 		return KASIR_EDB;
 	for (;;) {
+		live_wait_begin(db->live);
 		res = PQgetResult(db->pg);
+		live_wait_end(db->live);
 		if (res == NULL) {
 			db_set_error(db, "", PQerrorMessage(db->pg));
 			db_mark_broken(db);
@@ -134,7 +139,9 @@ db_pipe_result(struct kasir_db *db, PGresult **ret_res)
 			return rc; /* connection gone: nothing more to read */
 	}
 	/* each statement's results end with a NULL */
+	live_wait_begin(db->live);
 	end = PQgetResult(db->pg);
+	live_wait_end(db->live);
 	if (end != NULL) {
 		PQclear(end);
 		db_mark_broken(db); /* protocol out of step: start afresh */
@@ -165,7 +172,9 @@ db_pipe_end(struct kasir_db *db)
 		if (db_pipe_result(db, NULL) == KASIR_EDB)
 			break;
 	while (db->piping && db->pg != NULL && db->pipe_synced > 0) {
+		live_wait_begin(db->live);
 		res = PQgetResult(db->pg);
+		live_wait_end(db->live);
 		if (res == NULL) { /* a sync is owed: the connection failed */
 			db_mark_broken(db);
 			break;

@@ -20,6 +20,7 @@ struct live_loop {
 	int64_t last_ok_ms;       /* monotonic; 0 never (atomic) */
 	int64_t failing_since_ms; /* first failure since the last ok; 0 none */
 	int64_t last_fail_ms;
+	int64_t waiting_since_ms; /* a blocking call started; 0 none */
 };
 
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -78,14 +79,41 @@ live_fail(struct live_loop *l)
 	                            __ATOMIC_RELAXED, __ATOMIC_RELAXED);
 }
 
+void
+live_wait_begin(struct live_loop *l)
+{
+	int64_t zero = 0;
+
+	if (l == NULL)
+		return;
+	/* another handle of the loop already waiting keeps its start */
+	__atomic_compare_exchange_n(&l->waiting_since_ms, &zero, now_mono_ms(),
+	                            false, __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
+
+void
+live_wait_end(struct live_loop *l)
+{
+	if (l != NULL)
+		__atomic_store_n(&l->waiting_since_ms, 0, __ATOMIC_RELAXED);
+}
+
+bool
+live_waiting_silent(int64_t since, int64_t now, int64_t bound_ms)
+{
+	return since > 0 && now - since > bound_ms;
+}
+
 static void
 judge(const struct live_loop *l, int64_t now, struct live_status *st)
 {
 	int64_t ok = __atomic_load_n(&l->last_ok_ms, __ATOMIC_RELAXED);
 	int64_t since = __atomic_load_n(&l->failing_since_ms, __ATOMIC_RELAXED);
 	int64_t last = __atomic_load_n(&l->last_fail_ms, __ATOMIC_RELAXED);
+	int64_t waiting =
+	    __atomic_load_n(&l->waiting_since_ms, __ATOMIC_RELAXED);
 
-	snprintf(st->name, sizeof(st->name), "%s", l->name);
+	kasir_strlcpy(st->name, l->name, sizeof(st->name));
 	st->kind = l->kind;
 	st->bound_ms = l->bound_ms;
 	st->ok_age_ms = ok > 0 ? now - ok : -1;
@@ -96,6 +124,9 @@ judge(const struct live_loop *l, int64_t now, struct live_status *st)
 	else
 		st->silent =
 		    live_on_demand_silent(since, last, now, l->bound_ms);
+	st->wait_age_ms = waiting > 0 ? now - waiting : -1;
+	if (live_waiting_silent(waiting, now, l->bound_ms))
+		st->silent = true;
 }
 
 bool
@@ -132,7 +163,14 @@ live_check(char *why, size_t why_len)
 	for (size_t i = 0; i < n; i++) {
 		if (!st[i].silent)
 			continue;
-		if (st[i].ok_age_ms < 0)
+		if (st[i].wait_age_ms > st[i].bound_ms)
+			snprintf(why, why_len,
+			         "loop %s silent: a database command has been "
+			         "waited for %lld s (bound %lld s)",
+			         st[i].name,
+			         (long long)(st[i].wait_age_ms / 1000),
+			         (long long)(st[i].bound_ms / 1000));
+		else if (st[i].ok_age_ms < 0)
 			snprintf(why, why_len,
 			         "loop %s silent: no successful pass yet "
 			         "(bound %lld s)",

@@ -16,6 +16,14 @@
  *              run when asked) - every command has failed for longer than
  *              LIVE_ON_DEMAND_MS while it was still being asked (its last
  *              failure is recent).  One that is not asked is not judged.
+ *   either     - a command it is still waiting for has been waited for
+ *              longer than its bound: a COMMIT waiting for a synchronous
+ *              standby that is down, a frozen session (no
+ *              statement_timeout covers them, and the server is alive).
+ *              The handle marks the wait around every call that blocks
+ *              on the server (db.c, db_pipe.c).  Handles that share a
+ *              loop (a pool) share one mark: the last to finish clears
+ *              it.
  *
  * A silent loop makes /readyz fail naming it, shows as
  * kasir_loop_silent{loop="..."} 1, and kasirctl doctor names it (SOP 6.5).
@@ -38,6 +46,9 @@
  * (0: not failing), last failure at `last`, judged at `now`. */
 bool live_on_demand_silent(int64_t since, int64_t last, int64_t now,
                            int64_t bound_ms);
+/* The waiting rule: waiting since `since` (0: not waiting), judged at
+ * `now`. */
+bool live_waiting_silent(int64_t since, int64_t now, int64_t bound_ms);
 
 enum live_kind { LIVE_PERIODIC, LIVE_ON_DEMAND };
 
@@ -52,12 +63,16 @@ struct live_loop *live_register(const char *name, enum live_kind kind,
  * connection.  Accept NULL. */
 void live_ok(struct live_loop *l);
 void live_fail(struct live_loop *l);
+/* A call that blocks on the server starts / returned.  Accept NULL. */
+void live_wait_begin(struct live_loop *l);
+void live_wait_end(struct live_loop *l);
 
 struct live_status {
 	char name[LIVE_NAME_MAX];
 	enum live_kind kind;
 	int64_t bound_ms;
-	int64_t ok_age_ms; /* since the last success; -1 never */
+	int64_t ok_age_ms;   /* since the last success; -1 never */
+	int64_t wait_age_ms; /* the command waited for; -1 none */
 	bool silent;
 };
 /* Fills up to max entries (registration order); returns the count. */

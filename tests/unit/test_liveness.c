@@ -1,7 +1,8 @@
 /*
- * test_liveness.c - the on-demand liveness rule (common/liveness.c):
+ * test_liveness.c - the liveness rules (common/liveness.c): on demand,
  * silent only while every command has failed for longer than the bound
- * and it is still being asked.
+ * and it is still being asked; any loop, silent while a command has been
+ * waited for longer than its bound.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -34,11 +35,46 @@ test_on_demand(void **state)
 	assert_false(live_on_demand_silent(1000, 30000, 30001 + B, B));
 }
 
+/* A command waited for longer than the bound makes any loop silent,
+ * whatever its last success (a COMMIT waiting for a standby that is down:
+ * the loop's other commands kept succeeding until it). */
+static void
+test_waiting(void **state)
+{
+	struct live_status st[LIVE_LOOPS_MAX];
+	struct live_loop *l;
+	size_t n;
+
+	(void)state;
+	assert_false(live_waiting_silent(0, 100000, B));
+	assert_false(live_waiting_silent(1000, 1000 + B, B));
+	assert_true(live_waiting_silent(1000, 1001 + B, B));
+
+	/* the marks reach the snapshot, and the end clears them; two
+	 * handles of one loop keep the first start */
+	l = live_register("test.waiting", LIVE_ON_DEMAND, 0);
+	assert_non_null(l);
+	live_ok(l);
+	live_wait_begin(l);
+	live_wait_begin(l);
+	n = live_snapshot(st, LIVE_LOOPS_MAX);
+	assert_int_equal(n, 1);
+	assert_true(st[0].wait_age_ms >= 0);
+	assert_false(st[0].silent); /* just started */
+	live_wait_end(l);
+	live_snapshot(st, LIVE_LOOPS_MAX);
+	assert_int_equal(st[0].wait_age_ms, -1);
+	assert_false(st[0].silent);
+	live_wait_begin(NULL); /* a handle without a loop */
+	live_wait_end(NULL);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_on_demand),
+	    cmocka_unit_test(test_waiting),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,95 @@
+"""/readyz tells the truth while a COMMIT waits without end (found by an
+outside attack, 2026-12-07; docs/failure-model.md, liveness.h "either").
+
+`synchronous_standby_names` names a standby that is not there: every
+COMMIT that wrote something waits for it.  No statement_timeout covers
+that wait (PostgreSQL turns it off for the commit), and the server is
+alive, so nothing fails: kasir-ingest's committer waited inside COMMIT
+while /readyz answered 200 and every notification timed out.  Now a
+command waited for longer than its loop's bound makes the loop silent:
+within the committer's 15 s (plus a poll) /readyz answers 503 naming
+it; once the standby requirement is gone the waiting COMMIT returns,
+the notification is stored and /readyz is 200 again.
+"""
+
+import json
+import sys
+import threading
+import time
+
+import kasirtest
+
+KEY = "askvnoibnosifnboseofinbofinfgbiufglnbfg"
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+    print(f"ok - {what}", flush=True)
+
+
+def notification(n):
+    import hashlib
+    oid, code, amount = f"CW-{n:04d}", "201", "154600.00"
+    b = {"transaction_time": "2026-11-23 16:00:00", "transaction_status": "pending",
+         "transaction_id": f"tx-{oid}", "status_message": "midtrans payment notification",
+         "status_code": code, "order_id": oid, "gross_amount": amount,
+         "payment_type": "bank_transfer", "currency": "IDR",
+         "signature_key": hashlib.sha512((oid + code + amount + KEY).encode()).hexdigest()}
+    return json.dumps(b).encode()
+
+
+def stored(st, oid):
+    return st.sql("SELECT count(*) FROM ingest.payment_event WHERE order_id = %s",
+                  (oid,))[0][0]
+
+
+def main():
+    ov = {"INGEST_RATE": "10000", "INGEST_BURST": "10000"}
+    hdr = {"Content-Type": "application/json"}
+    with kasirtest.Stack.for_test(server_key=KEY, overrides=ov) as st:
+        st.start("ingest")
+        r = st.notify(notification(0), hdr)
+        check(r.status == 200, f"a notification stored ({r.status})")
+        check(st.admin("ingest", "/readyz").status == 200, "kasir-ingest ready")
+        st.pg.psql("ALTER SYSTEM SET synchronous_standby_names = 'nobody_there'")
+        st.pg.psql("SELECT pg_reload_conf()")
+        answers = []
+        sender = None
+        try:
+            # one notification, whose COMMIT now waits; its sender gives
+            # up long before the COMMIT returns
+            sender = threading.Thread(target=lambda: answers.append(
+                st.notify(notification(1), hdr, timeout=60)))
+            sender.start()
+            t0, why = time.monotonic(), None
+            while time.monotonic() - t0 < 40:
+                rz = st.admin("ingest", "/readyz")
+                if rz.status == 503:
+                    why = (time.monotonic() - t0, rz.raw.decode(errors="replace"))
+                    break
+                time.sleep(0.5)
+            check(why is not None, "kasir-ingest's /readyz answers 503 while a COMMIT waits")
+            secs, text = why
+            check("ingest.committer" in text and "waited for" in text,
+                  f"/readyz names the waiting committer after {secs:.0f} s: "
+                  f"{text.strip()[:140]}")
+            check(secs >= 14, f"not before the committer's bound (15 s): {secs:.1f} s")
+            check(stored(st, "CW-0001") == 0, "the waiting notification is not stored yet")
+        finally:
+            st.pg.psql("ALTER SYSTEM RESET synchronous_standby_names")
+            st.pg.psql("SELECT pg_reload_conf()")
+        if sender is not None:
+            sender.join(70)
+        check(answers and answers[0].status == 200,
+              f"the waiting notification is answered 200 once its COMMIT returns "
+              f"({answers[0].status if answers else 'no answer'})")
+        check(stored(st, "CW-0001") == 1, "... and stored")
+        st.wait_until(lambda: st.admin("ingest", "/readyz").status == 200, timeout=30,
+                      what="kasir-ingest ready again")
+        check(True, "kasir-ingest's /readyz is 200 again")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
