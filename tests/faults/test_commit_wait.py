@@ -12,31 +12,17 @@ it; once the standby requirement is gone the waiting COMMIT returns,
 the notification is stored and /readyz is 200 again.
 """
 
-import json
 import sys
 import threading
 import time
 
 import kasirtest
 
-KEY = "askvnoibnosifnboseofinbofinfgbiufglnbfg"
-
-
-def check(cond, what):
-    if not cond:
-        raise AssertionError(what)
-    print(f"ok - {what}", flush=True)
+from faultutil import KEY, check, notification as signed, ready_again
 
 
 def notification(n):
-    import hashlib
-    oid, code, amount = f"CW-{n:04d}", "201", "154600.00"
-    b = {"transaction_time": "2026-11-23 16:00:00", "transaction_status": "pending",
-         "transaction_id": f"tx-{oid}", "status_message": "midtrans payment notification",
-         "status_code": code, "order_id": oid, "gross_amount": amount,
-         "payment_type": "bank_transfer", "currency": "IDR",
-         "signature_key": hashlib.sha512((oid + code + amount + KEY).encode()).hexdigest()}
-    return json.dumps(b).encode()
+    return signed("CW", n)
 
 
 def stored(st, oid):
@@ -85,9 +71,7 @@ def main():
               f"the waiting notification is answered 200 once its COMMIT returns "
               f"({answers[0].status if answers else 'no answer'})")
         check(stored(st, "CW-0001") == 1, "... and stored")
-        st.wait_until(lambda: st.admin("ingest", "/readyz").status == 200, timeout=30,
-                      what="kasir-ingest ready again")
-        check(True, "kasir-ingest's /readyz is 200 again")
+        ready_again(st)
     return 0
 
 
