@@ -235,7 +235,7 @@ enum idem_col {
 	IDEM_URL,
 	IDEM_EXPIRES_AT,
 	IDEM_ID_TAKEN, /* Snap said 406 */
-	IDEM_EXPIRED,  /* past expires_at */
+	IDEM_LATE,     /* less than SNAP_MIN_WINDOW before expires_at */
 };
 
 /* clang-format off */
@@ -549,19 +549,19 @@ snap_lease_ms(const struct order_service *s)
 /*
  * A create call repeated with the same Idempotency-Key: answers from its
  * order's row (*res, st_idem): the token kasir holds, or why no Snap call
- * is made; or takes the order's Snap lease.  Returns 1 when the lease is
- * taken (the caller calls Snap), else 0 (answered) or a negative code.
- * *res may be replaced by a fresh read.
+ * is made; or takes the order's Snap lease for lease_ms (snap_lease_ms()
+ * as text).  Returns 1 when the lease is taken (the caller calls Snap),
+ * else 0 (answered) or a negative code.  *res may be replaced by a fresh
+ * read.
  */
 static int
-replay_create(struct order_service *s, const struct create_in *in,
-              struct kasir_db *db, PGresult **res, struct snap_lease *ret,
+replay_create(const struct create_in *in, struct kasir_db *db,
+              const char *lease_ms, PGresult **res, struct snap_lease *ret,
               struct http_response *resp)
 {
-	char lease[24], msg[160];
+	char msg[160];
 	int rc;
 
-	snprintf(lease, sizeof(lease), "%" PRId64, snap_lease_ms(s));
 	for (int look = 0;; look++) {
 		const PGresult *row = *res;
 		const char *oid = db_get(row, 0, IDEM_ORDER_ID);
@@ -569,7 +569,7 @@ replay_create(struct order_service *s, const struct create_in *in,
 		const char *token = db_get(row, 0, IDEM_TOKEN);
 		const char *hash = db_get(row, 0, IDEM_HASH);
 		bool pending = strcmp(status, "PENDING") == 0;
-		bool late = db_get(row, 0, IDEM_EXPIRED)[0] == 't';
+		bool late = db_get(row, 0, IDEM_LATE)[0] == 't';
 		PGresult *claimed = NULL;
 
 		if (hash == NULL || strcmp(hash, in->hash) != 0)
@@ -611,7 +611,7 @@ replay_create(struct order_service *s, const struct create_in *in,
 			    "payment; retry with the same key in a "
 			    "few seconds");
 		{
-			const char *p[2] = {oid, lease};
+			const char *p[2] = {oid, lease_ms};
 			if ((rc = db_exec(db, &st_snap_claim, p, &claimed)) < 0)
 				return db_error(resp, rc);
 		}
@@ -674,7 +674,8 @@ again:
 		if (PQntuples(res) == 1) {
 			/* same key seen before */
 			db_rollback(db);
-			rc = replay_create(s, &in, db, &res, &lease, resp);
+			rc = replay_create(&in, db, lease_ms, &res, &lease,
+			                   resp);
 			if (rc == 1) {
 				/* Snap failed earlier: again, same id */
 				kasir_strlcpy(order_id,
