@@ -566,24 +566,22 @@ db_exec(struct kasir_db *db, const struct db_stmt *stmt,
 		char *copy = strdup(stmt->name);
 		if (copy == NULL)
 			return -ENOMEM;
-		live_wait_begin(db->live);
-		res = PQprepare(db->pg, stmt->name, stmt->sql, stmt->nparams,
-		                NULL);
-		live_wait_end(db->live);
+		res = DB_WAITED(db, PQprepare(db->pg, stmt->name, stmt->sql,
+		                              stmt->nparams, NULL));
 		if ((rc = db_classify(db, res, NULL)) < 0) {
 			free(copy);
 			return rc;
 		}
 		db->prepared[db->nprepared++] = copy;
 	}
-	live_wait_begin(db->live);
 	if (db_is_prepared(db, stmt->name))
-		res = PQexecPrepared(db->pg, stmt->name, stmt->nparams, params,
-		                     NULL, NULL, 0);
+		res = DB_WAITED(db, PQexecPrepared(db->pg, stmt->name,
+		                                   stmt->nparams, params, NULL,
+		                                   NULL, 0));
 	else /* table full: run it unnamed */
-		res = PQexecParams(db->pg, stmt->sql, stmt->nparams, NULL,
-		                   params, NULL, NULL, 0);
-	live_wait_end(db->live);
+		res =
+		    DB_WAITED(db, PQexecParams(db->pg, stmt->sql, stmt->nparams,
+		                               NULL, params, NULL, NULL, 0));
 	return db_classify(db, res, ret_res);
 }
 
@@ -611,9 +609,7 @@ db_exec_sql(struct kasir_db *db, const char *sql)
 		return rc;
 	sql_verb(sql, verb, sizeof(verb));
 	db_failpoint(db, verb);
-	live_wait_begin(db->live);
-	res = PQexec(db->pg, sql);
-	live_wait_end(db->live);
+	res = DB_WAITED(db, PQexec(db->pg, sql));
 	return db_classify(db, res, NULL);
 }
 
@@ -653,9 +649,7 @@ db_commit(struct kasir_db *db)
 	db_failpoint(db, "COMMIT");
 	/* no statement_timeout covers a COMMIT waiting for a synchronous
 	 * standby: the wait itself is judged (liveness.h) */
-	live_wait_begin(db->live);
-	res = PQexec(db->pg, "COMMIT");
-	live_wait_end(db->live);
+	res = DB_WAITED(db, PQexec(db->pg, "COMMIT"));
 	st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 	state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 	if (res == NULL || PQstatus(db->pg) != CONNECTION_OK ||
@@ -722,9 +716,7 @@ db_rollback(struct kasir_db *db)
 		return;
 	}
 	db_failpoint(db, "ROLLBACK");
-	live_wait_begin(db->live);
-	res = PQexec(db->pg, "ROLLBACK");
-	live_wait_end(db->live);
+	res = DB_WAITED(db, PQexec(db->pg, "ROLLBACK"));
 	if (res == NULL || PQstatus(db->pg) != CONNECTION_OK ||
 	    PQresultStatus(res) != PGRES_COMMAND_OK) {
 		db_set_error(db, "",

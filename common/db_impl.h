@@ -13,6 +13,7 @@
 #include <libpq-fe.h>
 
 #include "db.h"
+#include "liveness.h"
 
 #define DB_MAX_PREPARED 256
 #define DB_ERRMSG_MAX   512
@@ -98,5 +99,18 @@ bool db_is_prepared(const struct kasir_db *db, const char *name);
 
 /* A schema, role or savepoint name: [a-z_][a-z0-9_]*, at most 63. */
 bool db_ident_valid(const char *s);
+
+/* Every libpq call that blocks on the server goes through this: the wait
+ * is marked on the handle's loop while it lasts, and a wait past the
+ * loop's bound makes it silent (liveness.h).  Evaluates call once. */
+#define DB_WAITED(db, call)                                                    \
+	(live_wait_begin((db)->live), db_waited((db), (call)))
+
+static inline PGresult *
+db_waited(struct kasir_db *db, PGresult *res)
+{
+	live_wait_end(db->live);
+	return res;
+}
 
 #endif

@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "db_impl.h"
-#include "liveness.h"
 #include "err.h"
 
 /* Prepares stmt on db->pg unless done; 0 or a KASIR_E* code. */
@@ -26,9 +25,8 @@ prepare_once(struct kasir_db *db, const struct db_stmt *stmt)
 	copy = strdup(stmt->name);
 	if (copy == NULL)
 		return -ENOMEM;
-	live_wait_begin(db->live);
-	res = PQprepare(db->pg, stmt->name, stmt->sql, stmt->nparams, NULL);
-	live_wait_end(db->live);
+	res = DB_WAITED(
+	    db, PQprepare(db->pg, stmt->name, stmt->sql, stmt->nparams, NULL));
 	rc = db_classify(db, res, NULL);
 	if (rc < 0) {
 		free(copy);
@@ -114,9 +112,7 @@ db_pipe_result(struct kasir_db *db, PGresult **ret_res)
 	if (db->pg == NULL)
 		return KASIR_EDB;
 	for (;;) {
-		live_wait_begin(db->live);
-		res = PQgetResult(db->pg);
-		live_wait_end(db->live);
+		res = DB_WAITED(db, PQgetResult(db->pg));
 		if (res == NULL) {
 			db_set_error(db, "", PQerrorMessage(db->pg));
 			db_mark_broken(db);
@@ -139,9 +135,7 @@ db_pipe_result(struct kasir_db *db, PGresult **ret_res)
 			return rc; /* connection gone: nothing more to read */
 	}
 	/* each statement's results end with a NULL */
-	live_wait_begin(db->live);
-	end = PQgetResult(db->pg);
-	live_wait_end(db->live);
+	end = DB_WAITED(db, PQgetResult(db->pg));
 	if (end != NULL) {
 		PQclear(end);
 		db_mark_broken(db); /* protocol out of step: start afresh */
@@ -172,9 +166,7 @@ db_pipe_end(struct kasir_db *db)
 		if (db_pipe_result(db, NULL) == KASIR_EDB)
 			break;
 	while (db->piping && db->pg != NULL && db->pipe_synced > 0) {
-		live_wait_begin(db->live);
-		res = PQgetResult(db->pg);
-		live_wait_end(db->live);
+		res = DB_WAITED(db, PQgetResult(db->pg));
 		if (res == NULL) { /* a sync is owed: the connection failed */
 			db_mark_broken(db);
 			break;

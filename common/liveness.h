@@ -21,7 +21,7 @@
  *              standby that is down, a frozen session (no
  *              statement_timeout covers them, and the server is alive).
  *              The handle marks the wait around every call that blocks
- *              on the server (db.c, db_pipe.c).  Handles that share a
+ *              on the server (DB_WAITED, db_impl.h).  Handles that share a
  *              loop (a pool) share one mark: the last to finish clears
  *              it.
  *
