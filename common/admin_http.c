@@ -17,6 +17,7 @@
 
 #define ADMIN_HTTP_BODY_MAX 1024
 #define ADMIN_HTTP_WHY_MAX  256
+#define ADMIN_HTTP_THREADS  4 /* scrapes, /readyz, /healthz */
 
 struct admin_http {
 	struct metrics *metrics;
@@ -88,7 +89,10 @@ admin_http_start(const char *listen, struct metrics *m,
 	    .per_ip_connections = 16,
 	    .timeout_s = 10,
 	    .body_max = ADMIN_HTTP_BODY_MAX,
-	    .threads = 1,
+	    /* more than one: a scrape waiting in a frozen database
+	     * session held the only thread, and /readyz and /healthz
+	     * waited behind it */
+	    .threads = ADMIN_HTTP_THREADS,
 	    .name = "admin",
 	};
 	struct admin_http *a;

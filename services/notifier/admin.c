@@ -837,15 +837,19 @@ const struct admin_command notifier_admin_commands[] = {
 
 /* Scrape callback: job gauges per state and channel, oldest due age,
  * paused flag and stream lag.  Runs on the scraping thread with its own
- * connection. */
+ * connection.  A scrape that finds another one still in the database
+ * (PostgreSQL frozen: its query waits) leaves the database gauges as they
+ * were and answers at once, so that the loop gauges still reach the
+ * alerts (kasir_loop_silent) instead of a scrape timeout read as a dead
+ * daemon. */
 void
 notifier_scrape(void *arg)
 {
 	struct notifier *n = arg;
 	PGresult *res = NULL;
+	bool db_gauges = pthread_mutex_trylock(&n->scrape_lock) == 0;
 
-	pthread_mutex_lock(&n->scrape_lock);
-	if (db_ensure(n->scrape_db) < 0)
+	if (!db_gauges || db_ensure(n->scrape_db) < 0)
 		goto out;
 	if (db_exec(n->scrape_db, &st_backlog, NULL, &res) == 0) {
 		for (int s = 0; s < 7; s++)
@@ -894,5 +898,6 @@ out:
 		metric_set(n->m.stream_lag,
 		           (double)(head > cur ? head - cur : 0));
 	}
-	pthread_mutex_unlock(&n->scrape_lock);
+	if (db_gauges)
+		pthread_mutex_unlock(&n->scrape_lock);
 }

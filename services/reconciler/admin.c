@@ -559,7 +559,9 @@ recon_admin_audit(struct kasir_db *db, const struct admin_request *req,
 
 /* Scrape callback: pending orders by age bucket, oldest pending age,
  * unchecked past expiry, stream lag.  Runs on the scraping thread with
- * its own connection. */
+ * its own connection.  A scrape that finds another one still in the
+ * database answers at once with the database gauges as they were (see
+ * notifier_scrape). */
 void
 recon_scrape(void *arg)
 {
@@ -567,10 +569,10 @@ recon_scrape(void *arg)
 	PGresult *res = NULL;
 	char grace[24];
 	const char *p[1] = {grace};
+	bool db_gauges = pthread_mutex_trylock(&r->scrape_lock) == 0;
 
 	snprintf(grace, sizeof(grace), "%" PRId64, r->conf->expiry_grace_ms);
-	pthread_mutex_lock(&r->scrape_lock);
-	if (db_ensure(r->scrape_db) < 0)
+	if (!db_gauges || db_ensure(r->scrape_db) < 0)
 		goto out;
 	if (db_exec(r->scrape_db, &st_pending, p, &res) == 0) {
 		if (PQntuples(res) == 1) {
@@ -594,5 +596,6 @@ out:
 	}
 	metric_set(r->m.mode, (double)atomic_load(&r->mode));
 	metric_set(r->m.auth_broken, atomic_load(&r->auth_broken) ? 1 : 0);
-	pthread_mutex_unlock(&r->scrape_lock);
+	if (db_gauges)
+		pthread_mutex_unlock(&r->scrape_lock);
 }
