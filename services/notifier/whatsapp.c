@@ -32,6 +32,7 @@
 #include <curl/curl.h>
 
 #include "body_buf.h"
+#include "curl_headers.h"
 #include "channel.h"
 
 #define WA_RESPONSE_MAX (16 * 1024)
@@ -257,16 +258,9 @@ wa_send(void *state, const struct send_job *job, char *provider_id,
 	if (body == NULL || auth == NULL || h == NULL)
 		goto out;
 	snprintf(auth, alen, "Authorization: Bearer %s", c->wa_token.value);
-	hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-	if (hdrs == NULL)
+	if (!curl_headers_add(&hdrs, "Content-Type: application/json") ||
+	    !curl_headers_add(&hdrs, auth))
 		goto out;
-	{
-		struct curl_slist *t = curl_slist_append(hdrs, auth);
-
-		if (t == NULL)
-			goto out;
-		hdrs = t;
-	}
 	curl_easy_setopt(h, CURLOPT_URL, s->url);
 	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
@@ -327,10 +321,7 @@ wa_send(void *state, const struct send_job *job, char *provider_id,
 out:
 	if (h)
 		curl_easy_cleanup(h);
-	/* libcurl's copy of the token, wiped before it is freed */
-	for (struct curl_slist *w = hdrs; w != NULL; w = w->next)
-		explicit_bzero(w->data, strlen(w->data));
-	curl_slist_free_all(hdrs);
+	curl_headers_free(hdrs); /* libcurl's copy of the token wiped */
 	if (auth) {
 		explicit_bzero(auth, alen);
 		free(auth);

@@ -244,9 +244,9 @@ struct statusapi_answer {
  * answers (owned by the call until statusapi_call_reset). */
 struct statusapi_call {
 	char order_id[RECON_ID_MAX];
-	int64_t created_ms; /* the order's creation at kasir; 0: not known
-	                     * (set by the claim; statusapi_call_reset()
-	                     * keeps it, like the ids) */
+	int64_t created_ms;       /* the order's creation at kasir; 0: not known
+	                           * (set by the claim; statusapi_call_reset()
+	                           * keeps it, like the ids) */
 	char ident[RECON_ID_MAX]; /* what goes in the URL */
 	bool by_txn;              /* ident is a transaction id */
 	/* orders stream seq of the confirm.request this check answers
@@ -278,6 +278,10 @@ int statusapi_new(const struct recon_conf *conf,
                   const struct statusapi_metrics *m, int share,
                   struct statusapi **ret);
 void statusapi_free(struct statusapi *a);
+/* "Authorization: Basic base64(server_key:)", the header of every call to
+ * Midtrans's Core API (Status, Refund); the caller wipes and frees it.
+ * NULL when out of memory. */
+char *recon_auth_header(const struct recon_conf *conf);
 /*
  * The rolling client (one owner thread; statusapi_wakeup from any).
  *

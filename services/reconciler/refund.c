@@ -33,6 +33,7 @@
 #include <openssl/evp.h>
 
 #include "admin_socket.h"
+#include "curl_headers.h"
 #include "db.h"
 #include "db_json.h"
 #include "err.h"
@@ -183,51 +184,6 @@ struct refund_answer {
 	char status_message[512];
 };
 
-/* Appends s to *list; false when out of memory (*list kept). */
-static bool
-header_add(struct curl_slist **list, const char *s)
-{
-	struct curl_slist *t = curl_slist_append(*list, s);
-
-	if (t == NULL)
-		return false;
-	*list = t;
-	return true;
-}
-
-/* Frees a header list whose copy of the key is wiped first (libcurl's
- * free does not wipe), as statusapi.c does. */
-static void
-headers_free_wiped(struct curl_slist *list)
-{
-	for (struct curl_slist *h = list; h != NULL; h = h->next)
-		explicit_bzero(h->data, strlen(h->data));
-	curl_slist_free_all(list);
-}
-
-/* "Authorization: Basic base64(server_key:)"; caller wipes and frees. */
-static char *
-auth_header(const struct recon_conf *conf)
-{
-	size_t klen = conf->server_key.len + 1;
-	char *plain = malloc(klen + 1),
-	     *hdr = malloc(4 * ((klen + 2) / 3) + 32);
-
-	if (plain == NULL || hdr == NULL) {
-		free(plain);
-		free(hdr);
-		return NULL;
-	}
-	memcpy(plain, conf->server_key.value, conf->server_key.len);
-	plain[klen - 1] = ':';
-	memcpy(hdr, "Authorization: Basic ", 21);
-	EVP_EncodeBlock((unsigned char *)hdr + 21, (const unsigned char *)plain,
-	                (int)klen);
-	explicit_bzero(plain, klen + 1);
-	free(plain);
-	return hdr;
-}
-
 /* What the answer means: accepted only on HTTP 2xx with status_code
  * "200"; refused on a 4xx status_code (Midtrans decided: nothing was
  * refunded); anything else is uncertain (5xx, timeout, an unreadable
@@ -285,20 +241,20 @@ refund_call(const struct recon_conf *conf, const char *order_id,
 	cJSON_AddStringToObject(j, "reason", reason);
 	body = cJSON_PrintUnformatted(j);
 	cJSON_Delete(j);
-	hdr = auth_header(conf);
+	hdr = recon_auth_header(conf);
 	if (body == NULL || hdr == NULL) {
 		free(body);
 		free(hdr);
 		curl_easy_cleanup(e);
 		return -ENOMEM;
 	}
-	ok = header_add(&h, "Accept: application/json") &&
-	     header_add(&h, "Content-Type: application/json") &&
-	     header_add(&h, hdr);
+	ok = curl_headers_add(&h, "Accept: application/json") &&
+	     curl_headers_add(&h, "Content-Type: application/json") &&
+	     curl_headers_add(&h, hdr);
 	explicit_bzero(hdr, strlen(hdr));
 	free(hdr);
 	if (!ok) {
-		headers_free_wiped(h);
+		curl_headers_free(h);
 		free(body);
 		curl_easy_cleanup(e);
 		return -ENOMEM;
@@ -320,7 +276,7 @@ refund_call(const struct recon_conf *conf, const char *order_id,
 	else
 		kasir_strlcpy(a->error, curl_easy_strerror(cc),
 		              sizeof(a->error));
-	headers_free_wiped(h); /* the header with the key */
+	curl_headers_free(h); /* the header with the key: wiped */
 	curl_easy_cleanup(e);
 	free(body);
 	interpret(a);

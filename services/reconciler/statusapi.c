@@ -32,6 +32,7 @@
 #include <openssl/evp.h>
 #include <openssl/crypto.h>
 
+#include "curl_headers.h"
 #include "err.h"
 #include "json.h"
 #include "log.h"
@@ -264,14 +265,34 @@ statusapi_call_reset(struct statusapi_call *c)
 	c->next_ms = 0;
 }
 
+char *
+recon_auth_header(const struct recon_conf *conf)
+{
+	size_t klen = conf->server_key.len + 1;
+	char *plain = malloc(klen + 1),
+	     *hdr = malloc(4 * ((klen + 2) / 3) + 32);
+
+	if (plain == NULL || hdr == NULL) {
+		free(plain);
+		free(hdr);
+		return NULL;
+	}
+	memcpy(plain, conf->server_key.value, conf->server_key.len);
+	plain[klen - 1] = ':';
+	memcpy(hdr, "Authorization: Basic ", 21);
+	EVP_EncodeBlock((unsigned char *)hdr + 21, (const unsigned char *)plain,
+	                (int)klen);
+	OPENSSL_cleanse(plain, klen + 1);
+	free(plain);
+	return hdr;
+}
+
 int
 statusapi_new(const struct recon_conf *conf, const struct statusapi_metrics *m,
               int share, struct statusapi **ret)
 {
 	struct statusapi *a;
-	size_t klen = conf->server_key.len + 1;
-	size_t blen = 4 * ((klen + 2) / 3) + 1;
-	char *plain = NULL, *hdr = NULL;
+	char *hdr = NULL;
 	double burst, rps;
 	int r = -ENOMEM;
 
@@ -295,26 +316,10 @@ statusapi_new(const struct recon_conf *conf, const struct statusapi_metrics *m,
 	if (burst > (double)a->concurrency)
 		burst = (double)a->concurrency;
 	tbucket_init(&a->bucket, rps, burst < 1.0 ? 1.0 : burst);
-	plain = malloc(klen + 1);
-	hdr = malloc(blen + 32);
-	if (plain == NULL || hdr == NULL)
+	if ((hdr = recon_auth_header(conf)) == NULL ||
+	    !curl_headers_add(&a->headers, "Accept: application/json") ||
+	    !curl_headers_add(&a->headers, hdr))
 		goto fail;
-	memcpy(plain, conf->server_key.value, conf->server_key.len);
-	plain[klen - 1] = ':';
-	plain[klen] = '\0';
-	memcpy(hdr, "Authorization: Basic ", 21);
-	EVP_EncodeBlock((unsigned char *)hdr + 21, (const unsigned char *)plain,
-	                (int)klen);
-	a->headers = curl_slist_append(NULL, "Accept: application/json");
-	if (a->headers == NULL)
-		goto fail;
-	{
-		struct curl_slist *h = curl_slist_append(a->headers, hdr);
-
-		if (h == NULL)
-			goto fail;
-		a->headers = h;
-	}
 	a->multi = curl_multi_init();
 	if (a->multi == NULL)
 		goto fail;
@@ -324,11 +329,8 @@ statusapi_new(const struct recon_conf *conf, const struct statusapi_metrics *m,
 	*ret = a;
 	a = NULL;
 fail:
-	if (plain)
-		OPENSSL_cleanse(plain, klen + 1);
-	if (hdr)
-		OPENSSL_cleanse(hdr, blen + 32);
-	free(plain);
+	if (hdr != NULL)
+		OPENSSL_cleanse(hdr, strlen(hdr));
 	free(hdr);
 	if (a != NULL)
 		statusapi_free(a);
@@ -342,10 +344,7 @@ statusapi_free(struct statusapi *a)
 		return;
 	if (a->multi)
 		curl_multi_cleanup(a->multi);
-	/* wipe the secret header before freeing it */
-	for (struct curl_slist *h = a->headers; h; h = h->next)
-		OPENSSL_cleanse(h->data, strlen(h->data));
-	curl_slist_free_all(a->headers);
+	curl_headers_free(a->headers); /* the key's header wiped */
 	free(a);
 }
 
