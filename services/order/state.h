@@ -23,6 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "midtrans_amount.h"
+
 enum order_status {
 	ORDER_PENDING = 0,
 	ORDER_PAID,
@@ -155,12 +157,5 @@ bool midtrans_state_follows(const char *held, const char *later);
  * "", "-1", "1e5", " 154600" do not.  Returns true on equality.
  */
 bool amount_matches(const char *gross_amount, int64_t amount);
-
-/*
- * Parses a Midtrans amount string (gross_amount, refund_amount) as whole
- * rupiah, by the same rule: digits (at most 15), optionally "." and zeros.
- * Returns 0 and sets *ret_rupiah, or -EINVAL.
- */
-int midtrans_amount_parse(const char *s, int64_t *ret_rupiah);
 
 #endif

@@ -60,16 +60,18 @@
 #include "err.h"
 #include "log.h"
 #include "metrics.h"
+#include "midtrans_amount.h"
 #include "reconciler.h"
 #include "stream.h"
 #include "util.h"
 
 /*
  * The claim.  Which rows are due is said once, in the locking query's
- * WHERE; the candidates it looks at come from four index scans (forced,
- * confirmation asked, next check passed, and in reconciliation mode the
- * oldest last check), each at most twice the limit, so a claim reads a few
- * index entries whatever the number of final rows the table keeps.  (One
+ * WHERE; the candidates it looks at come from five index scans (forced,
+ * confirmation asked, next check passed, in reconciliation mode the
+ * oldest last check, and a refund followed: migration 0008), each at most
+ * twice the limit, so a claim reads a few index entries whatever the
+ * number of final rows the table keeps.  (One
  * WHERE with ORs was a sequential scan of the whole table: 3.5 ms a claim
  * with 5,000 rows and their dead versions, the reconciler's largest cost
  * at 500 payments/s.)  A candidate another lane holds is skipped.
@@ -99,12 +101,17 @@
 	"     created_at) <= now() - $3::bigint * interval '1 millisecond'"    \
 	"     AND (lease_until IS NULL OR lease_until < now())"                \
 	"    ORDER BY coalesce(last_check_at, created_at)"                     \
-	"    LIMIT 2 * $4::int)))"                                             \
+	"    LIMIT 2 * $4::int)"                                               \
+	"   UNION ALL"                                                         \
+	"   (SELECT order_id FROM recon.watch"                                 \
+	"    WHERE refund_since IS NOT NULL AND next_check_at <= now()"        \
+	"     AND (lease_until IS NULL OR lease_until < now())"                \
+	"    ORDER BY next_check_at LIMIT 2 * $4::int)))"                      \
 	"   AND (lease_until IS NULL OR lease_until < now())"                  \
-	"   AND (forced OR (confirm_seq IS NOT NULL AND next_check_at <="      \
-	"    now()) OR (NOT final AND (next_check_at <= now()"                 \
-	"    OR ($2::bool AND coalesce(last_check_at, created_at) <="          \
-	"        now() - $3::bigint * interval '1 millisecond'))))"            \
+	"   AND (forced OR ((confirm_seq IS NOT NULL OR NOT final"             \
+	"    OR refund_since IS NOT NULL) AND next_check_at <= now())"         \
+	"    OR (NOT final AND $2::bool AND coalesce(last_check_at,"           \
+	"     created_at) <= now() - $3::bigint * interval '1 millisecond'))"  \
 	"  ORDER BY forced DESC, confirm_seq IS NULL, next_check_at"           \
 	"  LIMIT $4::int FOR UPDATE SKIP LOCKED) c"                            \
 	" WHERE w.order_id = c.order_id"                                       \
@@ -124,7 +131,8 @@ static const struct db_stmt st_lock = {
     .sql = "SELECT w.order_id, w.final, w.last_key, w.attempts, w.failures,"
            " w.expiry_checked, (extract(epoch FROM w.created_at) * 1000)"
            "::bigint, (extract(epoch FROM w.expires_at) * 1000)::bigint,"
-           " w.forced"
+           " w.forced, (extract(epoch FROM w.refund_since) * 1000)::bigint,"
+           " w.refund_expected"
            " FROM unnest($1::text[]) WITH ORDINALITY AS u(id, i)"
            " JOIN recon.watch w ON w.order_id = u.id"
            " ORDER BY u.i FOR UPDATE OF w",
@@ -137,13 +145,14 @@ static const struct db_stmt st_lock = {
  * RETURNING their ids) and each order's watch row rescheduled ($25..$33,
  * one element per check: u.done the confirmation this check answered,
  * NULL: none, or it failed; u.claimed the one it was claimed for, NULL:
- * none).  A confirmation asked while the check was in flight (it was
+ * none; u.refunded the refund followed is shown or no longer followed).
+ * A confirmation asked while the check was in flight (it was
  * claimed without it, or for an earlier one) stays and is due at once:
  * the next scheduled check may be hours away, and kasir-order holds the
  * notification until it is answered.  Each order is named once.
  */
 #define WRITE_ANSWER_COLS 24
-#define WRITE_WATCH_COLS  9
+#define WRITE_WATCH_COLS  10
 static const struct db_stmt st_write = {
     .name = "recon_check_write",
     .sql = "WITH ins AS (INSERT INTO recon.status_check (order_id, asked,"
@@ -176,11 +185,13 @@ static const struct db_stmt st_write = {
            " confirm_since = CASE WHEN w.confirm_seq = u.done THEN NULL"
            "  ELSE w.confirm_since END,"
            " confirm_seq = CASE WHEN w.confirm_seq = u.done THEN NULL"
-           "  ELSE w.confirm_seq END"
+           "  ELSE w.confirm_seq END,"
+           " refund_since = CASE WHEN u.refunded THEN NULL"
+           "  ELSE w.refund_since END"
            " FROM unnest($25::text[], $26::int[], $27::int[], $28::bool[],"
            "  $29::text[], $30::bigint[], $31::text[], $32::bigint[],"
-           "  $33::bigint[]) AS u(id, att, fail, exp, key, next, verdict,"
-           "  done, claimed)"
+           "  $33::bigint[], $34::bool[]) AS u(id, att, fail, exp, key, next,"
+           "  verdict, done, claimed, refunded)"
            " WHERE w.order_id = u.id)"
            " SELECT id, order_id, attempt FROM ins",
     .nparams = WRITE_ANSWER_COLS + WRITE_WATCH_COLS,
@@ -216,6 +227,8 @@ static const struct db_stmt st_release = {
 /* What the record step knows about one claimed order. */
 struct watch_state {
 	bool final, forced, expiry_checked;
+	int64_t refund_since_ms; /* 0: no refund followed (migration 0008) */
+	int64_t refund_expected; /* rupiah Midtrans should show refunded */
 	char last_key[RECON_FIELD_MAX * 2];
 	struct sched_order o;
 };
@@ -264,7 +277,7 @@ says_something_new(const struct watch_state *w,
 		*ret_reason = "confirmation asked by kasir-order";
 		return true;
 	}
-	if (w->final && !w->forced) {
+	if (w->final && !w->forced && w->refund_since_ms == 0) {
 		*ret_reason = "order already final";
 		return false;
 	}
@@ -337,6 +350,8 @@ watch_from(const PGresult *res, int k, struct watch_state *w)
 	w->o.created_ms = db_get_i64(res, k, 6);
 	w->o.expires_ms = db_get_i64(res, k, 7);
 	w->forced = db_get(res, k, 8)[0] == 't';
+	w->refund_since_ms = db_get_i64(res, k, 9);
+	w->refund_expected = db_get_i64(res, k, 10);
 }
 
 /*
@@ -350,10 +365,58 @@ struct check_plan {
 	const char *reason[RECON_TRIES_MAX]; /* static strings */
 	bool published; /* the last answer is sent to kasir-order */
 	bool answered;
+	bool refund_ended; /* the refund followed is shown, or given up */
 	char key[RECON_FIELD_MAX * 2]; /* the last answer's */
 	char next[24], att[16], fail[16], cseq[24];
 	int64_t id; /* the last answer's check id, once inserted */
 };
+
+/*
+ * Whether answer a shows the refund an operator started (kasirctl refund,
+ * refund.c) once the whole rupiah expected are refunded: "refund" (the
+ * whole payment), or "partial_refund" with a refund_amount of at least
+ * expected; or a chargeback, which takes the whole payment back another
+ * way (kasir-order decides on it).  Anything else, "settlement" above
+ * all (Midtrans has not applied the refund yet), is asked about again.
+ */
+static bool
+refund_shown(const struct statusapi_answer *a, int64_t expected)
+{
+	const char *ts = a->f.transaction_status;
+	int64_t v;
+
+	if (a->verdict != VERDICT_STATUS)
+		return false;
+	if (strcmp(ts, "refund") == 0 || strcmp(ts, "chargeback") == 0)
+		return true;
+	return strcmp(ts, "partial_refund") == 0 &&
+	       midtrans_amount_parse(a->f.refund_amount, &v) == 0 &&
+	       v >= expected;
+}
+
+/* Whether the refund followed on w ends with answer a at now, and the
+ * next check's time when it does not (*next_ms, only then). */
+static bool
+refund_follow_ends(struct recon *r, const struct statusapi_call *c,
+                   const struct watch_state *w,
+                   const struct statusapi_answer *a, int64_t now,
+                   int64_t *next_ms)
+{
+	if (refund_shown(a, w->refund_expected))
+		return true;
+	if (now - w->refund_since_ms > RECON_REFUND_FOLLOW_MS) {
+		log_order(LOG_ERR, c->order_id,
+		          "refund accepted a week ago is still not shown by "
+		          "the Status API (%s %s): no longer asked; compare "
+		          "with the Midtrans dashboard",
+		          recon_verdict_name(a->verdict),
+		          a->f.transaction_status);
+		return true;
+	}
+	*next_ms =
+	    sched_after_refund_answer(&r->sched, w->refund_since_ms, now);
+	return false;
+}
 
 /* Decides the plan of c (c->nanswers > 0) from pl->w, at now. */
 static void
@@ -379,12 +442,24 @@ plan_check(struct recon *r, const struct statusapi_call *c,
 		}
 	}
 	pl->answered = recon_verdict_is_answer(last->verdict);
+	pl->refund_ended = false;
 	if (pl->answered) {
+		int64_t refund_next;
+
 		w->o.attempts++;
 		w->o.failures = 0;
 		if (sched_is_expiry_check(&w->o, last->at_ms))
 			w->o.expiry_checked = true;
 		next_ms = sched_after_answer(&r->sched, &w->o, now);
+		if (w->refund_since_ms > 0) {
+			pl->refund_ended = refund_follow_ends(
+			    r, c, w, last, now, &refund_next);
+			/* a final order is asked only for its refund (the
+			 * claim's other scans skip final rows) */
+			if (!pl->refund_ended &&
+			    (w->final || refund_next < next_ms))
+				next_ms = refund_next;
+		}
 	} else {
 		w->o.failures++;
 		next_ms = sched_after_failure(&r->sched, &w->o, now);
@@ -449,7 +524,7 @@ insert_params(struct recon *r, const struct statusapi_call *c, int i,
 /* The parameters of c's watch row update (st_update). */
 static void
 update_params(const struct statusapi_call *c, const struct check_plan *pl,
-              const char *p[9])
+              const char *p[WRITE_WATCH_COLS])
 {
 	const struct statusapi_answer *last = &c->answers[c->nanswers - 1];
 
@@ -464,6 +539,7 @@ update_params(const struct statusapi_call *c, const struct check_plan *pl,
 	p[6] = recon_verdict_name(last->verdict);
 	p[7] = pl->answered && c->confirm_seq > 0 ? pl->cseq : NULL;
 	p[8] = c->confirm_seq > 0 ? pl->cseq : NULL;
+	p[9] = pl->refund_ended ? "true" : "false";
 }
 
 /* Counts and logs a check whose rows were written (before COMMIT:

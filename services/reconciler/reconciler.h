@@ -150,6 +150,16 @@ int64_t sched_after_failure(const struct sched_conf *c,
                             const struct sched_order *o, int64_t now_ms);
 /* True when a check made at checked_ms answers the expiry question. */
 bool sched_is_expiry_check(const struct sched_order *o, int64_t checked_ms);
+/* After an answered check that does not show a refund accepted at
+ * since_ms yet (an order followed after kasirctl refund, evidence.c): now
+ * + the time since the refund was accepted (so the checks come at about
+ * 1x, 2x, 4x... the first delay), at least retry and at most the backoff
+ * list's last step. */
+int64_t sched_after_refund_answer(const struct sched_conf *c, int64_t since_ms,
+                                  int64_t now_ms);
+/* How long an accepted refund is followed: after a week without an answer
+ * that shows it, the reconciler stops asking and logs an error. */
+#define RECON_REFUND_FOLLOW_MS (7 * 24 * 3600 * INT64_C(1000))
 
 /* ---- Status API answers (statusapi.c) -------------------------------- */
 

@@ -16,7 +16,10 @@
  *      an open request of the same amount is reused instead: same key;
  *   3. the call; its answer stored (recon.refund_attempt) with the audit
  *      row in one transaction; accepted -> a forced Status API check of
- *      the order, whose answer kasir-order applies like any other.
+ *      the order, whose answer kasir-order applies like any other, and
+ *      more checks at doubling intervals until one shows the refund
+ *      (evidence.c, refund_shown: Midtrans may apply it later, and its
+ *      notification may be lost).
  * The order's status is never set here: REFUNDED (and the revocation of
  * access, the customer's refund message) follow Midtrans's notification
  * and Status API answer through the usual evidence path.
@@ -108,11 +111,14 @@ static const struct db_stmt st_attempt = {
     .nparams = 8,
 };
 
+/* An accepted refund: checked at once, then followed until an answer
+ * shows $2 rupiah refunded (evidence.c, migration 0008). */
 static const struct db_stmt st_force = {
     .name = "recon_refund_force",
-    .sql = "UPDATE recon.watch SET forced = true, updated_at = now()"
-           " WHERE order_id = $1",
-    .nparams = 1,
+    .sql = "UPDATE recon.watch SET forced = true, refund_since = now(),"
+           " refund_expected = $2::bigint, next_check_at = now(),"
+           " updated_at = now() WHERE order_id = $1",
+    .nparams = 2,
 };
 
 /* The refunds of one order with their answers, bounded for the 16 MiB
@@ -476,8 +482,8 @@ recon_admin_refund(void *arg, const struct admin_request *req, cJSON **ret,
 	if (a.error[0])
 		cJSON_AddStringToObject(after, "error", a.error);
 	{
-		char hs[16], lat[24];
-		const char *ap[8];
+		char hs[16], lat[24], expected[24];
+		const char *ap[8], *fp[2] = {order_id, expected};
 
 		snprintf(s_id, sizeof(s_id), "%" PRId64, refund_id);
 		snprintf(hs, sizeof(hs), "%ld", a.http_status);
@@ -493,10 +499,14 @@ recon_admin_refund(void *arg, const struct admin_request *req, cJSON **ret,
 		        : NULL;
 		ap[6] = a.error[0] ? a.error : NULL;
 		ap[7] = lat;
+		/* what Midtrans should show once it applies this refund:
+		 * every refund it accepted through kasir, this one included */
+		snprintf(expected, sizeof(expected), "%" PRId64,
+		         refunded + amount);
 		if ((rc = db_begin(db)) < 0 ||
 		    (rc = db_exec(db, &st_attempt, ap, NULL)) < 0 ||
 		    (strcmp(a.outcome, "accepted") == 0 &&
-		     (rc = db_exec(db, &st_force, p, NULL)) < 0) ||
+		     (rc = db_exec(db, &st_force, fp, NULL)) < 0) ||
 		    (rc = recon_admin_audit(
 		         db, req, NULL, after,
 		         strcmp(a.outcome, "accepted") == 0  ? "ok"

@@ -12,6 +12,9 @@
  *     without a check;
  *   - a failed check (5xx, timeout) is retried with its own shorter
  *     exponential backoff, again never beyond the expiry check.
+ *   - an order whose refund the Refund API accepted (kasirctl refund) is
+ *     asked again, final or not, at doubling intervals until an answer
+ *     shows the refund (evidence.c), for at most a week.
  * Reconciliation mode does not change these times: the claim query adds
  * "last checked more than mode_interval ago" (evidence.c).
  */
@@ -89,4 +92,20 @@ sched_after_failure(const struct sched_conf *c, const struct sched_order *o,
 			return min64(now_ms + d, exp);
 	}
 	return now_ms + d;
+}
+
+int64_t
+sched_after_refund_answer(const struct sched_conf *c, int64_t since_ms,
+                          int64_t now_ms)
+{
+	const struct recon_durations *b = c->backoff;
+	int64_t cap =
+	    b != NULL && b->n > 0 ? b->ms[b->n - 1] : c->first_check_ms;
+	int64_t step = now_ms - since_ms;
+
+	if (step > cap)
+		step = cap;
+	if (step < c->retry_ms)
+		step = c->retry_ms;
+	return now_ms + step;
 }

@@ -12,7 +12,9 @@ keeps the order PAID with access and tells the customer once, by email and
 WhatsApp, with the refunded amount (the receipt stays the only receipt); a
 lost answer retried with the same key refunds once; the full refund makes
 the order REFUNDED, revokes access and sends its own refund message -- only
-once Midtrans's Status API confirms it."""
+once Midtrans's Status API confirms it.  A refund Midtrans applies after
+the forced check, whose notification is lost, is still found: the
+reconciler keeps asking until the Status API shows it."""
 
 import email
 import email.policy
@@ -162,7 +164,10 @@ def check_tampering(ctl, path, d):
 
 
 def main():
-    with kasirtest.Stack.for_test(name="kasirctl_evidence_refund") as st:
+    # a failed check is retried after 1 s instead of 30 s, and an accepted
+    # refund is asked about again 1 s, 2 s, 4 s... after the forced check
+    with kasirtest.Stack.for_test(name="kasirctl_evidence_refund",
+                                  overrides={"RECON_RETRY": "1s"}) as st:
         st.start_all()
         ctl = Ctl(st)
         d = tempfile.mkdtemp(dir=st.dir)
@@ -285,6 +290,42 @@ def main():
                     assert "refused" in str(e) or "permission denied" in str(e), e
                 else:
                     raise AssertionError(f"{q} succeeded as {role}")
+
+        # ---- a refund Midtrans applies late, its notification lost ---------
+        # The forced check right after the refund still finds settlement; a
+        # PAID order has left the schedule, but the refund is followed: the
+        # order becomes REFUNDED on a later check's answer, without any
+        # notification.
+        late = create_order(st)
+        pay(st, late)
+        prove(st, ctl, late)
+        settled = st.sql("SELECT count(*) FROM recon.status_check WHERE order_id = %s"
+                         " AND transaction_status = 'settlement'", (late,))[0][0]
+        st.fake("POST", "/_fake/refund_api", {"mode": "late", "count": 1})
+        r = ctl.json("refund", late, "--reason", "applied late by Midtrans")
+        assert r["result"]["outcome"] == "accepted", r
+        st.wait_until(lambda: st.sql("SELECT count(*) FROM recon.status_check WHERE"
+                                     " order_id = %s AND transaction_status = 'settlement'",
+                                     (late,))[0][0] >= settled + 2,
+                      timeout=60, what="the forced check and a follow-up find settlement")
+        assert status(st, late) == "PAID" and active_entitlements(st, late) == 1
+        assert st.sql("SELECT refund_since IS NOT NULL, refund_expected FROM recon.watch"
+                      " WHERE order_id = %s", (late,)) == [(True, amount(st, late))]
+        r = st.fake("POST", f"/_fake/orders/{late}/refund", {"notify": "drop"})
+        assert r.status in (200, 202), r
+        st.wait_until(lambda: status(st, late) == "REFUNDED", timeout=60,
+                      what="REFUNDED on a follow-up check's answer")
+        st.wait_until(lambda: active_entitlements(st, late) == 0, what="access revoked")
+        assert st.sql("SELECT t.evidence_source, c.transaction_status FROM"
+                      " orders.transitions t JOIN recon.status_check c"
+                      " ON c.id = t.evidence_ref WHERE t.order_id = %s"
+                      " AND t.to_status = 'REFUNDED'", (late,)) == [("recon", "refund")]
+        assert st.sql("SELECT count(*) FROM ingest.payment_event WHERE order_id = %s"
+                      " AND transaction_status = 'refund'", (late,))[0][0] == 0
+        # the follow-up ends with the answer that shows the refund
+        st.wait_until(lambda: st.sql("SELECT refund_since FROM recon.watch WHERE"
+                                     " order_id = %s", (late,)) == [(None,)],
+                      what="refund no longer followed")
 
         # ---- evidence: paid, refunded, reversed -----------------------------
         paid = create_order(st)

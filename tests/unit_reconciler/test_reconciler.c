@@ -127,6 +127,40 @@ test_failure_retry(void **state)
 	                 101 * HOUR + 10 * MIN);
 }
 
+/* An accepted refund is asked about at doubling intervals from its
+ * acceptance: never sooner than retry, never further apart than the
+ * backoff's last step. */
+static void
+test_refund_follow(void **state)
+{
+	struct sched_conf c = default_sched();
+	int64_t since = 50 * HOUR, t = since + 200; /* the forced check */
+	int64_t seen[16];
+	int n = 0;
+
+	(void)state;
+	while (n < 16 && t < since + 24 * HOUR) {
+		seen[n++] = t;
+		t = sched_after_refund_answer(&c, since, t);
+	}
+	/* 30 s after the forced check (retry), then doubling: 1 min, 2, 4...
+	 * up to steps of 3 h */
+	assert_int_equal(seen[1] - seen[0], 30 * SEC);
+	assert_int_equal(seen[2] - seen[1], 30 * SEC + 200);
+	assert_int_equal(seen[3] - seen[2], 60 * SEC + 400);
+	for (int i = 2; i < n; i++) {
+		assert_true(seen[i] - seen[i - 1] <= 3 * HOUR);
+		assert_true(seen[i] - seen[i - 1] >= 30 * SEC);
+	}
+	assert_int_equal(seen[n - 1] - seen[n - 2], 3 * HOUR);
+	/* a day of following asks about 15 times, not every 30 s */
+	assert_true(n >= 12 && n <= 16);
+	/* no backoff list: first_check is the longest step */
+	c.backoff = NULL;
+	assert_int_equal(sched_after_refund_answer(&c, 0, 10 * HOUR),
+	                 10 * HOUR + 10 * MIN);
+}
+
 /* Simulation: whatever the expiry, the backoff list and the mix of
  * answers and failures, the first answered check at or after expiry
  * starts no later than expiry + grace + the time failures took. */
@@ -541,6 +575,7 @@ main(void)
 	    cmocka_unit_test(test_backoff_sequence),
 	    cmocka_unit_test(test_expiry_check_never_skipped),
 	    cmocka_unit_test(test_failure_retry),
+	    cmocka_unit_test(test_refund_follow),
 	    cmocka_unit_test(test_no_pending_past_expiry_unchecked),
 	    cmocka_unit_test(test_interpret_table),
 	    cmocka_unit_test(test_interpret_fields),
