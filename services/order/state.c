@@ -229,11 +229,28 @@ decide_pending(enum meaning m, const struct evidence_in *ev,
 	case M_PARTIAL_REFUND:
 	case M_PARTIAL_CHARGEBACK:
 		/* Part of the money stays with the merchant: the customer
-		 * keeps access once the settlement arrives (PAID). */
-		set(d, EV_FLAGGED,
-		    "partial refund or chargeback for an order never seen "
-		    "paid");
-		d->flags = OFLAG_FLAGGED;
+		 * keeps access (PAID).  The Status API's answer proves the
+		 * payment it partly refunds, whose settlement notification
+		 * may never come (lost while the merchant refunded from the
+		 * dashboard): PAID now, with the flag it would have added
+		 * after the settlement.  A notification alone waits for that
+		 * answer (the database refuses PAID on it: migration 0003). */
+		if (ev->kind != EVIDENCE_STATUS) {
+			set(d, EV_FLAGGED,
+			    "partial refund or chargeback for an order never "
+			    "seen paid: the status api decides");
+			d->flags = OFLAG_FLAGGED;
+			return;
+		}
+		move(d, ORDER_PAID,
+		     m == M_PARTIAL_REFUND
+		         ? "status api: paid, partly refunded before its "
+		           "settlement was seen"
+		         : "status api: paid, partly charged back before its "
+		           "settlement was seen");
+		d->grant_access = true;
+		d->flags = m == M_PARTIAL_REFUND ? OFLAG_PARTIAL_REFUND
+		                                 : OFLAG_DISPUTED;
 		return;
 	case M_NOT_FOUND:
 		if (ev->past_expiry)

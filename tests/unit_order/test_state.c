@@ -81,6 +81,14 @@ static const struct row rows[] = {
       OFLAG_DISPUTED),
     R(P, N, "partial_chargeback", NULL, A, "IDR", false, EV_FLAGGED, P, false,
       false, OFLAG_FLAGGED),
+    /* the Status API's partial refund proves the payment it partly
+     * refunds (its settlement notification may be lost for good) */
+    R(P, S, "partial_refund", NULL, A, "IDR", false, EV_APPLIED, PD, true,
+      false, OFLAG_PARTIAL_REFUND),
+    R(P, S, "partial_chargeback", NULL, A, "IDR", false, EV_APPLIED, PD, true,
+      false, OFLAG_DISPUTED),
+    R(P, S, "partial_refund", NULL, "1.00", "IDR", false, EV_FLAGGED, P, false,
+      false, OFLAG_FLAGGED),
     R(P, N, "refund", NULL, "1.00", "IDR", false, EV_FLAGGED, P, false, false,
       OFLAG_FLAGGED),
     R(P, N, "expired", NULL, A, "IDR", false, EV_INVALID, P, false, false, 0),
