@@ -223,7 +223,9 @@ order_id_valid(const char *s, size_t max)
 		      c == '~' || c == '-'))
 			return false;
 	}
-	return n > 0;
+	/* "." and ".." are dot segments in the Status and Refund API's URL
+	 * path (/v2/../status is /status): never an order's id */
+	return n > 0 && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }
 
 bool

@@ -44,7 +44,8 @@ int uuid_v4(char *buf, size_t len);
 
 /* strlcpy semantics; returns strlen(src). */
 size_t kasir_strlcpy(char *dst, const char *src, size_t size);
-/* true when s is 1..max chars of [A-Za-z0-9._~-] (Midtrans order_id rule). */
+/* true when s is 1..max chars of [A-Za-z0-9._~-] (Midtrans order_id rule),
+ * other than "." and ".." (a URL path's dot segments). */
 bool order_id_valid(const char *s, size_t max);
 /* Validates UTF-8 (no overlongs, no surrogates). */
 bool utf8_valid(const char *s, size_t len);

@@ -414,7 +414,7 @@ parse_create(const struct order_service *s, const struct http_request *req,
 		if (oid == NULL || !order_id_valid(oid, ORDER_ID_MAX)) {
 			http_error(resp, 400, "invalid_field",
 			           "order_id must be 1..50 of "
-			           "[A-Za-z0-9._~-]");
+			           "[A-Za-z0-9._~-], not . or ..");
 			return -EINVAL;
 		}
 		kasir_strlcpy(in->order_id, oid, sizeof(in->order_id));

@@ -47,6 +47,9 @@ def test_validation(s):
     err(p(order_body(customer=dict(CUST, email="no-at-sign"))), 400, "invalid_field")
     err(p(order_body(customer=dict(CUST, name="x" * 101))), 400, "invalid_field")
     err(p(order_body(order_id="a" * 51)), 400, "invalid_field")
+    # dot segments: the Status API's URL /v2/../status would be /status
+    err(p(order_body(order_id="..")), 400, "invalid_field")
+    err(p(order_body(order_id=".")), 400, "invalid_field")
     err(p(order_body(order_id="has space")), 400, "invalid_field")
     err(p(order_body(order_id="hash#1")), 400, "invalid_field")
     err(p({"customer": CUST}), 400, "missing_field")

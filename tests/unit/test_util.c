@@ -74,6 +74,11 @@ test_order_id(void **state)
 	assert_false(order_id_valid("ordér", 50));
 	assert_false(order_id_valid("", 50));
 	assert_false(order_id_valid(NULL, 50));
+	/* dot segments: /v2/../status would ask for /status */
+	assert_false(order_id_valid(".", 50));
+	assert_false(order_id_valid("..", 50));
+	assert_true(order_id_valid("...", 50));
+	assert_true(order_id_valid(".a", 50));
 }
 
 static void
