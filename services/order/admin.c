@@ -336,6 +336,8 @@ static const struct db_stmt st_paid_evidence = {
     .name = "admin_paid_evidence",
     .sql = "SELECT t.evidence_source, t.evidence_ref,"
            " (SELECT count(*) FROM orders.entitlements e WHERE e.order_id ="
+           " $1 AND " ENTITLEMENT_ACTIVE "),"
+           " (SELECT count(*) FROM orders.entitlements e WHERE e.order_id ="
            " $1 AND e.revoked_at IS NULL) FROM orders.transitions t"
            " WHERE t.order_id = $1 AND t.to_status = 'PAID'"
            " AND t.evidence_source IN ('ingest','recon')"
@@ -365,6 +367,9 @@ cmd_access_grant(struct order_service *s, struct kasir_db *db,
 	}
 	bool has_evidence = PQntuples(res) == 1;
 	int64_t active = has_evidence ? db_get_i64(res, 0, 2) : 0;
+	/* an entitlement not revoked that gives no access any more (its end
+	 * moved behind kasir's back): revoked first, the new one replaces it */
+	bool stale = has_evidence && db_get_i64(res, 0, 3) > active;
 	PQclear(res);
 	res = NULL;
 	if ((before = cJSON_CreateObject()) == NULL ||
@@ -406,6 +411,10 @@ cmd_access_grant(struct order_service *s, struct kasir_db *db,
 	if ((rc = admin_audit_id(db, &order_admin_audit_insert, req, order_id,
 	                         before, after, "ok", NULL, audit_id,
 	                         sizeof(audit_id))) < 0 ||
+	    (stale &&
+	     (rc = store_revoke(s->producer, db, &o, "operator",
+	                        "entitlement ended before its term:"
+	                        " replaced by an operator's grant")) < 0) ||
 	    (rc = store_grant(s->producer, db, &o, "operator", audit_id,
 	                      req->reason)) < 0)
 		goto dberr;

@@ -223,12 +223,22 @@ int store_rows_json(struct kasir_db *db, const struct db_stmt *stmt,
  * the consistency gauges) are read; end it with db_rollback().  Its joins
  * are hash or merge joins whatever the statistics say (see store_view.c). */
 int store_facts_begin(struct kasir_db *db);
+/* An entitlement (the table as "e") that gives access now: what
+ * GET /v1/access answers and what blocks an operator's grant. */
+#define ENTITLEMENT_ACTIVE                                                     \
+	"(e.revoked_at IS NULL AND (e.valid_until IS NULL"                     \
+	" OR e.valid_until > now()))"
 /* The SOP's P1 "paid but access inactive", for the orders table as "o":
- * PAID with no active entitlement.  Read inside store_facts_begin(). */
+ * PAID with no active entitlement, unless the one it has ran the whole
+ * term the course sold (access_days: its end is not a fault).  An end
+ * moved earlier behind kasir's back counts (an outside check,
+ * 2026-12-08: a lifetime course's valid_until set in the past went
+ * unnoticed).  Read inside store_facts_begin(). */
 #define ORDER_PAID_WITHOUT_ACCESS                                              \
 	"o.status = 'PAID' AND NOT EXISTS (SELECT 1 FROM orders.entitlements " \
-	"e"                                                                    \
-	" WHERE e.order_id = o.order_id AND e.revoked_at IS NULL)"
+	"e WHERE e.order_id = o.order_id AND (" ENTITLEMENT_ACTIVE             \
+	" OR (e.revoked_at IS NULL AND e.valid_until >= e.granted_at"          \
+	"     + o.access_days * interval '1 day')))"
 /* Active entitlement for (email, course): NULL data when none. */
 int store_access(struct kasir_db *db, const char *email, const char *course_id,
                  struct cJSON **ret);

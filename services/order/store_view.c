@@ -125,9 +125,8 @@ static const struct db_stmt st_view_access = {
            " " TS("granted_at") " AS granted_at,"
            " " TS("valid_until") " AS valid_until,"
            " " TS("revoked_at") " AS revoked_at,"
-           " (revoked_at IS NULL AND"
-           "  (valid_until IS NULL OR valid_until > now())) AS active"
-           " FROM orders.entitlements WHERE order_id = $1 ORDER BY id",
+           " " ENTITLEMENT_ACTIVE " AS active"
+           " FROM orders.entitlements e WHERE order_id = $1 ORDER BY id",
     .nparams = 1,
 };
 
@@ -193,10 +192,9 @@ fail:
 static const struct db_stmt st_access = {
     .name = "order_access",
     .sql = "SELECT order_id, " TS("valid_until")
-           " FROM orders.entitlements"
+           " FROM orders.entitlements e"
            " WHERE customer_email = lower($1) AND course_id = $2"
-           " AND revoked_at IS NULL"
-           " AND (valid_until IS NULL OR valid_until > now())"
+           " AND " ENTITLEMENT_ACTIVE
            " ORDER BY valid_until DESC NULLS FIRST LIMIT 1",
     .nparams = 2,
 };

@@ -82,8 +82,10 @@ def pay(st, order_id):
 
 
 def active_entitlements(st, order_id):
+    """Entitlements that give access now (what GET /v1/access answers)."""
     return st.sql("SELECT count(*) FROM orders.entitlements WHERE order_id = %s"
-                  " AND revoked_at IS NULL", (order_id,))[0][0]
+                  " AND revoked_at IS NULL AND (valid_until IS NULL"
+                  " OR valid_until > now())", (order_id,))[0][0]
 
 
 def ops_audit(st, command, target=None):

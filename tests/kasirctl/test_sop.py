@@ -156,6 +156,27 @@ def main():
         # a second grant is refused: it already has access
         r = ctl.json("access", "grant", a, "--reason", "twice", expect=1)
         assert r["error"]["code"] == "already_active", r
+        # the lifetime entitlement's end moved into the past behind kasir's
+        # back: /v1/access says inactive, so doctor says P1, and the grant
+        # replaces it (revoked first, audited) instead of "already_active"
+        st.sql("UPDATE orders.entitlements SET valid_until = now() - interval '1 hour'"
+               " WHERE order_id = %s AND revoked_at IS NULL", (a,))
+        assert active_entitlements(st, a) == 0
+        doc = ctl.json("doctor", expect=1)
+        assert [i["order_id"] for i in findings(doc, "paid_without_access")[0]["items"]] \
+            == [a], doc
+        g = ctl.json("access", "grant", a, "--reason", "term cut short by a sync",
+                     "--incident", inc_id)
+        assert g["ok"] is True, g
+        assert active_entitlements(st, a) == 1
+        assert st.sql("SELECT count(*) FROM orders.entitlements WHERE order_id = %s"
+                      " AND revoked_at IS NULL", (a,))[0][0] == 1
+        assert st.sql("SELECT action, reason FROM orders.entitlement_events WHERE"
+                      " order_id = %s ORDER BY id DESC LIMIT 2", (a,)) == [
+            ("grant", "term cut short by a sync"),
+            ("revoke", "entitlement ended before its term: replaced by an"
+                       " operator's grant")]
+        ctl.json("doctor")
 
         # ---- refusals for the unpaid order B --------------------------------------
         r = ctl.json("access", "grant", b, "--reason", "customer insists",
