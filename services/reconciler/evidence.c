@@ -234,21 +234,28 @@ struct watch_state {
 };
 
 /* The "says something new" key of an answer; "" when it says nothing
- * that can be compared (errors). */
+ * that can be compared (errors).  An answer made past the order's expiry
+ * is keyed apart ("...:past"): kasir-order decides on it differently (a
+ * deny past expiry ends the order FAILED, before it the customer may
+ * still pay), so the first one is news even when the answers before
+ * expiry said the same (an outside check, 2026-12-08: a denied card's
+ * order stayed PENDING for good). */
 static void
 answer_key(const struct statusapi_answer *a, bool past_expiry, char *buf,
            size_t len)
 {
+	const char *past = past_expiry ? ":past" : "";
+
 	buf[0] = '\0';
 	switch (a->verdict) {
 	case VERDICT_STATUS:
 		if (strcmp(a->f.transaction_status, "capture") == 0 &&
 		    a->f.fraud_status[0] != '\0')
-			snprintf(buf, len, "status:capture/%s",
-			         a->f.fraud_status);
+			snprintf(buf, len, "status:capture/%s%s",
+			         a->f.fraud_status, past);
 		else
-			snprintf(buf, len, "status:%s",
-			         a->f.transaction_status);
+			snprintf(buf, len, "status:%s%s",
+			         a->f.transaction_status, past);
 		break;
 	case VERDICT_NOT_FOUND:
 		snprintf(buf, len,
@@ -286,6 +293,13 @@ says_something_new(const struct watch_state *w,
 		                  ? "not started yet, before expiry"
 		                  : "expired answer before the order's expiry";
 		return false;
+	}
+	/* an operator asked (kasirctl reconcile, a refund): the answer
+	 * decides, even when it repeats what a notification said (one
+	 * kasir-order flagged: a reversal without settlement_time) */
+	if (w->forced) {
+		*ret_reason = "forced by an operator";
+		return true;
 	}
 	if (strcmp(key, w->last_key) == 0) {
 		*ret_reason = "same as the last answer or evidence";

@@ -13,7 +13,9 @@
  *   order.created   -> a watch row: PENDING, next check = first check
  *                      (schedule.c), no attempts yet
  *   order.evidence  -> transaction id / payment type learned; what the
- *                      evidence said (the "says something new" filter);
+ *                      evidence said, which the "says something new"
+ *                      filter compares answers with only when kasir-order
+ *                      applied it (not flagged, ignored or a no-op);
  *                      for webhook notifications (source "ingest") the
  *                      time they arrived: per order and globally (the
  *                      automatic reconciliation mode, mode.c).  Evidence
@@ -130,7 +132,8 @@ static const struct db_stmt st_final = {
     .nparams = 6,
 };
 
-/* u.key: the key of what the evidence said; u.received: received_at when
+/* u.key: the key of what the evidence said, last_key only when u.applied
+ * (kasir-order applied it); u.received: received_at when
  * it was a webhook notification (NULL otherwise).  heard keeps the keys
  * the order's notifications said (at most 16, for operators).  Only the
  * first notification an order ever hears is news: it moves news_at,
@@ -151,7 +154,8 @@ static const struct db_stmt st_evidence = {
     .sql = "UPDATE recon.watch w SET"
            " transaction_id = coalesce(w.transaction_id, u.txn),"
            " payment_type = coalesce(u.ptype, w.payment_type),"
-           " last_key = coalesce(u.key, w.last_key),"
+           " last_key = CASE WHEN u.applied THEN coalesce(u.key, w.last_key)"
+           "  ELSE w.last_key END,"
            " last_notification_at = CASE WHEN u.received IS NULL"
            "  THEN w.last_notification_at"
            "  ELSE greatest(w.last_notification_at, u.received) END,"
@@ -161,10 +165,10 @@ static const struct db_stmt st_evidence = {
            "  THEN greatest(w.news_at, u.received) ELSE w.news_at END,"
            " orders_seq = u.seq, updated_at = now()"
            " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],"
-           "  $5::timestamptz[], $6::bigint[])"
-           "  AS u(id, txn, ptype, key, received, seq)"
+           "  $5::timestamptz[], $6::bigint[], $7::bool[])"
+           "  AS u(id, txn, ptype, key, received, seq, applied)"
            " WHERE w.order_id = u.id",
-    .nparams = 6,
+    .nparams = 7,
 };
 
 /* $1: the orders whose webhook notifications a batch applied.  One
@@ -399,6 +403,14 @@ add_evidence(const struct kasir_msg *msg, const cJSON *said, const char *seq,
 	const char *received = said_str(msg, said, "received_at");
 	bool ingest =
 	    cJSON_IsString(src) && strcmp(src->valuestring, "ingest") == 0;
+	/* what kasir-order applied (a transition's event, order.evidence
+	 * with applied) is what it knows: the "says something new" filter
+	 * compares answers with that only.  Evidence it flagged, ignored or
+	 * holds must not make the Status API answer that would decide look
+	 * old (an outside attack, 2026-12-08: a scheduled check's "deny" after
+	 * a flagged reversal was never sent, the order kept its access). */
+	bool applied = said == NULL && (msg->type != MSG_ORDER_EVIDENCE ||
+	                                msg_bool(msg, "applied"));
 	char key[RECON_FIELD_MAX + 16];
 	int64_t ms;
 
@@ -419,13 +431,14 @@ add_evidence(const struct kasir_msg *msg, const cJSON *said, const char *seq,
 	    strcmp(ts, "expired") != 0 && strcmp(ts, "not_found") != 0)
 		snprintf(key, sizeof(key), "status:%s", ts);
 	{
-		const char *p[6] = {
+		const char *p[7] = {
 		    msg_str(msg, "order_id"),
 		    ident_ok(said_str(msg, said, "transaction_id")),
 		    ident_ok(said_str(msg, said, "payment_type")),
 		    key[0] ? key : NULL,
 		    ingest ? received : NULL,
-		    seq};
+		    seq,
+		    applied ? "true" : "false"};
 
 		cols_add(&x->evidence, &st_evidence, p);
 	}

@@ -14,7 +14,13 @@ lost answer retried with the same key refunds once; the full refund makes
 the order REFUNDED, revokes access and sends its own refund message -- only
 once Midtrans's Status API confirms it.  A refund Midtrans applies after
 the forced check, whose notification is lost, is still found: the
-reconciler keeps asking until the Status API shows it."""
+reconciler keeps asking until the Status API shows it.
+
+Operator checks decide: a reversal kasir-order flagged (its deny carried
+no settlement_time) ends REFUNDED on `kasirctl reconcile`'s answer, even
+though it repeats what the flagged notification said; a payment partly
+refunded before kasir ever saw it settle becomes PAID (with the partial
+refund) on the Status API's answer."""
 
 import email
 import email.policy
@@ -326,6 +332,61 @@ def main():
         st.wait_until(lambda: st.sql("SELECT refund_since FROM recon.watch WHERE"
                                      " order_id = %s", (late,)) == [(None,)],
                       what="refund no longer followed")
+
+        # ---- a flagged reversal: kasirctl reconcile's answer decides ---------
+        rv = create_order(st)
+        pay(st, rv, "bank_transfer")
+        t = st.fake("POST", f"/_fake/orders/{rv}/deny", {"notify": "drop"}).body
+        assert t["status"] == "REVERSED", t
+        body = dict(t["notifications"][-1]["body"])
+        body.pop("settlement_time", None)
+        body.pop("signature_key", None)
+        st.fake("POST", "/_fake/notify_raw", {"body": body, "sign": True})
+        st.wait_until(lambda: st.sql("SELECT count(*) FROM orders.evidence WHERE"
+                                     " order_id = %s AND result = 'flagged'"
+                                     " AND transaction_status = 'deny'", (rv,))[0][0] == 1,
+                      what="the deny without settlement_time flagged")
+        # the reconciler has heard what the flagged notification said (it
+        # once took that for what kasir-order knew, and dropped the answer)
+        st.wait_until(lambda: st.sql("SELECT 'status:deny' = ANY (heard) FROM recon.watch"
+                                     " WHERE order_id = %s", (rv,)) == [(True,)],
+                      what="the flagged deny heard by the reconciler")
+        assert status(st, rv) == "PAID" and active_entitlements(st, rv) == 1
+        ctl.json("reconcile", rv, "--reason", "flagged deny: the Status API decides")
+        st.wait_until(lambda: status(st, rv) == "REFUNDED", timeout=60,
+                      what="REFUNDED on the forced check's deny")
+        st.wait_until(lambda: active_entitlements(st, rv) == 0, what="access revoked")
+        assert st.sql("SELECT t.evidence_source, c.transaction_status FROM"
+                      " orders.transitions t JOIN recon.status_check c"
+                      " ON c.id = t.evidence_ref WHERE t.order_id = %s"
+                      " AND t.to_status = 'REFUNDED'", (rv,)) == [("recon", "deny")]
+
+        # ---- partly refunded before kasir saw the payment -------------------
+        # every notification lost; the merchant refunds part from Midtrans's
+        # dashboard; the Status API's partial_refund proves the payment
+        pr = create_order(st)
+        r = st.fake("POST", f"/_fake/orders/{pr}/pay", {"payment_type": "gopay",
+                                                       "notify": "drop"})
+        assert r.status in (200, 202), r
+        r = st.fake("POST", f"/_fake/orders/{pr}/refund", {"refund_amount": 10000,
+                                                          "notify": "drop"})
+        assert r.status in (200, 202) and r.body["transaction_status"] == "partial_refund", r
+        st.wait_until(lambda: st.sql("SELECT count(*) FROM recon.watch WHERE order_id = %s",
+                                     (pr,))[0][0] == 1, what="order watched")
+        ctl.json("reconcile", pr, "--reason", "customer says paid")
+        st.wait_until(lambda: status(st, pr) == "PAID" and active_entitlements(st, pr) == 1,
+                      timeout=60, what="PAID with access on the partial_refund answer")
+        assert st.sql("SELECT partial_refund FROM orders.orders WHERE order_id = %s",
+                      (pr,)) == [(True,)]
+        assert st.sql("SELECT t.evidence_source, c.transaction_status FROM"
+                      " orders.transitions t JOIN recon.status_check c"
+                      " ON c.id = t.evidence_ref WHERE t.order_id = %s"
+                      " AND t.to_status = 'PAID'", (pr,)) == [("recon", "partial_refund")]
+        # a receipt, and the partial refund's own notice
+        st.wait_until(lambda: len(mails(st, pr, "Pembayaran diterima")) == 1
+                      and len(refund_mails(st, pr)) == 1, timeout=60,
+                      what="receipt and partial refund notice")
+        assert rupiah(10000) in refund_mails(st, pr)[0], refund_mails(st, pr)
 
         # ---- evidence: paid, refunded, reversed -----------------------------
         paid = create_order(st)

@@ -1354,6 +1354,8 @@ class Stack:
             sched = self.overrides.get("FAKE_MIDTRANS_RETRY_SCHEDULE")
             if sched:
                 argv += ["--retry-schedule", str(sched)]
+            if self.overrides.get("FAKE_MIDTRANS_NO_AUTO_EXPIRE"):
+                argv += ["--no-auto-expire"]
             return argv
         if name == "smtp-sink":
             return [py, self.fake_path(name),

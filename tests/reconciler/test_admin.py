@@ -48,12 +48,21 @@ def main():
 
         # a forced check of a final order is allowed (refund detection)
         n = len(rstack.checks(st, a))
+        n_ev = st.sql("SELECT count(*) FROM orders.evidence WHERE order_id = %s"
+                      " AND source = 'recon'", (a,))[0][0]
         r = rstack.admin(st, "reconcile.order", {"order_id": a}, reason="recheck")
         assert r["ok"] and r["result"]["final"] is True, r
         st.wait_until(lambda: len(rstack.checks(st, a)) == n + 1, timeout=15,
                       what="forced check of a final order")
-        # ... and says nothing new: not sent again
-        assert rstack.checks(st, a)[-1][4] is False
+        # ... and is sent to kasir-order although it says nothing new (an
+        # operator's check decides: a flagged reversal's deny once stayed
+        # unsent), where it changes nothing
+        assert rstack.checks(st, a)[-1][4] is True
+        st.wait_until(lambda: st.sql("SELECT count(*) FROM orders.evidence WHERE"
+                                     " order_id = %s AND source = 'recon'", (a,))[0][0] == n_ev + 1,
+                      timeout=15, what="the forced check's answer recorded by kasir-order")
+        assert rstack.order_status(st, a) == "PAID"
+        assert len(rstack.transitions(st, a, "PAID")) == 1
 
         audit = st.sql("SELECT command, result FROM recon.audit ORDER BY id")
         assert audit == [("reconcile.order", "refused"),

@@ -8,7 +8,14 @@ past expiry) is what makes kasir-order mark the order EXPIRED, naming the
 stored check.
 
 A second order whose customer picked a method but did not pay: its
-"pending" answer is sent to kasir-order once, and not repeated."""
+"pending" answer is sent to kasir-order once, and not repeated.
+
+A third order whose card payment was denied (a no-op: the customer may pay
+again) and who never paid: the Status API answers "deny" before and after
+expiry (the fake does not expire its transactions here, so its Status
+API keeps the last attempt's "deny").  The answer after expiry is news (kasir-order ends the order
+FAILED on it) although it repeats the answers before: it once stayed
+unsent, and the order PENDING for good."""
 import time
 
 import rstack
@@ -19,12 +26,17 @@ EXPIRY_S = 60  # kasir-order's minimum order.expiry
 
 def main():
     with rstack.stack({"ORDER_EXPIRY": "1m", "RECON_BACKOFF": "4s,8s",
-                       "RECON_EXPIRY_GRACE": "2s"}) as st:
+                       "RECON_EXPIRY_GRACE": "2s",
+                       "FAKE_MIDTRANS_NO_AUTO_EXPIRE": "1"}) as st:
         rstack.start(st)
         never = rstack.create_order(st, "never@example.com")
         chose = rstack.create_order(st, "chose@example.com")
         r = st.fake("POST", "/_fake/orders/%s/pending" % chose,
                     {"notify": "drop", "payment_type": "bank_transfer"})
+        assert r.status == 200, r
+        denied = rstack.create_order(st, "denied@example.com")
+        r = st.fake("POST", "/_fake/orders/%s/deny" % denied,
+                    {"payment_type": "credit_card"})
         assert r.status == 200, r
         expires = st.sql("SELECT extract(epoch FROM expires_at) FROM"
                          " orders.orders WHERE order_id = %s", (never,))[0][0]
@@ -51,6 +63,11 @@ def main():
         assert all(c[1] == "status" and c[3] == "pending" for c in chose_checks)
         assert [c[4] for c in chose_checks].count(True) == 1, chose_checks
         assert rstack.order_status(st, chose) == "PENDING"
+        # the denied card: its notification a no-op, still PENDING
+        assert st.sql("SELECT source, result FROM orders.evidence WHERE"
+                      " order_id = %s AND source = 'ingest'", (denied,)) == \
+            [("ingest", "noop")]
+        assert rstack.order_status(st, denied) == "PENDING"
 
         # after expiry: EXPIRED through a stored check made after expiry
         st.wait_until(lambda: rstack.order_status(st, never) == "EXPIRED",
@@ -77,6 +94,14 @@ def main():
         facts = rstack.admin(st, "doctor.facts")
         assert facts["ok"], facts
         assert facts["result"]["pending_past_expiry_unchecked"] == 0, facts
+        # the denied card ends FAILED on the Status API's deny past expiry
+        st.wait_until(lambda: rstack.order_status(st, denied) == "FAILED",
+                      timeout=30, what="denied order FAILED after expiry")
+        tr = rstack.transitions(st, denied)
+        assert len(tr) == 1 and tr[0][:3] == ("PENDING", "FAILED", "recon"), tr
+        assert st.sql("SELECT transaction_status, past_expiry FROM"
+                      " recon.status_check WHERE id = %s", (tr[0][3],)) == \
+            [("deny", True)]
         log("ok")
 
 

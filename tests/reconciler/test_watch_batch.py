@@ -60,10 +60,11 @@ def created(oid):
     return ("order.created", snapshot(oid, "PENDING"))
 
 
-def evidence(oid, ts, received, source="ingest", txn=None, ptype=None):
+def evidence(oid, ts, received, source="ingest", txn=None, ptype=None,
+             applied=False):
     d = {"order_id": oid, "evidence": {"source": source, "ref": 1},
          "transaction_status": ts, "received_at": received,
-         "applied": False, "order_status": "PENDING"}
+         "applied": applied, "order_status": "PENDING"}
     if txn is not None:
         d["transaction_id"] = txn
     if ptype is not None:
@@ -123,7 +124,7 @@ STORIES = {
     # recon evidence is no notification; a bad received_at is not counted
     "recon-evidence": lambda o: [
         created(o),
-        evidence(o, "pending", R1, source="recon"),
+        evidence(o, "pending", R1, source="recon", applied=True),
         evidence(o, "expire", "not a time"),
         evidence(o, "not_found", R2, source="recon"),
         confirm(o, "expire"),
@@ -135,12 +136,21 @@ STORIES = {
         evidence(o, "pending", R1),
         evidence(o, "settlement", R0),
         evidence(o, "settlement", R3),
-        evidence(o, "capture", R1, ptype="credit_card")],
+        evidence(o, "capture", R1, ptype="credit_card", applied=True)],
+    # what kasir-order did not apply (flagged, ignored, a no-op) is heard
+    # but is not what the answers are compared with: a flagged reversal
+    # leaves the settlement it knows
+    "flagged": lambda o: [
+        created(o),
+        evidence(o, "settlement", R1, applied=True),
+        evidence(o, "deny", R2),
+        confirm(o, "refund")],
     # evidence before its order is watched changes nothing
     "early-evidence": lambda o: [
         evidence(o, "pending", R1, txn="tx-e"),
         created(o),
-        evidence(o, "settlement", R2, source="recon", txn="tx-f")],
+        evidence(o, "settlement", R2, source="recon", txn="tx-f",
+                 applied=True)],
 }
 
 # what the rules say, for a few columns of each story's row
@@ -153,11 +163,13 @@ EXPECT = {
                       "transaction_id": "tx-c", "payment_type": "qris",
                       "heard": ["status:settlement"], "confirm": True},
     "final-unseen": {"status": "EXPIRED", "final": True, "heard": []},
-    "recon-evidence": {"final": False, "last_key": "status:expire",
+    "recon-evidence": {"final": False, "last_key": "status:pending",
                        "heard": [], "news": False, "confirm": True},
     "heard": {"heard": ["status:pending", "status:settlement",
                         "status:capture"], "payment_type": "credit_card",
               "last_key": "status:capture"},
+    "flagged": {"last_key": "status:settlement",
+                "heard": ["status:settlement", "status:deny"]},
     "early-evidence": {"transaction_id": "tx-f", "heard": [],
                        "last_key": "status:settlement", "news": False},
 }
