@@ -7,8 +7,10 @@
  * informational over ipc:// (the daemon takes the peer's user name).
  */
 #include <errno.h>
+#include <grp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cjson/cJSON.h>
 
@@ -27,6 +29,59 @@ err_set(struct ctl_error *err, enum ctl_svc svc, const char *url,
 	kasir_strlcpy(err->message, msg, sizeof(err->message));
 	text_terminal_safe(err->message);
 	err->exit = exit;
+}
+
+bool
+ctl_error_access(const struct ctl_error *err)
+{
+	return strcmp(err->code, CTL_E_PERMISSION_DENIED) == 0 ||
+	       strcmp(err->code, ADMIN_E_ROLE_REQUIRED) == 0;
+}
+
+/*
+ * Why the socket of url refused this user: the deepest part of its path
+ * that can be looked at (the socket itself, or the directory that cannot
+ * be entered: /run/kasir/<svc> is 0750), its group and mode, and the group
+ * that would give access.  "" for a url that is not ipc://.
+ */
+static void
+access_why(const char *url, char *out, size_t len)
+{
+	char path[256], grp[64];
+	struct stat sb;
+	struct group *g;
+	char *slash;
+	int n;
+
+	out[0] = '\0';
+	if (strncmp(url, "ipc://", 6) != 0)
+		return;
+	kasir_strlcpy(path, url + 6, sizeof(path));
+	while (stat(path, &sb) < 0) {
+		if (errno != EACCES || (slash = strrchr(path, '/')) == NULL ||
+		    slash == path)
+			return;
+		*slash = '\0'; /* a directory on the way denies it */
+	}
+	if ((g = getgrgid(sb.st_gid)) != NULL)
+		kasir_strlcpy(grp, g->gr_name, sizeof(grp));
+	else
+		snprintf(grp, sizeof(grp), "%lu", (unsigned long)sb.st_gid);
+	/* a socket needs write, a directory search permission */
+	/* (cut when too long: the socket and the group come first) */
+	if (sb.st_mode & (S_ISDIR(sb.st_mode) ? S_IXGRP : S_IWGRP))
+		n = snprintf(
+		    out, len,
+		    "%s is group %s, mode %04o: you need to be in group "
+		    "%s",
+		    path, grp, (unsigned)(sb.st_mode & 07777), grp);
+	else
+		n = snprintf(out, len,
+		             "%s is group %s, mode %04o: no group has access; "
+		             "the socket's permissions need fixing",
+		             path, grp, (unsigned)(sb.st_mode & 07777));
+	if (n < 0 || (size_t)n >= len)
+		out[len - 1] = '\0';
 }
 
 bool
@@ -100,6 +155,23 @@ ctl_call(struct ctl *c, enum ctl_svc svc, const char *cmd, const cJSON *args,
 		timeout_ms = c->conf.timeout_ms;
 	r = admin_call(url, req, (int)timeout_ms, &reply);
 	cJSON_Delete(req);
+	if (r == -EACCES || r == -EPERM) {
+		char why[300];
+
+		/* not "down": this user may not open the socket, and the
+		 * daemon was never asked (an outside check, 2026-12-08: every
+		 * daemon DOWN, "systemctl restart" as the fix) */
+		access_why(url, why, sizeof(why));
+		snprintf(msg, sizeof(msg),
+		         "permission denied opening %s's admin socket %s as "
+		         "user %s%s%s; %s was not asked, this says nothing "
+		         "about whether it runs",
+		         ctl_svc_name(svc), url, c->user, why[0] ? ": " : "",
+		         why, ctl_svc_name(svc));
+		err_set(err, svc, url, CTL_E_PERMISSION_DENIED, CTL_EXIT_FAILED,
+		        msg);
+		return r;
+	}
 	if (r < 0) {
 		snprintf(msg, sizeof(msg), "%s is not answering on %s: %s",
 		         ctl_svc_name(svc), url,

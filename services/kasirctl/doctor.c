@@ -618,7 +618,7 @@ print_table(struct ctl *c)
  * database is not "down": it names the root cause. */
 static void
 answer_checks(struct doctor *d, cJSON *const st[SVC_COUNT],
-              const struct ctl_error err[SVC_COUNT])
+              const struct ctl_error err[SVC_COUNT], cJSON *no_access)
 {
 	cJSON *db_items = cJSON_CreateArray();
 
@@ -632,6 +632,20 @@ answer_checks(struct doctor *d, cJSON *const st[SVC_COUNT],
 		}
 		if (st[s] != NULL) {
 			check_ran(d, check);
+			continue;
+		}
+		if (ctl_error_access(&err[s])) {
+			/* refused to this user (socket permission, role
+			 * none): not down, nothing to restart; its checks
+			 * are "skipped" and the run fails as refused */
+			cJSON *it = cJSON_CreateObject();
+
+			cJSON_AddStringToObject(it, "service", ctl_svc_name(s));
+			cJSON_AddStringToObject(it, "socket", err[s].socket);
+			cJSON_AddStringToObject(it, "code", err[s].code);
+			cJSON_AddStringToObject(it, "message", err[s].message);
+			cJSON_AddItemToArray(no_access, it);
+			check_skipped(d, check);
 			continue;
 		}
 		if (ctl_error_database(&err[s])) {
@@ -672,19 +686,21 @@ ctl_doctor_collect(struct ctl *c)
 	                                         SVC_NOTIFIER, SVC_RECONCILER};
 	struct doctor d = {.c = c, .now_ms = now_real_ms()};
 	cJSON *st[SVC_COUNT], *facts[SVC_COUNT] = {NULL}, *lags, *out;
+	cJSON *no_access = cJSON_CreateArray();
 	struct ctl_error err[SVC_COUNT], ferr;
 	int counts[4] = {0};
 	const cJSON *f;
 
 	d.findings = cJSON_CreateArray();
 	d.checks = cJSON_CreateObject();
-	if (d.findings == NULL || d.checks == NULL) {
+	if (d.findings == NULL || d.checks == NULL || no_access == NULL) {
 		cJSON_Delete(d.findings);
 		cJSON_Delete(d.checks);
+		cJSON_Delete(no_access);
 		return NULL;
 	}
 	ctl_collect_status(c, st, err);
-	answer_checks(&d, st, err);
+	answer_checks(&d, st, err, no_access);
 	for (size_t i = 0; i < ARRAY_SIZE(fact_svcs); i++) {
 		enum ctl_svc s = fact_svcs[i];
 
@@ -734,6 +750,7 @@ ctl_doctor_collect(struct ctl *c)
 	cJSON_AddItemToObject(out, "findings", d.findings);
 	cJSON_AddItemToObject(out, "checks", d.checks);
 	cJSON_AddItemToObject(out, "streams", lags);
+	cJSON_AddItemToObject(out, "no_access", no_access);
 	for (int s = 0; s < SVC_COUNT; s++) {
 		cJSON_Delete(st[s]);
 		cJSON_Delete(facts[s]);
@@ -741,12 +758,40 @@ ctl_doctor_collect(struct ctl *c)
 	return out;
 }
 
+/* When every configured daemon refused this user, that is the one
+ * answer (ctl_no_access), not a finding per daemon; -1 otherwise. */
+static int
+no_access_fail(struct ctl *c, const cJSON *out)
+{
+	struct ctl_error err[SVC_COUNT];
+	const cJSON *it;
+
+	memset(err, 0, sizeof(err));
+	cJSON_ArrayForEach(it, cJSON_GetObjectItem(out, "no_access"))
+	{
+		for (int s = 0; s < SVC_COUNT; s++) {
+			if (strcmp(ctl_svc_name(s), j_str(it, "service")) != 0)
+				continue;
+			kasir_strlcpy(err[s].service, ctl_svc_name(s),
+			              sizeof(err[s].service));
+			kasir_strlcpy(err[s].socket, j_str(it, "socket"),
+			              sizeof(err[s].socket));
+			kasir_strlcpy(err[s].code, j_str(it, "code"),
+			              sizeof(err[s].code));
+			kasir_strlcpy(err[s].message, j_str(it, "message"),
+			              sizeof(err[s].message));
+			err[s].exit = CTL_EXIT_FAILED;
+		}
+	}
+	return ctl_no_access(c, err);
+}
+
 int
 cmd_doctor(struct ctl *c, int argc, char **argv)
 {
 	cJSON *out;
 	const cJSON *f;
-	int p0, p1, total;
+	int p0, p1, total, denied, rc;
 
 	if (argc == 1 && strcmp(argv[0], "--table") == 0)
 		return print_table(c);
@@ -755,6 +800,11 @@ cmd_doctor(struct ctl *c, int argc, char **argv)
 		                      "usage: kasirctl doctor [--table]");
 	if ((out = ctl_doctor_collect(c)) == NULL)
 		return CTL_EXIT_FAILED;
+	if ((rc = no_access_fail(c, out)) >= 0) {
+		cJSON_Delete(out);
+		return rc;
+	}
+	denied = cJSON_GetArraySize(cJSON_GetObjectItem(out, "no_access"));
 	p0 = (int)j_num(out, "P0");
 	p1 = (int)j_num(out, "P1");
 	total = cJSON_GetArraySize(cJSON_GetObjectItem(out, "findings"));
@@ -791,8 +841,21 @@ cmd_doctor(struct ctl *c, int argc, char **argv)
 			if (any)
 				printf("\n");
 		}
+		cJSON_ArrayForEach(f, cJSON_GetObjectItem(out, "no_access"))
+		{
+			printf(
+			    "%s%s: %s [%s]\n",
+			    f == cJSON_GetArrayItem(
+			             cJSON_GetObjectItem(out, "no_access"), 0)
+			        ? "\nNO ACCESS (not down; nothing to "
+			          "restart), not checked:\n  "
+			        : "  ",
+			    j_str(f, "service"), j_str(f, "message"),
+			    j_str(f, "code"));
+		}
 	}
 	cJSON_DeleteItemFromObject(out, "at_ms");
 	out_json_ok(c, out);
-	return p0 + p1 > 0 ? CTL_EXIT_FAILED : CTL_EXIT_OK;
+	/* a check this user could not run is no verdict: refused */
+	return p0 + p1 > 0 || denied > 0 ? CTL_EXIT_FAILED : CTL_EXIT_OK;
 }

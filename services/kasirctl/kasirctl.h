@@ -209,6 +209,13 @@ struct ctl_error {
 int ctl_call(struct ctl *c, enum ctl_svc svc, const char *cmd,
              const struct cJSON *args, int64_t timeout_ms,
              struct cJSON **ret_result, struct ctl_error *err);
+/* Code of a socket kasirctl may not open (EACCES/EPERM on connect). */
+#define CTL_E_PERMISSION_DENIED "permission_denied"
+/* True when err says this user has no access to the daemon: the socket's
+ * permissions refused the connection (permission_denied) or the daemon
+ * refused the role (role_required).  Never "down". */
+bool ctl_error_access(const struct ctl_error *err);
+
 /* True when err says the daemon does not know the command. */
 bool ctl_error_unknown_command(const struct ctl_error *err);
 
@@ -338,6 +345,11 @@ struct cJSON *ctl_doctor_collect(struct ctl *c);
 void ctl_collect_status(struct ctl *c, struct cJSON *st[SVC_COUNT],
                         struct ctl_error err[SVC_COUNT]);
 struct cJSON *ctl_stream_lags(struct cJSON *const st[SVC_COUNT]);
+/* When every configured daemon refused this user (ctl_error_access: the
+ * socket's permissions or role none), reports that as the run's failure
+ * and returns its exit status (1); otherwise returns -1 and prints
+ * nothing. */
+int ctl_no_access(struct ctl *c, const struct ctl_error err[SVC_COUNT]);
 
 /* Shared by the changing commands: sends one admin request to svc.  args
  * is taken over (kept for the audit record).  Returns an exit status: on

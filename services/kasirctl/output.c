@@ -123,11 +123,20 @@ out_json_ok(struct ctl *c, cJSON *result)
 static const char *
 hint(const struct ctl *c, const char *code)
 {
+	if (strcmp(code, ADMIN_E_ROLE_REQUIRED) == 0 &&
+	    c->role == ADMIN_ROLE_NONE)
+		return "role none may run nothing: reading needs the support "
+		       "role (unix group in roles.support_group of the "
+		       "config), changing the engineer role "
+		       "(roles.engineer_group); KASIR_ROLE only lowers a role";
 	if (strcmp(code, ADMIN_E_ROLE_REQUIRED) == 0)
 		return c->role == ADMIN_ROLE_ENGINEER
 		           ? NULL
 		           : "this command needs the engineer role (unix group "
 		             "in roles.engineer_group of the config)";
+	if (strcmp(code, CTL_E_PERMISSION_DENIED) == 0)
+		return "not a daemon failure, the daemons need nothing: ask "
+		       "to be added to the group named above";
 	if (strcmp(code, "reason_required") == 0)
 		return "add --reason \"why you are doing this\"";
 	if (strcmp(code, "service_unavailable") == 0)

@@ -5,7 +5,10 @@
  * backlog (and how long the oldest job has waited, provider failures
  * included), reconciliation mode, pending orders by age, orders paid in the
  * last hour, the last notification received.  Exits 3 (unavailable) when
- * any configured daemon does not answer, after printing everything.
+ * any configured daemon does not answer, after printing everything.  A
+ * daemon this user may not ask (socket permission, role none) is not
+ * down: it is "no access" (exit 1), and when that is every daemon status
+ * fails with that one message (ctl_no_access).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +32,48 @@ ctl_collect_status(struct ctl *c, cJSON *st[SVC_COUNT],
 		             &err[s]) < 0)
 			st[s] = NULL;
 	}
+}
+
+int
+ctl_no_access(struct ctl *c, const struct ctl_error err[SVC_COUNT])
+{
+	const struct ctl_error *first = NULL;
+	int configured = 0, denied = 0;
+	struct ctl_error all;
+
+	for (int s = 0; s < SVC_COUNT; s++) {
+		if (c->conf.socket[s] == NULL)
+			continue;
+		configured++;
+		if (ctl_error_access(&err[s])) {
+			denied++;
+			if (first == NULL)
+				first = &err[s];
+		}
+	}
+	if (configured == 0 || denied < configured)
+		return -1;
+	if (!c->json)
+		for (int s = 0; s < SVC_COUNT; s++)
+			if (c->conf.socket[s] != NULL && &err[s] != first)
+				fprintf(stderr, "kasirctl: %s: %s [%s]\n",
+				        err[s].service, err[s].message,
+				        err[s].code);
+	all = *first;
+	kasir_strlcpy(all.service, CTL_NAME, sizeof(all.service));
+	if (snprintf(all.message, sizeof(all.message),
+	             "no access to the kasir daemons as %s (role %s): %s",
+	             c->user, admin_role_name(c->role),
+	             first->message) >= (int)sizeof(all.message))
+		all.message[sizeof(all.message) - 1] = '\0'; /* cut */
+	return out_fail(c, &all);
+}
+
+/* "down" or "no access" for what st[s] == NULL means in the text. */
+static const char *
+why_unknown(const struct ctl_error *err)
+{
+	return ctl_error_access(err) ? "no access" : "down";
 }
 
 /* One stream edge: producer head (as the producer says) vs the consumer's
@@ -134,7 +179,8 @@ print_text(struct ctl *c, cJSON *const st[SVC_COUNT],
 			printf("%-18s %-6s %-9s %s\n", ctl_svc_name(s), "-",
 			       "-", "not configured");
 		else if (st[s] == NULL)
-			printf("%-18s %-6s %-9s %s\n", ctl_svc_name(s), "DOWN",
+			printf("%-18s %-6s %-9s %s\n", ctl_svc_name(s),
+			       ctl_error_access(&err[s]) ? "DENIED" : "DOWN",
 			       "-", err[s].message);
 		else
 			printf("%-18s %-6s %-9s %s\n", ctl_svc_name(s), "up",
@@ -187,7 +233,8 @@ print_text(struct ctl *c, cJSON *const st[SVC_COUNT],
 			printf("\n");
 		}
 	} else {
-		printf("\nnotifications: unknown (kasir-notifier down)\n");
+		printf("\nnotifications: unknown (kasir-notifier %s)\n",
+		       why_unknown(&err[SVC_NOTIFIER]));
 	}
 	if (r != NULL) {
 		const cJSON *p = cJSON_GetObjectItemCaseSensitive(r, "pending");
@@ -205,7 +252,8 @@ print_text(struct ctl *c, cJSON *const st[SVC_COUNT],
 		       j_num(p, "6h_24h"), j_num(p, "ge_24h"), age);
 	} else {
 		printf("reconciliation mode: unknown (kasir-reconciler "
-		       "down)\n");
+		       "%s)\n",
+		       why_unknown(&err[SVC_RECONCILER]));
 	}
 	if (o != NULL) {
 		const char *last = j_str(o, "last_notification");
@@ -222,7 +270,8 @@ print_text(struct ctl *c, cJSON *const st[SVC_COUNT],
 			printf("last notification received: never\n");
 		}
 	} else {
-		printf("orders: unknown (kasir-order down)\n");
+		printf("orders: unknown (kasir-order %s)\n",
+		       why_unknown(&err[SVC_ORDER]));
 	}
 }
 
@@ -231,13 +280,15 @@ cmd_status(struct ctl *c, int argc, char **argv)
 {
 	cJSON *st[SVC_COUNT], *out, *svcs, *lags;
 	struct ctl_error err[SVC_COUNT];
-	int down = 0, rc;
+	int down = 0, denied = 0, rc;
 
 	(void)argv;
 	if (argc != 0)
 		return out_fail_local(c, "usage", CTL_EXIT_USAGE,
 		                      "usage: kasirctl status");
 	ctl_collect_status(c, st, err);
+	if ((rc = ctl_no_access(c, err)) >= 0)
+		return rc; /* nothing was asked: nothing else to print */
 	lags = ctl_stream_lags(st);
 	out = cJSON_CreateObject();
 	svcs = cJSON_AddObjectToObject(out, "services");
@@ -249,6 +300,13 @@ cmd_status(struct ctl *c, int argc, char **argv)
 			continue;
 		}
 		cJSON_AddStringToObject(e, "socket", c->conf.socket[s]);
+		if (st[s] == NULL && ctl_error_access(&err[s])) {
+			denied++;
+			cJSON_AddStringToObject(e, "state", "no_access");
+			cJSON_AddStringToObject(e, "code", err[s].code);
+			cJSON_AddStringToObject(e, "error", err[s].message);
+			continue;
+		}
 		if (st[s] == NULL) {
 			down++;
 			cJSON_AddStringToObject(e, "state", "down");
@@ -262,6 +320,7 @@ cmd_status(struct ctl *c, int argc, char **argv)
 		print_text(c, st, err, lags);
 	cJSON_AddItemToObject(out, "streams", lags);
 	cJSON_AddNumberToObject(out, "services_down", down);
+	cJSON_AddNumberToObject(out, "services_no_access", denied);
 	for (int s = 0; s < SVC_COUNT; s++) {
 		if (st[s] == NULL)
 			continue;
@@ -273,7 +332,14 @@ cmd_status(struct ctl *c, int argc, char **argv)
 		printf(
 		    "\n%d service(s) DOWN: kasirctl doctor says what to do\n",
 		    down);
+	if (!c->json && denied > 0)
+		printf("\nno access to %d service(s) as %s (role %s): not "
+		       "down, refused to you (DENIED above)\n",
+		       denied, c->user, admin_role_name(c->role));
 	rc = out_json_ok(c, out);
-	/* anything down is not "ok" for scripts and monitoring */
-	return rc == CTL_EXIT_OK && down > 0 ? CTL_EXIT_UNAVAILABLE : rc;
+	/* anything down is not "ok" for scripts and monitoring; a daemon
+	 * refused to this user is a refusal, not an outage */
+	if (rc == CTL_EXIT_OK && down > 0)
+		return CTL_EXIT_UNAVAILABLE;
+	return rc == CTL_EXIT_OK && denied > 0 ? CTL_EXIT_FAILED : rc;
 }

@@ -3,8 +3,11 @@ $KASIR_DEV_ENV, var/dev.env walking up from the cwd) and how it refuses
 bad input: broken config, unknown command, KASIR_ROLE that is not a role,
 an --incident that does not exist, no configuration at all."""
 
+import json
 import os
+import re
 import shlex
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -62,6 +65,74 @@ def main():
         rc, out, err = ctl.run("status", config=False, env={"KASIRCTL_CONFIG": ctl.config},
                                cwd="/")
         assert rc == 3 and ctl.config in out, (rc, out)
+
+        # no access is not "down" (an outside check, 2026-12-08: every
+        # daemon DOWN, exit 3, doctor P0 "systemctl restart"): role none
+        # is refused by the daemons, a user outside the socket's group by
+        # the socket; both say so, suggest no restart and exit 1
+        only_up = os.path.join(base, "up-only.yaml")
+        write(only_up, "sockets:\n"
+              f"  ingest: {st.config_value('ingest', 'admin.socket')}\n"
+              f"  order: {st.config_value('order', 'admin.socket')}\n"
+              "roles:\n  engineer_group: kasir-engineer\n"
+              "  support_group: kasir-support\n")
+        os.chmod(base, 0o755)
+        os.chmod(only_up, 0o644)
+        for cmd in ("status", "doctor"):
+            rc, out, err = ctl.run("--config", only_up, cmd, config=False, role="none")
+            assert rc == 1, (cmd, rc, out, err)
+            assert "role_required" in err and "no access" in err and "role none" in err, err
+            assert "DOWN" not in out + err and "restart" not in out + err, (out, err)
+            rc, out, err = ctl.run("--config", only_up, "--json", cmd, config=False,
+                                   role="none")
+            o = json.loads(out)
+            assert rc == 1 and o["ok"] is False and o["error"]["code"] == "role_required", o
+        # two daemons refuse, two are down (not started): DENIED is not DOWN
+        rc, out, err = ctl.run("status", role="none")
+        assert rc == 3 and re.search(r"kasir-order\s+DENIED", out) \
+            and re.search(r"kasir-notifier\s+DOWN", out), (rc, out)
+        doc = ctl.json("doctor", role="none", expect=1)
+        checks = {f["check"] for f in doc["result"]["findings"]}
+        assert "order_answers" not in checks and "ingest_answers" not in checks \
+            and "notifier_answers" in checks, checks
+        assert {x["service"] for x in doc["result"]["no_access"]} == \
+            {"kasir-ingest", "kasir-order"}, doc["result"]["no_access"]
+        # a user who may not open the socket (root is never refused: the
+        # test runs as nobody; as another user it takes the socket's
+        # permissions away)
+        order_sock = st.config_value("order", "admin.socket")[len("ipc://"):]
+        ingest_sock = st.config_value("ingest", "admin.socket")[len("ipc://"):]
+        modes = {p: os.stat(p).st_mode for p in (order_sock, ingest_sock)}
+        as_nobody = {}
+        if os.geteuid() == 0:
+            as_nobody = {"user": 65534, "group": 65534, "extra_groups": []}
+        else:
+            for p in modes:
+                os.chmod(p, 0)
+        try:
+            for cmd in ("status", "doctor"):
+                for js in ([], ["--json"]):
+                    r = subprocess.run([ctl.binary, "--config", only_up] + js + [cmd],
+                                       capture_output=True, text=True, cwd="/",
+                                       env={"PATH": "/usr/bin:/bin"}, timeout=60,
+                                       **as_nobody)
+                    print(f"$ kasirctl {' '.join(js + [cmd])} (no socket access) -> "
+                          f"{r.returncode}\n{r.stdout}{r.stderr}", flush=True)
+                    assert r.returncode == 1, (cmd, r.returncode, r.stdout, r.stderr)
+                    both = r.stdout + r.stderr
+                    assert "DOWN" not in both and "restart" not in both \
+                        and "not answering" not in both, both
+                    # the socket and its group (text: every daemon's)
+                    assert "permission denied" in both and ingest_sock in both \
+                        and "group root" in both, both
+                    assert js or order_sock in both, both
+                    if js:
+                        o = json.loads(r.stdout)
+                        assert o["ok"] is False and \
+                            o["error"]["code"] == "permission_denied", o
+        finally:
+            for p, m in modes.items():
+                os.chmod(p, m)
 
         # a broken config: every error as file:line, nothing half-applied
         bad = os.path.join(base, "bad.yaml")
