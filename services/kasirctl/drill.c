@@ -1094,6 +1094,11 @@ cmd_drill_run(struct ctl *c, int argc, char **argv)
 		return out_fail_local(c, "usage", CTL_EXIT_USAGE,
 		                      "no drill %.20s (kasirctl drill list)",
 		                      scenario);
+	/* each line as it happens, also into a pipe or a file (| tee):
+	 * stdout is fully buffered there, and an operator saw nothing, not
+	 * even RESOLVE IT NOW, until the drill had ended (an outside check,
+	 * 2026-12-08).  Nothing was written to stdout before this. */
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	return run(c, def, auto_resolve);
 }
 
