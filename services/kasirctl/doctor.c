@@ -478,8 +478,9 @@ print_loop(const cJSON *it, int n)
 	       j_num(it, "ok_age_s") >= 0 ? " ago" : "", bound);
 }
 
-/* Item label for text: the order id, the stream edge, the service (with
- * its error), or the job id. */
+/* Item label for text: a job (its id, which `notify decide JOB_ID` needs,
+ * with its order), the order id, the stream edge, the service (with its
+ * error), or the id. */
 static void
 print_items(const cJSON *items)
 {
@@ -493,7 +494,12 @@ print_items(const cJSON *items)
 	{
 		if (n == TEXT_ITEMS_MAX)
 			break;
-		if (j_str(it, "order_id")[0])
+		if (cJSON_IsNumber(cJSON_GetObjectItem(it, "job_id")))
+			printf("%sjob %.0f (order %s, %s by %s)",
+			       n ? "\n      " : "", j_num(it, "job_id"),
+			       j_str(it, "order_id"), j_str(it, "kind"),
+			       j_str(it, "channel"));
+		else if (j_str(it, "order_id")[0])
 			printf("%s%s", n ? " " : "", j_str(it, "order_id"));
 		else if (j_str(it, "consumer")[0])
 			printf("%s%s->%s lag %.0f", n ? ", " : "",

@@ -234,6 +234,11 @@ def main():
         unc = findings(doc, "uncertain_sends")
         assert unc and unc[0]["severity"] == "P2" and "notify decide" in unc[0]["command"] \
             and jid in [i["job_id"] for i in unc[0]["items"]], unc
+        # the text names the job id its command needs, with its order (it
+        # listed order ids only: an outside check, 2026-12-08)
+        rc, out, _ = ctl.run("doctor")
+        unc_text = out[out.index("uncertain_sends"):].split("SOP ")[0]
+        assert f"job {jid} (order {a}, receipt by email)" in unc_text, unc_text
         rc, _, err = ctl.run("notify", "decide", str(jid), "maybe", "--reason", "x")
         assert rc == 2 and "resend|delivered" in err, err
         r = ctl.json("notify", "decide", str(jid), "delivered", "--reason", "x", role="support",
