@@ -65,6 +65,43 @@ cmd_notify_resend(struct ctl *c, int argc, char **argv)
 	return out_json_ok(c, res);
 }
 
+/*
+ * --dead found nothing, but jobs failing against a provider that refuses
+ * for now (SMTP 451) are in "retry", not "dead": say so and give the
+ * command that retries them (the runbook once said --dead there, which
+ * requeued 0 and exited 0: an outside check, 2026-12-08).  Adds
+ * "retry_waiting" to res; a notifier that does not answer status adds
+ * nothing.
+ */
+static void
+retry_hint(struct ctl *c, cJSON *res, const char *channel)
+{
+	struct ctl_error err;
+	cJSON *st = NULL;
+	const cJSON *row;
+	double n = 0;
+
+	if (ctl_call(c, SVC_NOTIFIER, "status", NULL, 0, &st, &err) < 0)
+		return;
+	cJSON_ArrayForEach(row, cJSON_GetObjectItemCaseSensitive(st, "backlog"))
+	{
+		if (strcmp(j_str(row, "state"), "retry") == 0 &&
+		    (channel == NULL ||
+		     strcmp(j_str(row, "channel"), channel) == 0))
+			n += j_num(row, "jobs");
+	}
+	cJSON_Delete(st);
+	cJSON_AddNumberToObject(res, "retry_waiting", n);
+	if (n > 0 && !c->json)
+		fprintf(stderr,
+		        "kasirctl: no dead job, but %.0f job(s)%s%s wait for a "
+		        "retry (state retry, not dead: a provider failure "
+		        "that is retried); to retry them now: kasirctl notify "
+		        "requeue%s%s --reason \"...\" (without --dead)\n",
+		        n, channel ? " on " : "", channel ? channel : "",
+		        channel ? " --channel " : "", channel ? channel : "");
+}
+
 int
 cmd_notify_requeue(struct ctl *c, int argc, char **argv)
 {
@@ -110,6 +147,8 @@ cmd_notify_requeue(struct ctl *c, int argc, char **argv)
 	         dead ? "dead" : "waiting (retry)",
 	         order_id ? " for order " : "", order_id ? order_id : "",
 	         channel ? " on " : "", channel ? channel : "");
+	if (dead && j_num(res, "requeued") == 0)
+		retry_hint(c, res, channel);
 	return out_json_ok(c, res);
 }
 

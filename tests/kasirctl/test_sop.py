@@ -217,8 +217,22 @@ def main():
         assert rc == 2 and "receipt" in err, err
         out, _ = ctl.text("notify", "requeue", "--dead", "--reason", "SMTP fixed")
         assert "dead job(s) requeued" in out, out
+        # --dead finds nothing while a job waits in retry (a 451 SMTP):
+        # kasirctl says so and names the command that retries it (the
+        # runbook said --dead there: 0 requeued, exit 0, nothing said)
+        rjob = st.sql("SELECT id FROM notify.job WHERE order_id = %s AND channel = 'email'"
+                      " ORDER BY id LIMIT 1", (a,))[0][0]
+        st.sql("UPDATE notify.job SET state = 'retry', due_at = now() + interval '1 hour'"
+               " WHERE id = %s", (rjob,))
+        rc, out, err = ctl.run("notify", "requeue", "--dead", "--channel", "email",
+                               "--reason", "smtp fixed")
+        assert rc == 0 and "0 dead job(s) requeued" in out, (rc, out)
+        assert "1 job(s) on email wait for a retry" in err and \
+            "kasirctl notify requeue --channel email --reason" in err, err
+        r = ctl.json("notify", "requeue", "--dead", "--reason", "smtp fixed")
+        assert r["result"]["requeued"] == 0 and r["result"]["retry_waiting"] == 1, r
         r = ctl.json("notify", "requeue", "--order", a, "--channel", "email", "--reason", "retry")
-        assert "requeued" in r["result"], r
+        assert "requeued" in r["result"] and rjob in r["result"]["job_ids"], r
         r = ctl.json("notify", "requeue", "--dead", "--reason", "x", role="support", expect=1)
         assert r["error"]["code"] == "role_required"
         # an uncertain send (made so by SQL here; tests/notifier makes real
