@@ -102,9 +102,11 @@ admin_audit_list(struct kasir_db *db, const struct db_stmt *st,
 	const cJSON *jl = cJSON_GetObjectItemCaseSensitive(req->args, "limit");
 	const cJSON *ji =
 	    cJSON_GetObjectItemCaseSensitive(req->args, "incident");
+	const cJSON *jb =
+	    cJSON_GetObjectItemCaseSensitive(req->args, "before_id");
 	int limit = ADMIN_AUDIT_LIST_DEFAULT;
-	char limit_s[16];
-	const char *p[4];
+	char limit_s[16], before_s[24];
+	const char *p[ADMIN_AUDIT_LIST_NPARAMS];
 	PGresult *res = NULL;
 	cJSON *rows, *out;
 	int rc;
@@ -128,11 +130,19 @@ admin_audit_list(struct kasir_db *db, const struct db_stmt *st,
 			                   "args.limit: 1..500");
 		limit = (int)jl->valuedouble;
 	}
+	/* the next page: rows older than the last one seen (kasirctl
+	 * incident report pages through every row of an incident) */
+	if (jb != NULL && (!cJSON_IsNumber(jb) || jb->valuedouble < 1 ||
+	                   jb->valuedouble > 9007199254740992.0))
+		return list_refuse(code, code_len, msg, msg_len,
+		                   "args.before_id: an audit row id");
+	snprintf(before_s, sizeof(before_s), "%.0f", jb ? jb->valuedouble : 0);
 	snprintf(limit_s, sizeof(limit_s), "%d", limit);
 	p[0] = jo ? jo->valuestring : NULL;
 	p[1] = js ? js->valuestring : NULL;
 	p[2] = limit_s;
 	p[3] = ji ? ji->valuestring : NULL;
+	p[4] = jb ? before_s : NULL;
 	rc = db_exec(db, st, p, &res);
 	if (rc == KASIR_ESQL) {
 		PQclear(res);

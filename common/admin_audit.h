@@ -46,9 +46,11 @@ void admin_audit_refusal(struct kasir_db *db, const struct db_stmt *st,
 /*
  * "audit.list" of every daemon: the newest audit rows first, bounded.
  * args: {order_id?: string, since?: timestamp text, incident?: text,
- * limit?: 1..500 (default 100)}.  st is the daemon's statement over its
- * audit_log view (ADMIN_AUDIT_LIST_SQL, four parameters): $1 order_id or
- * NULL, $2 since (timestamptz) or NULL, $3 limit, $4 incident or NULL; it
+ * limit?: 1..500 (default 100), before_id?: id (only rows older than it:
+ * the next page)}.  st is the daemon's statement over its audit_log view
+ * (ADMIN_AUDIT_LIST_SQL, ADMIN_AUDIT_LIST_NPARAMS parameters): $1 order_id
+ * or NULL, $2 since (timestamptz) or NULL, $3 limit, $4 incident or NULL,
+ * $5 before_id or NULL; it
  * returns the common column names (id, at, actor, role, command, args,
  * reason, incident, order_id, before, after, result, error).  Replies
  * {"audit":[rows]}; a handler of the command table may call it directly.
@@ -61,8 +63,10 @@ void admin_audit_refusal(struct kasir_db *db, const struct db_stmt *st,
 	" WHERE ($1::text IS NULL OR order_id = $1::text)"                     \
 	" AND ($2::timestamptz IS NULL OR at >= $2::timestamptz)"              \
 	" AND ($4::text IS NULL OR incident = $4::text)"                       \
+	" AND ($5::bigint IS NULL OR id < $5::bigint)"                         \
 	" ORDER BY id DESC LIMIT $3::int"
 /* clang-format on */
+#define ADMIN_AUDIT_LIST_NPARAMS 5
 #define ADMIN_AUDIT_LIST_DEFAULT 100
 #define ADMIN_AUDIT_LIST_MAX     500
 int admin_audit_list(struct kasir_db *db, const struct db_stmt *st,

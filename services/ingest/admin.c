@@ -110,7 +110,7 @@ const struct db_stmt ingest_admin_audit_insert = {
 static const struct db_stmt stmt_audit_list = {
     .name = "ingest_admin_audit_list",
     .sql = ADMIN_AUDIT_LIST_SQL("ingest"),
-    .nparams = 4,
+    .nparams = ADMIN_AUDIT_LIST_NPARAMS,
 };
 
 #define EXPORT_EVENTS_MAX 100000

@@ -25,7 +25,11 @@
 #include "kasirctl.h"
 #include "util.h"
 
-#define REPORT_MAX (4 * 1024 * 1024) /* bytes of Markdown */
+#define REPORT_MAX (16 * 1024 * 1024) /* bytes of Markdown */
+/* audit.list: rows per page (ADMIN_AUDIT_LIST_MAX) and the rows of one
+ * daemon in one report (beyond: a gap says how many are in) */
+#define AUDIT_PAGE     500
+#define AUDIT_ROWS_MAX 20000
 
 #define F_OWNER       4
 #define F_DETECTED_BY 5
@@ -443,6 +447,103 @@ tl_sort(cJSON *tl)
 	free(v);
 }
 
+/*
+ * One daemon's audit rows under the incident, every page of audit.list
+ * (AUDIT_PAGE rows each, newest first, "before_id" the oldest id seen) up
+ * to AUDIT_ROWS_MAX: the report showed the newest 100 and said nothing of
+ * the rest (an outside check, 2026-12-08: an early manual action vanished
+ * from the post-mortem).  Returns {"audit":[rows]}, or NULL with err
+ * filled when the first page failed; what could not be fetched is a gap.
+ */
+static cJSON *
+daemon_audit_rows(struct ctl *c, enum ctl_svc svc, const char *incident,
+                  cJSON *gaps, struct ctl_error *err)
+{
+	cJSON *out = NULL, *rows, *args, *res;
+	char gap[700];
+	double before = 0;
+	int n = 0;
+
+	if ((args = cJSON_CreateObject()) == NULL ||
+	    !cJSON_AddStringToObject(args, "incident", incident) ||
+	    !cJSON_AddNumberToObject(args, "limit", AUDIT_PAGE)) {
+		cJSON_Delete(args);
+		return NULL;
+	}
+	for (;;) {
+		const cJSON *row;
+		cJSON *page;
+		int got = 0;
+
+		res = NULL;
+		if (before > 0) {
+			cJSON_DeleteItemFromObject(args, "before_id");
+			cJSON_AddNumberToObject(args, "before_id", before);
+		}
+		if (ctl_call(c, svc, "audit.list", args, 0, &res, err) < 0) {
+			if (out == NULL)
+				break;
+			snprintf(gap, sizeof(gap),
+			         "%s: the newest %d audit row(s) under the "
+			         "incident are included, older ones could not "
+			         "be fetched: %s",
+			         ctl_svc_name(svc), n, err->message);
+			cJSON_AddItemToArray(gaps, cJSON_CreateString(gap));
+			break;
+		}
+		if (out == NULL) {
+			out = res; /* {"audit":[first page]} */
+			rows = cJSON_GetObjectItem(out, "audit");
+			n = got = cJSON_GetArraySize(rows);
+			cJSON_ArrayForEach(row, rows) before = j_num(row, "id");
+		} else {
+			page = cJSON_GetObjectItem(res, "audit");
+			rows = cJSON_GetObjectItem(out, "audit");
+			if (cJSON_GetArraySize(page) > 0 &&
+			    j_num(cJSON_GetArrayItem(page, 0), "id") >=
+			        before) {
+				/* a daemon older than before_id answers
+				 * the first page again */
+				snprintf(
+				    gap, sizeof(gap),
+				    "%s: only the newest %d audit rows "
+				    "under the incident are included: it "
+				    "does not page audit.list (before_id), "
+				    "older rows were left out",
+				    ctl_svc_name(svc), n);
+				cJSON_AddItemToArray(gaps,
+				                     cJSON_CreateString(gap));
+				cJSON_Delete(res);
+				break;
+			}
+			while (cJSON_GetArraySize(page) > 0) {
+				cJSON *x =
+				    cJSON_DetachItemFromArray((cJSON *)page, 0);
+
+				before = j_num(x, "id");
+				cJSON_AddItemToArray(rows, x);
+				got++;
+			}
+			n += got;
+			cJSON_Delete(res);
+		}
+		if (got < AUDIT_PAGE)
+			break; /* the last page */
+		if (n >= AUDIT_ROWS_MAX) {
+			snprintf(gap, sizeof(gap),
+			         "%s: only the newest %d audit rows under the "
+			         "incident are included (the report's bound); "
+			         "older ones were left out: audit.list "
+			         "{incident, before_id %.0f} has them",
+			         ctl_svc_name(svc), n, before);
+			cJSON_AddItemToArray(gaps, cJSON_CreateString(gap));
+			break;
+		}
+	}
+	cJSON_Delete(args);
+	return out;
+}
+
 /* Asks each daemon for its audit rows under the incident; records which
  * could not tell. */
 static cJSON *
@@ -450,18 +551,18 @@ daemon_audit(struct ctl *c, const char *incident, cJSON *gaps)
 {
 	static const enum ctl_svc svcs[] = {SVC_INGEST, SVC_ORDER, SVC_NOTIFIER,
 	                                    SVC_RECONCILER};
-	cJSON *out = cJSON_CreateObject(), *args = cJSON_CreateObject();
+	cJSON *out = cJSON_CreateObject();
 
-	cJSON_AddStringToObject(args, "incident", incident);
 	for (size_t i = 0; i < ARRAY_SIZE(svcs); i++) {
 		struct ctl_error err;
-		cJSON *res = NULL;
+		cJSON *res;
 		char gap[600];
 
 		if (c->conf.socket[svcs[i]] == NULL)
 			continue;
-		if (ctl_call(c, svcs[i], "audit.list", args, 0, &res, &err) ==
-		    0) {
+		memset(&err, 0, sizeof(err));
+		res = daemon_audit_rows(c, svcs[i], incident, gaps, &err);
+		if (res != NULL) {
 			cJSON_AddItemToObject(out, ctl_svc_name(svcs[i]), res);
 			continue;
 		}
@@ -470,10 +571,10 @@ daemon_audit(struct ctl *c, const char *incident, cJSON *gaps)
 		             ? "does not serve audit.list: its own audit rows "
 		               "are not included (kasirctl's record of every "
 		               "command is)"
-		             : err.message);
+		         : err.message[0] ? err.message
+		                          : "out of memory");
 		cJSON_AddItemToArray(gaps, cJSON_CreateString(gap));
 	}
-	cJSON_Delete(args);
 	return out;
 }
 
@@ -567,6 +668,17 @@ cmd_incident_report(struct ctl *c, int argc, char **argv)
 			                 : "");
 			tl_add(tl, j_str(e, "at"), who, what);
 		}
+	}
+	if (cJSON_GetArraySize(actions) >= CTL_LIST_MAX ||
+	    cJSON_GetArraySize(notes) >= CTL_LIST_MAX) {
+		char gap[200];
+
+		snprintf(gap, sizeof(gap),
+		         "kasirctl's record: only the first %d commands and "
+		         "the first %d notes are included; later ones were "
+		         "left out (ops.audit, ops.incident_note)",
+		         CTL_LIST_MAX, CTL_LIST_MAX);
+		cJSON_AddItemToArray(gaps, cJSON_CreateString(gap));
 	}
 	if (n_outside > 0) {
 		char gap[200];

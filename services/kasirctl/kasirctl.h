@@ -52,6 +52,7 @@ struct kasir_db;
 #define CTL_ARG_MAX      200  /* any other argument */
 #define CTL_INCIDENT_MAX 32   /* "INC-123" */
 #define CTL_LINE_MAX     4096 /* a dev.env line */
+#define CTL_LIST_MAX     1000 /* rows of one ops listing (ops.c) */
 
 /* Exit statuses (docs/kasirctl.md). */
 enum ctl_exit {

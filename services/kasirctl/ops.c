@@ -20,7 +20,9 @@
 #include "stream.h"
 #include "util.h"
 
-#define OPS_LIST_MAX "1000" /* rows of one listing */
+#define OPS_STR_(x)  #x
+#define OPS_STR(x)   OPS_STR_(x)
+#define OPS_LIST_MAX OPS_STR(CTL_LIST_MAX) /* rows of one listing */
 
 int
 ops_open(struct ctl *c, char *why, size_t why_len)

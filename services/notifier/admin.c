@@ -195,7 +195,7 @@ static const struct db_stmt st_jobs_of_order = {
 static const struct db_stmt st_audit_list = {
     .name = "notify_admin_audit_list",
     .sql = ADMIN_AUDIT_LIST_SQL("notify"),
-    .nparams = 4,
+    .nparams = ADMIN_AUDIT_LIST_NPARAMS,
 };
 
 static const struct db_stmt st_audit_of_order = {

@@ -284,7 +284,7 @@ const struct db_stmt order_admin_audit_insert = {
 static const struct db_stmt st_audit_list = {
     .name = "admin_audit_list",
     .sql = ADMIN_AUDIT_LIST_SQL("orders"),
-    .nparams = 4,
+    .nparams = ADMIN_AUDIT_LIST_NPARAMS,
 };
 
 /* Records a refusal in its own transaction; returns err. */

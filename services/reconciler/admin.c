@@ -153,7 +153,7 @@ static const struct db_stmt st_force_pending = {
 static const struct db_stmt st_audit_list = {
     .name = "recon_admin_audit_list",
     .sql = ADMIN_AUDIT_LIST_SQL("recon"),
-    .nparams = 4,
+    .nparams = ADMIN_AUDIT_LIST_NPARAMS,
 };
 
 const struct db_stmt recon_admin_audit_insert = {

@@ -372,6 +372,26 @@ def main():
         assert len(late) == 1 and late[0].startswith("1 daemon audit row"), rep["result"]["gaps"]
         assert f"order.show {a} -> ok [NOT during the incident" in rep["result"]["markdown"]
         assert rep["result"]["incident"]["owner"] == "ops-oncall"
+        # every daemon row under an incident is in its report, not the
+        # newest 100 (audit.list's default; an outside check, 2026-12-08:
+        # an early manual action vanished and no gap said so): 1,101
+        # kasir-order rows, more than two pages of audit.list
+        i3 = ctl.json("incident", "open", "--severity", "P2", "--title",
+                      "many reads")["result"]["id"]
+        st.sql("INSERT INTO orders.audit (actor, role, cmd, args, reason, incident,"
+               " result, order_id) VALUES ('early', 'engineer', 'access.grant', '{}',"
+               " 'EARLY MANUAL ACTION', %s, 'ok', %s)", (i3, a))
+        st.sql("INSERT INTO orders.audit (actor, role, cmd, args, incident, result,"
+               " order_id) SELECT 'reader', 'support', 'order.show', '{}', %s, 'ok', %s"
+               " FROM generate_series(1, 1100)", (i3, a))
+        rep = ctl.json("incident", "report", i3)["result"]
+        assert len(rep["daemon_audit"]["kasir-order"]["audit"]) == 1101, \
+            len(rep["daemon_audit"]["kasir-order"]["audit"])
+        assert rep["gaps"] == [], rep["gaps"]
+        md = rep["markdown"]
+        assert md.count("via kasir-order") == 1101 and \
+            f"access.grant {a} -> ok; reason: EARLY MANUAL ACTION" in md, md.count("via")
+        ctl.json("incident", "close", i3)
 
         # ---- export --------------------------------------------------------------------
         rc, out, err = ctl.run("export", "orders", "--from", "2000-01-01", "--to",
