@@ -289,6 +289,11 @@ int out_json_ok(struct ctl *c, struct cJSON *result);
 /* Reports err (stderr in text mode, {"ok":false,...} on stdout with
  * --json), records it for the audit and returns err->exit. */
 int out_fail(struct ctl *c, const struct ctl_error *err);
+/* out_fail with what was found all the same (takes result, may be NULL):
+ * --json puts it under "result" beside "error" (order show of an order
+ * only other services name). */
+int out_fail_result(struct ctl *c, const struct ctl_error *err,
+                    struct cJSON *result);
 /* A failure found by kasirctl itself (code, exit, printf message). */
 int out_fail_local(struct ctl *c, const char *code, int exit, const char *fmt,
                    ...) __attribute__((format(printf, 4, 5)));

@@ -202,13 +202,19 @@ from_ops(cJSON *tl, const cJSON *rows)
 	const cJSON *e;
 
 	cJSON_ArrayForEach(e, rows)
-	    entry(tl, j_str(e, "at"), "kasirctl", "manual",
-	          "kasirctl %s by %s (%s): %s; reason: %s%s%.0f%s%s",
-	          j_str(e, "command"), j_str(e, "actor"), j_str(e, "role"),
-	          j_str(e, "result"), dash(j_str(e, "reason")),
-	          j_num(e, "incident_id") > 0 ? "; incident INC-" : "",
-	          j_num(e, "incident_id"), j_str(e, "error")[0] ? "; " : "",
-	          j_str(e, "error"));
+	{
+		char inc[CTL_INCIDENT_MAX + 16] = "";
+
+		/* no incident: nothing (it printed "0" after the reason) */
+		if (j_num(e, "incident_id") > 0)
+			snprintf(inc, sizeof(inc), "; incident INC-%.0f",
+			         j_num(e, "incident_id"));
+		entry(tl, j_str(e, "at"), "kasirctl", "manual",
+		      "kasirctl %s by %s (%s): %s; reason: %s%s%s%s",
+		      j_str(e, "command"), j_str(e, "actor"), j_str(e, "role"),
+		      j_str(e, "result"), dash(j_str(e, "reason")), inc,
+		      j_str(e, "error")[0] ? "; " : "", j_str(e, "error"));
+	}
 }
 
 /* By time, then by insertion order ("_i"): a stable order. */
@@ -262,7 +268,8 @@ cmd_order_show(struct ctl *c, int argc, char **argv)
 	cJSON *args, *out, *tl, *missing, *r[ARRAY_SIZE(asks)] = {NULL};
 	struct ctl_error err[ARRAY_SIZE(asks)];
 	cJSON *ops_rows = NULL;
-	bool order_known, seen_elsewhere = false;
+	bool order_known, unknown, seen_elsewhere = false;
+	size_t denied = 0;
 	char why[256];
 	int rc = CTL_EXIT_OK;
 
@@ -288,12 +295,28 @@ cmd_order_show(struct ctl *c, int argc, char **argv)
 	if (ops_open(c, why, sizeof(why)) == 0)
 		(void)ops_audit_for_order(c, id, &ops_rows);
 
-	order_known = r[0] != NULL;
+	/* kasir-order answers {"status": null, "unknown_notifications"}
+	 * for an id only notifications name: not an order either (it printed
+	 * an empty header and exited 0) */
+	order_known =
+	    r[0] != NULL &&
+	    !cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(r[0], "status"));
+	unknown = (r[0] == NULL && strstr(err[0].code, "not_found") != NULL) ||
+	          (r[0] != NULL && !order_known);
 	seen_elsewhere =
 	    cJSON_GetArraySize(cJSON_GetObjectItem(r[1], "events")) > 0 ||
-	    cJSON_GetArraySize(cJSON_GetObjectItem(r[1], "quarantined")) > 0;
-	if (!order_known && strstr(err[0].code, "not_found") != NULL &&
-	    !seen_elsewhere) {
+	    cJSON_GetArraySize(cJSON_GetObjectItem(r[1], "quarantined")) > 0 ||
+	    cJSON_GetArraySize(
+	        cJSON_GetObjectItem(r[0], "unknown_notifications")) > 0;
+	for (size_t i = 0; i < ARRAY_SIZE(asks); i++)
+		denied += r[i] == NULL && ctl_error_access(&err[i]);
+	if (denied == ARRAY_SIZE(asks)) {
+		for (size_t i = 0; i < ARRAY_SIZE(asks); i++)
+			cJSON_Delete(r[i]);
+		cJSON_Delete(ops_rows);
+		return out_fail(c, &err[0]); /* no access: nothing to show */
+	}
+	if (unknown && !seen_elsewhere) {
 		for (size_t i = 0; i < ARRAY_SIZE(asks); i++)
 			cJSON_Delete(r[i]);
 		cJSON_Delete(ops_rows);
@@ -329,13 +352,19 @@ cmd_order_show(struct ctl *c, int argc, char **argv)
 		cJSON_AddItemToArray(missing, m);
 		if (err[i].exit == CTL_EXIT_UNAVAILABLE)
 			rc = CTL_EXIT_UNAVAILABLE;
+		else if (rc == CTL_EXIT_OK && err[i].exit != CTL_EXIT_OK)
+			rc = err[i].exit; /* no access to it: refused */
 	}
 
 	if (!c->json) {
 		const cJSON *o = r[0], *e;
 
 		printf("order %s\n", id);
-		if (o != NULL) {
+		if (unknown) {
+			printf("  NOT FOUND: kasir-order has no such order; "
+			       "below is what the other services hold about "
+			       "this id\n");
+		} else if (o != NULL) {
 			printf("  status    %s%s\n", j_str(o, "status"),
 			       j_bool(o, "flagged") ? "  FLAGGED" : "");
 			if (j_bool(o, "flagged"))
@@ -404,6 +433,21 @@ cmd_order_show(struct ctl *c, int argc, char **argv)
 	                      ops_rows ? ops_rows : cJSON_CreateArray());
 	cJSON_AddItemToObject(out, "timeline", tl);
 	cJSON_AddItemToObject(out, "missing", missing);
+	if (unknown) {
+		struct ctl_error nf;
+
+		memset(&nf, 0, sizeof(nf));
+		kasir_strlcpy(nf.service, CTL_NAME, sizeof(nf.service));
+		kasir_strlcpy(nf.code, ADMIN_E_ORDER_NOT_FOUND,
+		              sizeof(nf.code));
+		snprintf(nf.message, sizeof(nf.message),
+		         "unknown order %s: kasir-order has no such order; "
+		         "only notifications name it (another system on this "
+		         "Midtrans account, or a lost order)",
+		         id);
+		nf.exit = CTL_EXIT_FAILED;
+		return out_fail_result(c, &nf, out);
+	}
 	out_json_ok(c, out);
 	return rc;
 }

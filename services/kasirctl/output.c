@@ -148,6 +148,12 @@ hint(const struct ctl *c, const char *code)
 int
 out_fail(struct ctl *c, const struct ctl_error *err)
 {
+	return out_fail_result(c, err, NULL);
+}
+
+int
+out_fail_result(struct ctl *c, const struct ctl_error *err, cJSON *result)
+{
 	bool refused = err->exit == CTL_EXIT_FAILED &&
 	               strcmp(err->code, "bad_reply") != 0 &&
 	               strcmp(err->code, "internal") != 0;
@@ -159,8 +165,10 @@ out_fail(struct ctl *c, const struct ctl_error *err)
 	if (c->json) {
 		cJSON *o = cJSON_CreateObject(), *e;
 
-		if (o == NULL)
+		if (o == NULL) {
+			cJSON_Delete(result);
 			return err->exit;
+		}
 		cJSON_AddBoolToObject(o, "ok", false);
 		cJSON_AddStringToObject(o, "command", c->command);
 		e = cJSON_AddObjectToObject(o, "error");
@@ -172,6 +180,8 @@ out_fail(struct ctl *c, const struct ctl_error *err)
 		if (strcmp(err->code, "role_required") == 0)
 			cJSON_AddStringToObject(e, "your_role",
 			                        admin_role_name(c->role));
+		if (result != NULL)
+			cJSON_AddItemToObject(o, "result", result);
 		print_json(o);
 		cJSON_Delete(o);
 	} else {
@@ -188,6 +198,7 @@ out_fail(struct ctl *c, const struct ctl_error *err)
 			        c->user, admin_role_name(c->role));
 		if (h != NULL)
 			fprintf(stderr, "kasirctl: %s\n", h);
+		cJSON_Delete(result);
 	}
 	return err->exit;
 }

@@ -83,6 +83,17 @@ def main():
             assert r.status == 403, r
         st.wait_until(lambda: st.sql("SELECT count(*) FROM ingest.quarantine")[0][0] >= 1,
                       timeout=20, what="quarantined bodies")
+        # an id only a refused notification names: not found (exit 1), with
+        # what kasir-ingest holds (it printed an empty order and exited 0)
+        st.wait_until(lambda: st.sql("SELECT count(*) FROM ingest.quarantine WHERE"
+                                     " order_id = 'KSR-FORGED-0'")[0][0] >= 1,
+                      timeout=20, what="KSR-FORGED-0 quarantined")
+        rc, out, err = ctl.run("order", "show", "KSR-FORGED-0")
+        assert rc == 1 and "NOT FOUND" in out and "notification REFUSED" in out \
+            and "unknown order KSR-FORGED-0" in err, (rc, out, err)
+        nf = ctl.json("order", "show", "KSR-FORGED-0", expect=1)
+        assert nf["ok"] is False and nf["error"]["code"] == "order_not_found" \
+            and nf["result"]["timeline"], nf
         doc = ctl.json("doctor", expect=1)
         sig = findings(doc, "signature_failures")
         assert len(sig) == 1, doc

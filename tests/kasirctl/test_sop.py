@@ -111,6 +111,11 @@ def main():
         assert [(x[1], x[2]) for x in ops_audit(st, "access grant", a)] == [
             ("support", "refused"), ("support", "refused")]
         assert active_entitlements(st, a) == 0
+        # kasirctl's record in the timeline: nothing after the reason when
+        # no incident was named (it printed a stray "0" there)
+        out, _ = ctl.text("order", "show", a)
+        assert "kasirctl access grant by root (support): refused; reason: support tries;" \
+            in out, out
         # support can read
         ctl.json("order", "show", a, role="support")
         ctl.json("doctor", role="support", expect=1)
