@@ -199,6 +199,17 @@ cmd_incident_note(struct ctl *c, int argc, char **argv)
 	return out_json_ok(c, res);
 }
 
+/* True when s holds nothing but white space (btrim() of the CHECK
+ * severe_needs_postmortem leaves ''). */
+static bool
+blank(const char *s)
+{
+	for (; *s; s++)
+		if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r')
+			return false;
+	return true;
+}
+
 int
 cmd_incident_close(struct ctl *c, int argc, char **argv)
 {
@@ -259,9 +270,11 @@ cmd_incident_close(struct ctl *c, int argc, char **argv)
 	         strcmp(j_str(inc, "severity"), "P1") == 0;
 	if (severe) {
 		for (int f = 0; f < INCIDENT_FIELDS; f++) {
-			if (fields[f] != NULL ||
+			/* blank is missing, as the database's CHECK reads
+			 * it (it failed there: exit 3 database_error) */
+			if ((fields[f] != NULL && !blank(fields[f])) ||
 			    (f == F_DETECTED_BY &&
-			     j_str(inc, "detected_by")[0] != '\0'))
+			     !blank(j_str(inc, "detected_by"))))
 				continue;
 			snprintf(missing + strlen(missing),
 			         sizeof(missing) - strlen(missing), "%s%s",

@@ -312,6 +312,14 @@ def main():
         assert r["error"]["code"] == "postmortem_incomplete", r
         closes = ops_audit(st, "incident close", inc_id)
         assert [(x[2], x[4]) for x in closes] == [("refused", int(inc_id[4:]))] * 2, closes
+        # blank fields are missing ones, refused by kasirctl like absent
+        # ones (they failed at the database's CHECK: exit 3 database_error)
+        r = ctl.json("incident", "close", inc_id, "--root-cause", " ", "--impact", "  ",
+                     "--resolution", " ", "--preventive", " ", "--owner", " ",
+                     "--detected-by", " ", expect=1)
+        assert r["error"]["code"] == "postmortem_incomplete" and \
+            "--root-cause --impact --resolution --preventive --owner --detected-by" in \
+            r["error"]["message"], r
         assert st.sql("SELECT closed_at IS NULL FROM ops.incident WHERE id = %s",
                       (int(inc_id[4:]),)) == [(True,)]
         r = ctl.json("incident", "close", inc_id, "--root-cause", "x", role="support",
