@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,9 +131,9 @@ check_config(const char *file)
 }
 
 /* Who is asking: user name and role from uid and groups; KASIR_ROLE may
- * only lower it.  0, or -EINVAL with a message printed. */
+ * only lower it.  0, or -EINVAL with why filled. */
 static int
-identify(struct ctl *c)
+identify(struct ctl *c, char *why, size_t why_len)
 {
 	uid_t uid = getuid();
 	struct passwd *pw = getpwuid(uid);
@@ -153,22 +154,49 @@ identify(struct ctl *c)
 		enum admin_role r;
 
 		if (admin_role_parse(env, &r) < 0) {
-			fprintf(stderr,
-			        "kasirctl: KASIR_ROLE=%.32s: want engineer, "
-			        "support or none\n",
-			        env);
+			snprintf(why, why_len,
+			         "KASIR_ROLE=%.32s: want engineer, support or "
+			         "none",
+			         env);
 			return -EINVAL;
 		}
 		if (r > c->unix_role) {
-			fprintf(stderr,
-			        "kasirctl: KASIR_ROLE=%s cannot raise your "
-			        "role (%s is %s)\n",
-			        env, c->user, admin_role_name(c->unix_role));
+			snprintf(why, why_len,
+			         "KASIR_ROLE=%.32s cannot raise your role (%s "
+			         "is %s)",
+			         env, c->user, admin_role_name(c->unix_role));
 			return -EINVAL;
 		}
 		c->role = r;
 	}
 	return 0;
+}
+
+/* A failure before any command ran (the command line, the
+ * configuration): the message on stderr, and with --json also the one
+ * JSON object on stdout that --json always prints (`kasirctl --json foo`
+ * printed none).  Returns exit. */
+static int early_fail(struct ctl *c, const char *code, int exit,
+                      const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int
+early_fail(struct ctl *c, const char *code, int exit, const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "kasirctl: %s\n", msg);
+	if (c->json) {
+		if (c->command == NULL)
+			c->command = "";
+		/* the message again, on stdout: cut to what fits */
+		(void)out_fail_local(c, code, exit, "%.500s", msg);
+	}
+	return exit;
 }
 
 static const struct ctl_command *
@@ -278,12 +306,16 @@ main(int argc, char **argv)
 	k = find_command(nrest, rest, &used);
 	if (k == NULL) {
 		if (nrest > 0)
-			fprintf(stderr, "kasirctl: unknown command: %s%s%s\n",
-			        rest[0], nrest > 1 ? " " : "",
-			        nrest > 1 ? rest[1] : "");
+			rc = early_fail(&c, "usage", CTL_EXIT_USAGE,
+			                "unknown command: %.64s%s%.64s",
+			                rest[0], nrest > 1 ? " " : "",
+			                nrest > 1 ? rest[1] : "");
+		else
+			rc = early_fail(&c, "usage", CTL_EXIT_USAGE,
+			                "no command given");
 		usage(stderr);
 		free(rest);
-		return CTL_EXIT_USAGE;
+		return rc;
 	}
 	c.command = k->usage;
 	{
@@ -305,24 +337,21 @@ main(int argc, char **argv)
 	}
 	if (incident != NULL) {
 		if (ops_incident_parse(incident, &c.incident_id) < 0) {
-			fprintf(
-			    stderr,
-			    "kasirctl: --incident %.40s: want INC-<number>\n",
-			    incident);
 			free(rest);
-			return CTL_EXIT_USAGE;
+			return early_fail(&c, "usage", CTL_EXIT_USAGE,
+			                  "--incident %.40s: want INC-<number>",
+			                  incident);
 		}
 		snprintf(c.incident, sizeof(c.incident), "INC-%lld",
 		         (long long)c.incident_id);
 	}
 	if (ctl_conf_find_load(config, &c.conf, &c.conf_source, why,
 	                       sizeof(why)) < 0) {
-		fprintf(stderr, "kasirctl: %s\n", why);
 		free(rest);
-		return CTL_EXIT_USAGE;
+		return early_fail(&c, "config", CTL_EXIT_USAGE, "%s", why);
 	}
-	if (identify(&c) < 0) {
-		rc = CTL_EXIT_USAGE;
+	if (identify(&c, why, sizeof(why)) < 0) {
+		rc = early_fail(&c, "usage", CTL_EXIT_USAGE, "%s", why);
 		goto out;
 	}
 	if (k->needs_ops && (rc = ops_open(&c, why, sizeof(why))) < 0) {

@@ -155,6 +155,16 @@ def main():
         assert rc == 2, err
         rc, out, err = ctl.run("status", role="wizard")
         assert rc == 2 and "KASIR_ROLE=wizard" in err, err
+        # --json prints exactly one JSON object, also when the command line
+        # or the environment is wrong (`--json foo` printed none)
+        for args, role, want in ((["--json", "frobnicate"], None, "unknown command"),
+                                 (["--json"], None, "no command"),
+                                 (["--json", "status"], "wizard", "KASIR_ROLE=wizard"),
+                                 (["--json", "--incident", "7x", "status"], None, "INC-")):
+            rc, out, err = ctl.run(*args, role=role)
+            o = json.loads(out)
+            assert rc == 2 and o["ok"] is False and o["error"]["code"] == "usage" \
+                and want in o["error"]["message"] and want in err, (args, rc, out, err)
         rc, out, err = ctl.run("access", "grant", "X1", "--reason", "bell\x07")
         assert rc == 2 and "--reason" in err, err
         rc, out, err = ctl.run("access", "grant", "X1", "--reason", "x", "--incident", "7x")
