@@ -90,8 +90,9 @@ usage(FILE *f)
 	           "--reason; --incident links it to an incident\n"
 	           "Read-only commands are open to the support role.  "
 	           "KASIR_ROLE=support acts with less than your role.\n"
-	           "Exit: 0 ok, 1 refused/failed (doctor: P0/P1 found), "
-	           "2 usage/config, 3 service not answering.\n");
+	           "Exit: 0 ok, 1 refused/failed/no access to a socket "
+	           "(doctor: P0/P1 found), 2 usage/config, 3 service not "
+	           "answering.\n");
 }
 
 /* True when the process is in unix group name (primary or
