@@ -12,12 +12,19 @@
  * nothing is pruned; above the cap new rows are dropped and counted
  * (kasir_ingest_quarantine_dropped_total).  The HTTP answer (403 or 400)
  * never waits for any of this: one thread with its own connection writes.
+ * While the database is down (or restarting: the first command on a
+ * connection PostgreSQL dropped fails) the writer keeps the body it holds
+ * and tries again with backoff, 100 ms doubling to 5 s; what arrives
+ * meanwhile waits in the queue, and only what does not fit is dropped.
+ * (Dropping at the first failure lost the first body refused after every
+ * PostgreSQL restart: an outside operator check, 2026-12-08.)
  */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "err.h"
 #include "ingest.h"
@@ -25,7 +32,9 @@
 #include "metrics.h"
 #include "util.h"
 
-#define QUARANTINE_QUEUE_MAX 32
+#define QUARANTINE_QUEUE_MAX      32
+#define QUARANTINE_RETRY_FIRST_MS 100
+#define QUARANTINE_RETRY_MAX_MS   5000
 
 struct q_item {
 	struct q_item *next;
@@ -100,6 +109,54 @@ write_one(struct ingest_quarantine *q, const struct q_item *it)
 	return r;
 }
 
+/* Writes it, trying again while the database fails, until stored, over
+ * the cap, or the service stops (then it is dropped). */
+static void
+write_kept(struct ingest_quarantine *q, const struct q_item *it)
+{
+	int64_t wait_ms = QUARANTINE_RETRY_FIRST_MS;
+	int r;
+
+	for (;;) {
+		r = write_one(q, it);
+		if (r >= 0)
+			break;
+		if (!q->db_was_down)
+			log_warning(
+			    "quarantine: keeping a refused body failed: "
+			    "%s; trying again",
+			    r == KASIR_ESQL ? db_last_error(q->db)
+			                    : kasir_strerror(r));
+		q->db_was_down = true;
+		pthread_mutex_lock(&q->lock);
+		if (!q->stopping) {
+			struct timespec ts;
+
+			deadline_after_ms(CLOCK_MONOTONIC, wait_ms, &ts);
+			pthread_cond_timedwait(&q->cond, &q->lock, &ts);
+		}
+		bool stopping = q->stopping;
+		pthread_mutex_unlock(&q->lock);
+		if (stopping) {
+			log_warning("quarantine: stopping with the database "
+			            "down: a refused body dropped");
+			drop(q);
+			return;
+		}
+		wait_ms = wait_ms * 2 > QUARANTINE_RETRY_MAX_MS
+		              ? QUARANTINE_RETRY_MAX_MS
+		              : wait_ms * 2;
+	}
+	if (r == 1) {
+		drop(q);
+		return;
+	}
+	metric_inc(q->im->quarantine_stored);
+	if (q->db_was_down)
+		log_notice("quarantine: database is back");
+	q->db_was_down = false;
+}
+
 static void *
 quarantine_main(void *arg)
 {
@@ -108,7 +165,6 @@ quarantine_main(void *arg)
 	pthread_mutex_lock(&q->lock);
 	for (;;) {
 		struct q_item *it;
-		int r;
 
 		while (q->head == NULL && !q->stopping)
 			pthread_cond_wait(&q->cond, &q->lock);
@@ -120,25 +176,7 @@ quarantine_main(void *arg)
 			q->tail = &q->head;
 		q->count--;
 		pthread_mutex_unlock(&q->lock);
-
-		r = write_one(q, it);
-		if (r == 0) {
-			metric_inc(q->im->quarantine_stored);
-			if (q->db_was_down)
-				log_notice("quarantine: database is back");
-			q->db_was_down = false;
-		} else if (r == 1) {
-			drop(q);
-		} else {
-			drop(q);
-			if (!q->db_was_down)
-				log_warning("quarantine: keeping a refused "
-				            "body failed: %s, dropping",
-				            r == KASIR_ESQL
-				                ? db_last_error(q->db)
-				                : kasir_strerror(r));
-			q->db_was_down = true;
-		}
+		write_kept(q, it);
 		free(it);
 		pthread_mutex_lock(&q->lock);
 	}
@@ -168,7 +206,12 @@ ingest_quarantine_start(const struct ingest_quarantine_conf *conf,
 	}
 	db_set_loop(q->db, "ingest.quarantine", false, 0);
 	pthread_mutex_init(&q->lock, NULL);
-	pthread_cond_init(&q->cond, NULL);
+	if ((r = cond_init_monotonic(&q->cond)) < 0) {
+		pthread_mutex_destroy(&q->lock);
+		db_close(q->db);
+		free(q);
+		return r;
+	}
 	if ((r = pthread_create(&q->thread, NULL, quarantine_main, q)) != 0) {
 		pthread_cond_destroy(&q->cond);
 		pthread_mutex_destroy(&q->lock);

@@ -2,7 +2,9 @@
 answered 503 database_unavailable -- never 200 -- while the database is
 down, requests caught in flight included; the daemon stays up; after
 PostgreSQL returns, the redelivered notifications (Midtrans retries) are
-stored, once each, and reach the ingest stream.  Also checks the orderly
+stored, once each, and reach the ingest stream.  A body refused for its
+signature while the database is down is still kept in quarantine once it
+is back (the writer holds it and tries again).  Also checks the orderly
 shutdown (SIGTERM: exit 0, checked by the harness).
 """
 
@@ -51,6 +53,10 @@ def main():
                 if r.status != 503 or r.body["error"]["code"] != "database_unavailable":
                     raise AssertionError(f"database down: want 503 database_unavailable, got {r}")
         check(True, "database down: every notification answered 503, never 200")
+        forged = json.loads(notification("forged-1"))
+        forged["signature_key"] = "0" * 128
+        r = st.notify(json.dumps(forged).encode(), JSON)
+        check(r.status == 403, f"bad signature while the database is down -> 403 ({r})")
         check(st.running("ingest"), "kasir-ingest stays up without its database")
         check(st.metric("ingest", "kasir_ingest_requests_total", outcome="2xx") == 1,
               "no 2xx counted while the database was down")
@@ -60,6 +66,11 @@ def main():
         check(True, "/readyz says not ready while the database is down")
 
         pg_start_same_port(st)
+        st.wait_until(lambda: count(st, "ingest.quarantine", "order_id = %s",
+                                    ("forged-1",)) == 1,
+                      timeout=30, what="the body refused while the database was down kept")
+        check(st.metric("ingest", "kasir_ingest_quarantine_dropped_total") in (None, 0),
+              "no refused body dropped")
 
         # Midtrans redelivers; the first attempts may still meet the
         # reconnect backoff (503), then each is stored.
