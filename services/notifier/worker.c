@@ -96,6 +96,20 @@ static const struct db_stmt st_claim_due = {
 };
 /* clang-format on */
 
+/* A claim whose COMMIT's outcome was unknown (claim_unsettled): if it was
+ * made, the job waits in 'sending' under a lease nobody will use, and the
+ * reaper would call it "possibly delivered".  Nothing was sent: it goes
+ * back to 'retry', due now, its attempt given back.  Only that claim
+ * matches (state and attempt count); no row: it was never made. */
+static const struct db_stmt st_claim_release = {
+    .name = "notify_claim_release",
+    .sql = "UPDATE notify.job SET state = 'retry', due_at = now(),"
+           " lease_until = NULL, attempts = attempts - 1, updated_at = now()"
+           " WHERE id = $1::bigint AND state = 'sending' AND attempts = $2::int"
+           " RETURNING order_id",
+    .nparams = 2,
+};
+
 static const struct db_stmt st_order_read = {
     .name = "notify_order_read",
     .sql = "SELECT status, revoked, access_granted, access_valid_until"
@@ -209,14 +223,50 @@ reap_expired(struct notifier *n, struct kasir_db *db, const char *channels)
 	return 1;
 }
 
+/* The claim of a worker whose COMMIT's outcome is unknown (id 0: none). */
+struct claim_unsettled {
+	int64_t id;
+	int attempts;
+};
+
+/* Settles u once the database answers: a claim that was made is given
+ * back (st_claim_release).  0 settled, negative: try again later. */
+static int
+claim_settle(struct kasir_db *db, struct claim_unsettled *u)
+{
+	char id[24], att[16];
+	const char *p[2] = {id, att};
+	PGresult *res = NULL;
+	int r;
+
+	snprintf(id, sizeof(id), "%" PRId64, u->id);
+	snprintf(att, sizeof(att), "%d", u->attempts);
+	if ((r = db_exec(db, &st_claim_release, p, &res)) < 0)
+		return r;
+	if (PQntuples(res) == 1)
+		log_order(LOG_NOTICE, db_get(res, 0, 0),
+		          "job %" PRId64 ": its claim was committed though "
+		          "its answer was lost; nothing was sent, due again",
+		          u->id);
+	PQclear(res);
+	u->id = 0;
+	return 0;
+}
+
 /*
  * Claims one job and runs the guard.  Returns 1 with *job filled when a
  * job must be sent, 0 when there was nothing to send (no due job, or the
- * job claimed was cancelled/postponed), negative on database errors.
+ * job claimed was cancelled/postponed), negative on database errors.  A
+ * claim whose COMMIT's outcome is unknown is left in *u: it is settled
+ * (claim_settle) before the next claim, and nothing is sent meanwhile.
+ * (Left alone, a claim that was in fact made stayed 'sending' until the
+ * reaper recorded it "possibly delivered": a receipt never sent, found
+ * by an outside fault attack, 2026-12-08.)  A postponed or cancelled job
+ * needs no settling: either outcome is a state it may be in.
  */
 static int
 claim(struct notifier *n, struct kasir_db *db, const char *channels,
-      struct claimed *job)
+      struct claimed *job, struct claim_unsettled *u)
 {
 	PGresult *res = NULL, *ores = NULL;
 	char lease[24], idbuf[24], attbuf[16];
@@ -319,8 +369,13 @@ claim(struct notifier *n, struct kasir_db *db, const char *channels,
 		r = 0;
 		goto out;
 	}
-	if ((r = db_commit(db)) < 0)
+	if ((r = db_commit(db)) < 0) {
+		if (r == KASIR_EDBUNKNOWN) {
+			u->id = job->id;
+			u->attempts = job->attempts;
+		}
 		goto fail_committed;
+	}
 	PQclear(res);
 	PQclear(ores);
 	return 1;
@@ -735,6 +790,7 @@ worker_main(void *arg)
 	char loop[LIVE_NAME_MAX];
 	struct kasir_db *db = NULL;
 	char channels[64] = "{";
+	struct claim_unsettled unsettled = {0};
 	bool first = true;
 
 	for (int c = 0; c < CHANNEL_COUNT; c++) {
@@ -769,9 +825,13 @@ worker_main(void *arg)
 			idle_wait(n, 1000);
 			continue;
 		}
+		if (unsettled.id != 0 && claim_settle(db, &unsettled) < 0) {
+			idle_wait(n, 1000);
+			continue;
+		}
 		if (reap_expired(n, db, channels) == 1)
 			continue;
-		r = claim(n, db, channels, &job);
+		r = claim(n, db, channels, &job, &unsettled);
 		if (r == 1) {
 			deliver(n, db, &job);
 			cJSON_Delete(job.payload);

@@ -22,6 +22,12 @@ away).  The next try must read back first, not insert again: a second
 (common/failpoint.h) make it happen at one exact place: the one worker's
 second COMMIT (the record of the first job it sends) and its first
 read-back.
+
+Fourth case, a claim's COMMIT answer lost (found by an outside fault
+attack, 2026-12-08): the claim is made, its answer never read.  The job
+must not wait in 'sending' for its lease to run out and then be called
+"possibly delivered" (nothing was sent): the worker gives the claim back
+at once and the job is sent, once, on its first attempt.
 """
 
 import glob
@@ -128,7 +134,41 @@ def commit_reply_lost():
               f"one 'sent' attempt per instructions job ({rows})")
 
 
+def claim_reply_lost():
+    overrides = dict(OVERRIDES, NOTIFY_WORKERS="1")
+    with kasirtest.Stack.for_test(overrides=overrides, durable=True,
+                                  name="notifier_claim_reply_lost") as st:
+        fpdir = os.path.join(st.dir, "failpoints")
+        os.makedirs(fpdir, exist_ok=True)
+        st.start_all(services=[d for d in kasirtest.DAEMONS if d != "notifier"])
+        st.start("notifier", env={
+            "KASIR_FAILPOINT_DIR": fpdir,
+            "KASIR_FAILPOINTS": "notifier.worker.0:COMMIT-reply=break@1"})
+        r = st.api("POST", "/v1/orders", {"course_id": COURSE, "customer": {
+            "name": "Budi", "email": "claimlost@example.com", "phone": "+6281234567802"}})
+        check(r.status == 201, "order created")
+        oid = r.body["order_id"]
+        # well within the 45 s lease: the lost claim was given back, not
+        # left to the reaper
+        st.wait_until(lambda: st.sql("SELECT count(*) FROM notify.job WHERE order_id = %s"
+                                     " AND kind = 'instructions' AND state = 'sent'",
+                                     (oid,))[0][0] == 2, timeout=20,
+                      what="both instructions sent, the lost claim's job included")
+        fired = set()
+        for path in glob.glob(os.path.join(fpdir, "failpoints.*")):
+            with open(path) as f:
+                fired |= {ln.split()[1] for ln in f if ln.startswith("fired ")}
+        check(fired == {"notifier.worker.0:COMMIT-reply"},
+              f"the first claim's COMMIT answer was lost ({sorted(fired)})")
+        rows = st.sql("SELECT j.channel, a.attempt_no, a.result FROM notify.attempt a"
+                      " JOIN notify.job j ON j.id = a.job_id WHERE j.order_id = %s"
+                      " ORDER BY a.id", (oid,))
+        check(sorted(rows) == [("email", 1, "sent"), ("whatsapp", 1, "sent")],
+              f"one 'sent' attempt per instructions job, no uncertain ({rows})")
+
+
 def main():
+    claim_reply_lost()
     commit_reply_lost()
     with kasirtest.Stack.for_test(overrides=OVERRIDES, durable=True) as st:
         st.start_all()
