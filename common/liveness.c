@@ -21,6 +21,7 @@ struct live_loop {
 	int64_t failing_since_ms; /* first failure since the last ok; 0 none */
 	int64_t last_fail_ms;
 	int64_t waiting_since_ms; /* a blocking call started; 0 none */
+	int64_t stalled_since_ms; /* its work refused since; 0 none */
 };
 
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -98,6 +99,21 @@ live_wait_end(struct live_loop *l)
 		__atomic_store_n(&l->waiting_since_ms, 0, __ATOMIC_RELAXED);
 }
 
+void
+live_stalled(struct live_loop *l, bool stalled)
+{
+	int64_t zero = 0;
+
+	if (l == NULL)
+		return;
+	if (!stalled)
+		__atomic_store_n(&l->stalled_since_ms, 0, __ATOMIC_RELAXED);
+	else
+		__atomic_compare_exchange_n(&l->stalled_since_ms, &zero,
+		                            now_mono_ms(), false,
+		                            __ATOMIC_RELAXED, __ATOMIC_RELAXED);
+}
+
 bool
 live_waiting_silent(int64_t since, int64_t now, int64_t bound_ms)
 {
@@ -112,6 +128,8 @@ judge(const struct live_loop *l, int64_t now, struct live_status *st)
 	int64_t last = __atomic_load_n(&l->last_fail_ms, __ATOMIC_RELAXED);
 	int64_t waiting =
 	    __atomic_load_n(&l->waiting_since_ms, __ATOMIC_RELAXED);
+	int64_t stalled =
+	    __atomic_load_n(&l->stalled_since_ms, __ATOMIC_RELAXED);
 
 	kasir_strlcpy(st->name, l->name, sizeof(st->name));
 	st->kind = l->kind;
@@ -126,6 +144,10 @@ judge(const struct live_loop *l, int64_t now, struct live_status *st)
 		    live_on_demand_silent(since, last, now, l->bound_ms);
 	st->wait_age_ms = waiting > 0 ? now - waiting : -1;
 	if (live_waiting_silent(waiting, now, l->bound_ms))
+		st->silent = true;
+	/* the same rule: stalled for longer than the bound */
+	st->stall_age_ms = stalled > 0 ? now - stalled : -1;
+	if (live_waiting_silent(stalled, now, l->bound_ms))
 		st->silent = true;
 }
 
@@ -170,6 +192,14 @@ live_check(char *why, size_t why_len)
 			         st[i].name,
 			         (long long)(st[i].wait_age_ms / 1000),
 			         (long long)(st[i].bound_ms / 1000));
+		else if (st[i].stall_age_ms > st[i].bound_ms)
+			snprintf(
+			    why, why_len,
+			    "loop %s silent: its work has failed for %lld s "
+			    "(bound %lld s; a lock held, a statement "
+			    "timing out?)",
+			    st[i].name, (long long)(st[i].stall_age_ms / 1000),
+			    (long long)(st[i].bound_ms / 1000));
 		else if (st[i].ok_age_ms < 0)
 			snprintf(why, why_len,
 			         "loop %s silent: no successful pass yet "

@@ -24,6 +24,11 @@
  *              on the server (DB_WAITED, db_impl.h).  Handles that share a
  *              loop (a pool) share one mark: the last to finish clears
  *              it.
+ *   stalled    - a loop that says so (live_stalled) has failed its work
+ *              for longer than its bound, whatever else succeeds: a
+ *              stream consumer whose batch keeps failing (a row locked
+ *              by an operator's session: statement_timeout every time)
+ *              while its cursor reads succeed.
  *
  * A silent loop makes /readyz fail naming it, shows as
  * kasir_loop_silent{loop="..."} 1, and kasirctl doctor names it (SOP 6.5).
@@ -66,13 +71,17 @@ void live_fail(struct live_loop *l);
 /* A call that blocks on the server starts / returned.  Accept NULL. */
 void live_wait_begin(struct live_loop *l);
 void live_wait_end(struct live_loop *l);
+/* The loop's work failed (stalled true; the first failure's time is kept)
+ * / went through (false).  Accept NULL. */
+void live_stalled(struct live_loop *l, bool stalled);
 
 struct live_status {
 	char name[LIVE_NAME_MAX];
 	enum live_kind kind;
 	int64_t bound_ms;
-	int64_t ok_age_ms;   /* since the last success; -1 never */
-	int64_t wait_age_ms; /* the command waited for; -1 none */
+	int64_t ok_age_ms;    /* since the last success; -1 never */
+	int64_t wait_age_ms;  /* the command waited for; -1 none */
+	int64_t stall_age_ms; /* the work failed since; -1 none */
 	bool silent;
 };
 /* Fills up to max entries (registration order); returns the count. */

@@ -654,6 +654,7 @@ stream_consumer_start(const struct stream_consumer_conf *conf,
 	stream_loop_name(conf->db.application_name, "consume", c->stream, loop,
 	                 sizeof(loop));
 	db_set_loop(c->db, loop, true, c->poll_ms);
+	c->loop = live_register(loop, LIVE_PERIODIC, c->poll_ms);
 	rc = stream_nng_err(nng_aio_alloc(&c->aio, NULL, NULL));
 	if (rc == 0)
 		rc = stream_nng_err(nng_aio_alloc(&c->fetch_aio, NULL, NULL));

@@ -185,6 +185,7 @@ struct batch {
 
 struct stream_consumer {
 	char stream[MSG_STREAM_MAX];
+	struct live_loop *loop; /* its liveness: stalled while batches fail */
 	char schema[STREAM_SCHEMA_MAX + 1];
 	bool fanout, fast_path;
 	unsigned batch_max;

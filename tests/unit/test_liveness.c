@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -69,12 +70,40 @@ test_waiting(void **state)
 	live_wait_end(NULL);
 }
 
+/* The stalled mark: kept from the first failure, cleared by a batch that
+ * goes through, in the snapshot as stall_age_ms. */
+static void
+test_stalled(void **state)
+{
+	struct live_status st[LIVE_LOOPS_MAX];
+	struct live_loop *l;
+	size_t n, k;
+
+	(void)state;
+	l = live_register("test.stalled", LIVE_PERIODIC, 1000);
+	assert_non_null(l);
+	live_ok(l);
+	live_stalled(l, true);
+	live_stalled(l, true);
+	n = live_snapshot(st, LIVE_LOOPS_MAX);
+	for (k = 0; k < n && strcmp(st[k].name, "test.stalled") != 0; k++)
+		;
+	assert_true(k < n);
+	assert_true(st[k].stall_age_ms >= 0);
+	assert_false(st[k].silent); /* just started */
+	live_stalled(l, false);
+	live_snapshot(st, LIVE_LOOPS_MAX);
+	assert_int_equal(st[k].stall_age_ms, -1);
+	live_stalled(NULL, true);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_on_demand),
 	    cmocka_unit_test(test_waiting),
+	    cmocka_unit_test(test_stalled),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
