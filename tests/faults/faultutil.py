@@ -1,8 +1,10 @@
-"""What the fault tests of kasir-ingest share: a check that prints, and
-signed Midtrans notifications for the test's server key."""
+"""What the fault tests share: a check that prints, waiting for a daemon's
+/readyz to say 503, and signed Midtrans notifications for the test's
+server key."""
 
 import hashlib
 import json
+import time
 
 KEY = "askvnoibnosifnboseofinbofinfgbiufglnbfg"
 
@@ -13,6 +15,18 @@ def check(cond, what):
         print(f"ok - {what}", flush=True)
         return
     raise AssertionError(what)
+
+
+def not_ready_within(st, svc, seconds):
+    """Polls svc's /readyz until it answers 503: (seconds it took, the
+    answer's text), or None after `seconds`."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        rz = st.admin(svc, "/readyz")
+        if rz.status == 503:
+            return time.monotonic() - t0, rz.raw.decode(errors="replace")
+        time.sleep(0.5)
+    return None
 
 
 def ready_again(st):

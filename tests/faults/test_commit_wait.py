@@ -14,11 +14,10 @@ the notification is stored and /readyz is 200 again.
 
 import sys
 import threading
-import time
 
 import kasirtest
 
-from faultutil import KEY, check, notification as signed, ready_again
+from faultutil import KEY, check, not_ready_within, notification as signed, ready_again
 
 
 def notification(n):
@@ -48,13 +47,7 @@ def main():
             sender = threading.Thread(target=lambda: answers.append(
                 st.notify(notification(1), hdr, timeout=60)))
             sender.start()
-            t0, why = time.monotonic(), None
-            while time.monotonic() - t0 < 40:
-                rz = st.admin("ingest", "/readyz")
-                if rz.status == 503:
-                    why = (time.monotonic() - t0, rz.raw.decode(errors="replace"))
-                    break
-                time.sleep(0.5)
+            why = not_ready_within(st, "ingest", 40)
             check(why is not None, "kasir-ingest's /readyz answers 503 while a COMMIT waits")
             secs, text = why
             check("ingest.committer" in text and "waited for" in text,

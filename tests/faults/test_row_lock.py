@@ -13,11 +13,10 @@ the session ends, both orders are PAID and /readyz is 200 again.
 """
 
 import sys
-import time
 
 import kasirtest
 
-from faultutil import check
+from faultutil import check, not_ready_within
 
 COURSE = "bikin-film-pendek"
 
@@ -48,13 +47,7 @@ def main():
                 r = st.fake("POST", f"/_fake/orders/{oid}/pay",
                             {"payment_type": "bank_transfer"})
                 check(r.status in (200, 202), f"{oid} paid at Midtrans")
-            t0, why = time.monotonic(), None
-            while time.monotonic() - t0 < 90:
-                rz = st.admin("order", "/readyz")
-                if rz.status == 503:
-                    why = (time.monotonic() - t0, rz.raw.decode(errors="replace"))
-                    break
-                time.sleep(0.5)
+            why = not_ready_within(st, "order", 90)
             check(why is not None, "kasir-order's /readyz answers 503 while a row lock"
                   " stops its ingest consumer")
             secs, text = why

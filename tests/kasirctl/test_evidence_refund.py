@@ -58,6 +58,15 @@ def prove(st, ctl, oid, tstatus="settlement"):
                   timeout=30, what=f"{oid}: Status API answer {tstatus}")
 
 
+def proof(st, oid, to):
+    """[(evidence source, the Status API answer's transaction_status)] of
+    the order's transition to `to`: what made it."""
+    return st.sql("SELECT t.evidence_source, c.transaction_status FROM"
+                  " orders.transitions t JOIN recon.status_check c"
+                  " ON c.id = t.evidence_ref WHERE t.order_id = %s"
+                  " AND t.to_status = %s", (oid, to))
+
+
 def status(st, oid):
     rows = st.sql("SELECT status FROM orders.orders WHERE order_id = %s", (oid,))
     return rows[0][0] if rows else None
@@ -191,10 +200,7 @@ def main():
         # answer (the confirmation), which is the refund's payment proof,
         # so "no_payment_proof" cannot happen for it; it still does in
         # order.signature_only mode (a PAID order without a status check)
-        assert st.sql("SELECT t.evidence_source, c.transaction_status FROM"
-                      " orders.transitions t JOIN recon.status_check c"
-                      " ON c.id = t.evidence_ref WHERE t.order_id = %s"
-                      " AND t.to_status = 'PAID'", (a,)) == [("recon", "settlement")]
+        assert proof(st, a, "PAID") == [("recon", "settlement")]
         prove(st, ctl, a)
         r = ctl.json("refund", a, "--reason", "support tries", role="support", expect=1)
         assert r["error"]["code"] == "role_required", r
@@ -322,10 +328,7 @@ def main():
         st.wait_until(lambda: status(st, late) == "REFUNDED", timeout=60,
                       what="REFUNDED on a follow-up check's answer")
         st.wait_until(lambda: active_entitlements(st, late) == 0, what="access revoked")
-        assert st.sql("SELECT t.evidence_source, c.transaction_status FROM"
-                      " orders.transitions t JOIN recon.status_check c"
-                      " ON c.id = t.evidence_ref WHERE t.order_id = %s"
-                      " AND t.to_status = 'REFUNDED'", (late,)) == [("recon", "refund")]
+        assert proof(st, late, "REFUNDED") == [("recon", "refund")]
         assert st.sql("SELECT count(*) FROM ingest.payment_event WHERE order_id = %s"
                       " AND transaction_status = 'refund'", (late,))[0][0] == 0
         # the follow-up ends with the answer that shows the refund
@@ -356,10 +359,7 @@ def main():
         st.wait_until(lambda: status(st, rv) == "REFUNDED", timeout=60,
                       what="REFUNDED on the forced check's deny")
         st.wait_until(lambda: active_entitlements(st, rv) == 0, what="access revoked")
-        assert st.sql("SELECT t.evidence_source, c.transaction_status FROM"
-                      " orders.transitions t JOIN recon.status_check c"
-                      " ON c.id = t.evidence_ref WHERE t.order_id = %s"
-                      " AND t.to_status = 'REFUNDED'", (rv,)) == [("recon", "deny")]
+        assert proof(st, rv, "REFUNDED") == [("recon", "deny")]
 
         # ---- partly refunded before kasir saw the payment -------------------
         # every notification lost; the merchant refunds part from Midtrans's
@@ -378,10 +378,7 @@ def main():
                       timeout=60, what="PAID with access on the partial_refund answer")
         assert st.sql("SELECT partial_refund FROM orders.orders WHERE order_id = %s",
                       (pr,)) == [(True,)]
-        assert st.sql("SELECT t.evidence_source, c.transaction_status FROM"
-                      " orders.transitions t JOIN recon.status_check c"
-                      " ON c.id = t.evidence_ref WHERE t.order_id = %s"
-                      " AND t.to_status = 'PAID'", (pr,)) == [("recon", "partial_refund")]
+        assert proof(st, pr, "PAID") == [("recon", "partial_refund")]
         # a receipt, and the partial refund's own notice
         st.wait_until(lambda: len(mails(st, pr, "Pembayaran diterima")) == 1
                       and len(refund_mails(st, pr)) == 1, timeout=60,

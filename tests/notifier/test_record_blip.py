@@ -102,69 +102,55 @@ def blip(st, n, how):
     check(len(mails) == 1, f"the email receipt delivered once ({len(mails)} with {header})")
 
 
-def commit_reply_lost():
+def reply_lost(name, failpoints, email, timeout, what):
+    """One worker, failpoints on its database calls: an order's two
+    instructions jobs are sent within `timeout` s, each with one 'sent'
+    attempt.  Returns the failpoints that fired."""
     overrides = dict(OVERRIDES, NOTIFY_WORKERS="1")
-    with kasirtest.Stack.for_test(overrides=overrides, durable=True,
-                                  name="notifier_commit_reply_lost") as st:
+    with kasirtest.Stack.for_test(overrides=overrides, durable=True, name=name) as st:
         fpdir = os.path.join(st.dir, "failpoints")
         os.makedirs(fpdir, exist_ok=True)
         st.start_all(services=[d for d in kasirtest.DAEMONS if d != "notifier"])
-        st.start("notifier", env={
-            "KASIR_FAILPOINT_DIR": fpdir,
-            "KASIR_FAILPOINTS": "notifier.worker.0:COMMIT-reply=break@2,"
-                                "notifier.worker.0:notify_attempt_recorded=break"})
+        st.start("notifier", env={"KASIR_FAILPOINT_DIR": fpdir,
+                                  "KASIR_FAILPOINTS": failpoints})
         r = st.api("POST", "/v1/orders", {"course_id": COURSE, "customer": {
-            "name": "Budi", "email": "lost@example.com", "phone": "+6281234567801"}})
+            "name": "Budi", "email": email, "phone": "+6281234567801"}})
         check(r.status == 201, "order created")
         oid = r.body["order_id"]
         st.wait_until(lambda: st.sql("SELECT count(*) FROM notify.job WHERE order_id = %s"
                                      " AND kind = 'instructions' AND state = 'sent'",
-                                     (oid,))[0][0] == 2, timeout=30, what="instructions sent")
+                                     (oid,))[0][0] == 2, timeout=timeout, what=what)
         fired = set()
         for path in glob.glob(os.path.join(fpdir, "failpoints.*")):
             with open(path) as f:
                 fired |= {ln.split()[1] for ln in f if ln.startswith("fired ")}
-        check(fired == {"notifier.worker.0:COMMIT-reply",
-                        "notifier.worker.0:notify_attempt_recorded"},
-              f"the COMMIT's answer and the read-back were lost ({sorted(fired)})")
-        rows = st.sql("SELECT j.channel, a.attempt_no, a.result FROM notify.attempt a"
-                      " JOIN notify.job j ON j.id = a.job_id WHERE j.order_id = %s"
-                      " ORDER BY a.id", (oid,))
-        check(sorted(rows) == [("email", 1, "sent"), ("whatsapp", 1, "sent")],
-              f"one 'sent' attempt per instructions job ({rows})")
-
-
-def claim_reply_lost():
-    overrides = dict(OVERRIDES, NOTIFY_WORKERS="1")
-    with kasirtest.Stack.for_test(overrides=overrides, durable=True,
-                                  name="notifier_claim_reply_lost") as st:
-        fpdir = os.path.join(st.dir, "failpoints")
-        os.makedirs(fpdir, exist_ok=True)
-        st.start_all(services=[d for d in kasirtest.DAEMONS if d != "notifier"])
-        st.start("notifier", env={
-            "KASIR_FAILPOINT_DIR": fpdir,
-            "KASIR_FAILPOINTS": "notifier.worker.0:COMMIT-reply=break@1"})
-        r = st.api("POST", "/v1/orders", {"course_id": COURSE, "customer": {
-            "name": "Budi", "email": "claimlost@example.com", "phone": "+6281234567802"}})
-        check(r.status == 201, "order created")
-        oid = r.body["order_id"]
-        # well within the 45 s lease: the lost claim was given back, not
-        # left to the reaper
-        st.wait_until(lambda: st.sql("SELECT count(*) FROM notify.job WHERE order_id = %s"
-                                     " AND kind = 'instructions' AND state = 'sent'",
-                                     (oid,))[0][0] == 2, timeout=20,
-                      what="both instructions sent, the lost claim's job included")
-        fired = set()
-        for path in glob.glob(os.path.join(fpdir, "failpoints.*")):
-            with open(path) as f:
-                fired |= {ln.split()[1] for ln in f if ln.startswith("fired ")}
-        check(fired == {"notifier.worker.0:COMMIT-reply"},
-              f"the first claim's COMMIT answer was lost ({sorted(fired)})")
         rows = st.sql("SELECT j.channel, a.attempt_no, a.result FROM notify.attempt a"
                       " JOIN notify.job j ON j.id = a.job_id WHERE j.order_id = %s"
                       " ORDER BY a.id", (oid,))
         check(sorted(rows) == [("email", 1, "sent"), ("whatsapp", 1, "sent")],
               f"one 'sent' attempt per instructions job, no uncertain ({rows})")
+        return fired
+
+
+def commit_reply_lost():
+    fired = reply_lost("notifier_commit_reply_lost",
+                       "notifier.worker.0:COMMIT-reply=break@2,"
+                       "notifier.worker.0:notify_attempt_recorded=break",
+                       "lost@example.com", 30, "instructions sent")
+    check(fired == {"notifier.worker.0:COMMIT-reply",
+                    "notifier.worker.0:notify_attempt_recorded"},
+          f"the COMMIT's answer and the read-back were lost ({sorted(fired)})")
+
+
+def claim_reply_lost():
+    # well within the 45 s lease: the lost claim was given back, not left
+    # to the reaper
+    fired = reply_lost("notifier_claim_reply_lost",
+                       "notifier.worker.0:COMMIT-reply=break@1",
+                       "claimlost@example.com", 20,
+                       "both instructions sent, the lost claim's job included")
+    check(fired == {"notifier.worker.0:COMMIT-reply"},
+          f"the first claim's COMMIT answer was lost ({sorted(fired)})")
 
 
 def main():
