@@ -64,7 +64,8 @@
 	" WHERE j.id = c.id"                                                   \
 	" RETURNING j.id, j.order_id, j.kind, j.channel, j.recipient,"         \
 	" j.attempts, j.max_attempts, j.payload::text,"                        \
-	" (extract(epoch FROM now() - j.created_at) * 1000)::bigint"
+	" (extract(epoch FROM now() - j.created_at) * 1000)::bigint,"          \
+	" j.lease_until::text"
 
 /* A job whose worker died while sending (its lease expired): it may have
  * been delivered.  Moved to 'uncertain' with an attempt row saying so, in
@@ -100,12 +101,15 @@ static const struct db_stmt st_claim_due = {
  * made, the job waits in 'sending' under a lease nobody will use, and the
  * reaper would call it "possibly delivered".  Nothing was sent: it goes
  * back to 'retry', due now, its attempt given back.  Only that claim
- * matches (state and attempt count); no row: it was never made. */
+ * matches: its lease, to the microsecond (another worker's claim of the
+ * job, made after this one failed, has its own); no row: it was never
+ * made, or the job moved on. */
 static const struct db_stmt st_claim_release = {
     .name = "notify_claim_release",
     .sql = "UPDATE notify.job SET state = 'retry', due_at = now(),"
            " lease_until = NULL, attempts = attempts - 1, updated_at = now()"
-           " WHERE id = $1::bigint AND state = 'sending' AND attempts = $2::int"
+           " WHERE id = $1::bigint AND state = 'sending'"
+           " AND lease_until = $2::timestamptz"
            " RETURNING order_id",
     .nparams = 2,
 };
@@ -161,6 +165,7 @@ static const struct db_stmt st_job_finish = {
 
 struct claimed {
 	int64_t id;
+	char lease_until[48]; /* as the claim wrote it: names this claim */
 	char order_id[64];
 	enum notify_kind kind;
 	enum notify_channel_id channel;
@@ -226,7 +231,7 @@ reap_expired(struct notifier *n, struct kasir_db *db, const char *channels)
 /* The claim of a worker whose COMMIT's outcome is unknown (id 0: none). */
 struct claim_unsettled {
 	int64_t id;
-	int attempts;
+	char lease_until[48];
 };
 
 /* Settles u once the database answers: a claim that was made is given
@@ -234,13 +239,12 @@ struct claim_unsettled {
 static int
 claim_settle(struct kasir_db *db, struct claim_unsettled *u)
 {
-	char id[24], att[16];
-	const char *p[2] = {id, att};
+	char id[24];
+	const char *p[2] = {id, u->lease_until};
 	PGresult *res = NULL;
 	int r;
 
 	snprintf(id, sizeof(id), "%" PRId64, u->id);
-	snprintf(att, sizeof(att), "%d", u->attempts);
 	if ((r = db_exec(db, &st_claim_release, p, &res)) < 0)
 		return r;
 	if (PQntuples(res) == 1)
@@ -304,6 +308,8 @@ claim(struct notifier *n, struct kasir_db *db, const char *channels,
 	job->max_attempts = (int)db_get_i64(res, 0, 6);
 	job->payload = cJSON_Parse(db_get(res, 0, 7));
 	age_ms = db_get_i64(res, 0, 8);
+	kasir_strlcpy(job->lease_until, db_get(res, 0, 9),
+	              sizeof(job->lease_until));
 	snprintf(idbuf, sizeof(idbuf), "%" PRId64, job->id);
 
 	{
@@ -372,7 +378,8 @@ claim(struct notifier *n, struct kasir_db *db, const char *channels,
 	if ((r = db_commit(db)) < 0) {
 		if (r == KASIR_EDBUNKNOWN) {
 			u->id = job->id;
-			u->attempts = job->attempts;
+			kasir_strlcpy(u->lease_until, job->lease_until,
+			              sizeof(u->lease_until));
 		}
 		goto fail_committed;
 	}

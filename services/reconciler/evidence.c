@@ -258,11 +258,10 @@ answer_key(const struct statusapi_answer *a, bool past_expiry, char *buf,
 			         a->f.transaction_status, past);
 		break;
 	case VERDICT_NOT_FOUND:
-		snprintf(buf, len,
-		         past_expiry ? "not_found:past" : "not_found");
+		snprintf(buf, len, "not_found%s", past);
 		break;
 	case VERDICT_EXPIRED:
-		snprintf(buf, len, past_expiry ? "expired:past" : "expired");
+		snprintf(buf, len, "expired%s", past);
 		break;
 	default:
 		break;
