@@ -27,9 +27,10 @@ static const struct ctl_finding_def findings[] = {
      .command = "systemctl status postgresql; journalctl -u postgresql; "
                 "then kasirctl doctor",
      .alert = "KasirDatabaseUnreachable"},
-    {.id = "ingest_answers", .severity = "P0", .scenario = "6.3",
-     .step = "step 1, webhook endpoint uptime: kasir-ingest does not "
-             "answer, Midtrans notifications are refused",
+    {.id = "ingest_answers", .severity = "P0", .scenario = "6.1",
+     .step = "kasir-ingest does not answer: Midtrans notifications are "
+             "refused, no payment is recorded (the webhook endpoint, 6.3 "
+             "step 1); restart it",
      .command = "systemctl restart kasir-ingest; kasirctl status",
      .alert = "KasirPaymentPathDown"},
     {.id = "order_answers", .severity = "P0", .scenario = "6.1",
@@ -120,11 +121,23 @@ static const struct ctl_finding_def findings[] = {
              "restart it if the lag does not fall",
      .command = "kasirctl status (the lag must fall); journalctl STREAM=...",
      .alert = "KasirStreamLagGrowing"},
-    {.id = "expiry_unchecked", .severity = "P1", .scenario = "6.5",
-     .step = "step 4: reconciliation is not running for orders past "
-             "expiry",
+    {.id = "expiry_unchecked", .severity = "P1", .scenario = "6.3",
+     .step = "step 5, pending orders: orders past expiry were never "
+             "checked with Midtrans (is reconciliation running? 6.5 step "
+             "4)",
      .command = "kasirctl reconcile --pending --reason \"...\"",
      .alert = "KasirStalePendingOrders"},
+    {.id = "pending_past_expiry", .severity = "P1", .scenario = "6.3",
+     .step = "step 5, pending orders: ask Midtrans about them",
+     .command = "kasirctl reconcile --pending --reason \"...\"",
+     .alert = "KasirPendingTooLong"},
+    {.id = "awaiting_confirmation", .severity = "P1", .scenario = "6.2",
+     .step = "a customer paid and waits for access: notifications held "
+             "until the Midtrans Status API confirms them; kasir-reconciler "
+             "gets no answer (5xx, timeouts, a refused key); the orders "
+             "move by themselves once it answers",
+     .command = "kasirctl status; journalctl -u kasir-reconciler",
+     .alert = "KasirConfirmationsWaiting"},
     {.id = "receipt_without_paid", .severity = "P1", .scenario = "7",
      .step = "forbidden: a success notification without PAID; contain "
              "first, then look at the order and contact the customer",
@@ -154,12 +167,6 @@ static const struct ctl_finding_def findings[] = {
      .command = "kasirctl notify decide JOB_ID delivered|resend --reason "
                 "\"...\"",
      .alert = "KasirNotificationUncertain"},
-    {.id = "awaiting_confirmation", .severity = "P2", .scenario = "6.3",
-     .step = "notifications held until the Midtrans Status API confirms "
-             "them: kasir-reconciler gets no answer (5xx, timeouts, a "
-             "refused key); the orders move by themselves once it answers",
-     .command = "kasirctl status; journalctl -u kasir-reconciler",
-     .alert = "KasirConfirmationsWaiting"},
     {.id = "paid_without_receipt", .severity = "P2", .scenario = "6.4",
      .step = "step 4: the receipt of a PAID order never went out",
      .command = "kasirctl notify resend ORDER_ID --kind receipt --reason "
@@ -170,10 +177,6 @@ static const struct ctl_finding_def findings[] = {
              "others succeed; these customers could not pay",
      .command = "kasirctl order show ORDER_ID",
      .alert = NULL},
-    {.id = "pending_past_expiry", .severity = "P2", .scenario = "6.3",
-     .step = "step 5, pending orders: ask Midtrans about them",
-     .command = "kasirctl reconcile --pending --reason \"...\"",
-     .alert = "KasirPendingTooLong"},
     {.id = "unknown_orders", .severity = "P2", .scenario = "6.3",
      .step = "notifications for orders kasir does not know: another "
              "system on this Midtrans account, or a lost order",

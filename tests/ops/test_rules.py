@@ -65,6 +65,27 @@ def used_metrics(text):
     return out
 
 
+def doctor_table():
+    """[(check, severity, scenario, alert or None)] of kasirctl doctor's
+    findings table, services/kasirctl/findings.c (the one `doctor --table`
+    prints and docs/kasirctl.md repeats)."""
+    with open(os.path.join(SRC, "services", "kasirctl", "findings.c")) as f:
+        text = f.read()
+    rows = []
+    for ent in re.split(r"\{\.id = ", text)[1:]:
+        ent = ent.split("},", 1)[0]
+        cid = re.match(r'"(\w+)"', ent)
+        sev = re.search(r'\.severity = "(P[0-3])"', ent)
+        scen = re.search(r'\.scenario = "([0-9.]+)"', ent)
+        alert = re.search(r'\.alert = (?:"(\w+)"|NULL)', ent)
+        check(cid and sev and scen and alert,
+              f"findings.c entry {ent[:40]!r} has id, severity, scenario and alert")
+        if cid and sev and scen and alert:
+            rows.append((cid.group(1), sev.group(1), scen.group(1), alert.group(1)))
+    check(len(rows) > 20, f"parsed doctor's findings table ({len(rows)} checks)")
+    return rows
+
+
 def runbook_anchors():
     path = os.path.join(SRC, "docs", "runbook.md")
     anchors = set()
@@ -153,10 +174,20 @@ def main():
         check(not names - quiet, f"every alert has a promtool case that keeps it quiet "
               f"(missing: {sorted(names - quiet)})")
         # the alerts kasirctl doctor's findings name (services/kasirctl/findings.c)
-        with open(os.path.join(SRC, "services", "kasirctl", "findings.c")) as f:
-            named = set(re.findall(r'\.alert = "(\w+)"', f.read()))
+        table = doctor_table()
+        named = {a for _, _, _, a in table if a}
         check(len(named) > 10 and not named - names,
               f"every alert named by a doctor finding exists (unknown: {sorted(named - names)})")
+        # One classification: a rule and the doctor findings naming it carry
+        # the same severity and SOP scenario (KasirConfirmationsWaiting was P1
+        # 6.2 while doctor's awaiting_confirmation said P2 6.3).
+        for a in alerts:
+            sev_l, sop_l = a["labels"].get("severity"), a["labels"].get("sop")
+            for check_id, f_sev, f_scen, f_alert in table:
+                if f_alert == a["alert"]:
+                    check((f_sev, f_scen) == (sev_l, sop_l),
+                          f"{a['alert']} (severity {sev_l}, sop {sop_l}) agrees with doctor's "
+                          f"{check_id} (severity {f_sev}, SOP {f_scen})")
         for a in alerts:
             check(a["labels"].get("sop") in ("6.1", "6.2", "6.3", "6.4", "6.5"),
                   f"{a['alert']}: sop label {a['labels'].get('sop')!r} names an SOP scenario")
