@@ -75,6 +75,11 @@
  * WHERE with ORs was a sequential scan of the whole table: 3.5 ms a claim
  * with 5,000 rows and their dead versions, the reconciler's largest cost
  * at 500 payments/s.)  A candidate another lane holds is skipped.
+ * Candidates are taken in the order they became due: next_check_at, or in
+ * reconciliation mode the last check + mode interval when earlier (by
+ * next_check_at alone, more than $4 orders always due, e.g. a drill's
+ * refused checkouts rechecked "not started yet", starved paid orders whose
+ * next check was far off: reconciliation mode never reached them).
  */
 #define CLAIM_SQL                                                              \
 	"UPDATE recon.watch w SET"                                             \
@@ -112,7 +117,10 @@
 	"    OR refund_since IS NOT NULL) AND next_check_at <= now())"         \
 	"    OR (NOT final AND $2::bool AND coalesce(last_check_at,"           \
 	"     created_at) <= now() - $3::bigint * interval '1 millisecond'))"  \
-	"  ORDER BY forced DESC, confirm_seq IS NULL, next_check_at"           \
+	"  ORDER BY forced DESC, confirm_seq IS NULL,"                         \
+	"   least(next_check_at, CASE WHEN $2::bool AND NOT final THEN"        \
+	"    coalesce(last_check_at, created_at) + $3::bigint"                 \
+	"    * interval '1 millisecond' END)"                                  \
 	"  LIMIT $4::int FOR UPDATE SKIP LOCKED) c"                            \
 	" WHERE w.order_id = c.order_id"                                       \
 	" RETURNING w.order_id, w.transaction_id, w.payment_type,"             \
