@@ -199,10 +199,29 @@ def main():
             assert rc == 0, (out, err)
 
         for sc in FIRST:
+            if sc == "6.1":
+                # a shop with recent sales: 12 Snap successes in the window
+                # (the drill stopped after 8 refused checkouts, so doctor's
+                # failure ratio never got past half and 6.1 always failed)
+                for _ in range(12):
+                    pay(st, create_order(st))
             if sc == "6.2":
                 run_drill_by_hand(sc, grant_lost_access)
             else:
                 run_drill(sc)
+        assert reports["6.1"]["drill_orders"] >= 2, reports["6.1"]
+        # 6.4's condition is an age starting to count, not "= 0 (> 600 ...)"
+        held = [e["text"] for e in reports["6.4"]["timeline"]
+                if "KasirNotifierProviderFailing: condition holds" in e["text"]]
+        assert len(held) == 1 and "started counting" in held[0] \
+            and "seconds = 0" not in held[0], held
+        # the drill's refused checkouts are no customers who could not pay:
+        # doctor does not list them (snap_failures, P2, for 24 h)
+        doc = ctl.json("doctor", expect=None)["result"]
+        drilled = {r[0] for r in st.sql("SELECT order_id FROM orders.orders WHERE drill")}
+        listed = {i.get("order_id") for f in doc["findings"]
+                  if f["check"] == "snap_failures" for i in f["items"]}
+        assert not listed & drilled, (listed & drilled, doc)
         assert sup.actions == [("stop", "notifier"), ("start", "notifier")], sup.actions
         assert [reports[s]["severity"] for s in ("6.5", "6.4", "6.2", "6.1")] == \
             ["P1", "P2", "P1", "P0"], reports
@@ -246,19 +265,29 @@ def main():
 
         # history: 6.3 drilled 120 days ago (faked), and 6.2's run today
         # counts, not an older one (faked 200 days ago)
-        st.sql("INSERT INTO ops.incident (severity, title, opened_by, opened_at, detected_by)"
-               " VALUES ('P1', 'drill 6.3: webhook not arriving', 'test',"
-               " now() - interval '120 days', 'drill'),"
-               " ('P1', 'drill 6.2: paid without access', 'test',"
-               " now() - interval '200 days', 'drill')")
+        # (passed drills: closed with their post-mortem fields), and a 6.3
+        # drill 10 days ago that FAILED: no drill done, 6.3 stays overdue
+        closed = ("'drill: test', %s, 'test', 'drill again within 90 days', 'test',"
+                  " 'test', now() - interval '{d} days', now() - interval '{d} days'")
+        st.sql("INSERT INTO ops.incident (severity, title, opened_by, detected_by,"
+               " root_cause, impact, resolution, preventive, owner, closed_by, closed_at,"
+               " opened_at) VALUES"
+               " ('P1', 'drill 6.3: webhook not arriving', 'test', 'drill', "
+               + closed.format(d=120) % "'drill orders only: 3 paid, 0 lost'" + "),"
+               " ('P1', 'drill 6.2: paid without access', 'test', 'drill', "
+               + closed.format(d=200) % "'drill orders only: 2 paid, 0 lost'" + "),"
+               " ('P1', 'drill 6.3: webhook not arriving', 'test', 'drill', "
+               + closed.format(d=10) % "'drill orders only: 3 paid, 0 lost; THE DRILL FAILED'"
+               + ")")
         rc, out, _ = ctl.run("--config", dev, "--json", "drill", "history", config=False)
         assert rc == 1, out
         hist = {r["scenario"]: r for r in json.loads(out)["result"]}
         assert [s for s in hist if hist[s]["overdue"]] == ["6.3"], hist
-        assert hist["6.3"]["age_days"] == 120 and hist["6.2"]["incident"] == inc62, hist
+        assert hist["6.3"]["age_days"] == 10 and hist["6.3"]["passed"] is False, hist
+        assert hist["6.2"]["incident"] == inc62 and hist["6.2"]["passed"] is True, hist
         assert hist["6.5"]["incident"] == inc, hist
         rc, out, _ = ctl.run("--config", dev, "drill", "history", config=False)
-        assert "OVERDUE" in out, out
+        assert re.search(r"(?m)^6\.3 .* FAILED \(last passed: INC-\d+, .*OVERDUE", out), out
 
         # 6.3: the drill payments' notifications dropped; reconciliation
         # mode gets them PAID, then the webhook works again and the mode
@@ -275,6 +304,29 @@ def main():
         assert rc == 0, out
         assert not [r for r in json.loads(out)["result"] if r["overdue"]], out
 
+        # 6.3 by hand: the drill waits for the operator before anything of
+        # its own clears the finding (it paid two orders whose notifications
+        # cleared webhook_silence within 50 ms of naming it, and switched
+        # reconciliation off itself although --auto was not given)
+        def reconcile_by_hand(inc):
+            time.sleep(2)
+            doc = ctl.json("doctor", expect=None)["result"]
+            assert [f for f in doc["findings"] if f["check"] == "webhook_silence"], \
+                ("webhook_silence gone before the operator resolved it", doc)
+            assert st.sql("SELECT count(*) FROM recon.audit WHERE command = 'mode.set'"
+                          " AND incident = %s", (inc,))[0][0] == 0
+            rc, out, err = ctl.run("--config", dev, "reconcile-mode", "on", "--incident", inc,
+                                   "--reason", "drill 6.3 by hand", config=False)
+            assert rc == 0, (out, err)
+
+        run_drill_by_hand("6.3", reconcile_by_hand)
+        inc63h = reports["6.3"]["incident"]
+        # only the operator's switch: the drill did not switch it back
+        assert st.sql("SELECT args->>'mode', result FROM recon.audit"
+                      " WHERE command = 'mode.set' AND incident = %s ORDER BY id",
+                      (inc63h,)) == [("reconcile", "ok")], inc63h
+        ctl.text("reconcile-mode", "off", "--reason", "drill 6.3 over")
+
         # a resolution that does not resolve: the drill fails, its
         # payments are reported lost (no receipt), the incident says so
         with open(dev) as f:
@@ -290,6 +342,14 @@ def main():
         assert st.sql("SELECT impact FROM ops.incident WHERE title LIKE 'drill 6.5%%'"
                       " ORDER BY id DESC LIMIT 1")[0][0] == \
             "drill orders only: 2 paid, 2 lost; THE DRILL FAILED"
+        # history shows the failed drill as failed (it showed "ok", exit 0)
+        # and names the last one that passed (exit 1: a drill failed)
+        rc, out, _ = ctl.run("--config", dev, "--json", "drill", "history", config=False)
+        hist = {r["scenario"]: r for r in json.loads(out)["result"]}
+        assert rc == 1 and hist["6.5"]["passed"] is False, (rc, hist)
+        assert hist["6.5"]["last_passed"] == inc and not hist["6.5"]["overdue"], hist
+        rc, out, _ = ctl.run("--config", dev, "drill", "history", config=False)
+        assert rc == 1 and re.search(rf"(?m)^6\.5 .* FAILED \(last passed: {inc}, ", out), out
         sup.done.set()
         st.start("notifier")
 
