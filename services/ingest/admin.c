@@ -147,6 +147,10 @@ cmd_status(struct ingest_admin_ctx *c, cJSON **ret)
 
 	if (o == NULL)
 		return -ENOMEM;
+	/* kasirctl status shows every daemon's version (ingest's was "-") */
+	if (!cJSON_AddStringToObject(o, "service", "kasir-ingest") ||
+	    !cJSON_AddStringToObject(o, "version", KASIR_VERSION))
+		goto nomem;
 	req = cJSON_AddObjectToObject(o, "requests");
 	if (req == NULL)
 		goto nomem;

@@ -38,8 +38,13 @@ def main():
         for svc in ("kasir-ingest", "kasir-order", "kasir-notifier", "kasir-reconciler"):
             assert s["result"]["services"][svc]["state"] == "up", s["result"]["services"]
         assert s["result"]["services_down"] == 0
+        # every daemon reports its version (kasir-ingest's was "")
+        vers = {svc: v["version"] for svc, v in s["result"]["services"].items()}
+        assert len(set(vers.values())) == 1 and re.fullmatch(
+            r"\d+\.\d+\.\d+", vers["kasir-ingest"]), vers
         out, _ = ctl.text("status")
         assert re.search(r"kasir-order\s+up", out), out
+        assert re.search(r"(?m)^kasir-ingest\s+up\s+\d+\.\d+\.\d+", out), out
         assert "reconciliation mode: normal" in out, out
         assert "last notification received: never" in out, out
 
