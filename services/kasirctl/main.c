@@ -33,7 +33,11 @@ struct ctl_command {
 	bool changing;  /* needs --reason, engineer role */
 	bool needs_ops; /* cannot work without the ops database */
 	const char *usage;
+	bool no_reason; /* changing, but its record is its own reason
+	                   (incident open/note/close): no --reason */
 };
+/* the table leaves no_reason out but for the incident commands */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
 
 static const struct ctl_command commands[] = {
     {"status", NULL, cmd_status, false, false, "status"},
@@ -54,12 +58,13 @@ static const struct ctl_command commands[] = {
      "notify decide JOB_ID resend|delivered"},
     {"reminders", NULL, cmd_reminders, true, false, "reminders pause|resume"},
     {"incident", "open", cmd_incident_open, true, true,
-     "incident open --severity P0..P3 --title TEXT"},
+     "incident open --severity P0..P3 --title TEXT", true},
     {"incident", "note", cmd_incident_note, true, true,
-     "incident note INC-ID TEXT"},
+     "incident note INC-ID TEXT", true},
     {"incident", "close", cmd_incident_close, true, true,
      "incident close INC-ID --root-cause T --impact T --resolution T "
-     "--preventive T --owner NAME"},
+     "--preventive T --owner NAME",
+     true},
     {"incident", "report", cmd_incident_report, false, true,
      "incident report INC-ID"},
     {"incident", "list", cmd_incident_list, false, true,
@@ -85,9 +90,13 @@ usage(FILE *f)
 	           "       kasirctl --check-config FILE\n\ncommands:\n");
 	for (size_t i = 0; i < ARRAY_SIZE(commands); i++)
 		fprintf(f, "  %-70s%s\n", commands[i].usage,
-		        commands[i].changing ? " *" : "");
+		        !commands[i].changing   ? ""
+		        : commands[i].no_reason ? " +"
+		                                : " *");
 	fprintf(f, "\n* changes something: needs the engineer role and "
 	           "--reason; --incident links it to an incident\n"
+	           "+ changes the incident record: needs the engineer role, "
+	           "no --reason (the record is its own)\n"
 	           "Read-only commands are open to the support role.  "
 	           "KASIR_ROLE=support acts with less than your role.\n"
 	           "Exit: 0 ok, 1 refused/failed/no access to a socket "

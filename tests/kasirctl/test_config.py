@@ -190,6 +190,15 @@ def main():
         assert rc == 2, err
         rc, out, err = ctl.run("--version")
         assert rc == 0 and out.startswith("kasirctl "), out
+        # --help: "*" (needs --reason) only where --reason is needed; the
+        # incident commands change the record without one ("+")
+        rc, out, err = ctl.run("--help")
+        marks = {" ".join(ln.split()[:2]): ln.rstrip()[-1] for ln in out.splitlines()
+                 if ln.startswith("  ")}
+        assert rc == 0 and marks["reconcile-mode on|off"] == "*", (out, marks)
+        for cmd in ("incident open", "incident note", "incident close"):
+            assert marks[cmd] == "+", (cmd, out)
+        assert "+ changes the incident record" in out and marks["status"] != "*", out
     print("kasirctl config test passed")
 
 
