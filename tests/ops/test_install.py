@@ -5,6 +5,7 @@ docs), configs not world-readable, and the installed units name the
 installed binaries.  The Debian package itself: tests/ops/test_deb.py.
 """
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -48,13 +49,26 @@ def main():
                 "share/kasir/prometheus/kasir-dashboard.json",
                 "share/kasir/nginx/kasir.conf", "share/kasir/nginx/kasir-notification.inc",
                 "share/kasir/smoke", "share/kasir/rollback",
-                "share/doc/kasir/runbook.md", "share/doc/kasir/operations.md"]
+                "share/doc/kasir/runbook.md", "share/doc/kasir/operations.md",
+                "share/doc/kasir/kasirctl.md"]
         for svc in ("ingest", "order", "notifier", "reconciler", "ops"):
             d = os.path.join(root, "share/kasir/migrations", svc)
             check(os.path.isdir(d) and any(n.endswith(".sql") for n in os.listdir(d)),
                   f"migrations for {svc} in share/kasir/migrations/{svc}")
         for w in want:
             check(os.path.exists(os.path.join(root, w)), f"{prefix}/{w}")
+        # the installed docs link to each other: every link to a .md file
+        # names one installed next to it (the runbook linked kasirctl.md,
+        # which was not installed)
+        docdir = os.path.join(root, "share/doc/kasir")
+        for name in sorted(os.listdir(docdir)) if os.path.isdir(docdir) else []:
+            if not name.endswith(".md"):
+                continue
+            with open(os.path.join(docdir, name)) as f:
+                links = set(re.findall(r"\]\(([\w.-]+\.md)(?:#[^)]*)?\)", f.read()))
+            for link in sorted(links):
+                check(os.path.exists(os.path.join(docdir, link)),
+                      f"{prefix}/share/doc/kasir/{name} links {link}: installed")
         for exe in ("share/kasir/smoke", "share/kasir/rollback", "sbin/kasir-order"):
             p = os.path.join(root, exe)
             check(os.path.exists(p) and os.stat(p).st_mode & stat.S_IXUSR, f"{exe} executable")
