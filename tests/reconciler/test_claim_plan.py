@@ -6,9 +6,9 @@ The lanes' connections plan each prepared statement once, for the life of
 the connection (plan_cache_mode = force_generic_plan), with sequential
 scans off (services/reconciler/main.c, common/db.h).  A generic plan does
 not know the claim's limit ($4), so it must not depend on it to stay
-small: each of the claim's four candidate scans (forced, confirmation
-asked, next check passed, reconciliation mode) has to walk its partial
-index in order and stop at its LIMIT, never read every due row and sort
+small: each of the claim's five candidate scans (forced, confirmation
+asked, next check passed, reconciliation mode, a refund followed: none
+here) has to walk its partial index in order and stop at its LIMIT, never read every due row and sort
 them.  With 50,000 due orders a plan that sorts reads 50,000 rows per
 claim, tens of milliseconds, several times a second per lane.
 
@@ -21,6 +21,14 @@ in normal and in reconciliation mode.  Every scan of recon.watch together
 must read at most a few times the limit, and none may be sequential.  All
 of it runs in one transaction that is rolled back: the rows are never
 visible to the running daemons.
+
+And what the claim takes first: in reconciliation mode an order not
+checked for the mode's interval is due although its next scheduled check
+is hours away (a customer who paid while webhooks were down).  With more
+than a claim's limit of orders always due by their schedule (a drill's
+refused checkouts, asked again "not started yet"), candidates sorted by
+next_check_at alone never reached it.  They are taken in the order they
+became due.
 """
 import json
 import os
@@ -121,6 +129,22 @@ def main():
         check(cur, "plan made while the table was empty")
         cur.execute("ANALYZE recon.watch")
         check(cur, "plan made again after ANALYZE")
+        # the starved order: last checked two mode intervals ago, its next
+        # scheduled check an hour away; every other due order was checked
+        # a second ago
+        cur.execute("UPDATE recon.watch SET last_check_at = now() - interval"
+                    " '1 second'")
+        cur.execute("UPDATE recon.watch SET last_check_at = now() - 2 * %s *"
+                    " interval '1 ms', next_check_at = now() + interval '1 hour'"
+                    " WHERE order_id = 'due-40000'", (MODE_INTERVAL_MS,))
+        cur.execute("EXECUTE claim(%s, true, %s, %s)",
+                    (LEASE_MS, MODE_INTERVAL_MS, LIMIT))
+        claimed = {r[0] for r in cur.fetchall()}
+        log("reconciliation mode claimed %d, the starved order among them: %s"
+            % (len(claimed), "due-40000" in claimed))
+        assert "due-40000" in claimed, (
+            "reconciliation mode: an order due by the mode's interval was not"
+            " claimed before orders due by their schedule (%s)" % sorted(claimed))
         conn.rollback()
         conn.close()
     print("claim plan: all passed")
