@@ -686,7 +686,7 @@ answer_checks(struct doctor *d, cJSON *const st[SVC_COUNT],
 }
 
 struct cJSON *
-ctl_doctor_collect(struct ctl *c)
+ctl_doctor_collect(struct ctl *c, struct ctl_error err_out[SVC_COUNT])
 {
 	static const enum ctl_svc fact_svcs[] = {SVC_INGEST, SVC_ORDER,
 	                                         SVC_NOTIFIER, SVC_RECONCILER};
@@ -706,6 +706,8 @@ ctl_doctor_collect(struct ctl *c)
 		return NULL;
 	}
 	ctl_collect_status(c, st, err);
+	if (err_out != NULL)
+		memcpy(err_out, err, sizeof(err));
 	answer_checks(&d, st, err, no_access);
 	for (size_t i = 0; i < ARRAY_SIZE(fact_svcs); i++) {
 		enum ctl_svc s = fact_svcs[i];
@@ -764,37 +766,10 @@ ctl_doctor_collect(struct ctl *c)
 	return out;
 }
 
-/* When every configured daemon refused this user, that is the one
- * answer (ctl_no_access), not a finding per daemon; -1 otherwise. */
-static int
-no_access_fail(struct ctl *c, const cJSON *out)
-{
-	struct ctl_error err[SVC_COUNT];
-	const cJSON *it;
-
-	memset(err, 0, sizeof(err));
-	cJSON_ArrayForEach(it, cJSON_GetObjectItem(out, "no_access"))
-	{
-		for (int s = 0; s < SVC_COUNT; s++) {
-			if (strcmp(ctl_svc_name(s), j_str(it, "service")) != 0)
-				continue;
-			kasir_strlcpy(err[s].service, ctl_svc_name(s),
-			              sizeof(err[s].service));
-			kasir_strlcpy(err[s].socket, j_str(it, "socket"),
-			              sizeof(err[s].socket));
-			kasir_strlcpy(err[s].code, j_str(it, "code"),
-			              sizeof(err[s].code));
-			kasir_strlcpy(err[s].message, j_str(it, "message"),
-			              sizeof(err[s].message));
-			err[s].exit = CTL_EXIT_FAILED;
-		}
-	}
-	return ctl_no_access(c, err);
-}
-
 int
 cmd_doctor(struct ctl *c, int argc, char **argv)
 {
+	struct ctl_error err[SVC_COUNT];
 	cJSON *out;
 	const cJSON *f;
 	int p0, p1, total, denied, rc;
@@ -804,9 +779,11 @@ cmd_doctor(struct ctl *c, int argc, char **argv)
 	if (argc != 0)
 		return out_fail_local(c, "usage", CTL_EXIT_USAGE,
 		                      "usage: kasirctl doctor [--table]");
-	if ((out = ctl_doctor_collect(c)) == NULL)
+	if ((out = ctl_doctor_collect(c, err)) == NULL)
 		return CTL_EXIT_FAILED;
-	if ((rc = no_access_fail(c, out)) >= 0) {
+	/* every configured daemon refused this user: that is the one
+	 * answer, not a finding per daemon */
+	if ((rc = ctl_no_access(c, err)) >= 0) {
 		cJSON_Delete(out);
 		return rc;
 	}

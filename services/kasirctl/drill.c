@@ -762,7 +762,7 @@ configured(const struct ctl_conf *conf, const struct drill_def *def)
 static bool
 doctor_names(struct drill *d, bool *ret_healthy)
 {
-	cJSON *res = ctl_doctor_collect(d->c);
+	cJSON *res = ctl_doctor_collect(d->c, NULL);
 	const cJSON *f, *g;
 	bool named = false;
 

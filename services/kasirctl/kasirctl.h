@@ -342,8 +342,11 @@ int cmd_drill_run(struct ctl *c, int argc, char **argv);
 int cmd_drill_history(struct ctl *c, int argc, char **argv);
 
 /* doctor.c, shared with drill: every check run once, no output; the
- * object --json doctor prints as result plus "at_ms".  NULL on ENOMEM. */
-struct cJSON *ctl_doctor_collect(struct ctl *c);
+ * object --json doctor prints as result plus "at_ms".  NULL on ENOMEM.
+ * err (NULL: not wanted) gets what each daemon's status call failed
+ * with, as ctl_collect_status gives it. */
+struct cJSON *ctl_doctor_collect(struct ctl *c,
+                                 struct ctl_error err[SVC_COUNT]);
 
 /* status.c, shared with doctor: "status" of every configured daemon
  * (st[s] NULL when it did not answer: err[s] says why; caller frees st),
